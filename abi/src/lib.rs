@@ -1,0 +1,58 @@
+//! The okernel ABI: everything that crosses the boundary between the
+//! okernel image, the guest kernel it runs, and the host-side runners.
+//!
+//! This crate is `no_std`, has no hardware dependency and no unsafe code, so
+//! the monitor, the guest and the harness all share one definition.
+//!
+//! - [`hypercall`]: VMCALL call numbers, register convention, status codes.
+//! - [`cpuid`]: the okernel signature leaves in the hypervisor CPUID range.
+//! - [`result`]: the run-result protocol every backend understands.
+//! - [`boot`]: the hand-off structure the loader gives the guest kernel.
+//!
+//! The ABI is versioned from day one: [`ABI_VERSION`].
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod boot;
+pub mod cpuid;
+pub mod hypercall;
+pub mod result;
+
+/// An ABI version: `major` changes break callers, `minor` adds calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    /// Incompatible changes.
+    pub major: u16,
+    /// Backwards-compatible additions.
+    pub minor: u16,
+}
+
+impl Version {
+    /// Packs the version as `major << 16 | minor`, the form hypercalls return.
+    pub const fn packed(self) -> u32 {
+        ((self.major as u32) << 16) | self.minor as u32
+    }
+
+    /// Unpacks a version packed by [`Version::packed`].
+    pub const fn from_packed(v: u32) -> Self {
+        Self {
+            major: (v >> 16) as u16,
+            minor: v as u16,
+        }
+    }
+}
+
+/// The version of the ABI this crate describes.
+pub const ABI_VERSION: Version = Version { major: 0, minor: 1 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_round_trips() {
+        let v = Version { major: 3, minor: 7 };
+        assert_eq!(v.packed(), 0x0003_0007);
+        assert_eq!(Version::from_packed(v.packed()), v);
+    }
+}

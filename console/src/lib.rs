@@ -1,0 +1,93 @@
+//! The console every okernel bare-metal image shares: bytes go to the COM1
+//! 16550 UART and to port 0xE9 (Bochs' `port_e9_hack`, QEMU's `debugcon`,
+//! the KVM harness), through the `log` facade or [`print!`]/[`println!`];
+//! and [`report`], which ends a run with the run-result protocol of
+//! [`okernel_abi::result`].
+//!
+//! Port I/O goes through the `x86_64` crate; this crate has no inline asm.
+#![cfg_attr(not(test), no_std)]
+
+mod logger;
+mod report;
+
+pub use logger::init_logger;
+pub use report::{halt_forever, report};
+
+use core::fmt::{self, Write};
+use spin::Mutex;
+use uart_16550::SerialPort;
+use x86_64::instructions::port::Port;
+
+/// The I/O base of COM1.
+pub const COM1: u16 = 0x3f8;
+/// Bochs' and QEMU's debug console port.
+pub const DEBUG_PORT: u16 = 0xe9;
+
+/// The console: COM1 and the debug port, written together.
+pub struct Console {
+    serial: SerialPort,
+    debug: Port<u8>,
+    initialised: bool,
+}
+
+impl Console {
+    const fn new() -> Self {
+        Self {
+            // SAFETY: COM1 (0x3f8) is the standard PC serial port on every
+            // backend okernel runs on; when no UART is present the port
+            // reads 0xff, which the driver treats as "transmitter empty",
+            // so writing never blocks.
+            serial: unsafe { SerialPort::new(COM1) },
+            debug: Port::new(DEBUG_PORT),
+            initialised: false,
+        }
+    }
+
+    fn put(&mut self, byte: u8) {
+        if !self.initialised {
+            self.serial.init();
+            self.initialised = true;
+        }
+        self.serial.send(byte);
+        // SAFETY: port 0xE9 is a write-only debug port with no side effect
+        // beyond printing the byte (or nothing, where no device listens).
+        unsafe { self.debug.write(byte) };
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.put(b'\r');
+            }
+            self.put(b);
+        }
+        Ok(())
+    }
+}
+
+/// The one console of this image.
+pub static CONSOLE: Mutex<Console> = Mutex::new(Console::new());
+
+/// Writes formatted text to the console (used by the macros).
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // A failed write has nowhere to be reported; the console is best
+        // effort by design.
+        let _ = CONSOLE.lock().write_fmt(args);
+    });
+}
+
+/// Prints to the console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::write_fmt(format_args!($($arg)*)) };
+}
+
+/// Prints a line to the console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::write_fmt(format_args!("{}\n", format_args!($($arg)*))) };
+}

@@ -1,0 +1,2 @@
+//! The demo guest kernel.
+#![cfg_attr(not(test), no_std)]

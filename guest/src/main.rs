@@ -1,0 +1,3 @@
+//! The okernel image entry.
+#![no_std]
+#![no_main]

@@ -1,0 +1,2 @@
+//! The okernel loader.
+#![cfg_attr(not(test), no_std)]

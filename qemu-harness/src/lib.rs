@@ -1,0 +1,1 @@
+//! Runners for okernel images.
