@@ -62,6 +62,9 @@ pub enum RegionKind {
     Monitor = 3,
     /// The guest's own image, as loaded.
     GuestImage = 4,
+    /// The loader's hand-off to the guest: boot page tables, this
+    /// structure, the memory map and the command line.
+    BootData = 5,
 }
 
 /// One entry of the memory map handed to the guest.

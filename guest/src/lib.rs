@@ -1,2 +1,5 @@
-//! The demo guest kernel.
+//! The demo container-host kernel that okernel runs in VMX non-root mode:
+//! the host-testable half (the bare-metal half is `src/main.rs`).
 #![cfg_attr(not(test), no_std)]
+
+pub mod cmdline;

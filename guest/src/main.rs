@@ -1,3 +1,79 @@
-//! The okernel image entry.
+//! The demo guest kernel's entry and scenarios.
 #![no_std]
 #![no_main]
+
+mod arch;
+
+use core::panic::PanicInfo;
+use guest::cmdline::{Options, Scenario};
+use log::{LevelFilter, info};
+use okernel_abi::boot::{BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion};
+use okernel_abi::result::Outcome;
+use okernel_console::{println, report};
+
+/// Called by the entry stub with the loader's hand-off.
+#[unsafe(no_mangle)]
+extern "C" fn guest_main(boot_info: u64) -> ! {
+    okernel_console::init_logger("guest", LevelFilter::Info);
+    // SAFETY: the boot protocol (okernel_abi::boot) puts a BootInfo at the
+    // address in RDI, in memory identity-mapped by the hand-off page tables
+    // and owned by the guest; nothing else writes it.
+    let bi: BootInfo = unsafe { core::ptr::read(boot_info as *const BootInfo) };
+    if bi.magic != BOOT_MAGIC {
+        report(Outcome::Fail, format_args!("guest: bad boot-info magic {:#x}", bi.magic));
+    }
+    let mode = match EntryMode::from_raw(bi.entry_mode) {
+        Some(EntryMode::Direct) => "direct (VMX root, no monitor)",
+        Some(EntryMode::NonRoot) => "VMX non-root under okernel",
+        None => report(Outcome::Fail, format_args!("guest: bad entry mode {}", bi.entry_mode)),
+    };
+    // SAFETY: as above, the command line lies in the hand-off area.
+    let cmdline = unsafe { hand_off_str(bi.cmdline_addr, bi.cmdline_len) };
+    println!("==============================================");
+    println!(" okernel demo guest kernel v{}", env!("CARGO_PKG_VERSION"));
+    println!(" entered in {mode}");
+    println!("==============================================");
+    info!("command line: `{cmdline}`");
+    // SAFETY: the memory map lies in the hand-off area, `memory_map_len`
+    // entries long.
+    let map = unsafe {
+        core::slice::from_raw_parts(
+            bi.memory_map_addr as *const MemoryRegion,
+            bi.memory_map_len as usize,
+        )
+    };
+    let usable: u64 = map.iter().filter(|r| r.kind == 1).map(|r| r.length).sum();
+    info!("memory map: {} entries, {} KiB usable", map.len(), usable / 1024);
+
+    let opts = match Options::parse(cmdline) {
+        Ok(o) => o,
+        Err(e) => report(Outcome::Fail, format_args!("{e}")),
+    };
+    match opts.scenario {
+        Scenario::Boot => report(Outcome::Pass, format_args!("")),
+        Scenario::Panic => panic!("scenario `panic` panics on purpose"),
+        Scenario::Hang => {
+            info!("scenario `hang`: halting with interrupts off");
+            okernel_console::halt_forever()
+        }
+    }
+}
+
+/// Reads a UTF-8 string from the hand-off area.
+///
+/// # Safety
+///
+/// `addr..addr + len` must be readable memory that nothing writes.
+unsafe fn hand_off_str(addr: u64, len: u64) -> &'static str {
+    if addr == 0 || len == 0 {
+        return "";
+    }
+    // SAFETY: forwarded from the caller.
+    let bytes = unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) };
+    core::str::from_utf8(bytes).unwrap_or("<invalid UTF-8>")
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    report(Outcome::Panic, format_args!("guest: {info}"))
+}

@@ -1,3 +1,27 @@
-//! The okernel image entry.
+//! The okernel image: boot-protocol entry, then the boot sequence of
+//! [`boot`], which ends by entering the guest or reporting why not.
 #![no_std]
 #![no_main]
+
+mod arch;
+mod boot;
+mod phys;
+
+use okernel_abi::result::Outcome;
+
+/// Called by the 32-bit entry stub once in long mode, with the protocol
+/// magic and the physical address of the boot information.
+#[unsafe(no_mangle)]
+extern "C" fn loader_main(magic: u32, info: u32) -> ! {
+    okernel_console::init_logger("loader", log::LevelFilter::Info);
+    arch::tables::init();
+    match boot::run(magic, info) {
+        Ok(never) => match never {},
+        Err(failure) => okernel_console::report(Outcome::Fail, format_args!("{failure}")),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    okernel_console::report(Outcome::Panic, format_args!("loader: {info}"))
+}

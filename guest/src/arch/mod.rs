@@ -1,0 +1,3 @@
+//! The guest's machine-dependent code.
+
+mod entry;

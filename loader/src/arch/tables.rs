@@ -1,0 +1,62 @@
+//! The image's own GDT (with a TSS whose IST gives `#DF` a known-good
+//! stack) and IDT, replacing the boot stub's minimal GDT.
+//!
+//! Selectors: 0x08 64-bit code, 0x10 data, 0x18 TSS; okernel reads them
+//! back from the CPU when it fills the VMCS host-state area.
+
+use super::exceptions::Idt;
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::{lidt, load_tss};
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+
+const DF_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct Stack([u8; DF_STACK_SIZE]);
+
+/// The `#DF` stack: only ever used by the CPU through the TSS.
+static DF_STACK: Stack = Stack([0; DF_STACK_SIZE]);
+
+static TSS: Once<TaskStateSegment> = Once::new();
+static GDT: Once<(GlobalDescriptorTable, [SegmentSelector; 3])> = Once::new();
+static IDT: Once<Idt> = Once::new();
+
+/// Loads the GDT, TSS and IDT. Call once, early.
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        let top = VirtAddr::from_ptr(&DF_STACK) + DF_STACK_SIZE as u64;
+        tss.interrupt_stack_table[0] = top;
+        tss
+    });
+    let (gdt, [code, data, tss_sel]) = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+        (gdt, [code, data, tss_sel])
+    });
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, whose descriptors
+    // are a 64-bit code segment, a data segment and an available TSS that
+    // live for the rest of the run ('static).
+    unsafe {
+        CS::set_reg(*code);
+        SS::set_reg(*data);
+        DS::set_reg(*data);
+        ES::set_reg(*data);
+        load_tss(*tss_sel);
+    }
+    let idt = IDT.call_once(|| Idt::new(code.0, 1));
+    let pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::from_ptr(idt),
+    };
+    // SAFETY: the IDT is 'static and every present gate points at an
+    // exception stub in this image with the code selector loaded above.
+    unsafe { lidt(&pointer) };
+}

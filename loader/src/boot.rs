@@ -1,0 +1,186 @@
+//! The boot sequence: parse the boot information, find and validate the
+//! guest module, load it, build the hand-off, enter the guest.
+
+use crate::phys::{self, Identity};
+use core::fmt;
+use loader::bootinfo::{self, BootInfo, BootInfoError};
+use loader::cmdline::{CmdlineError, Options};
+use loader::elf_load::{self, ElfError, Occupied};
+use loader::handoff::{self, Carve, HandoffError};
+use loader::bootinfo::PhysMem;
+use loader::memmap::Range;
+use log::info;
+use okernel_abi::boot::{EntryMode, RegionKind};
+
+/// Why the boot stopped; each names its cause.
+pub enum Failure {
+    /// The boot information was refused.
+    BootInfo(BootInfoError),
+    /// The command line was refused.
+    Cmdline(CmdlineError<'static>),
+    /// No guest module was passed.
+    NoGuestModule,
+    /// The guest module lies outside the identity map.
+    ModuleUnreadable(Range),
+    /// The guest image was refused.
+    Elf(ElfError),
+    /// No room for the hand-off area.
+    NoRoomForHandoff,
+    /// The hand-off could not be built.
+    Handoff(HandoffError),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::BootInfo(e) => write!(f, "{e}"),
+            Failure::Cmdline(e) => write!(f, "{e}"),
+            Failure::NoGuestModule => write!(
+                f,
+                "no guest module: pass the guest kernel as the first boot module \
+                 (GRUB `module2`, QEMU `-initrd`)"
+            ),
+            Failure::ModuleUnreadable(r) => write!(f, "guest module at {r} lies above 4 GiB"),
+            Failure::Elf(e) => write!(f, "{e}"),
+            Failure::NoRoomForHandoff => write!(f, "no free RAM for the guest hand-off area"),
+            Failure::Handoff(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Runs the boot sequence; returns only on failure.
+pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Failure> {
+    let bi = parse_boot_info(magic, info_addr).map_err(Failure::BootInfo)?;
+    let opts = Options::parse(bi.cmdline).map_err(Failure::Cmdline)?;
+    log::set_max_level(opts.log);
+    info!(
+        "okernel v{} booted by {} (ABI {}.{})",
+        env!("CARGO_PKG_VERSION"),
+        bi.protocol.name(),
+        okernel_abi::ABI_VERSION.major,
+        okernel_abi::ABI_VERSION.minor
+    );
+    info!("command line: `{}`", bi.cmdline);
+    print_memory_map(&bi);
+
+    let module = *bi.modules().next().ok_or(Failure::NoGuestModule)?;
+    info!(
+        "guest module: {} ({} KiB) `{}`",
+        module.range,
+        module.range.len() / 1024,
+        module.cmdline
+    );
+    let image = Identity
+        .bytes(module.range.start, module.range.len() as usize)
+        .ok_or(Failure::ModuleUnreadable(module.range))?;
+
+    let guest_cmdline = if module.cmdline.is_empty() { opts.guest_args } else { module.cmdline };
+    info!("guest command line: `{guest_cmdline}`");
+
+    let mut occupied = [Occupied {
+        what: "the okernel image",
+        range: phys::image_range(),
+    }; 5];
+    occupied[1] = Occupied { what: "the guest module", range: module.range };
+    let mut n = 2;
+    for r in bi.info_ranges.iter().flatten() {
+        occupied[n] = Occupied { what: "the boot information", range: *r };
+        n += 1;
+    }
+    let occupied = &occupied[..n];
+
+    let plan = elf_load::plan(image, &bi.memory, occupied).map_err(Failure::Elf)?;
+    for (i, seg) in plan.segments().enumerate() {
+        info!("guest segment {i}: {} ({} bytes from the file)", seg.dest, seg.file.len());
+    }
+
+    // Place the hand-off area before writing anything, so a failure leaves
+    // memory as it was.
+    let mut avoid = [Range { start: 0, end: 0 }; 6];
+    for (a, o) in avoid.iter_mut().zip(occupied) {
+        *a = o.range;
+    }
+    avoid[n] = plan.extent;
+    let area = bi
+        .memory
+        .find_free(handoff::AREA_SIZE as u64, 0x1000, 1 << 20, &avoid[..=n])
+        .ok_or(Failure::NoRoomForHandoff)?;
+
+    for seg in plan.segments() {
+        // SAFETY: the plan checked that every destination is usable RAM
+        // that overlaps neither this image, nor the module, nor the boot
+        // information, nor another segment.
+        let dest = unsafe { phys::bytes_mut(seg.dest) }.ok_or(Failure::ModuleUnreadable(seg.dest))?;
+        let (copied, zeroed) = dest.split_at_mut(seg.file.len());
+        copied.copy_from_slice(&image[seg.file.clone()]);
+        zeroed.fill(0);
+    }
+
+    let carves = [
+        Carve { range: phys::image_range(), kind: RegionKind::Monitor },
+        Carve { range: plan.extent, kind: RegionKind::GuestImage },
+        Carve { range: area, kind: RegionKind::BootData },
+    ];
+    // SAFETY: `area` was chosen in usable RAM clear of everything in use.
+    let bytes = unsafe { phys::bytes_mut(area) }.ok_or(Failure::NoRoomForHandoff)?;
+    let bytes: &mut [u8; handoff::AREA_SIZE] =
+        bytes.try_into().map_err(|_| Failure::NoRoomForHandoff)?;
+    let (cr3, boot_info) = handoff::build(
+        bytes,
+        area.start,
+        EntryMode::Direct,
+        &bi.memory,
+        &carves,
+        module.cmdline,
+    )
+    .map_err(Failure::Handoff)?;
+
+    info!(
+        "entering the guest at {:#x} in VMX root mode (direct: no monitor yet), hand-off at {area}",
+        plan.entry
+    );
+    // SAFETY: the entry point lies in a segment just loaded from a
+    // validated ELF64 x86-64 image; CR3 points at identity page tables for
+    // the first 4 GiB that map this code too, so the switch is seamless.
+    unsafe { enter_direct(plan.entry, cr3, boot_info) }
+}
+
+fn parse_boot_info(magic: u32, addr: u32) -> Result<BootInfo<'static>, BootInfoError> {
+    match magic {
+        bootinfo::MULTIBOOT2_MAGIC => {
+            // SAFETY: a multiboot2 loader put the structure at `addr`, in
+            // identity-mapped memory below 4 GiB that no one writes again.
+            unsafe { bootinfo::parse_multiboot2(addr as usize as *const _) }
+        }
+        bootinfo::PVH_MAGIC => bootinfo::parse_pvh(&Identity, u64::from(addr)),
+        other => Err(BootInfoError::UnknownProtocol(other)),
+    }
+}
+
+fn print_memory_map(bi: &BootInfo<'_>) {
+    info!("memory map ({} regions):", bi.memory.regions().len());
+    for r in bi.memory.regions() {
+        info!("  {} {:>8} KiB  {}", r.range, r.range.len() / 1024, r.kind.name());
+    }
+}
+
+/// Jumps to a 64-bit guest entry with the hand-off registers set.
+///
+/// # Safety
+///
+/// `entry` must be the entry of a loaded guest image mapped by the page
+/// tables at `cr3`, which must also map the code doing the switch.
+unsafe fn enter_direct(entry: u64, cr3: u64, boot_info: u64) -> ! {
+    use x86_64::PhysAddr;
+    use x86_64::registers::control::{Cr3, Cr3Flags};
+    use x86_64::structures::paging::PhysFrame;
+    let frame = PhysFrame::from_start_address(PhysAddr::new(cr3))
+        .unwrap_or_else(|_| panic!("hand-off page tables at {cr3:#x} are not page-aligned"));
+    // SAFETY: forwarded from the caller: the new tables identity-map the
+    // first 4 GiB, this code included.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    // SAFETY: forwarded from the caller; the guest entry ABI is SysV with
+    // the BootInfo address in RDI, and it never returns.
+    let guest: extern "sysv64" fn(u64) -> ! = unsafe { core::mem::transmute(entry as usize) };
+    guest(boot_info)
+}

@@ -1,0 +1,158 @@
+//! Multiboot2 boot information (multiboot2 specification §3.6), parsed with
+//! the `multiboot2` crate.
+
+use super::{BootInfo, BootInfoError, Module, Protocol};
+use crate::memmap::{Range, RegionKind};
+use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+
+/// The value a multiboot2 loader leaves in EAX.
+pub const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
+
+/// Parses the multiboot2 information structure at `ptr`.
+///
+/// # Safety
+///
+/// `ptr` must point to memory readable for at least 8 bytes, and for the
+/// whole `total_size` those bytes announce; it must stay unchanged for `'a`.
+pub unsafe fn parse_multiboot2<'a>(
+    ptr: *const BootInformationHeader,
+) -> Result<BootInfo<'a>, BootInfoError> {
+    // SAFETY: forwarded from the caller: the structure is readable and
+    // immutable for 'a. `load` validates size, alignment and the tag list.
+    let mbi: BootInformation<'a> = unsafe { BootInformation::load(ptr) }
+        .map_err(|e| BootInfoError::Multiboot2(load_error_name(&e)))?;
+    let mut info = BootInfo::new(Protocol::Multiboot2);
+    info.info_ranges[0] = Range::from_len(mbi.start_address() as u64, mbi.total_size() as u64);
+
+    let mmap = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
+    for area in mmap.memory_areas() {
+        let kind = match area.typ() {
+            MemoryAreaType::Available => RegionKind::Usable,
+            MemoryAreaType::AcpiAvailable => RegionKind::AcpiReclaimable,
+            MemoryAreaType::ReservedHibernate => RegionKind::AcpiNvs,
+            MemoryAreaType::Defective => RegionKind::Bad,
+            _ => RegionKind::Reserved,
+        };
+        info.memory.add(area.start_address(), area.size(), kind)?;
+    }
+    info.memory.require_usable()?;
+
+    if let Some(tag) = mbi.command_line_tag() {
+        let cmdline = tag
+            .cmdline()
+            .map_err(|_| BootInfoError::BadString("the command line"))?;
+        // SAFETY: the tag lies inside the structure, which the caller
+        // guarantees readable and unchanged for 'a.
+        info.cmdline = unsafe { extend(cmdline) };
+    }
+    for (index, tag) in mbi.module_tags().enumerate() {
+        let cmdline = tag
+            .cmdline()
+            .map_err(|_| BootInfoError::BadString("a module command line"))?;
+        // SAFETY: as for the command line above.
+        let cmdline = unsafe { extend(cmdline) };
+        let (start, end) = (tag.start_address() as u64, tag.end_address() as u64);
+        if end <= start {
+            return Err(BootInfoError::EmptyModule { index });
+        }
+        info.push_module(Module {
+            range: Range { start, end },
+            cmdline,
+        })?;
+    }
+    Ok(info)
+}
+
+/// Gives a string inside the structure the structure's lifetime `'a` (the
+/// crate ties it to the `BootInformation` wrapper, a local here).
+///
+/// # Safety
+///
+/// `s` must point into memory readable and unchanged for `'a`.
+unsafe fn extend<'a>(s: &str) -> &'a str {
+    // SAFETY: forwarded from the caller.
+    unsafe { &*(s as *const str) }
+}
+
+fn load_error_name(e: &multiboot2::LoadError) -> &'static str {
+    match e {
+        multiboot2::LoadError::NoEndTag => "missing end tag (truncated?)",
+        multiboot2::LoadError::Memory(_) => "bad size or alignment (truncated?)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multiboot2::{Builder, CommandLineTag, MemoryArea, MemoryMapTag, ModuleTag};
+    use multiboot2_common::MaybeDynSized;
+
+    fn build(modules: &[(u32, u32, &str)], with_mmap: bool) -> Vec<u8> {
+        let mut b = Builder::new().cmdline(CommandLineTag::new("log=debug"));
+        if with_mmap {
+            b = b.mmap(MemoryMapTag::new(&[
+                MemoryArea::new(0, 0x9_fc00, MemoryAreaType::Available),
+                MemoryArea::new(0x10_0000, 0x7ee_0000, MemoryAreaType::Available),
+                MemoryArea::new(0xfffc_0000, 0x4_0000, MemoryAreaType::Reserved),
+            ]));
+        }
+        for &(s, e, c) in modules {
+            b = b.add_module(ModuleTag::new(s, e, c));
+        }
+        b.build().as_bytes().to_vec()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<BootInfo<'static>, BootInfoError> {
+        let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: `aligned` has at least `bytes.len()` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), aligned.as_mut_ptr().cast(), bytes.len())
+        };
+        let leaked: &'static [u64] = Box::leak(aligned.into_boxed_slice());
+        // SAFETY: `leaked` is 8-aligned, immutable and holds the structure.
+        unsafe { parse_multiboot2(leaked.as_ptr().cast()) }
+    }
+
+    #[test]
+    fn parses_memory_map_modules_and_command_line() {
+        let info = parse(&build(&[(0x20_0000, 0x28_0000, "scenario=boot")], true)).unwrap();
+        assert_eq!(info.protocol, Protocol::Multiboot2);
+        assert_eq!(info.cmdline, "log=debug");
+        assert_eq!(info.memory.regions().len(), 3);
+        assert_eq!(info.memory.top_of_ram(), 0x7fe_0000);
+        let m: Vec<_> = info.modules().collect();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].range, Range { start: 0x20_0000, end: 0x28_0000 });
+        assert_eq!(m[0].cmdline, "scenario=boot");
+    }
+
+    #[test]
+    fn refuses_missing_memory_map_and_empty_modules() {
+        assert_eq!(parse(&build(&[], false)).unwrap_err(), BootInfoError::NoMemoryMap);
+        // The builder refuses empty modules, so patch the end address.
+        let mut bytes = build(&[(0x20_0000, 0x20_1000, "")], true);
+        let mut pattern = 0x20_0000u32.to_le_bytes().to_vec();
+        pattern.extend_from_slice(&0x20_1000u32.to_le_bytes());
+        let at = bytes.windows(8).position(|w| w == pattern).unwrap();
+        bytes[at + 4..at + 8].copy_from_slice(&0x20_0000u32.to_le_bytes());
+        assert_eq!(parse(&bytes).unwrap_err(), BootInfoError::EmptyModule { index: 0 });
+    }
+
+    #[test]
+    fn refuses_truncated_structures() {
+        let bytes = build(&[(0x20_0000, 0x28_0000, "x")], true);
+        // Cut the structure short but keep its announced size: the end tag
+        // is gone.
+        let mut cut = bytes.clone();
+        let half = (cut.len() / 2) & !7;
+        cut.truncate(half);
+        cut.extend_from_slice(&[0u8; 8]);
+        let len = cut.len() as u32;
+        cut[..4].copy_from_slice(&len.to_le_bytes());
+        assert!(matches!(parse(&cut), Err(BootInfoError::Multiboot2(_))));
+        // A size smaller than the header itself.
+        let mut tiny = bytes;
+        tiny[..4].copy_from_slice(&4u32.to_le_bytes());
+        assert!(matches!(parse(&tiny), Err(BootInfoError::Multiboot2(_))));
+    }
+}

@@ -1,0 +1,218 @@
+//! Validating a guest kernel image (ELF64, x86-64, statically linked at
+//! its load address) and planning where its segments go, before a single
+//! byte is copied: a bad image is refused with a message naming the cause
+//! and memory is left untouched.
+
+use crate::memmap::{MemoryMap, Range};
+use core::fmt;
+use elf::ElfBytes;
+use elf::abi::{EM_X86_64, ET_EXEC, PT_LOAD};
+use elf::endian::LittleEndian;
+use elf::file::Class;
+
+/// The most loadable segments a guest image may have.
+pub const MAX_SEGMENTS: usize = 16;
+
+/// One segment to load: copy `file` bytes of the image to `dest.start`,
+/// then zero the rest of `dest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Where the segment goes (physical; the guest is identity-linked).
+    pub dest: Range,
+    /// The bytes of the image to copy there.
+    pub file: core::ops::Range<usize>,
+}
+
+/// A validated image, ready to be copied.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    segments: [Option<Segment>; MAX_SEGMENTS],
+    /// The entry point.
+    pub entry: u64,
+    /// From the lowest to the highest byte any segment occupies.
+    pub extent: Range,
+}
+
+impl LoadPlan {
+    /// The segments, in image order.
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.iter().flatten()
+    }
+}
+
+/// A range the guest must not be loaded over, with a name for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Occupied {
+    /// What lives there ("the okernel image", "the guest module", ...).
+    pub what: &'static str,
+    /// Where.
+    pub range: Range,
+}
+
+/// Why a guest image was refused.
+#[derive(Debug)]
+pub enum ElfError {
+    /// The module is not an ELF file (or its headers are truncated).
+    NotElf(elf::ParseError),
+    /// The module is a 32-bit ELF file; this entry path needs ELF64.
+    NotElf64,
+    /// The module is big-endian.
+    BigEndian,
+    /// The module is built for another machine.
+    WrongMachine(u16),
+    /// The module is not an executable (`ET_EXEC`).
+    NotExecutable(u16),
+    /// The module has no loadable segment.
+    NoLoadableSegments,
+    /// The module has more loadable segments than okernel supports.
+    TooManySegments,
+    /// A segment's file bytes lie outside the module.
+    SegmentOutsideFile(usize),
+    /// A segment has more file bytes than memory bytes, or wraps around.
+    BadSegmentSize(usize),
+    /// A segment's virtual and physical addresses differ.
+    NotIdentityLinked {
+        /// The segment.
+        index: usize,
+        /// Its virtual address.
+        vaddr: u64,
+        /// Its physical address.
+        paddr: u64,
+    },
+    /// Two segments overlap.
+    Overlap(usize, usize),
+    /// A segment lies (partly) outside usable RAM.
+    OutsideRam(usize, Range),
+    /// A segment would overwrite something in use.
+    Collides {
+        /// The segment.
+        index: usize,
+        /// Its destination.
+        range: Range,
+        /// What it would overwrite.
+        what: &'static str,
+    },
+    /// The entry point lies in no segment.
+    EntryOutside(u64),
+}
+
+impl fmt::Display for ElfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElfError::NotElf(e) => write!(f, "guest module is not a valid ELF file: {e}"),
+            ElfError::NotElf64 => write!(f, "guest module is ELF32, not ELF64"),
+            ElfError::BigEndian => write!(f, "guest module is big-endian, not x86-64"),
+            ElfError::WrongMachine(m) => {
+                write!(f, "guest module is for ELF machine {m}, not x86-64 ({EM_X86_64})")
+            }
+            ElfError::NotExecutable(t) => {
+                write!(f, "guest module is ELF type {t}, not an executable (ET_EXEC)")
+            }
+            ElfError::NoLoadableSegments => write!(f, "guest module has no loadable segment"),
+            ElfError::TooManySegments => {
+                write!(f, "guest module has more than {MAX_SEGMENTS} loadable segments")
+            }
+            ElfError::SegmentOutsideFile(i) => {
+                write!(f, "guest segment {i}: file bytes lie outside the module")
+            }
+            ElfError::BadSegmentSize(i) => {
+                write!(f, "guest segment {i}: file size exceeds memory size or wraps")
+            }
+            ElfError::NotIdentityLinked { index, vaddr, paddr } => write!(
+                f,
+                "guest segment {index}: vaddr {vaddr:#x} != paddr {paddr:#x} (the guest must be identity-linked)"
+            ),
+            ElfError::Overlap(a, b) => write!(f, "guest segments {a} and {b} overlap"),
+            ElfError::OutsideRam(i, r) => write!(f, "guest segment {i} at {r} lies outside usable RAM"),
+            ElfError::Collides { index, range, what } => {
+                write!(f, "guest segment {index} at {range} would overwrite {what}")
+            }
+            ElfError::EntryOutside(e) => write!(f, "guest entry point {e:#x} lies in no segment"),
+        }
+    }
+}
+
+/// Validates `image` and plans its load into `ram`, away from `occupied`.
+pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<LoadPlan, ElfError> {
+    // An ELF32 file would fail below with a layout error; name it instead.
+    if image.starts_with(b"\x7fELF") && image.get(elf::abi::EI_CLASS) == Some(&elf::abi::ELFCLASS32) {
+        return Err(ElfError::NotElf64);
+    }
+    let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|e| match e {
+        elf::ParseError::UnsupportedElfEndianness(_) => ElfError::BigEndian,
+        e => ElfError::NotElf(e),
+    })?;
+    let ehdr = &file.ehdr;
+    if ehdr.class != Class::ELF64 {
+        return Err(ElfError::NotElf64);
+    }
+    if ehdr.e_machine != EM_X86_64 {
+        return Err(ElfError::WrongMachine(ehdr.e_machine));
+    }
+    if ehdr.e_type != ET_EXEC {
+        return Err(ElfError::NotExecutable(ehdr.e_type));
+    }
+    let phdrs = file.segments().ok_or(ElfError::NoLoadableSegments)?;
+
+    let mut plan = LoadPlan {
+        segments: Default::default(),
+        entry: ehdr.e_entry,
+        extent: Range { start: u64::MAX, end: 0 },
+    };
+    let mut count = 0;
+    for (index, ph) in phdrs.iter().filter(|p| p.p_type == PT_LOAD).enumerate() {
+        if ph.p_memsz == 0 {
+            continue;
+        }
+        if count == MAX_SEGMENTS {
+            return Err(ElfError::TooManySegments);
+        }
+        if ph.p_vaddr != ph.p_paddr {
+            return Err(ElfError::NotIdentityLinked {
+                index,
+                vaddr: ph.p_vaddr,
+                paddr: ph.p_paddr,
+            });
+        }
+        let dest = match Range::from_len(ph.p_paddr, ph.p_memsz) {
+            Some(r) if ph.p_filesz <= ph.p_memsz => r,
+            _ => return Err(ElfError::BadSegmentSize(index)),
+        };
+        let file_range = usize::try_from(ph.p_offset)
+            .ok()
+            .zip(usize::try_from(ph.p_filesz).ok())
+            .and_then(|(o, n)| Some(o..o.checked_add(n)?))
+            .filter(|r| r.end <= image.len())
+            .ok_or(ElfError::SegmentOutsideFile(index))?;
+        if !ram.is_usable(&dest) {
+            return Err(ElfError::OutsideRam(index, dest));
+        }
+        if let Some(o) = occupied.iter().find(|o| o.range.overlaps(&dest)) {
+            return Err(ElfError::Collides {
+                index,
+                range: dest,
+                what: o.what,
+            });
+        }
+        for (other, seg) in plan.segments().enumerate() {
+            if seg.dest.overlaps(&dest) {
+                return Err(ElfError::Overlap(other, index));
+            }
+        }
+        plan.extent.start = plan.extent.start.min(dest.start);
+        plan.extent.end = plan.extent.end.max(dest.end);
+        plan.segments[count] = Some(Segment {
+            dest,
+            file: file_range,
+        });
+        count += 1;
+    }
+    if count == 0 {
+        return Err(ElfError::NoLoadableSegments);
+    }
+    let entry = Range::from_len(plan.entry, 1).ok_or(ElfError::EntryOutside(plan.entry))?;
+    if !plan.segments().any(|s| s.dest.contains(&entry)) {
+        return Err(ElfError::EntryOutside(plan.entry));
+    }
+    Ok(plan)
+}

@@ -1,0 +1,177 @@
+//! The hand-off area: what the loader leaves in guest-visible memory for
+//! the guest kernel ([`okernel_abi::boot`]): identity page tables for the
+//! first 4 GiB, the [`BootInfo`], the guest's memory map and command line.
+//!
+//! Everything the guest needs at entry lives here, outside the monitor's
+//! memory, so the same hand-off works whether the guest is entered
+//! directly or in VMX non-root mode, where the monitor's own page tables
+//! are not mapped.
+//!
+//! Layout (offsets from the area's page-aligned base):
+//!
+//! | offset     | contents                                       |
+//! |------------|------------------------------------------------|
+//! | `0x0000`   | PML4                                           |
+//! | `0x1000`   | PDPT                                           |
+//! | `0x2000`   | four page directories (2 MiB pages, 4 GiB)     |
+//! | `0x6000`   | [`BootInfo`], then the [`MemoryRegion`] array  |
+//! | `0x7000`   | the command line                               |
+
+use crate::memmap::{MemoryMap, Range, RegionKind};
+use okernel_abi::boot::{self, BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion};
+
+/// Size of the hand-off area.
+pub const AREA_SIZE: usize = 0x8000;
+const PML4: usize = 0x0000;
+const PDPT: usize = 0x1000;
+const PD: usize = 0x2000;
+const INFO: usize = 0x6000;
+const MAP: usize = INFO + core::mem::size_of::<BootInfo>();
+const CMDLINE: usize = 0x7000;
+/// The most memory-map entries the area holds.
+pub const MAX_ENTRIES: usize = (CMDLINE - MAP) / core::mem::size_of::<MemoryRegion>();
+/// The longest guest command line the area holds.
+pub const MAX_CMDLINE: usize = AREA_SIZE - CMDLINE;
+
+/// Page-table entry bits (SDM Vol. 3A §5.5, "4-Level Paging").
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const HUGE: u64 = 1 << 7;
+
+/// A range the guest map marks with a kind other than its firmware kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Carve {
+    /// Where.
+    pub range: Range,
+    /// What the guest is told lives there.
+    pub kind: boot::RegionKind,
+}
+
+/// Why the hand-off could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffError {
+    /// The guest command line is longer than [`MAX_CMDLINE`].
+    CmdlineTooLong(usize),
+    /// The guest memory map needs more than [`MAX_ENTRIES`] entries.
+    TooManyRegions,
+}
+
+impl core::fmt::Display for HandoffError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HandoffError::CmdlineTooLong(n) => {
+                write!(f, "guest command line has {n} bytes (at most {MAX_CMDLINE})")
+            }
+            HandoffError::TooManyRegions => {
+                write!(f, "guest memory map needs more than {MAX_ENTRIES} entries")
+            }
+        }
+    }
+}
+
+/// Fills `area` (which the guest will see at physical `base`) and returns
+/// the physical addresses of the PML4 (for CR3) and of the [`BootInfo`]
+/// (for RDI). On error `area` may be partly written but nothing else is.
+pub fn build(
+    area: &mut [u8; AREA_SIZE],
+    base: u64,
+    mode: EntryMode,
+    firmware: &MemoryMap,
+    carves: &[Carve],
+    cmdline: &str,
+) -> Result<(u64, u64), HandoffError> {
+    if cmdline.len() > MAX_CMDLINE {
+        return Err(HandoffError::CmdlineTooLong(cmdline.len()));
+    }
+    area.fill(0);
+    put(area, PML4, (base + PDPT as u64) | PRESENT | WRITABLE);
+    for i in 0..4 {
+        put(area, PDPT + i * 8, (base + (PD + i * 0x1000) as u64) | PRESENT | WRITABLE);
+    }
+    for i in 0..2048u64 {
+        put(area, PD + i as usize * 8, (i << 21) | PRESENT | WRITABLE | HUGE);
+    }
+
+    let mut count = 0;
+    let mut emit = |region: MemoryRegion| -> Result<(), HandoffError> {
+        if count == MAX_ENTRIES {
+            return Err(HandoffError::TooManyRegions);
+        }
+        let at = MAP + count * core::mem::size_of::<MemoryRegion>();
+        put(area, at, region.base);
+        put(area, at + 8, region.length);
+        area[at + 16..at + 20].copy_from_slice(&region.kind.to_le_bytes());
+        count += 1;
+        Ok(())
+    };
+    guest_map(firmware, carves, &mut emit)?;
+
+    area[CMDLINE..CMDLINE + cmdline.len()].copy_from_slice(cmdline.as_bytes());
+    let info = BootInfo {
+        magic: BOOT_MAGIC,
+        abi_version: okernel_abi::ABI_VERSION.packed(),
+        entry_mode: mode as u32,
+        cmdline_addr: if cmdline.is_empty() { 0 } else { base + CMDLINE as u64 },
+        cmdline_len: cmdline.len() as u64,
+        memory_map_addr: base + MAP as u64,
+        memory_map_len: count as u64,
+    };
+    put(area, INFO, info.magic);
+    area[INFO + 8..INFO + 12].copy_from_slice(&info.abi_version.to_le_bytes());
+    area[INFO + 12..INFO + 16].copy_from_slice(&info.entry_mode.to_le_bytes());
+    put(area, INFO + 16, info.cmdline_addr);
+    put(area, INFO + 24, info.cmdline_len);
+    put(area, INFO + 32, info.memory_map_addr);
+    put(area, INFO + 40, info.memory_map_len);
+    Ok((base + PML4 as u64, base + INFO as u64))
+}
+
+fn put(area: &mut [u8], at: usize, v: u64) {
+    area[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The guest's view of memory: firmware usable RAM minus the carved
+/// ranges, the carved ranges with their kinds, everything else reserved;
+/// sorted and non-overlapping.
+pub fn guest_map(
+    firmware: &MemoryMap,
+    carves: &[Carve],
+    emit: &mut dyn FnMut(MemoryRegion) -> Result<(), HandoffError>,
+) -> Result<(), HandoffError> {
+    let region = |range: Range, kind: boot::RegionKind| MemoryRegion {
+        base: range.start,
+        length: range.len(),
+        kind: kind as u32,
+        reserved: 0,
+    };
+    for fw in firmware.regions() {
+        if fw.kind != RegionKind::Usable {
+            emit(region(fw.range, boot::RegionKind::Reserved))?;
+            continue;
+        }
+        // Walk the usable region, emitting free pieces and carves in order.
+        let mut at = fw.range.start;
+        while at < fw.range.end {
+            let next = carves
+                .iter()
+                .filter(|c| c.range.end > at && c.range.start < fw.range.end)
+                .min_by_key(|c| c.range.start);
+            match next {
+                Some(c) if c.range.start <= at => {
+                    let end = c.range.end.min(fw.range.end);
+                    emit(region(Range { start: at, end }, c.kind))?;
+                    at = end;
+                }
+                Some(c) => {
+                    emit(region(Range { start: at, end: c.range.start }, boot::RegionKind::Usable))?;
+                    at = c.range.start;
+                }
+                None => {
+                    emit(region(Range { start: at, end: fw.range.end }, boot::RegionKind::Usable))?;
+                    at = fw.range.end;
+                }
+            }
+        }
+    }
+    Ok(())
+}
