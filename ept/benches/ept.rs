@@ -1,0 +1,2 @@
+//! Placeholder until the ept benchmark lands.
+fn main() {}
