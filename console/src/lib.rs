@@ -43,8 +43,27 @@ impl Console {
         }
     }
 
+    /// Waits (bounded) until the UART has sent every byte it holds, so a
+    /// re-initialisation or the end of the run loses nothing. An absent
+    /// UART reads 0xff: "empty" at once.
+    pub fn drain(&mut self) {
+        const TRANSMITTER_EMPTY: u8 = 1 << 6;
+        let mut lsr = Port::<u8>::new(COM1 + 5);
+        for _ in 0..1_000_000 {
+            // SAFETY: reading the 16550 line-status register has no side
+            // effect on transmission.
+            if unsafe { lsr.read() } & TRANSMITTER_EMPTY != 0 {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
     fn put(&mut self, byte: u8) {
         if !self.initialised {
+            // The previous image (the loader, before the guest) may still
+            // be transmitting through the same UART.
+            self.drain();
             self.serial.init();
             self.initialised = true;
         }

@@ -82,8 +82,14 @@ mod tests {
     #[test]
     fn parses_scenarios_and_refuses_the_unknown() {
         assert_eq!(Options::parse("").unwrap().scenario, Scenario::Boot);
-        assert_eq!(Options::parse("scenario=hang").unwrap().scenario, Scenario::Hang);
-        assert_eq!(Options::parse("scenario=x"), Err(CmdlineError::UnknownScenario("x")));
+        assert_eq!(
+            Options::parse("scenario=hang").unwrap().scenario,
+            Scenario::Hang
+        );
+        assert_eq!(
+            Options::parse("scenario=x"),
+            Err(CmdlineError::UnknownScenario("x"))
+        );
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),

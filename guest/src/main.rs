@@ -20,12 +20,18 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
     // and owned by the guest; nothing else writes it.
     let bi: BootInfo = unsafe { core::ptr::read(boot_info as *const BootInfo) };
     if bi.magic != BOOT_MAGIC {
-        report(Outcome::Fail, format_args!("guest: bad boot-info magic {:#x}", bi.magic));
+        report(
+            Outcome::Fail,
+            format_args!("guest: bad boot-info magic {:#x}", bi.magic),
+        );
     }
     let mode = match EntryMode::from_raw(bi.entry_mode) {
         Some(EntryMode::Direct) => "direct (VMX root, no monitor)",
         Some(EntryMode::NonRoot) => "VMX non-root under okernel",
-        None => report(Outcome::Fail, format_args!("guest: bad entry mode {}", bi.entry_mode)),
+        None => report(
+            Outcome::Fail,
+            format_args!("guest: bad entry mode {}", bi.entry_mode),
+        ),
     };
     // SAFETY: as above, the command line lies in the hand-off area.
     let cmdline = unsafe { hand_off_str(bi.cmdline_addr, bi.cmdline_len) };
@@ -43,7 +49,11 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         )
     };
     let usable: u64 = map.iter().filter(|r| r.kind == 1).map(|r| r.length).sum();
-    info!("memory map: {} entries, {} KiB usable", map.len(), usable / 1024);
+    info!(
+        "memory map: {} entries, {} KiB usable",
+        map.len(),
+        usable / 1024
+    );
 
     let opts = match Options::parse(cmdline) {
         Ok(o) => o,

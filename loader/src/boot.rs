@@ -3,11 +3,11 @@
 
 use crate::phys::{self, Identity};
 use core::fmt;
+use loader::bootinfo::PhysMem;
 use loader::bootinfo::{self, BootInfo, BootInfoError};
 use loader::cmdline::{CmdlineError, Options};
 use loader::elf_load::{self, ElfError, Occupied};
 use loader::handoff::{self, Carve, HandoffError};
-use loader::bootinfo::PhysMem;
 use loader::memmap::Range;
 use log::info;
 use okernel_abi::boot::{EntryMode, RegionKind};
@@ -74,24 +74,38 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         .bytes(module.range.start, module.range.len() as usize)
         .ok_or(Failure::ModuleUnreadable(module.range))?;
 
-    let guest_cmdline = if module.cmdline.is_empty() { opts.guest_args } else { module.cmdline };
+    let guest_cmdline = if module.cmdline.is_empty() {
+        opts.guest_args
+    } else {
+        module.cmdline
+    };
     info!("guest command line: `{guest_cmdline}`");
 
     let mut occupied = [Occupied {
         what: "the okernel image",
         range: phys::image_range(),
     }; 5];
-    occupied[1] = Occupied { what: "the guest module", range: module.range };
+    occupied[1] = Occupied {
+        what: "the guest module",
+        range: module.range,
+    };
     let mut n = 2;
     for r in bi.info_ranges.iter().flatten() {
-        occupied[n] = Occupied { what: "the boot information", range: *r };
+        occupied[n] = Occupied {
+            what: "the boot information",
+            range: *r,
+        };
         n += 1;
     }
     let occupied = &occupied[..n];
 
     let plan = elf_load::plan(image, &bi.memory, occupied).map_err(Failure::Elf)?;
     for (i, seg) in plan.segments().enumerate() {
-        info!("guest segment {i}: {} ({} bytes from the file)", seg.dest, seg.file.len());
+        info!(
+            "guest segment {i}: {} ({} bytes from the file)",
+            seg.dest,
+            seg.file.len()
+        );
     }
 
     // Place the hand-off area before writing anything, so a failure leaves
@@ -110,16 +124,26 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         // SAFETY: the plan checked that every destination is usable RAM
         // that overlaps neither this image, nor the module, nor the boot
         // information, nor another segment.
-        let dest = unsafe { phys::bytes_mut(seg.dest) }.ok_or(Failure::ModuleUnreadable(seg.dest))?;
+        let dest =
+            unsafe { phys::bytes_mut(seg.dest) }.ok_or(Failure::ModuleUnreadable(seg.dest))?;
         let (copied, zeroed) = dest.split_at_mut(seg.file.len());
         copied.copy_from_slice(&image[seg.file.clone()]);
         zeroed.fill(0);
     }
 
     let carves = [
-        Carve { range: phys::image_range(), kind: RegionKind::Monitor },
-        Carve { range: plan.extent, kind: RegionKind::GuestImage },
-        Carve { range: area, kind: RegionKind::BootData },
+        Carve {
+            range: phys::image_range(),
+            kind: RegionKind::Monitor,
+        },
+        Carve {
+            range: plan.extent,
+            kind: RegionKind::GuestImage,
+        },
+        Carve {
+            range: area,
+            kind: RegionKind::BootData,
+        },
     ];
     // SAFETY: `area` was chosen in usable RAM clear of everything in use.
     let bytes = unsafe { phys::bytes_mut(area) }.ok_or(Failure::NoRoomForHandoff)?;
@@ -131,7 +155,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         EntryMode::Direct,
         &bi.memory,
         &carves,
-        module.cmdline,
+        guest_cmdline,
     )
     .map_err(Failure::Handoff)?;
 
@@ -160,7 +184,12 @@ fn parse_boot_info(magic: u32, addr: u32) -> Result<BootInfo<'static>, BootInfoE
 fn print_memory_map(bi: &BootInfo<'_>) {
     info!("memory map ({} regions):", bi.memory.regions().len());
     for r in bi.memory.regions() {
-        info!("  {} {:>8} KiB  {}", r.range, r.range.len() / 1024, r.kind.name());
+        info!(
+            "  {} {:>8} KiB  {}",
+            r.range,
+            r.range.len() / 1024,
+            r.kind.name()
+        );
     }
 }
 

@@ -115,20 +115,36 @@ mod tests {
     #[test]
     fn defaults_and_levels() {
         assert_eq!(Options::parse("").unwrap(), Options::default());
-        assert_eq!(Options::parse("  log=trace ").unwrap().log, LevelFilter::Trace);
+        assert_eq!(
+            Options::parse("  log=trace ").unwrap().log,
+            LevelFilter::Trace
+        );
         assert_eq!(Options::parse("log=off").unwrap().log, LevelFilter::Off);
     }
 
     #[test]
     fn refuses_unknown_options_and_bad_values() {
-        assert_eq!(Options::parse("log=info verbose"), Err(CmdlineError::Unknown("verbose")));
+        assert_eq!(
+            Options::parse("log=info verbose"),
+            Err(CmdlineError::Unknown("verbose"))
+        );
         let e = Options::parse("log=loud").unwrap_err();
-        assert!(matches!(e, CmdlineError::BadValue { option: "log", value: "loud", .. }));
+        assert!(matches!(
+            e,
+            CmdlineError::BadValue {
+                option: "log",
+                value: "loud",
+                ..
+            }
+        ));
         assert_eq!(
             e.to_string(),
             "command-line option `log`: bad value `loud` (expected off, error, warn, info, debug or trace)"
         );
-        assert!(matches!(Options::parse("log"), Err(CmdlineError::BadValue { .. })));
+        assert!(matches!(
+            Options::parse("log"),
+            Err(CmdlineError::BadValue { .. })
+        ));
     }
 
     #[test]
@@ -137,6 +153,9 @@ mod tests {
         assert_eq!(o.log, LevelFilter::Debug);
         assert_eq!(o.guest_args, "scenario=panic  x=--");
         assert_eq!(Options::parse("--").unwrap().guest_args, "");
-        assert_eq!(Options::parse("a--b").unwrap_err(), CmdlineError::Unknown("a--b"));
+        assert_eq!(
+            Options::parse("a--b").unwrap_err(),
+            CmdlineError::Unknown("a--b")
+        );
     }
 }

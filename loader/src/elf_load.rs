@@ -103,27 +103,45 @@ impl fmt::Display for ElfError {
             ElfError::NotElf64 => write!(f, "guest module is ELF32, not ELF64"),
             ElfError::BigEndian => write!(f, "guest module is big-endian, not x86-64"),
             ElfError::WrongMachine(m) => {
-                write!(f, "guest module is for ELF machine {m}, not x86-64 ({EM_X86_64})")
+                write!(
+                    f,
+                    "guest module is for ELF machine {m}, not x86-64 ({EM_X86_64})"
+                )
             }
             ElfError::NotExecutable(t) => {
-                write!(f, "guest module is ELF type {t}, not an executable (ET_EXEC)")
+                write!(
+                    f,
+                    "guest module is ELF type {t}, not an executable (ET_EXEC)"
+                )
             }
             ElfError::NoLoadableSegments => write!(f, "guest module has no loadable segment"),
             ElfError::TooManySegments => {
-                write!(f, "guest module has more than {MAX_SEGMENTS} loadable segments")
+                write!(
+                    f,
+                    "guest module has more than {MAX_SEGMENTS} loadable segments"
+                )
             }
             ElfError::SegmentOutsideFile(i) => {
                 write!(f, "guest segment {i}: file bytes lie outside the module")
             }
             ElfError::BadSegmentSize(i) => {
-                write!(f, "guest segment {i}: file size exceeds memory size or wraps")
+                write!(
+                    f,
+                    "guest segment {i}: file size exceeds memory size or wraps"
+                )
             }
-            ElfError::NotIdentityLinked { index, vaddr, paddr } => write!(
+            ElfError::NotIdentityLinked {
+                index,
+                vaddr,
+                paddr,
+            } => write!(
                 f,
                 "guest segment {index}: vaddr {vaddr:#x} != paddr {paddr:#x} (the guest must be identity-linked)"
             ),
             ElfError::Overlap(a, b) => write!(f, "guest segments {a} and {b} overlap"),
-            ElfError::OutsideRam(i, r) => write!(f, "guest segment {i} at {r} lies outside usable RAM"),
+            ElfError::OutsideRam(i, r) => {
+                write!(f, "guest segment {i} at {r} lies outside usable RAM")
+            }
             ElfError::Collides { index, range, what } => {
                 write!(f, "guest segment {index} at {range} would overwrite {what}")
             }
@@ -135,7 +153,8 @@ impl fmt::Display for ElfError {
 /// Validates `image` and plans its load into `ram`, away from `occupied`.
 pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<LoadPlan, ElfError> {
     // An ELF32 file would fail below with a layout error; name it instead.
-    if image.starts_with(b"\x7fELF") && image.get(elf::abi::EI_CLASS) == Some(&elf::abi::ELFCLASS32) {
+    if image.starts_with(b"\x7fELF") && image.get(elf::abi::EI_CLASS) == Some(&elf::abi::ELFCLASS32)
+    {
         return Err(ElfError::NotElf64);
     }
     let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|e| match e {
@@ -157,7 +176,10 @@ pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<Load
     let mut plan = LoadPlan {
         segments: Default::default(),
         entry: ehdr.e_entry,
-        extent: Range { start: u64::MAX, end: 0 },
+        extent: Range {
+            start: u64::MAX,
+            end: 0,
+        },
     };
     let mut count = 0;
     for (index, ph) in phdrs.iter().filter(|p| p.p_type == PT_LOAD).enumerate() {

@@ -60,7 +60,10 @@ impl core::fmt::Display for HandoffError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             HandoffError::CmdlineTooLong(n) => {
-                write!(f, "guest command line has {n} bytes (at most {MAX_CMDLINE})")
+                write!(
+                    f,
+                    "guest command line has {n} bytes (at most {MAX_CMDLINE})"
+                )
             }
             HandoffError::TooManyRegions => {
                 write!(f, "guest memory map needs more than {MAX_ENTRIES} entries")
@@ -86,10 +89,18 @@ pub fn build(
     area.fill(0);
     put(area, PML4, (base + PDPT as u64) | PRESENT | WRITABLE);
     for i in 0..4 {
-        put(area, PDPT + i * 8, (base + (PD + i * 0x1000) as u64) | PRESENT | WRITABLE);
+        put(
+            area,
+            PDPT + i * 8,
+            (base + (PD + i * 0x1000) as u64) | PRESENT | WRITABLE,
+        );
     }
     for i in 0..2048u64 {
-        put(area, PD + i as usize * 8, (i << 21) | PRESENT | WRITABLE | HUGE);
+        put(
+            area,
+            PD + i as usize * 8,
+            (i << 21) | PRESENT | WRITABLE | HUGE,
+        );
     }
 
     let mut count = 0;
@@ -111,7 +122,11 @@ pub fn build(
         magic: BOOT_MAGIC,
         abi_version: okernel_abi::ABI_VERSION.packed(),
         entry_mode: mode as u32,
-        cmdline_addr: if cmdline.is_empty() { 0 } else { base + CMDLINE as u64 },
+        cmdline_addr: if cmdline.is_empty() {
+            0
+        } else {
+            base + CMDLINE as u64
+        },
         cmdline_len: cmdline.len() as u64,
         memory_map_addr: base + MAP as u64,
         memory_map_len: count as u64,
@@ -163,11 +178,23 @@ pub fn guest_map(
                     at = end;
                 }
                 Some(c) => {
-                    emit(region(Range { start: at, end: c.range.start }, boot::RegionKind::Usable))?;
+                    emit(region(
+                        Range {
+                            start: at,
+                            end: c.range.start,
+                        },
+                        boot::RegionKind::Usable,
+                    ))?;
                     at = c.range.start;
                 }
                 None => {
-                    emit(region(Range { start: at, end: fw.range.end }, boot::RegionKind::Usable))?;
+                    emit(region(
+                        Range {
+                            start: at,
+                            end: fw.range.end,
+                        },
+                        boot::RegionKind::Usable,
+                    ))?;
                     at = fw.range.end;
                 }
             }

@@ -118,10 +118,7 @@ pub enum MapError {
 impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MapError::TooManyRegions => write!(
-                f,
-                "memory map has more than {MAX_REGIONS} regions"
-            ),
+            MapError::TooManyRegions => write!(f, "memory map has more than {MAX_REGIONS} regions"),
             MapError::Overflow { base, length } => write!(
                 f,
                 "memory-map entry base {base:#x} length {length:#x} wraps around"
@@ -226,7 +223,12 @@ impl MemoryMap {
                 if cand.end > r.end {
                     break;
                 }
-                match avoid.iter().filter(|a| a.overlaps(&cand)).map(|a| a.end).max() {
+                match avoid
+                    .iter()
+                    .filter(|a| a.overlaps(&cand))
+                    .map(|a| a.end)
+                    .max()
+                {
                     None => return Some(cand),
                     Some(end) => start = align_up(end, align)?,
                 }
@@ -271,30 +273,57 @@ mod tests {
         let mut m = MemoryMap::new();
         assert_eq!(
             m.add(u64::MAX, 2, RegionKind::Usable),
-            Err(MapError::Overflow { base: u64::MAX, length: 2 })
+            Err(MapError::Overflow {
+                base: u64::MAX,
+                length: 2
+            })
         );
         for i in 0..MAX_REGIONS as u64 {
             m.add(i * 0x1000, 0x1000, RegionKind::Usable).unwrap();
         }
-        assert_eq!(m.add(1 << 40, 1, RegionKind::Usable), Err(MapError::TooManyRegions));
-        assert_eq!(MemoryMap::new().require_usable(), Err(MapError::NoUsableRam));
+        assert_eq!(
+            m.add(1 << 40, 1, RegionKind::Usable),
+            Err(MapError::TooManyRegions)
+        );
+        assert_eq!(
+            MemoryMap::new().require_usable(),
+            Err(MapError::NoUsableRam)
+        );
     }
 
     #[test]
     fn usable_checks_cover_adjacent_regions_only() {
         let mut m = map();
         m.add(0x710_0000, 0x10_0000, RegionKind::Usable).unwrap();
-        assert!(m.is_usable(&Range { start: 0x700_0000, end: 0x720_0000 }));
-        assert!(!m.is_usable(&Range { start: 0x9_f000, end: 0x10_1000 }));
-        assert!(!m.is_usable(&Range { start: 0x800_0000, end: 0x800_1000 }));
+        assert!(m.is_usable(&Range {
+            start: 0x700_0000,
+            end: 0x720_0000
+        }));
+        assert!(!m.is_usable(&Range {
+            start: 0x9_f000,
+            end: 0x10_1000
+        }));
+        assert!(!m.is_usable(&Range {
+            start: 0x800_0000,
+            end: 0x800_1000
+        }));
     }
 
     #[test]
     fn find_free_skips_what_it_must_avoid() {
         let m = map();
-        let avoid = [Range { start: 0x10_0000, end: 0x20_0800 }];
+        let avoid = [Range {
+            start: 0x10_0000,
+            end: 0x20_0800,
+        }];
         let r = m.find_free(0x2000, 0x1000, 0x10_0000, &avoid).unwrap();
-        assert_eq!(r, Range { start: 0x20_1000, end: 0x20_3000 });
+        assert_eq!(
+            r,
+            Range {
+                start: 0x20_1000,
+                end: 0x20_3000
+            }
+        );
         assert!(m.find_free(1 << 40, 0x1000, 0, &[]).is_none());
         assert!(m.find_free(u64::MAX, 0x1000, 0, &[]).is_none());
     }

@@ -1,2 +1,290 @@
-//! cargo xtask.
-fn main() {}
+//! `cargo xtask`: build, boot and test okernel.
+//!
+//! Run `cargo xtask help` for the commands.
+
+mod deps;
+mod e2e;
+mod images;
+
+use qemu_harness::bochs::Bochs;
+use qemu_harness::qemu::{Accel, Qemu};
+use qemu_harness::{Backend, Expect, GuestModule, RunReport, RunSpec, Verdict};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build                      build the okernel image and the demo guest
+  iso                        build a GRUB ISO (target/okernel/okernel.iso)
+  bochs [GUEST-ARGS..]       boot in Bochs (emulated VMX) from the GRUB ISO
+  qemu [--tcg] [--gdb] [GUEST-ARGS..]
+                             boot in QEMU with -kernel (KVM when usable)
+  run                        the main job: boot the demo guest on every
+                             available backend and show the results
+  test                       host tests + every boot case on every backend
+  lint                       rustfmt --check, clippy -D warnings (host and
+                             bare-metal target), rustdoc
+  ci                         `lint`, then `test`
+  bench [ept]                benchmarks (ratios against a same-run baseline)
+  help                       this text
+
+GUEST-ARGS is the demo guest's command line, e.g. `scenario=panic`.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match cmd {
+        "build" => no_args(rest).and_then(|_| images::build().map(|_| true)),
+        "iso" => no_args(rest).and_then(|_| iso()),
+        "bochs" => single(&Bochs, rest),
+        "qemu" => qemu(rest),
+        "run" => no_args(rest).and_then(|_| run()),
+        "test" => no_args(rest).and_then(|_| test()),
+        "lint" => no_args(rest).and_then(|_| lint()),
+        "ci" => no_args(rest).and_then(|_| Ok(lint()? && test()?)),
+        "bench" => bench(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn no_args(rest: &[String]) -> Result<(), String> {
+    match rest.first() {
+        None => Ok(()),
+        Some(a) => Err(format!("unexpected argument `{a}`\n\n{USAGE}")),
+    }
+}
+
+/// Whether `program` is on the PATH.
+pub fn on_path(program: &str) -> bool {
+    qemu_harness::process::on_path(program)
+}
+
+fn boot_spec(images: &images::Images, name: &str, guest_args: &[String], gdb: bool) -> RunSpec {
+    let guest_cmdline = if guest_args.is_empty() {
+        "scenario=boot".to_string()
+    } else {
+        guest_args.join(" ")
+    };
+    RunSpec {
+        name: name.to_string(),
+        image: images.okernel.clone(),
+        guest: GuestModule::File(images.guest.clone()),
+        cmdline: "log=info".into(),
+        guest_cmdline,
+        timeout: if gdb {
+            Duration::from_secs(24 * 3600)
+        } else {
+            Duration::from_secs(120)
+        },
+        run_dir: images::root().join("target/runs").join(name),
+        gdb,
+    }
+}
+
+/// Boots once on `backend`, printing the console; true on pass.
+fn single(backend: &dyn Backend, guest_args: &[String]) -> Result<bool, String> {
+    need_for(backend.name())?;
+    let images = images::build()?;
+    let spec = boot_spec(&images, backend.name(), guest_args, false);
+    let report = boot_and_show(backend, &spec)?;
+    Ok(Verdict::judge(&report, &Expect::pass()) == Verdict::Ok)
+}
+
+fn need_for(backend: &str) -> Result<(), String> {
+    match backend {
+        "bochs" => deps::ensure(&[&deps::BOCHS]),
+        _ => deps::ensure(&[&deps::QEMU]),
+    }
+}
+
+fn boot_and_show(backend: &dyn Backend, spec: &RunSpec) -> Result<RunReport, String> {
+    eprintln!(
+        "xtask: booting on {} ({}), timeout {}s, artifacts in {}",
+        backend.name(),
+        match backend.vmx() {
+            qemu_harness::VmxSupport::Available => "VMX available",
+            qemu_harness::VmxSupport::Unavailable => "no VMX",
+        },
+        spec.timeout.as_secs(),
+        spec.run_dir.display()
+    );
+    let report = backend.run(spec).map_err(|e| e.to_string())?;
+    println!("----- console ({}) -----", backend.name());
+    print!("{}", report.console);
+    println!(
+        "----- {}: {} in {:.1}s -----",
+        backend.name(),
+        report.summary(),
+        report.duration.as_secs_f64()
+    );
+    Ok(report)
+}
+
+fn qemu(rest: &[String]) -> Result<bool, String> {
+    let mut accel = if qemu_harness::kvm_usable() {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    let mut gdb = false;
+    let mut guest_args = Vec::new();
+    for a in rest {
+        match a.as_str() {
+            "--tcg" => accel = Accel::Tcg,
+            "--gdb" => gdb = true,
+            s if s.starts_with("--") => {
+                return Err(format!("unknown option `{s}` for `qemu`\n\n{USAGE}"));
+            }
+            s => guest_args.push(s.to_string()),
+        }
+    }
+    if accel == Accel::Tcg
+        && let Some(why) = qemu_harness::kvm_problem()
+    {
+        eprintln!("xtask: using TCG: {why}");
+    }
+    deps::ensure(&[&deps::QEMU])?;
+    let backend = Qemu::new(accel);
+    let images = images::build()?;
+    let spec = boot_spec(&images, backend.name(), &guest_args, gdb);
+    if gdb {
+        eprintln!(
+            "xtask: QEMU waits for a debugger: gdb {} -ex 'target remote :1234'",
+            images.okernel.display()
+        );
+    }
+    let report = boot_and_show(&backend, &spec)?;
+    Ok(Verdict::judge(&report, &Expect::pass()) == Verdict::Ok)
+}
+
+fn iso() -> Result<bool, String> {
+    deps::ensure(&[&deps::ISO])?;
+    let images = images::build()?;
+    let mut spec = boot_spec(&images, "iso", &[], false);
+    spec.run_dir = images.dir.clone();
+    Bochs::make_iso(&spec).map_err(|e| e.to_string())?;
+    println!("{}", images.dir.join("okernel.iso").display());
+    Ok(true)
+}
+
+/// The main job: the demo guest on every available backend.
+fn run() -> Result<bool, String> {
+    deps::ensure(&[&deps::BOCHS, &deps::QEMU])?;
+    let images = images::build()?;
+    let mut all = true;
+    let mut summary = Vec::new();
+    for backend in e2e::backends() {
+        let spec = boot_spec(&images, &format!("run-{}", backend.name()), &[], false);
+        let report = boot_and_show(backend.as_ref(), &spec)?;
+        let ok = Verdict::judge(&report, &Expect::pass()) == Verdict::Ok;
+        all &= ok;
+        summary.push((backend.name().to_string(), report.summary(), ok));
+    }
+    println!();
+    println!("{:<10} {:<6} outcome", "backend", "");
+    for (b, s, ok) in &summary {
+        println!("{:<10} {:<6} {s}", b, if *ok { "ok" } else { "FAIL" });
+    }
+    Ok(all)
+}
+
+fn cargo(args: &[&str]) -> Result<bool, String> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    Command::new(env!("CARGO"))
+        .current_dir(images::root())
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .map_err(|e| format!("cannot run cargo: {e}"))
+}
+
+/// Host tests, then every boot case on every available backend.
+fn test() -> Result<bool, String> {
+    deps::ensure(&[&deps::BOCHS, &deps::QEMU])?;
+    let host_ok = cargo(&["test", "--workspace"])?;
+    let images = images::build()?;
+    let backends = e2e::backends();
+    let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+    eprintln!("xtask: end-to-end cases on: {}", names.join(", "));
+    if let Some(why) = qemu_harness::kvm_problem() {
+        eprintln!("xtask: qemu-kvm not run: {why}");
+    }
+    let rows = e2e::run_matrix(&images, &backends)?;
+    let e2e_ok = e2e::print_table(&rows);
+    if !host_ok {
+        eprintln!("xtask: host tests FAILED (see above)");
+    }
+    Ok(host_ok && e2e_ok)
+}
+
+fn lint() -> Result<bool, String> {
+    let steps: [&[&str]; 4] = [
+        &["fmt", "--all", "--check"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[
+            "clippy",
+            "--target",
+            images::TARGET,
+            "-p",
+            "loader",
+            "-p",
+            "guest",
+            "-p",
+            "okernel",
+            "-p",
+            "ept",
+            "--features",
+            "loader/image,guest/image",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["doc", "--workspace", "--no-deps"],
+    ];
+    for step in steps {
+        if !cargo(step)? {
+            return Err(format!("`cargo {}` failed", step.join(" ")));
+        }
+    }
+    Ok(true)
+}
+
+fn bench(rest: &[String]) -> Result<bool, String> {
+    let which: Vec<&str> = if rest.is_empty() {
+        vec!["ept"]
+    } else {
+        rest.iter().map(String::as_str).collect()
+    };
+    let mut ok = true;
+    for b in which {
+        ok &= match b {
+            "ept" => cargo(&["bench", "-p", "ept", "--bench", "ept"])?,
+            other => return Err(format!("unknown benchmark `{other}` (have: ept)")),
+        };
+    }
+    Ok(ok)
+}

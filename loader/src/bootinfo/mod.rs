@@ -131,12 +131,20 @@ impl fmt::Display for BootInfoError {
             BootInfoError::Multiboot2(why) => write!(f, "malformed multiboot2 information: {why}"),
             BootInfoError::BadPvhMagic(m) => write!(f, "bad PVH start-info magic {m:#x}"),
             BootInfoError::PvhNoMemoryMap(v) => {
-                write!(f, "PVH start info version {v} has no memory map (need version 1)")
+                write!(
+                    f,
+                    "PVH start info version {v} has no memory map (need version 1)"
+                )
             }
             BootInfoError::Unreadable { what, addr } => {
-                write!(f, "boot information: {what} at {addr:#x} is outside readable memory")
+                write!(
+                    f,
+                    "boot information: {what} at {addr:#x} is outside readable memory"
+                )
             }
-            BootInfoError::BadString(what) => write!(f, "boot information: {what} is not a valid string"),
+            BootInfoError::BadString(what) => {
+                write!(f, "boot information: {what} is not a valid string")
+            }
             BootInfoError::NoMemoryMap => write!(f, "boot information has no memory map"),
             BootInfoError::Map(e) => write!(f, "boot information: {e}"),
             BootInfoError::TooManyModules => write!(f, "more than {MAX_MODULES} boot modules"),

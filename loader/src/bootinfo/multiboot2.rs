@@ -122,20 +122,32 @@ mod tests {
         assert_eq!(info.memory.top_of_ram(), 0x7fe_0000);
         let m: Vec<_> = info.modules().collect();
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0].range, Range { start: 0x20_0000, end: 0x28_0000 });
+        assert_eq!(
+            m[0].range,
+            Range {
+                start: 0x20_0000,
+                end: 0x28_0000
+            }
+        );
         assert_eq!(m[0].cmdline, "scenario=boot");
     }
 
     #[test]
     fn refuses_missing_memory_map_and_empty_modules() {
-        assert_eq!(parse(&build(&[], false)).unwrap_err(), BootInfoError::NoMemoryMap);
+        assert_eq!(
+            parse(&build(&[], false)).unwrap_err(),
+            BootInfoError::NoMemoryMap
+        );
         // The builder refuses empty modules, so patch the end address.
         let mut bytes = build(&[(0x20_0000, 0x20_1000, "")], true);
         let mut pattern = 0x20_0000u32.to_le_bytes().to_vec();
         pattern.extend_from_slice(&0x20_1000u32.to_le_bytes());
         let at = bytes.windows(8).position(|w| w == pattern).unwrap();
         bytes[at + 4..at + 8].copy_from_slice(&0x20_0000u32.to_le_bytes());
-        assert_eq!(parse(&bytes).unwrap_err(), BootInfoError::EmptyModule { index: 0 });
+        assert_eq!(
+            parse(&bytes).unwrap_err(),
+            BootInfoError::EmptyModule { index: 0 }
+        );
     }
 
     #[test]

@@ -125,9 +125,15 @@ pub fn parse_pvh<M: PhysMem + ?Sized>(mem: &M, addr: u64) -> Result<BootInfo<'_>
     if entries == 0 {
         return Err(BootInfoError::NoMemoryMap);
     }
-    let map = read(mem, "the PVH memory map", si.memmap_paddr, entries.saturating_mul(MEMMAP_ENTRY_SIZE))?;
+    let map = read(
+        mem,
+        "the PVH memory map",
+        si.memmap_paddr,
+        entries.saturating_mul(MEMMAP_ENTRY_SIZE),
+    )?;
     for e in map.chunks_exact(MEMMAP_ENTRY_SIZE) {
-        info.memory.add(le64(e, 0), le64(e, 8), RegionKind::from_e820(le32(e, 16)))?;
+        info.memory
+            .add(le64(e, 0), le64(e, 8), RegionKind::from_e820(le32(e, 16)))?;
     }
     info.memory.require_usable()?;
 
@@ -136,7 +142,16 @@ pub fn parse_pvh<M: PhysMem + ?Sized>(mem: &M, addr: u64) -> Result<BootInfo<'_>
     if count > super::MAX_MODULES {
         return Err(BootInfoError::TooManyModules);
     }
-    let list = read(mem, "the PVH module list", si.modlist_paddr, count * MODLIST_ENTRY_SIZE)?;
+    if count == 0 {
+        // Loaders leave `modlist_paddr` 0 when there is no module.
+        return Ok(info);
+    }
+    let list = read(
+        mem,
+        "the PVH module list",
+        si.modlist_paddr,
+        count * MODLIST_ENTRY_SIZE,
+    )?;
     info.info_ranges[1] = Range::from_len(si.modlist_paddr, list.len() as u64);
     for (index, e) in list.chunks_exact(MODLIST_ENTRY_SIZE).enumerate() {
         let (start, size) = (le64(e, 0), le64(e, 8));
@@ -173,7 +188,11 @@ mod tests {
         let mut m = Buf(vec![0; 0x4000]);
         m.put(INFO, &si.to_bytes());
         let mut map = Vec::new();
-        for (base, len, ty) in [(0u64, 0x9_fc00u64, 1u32), (0x10_0000, 0x7f0_0000, 1), (0xfee0_0000, 0x1000, 2)] {
+        for (base, len, ty) in [
+            (0u64, 0x9_fc00u64, 1u32),
+            (0x10_0000, 0x7f0_0000, 1),
+            (0xfee0_0000, 0x1000, 2),
+        ] {
             map.extend_from_slice(&base.to_le_bytes());
             map.extend_from_slice(&len.to_le_bytes());
             map.extend_from_slice(&ty.to_le_bytes());
@@ -212,24 +231,88 @@ mod tests {
         assert_eq!(info.memory.regions().len(), 3);
         let modules: Vec<_> = info.modules().collect();
         assert_eq!(modules.len(), 1);
-        assert_eq!(modules[0].range, Range { start: 0x20_0000, end: 0x21_0000 });
+        assert_eq!(
+            modules[0].range,
+            Range {
+                start: 0x20_0000,
+                end: 0x21_0000
+            }
+        );
         assert_eq!(modules[0].cmdline, "scenario=boot");
+    }
+
+    #[test]
+    fn no_modules_needs_no_module_list() {
+        let m = memory(StartInfo {
+            nr_modules: 0,
+            modlist_paddr: 0,
+            ..good()
+        });
+        let info = parse_pvh(&m, INFO).unwrap();
+        assert_eq!(info.modules().count(), 0);
+        let m = memory(StartInfo {
+            modlist_paddr: 0x3ff0,
+            ..good()
+        });
+        assert!(matches!(
+            parse_pvh(&m, INFO),
+            Err(BootInfoError::Unreadable {
+                what: "the PVH module list",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn refuses_each_malformed_field() {
         let cases: [(StartInfo, BootInfoError); 6] = [
-            (StartInfo { magic: 0xdead, ..good() }, BootInfoError::BadPvhMagic(0xdead)),
-            (StartInfo { version: 0, ..good() }, BootInfoError::PvhNoMemoryMap(0)),
-            (StartInfo { memmap_entries: 0, ..good() }, BootInfoError::NoMemoryMap),
             (
-                StartInfo { memmap_paddr: 0x3ff0, ..good() },
-                BootInfoError::Unreadable { what: "the PVH memory map", addr: 0x3ff0 },
+                StartInfo {
+                    magic: 0xdead,
+                    ..good()
+                },
+                BootInfoError::BadPvhMagic(0xdead),
             ),
-            (StartInfo { nr_modules: 9, ..good() }, BootInfoError::TooManyModules),
             (
-                StartInfo { cmdline_paddr: 0x9_0000, ..good() },
-                BootInfoError::Unreadable { what: "the command line", addr: 0x9_0000 },
+                StartInfo {
+                    version: 0,
+                    ..good()
+                },
+                BootInfoError::PvhNoMemoryMap(0),
+            ),
+            (
+                StartInfo {
+                    memmap_entries: 0,
+                    ..good()
+                },
+                BootInfoError::NoMemoryMap,
+            ),
+            (
+                StartInfo {
+                    memmap_paddr: 0x3ff0,
+                    ..good()
+                },
+                BootInfoError::Unreadable {
+                    what: "the PVH memory map",
+                    addr: 0x3ff0,
+                },
+            ),
+            (
+                StartInfo {
+                    nr_modules: 9,
+                    ..good()
+                },
+                BootInfoError::TooManyModules,
+            ),
+            (
+                StartInfo {
+                    cmdline_paddr: 0x9_0000,
+                    ..good()
+                },
+                BootInfoError::Unreadable {
+                    what: "the command line",
+                    addr: 0x9_0000,
+                },
             ),
         ];
         for (si, want) in cases {
@@ -242,11 +325,17 @@ mod tests {
         let m = memory(good());
         assert!(matches!(
             parse_pvh(&m, 0x4000 - 20),
-            Err(BootInfoError::Unreadable { what: "the PVH start info", .. })
+            Err(BootInfoError::Unreadable {
+                what: "the PVH start info",
+                ..
+            })
         ));
         let mut m = memory(good());
         m.put(0x3200, &[b'x'; 0xe00]);
-        assert!(matches!(parse_pvh(&m, INFO), Err(BootInfoError::Unreadable { .. })));
+        assert!(matches!(
+            parse_pvh(&m, INFO),
+            Err(BootInfoError::Unreadable { .. })
+        ));
         let mut m = memory(good());
         m.put(0x3200, &[0xff, 0xfe, 0]);
         assert_eq!(

@@ -1,0 +1,189 @@
+//! Bochs: the image boots from a GRUB ISO (multiboot2, the guest as
+//! `module2`) on an emulated Skylake-X with VMX and EPT.
+//!
+//! Bochs facts this relies on (see `docs/developer-guide.md`): the Debian
+//! build has its debugger compiled in, so it is started with `-rc` and a
+//! file holding `c`; `display_library: term` (package `bochs-term`) with
+//! stdin from /dev/null runs headless; COM1 goes to a file (the console we
+//! read); `clock: sync=none` with a fixed `ips` makes emulated time, and
+//! the TSC, deterministic; the image's write of `Shutdown` to port 0x8900
+//! ends the run, but Bochs then exits with status 1, so runs are judged
+//! by the result marker; Bochs ignores SIGTERM, so the watchdog kills.
+
+use crate::process::{read_console, run_watched};
+use crate::{Backend, GuestModule, HarnessError, RunReport, RunSpec, VmxSupport};
+use std::path::Path;
+use std::process::Command;
+
+/// Emulated instructions per second: fixes the TSC rate too.
+pub const IPS: u64 = 20_000_000;
+
+/// The Bochs backend.
+#[derive(Debug, Clone, Default)]
+pub struct Bochs;
+
+impl Bochs {
+    /// The bochsrc for a run whose files are in `dir`.
+    pub fn config(dir: &Path) -> String {
+        format!(
+            "megs: 256\n\
+             cpu: model=corei7_skylake_x, count=1, ips={IPS}\n\
+             clock: sync=none, time0=946684800\n\
+             romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+             vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
+             ata0-master: type=cdrom, path={iso}, status=inserted\n\
+             boot: cdrom\n\
+             display_library: term\n\
+             port_e9_hack: enabled=1\n\
+             com1: enabled=1, mode=file, dev={console}\n\
+             speaker: enabled=0\n\
+             sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy\n\
+             log: {log}\n\
+             error: action=report\n\
+             panic: action=fatal\n",
+            iso = dir.join("okernel.iso").display(),
+            console = dir.join("console.log").display(),
+            log = dir.join("bochs.log").display(),
+        )
+    }
+
+    /// The GRUB configuration for `spec`.
+    pub fn grub_cfg(spec: &RunSpec) -> Result<String, HarnessError> {
+        for (what, s) in [
+            ("command line", &spec.cmdline),
+            ("guest command line", &spec.guest_cmdline),
+        ] {
+            if s.contains(['\n', '"', '\'', '\\', '$', ';']) {
+                return Err(HarnessError::Tool {
+                    command: "grub.cfg".into(),
+                    detail: format!("the {what} `{s}` has characters GRUB would interpret"),
+                });
+            }
+        }
+        let module = match spec.guest {
+            GuestModule::None => String::new(),
+            GuestModule::File(_) => format!("    module2 /boot/guest.elf {}\n", spec.guest_cmdline),
+        };
+        Ok(format!(
+            "set timeout=0\nset default=0\nmenuentry \"okernel\" {{\n    multiboot2 /boot/okernel.elf {}\n{module}    boot\n}}\n",
+            spec.cmdline
+        ))
+    }
+
+    /// Builds `okernel.iso` for `spec` in its run directory.
+    pub fn make_iso(spec: &RunSpec) -> Result<(), HarnessError> {
+        let root = spec.run_dir.join("iso");
+        let grub = root.join("boot/grub");
+        std::fs::create_dir_all(&grub).map_err(HarnessError::io(&grub))?;
+        let copy = |from: &Path, to: &str| {
+            let dest = root.join(to);
+            std::fs::copy(from, &dest)
+                .map(drop)
+                .map_err(HarnessError::io(dest))
+        };
+        copy(&spec.image, "boot/okernel.elf")?;
+        if let GuestModule::File(g) = &spec.guest {
+            copy(g, "boot/guest.elf")?;
+        }
+        let cfg = grub.join("grub.cfg");
+        std::fs::write(&cfg, Self::grub_cfg(spec)?).map_err(HarnessError::io(cfg))?;
+        let iso = spec.run_dir.join("okernel.iso");
+        let mut cmd = Command::new("grub-mkrescue");
+        cmd.arg("-o").arg(&iso).arg(&root);
+        let out = cmd.output().map_err(|source| HarnessError::Spawn {
+            program: "grub-mkrescue".into(),
+            source,
+        })?;
+        if !out.status.success() || !iso.is_file() {
+            return Err(HarnessError::Tool {
+                command: format!("{cmd:?}"),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Bochs {
+    fn name(&self) -> &str {
+        "bochs"
+    }
+
+    fn vmx(&self) -> VmxSupport {
+        VmxSupport::Available
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
+        spec.check_files()?;
+        spec.make_run_dir()?;
+        Self::make_iso(spec)?;
+        let dir = &spec.run_dir;
+        let rc = dir.join("bochsrc");
+        std::fs::write(&rc, Self::config(dir)).map_err(HarnessError::io(&rc))?;
+        let cont = dir.join("debugger.rc");
+        std::fs::write(&cont, "c\n").map_err(HarnessError::io(&cont))?;
+        let console = dir.join("console.log");
+        // A stale console from an earlier run must not be read as this one's.
+        let _ = std::fs::remove_file(&console);
+        let mut cmd = Command::new("bochs");
+        cmd.arg("-q")
+            .arg("-f")
+            .arg(&rc)
+            .arg("-rc")
+            .arg(&cont)
+            .env("TERM", "dumb");
+        let finished = run_watched(cmd, &dir.join("bochs.stdout"), spec.timeout)?;
+        let mut report =
+            RunReport::from_console("bochs", &spec.name, read_console(&console), dir.clone());
+        report.exit_status = finished.status;
+        report.timed_out = finished.timed_out && report.marker.is_none();
+        report.duration = finished.duration;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn spec(guest: GuestModule, guest_cmdline: &str) -> RunSpec {
+        RunSpec {
+            name: "t".into(),
+            image: PathBuf::from("/img"),
+            guest,
+            cmdline: "log=info".into(),
+            guest_cmdline: guest_cmdline.into(),
+            timeout: Duration::from_secs(1),
+            run_dir: PathBuf::from("/run"),
+            gdb: false,
+        }
+    }
+
+    #[test]
+    fn grub_cfg_has_the_module_only_when_asked() {
+        let with = Bochs::grub_cfg(&spec(GuestModule::File("/g".into()), "scenario=boot")).unwrap();
+        assert!(with.contains("multiboot2 /boot/okernel.elf log=info\n"));
+        assert!(with.contains("module2 /boot/guest.elf scenario=boot\n"));
+        let without = Bochs::grub_cfg(&spec(GuestModule::None, "")).unwrap();
+        assert!(!without.contains("module2"));
+    }
+
+    #[test]
+    fn grub_cfg_refuses_characters_grub_would_interpret() {
+        let e = Bochs::grub_cfg(&spec(GuestModule::None, "a\"b")).unwrap_err();
+        assert!(
+            e.to_string().contains("characters GRUB would interpret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_points_at_the_run_directory() {
+        let c = Bochs::config(Path::new("/run/x"));
+        assert!(c.contains("path=/run/x/okernel.iso"));
+        assert!(c.contains("dev=/run/x/console.log"));
+        assert!(c.contains("model=corei7_skylake_x"));
+    }
+}

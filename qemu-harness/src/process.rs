@@ -1,0 +1,116 @@
+//! Running an emulator process with a watchdog.
+
+use crate::HarnessError;
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a watched process ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// The exit status, `None` when killed by a signal.
+    pub status: Option<i32>,
+    /// Whether the watchdog killed it.
+    pub timed_out: bool,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Runs `cmd` with stdin from /dev/null and stdout/stderr to `output`,
+/// killing it (SIGKILL: Bochs ignores SIGTERM) after `timeout`. The
+/// command line is saved to `command.txt` beside `output`.
+pub fn run_watched(
+    mut cmd: Command,
+    output: &Path,
+    timeout: Duration,
+) -> Result<Finished, HarnessError> {
+    let dir = output.parent().unwrap_or(Path::new("."));
+    let line = format!("{cmd:?}\n");
+    std::fs::write(dir.join("command.txt"), &line)
+        .map_err(HarnessError::io(dir.join("command.txt")))?;
+    let out = File::create(output).map_err(HarnessError::io(output))?;
+    let err = out.try_clone().map_err(HarnessError::io(output))?;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| HarnessError::Spawn { program, source })?;
+    loop {
+        if let Some(status) = child.try_wait().map_err(HarnessError::io(output))? {
+            return Ok(Finished {
+                status: status.code(),
+                timed_out: false,
+                duration: start.elapsed(),
+            });
+        }
+        if start.elapsed() >= timeout {
+            // The child may exit between try_wait and kill; either way it
+            // is gone afterwards.
+            let _ = child.kill();
+            let status = child.wait().map_err(HarnessError::io(output))?;
+            return Ok(Finished {
+                status: status.code(),
+                timed_out: true,
+                duration: start.elapsed(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads a console file written by an emulator (lossy: a guest may print
+/// anything).
+pub fn read_console(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .unwrap_or_default()
+}
+
+/// Whether `program` is on the PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kills_at_the_timeout_and_keeps_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; exec sleep 30"]);
+        let f = run_watched(cmd, &out, Duration::from_millis(300)).unwrap();
+        assert!(f.timed_out);
+        assert!(f.duration < Duration::from_secs(5));
+        assert_eq!(read_console(&out), "started\n");
+        assert!(dir.path().join("command.txt").is_file());
+    }
+
+    #[test]
+    fn reports_exit_status_and_spawn_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exit 7"]);
+        let f = run_watched(cmd, &out, Duration::from_secs(10)).unwrap();
+        assert_eq!((f.status, f.timed_out), (Some(7), false));
+        let e = run_watched(
+            Command::new("/nonexistent/emu"),
+            &out,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot start `/nonexistent/emu`"),
+            "{e}"
+        );
+    }
+}

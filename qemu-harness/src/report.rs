@@ -1,0 +1,208 @@
+//! What a run produced, and whether that is what was expected.
+
+use okernel_abi::result::{CHECK_PREFIX, Outcome};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The result of one boot.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The backend that ran it.
+    pub backend: String,
+    /// The run's name.
+    pub name: String,
+    /// The outcome and detail from the result marker, if one was printed.
+    pub marker: Option<(Outcome, String)>,
+    /// The outcome from the exit port, where the backend decodes it
+    /// (QEMU's `isa-debug-exit` status, the KVM harness's port).
+    pub port: Option<Outcome>,
+    /// The process exit status, where there was a process.
+    pub exit_status: Option<i32>,
+    /// Whether the run was killed at its timeout.
+    pub timed_out: bool,
+    /// Everything the image printed.
+    pub console: String,
+    /// Where the artifacts are.
+    pub run_dir: PathBuf,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+impl RunReport {
+    /// Builds a report from the console text; finds the result marker.
+    pub fn from_console(backend: &str, name: &str, console: String, run_dir: PathBuf) -> Self {
+        let marker = console
+            .lines()
+            .find_map(|l| Outcome::parse_marker(l).map(|(o, d)| (o, d.to_string())));
+        Self {
+            backend: backend.to_string(),
+            name: name.to_string(),
+            marker,
+            port: None,
+            exit_status: None,
+            timed_out: false,
+            console,
+            run_dir,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// The run's outcome: the marker's, cross-checked with the port's.
+    /// `None` when the image reported nothing, or the two disagree.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match (&self.marker, self.port) {
+            (Some((m, _)), Some(p)) if *m != p => None,
+            (Some((m, _)), _) => Some(*m),
+            (None, p) => p,
+        }
+    }
+
+    /// The marker's detail (reason or message), empty when none.
+    pub fn detail(&self) -> &str {
+        self.marker.as_ref().map(|(_, d)| d.as_str()).unwrap_or("")
+    }
+
+    /// The per-check lines (`OKERNEL-CHECK: {...}`), JSON text each.
+    pub fn checks(&self) -> impl Iterator<Item = &str> {
+        self.console
+            .lines()
+            .filter_map(|l| l.split_once(CHECK_PREFIX).map(|(_, j)| j.trim_end()))
+    }
+
+    /// The last `n` console lines, for failure messages.
+    pub fn last_lines(&self, n: usize) -> Vec<&str> {
+        let lines: Vec<&str> = self.console.lines().collect();
+        lines[lines.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// Describes what happened in a few words.
+    pub fn summary(&self) -> String {
+        if self.timed_out {
+            return format!("timeout after {:.1}s", self.duration.as_secs_f64());
+        }
+        match (&self.marker, self.port) {
+            (Some((m, _)), Some(p)) if *m != p => {
+                format!("marker says {} but exit port says {}", m.word(), p.word())
+            }
+            _ => match self.outcome() {
+                Some(o) if self.detail().is_empty() => o.word().to_string(),
+                Some(o) => format!("{}: {}", o.word(), self.detail()),
+                None => match self.exit_status {
+                    Some(s) => format!("no result reported (exit status {s})"),
+                    None => "no result reported".to_string(),
+                },
+            },
+        }
+    }
+}
+
+/// What a run should end with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// This outcome, with a detail containing this text (may be empty).
+    Outcome(Outcome, String),
+    /// No outcome: the run hangs and is killed at its timeout.
+    Timeout,
+}
+
+impl Expect {
+    /// Expects a pass.
+    pub fn pass() -> Self {
+        Expect::Outcome(Outcome::Pass, String::new())
+    }
+
+    /// A few words for tables.
+    pub fn describe(&self) -> String {
+        match self {
+            Expect::Outcome(o, d) if d.is_empty() => o.word().to_string(),
+            Expect::Outcome(o, d) => format!("{} (\"{d}\")", o.word()),
+            Expect::Timeout => "timeout".to_string(),
+        }
+    }
+}
+
+/// Whether a run did what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It did.
+    Ok,
+    /// It did not; the text says how.
+    Unexpected(String),
+}
+
+impl Verdict {
+    /// Judges `report` against `expect`.
+    pub fn judge(report: &RunReport, expect: &Expect) -> Self {
+        match expect {
+            Expect::Timeout if report.timed_out && report.outcome().is_none() => Verdict::Ok,
+            Expect::Outcome(o, d)
+                if !report.timed_out
+                    && report.outcome() == Some(*o)
+                    && report.detail().contains(d.as_str()) =>
+            {
+                Verdict::Ok
+            }
+            _ => Verdict::Unexpected(format!(
+                "expected {}, got {}",
+                expect.describe(),
+                report.summary()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(console: &str) -> RunReport {
+        RunReport::from_console("test", "t", console.to_string(), PathBuf::from("/tmp"))
+    }
+
+    #[test]
+    fn judges_markers_ports_and_timeouts() {
+        let pass = report("banner\nOKERNEL-RESULT: pass\n");
+        assert_eq!(Verdict::judge(&pass, &Expect::pass()), Verdict::Ok);
+
+        let fail = report("OKERNEL-RESULT: fail: no guest module: pass the guest\n");
+        let want = Expect::Outcome(Outcome::Fail, "no guest module".into());
+        assert_eq!(Verdict::judge(&fail, &want), Verdict::Ok);
+        assert!(matches!(
+            Verdict::judge(&fail, &Expect::pass()),
+            Verdict::Unexpected(_)
+        ));
+
+        let mut disagree = report("OKERNEL-RESULT: pass\n");
+        disagree.port = Some(Outcome::Fail);
+        assert_eq!(disagree.outcome(), None);
+        assert!(disagree.summary().contains("disagree") || disagree.summary().contains("but"));
+        assert!(matches!(
+            Verdict::judge(&disagree, &Expect::pass()),
+            Verdict::Unexpected(_)
+        ));
+
+        let mut hung = report("booting\n");
+        hung.timed_out = true;
+        assert_eq!(Verdict::judge(&hung, &Expect::Timeout), Verdict::Ok);
+        assert!(matches!(
+            Verdict::judge(&hung, &Expect::pass()),
+            Verdict::Unexpected(_)
+        ));
+
+        let silent = report("");
+        assert!(matches!(
+            Verdict::judge(&silent, &Expect::Timeout),
+            Verdict::Unexpected(_)
+        ));
+    }
+
+    #[test]
+    fn finds_checks_and_last_lines() {
+        let r = report("a\nOKERNEL-CHECK: {\"check\":\"x\",\"ok\":true}\r\nb\nc\n");
+        assert_eq!(
+            r.checks().collect::<Vec<_>>(),
+            vec!["{\"check\":\"x\",\"ok\":true}"]
+        );
+        assert_eq!(r.last_lines(2), vec!["b", "c"]);
+    }
+}

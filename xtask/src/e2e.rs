@@ -1,0 +1,279 @@
+//! End-to-end boots: each case on each available backend, one table.
+
+use crate::images::Images;
+use okernel_abi::result::Outcome;
+use qemu_harness::bochs::Bochs;
+use qemu_harness::qemu::{Accel, Qemu};
+use qemu_harness::{Backend, Expect, GuestModule, RunReport, RunSpec, Verdict};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which guest module a case boots with.
+#[derive(Debug, Clone, Copy)]
+pub enum Module {
+    /// The demo guest.
+    Guest,
+    /// None at all.
+    Missing,
+    /// Bytes that are not an ELF file.
+    Corrupt,
+    /// The demo guest with its ELF class changed to ELF32.
+    Elf32,
+}
+
+/// One end-to-end case.
+pub struct Case {
+    /// Its name.
+    pub name: &'static str,
+    /// The guest module.
+    pub module: Module,
+    /// The okernel command line.
+    pub cmdline: &'static str,
+    /// The guest command line.
+    pub guest_cmdline: &'static str,
+    /// What must happen.
+    pub expect: Expect,
+    /// Whether the case waits for a timeout (given a short one).
+    pub hangs: bool,
+}
+
+fn fail(detail: &str) -> Expect {
+    Expect::Outcome(Outcome::Fail, detail.into())
+}
+
+/// The cases `cargo xtask test` runs on every backend.
+pub fn cases() -> Vec<Case> {
+    let case = |name, module, cmdline, guest_cmdline, expect| Case {
+        name,
+        module,
+        cmdline,
+        guest_cmdline,
+        expect,
+        hangs: false,
+    };
+    vec![
+        case(
+            "boot",
+            Module::Guest,
+            "log=info",
+            "scenario=boot",
+            Expect::pass(),
+        ),
+        case(
+            "missing-module",
+            Module::Missing,
+            "log=info",
+            "",
+            fail("no guest module"),
+        ),
+        case(
+            "corrupt-elf",
+            Module::Corrupt,
+            "log=info",
+            "",
+            fail("not a valid ELF file"),
+        ),
+        case(
+            "elf32-module",
+            Module::Elf32,
+            "log=info",
+            "",
+            fail("ELF32, not ELF64"),
+        ),
+        case(
+            "bad-option",
+            Module::Guest,
+            "log=info turbo=on",
+            "",
+            fail("unknown command-line option `turbo=on`"),
+        ),
+        case(
+            "bad-guest-option",
+            Module::Guest,
+            "log=info",
+            "scenario=fly",
+            fail("unknown scenario `fly`"),
+        ),
+        case(
+            "guest-panic",
+            Module::Guest,
+            "log=info",
+            "scenario=panic",
+            Expect::Outcome(Outcome::Panic, "panics on purpose".into()),
+        ),
+        Case {
+            hangs: true,
+            ..case(
+                "guest-hang",
+                Module::Guest,
+                "log=info",
+                "scenario=hang",
+                Expect::Timeout,
+            )
+        },
+    ]
+}
+
+/// Writes the derived bad modules next to the images.
+pub fn bad_modules(images: &Images) -> Result<(PathBuf, PathBuf), String> {
+    let corrupt = images.dir.join("corrupt.bin");
+    // Deterministic noise that starts like nothing in particular.
+    let noise: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&corrupt, noise).map_err(|e| format!("{}: {e}", corrupt.display()))?;
+    let elf32 = images.dir.join("elf32.bin");
+    let mut bytes =
+        std::fs::read(&images.guest).map_err(|e| format!("{}: {e}", images.guest.display()))?;
+    bytes[4] = 1; // EI_CLASS = ELFCLASS32
+    std::fs::write(&elf32, bytes).map_err(|e| format!("{}: {e}", elf32.display()))?;
+    Ok((corrupt, elf32))
+}
+
+/// The backends available here, best first for the main job.
+pub fn backends() -> Vec<Box<dyn Backend>> {
+    let mut v: Vec<Box<dyn Backend>> = Vec::new();
+    if qemu_harness::kvm_nested_vmx() {
+        v.push(Box::new(Qemu::new(Accel::Kvm)));
+        v.push(Box::new(Bochs));
+    } else {
+        v.push(Box::new(Bochs));
+        if qemu_harness::kvm_usable() {
+            v.push(Box::new(Qemu::new(Accel::Kvm)));
+        }
+    }
+    v.push(Box::new(Qemu::new(Accel::Tcg)));
+    v
+}
+
+/// The run spec of `case` on `backend`.
+pub fn spec(images: &Images, bad: &(PathBuf, PathBuf), case: &Case, backend: &str) -> RunSpec {
+    let guest = match case.module {
+        Module::Guest => GuestModule::File(images.guest.clone()),
+        Module::Missing => GuestModule::None,
+        Module::Corrupt => GuestModule::File(bad.0.clone()),
+        Module::Elf32 => GuestModule::File(bad.1.clone()),
+    };
+    let timeout = match (case.hangs, backend) {
+        (true, "bochs") => Duration::from_secs(25),
+        (true, _) => Duration::from_secs(5),
+        (false, "bochs") => Duration::from_secs(120),
+        (false, _) => Duration::from_secs(60),
+    };
+    RunSpec {
+        name: case.name.to_string(),
+        image: images.okernel.clone(),
+        guest,
+        cmdline: case.cmdline.to_string(),
+        guest_cmdline: case.guest_cmdline.to_string(),
+        timeout,
+        run_dir: crate::images::root()
+            .join("target/runs")
+            .join(format!("{}-{backend}", case.name)),
+        gdb: false,
+    }
+}
+
+/// One row of the results table.
+pub struct Row {
+    /// The case.
+    pub case: &'static str,
+    /// The backend.
+    pub backend: String,
+    /// What was expected.
+    pub expected: String,
+    /// What happened (or why the run could not happen).
+    pub result: Result<(RunReport, Verdict), String>,
+}
+
+impl Row {
+    /// Whether the row is as expected.
+    pub fn ok(&self) -> bool {
+        matches!(self.result, Ok((_, Verdict::Ok)))
+    }
+}
+
+/// Runs every case on every backend, printing progress.
+pub fn run_matrix(images: &Images, backends: &[Box<dyn Backend>]) -> Result<Vec<Row>, String> {
+    let bad = bad_modules(images)?;
+    let cases = cases();
+    let total = cases.len() * backends.len();
+    let mut rows = Vec::new();
+    for backend in backends {
+        for case in &cases {
+            let spec = spec(images, &bad, case, backend.name());
+            eprint!(
+                "[{:>2}/{total}] {:<9} {:<17} ",
+                rows.len() + 1,
+                backend.name(),
+                case.name
+            );
+            let result = backend
+                .run(&spec)
+                .map(|r| {
+                    let v = Verdict::judge(&r, &case.expect);
+                    (r, v)
+                })
+                .map_err(|e| e.to_string());
+            match &result {
+                Ok((r, Verdict::Ok)) => {
+                    eprintln!("ok ({:.1}s) {}", r.duration.as_secs_f64(), r.summary())
+                }
+                Ok((r, Verdict::Unexpected(why))) => {
+                    eprintln!(
+                        "UNEXPECTED: {why}\n    run directory: {}",
+                        r.run_dir.display()
+                    );
+                    for l in r.last_lines(12) {
+                        eprintln!("    | {l}");
+                    }
+                }
+                Err(e) => eprintln!("ERROR: {e}"),
+            }
+            rows.push(Row {
+                case: case.name,
+                backend: backend.name().to_string(),
+                expected: case.expect.describe(),
+                result,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Prints the results table and the closing count line.
+pub fn print_table(rows: &[Row]) -> bool {
+    println!();
+    println!(
+        "{:<18} {:<9} {:<44} {:<6} observed",
+        "case", "backend", "expected", ""
+    );
+    println!("{}", "-".repeat(110));
+    for r in rows {
+        let observed = match &r.result {
+            Ok((rep, _)) => rep.summary(),
+            Err(e) => format!("harness error: {e}"),
+        };
+        let mark = if r.ok() { "ok" } else { "FAIL" };
+        println!(
+            "{:<18} {:<9} {:<44} {:<6} {}",
+            r.case,
+            r.backend,
+            r.expected,
+            mark,
+            truncate(&observed, 80)
+        );
+    }
+    let passed = rows.iter().filter(|r| r.ok()).count();
+    println!();
+    println!("e2e: {} passed, {} failed", passed, rows.len() - passed);
+    passed == rows.len()
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(n).collect::<String>())
+    }
+}
