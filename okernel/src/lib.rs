@@ -1,2 +1,26 @@
 //! The okernel monitor: the inner kernel that runs in VMX root mode.
+//!
+//! - [`arch`]: the only inline assembly (VMX instructions, MSRs, CRs, the
+//!   VM-entry/exit stub).
+//! - [`vmx`]: the VMX architecture as typed data (SDM Vol. 3C/3D).
+//! - [`hw`]: the hardware-access traits ([`hw::Vmcs`], [`hw::Cpu`]), their
+//!   real implementations and host fakes.
+//! - [`check`]: capability checks with named refusal reasons.
+//! - [`exit`]: one handler per exit reason, as free functions.
+//! - [`hypercall`]: VMCALL dispatch over [`okernel_abi::hypercall`].
+//! - [`policy`]: the audit log and the hooks the policy layer fills in.
+//! - [`launch`]: bring-up and the run loop; [`launch()`] is what the loader
+//!   calls.
 #![cfg_attr(not(test), no_std)]
+
+pub mod arch;
+pub mod check;
+pub mod exit;
+pub mod fmt;
+pub mod hw;
+pub mod hypercall;
+pub mod launch;
+pub mod policy;
+pub mod vmx;
+
+pub use launch::{LaunchConfig, LaunchError, launch};

@@ -1,0 +1,172 @@
+//! The VMX instructions (SDM Vol. 3C chapter 31 "VMX Instruction
+//! Reference"). Each returns the raw RFLAGS outcome decoded by
+//! [`crate::vmx::error::decode_rflags`]: VMfailInvalid (CF = 1) or
+//! VMfailValid (ZF = 1, error number in the current VMCS).
+
+use core::arch::asm;
+
+use crate::vmx::error::{VmFail, decode_rflags};
+use crate::vmx::fields::{Field, ReadOnly32};
+
+/// Turns the CF/ZF bytes captured after a VMX instruction into a result.
+fn outcome(cf: u8, zf: u8) -> Result<(), VmFail> {
+    let rflags = u64::from(cf) | (u64::from(zf) << 6);
+    decode_rflags(rflags, || {
+        // SAFETY: this closure runs only for VMfailValid, which the SDM
+        // defines as "there is a current VMCS", so VMREAD of the
+        // VM-instruction error field (a field every VMCS has) is valid.
+        let (value, cf, zf) = unsafe { vmread_raw(ReadOnly32::VmInstructionError.encoding()) };
+        if cf == 0 && zf == 0 { value as u32 } else { 0 }
+    })
+}
+
+/// VMREAD without decoding: the value and the CF/ZF bytes.
+///
+/// # Safety
+/// In VMX root operation.
+unsafe fn vmread_raw(encoding: u32) -> (u64, u8, u8) {
+    let value: u64;
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees VMX root operation; VMREAD with a
+    // register destination writes only `value` and the flags (without a
+    // current VMCS it fails with CF = 1 and writes nothing).
+    unsafe {
+        asm!("vmread {}, {}", "setc {}", "setz {}", out(reg) value, in(reg) u64::from(encoding),
+             out(reg_byte) cf, out(reg_byte) zf, options(nostack, nomem));
+    }
+    (value, cf, zf)
+}
+
+/// VMXON: enters VMX root operation (SDM Vol. 3C §31.3, VMXON).
+///
+/// # Safety
+/// CR4.VMXE must be set, CR0/CR4 must satisfy the VMX fixed bits, and
+/// `region` must be the physical address of a 4 KiB-aligned, zeroed region
+/// (of the size in IA32_VMX_BASIC) whose first dword holds the VMCS
+/// revision identifier, used by nothing else while in VMX operation.
+pub unsafe fn vmxon(region: u64) -> Result<(), VmFail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees the preconditions above; VMXON reads
+    // the 8-byte operand (`region`, live on this stack frame) and changes
+    // no Rust-visible memory.
+    unsafe {
+        asm!("vmxon [{}]", "setc {}", "setz {}", in(reg) &region, out(reg_byte) cf, out(reg_byte) zf,
+             options(nostack, readonly));
+    }
+    outcome(cf, zf)
+}
+
+/// VMXOFF: leaves VMX operation.
+///
+/// # Safety
+/// The caller must be in VMX root operation and no guest may be resumed
+/// afterwards.
+pub unsafe fn vmxoff() -> Result<(), VmFail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees VMX root operation; VMXOFF touches no
+    // Rust-visible memory.
+    unsafe {
+        asm!("vmxoff", "setc {}", "setz {}", out(reg_byte) cf, out(reg_byte) zf,
+             options(nostack, nomem));
+    }
+    outcome(cf, zf)
+}
+
+/// VMCLEAR: initialises a VMCS region and makes it inactive and clear.
+///
+/// # Safety
+/// In VMX root operation; `vmcs` is the physical address of a 4 KiB-aligned
+/// VMCS region owned by the monitor (not the VMXON region).
+pub unsafe fn vmclear(vmcs: u64) -> Result<(), VmFail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees the operand is a monitor-owned VMCS
+    // region; the processor writes only that region, which Rust code never
+    // accesses directly.
+    unsafe {
+        asm!("vmclear [{}]", "setc {}", "setz {}", in(reg) &vmcs, out(reg_byte) cf, out(reg_byte) zf,
+             options(nostack));
+    }
+    outcome(cf, zf)
+}
+
+/// VMPTRLD: makes `vmcs` the current VMCS.
+///
+/// # Safety
+/// In VMX root operation; `vmcs` is a cleared, monitor-owned VMCS region
+/// carrying the revision identifier of IA32_VMX_BASIC.
+pub unsafe fn vmptrld(vmcs: u64) -> Result<(), VmFail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees the operand is a monitor-owned VMCS
+    // region with the right revision identifier.
+    unsafe {
+        asm!("vmptrld [{}]", "setc {}", "setz {}", in(reg) &vmcs, out(reg_byte) cf, out(reg_byte) zf,
+             options(nostack));
+    }
+    outcome(cf, zf)
+}
+
+/// VMREAD: reads a field of the current VMCS.
+///
+/// # Safety
+/// In VMX root operation with a current VMCS.
+pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
+    // SAFETY: the caller guarantees VMX root operation with a current VMCS.
+    let (value, cf, zf) = unsafe { vmread_raw(encoding) };
+    outcome(cf, zf).map(|()| value)
+}
+
+/// VMWRITE: writes a field of the current VMCS.
+///
+/// # Safety
+/// In VMX root operation with a current VMCS, and the new value must not
+/// break the monitor (host-state fields, EPTP, MSR bitmap address and the
+/// like must point at valid monitor-owned memory).
+pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmFail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees a current VMCS and a value that keeps
+    // the monitor sound; VMWRITE changes only the VMCS.
+    unsafe {
+        asm!("vmwrite {}, {}", "setc {}", "setz {}", in(reg) u64::from(encoding), in(reg) value,
+             out(reg_byte) cf, out(reg_byte) zf, options(nostack, nomem));
+    }
+    outcome(cf, zf)
+}
+
+/// An INVEPT or INVVPID descriptor (SDM Vol. 3C §31.3, Figure 31-1/31-2).
+#[repr(C, align(16))]
+struct InvDescriptor([u64; 2]);
+
+/// INVEPT: invalidates EPT-derived translations. `kind` 1 = single-context
+/// (for `eptp`), 2 = all-context.
+///
+/// # Safety
+/// In VMX root operation; `kind` must be supported (IA32_VMX_EPT_VPID_CAP).
+pub unsafe fn invept(kind: u64, eptp: u64) -> Result<(), VmFail> {
+    let desc = InvDescriptor([eptp, 0]);
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees VMX root operation and a supported
+    // type; INVEPT only reads the 16-byte descriptor on this frame.
+    unsafe {
+        asm!("invept {}, [{}]", "setc {}", "setz {}", in(reg) kind, in(reg) &desc,
+             out(reg_byte) cf, out(reg_byte) zf, options(nostack, readonly));
+    }
+    outcome(cf, zf)
+}
+
+/// INVVPID: invalidates VPID-tagged translations. `kind` 0 = individual
+/// address, 1 = single-context, 2 = all-context, 3 = single-context
+/// retaining globals.
+///
+/// # Safety
+/// In VMX root operation; `kind` must be supported (IA32_VMX_EPT_VPID_CAP).
+pub unsafe fn invvpid(kind: u64, vpid: u16, address: u64) -> Result<(), VmFail> {
+    let desc = InvDescriptor([u64::from(vpid), address]);
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller guarantees VMX root operation and a supported
+    // type; INVVPID only reads the 16-byte descriptor on this frame.
+    unsafe {
+        asm!("invvpid {}, [{}]", "setc {}", "setz {}", in(reg) kind, in(reg) &desc,
+             out(reg_byte) cf, out(reg_byte) zf, options(nostack, readonly));
+    }
+    outcome(cf, zf)
+}

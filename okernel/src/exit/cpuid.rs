@@ -1,0 +1,85 @@
+//! CPUID exits (CPUID always exits in VMX non-root operation, SDM Vol. 3C
+//! §26.1.2): pass-through with VMX hidden, plus the okernel leaves.
+
+use okernel_abi::cpuid as leaves;
+
+use super::guest::{CR4_OSXSAVE, Vcpu};
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, CpuidResult, Vmcs};
+use crate::policy::Policy;
+use crate::vmx::fields::GuestNatural;
+use crate::vmx::regs::Gpr;
+
+/// CPUID.1:ECX.VMX (bit 5).
+pub const LEAF1_ECX_VMX: u32 = 1 << 5;
+/// CPUID.1:ECX.SMX (bit 6): GETSEC is refused, so SMX is hidden too.
+pub const LEAF1_ECX_SMX: u32 = 1 << 6;
+/// CPUID.1:ECX.OSXSAVE (bit 27): mirrors the *guest's* CR4.OSXSAVE.
+pub const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+/// CPUID.1:ECX bit 31: "hypervisor present" (software convention).
+pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID.7.0:ECX.OSPKE (bit 4): mirrors the guest's CR4.PKE.
+pub const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const CR4_PKE: u64 = 1 << 22;
+
+/// The first and last leaf of the hypervisor range.
+const HYPERVISOR_RANGE: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4000_00ff;
+
+/// What the guest sees for CPUID(`leaf`, `subleaf`), given the host's
+/// answer source and the guest's CR4.
+pub fn guest_view(cpu: &impl Cpu, leaf: u32, subleaf: u32, guest_cr4: u64) -> CpuidResult {
+    if HYPERVISOR_RANGE.contains(&leaf) {
+        return match leaf {
+            leaves::LEAF_SIGNATURE => {
+                let (ebx, ecx, edx) = leaves::signature_registers();
+                CpuidResult {
+                    eax: leaves::LEAF_MAX,
+                    ebx,
+                    ecx,
+                    edx,
+                }
+            }
+            leaves::LEAF_VERSION => CpuidResult {
+                eax: okernel_abi::ABI_VERSION.packed(),
+                ebx: 0,
+                ecx: 0,
+                edx: 0,
+            },
+            _ => CpuidResult::default(),
+        };
+    }
+    let mut r = cpu.cpuid(leaf, subleaf);
+    match leaf {
+        1 => {
+            r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_SMX | LEAF1_ECX_OSXSAVE);
+            r.ecx |= LEAF1_ECX_HYPERVISOR;
+            if guest_cr4 & CR4_OSXSAVE != 0 {
+                r.ecx |= LEAF1_ECX_OSXSAVE;
+            }
+        }
+        7 if subleaf == 0 => {
+            r.ecx &= !LEAF7_ECX_OSPKE;
+            if guest_cr4 & CR4_PKE != 0 {
+                r.ecx |= LEAF7_ECX_OSPKE;
+            }
+        }
+        _ => {}
+    }
+    r
+}
+
+/// Handles a CPUID exit: EAX/ECX in, EAX..EDX out (zero-extended, as the
+/// instruction does), RIP advanced.
+pub fn handle<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+) -> Result<ExitAction, ExitError> {
+    let leaf = vcpu.regs.rax() as u32;
+    let subleaf = vcpu.regs.rcx() as u32;
+    let cr4 = vcpu.vmcs.read(GuestNatural::Cr4)?;
+    let r = guest_view(&vcpu.cpu, leaf, subleaf, cr4);
+    vcpu.regs.set(Gpr::Rax, r.eax.into());
+    vcpu.regs.set(Gpr::Rbx, r.ebx.into());
+    vcpu.regs.set(Gpr::Rcx, r.ecx.into());
+    vcpu.regs.set(Gpr::Rdx, r.edx.into());
+    vcpu.advance_rip()
+}

@@ -1,0 +1,186 @@
+//! Control-register access exits (SDM Vol. 3C §26.1.3, §28.2.1 Table 28-3).
+//!
+//! The guest owns CR0 and CR4 except the bits in the guest/host masks: the
+//! bits VMX fixes (CR0.NE, CR4.VMXE, anything unsupported) and CR4.SMXE.
+//! Those read from the read shadows (so the guest sees CR4.VMXE = 0, its own
+//! CR0.NE), and a MOV that changes one of them exits here. The handler
+//! checks the value as the processor would (raising #GP where the SDM says
+//! MOV to CR faults; setting CR4.VMXE or CR4.SMXE faults as on a CPU without
+//! VMX/SMX), asks the policy hook (CR pinning), then sets the real register
+//! (fixed bits applied) and the shadow (the guest's value).
+//!
+//! CR3 and CR8 accesses do not exit with okernel's controls (CR3-load/store
+//! and CR8-load/store exiting are 0); CR3 is handled anyway, CR8 is a
+//! fatal unexpected exit.
+
+use super::guest::{CR0_PE, CR0_PG, CR4_PAE, CR4_SMXE, CR4_VMXE, EFER_LMA, EFER_LME, Vcpu};
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, Vmcs};
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::policy::{Decision, Policy};
+use crate::vmx::controls::EntryControls;
+use crate::vmx::event::Exception;
+use crate::vmx::fields::{Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural};
+use crate::vmx::qualification::{CrAccess, CrAccessType};
+
+const CR0_TS: u64 = 1 << 3;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+
+/// Handles a control-register access exit.
+pub fn handle<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+) -> Result<ExitAction, ExitError> {
+    let q = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
+    let access = CrAccess::decode(q);
+    match (access.access, access.cr) {
+        (CrAccessType::MovTo, 0) => {
+            let v = vcpu.operand(access.gpr)?;
+            write_cr0(vcpu, v)
+        }
+        (CrAccessType::MovTo, 4) => {
+            let v = vcpu.operand(access.gpr)?;
+            write_cr4(vcpu, v)
+        }
+        (CrAccessType::MovTo, 3) => {
+            let v = vcpu.operand(access.gpr)?;
+            vcpu.vmcs.write(GuestNatural::Cr3, v)?;
+            vcpu.advance_rip()
+        }
+        (CrAccessType::MovFrom, 3) => {
+            let v = vcpu.vmcs.read(GuestNatural::Cr3)?;
+            let v = if vcpu.in_64bit_mode()? {
+                v
+            } else {
+                v & 0xffff_ffff
+            };
+            vcpu.set_gpr(access.gpr, v)?;
+            vcpu.advance_rip()
+        }
+        (CrAccessType::Clts, _) => {
+            let old = visible_cr0(vcpu)?;
+            write_cr0(vcpu, old & !CR0_TS)
+        }
+        (CrAccessType::Lmsw, _) => {
+            // LMSW loads CR0[3:0] but cannot clear PE (SDM Vol. 2A, LMSW).
+            let old = visible_cr0(vcpu)?;
+            let src = u64::from(access.lmsw_source) & 0xf;
+            write_cr0(vcpu, (old & !0xe) | src | (old & CR0_PE))
+        }
+        _ => Err(ExitError::UnexpectedCrAccess(q)),
+    }
+}
+
+/// The CR0 the guest believes it has: real bits outside the mask, shadow
+/// bits inside it.
+pub fn visible_cr0<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) -> Result<u64, ExitError> {
+    let real = vcpu.vmcs.read(GuestNatural::Cr0)?;
+    let shadow = vcpu.vmcs.read(ControlNatural::Cr0ReadShadow)?;
+    Ok((real & !vcpu.cr.cr0_mask) | (shadow & vcpu.cr.cr0_mask))
+}
+
+/// The CR4 the guest believes it has.
+pub fn visible_cr4<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) -> Result<u64, ExitError> {
+    let real = vcpu.vmcs.read(GuestNatural::Cr4)?;
+    let shadow = vcpu.vmcs.read(ControlNatural::Cr4ReadShadow)?;
+    Ok((real & !vcpu.cr.cr4_mask) | (shadow & vcpu.cr.cr4_mask))
+}
+
+fn deny<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+    cr: u8,
+    value: u64,
+) -> Result<ExitAction, ExitError> {
+    let record = AuditRecord {
+        seq: 0,
+        kind: AuditKind::CrWrite,
+        context: vcpu.policy.context(),
+        gpa: cr.into(),
+        gva: None,
+        access: Access::WRITE,
+        allowed: Access::empty(),
+        qualification: value,
+        rip: vcpu.vmcs.read(GuestNatural::Rip)?,
+        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
+        action: AuditAction::InjectedGp,
+    };
+    let r = vcpu.audit.push(record);
+    log::warn!("okernel: {r}");
+    vcpu.inject(Exception::GeneralProtection, 0)
+}
+
+/// Emulates MOV to CR0 of `v` (SDM Vol. 2B, MOV—Move to/from Control
+/// Registers: #GP on reserved bits, PG without PE, NW without CD, clearing
+/// PG in 64-bit mode, setting PG with LME but without PAE). Toggling PG
+/// with EFER.LME set (de)activates IA-32e mode: EFER.LMA and the "IA-32e
+/// mode guest" entry control follow (SDM §27.3.2.1 checks them against each
+/// other).
+pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+    v: u64,
+) -> Result<ExitAction, ExitError> {
+    let gp = |vcpu: &mut Vcpu<V, C, P>| vcpu.inject(Exception::GeneralProtection, 0);
+    if v >> 32 != 0
+        || v & !vcpu.cr.cr0_fixed.fixed1 & 0xffff_ffff != 0
+        || (v & CR0_PG != 0 && v & CR0_PE == 0)
+        || (v & CR0_NW != 0 && v & CR0_CD == 0)
+    {
+        return gp(vcpu);
+    }
+    let old = visible_cr0(vcpu)?;
+    let mut efer = vcpu.vmcs.read(Guest64::Efer)?;
+    let paging_on = old & CR0_PG == 0 && v & CR0_PG != 0;
+    let paging_off = old & CR0_PG != 0 && v & CR0_PG == 0;
+    if paging_off && vcpu.in_64bit_mode()? {
+        return gp(vcpu);
+    }
+    if paging_on && efer & EFER_LME != 0 && visible_cr4(vcpu)? & CR4_PAE == 0 {
+        return gp(vcpu);
+    }
+    if vcpu.policy.cr_write(0, old, v) == Decision::Deny {
+        return deny(vcpu, 0, v);
+    }
+    let mut entry = None;
+    if paging_on && efer & EFER_LME != 0 {
+        efer |= EFER_LMA;
+        entry = Some(true);
+    } else if paging_off && efer & EFER_LMA != 0 {
+        efer &= !EFER_LMA;
+        entry = Some(false);
+    }
+    if let Some(ia32e) = entry {
+        vcpu.vmcs.write(Guest64::Efer, efer)?;
+        let controls = EntryControls::from_bits_retain(vcpu.vmcs.read(Control32::EntryControls)?);
+        let controls = if ia32e {
+            controls | EntryControls::IA32E_MODE_GUEST
+        } else {
+            controls - EntryControls::IA32E_MODE_GUEST
+        };
+        vcpu.vmcs.write(Control32::EntryControls, controls.bits())?;
+    }
+    let real = vcpu.cr.real_cr0(v);
+    vcpu.vmcs.write(GuestNatural::Cr0, real)?;
+    vcpu.vmcs.write(ControlNatural::Cr0ReadShadow, v)?;
+    vcpu.advance_rip()
+}
+
+/// Emulates MOV to CR4 of `v`: #GP for VMXE and SMXE (hidden), for bits the
+/// CPU does not support in VMX operation, and for clearing PAE in IA-32e
+/// mode; then the policy hook.
+pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+    v: u64,
+) -> Result<ExitAction, ExitError> {
+    let supported = vcpu.cr.cr4_fixed.fixed1 & !(CR4_VMXE | CR4_SMXE);
+    let lma = vcpu.vmcs.read(Guest64::Efer)? & EFER_LMA != 0;
+    if v & !supported != 0 || (lma && v & CR4_PAE == 0) {
+        return vcpu.inject(Exception::GeneralProtection, 0);
+    }
+    let old = visible_cr4(vcpu)?;
+    if vcpu.policy.cr_write(4, old, v) == Decision::Deny {
+        return deny(vcpu, 4, v);
+    }
+    vcpu.vmcs.write(GuestNatural::Cr4, vcpu.cr.real_cr4(v))?;
+    vcpu.vmcs.write(ControlNatural::Cr4ReadShadow, v)?;
+    vcpu.advance_rip()
+}

@@ -1,0 +1,127 @@
+//! EPT violations and misconfigurations (SDM Vol. 3C §30.3.3 "EPT-Induced
+//! VM Exits"; qualification: §28.2.1, Table 28-7).
+//!
+//! Outcome of a violation (invariant 10): the access is **denied** — the
+//! EPT entry is never changed — an [`AuditRecord`] is written, and the
+//! guest gets **#GP(0) at the faulting instruction** (fault semantics: RIP
+//! is not advanced, nothing of the access happened), which its own
+//! exception handler can observe and recover from. One exception: a
+//! violation during event delivery (the IDT-vectoring information is
+//! valid: the guest's IDT, stack or handler lies in denied memory) cannot
+//! be answered with an exception the guest could take, so the guest is
+//! stopped and the run fails with the record's action "stop"; so is a
+//! qualification with reserved bits set (decoded by the `ept` crate). An
+//! asynchronous violation (bit 16: a trace or PEBS write, not an
+//! instruction) is dropped: audited, not performed, no exception.
+
+use super::guest::Vcpu;
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, Vmcs};
+use crate::policy::Policy;
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::vmx::event::{Exception, InterruptionInfo};
+use crate::vmx::fields::{Guest32, GuestNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural};
+
+/// The audit form of the attempted access.
+pub fn audit_access(a: ept::Access) -> Access {
+    let mut r = Access::empty();
+    r.set(Access::READ, a.contains(ept::Access::READ));
+    r.set(Access::WRITE, a.contains(ept::Access::WRITE));
+    r.set(Access::EXECUTE, a.contains(ept::Access::FETCH));
+    r
+}
+
+/// The audit form of what the EPT walk allowed.
+pub fn audit_allowed(p: ept::Perms) -> Access {
+    let mut r = Access::empty();
+    r.set(Access::READ, p.contains(ept::Perms::READ));
+    r.set(Access::WRITE, p.contains(ept::Perms::WRITE));
+    r.set(
+        Access::EXECUTE,
+        p.intersects(ept::Perms::EXECUTE | ept::Perms::USER_EXECUTE),
+    );
+    r
+}
+
+/// Guest interruptibility state bit 3: blocking by NMI.
+const BLOCKING_BY_NMI: u32 = 1 << 3;
+
+/// Handles an EPT violation: deny, audit, #GP(0) (or stop, see the module
+/// documentation).
+pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+) -> Result<ExitAction, ExitError> {
+    let q = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
+    let gpa = vcpu.vmcs.read(ReadOnly64::GuestPhysicalAddress)?;
+    let decoded = ept::EptViolation::decode(q, &vcpu.ept, false);
+    let (access, allowed, linear_valid, asynchronous, nmi_unblocking) = match &decoded {
+        Ok(v) => (
+            audit_access(v.access),
+            audit_allowed(v.allowed),
+            v.linear != ept::LinearAccess::None,
+            v.asynchronous,
+            v.nmi_unblocking,
+        ),
+        Err(_) => (Access::empty(), Access::empty(), false, false, false),
+    };
+    let gva = if linear_valid {
+        Some(vcpu.vmcs.read(ReadOnlyNatural::GuestLinearAddress)?)
+    } else {
+        None
+    };
+    let vectoring = InterruptionInfo(vcpu.vmcs.read(ReadOnly32::IdtVectoringInfo)?);
+    let action = if decoded.is_err() || vectoring.valid() {
+        AuditAction::Stopped
+    } else if asynchronous {
+        AuditAction::Dropped
+    } else {
+        AuditAction::InjectedGp
+    };
+    let record = AuditRecord {
+        seq: 0,
+        kind: AuditKind::EptViolation,
+        context: vcpu.policy.context(),
+        gpa,
+        gva,
+        access,
+        allowed,
+        qualification: q,
+        rip: vcpu.vmcs.read(GuestNatural::Rip)?,
+        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
+        action,
+    };
+    let record = vcpu.audit.push(record);
+    log::warn!("okernel: {record}");
+    if let Err(e) = decoded {
+        return Err(ExitError::MalformedQualification(e));
+    }
+    if vectoring.valid() {
+        return Err(ExitError::ViolationDuringDelivery {
+            gpa,
+            vector: vectoring.vector(),
+        });
+    }
+    if asynchronous {
+        // Not caused by an instruction (a trace or PEBS write): RIP does
+        // not point at the access, so there is nothing to fault. The write
+        // is simply not performed.
+        return Ok(ExitAction::Resume);
+    }
+    // The IRET that unblocked NMIs did not complete: keep NMIs blocked
+    // (SDM §28.2.3 "Information About NMI Unblocking Due to IRET").
+    if nmi_unblocking {
+        let s = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
+        vcpu.vmcs
+            .write(Guest32::InterruptibilityState, s | BLOCKING_BY_NMI)?;
+    }
+    vcpu.inject(Exception::GeneralProtection, 0)
+}
+
+/// An EPT misconfiguration is a monitor bug (the monitor wrote an invalid
+/// EPT entry): reported with the GPA, never resumed.
+pub fn misconfiguration<V: Vmcs, C: Cpu, P: Policy>(vcpu: &mut Vcpu<V, C, P>) -> ExitError {
+    match vcpu.vmcs.read(ReadOnly64::GuestPhysicalAddress) {
+        Ok(gpa) => ExitError::EptMisconfiguration(gpa),
+        Err(e) => ExitError::Vmcs(e),
+    }
+}

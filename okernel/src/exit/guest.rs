@@ -1,0 +1,202 @@
+//! The virtual CPU an exit handler works on, and the guest-state helpers
+//! every handler shares: registers by number, CPL, mode, RIP advance, event
+//! injection.
+
+use super::{ExitAction, ExitError};
+use crate::exit::counters::ExitCounters;
+use crate::hw::{Cpu, Vmcs};
+use crate::policy::Policy;
+use crate::policy::audit::AuditLog;
+use crate::vmx::capability::FixedBits;
+use crate::vmx::event::{Exception, hardware_exception};
+use crate::vmx::fields::{Control32, Guest32, Guest64, GuestNatural, ReadOnly32};
+use crate::vmx::regs::{Gpr, GuestRegisters};
+
+/// CR0.PE.
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.NE.
+pub const CR0_NE: u64 = 1 << 5;
+/// CR0.PG.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE.
+pub const CR4_PAE: u64 = 1 << 5;
+/// CR4.VMXE.
+pub const CR4_VMXE: u64 = 1 << 13;
+/// CR4.SMXE.
+pub const CR4_SMXE: u64 = 1 << 14;
+/// CR4.OSXSAVE.
+pub const CR4_OSXSAVE: u64 = 1 << 18;
+/// EFER.LME.
+pub const EFER_LME: u64 = 1 << 8;
+/// EFER.LMA.
+pub const EFER_LMA: u64 = 1 << 10;
+
+/// How the guest's CR0 and CR4 are virtualised (SDM Vol. 3C §26.3
+/// "Changes to Instruction Behavior in VMX Non-Root Operation", MOV to CR0/CR4;
+/// §25.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrConfig {
+    /// The CR0 bits VMX fixes while the guest runs (PE and PG are free:
+    /// unrestricted guest).
+    pub cr0_fixed: FixedBits,
+    /// The CR4 bits VMX fixes (VMXE is 1).
+    pub cr4_fixed: FixedBits,
+    /// CR0 guest/host mask: the bits the guest reads from the shadow and
+    /// cannot change without an exit.
+    pub cr0_mask: u64,
+    /// CR4 guest/host mask.
+    pub cr4_mask: u64,
+}
+
+impl CrConfig {
+    /// The configuration for the processor's fixed bits: every bit the
+    /// guest may not choose freely (forced to 1 or to 0) is owned by the
+    /// monitor, and so are CR4.VMXE and CR4.SMXE (VMX and SMX are hidden).
+    pub const fn new(cr0: FixedBits, cr4: FixedBits) -> Self {
+        let cr0_fixed = FixedBits {
+            fixed0: cr0.fixed0 & !(CR0_PE | CR0_PG),
+            fixed1: cr0.fixed1,
+        };
+        let low = 0xffff_ffff;
+        Self {
+            cr0_fixed,
+            cr4_fixed: cr4,
+            cr0_mask: (cr0_fixed.fixed0 | !cr0.fixed1) & low,
+            cr4_mask: (cr4.fixed0 | !cr4.fixed1 | CR4_VMXE | CR4_SMXE) & low,
+        }
+    }
+
+    /// The real CR0 for a guest-visible value.
+    pub const fn real_cr0(&self, visible: u64) -> u64 {
+        self.cr0_fixed.apply(visible)
+    }
+
+    /// The real CR4 for a guest-visible value.
+    pub const fn real_cr4(&self, visible: u64) -> u64 {
+        self.cr4_fixed.apply(visible)
+    }
+}
+
+/// A virtual CPU: the current VMCS, the processor, the guest's registers,
+/// and the monitor state exit handlers update.
+#[derive(Debug)]
+pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy> {
+    /// The current VMCS.
+    pub vmcs: V,
+    /// The processor.
+    pub cpu: C,
+    /// The guest's general-purpose registers (not RSP).
+    pub regs: GuestRegisters,
+    /// The policy hooks.
+    pub policy: P,
+    /// Denied operations.
+    pub audit: AuditLog,
+    /// Exits by reason.
+    pub counters: ExitCounters,
+    /// CR0/CR4 virtualisation.
+    pub cr: CrConfig,
+    /// The EPT capabilities (for decoding violation qualifications).
+    pub ept: ept::EptCaps,
+}
+
+impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
+    /// A virtual CPU with empty counters and audit log.
+    pub fn new(vmcs: V, cpu: C, policy: P, cr: CrConfig, ept: ept::EptCaps) -> Self {
+        Self {
+            vmcs,
+            cpu,
+            regs: GuestRegisters::default(),
+            policy,
+            audit: AuditLog::new(),
+            counters: ExitCounters::new(),
+            cr,
+            ept,
+        }
+    }
+
+    /// The guest's current privilege level: SS.DPL (SDM Vol. 3C §25.4.1).
+    pub fn cpl(&self) -> Result<u8, ExitError> {
+        Ok(((self.vmcs.read(Guest32::SsAccessRights)? >> 5) & 3) as u8)
+    }
+
+    /// Whether the guest executes in 64-bit mode (IA32_EFER.LMA and CS.L).
+    pub fn in_64bit_mode(&self) -> Result<bool, ExitError> {
+        let lma = self.vmcs.read(Guest64::Efer)? & EFER_LMA != 0;
+        let cs_l = self.vmcs.read(Guest32::CsAccessRights)? & (1 << 13) != 0;
+        Ok(lma && cs_l)
+    }
+
+    /// Reads a general-purpose register by number (RSP from the VMCS).
+    pub fn gpr(&self, r: Gpr) -> Result<u64, ExitError> {
+        match r {
+            Gpr::Rsp => Ok(self.vmcs.read(GuestNatural::Rsp)?),
+            _ => Ok(self.regs.get(r)),
+        }
+    }
+
+    /// Writes a general-purpose register by number (RSP into the VMCS).
+    pub fn set_gpr(&mut self, r: Gpr, value: u64) -> Result<(), ExitError> {
+        match r {
+            Gpr::Rsp => self.vmcs.write(GuestNatural::Rsp, value)?,
+            _ => self.regs.set(r, value),
+        }
+        Ok(())
+    }
+
+    /// The operand of a register source as the guest's mode sees it: the
+    /// low 32 bits outside 64-bit mode.
+    pub fn operand(&self, r: Gpr) -> Result<u64, ExitError> {
+        let v = self.gpr(r)?;
+        Ok(if self.in_64bit_mode()? {
+            v
+        } else {
+            v & 0xffff_ffff
+        })
+    }
+
+    /// Moves RIP past the exiting instruction, using the VM-exit
+    /// instruction length (SDM §28.2.5), which must be 1..=15 (the
+    /// architectural limit): anything else is a fatal error, never a
+    /// wrapped RIP. Clears blocking by STI and MOV SS, as completing the
+    /// instruction would (SDM §26.1.2 / §27.7.1 interruptibility).
+    pub fn advance_rip(&mut self) -> Result<ExitAction, ExitError> {
+        let len = self.vmcs.read(ReadOnly32::ExitInstructionLength)?;
+        if !(1..=15).contains(&len) {
+            return Err(ExitError::BadInstructionLength(len));
+        }
+        let rip = self.vmcs.read(GuestNatural::Rip)?;
+        let next = if self.in_64bit_mode()? {
+            let n = rip.wrapping_add(u64::from(len));
+            let canonical = ((n as i64) << 16 >> 16) as u64 == n;
+            if n < rip || !canonical {
+                return Err(ExitError::RipOverflow { rip, len });
+            }
+            n
+        } else {
+            // Outside 64-bit mode EIP wraps at 4 GiB architecturally.
+            (rip as u32).wrapping_add(len).into()
+        };
+        self.vmcs.write(GuestNatural::Rip, next)?;
+        let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
+        if interruptibility & 0b11 != 0 {
+            self.vmcs
+                .write(Guest32::InterruptibilityState, interruptibility & !0b11)?;
+        }
+        Ok(ExitAction::Resume)
+    }
+
+    /// Injects a hardware exception at the current RIP (fault semantics:
+    /// RIP is not advanced) through the VM-entry interruption-information
+    /// field (SDM §25.8.3, §27.6). The error code is dropped when the guest
+    /// is in real mode (CR0.PE = 0), where VM entry forbids delivering one.
+    pub fn inject(&mut self, e: Exception, error_code: u32) -> Result<ExitAction, ExitError> {
+        let protected = self.vmcs.read(GuestNatural::Cr0)? & CR0_PE != 0;
+        let info = hardware_exception(e, protected);
+        self.vmcs.write(Control32::EntryInterruptionInfo, info)?;
+        if protected && e.has_error_code() {
+            self.vmcs
+                .write(Control32::EntryExceptionErrorCode, error_code)?;
+        }
+        Ok(ExitAction::Resume)
+    }
+}

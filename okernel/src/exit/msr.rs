@@ -1,0 +1,120 @@
+//! RDMSR and WRMSR exits. With the base MSR bitmap
+//! ([`crate::vmx::msr_bitmap::configure_base`]) only these exit: the VMX
+//! capability MSRs and IA32_FEATURE_CONTROL (hidden, invariant 12), MSRs
+//! outside the bitmap ranges (always exit, SDM Vol. 3C §26.1.3), and what
+//! the policy intercepts later.
+//!
+//! | MSR                         | RDMSR                                  | WRMSR          |
+//! |-----------------------------|----------------------------------------|----------------|
+//! | IA32_FEATURE_CONTROL (0x3A) | locked, VMX and SENTER bits clear      | #GP (locked)   |
+//! | 0x480..=0x493 (VMX caps)    | #GP (as without VMX)                   | #GP            |
+//! | LSTAR, CSTAR, STAR, SFMASK, KERNEL_GS_BASE | n/a (never intercepted for read) | policy hook, canonical check, then written |
+//! | SYSENTER_CS/ESP/EIP         | n/a                                    | policy hook, then the VMCS guest field |
+//! | anything else that exits    | #GP                                    | #GP            |
+
+use super::guest::Vcpu;
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, Vmcs};
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::policy::{Decision, Policy};
+use crate::vmx::capability::{feature_control, msr};
+use crate::vmx::event::Exception;
+use crate::vmx::fields::{Guest32, GuestNatural};
+use crate::vmx::regs::Gpr;
+
+/// IA32_STAR.
+pub const IA32_STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR.
+pub const IA32_LSTAR: u32 = 0xc000_0082;
+/// IA32_CSTAR.
+pub const IA32_CSTAR: u32 = 0xc000_0083;
+/// IA32_FMASK.
+pub const IA32_FMASK: u32 = 0xc000_0084;
+/// IA32_KERNEL_GS_BASE.
+pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+/// The value the guest reads from IA32_FEATURE_CONTROL: locked, with VMX
+/// (inside and outside SMX) and the SENTER enables clear — what firmware
+/// leaves on a machine whose VMX is disabled.
+pub const fn hidden_feature_control(real: u64) -> u64 {
+    (real
+        & !(feature_control::VMX_INSIDE_SMX
+            | feature_control::VMX_OUTSIDE_SMX
+            | feature_control::SENTER_ENABLES))
+        | feature_control::LOCK
+}
+
+const fn is_canonical(v: u64) -> bool {
+    ((v as i64) << 16 >> 16) as u64 == v
+}
+
+/// Handles an RDMSR exit.
+pub fn handle_rdmsr<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+) -> Result<ExitAction, ExitError> {
+    let index = vcpu.regs.rcx() as u32;
+    let value = match index {
+        msr::IA32_FEATURE_CONTROL => hidden_feature_control(vcpu.cpu.read_msr(index)),
+        _ => return vcpu.inject(Exception::GeneralProtection, 0),
+    };
+    vcpu.regs.set(Gpr::Rax, value & 0xffff_ffff);
+    vcpu.regs.set(Gpr::Rdx, value >> 32);
+    vcpu.advance_rip()
+}
+
+/// Handles a WRMSR exit.
+pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy>(
+    vcpu: &mut Vcpu<V, C, P>,
+) -> Result<ExitAction, ExitError> {
+    let index = vcpu.regs.rcx() as u32;
+    let value = (vcpu.regs.rdx() << 32) | (vcpu.regs.rax() & 0xffff_ffff);
+    let target = match index {
+        IA32_STAR => Target::Msr,
+        IA32_FMASK if value >> 32 == 0 => Target::Msr,
+        IA32_LSTAR | IA32_CSTAR | IA32_KERNEL_GS_BASE if is_canonical(value) => Target::Msr,
+        msr::IA32_SYSENTER_CS if value >> 32 == 0 => Target::Guest32(Guest32::SysenterCs),
+        msr::IA32_SYSENTER_ESP if is_canonical(value) => {
+            Target::GuestNatural(GuestNatural::SysenterEsp)
+        }
+        msr::IA32_SYSENTER_EIP if is_canonical(value) => {
+            Target::GuestNatural(GuestNatural::SysenterEip)
+        }
+        // FEATURE_CONTROL reads as locked; VMX MSRs do not exist for the
+        // guest; anything else that exits is not emulated.
+        _ => return vcpu.inject(Exception::GeneralProtection, 0),
+    };
+    if vcpu.policy.msr_write(index, value) == Decision::Deny {
+        let record = AuditRecord {
+            seq: 0,
+            kind: AuditKind::MsrWrite,
+            context: vcpu.policy.context(),
+            gpa: index.into(),
+            gva: None,
+            access: Access::WRITE,
+            allowed: Access::empty(),
+            qualification: value,
+            rip: vcpu.vmcs.read(GuestNatural::Rip)?,
+            cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
+            action: AuditAction::InjectedGp,
+        };
+        let r = vcpu.audit.push(record);
+        log::warn!("okernel: {r}");
+        return vcpu.inject(Exception::GeneralProtection, 0);
+    }
+    match target {
+        Target::Msr => vcpu.cpu.write_msr(index, value),
+        Target::Guest32(f) => vcpu.vmcs.write(f, value as u32)?,
+        Target::GuestNatural(f) => vcpu.vmcs.write(f, value)?,
+    }
+    vcpu.advance_rip()
+}
+
+/// Where an allowed intercepted write goes.
+enum Target {
+    /// The real MSR (not switched by VM entry/exit).
+    Msr,
+    /// A 32-bit guest-state field.
+    Guest32(Guest32),
+    /// A natural-width guest-state field.
+    GuestNatural(GuestNatural),
+}

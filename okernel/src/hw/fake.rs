@@ -1,0 +1,326 @@
+//! Fakes of [`Vmcs`] and [`Cpu`] for host tests: fixed-size tables, no
+//! allocation, so they also build without `std` (feature `fake`).
+//!
+//! The fakes behave like the hardware where it matters to the monitor:
+//! VMREAD/VMWRITE of an encoding the SDM does not define fails with
+//! VM-instruction error 12, VMWRITE of a read-only field with error 13, and
+//! RDMSR/WRMSR of an MSR the fake CPU does not have panics ("would #GP"),
+//! so a test fails if the monitor touches an MSR before proving it exists.
+
+use super::{Cpu, CpuidResult, InveptKind, Vmcs};
+use crate::vmx::error::{InstructionError, VmFail};
+use crate::vmx::fields::{self, Field, Kind};
+
+const VMCS_SLOTS: usize = 192;
+
+/// A fake current VMCS.
+#[derive(Debug, Clone)]
+pub struct FakeVmcs {
+    fields: [(u32, u64); VMCS_SLOTS],
+    len: usize,
+    /// The number of VMWRITEs performed through [`Vmcs::write_raw`].
+    pub writes: usize,
+}
+
+impl Default for FakeVmcs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeVmcs {
+    /// An empty VMCS: every field reads as 0.
+    pub const fn new() -> Self {
+        Self {
+            fields: [(0, 0); VMCS_SLOTS],
+            len: 0,
+            writes: 0,
+        }
+    }
+
+    fn slot(&self, encoding: u32) -> Option<usize> {
+        self.fields[..self.len]
+            .iter()
+            .position(|&(e, _)| e == encoding)
+    }
+
+    /// Sets any field, read-only ones included (the processor's side of a
+    /// VM exit: exit reason, qualification, instruction length, ...).
+    pub fn set<F: Field>(&mut self, field: F, value: u64) -> &mut Self {
+        self.store(field.encoding(), value);
+        self
+    }
+
+    /// Reads any field without going through [`Vmcs`].
+    pub fn get<F: Field>(&self, field: F) -> u64 {
+        self.slot(field.encoding()).map_or(0, |i| self.fields[i].1)
+    }
+
+    fn store(&mut self, encoding: u32, value: u64) {
+        match self.slot(encoding) {
+            Some(i) => self.fields[i].1 = value,
+            None => {
+                assert!(self.len < VMCS_SLOTS, "fake VMCS full");
+                self.fields[self.len] = (encoding, value);
+                self.len += 1;
+            }
+        }
+    }
+}
+
+impl Vmcs for FakeVmcs {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
+        if !fields::is_known(encoding) {
+            return Err(VmFail::Valid(InstructionError::UNSUPPORTED_COMPONENT));
+        }
+        Ok(self.slot(encoding).map_or(0, |i| self.fields[i].1))
+    }
+
+    fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        if !fields::is_known(encoding) {
+            return Err(VmFail::Valid(InstructionError::UNSUPPORTED_COMPONENT));
+        }
+        if Kind::of(encoding) == Kind::ReadOnly {
+            return Err(VmFail::Valid(InstructionError::VMWRITE_READ_ONLY));
+        }
+        self.writes += 1;
+        self.store(encoding, value);
+        Ok(())
+    }
+}
+
+const CPUID_SLOTS: usize = 32;
+const MSR_SLOTS: usize = 48;
+
+/// A fake processor with programmable CPUID leaves and MSRs.
+#[derive(Debug, Clone)]
+pub struct FakeCpu {
+    cpuid: [((u32, u32), CpuidResult); CPUID_SLOTS],
+    cpuid_len: usize,
+    msrs: [(u32, u64); MSR_SLOTS],
+    msr_len: usize,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// XCR0 as last set by XSETBV.
+    pub xcr0: u64,
+    /// How many WBINVDs ran.
+    pub wbinvds: usize,
+    /// How many INVEPTs ran.
+    pub invepts: usize,
+    /// How many WRMSRs ran.
+    pub msr_writes: usize,
+}
+
+impl Default for FakeCpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeCpu {
+    /// A processor with no CPUID leaves (all read as zero) and no MSRs.
+    pub const fn new() -> Self {
+        Self {
+            cpuid: [(
+                (0, 0),
+                CpuidResult {
+                    eax: 0,
+                    ebx: 0,
+                    ecx: 0,
+                    edx: 0,
+                },
+            ); CPUID_SLOTS],
+            cpuid_len: 0,
+            msrs: [(0, 0); MSR_SLOTS],
+            msr_len: 0,
+            cr0: 0x8000_0033,
+            cr3: 0x1000,
+            cr4: 0x20,
+            xcr0: 1,
+            wbinvds: 0,
+            invepts: 0,
+            msr_writes: 0,
+        }
+    }
+
+    /// Sets the result of CPUID(`leaf`, `subleaf`).
+    pub fn set_cpuid(&mut self, leaf: u32, subleaf: u32, r: CpuidResult) -> &mut Self {
+        if let Some(i) = self.cpuid[..self.cpuid_len]
+            .iter()
+            .position(|e| e.0 == (leaf, subleaf))
+        {
+            self.cpuid[i].1 = r;
+        } else {
+            assert!(self.cpuid_len < CPUID_SLOTS, "fake CPUID table full");
+            self.cpuid[self.cpuid_len] = ((leaf, subleaf), r);
+            self.cpuid_len += 1;
+        }
+        self
+    }
+
+    /// Gives the processor an MSR with a value.
+    pub fn set_msr(&mut self, msr: u32, value: u64) -> &mut Self {
+        if let Some(i) = self.msrs[..self.msr_len].iter().position(|e| e.0 == msr) {
+            self.msrs[i].1 = value;
+        } else {
+            assert!(self.msr_len < MSR_SLOTS, "fake MSR table full");
+            self.msrs[self.msr_len] = (msr, value);
+            self.msr_len += 1;
+        }
+        self
+    }
+
+    /// Removes an MSR (accessing it will then "#GP").
+    pub fn remove_msr(&mut self, msr: u32) -> &mut Self {
+        if let Some(i) = self.msrs[..self.msr_len].iter().position(|e| e.0 == msr) {
+            self.msrs.copy_within(i + 1..self.msr_len, i);
+            self.msr_len -= 1;
+        }
+        self
+    }
+
+    /// Whether the processor has the MSR.
+    pub fn has_msr(&self, msr: u32) -> bool {
+        self.msrs[..self.msr_len].iter().any(|e| e.0 == msr)
+    }
+}
+
+impl Cpu for FakeCpu {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
+        self.cpuid[..self.cpuid_len]
+            .iter()
+            .find(|e| e.0 == (leaf, subleaf))
+            .map_or(CpuidResult::default(), |e| e.1)
+    }
+
+    fn read_msr(&self, msr: u32) -> u64 {
+        match self.msrs[..self.msr_len].iter().find(|e| e.0 == msr) {
+            Some(e) => e.1,
+            None => panic!("RDMSR {msr:#x}: MSR not present, the hardware would raise #GP"),
+        }
+    }
+
+    fn write_msr(&mut self, msr: u32, value: u64) {
+        assert!(
+            self.has_msr(msr),
+            "WRMSR {msr:#x}: MSR not present, the hardware would raise #GP"
+        );
+        self.msr_writes += 1;
+        self.set_msr(msr, value);
+    }
+
+    fn read_cr0(&self) -> u64 {
+        self.cr0
+    }
+
+    fn read_cr3(&self) -> u64 {
+        self.cr3
+    }
+
+    fn read_cr4(&self) -> u64 {
+        self.cr4
+    }
+
+    fn write_cr0(&mut self, value: u64) {
+        self.cr0 = value;
+    }
+
+    fn write_cr4(&mut self, value: u64) {
+        self.cr4 = value;
+    }
+
+    fn xsetbv(&mut self, xcr: u32, value: u64) {
+        assert_eq!(xcr, 0, "XSETBV of XCR{xcr}: the hardware would raise #GP");
+        self.xcr0 = value;
+    }
+
+    fn wbinvd(&mut self) {
+        self.wbinvds += 1;
+    }
+
+    fn invept(&mut self, _kind: InveptKind) -> Result<(), VmFail> {
+        self.invepts += 1;
+        Ok(())
+    }
+}
+
+/// CPUID.1:ECX bits used by the presets.
+const ECX_VMX: u32 = 1 << 5;
+const ECX_XSAVE: u32 = 1 << 26;
+
+impl FakeCpu {
+    /// A processor shaped like Bochs' `corei7_skylake_x` model: VMX with
+    /// TRUE controls, EPT (4-level, WB, 2M and 1G pages, INVEPT), VPID,
+    /// unrestricted guest, XSAVE, and IA32_FEATURE_CONTROL unlocked (as
+    /// without firmware). Each capability test removes one feature.
+    pub fn vmx_capable() -> Self {
+        use crate::vmx::capability::msr::*;
+        let mut c = Self::new();
+        c.set_cpuid(
+            0,
+            0,
+            CpuidResult {
+                eax: 0xd,
+                ebx: 0x756e_6547,
+                ecx: 0x6c65_746e,
+                edx: 0x4965_6e69,
+            },
+        )
+        .set_cpuid(
+            1,
+            0,
+            CpuidResult {
+                eax: 0x5_0654,
+                ebx: 0x0001_0800,
+                ecx: ECX_VMX | ECX_XSAVE | 1,
+                edx: 0x0f8b_fbff,
+            },
+        )
+        .set_cpuid(
+            0xd,
+            0,
+            CpuidResult {
+                eax: 0x7,
+                ebx: 0x340,
+                ecx: 0x340,
+                edx: 0,
+            },
+        )
+        .set_msr(IA32_FEATURE_CONTROL, 0)
+        .set_msr(
+            IA32_VMX_BASIC,
+            (1 << 55) | (1 << 54) | (6 << 50) | (0x1000 << 32) | 4,
+        )
+        .set_msr(IA32_VMX_PINBASED_CTLS, 0x0000_007f_0000_0016)
+        .set_msr(IA32_VMX_PROCBASED_CTLS, 0xfff9_fffe_0401_e172)
+        .set_msr(IA32_VMX_EXIT_CTLS, 0x01ff_ffff_0003_6dff)
+        .set_msr(IA32_VMX_ENTRY_CTLS, 0x0003_ffff_0000_11ff)
+        .set_msr(IA32_VMX_MISC, 0x0000_0000_0300_0020)
+        .set_msr(IA32_VMX_CR0_FIXED0, 0x8000_0021)
+        .set_msr(IA32_VMX_CR0_FIXED1, 0xffff_ffff)
+        .set_msr(IA32_VMX_CR4_FIXED0, 0x2000)
+        .set_msr(IA32_VMX_CR4_FIXED1, 0x0037_27ff)
+        .set_msr(IA32_VMX_VMCS_ENUM, 0x2e)
+        .set_msr(IA32_VMX_PROCBASED_CTLS2, 0x0053_7fff_0000_0000)
+        .set_msr(IA32_VMX_EPT_VPID_CAP, 0x0000_0f01_0633_4141)
+        .set_msr(IA32_VMX_TRUE_PINBASED_CTLS, 0x0000_007f_0000_0016)
+        .set_msr(IA32_VMX_TRUE_PROCBASED_CTLS, 0xfff9_fffe_0400_6172)
+        .set_msr(IA32_VMX_TRUE_EXIT_CTLS, 0x01ff_ffff_0003_6dfb)
+        .set_msr(IA32_VMX_TRUE_ENTRY_CTLS, 0x0003_ffff_0000_11fb)
+        .set_msr(IA32_VMX_VMFUNC, 1)
+        .set_msr(IA32_EFER, 0xd01)
+        .set_msr(IA32_PAT, 0x0007_0406_0007_0406)
+        .set_msr(IA32_FS_BASE, 0)
+        .set_msr(IA32_GS_BASE, 0)
+        .set_msr(IA32_SYSENTER_CS, 0)
+        .set_msr(IA32_SYSENTER_ESP, 0)
+        .set_msr(IA32_SYSENTER_EIP, 0)
+        .set_msr(IA32_DEBUGCTL, 0);
+        c.cr4 = 0x20 | (1 << 18);
+        c
+    }
+}

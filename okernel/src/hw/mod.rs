@@ -1,0 +1,76 @@
+//! The hardware-access traits: everything above [`crate::arch`] reaches the
+//! CPU and the current VMCS through [`Vmcs`] and [`Cpu`], so every exit
+//! handler and the capability checks run on the host against [`fake`]
+//! implementations, and on the machine against [`real`] ones.
+
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod real;
+
+pub use crate::arch::cpu::CpuidResult;
+use crate::vmx::error::VmFail;
+use crate::vmx::fields::{Field, FieldValue};
+
+/// The current VMCS.
+pub trait Vmcs {
+    /// VMREAD of a raw encoding.
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail>;
+    /// VMWRITE of a raw encoding.
+    fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail>;
+
+    /// Reads a typed field.
+    fn read<F: Field>(&self, field: F) -> Result<F::Value, VmFail>
+    where
+        Self: Sized,
+    {
+        self.read_raw(field.encoding()).map(F::Value::from_u64)
+    }
+
+    /// Writes a typed field.
+    fn write<F: Field>(&mut self, field: F, value: F::Value) -> Result<(), VmFail>
+    where
+        Self: Sized,
+    {
+        self.write_raw(field.encoding(), value.to_u64())
+    }
+}
+
+/// The INVEPT invalidation types (SDM Vol. 3C §31.3, INVEPT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InveptKind {
+    /// Invalidate the mappings of one EPTP.
+    SingleContext(u64),
+    /// Invalidate the mappings of every EPTP.
+    AllContext,
+}
+
+/// The processor, as the monitor uses it.
+///
+/// Methods are safe: the real implementation is created by an `unsafe`
+/// constructor whose contract covers them (CPL0, VMX root operation once
+/// VMXON succeeded), and callers only pass MSR numbers the capability checks
+/// proved present and values they validated.
+pub trait Cpu {
+    /// CPUID with EAX = `leaf`, ECX = `subleaf`.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult;
+    /// RDMSR of an MSR known to exist.
+    fn read_msr(&self, msr: u32) -> u64;
+    /// WRMSR of a validated value.
+    fn write_msr(&mut self, msr: u32, value: u64);
+    /// Reads CR0.
+    fn read_cr0(&self) -> u64;
+    /// Reads CR3.
+    fn read_cr3(&self) -> u64;
+    /// Reads CR4.
+    fn read_cr4(&self) -> u64;
+    /// Writes CR0 (only VMX fixed-bit adjustments of the current value).
+    fn write_cr0(&mut self, value: u64);
+    /// Writes CR4 (only VMX fixed-bit adjustments, VMXE and OSXSAVE).
+    fn write_cr4(&mut self, value: u64);
+    /// XSETBV of a value validated by [`crate::exit::xsetbv`].
+    fn xsetbv(&mut self, xcr: u32, value: u64);
+    /// WBINVD.
+    fn wbinvd(&mut self);
+    /// INVEPT.
+    fn invept(&mut self, kind: InveptKind) -> Result<(), VmFail>;
+}

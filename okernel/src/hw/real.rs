@@ -1,0 +1,121 @@
+//! The hardware implementations of [`Vmcs`] and [`Cpu`] over
+//! [`crate::arch`].
+
+use super::{Cpu, CpuidResult, InveptKind, Vmcs};
+use crate::arch;
+use crate::vmx::error::VmFail;
+
+/// The current VMCS of this processor.
+#[derive(Debug)]
+pub struct RealVmcs {
+    _private: (),
+}
+
+impl RealVmcs {
+    /// A handle to the current VMCS.
+    ///
+    /// # Safety
+    /// The processor must be in VMX root operation with a current VMCS for
+    /// as long as the handle is used, and only the monitor may write fields
+    /// through it (writes to host state, EPTP or bitmap addresses must keep
+    /// pointing at monitor-owned memory).
+    pub unsafe fn current() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl Vmcs for RealVmcs {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
+        // SAFETY: `RealVmcs::current`'s contract: VMX root operation with a
+        // current VMCS.
+        unsafe { arch::vmx::vmread(encoding) }
+    }
+
+    fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        // SAFETY: `RealVmcs::current`'s contract: a current VMCS, written
+        // only by the monitor with values that keep it sound.
+        unsafe { arch::vmx::vmwrite(encoding, value) }
+    }
+}
+
+/// The processor the monitor runs on.
+#[derive(Debug)]
+pub struct RealCpu {
+    _private: (),
+}
+
+impl RealCpu {
+    /// A handle to this processor.
+    ///
+    /// # Safety
+    /// The caller runs at CPL0 on the bare machine (the monitor), and uses
+    /// the handle only as [`Cpu`] documents: MSRs known to exist, values
+    /// validated, CR writes that only adjust VMX bits, INVEPT only after
+    /// VMXON.
+    pub unsafe fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl Cpu for RealCpu {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
+        arch::cpu::cpuid(leaf, subleaf)
+    }
+
+    fn read_msr(&self, msr: u32) -> u64 {
+        // SAFETY: `RealCpu::new`'s contract: CPL0 and `msr` exists.
+        unsafe { arch::cpu::rdmsr(msr) }
+    }
+
+    fn write_msr(&mut self, msr: u32, value: u64) {
+        // SAFETY: `RealCpu::new`'s contract: CPL0, `msr` exists and the
+        // value was validated by the caller.
+        unsafe { arch::cpu::wrmsr(msr, value) }
+    }
+
+    fn read_cr0(&self) -> u64 {
+        arch::cpu::read_cr0()
+    }
+
+    fn read_cr3(&self) -> u64 {
+        arch::cpu::read_cr3()
+    }
+
+    fn read_cr4(&self) -> u64 {
+        arch::cpu::read_cr4()
+    }
+
+    fn write_cr0(&mut self, value: u64) {
+        // SAFETY: `RealCpu::new`'s contract: only VMX fixed-bit adjustments
+        // of the current CR0 (which the fixed bits keep valid).
+        unsafe { arch::cpu::write_cr0(value) }
+    }
+
+    fn write_cr4(&mut self, value: u64) {
+        // SAFETY: `RealCpu::new`'s contract: only VMX fixed bits, VMXE and
+        // (when CPUID reports XSAVE) OSXSAVE are changed.
+        unsafe { arch::cpu::write_cr4(value) }
+    }
+
+    fn xsetbv(&mut self, xcr: u32, value: u64) {
+        // SAFETY: `RealCpu::new`'s contract: the value was validated by
+        // `exit::xsetbv` against CPUID leaf 0xD, and host CR4.OSXSAVE is set
+        // whenever the CPU reports XSAVE.
+        unsafe { arch::cpu::xsetbv(xcr, value) }
+    }
+
+    fn wbinvd(&mut self) {
+        // SAFETY: `RealCpu::new`'s contract: CPL0.
+        unsafe { arch::cpu::wbinvd() }
+    }
+
+    fn invept(&mut self, kind: InveptKind) -> Result<(), VmFail> {
+        let (t, eptp) = match kind {
+            InveptKind::SingleContext(eptp) => (1, eptp),
+            InveptKind::AllContext => (2, 0),
+        };
+        // SAFETY: `RealCpu::new`'s contract: INVEPT only after VMXON; the
+        // launch path checks the type is supported before using it.
+        unsafe { arch::vmx::invept(t, eptp) }
+    }
+}

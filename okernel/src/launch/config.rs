@@ -1,0 +1,184 @@
+//! What the loader hands to [`crate::launch()`].
+
+use okernel_abi::result::Outcome;
+use thiserror::Error;
+
+use crate::check::VmxUnavailable;
+use crate::vmx::error::VmFail;
+use crate::vmx::regs::GuestRegisters;
+
+/// A physical address range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhysRange {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl PhysRange {
+    /// `[start, start + len)`.
+    pub const fn new(start: u64, len: u64) -> Self {
+        Self {
+            start,
+            end: start.saturating_add(len),
+        }
+    }
+    /// Length in bytes.
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+    /// Whether the range is empty.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+    /// Whether two ranges share a byte.
+    pub const fn overlaps(&self, other: &PhysRange) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+    /// Whether `addr` lies in the range.
+    pub const fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+    /// The range widened to 4 KiB page boundaries.
+    pub const fn page_aligned_outward(&self) -> Self {
+        Self {
+            start: self.start & !0xfff,
+            end: self.end.saturating_add(0xfff) & !0xfff,
+        }
+    }
+}
+
+/// What a physical range holds, and so how the base EPT view maps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryKind {
+    /// RAM: identity-mapped read/write/execute, write-back.
+    Ram,
+    /// Firmware-reserved memory (ACPI, BIOS areas): identity-mapped
+    /// read/write/execute, uncacheable.
+    Reserved,
+    /// Device memory (APIC, PCI BARs, framebuffers): identity-mapped
+    /// read/write, uncacheable.
+    Mmio,
+}
+
+/// One entry of the physical memory map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRange {
+    /// The range.
+    pub range: PhysRange,
+    /// What it holds.
+    pub kind: MemoryKind,
+}
+
+/// The mode the guest starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestMode {
+    /// 64-bit mode (IA-32e), paging on with `cr3` (page tables the loader
+    /// built in guest RAM), CR4.PAE, EFER.LME/LMA, CS.L = 1.
+    Long64 {
+        /// Guest CR3.
+        cr3: u64,
+    },
+    /// 32-bit protected mode with paging off, flat 4 GiB segments (the
+    /// multiboot machine state), entered through unrestricted guest.
+    Protected32,
+}
+
+/// A GDTR or IDTR value for the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorTable {
+    /// Base (guest-linear).
+    pub base: u64,
+    /// Limit.
+    pub limit: u16,
+}
+
+/// The guest's state at its first instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestEntry {
+    /// The mode.
+    pub mode: GuestMode,
+    /// Entry point (guest-linear = physical with the identity map).
+    pub rip: u64,
+    /// Initial RSP (0 if the guest sets its own before using the stack).
+    pub rsp: u64,
+    /// Initial general-purpose registers: for the okernel 64-bit protocol
+    /// RDI = physical address of the [`okernel_abi::boot::BootInfo`]; for
+    /// multiboot, EAX = magic and EBX = the information structure.
+    pub regs: GuestRegisters,
+    /// GDTR at entry. Segment registers are loaded with flat descriptors
+    /// (CS = 0x08, SS/DS/ES/FS/GS = 0x10, TR = 0x18) directly in the VMCS,
+    /// so the table need not contain them until the guest reloads a
+    /// selector; a guest that does so first loads its own GDT.
+    pub gdtr: DescriptorTable,
+    /// IDTR at entry (limit 0 = no IDT: interrupts are disabled at entry).
+    pub idtr: DescriptorTable,
+}
+
+/// The loader's callback that ends the run: prints the result marker
+/// (`okernel_abi::result`) with the detail and stops the machine.
+pub type ReportFn = fn(Outcome, &str) -> !;
+
+/// Everything [`crate::launch()`] needs.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchConfig<'a> {
+    /// The guest's entry state.
+    pub guest: GuestEntry,
+    /// The physical memory map: every range the guest may see, with its
+    /// kind. Gaps are not mapped.
+    pub memory_map: &'a [MemoryRange],
+    /// Memory the monitor owns and the guest must never reach (invariant 1):
+    /// the loader image (code, data, its stacks, GDT/IDT/TSS, page tables),
+    /// anything else the loader keeps. The frame pool is excluded
+    /// automatically and need not be listed.
+    pub monitor_ranges: &'a [PhysRange],
+    /// 4 KiB-aligned physical memory, identity-mapped in the loader's page
+    /// tables (virtual = physical), used for nothing else: the monitor
+    /// allocates its VMXON region, VMCS, MSR bitmap, host stack and EPT
+    /// tables here. [`MIN_POOL_BYTES`] is the least it accepts.
+    pub frame_pool: PhysRange,
+    /// Ends the run (see [`ReportFn`]).
+    pub report: ReportFn,
+}
+
+/// Host stack size (allocated from the frame pool).
+pub const HOST_STACK_BYTES: u64 = 64 * 1024;
+/// The smallest frame pool [`crate::launch()`] accepts: VMXON region, VMCS,
+/// MSR bitmap, host stack and 48 EPT tables.
+pub const MIN_POOL_BYTES: u64 = 3 * 4096 + HOST_STACK_BYTES + 48 * 4096;
+
+/// Why [`crate::launch()`] returned instead of running the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum LaunchError {
+    /// VMX is unavailable (also reported through the callback)
+    #[error("VMX unavailable: {0}")]
+    Unavailable(#[from] VmxUnavailable),
+    /// the frame pool is not 4 KiB aligned, too small, or overlaps a monitor range
+    #[error("frame pool {start:#x}..{end:#x} unusable: {why}")]
+    BadFramePool {
+        /// Pool start.
+        start: u64,
+        /// Pool end.
+        end: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// the frame pool ran out
+    #[error("frame pool exhausted while allocating the {0}")]
+    OutOfFrames(&'static str),
+    /// the guest entry state is unusable
+    #[error("bad guest entry: {0}")]
+    BadGuest(&'static str),
+    /// building the base EPT view failed
+    #[error("EPT view: {0}")]
+    Ept(ept::Error),
+    /// a VMX instruction failed during bring-up
+    #[error("{op} failed: {err}")]
+    Vmx {
+        /// The instruction.
+        op: &'static str,
+        /// How it failed.
+        err: VmFail,
+    },
+}

@@ -1,0 +1,263 @@
+//! Bring-up and the run loop: what [`launch()`] does, in order.
+//!
+//! 1. Capability checks ([`crate::check::probe`]), which also enable VMX in
+//!    IA32_FEATURE_CONTROL when it is unlocked. A refusal ends the run
+//!    through the loader's `report` callback with
+//!    [`Outcome::VmxUnavailable`] and the named reason.
+//! 2. Frames from the pool: VMXON region, VMCS (revision identifier from
+//!    IA32_VMX_BASIC), MSR bitmap, host stack; the rest feeds the EPT.
+//! 3. The base EPT view ([`ept_view::build_base_view`]).
+//! 4. CR0/CR4 fixed bits applied, CR4.VMXE (and CR4.OSXSAVE when XSAVE
+//!    exists, so guest XSETBV can be executed for it), VMXON, VMCLEAR,
+//!    VMPTRLD, INVEPT.
+//! 5. VMCS host state (read from the CPU), controls, guest state.
+//! 6. Switch to the monitor's stack and run: VMLAUNCH, then exit handling
+//!    and VMRESUME until the guest ends the run or a fatal exit happens,
+//!    either of which prints the exit counters and calls `report`.
+
+pub mod config;
+pub mod ept_view;
+pub mod frames;
+pub mod host;
+mod run;
+pub mod setup;
+
+use core::convert::Infallible;
+
+use okernel_abi::result::Outcome;
+
+pub use self::config::{
+    DescriptorTable, GuestEntry, GuestMode, HOST_STACK_BYTES, LaunchConfig, LaunchError,
+    MIN_POOL_BYTES, MemoryKind, MemoryRange, PhysRange, ReportFn,
+};
+use self::ept_view::PoolFrames;
+use self::frames::{FRAME, FramePool};
+use crate::arch;
+use crate::check::{self, Capabilities};
+use crate::exit::CrConfig;
+use crate::exit::guest::{CR4_OSXSAVE, CR4_VMXE};
+use crate::fmt::FixedString;
+use crate::hw::real::{RealCpu, RealVmcs};
+use crate::hw::{Cpu, InveptKind};
+use crate::vmx::capability::msr;
+
+/// Checks the configuration before anything is touched.
+pub fn validate(config: &LaunchConfig<'_>) -> Result<(), LaunchError> {
+    let p = config.frame_pool;
+    let bad = |why| {
+        Err(LaunchError::BadFramePool {
+            start: p.start,
+            end: p.end,
+            why,
+        })
+    };
+    if !p.start.is_multiple_of(FRAME) || !p.end.is_multiple_of(FRAME) || p.start == 0 {
+        return bad("not 4 KiB aligned (or at address 0)");
+    }
+    if p.is_empty() || p.len() < MIN_POOL_BYTES {
+        return bad("smaller than MIN_POOL_BYTES");
+    }
+    if p.end > 1 << 32 {
+        return bad("not below 4 GiB (the loader's identity map)");
+    }
+    if config
+        .memory_map
+        .iter()
+        .any(|m| m.kind == MemoryKind::Ram && m.range.is_empty())
+    {
+        return Err(LaunchError::BadGuest("empty RAM range in the memory map"));
+    }
+    match config.guest.mode {
+        GuestMode::Long64 { cr3 } if !cr3.is_multiple_of(FRAME) || cr3 == 0 => {
+            return Err(LaunchError::BadGuest("CR3 not 4 KiB aligned"));
+        }
+        GuestMode::Protected32 if config.guest.rip > u64::from(u32::MAX) => {
+            return Err(LaunchError::BadGuest("32-bit entry point above 4 GiB"));
+        }
+        _ => {}
+    }
+    let entry_mapped = config
+        .memory_map
+        .iter()
+        .any(|m| m.kind == MemoryKind::Ram && m.range.contains(config.guest.rip));
+    let entry_in_monitor = config
+        .monitor_ranges
+        .iter()
+        .chain(core::iter::once(&config.frame_pool))
+        .any(|r| r.page_aligned_outward().contains(config.guest.rip));
+    if !entry_mapped || entry_in_monitor {
+        return Err(LaunchError::BadGuest("entry point not in guest RAM"));
+    }
+    Ok(())
+}
+
+/// Everything the run loop needs, carried across the stack switch.
+struct Prepared {
+    caps: Capabilities,
+    cr: CrConfig,
+    ept: ept::EptCaps,
+    view: ept::View<PoolFrames>,
+    guest: GuestEntry,
+    report: ReportFn,
+}
+
+/// Runs the guest in VMX non-root mode under the base EPT view. Never
+/// returns on success: the run ends through `config.report` (the guest's
+/// Exit hypercall, a fatal exit, or VMX unavailable — reported as
+/// [`Outcome::VmxUnavailable`] with the named reason). Returns an error only
+/// for failures before the switch to the monitor stack (bad configuration,
+/// pool exhausted, EPT construction, VMXON/VMCS instruction failures); the
+/// loader then reports it.
+///
+/// Must be called once, at CPL0, with interrupts disabled, in long mode
+/// with the loader's GDT/IDT/TSS loaded, and with memory as
+/// [`LaunchConfig`] documents (the frame pool in particular).
+pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
+    validate(config)?;
+    // SAFETY: the loader calls `launch` at CPL0 on the bare machine (its
+    // documented contract); the handle is used only as `Cpu` documents.
+    let mut cpu = unsafe { RealCpu::new() };
+    let caps = match check::probe(&mut cpu) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = FixedString::<160>::from_fmt(format_args!("{e}"));
+            log::error!("okernel: VMX unavailable: {msg}");
+            (config.report)(Outcome::VmxUnavailable, msg.as_str())
+        }
+    };
+    for w in caps.warnings.iter() {
+        log::warn!("okernel: {w}");
+    }
+    let ept_caps = ept::EptCaps::from_msrs(
+        caps.ept.0,
+        cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS2),
+        max_phys_addr_bits(&cpu),
+    )
+    .map_err(LaunchError::Ept)?;
+
+    // SAFETY: `LaunchConfig::frame_pool`'s documented contract: aligned
+    // (checked by `validate`), identity-mapped, writable, exclusive.
+    let mut pool = unsafe { FramePool::new(config.frame_pool) };
+    let vmxon_region = pool
+        .allocate()
+        .ok_or(LaunchError::OutOfFrames("VMXON region"))?;
+    let vmcs_region = pool.allocate().ok_or(LaunchError::OutOfFrames("VMCS"))?;
+    let msr_bitmap = pool
+        .allocate()
+        .ok_or(LaunchError::OutOfFrames("MSR bitmap"))?;
+    let stack = pool
+        .allocate_contiguous(HOST_STACK_BYTES / FRAME)
+        .ok_or(LaunchError::OutOfFrames("host stack"))?;
+    for region in [vmxon_region, vmcs_region] {
+        // SAFETY: a fresh, zeroed, identity-mapped pool frame; the first
+        // dword is the revision identifier (SDM §25.2, §25.11.5).
+        unsafe { (region as *mut u32).write(caps.basic.revision_id()) };
+    }
+    // SAFETY: a fresh pool frame, exclusively the MSR bitmap from now on.
+    crate::vmx::msr_bitmap::configure_base(unsafe { &mut *(msr_bitmap as *mut [u8; 4096]) });
+
+    let view = ept_view::build_base_view(
+        PoolFrames(pool),
+        ept_caps,
+        config.memory_map,
+        config.monitor_ranges,
+        config.frame_pool,
+    )
+    .map_err(LaunchError::Ept)?;
+    let eptp = view
+        .eptp(ept::MemoryType::WriteBack, false)
+        .map_err(LaunchError::Ept)?
+        .raw();
+    log::info!(
+        "okernel: base EPT view built: {} tables, {} frames of the pool left",
+        view.frames()
+            .0
+            .allocated()
+            .saturating_sub(3 + HOST_STACK_BYTES / FRAME),
+        view.frames().0.remaining()
+    );
+
+    enter_vmx_root(&mut cpu, &caps, vmxon_region, vmcs_region)?;
+    let invept = if caps.ept.invept_all_context() {
+        InveptKind::AllContext
+    } else {
+        InveptKind::SingleContext(eptp)
+    };
+    cpu.invept(invept)
+        .map_err(|err| LaunchError::Vmx { op: "INVEPT", err })?;
+
+    let cr = CrConfig::new(caps.cr0_fixed, caps.cr4_fixed);
+    // SAFETY: VMX root operation with the VMCS just made current; only
+    // this function and then the run loop write it.
+    let mut vmcs = unsafe { RealVmcs::current() };
+    // SAFETY: the loader's GDT is identity-mapped (its page tables).
+    let host = unsafe { host::read_host_state(&cpu) };
+    let nx = cpu.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0;
+    let vmx = |op| move |err| LaunchError::Vmx { op, err };
+    setup::write_host_state(&mut vmcs, &host).map_err(vmx("VMWRITE (host state)"))?;
+    setup::write_controls(&mut vmcs, &caps, config.guest.mode, msr_bitmap, eptp, &cr)
+        .map_err(vmx("VMWRITE (controls)"))?;
+    setup::write_guest_state(&mut vmcs, &config.guest, &cr, nx, host.pat)
+        .map_err(vmx("VMWRITE (guest state)"))?;
+
+    let mut prepared = Prepared {
+        caps,
+        cr,
+        ept: ept_caps,
+        view,
+        guest: config.guest,
+        report: config.report,
+    };
+    log::info!(
+        "okernel: entering the guest at {:#x} in VMX non-root mode",
+        config.guest.rip
+    );
+    // SAFETY: the stack is HOST_STACK_BYTES of fresh pool memory, 4 KiB
+    // aligned at both ends, used by nothing else; `run::monitor_main`
+    // never returns; `prepared` stays valid because the old stack is
+    // abandoned, not reused.
+    unsafe {
+        arch::descriptors::call_on_stack(
+            (&raw mut prepared).cast(),
+            run::monitor_main,
+            stack + HOST_STACK_BYTES,
+        )
+    }
+}
+
+/// MAXPHYADDR (CPUID.80000008H:EAX[7:0]; 36 when the leaf is missing).
+fn max_phys_addr_bits(cpu: &impl Cpu) -> u8 {
+    if cpu.cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        cpu.cpuid(0x8000_0008, 0).eax as u8
+    } else {
+        36
+    }
+}
+
+/// Applies the VMX fixed bits to CR0/CR4, sets CR4.VMXE (and OSXSAVE),
+/// executes VMXON, and makes the VMCS current (SDM Vol. 3C §24.7, §24.8).
+fn enter_vmx_root(
+    cpu: &mut RealCpu,
+    caps: &Capabilities,
+    vmxon_region: u64,
+    vmcs_region: u64,
+) -> Result<(), LaunchError> {
+    let cr0 = caps.cr0_fixed.apply(cpu.read_cr0());
+    cpu.write_cr0(cr0);
+    let xsave = cpu.cpuid(1, 0).ecx & (1 << 26) != 0;
+    let cr4 = caps
+        .cr4_fixed
+        .apply(cpu.read_cr4() | CR4_VMXE | if xsave { CR4_OSXSAVE } else { 0 });
+    cpu.write_cr4(cr4);
+    let vmx = |op| move |err| LaunchError::Vmx { op, err };
+    // SAFETY: CR0/CR4 satisfy the fixed bits with VMXE set (just written);
+    // the region is a zeroed pool frame with the revision identifier,
+    // 4 KiB aligned, never mapped for the guest and used for nothing else.
+    unsafe { arch::vmx::vmxon(vmxon_region) }.map_err(vmx("VMXON"))?;
+    // SAFETY: VMX root operation; a monitor-owned VMCS region with the
+    // revision identifier.
+    unsafe { arch::vmx::vmclear(vmcs_region) }.map_err(vmx("VMCLEAR"))?;
+    // SAFETY: as above, and now clear.
+    unsafe { arch::vmx::vmptrld(vmcs_region) }.map_err(vmx("VMPTRLD"))?;
+    Ok(())
+}

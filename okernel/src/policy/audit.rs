@@ -1,0 +1,268 @@
+//! The audit log: a fixed-size ring of structured records of every denied
+//! guest operation (invariant 10). No allocation; when full, the oldest
+//! record is overwritten and counted as dropped.
+
+use bitflags::bitflags;
+
+bitflags! {
+    /// An access type (EPT-violation qualification bits 2:0 for the access,
+    /// 5:3 for what the EPT entry allowed; SDM Vol. 3C §28.2.1, Table 28-7).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Access: u8 {
+        /// Data read.
+        const READ = 1 << 0;
+        /// Data write.
+        const WRITE = 1 << 1;
+        /// Instruction fetch.
+        const EXECUTE = 1 << 2;
+    }
+}
+
+impl Access {
+    /// "RWX" with dashes for missing rights, for logs.
+    pub fn letters(self) -> [u8; 3] {
+        [
+            if self.contains(Access::READ) {
+                b'R'
+            } else {
+                b'-'
+            },
+            if self.contains(Access::WRITE) {
+                b'W'
+            } else {
+                b'-'
+            },
+            if self.contains(Access::EXECUTE) {
+                b'X'
+            } else {
+                b'-'
+            },
+        ]
+    }
+}
+
+/// What was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    /// A guest-physical access the EPT view does not allow.
+    EptViolation,
+    /// A CR0/CR4 write refused by policy (`gpa` holds the CR number,
+    /// `qualification` the refused value).
+    CrWrite,
+    /// A WRMSR refused by policy (`gpa` holds the MSR, `qualification` the
+    /// refused value).
+    MsrWrite,
+}
+
+impl AuditKind {
+    /// A short name for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AuditKind::EptViolation => "ept-violation",
+            AuditKind::CrWrite => "cr-write",
+            AuditKind::MsrWrite => "msr-write",
+        }
+    }
+}
+
+/// What the monitor did about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// #GP(0) injected at the faulting instruction.
+    InjectedGp,
+    /// The guest was stopped (the run ends with a failure).
+    Stopped,
+    /// The access was not performed and the guest resumed without an
+    /// exception (asynchronous accesses, which no instruction made).
+    Dropped,
+}
+
+impl AuditAction {
+    /// A short name for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AuditAction::InjectedGp => "inject-#GP",
+            AuditAction::Stopped => "stop",
+            AuditAction::Dropped => "drop",
+        }
+    }
+}
+
+/// One denied operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Sequence number, from 0, over the whole run (gaps = dropped).
+    pub seq: u64,
+    /// What was denied.
+    pub kind: AuditKind,
+    /// The context (EPT view) the guest ran in; 0 = base view.
+    pub context: u16,
+    /// The guest-physical address (see [`AuditKind`] for other kinds).
+    pub gpa: u64,
+    /// The guest-linear address, when the processor reported one.
+    pub gva: Option<u64>,
+    /// The attempted access.
+    pub access: Access,
+    /// What the EPT entry allowed.
+    pub allowed: Access,
+    /// The raw exit qualification.
+    pub qualification: u64,
+    /// Guest RIP of the denied instruction.
+    pub rip: u64,
+    /// Guest CR3 at the time.
+    pub cr3: u64,
+    /// What the monitor did.
+    pub action: AuditAction,
+}
+
+impl core::fmt::Display for AuditRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let a = self.access.letters();
+        let p = self.allowed.letters();
+        write!(
+            f,
+            "audit #{} {} ctx={} gpa={:#x} gva=",
+            self.seq,
+            self.kind.name(),
+            self.context,
+            self.gpa
+        )?;
+        match self.gva {
+            Some(v) => write!(f, "{v:#x}")?,
+            None => f.write_str("-")?,
+        }
+        write!(
+            f,
+            " access={} allowed={} rip={:#x} cr3={:#x} qual={:#x} action={}",
+            core::str::from_utf8(&a).unwrap_or("???"),
+            core::str::from_utf8(&p).unwrap_or("???"),
+            self.rip,
+            self.cr3,
+            self.qualification,
+            self.action.name()
+        )
+    }
+}
+
+/// The number of records the monitor keeps.
+pub const AUDIT_CAPACITY: usize = 64;
+
+/// A ring of the last `N` records.
+#[derive(Debug, Clone)]
+pub struct AuditRing<const N: usize> {
+    records: [Option<AuditRecord>; N],
+    next_seq: u64,
+}
+
+/// The monitor's audit log.
+pub type AuditLog = AuditRing<AUDIT_CAPACITY>;
+
+impl<const N: usize> Default for AuditRing<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> AuditRing<N> {
+    /// An empty log.
+    pub const fn new() -> Self {
+        Self {
+            records: [None; N],
+            next_seq: 0,
+        }
+    }
+
+    /// Appends a record (its `seq` is assigned here) and returns it.
+    pub fn push(&mut self, mut record: AuditRecord) -> AuditRecord {
+        record.seq = self.next_seq;
+        self.records[(self.next_seq % N as u64) as usize] = Some(record);
+        self.next_seq += 1;
+        record
+    }
+
+    /// Records written over the whole run.
+    pub const fn total(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Records overwritten because the ring was full.
+    pub const fn dropped(&self) -> u64 {
+        self.next_seq.saturating_sub(N as u64)
+    }
+
+    /// Records held now.
+    pub fn len(&self) -> usize {
+        self.next_seq.min(N as u64) as usize
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.next_seq == 0
+    }
+
+    /// The held records, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &AuditRecord> + '_ {
+        let start = self.dropped();
+        (start..self.next_seq).filter_map(move |s| self.records[(s % N as u64) as usize].as_ref())
+    }
+
+    /// The newest record.
+    pub fn last(&self) -> Option<&AuditRecord> {
+        self.next_seq
+            .checked_sub(1)
+            .and_then(|s| self.records[(s % N as u64) as usize].as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    fn rec(gpa: u64) -> AuditRecord {
+        AuditRecord {
+            seq: 99,
+            kind: AuditKind::EptViolation,
+            context: 0,
+            gpa,
+            gva: Some(0xffff_8000_0000_1000),
+            access: Access::WRITE,
+            allowed: Access::empty(),
+            qualification: 0x182,
+            rip: 0x20_1000,
+            cr3: 0x10_0000,
+            action: AuditAction::InjectedGp,
+        }
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_and_counts_drops() {
+        let mut r = AuditRing::<4>::new();
+        assert!(r.is_empty());
+        for i in 0..6 {
+            assert_eq!(r.push(rec(i)).seq, i);
+        }
+        assert_eq!(r.total(), 6);
+        assert_eq!(r.dropped(), 2);
+        assert_eq!(r.len(), 4);
+        let gpas: Vec<u64> = r.iter().map(|x| x.gpa).collect();
+        assert_eq!(gpas, [2, 3, 4, 5]);
+        assert_eq!(r.last().map(|x| x.seq), Some(5));
+    }
+
+    #[test]
+    fn records_print_one_line() {
+        let mut r = AuditRing::<2>::new();
+        let x = r.push(rec(0x10_0000));
+        assert_eq!(
+            x.to_string(),
+            "audit #0 ept-violation ctx=0 gpa=0x100000 gva=0xffff800000001000 access=-W- \
+             allowed=--- rip=0x201000 cr3=0x100000 qual=0x182 action=inject-#GP"
+        );
+        let mut y = x;
+        y.gva = None;
+        assert!(y.to_string().contains("gva=-"));
+    }
+}
