@@ -9,6 +9,7 @@
 
 mod logger;
 mod report;
+pub mod traps;
 
 pub use logger::init_logger;
 pub use report::{halt_forever, report};

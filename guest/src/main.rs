@@ -15,6 +15,7 @@ use okernel_console::{println, report};
 #[unsafe(no_mangle)]
 extern "C" fn guest_main(boot_info: u64) -> ! {
     okernel_console::init_logger("guest", LevelFilter::Info);
+    arch::tables::init();
     // SAFETY: the boot protocol (okernel_abi::boot) puts a BootInfo at the
     // address in RDI, in memory identity-mapped by the hand-off page tables
     // and owned by the guest; nothing else writes it.
@@ -59,6 +60,7 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Ok(o) => o,
         Err(e) => report(Outcome::Fail, format_args!("{e}")),
     };
+    self_test_probes();
     match opts.scenario {
         Scenario::Boot => report(Outcome::Pass, format_args!("")),
         Scenario::Panic => panic!("scenario `panic` panics on purpose"),
@@ -66,6 +68,37 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
             info!("scenario `hang`: halting with interrupts off");
             okernel_console::halt_forever()
         }
+    }
+}
+
+/// Checks that probes catch faults and resume, so a later "blocked" (a
+/// probe that faulted) cannot be an artefact of a broken probe.
+fn self_test_probes() {
+    extern "C" fn ud(_: u64) -> u64 {
+        // SAFETY: ud2 raises #UD, which the probe's recovery context
+        // catches; nothing else is affected.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+        1
+    }
+    extern "C" fn ok(v: u64) -> u64 {
+        v + 1
+    }
+    match arch::traps::probe(ud, 0) {
+        Err(f) if f.vector == 6 => info!(
+            "probe self-test: ud2 caught as {} at {:#x}",
+            f.name(),
+            f.rip
+        ),
+        other => report(
+            Outcome::Fail,
+            format_args!("guest: probe self-test: ud2 gave {other:?}"),
+        ),
+    }
+    if arch::traps::probe(ok, 41) != Ok(42) {
+        report(
+            Outcome::Fail,
+            format_args!("guest: probe self-test: plain call failed"),
+        );
     }
 }
 

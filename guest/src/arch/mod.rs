@@ -1,3 +1,6 @@
-//! The guest's machine-dependent code.
+//! The guest's machine-dependent code: entry stub, descriptor tables,
+//! exception stubs and probes (the guest's only assembly).
 
 mod entry;
+pub mod tables;
+pub mod traps;

@@ -8,9 +8,8 @@
 //! and, for some vectors, an error code).
 
 use okernel_abi::result::Outcome;
-
-/// Vectors for which the CPU pushes an error code (SDM Vol. 3A Table 7-1).
-const HAS_ERROR_CODE: [u8; 8] = [8, 10, 11, 12, 13, 14, 17, 21];
+use okernel_console::traps::{exception_name, install_exception_stubs};
+use x86_64::structures::idt::InterruptDescriptorTable;
 
 core::arch::global_asm!(
     r#"
@@ -60,7 +59,7 @@ loader_exc_common:
     exc_stub 26, 0
     exc_stub 27, 0
     exc_stub 28, 0
-    exc_stub 29, 0
+    exc_stub 29, 1
     exc_stub 30, 0
     exc_stub 31, 0
 
@@ -91,35 +90,6 @@ struct Frame {
     ss: u64,
 }
 
-/// Names of the architectural exceptions (SDM Vol. 3A Table 7-1).
-fn name(vector: u64) -> &'static str {
-    const NAMES: [&str; 22] = [
-        "#DE divide error",
-        "#DB debug",
-        "NMI",
-        "#BP breakpoint",
-        "#OF overflow",
-        "#BR bound range",
-        "#UD invalid opcode",
-        "#NM device not available",
-        "#DF double fault",
-        "coprocessor segment overrun",
-        "#TS invalid TSS",
-        "#NP segment not present",
-        "#SS stack fault",
-        "#GP general protection",
-        "#PF page fault",
-        "reserved",
-        "#MF x87 error",
-        "#AC alignment check",
-        "#MC machine check",
-        "#XM SIMD error",
-        "#VE virtualization exception",
-        "#CP control protection",
-    ];
-    NAMES.get(vector as usize).copied().unwrap_or("reserved")
-}
-
 #[unsafe(no_mangle)]
 extern "C" fn loader_exception(frame: &Frame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
@@ -128,7 +98,7 @@ extern "C" fn loader_exception(frame: &Frame) -> ! {
         format_args!(
             "CPU exception {} ({}) error {:#x} at RIP {:#x} CS {:#x} RFLAGS {:#x} RSP {:#x} SS {:#x} CR2 {:#x}",
             frame.vector,
-            name(frame.vector),
+            exception_name(frame.vector),
             frame.error_code,
             frame.rip,
             frame.cs,
@@ -140,32 +110,13 @@ extern "C" fn loader_exception(frame: &Frame) -> ! {
     )
 }
 
-/// A 16-byte interrupt gate (SDM Vol. 3A §7.14.1, "64-Bit Mode IDT").
-const fn gate(handler: u64, selector: u16, ist: u8) -> [u64; 2] {
-    let low = (handler & 0xffff)
-        | ((selector as u64) << 16)
-        | (((ist & 7) as u64) << 32)
-        | (0x8e << 40) // present, DPL 0, 64-bit interrupt gate
-        | (((handler >> 16) & 0xffff) << 48);
-    [low, handler >> 32]
-}
-
-/// The IDT: 32 exception gates; the other vectors are not present.
-#[repr(C, align(16))]
-pub struct Idt([[u64; 2]; 256]);
-
-impl Idt {
-    /// Builds the table; `#DF` runs on IST slot `df_ist` (1-based).
-    pub fn new(code_selector: u16, df_ist: u8) -> Self {
-        let mut idt = Idt([[0; 2]; 256]);
-        // SAFETY: the table is defined in the global_asm above, 32
-        // initialised quadwords in a read-only section.
-        let stubs = unsafe { &loader_exc_table };
-        for (v, &stub) in stubs.iter().enumerate() {
-            let ist = if v == 8 { df_ist } else { 0 };
-            idt.0[v] = gate(stub, code_selector, ist);
-        }
-        debug_assert!(HAS_ERROR_CODE.iter().all(|&v| v < 32));
-        idt
-    }
+/// Fills `idt`'s exception gates with this image's stubs.
+pub fn install(idt: &mut InterruptDescriptorTable, df_ist: u16) {
+    // SAFETY: the table is defined in the global_asm above: 32 initialised
+    // quadwords in a read-only section.
+    let stubs = unsafe { &loader_exc_table };
+    // SAFETY: each stub pushes a dummy error code exactly for the vectors
+    // without one (the `exc_stub` table mirrors HAS_ERROR_CODE) and never
+    // returns; the caller puts a #DF stack in IST slot `df_ist`.
+    unsafe { install_exception_stubs(idt, stubs, df_ist) };
 }

@@ -4,13 +4,12 @@
 //! Selectors: 0x08 64-bit code, 0x10 data, 0x18 TSS; okernel reads them
 //! back from the CPU when it fills the VMCS host-state area.
 
-use super::exceptions::Idt;
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
-use x86_64::instructions::tables::{lidt, load_tss};
-use x86_64::structures::DescriptorTablePointer;
+use x86_64::instructions::tables::load_tss;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
 
 const DF_STACK_SIZE: usize = 16 * 1024;
@@ -23,7 +22,7 @@ static DF_STACK: Stack = Stack([0; DF_STACK_SIZE]);
 
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<(GlobalDescriptorTable, [SegmentSelector; 3])> = Once::new();
-static IDT: Once<Idt> = Once::new();
+static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 /// Loads the GDT, TSS and IDT. Call once, early.
 pub fn init() {
@@ -51,12 +50,11 @@ pub fn init() {
         ES::set_reg(*data);
         load_tss(*tss_sel);
     }
-    let idt = IDT.call_once(|| Idt::new(code.0, 1));
-    let pointer = DescriptorTablePointer {
-        limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: VirtAddr::from_ptr(idt),
-    };
-    // SAFETY: the IDT is 'static and every present gate points at an
-    // exception stub in this image with the code selector loaded above.
-    unsafe { lidt(&pointer) };
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        super::exceptions::install(&mut idt, 0);
+        idt
+    });
+    // The gates use the code selector loaded above (the crate fills in CS).
+    idt.load();
 }
