@@ -23,4 +23,7 @@ pub mod launch;
 pub mod policy;
 pub mod vmx;
 
+#[cfg(test)]
+mod tests;
+
 pub use launch::{LaunchConfig, LaunchError, launch};

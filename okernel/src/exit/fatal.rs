@@ -52,35 +52,43 @@ pub fn entry_failure<V: Vmcs, C: Cpu, P: Policy>(
 }
 
 /// Logs the guest state and the exit information at `error` level: what a
-/// developer needs to see why the guest could not continue.
-pub fn log_guest_state<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) {
-    fn dump<F: Field>(vmcs: &impl Vmcs, fields: &[F]) {
+/// developer needs to see why the guest could not continue. Returns how
+/// many fields could not be read.
+pub fn log_guest_state<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) -> usize {
+    fn dump<F: Field>(vmcs: &impl Vmcs, fields: &[F]) -> usize {
+        let mut failed = 0;
         for &f in fields {
             match vmcs.read_raw(f.encoding()) {
                 Ok(v) => log::error!("okernel:   {:<28} {:#x}", f.name(), v),
-                Err(e) => log::error!("okernel:   {:<28} <{}>", f.name(), e),
+                Err(e) => {
+                    failed += 1;
+                    log::error!("okernel:   {:<28} <{}>", f.name(), e);
+                }
             }
         }
+        failed
     }
+    let vmcs = &vcpu.vmcs;
     log::error!("okernel: guest state at the failing exit:");
-    dump(
-        &vcpu.vmcs,
+    let mut failed = 0;
+    failed += dump(
+        vmcs,
         &[
             ReadOnly32::ExitReason,
             ReadOnly32::IdtVectoringInfo,
             ReadOnly32::ExitInstructionLength,
         ],
     );
-    dump(
-        &vcpu.vmcs,
+    failed += dump(
+        vmcs,
         &[
             ReadOnlyNatural::ExitQualification,
             ReadOnlyNatural::GuestLinearAddress,
         ],
     );
-    dump(&vcpu.vmcs, &[ReadOnly64::GuestPhysicalAddress]);
-    dump(
-        &vcpu.vmcs,
+    failed += dump(vmcs, &[ReadOnly64::GuestPhysicalAddress]);
+    failed += dump(
+        vmcs,
         &[
             GuestNatural::Rip,
             GuestNatural::Rsp,
@@ -93,17 +101,17 @@ pub fn log_guest_state<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) {
             GuestNatural::TrBase,
         ],
     );
-    dump(&vcpu.vmcs, &[Guest64::Efer, Guest64::VmcsLinkPointer]);
-    dump(
-        &vcpu.vmcs,
+    failed += dump(vmcs, &[Guest64::Efer, Guest64::VmcsLinkPointer]);
+    failed += dump(
+        vmcs,
         &[
             Guest16::CsSelector,
             Guest16::SsSelector,
             Guest16::TrSelector,
         ],
     );
-    dump(
-        &vcpu.vmcs,
+    failed += dump(
+        vmcs,
         &[
             Guest32::CsAccessRights,
             Guest32::SsAccessRights,
@@ -112,8 +120,8 @@ pub fn log_guest_state<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) {
             Guest32::ActivityState,
         ],
     );
-    dump(
-        &vcpu.vmcs,
+    failed += dump(
+        vmcs,
         &[Control32::EntryControls, Control32::EntryInterruptionInfo],
     );
     for (i, v) in vcpu.regs.gpr.iter().enumerate() {
@@ -125,4 +133,5 @@ pub fn log_guest_state<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) {
             );
         }
     }
+    failed
 }

@@ -324,3 +324,17 @@ impl FakeCpu {
         c
     }
 }
+
+impl FakeCpu {
+    /// RDMSR without the trait (tests that build fixtures).
+    pub fn read_msr_for_tests(&self, msr: u32) -> u64 {
+        Cpu::read_msr(self, msr)
+    }
+}
+
+impl FakeCpu {
+    /// CPUID leaf `leaf`, subleaf 0, without the trait.
+    pub fn cpuid_for_tests(&self, leaf: u32) -> CpuidResult {
+        Cpu::cpuid(self, leaf, 0)
+    }
+}

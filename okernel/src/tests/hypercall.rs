@@ -1,0 +1,119 @@
+//! VMCALL: the hypercall ABI.
+
+use okernel_abi::hypercall::{Call, Status};
+use okernel_abi::result::Outcome;
+
+use super::*;
+use crate::hypercall::{Request, dispatch};
+use crate::vmx::fields::Guest32;
+use crate::vmx::regs::Gpr;
+
+fn vmcall<P: Policy>(
+    v: &mut Vcpu<FakeVmcs, FakeCpu, P>,
+    number: u64,
+    arg0: u64,
+) -> Result<ExitAction, ExitError> {
+    v.regs.set(Gpr::Rax, number);
+    v.regs.set(Gpr::Rdi, arg0);
+    v.regs.set(Gpr::Rsi, 0x5151);
+    run(v, ExitReason::Vmcall, 0, 3)
+}
+
+#[test]
+fn version_returns_the_packed_abi_version() {
+    let mut v = vcpu();
+    let r = vmcall(&mut v, Call::Version.raw(), 0);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), Status::Success.raw());
+    assert_eq!(v.regs.rdi(), u64::from(okernel_abi::ABI_VERSION.packed()));
+    assert_eq!(v.regs.rsi(), 0x5151, "RSI untouched");
+}
+
+#[test]
+fn null_succeeds_and_changes_nothing_else() {
+    let mut v = vcpu();
+    let r = vmcall(&mut v, Call::Null.raw(), 0x77);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), 0);
+    assert_eq!(v.regs.rdi(), 0x77);
+    assert_eq!(v.counters.get(ExitReason::Vmcall), 1);
+}
+
+#[test]
+fn exit_ends_the_run_with_the_guests_outcome() {
+    for o in Outcome::ALL {
+        let mut v = vcpu();
+        assert_eq!(
+            vmcall(&mut v, Call::Exit.raw(), o.code().into()),
+            Ok(ExitAction::Stop(o))
+        );
+    }
+}
+
+#[test]
+fn exit_with_a_bad_outcome_is_an_invalid_argument() {
+    for arg in [0u64, 0x14, 0x110, u64::MAX] {
+        let mut v = vcpu();
+        let r = vmcall(&mut v, Call::Exit.raw(), arg);
+        assert_advanced(&v, r, 3);
+        assert_eq!(v.regs.rax(), Status::InvalidArgument.raw());
+    }
+}
+
+#[test]
+fn numbers_outside_the_abi_are_unknown_calls() {
+    for n in [3u64, 0x100, 1 << 32, u64::MAX] {
+        let mut v = vcpu();
+        let r = vmcall(&mut v, n, 0);
+        assert_advanced(&v, r, 3);
+        assert_eq!(v.regs.rax(), Status::UnknownCall.raw());
+    }
+}
+
+#[test]
+fn calls_from_cpl3_are_denied_even_exit() {
+    for n in [Call::Version.raw(), Call::Exit.raw(), 99] {
+        let mut v = vcpu();
+        let ss = v.vmcs.get(Guest32::SsAccessRights);
+        v.vmcs.set(Guest32::SsAccessRights, ss | (3 << 5));
+        let r = vmcall(&mut v, n, u64::from(Outcome::Pass.code()));
+        assert_advanced(&v, r, 3);
+        assert_eq!(v.regs.rax(), Status::PermissionDenied.raw());
+        assert_eq!(
+            v.regs.rdi(),
+            u64::from(Outcome::Pass.code()),
+            "nothing returned"
+        );
+    }
+}
+
+#[test]
+fn a_32_bit_guest_passes_32_bit_numbers() {
+    let mut entry = entry64();
+    entry.mode = GuestMode::Protected32;
+    let mut v = vcpu_with(BasePolicy, entry);
+    // The upper half of RAX is not part of a 32-bit guest's register.
+    let r = vmcall(&mut v, 0xffff_ffff_0000_0001, 0);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), Status::Success.raw());
+}
+
+#[test]
+fn dispatch_is_total() {
+    // Every call number, argument and CPL gives a reply (no panic).
+    for number in (0..8).chain([u64::MAX, 1 << 63]) {
+        for cpl in 0..4 {
+            for arg in [0, 0x10, 0x13, 0xff, u64::MAX] {
+                let reply = dispatch(&Request {
+                    number,
+                    args: [arg, 0, 0, 0],
+                    cpl,
+                });
+                if cpl != 0 {
+                    assert_eq!(reply.status, Status::PermissionDenied);
+                    assert!(reply.stop.is_none());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Host tests of the monitor against the fake VMCS and fake CPU: every
+//! capability refusal, every exit handler (including malformed exits), the
+//! hypercall surface, and the launch-time VMCS and EPT construction.
+
+mod capability;
+mod exits_cpuid_msr;
+mod exits_cr;
+mod exits_ept;
+mod exits_misc;
+mod hypercall;
+mod launch;
+
+use crate::check;
+use crate::exit::{CrConfig, ExitAction, ExitError, Vcpu, handle_exit};
+use crate::hw::fake::{FakeCpu, FakeVmcs};
+use crate::launch::setup;
+use crate::launch::{DescriptorTable, GuestEntry, GuestMode};
+use crate::policy::{BasePolicy, Decision, Policy};
+use crate::vmx::capability::msr;
+use crate::vmx::exit_reason::ExitReason;
+use crate::vmx::fields::{Control32, GuestNatural, ReadOnly32, ReadOnlyNatural};
+use crate::vmx::regs::GuestRegisters;
+
+/// Guest RIP used by the synthetic exits.
+pub const RIP: u64 = 0x20_1000;
+
+/// A 64-bit guest entry like the loader's.
+pub fn entry64() -> GuestEntry {
+    GuestEntry {
+        mode: GuestMode::Long64 { cr3: 0x10_0000 },
+        rip: RIP,
+        rsp: 0x30_0000,
+        regs: GuestRegisters::default(),
+        gdtr: DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        },
+        idtr: DescriptorTable { base: 0, limit: 0 },
+    }
+}
+
+/// A policy that refuses every CR and MSR write.
+#[derive(Debug, Default)]
+pub struct DenyAll;
+
+impl Policy for DenyAll {
+    fn cr_write(&mut self, _: u8, _: u64, _: u64) -> Decision {
+        Decision::Deny
+    }
+    fn msr_write(&mut self, _: u32, _: u64) -> Decision {
+        Decision::Deny
+    }
+    fn context(&self) -> u16 {
+        7
+    }
+}
+
+/// A VCPU over the Bochs-like fake CPU, guest state as `launch` writes it.
+pub fn vcpu_with<P: Policy>(policy: P, entry: GuestEntry) -> Vcpu<FakeVmcs, FakeCpu, P> {
+    let mut cpu = FakeCpu::vmx_capable();
+    let caps = check::probe(&mut cpu).expect("the fake CPU is VMX-capable");
+    cpu.msr_writes = 0; // the probe locked IA32_FEATURE_CONTROL
+    let cr = CrConfig::new(caps.cr0_fixed, caps.cr4_fixed);
+    let ept = ept::EptCaps::from_msrs(
+        caps.ept.0,
+        cpu.read_msr_for_tests(msr::IA32_VMX_PROCBASED_CTLS2),
+        39,
+    )
+    .unwrap();
+    let mut vmcs = FakeVmcs::new();
+    setup::write_controls(&mut vmcs, &caps, entry.mode, 0x5000, 0x601e, &cr).unwrap();
+    setup::write_guest_state(&mut vmcs, &entry, &cr, true, 0x0007_0406_0007_0406).unwrap();
+    Vcpu::new(vmcs, cpu, policy, cr, ept)
+}
+
+/// The default VCPU: 64-bit guest, base policy.
+pub fn vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
+    vcpu_with(BasePolicy, entry64())
+}
+
+/// Makes the fake VMCS look like the processor just exited for `reason`.
+pub fn synth<P: Policy>(
+    v: &mut Vcpu<FakeVmcs, FakeCpu, P>,
+    reason: u32,
+    qualification: u64,
+    len: u32,
+) {
+    v.vmcs
+        .set(ReadOnly32::ExitReason, reason.into())
+        .set(ReadOnlyNatural::ExitQualification, qualification)
+        .set(ReadOnly32::ExitInstructionLength, len.into())
+        .set(ReadOnly32::IdtVectoringInfo, 0)
+        .set(Control32::EntryInterruptionInfo, 0);
+}
+
+/// Synthesises an exit and handles it.
+pub fn run<P: Policy>(
+    v: &mut Vcpu<FakeVmcs, FakeCpu, P>,
+    reason: ExitReason,
+    qualification: u64,
+    len: u32,
+) -> Result<ExitAction, ExitError> {
+    synth(v, reason as u32, qualification, len);
+    handle_exit(v)
+}
+
+/// The injected event (VM-entry interruption information).
+pub fn injected<P: Policy>(v: &Vcpu<FakeVmcs, FakeCpu, P>) -> u64 {
+    v.vmcs.get(Control32::EntryInterruptionInfo)
+}
+
+/// Guest RIP.
+pub fn rip<P: Policy>(v: &Vcpu<FakeVmcs, FakeCpu, P>) -> u64 {
+    v.vmcs.get(GuestNatural::Rip)
+}
+
+/// #UD injection value.
+pub const UD: u64 = 0x8000_0306;
+/// #GP(0) injection value (with error code).
+pub const GP: u64 = 0x8000_0b0d;
+
+/// Asserts the exit resumed the guest at the faulting instruction with `event`.
+pub fn assert_injected<P: Policy>(
+    v: &Vcpu<FakeVmcs, FakeCpu, P>,
+    r: Result<ExitAction, ExitError>,
+    event: u64,
+) {
+    assert_eq!(r, Ok(ExitAction::Resume));
+    assert_eq!(injected(v), event);
+    assert_eq!(rip(v), RIP, "a fault must not advance RIP");
+}
+
+/// Asserts the exit resumed after the instruction, nothing injected.
+pub fn assert_advanced<P: Policy>(
+    v: &Vcpu<FakeVmcs, FakeCpu, P>,
+    r: Result<ExitAction, ExitError>,
+    len: u64,
+) {
+    assert_eq!(r, Ok(ExitAction::Resume));
+    assert_eq!(injected(v), 0);
+    assert_eq!(rip(v), RIP + len);
+}
