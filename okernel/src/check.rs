@@ -279,7 +279,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
     // VPID needs INVVPID to be usable; without it, run untagged.
     if !secondary.contains(SecondaryProcBased::ENABLE_VPID)
         || !ept.invvpid()
-        || !(ept.invvpid_single_context() || ept.invvpid_all_context())
+        || !ept.invvpid_single_context()
     {
         secondary.remove(SecondaryProcBased::ENABLE_VPID);
         warnings.push(VmxWarning::NoVpid);

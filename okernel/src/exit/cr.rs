@@ -18,12 +18,33 @@ use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::policy::{Decision, Policy};
-use crate::vmx::controls::EntryControls;
+use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::event::Exception;
-use crate::vmx::fields::{Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural};
+use crate::vmx::fields::{
+    Control16, Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural,
+};
 use crate::vmx::qualification::{CrAccess, CrAccessType};
 
 const CR0_TS: u64 = 1 << 3;
+const CR0_WP: u64 = 1 << 16;
+/// CR4 bits whose change invalidates TLB entries (SDM Vol. 3A §4.10.4.1):
+/// PSE, PAE, PGE, PCIDE, SMEP, SMAP, PKE.
+const CR4_PAGING_BITS: u64 =
+    (1 << 4) | (1 << 5) | (1 << 7) | (1 << 17) | (1 << 20) | (1 << 21) | (1 << 22);
+
+/// The monitor performed a MOV to CR0/CR4 for the guest, so the processor
+/// did not flush the guest's translations as the instruction would have
+/// (SDM Vol. 3A §4.10.4.1): with VPID they survive VM entry, so drop them
+/// (SDM Vol. 3C §29.4.3.3 on INVVPID).
+fn flush_guest_tlb<V: Vmcs, C: Cpu, P: Policy>(vcpu: &mut Vcpu<V, C, P>) -> Result<(), ExitError> {
+    let secondary = SecondaryProcBased::from_bits_retain(
+        vcpu.vmcs.read(Control32::SecondaryProcessorBasedControls)?,
+    );
+    if secondary.contains(SecondaryProcBased::ENABLE_VPID) {
+        vcpu.cpu.invvpid_single(vcpu.vmcs.read(Control16::Vpid)?)?;
+    }
+    Ok(())
+}
 const CR0_NW: u64 = 1 << 29;
 const CR0_CD: u64 = 1 << 30;
 
@@ -161,6 +182,9 @@ pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy>(
     let real = vcpu.cr.real_cr0(v);
     vcpu.vmcs.write(GuestNatural::Cr0, real)?;
     vcpu.vmcs.write(ControlNatural::Cr0ReadShadow, v)?;
+    if (old ^ v) & (CR0_PG | CR0_WP | CR0_PE) != 0 {
+        flush_guest_tlb(vcpu)?;
+    }
     vcpu.advance_rip()
 }
 
@@ -182,5 +206,8 @@ pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy>(
     }
     vcpu.vmcs.write(GuestNatural::Cr4, vcpu.cr.real_cr4(v))?;
     vcpu.vmcs.write(ControlNatural::Cr4ReadShadow, v)?;
+    if (old ^ v) & CR4_PAGING_BITS != 0 {
+        flush_guest_tlb(vcpu)?;
+    }
     vcpu.advance_rip()
 }

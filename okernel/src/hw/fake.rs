@@ -113,6 +113,8 @@ pub struct FakeCpu {
     pub invepts: usize,
     /// How many WRMSRs ran.
     pub msr_writes: usize,
+    /// How many INVVPIDs ran.
+    pub invvpids: usize,
 }
 
 impl Default for FakeCpu {
@@ -144,6 +146,7 @@ impl FakeCpu {
             wbinvds: 0,
             invepts: 0,
             msr_writes: 0,
+            invvpids: 0,
         }
     }
 
@@ -244,6 +247,11 @@ impl Cpu for FakeCpu {
 
     fn invept(&mut self, _kind: InveptKind) -> Result<(), VmFail> {
         self.invepts += 1;
+        Ok(())
+    }
+
+    fn invvpid_single(&mut self, _vpid: u16) -> Result<(), VmFail> {
+        self.invvpids += 1;
         Ok(())
     }
 }

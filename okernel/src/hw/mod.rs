@@ -73,4 +73,6 @@ pub trait Cpu {
     fn wbinvd(&mut self);
     /// INVEPT.
     fn invept(&mut self, kind: InveptKind) -> Result<(), VmFail>;
+    /// INVVPID single-context: drops every translation tagged with `vpid`.
+    fn invvpid_single(&mut self, vpid: u16) -> Result<(), VmFail>;
 }

@@ -118,4 +118,10 @@ impl Cpu for RealCpu {
         // launch path checks the type is supported before using it.
         unsafe { arch::vmx::invept(t, eptp) }
     }
+
+    fn invvpid_single(&mut self, vpid: u16) -> Result<(), VmFail> {
+        // SAFETY: `RealCpu::new`'s contract: after VMXON; the probe enables
+        // VPID only when single-context INVVPID is supported.
+        unsafe { arch::vmx::invvpid(1, vpid, 0) }
+    }
 }

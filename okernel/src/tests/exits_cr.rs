@@ -184,3 +184,18 @@ fn cr3_accesses_are_handled_and_cr8_is_unexpected() {
     let r = run(&mut v, ExitReason::CrAccess, 8, 3);
     assert_eq!(r, Err(ExitError::UnexpectedCrAccess(8)));
 }
+
+#[test]
+fn emulated_paging_changes_flush_the_guest_vpid() {
+    let mut v = vcpu();
+    let new = visible_cr4(&v).unwrap() | (1 << 7); // PGE
+    let r = mov_to_cr(&mut v, 4, new);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.cpu.invvpids, 1);
+    // NE alone does not change translations.
+    let mut v = vcpu();
+    let new = visible_cr0(&v).unwrap() & !(1 << 5);
+    let r = mov_to_cr(&mut v, 0, new);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.cpu.invvpids, 0);
+}
