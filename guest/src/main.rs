@@ -3,11 +3,13 @@
 #![no_main]
 
 mod arch;
+mod monitor_checks;
+mod report;
 
 use core::panic::PanicInfo;
 use guest::cmdline::{Options, Scenario};
 use log::{LevelFilter, info};
-use okernel_abi::boot::{BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion};
+use okernel_abi::boot::{BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion, RegionKind};
 use okernel_abi::result::Outcome;
 use okernel_console::{println, report};
 
@@ -26,13 +28,15 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
             format_args!("guest: bad boot-info magic {:#x}", bi.magic),
         );
     }
-    let mode = match EntryMode::from_raw(bi.entry_mode) {
-        Some(EntryMode::Direct) => "direct (VMX root, no monitor)",
-        Some(EntryMode::NonRoot) => "VMX non-root under okernel",
-        None => report(
+    let Some(entry_mode) = EntryMode::from_raw(bi.entry_mode) else {
+        report(
             Outcome::Fail,
             format_args!("guest: bad entry mode {}", bi.entry_mode),
-        ),
+        )
+    };
+    let mode = match entry_mode {
+        EntryMode::Direct => "direct (VMX root, no monitor)",
+        EntryMode::NonRoot => "VMX non-root under okernel",
     };
     // SAFETY: as above, the command line lies in the hand-off area.
     let cmdline = unsafe { hand_off_str(bi.cmdline_addr, bi.cmdline_len) };
@@ -49,7 +53,16 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
             bi.memory_map_len as usize,
         )
     };
-    let usable: u64 = map.iter().filter(|r| r.kind == 1).map(|r| r.length).sum();
+    let usable: u64 = map
+        .iter()
+        .filter(|r| r.kind == RegionKind::Usable as u32)
+        .map(|r| r.length)
+        .sum();
+    // A page inside the monitor's memory (the image's own pages), to attack.
+    let monitor = map
+        .iter()
+        .find(|r| r.kind == RegionKind::Monitor as u32 && r.length >= 0x2000)
+        .map(|r| r.base + 0x1000);
     info!(
         "memory map: {} entries, {} KiB usable",
         map.len(),
@@ -62,7 +75,13 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
     };
     self_test_probes();
     match opts.scenario {
-        Scenario::Boot => report(Outcome::Pass, format_args!("")),
+        Scenario::Boot => {
+            let mut checks = report::Checks::default();
+            if entry_mode == EntryMode::NonRoot {
+                monitor_checks::run(&mut checks, monitor);
+            }
+            checks.finish(entry_mode)
+        }
         Scenario::Panic => panic!("scenario `panic` panics on purpose"),
         Scenario::Hang => {
             info!("scenario `hang`: halting with interrupts off");

@@ -9,8 +9,18 @@ use loader::cmdline::{CmdlineError, Options};
 use loader::elf_load::{self, ElfError, Occupied};
 use loader::handoff::{self, Carve, HandoffError};
 use loader::memmap::Range;
+use loader::memmap::{MAX_REGIONS, RegionKind as RegionKindFw};
 use log::info;
+use okernel::launch::{
+    DescriptorTable, GuestEntry, GuestMode, LaunchConfig, MemoryKind, MemoryRange, PhysRange,
+};
+use okernel::vmx::regs::{Gpr, GuestRegisters};
 use okernel_abi::boot::{EntryMode, RegionKind};
+use okernel_abi::result::Outcome;
+
+/// The monitor's frame pool: VMXON region, VMCS, MSR bitmap, host stack,
+/// EPT tables.
+const POOL_BYTES: u64 = 4 << 20;
 
 /// Why the boot stopped; each names its cause.
 pub enum Failure {
@@ -28,6 +38,10 @@ pub enum Failure {
     NoRoomForHandoff,
     /// The hand-off could not be built.
     Handoff(HandoffError),
+    /// No room for the monitor's frame pool.
+    NoRoomForPool,
+    /// The monitor refused to start.
+    Launch(okernel::LaunchError),
 }
 
 impl fmt::Display for Failure {
@@ -44,6 +58,12 @@ impl fmt::Display for Failure {
             Failure::Elf(e) => write!(f, "{e}"),
             Failure::NoRoomForHandoff => write!(f, "no free RAM for the guest hand-off area"),
             Failure::Handoff(e) => write!(f, "{e}"),
+            Failure::NoRoomForPool => write!(
+                f,
+                "no {} KiB of free RAM for the monitor's frame pool",
+                POOL_BYTES / 1024
+            ),
+            Failure::Launch(e) => write!(f, "okernel: {e}"),
         }
     }
 }
@@ -108,9 +128,9 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         );
     }
 
-    // Place the hand-off area before writing anything, so a failure leaves
-    // memory as it was.
-    let mut avoid = [Range { start: 0, end: 0 }; 6];
+    // Place the hand-off area and the monitor's frame pool before writing
+    // anything, so a failure leaves memory as it was.
+    let mut avoid = [Range { start: 0, end: 0 }; 7];
     for (a, o) in avoid.iter_mut().zip(occupied) {
         *a = o.range;
     }
@@ -119,6 +139,11 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         .memory
         .find_free(handoff::AREA_SIZE as u64, 0x1000, 1 << 20, &avoid[..=n])
         .ok_or(Failure::NoRoomForHandoff)?;
+    avoid[n + 1] = area;
+    let pool = bi
+        .memory
+        .find_free(POOL_BYTES, 0x1000, 1 << 20, &avoid[..n + 2])
+        .ok_or(Failure::NoRoomForPool)?;
 
     for seg in plan.segments() {
         // SAFETY: the plan checked that every destination is usable RAM
@@ -152,7 +177,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     let (cr3, boot_info) = handoff::build(
         bytes,
         area.start,
-        EntryMode::Direct,
+        EntryMode::NonRoot,
         &bi.memory,
         &carves,
         guest_cmdline,
@@ -160,13 +185,55 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     .map_err(Failure::Handoff)?;
 
     info!(
-        "entering the guest at {:#x} in VMX root mode (direct: no monitor yet), hand-off at {area}",
+        "starting okernel: guest entry {:#x} in VMX non-root mode, hand-off at {area}, monitor frame pool {pool}",
         plan.entry
     );
-    // SAFETY: the entry point lies in a segment just loaded from a
-    // validated ELF64 x86-64 image; CR3 points at identity page tables for
-    // the first 4 GiB that map this code too, so the switch is seamless.
-    unsafe { enter_direct(plan.entry, cr3, boot_info) }
+    let mut memory = [MemoryRange {
+        range: PhysRange::new(0, 0),
+        kind: MemoryKind::Reserved,
+    }; MAX_REGIONS];
+    for (m, r) in memory.iter_mut().zip(bi.memory.regions()) {
+        *m = MemoryRange {
+            range: PhysRange {
+                start: r.range.start,
+                end: r.range.end,
+            },
+            kind: match r.kind {
+                RegionKindFw::Usable => MemoryKind::Ram,
+                _ => MemoryKind::Reserved,
+            },
+        };
+    }
+    let mut regs = GuestRegisters::default();
+    regs.gpr[Gpr::Rdi as usize] = boot_info;
+    let image = phys::image_range();
+    let monitor = [PhysRange {
+        start: image.start,
+        end: image.end,
+    }];
+    let config = LaunchConfig {
+        guest: GuestEntry {
+            mode: GuestMode::Long64 { cr3 },
+            rip: plan.entry,
+            rsp: 0,
+            regs,
+            gdtr: DescriptorTable { base: 0, limit: 0 },
+            idtr: DescriptorTable { base: 0, limit: 0 },
+        },
+        memory_map: &memory[..bi.memory.regions().len()],
+        monitor_ranges: &monitor,
+        frame_pool: PhysRange {
+            start: pool.start,
+            end: pool.end,
+        },
+        report: report_outcome,
+    };
+    okernel::launch(&config).map_err(Failure::Launch)
+}
+
+/// The monitor's way to end the run.
+fn report_outcome(outcome: Outcome, detail: &str) -> ! {
+    okernel_console::report(outcome, format_args!("{detail}"))
 }
 
 fn parse_boot_info(magic: u32, addr: u32) -> Result<BootInfo<'static>, BootInfoError> {
@@ -191,25 +258,4 @@ fn print_memory_map(bi: &BootInfo<'_>) {
             r.kind.name()
         );
     }
-}
-
-/// Jumps to a 64-bit guest entry with the hand-off registers set.
-///
-/// # Safety
-///
-/// `entry` must be the entry of a loaded guest image mapped by the page
-/// tables at `cr3`, which must also map the code doing the switch.
-unsafe fn enter_direct(entry: u64, cr3: u64, boot_info: u64) -> ! {
-    use x86_64::PhysAddr;
-    use x86_64::registers::control::{Cr3, Cr3Flags};
-    use x86_64::structures::paging::PhysFrame;
-    let frame = PhysFrame::from_start_address(PhysAddr::new(cr3))
-        .unwrap_or_else(|_| panic!("hand-off page tables at {cr3:#x} are not page-aligned"));
-    // SAFETY: forwarded from the caller: the new tables identity-map the
-    // first 4 GiB, this code included.
-    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-    // SAFETY: forwarded from the caller; the guest entry ABI is SysV with
-    // the BootInfo address in RDI, and it never returns.
-    let guest: extern "sysv64" fn(u64) -> ! = unsafe { core::mem::transmute(entry as usize) };
-    guest(boot_info)
 }

@@ -19,7 +19,7 @@ mod report;
 mod spec;
 
 pub use host::{kvm_nested_vmx, kvm_problem, kvm_usable};
-pub use report::{Expect, RunReport, Verdict};
+pub use report::{Check, Expect, RunReport, Verdict};
 pub use spec::{GuestModule, RunSpec};
 
 use std::path::PathBuf;

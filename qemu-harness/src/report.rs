@@ -69,6 +69,14 @@ impl RunReport {
             .filter_map(|l| l.split_once(CHECK_PREFIX).map(|(_, j)| j.trim_end()))
     }
 
+    /// The per-check lines, parsed; a line that is not a valid check is
+    /// an error naming it (a garbled console must not pass for a check).
+    pub fn parsed_checks(&self) -> Result<Vec<Check>, String> {
+        self.checks()
+            .map(|j| serde_json::from_str(j).map_err(|e| format!("bad check line `{j}`: {e}")))
+            .collect()
+    }
+
     /// The last `n` console lines, for failure messages.
     pub fn last_lines(&self, n: usize) -> Vec<&str> {
         let lines: Vec<&str> = self.console.lines().collect();
@@ -94,6 +102,19 @@ impl RunReport {
             },
         }
     }
+}
+
+/// One check the image reported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Check {
+    /// Its name.
+    pub check: String,
+    /// The invariant of DESIGN.md §2 it supports (0: none).
+    pub invariant: u8,
+    /// Whether it held.
+    pub ok: bool,
+    /// What the image observed.
+    pub observed: String,
 }
 
 /// What a run should end with.
@@ -194,6 +215,18 @@ mod tests {
             Verdict::judge(&silent, &Expect::Timeout),
             Verdict::Unexpected(_)
         ));
+    }
+
+    #[test]
+    fn parses_checks_and_refuses_garbled_ones() {
+        let r = report(
+            "OKERNEL-CHECK: {\"check\":\"a\",\"invariant\":1,\"ok\":true,\"observed\":\"x\"}\n",
+        );
+        let c = r.parsed_checks().unwrap();
+        assert_eq!(c[0].check, "a");
+        assert!(c[0].ok);
+        let bad = report("OKERNEL-CHECK: {\"check\":\"a\",\"ok\":tr\n");
+        assert!(bad.parsed_checks().is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use crate::images::Images;
 use okernel_abi::result::Outcome;
 use qemu_harness::bochs::Bochs;
 use qemu_harness::qemu::{Accel, Qemu};
-use qemu_harness::{Backend, Expect, GuestModule, RunReport, RunSpec, Verdict};
+use qemu_harness::{Backend, Expect, GuestModule, RunReport, RunSpec, Verdict, VmxSupport};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,6 +35,15 @@ pub struct Case {
     pub expect: Expect,
     /// Whether the case waits for a timeout (given a short one).
     pub hangs: bool,
+    /// Whether the guest must run for the case to mean anything: on a
+    /// backend without VMX the image must stop first with "VMX
+    /// unavailable" instead.
+    pub needs_vmx: bool,
+    /// Checks (`OKERNEL-CHECK` names) that must be reported, and hold, when
+    /// the guest runs.
+    pub required_checks: &'static [&'static str],
+    /// Text the console must contain when the guest runs (audit records).
+    pub console_must_contain: &'static [&'static str],
 }
 
 fn fail(detail: &str) -> Expect {
@@ -43,75 +52,139 @@ fn fail(detail: &str) -> Expect {
 
 /// The cases `cargo xtask test` runs on every backend.
 pub fn cases() -> Vec<Case> {
-    let case = |name, module, cmdline, guest_cmdline, expect| Case {
+    let guest = |name, guest_cmdline, expect| Case {
         name,
-        module,
-        cmdline,
+        module: Module::Guest,
+        cmdline: "log=info",
         guest_cmdline,
         expect,
         hangs: false,
+        needs_vmx: true,
+        required_checks: &[],
+        console_must_contain: &[],
+    };
+    // Bad input is refused before VMX is even looked at.
+    let input = |name, module, cmdline, detail| Case {
+        module,
+        cmdline,
+        needs_vmx: false,
+        ..guest(name, "", fail(detail))
     };
     vec![
-        case(
-            "boot",
-            Module::Guest,
-            "log=info",
-            "scenario=boot",
-            Expect::pass(),
-        ),
-        case(
+        Case {
+            required_checks: BOOT_CHECKS,
+            console_must_contain: BOOT_AUDIT,
+            ..guest("boot", "scenario=boot", Expect::pass())
+        },
+        input(
             "missing-module",
             Module::Missing,
             "log=info",
-            "",
-            fail("no guest module"),
+            "no guest module",
         ),
-        case(
+        input(
             "corrupt-elf",
             Module::Corrupt,
             "log=info",
-            "",
-            fail("not a valid ELF file"),
+            "not a valid ELF file",
         ),
-        case(
+        input(
             "elf32-module",
             Module::Elf32,
             "log=info",
-            "",
-            fail("ELF32, not ELF64"),
+            "ELF32, not ELF64",
         ),
-        case(
+        input(
             "bad-option",
             Module::Guest,
             "log=info turbo=on",
-            "",
-            fail("unknown command-line option `turbo=on`"),
+            "unknown command-line option `turbo=on`",
         ),
-        case(
+        guest(
             "bad-guest-option",
-            Module::Guest,
-            "log=info",
             "scenario=fly",
             fail("unknown scenario `fly`"),
         ),
-        case(
+        guest(
             "guest-panic",
-            Module::Guest,
-            "log=info",
             "scenario=panic",
             Expect::Outcome(Outcome::Panic, "panics on purpose".into()),
         ),
         Case {
             hangs: true,
-            ..case(
-                "guest-hang",
-                Module::Guest,
-                "log=info",
-                "scenario=hang",
-                Expect::Timeout,
-            )
+            ..guest("guest-hang", "scenario=hang", Expect::Timeout)
         },
     ]
+}
+
+/// The `boot` case: the demo guest's checks, the main job's run.
+pub fn boot_case() -> Case {
+    cases().swap_remove(0)
+}
+
+/// The in-guest proofs of the VMX core (issue 4) the `boot` case must show.
+const BOOT_CHECKS: &[&str] = &[
+    "cpuid-vmx-hidden",
+    "cpuid-okernel-signature",
+    "cpuid-okernel-version",
+    "hypercall-version",
+    "hypercall-null",
+    "hypercall-unknown-refused",
+    "hypercall-exit-bad-outcome-refused",
+    "vmxon-faults-ud",
+    "vmx-msr-hidden",
+    "cr4-vmxe-hidden",
+    "control-own-memory-read-write",
+    "monitor-read-denied",
+    "monitor-write-denied",
+];
+
+/// The audit records the monitor-memory attacks must leave, and the exit
+/// counters the monitor prints at the end.
+const BOOT_AUDIT: &[&str] = &[
+    "ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=R-- allowed=---",
+    "ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=-W- allowed=---",
+    "action=inject-#GP",
+    "okernel: exits ept-violation                2",
+    "okernel: exits vmxon                        1",
+];
+
+/// What `case` must end with on a backend with or without VMX.
+pub fn expectation(case: &Case, vmx: VmxSupport) -> Expect {
+    match vmx {
+        VmxSupport::Unavailable if case.needs_vmx => {
+            Expect::Outcome(Outcome::VmxUnavailable, "CPUID.1:ECX.VMX=0".into())
+        }
+        _ => case.expect.clone(),
+    }
+}
+
+/// Judges a run of `case`: the outcome and, where the guest ran, that
+/// every check held, the required checks were reported and the console
+/// shows the required records.
+pub fn judge(case: &Case, vmx: VmxSupport, report: &RunReport) -> Verdict {
+    let verdict = Verdict::judge(report, &expectation(case, vmx));
+    if verdict != Verdict::Ok || vmx == VmxSupport::Unavailable {
+        return verdict;
+    }
+    let checks = match report.parsed_checks() {
+        Ok(c) => c,
+        Err(e) => return Verdict::Unexpected(e),
+    };
+    if let Some(bad) = checks.iter().find(|c| !c.ok) {
+        return Verdict::Unexpected(format!("check `{}` failed: {}", bad.check, bad.observed));
+    }
+    for name in case.required_checks {
+        if !checks.iter().any(|c| c.check == *name) {
+            return Verdict::Unexpected(format!("check `{name}` was not reported"));
+        }
+    }
+    for text in case.console_must_contain {
+        if !report.console.contains(text) {
+            return Verdict::Unexpected(format!("console lacks `{text}`"));
+        }
+    }
+    Verdict::Ok
 }
 
 /// Writes the derived bad modules next to the images.
@@ -211,7 +284,7 @@ pub fn run_matrix(images: &Images, backends: &[Box<dyn Backend>]) -> Result<Vec<
             let result = backend
                 .run(&spec)
                 .map(|r| {
-                    let v = Verdict::judge(&r, &case.expect);
+                    let v = judge(case, backend.vmx(), &r);
                     (r, v)
                 })
                 .map_err(|e| e.to_string());
@@ -233,7 +306,7 @@ pub fn run_matrix(images: &Images, backends: &[Box<dyn Backend>]) -> Result<Vec<
             rows.push(Row {
                 case: case.name,
                 backend: backend.name().to_string(),
-                expected: case.expect.describe(),
+                expected: expectation(case, backend.vmx()).describe(),
                 result,
             });
         }

@@ -2,5 +2,6 @@
 //! exception stubs and probes (the guest's only assembly).
 
 mod entry;
+pub mod instr;
 pub mod tables;
 pub mod traps;

@@ -1,0 +1,77 @@
+//! The privileged or VMX instructions the guest's checks execute.
+
+use okernel_abi::hypercall::{Call, Status};
+
+/// What a hypercall returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// RAX: the status (decoded when known).
+    pub status: Result<Status, u64>,
+    /// RDI.
+    pub value0: u64,
+    /// RSI.
+    pub value1: u64,
+}
+
+/// Issues `VMCALL` with a raw call number and arguments (the ABI register
+/// convention of [`okernel_abi::hypercall`]).
+pub fn hypercall_raw(number: u64, args: [u64; 4]) -> Reply {
+    let (rax, rdi, rsi);
+    // SAFETY: VMCALL in VMX non-root mode exits to the monitor, which
+    // changes only RAX, RDI and RSI (the ABI); outside VMX it raises #UD,
+    // which callers run under a probe.
+    unsafe {
+        core::arch::asm!(
+            "vmcall",
+            inout("rax") number => rax,
+            inout("rdi") args[0] => rdi,
+            inout("rsi") args[1] => rsi,
+            in("rdx") args[2],
+            in("rcx") args[3],
+            options(nostack),
+        );
+    }
+    Reply {
+        status: Status::from_raw(rax),
+        value0: rdi,
+        value1: rsi,
+    }
+}
+
+/// Issues a hypercall of the ABI.
+pub fn hypercall(call: Call, args: [u64; 4]) -> Reply {
+    hypercall_raw(call.raw(), args)
+}
+
+/// Executes `VMXON` with a zeroed region pointer (a probe target: the
+/// monitor must answer with #UD).
+pub extern "C" fn vmxon(region: u64) -> u64 {
+    // SAFETY: in non-root mode VMXON always exits; the monitor injects #UD,
+    // which the probe catches. It touches no memory the compiler knows of.
+    unsafe { core::arch::asm!("vmxon [{}]", in(reg) &region, options(nostack)) };
+    0
+}
+
+/// Reads the quadword at `addr` (a probe target).
+pub extern "C" fn read_u64(addr: u64) -> u64 {
+    // SAFETY: run under a probe: a fault is caught; the address is chosen
+    // by the check (guest memory or memory that must be denied).
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+/// The value [`write_marker`] writes.
+pub const MARKER: u64 = 0x6f6b_6572_6e65_6c21;
+
+/// Writes [`MARKER`] to `addr` (a probe target).
+pub extern "C" fn write_marker(addr: u64) -> u64 {
+    // SAFETY: run under a probe: a fault is caught; the address is chosen
+    // by the check (guest scratch memory or memory that must be denied).
+    unsafe { core::ptr::write_volatile(addr as *mut u64, MARKER) };
+    0
+}
+
+/// Reads MSR `msr` (a probe target).
+pub extern "C" fn rdmsr(msr: u64) -> u64 {
+    // SAFETY: run under a probe: #GP for an absent or hidden MSR is caught.
+    unsafe { x86_64::registers::model_specific::Msr::new(msr as u32).read() }
+}

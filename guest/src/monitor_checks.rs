@@ -1,0 +1,145 @@
+//! The guest proves from inside that it runs in VMX non-root mode under
+//! okernel (issue 4): VMX is hidden, the okernel CPUID leaves and the
+//! hypercalls answer, VMXON faults, and the monitor's memory can be
+//! neither read nor written — while the same probes on the guest's own
+//! memory succeed (the controls: a denial is not an artefact of the probe).
+
+use crate::arch::instr::{self, MARKER};
+use crate::arch::traps::probe;
+use crate::report::Checks;
+use okernel_abi::ABI_VERSION;
+use okernel_abi::cpuid;
+use okernel_abi::hypercall::{Call, Status};
+
+/// IA32_VMX_BASIC: the first VMX capability MSR (SDM Vol. 3D Appendix A.1).
+const IA32_VMX_BASIC: u64 = 0x480;
+/// A call number no ABI version assigns.
+const BOGUS_CALL: u64 = 0xdead_beef;
+
+/// Scratch memory for the control probes.
+static mut SCRATCH: u64 = 0;
+
+/// Runs every check; `monitor` is a physical address inside the monitor's
+/// memory (from the hand-off memory map).
+pub fn run(checks: &mut Checks, monitor: Option<u64>) {
+    cpuid_checks(checks);
+    hypercall_checks(checks);
+
+    let ud = probe(instr::vmxon, 0);
+    checks.check(
+        "vmxon-faults-ud",
+        12,
+        matches!(ud, Err(f) if f.vector == 6),
+        format_args!("{ud:?}"),
+    );
+    let msr = probe(instr::rdmsr, IA32_VMX_BASIC);
+    checks.check(
+        "vmx-msr-hidden",
+        12,
+        matches!(msr, Err(f) if f.vector == 13),
+        format_args!("{msr:?}"),
+    );
+    let cr4 = x86_64::registers::control::Cr4::read_raw();
+    checks.check(
+        "cr4-vmxe-hidden",
+        12,
+        cr4 & (1 << 13) == 0,
+        format_args!("CR4 {cr4:#x}"),
+    );
+
+    memory_checks(checks, monitor);
+}
+
+fn cpuid_checks(checks: &mut Checks) {
+    // CPUID exits to the monitor in non-root mode, which answers.
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    checks.check(
+        "cpuid-vmx-hidden",
+        12,
+        leaf1.ecx & (1 << 5) == 0,
+        format_args!("CPUID.1:ECX {:#x}", leaf1.ecx),
+    );
+    let sig = core::arch::x86_64::__cpuid(cpuid::LEAF_SIGNATURE);
+    checks.check(
+        "cpuid-okernel-signature",
+        0,
+        cpuid::is_signature(sig.ebx, sig.ecx, sig.edx) && sig.eax >= cpuid::LEAF_VERSION,
+        format_args!(
+            "EAX {:#x} EBX {:#x} ECX {:#x} EDX {:#x}",
+            sig.eax, sig.ebx, sig.ecx, sig.edx
+        ),
+    );
+    let ver = core::arch::x86_64::__cpuid(cpuid::LEAF_VERSION);
+    checks.check(
+        "cpuid-okernel-version",
+        0,
+        ver.eax == ABI_VERSION.packed(),
+        format_args!("EAX {:#x}", ver.eax),
+    );
+}
+
+fn hypercall_checks(checks: &mut Checks) {
+    let v = instr::hypercall(Call::Version, [0; 4]);
+    checks.check(
+        "hypercall-version",
+        0,
+        v.status == Ok(Status::Success) && v.value0 == u64::from(ABI_VERSION.packed()),
+        format_args!("{v:?}"),
+    );
+    let n = instr::hypercall(Call::Null, [0; 4]);
+    checks.check(
+        "hypercall-null",
+        0,
+        n.status == Ok(Status::Success),
+        format_args!("{n:?}"),
+    );
+    let u = instr::hypercall_raw(BOGUS_CALL, [1, 2, 3, 4]);
+    checks.check(
+        "hypercall-unknown-refused",
+        11,
+        u.status == Ok(Status::UnknownCall),
+        format_args!("{u:?}"),
+    );
+    let e = instr::hypercall(Call::Exit, [0x99, 0, 0, 0]);
+    checks.check(
+        "hypercall-exit-bad-outcome-refused",
+        11,
+        e.status == Ok(Status::InvalidArgument),
+        format_args!("{e:?}"),
+    );
+}
+
+fn memory_checks(checks: &mut Checks, monitor: Option<u64>) {
+    let scratch = (&raw mut SCRATCH) as u64;
+    let w = probe(instr::write_marker, scratch);
+    let r = probe(instr::read_u64, scratch);
+    checks.check(
+        "control-own-memory-read-write",
+        0,
+        w.is_ok() && r == Ok(MARKER),
+        format_args!("write {w:?} read {r:?}"),
+    );
+    let Some(target) = monitor else {
+        checks.check(
+            "monitor-memory-listed",
+            1,
+            false,
+            format_args!("no monitor region in the hand-off map"),
+        );
+        return;
+    };
+    let r = probe(instr::read_u64, target);
+    checks.check(
+        "monitor-read-denied",
+        1,
+        matches!(r, Err(f) if f.vector == 13),
+        format_args!("read {target:#x}: {r:?}"),
+    );
+    let w = probe(instr::write_marker, target);
+    checks.check(
+        "monitor-write-denied",
+        1,
+        matches!(w, Err(f) if f.vector == 13),
+        format_args!("write {target:#x}: {w:?}"),
+    );
+}

@@ -1,0 +1,119 @@
+//! Check results as the runners read them: one `OKERNEL-CHECK: {json}`
+//! line per check, and the run's end.
+
+use core::fmt::{self, Write};
+use okernel_abi::boot::EntryMode;
+use okernel_abi::hypercall::Call;
+use okernel_abi::result::{CHECK_PREFIX, Outcome};
+use okernel_console::println;
+
+/// Counts checks as they are reported.
+#[derive(Debug, Default)]
+pub struct Checks {
+    passed: u32,
+    failed: u32,
+}
+
+/// Escapes a string for a JSON string literal.
+struct Json<'a>(&'a str);
+
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Checks {
+    /// Reports one check: its name, the invariant of DESIGN.md §2 it
+    /// supports (0 for none), whether it held, and what was observed.
+    pub fn check(&mut self, name: &str, invariant: u8, ok: bool, observed: fmt::Arguments<'_>) {
+        let mut buf = okernel_console_fmt::Buf::new();
+        let _ = buf.write_fmt(observed);
+        println!(
+            "{CHECK_PREFIX}{{\"check\":\"{}\",\"invariant\":{invariant},\"ok\":{ok},\"observed\":\"{}\"}}",
+            Json(name),
+            Json(buf.as_str())
+        );
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    /// Ends the run: pass when every check held. Under the monitor the
+    /// run ends through the `Exit` hypercall, so the monitor prints its
+    /// exit counters and audit summary first.
+    pub fn finish(&self, mode: EntryMode) -> ! {
+        log::info!("checks: {} passed, {} failed", self.passed, self.failed);
+        let outcome = if self.failed == 0 {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        };
+        if mode == EntryMode::NonRoot {
+            crate::arch::instr::hypercall(Call::Exit, [u64::from(outcome.code()), 0, 0, 0]);
+            // The monitor does not return from Exit; if it does, say so.
+        }
+        okernel_console::report(
+            if mode == EntryMode::NonRoot {
+                Outcome::Fail
+            } else {
+                outcome
+            },
+            format_args!(
+                "guest: {} of {} checks failed",
+                self.failed,
+                self.passed + self.failed
+            ),
+        )
+    }
+}
+
+/// A small fixed buffer for formatting check details without allocation.
+mod okernel_console_fmt {
+    use core::fmt;
+
+    /// 160 bytes; longer text is cut.
+    pub struct Buf {
+        bytes: [u8; 160],
+        len: usize,
+    }
+
+    impl Buf {
+        pub fn new() -> Self {
+            Self {
+                bytes: [0; 160],
+                len: 0,
+            }
+        }
+
+        pub fn as_str(&self) -> &str {
+            // Only whole UTF-8 sequences are ever copied in.
+            core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+        }
+    }
+
+    impl fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for c in s.chars() {
+                let mut tmp = [0u8; 4];
+                let e = c.encode_utf8(&mut tmp);
+                if self.len + e.len() > self.bytes.len() {
+                    return Ok(());
+                }
+                self.bytes[self.len..self.len + e.len()].copy_from_slice(e.as_bytes());
+                self.len += e.len();
+            }
+            Ok(())
+        }
+    }
+}
