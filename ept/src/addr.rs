@@ -40,7 +40,7 @@ pub struct PhysFrame(u64);
 impl PhysFrame {
     /// The frame starting at `addr`, or `None` if `addr` is not 4 KiB aligned.
     pub const fn new(addr: u64) -> Option<Self> {
-        if addr % PAGE_SIZE == 0 {
+        if addr.is_multiple_of(PAGE_SIZE) {
             Some(PhysFrame(addr))
         } else {
             None
@@ -114,7 +114,7 @@ pub(crate) const fn index(gpa: u64, level: u8) -> usize {
 
 /// `true` if `value` is a multiple of 4 KiB.
 pub(crate) const fn page_aligned(value: u64) -> bool {
-    value % PAGE_SIZE == 0
+    value.is_multiple_of(PAGE_SIZE)
 }
 
 #[cfg(test)]

@@ -326,7 +326,10 @@ mod tests {
     fn bit_positions_follow_the_sdm() {
         let e = Entry::leaf(0x20_0000, Attributes::RAM.with_ignore_pat(true), 2);
         // RWX = 0b111, WB = 6 << 3, IPAT = bit 6, large = bit 7, bit 11.
-        assert_eq!(e.raw(), 0x20_0000 | 0b111 | (6 << 3) | (1 << 6) | (1 << 7) | (1 << 11));
+        assert_eq!(
+            e.raw(),
+            0x20_0000 | 0b111 | (6 << 3) | (1 << 6) | (1 << 7) | (1 << 11)
+        );
         let sve = Entry::leaf(0, Attributes::RAM.with_suppress_ve(true), 1);
         assert_eq!(sve.raw() >> 63, 1);
         assert_eq!(MemoryType::from_bits(2), None);
@@ -353,7 +356,11 @@ mod tests {
         let child = Entry::from_raw(split_child(big, 3, 5));
         assert_eq!(child.addr(), (1 << 30) + 5 * (2 << 20));
         assert_eq!(child.attributes(), Attributes::RAM);
-        assert!(child.flags().contains(EntryFlags::LARGE_PAGE | EntryFlags::DIRTY));
+        assert!(
+            child
+                .flags()
+                .contains(EntryFlags::LARGE_PAGE | EntryFlags::DIRTY)
+        );
         let small = Entry::from_raw(split_child(child, 2, 511));
         assert!(!small.flags().contains(EntryFlags::LARGE_PAGE));
         assert_eq!(small.addr(), child.addr() + 511 * 4096);

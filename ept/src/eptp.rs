@@ -74,7 +74,9 @@ impl Eptp {
             return Err(malformed("reserved bits 11:8 are set"));
         }
         if raw & SUPERVISOR_SHADOW_STACK != 0 {
-            return Err(malformed("supervisor shadow-stack enforcement is not supported"));
+            return Err(malformed(
+                "supervisor shadow-stack enforcement is not supported",
+            ));
         }
         let Some(memory_type) = MemoryType::from_bits((raw & MEMORY_TYPE_MASK) as u8) else {
             return Err(malformed("reserved memory type"));
@@ -154,7 +156,12 @@ mod tests {
             Err(Error::EptpMemoryTypeUnsupported { value: 0 })
         );
         assert_eq!(
-            Eptp::new(root, MemoryType::WriteThrough, false, &caps(EptFeatures::all())),
+            Eptp::new(
+                root,
+                MemoryType::WriteThrough,
+                false,
+                &caps(EptFeatures::all())
+            ),
             Err(Error::EptpMemoryTypeUnsupported { value: 4 })
         );
         assert_eq!(
@@ -174,12 +181,12 @@ mod tests {
         let good = 0x5000 | 6 | (3 << 3);
         assert!(Eptp::from_raw(good, &all).is_ok());
         for bad in [
-            good & !(3 << 3),       // walk length 1
+            good & !(3 << 3),              // walk length 1
             (good & !(7 << 3)) | (4 << 3), // walk length 5
-            good | 0x100,           // reserved bit 8
-            good | 0x80,            // shadow-stack enforcement
-            (good & !7) | 2,        // reserved memory type
-            good | (1 << 40),       // beyond MAXPHYADDR
+            good | 0x100,                  // reserved bit 8
+            good | 0x80,                   // shadow-stack enforcement
+            (good & !7) | 2,               // reserved memory type
+            good | (1 << 40),              // beyond MAXPHYADDR
         ] {
             assert!(
                 matches!(Eptp::from_raw(bad, &all), Err(Error::MalformedEptp { .. })),

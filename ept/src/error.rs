@@ -52,7 +52,11 @@ struct SkipLeadingSpace<'a, 'b>(&'a mut fmt::Formatter<'b>, bool);
 
 impl fmt::Write for SkipLeadingSpace<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let s = if self.1 { s } else { s.strip_prefix(' ').unwrap_or(s) };
+        let s = if self.1 {
+            s
+        } else {
+            s.strip_prefix(' ').unwrap_or(s)
+        };
         self.1 |= !s.is_empty();
         self.0.write_str(s)
     }

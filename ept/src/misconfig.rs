@@ -74,10 +74,10 @@ pub fn check_entry(
         2 | 3 if large => PageSize::from_level(level),
         _ => None,
     };
-    if let Some(size) = size {
-        if !caps.allows(size) {
-            return Err(Misconfiguration::PageSizeUnsupported(size));
-        }
+    if let Some(size) = size
+        && !caps.allows(size)
+    {
+        return Err(Misconfiguration::PageSizeUnsupported(size));
     }
     let mut reserved = bits(u32::from(caps.phys_addr_bits()), 51);
     reserved |= match (level, size) {
@@ -128,13 +128,25 @@ mod tests {
         let all = caps(EptFeatures::all());
         let no_xo = all.without(EptFeatures::EXECUTE_ONLY);
         let pte = |rights: u64| Entry::from_raw(0x1000 | (6 << 3) | rights);
-        assert_eq!(check_entry(pte(0b010), 1, &all, false), Err(WriteWithoutRead));
-        assert_eq!(check_entry(pte(0b110), 1, &all, false), Err(WriteWithoutRead));
+        assert_eq!(
+            check_entry(pte(0b010), 1, &all, false),
+            Err(WriteWithoutRead)
+        );
+        assert_eq!(
+            check_entry(pte(0b110), 1, &all, false),
+            Err(WriteWithoutRead)
+        );
         assert_eq!(check_entry(pte(0b100), 1, &all, false), Ok(()));
-        assert_eq!(check_entry(pte(0b100), 1, &no_xo, false), Err(ExecuteOnlyUnsupported));
+        assert_eq!(
+            check_entry(pte(0b100), 1, &no_xo, false),
+            Err(ExecuteOnlyUnsupported)
+        );
         // Bit 10 alone makes an entry present only under MBEC.
         assert_eq!(check_entry(pte(1 << 10), 1, &no_xo, false), Ok(()));
-        assert_eq!(check_entry(pte(1 << 10), 1, &no_xo, true), Err(ExecuteOnlyUnsupported));
+        assert_eq!(
+            check_entry(pte(1 << 10), 1, &no_xo, true),
+            Err(ExecuteOnlyUnsupported)
+        );
         assert_eq!(check_entry(pte(0), 1, &no_xo, true), Ok(()));
         assert_eq!(check_entry(pte(0b111), 1, &no_xo, true), Ok(()));
     }
@@ -145,17 +157,35 @@ mod tests {
         let table = Entry::table(PhysFrame::new(0x5000).unwrap());
         assert_eq!(check_entry(table, 4, &all, true), Ok(()));
         let with = |e: Entry, b: u64| Entry::from_raw(e.raw() | b);
-        assert_eq!(check_entry(with(table, 1 << 7), 4, &all, false), Err(ReservedBits(1 << 7)));
-        assert_eq!(check_entry(with(table, 1 << 4), 3, &all, false), Err(ReservedBits(1 << 4)));
-        assert_eq!(check_entry(with(table, 1 << 40), 2, &all, false), Err(ReservedBits(1 << 40)));
+        assert_eq!(
+            check_entry(with(table, 1 << 7), 4, &all, false),
+            Err(ReservedBits(1 << 7))
+        );
+        assert_eq!(
+            check_entry(with(table, 1 << 4), 3, &all, false),
+            Err(ReservedBits(1 << 4))
+        );
+        assert_eq!(
+            check_entry(with(table, 1 << 40), 2, &all, false),
+            Err(ReservedBits(1 << 40))
+        );
         let huge = Entry::leaf(1 << 30, Attributes::RAM, 3);
         assert_eq!(check_entry(huge, 3, &all, false), Ok(()));
-        assert_eq!(check_entry(with(huge, 1 << 21), 3, &all, false), Err(ReservedBits(1 << 21)));
+        assert_eq!(
+            check_entry(with(huge, 1 << 21), 3, &all, false),
+            Err(ReservedBits(1 << 21))
+        );
         let big = Entry::leaf(2 << 20, Attributes::RAM, 2);
-        assert_eq!(check_entry(with(big, 1 << 12), 2, &all, false), Err(ReservedBits(1 << 12)));
+        assert_eq!(
+            check_entry(with(big, 1 << 12), 2, &all, false),
+            Err(ReservedBits(1 << 12))
+        );
         let small = Entry::leaf(0x3000, Attributes::RAM, 1);
         // Bit 7 is ignored in a PTE, and bits 63:52 are not reserved.
-        assert_eq!(check_entry(with(small, (1 << 7) | (1 << 62)), 1, &all, false), Ok(()));
+        assert_eq!(
+            check_entry(with(small, (1 << 7) | (1 << 62)), 1, &all, false),
+            Ok(())
+        );
     }
 
     #[test]
@@ -166,7 +196,11 @@ mod tests {
             check_entry(huge, 3, &no_1g, false),
             Err(PageSizeUnsupported(PageSize::Size1G))
         );
-        let base = Entry::leaf(0x3000, Attributes::new(Perms::R, MemoryType::Uncacheable), 1);
+        let base = Entry::leaf(
+            0x3000,
+            Attributes::new(Perms::R, MemoryType::Uncacheable),
+            1,
+        );
         for mt in 0..8u64 {
             let e = Entry::from_raw(base.raw() | (mt << 3));
             let expect = if matches!(mt, 2 | 3 | 7) {
@@ -178,6 +212,9 @@ mod tests {
         }
         // Bits 5:3 of a non-leaf entry are reserved, not a memory type.
         let table = Entry::from_raw(Entry::table(PhysFrame::new(0x5000).unwrap()).raw() | (2 << 3));
-        assert_eq!(check_entry(table, 2, &no_1g, false), Err(ReservedBits(2 << 3)));
+        assert_eq!(
+            check_entry(table, 2, &no_1g, false),
+            Err(ReservedBits(2 << 3))
+        );
     }
 }

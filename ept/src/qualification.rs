@@ -103,11 +103,12 @@ impl EptViolation {
             (false, _) => LinearAccess::None,
             (true, false) => LinearAccess::PagingStructure,
             (true, true) => LinearAccess::Translation(
-                caps.supports(EptFeatures::ADVANCED_EXIT_INFO).then_some(GuestPage {
-                    user: bit(9),
-                    writable: bit(10),
-                    execute_disable: bit(11),
-                }),
+                caps.supports(EptFeatures::ADVANCED_EXIT_INFO)
+                    .then_some(GuestPage {
+                        user: bit(9),
+                        writable: bit(10),
+                        execute_disable: bit(11),
+                    }),
             ),
         };
         Ok(EptViolation {

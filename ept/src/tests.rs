@@ -16,9 +16,26 @@ fn identity_maps_of_512_gib_and_1_tib_take_two_and_three_tables() {
     let mut view = View::new(pool.clone(), caps()).unwrap();
     // One PDPT covers 512 GiB, so this is the floor for 4-level EPT.
     view.identity_map(Gpa(0), 512 * G, Attributes::RAM).unwrap();
-    assert_eq!(view.usage(), TableUsage { pml4: 1, pdpt: 1, pd: 0, pt: 0 });
-    view.identity_map(Gpa(512 * G), 512 * G, Attributes::RAM).unwrap();
-    assert_eq!(view.usage(), TableUsage { pml4: 1, pdpt: 2, pd: 0, pt: 0 });
+    assert_eq!(
+        view.usage(),
+        TableUsage {
+            pml4: 1,
+            pdpt: 1,
+            pd: 0,
+            pt: 0
+        }
+    );
+    view.identity_map(Gpa(512 * G), 512 * G, Attributes::RAM)
+        .unwrap();
+    assert_eq!(
+        view.usage(),
+        TableUsage {
+            pml4: 1,
+            pdpt: 2,
+            pd: 0,
+            pt: 0
+        }
+    );
     assert_eq!(pool.live(), 3);
     assert_eq!(view.mappings().count(), 1024);
     assert!(view.mappings().all(|m| m.size == PageSize::Size1G));
@@ -32,7 +49,15 @@ fn a_protected_page_in_a_1g_page_costs_two_tables_until_restored() {
     let before = pool.allocations();
     view.protect(Gpa(G + 0x5000), 4096, Perms::R).unwrap();
     assert_eq!(pool.allocations() - before, 2);
-    assert_eq!(view.usage(), TableUsage { pml4: 1, pdpt: 1, pd: 1, pt: 1 });
+    assert_eq!(
+        view.usage(),
+        TableUsage {
+            pml4: 1,
+            pdpt: 1,
+            pd: 1,
+            pt: 1
+        }
+    );
     view.protect(Gpa(G + 0x5000), 4096, Perms::RWX).unwrap();
     assert_eq!(view.usage().total(), 2);
     assert_eq!(pool.live(), 2);
@@ -63,18 +88,25 @@ fn splits_keep_and_merges_combine_accessed_dirty() {
     assert!(view.mappings().all(|m| m.accessed && m.dirty));
     view.protect(Gpa(0x20_3000), 4096, Perms::RWX).unwrap();
     let m: Vec<_> = view.mappings().collect();
-    assert_eq!((m.len(), m[0].size, m[0].accessed, m[0].dirty), (1, PageSize::Size1G, true, true));
+    assert_eq!(
+        (m.len(), m[0].size, m[0].accessed, m[0].dirty),
+        (1, PageSize::Size1G, true, true)
+    );
 
     // Flags on one 4 KiB page survive a merge as flags of the large page.
     view.unmap(Gpa(0), G).unwrap();
     view.identity_map(Gpa(0), 0x20_0000, Attributes::RAM.with_ignore_pat(true))
         .unwrap();
-    view.identity_map(Gpa(0x1000), 4096, Attributes::RAM).unwrap();
+    view.identity_map(Gpa(0x1000), 4096, Attributes::RAM)
+        .unwrap();
     touch(&view, 0x7000, EntryFlags::DIRTY);
     view.identity_map(Gpa(0x1000), 4096, Attributes::RAM.with_ignore_pat(true))
         .unwrap();
     let m: Vec<_> = view.mappings().collect();
-    assert_eq!((m.len(), m[0].size, m[0].accessed, m[0].dirty), (1, PageSize::Size2M, false, true));
+    assert_eq!(
+        (m.len(), m[0].size, m[0].accessed, m[0].dirty),
+        (1, PageSize::Size2M, false, true)
+    );
 }
 
 #[test]
@@ -122,12 +154,16 @@ fn no_change_needs_no_frames() {
     pool.set_budget(Some(0));
     // Already so: no split, no allocation, success.
     view.protect(Gpa(0x1000), 4096, Perms::RWX).unwrap();
-    view.identity_map(Gpa(G + 0x3000), 0x5000, Attributes::RAM).unwrap();
+    view.identity_map(Gpa(G + 0x3000), 0x5000, Attributes::RAM)
+        .unwrap();
     view.unmap(Gpa(4 * G), 4096).unwrap();
     // Unmapping a whole 1 GiB page or protecting it whole needs no table.
     view.protect(Gpa(G), G, Perms::R).unwrap();
     view.unmap(Gpa(0), G).unwrap();
     assert_eq!(view.usage().total(), 2);
     // A split does.
-    assert_eq!(view.protect(Gpa(G), 4096, Perms::RW), Err(Error::OutOfFrames));
+    assert_eq!(
+        view.protect(Gpa(G), 4096, Perms::RW),
+        Err(Error::OutOfFrames)
+    );
 }

@@ -26,7 +26,7 @@
 
 use crate::addr::{ENTRIES, PhysFrame, index, span};
 use crate::caps::EptCaps;
-use crate::entry::{ADDR_MASK, AD_MASK, Attributes, Entry, Perms, Slot, split_child};
+use crate::entry::{AD_MASK, ADDR_MASK, Attributes, Entry, Perms, Slot, split_child};
 use crate::error::Error;
 use crate::frames::{FrameAllocator, Reservation, TablePtr, TableUsage, free_tree};
 
@@ -34,7 +34,11 @@ use crate::frames::{FrameAllocator, Reservation, TablePtr, TableUsage, free_tree
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Op {
     /// Page `g` maps to `hpa + (g - gpa)` with `attrs`.
-    Map { gpa: u64, hpa: u64, attrs: Attributes },
+    Map {
+        gpa: u64,
+        hpa: u64,
+        attrs: Attributes,
+    },
     /// Pages become unmapped.
     Unmap,
     /// Mapped pages get these rights; unmapped pages stay unmapped.
@@ -62,12 +66,12 @@ impl Op {
             (Op::Map { gpa, hpa, attrs }, _) => {
                 // The region lies inside the range, so `base >= gpa`.
                 let target = hpa + (base - gpa);
-                (caps.leaf_at(level) && target % span(level) == 0)
+                (caps.leaf_at(level) && target.is_multiple_of(span(level)))
                     .then(|| Entry::leaf(target, *attrs, level).raw())
             }
             (Op::Unmap, _) | (Op::Protect(_), Slot::Empty) => Some(0),
-            (Op::Protect(p), Slot::Leaf(e)) => Some(e.with_perms(*p).raw()),
-            (Op::Protect(_), Slot::Table(_)) => None,
+            (Op::Protect(p), Slot::Leaf(e)) if caps.leaf_at(level) => Some(e.with_perms(*p).raw()),
+            (Op::Protect(_), Slot::Leaf(_) | Slot::Table(_)) => None,
         }
     }
 }
@@ -116,15 +120,37 @@ impl Merge {
         }
     }
 
-    /// The one entry at `level` that replaces the table, if any.
-    fn finish(self, level: u8, caps: &EptCaps) -> Option<u64> {
+    /// The one leaf (or empty entry) at `level` equal to the 512 entries,
+    /// if there is one, whether or not the CPU allows leaves there.
+    fn value(self, level: u8) -> Option<u64> {
         match self {
             Merge::Empty => Some(0),
-            Merge::Leaf { bits, base, ad } if caps.leaf_at(level) && base % span(level) == 0 => {
+            Merge::Leaf { bits, base, ad } if base.is_multiple_of(span(level)) => {
                 let attrs = Entry::from_raw(bits).attributes();
                 Some(Entry::leaf(base, attrs, level).raw() | ad)
             }
             _ => None,
+        }
+    }
+}
+
+/// The new entry for a region, and what the region amounts to for a merge
+/// one level up: the entry itself for a leaf or empty entry; for a table,
+/// the leaf it would be if the CPU allowed leaves at its level (so a PD of
+/// uniform PTs can become a 1 GiB page on a CPU without 2 MiB pages), or
+/// [`PLANNED_TABLE`] when its region is not uniform.
+#[derive(Clone, Copy)]
+struct Out {
+    entry: u64,
+    uniform: u64,
+}
+
+impl Out {
+    /// A leaf or empty entry.
+    const fn plain(raw: u64) -> Self {
+        Out {
+            entry: raw,
+            uniform: raw,
         }
     }
 }
@@ -152,7 +178,7 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
         let table = TablePtr::of(self.frames, root);
         for i in index(self.start, 4)..=index(self.end - 1, 4) {
             let old = table.load(i);
-            let new = self.resolve(old, 4, i as u64 * span(4));
+            let new = self.resolve(old, 4, i as u64 * span(4)).entry;
             if self.applying() && new != old {
                 table.store(i, new);
             }
@@ -160,25 +186,30 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
     }
 
     /// The new value of the entry `old` at `level` for the region at `base`.
-    fn resolve(&mut self, old: u64, level: u8, base: u64) -> u64 {
+    fn resolve(&mut self, old: u64, level: u8, base: u64) -> Out {
         let slot = Slot::of(old, level);
-        if self.op.keeps(slot, base) {
-            return old;
+        // A leaf where the CPU allows none is the piece of a split page
+        // (say a 2 MiB piece of a 1 GiB page without 2 MiB support): it
+        // must become a table, never stay.
+        let legal = !matches!(slot, Slot::Leaf(_)) || self.caps.leaf_at(level);
+        if legal && self.op.keeps(slot, base) {
+            return Out::plain(old);
         }
-        if self.start <= base && base + span(level) <= self.end {
-            if let Some(new) = self.op.whole(slot, level, base, &self.caps) {
-                if let Slot::Table(t) = slot {
-                    self.free(t, level - 1);
-                }
-                return new;
+        if self.start <= base
+            && base + span(level) <= self.end
+            && let Some(new) = self.op.whole(slot, level, base, &self.caps)
+        {
+            if let Slot::Table(t) = slot {
+                self.free(t, level - 1);
             }
+            return Out::plain(new);
         }
         self.descend(old, slot, level, base)
     }
 
     /// Applies the change inside the table under `old` (creating it from
     /// the split leaf or empty entry), then merges it if possible.
-    fn descend(&mut self, old: u64, slot: Slot, level: u8, base: u64) -> u64 {
+    fn descend(&mut self, old: u64, slot: Slot, level: u8, base: u64) -> Out {
         let child = level - 1;
         let fresh = !matches!(slot, Slot::Table(_));
         let frame = match slot {
@@ -188,20 +219,27 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
         if self.applying() && frame.is_none() {
             // Unreachable (the plan reserved every frame the apply pass
             // takes); fail closed: the region becomes unmapped.
-            debug_assert!(false, "reservation exhausted");
-            return 0;
+            debug_assert!(frame.is_some(), "reservation exhausted");
+            return Out::plain(0);
         }
         let table = frame.map(|f| TablePtr::of(self.frames, f));
-        let first = if self.start > base { index(self.start, child) } else { 0 };
+        let first = if self.start > base {
+            index(self.start, child)
+        } else {
+            0
+        };
         let last = if self.end < base + span(level) {
             index(self.end - 1, child)
         } else {
             ENTRIES - 1
         };
+        // Out-of-range entries of a new table are written (apply) or
+        // counted when they need tables of their own (plan).
+        let must_fill = fresh
+            && (self.applying() || (matches!(slot, Slot::Leaf(_)) && !self.caps.leaf_at(child)));
         let mut merge = Merge::Start;
         for i in 0..ENTRIES {
             let in_range = (first..=last).contains(&i);
-            let must_fill = fresh && self.applying();
             if !in_range && !must_fill && matches!(merge, Merge::Mixed) {
                 continue;
             }
@@ -210,27 +248,87 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
                 (Slot::Table(_), Some(t)) => t.load(i),
                 _ => 0,
             };
-            let new_i = if in_range {
+            let out = if in_range {
                 self.resolve(old_i, child, base + i as u64 * span(child))
+            } else if fresh {
+                self.materialize(old_i, child)
             } else {
-                old_i
-            };
-            if let Some(t) = table {
-                if self.applying() && (fresh || new_i != old_i) {
-                    t.store(i, new_i);
+                Out {
+                    entry: old_i,
+                    uniform: self.uniform(old_i, child),
                 }
+            };
+            if let Some(t) = table
+                && self.applying()
+                && (fresh || out.entry != old_i)
+            {
+                t.store(i, out.entry);
             }
-            merge.push(i, new_i, child);
+            merge.push(i, out.uniform, child);
         }
-        match (merge.finish(level, &self.caps), frame) {
-            (Some(merged), Some(f)) => {
+        let uniform = merge.value(level);
+        match (uniform, frame) {
+            (Some(v), Some(f)) if v == 0 || self.caps.leaf_at(level) => {
                 self.free(f, child);
-                merged
+                Out::plain(v)
             }
-            (Some(merged), None) => merged,
-            (None, _) if !fresh => old,
-            (None, Some(f)) => Entry::table(f).raw(),
-            (None, None) => PLANNED_TABLE,
+            (Some(v), None) if v == 0 || self.caps.leaf_at(level) => Out::plain(v),
+            _ => Out {
+                entry: match frame {
+                    Some(f) if fresh => Entry::table(f).raw(),
+                    Some(_) => old,
+                    None => PLANNED_TABLE,
+                },
+                uniform: uniform.unwrap_or(PLANNED_TABLE),
+            },
+        }
+    }
+
+    /// What an unchanged entry at `level` amounts to for a merge (see
+    /// [`Out`]). Only a table at a level without leaves needs a look
+    /// inside; a canonical table anywhere else is never uniform.
+    fn uniform(&self, raw: u64, level: u8) -> u64 {
+        let Slot::Table(f) = Slot::of(raw, level) else {
+            return raw;
+        };
+        if self.caps.leaf_at(level) {
+            return raw;
+        }
+        let table = TablePtr::of(self.frames, f);
+        let mut merge = Merge::Start;
+        for i in 0..ENTRIES {
+            merge.push(i, self.uniform(table.load(i), level - 1), level - 1);
+            if matches!(merge, Merge::Mixed) {
+                return raw;
+            }
+        }
+        merge.value(level).unwrap_or(raw)
+    }
+
+    /// `raw` (a piece of a split page at `level`) as the CPU allows it: a
+    /// leaf where leaves of that size are supported, otherwise a table of
+    /// smaller pieces.
+    fn materialize(&mut self, raw: u64, level: u8) -> Out {
+        let Slot::Leaf(e) = Slot::of(raw, level) else {
+            return Out::plain(raw);
+        };
+        if self.caps.leaf_at(level) {
+            return Out::plain(raw);
+        }
+        let frame = self.new_table(level - 1);
+        if self.applying() && frame.is_none() {
+            return Out::plain(0); // unreachable, see `descend`
+        }
+        let table = frame.map(|f| TablePtr::of(self.frames, f));
+        for i in 0..ENTRIES {
+            let piece = self.materialize(split_child(e, level, i), level - 1);
+            if let Some(t) = table {
+                t.store(i, piece.entry);
+            }
+        }
+        Out {
+            entry: frame.map_or(PLANNED_TABLE, |f| Entry::table(f).raw()),
+            uniform: raw,
         }
     }
 

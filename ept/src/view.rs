@@ -202,7 +202,9 @@ fn checked_range(start: u64, len: u64) -> Result<(u64, u64), Error> {
     if len == 0 {
         return Err(Error::EmptyRange);
     }
-    let end = start.checked_add(len).ok_or(Error::Overflow { start, len })?;
+    let end = start
+        .checked_add(len)
+        .ok_or(Error::Overflow { start, len })?;
     Ok((start, end))
 }
 

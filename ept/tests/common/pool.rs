@@ -100,7 +100,7 @@ unsafe impl FrameAllocator for Pool {
         let frame = match p.free.pop() {
             Some(f) => f,
             None => {
-                if p.carved % CHUNK == 0 {
+                if p.carved.is_multiple_of(CHUNK) {
                     let chunk = vec![[0u64; ENTRIES]; CHUNK].into_boxed_slice();
                     let base = Box::into_raw(chunk).cast::<Frame>();
                     p.chunks.push(NonNull::new(base)?);
