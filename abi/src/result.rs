@@ -24,6 +24,8 @@ pub const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
 pub const MARKER: &str = "OKERNEL-RESULT: ";
 /// The prefix of a per-check result line.
 pub const CHECK_PREFIX: &str = "OKERNEL-CHECK: ";
+/// The prefix of a benchmark result line (one JSON object).
+pub const BENCH_PREFIX: &str = "OKERNEL-BENCH: ";
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

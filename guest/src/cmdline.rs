@@ -11,14 +11,17 @@ pub enum Scenario {
     Panic,
     /// Halt forever with interrupts off (tests runner timeouts).
     Hang,
+    /// Time exit round trips against a plain loop.
+    Bench,
 }
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 3] = [
+    pub const ALL: [(&'static str, Scenario); 4] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
+        ("bench", Scenario::Bench),
     ];
 }
 
@@ -93,7 +96,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang)"
+            "guest: unknown scenario `x` (have: boot panic hang bench)"
         );
     }
 }

@@ -3,6 +3,7 @@
 #![no_main]
 
 mod arch;
+mod bench;
 mod monitor_checks;
 mod report;
 
@@ -86,6 +87,16 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Scenario::Hang => {
             info!("scenario `hang`: halting with interrupts off");
             okernel_console::halt_forever()
+        }
+        Scenario::Bench => {
+            let (Some(target), EntryMode::NonRoot) = (monitor, entry_mode) else {
+                report(
+                    Outcome::Fail,
+                    format_args!("guest: `bench` needs the monitor"),
+                )
+            };
+            bench::run(target);
+            report::Checks::default().finish(entry_mode)
         }
     }
 }

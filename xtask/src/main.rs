@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask help` for the commands.
 
+mod bench;
 mod deps;
 mod e2e;
 mod images;
@@ -27,7 +28,7 @@ commands:
   lint                       rustfmt --check, clippy -D warnings (host and
                              bare-metal target), rustdoc
   ci                         `lint`, then `test`
-  bench [ept]                benchmarks (ratios against a same-run baseline)
+  bench [ept] [vmx]          benchmarks (ratios against a same-run baseline)
   help                       this text
 
 GUEST-ARGS is the demo guest's command line, e.g. `scenario=panic`.";
@@ -315,7 +316,7 @@ fn lint() -> Result<bool, String> {
 
 fn bench(rest: &[String]) -> Result<bool, String> {
     let which: Vec<&str> = if rest.is_empty() {
-        vec!["ept"]
+        vec!["ept", "vmx"]
     } else {
         rest.iter().map(String::as_str).collect()
     };
@@ -323,7 +324,8 @@ fn bench(rest: &[String]) -> Result<bool, String> {
     for b in which {
         ok &= match b {
             "ept" => cargo(&["bench", "-p", "ept", "--bench", "ept"])?,
-            other => return Err(format!("unknown benchmark `{other}` (have: ept)")),
+            "vmx" => bench::vmx()?,
+            other => return Err(format!("unknown benchmark `{other}` (have: ept, vmx)")),
         };
     }
     Ok(ok)

@@ -52,6 +52,13 @@ pub extern "C" fn vmxon(region: u64) -> u64 {
     0
 }
 
+/// Raises #UD (a probe target: an exception that never leaves the guest).
+pub extern "C" fn ud2(_: u64) -> u64 {
+    // SAFETY: ud2 raises #UD, which the probe's recovery context catches.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    0
+}
+
 /// Reads the quadword at `addr` (a probe target).
 pub extern "C" fn read_u64(addr: u64) -> u64 {
     // SAFETY: run under a probe: a fault is caught; the address is chosen
