@@ -79,3 +79,50 @@ pub fn elf64_with(h: ElfHeader, segments: &[SegmentSpec<'_>]) -> Vec<u8> {
 pub fn phdr_field(i: usize, field: usize) -> usize {
     64 + 56 * i + field
 }
+
+/// A valid multiboot2 header (magic, arch 0, length 24, checksum, end tag).
+pub fn multiboot2_header() -> Vec<u8> {
+    let magic: u32 = 0xE852_50D6;
+    let len: u32 = 24;
+    let sum = 0u32.wrapping_sub(magic.wrapping_add(len));
+    let mut h = Vec::new();
+    for w in [magic, 0, len, sum] {
+        h.extend_from_slice(&w.to_le_bytes());
+    }
+    h.extend_from_slice(&[0, 0, 0, 0, 8, 0, 0, 0]); // end tag
+    h
+}
+
+/// Builds a minimal ELF32 i386 executable with one identity-linked
+/// `PT_LOAD` segment holding `bytes` at `addr` (memory size `memsz`).
+pub fn elf32(entry: u32, addr: u32, bytes: &[u8], memsz: u32, machine: u16) -> Vec<u8> {
+    const EHDR: usize = 52;
+    const PHDR: usize = 32;
+    // Data 8-aligned in the file, as a linker would place a multiboot2
+    // header (the header search looks at 8-byte boundaries only).
+    let data_off = (EHDR + PHDR).next_multiple_of(8) as u32;
+    let mut out = vec![0u8; data_off as usize];
+    out[..4].copy_from_slice(b"\x7fELF");
+    out[4] = 1; // ELFCLASS32
+    out[5] = 1; // little-endian
+    out[6] = 1;
+    out[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    out[18..20].copy_from_slice(&machine.to_le_bytes());
+    out[20..24].copy_from_slice(&1u32.to_le_bytes());
+    out[24..28].copy_from_slice(&entry.to_le_bytes());
+    out[28..32].copy_from_slice(&(EHDR as u32).to_le_bytes()); // e_phoff
+    out[40..42].copy_from_slice(&(EHDR as u16).to_le_bytes());
+    out[42..44].copy_from_slice(&(PHDR as u16).to_le_bytes());
+    out[44..46].copy_from_slice(&1u16.to_le_bytes());
+    let ph = &mut out[EHDR..EHDR + PHDR];
+    ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph[4..8].copy_from_slice(&data_off.to_le_bytes());
+    ph[8..12].copy_from_slice(&addr.to_le_bytes());
+    ph[12..16].copy_from_slice(&addr.to_le_bytes());
+    ph[16..20].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    ph[20..24].copy_from_slice(&memsz.to_le_bytes());
+    ph[24..28].copy_from_slice(&7u32.to_le_bytes());
+    ph[28..32].copy_from_slice(&0x1000u32.to_le_bytes());
+    out.extend_from_slice(bytes);
+    out
+}

@@ -1,8 +1,8 @@
 //! The guest-image validator refuses every malformed image with a named
 //! cause, and plans good ones exactly.
 
-use host_tests::{ElfHeader, elf64, elf64_with, phdr_field};
-use loader::elf_load::{ElfError, Occupied, plan};
+use host_tests::{ElfHeader, elf32, elf64, elf64_with, multiboot2_header, phdr_field};
+use loader::elf_load::{ElfError, ImageKind, Occupied, has_multiboot2_header, plan};
 use loader::memmap::{MemoryMap, Range, RegionKind};
 
 fn ram() -> MemoryMap {
@@ -83,7 +83,7 @@ fn refuses_wrong_class_endianness_machine_and_type() {
                 class: 1,
                 ..ElfHeader::x86_64(GUEST)
             },
-            "ELF32",
+            "not a valid ELF file",
         ),
         (
             ElfHeader {
@@ -184,4 +184,61 @@ fn refuses_an_entry_point_outside_every_segment() {
     assert!(
         matches!(plan(&image, &ram(), &[]), Err(ElfError::EntryOutside(e)) if e == GUEST + 0x5000)
     );
+}
+
+#[test]
+fn accepts_a_multiboot2_elf32_image() {
+    let mut code = multiboot2_header();
+    code.extend_from_slice(&[0xf4; 8]);
+    let image = elf32(0x180_0018, 0x180_0000, &code, 0x2000, 3);
+    let p = plan(&image, &ram(), &[]).unwrap();
+    assert_eq!(p.kind, ImageKind::Multiboot32);
+    assert_eq!(p.entry, 0x180_0018);
+    assert_eq!(
+        p.extent,
+        Range {
+            start: 0x180_0000,
+            end: 0x180_2000
+        }
+    );
+    assert_eq!(plan(&good(), &ram(), &[]).unwrap().kind, ImageKind::Elf64);
+}
+
+#[test]
+fn refuses_elf32_without_a_valid_multiboot2_header_or_for_another_machine() {
+    let plain = elf32(0x180_0000, 0x180_0000, &[0xf4; 32], 0x1000, 3);
+    assert!(matches!(
+        plan(&plain, &ram(), &[]),
+        Err(ElfError::Elf32WithoutMultiboot2)
+    ));
+
+    let mut bad_sum = multiboot2_header();
+    bad_sum[12] ^= 1;
+    let image = elf32(0x180_0000, 0x180_0000, &bad_sum, 0x1000, 3);
+    assert!(matches!(
+        plan(&image, &ram(), &[]),
+        Err(ElfError::Elf32WithoutMultiboot2)
+    ));
+
+    let arm = elf32(0x180_0000, 0x180_0000, &multiboot2_header(), 0x1000, 40);
+    assert!(matches!(
+        plan(&arm, &ram(), &[]),
+        Err(ElfError::WrongMachine(40))
+    ));
+}
+
+#[test]
+fn multiboot2_header_search_follows_the_specification() {
+    let h = multiboot2_header();
+    assert!(has_multiboot2_header(&h));
+    // 8-byte aligned only.
+    let mut shifted = vec![0u8; 4];
+    shifted.extend_from_slice(&h);
+    assert!(!has_multiboot2_header(&shifted));
+    // Within the first 32 KiB only.
+    let mut late = vec![0u8; 32 * 1024];
+    late.extend_from_slice(&h);
+    assert!(!has_multiboot2_header(&late));
+    // A header whose length runs past the file.
+    assert!(!has_multiboot2_header(&h[..20]));
 }

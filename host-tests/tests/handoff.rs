@@ -2,7 +2,7 @@
 //! information, memory map and command line, decoded back as the guest
 //! reads them.
 
-use loader::handoff::{AREA_SIZE, Carve, HandoffError, MAX_CMDLINE, build};
+use loader::handoff::{AREA_SIZE, Carve, HandoffError, MAX_CMDLINE, build, build_multiboot2};
 use loader::memmap::{MemoryMap, Range, RegionKind};
 use okernel_abi::boot::{self, BOOT_MAGIC, EntryMode};
 
@@ -170,4 +170,47 @@ fn refuses_what_does_not_fit() {
         build(&mut area, BASE, EntryMode::Direct, &many, &splitting, ""),
         Err(HandoffError::TooManyRegions)
     );
+}
+
+#[test]
+fn multiboot2_information_parses_back_with_the_guest_view_of_memory() {
+    // 8-aligned backing store, as a multiboot2 structure requires.
+    let mut backing = vec![0u64; AREA_SIZE / 8];
+    // SAFETY: the Vec holds AREA_SIZE bytes, suitably aligned for u8.
+    let area: &mut [u8; AREA_SIZE] =
+        unsafe { &mut *(backing.as_mut_ptr() as *mut [u8; AREA_SIZE]) };
+    let mbi = build_multiboot2(area, BASE, &firmware(), &carves(), "hello mb32").unwrap();
+    let offset = (mbi - BASE) as usize;
+    let ptr = area[offset..].as_ptr();
+    // SAFETY: `ptr` points at the structure just built, 8-aligned, inside
+    // `backing`, which outlives the parse and is not written meanwhile.
+    let info = unsafe { loader::bootinfo::parse_multiboot2(ptr.cast()) }.unwrap();
+    assert_eq!(info.cmdline, "hello mb32");
+    let regions: Vec<(u64, u64, RegionKind)> = info
+        .memory
+        .regions()
+        .iter()
+        .map(|r| (r.range.start, r.range.len(), r.kind))
+        .collect();
+    assert_eq!(regions[0], (0, 0x9_fc00, RegionKind::Usable));
+    assert!(
+        regions.contains(&(0x10_0000, 0x8_0000, RegionKind::Reserved)),
+        "monitor is reserved: {regions:?}"
+    );
+    assert!(
+        regions.contains(&(BASE, AREA_SIZE as u64, RegionKind::Reserved)),
+        "hand-off is reserved"
+    );
+    assert!(regions.contains(&(0x110_0000, 0x1000_0000 - 0x110_0000, RegionKind::Usable)));
+    let _ = &backing;
+}
+
+#[test]
+fn multiboot2_information_refuses_what_does_not_fit() {
+    let mut area = Box::new([0u8; AREA_SIZE]);
+    let long = "x".repeat(AREA_SIZE);
+    assert!(matches!(
+        build_multiboot2(&mut area, BASE, &firmware(), &[], &long),
+        Err(HandoffError::CmdlineTooLong(_))
+    ));
 }

@@ -6,7 +6,7 @@ use core::fmt;
 use loader::bootinfo::PhysMem;
 use loader::bootinfo::{self, BootInfo, BootInfoError};
 use loader::cmdline::{CmdlineError, Options};
-use loader::elf_load::{self, ElfError, Occupied};
+use loader::elf_load::{self, ElfError, ImageKind, Occupied};
 use loader::handoff::{self, Carve, HandoffError};
 use loader::memmap::Range;
 use loader::memmap::{MAX_REGIONS, RegionKind as RegionKindFw};
@@ -174,18 +174,39 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     let bytes = unsafe { phys::bytes_mut(area) }.ok_or(Failure::NoRoomForHandoff)?;
     let bytes: &mut [u8; handoff::AREA_SIZE] =
         bytes.try_into().map_err(|_| Failure::NoRoomForHandoff)?;
-    let (cr3, boot_info) = handoff::build(
-        bytes,
-        area.start,
-        EntryMode::NonRoot,
-        &bi.memory,
-        &carves,
-        guest_cmdline,
-    )
-    .map_err(Failure::Handoff)?;
+    let mut regs = GuestRegisters::default();
+    let mode = match plan.kind {
+        ImageKind::Elf64 => {
+            let (cr3, boot_info) = handoff::build(
+                bytes,
+                area.start,
+                EntryMode::NonRoot,
+                &bi.memory,
+                &carves,
+                guest_cmdline,
+            )
+            .map_err(Failure::Handoff)?;
+            regs.gpr[Gpr::Rdi as usize] = boot_info;
+            GuestMode::Long64 { cr3 }
+        }
+        ImageKind::Multiboot32 => {
+            // The multiboot2 machine state (specification §3.3): EAX =
+            // magic, EBX = information, protected mode, paging off.
+            let mbi =
+                handoff::build_multiboot2(bytes, area.start, &bi.memory, &carves, guest_cmdline)
+                    .map_err(Failure::Handoff)?;
+            regs.gpr[Gpr::Rax as usize] = u64::from(bootinfo::MULTIBOOT2_MAGIC);
+            regs.gpr[Gpr::Rbx as usize] = mbi;
+            GuestMode::Protected32
+        }
+    };
 
     info!(
-        "starting okernel: guest entry {:#x} in VMX non-root mode, hand-off at {area}, monitor frame pool {pool}",
+        "starting okernel: {} guest entry {:#x} in VMX non-root mode, hand-off at {area}, monitor frame pool {pool}",
+        match plan.kind {
+            ImageKind::Elf64 => "64-bit",
+            ImageKind::Multiboot32 => "multiboot2 32-bit protected-mode",
+        },
         plan.entry
     );
     let mut memory = [MemoryRange {
@@ -204,8 +225,6 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
             },
         };
     }
-    let mut regs = GuestRegisters::default();
-    regs.gpr[Gpr::Rdi as usize] = boot_info;
     let image = phys::image_range();
     let monitor = [PhysRange {
         start: image.start,
@@ -213,7 +232,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     }];
     let config = LaunchConfig {
         guest: GuestEntry {
-            mode: GuestMode::Long64 { cr3 },
+            mode,
             rip: plan.entry,
             rsp: 0,
             regs,

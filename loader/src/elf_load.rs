@@ -1,12 +1,19 @@
-//! Validating a guest kernel image (ELF64, x86-64, statically linked at
-//! its load address) and planning where its segments go, before a single
-//! byte is copied: a bad image is refused with a message naming the cause
-//! and memory is left untouched.
+//! Validating a guest kernel image and planning where its segments go,
+//! before a single byte is copied: a bad image is refused with a message
+//! naming the cause and memory is left untouched.
+//!
+//! Two kinds of image are accepted, both statically linked at their load
+//! address (`ET_EXEC`, identity-linked):
+//! - ELF64 x86-64: entered in 64-bit mode with the okernel hand-off
+//!   (`okernel_abi::boot`);
+//! - ELF32 i386 carrying a multiboot2 header in its first 32 KiB
+//!   (multiboot2 specification §3.1): entered in 32-bit protected mode
+//!   with paging off, EAX = magic, EBX = multiboot2 information.
 
 use crate::memmap::{MemoryMap, Range};
 use core::fmt;
 use elf::ElfBytes;
-use elf::abi::{EM_X86_64, ET_EXEC, PT_LOAD};
+use elf::abi::{EM_386, EM_X86_64, ET_EXEC, PT_LOAD};
 use elf::endian::LittleEndian;
 use elf::file::Class;
 
@@ -31,6 +38,17 @@ pub struct LoadPlan {
     pub entry: u64,
     /// From the lowest to the highest byte any segment occupies.
     pub extent: Range,
+    /// How the image wants to be entered.
+    pub kind: ImageKind,
+}
+
+/// How a guest image is entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// ELF64 x86-64: 64-bit mode, okernel hand-off.
+    Elf64,
+    /// ELF32 i386 with a multiboot2 header: 32-bit protected mode.
+    Multiboot32,
 }
 
 impl LoadPlan {
@@ -54,8 +72,8 @@ pub struct Occupied {
 pub enum ElfError {
     /// The module is not an ELF file (or its headers are truncated).
     NotElf(elf::ParseError),
-    /// The module is a 32-bit ELF file; this entry path needs ELF64.
-    NotElf64,
+    /// The module is ELF32 but has no valid multiboot2 header.
+    Elf32WithoutMultiboot2,
     /// The module is big-endian.
     BigEndian,
     /// The module is built for another machine.
@@ -100,7 +118,10 @@ impl fmt::Display for ElfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ElfError::NotElf(e) => write!(f, "guest module is not a valid ELF file: {e}"),
-            ElfError::NotElf64 => write!(f, "guest module is ELF32, not ELF64"),
+            ElfError::Elf32WithoutMultiboot2 => write!(
+                f,
+                "guest module is ELF32 without a valid multiboot2 header in its first 32 KiB"
+            ),
             ElfError::BigEndian => write!(f, "guest module is big-endian, not x86-64"),
             ElfError::WrongMachine(m) => {
                 write!(
@@ -152,21 +173,20 @@ impl fmt::Display for ElfError {
 
 /// Validates `image` and plans its load into `ram`, away from `occupied`.
 pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<LoadPlan, ElfError> {
-    // An ELF32 file would fail below with a layout error; name it instead.
-    if image.starts_with(b"\x7fELF") && image.get(elf::abi::EI_CLASS) == Some(&elf::abi::ELFCLASS32)
-    {
-        return Err(ElfError::NotElf64);
-    }
     let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|e| match e {
         elf::ParseError::UnsupportedElfEndianness(_) => ElfError::BigEndian,
         e => ElfError::NotElf(e),
     })?;
     let ehdr = &file.ehdr;
-    if ehdr.class != Class::ELF64 {
-        return Err(ElfError::NotElf64);
-    }
-    if ehdr.e_machine != EM_X86_64 {
+    let (kind, machine) = match ehdr.class {
+        Class::ELF64 => (ImageKind::Elf64, EM_X86_64),
+        Class::ELF32 => (ImageKind::Multiboot32, EM_386),
+    };
+    if ehdr.e_machine != machine {
         return Err(ElfError::WrongMachine(ehdr.e_machine));
+    }
+    if kind == ImageKind::Multiboot32 && !has_multiboot2_header(image) {
+        return Err(ElfError::Elf32WithoutMultiboot2);
     }
     if ehdr.e_type != ET_EXEC {
         return Err(ElfError::NotExecutable(ehdr.e_type));
@@ -180,6 +200,7 @@ pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<Load
             start: u64::MAX,
             end: 0,
         },
+        kind,
     };
     let mut count = 0;
     for (index, ph) in phdrs.iter().filter(|p| p.p_type == PT_LOAD).enumerate() {
@@ -237,4 +258,32 @@ pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<Load
         return Err(ElfError::EntryOutside(plan.entry));
     }
     Ok(plan)
+}
+
+/// The multiboot2 header magic (multiboot2 specification §3.1.1).
+const MULTIBOOT2_HEADER_MAGIC: u32 = 0xE852_50D6;
+/// Where the header must lie: 64-bit aligned, in the first 32 KiB.
+const MULTIBOOT2_SEARCH: usize = 32 * 1024;
+
+/// Whether `image` carries a valid multiboot2 header: magic, architecture
+/// 0 (i386), a header length of at least 16 that fits the file, and a
+/// checksum that makes the first four fields sum to zero.
+pub fn has_multiboot2_header(image: &[u8]) -> bool {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?))
+    };
+    (0..image.len().min(MULTIBOOT2_SEARCH))
+        .step_by(8)
+        .any(|at| {
+            let (Some(magic), Some(arch), Some(len), Some(sum)) =
+                (word(at), word(at + 4), word(at + 8), word(at + 12))
+            else {
+                return false;
+            };
+            magic == MULTIBOOT2_HEADER_MAGIC
+                && arch == 0
+                && len >= 16
+                && at + len as usize <= image.len()
+                && magic.wrapping_add(arch).wrapping_add(len).wrapping_add(sum) == 0
+        })
 }

@@ -16,6 +16,10 @@
 //! | `0x2000`   | four page directories (2 MiB pages, 4 GiB)     |
 //! | `0x6000`   | [`BootInfo`], then the [`MemoryRegion`] array  |
 //! | `0x7000`   | the command line                               |
+//!
+//! A multiboot ELF32 guest gets instead, at `0x6000`, a multiboot2
+//! information structure ([`build_multiboot2`]): command line, memory map,
+//! end tag (multiboot2 specification §3.6).
 
 use crate::memmap::{MemoryMap, Range, RegionKind};
 use okernel_abi::boot::{self, BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion};
@@ -201,4 +205,76 @@ pub fn guest_map(
         }
     }
     Ok(())
+}
+
+/// Multiboot2 tag types (multiboot2 specification §3.6).
+const MB2_TAG_END: u32 = 0;
+const MB2_TAG_CMDLINE: u32 = 1;
+const MB2_TAG_MMAP: u32 = 6;
+/// Multiboot2 memory-map types: 1 available, 2 reserved.
+const MB2_AVAILABLE: u32 = 1;
+const MB2_RESERVED: u32 = 2;
+const MB2_MMAP_ENTRY: usize = 24;
+
+/// Fills the information part of `area` with a multiboot2 information
+/// structure for a guest the monitor enters in 32-bit protected mode, and
+/// returns its physical address (for EBX). The memory map is the guest's
+/// view ([`guest_map`]): usable RAM is "available", everything else —
+/// the monitor and the hand-off included — "reserved".
+pub fn build_multiboot2(
+    area: &mut [u8; AREA_SIZE],
+    base: u64,
+    firmware: &MemoryMap,
+    carves: &[Carve],
+    cmdline: &str,
+) -> Result<u64, HandoffError> {
+    let room = AREA_SIZE - INFO;
+    // Header, command-line tag, memory-map tag header, end tag.
+    let fixed = 8 + align8(8 + cmdline.len() + 1) + 16 + 8;
+    if fixed > room {
+        return Err(HandoffError::CmdlineTooLong(cmdline.len()));
+    }
+    let info = &mut area[INFO..];
+    info.fill(0);
+    let mut at = 8;
+    let put32 =
+        |info: &mut [u8], at: usize, v: u32| info[at..at + 4].copy_from_slice(&v.to_le_bytes());
+
+    put32(info, at, MB2_TAG_CMDLINE);
+    put32(info, at + 4, (8 + cmdline.len() + 1) as u32);
+    info[at + 8..at + 8 + cmdline.len()].copy_from_slice(cmdline.as_bytes());
+    at += align8(8 + cmdline.len() + 1);
+
+    let mmap = at;
+    put32(info, mmap, MB2_TAG_MMAP);
+    put32(info, mmap + 8, MB2_MMAP_ENTRY as u32);
+    at += 16;
+    let limit = room - 8;
+    let mut emit = |region: MemoryRegion| -> Result<(), HandoffError> {
+        if at + MB2_MMAP_ENTRY > limit {
+            return Err(HandoffError::TooManyRegions);
+        }
+        put(info, at, region.base);
+        put(info, at + 8, region.length);
+        let ty = if region.kind == boot::RegionKind::Usable as u32 {
+            MB2_AVAILABLE
+        } else {
+            MB2_RESERVED
+        };
+        put32(info, at + 16, ty);
+        at += MB2_MMAP_ENTRY;
+        Ok(())
+    };
+    guest_map(firmware, carves, &mut emit)?;
+    put32(info, mmap + 4, (at - mmap) as u32);
+
+    put32(info, at, MB2_TAG_END);
+    put32(info, at + 4, 8);
+    at += 8;
+    put32(info, 0, at as u32);
+    Ok(base + INFO as u64)
+}
+
+fn align8(n: usize) -> usize {
+    (n + 7) & !7
 }

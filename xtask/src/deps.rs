@@ -33,6 +33,12 @@ pub const BOCHS: Need = Need {
     ],
 };
 
+/// The multiboot2 ELF32 test guest.
+pub const BINUTILS: Need = Need {
+    why: "as/ld assemble the 32-bit multiboot test guest",
+    packages: &["binutils"],
+};
+
 /// Bootable ISO only.
 pub const ISO: Need = Need {
     why: "grub-mkrescue builds the GRUB ISO",

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum Module {
     /// The demo guest.
     Guest,
+    /// The multiboot2 ELF32 test guest.
+    Guest32,
     /// None at all.
     Missing,
     /// Bytes that are not an ELF file.
@@ -76,6 +78,11 @@ pub fn cases() -> Vec<Case> {
             console_must_contain: BOOT_AUDIT,
             ..guest("boot", "scenario=boot", Expect::pass())
         },
+        Case {
+            module: Module::Guest32,
+            console_must_contain: MB32_LINES,
+            ..guest("multiboot32", "mb32 says hello", Expect::pass())
+        },
         input(
             "missing-module",
             Module::Missing,
@@ -89,10 +96,10 @@ pub fn cases() -> Vec<Case> {
             "not a valid ELF file",
         ),
         input(
-            "elf32-module",
+            "bad-elf-class",
             Module::Elf32,
             "log=info",
-            "ELF32, not ELF64",
+            "not a valid ELF file",
         ),
         input(
             "bad-option",
@@ -147,6 +154,17 @@ const BOOT_AUDIT: &[&str] = &[
     "action=inject-#GP",
     "okernel: exits ept-violation                2",
     "okernel: exits vmxon                        1",
+];
+
+/// What the multiboot2 ELF32 guest must print: each of its checks, and
+/// the monitor's exit counters after its Exit hypercall.
+const MB32_LINES: &[&str] = &[
+    "multiboot32 guest: protected mode, paging off",
+    "multiboot32 guest: EAX = multiboot2 magic",
+    "multiboot32 guest: EBX = multiboot2 info with memory map, command line `mb32 says hello`",
+    "multiboot32 guest: CPUID shows okernel, hides VMX",
+    "multiboot32 guest: all checks passed",
+    "okernel: exits vmcall                       1",
 ];
 
 /// What `case` must end with on a backend with or without VMX.
@@ -223,6 +241,7 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
 pub fn spec(images: &Images, bad: &(PathBuf, PathBuf), case: &Case, backend: &str) -> RunSpec {
     let guest = match case.module {
         Module::Guest => GuestModule::File(images.guest.clone()),
+        Module::Guest32 => GuestModule::File(images.guest32.clone()),
         Module::Missing => GuestModule::None,
         Module::Corrupt => GuestModule::File(bad.0.clone()),
         Module::Elf32 => GuestModule::File(bad.1.clone()),

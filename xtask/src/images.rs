@@ -13,6 +13,8 @@ pub struct Images {
     pub okernel: PathBuf,
     /// The demo guest kernel.
     pub guest: PathBuf,
+    /// The multiboot2 ELF32 test guest (`guest/mb32`).
+    pub guest32: PathBuf,
     /// Where they and derived files live.
     pub dir: PathBuf,
 }
@@ -51,6 +53,7 @@ pub fn build() -> Result<Images, String> {
     let images = Images {
         okernel: dir.join("okernel.elf"),
         guest: dir.join("guest.elf"),
+        guest32: dir.join("guest32.elf"),
         dir,
     };
     for (from, to) in [
@@ -59,10 +62,44 @@ pub fn build() -> Result<Images, String> {
     ] {
         std::fs::copy(built.join(from), to).map_err(|e| format!("copying {from}: {e}"))?;
     }
+    build_guest32(&root, &images)?;
     eprintln!(
-        "xtask: built {} and {}",
+        "xtask: built {}, {} and {}",
         images.okernel.display(),
-        images.guest.display()
+        images.guest.display(),
+        images.guest32.display()
     );
     Ok(images)
+}
+
+/// Assembles and links the multiboot2 ELF32 test guest with binutils
+/// (stable Rust has no bare-metal 32-bit x86 target).
+fn build_guest32(root: &Path, images: &Images) -> Result<(), String> {
+    crate::deps::ensure(&[&crate::deps::BINUTILS])?;
+    let src = root.join("guest/mb32");
+    let obj = images.dir.join("guest32.o");
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    run(Command::new("as")
+        .arg("--32")
+        .arg(src.join("mb32.S"))
+        .arg("-o")
+        .arg(&obj))?;
+    run(Command::new("ld")
+        .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
+        .arg(src.join("link.ld"))
+        .arg(&obj)
+        .arg("-o")
+        .arg(&images.guest32))
 }
