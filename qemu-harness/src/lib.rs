@@ -8,11 +8,13 @@
 //! log, the command line used, generated configuration, emulator logs) in
 //! the run directory.
 //!
-//! Backends: [`qemu::Qemu`] (KVM or TCG, direct PVH boot) and
-//! [`bochs::Bochs`] (GRUB ISO, emulated VMX).
+//! Backends: [`qemu::Qemu`] (KVM or TCG, direct PVH boot),
+//! [`bochs::Bochs`] (GRUB ISO, emulated VMX) and [`kvm::Kvm`] (in-process
+//! on `/dev/kvm`, direct PVH boot, snapshot and reset).
 
 pub mod bochs;
 mod host;
+pub mod kvm;
 pub mod process;
 pub mod qemu;
 mod report;
@@ -71,6 +73,9 @@ pub enum HarnessError {
         /// What it printed or its status.
         detail: String,
     },
+    /// The KVM backend could not boot or run the image.
+    #[error("kvm: {0}")]
+    Kvm(#[from] crate::kvm::KvmError),
     /// A run-directory file could not be written or read.
     #[error("{path}: {source}")]
     Io {
