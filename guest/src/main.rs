@@ -78,8 +78,9 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
     match opts.scenario {
         Scenario::Boot => {
             let mut checks = report::Checks::default();
-            if entry_mode == EntryMode::NonRoot {
-                monitor_checks::run(&mut checks, monitor);
+            match entry_mode {
+                EntryMode::NonRoot => monitor_checks::run(&mut checks, monitor),
+                EntryMode::Direct => monitor_checks::negative_controls(&mut checks, monitor),
             }
             checks.finish(entry_mode)
         }

@@ -143,3 +143,41 @@ fn memory_checks(checks: &mut Checks, monitor: Option<u64>) {
         format_args!("write {target:#x}: {w:?}"),
     );
 }
+
+/// Negative controls, run only when the loader entered the guest with no
+/// monitor (`mode=direct`): the very probes that okernel must deny read and
+/// write the monitor's pages successfully here, so "denied" under okernel
+/// is the monitor's doing, not an artefact of the probe or the address.
+pub fn negative_controls(checks: &mut Checks, monitor: Option<u64>) {
+    let Some(target) = monitor else {
+        checks.check(
+            "monitor-memory-listed",
+            1,
+            false,
+            format_args!("no monitor region in the hand-off map"),
+        );
+        return;
+    };
+    let before = probe(instr::read_u64, target);
+    checks.check(
+        "negative-control-monitor-read-succeeds-without-okernel",
+        1,
+        before.is_ok(),
+        format_args!("read {target:#x}: {before:?}"),
+    );
+    let w = probe(instr::write_marker, target);
+    let after = probe(instr::read_u64, target);
+    checks.check(
+        "negative-control-monitor-write-succeeds-without-okernel",
+        1,
+        w.is_ok() && after == Ok(MARKER),
+        format_args!("write {target:#x}: {w:?}, read back {after:?}"),
+    );
+    // Put the loader's byte back (the loader no longer runs, but leave its
+    // image as it was).
+    if let Ok(original) = before {
+        // SAFETY: `target` was just read and written successfully: it is
+        // mapped, writable memory with no monitor to protect it.
+        unsafe { core::ptr::write_volatile(target as *mut u64, original) };
+    }
+}

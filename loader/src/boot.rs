@@ -5,7 +5,7 @@ use crate::phys::{self, Identity};
 use core::fmt;
 use loader::bootinfo::PhysMem;
 use loader::bootinfo::{self, BootInfo, BootInfoError};
-use loader::cmdline::{CmdlineError, Options};
+use loader::cmdline::{CmdlineError, Mode, Options};
 use loader::elf_load::{self, ElfError, ImageKind, Occupied};
 use loader::handoff::{self, Carve, HandoffError};
 use loader::memmap::Range;
@@ -42,6 +42,8 @@ pub enum Failure {
     NoRoomForPool,
     /// The monitor refused to start.
     Launch(okernel::LaunchError),
+    /// `mode=direct` was asked for a 32-bit guest.
+    DirectNeeds64Bit,
 }
 
 impl fmt::Display for Failure {
@@ -64,6 +66,7 @@ impl fmt::Display for Failure {
                 POOL_BYTES / 1024
             ),
             Failure::Launch(e) => write!(f, "okernel: {e}"),
+            Failure::DirectNeeds64Bit => write!(f, "mode=direct enters only 64-bit (ELF64) guests"),
         }
     }
 }
@@ -174,6 +177,9 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     let bytes = unsafe { phys::bytes_mut(area) }.ok_or(Failure::NoRoomForHandoff)?;
     let bytes: &mut [u8; handoff::AREA_SIZE] =
         bytes.try_into().map_err(|_| Failure::NoRoomForHandoff)?;
+    if opts.mode == Mode::Direct {
+        return enter_direct(&plan, bytes, area, &bi, &carves, guest_cmdline);
+    }
     let mut regs = GuestRegisters::default();
     let mode = match plan.kind {
         ImageKind::Elf64 => {
@@ -248,6 +254,61 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         report: report_outcome,
     };
     okernel::launch(&config).map_err(Failure::Launch)
+}
+
+/// `mode=direct`: enters a 64-bit guest in root mode with no monitor.
+/// Nothing is protected; this exists to debug the boot path on machines
+/// without VMX and to run the guest's negative controls.
+fn enter_direct(
+    plan: &elf_load::LoadPlan,
+    area_bytes: &mut [u8; handoff::AREA_SIZE],
+    area: Range,
+    bi: &BootInfo<'_>,
+    carves: &[Carve],
+    cmdline: &str,
+) -> Result<core::convert::Infallible, Failure> {
+    if plan.kind != ImageKind::Elf64 {
+        return Err(Failure::DirectNeeds64Bit);
+    }
+    let (cr3, boot_info) = handoff::build(
+        area_bytes,
+        area.start,
+        EntryMode::Direct,
+        &bi.memory,
+        carves,
+        cmdline,
+    )
+    .map_err(Failure::Handoff)?;
+    log::warn!(
+        "mode=direct: entering the guest at {:#x} in VMX root mode with NO monitor: nothing is protected",
+        plan.entry
+    );
+    // SAFETY: the entry lies in a segment just loaded from a validated
+    // ELF64 x86-64 image; CR3 points at the hand-off's identity tables for
+    // the first 4 GiB, which also map this code.
+    unsafe { jump_to_guest(plan.entry, cr3, boot_info) }
+}
+
+/// Switches to the hand-off page tables and jumps to a 64-bit guest entry
+/// with RDI = the boot information.
+///
+/// # Safety
+///
+/// `entry` must be the entry of a loaded guest image mapped by the page
+/// tables at `cr3`, which must also map the code doing the switch.
+unsafe fn jump_to_guest(entry: u64, cr3: u64, boot_info: u64) -> ! {
+    use x86_64::PhysAddr;
+    use x86_64::registers::control::{Cr3, Cr3Flags};
+    use x86_64::structures::paging::PhysFrame;
+    let frame = PhysFrame::from_start_address(PhysAddr::new(cr3))
+        .unwrap_or_else(|_| panic!("hand-off page tables at {cr3:#x} are not page-aligned"));
+    // SAFETY: forwarded from the caller: the new tables identity-map the
+    // first 4 GiB, this code included.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    // SAFETY: forwarded from the caller; the guest entry ABI is SysV with
+    // the BootInfo address in RDI, and it never returns.
+    let guest: extern "sysv64" fn(u64) -> ! = unsafe { core::mem::transmute(entry as usize) };
+    guest(boot_info)
 }
 
 /// The monitor's way to end the run.

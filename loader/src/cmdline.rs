@@ -4,6 +4,7 @@
 //! | option     | values                                   | default |
 //! |------------|------------------------------------------|---------|
 //! | `log=`     | `off error warn info debug trace`        | `info`  |
+//! | `mode=`    | `vmx` (under the monitor), `direct` (no monitor: the guest runs unprotected in root mode — boot-path debugging and negative controls) | `vmx` |
 //!
 //! Everything after a lone `--` is the guest's command line; it is used
 //! when the guest module carries none (QEMU's PVH `-initrd` module has no
@@ -18,14 +19,26 @@ use log::LevelFilter;
 pub struct Options<'a> {
     /// The console log level.
     pub log: LevelFilter,
+    /// How the guest is entered.
+    pub mode: Mode,
     /// The guest command line given after `--` (empty when none).
     pub guest_args: &'a str,
+}
+
+/// How the loader enters the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In VMX non-root mode under the okernel monitor (the default).
+    Vmx,
+    /// Directly, in root mode, with no monitor: nothing is protected.
+    Direct,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
         Self {
             log: LevelFilter::Info,
+            mode: Mode::Vmx,
             guest_args: "",
         }
     }
@@ -89,6 +102,19 @@ impl<'a> Options<'a> {
                         }
                     }
                 }
+                "mode" => {
+                    opts.mode = match value {
+                        "vmx" => Mode::Vmx,
+                        "direct" => Mode::Direct,
+                        _ => {
+                            return Err(CmdlineError::BadValue {
+                                option: key,
+                                value,
+                                expected: "vmx or direct",
+                            });
+                        }
+                    }
+                }
                 _ => return Err(CmdlineError::Unknown(word)),
             }
         }
@@ -144,6 +170,16 @@ mod tests {
         assert!(matches!(
             Options::parse("log"),
             Err(CmdlineError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn mode_defaults_to_vmx() {
+        assert_eq!(Options::parse("").unwrap().mode, Mode::Vmx);
+        assert_eq!(Options::parse("mode=direct").unwrap().mode, Mode::Direct);
+        assert!(matches!(
+            Options::parse("mode=off"),
+            Err(CmdlineError::BadValue { option: "mode", .. })
         ));
     }
 
