@@ -59,11 +59,18 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         .filter(|r| r.kind == RegionKind::Usable as u32)
         .map(|r| r.length)
         .sum();
-    // A page inside the monitor's memory (the image's own pages), to attack.
-    let monitor = map
-        .iter()
-        .find(|r| r.kind == RegionKind::Monitor as u32 && r.length >= 0x2000)
+    // Pages inside the monitor's memory, to attack: one in its image (the
+    // first monitor region) and the first frame of its frame pool (the
+    // last one: VMXON region, VMCS, EPT tables).
+    let mut monitor_regions = map.iter().filter(|r| r.kind == RegionKind::Monitor as u32);
+    let monitor = monitor_regions
+        .clone()
+        .find(|r| r.length >= 0x2000)
         .map(|r| r.base + 0x1000);
+    // The pool is a second monitor region; the image is never it.
+    let pool = (monitor_regions.clone().count() >= 2)
+        .then(|| monitor_regions.next_back().map(|r| r.base))
+        .flatten();
     info!(
         "memory map: {} entries, {} KiB usable",
         map.len(),
@@ -79,7 +86,7 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Scenario::Boot => {
             let mut checks = report::Checks::default();
             match entry_mode {
-                EntryMode::NonRoot => monitor_checks::run(&mut checks, monitor),
+                EntryMode::NonRoot => monitor_checks::run(&mut checks, monitor, pool),
                 EntryMode::Direct => monitor_checks::negative_controls(&mut checks, monitor),
             }
             checks.finish(entry_mode)

@@ -21,7 +21,10 @@ static mut SCRATCH: u64 = 0;
 
 /// Runs every check; `monitor` is a physical address inside the monitor's
 /// memory (from the hand-off memory map).
-pub fn run(checks: &mut Checks, monitor: Option<u64>) {
+///
+/// `pool` is an address in the monitor's frame pool (VMXON region, VMCS,
+/// EPT tables, host stack).
+pub fn run(checks: &mut Checks, monitor: Option<u64>, pool: Option<u64>) {
     cpuid_checks(checks);
     hypercall_checks(checks);
 
@@ -47,7 +50,7 @@ pub fn run(checks: &mut Checks, monitor: Option<u64>) {
         format_args!("CR4 {cr4:#x}"),
     );
 
-    memory_checks(checks, monitor);
+    memory_checks(checks, monitor, pool);
 }
 
 fn cpuid_checks(checks: &mut Checks) {
@@ -109,7 +112,7 @@ fn hypercall_checks(checks: &mut Checks) {
     );
 }
 
-fn memory_checks(checks: &mut Checks, monitor: Option<u64>) {
+fn memory_checks(checks: &mut Checks, monitor: Option<u64>, pool: Option<u64>) {
     let scratch = (&raw mut SCRATCH) as u64;
     let w = probe(instr::write_marker, scratch);
     let r = probe(instr::read_u64, scratch);
@@ -119,29 +122,39 @@ fn memory_checks(checks: &mut Checks, monitor: Option<u64>) {
         w.is_ok() && r == Ok(MARKER),
         format_args!("write {w:?} read {r:?}"),
     );
-    let Some(target) = monitor else {
+    let targets = [
+        ("monitor-read-denied", "monitor-write-denied", monitor),
+        (
+            "monitor-pool-read-denied",
+            "monitor-pool-write-denied",
+            pool,
+        ),
+    ];
+    for (read_check, write_check, target) in targets {
+        let Some(target) = target else {
+            checks.check(
+                read_check,
+                1,
+                false,
+                format_args!("no such monitor region in the hand-off map"),
+            );
+            continue;
+        };
+        let r = probe(instr::read_u64, target);
         checks.check(
-            "monitor-memory-listed",
+            read_check,
             1,
-            false,
-            format_args!("no monitor region in the hand-off map"),
+            matches!(r, Err(f) if f.vector == 13),
+            format_args!("read {target:#x}: {r:?}"),
         );
-        return;
-    };
-    let r = probe(instr::read_u64, target);
-    checks.check(
-        "monitor-read-denied",
-        1,
-        matches!(r, Err(f) if f.vector == 13),
-        format_args!("read {target:#x}: {r:?}"),
-    );
-    let w = probe(instr::write_marker, target);
-    checks.check(
-        "monitor-write-denied",
-        1,
-        matches!(w, Err(f) if f.vector == 13),
-        format_args!("write {target:#x}: {w:?}"),
-    );
+        let w = probe(instr::write_marker, target);
+        checks.check(
+            write_check,
+            1,
+            matches!(w, Err(f) if f.vector == 13),
+            format_args!("write {target:#x}: {w:?}"),
+        );
+    }
 }
 
 /// Negative controls, run only when the loader entered the guest with no

@@ -172,6 +172,10 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
             range: area,
             kind: RegionKind::BootData,
         },
+        Carve {
+            range: pool,
+            kind: RegionKind::Monitor,
+        },
     ];
     // SAFETY: `area` was chosen in usable RAM clear of everything in use.
     let bytes = unsafe { phys::bytes_mut(area) }.ok_or(Failure::NoRoomForHandoff)?;

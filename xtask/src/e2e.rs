@@ -150,6 +150,8 @@ const BOOT_CHECKS: &[&str] = &[
     "control-own-memory-read-write",
     "monitor-read-denied",
     "monitor-write-denied",
+    "monitor-pool-read-denied",
+    "monitor-pool-write-denied",
 ];
 
 /// The audit records the monitor-memory attacks must leave, and the exit
@@ -158,7 +160,7 @@ const BOOT_AUDIT: &[&str] = &[
     "ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=R-- allowed=---",
     "ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=-W- allowed=---",
     "action=inject-#GP",
-    "okernel: exits ept-violation                2",
+    "okernel: exits ept-violation                4",
     "okernel: exits vmxon                        1",
 ];
 
