@@ -5,7 +5,7 @@
 
 use core::arch::asm;
 
-use crate::vmx::error::{VmFail, decode_rflags};
+use crate::vmx::error::{InstructionError, VmFail, decode_rflags};
 use crate::vmx::fields::{Field, ReadOnly32};
 
 /// Turns the CF/ZF bytes captured after a VMX instruction into a result.
@@ -105,31 +105,71 @@ pub unsafe fn vmptrld(vmcs: u64) -> Result<(), VmFail> {
     outcome(cf, zf)
 }
 
+/// Why the VMREAD or VMWRITE that just failed (CF or ZF set) failed: the
+/// VM-instruction error field of the current VMCS if there is one
+/// (VMfailValid), VMfailInvalid if reading that field fails too (SDM
+/// §31.2: VMfailValid always leaves a current VMCS with the error number
+/// in it; VMfailInvalid means there is none).
+///
+/// Kept out of line and cold: the exit path only pays for the one flag
+/// test that sends it here.
+#[cold]
+#[inline(never)]
+fn last_failure() -> VmFail {
+    // SAFETY: called only after a VMX instruction in VMX root operation
+    // (the callers' contract); VMREAD without a current VMCS fails with
+    // CF = 1 and writes nothing.
+    let (value, cf, zf) = unsafe { vmread_raw(ReadOnly32::VmInstructionError.encoding()) };
+    if cf == 0 && zf == 0 {
+        VmFail::Valid(InstructionError(value as u32))
+    } else {
+        VmFail::Invalid
+    }
+}
+
 /// VMREAD: reads a field of the current VMCS.
+///
+/// The fast path is the instruction, one `setbe` and one branch: CF and ZF
+/// are folded into a single failure flag here and told apart afterwards by
+/// [`last_failure`].
 ///
 /// # Safety
 /// In VMX root operation with a current VMCS.
+#[inline(always)]
 pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
-    // SAFETY: the caller guarantees VMX root operation with a current VMCS.
-    let (value, cf, zf) = unsafe { vmread_raw(encoding) };
-    outcome(cf, zf).map(|()| value)
+    let value: u64;
+    let failed: u8;
+    // SAFETY: the caller guarantees VMX root operation with a current VMCS;
+    // VMREAD with a register destination writes only `value` and the flags.
+    unsafe {
+        asm!("vmread {v}, {e}", "setbe {f}", v = out(reg) value, e = in(reg) u64::from(encoding),
+             f = out(reg_byte) failed, options(nostack, nomem));
+    }
+    if failed != 0 {
+        return Err(last_failure());
+    }
+    Ok(value)
 }
 
 /// VMWRITE: writes a field of the current VMCS.
+///
+/// The fast path is the instruction and one `jbe` (CF = 1 or ZF = 1) to
+/// [`last_failure`].
 ///
 /// # Safety
 /// In VMX root operation with a current VMCS, and the new value must not
 /// break the monitor (host-state fields, EPTP, MSR bitmap address and the
 /// like must point at valid monitor-owned memory).
+#[inline(always)]
 pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmFail> {
-    let (cf, zf): (u8, u8);
     // SAFETY: the caller guarantees a current VMCS and a value that keeps
-    // the monitor sound; VMWRITE changes only the VMCS.
+    // the monitor sound; VMWRITE changes only the VMCS and the flags, and
+    // the branch leaves the block only for its label.
     unsafe {
-        asm!("vmwrite {}, {}", "setc {}", "setz {}", in(reg) u64::from(encoding), in(reg) value,
-             out(reg_byte) cf, out(reg_byte) zf, options(nostack, nomem));
+        asm!("vmwrite {e}, {v}", "jbe {fail}", e = in(reg) u64::from(encoding), v = in(reg) value,
+             fail = label { return Err(last_failure()) }, options(nostack, nomem));
     }
-    outcome(cf, zf)
+    Ok(())
 }
 
 /// An INVEPT or INVVPID descriptor (SDM Vol. 3C §31.3, Figure 31-1/31-2).

@@ -19,6 +19,7 @@ pub trait Vmcs {
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail>;
 
     /// Reads a typed field.
+    #[inline(always)]
     fn read<F: Field>(&self, field: F) -> Result<F::Value, VmFail>
     where
         Self: Sized,
@@ -27,6 +28,7 @@ pub trait Vmcs {
     }
 
     /// Writes a typed field.
+    #[inline(always)]
     fn write<F: Field>(&mut self, field: F, value: F::Value) -> Result<(), VmFail>
     where
         Self: Sized,

@@ -25,12 +25,14 @@ impl RealVmcs {
 }
 
 impl Vmcs for RealVmcs {
+    #[inline(always)]
     fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
         // SAFETY: `RealVmcs::current`'s contract: VMX root operation with a
         // current VMCS.
         unsafe { arch::vmx::vmread(encoding) }
     }
 
+    #[inline(always)]
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
         // SAFETY: `RealVmcs::current`'s contract: a current VMCS, written
         // only by the monitor with values that keep it sound.
