@@ -28,8 +28,23 @@ const HYPERVISOR_RANGE: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4000_00
 /// What the guest sees for CPUID(`leaf`, `subleaf`), given the host's
 /// answer source and the guest's CR4.
 pub fn guest_view(cpu: &impl Cpu, leaf: u32, subleaf: u32, guest_cr4: u64) -> CpuidResult {
+    guest_view_with(cpu, leaf, subleaf, || {
+        Ok::<_, core::convert::Infallible>(guest_cr4)
+    })
+    .unwrap_or_else(|e| match e {})
+}
+
+/// [`guest_view`] with the guest's CR4 read only for the leaves that
+/// mirror one of its bits (1 and 7).
+#[inline]
+pub fn guest_view_with<E>(
+    cpu: &impl Cpu,
+    leaf: u32,
+    subleaf: u32,
+    guest_cr4: impl FnOnce() -> Result<u64, E>,
+) -> Result<CpuidResult, E> {
     if HYPERVISOR_RANGE.contains(&leaf) {
-        return match leaf {
+        return Ok(match leaf {
             leaves::LEAF_SIGNATURE => {
                 let (ebx, ecx, edx) = leaves::signature_registers();
                 CpuidResult {
@@ -46,11 +61,12 @@ pub fn guest_view(cpu: &impl Cpu, leaf: u32, subleaf: u32, guest_cr4: u64) -> Cp
                 edx: 0,
             },
             _ => CpuidResult::default(),
-        };
+        });
     }
     let mut r = cpu.cpuid(leaf, subleaf);
     match leaf {
         1 => {
+            let guest_cr4 = guest_cr4()?;
             r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_SMX | LEAF1_ECX_OSXSAVE);
             r.ecx |= LEAF1_ECX_HYPERVISOR;
             if guest_cr4 & CR4_OSXSAVE != 0 {
@@ -58,6 +74,7 @@ pub fn guest_view(cpu: &impl Cpu, leaf: u32, subleaf: u32, guest_cr4: u64) -> Cp
             }
         }
         7 if subleaf == 0 => {
+            let guest_cr4 = guest_cr4()?;
             r.ecx &= !LEAF7_ECX_OSPKE;
             if guest_cr4 & CR4_PKE != 0 {
                 r.ecx |= LEAF7_ECX_OSPKE;
@@ -65,18 +82,19 @@ pub fn guest_view(cpu: &impl Cpu, leaf: u32, subleaf: u32, guest_cr4: u64) -> Cp
         }
         _ => {}
     }
-    r
+    Ok(r)
 }
 
 /// Handles a CPUID exit: EAX/ECX in, EAX..EDX out (zero-extended, as the
 /// instruction does), RIP advanced.
+#[inline]
 pub fn handle<V: Vmcs, C: Cpu, P: Policy>(
     vcpu: &mut Vcpu<V, C, P>,
 ) -> Result<ExitAction, ExitError> {
     let leaf = vcpu.regs.rax() as u32;
     let subleaf = vcpu.regs.rcx() as u32;
-    let cr4 = vcpu.vmcs.read(GuestNatural::Cr4)?;
-    let r = guest_view(&vcpu.cpu, leaf, subleaf, cr4);
+    let vmcs = &vcpu.vmcs;
+    let r = guest_view_with(&vcpu.cpu, leaf, subleaf, || vmcs.read(GuestNatural::Cr4))?;
     vcpu.regs.set(Gpr::Rax, r.eax.into());
     vcpu.regs.set(Gpr::Rbx, r.ebx.into());
     vcpu.regs.set(Gpr::Rcx, r.ecx.into());

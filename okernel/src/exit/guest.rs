@@ -114,16 +114,32 @@ impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
         }
     }
 
-    /// The guest's current privilege level: SS.DPL (SDM Vol. 3C §25.4.1).
+    /// The guest's current privilege level: SS.DPL (SDM Vol. 3C §25.4.1:
+    /// "the value of the DPL field for SS is always equal to the logical
+    /// processor's current privilege level"). One VMREAD.
+    #[inline]
     pub fn cpl(&self) -> Result<u8, ExitError> {
         Ok(((self.vmcs.read(Guest32::SsAccessRights)? >> 5) & 3) as u8)
     }
 
     /// Whether the guest executes in 64-bit mode (IA32_EFER.LMA and CS.L).
+    #[inline]
     pub fn in_64bit_mode(&self) -> Result<bool, ExitError> {
         let lma = self.vmcs.read(Guest64::Efer)? & EFER_LMA != 0;
         let cs_l = self.vmcs.read(Guest32::CsAccessRights)? & (1 << 13) != 0;
         Ok(lma && cs_l)
+    }
+
+    /// [`Self::in_64bit_mode`], read at most once per exit: `known` caches
+    /// the answer for the rest of the exit.
+    #[inline]
+    pub fn mode_once(&self, known: &mut Option<bool>) -> Result<bool, ExitError> {
+        if let Some(wide) = *known {
+            return Ok(wide);
+        }
+        let wide = self.in_64bit_mode()?;
+        *known = Some(wide);
+        Ok(wide)
     }
 
     /// Reads a general-purpose register by number (RSP from the VMCS).
@@ -159,22 +175,28 @@ impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
     /// architectural limit): anything else is a fatal error, never a
     /// wrapped RIP. Clears blocking by STI and MOV SS, as completing the
     /// instruction would (SDM §26.1.2 / §27.7.1 interruptibility).
+    #[inline]
     pub fn advance_rip(&mut self) -> Result<ExitAction, ExitError> {
+        self.advance_rip_in(&mut None)
+    }
+
+    /// [`Self::advance_rip`] with the guest's mode as far as this exit has
+    /// read it ([`Self::mode_once`]). The mode is read only when it can
+    /// change the result: below 2 GiB, RIP + length is the same in every
+    /// mode (no 32-bit wrap, canonical, no 64-bit overflow).
+    #[inline]
+    pub fn advance_rip_in(&mut self, mode: &mut Option<bool>) -> Result<ExitAction, ExitError> {
+        /// RIPs below this advance identically in and outside 64-bit mode.
+        const MODE_FREE: u64 = 0x8000_0000;
         let len = self.vmcs.read(ReadOnly32::ExitInstructionLength)?;
         if !(1..=15).contains(&len) {
             return Err(ExitError::BadInstructionLength(len));
         }
         let rip = self.vmcs.read(GuestNatural::Rip)?;
-        let next = if self.in_64bit_mode()? {
-            let n = rip.wrapping_add(u64::from(len));
-            let canonical = ((n as i64) << 16 >> 16) as u64 == n;
-            if n < rip || !canonical {
-                return Err(ExitError::RipOverflow { rip, len });
-            }
-            n
+        let next = if rip < MODE_FREE {
+            rip + u64::from(len)
         } else {
-            // Outside 64-bit mode EIP wraps at 4 GiB architecturally.
-            (rip as u32).wrapping_add(len).into()
+            self.next_rip_far(rip, len, mode)?
         };
         self.vmcs.write(GuestNatural::Rip, next)?;
         let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
@@ -183,6 +205,22 @@ impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
                 .write(Guest32::InterruptibilityState, interruptibility & !0b11)?;
         }
         Ok(ExitAction::Resume)
+    }
+
+    /// RIP + `len` for a RIP at or above 2 GiB, where the mode matters.
+    #[cold]
+    fn next_rip_far(&self, rip: u64, len: u32, mode: &mut Option<bool>) -> Result<u64, ExitError> {
+        if self.mode_once(mode)? {
+            let n = rip.wrapping_add(u64::from(len));
+            let canonical = ((n as i64) << 16 >> 16) as u64 == n;
+            if n < rip || !canonical {
+                return Err(ExitError::RipOverflow { rip, len });
+            }
+            Ok(n)
+        } else {
+            // Outside 64-bit mode EIP wraps at 4 GiB architecturally.
+            Ok((rip as u32).wrapping_add(len).into())
+        }
     }
 
     /// Injects a hardware exception at the current RIP (fault semantics:

@@ -79,24 +79,50 @@ pub fn dispatch(req: &Request) -> Reply {
     }
 }
 
+/// Whether a call reads its argument registers (RDI, RSI, RDX, RCX).
+const fn takes_arguments(call: Call) -> bool {
+    match call {
+        Call::Version | Call::Null => false,
+        Call::Exit => true,
+        // Calls a newer ABI adds: assume they do.
+        #[allow(unreachable_patterns)]
+        _ => true,
+    }
+}
+
 /// Handles a VMCALL exit.
+///
+/// Outside 64-bit mode only the low 32 bits of a register count. The mode
+/// costs two VMREADs, so it is read (once) only when it can matter: when a
+/// register the call reads has a non-zero upper half.
+#[inline]
 pub fn handle_vmcall<V: Vmcs, C: Cpu, P: Policy>(
     vcpu: &mut Vcpu<V, C, P>,
 ) -> Result<ExitAction, ExitError> {
-    let wide = vcpu.in_64bit_mode()?;
-    let mask = if wide { u64::MAX } else { 0xffff_ffff };
-    let r = &vcpu.regs;
-    let req = Request {
-        number: r.rax() & mask,
-        args: [
-            r.rdi() & mask,
-            r.rsi() & mask,
-            r.rdx() & mask,
-            r.rcx() & mask,
-        ],
-        cpl: vcpu.cpl()?,
+    let cpl = vcpu.cpl()?;
+    let mut mode = None;
+    let mut operand = |value: u64, vcpu: &Vcpu<V, C, P>| -> Result<u64, ExitError> {
+        if value <= u64::from(u32::MAX) || vcpu.mode_once(&mut mode)? {
+            Ok(value)
+        } else {
+            Ok(value & 0xffff_ffff)
+        }
     };
-    let reply = dispatch(&req);
+    let number = operand(vcpu.regs.rax(), vcpu)?;
+    let args = match Call::from_raw(number) {
+        Ok(call) if takes_arguments(call) => {
+            let r = vcpu.regs;
+            [
+                operand(r.rdi(), vcpu)?,
+                operand(r.rsi(), vcpu)?,
+                operand(r.rdx(), vcpu)?,
+                operand(r.rcx(), vcpu)?,
+            ]
+        }
+        // Not read by the call (or refused before its arguments count).
+        _ => [0; 4],
+    };
+    let reply = dispatch(&Request { number, args, cpl });
     if let Some(outcome) = reply.stop {
         return Ok(ExitAction::Stop(outcome));
     }
@@ -107,5 +133,5 @@ pub fn handle_vmcall<V: Vmcs, C: Cpu, P: Policy>(
     if let Some(v) = reply.value1 {
         vcpu.regs.set(Gpr::Rsi, v);
     }
-    vcpu.advance_rip()
+    vcpu.advance_rip_in(&mut mode)
 }
