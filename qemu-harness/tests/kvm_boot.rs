@@ -139,3 +139,35 @@ fn panic_scenario_or_vmx_unavailable() {
     };
     assert_eq!(r.outcome(), Some(want), "{}", r.console);
 }
+
+#[test]
+fn coalesced_console_writes_keep_the_console_and_save_exits() {
+    if !kvm_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exits = |r: &qemu_harness::RunReport| -> u64 {
+        let text = std::fs::read_to_string(r.run_dir.join("exits.txt")).unwrap();
+        text.lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| *k == "io-out" || *k == "io-in")
+            .map(|(_, v)| v.parse::<u64>().unwrap())
+            .sum()
+    };
+    let mut runs = Vec::new();
+    for on in [false, true] {
+        let name = format!("coalesce-{on}");
+        let spec = real_spec(dir.path(), &name, "scenario=boot", Duration::from_secs(20));
+        let r = Kvm::new().with_coalescing(on).run(&spec).unwrap();
+        let cmd = std::fs::read_to_string(spec.run_dir.join("command.txt")).unwrap();
+        runs.push((r, cmd));
+    }
+    let (plain, coalesced) = (&runs[0].0, &runs[1].0);
+    assert_eq!(plain.console, coalesced.console);
+    assert_eq!(plain.outcome(), coalesced.outcome());
+    assert!(runs[0].1.contains("one exit each"));
+    if runs[1].1.contains("coalesced (KVM_CAP_COALESCED_PIO)") {
+        let (a, b) = (exits(plain), exits(coalesced));
+        assert!(b * 2 < a, "port exits: {a} one by one, {b} coalesced");
+    }
+}

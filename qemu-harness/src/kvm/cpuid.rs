@@ -48,6 +48,16 @@ pub fn nested_param(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// The KVM vendor modules loaded here (`kvm_intel`, `kvm_amd`, or
+/// `kvm_pvm`, which runs guests without hardware virtualisation and so
+/// never offers VMX), for the run directory.
+pub fn kvm_modules() -> Vec<&'static str> {
+    ["kvm_intel", "kvm_amd", "kvm_pvm"]
+        .into_iter()
+        .filter(|m| Path::new("/sys/module").join(m).is_dir())
+        .collect()
+}
+
 fn leaf1_ecx(cpuid: &CpuId) -> Option<u32> {
     cpuid
         .as_slice()

@@ -105,9 +105,14 @@ impl Devices {
         *self.counters.entry(kind.to_string()).or_default() += 1;
     }
 
-    /// An `out` of `data` to `port`.
+    /// An `out` of `data` to `port` (an exit).
     pub fn io_out(&mut self, port: u16, data: &[u8]) -> Option<Stop> {
         self.count("io-out");
+        self.write_port(port, data)
+    }
+
+    /// A write of `data` to `port`, whether it exited or was coalesced.
+    pub fn write_port(&mut self, port: u16, data: &[u8]) -> Option<Stop> {
         let byte = data.first().copied().unwrap_or(0);
         match port {
             COM1..=0x3ff => self.serial.write(port - COM1, byte),

@@ -20,6 +20,7 @@ mod error;
 pub mod flat;
 pub mod memory;
 mod report;
+pub mod run;
 pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
@@ -46,6 +47,7 @@ pub struct Kvm {
     device: PathBuf,
     ram: usize,
     nested_param: PathBuf,
+    coalesce: bool,
 }
 
 impl Default for Kvm {
@@ -67,6 +69,7 @@ impl Kvm {
             device: path.into(),
             ram: DEFAULT_RAM,
             nested_param: PathBuf::from(cpuid::NESTED_PARAM),
+            coalesce: true,
         }
     }
 
@@ -79,6 +82,13 @@ impl Kvm {
             "guest RAM of {bytes} bytes"
         );
         self.ram = bytes;
+        self
+    }
+
+    /// The same backend with console writes coalesced (the default, where
+    /// KVM has KVM_CAP_COALESCED_PIO) or exiting one by one.
+    pub fn with_coalescing(mut self, on: bool) -> Self {
+        self.coalesce = on;
         self
     }
 
@@ -106,7 +116,7 @@ impl Kvm {
             &cpuid::supported(&kvm)?,
             cpuid::nested_param(&self.nested_param).as_deref(),
         );
-        let mut vm = Vm::new(kvm, self.ram, mode)?;
+        let mut vm = Vm::new(kvm, self.ram, mode, self.coalesce)?;
         let image = std::fs::read(&spec.image).map_err(HarnessError::io(&spec.image))?;
         let (entry, segments) = boot::load_image(&mut vm.ram, &spec.image, &image)?;
         let module = match &spec.guest {
@@ -131,7 +141,7 @@ impl Kvm {
             segments,
             module,
         };
-        let config = report::config_text(self, spec, &vm.mode, &loaded, &cmdline);
+        let config = report::config_text(self, spec, &vm.mode, &loaded, &cmdline, vm.coalesced);
         let path = spec.run_dir.join("command.txt");
         std::fs::write(&path, config).map_err(HarnessError::io(&path))?;
         Ok(vm)

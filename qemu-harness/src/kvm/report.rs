@@ -27,12 +27,32 @@ pub fn config_text(
     mode: &VmxMode,
     loaded: &Loaded,
     cmdline: &str,
+    coalesced: bool,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "backend: kvm (in-process; no emulator command line)");
     let _ = writeln!(s, "device: {}", kvm.device.display());
     let _ = writeln!(s, "mode: {}", mode.describe());
+    let modules = super::cpuid::kvm_modules();
+    let _ = writeln!(
+        s,
+        "kvm modules: {}",
+        if modules.is_empty() {
+            "none found in /sys/module".to_string()
+        } else {
+            modules.join(", ")
+        }
+    );
     let _ = writeln!(s, "ram: {} MiB", kvm.ram >> 20);
+    let _ = writeln!(
+        s,
+        "console writes (COM1 THR, port 0xE9): {}",
+        if coalesced {
+            "coalesced (KVM_CAP_COALESCED_PIO)"
+        } else {
+            "one exit each"
+        }
+    );
     let _ = writeln!(s, "image: {}", spec.image.display());
     let _ = writeln!(s, "pvh entry: {:#x}", loaded.entry);
     for (start, end) in &loaded.segments {

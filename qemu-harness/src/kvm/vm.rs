@@ -5,9 +5,9 @@
 use super::cpuid::{self, VmxMode};
 use super::devices::{Devices, Stop};
 use super::memory::GuestRam;
-use super::{KvmError, watchdog};
+use super::{KvmError, run, watchdog};
 use kvm_bindings::{KVM_API_VERSION, KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
-use kvm_ioctls::{Cap, Kvm as KvmFd, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm as KvmFd, VcpuFd, VmFd};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::Path;
 use std::time::Instant;
@@ -91,12 +91,20 @@ pub struct Vm {
     pub devices: Devices,
     /// The mode the vCPU runs in.
     pub mode: VmxMode,
+    /// Whether console writes are coalesced (see [`run`]).
+    pub coalesced: bool,
 }
 
 impl Vm {
     /// Creates a VM with `ram_bytes` of RAM and one vCPU whose CPUID
-    /// follows `mode`.
-    pub fn new(kvm: KvmFd, ram_bytes: usize, mode: VmxMode) -> Result<Self, KvmError> {
+    /// follows `mode`; console writes are coalesced when `coalesce` is set
+    /// and KVM can.
+    pub fn new(
+        kvm: KvmFd,
+        ram_bytes: usize,
+        mode: VmxMode,
+        coalesce: bool,
+    ) -> Result<Self, KvmError> {
         let vm = kvm.create_vm().map_err(KvmError::ioctl("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDR)
             .map_err(KvmError::ioctl("KVM_SET_TSS_ADDR"))?;
@@ -115,12 +123,13 @@ impl Vm {
         // order above); no other slot overlaps it.
         unsafe { vm.set_user_memory_region(region) }
             .map_err(KvmError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
-        let vcpu = vm
+        let mut vcpu = vm
             .create_vcpu(0)
             .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))?;
         let supported = cpuid::supported(&kvm)?;
         vcpu.set_cpuid2(&cpuid::for_guest(&supported, &mode))
             .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
+        let coalesced = coalesce && run::coalesce_console(&kvm, &vm, &mut vcpu)?;
         let vm = Self {
             vcpu,
             vm,
@@ -128,6 +137,7 @@ impl Vm {
             ram,
             devices: Devices::default(),
             mode,
+            coalesced,
         };
         if vm.mode.nested {
             // No firmware: IA32_FEATURE_CONTROL starts unlocked, so okernel
@@ -140,12 +150,16 @@ impl Vm {
     /// Runs the vCPU until the image stops, the guest fails, or
     /// `deadline`.
     pub fn run(&mut self, deadline: Instant) -> Result<RunEnd, KvmError> {
-        let Self { vcpu, devices, .. } = self;
-        watchdog::with_watchdog(deadline, || run_loop(vcpu, devices, deadline)).map_err(|e| {
-            KvmError::Ioctl {
-                op: "installing the watchdog signal handler",
-                source: e,
-            }
+        let Self {
+            vcpu,
+            devices,
+            coalesced,
+            ..
+        } = self;
+        let body = || run::run_loop(vcpu, devices, *coalesced, deadline);
+        watchdog::with_watchdog(deadline, body).map_err(|e| KvmError::Ioctl {
+            op: "installing the watchdog signal handler",
+            source: e,
         })?
     }
 
@@ -170,61 +184,5 @@ impl Vm {
             .get_mp_state()
             .map_err(KvmError::ioctl("KVM_GET_MP_STATE"))?;
         Ok(mp.mp_state == kvm_bindings::KVM_MP_STATE_HALTED)
-    }
-}
-
-enum Step {
-    Go,
-    End(RunEnd),
-    Internal,
-    Failed(vmm_sys_util::errno::Error),
-}
-
-fn run_loop(
-    vcpu: &mut VcpuFd,
-    devices: &mut Devices,
-    deadline: Instant,
-) -> Result<RunEnd, KvmError> {
-    loop {
-        if Instant::now() >= deadline {
-            return Ok(RunEnd::TimedOut);
-        }
-        let step = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => match devices.io_out(port, data) {
-                Some(stop) => Step::End(RunEnd::Stopped(stop)),
-                None => Step::Go,
-            },
-            Ok(VcpuExit::IoIn(port, data)) => {
-                devices.io_in(port, data);
-                Step::Go
-            }
-            Ok(VcpuExit::MmioRead(addr, data)) => {
-                devices.count(&format!("mmio-read unknown {addr:#x}"));
-                data.fill(0xff);
-                Step::Go
-            }
-            Ok(VcpuExit::MmioWrite(addr, _)) => {
-                devices.count(&format!("mmio-write unknown {addr:#x}"));
-                Step::Go
-            }
-            Ok(VcpuExit::Shutdown) => Step::End(RunEnd::TripleFault),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => Step::End(RunEnd::FailEntry { reason, cpu }),
-            Ok(VcpuExit::InternalError) => Step::Internal,
-            Ok(other) => Step::End(RunEnd::Unexpected(format!("{other:?}"))),
-            Err(e) => Step::Failed(e),
-        };
-        match step {
-            Step::Go => {}
-            Step::End(end) => return Ok(end),
-            Step::Internal => {
-                // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so
-                // `internal` is the union member KVM filled in.
-                let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                return Ok(RunEnd::Internal { suberror });
-            }
-            Step::Failed(e) if e.errno() == libc::EINTR => devices.count("kick (EINTR)"),
-            Step::Failed(e) if e.errno() == libc::EAGAIN => devices.count("EAGAIN"),
-            Step::Failed(e) => return Err(KvmError::ioctl("KVM_RUN")(e)),
-        }
     }
 }
