@@ -103,11 +103,13 @@ impl PageSize {
 }
 
 /// Bytes of guest-physical space one entry at `level` (1..=4) covers.
+#[inline]
 pub(crate) const fn span(level: u8) -> u64 {
     1 << (12 + 9 * (level as u32 - 1))
 }
 
 /// The index of `gpa` in the paging structure at `level` (1..=4).
+#[inline]
 pub(crate) const fn index(gpa: u64, level: u8) -> usize {
     ((gpa >> (12 + 9 * (level as u32 - 1))) as usize) % ENTRIES
 }

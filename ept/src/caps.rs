@@ -115,6 +115,7 @@ impl EptCaps {
     }
 
     /// `true` if every feature in `f` is supported.
+    #[inline]
     pub const fn supports(self, f: EptFeatures) -> bool {
         self.features.contains(f)
     }
@@ -139,6 +140,7 @@ impl EptCaps {
     }
 
     /// `true` if a leaf entry mapping a page of `size` is allowed.
+    #[inline]
     pub const fn allows(self, size: PageSize) -> bool {
         match size {
             PageSize::Size4K => true,
@@ -148,6 +150,7 @@ impl EptCaps {
     }
 
     /// `true` if an entry at `level` (1..=4) may be a leaf.
+    #[inline]
     pub(crate) const fn leaf_at(self, level: u8) -> bool {
         match PageSize::from_level(level) {
             Some(size) => self.allows(size),

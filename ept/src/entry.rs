@@ -102,6 +102,7 @@ impl MemoryType {
     ];
 
     /// Decodes a 3-bit memory-type field; `None` for a reserved value.
+    #[inline]
     pub const fn from_bits(bits: u8) -> Option<Self> {
         match bits {
             0 => Some(MemoryType::Uncacheable),
@@ -114,6 +115,7 @@ impl MemoryType {
     }
 
     /// The 3-bit encoding.
+    #[inline]
     pub const fn bits(self) -> u8 {
         self as u8
     }
@@ -184,47 +186,56 @@ const _: () = assert!(core::mem::align_of::<AtomicU64>() == core::mem::align_of:
 
 impl Entry {
     /// The entry with this raw value.
+    #[inline]
     pub const fn from_raw(raw: u64) -> Self {
         Entry(raw)
     }
 
     /// The raw value.
+    #[inline]
     pub const fn raw(self) -> u64 {
         self.0
     }
 
     /// The single-bit fields.
+    #[inline]
     pub const fn flags(self) -> EntryFlags {
         EntryFlags::from_bits_truncate(self.0)
     }
 
     /// The access rights (bits 0, 1, 2 and 10).
+    #[inline]
     pub const fn perms(self) -> Perms {
         Perms::from_bits_truncate(self.0)
     }
 
     /// The address field (bits 51:12): a page or the next paging structure.
+    #[inline]
     pub const fn addr(self) -> u64 {
         self.0 & ADDR_MASK
     }
 
     /// The raw memory-type field (bits 5:3).
+    #[inline]
     pub const fn memory_type_bits(self) -> u8 {
         ((self.0 & MEMORY_TYPE_MASK) >> MEMORY_TYPE_SHIFT) as u8
     }
 
     /// The memory type, `None` if the field holds a reserved value.
+    #[inline]
     pub const fn memory_type(self) -> Option<MemoryType> {
         MemoryType::from_bits(self.memory_type_bits())
     }
 
     /// An entry that references the paging structure in `frame`.
+    #[inline]
     pub const fn table(frame: PhysFrame) -> Self {
         Entry(frame.addr() | TABLE_RIGHTS)
     }
 
     /// A leaf at `level` (1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB) mapping `hpa`.
     /// `hpa` is masked to bits 51:12; the caller keeps it page aligned.
+    #[inline]
     pub const fn leaf(hpa: u64, attrs: Attributes, level: u8) -> Self {
         let mut raw = (hpa & ADDR_MASK)
             | attrs.perms.bits()
@@ -244,6 +255,7 @@ impl Entry {
 
     /// The attributes of a leaf entry. A reserved memory type (never written
     /// by this crate) reads as uncacheable.
+    #[inline]
     pub const fn attributes(self) -> Attributes {
         let flags = self.flags();
         Attributes {
@@ -258,6 +270,7 @@ impl Entry {
     }
 
     /// The same leaf with its rights replaced by `perms`.
+    #[inline]
     pub(crate) const fn with_perms(self, perms: Perms) -> Self {
         Entry((self.0 & !PERM_MASK) | perms.bits())
     }
@@ -296,10 +309,14 @@ impl Slot {
 
 /// Child `i` of a leaf at `level` split into 512 leaves at `level - 1`:
 /// the same attributes and A/D flags, the matching slice of the page.
+#[inline]
 pub(crate) const fn split_child(leaf: Entry, level: u8, i: usize) -> u64 {
     let child = level - 1;
-    let hpa = leaf.addr() + i as u64 * span(child);
-    Entry::leaf(hpa, leaf.attributes(), child).raw() | (leaf.raw() & AD_MASK)
+    let mut raw = leaf.raw() & !ADDR_MASK;
+    if child == 1 {
+        raw &= !EntryFlags::LARGE_PAGE.bits();
+    }
+    raw | ((leaf.addr() + i as u64 * span(child)) & ADDR_MASK)
 }
 
 #[cfg(test)]

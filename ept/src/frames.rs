@@ -70,10 +70,12 @@ pub(crate) struct TablePtr(NonNull<AtomicU64>);
 impl TablePtr {
     /// The table in `frame`, which `frames` must have allocated (every frame
     /// of a view's tree was allocated by that view's allocator).
+    #[inline]
     pub(crate) fn of<A: FrameAllocator + ?Sized>(frames: &A, frame: PhysFrame) -> Self {
         TablePtr(frames.table_ptr(frame).cast())
     }
 
+    #[inline]
     fn slot(&self, i: usize) -> &AtomicU64 {
         // SAFETY: `FrameAllocator` promise 2 makes the frame's 512 u64s valid
         // and 8-byte aligned for the allocator's lifetime, which spans every
@@ -85,11 +87,13 @@ impl TablePtr {
     }
 
     /// Entry `i`.
+    #[inline]
     pub(crate) fn load(self, i: usize) -> u64 {
         self.slot(i).load(Ordering::Acquire)
     }
 
     /// Sets entry `i` with one 64-bit store.
+    #[inline]
     pub(crate) fn store(self, i: usize, value: u64) {
         self.slot(i).store(value, Ordering::Release)
     }

@@ -24,135 +24,26 @@
 //! or a new one filled with the split large page) and, on the way back up,
 //! merges the table into one entry if its 512 results allow it.
 
-use crate::addr::{ENTRIES, PhysFrame, index, span};
+use crate::addr::{ENTRIES, PAGE_SIZE, PhysFrame, index, span};
 use crate::caps::EptCaps;
-use crate::entry::{AD_MASK, ADDR_MASK, Attributes, Entry, Perms, Slot, split_child};
+use crate::entry::{Entry, Slot, split_child};
 use crate::error::Error;
 use crate::frames::{FrameAllocator, Reservation, TablePtr, TableUsage, free_tree};
+use crate::merge::{Merge, Out, PLANNED_TABLE};
+use crate::op::Op;
 
-/// What a change does to every 4 KiB page of its range.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Op {
-    /// Page `g` maps to `hpa + (g - gpa)` with `attrs`.
-    Map {
-        gpa: u64,
-        hpa: u64,
-        attrs: Attributes,
-    },
-    /// Pages become unmapped.
-    Unmap,
-    /// Mapped pages get these rights; unmapped pages stay unmapped.
-    Protect(Perms),
-}
-
-impl Op {
-    /// `true` if the change leaves `slot` (the entry for the region at
-    /// `base`) exactly as it is.
-    fn keeps(&self, slot: Slot, base: u64) -> bool {
-        match (self, slot) {
-            (Op::Map { gpa, hpa, attrs }, Slot::Leaf(e)) => {
-                e.attributes() == *attrs && e.addr().wrapping_sub(base) == hpa.wrapping_sub(*gpa)
-            }
-            (Op::Unmap | Op::Protect(_), Slot::Empty) => true,
-            (Op::Protect(p), Slot::Leaf(e)) => e.perms() == *p,
-            _ => false,
-        }
-    }
-
-    /// The single entry that expresses the change over the whole region at
-    /// `base` (entries at `level`), if there is one.
-    fn whole(&self, slot: Slot, level: u8, base: u64, caps: &EptCaps) -> Option<u64> {
-        match (self, slot) {
-            (Op::Map { gpa, hpa, attrs }, _) => {
-                // The region lies inside the range, so `base >= gpa`.
-                let target = hpa + (base - gpa);
-                (caps.leaf_at(level) && target.is_multiple_of(span(level)))
-                    .then(|| Entry::leaf(target, *attrs, level).raw())
-            }
-            (Op::Unmap, _) | (Op::Protect(_), Slot::Empty) => Some(0),
-            (Op::Protect(p), Slot::Leaf(e)) if caps.leaf_at(level) => Some(e.with_perms(*p).raw()),
-            (Op::Protect(_), Slot::Leaf(_) | Slot::Table(_)) => None,
-        }
-    }
-}
-
-/// What the plan pass returns for a table it would create: any value that
-/// reads as a table reference at levels 2..=4.
-const PLANNED_TABLE: u64 = Entry::table(PhysFrame::containing(0)).raw();
-
-/// Whether 512 consecutive entries could be one entry one level up.
-#[derive(Clone, Copy)]
-enum Merge {
-    /// Nothing seen yet.
-    Start,
-    /// All empty so far.
-    Empty,
-    /// All leaves so far, with equal `bits` outside the address and A/D
-    /// fields, entry `i` at `base + i * span`; `ad` accumulates A/D flags.
-    Leaf { bits: u64, base: u64, ad: u64 },
-    /// Cannot merge.
-    Mixed,
-}
-
-impl Merge {
-    fn push(&mut self, i: usize, raw: u64, level: u8) {
-        *self = match (*self, Slot::of(raw, level)) {
-            (Merge::Start | Merge::Empty, Slot::Empty) => Merge::Empty,
-            (Merge::Start, Slot::Leaf(e)) => match e.addr().checked_sub(i as u64 * span(level)) {
-                Some(base) => Merge::Leaf {
-                    bits: raw & !(ADDR_MASK | AD_MASK),
-                    base,
-                    ad: raw & AD_MASK,
-                },
-                None => Merge::Mixed,
-            },
-            (Merge::Leaf { bits, base, ad }, Slot::Leaf(e))
-                if raw & !(ADDR_MASK | AD_MASK) == bits
-                    && Some(e.addr()) == base.checked_add(i as u64 * span(level)) =>
-            {
-                Merge::Leaf {
-                    bits,
-                    base,
-                    ad: ad | (raw & AD_MASK),
-                }
-            }
-            _ => Merge::Mixed,
-        }
-    }
-
-    /// The one leaf (or empty entry) at `level` equal to the 512 entries,
-    /// if there is one, whether or not the CPU allows leaves there.
-    fn value(self, level: u8) -> Option<u64> {
-        match self {
-            Merge::Empty => Some(0),
-            Merge::Leaf { bits, base, ad } if base.is_multiple_of(span(level)) => {
-                let attrs = Entry::from_raw(bits).attributes();
-                Some(Entry::leaf(base, attrs, level).raw() | ad)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The new entry for a region, and what the region amounts to for a merge
-/// one level up: the entry itself for a leaf or empty entry; for a table,
-/// the leaf it would be if the CPU allowed leaves at its level (so a PD of
-/// uniform PTs can become a 1 GiB page on a CPU without 2 MiB pages), or
-/// [`PLANNED_TABLE`] when its region is not uniform.
-#[derive(Clone, Copy)]
-struct Out {
-    entry: u64,
-    uniform: u64,
-}
-
-impl Out {
-    /// A leaf or empty entry.
-    const fn plain(raw: u64) -> Self {
-        Out {
-            entry: raw,
-            uniform: raw,
-        }
-    }
+/// The table `descend` is working in.
+struct Child {
+    /// The entry above it, before the change.
+    slot: Slot,
+    /// The table (`None` for a new table in the plan pass).
+    table: Option<TablePtr>,
+    /// `true` if the table is new (the split of a leaf, or was empty).
+    fresh: bool,
+    /// The level of the entry above it.
+    level: u8,
+    /// The first guest-physical address it maps.
+    base: u64,
 }
 
 /// One pass of a change over the tree.
@@ -167,6 +58,9 @@ struct Pass<'a, A: FrameAllocator + ?Sized> {
     /// Tables created (planned, in the plan pass).
     created: usize,
     usage: &'a mut TableUsage,
+    /// `scan[level]`: a table referenced at `level` may be uniform and still
+    /// matter for a merge (no leaves at `level`, leaves above it).
+    scan: [bool; 5],
 }
 
 impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
@@ -187,6 +81,9 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
 
     /// The new value of the entry `old` at `level` for the region at `base`.
     fn resolve(&mut self, old: u64, level: u8, base: u64) -> Out {
+        if level == 1 {
+            return Out::plain(self.op.page(old, base));
+        }
         let slot = Slot::of(old, level);
         // A leaf where the CPU allows none is the piece of a split page
         // (say a 2 MiB piece of a 1 GiB page without 2 MiB support): it
@@ -237,34 +134,63 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
         // counted when they need tables of their own (plan).
         let must_fill = fresh
             && (self.applying() || (matches!(slot, Slot::Leaf(_)) && !self.caps.leaf_at(child)));
-        let mut merge = Merge::Start;
-        for i in 0..ENTRIES {
-            let in_range = (first..=last).contains(&i);
-            if !in_range && !must_fill && matches!(merge, Merge::Mixed) {
-                continue;
-            }
-            let old_i = match (slot, table) {
-                (Slot::Leaf(e), _) => split_child(e, level, i),
-                (Slot::Table(_), Some(t)) => t.load(i),
-                _ => 0,
-            };
-            let out = if in_range {
-                self.resolve(old_i, child, base + i as u64 * span(child))
-            } else if fresh {
-                self.materialize(old_i, child)
-            } else {
-                Out {
-                    entry: old_i,
-                    uniform: self.uniform(old_i, child),
+        let mut merge = Merge::new(level, &self.caps);
+        let at = Child {
+            slot,
+            table,
+            fresh,
+            level,
+            base,
+        };
+        // The changed entries first: they usually settle the merge check,
+        // and then the others need no look unless they must be written.
+        if child == 1 {
+            // 4 KiB entries: a tight loop, no recursion.
+            let write = table.filter(|_| self.applying());
+            for i in first..=last {
+                let old = match (slot, table) {
+                    (Slot::Leaf(e), _) => split_child(e, level, i),
+                    (Slot::Table(_), Some(t)) => t.load(i),
+                    _ => 0,
+                };
+                let new = self.op.page(old, base + i as u64 * PAGE_SIZE);
+                if let Some(t) = write
+                    && (fresh || new != old)
+                {
+                    t.store(i, new);
                 }
-            };
-            if let Some(t) = table
-                && self.applying()
-                && (fresh || out.entry != old_i)
-            {
-                t.store(i, out.entry);
+                merge.push(i, new, child);
             }
-            merge.push(i, out.uniform, child);
+        } else {
+            for i in first..=last {
+                let out = self.child(&at, i, true);
+                merge.push(i, out.uniform, child);
+            }
+        }
+        match (table, slot) {
+            // Fast paths for the two big loops: filling a new table with
+            // the pieces of a page, and checking whether an existing table
+            // of leaves can merge.
+            (Some(t), Slot::Leaf(e)) if self.applying() && self.caps.leaf_at(child) => {
+                for i in (0..first).chain(last + 1..ENTRIES) {
+                    let piece = split_child(e, level, i);
+                    t.store(i, piece);
+                    merge.push(i, piece, child);
+                }
+            }
+            (Some(t), Slot::Table(_)) if !self.scan[usize::from(child)] => {
+                merge.push_table(t, 0..first, child);
+                merge.push_table(t, last + 1..ENTRIES, child);
+            }
+            _ => {
+                for i in (0..first).chain(last + 1..ENTRIES) {
+                    if !must_fill && matches!(merge, Merge::Mixed) {
+                        break;
+                    }
+                    let out = self.child(&at, i, false);
+                    merge.push(i, out.uniform, child);
+                }
+            }
         }
         let uniform = merge.value(level);
         match (uniform, frame) {
@@ -284,18 +210,53 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
         }
     }
 
+    /// Entry `i` of the table being visited by `descend`: its new value
+    /// (written in the apply pass) and what it amounts to for the merge.
+    fn child(&mut self, at: &Child, i: usize, in_range: bool) -> Out {
+        let child = at.level - 1;
+        let old = match (at.slot, at.table) {
+            (Slot::Leaf(e), _) => split_child(e, at.level, i),
+            (Slot::Table(_), Some(t)) => t.load(i),
+            _ => 0,
+        };
+        // (The common cases are decided here, without a call.)
+        let out = if in_range {
+            self.resolve(old, child, at.base + i as u64 * span(child))
+        } else if at.fresh && old != 0 && !self.caps.leaf_at(child) {
+            self.materialize(old, child)
+        } else if !at.fresh
+            && self.scan[usize::from(child)]
+            && matches!(Slot::of(old, child), Slot::Table(_))
+        {
+            Out {
+                entry: old,
+                uniform: self.uniform(old, child),
+            }
+        } else {
+            Out::plain(old)
+        };
+        if let Some(t) = at.table
+            && self.applying()
+            && (at.fresh || out.entry != old)
+        {
+            t.store(i, out.entry);
+        }
+        out
+    }
+
     /// What an unchanged entry at `level` amounts to for a merge (see
-    /// [`Out`]). Only a table at a level without leaves needs a look
-    /// inside; a canonical table anywhere else is never uniform.
+    /// [`Out`]). Only a table at a level without leaves, below a level with
+    /// them, needs a look inside; a canonical table anywhere else is never
+    /// uniform, or its uniformity could not make a leaf anywhere.
     fn uniform(&self, raw: u64, level: u8) -> u64 {
         let Slot::Table(f) = Slot::of(raw, level) else {
             return raw;
         };
-        if self.caps.leaf_at(level) {
+        if !self.scan[usize::from(level)] {
             return raw;
         }
         let table = TablePtr::of(self.frames, f);
-        let mut merge = Merge::Start;
+        let mut merge = Merge::new(level, &self.caps);
         for i in 0..ENTRIES {
             merge.push(i, self.uniform(table.load(i), level - 1), level - 1);
             if matches!(merge, Merge::Mixed) {
@@ -349,6 +310,16 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
     }
 }
 
+/// See `Pass::scan`.
+fn scan_levels(caps: &EptCaps) -> [bool; 5] {
+    let mut scan = [false; 5];
+    for (level, s) in scan.iter_mut().enumerate().skip(1) {
+        let level = level as u8;
+        *s = !caps.leaf_at(level) && (level + 1..4).any(|up| caps.leaf_at(up));
+    }
+    scan
+}
+
 /// Applies `op` to the pages of `[start, end)` (validated, page aligned,
 /// non-empty, below 2^48) in the tree rooted at `root`: completely, or not
 /// at all when frames run out.
@@ -369,6 +340,7 @@ pub(crate) fn change<A: FrameAllocator + ?Sized>(
         reserved: None,
         created: 0,
         usage: &mut *usage,
+        scan: scan_levels(&caps),
     };
     plan.root(root);
     let needed = plan.created;
@@ -382,6 +354,7 @@ pub(crate) fn change<A: FrameAllocator + ?Sized>(
         reserved: Some(reserved),
         created: 0,
         usage,
+        scan: scan_levels(&caps),
     };
     apply.root(root);
     debug_assert_eq!(apply.created, needed);

@@ -6,7 +6,8 @@ use crate::entry::{Attributes, Entry, MemoryType, Perms, Slot};
 use crate::eptp::Eptp;
 use crate::error::Error;
 use crate::frames::{FrameAllocator, TablePtr, TableUsage, allocate_checked, free_tree};
-use crate::update::{Op, change};
+use crate::op::Op;
+use crate::update::change;
 
 /// One EPT: a PML4 table and everything below it, kept in canonical form
 /// (see the crate documentation), and the allocator that owns its frames.
