@@ -115,12 +115,15 @@ pub struct TableUsage {
 impl TableUsage {
     /// All paging structures.
     pub const fn total(&self) -> usize {
-        self.pml4 + self.pdpt + self.pd + self.pt
+        self.pml4
+            .saturating_add(self.pdpt)
+            .saturating_add(self.pd)
+            .saturating_add(self.pt)
     }
 
     /// Bytes of table memory (4 KiB per structure).
     pub const fn bytes(&self) -> u64 {
-        self.total() as u64 * PAGE_SIZE
+        (self.total() as u64).saturating_mul(PAGE_SIZE)
     }
 
     /// The counter for tables whose entries are at `level` (4 = PML4).

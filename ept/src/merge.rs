@@ -129,6 +129,10 @@ pub(crate) struct Out {
     pub(crate) entry: u64,
     /// What it amounts to for a merge.
     pub(crate) uniform: u64,
+    /// A table (and the level of its entries) that the old entry referenced
+    /// and the new one does not: it is freed only after the new entry has
+    /// been stored, so the live tree never points at a freed frame.
+    pub(crate) retired: Option<(PhysFrame, u8)>,
 }
 
 impl Out {
@@ -138,6 +142,17 @@ impl Out {
         Out {
             entry: raw,
             uniform: raw,
+            retired: None,
+        }
+    }
+
+    /// A leaf or empty entry that replaces the table `frame` (entries at
+    /// `level`).
+    #[inline]
+    pub(crate) const fn replacing(raw: u64, frame: PhysFrame, level: u8) -> Self {
+        Out {
+            retired: Some((frame, level)),
+            ..Out::plain(raw)
         }
     }
 }

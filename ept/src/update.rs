@@ -72,10 +72,11 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
         let table = TablePtr::of(self.frames, root);
         for i in index(self.start, 4)..=index(self.end - 1, 4) {
             let old = table.load(i);
-            let new = self.resolve(old, 4, i as u64 * span(4)).entry;
-            if self.applying() && new != old {
-                table.store(i, new);
+            let out = self.resolve(old, 4, i as u64 * span(4));
+            if self.applying() && out.entry != old {
+                table.store(i, out.entry);
             }
+            self.retire(out);
         }
     }
 
@@ -96,10 +97,10 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
             && base + span(level) <= self.end
             && let Some(new) = self.op.whole(slot, level, base, &self.caps)
         {
-            if let Slot::Table(t) = slot {
-                self.free(t, level - 1);
-            }
-            return Out::plain(new);
+            return match slot {
+                Slot::Table(t) => Out::replacing(new, t, level - 1),
+                _ => Out::plain(new),
+            };
         }
         self.descend(old, slot, level, base)
     }
@@ -194,12 +195,10 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
         }
         let uniform = merge.value(level);
         match (uniform, frame) {
-            (Some(v), Some(f)) if v == 0 || self.caps.leaf_at(level) => {
-                self.free(f, child);
-                Out::plain(v)
-            }
+            (Some(v), Some(f)) if v == 0 || self.caps.leaf_at(level) => Out::replacing(v, f, child),
             (Some(v), None) if v == 0 || self.caps.leaf_at(level) => Out::plain(v),
             _ => Out {
+                retired: None,
                 entry: match frame {
                     Some(f) if fresh => Entry::table(f).raw(),
                     Some(_) => old,
@@ -229,8 +228,8 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
             && matches!(Slot::of(old, child), Slot::Table(_))
         {
             Out {
-                entry: old,
                 uniform: self.uniform(old, child),
+                ..Out::plain(old)
             }
         } else {
             Out::plain(old)
@@ -241,7 +240,16 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
         {
             t.store(i, out.entry);
         }
+        self.retire(out);
         out
+    }
+
+    /// Frees the table `out` replaced (apply pass), now that its entry is
+    /// stored.
+    fn retire(&mut self, out: Out) {
+        if let Some((frame, level)) = out.retired {
+            self.free(frame, level);
+        }
     }
 
     /// What an unchanged entry at `level` amounts to for a merge (see
@@ -288,8 +296,8 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
             }
         }
         Out {
-            entry: frame.map_or(PLANNED_TABLE, |f| Entry::table(f).raw()),
             uniform: raw,
+            ..Out::plain(frame.map_or(PLANNED_TABLE, |f| Entry::table(f).raw()))
         }
     }
 

@@ -41,7 +41,10 @@ impl Mapping {
     /// The host-physical address `gpa` translates to, if it is in the page.
     pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
         let offset = gpa.0.checked_sub(self.gpa.0)?;
-        (offset < self.size.bytes()).then_some(Hpa(self.hpa.0 + offset))
+        if offset >= self.size.bytes() {
+            return None;
+        }
+        self.hpa.0.checked_add(offset).map(Hpa)
     }
 }
 

@@ -341,3 +341,26 @@ fn without_2m_pages_a_split_1g_page_uses_page_tables_and_merges_back() {
     assert_eq!(sizes(&v), [(0, PageSize::Size1G)]);
     assert_eq!(pool.live(), 2);
 }
+
+#[test]
+fn mapping_helpers_never_overflow() {
+    let m = Mapping {
+        gpa: Gpa(0x1000),
+        hpa: Hpa(u64::MAX - 0xfff),
+        size: PageSize::Size4K,
+        attrs: Attributes::RAM,
+        accessed: false,
+        dirty: false,
+    };
+    assert_eq!(m.translate(Gpa(0x1000)), Some(Hpa(u64::MAX - 0xfff)));
+    assert_eq!(m.translate(Gpa(0x1fff)), Some(Hpa(u64::MAX)));
+    assert_eq!(m.translate(Gpa(0x2000)), None);
+    assert_eq!(m.translate(Gpa(0xfff)), None);
+    let huge = TableUsage {
+        pml4: usize::MAX,
+        pdpt: 1,
+        pd: 1,
+        pt: 1,
+    };
+    assert_eq!((huge.total(), huge.bytes()), (usize::MAX, u64::MAX));
+}

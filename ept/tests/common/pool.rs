@@ -125,6 +125,10 @@ unsafe impl FrameAllocator for Pool {
         let i = p.index(frame);
         assert!(p.allocated[i], "double free of {frame:?}");
         p.allocated[i] = false;
+        // Poison the frame, so that a view still reading it would see
+        // nonsense (and the model tests would notice).
+        // SAFETY: the view gave the frame back, so nothing else uses it.
+        unsafe { p.ptr(frame).write([u64::MAX; ENTRIES]) };
         p.live -= 1;
         p.free.push(frame);
     }
