@@ -231,3 +231,54 @@ pub fn write_start_info(
     ram.write(START_INFO_ADDR, &info.to_bytes());
     Ok(START_INFO_ADDR)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvm::flat::{code, pvh_elf};
+    use loader::bootinfo::{Protocol, parse_pvh};
+
+    #[test]
+    fn the_loader_parses_the_start_info_we_write() {
+        let mut ram = GuestRam::new(32 << 20).unwrap();
+        let image = pvh_elf(code::SPIN, 0x10_0000);
+        let (entry, segments) = load_image(&mut ram, Path::new("t.elf"), &image).unwrap();
+        assert_eq!(
+            (entry, segments.clone()),
+            (0x10_0000, vec![(0x10_0000, 0x10_0002)])
+        );
+        assert_eq!(ram.get(0x10_0000, 2), Some(code::SPIN));
+        let module = load_module(&mut ram, Path::new("m"), &[7; 5000], &segments).unwrap();
+        assert_eq!(module, ((32 << 20) - 0x2000, (32 << 20) - 0x2000 + 5000));
+        let at = write_start_info(&mut ram, "log=info -- scenario=boot", Some(module)).unwrap();
+
+        let info = parse_pvh(&ram, at).unwrap();
+        assert_eq!(info.protocol, Protocol::Pvh);
+        assert_eq!(info.cmdline, "log=info -- scenario=boot");
+        let regions: Vec<_> = info
+            .memory
+            .regions()
+            .iter()
+            .map(|r| (r.range.start, r.range.end))
+            .collect();
+        assert_eq!(regions, vec![(0, LOW_RAM_END), (HIGH_RAM_START, 32 << 20)]);
+        let modules: Vec<_> = info.modules().collect();
+        assert_eq!(modules.len(), 1);
+        assert_eq!(
+            (modules[0].range.start, modules[0].range.end),
+            module,
+            "module range"
+        );
+        assert_eq!(modules[0].cmdline, "");
+    }
+
+    #[test]
+    fn a_module_that_does_not_fit_and_an_overlong_cmdline_are_refused() {
+        let mut ram = GuestRam::new(4 << 20).unwrap();
+        let segs = [(0x10_0000, 0x30_0000)];
+        let e = load_module(&mut ram, Path::new("m"), &[1; 0x20_0000], &segs).unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        let e = write_start_info(&mut ram, &"x".repeat(CMDLINE_MAX), None).unwrap_err();
+        assert!(e.to_string().contains("at most 4095"), "{e}");
+    }
+}
