@@ -259,8 +259,9 @@ fn cargo(args: &[&str]) -> Result<bool, String> {
 /// Host tests, then every boot case on every available backend.
 fn test() -> Result<bool, String> {
     deps::ensure(&[&deps::BOCHS, &deps::QEMU])?;
-    let host_ok = cargo(&["test", "--workspace"])?;
+    // The images first: some host tests (the KVM harness's) boot them.
     let images = images::build()?;
+    let host_ok = cargo(&["test", "--workspace"])?;
     let backends = e2e::backends();
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     eprintln!("xtask: end-to-end cases on: {}", names.join(", "));
