@@ -67,8 +67,9 @@ bitflags! {
         /// processor) keeps its address and memory type and differs from an
         /// empty entry.
         const SOFTWARE_MAPPED = 1 << 11;
-        /// Suppress #VE (bit 63, SDM 26.5.7.1): EPT violations on this page
-        /// cause VM exits even when EPT-violation #VE is enabled.
+        /// Suppress #VE (bit 63; SDM 26.5, "Virtualization Exceptions"):
+        /// EPT violations on this page cause VM exits even when
+        /// EPT-violation #VE is enabled.
         const SUPPRESS_VE = 1 << 63;
     }
 }

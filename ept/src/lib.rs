@@ -7,8 +7,9 @@
 //! large page only where a change needs it and merging a region back into
 //! one large page as soon as it is uniform again. The tree is always in
 //! *canonical form* (the fewest tables that express the mapping), so a
-//! 1 TiB identity map takes two tables and protecting one 4 KiB page in a
-//! 1 GiB page takes two more, which come back when the page is restored.
+//! 512 GiB identity map takes two tables (1 TiB: three, one PDPT per
+//! 512 GiB) and protecting one 4 KiB page in a 1 GiB page takes two more,
+//! which come back when the page is restored.
 //!
 //! Every change is all-or-nothing: it first counts the tables it will need,
 //! reserves them, and only then writes; running out of frames returns
