@@ -179,6 +179,13 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
                     merge.push(i, piece, child);
                 }
             }
+            (Some(_), Slot::Empty) => {
+                // A new, zeroed table: the other entries are empty already,
+                // and after one of them more change nothing in the check.
+                if let Some(i) = (0..first).chain(last + 1..ENTRIES).next() {
+                    merge.push(i, 0, child);
+                }
+            }
             (Some(t), Slot::Table(_)) if !self.scan[usize::from(child)] => {
                 merge.push_table(t, 0..first, child);
                 merge.push_table(t, last + 1..ENTRIES, child);
