@@ -3,6 +3,7 @@
 use crate::images::Images;
 use okernel_abi::result::Outcome;
 use qemu_harness::bochs::Bochs;
+use qemu_harness::kvm::Kvm;
 use qemu_harness::qemu::{Accel, Qemu};
 use qemu_harness::{Backend, Expect, GuestModule, RunReport, RunSpec, Verdict, VmxSupport};
 use std::path::PathBuf;
@@ -240,12 +241,15 @@ pub fn bad_modules(images: &Images) -> Result<(PathBuf, PathBuf), String> {
 /// The backends available here, best first for the main job.
 pub fn backends() -> Vec<Box<dyn Backend>> {
     let mut v: Vec<Box<dyn Backend>> = Vec::new();
-    if qemu_harness::kvm_nested_vmx() {
+    let kvm = qemu_harness::kvm_usable();
+    if kvm && qemu_harness::kvm_nested_vmx() {
+        v.push(Box::new(Kvm::new()));
         v.push(Box::new(Qemu::new(Accel::Kvm)));
         v.push(Box::new(Bochs));
     } else {
         v.push(Box::new(Bochs));
-        if qemu_harness::kvm_usable() {
+        if kvm {
+            v.push(Box::new(Kvm::new()));
             v.push(Box::new(Qemu::new(Accel::Kvm)));
         }
     }
@@ -264,6 +268,7 @@ pub fn spec(images: &Images, bad: &(PathBuf, PathBuf), case: &Case, backend: &st
     };
     let timeout = match (case.hangs, backend) {
         (true, "bochs") => Duration::from_secs(25),
+        (true, "kvm") => Duration::from_secs(3),
         (true, _) => Duration::from_secs(5),
         (false, "bochs") => Duration::from_secs(120),
         (false, _) => Duration::from_secs(60),

@@ -20,6 +20,8 @@ commands:
   build                      build the okernel image and the demo guest
   iso                        build a GRUB ISO (target/okernel/okernel.iso)
   bochs [GUEST-ARGS..]       boot in Bochs (emulated VMX) from the GRUB ISO
+  kvm [GUEST-ARGS..]         boot in the KVM harness (in-process, PVH; nested
+                             VMX where the host's KVM offers it)
   qemu [--tcg] [--gdb] [GUEST-ARGS..]
                              boot in QEMU with -kernel (KVM when usable)
   run                        the main job: boot the demo guest on every
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         "build" => no_args(rest).and_then(|_| images::build().map(|_| true)),
         "iso" => no_args(rest).and_then(|_| iso()),
         "bochs" => single(&Bochs, rest),
+        "kvm" => kvm(rest),
         "qemu" => qemu(rest),
         "run" => no_args(rest).and_then(|_| run()),
         "test" => no_args(rest).and_then(|_| test()),
@@ -150,6 +153,7 @@ fn judged_as_main_job(backend: &dyn Backend, report: &RunReport, default_scenari
 fn need_for(backend: &str) -> Result<(), String> {
     match backend {
         "bochs" => deps::ensure(&[&deps::BOCHS]),
+        "kvm" => Ok(()),
         _ => deps::ensure(&[&deps::QEMU]),
     }
 }
@@ -212,6 +216,13 @@ fn qemu(rest: &[String]) -> Result<bool, String> {
     }
     let report = boot_and_show(&backend, &spec)?;
     Ok(judged_as_main_job(&backend, &report, guest_args.is_empty()))
+}
+
+fn kvm(rest: &[String]) -> Result<bool, String> {
+    if let Some(why) = qemu_harness::kvm_problem() {
+        return Err(format!("the KVM harness needs /dev/kvm: {why}"));
+    }
+    single(&qemu_harness::kvm::Kvm::new(), rest)
 }
 
 fn iso() -> Result<bool, String> {
