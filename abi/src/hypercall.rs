@@ -23,9 +23,23 @@ pub enum Call {
     Version = 0,
     /// Does nothing and succeeds: the round-trip cost of a hypercall.
     Null = 1,
-    /// Ends the run: argument 0 is the [`crate::result::Outcome`] code. The
-    /// monitor prints its exit counters and reports the outcome; it does
-    /// not return to the guest.
+    /// Ends the run with an outcome and, optionally, a reason:
+    ///
+    /// | register | in |
+    /// |----------|----|
+    /// | RDI | the [`crate::result::Outcome`] code |
+    /// | RSI | guest-physical address of the reason, UTF-8 |
+    /// | RDX | its length in bytes: 0 = no reason (RSI is ignored), at most [`EXIT_REASON_MAX`] |
+    ///
+    /// On success the monitor prints its exit counters and reports the
+    /// outcome with the reason (`OKERNEL-RESULT: fail: guest: <reason>`;
+    /// without a reason, `guest ended the run (<outcome>)`); it does not
+    /// return to the guest. It fails with [`Status::InvalidArgument`], and
+    /// the run goes on, when the outcome code is unknown, the length is
+    /// above [`EXIT_REASON_MAX`], the bytes are not UTF-8, or any byte of
+    /// the reason is not guest RAM that the guest's current EPT view maps
+    /// readable (monitor memory, MMIO, reserved or unmapped memory never
+    /// is). Control characters in the reason are printed as spaces.
     Exit = 2,
 }
 
@@ -57,6 +71,9 @@ impl Call {
         }
     }
 }
+
+/// The longest reason [`Call::Exit`] accepts, in bytes.
+pub const EXIT_REASON_MAX: u64 = 128;
 
 /// The status a hypercall returns in RAX. Zero is success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,14 +1,35 @@
 //! VM entry and the VM-exit entry point (SDM Vol. 3C §27 "VM Entries",
 //! §28.5 "Loading Host State").
 //!
-//! [`vm_run`] behaves like a function call that returns at the next VM exit:
-//! it saves the host's callee-saved registers on the current stack, points
-//! HOST_RSP at that stack, loads the guest's general-purpose registers from
-//! a [`GuestRegisters`], and executes VMLAUNCH or VMRESUME. At a VM exit the
-//! processor loads RSP = HOST_RSP and RIP = HOST_RIP = [`vm_exit_entry`],
-//! which stores the guest's registers back, restores the host's and returns
-//! to the caller of [`vm_run`]. If the VM entry fails instead, execution
-//! falls through the VMLAUNCH/VMRESUME, which returns the RFLAGS outcome.
+//! The guest's general-purpose registers live in a [`GuestRegisters`] at
+//! the top of the monitor's stack, and HOST_RSP points at it for the whole
+//! run (written once, before [`vm_launch`]). A VM exit loads RSP =
+//! HOST_RSP and RIP = HOST_RIP = [`vm_exit_entry`], so the exit stub finds
+//! the register block at `[rsp]` without touching any other register:
+//!
+//! 1. store the guest's RAX, RCX, RDX, RBX, RSI, RDI and R8–R11 (the
+//!    *fast set*) into the block;
+//! 2. call `okernel_exit_fast(regs)` on the stack below it (the run loop
+//!    defines it). It handles the exits a guest takes on its hot paths,
+//!    which read and write only registers of the fast set, and returns 0
+//!    to resume the guest;
+//! 3. otherwise store RBP and R12–R15 as well and call
+//!    `okernel_exit_slow(regs)`, which handles everything else with the
+//!    whole register file in the block (or ends the run: it does not
+//!    return then), and reload RBP and R12–R15;
+//! 4. reload the fast set and VMRESUME.
+//!
+//! There is no host context to save or restore around the guest: the
+//! handlers start afresh at HOST_RSP on every exit, and nothing of the
+//! monitor lives in registers between exits. RBP and R12–R15 need no
+//! saving on the fast path because the handlers are `extern "C"`
+//! functions: System V has them preserve RBP, RBX and R12–R15, so those
+//! still hold the guest's values when the fast handler returns (RBX is in
+//! the fast set only because CPUID writes it).
+//!
+//! If VMRESUME fails instead, execution falls through it and the stub
+//! stores the rest of the registers and calls
+//! `okernel_vmresume_failed(regs, rflags)`, which never returns.
 //!
 //! RSP and RIP of the guest live in the VMCS, not here. The monitor is built
 //! without SSE (the `x86_64-unknown-none` target is soft-float), so the
@@ -17,29 +38,25 @@
 use core::arch::global_asm;
 
 use crate::vmx::error::{VmFail, decode_rflags};
-use crate::vmx::fields::{HostNatural, ReadOnly32};
+use crate::vmx::fields::ReadOnly32;
 use crate::vmx::regs::GuestRegisters;
 
 const _: () = assert!(core::mem::size_of::<GuestRegisters>() == 16 * 8);
 
-// The stub. Register offsets in GuestRegisters follow the SDM GPR encoding
+// The stubs. Register offsets in GuestRegisters follow the SDM GPR encoding
 // (RAX=0, RCX=1, RDX=2, RBX=3, RSP=4 unused, RBP=5, RSI=6, RDI=7, R8..R15).
 global_asm!(
-    ".global okernel_vm_run",
+    ".global okernel_vm_launch",
     ".global okernel_vm_exit",
-    "okernel_vm_run:",
-    // rdi = *mut GuestRegisters, rsi = launched (0 = VMLAUNCH).
+    // rdi = *mut GuestRegisters (= HOST_RSP). Returns only if VMLAUNCH
+    // fails, with RFLAGS in rax.
+    "okernel_vm_launch:",
     "push rbp",
     "push rbx",
     "push r12",
     "push r13",
     "push r14",
     "push r15",
-    "push rdi",
-    "mov rax, {host_rsp}",
-    "vmwrite rax, rsp",
-    "jbe 3f",
-    "test rsi, rsi",
     "mov rax, [rdi + 0]",
     "mov rcx, [rdi + 8]",
     "mov rdx, [rdi + 16]",
@@ -55,17 +72,11 @@ global_asm!(
     "mov r14, [rdi + 112]",
     "mov r15, [rdi + 120]",
     "mov rdi, [rdi + 56]",
-    "jnz 2f",
     "vmlaunch",
-    "jmp 3f",
-    "2:",
-    "vmresume",
     // VM entry failed: RFLAGS holds VMfailInvalid/VMfailValid. The guest
     // values loaded above are discarded.
-    "3:",
     "pushfq",
     "pop rax",
-    "add rsp, 8",
     "pop r15",
     "pop r14",
     "pop r13",
@@ -73,41 +84,65 @@ global_asm!(
     "pop rbx",
     "pop rbp",
     "ret",
-    // HOST_RIP: a VM exit lands here with RSP = HOST_RSP, i.e. pointing at
-    // the saved GuestRegisters pointer.
+    // HOST_RIP: a VM exit lands here with RSP = HOST_RSP = the block.
     "okernel_vm_exit:",
-    "push rdi",
-    "mov rdi, [rsp + 8]",
-    "mov [rdi + 0], rax",
-    "mov [rdi + 8], rcx",
-    "mov [rdi + 16], rdx",
-    "mov [rdi + 24], rbx",
-    "mov [rdi + 40], rbp",
-    "mov [rdi + 48], rsi",
-    "mov [rdi + 64], r8",
-    "mov [rdi + 72], r9",
-    "mov [rdi + 80], r10",
-    "mov [rdi + 88], r11",
-    "mov [rdi + 96], r12",
-    "mov [rdi + 104], r13",
-    "mov [rdi + 112], r14",
-    "mov [rdi + 120], r15",
-    "pop rax",
-    "mov [rdi + 56], rax",
-    "xor eax, eax",
-    "add rsp, 8",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    host_rsp = const HostNatural::Rsp as u32,
+    "mov [rsp + 0], rax",
+    "mov [rsp + 8], rcx",
+    "mov [rsp + 16], rdx",
+    "mov [rsp + 24], rbx",
+    "mov [rsp + 48], rsi",
+    "mov [rsp + 56], rdi",
+    "mov [rsp + 64], r8",
+    "mov [rsp + 72], r9",
+    "mov [rsp + 80], r10",
+    "mov [rsp + 88], r11",
+    // HOST_RSP is 16-byte aligned, as the call needs (System V).
+    "mov rdi, rsp",
+    "call okernel_exit_fast",
+    "test rax, rax",
+    "jnz 3f",
+    "2:",
+    "mov rax, [rsp + 0]",
+    "mov rcx, [rsp + 8]",
+    "mov rdx, [rsp + 16]",
+    "mov rbx, [rsp + 24]",
+    "mov rsi, [rsp + 48]",
+    "mov rdi, [rsp + 56]",
+    "mov r8,  [rsp + 64]",
+    "mov r9,  [rsp + 72]",
+    "mov r10, [rsp + 80]",
+    "mov r11, [rsp + 88]",
+    "vmresume",
+    // VM entry failed: report it with every register (never returns).
+    "mov [rsp + 40], rbp",
+    "mov [rsp + 96], r12",
+    "mov [rsp + 104], r13",
+    "mov [rsp + 112], r14",
+    "mov [rsp + 120], r15",
+    "pushfq",
+    "pop rsi",
+    "mov rdi, rsp",
+    "call okernel_vmresume_failed",
+    "ud2",
+    // The slow path: the whole register file.
+    "3:",
+    "mov [rsp + 40], rbp",
+    "mov [rsp + 96], r12",
+    "mov [rsp + 104], r13",
+    "mov [rsp + 112], r14",
+    "mov [rsp + 120], r15",
+    "mov rdi, rsp",
+    "call okernel_exit_slow",
+    "mov rbp, [rsp + 40]",
+    "mov r12, [rsp + 96]",
+    "mov r13, [rsp + 104]",
+    "mov r14, [rsp + 112]",
+    "mov r15, [rsp + 120]",
+    "jmp 2b",
 );
 
 unsafe extern "C" {
-    fn okernel_vm_run(regs: *mut GuestRegisters, launched: u64) -> u64;
+    fn okernel_vm_launch(regs: *mut GuestRegisters) -> u64;
     fn okernel_vm_exit();
 }
 
@@ -116,26 +151,36 @@ pub fn vm_exit_entry() -> u64 {
     okernel_vm_exit as *const () as u64
 }
 
-/// Enters the guest (VMLAUNCH if `launched` is false, else VMRESUME) and
-/// returns at the next VM exit with `regs` holding the guest's registers.
-///
-/// # Safety
-/// In VMX root operation with a current VMCS whose host-state area is
-/// complete (HOST_RIP = [`vm_exit_entry`], host CR3/GDT/IDT/TR/segments of
-/// the running monitor) and whose guest state and controls keep the monitor
-/// isolated (EPT excludes monitor memory). HOST_RSP is written here.
-pub unsafe fn vm_run(regs: &mut GuestRegisters, launched: bool) -> Result<(), VmFail> {
-    // SAFETY: the caller guarantees a complete, current VMCS. The stub
-    // preserves every callee-saved register and the stack pointer across
-    // both the exit path and the failed-entry path, writes `regs` only
-    // through the pointer it was given, and returns 0 after a VM exit or
-    // the failing RFLAGS otherwise.
-    let rflags = unsafe { okernel_vm_run(regs, u64::from(launched)) };
-    if rflags == 0 {
-        return Ok(());
-    }
-    decode_rflags(rflags, || {
+/// Decodes the RFLAGS of a failed VMLAUNCH or VMRESUME.
+pub fn entry_failure(rflags: u64) -> VmFail {
+    let decoded = decode_rflags(rflags, || {
         // SAFETY: VMfailValid implies a current VMCS (SDM §31.2).
         unsafe { super::vmx::vmread(ReadOnly32::VmInstructionError as u32) }.map_or(0, |v| v as u32)
-    })
+    });
+    // A VM-entry instruction that fell through failed; CF = ZF = 0 would
+    // be a processor bug, reported as VMfailInvalid.
+    decoded.err().unwrap_or(VmFail::Invalid)
+}
+
+/// Enters the guest with VMLAUNCH, loading its general-purpose registers
+/// from `regs`. Returns only if the VM entry fails; after a successful
+/// one, every VM exit enters the exit handlers on the stack below `regs`
+/// (see the module documentation).
+///
+/// # Safety
+/// In VMX root operation with a current, clear VMCS whose host-state area
+/// is complete (HOST_RIP = [`vm_exit_entry`], HOST_RSP = `regs`, host
+/// CR3/GDT/IDT/TR/segments of the running monitor) and whose guest state
+/// and controls keep the monitor isolated (EPT excludes monitor memory).
+/// `regs` must be 16-byte aligned, at the top of the stack this function
+/// runs on, with room below it for the exit handler; nothing but the exit
+/// path may use that stack or the block afterwards (the caller's frame is
+/// overwritten by the first exit and never returned to).
+pub unsafe fn vm_launch(regs: *mut GuestRegisters) -> VmFail {
+    // SAFETY: the caller guarantees a complete, current VMCS and the
+    // stack layout. On failure the stub restores every callee-saved
+    // register and the stack pointer and returns the failing RFLAGS; it
+    // reads `regs` only.
+    let rflags = unsafe { okernel_vm_launch(regs) };
+    entry_failure(rflags)
 }

@@ -6,6 +6,7 @@ use okernel_abi::cpuid as leaves;
 use super::guest::{CR4_OSXSAVE, Vcpu};
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, CpuidResult, Vmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::vmx::fields::GuestNatural;
 use crate::vmx::regs::Gpr;
@@ -87,9 +88,9 @@ pub fn guest_view_with<E>(
 
 /// Handles a CPUID exit: EAX/ECX in, EAX..EDX out (zero-extended, as the
 /// instruction does), RIP advanced.
-#[inline]
-pub fn handle<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+#[inline(always)]
+pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let leaf = vcpu.regs.rax() as u32;
     let subleaf = vcpu.regs.rcx() as u32;

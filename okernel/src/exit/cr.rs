@@ -16,6 +16,7 @@
 use super::guest::{CR0_PE, CR0_PG, CR4_PAE, CR4_SMXE, CR4_VMXE, EFER_LMA, EFER_LME, Vcpu};
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::policy::{Decision, Policy};
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
@@ -36,7 +37,9 @@ const CR4_PAGING_BITS: u64 =
 /// did not flush the guest's translations as the instruction would have
 /// (SDM Vol. 3A §4.10.4.1): with VPID they survive VM entry, so drop them
 /// (SDM Vol. 3C §29.4.3.3 on INVVPID).
-fn flush_guest_tlb<V: Vmcs, C: Cpu, P: Policy>(vcpu: &mut Vcpu<V, C, P>) -> Result<(), ExitError> {
+fn flush_guest_tlb<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<(), ExitError> {
     let secondary = SecondaryProcBased::from_bits_retain(
         vcpu.vmcs.read(Control32::SecondaryProcessorBasedControls)?,
     );
@@ -49,8 +52,8 @@ const CR0_NW: u64 = 1 << 29;
 const CR0_CD: u64 = 1 << 30;
 
 /// Handles a control-register access exit.
-pub fn handle<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let q = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
     let access = CrAccess::decode(q);
@@ -94,21 +97,25 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy>(
 
 /// The CR0 the guest believes it has: real bits outside the mask, shadow
 /// bits inside it.
-pub fn visible_cr0<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) -> Result<u64, ExitError> {
+pub fn visible_cr0<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+) -> Result<u64, ExitError> {
     let real = vcpu.vmcs.read(GuestNatural::Cr0)?;
     let shadow = vcpu.vmcs.read(ControlNatural::Cr0ReadShadow)?;
     Ok((real & !vcpu.cr.cr0_mask) | (shadow & vcpu.cr.cr0_mask))
 }
 
 /// The CR4 the guest believes it has.
-pub fn visible_cr4<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) -> Result<u64, ExitError> {
+pub fn visible_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+) -> Result<u64, ExitError> {
     let real = vcpu.vmcs.read(GuestNatural::Cr4)?;
     let shadow = vcpu.vmcs.read(ControlNatural::Cr4ReadShadow)?;
     Ok((real & !vcpu.cr.cr4_mask) | (shadow & vcpu.cr.cr4_mask))
 }
 
-fn deny<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
     cr: u8,
     value: u64,
 ) -> Result<ExitAction, ExitError> {
@@ -136,11 +143,11 @@ fn deny<V: Vmcs, C: Cpu, P: Policy>(
 /// with EFER.LME set (de)activates IA-32e mode: EFER.LMA and the "IA-32e
 /// mode guest" entry control follow (SDM §27.3.2.1 checks them against each
 /// other).
-pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
     v: u64,
 ) -> Result<ExitAction, ExitError> {
-    let gp = |vcpu: &mut Vcpu<V, C, P>| vcpu.inject(Exception::GeneralProtection, 0);
+    let gp = |vcpu: &mut Vcpu<V, C, P, M>| vcpu.inject(Exception::GeneralProtection, 0);
     if v >> 32 != 0
         || v & !vcpu.cr.cr0_fixed.fixed1 & 0xffff_ffff != 0
         || (v & CR0_PG != 0 && v & CR0_PE == 0)
@@ -191,8 +198,8 @@ pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy>(
 /// Emulates MOV to CR4 of `v`: #GP for VMXE and SMXE (hidden), for bits the
 /// CPU does not support in VMX operation, and for clearing PAE in IA-32e
 /// mode; then the policy hook.
-pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
     v: u64,
 ) -> Result<ExitAction, ExitError> {
     let supported = vcpu.cr.cr4_fixed.fixed1 & !(CR4_VMXE | CR4_SMXE);

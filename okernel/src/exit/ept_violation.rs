@@ -17,6 +17,7 @@
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::vmx::event::{Exception, InterruptionInfo};
@@ -48,8 +49,8 @@ const BLOCKING_BY_NMI: u32 = 1 << 3;
 
 /// Handles an EPT violation: deny, audit, #GP(0) (or stop, see the module
 /// documentation).
-pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let q = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
     let gpa = vcpu.vmcs.read(ReadOnly64::GuestPhysicalAddress)?;
@@ -119,7 +120,9 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy>(
 
 /// An EPT misconfiguration is a monitor bug (the monitor wrote an invalid
 /// EPT entry): reported with the GPA, never resumed.
-pub fn misconfiguration<V: Vmcs, C: Cpu, P: Policy>(vcpu: &mut Vcpu<V, C, P>) -> ExitError {
+pub fn misconfiguration<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> ExitError {
     match vcpu.vmcs.read(ReadOnly64::GuestPhysicalAddress) {
         Ok(gpa) => ExitError::EptMisconfiguration(gpa),
         Err(e) => ExitError::Vmcs(e),

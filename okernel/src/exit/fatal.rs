@@ -5,6 +5,7 @@
 use super::ExitError;
 use super::guest::Vcpu;
 use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::vmx::exit_reason::{ExitReason, ExitReasonField};
 use crate::vmx::fields::{
@@ -16,8 +17,8 @@ use crate::vmx::qualification::entry_failure_meaning;
 /// Builds the error for a VM-entry failure (exit reason bit 31; SDM Vol. 3C
 /// §27.8): for reason 33 the qualification says which check failed, for
 /// reason 34 it is the 1-based index of the MSR-load entry that failed.
-pub fn entry_failure<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &Vcpu<V, C, P>,
+pub fn entry_failure<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
     field: ExitReasonField,
 ) -> ExitError {
     let qualification = match vcpu.vmcs.read(ReadOnlyNatural::ExitQualification) {
@@ -54,7 +55,9 @@ pub fn entry_failure<V: Vmcs, C: Cpu, P: Policy>(
 /// Logs the guest state and the exit information at `error` level: what a
 /// developer needs to see why the guest could not continue. Returns how
 /// many fields could not be read.
-pub fn log_guest_state<V: Vmcs, C: Cpu, P: Policy>(vcpu: &Vcpu<V, C, P>) -> usize {
+pub fn log_guest_state<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+) -> usize {
     fn dump<F: Field>(vmcs: &impl Vmcs, fields: &[F]) -> usize {
         let mut failed = 0;
         for &f in fields {

@@ -5,6 +5,8 @@
 use super::{ExitAction, ExitError};
 use crate::exit::counters::ExitCounters;
 use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::{GuestMemory, NoGuestMemory};
+use crate::hypercall::reason::GuestReason;
 use crate::policy::Policy;
 use crate::policy::audit::AuditLog;
 use crate::vmx::capability::FixedBits;
@@ -30,6 +32,18 @@ pub const CR4_OSXSAVE: u64 = 1 << 18;
 pub const EFER_LME: u64 = 1 << 8;
 /// EFER.LMA.
 pub const EFER_LMA: u64 = 1 << 10;
+
+/// The DPL field (bits 6:5) of segment access rights (SDM Vol. 3C
+/// §25.4.1, Table 25-2).
+pub const SS_DPL: u32 = 0b11 << 5;
+
+/// The current privilege level for the guest's SS access rights: SS.DPL
+/// (SDM Vol. 3C §25.4.1: "the value of the DPL field for SS is always
+/// equal to the logical processor's current privilege level").
+#[inline(always)]
+pub const fn cpl_of(ss_access_rights: u32) -> u8 {
+    ((ss_access_rights & SS_DPL) >> 5) as u8
+}
 
 /// How the guest's CR0 and CR4 are virtualised (SDM Vol. 3C §26.3
 /// "Changes to Instruction Behavior in VMX Non-Root Operation", MOV to CR0/CR4;
@@ -79,14 +93,19 @@ impl CrConfig {
 
 /// A virtual CPU: the current VMCS, the processor, the guest's registers,
 /// and the monitor state exit handlers update.
+///
+/// `repr(C)` with the registers first: the exit stub
+/// ([`crate::arch::run`]) stores the guest's registers at HOST_RSP, which
+/// is the address of the run loop's `Vcpu`.
 #[derive(Debug)]
-pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy> {
+#[repr(C)]
+pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
+    /// The guest's general-purpose registers (not RSP).
+    pub regs: GuestRegisters,
     /// The current VMCS.
     pub vmcs: V,
     /// The processor.
     pub cpu: C,
-    /// The guest's general-purpose registers (not RSP).
-    pub regs: GuestRegisters,
     /// The policy hooks.
     pub policy: P,
     /// Denied operations.
@@ -97,33 +116,54 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy> {
     pub cr: CrConfig,
     /// The EPT capabilities (for decoding violation qualifications).
     pub ept: ept::EptCaps,
+    /// Guest memory, as hypercalls may read it (through the current view).
+    pub memory: M,
+    /// The reason the guest gave with its Exit hypercall (empty if none).
+    pub guest_reason: GuestReason,
 }
 
 impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
-    /// A virtual CPU with empty counters and audit log.
+    /// A virtual CPU with empty counters and audit log, which reads no
+    /// guest memory.
     pub fn new(vmcs: V, cpu: C, policy: P, cr: CrConfig, ept: ept::EptCaps) -> Self {
+        Self::with_memory(vmcs, cpu, policy, cr, ept, NoGuestMemory)
+    }
+}
+
+impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
+    /// A virtual CPU with empty counters and audit log, reading guest
+    /// memory through `memory`.
+    pub fn with_memory(
+        vmcs: V,
+        cpu: C,
+        policy: P,
+        cr: CrConfig,
+        ept: ept::EptCaps,
+        memory: M,
+    ) -> Self {
         Self {
+            regs: GuestRegisters::default(),
             vmcs,
             cpu,
-            regs: GuestRegisters::default(),
             policy,
             audit: AuditLog::new(),
             counters: ExitCounters::new(),
             cr,
             ept,
+            memory,
+            guest_reason: GuestReason::none(),
         }
     }
 
-    /// The guest's current privilege level: SS.DPL (SDM Vol. 3C §25.4.1:
-    /// "the value of the DPL field for SS is always equal to the logical
-    /// processor's current privilege level"). One VMREAD.
-    #[inline]
+    /// The guest's current privilege level ([`cpl_of`] the SS access
+    /// rights). One VMREAD.
+    #[inline(always)]
     pub fn cpl(&self) -> Result<u8, ExitError> {
-        Ok(((self.vmcs.read(Guest32::SsAccessRights)? >> 5) & 3) as u8)
+        Ok(cpl_of(self.vmcs.read(Guest32::SsAccessRights)?))
     }
 
     /// Whether the guest executes in 64-bit mode (IA32_EFER.LMA and CS.L).
-    #[inline]
+    #[inline(always)]
     pub fn in_64bit_mode(&self) -> Result<bool, ExitError> {
         let lma = self.vmcs.read(Guest64::Efer)? & EFER_LMA != 0;
         let cs_l = self.vmcs.read(Guest32::CsAccessRights)? & (1 << 13) != 0;
@@ -132,7 +172,7 @@ impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
 
     /// [`Self::in_64bit_mode`], read at most once per exit: `known` caches
     /// the answer for the rest of the exit.
-    #[inline]
+    #[inline(always)]
     pub fn mode_once(&self, known: &mut Option<bool>) -> Result<bool, ExitError> {
         if let Some(wide) = *known {
             return Ok(wide);
@@ -184,19 +224,20 @@ impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
     /// read it ([`Self::mode_once`]). The mode is read only when it can
     /// change the result: below 2 GiB, RIP + length is the same in every
     /// mode (no 32-bit wrap, canonical, no 64-bit overflow).
-    #[inline]
+    #[inline(always)]
     pub fn advance_rip_in(&mut self, mode: &mut Option<bool>) -> Result<ExitAction, ExitError> {
         /// RIPs below this advance identically in and outside 64-bit mode.
         const MODE_FREE: u64 = 0x8000_0000;
         let len = self.vmcs.read(ReadOnly32::ExitInstructionLength)?;
-        if !(1..=15).contains(&len) {
+        // 1..=15, as one unsigned comparison.
+        if len.wrapping_sub(1) >= 15 {
             return Err(ExitError::BadInstructionLength(len));
         }
         let rip = self.vmcs.read(GuestNatural::Rip)?;
         let next = if rip < MODE_FREE {
             rip + u64::from(len)
         } else {
-            self.next_rip_far(rip, len, mode)?
+            self.next_rip_far(rip, len, *mode)?
         };
         self.vmcs.write(GuestNatural::Rip, next)?;
         let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
@@ -208,9 +249,14 @@ impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
     }
 
     /// RIP + `len` for a RIP at or above 2 GiB, where the mode matters.
-    #[cold]
-    fn next_rip_far(&self, rip: u64, len: u32, mode: &mut Option<bool>) -> Result<u64, ExitError> {
-        if self.mode_once(mode)? {
+    /// Inlined: a call here would cost the fast path saved registers.
+    #[inline(always)]
+    fn next_rip_far(&self, rip: u64, len: u32, mode: Option<bool>) -> Result<u64, ExitError> {
+        let wide = match mode {
+            Some(wide) => wide,
+            None => self.in_64bit_mode()?,
+        };
+        if wide {
             let n = rip.wrapping_add(u64::from(len));
             let canonical = ((n as i64) << 16 >> 16) as u64 == n;
             if n < rip || !canonical {

@@ -23,6 +23,7 @@ use thiserror::Error;
 pub use self::counters::ExitCounters;
 pub use self::guest::{CrConfig, Vcpu};
 use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::vmx::error::VmFail;
 use crate::vmx::exit_reason::{ExitReason, ExitReasonField};
@@ -38,6 +39,7 @@ pub enum ExitAction {
 }
 
 /// A fatal exit: the run ends with [`Outcome::Fail`] and this message.
+///
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ExitError {
     /// a VMREAD or VMWRITE failed
@@ -92,11 +94,111 @@ pub enum ExitError {
     UnexpectedCrAccess(u64),
 }
 
-/// Handles the exit that just happened.
-pub fn handle_exit<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+/// Handles the exit that just happened: reads the exit reason, counts it,
+/// dispatches it.
+pub fn handle_exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
-    let field = ExitReasonField(vcpu.vmcs.read(ReadOnly32::ExitReason)?);
+    match handle_fast(vcpu) {
+        FastPath::Resumed => Ok(ExitAction::Resume),
+        FastPath::Failed(e) => Err(e),
+        FastPath::Slow(rest) => handle_slow(vcpu, rest),
+    }
+}
+
+/// What [`handle_fast`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastPath {
+    /// It handled the exit and the guest resumes. The fast handlers read
+    /// and write only RAX, RCX, RDX, RBX, RSI, RDI and R8–R11 of
+    /// [`Vcpu::regs`] (the run loop's exit stub relies on it).
+    Resumed,
+    /// Handling failed (fatal).
+    Failed(ExitError),
+    /// [`handle_slow`] finishes the exit.
+    Slow(SlowExit),
+}
+
+/// An exit [`handle_fast`] left to [`handle_slow`], with what it already
+/// read (so that no field is read twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowExit {
+    /// A VMCALL (counted) by a caller at this CPL, other than the Null
+    /// call at CPL 0.
+    Vmcall {
+        /// The caller's privilege level.
+        cpl: u8,
+    },
+    /// Any exit-reason field but VMCALL and CPUID (not counted yet).
+    Other(ExitReasonField),
+}
+
+/// The first half of [`handle_exit`], inlined into the run loop: reads the
+/// exit reason, and handles in line the exits a guest takes on its hot
+/// paths — the Null hypercall and CPUID, matched on the whole exit-reason
+/// field (basic reason, no VM-entry failure bit 31, no modifier bits).
+/// Other hypercalls and every other value are left to [`handle_slow`],
+/// which counts and dispatches every reason the same way.
+#[inline(always)]
+pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> FastPath {
+    const VMCALL: u32 = ExitReason::Vmcall as u32;
+    const CPUID: u32 = ExitReason::Cpuid as u32;
+    let field = match vcpu.vmcs.read(ReadOnly32::ExitReason) {
+        Ok(f) => f,
+        Err(e) => {
+            core::hint::cold_path();
+            return FastPath::Failed(e.into());
+        }
+    };
+    let result = match field {
+        VMCALL => {
+            vcpu.counters.count(ExitReason::Vmcall);
+            match crate::hypercall::handle_vmcall_fast(vcpu) {
+                crate::hypercall::Fast::Done(r) => r,
+                crate::hypercall::Fast::Continue { cpl } => {
+                    return FastPath::Slow(SlowExit::Vmcall { cpl });
+                }
+            }
+        }
+        CPUID => {
+            vcpu.counters.count(ExitReason::Cpuid);
+            cpuid::handle(vcpu)
+        }
+        field => {
+            core::hint::cold_path();
+            return FastPath::Slow(SlowExit::Other(ExitReasonField(field)));
+        }
+    };
+    match result {
+        Ok(ExitAction::Resume) => FastPath::Resumed,
+        // Neither Null nor CPUID ends the run.
+        Ok(ExitAction::Stop(_)) => unreachable!("a fast exit ended the run"),
+        Err(e) => {
+            core::hint::cold_path();
+            FastPath::Failed(e)
+        }
+    }
+}
+
+/// The second half of [`handle_exit`]: everything [`handle_fast`] left.
+#[inline(never)]
+pub fn handle_slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    rest: SlowExit,
+) -> Result<ExitAction, ExitError> {
+    match rest {
+        SlowExit::Vmcall { cpl } => crate::hypercall::handle_vmcall_at(vcpu, cpl),
+        SlowExit::Other(field) => handle_any(vcpu, field),
+    }
+}
+
+/// Counts and dispatches an exit whose reason field has been read.
+pub fn handle_any<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    field: ExitReasonField,
+) -> Result<ExitAction, ExitError> {
     vcpu.counters.record(field.basic());
     if field.entry_failure() {
         return Err(fatal::entry_failure(vcpu, field));
@@ -108,8 +210,8 @@ pub fn handle_exit<V: Vmcs, C: Cpu, P: Policy>(
 }
 
 /// Calls the handler of `reason`.
-pub fn dispatch<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
     reason: ExitReason,
 ) -> Result<ExitAction, ExitError> {
     use ExitReason as R;

@@ -15,6 +15,7 @@
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::policy::{Decision, Policy};
 use crate::vmx::capability::{feature_control, msr};
@@ -49,8 +50,8 @@ const fn is_canonical(v: u64) -> bool {
 }
 
 /// Handles an RDMSR exit.
-pub fn handle_rdmsr<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn handle_rdmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let index = vcpu.regs.rcx() as u32;
     let value = match index {
@@ -63,8 +64,8 @@ pub fn handle_rdmsr<V: Vmcs, C: Cpu, P: Policy>(
 }
 
 /// Handles a WRMSR exit.
-pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let index = vcpu.regs.rcx() as u32;
     let value = (vcpu.regs.rdx() << 32) | (vcpu.regs.rax() & 0xffff_ffff);

@@ -8,6 +8,7 @@
 use super::guest::{CR4_OSXSAVE, Vcpu};
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::GuestNatural;
@@ -50,8 +51,8 @@ pub fn validate_xcr0(value: u64, supported: u64) -> Result<(), &'static str> {
 /// Handles an XSETBV exit: #UD if XSAVE is unavailable or the guest's
 /// CR4.OSXSAVE is clear, #GP at CPL > 0, for ECX != 0 or an invalid value;
 /// otherwise XCR0 is written and RIP advanced.
-pub fn handle<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let host_xsave = vcpu.cpu.cpuid(1, 0).ecx & CPUID1_ECX_XSAVE != 0;
     let guest_osxsave = vcpu.vmcs.read(GuestNatural::Cr4)? & CR4_OSXSAVE != 0;

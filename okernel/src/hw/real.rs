@@ -1,14 +1,20 @@
 //! The hardware implementations of [`Vmcs`] and [`Cpu`] over
 //! [`crate::arch`].
 
+use core::cell::Cell;
+
 use super::{Cpu, CpuidResult, InveptKind, Vmcs};
 use crate::arch;
 use crate::vmx::error::VmFail;
 
 /// The current VMCS of this processor.
+///
+/// VMREADs go through `scratch`, a memory destination in the handle
+/// itself ([`arch::vmx::vmread_to`]): the cheapest form of a checked
+/// VMREAD.
 #[derive(Debug)]
 pub struct RealVmcs {
-    _private: (),
+    scratch: Cell<u64>,
 }
 
 impl RealVmcs {
@@ -20,7 +26,9 @@ impl RealVmcs {
     /// through it (writes to host state, EPTP or bitmap addresses must keep
     /// pointing at monitor-owned memory).
     pub unsafe fn current() -> Self {
-        Self { _private: () }
+        Self {
+            scratch: Cell::new(0),
+        }
     }
 }
 
@@ -28,8 +36,10 @@ impl Vmcs for RealVmcs {
     #[inline(always)]
     fn read_raw(&self, encoding: u32) -> Result<u64, VmFail> {
         // SAFETY: `RealVmcs::current`'s contract: VMX root operation with a
-        // current VMCS.
-        unsafe { arch::vmx::vmread(encoding) }
+        // current VMCS; `scratch` is this handle's own 8 bytes, written only
+        // here (a `Cell`: no reference to its contents is ever handed out).
+        unsafe { arch::vmx::vmread_to(encoding, self.scratch.as_ptr()) }?;
+        Ok(self.scratch.get())
     }
 
     #[inline(always)]

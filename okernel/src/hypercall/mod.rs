@@ -1,137 +1,184 @@
 //! VMCALL: the hypercall ABI of [`okernel_abi::hypercall`] (register
-//! convention there). Decoding and dispatch are pure functions of the
-//! guest's registers; [`handle_vmcall`] applies the result.
+//! convention there). [`handle_vmcall`] checks the caller's privilege,
+//! dispatches on the call number — one arm per call, the Null round trip
+//! inline, the others out of line — and each arm sets RAX (and what the
+//! call returns) and advances RIP, or ends the run (Exit). Exit's reason
+//! is read from guest memory through [`memory::GuestMemory`].
 //!
 //! Every malformed call gets a status code (invariant 11): a call number
 //! outside the ABI [`Status::UnknownCall`], a bad argument
 //! [`Status::InvalidArgument`], a caller at CPL > 0
 //! [`Status::PermissionDenied`] (and nothing else happens).
 
+pub mod memory;
+pub mod reason;
+
 use okernel_abi::ABI_VERSION;
 use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::result::Outcome;
 
+use self::memory::GuestMemory;
+use self::reason::GuestReason;
+use crate::exit::guest::{SS_DPL, cpl_of};
 use crate::exit::{ExitAction, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
+use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;
-
-/// A hypercall as the guest issued it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    /// RAX.
-    pub number: u64,
-    /// RDI, RSI, RDX, RCX.
-    pub args: [u64; 4],
-    /// The caller's privilege level.
-    pub cpl: u8,
-}
-
-/// What the monitor answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    /// RAX.
-    pub status: Status,
-    /// New RDI, if the call returns a value there.
-    pub value0: Option<u64>,
-    /// New RSI, if the call returns a value there.
-    pub value1: Option<u64>,
-    /// Set when the call ends the run (the guest is not resumed).
-    pub stop: Option<Outcome>,
-}
-
-impl Reply {
-    const fn status(status: Status) -> Self {
-        Self {
-            status,
-            value0: None,
-            value1: None,
-            stop: None,
-        }
-    }
-}
-
-/// Decides a hypercall.
-pub fn dispatch(req: &Request) -> Reply {
-    if req.cpl != 0 {
-        return Reply::status(Status::PermissionDenied);
-    }
-    let call = match Call::from_raw(req.number) {
-        Ok(c) => c,
-        Err(status) => return Reply::status(status),
-    };
-    match call {
-        Call::Version => Reply {
-            value0: Some(ABI_VERSION.packed().into()),
-            ..Reply::status(Status::Success)
-        },
-        Call::Null => Reply::status(Status::Success),
-        Call::Exit => match u8::try_from(req.args[0]).ok().and_then(Outcome::from_code) {
-            Some(outcome) => Reply {
-                stop: Some(outcome),
-                ..Reply::status(Status::Success)
-            },
-            None => Reply::status(Status::InvalidArgument),
-        },
-        // Calls a newer ABI adds before this monitor implements them.
-        #[allow(unreachable_patterns)]
-        _ => Reply::status(Status::UnknownCall),
-    }
-}
-
-/// Whether a call reads its argument registers (RDI, RSI, RDX, RCX).
-const fn takes_arguments(call: Call) -> bool {
-    match call {
-        Call::Version | Call::Null => false,
-        Call::Exit => true,
-        // Calls a newer ABI adds: assume they do.
-        #[allow(unreachable_patterns)]
-        _ => true,
-    }
-}
 
 /// Handles a VMCALL exit.
 ///
-/// Outside 64-bit mode only the low 32 bits of a register count. The mode
-/// costs two VMREADs, so it is read (once) only when it can matter: when a
-/// register the call reads has a non-zero upper half.
-#[inline]
-pub fn handle_vmcall<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &mut Vcpu<V, C, P>,
+/// Outside 64-bit mode only the low 32 bits of a register count. Every
+/// call number of the ABI fits in 32 bits, so it means the same in every
+/// mode: the mode (two VMREADs) is read only for a RAX with a non-zero
+/// upper half, or for an argument with one that the call reads.
+pub fn handle_vmcall<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
-    let cpl = vcpu.cpl()?;
-    let mut mode = None;
-    let mut operand = |value: u64, vcpu: &Vcpu<V, C, P>| -> Result<u64, ExitError> {
-        if value <= u64::from(u32::MAX) || vcpu.mode_once(&mut mode)? {
-            Ok(value)
-        } else {
-            Ok(value & 0xffff_ffff)
-        }
+    match handle_vmcall_fast(vcpu) {
+        Fast::Done(r) => r,
+        Fast::Continue { cpl } => handle_vmcall_at(vcpu, cpl),
+    }
+}
+
+/// What [`handle_vmcall_fast`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// It handled the call (it was Null at CPL 0), or reading the CPL
+    /// failed.
+    Done(Result<ExitAction, ExitError>),
+    /// [`handle_vmcall_at`] handles it.
+    Continue {
+        /// The caller's privilege level.
+        cpl: u8,
+    },
+}
+
+/// The part of [`handle_vmcall`] the exit path runs in line: the CPL, and
+/// the Null call at CPL 0 — exactly what [`handle_vmcall_at`] does for it
+/// (RAX = Success, RIP advanced; its number fits in 32 bits, so no mode).
+#[inline(always)]
+pub fn handle_vmcall_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Fast {
+    let ss = match vcpu.vmcs.read(Guest32::SsAccessRights) {
+        Ok(ar) => ar,
+        Err(e) => return Fast::Done(Err(e.into())),
     };
-    let number = operand(vcpu.regs.rax(), vcpu)?;
-    let args = match Call::from_raw(number) {
-        Ok(call) if takes_arguments(call) => {
-            let r = vcpu.regs;
-            [
-                operand(r.rdi(), vcpu)?,
-                operand(r.rsi(), vcpu)?,
-                operand(r.rdx(), vcpu)?,
-                operand(r.rcx(), vcpu)?,
-            ]
-        }
-        // Not read by the call (or refused before its arguments count).
-        _ => [0; 4],
-    };
-    let reply = dispatch(&Request { number, args, cpl });
-    if let Some(outcome) = reply.stop {
-        return Ok(ExitAction::Stop(outcome));
+    if ss & SS_DPL != 0 {
+        core::hint::cold_path();
+        return Fast::Continue { cpl: cpl_of(ss) };
     }
-    vcpu.regs.set(Gpr::Rax, reply.status.raw());
-    if let Some(v) = reply.value0 {
-        vcpu.regs.set(Gpr::Rdi, v);
+    if vcpu.regs.rax() != Call::Null.raw() {
+        core::hint::cold_path();
+        return Fast::Continue { cpl: 0 };
     }
-    if let Some(v) = reply.value1 {
-        vcpu.regs.set(Gpr::Rsi, v);
+    Fast::Done(complete(vcpu, Status::Success, None))
+}
+
+/// [`handle_vmcall`] once the caller's CPL is known.
+pub fn handle_vmcall_at<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    cpl: u8,
+) -> Result<ExitAction, ExitError> {
+    if cpl != 0 {
+        return complete(vcpu, Status::PermissionDenied, None);
     }
+    let number = vcpu.regs.rax();
+    dispatch(vcpu, number, None)
+}
+
+/// Calls the handler of call `number` (already reduced to the guest's
+/// operand size if `mode` is known). CPL is 0.
+fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    number: u64,
+    mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    match Call::from_raw(number) {
+        Ok(Call::Null) => complete(vcpu, Status::Success, mode),
+        Ok(Call::Version) => version(vcpu, mode),
+        Ok(Call::Exit) => exit(vcpu, mode),
+        // Calls a newer ABI adds before this monitor implements them.
+        #[allow(unreachable_patterns)]
+        Ok(_) => complete(vcpu, Status::UnknownCall, mode),
+        Err(_) => outside_abi(vcpu, number, mode),
+    }
+}
+
+/// Sets RAX = `status` and moves past the VMCALL.
+#[inline(always)]
+fn complete<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    status: Status,
+    mut mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    vcpu.regs.set(Gpr::Rax, status.raw());
     vcpu.advance_rip_in(&mut mode)
+}
+
+/// A number the ABI does not define as it stands: if its upper half is
+/// set and the guest is outside 64-bit mode, the low half is the number;
+/// otherwise it is an unknown call.
+fn outside_abi<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    number: u64,
+    mut mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    let low = operand(vcpu, number, &mut mode)?;
+    if low != number {
+        return dispatch(vcpu, low, mode);
+    }
+    complete(vcpu, Status::UnknownCall, mode)
+}
+
+/// Version: RDI = the packed ABI version.
+fn version<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    vcpu.regs.set(Gpr::Rdi, ABI_VERSION.packed().into());
+    complete(vcpu, Status::Success, mode)
+}
+
+/// Exit: RDI = outcome code, RSI/RDX = the reason's guest-physical
+/// address and length (0 = none). Anything wrong: `InvalidArgument`, and
+/// the run goes on.
+fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    mut mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    let r = vcpu.regs;
+    let code = operand(vcpu, r.rdi(), &mut mode)?;
+    let Some(outcome) = u8::try_from(code).ok().and_then(Outcome::from_code) else {
+        return complete(vcpu, Status::InvalidArgument, mode);
+    };
+    let gpa = operand(vcpu, r.rsi(), &mut mode)?;
+    let len = operand(vcpu, r.rdx(), &mut mode)?;
+    match GuestReason::read(&vcpu.memory, gpa, len) {
+        Ok(reason) => {
+            vcpu.guest_reason = reason;
+            Ok(ExitAction::Stop(outcome))
+        }
+        Err(e) => {
+            log::debug!("okernel: Exit hypercall refused: {e}");
+            complete(vcpu, Status::InvalidArgument, mode)
+        }
+    }
+}
+
+/// A register as an operand of the guest's mode: outside 64-bit mode only
+/// the low 32 bits count. The mode is read (once per exit, into `mode`)
+/// only when the upper half is not zero.
+#[inline(always)]
+fn operand<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+    value: u64,
+    mode: &mut Option<bool>,
+) -> Result<u64, ExitError> {
+    if value <= u64::from(u32::MAX) || vcpu.mode_once(mode)? {
+        Ok(value)
+    } else {
+        Ok(value & 0xffff_ffff)
+    }
 }

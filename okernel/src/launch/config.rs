@@ -126,12 +126,17 @@ pub struct LaunchConfig<'a> {
     /// The guest's entry state.
     pub guest: GuestEntry,
     /// The physical memory map: every range the guest may see, with its
-    /// kind. Gaps are not mapped.
+    /// kind. Gaps are not mapped. At most
+    /// [`MAX_RAM_RANGES`](crate::hypercall::memory::MAX_RAM_RANGES) RAM
+    /// entries. The monitor reads guest RAM (hypercall arguments) only
+    /// below 4 GiB, through the loader's identity map, which must cover
+    /// the first 4 GiB (virtual = physical) for the whole run.
     pub memory_map: &'a [MemoryRange],
     /// Memory the monitor owns and the guest must never reach (invariant 1):
     /// the loader image (code, data, its stacks, GDT/IDT/TSS, page tables),
     /// anything else the loader keeps. The frame pool is excluded
-    /// automatically and need not be listed.
+    /// automatically and need not be listed. At most
+    /// [`MAX_MONITOR_RANGES`](crate::hypercall::memory::MAX_MONITOR_RANGES).
     pub monitor_ranges: &'a [PhysRange],
     /// 4 KiB-aligned physical memory, identity-mapped in the loader's page
     /// tables (virtual = physical), used for nothing else: the monitor

@@ -38,8 +38,11 @@ use crate::exit::CrConfig;
 use crate::exit::guest::{CR4_OSXSAVE, CR4_VMXE};
 use crate::fmt::FixedString;
 use crate::hw::real::{RealCpu, RealVmcs};
-use crate::hw::{Cpu, InveptKind};
+use crate::hw::{Cpu, InveptKind, Vmcs};
+use crate::hypercall::memory::{IdentityMap, MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
+use crate::policy::BasePolicy;
 use crate::vmx::capability::msr;
+use crate::vmx::fields::HostNatural;
 
 /// Checks the configuration before anything is touched.
 pub fn validate(config: &LaunchConfig<'_>) -> Result<(), LaunchError> {
@@ -67,6 +70,19 @@ pub fn validate(config: &LaunchConfig<'_>) -> Result<(), LaunchError> {
     {
         return Err(LaunchError::BadGuest("empty RAM range in the memory map"));
     }
+    let ram_ranges = config
+        .memory_map
+        .iter()
+        .filter(|m| m.kind == MemoryKind::Ram)
+        .count();
+    if ram_ranges > MAX_RAM_RANGES {
+        return Err(LaunchError::BadGuest(
+            "more than 64 RAM ranges in the memory map",
+        ));
+    }
+    if config.monitor_ranges.len() > MAX_MONITOR_RANGES {
+        return Err(LaunchError::BadGuest("more than 8 monitor ranges"));
+    }
     match config.guest.mode {
         GuestMode::Long64 { cr3 } if !cr3.is_multiple_of(FRAME) || cr3 == 0 => {
             return Err(LaunchError::BadGuest("CR3 not 4 KiB aligned"));
@@ -91,15 +107,16 @@ pub fn validate(config: &LaunchConfig<'_>) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// Everything the run loop needs, carried across the stack switch.
-struct Prepared {
-    caps: Capabilities,
-    cr: CrConfig,
-    ept: ept::EptCaps,
-    view: ept::View<PoolFrames>,
-    guest: GuestEntry,
-    report: ReportFn,
-}
+// The messages of `validate` name these limits.
+const _: () = assert!(MAX_RAM_RANGES == 64 && MAX_MONITOR_RANGES == 8);
+
+/// The least stack the exit handler keeps below the [`run::RunState`].
+const MIN_HANDLER_STACK: u64 = 32 * 1024;
+
+const _: () = assert!(
+    core::mem::size_of::<run::RunState>() as u64 + 64 + MIN_HANDLER_STACK <= HOST_STACK_BYTES
+);
+const _: () = assert!(core::mem::align_of::<run::RunState>() <= 64);
 
 /// Runs the guest in VMX non-root mode under the base EPT view. Never
 /// returns on success: the run ends through `config.report` (the guest's
@@ -200,29 +217,46 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     setup::write_guest_state(&mut vmcs, &config.guest, &cr, nx, host.pat)
         .map_err(vmx("VMWRITE (guest state)"))?;
 
-    let mut prepared = Prepared {
-        caps,
-        cr,
-        ept: ept_caps,
+    // The run state at the top of the host stack, 64-byte aligned (HOST_RSP
+    // must be 16-byte aligned for the exit stub's call); the stack proper
+    // starts right below it.
+    let state_addr =
+        (stack + HOST_STACK_BYTES - core::mem::size_of::<run::RunState>() as u64) & !63;
+    vmcs.write(HostNatural::Rsp, state_addr)
+        .map_err(vmx("VMWRITE (HOST_RSP)"))?;
+    // SAFETY: the loader's page tables identity-map the first 4 GiB
+    // (`LaunchConfig`), and the monitor runs on them for the whole run.
+    let phys = unsafe { IdentityMap::new() };
+    let memory = ViewMemory::new(
         view,
-        guest: config.guest,
-        report: config.report,
-    };
+        config.memory_map,
+        config.monitor_ranges,
+        config.frame_pool,
+        phys,
+    )
+    .map_err(|_| LaunchError::BadGuest("too many RAM or monitor ranges"))?;
+    let mut vcpu = run::MonitorVcpu::with_memory(vmcs, cpu, BasePolicy, cr, ept_caps, memory);
+    vcpu.regs = config.guest.regs;
+    let state = core::ptr::with_exposed_provenance_mut::<run::RunState>(state_addr as usize);
+    // SAFETY: `state_addr` lies in the host stack (fresh, identity-mapped,
+    // exclusive pool memory), suitably aligned (above), with the room the
+    // assertion above `launch` guarantees; nothing else uses it.
+    unsafe {
+        state.write(run::RunState {
+            vcpu,
+            report: config.report,
+            pending: run::Pending::Nothing,
+        });
+    }
     log::info!(
         "okernel: entering the guest at {:#x} in VMX non-root mode",
         config.guest.rip
     );
-    // SAFETY: the stack is HOST_STACK_BYTES of fresh pool memory, 4 KiB
-    // aligned at both ends, used by nothing else; `run::monitor_main`
-    // never returns; `prepared` stays valid because the old stack is
-    // abandoned, not reused.
-    unsafe {
-        arch::descriptors::call_on_stack(
-            (&raw mut prepared).cast(),
-            run::monitor_main,
-            stack + HOST_STACK_BYTES,
-        )
-    }
+    // SAFETY: the stack below the run state is pool memory, 16-byte
+    // aligned, used by nothing else; `run::monitor_main` never returns;
+    // the run state stays valid for the rest of the run (it is never
+    // freed).
+    unsafe { arch::descriptors::call_on_stack(state.cast(), run::monitor_main, state_addr) }
 }
 
 /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]; 36 when the leaf is missing).

@@ -1,75 +1,187 @@
-//! The run loop, on the monitor's own stack.
+//! The run loop: VMLAUNCH once, then, per VM exit, a call of
+//! [`okernel_exit_fast`] (and, for all but the hot exits, of
+//! [`okernel_exit_slow`]) made by the exit stub ([`crate::arch::run`]) on
+//! the monitor's stack, until the guest's Exit hypercall or a fatal exit
+//! ends the run.
+//!
+//! Everything the exits need lives in one [`RunState`] at the top of the
+//! host stack, whose address is HOST_RSP: the stub stores the guest's
+//! registers into it (they are its first field) and hands its address to
+//! the handlers, which run below it and return to the stub to resume the
+//! guest.
 
 use okernel_abi::result::Outcome;
 
-use super::Prepared;
-use crate::arch;
-use crate::exit::{self, ExitAction, Vcpu};
+use super::ReportFn;
+use super::ept_view::PoolFrames;
+use crate::exit::{self, ExitAction, ExitError, FastPath, SlowExit, Vcpu};
 use crate::fmt::FixedString;
 use crate::hw::real::{RealCpu, RealVmcs};
-use crate::hw::{Cpu, Vmcs};
-use crate::policy::{BasePolicy, Policy};
+use crate::hypercall::memory::{IdentityMap, ViewMemory};
+use crate::policy::BasePolicy;
+use crate::vmx::error::VmFail;
+use crate::vmx::regs::GuestRegisters;
 
-/// The monitor's entry point on its own stack: VMLAUNCH, then handle exits
-/// and VMRESUME until the run ends. Never returns.
+/// Guest memory of the run: the base EPT view (whose tables the processor
+/// uses) over the loader's identity map.
+pub(super) type MonitorMemory = ViewMemory<PoolFrames, IdentityMap>;
+
+/// The virtual CPU of the run.
+pub(super) type MonitorVcpu = Vcpu<RealVmcs, RealCpu, BasePolicy, MonitorMemory>;
+
+/// The monitor's state for the whole run, at HOST_RSP.
+#[repr(C)]
+pub(super) struct RunState {
+    /// First, so that its registers (its own first field) sit at HOST_RSP.
+    pub(super) vcpu: MonitorVcpu,
+    /// Ends the run.
+    pub(super) report: ReportFn,
+    /// What the fast half of exit handling left to the slow half.
+    pub(super) pending: Pending,
+}
+
+/// Work the fast half of exit handling leaves to the slow half.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pending {
+    /// None (between exits).
+    Nothing,
+    /// Finish this exit.
+    Slow(SlowExit),
+    /// The exit failed: report it.
+    Failed(ExitError),
+}
+
+const _: () = assert!(core::mem::offset_of!(RunState, vcpu) == 0);
+const _: () = assert!(core::mem::offset_of!(MonitorVcpu, regs) == 0);
+
+/// The monitor's entry point on its own stack, below the [`RunState`] at
+/// `arg`: VMLAUNCH. Returns to nobody: a successful VM entry continues at
+/// the exit stub, a failed one ends the run.
 pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
-    // SAFETY: `launch` passes a pointer to its `Prepared`, which stays
-    // valid (the old stack is abandoned, never popped or reused); it is
-    // moved out exactly once, here.
-    let prepared = unsafe { arg.cast::<Prepared>().read() };
-    // SAFETY: `launch` made the VMCS current in VMX root operation, and
-    // this loop is its only user from now on; CPL0 on the bare machine.
-    let (vmcs, cpu) = unsafe { (RealVmcs::current(), RealCpu::new()) };
-    let mut vcpu = Vcpu::new(vmcs, cpu, BasePolicy, prepared.cr, prepared.ept);
-    vcpu.regs = prepared.guest.regs;
-    let _keep_alive = &prepared.view;
-    let _ = prepared.caps;
-    let report = prepared.report;
-    let mut launched = false;
-    loop {
-        // SAFETY: the VMCS is complete (host state read from this CPU,
-        // HOST_RIP = the exit stub, controls and guest state written by
-        // `launch`), and the EPT view excludes all monitor memory.
-        let entered = unsafe { arch::run::vm_run(&mut vcpu.regs, launched) };
-        if let Err(e) = entered {
-            let op = if launched { "VMRESUME" } else { "VMLAUNCH" };
-            log::error!("okernel: {op} failed: {e}");
-            exit::fatal::log_guest_state(&vcpu);
-            let msg = FixedString::<160>::from_fmt(format_args!("{op} failed: {e}"));
-            finish(&vcpu, report, Outcome::Fail, msg.as_str());
+    let state = arg.cast::<RunState>();
+    // SAFETY: `launch` placed the RunState at the top of this stack,
+    // 16-byte aligned, wrote HOST_RSP = its address and HOST_RIP = the exit
+    // stub, and completed the VMCS (host state from this CPU, controls,
+    // guest state) with an EPT view that excludes all monitor memory. This
+    // frame is never used again after a successful VMLAUNCH.
+    let failed = unsafe { crate::arch::run::vm_launch(&raw mut (*state).vcpu.regs) };
+    // SAFETY: the entry failed, so no exit handler ran or runs: this is the
+    // only user of the RunState.
+    entry_failed(unsafe { &*state }, "VMLAUNCH", failed)
+}
+
+/// The fast half of exit handling ([`exit::handle_fast`]); called by the
+/// exit stub only, with the fast set of registers in the block. Returns 0
+/// to resume the guest, anything else to have the stub store the other
+/// registers and call [`okernel_exit_slow`], which finds its work in
+/// [`RunState::pending`].
+///
+/// # Safety
+/// `regs` must be HOST_RSP as `launch` set it: the address of the
+/// [`RunState`] at the top of the host stack, with the guest's registers
+/// just stored into it, and nothing else referring to it while the handler
+/// runs.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u64 {
+    // SAFETY: the caller's contract: `regs` is the RunState (`repr(C)`, the
+    // registers are its first field at offset 0). Nothing else holds a
+    // reference to it: `monitor_main` gave it up at VMLAUNCH, and exits do
+    // not nest (the guest is stopped while the handler runs, and the
+    // monitor runs with interrupts off: a VM exit clears RFLAGS.IF).
+    let state = unsafe { &mut *regs.cast::<RunState>() };
+    // Nothing here calls out: the slow half is reached by returning, so
+    // this path needs no stack frame and no saved registers.
+    match exit::handle_fast(&mut state.vcpu) {
+        FastPath::Resumed => 0,
+        FastPath::Failed(e) => {
+            state.pending = Pending::Failed(e);
+            1
         }
-        launched = true;
-        match exit::handle_exit(&mut vcpu) {
-            Ok(ExitAction::Resume) => {}
-            Ok(ExitAction::Stop(outcome)) => {
-                let msg = FixedString::<64>::from_fmt(format_args!(
-                    "guest ended the run ({})",
-                    outcome.word()
-                ));
-                finish(&vcpu, report, outcome, msg.as_str());
-            }
-            Err(e) => {
-                log::error!("okernel: fatal VM exit: {e}");
-                exit::fatal::log_guest_state(&vcpu);
-                let msg = FixedString::<160>::from_fmt(format_args!("{e}"));
-                finish(&vcpu, report, Outcome::Fail, msg.as_str());
-            }
+        FastPath::Slow(rest) => {
+            state.pending = Pending::Slow(rest);
+            1
         }
     }
 }
 
+/// The slow half of exit handling; called by the exit stub only, after
+/// [`okernel_exit_fast`] asked for it, with every register in the block.
+/// Returns to resume the guest; a run that ends does not return.
+///
+/// # Safety
+/// As for [`okernel_exit_fast`].
+#[unsafe(no_mangle)]
+unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
+    // SAFETY: as in `okernel_exit_fast`.
+    let state = unsafe { &mut *regs.cast::<RunState>() };
+    let result = match core::mem::replace(&mut state.pending, Pending::Nothing) {
+        Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
+        Pending::Failed(e) => Err(e),
+        Pending::Nothing => unreachable!("slow exit path entered without work"),
+    };
+    match result {
+        Ok(ExitAction::Resume) => {}
+        Ok(ExitAction::Stop(outcome)) => guest_ended(state, outcome),
+        Err(e) => fatal_exit(state, e),
+    }
+}
+
+/// Reports a VMRESUME that failed; called by the exit stub only.
+///
+/// # Safety
+/// As for [`okernel_exit_fast`]; `rflags` is RFLAGS right after the
+/// VMRESUME.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn okernel_vmresume_failed(regs: *mut GuestRegisters, rflags: u64) -> ! {
+    // SAFETY: as in `okernel_exit_fast`.
+    let state = unsafe { &*regs.cast::<RunState>() };
+    entry_failed(state, "VMRESUME", crate::arch::run::entry_failure(rflags))
+}
+
+/// A failed VMLAUNCH/VMRESUME: the guest state and the §31.4 error.
+#[cold]
+fn entry_failed(state: &RunState, op: &str, e: VmFail) -> ! {
+    log::error!("okernel: {op} failed: {e}");
+    exit::fatal::log_guest_state(&state.vcpu);
+    let msg = FixedString::<160>::from_fmt(format_args!("{op} failed: {e}"));
+    finish(state, Outcome::Fail, msg.as_str())
+}
+
+/// The guest's Exit hypercall: the marker carries the guest's reason
+/// (`guest: <reason>`) if it gave one.
+#[cold]
+#[inline(never)]
+fn guest_ended(state: &RunState, outcome: Outcome) -> ! {
+    let reason = &state.vcpu.guest_reason;
+    let msg = if reason.is_empty() {
+        FixedString::<160>::from_fmt(format_args!("guest ended the run ({})", outcome.word()))
+    } else {
+        log::info!(
+            "okernel: guest ended the run ({}): {reason}",
+            outcome.word()
+        );
+        FixedString::<160>::from_fmt(format_args!("guest: {reason}"))
+    };
+    finish(state, outcome, msg.as_str())
+}
+
+/// A fatal exit: the guest state and the error.
+#[cold]
+#[inline(never)]
+fn fatal_exit(state: &RunState, e: ExitError) -> ! {
+    log::error!("okernel: fatal VM exit: {e}");
+    exit::fatal::log_guest_state(&state.vcpu);
+    let msg = FixedString::<160>::from_fmt(format_args!("{e}"));
+    finish(state, Outcome::Fail, msg.as_str())
+}
+
 /// Prints the exit counters and the audit summary, then ends the run.
-fn finish<V: Vmcs, C: Cpu, P: Policy>(
-    vcpu: &Vcpu<V, C, P>,
-    report: super::ReportFn,
-    outcome: Outcome,
-    msg: &str,
-) -> ! {
-    vcpu.counters.log();
+fn finish(state: &RunState, outcome: Outcome, msg: &str) -> ! {
+    state.vcpu.counters.log();
     log::info!(
         "okernel: audit log: {} records ({} dropped from the ring)",
-        vcpu.audit.total(),
-        vcpu.audit.dropped()
+        state.vcpu.audit.total(),
+        state.vcpu.audit.dropped()
     );
-    report(outcome, msg)
+    (state.report)(outcome, msg)
 }

@@ -4,7 +4,6 @@ use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::result::Outcome;
 
 use super::*;
-use crate::hypercall::{Request, dispatch};
 use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;
 
@@ -100,18 +99,21 @@ fn a_32_bit_guest_passes_32_bit_numbers() {
 
 #[test]
 fn dispatch_is_total() {
-    // Every call number, argument and CPL gives a reply (no panic).
-    for number in (0..8).chain([u64::MAX, 1 << 63]) {
-        for cpl in 0..4 {
+    // Every call number, argument and CPL gives a reply (no panic), and
+    // CPL > 0 is always refused with nothing returned.
+    for number in (0..8).chain([u64::MAX, 1 << 63, 1 << 32 | 1]) {
+        for cpl in 0..4u64 {
             for arg in [0, 0x10, 0x13, 0xff, u64::MAX] {
-                let reply = dispatch(&Request {
-                    number,
-                    args: [arg, 0, 0, 0],
-                    cpl,
-                });
+                let mut v = vcpu();
+                let ss = v.vmcs.get(Guest32::SsAccessRights);
+                v.vmcs.set(Guest32::SsAccessRights, ss | (cpl << 5));
+                let r = vmcall(&mut v, number, arg);
                 if cpl != 0 {
-                    assert_eq!(reply.status, Status::PermissionDenied);
-                    assert!(reply.stop.is_none());
+                    assert_advanced(&v, r, 3);
+                    assert_eq!(v.regs.rax(), Status::PermissionDenied.raw());
+                    assert_eq!(v.regs.rdi(), arg);
+                } else {
+                    assert!(r.is_ok(), "{number:#x} {arg:#x}: {r:?}");
                 }
             }
         }
