@@ -46,6 +46,19 @@ struct Child {
     base: u64,
 }
 
+impl Child {
+    /// Entry `i` before the change: read from the table, or the piece of
+    /// the split page, or empty.
+    #[inline]
+    fn old(&self, i: usize) -> u64 {
+        match (self.slot, self.table) {
+            (Slot::Leaf(e), _) => split_child(e, self.level, i),
+            (Slot::Table(_), Some(t)) => t.load(i),
+            _ => 0,
+        }
+    }
+}
+
 /// One pass of a change over the tree.
 struct Pass<'a, A: FrameAllocator + ?Sized> {
     frames: &'a mut A,
@@ -149,11 +162,7 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
             // 4 KiB entries: a tight loop, no recursion.
             let write = table.filter(|_| self.applying());
             for i in first..=last {
-                let old = match (slot, table) {
-                    (Slot::Leaf(e), _) => split_child(e, level, i),
-                    (Slot::Table(_), Some(t)) => t.load(i),
-                    _ => 0,
-                };
+                let old = at.old(i);
                 let new = self.op.page(old, base + i as u64 * PAGE_SIZE);
                 if let Some(t) = write
                     && (fresh || new != old)
@@ -220,11 +229,7 @@ impl<A: FrameAllocator + ?Sized> Pass<'_, A> {
     /// (written in the apply pass) and what it amounts to for the merge.
     fn child(&mut self, at: &Child, i: usize, in_range: bool) -> Out {
         let child = at.level - 1;
-        let old = match (at.slot, at.table) {
-            (Slot::Leaf(e), _) => split_child(e, at.level, i),
-            (Slot::Table(_), Some(t)) => t.load(i),
-            _ => 0,
-        };
+        let old = at.old(i);
         // (The common cases are decided here, without a call.)
         let out = if in_range {
             self.resolve(old, child, at.base + i as u64 * span(child))
