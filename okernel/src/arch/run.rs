@@ -7,25 +7,25 @@
 //! HOST_RSP and RIP = HOST_RIP = [`vm_exit_entry`], so the exit stub finds
 //! the register block at `[rsp]` without touching any other register:
 //!
-//! 1. store the guest's RAX, RCX, RDX, RBX, RSI, RDI and R8–R11 (the
-//!    *fast set*) into the block;
+//! 1. store the guest's caller-saved registers (System V: RAX, RCX, RDX,
+//!    RSI, RDI, R8–R11) into the block;
 //! 2. call `okernel_exit_fast(regs)` on the stack below it (the run loop
 //!    defines it). It handles the exits a guest takes on its hot paths,
-//!    which read and write only registers of the fast set, and returns 0
-//!    to resume the guest;
-//! 3. otherwise store RBP and R12–R15 as well and call
+//!    which read only those registers and write only those and RBX, and
+//!    returns [`RESUME`] (or [`RESUME_RBX`] when it wrote RBX) to resume
+//!    the guest;
+//! 3. otherwise ([`SLOW`]) store RBX, RBP and R12–R15 as well, call
 //!    `okernel_exit_slow(regs)`, which handles everything else with the
 //!    whole register file in the block (or ends the run: it does not
-//!    return then), and reload RBP and R12–R15;
-//! 4. reload the fast set and VMRESUME.
+//!    return then), and reload them;
+//! 4. reload the caller-saved registers and VMRESUME.
 //!
 //! There is no host context to save or restore around the guest: the
 //! handlers start afresh at HOST_RSP on every exit, and nothing of the
-//! monitor lives in registers between exits. RBP and R12–R15 need no
+//! monitor lives in registers between exits. RBX, RBP and R12–R15 need no
 //! saving on the fast path because the handlers are `extern "C"`
-//! functions: System V has them preserve RBP, RBX and R12–R15, so those
-//! still hold the guest's values when the fast handler returns (RBX is in
-//! the fast set only because CPUID writes it).
+//! functions: System V has them preserve those, so they still hold the
+//! guest's values when the fast handler returns.
 //!
 //! If VMRESUME fails instead, execution falls through it and the stub
 //! stores the rest of the registers and calls
@@ -42,6 +42,14 @@ use crate::vmx::fields::ReadOnly32;
 use crate::vmx::regs::GuestRegisters;
 
 const _: () = assert!(core::mem::size_of::<GuestRegisters>() == 16 * 8);
+
+/// `okernel_exit_fast`: resume the guest.
+pub const RESUME: u32 = 0;
+/// `okernel_exit_fast`: resume the guest; RBX changed in the block.
+pub const RESUME_RBX: u32 = 1;
+/// `okernel_exit_fast`: finish the exit in `okernel_exit_slow` (bit 31, so
+/// that one `test` tells the three codes apart).
+pub const SLOW: u32 = 1 << 31;
 
 // The stubs. Register offsets in GuestRegisters follow the SDM GPR encoding
 // (RAX=0, RCX=1, RDX=2, RBX=3, RSP=4 unused, RBP=5, RSI=6, RDI=7, R8..R15).
@@ -89,7 +97,6 @@ global_asm!(
     "mov [rsp + 0], rax",
     "mov [rsp + 8], rcx",
     "mov [rsp + 16], rdx",
-    "mov [rsp + 24], rbx",
     "mov [rsp + 48], rsi",
     "mov [rsp + 56], rdi",
     "mov [rsp + 64], r8",
@@ -99,13 +106,16 @@ global_asm!(
     // HOST_RSP is 16-byte aligned, as the call needs (System V).
     "mov rdi, rsp",
     "call okernel_exit_fast",
-    "test rax, rax",
-    "jnz 3f",
+    "test eax, eax",
+    "jz 2f",
+    "js 3f",
+    // RESUME_RBX
+    "mov rbx, [rsp + 24]",
+    // RESUME
     "2:",
     "mov rax, [rsp + 0]",
     "mov rcx, [rsp + 8]",
     "mov rdx, [rsp + 16]",
-    "mov rbx, [rsp + 24]",
     "mov rsi, [rsp + 48]",
     "mov rdi, [rsp + 56]",
     "mov r8,  [rsp + 64]",
@@ -114,6 +124,7 @@ global_asm!(
     "mov r11, [rsp + 88]",
     "vmresume",
     // VM entry failed: report it with every register (never returns).
+    "mov [rsp + 24], rbx",
     "mov [rsp + 40], rbp",
     "mov [rsp + 96], r12",
     "mov [rsp + 104], r13",
@@ -124,8 +135,9 @@ global_asm!(
     "mov rdi, rsp",
     "call okernel_vmresume_failed",
     "ud2",
-    // The slow path: the whole register file.
+    // SLOW: the whole register file.
     "3:",
+    "mov [rsp + 24], rbx",
     "mov [rsp + 40], rbp",
     "mov [rsp + 96], r12",
     "mov [rsp + 104], r13",
@@ -133,6 +145,7 @@ global_asm!(
     "mov [rsp + 120], r15",
     "mov rdi, rsp",
     "call okernel_exit_slow",
+    "mov rbx, [rsp + 24]",
     "mov rbp, [rsp + 40]",
     "mov r12, [rsp + 96]",
     "mov r13, [rsp + 104]",

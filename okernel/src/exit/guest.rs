@@ -237,6 +237,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         let next = if rip < MODE_FREE {
             rip + u64::from(len)
         } else {
+            core::hint::cold_path();
             self.next_rip_far(rip, len, *mode)?
         };
         self.vmcs.write(GuestNatural::Rip, next)?;

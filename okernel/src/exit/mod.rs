@@ -100,7 +100,7 @@ pub fn handle_exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     match handle_fast(vcpu) {
-        FastPath::Resumed => Ok(ExitAction::Resume),
+        FastPath::Resumed { .. } => Ok(ExitAction::Resume),
         FastPath::Failed(e) => Err(e),
         FastPath::Slow(rest) => handle_slow(vcpu, rest),
     }
@@ -110,9 +110,13 @@ pub fn handle_exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FastPath {
     /// It handled the exit and the guest resumes. The fast handlers read
-    /// and write only RAX, RCX, RDX, RBX, RSI, RDI and R8–R11 of
-    /// [`Vcpu::regs`] (the run loop's exit stub relies on it).
-    Resumed,
+    /// only RAX, RCX, RDX, RSI, RDI and R8–R11 of [`Vcpu::regs`] (the
+    /// caller-saved registers of System V) and write only those and, when
+    /// `wrote_rbx`, RBX: the run loop's exit stub relies on it.
+    Resumed {
+        /// Whether RBX was written (CPUID).
+        wrote_rbx: bool,
+    },
     /// Handling failed (fatal).
     Failed(ExitError),
     /// [`handle_slow`] finishes the exit.
@@ -152,11 +156,12 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             return FastPath::Failed(e.into());
         }
     };
-    let result = match field {
+    let (result, wrote_rbx) = match field {
         VMCALL => {
             vcpu.counters.count(ExitReason::Vmcall);
             match crate::hypercall::handle_vmcall_fast(vcpu) {
-                crate::hypercall::Fast::Done(r) => r,
+                // RAX only (Null).
+                crate::hypercall::Fast::Done(r) => (r, false),
                 crate::hypercall::Fast::Continue { cpl } => {
                     return FastPath::Slow(SlowExit::Vmcall { cpl });
                 }
@@ -164,7 +169,8 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
         CPUID => {
             vcpu.counters.count(ExitReason::Cpuid);
-            cpuid::handle(vcpu)
+            // EAX and ECX in; EAX, EBX, ECX, EDX out.
+            (cpuid::handle(vcpu), true)
         }
         field => {
             core::hint::cold_path();
@@ -172,7 +178,7 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
     };
     match result {
-        Ok(ExitAction::Resume) => FastPath::Resumed,
+        Ok(ExitAction::Resume) => FastPath::Resumed { wrote_rbx },
         // Neither Null nor CPUID ends the run.
         Ok(ExitAction::Stop(_)) => unreachable!("a fast exit ended the run"),
         Err(e) => {

@@ -14,6 +14,7 @@ use okernel_abi::result::Outcome;
 
 use super::ReportFn;
 use super::ept_view::PoolFrames;
+use crate::arch::run::{RESUME, RESUME_RBX, SLOW};
 use crate::exit::{self, ExitAction, ExitError, FastPath, SlowExit, Vcpu};
 use crate::fmt::FixedString;
 use crate::hw::real::{RealCpu, RealVmcs};
@@ -71,10 +72,10 @@ pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
 }
 
 /// The fast half of exit handling ([`exit::handle_fast`]); called by the
-/// exit stub only, with the fast set of registers in the block. Returns 0
-/// to resume the guest, anything else to have the stub store the other
-/// registers and call [`okernel_exit_slow`], which finds its work in
-/// [`RunState::pending`].
+/// exit stub only, with the caller-saved registers in the block. Returns
+/// [`RESUME`] or [`RESUME_RBX`] to resume the guest, or [`SLOW`] to have
+/// the stub store the other registers and call [`okernel_exit_slow`],
+/// which finds its work in [`RunState::pending`].
 ///
 /// # Safety
 /// `regs` must be HOST_RSP as `launch` set it: the address of the
@@ -82,7 +83,7 @@ pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
 /// just stored into it, and nothing else referring to it while the handler
 /// runs.
 #[unsafe(no_mangle)]
-unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u64 {
+unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
     // SAFETY: the caller's contract: `regs` is the RunState (`repr(C)`, the
     // registers are its first field at offset 0). Nothing else holds a
     // reference to it: `monitor_main` gave it up at VMLAUNCH, and exits do
@@ -92,14 +93,15 @@ unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u64 {
     // Nothing here calls out: the slow half is reached by returning, so
     // this path needs no stack frame and no saved registers.
     match exit::handle_fast(&mut state.vcpu) {
-        FastPath::Resumed => 0,
+        FastPath::Resumed { wrote_rbx: false } => RESUME,
+        FastPath::Resumed { wrote_rbx: true } => RESUME_RBX,
         FastPath::Failed(e) => {
             state.pending = Pending::Failed(e);
-            1
+            SLOW
         }
         FastPath::Slow(rest) => {
             state.pending = Pending::Slow(rest);
-            1
+            SLOW
         }
     }
 }
