@@ -60,7 +60,7 @@ pub fn build() -> Result<Images, String> {
         ("okernel-loader", &images.okernel),
         ("okernel-guest", &images.guest),
     ] {
-        std::fs::copy(built.join(from), to).map_err(|e| format!("copying {from}: {e}"))?;
+        install(&built.join(from), to)?;
     }
     build_guest32(&root, &images)?;
     eprintln!(
@@ -101,5 +101,15 @@ fn build_guest32(root: &Path, images: &Images) -> Result<(), String> {
         .arg(src.join("link.ld"))
         .arg(&obj)
         .arg("-o")
-        .arg(&images.guest32))
+        .arg(images.guest32.with_extension("tmp")))?;
+    std::fs::rename(images.guest32.with_extension("tmp"), &images.guest32)
+        .map_err(|e| format!("installing {}: {e}", images.guest32.display()))
+}
+
+/// Copies `from` to `to` atomically (a copy beside `to`, then a rename), so
+/// a run that reads `to` meanwhile never sees a half-written image.
+fn install(from: &Path, to: &Path) -> Result<(), String> {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).map_err(|e| format!("copying {}: {e}", from.display()))?;
+    std::fs::rename(&tmp, to).map_err(|e| format!("installing {}: {e}", to.display()))
 }
