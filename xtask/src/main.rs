@@ -30,7 +30,7 @@ commands:
   lint                       rustfmt --check, clippy -D warnings (host and
                              bare-metal target), rustdoc
   ci                         `lint`, then `test`
-  bench [ept] [vmx]          benchmarks (ratios against a same-run baseline)
+  bench [ept] [vmx] [kvm]    benchmarks (ratios against a same-run baseline)
   help                       this text
 
 GUEST-ARGS is the demo guest's command line, e.g. `scenario=panic`.";
@@ -337,7 +337,11 @@ fn bench(rest: &[String]) -> Result<bool, String> {
         ok &= match b {
             "ept" => cargo(&["bench", "-p", "ept", "--bench", "ept"])?,
             "vmx" => bench::vmx()?,
-            other => return Err(format!("unknown benchmark `{other}` (have: ept, vmx)")),
+            "kvm" => {
+                images::build()?;
+                cargo(&["run", "--release", "-p", "qemu-harness", "--bin", "kvm-bench", "--", "--iterations", "100"])?
+            }
+            other => return Err(format!("unknown benchmark `{other}` (have: ept, vmx, kvm)")),
         };
     }
     Ok(ok)
