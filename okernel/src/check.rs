@@ -4,7 +4,7 @@
 //!
 //! The checks read MSRs only once they are known to exist: the VMX
 //! capability MSRs after CPUID.1:ECX.VMX = 1, the TRUE_ MSRs after
-//! IA32_VMX_BASIC[55] = 1, IA32_VMX_PROCBASED_CTLS2 after the primary
+//! IA32_VMX_BASIC\[55\] = 1, IA32_VMX_PROCBASED_CTLS2 after the primary
 //! controls allow "activate secondary controls", IA32_VMX_EPT_VPID_CAP after
 //! the secondary controls allow EPT (SDM Vol. 3D Appendix A.3.3, A.10).
 

@@ -9,7 +9,7 @@
 //! - [`exit`]: one handler per exit reason, as free functions.
 //! - [`hypercall`]: VMCALL dispatch over [`okernel_abi::hypercall`].
 //! - [`policy`]: the audit log and the hooks the policy layer fills in.
-//! - [`launch`]: bring-up and the run loop; [`launch()`] is what the loader
+//! - [`mod@launch`]: bring-up and the run loop; [`launch()`] is what the loader
 //!   calls.
 #![cfg_attr(not(test), no_std)]
 

@@ -141,7 +141,7 @@ pub unsafe fn xsetbv(xcr: u32, value: u64) {
 ///
 /// # Safety
 /// CR4.OSXSAVE must be set and `xcr` must be readable (0, or 1 when
-/// CPUID.(EAX=0DH,ECX=1):EAX[2] = 1).
+/// CPUID.(EAX=0DH,ECX=1):EAX\[2\] = 1).
 pub unsafe fn xgetbv(xcr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees OSXSAVE is set and `xcr` exists.

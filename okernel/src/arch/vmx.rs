@@ -132,7 +132,7 @@ fn last_failure() -> VmFail {
 ///
 /// The fast path is the instruction, one `setbe` and one branch: CF and ZF
 /// are folded into a single failure flag here and told apart afterwards by
-/// [`last_failure`].
+/// `last_failure`.
 ///
 /// # Safety
 /// In VMX root operation with a current VMCS.
@@ -155,7 +155,7 @@ pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
 /// VMREAD into memory: reads a field of the current VMCS into `*dst`.
 ///
 /// The fast path is the instruction and one `jbe` (CF = 1 or ZF = 1) to
-/// [`last_failure`]: with a memory destination the block has no output
+/// `last_failure`: with a memory destination the block has no output
 /// register, so it can branch straight to the failure path, which a
 /// register destination cannot (`asm goto` with outputs is unstable). For
 /// the exit path, where it saves two instructions per read.
@@ -180,7 +180,7 @@ pub unsafe fn vmread_to(encoding: u32, dst: *mut u64) -> Result<(), VmFail> {
 /// VMWRITE: writes a field of the current VMCS.
 ///
 /// The fast path is the instruction and one `jbe` (CF = 1 or ZF = 1) to
-/// [`last_failure`].
+/// `last_failure`.
 ///
 /// # Safety
 /// In VMX root operation with a current VMCS, and the new value must not

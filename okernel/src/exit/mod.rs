@@ -1,5 +1,5 @@
 //! VM-exit handling: one free function per exit reason, each run on the host
-//! against [`crate::hw::fake`] in the tests.
+//! against `crate::hw::fake` in the tests.
 //!
 //! [`handle_exit`] reads the exit reason, counts it, and dispatches. A
 //! handler returns [`ExitAction::Resume`] (RIP advanced or an event

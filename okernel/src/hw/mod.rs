@@ -1,6 +1,6 @@
 //! The hardware-access traits: everything above [`crate::arch`] reaches the
 //! CPU and the current VMCS through [`Vmcs`] and [`Cpu`], so every exit
-//! handler and the capability checks run on the host against [`fake`]
+//! handler and the capability checks run on the host against `fake`
 //! implementations, and on the machine against [`real`] ones.
 
 #[cfg(any(test, feature = "fake"))]

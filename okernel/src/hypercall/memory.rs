@@ -214,6 +214,18 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         &self.view
     }
 
+    /// The view, to change it. After a change that removes or reduces
+    /// access the caller must invalidate cached translations (INVEPT)
+    /// before the guest runs again.
+    pub fn view_mut(&mut self) -> &mut View<A> {
+        &mut self.view
+    }
+
+    /// The physical memory reads go to.
+    pub fn phys(&self) -> &R {
+        &self.phys
+    }
+
     /// Checks `[gpa, gpa + len)` against the rules of this module.
     pub fn check(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
         let end = gpa.checked_add(len).ok_or(MemoryError::Wraps(gpa, len))?;

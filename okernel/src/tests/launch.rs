@@ -1,9 +1,7 @@
 //! Launch-time construction: configuration checks, VMCS guest/host/control
 //! state, the base EPT view.
 
-use core::ptr::NonNull;
-
-use ept::{FrameAllocator, Gpa, MemoryType, PhysFrame};
+use ept::{Gpa, MemoryType};
 
 use super::*;
 use crate::launch::config::{LaunchError, MemoryKind, MemoryRange, PhysRange};
@@ -102,6 +100,42 @@ fn validate_rejects_bad_pools_and_entries() {
 }
 
 #[test]
+fn validate_rejects_more_ranges_than_guest_memory_keeps() {
+    let ram: Vec<MemoryRange> = (0..65u64)
+        .map(|i| MemoryRange {
+            range: PhysRange {
+                start: 0x10_0000 + i * 0x2000,
+                end: 0x10_1000 + i * 0x2000,
+            },
+            kind: MemoryKind::Ram,
+        })
+        .collect();
+    let mut c = config(entry64());
+    c.guest.rip = 0x10_0000;
+    c.memory_map = &ram[..64];
+    assert_eq!(validate(&c), Ok(()));
+    c.memory_map = &ram;
+    assert_eq!(
+        validate(&c),
+        Err(LaunchError::BadGuest(
+            "more than 64 RAM ranges in the memory map"
+        ))
+    );
+    let monitor = [PhysRange {
+        start: 0x40_0000,
+        end: 0x40_1000,
+    }; 9];
+    let mut c = config(entry64());
+    c.monitor_ranges = &monitor[..8];
+    assert_eq!(validate(&c), Ok(()));
+    c.monitor_ranges = &monitor;
+    assert_eq!(
+        validate(&c),
+        Err(LaunchError::BadGuest("more than 8 monitor ranges"))
+    );
+}
+
+#[test]
 fn long_mode_guest_state_is_consistent() {
     let v = vcpu();
     let vm = &v.vmcs;
@@ -190,23 +224,6 @@ fn tss_base_decodes_a_64_bit_system_descriptor() {
     let low: u64 = 0x67 | (0x5678 << 16) | (0x34 << 32) | (0x89 << 40) | (0x12 << 56);
     let high: u64 = 0xffff_8000;
     assert_eq!(tss_base(low, high), 0xffff_8000_1234_5678);
-}
-
-/// Heap frames for the EPT view; "physical" address = index * 4096 + 4096.
-#[derive(Default)]
-struct Heap(Vec<Box<[u64; 512]>>);
-
-// SAFETY: each frame is a distinct heap box, zeroed on allocation, that
-// lives as long as `Heap`; it is only accessed through `table_ptr`.
-unsafe impl FrameAllocator for Heap {
-    fn allocate_frame(&mut self) -> Option<PhysFrame> {
-        self.0.push(Box::new([0; 512]));
-        PhysFrame::new(self.0.len() as u64 * 4096)
-    }
-    fn free_frame(&mut self, _: PhysFrame) {}
-    fn table_ptr(&self, frame: PhysFrame) -> NonNull<[u64; 512]> {
-        NonNull::from(&*self.0[(frame.addr() / 4096 - 1) as usize])
-    }
 }
 
 #[test]

@@ -3,16 +3,23 @@
 //! hypercall surface, and the launch-time VMCS and EPT construction.
 
 mod capability;
+mod exit_reason;
 mod exits_cpuid_msr;
 mod exits_cr;
 mod exits_ept;
 mod exits_misc;
+mod fast_path;
 mod hypercall;
 mod launch;
+
+use core::ptr::NonNull;
+
+use ept::{FrameAllocator, PhysFrame};
 
 use crate::check;
 use crate::exit::{CrConfig, ExitAction, ExitError, Vcpu, handle_exit};
 use crate::hw::fake::{FakeCpu, FakeVmcs};
+use crate::hypercall::memory::GuestMemory;
 use crate::launch::setup;
 use crate::launch::{DescriptorTable, GuestEntry, GuestMode};
 use crate::policy::{BasePolicy, Decision, Policy};
@@ -79,8 +86,8 @@ pub fn vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
 }
 
 /// Makes the fake VMCS look like the processor just exited for `reason`.
-pub fn synth<P: Policy>(
-    v: &mut Vcpu<FakeVmcs, FakeCpu, P>,
+pub fn synth<P: Policy, M: GuestMemory>(
+    v: &mut Vcpu<FakeVmcs, FakeCpu, P, M>,
     reason: u32,
     qualification: u64,
     len: u32,
@@ -94,8 +101,8 @@ pub fn synth<P: Policy>(
 }
 
 /// Synthesises an exit and handles it.
-pub fn run<P: Policy>(
-    v: &mut Vcpu<FakeVmcs, FakeCpu, P>,
+pub fn run<P: Policy, M: GuestMemory>(
+    v: &mut Vcpu<FakeVmcs, FakeCpu, P, M>,
     reason: ExitReason,
     qualification: u64,
     len: u32,
@@ -105,12 +112,12 @@ pub fn run<P: Policy>(
 }
 
 /// The injected event (VM-entry interruption information).
-pub fn injected<P: Policy>(v: &Vcpu<FakeVmcs, FakeCpu, P>) -> u64 {
+pub fn injected<P: Policy, M: GuestMemory>(v: &Vcpu<FakeVmcs, FakeCpu, P, M>) -> u64 {
     v.vmcs.get(Control32::EntryInterruptionInfo)
 }
 
 /// Guest RIP.
-pub fn rip<P: Policy>(v: &Vcpu<FakeVmcs, FakeCpu, P>) -> u64 {
+pub fn rip<P: Policy, M: GuestMemory>(v: &Vcpu<FakeVmcs, FakeCpu, P, M>) -> u64 {
     v.vmcs.get(GuestNatural::Rip)
 }
 
@@ -120,8 +127,8 @@ pub const UD: u64 = 0x8000_0306;
 pub const GP: u64 = 0x8000_0b0d;
 
 /// Asserts the exit resumed the guest at the faulting instruction with `event`.
-pub fn assert_injected<P: Policy>(
-    v: &Vcpu<FakeVmcs, FakeCpu, P>,
+pub fn assert_injected<P: Policy, M: GuestMemory>(
+    v: &Vcpu<FakeVmcs, FakeCpu, P, M>,
     r: Result<ExitAction, ExitError>,
     event: u64,
 ) {
@@ -131,12 +138,29 @@ pub fn assert_injected<P: Policy>(
 }
 
 /// Asserts the exit resumed after the instruction, nothing injected.
-pub fn assert_advanced<P: Policy>(
-    v: &Vcpu<FakeVmcs, FakeCpu, P>,
+pub fn assert_advanced<P: Policy, M: GuestMemory>(
+    v: &Vcpu<FakeVmcs, FakeCpu, P, M>,
     r: Result<ExitAction, ExitError>,
     len: u64,
 ) {
     assert_eq!(r, Ok(ExitAction::Resume));
     assert_eq!(injected(v), 0);
     assert_eq!(rip(v), RIP + len);
+}
+
+/// Heap frames for EPT views; "physical" address = index * 4096 + 4096.
+#[derive(Default)]
+pub struct Heap(Vec<Box<[u64; 512]>>);
+
+// SAFETY: each frame is a distinct heap box, zeroed on allocation, that
+// lives as long as `Heap`; it is only accessed through `table_ptr`.
+unsafe impl FrameAllocator for Heap {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        self.0.push(Box::new([0; 512]));
+        PhysFrame::new(self.0.len() as u64 * 4096)
+    }
+    fn free_frame(&mut self, _: PhysFrame) {}
+    fn table_ptr(&self, frame: PhysFrame) -> NonNull<[u64; 512]> {
+        NonNull::from(&*self.0[(frame.addr() / 4096 - 1) as usize])
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! One enum per width and type, as in Appendix B (B.1.1 .. B.4.4). Each enum
 //! implements [`Field`], which fixes the Rust type of the value. A
-//! compile-time check (see [`vmcs_group!`]) asserts that every encoding's
+//! compile-time check (see `vmcs_group!`) asserts that every encoding's
 //! width bits (14:13) and type bits (11:10) match the enum it is listed in,
 //! and that it names the full (not the high) half of a 64-bit field.
 
