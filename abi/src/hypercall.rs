@@ -41,20 +41,97 @@ pub enum Call {
     /// readable (monitor memory, MMIO, reserved or unmapped memory never
     /// is). Control characters in the reason are printed as spaces.
     Exit = 2,
+
+    // ---- The protection policy (ABI 1.0, DESIGN.md §2 invariants 2–10).
+    // Every argument is validated; any failure returns an error status and
+    // changes nothing. Addresses are guest-physical unless said otherwise.
+    /// Registers a region: RDI = base (4 KiB-aligned), RSI = length (a
+    /// non-zero multiple of 4 KiB), RDX = a [`crate::policy::RegionKind`].
+    /// RDI out = the region id. The region must be guest RAM, not overlap
+    /// another region, and not touch monitor memory. It is not protected
+    /// until locked.
+    RegisterRegion = 16,
+    /// Locks region RDI: its protection takes effect in every view, one
+    /// way (invariant 8). Locking a locked region fails with `Locked`.
+    LockRegion = 17,
+    /// Pins bits RSI of control register RDI (0 = CR0, 4 = CR4): from now
+    /// on a guest write that clears a pinned bit is denied and audited.
+    /// Only bits that are set now and that okernel allows pinning (CR0.PE,
+    /// CR0.WP, CR0.PG; CR4.PAE, PGE, SMEP, SMAP, UMIP, OSXSAVE, FSGSBASE)
+    /// are accepted.
+    PinCr = 18,
+    /// Locks MSR RDI at its current value: writes are denied and audited.
+    /// Allowed MSRs: EFER, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_CS/ESP/EIP,
+    /// PAT, and the S_CET/PL0_SSP family where present.
+    LockMsr = 19,
+    /// From now on LIDT, LGDT, LLDT and LTR exit and are refused.
+    LockDescriptorTables = 20,
+    /// Creates an untrusted context: a new EPT view derived from the
+    /// locked policy. RDI out = the context id (non-zero).
+    CreateContext = 21,
+    /// Destroys context RDI (not the current one, not 0): its view and its
+    /// protected pages are returned.
+    DestroyContext = 22,
+    /// Makes page RSI (4 KiB-aligned guest RAM, in no region) a protected
+    /// page of context RDI: mapped in that context's view only.
+    AllocProtectedPage = 23,
+    /// Returns protected page RSI of context RDI to every view, zeroed.
+    FreeProtectedPage = 24,
+    /// Registers RDI (a guest-linear address in locked text) as a gate:
+    /// where a switch to a less restricted view resumes. RDI out = the
+    /// gate id.
+    RegisterGate = 25,
+    /// Switches the current context to RDI. To a more restricted view the
+    /// guest resumes after the VMCALL; to a less restricted one (an
+    /// untrusted context to the trusted one) it resumes at gate RSI —
+    /// never at the caller's RIP (invariant 9).
+    SwitchContext = 26,
+    /// The validated page-table update (a virtual MMU): writes the 8-byte
+    /// entry at RDI (8-aligned, inside a locked `PageTable` region) with
+    /// RSI. Refused with `Refused` when the entry maps a protected frame
+    /// writable, or remaps an entry that points at a protected frame to
+    /// another frame (invariant 7).
+    UpdatePageTable = 27,
+    /// RDI out = the number of audit records written so far.
+    AuditCount = 28,
+    /// Copies audit record RDI (a sequence number still in the ring) as a
+    /// [`crate::policy::AuditRecord`] to the 64 bytes at RSI, which must be
+    /// guest RAM writable in the current view.
+    AuditRead = 29,
 }
 
 impl Call {
     /// Every call of this ABI version, for exhaustive tests.
-    pub const ALL: &'static [Call] = &[Call::Version, Call::Null, Call::Exit];
+    pub const ALL: &'static [Call] = &[
+        Call::Version,
+        Call::Null,
+        Call::Exit,
+        Call::RegisterRegion,
+        Call::LockRegion,
+        Call::PinCr,
+        Call::LockMsr,
+        Call::LockDescriptorTables,
+        Call::CreateContext,
+        Call::DestroyContext,
+        Call::AllocProtectedPage,
+        Call::FreeProtectedPage,
+        Call::RegisterGate,
+        Call::SwitchContext,
+        Call::UpdatePageTable,
+        Call::AuditCount,
+        Call::AuditRead,
+    ];
 
     /// Decodes a call number from RAX.
     pub const fn from_raw(raw: u64) -> Result<Self, Status> {
-        Ok(match raw {
-            0 => Call::Version,
-            1 => Call::Null,
-            2 => Call::Exit,
-            _ => return Err(Status::UnknownCall),
-        })
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u64 == raw {
+                return Ok(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        Err(Status::UnknownCall)
     }
 
     /// The call number as it goes in RAX.
@@ -68,6 +145,20 @@ impl Call {
             Call::Version => "version",
             Call::Null => "null",
             Call::Exit => "exit",
+            Call::RegisterRegion => "register-region",
+            Call::LockRegion => "lock-region",
+            Call::PinCr => "pin-cr",
+            Call::LockMsr => "lock-msr",
+            Call::LockDescriptorTables => "lock-descriptor-tables",
+            Call::CreateContext => "create-context",
+            Call::DestroyContext => "destroy-context",
+            Call::AllocProtectedPage => "alloc-protected-page",
+            Call::FreeProtectedPage => "free-protected-page",
+            Call::RegisterGate => "register-gate",
+            Call::SwitchContext => "switch-context",
+            Call::UpdatePageTable => "update-page-table",
+            Call::AuditCount => "audit-count",
+            Call::AuditRead => "audit-read",
         }
     }
 }
@@ -88,6 +179,29 @@ pub enum Status {
     InvalidArgument = 2,
     /// The caller is not allowed to make this call (for example CPL > 0).
     PermissionDenied = 3,
+    /// An address or length is not 4 KiB-aligned (8 for page-table
+    /// entries).
+    Unaligned = 4,
+    /// A length is zero.
+    Empty = 5,
+    /// The range overlaps a registered region or a protected page.
+    Overlap = 6,
+    /// The range is not (wholly) guest RAM.
+    OutOfRam = 7,
+    /// The range touches monitor memory.
+    MonitorMemory = 8,
+    /// The object is locked (one way, invariant 8), or the call would undo
+    /// a lock.
+    Locked = 9,
+    /// No region, gate or protected page with that id or address.
+    NotFound = 10,
+    /// No live context with that id, or the context may not be used so.
+    BadContext = 11,
+    /// A fixed-size table (regions, contexts, gates, frames) is full.
+    Exhausted = 12,
+    /// The policy refuses the request (for example a remap of a protected
+    /// page, or a pin of a bit okernel does not pin).
+    Refused = 13,
 }
 
 impl Status {
@@ -98,6 +212,16 @@ impl Status {
             1 => Status::UnknownCall,
             2 => Status::InvalidArgument,
             3 => Status::PermissionDenied,
+            4 => Status::Unaligned,
+            5 => Status::Empty,
+            6 => Status::Overlap,
+            7 => Status::OutOfRam,
+            8 => Status::MonitorMemory,
+            9 => Status::Locked,
+            10 => Status::NotFound,
+            11 => Status::BadContext,
+            12 => Status::Exhausted,
+            13 => Status::Refused,
             other => return Err(other),
         })
     }
@@ -114,6 +238,16 @@ impl Status {
             Status::UnknownCall => "unknown call",
             Status::InvalidArgument => "invalid argument",
             Status::PermissionDenied => "permission denied",
+            Status::Unaligned => "unaligned",
+            Status::Empty => "empty",
+            Status::Overlap => "overlap",
+            Status::OutOfRam => "not guest RAM",
+            Status::MonitorMemory => "monitor memory",
+            Status::Locked => "locked",
+            Status::NotFound => "not found",
+            Status::BadContext => "bad context",
+            Status::Exhausted => "exhausted",
+            Status::Refused => "refused by policy",
         }
     }
 }
@@ -130,6 +264,16 @@ mod tests {
     }
 
     #[test]
+    fn call_numbers_are_stable() {
+        assert_eq!(Call::Exit.raw(), 2);
+        assert_eq!(Call::RegisterRegion.raw(), 16);
+        assert_eq!(Call::AuditRead.raw(), 29);
+        for raw in 3..16 {
+            assert_eq!(Call::from_raw(raw), Err(Status::UnknownCall));
+        }
+    }
+
+    #[test]
     fn unknown_calls_are_refused() {
         assert_eq!(Call::from_raw(3), Err(Status::UnknownCall));
         assert_eq!(Call::from_raw(u64::MAX), Err(Status::UnknownCall));
@@ -137,13 +281,10 @@ mod tests {
 
     #[test]
     fn status_round_trips() {
-        for s in [
-            Status::Success,
-            Status::UnknownCall,
-            Status::InvalidArgument,
-            Status::PermissionDenied,
-        ] {
-            assert_eq!(Status::from_raw(s.raw()), Ok(s));
+        for raw in 0..=13 {
+            let s = Status::from_raw(raw).expect("0..=13 are all defined");
+            assert_eq!(s.raw(), raw);
+            assert!(!s.name().is_empty());
         }
         assert_eq!(Status::from_raw(99), Err(99));
     }

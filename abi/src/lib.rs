@@ -8,6 +8,8 @@
 //! - [`cpuid`]: the okernel signature leaves in the hypervisor CPUID range.
 //! - [`result`]: the run-result protocol every backend understands.
 //! - [`boot`]: the hand-off structure the loader gives the guest kernel.
+//! - [`policy`]: region kinds, audit records and other values of the
+//!   protection-policy calls.
 //!
 //! The ABI is versioned from day one: [`ABI_VERSION`].
 #![cfg_attr(not(test), no_std)]
@@ -16,6 +18,7 @@
 pub mod boot;
 pub mod cpuid;
 pub mod hypercall;
+pub mod policy;
 pub mod result;
 
 /// An ABI version: `major` changes break callers, `minor` adds calls.
@@ -43,7 +46,7 @@ impl Version {
 }
 
 /// The version of the ABI this crate describes.
-pub const ABI_VERSION: Version = Version { major: 0, minor: 1 };
+pub const ABI_VERSION: Version = Version { major: 0, minor: 2 };
 
 #[cfg(test)]
 mod tests {

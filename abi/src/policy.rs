@@ -1,0 +1,178 @@
+//! The protection-policy part of the ABI (version 1): what the guest
+//! registers, locks and asks for, as argument values and `repr(C)`
+//! structures shared by the monitor and the guest.
+//!
+//! The calls themselves are in [`crate::hypercall::Call`]; their argument
+//! rules are documented there and in `docs/hypercall-abi.md`. Every
+//! validation failure returns a [`crate::hypercall::Status`] and changes
+//! nothing.
+
+/// What a registered region holds, and so how the monitor protects it once
+/// locked (invariants 2, 3, 7 of DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u64)]
+#[non_exhaustive]
+pub enum RegionKind {
+    /// Kernel text: read + execute in every view; the only memory that is
+    /// supervisor-executable once any text region is locked (W^X).
+    Text = 1,
+    /// Read-only data: read-only in every view.
+    Rodata = 2,
+    /// Data that becomes read-only after initialisation (at lock).
+    RoAfterInit = 3,
+    /// Page-table pages: read-only in untrusted views; changed there only
+    /// through the validated page-table update call.
+    PageTable = 4,
+    /// Descriptor tables (IDT, GDT, TSS): read-only in every view.
+    DescriptorTable = 5,
+    /// Credential pages: read-only in untrusted views.
+    Credentials = 6,
+    /// The system-call table and similar dispatch tables: read-only in
+    /// every view.
+    DispatchTable = 7,
+}
+
+impl RegionKind {
+    /// Every kind, for exhaustive tests.
+    pub const ALL: [RegionKind; 7] = [
+        RegionKind::Text,
+        RegionKind::Rodata,
+        RegionKind::RoAfterInit,
+        RegionKind::PageTable,
+        RegionKind::DescriptorTable,
+        RegionKind::Credentials,
+        RegionKind::DispatchTable,
+    ];
+
+    /// Decodes a kind from a hypercall argument.
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        Some(match raw {
+            1 => RegionKind::Text,
+            2 => RegionKind::Rodata,
+            3 => RegionKind::RoAfterInit,
+            4 => RegionKind::PageTable,
+            5 => RegionKind::DescriptorTable,
+            6 => RegionKind::Credentials,
+            7 => RegionKind::DispatchTable,
+            _ => return None,
+        })
+    }
+
+    /// A short name for logs and audit records.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RegionKind::Text => "text",
+            RegionKind::Rodata => "rodata",
+            RegionKind::RoAfterInit => "ro-after-init",
+            RegionKind::PageTable => "page-table",
+            RegionKind::DescriptorTable => "descriptor-table",
+            RegionKind::Credentials => "credentials",
+            RegionKind::DispatchTable => "dispatch-table",
+        }
+    }
+}
+
+/// The trusted context: the view every guest starts in.
+pub const TRUSTED_CONTEXT: u64 = 0;
+
+/// The most untrusted contexts the monitor keeps at once.
+pub const MAX_CONTEXTS: usize = 8;
+
+/// Which control register a pin applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum ControlRegister {
+    /// CR0 (pinnable bits: PE, WP, PG).
+    Cr0 = 0,
+    /// CR4 (pinnable bits: PAE, PGE, SMEP, SMAP, UMIP, ...).
+    Cr4 = 4,
+}
+
+impl ControlRegister {
+    /// Decodes a register number from a hypercall argument.
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        match raw {
+            0 => Some(ControlRegister::Cr0),
+            4 => Some(ControlRegister::Cr4),
+            _ => None,
+        }
+    }
+}
+
+/// What an audit record says was attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum AuditKind {
+    /// An access the EPT view denied.
+    EptViolation = 1,
+    /// A write that would clear a pinned CR bit.
+    CrPin = 2,
+    /// A write to a locked MSR.
+    MsrLock = 3,
+    /// LIDT/LGDT/LLDT/LTR after the descriptor tables were locked.
+    DescriptorTable = 4,
+    /// A page-table update the monitor refused (remap defence).
+    PageTableUpdate = 5,
+    /// A context switch the monitor refused or redirected to a gate.
+    ContextSwitch = 6,
+}
+
+/// What the monitor did about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// The instruction was skipped; nothing happened.
+    Skip = 1,
+    /// #GP(0) was injected at the instruction.
+    InjectGp = 2,
+    /// #PF was injected.
+    InjectPf = 3,
+    /// The hypercall failed with an error status.
+    Refused = 4,
+    /// The context was stopped.
+    Stop = 5,
+}
+
+/// One audit record as the `AuditRead` call copies it into guest memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct AuditRecord {
+    /// Sequence number (0 for the first record of the run).
+    pub sequence: u64,
+    /// An [`AuditKind`] value.
+    pub kind: u32,
+    /// An [`AuditAction`] value.
+    pub action: u32,
+    /// The context that made the attempt.
+    pub context: u64,
+    /// Guest-physical address involved (0 when none).
+    pub gpa: u64,
+    /// Guest-linear address involved (0 when not valid).
+    pub gva: u64,
+    /// Access attempted: bit 0 read, bit 1 write, bit 2 execute.
+    pub access: u64,
+    /// Guest RIP of the attempt.
+    pub rip: u64,
+    /// The VM-exit qualification (or the refused value for CR/MSR writes).
+    pub qualification: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<AuditRecord>() == 64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_unknown_values_are_refused() {
+        for k in RegionKind::ALL {
+            assert_eq!(RegionKind::from_raw(k as u64), Some(k));
+        }
+        assert_eq!(RegionKind::from_raw(0), None);
+        assert_eq!(RegionKind::from_raw(8), None);
+        assert_eq!(ControlRegister::from_raw(3), None);
+        assert_eq!(ControlRegister::from_raw(4), Some(ControlRegister::Cr4));
+    }
+}
