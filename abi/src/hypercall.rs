@@ -33,7 +33,8 @@ pub enum Call {
     ///
     /// On success the monitor prints its exit counters and reports the
     /// outcome with the reason (`OKERNEL-RESULT: fail: guest: <reason>`;
-    /// without a reason, `guest ended the run (<outcome>)`); it does not
+    /// without a reason, `guest ended the run (<outcome>)`; a `pass`
+    /// marker carries no detail, the monitor logs the reason); it does not
     /// return to the guest. It fails with [`Status::InvalidArgument`], and
     /// the run goes on, when the outcome code is unknown, the length is
     /// above [`EXIT_REASON_MAX`], the bytes are not UTF-8, or any byte of

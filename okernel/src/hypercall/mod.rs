@@ -1,9 +1,11 @@
 //! VMCALL: the hypercall ABI of [`okernel_abi::hypercall`] (register
-//! convention there). [`handle_vmcall`] checks the caller's privilege,
-//! dispatches on the call number — one arm per call, the Null round trip
-//! inline, the others out of line — and each arm sets RAX (and what the
-//! call returns) and advances RIP, or ends the run (Exit). Exit's reason
-//! is read from guest memory through [`memory::GuestMemory`].
+//! convention there). [`handle_vmcall`] checks the caller's privilege and
+//! dispatches on the call number, one arm per call; each arm sets RAX (and
+//! what the call returns) and advances RIP, or ends the run (Exit). The
+//! exit path runs the CPL check and the Null arm in line
+//! ([`handle_vmcall_fast`]) and the rest out of line
+//! ([`handle_vmcall_at`]). Exit's reason is read from guest memory through
+//! [`memory::GuestMemory`].
 //!
 //! Every malformed call gets a status code (invariant 11): a call number
 //! outside the ABI [`Status::UnknownCall`], a bad argument
