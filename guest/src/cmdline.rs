@@ -1,4 +1,6 @@
-//! The guest's command line (the module string): `scenario=NAME`.
+//! The guest's command line (the module string): `scenario=NAME` and
+//! `protect=on|off` (whether the demo kernel registers and locks its
+//! regions with okernel; `off` is the negative-control boot).
 
 use core::fmt;
 
@@ -13,15 +15,18 @@ pub enum Scenario {
     Hang,
     /// Time exit round trips against a plain loop.
     Bench,
+    /// Boot the demo container-host kernel and run the attack suite.
+    Attacks,
 }
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 4] = [
+    pub const ALL: [(&'static str, Scenario); 5] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
         ("bench", Scenario::Bench),
+        ("attacks", Scenario::Attacks),
     ];
 }
 
@@ -30,6 +35,10 @@ impl Scenario {
 pub struct Options {
     /// The scenario to run.
     pub scenario: Scenario,
+    /// Whether the demo kernel registers and locks its regions with the
+    /// monitor (`protect=on`, the default) or skips every registration
+    /// and lock (`protect=off`: the negative-control boot).
+    pub protect: bool,
 }
 
 /// Why the guest refused its command line.
@@ -39,6 +48,8 @@ pub enum CmdlineError<'a> {
     Unknown(&'a str),
     /// A scenario the guest does not have.
     UnknownScenario(&'a str),
+    /// `protect=` with a value other than `on` or `off`.
+    BadProtect(&'a str),
 }
 
 impl fmt::Display for CmdlineError<'_> {
@@ -52,15 +63,20 @@ impl fmt::Display for CmdlineError<'_> {
                 }
                 write!(f, ")")
             }
+            CmdlineError::BadProtect(v) => {
+                write!(f, "guest: `protect={v}`: expected `on` or `off`")
+            }
         }
     }
 }
 
 impl Options {
-    /// Parses the guest command line; empty means `scenario=boot`.
+    /// Parses the guest command line; empty means `scenario=boot
+    /// protect=on`.
     pub fn parse(line: &str) -> Result<Self, CmdlineError<'_>> {
         let mut opts = Options {
             scenario: Scenario::Boot,
+            protect: true,
         };
         for word in line.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -71,6 +87,9 @@ impl Options {
                         .map(|&(_, s)| s)
                         .ok_or(CmdlineError::UnknownScenario(name))?;
                 }
+                Some(("protect", "on")) => opts.protect = true,
+                Some(("protect", "off")) => opts.protect = false,
+                Some(("protect", v)) => return Err(CmdlineError::BadProtect(v)),
                 _ => return Err(CmdlineError::Unknown(word)),
             }
         }
@@ -96,7 +115,24 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks)"
+        );
+    }
+
+    #[test]
+    fn parses_protect() {
+        let o = Options::parse("scenario=attacks").unwrap();
+        assert_eq!((o.scenario, o.protect), (Scenario::Attacks, true));
+        let o = Options::parse("protect=off scenario=attacks").unwrap();
+        assert_eq!((o.scenario, o.protect), (Scenario::Attacks, false));
+        assert!(Options::parse("protect=on").unwrap().protect);
+        assert_eq!(
+            Options::parse("protect=maybe"),
+            Err(CmdlineError::BadProtect("maybe"))
+        );
+        assert_eq!(
+            CmdlineError::BadProtect("1").to_string(),
+            "guest: `protect=1`: expected `on` or `off`"
         );
     }
 }

@@ -2,4 +2,8 @@
 //! the host-testable half (the bare-metal half is `src/main.rs`).
 #![cfg_attr(not(test), no_std)]
 
+pub mod attack;
 pub mod cmdline;
+pub mod layout;
+pub mod paging;
+pub mod tasks;

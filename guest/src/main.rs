@@ -3,7 +3,9 @@
 #![no_main]
 
 mod arch;
+mod attacks;
 mod bench;
+mod kernel;
 mod monitor_checks;
 mod report;
 
@@ -18,7 +20,7 @@ use okernel_console::{println, report};
 #[unsafe(no_mangle)]
 extern "C" fn guest_main(boot_info: u64) -> ! {
     okernel_console::init_logger("guest", LevelFilter::Info);
-    arch::tables::init();
+    let sel = arch::tables::init();
     // SAFETY: the boot protocol (okernel_abi::boot) puts a BootInfo at the
     // address in RDI, in memory identity-mapped by the hand-off page tables
     // and owned by the guest; nothing else writes it.
@@ -95,6 +97,26 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Scenario::Hang => {
             info!("scenario `hang`: halting with interrupts off");
             okernel_console::halt_forever()
+        }
+        Scenario::Attacks => {
+            let mut checks = report::Checks::default();
+            let mode = guest::attack::Mode::new(entry_mode == EntryMode::NonRoot, opts.protect);
+            let ram_top = map
+                .iter()
+                .filter(|r| {
+                    [
+                        RegionKind::Usable,
+                        RegionKind::GuestImage,
+                        RegionKind::BootData,
+                    ]
+                    .iter()
+                    .any(|&k| k as u32 == r.kind)
+                })
+                .map(|r| r.base + r.length)
+                .max()
+                .unwrap_or(0);
+            attacks::run(&mut checks, mode, ram_top, monitor, sel);
+            checks.finish(entry_mode)
         }
         Scenario::Bench => {
             let (Some(target), EntryMode::NonRoot) = (monitor, entry_mode) else {

@@ -7,6 +7,8 @@ use okernel_abi::hypercall::Call;
 use okernel_abi::result::{CHECK_PREFIX, Outcome};
 use okernel_console::println;
 
+pub use okernel_console_fmt::Buf;
+
 /// Counts checks as they are reported.
 #[derive(Debug, Default)]
 pub struct Checks {
@@ -35,10 +37,57 @@ impl Checks {
     /// Reports one check: its name, the invariant of DESIGN.md §2 it
     /// supports (0 for none), whether it held, and what was observed.
     pub fn check(&mut self, name: &str, invariant: u8, ok: bool, observed: fmt::Arguments<'_>) {
+        self.check_with(name, invariant, ok, observed, format_args!(""));
+    }
+
+    /// Reports one attack of the suite: the check line with the fields
+    /// `attack`, `mode`, `protected`, `expected`, `result` (`blocked` or
+    /// `succeeded`) and `audit` added after the four the runners parse.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attack(
+        &mut self,
+        attack: &str,
+        invariant: u8,
+        ok: bool,
+        observed: fmt::Arguments<'_>,
+        mode: &str,
+        expected: &str,
+        blocked: bool,
+        audit: fmt::Arguments<'_>,
+    ) {
+        let mut name = Buf::new();
+        name.set(format_args!("attack-{attack}"));
+        let mut audit_buf = Buf::new();
+        audit_buf.set(audit);
+        let result = if blocked { "blocked" } else { "succeeded" };
+        self.check_with(
+            name.as_str(),
+            invariant,
+            ok,
+            observed,
+            format_args!(
+                ",\"attack\":\"{}\",\"mode\":\"{mode}\",\"protected\":{},\"expected\":\"{expected}\",\"result\":\"{result}\",\"audit\":\"{}\"",
+                Json(attack),
+                mode == "protected",
+                Json(audit_buf.as_str())
+            ),
+        );
+    }
+
+    /// Prints a check line with `extra` (`,"field":value...`, already
+    /// JSON) after the four standard fields.
+    fn check_with(
+        &mut self,
+        name: &str,
+        invariant: u8,
+        ok: bool,
+        observed: fmt::Arguments<'_>,
+        extra: fmt::Arguments<'_>,
+    ) {
         let mut buf = okernel_console_fmt::Buf::new();
         let _ = buf.write_fmt(observed);
         println!(
-            "{CHECK_PREFIX}{{\"check\":\"{}\",\"invariant\":{invariant},\"ok\":{ok},\"observed\":\"{}\"}}",
+            "{CHECK_PREFIX}{{\"check\":\"{}\",\"invariant\":{invariant},\"ok\":{ok},\"observed\":\"{}\"{extra}}}",
             Json(name),
             Json(buf.as_str())
         );
@@ -89,6 +138,7 @@ mod okernel_console_fmt {
     }
 
     impl Buf {
+        /// An empty buffer.
         pub fn new() -> Self {
             Self {
                 bytes: [0; 160],
@@ -96,6 +146,13 @@ mod okernel_console_fmt {
             }
         }
 
+        /// Replaces the contents with `args`.
+        pub fn set(&mut self, args: fmt::Arguments<'_>) {
+            self.len = 0;
+            let _ = fmt::Write::write_fmt(self, args);
+        }
+
+        /// The text.
         pub fn as_str(&self) -> &str {
             // Only whole UTF-8 sequences are ever copied in.
             core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")

@@ -1,7 +1,10 @@
 //! The guest's machine-dependent code: entry stub, descriptor tables,
-//! exception stubs and probes (the guest's only assembly).
+//! exception stubs and probes, ring-3 entry and exit, and the privileged
+//! operations of the demo kernel (the guest's only assembly).
 
+pub mod cpu;
 mod entry;
 pub mod instr;
 pub mod tables;
 pub mod traps;
+pub mod user;

@@ -1,0 +1,181 @@
+//! Privileged operations of the demo kernel (page tables, MSRs, control
+//! registers) and the *gadgets* the attack suite runs as probe targets from
+//! an untrusted task's kernel path: each tries one privileged change,
+//! reads back what took effect, and undoes it before returning, so a
+//! change that got through never outlives the gadget.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::VirtAddr;
+use x86_64::instructions::tables::{lidt, sidt};
+use x86_64::registers::control::{Cr0, Cr4};
+use x86_64::registers::model_specific::Msr;
+use x86_64::structures::DescriptorTablePointer;
+
+/// IA32_EFER.
+pub const IA32_EFER: u32 = 0xc000_0080;
+/// IA32_STAR.
+pub const IA32_STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR.
+pub const IA32_LSTAR: u32 = 0xc000_0082;
+/// IA32_FMASK (SFMASK).
+pub const IA32_FMASK: u32 = 0xc000_0084;
+/// IA32_SYSENTER_CS.
+pub const IA32_SYSENTER_CS: u32 = 0x174;
+/// IA32_SYSENTER_ESP.
+pub const IA32_SYSENTER_ESP: u32 = 0x175;
+/// IA32_SYSENTER_EIP.
+pub const IA32_SYSENTER_EIP: u32 = 0x176;
+
+/// CR0.PE, CR0.WP, CR0.PG.
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.WP.
+pub const CR0_WP: u64 = 1 << 16;
+/// CR0.PG.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.UMIP.
+pub const CR4_UMIP: u64 = 1 << 11;
+/// CR4.SMEP.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP.
+pub const CR4_SMAP: u64 = 1 << 21;
+
+/// Reads an MSR.
+pub fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: only called for MSRs this kernel knows exist (architectural
+    // SYSCALL/SYSENTER MSRs and EFER).
+    unsafe { Msr::new(msr).read() }
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+///
+/// The value must be valid for the MSR and keep the kernel working (for
+/// example a SYSCALL entry point that exists).
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { Msr::new(msr).write(value) }
+}
+
+/// Sets bits of CR4.
+///
+/// # Safety
+///
+/// The bits must be supported (CPUID) and their effect expected by the
+/// kernel (SMEP/SMAP: the kernel never touches user pages directly).
+pub unsafe fn cr4_set(bits: u64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { Cr4::write_raw(Cr4::read_raw() | bits) }
+}
+
+/// Loads CR3.
+///
+/// # Safety
+///
+/// `root` must be a PML4 that maps the running code, stack and data as the
+/// current one does.
+pub unsafe fn load_cr3(root: u64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack)) }
+}
+
+/// Drops the TLB entry of `va` (after a page-table write).
+pub fn invlpg(va: u64) {
+    x86_64::instructions::tlb::flush(VirtAddr::new_truncate(va));
+}
+
+/// The value [`write_msr`] writes.
+pub static MSR_VALUE: AtomicU64 = AtomicU64::new(0);
+
+/// Gadget: writes [`MSR_VALUE`] to MSR `msr`, reads it back, restores it.
+/// Returns the value read back.
+pub extern "C" fn write_msr(msr: u64) -> u64 {
+    let msr = msr as u32;
+    let before = rdmsr(msr);
+    // SAFETY: the attack suite picks a canonical address of kernel text
+    // for LSTAR/SYSENTER_EIP; no system call or SYSENTER runs before the
+    // original value is written back two instructions later.
+    unsafe { wrmsr(msr, MSR_VALUE.load(Ordering::SeqCst)) };
+    let after = rdmsr(msr);
+    // SAFETY: the value the MSR held before.
+    unsafe { wrmsr(msr, before) };
+    after
+}
+
+/// Gadget: clears CR0 bits `bits`, reads CR0 back, restores it. Returns
+/// the value read back.
+pub extern "C" fn clear_cr0(bits: u64) -> u64 {
+    let before = Cr0::read_raw();
+    // SAFETY: only CR0.WP is cleared by the suite: the kernel then writes
+    // read-only pages too, for two instructions, and writes nothing.
+    unsafe { Cr0::write_raw(before & !bits) };
+    let after = Cr0::read_raw();
+    // SAFETY: the value CR0 held before.
+    unsafe { Cr0::write_raw(before) };
+    after
+}
+
+/// Gadget: clears CR4 bits `bits`, reads CR4 back, restores it. Returns
+/// the value read back.
+pub extern "C" fn clear_cr4(bits: u64) -> u64 {
+    let before = Cr4::read_raw();
+    // SAFETY: SMEP/SMAP off only relaxes checks, for two instructions.
+    unsafe { Cr4::write_raw(before & !bits) };
+    let after = Cr4::read_raw();
+    // SAFETY: the value CR4 held before.
+    unsafe { Cr4::write_raw(before) };
+    after
+}
+
+/// Gadget: loads an IDT at `fake` (a full 256-gate copy of the real one),
+/// reads IDTR back, reloads the real IDT. Returns the base read back.
+pub extern "C" fn lidt_fake(fake: u64) -> u64 {
+    let real = sidt();
+    let fake = DescriptorTablePointer {
+        limit: 256 * 16 - 1,
+        base: VirtAddr::new_truncate(fake),
+    };
+    // SAFETY: `fake` is a copy of the real IDT (same gates); no exception
+    // is expected before the real one is back.
+    unsafe { lidt(&fake) };
+    let after = sidt().base.as_u64();
+    // SAFETY: the IDTR the kernel loaded at boot.
+    unsafe { lidt(&real) };
+    after
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.guest_victim, "ax"
+    .balign 16
+    .global guest_victim
+guest_victim:
+    mov eax, 1
+    ret
+    .skip 10, 0xcc
+"#
+);
+
+unsafe extern "C" {
+    /// A function of kernel text the text attacks patch: returns 1.
+    pub fn guest_victim() -> u64;
+}
+
+/// What [`guest_victim`] returns when unpatched.
+pub const VICTIM_RESULT: u64 = 1;
+/// The 8 bytes the attacks write over [`guest_victim`]: `mov eax, 0xbad;
+/// ret; int3; int3`.
+pub const VICTIM_PATCH: u64 = u64::from_le_bytes([0xb8, 0xad, 0x0b, 0, 0, 0xc3, 0xcc, 0xcc]);
+/// What the patched [`guest_victim`] returns.
+pub const VICTIM_PATCHED_RESULT: u64 = 0xbad;
+/// Code the attacks put in a data page: `mov eax, 0x1234; ret`.
+pub const DATA_CODE: [u8; 6] = [0xb8, 0x34, 0x12, 0, 0, 0xc3];
+/// What [`DATA_CODE`] returns.
+pub const DATA_CODE_RESULT: u64 = 0x1234;
+
+/// Calls [`guest_victim`] (a probe target).
+pub extern "C" fn call_victim(_: u64) -> u64 {
+    // SAFETY: a plain function of kernel text, patched or not: either
+    // body returns a value in RAX and touches nothing else.
+    unsafe { guest_victim() }
+}

@@ -1,0 +1,231 @@
+//! Ring 3 and back: the user stub every task runs, the `SYSCALL` entry,
+//! the kernel's way into a task (`SYSRET`) and out of it, and the gate
+//! where a return to the trusted context resumes.
+//!
+//! A task runs one *request* at a time: the kernel loads RAX, RDI, RSI and
+//! RDX, switches to the task's page tables and `SYSRET`s to the user stub.
+//! The stub performs the request (a system call, or a ring-3 load, store
+//! or `VMCALL`) and ends it with `syscall DONE(result)`. The kernel's
+//! `DONE` handler leaves through [`guest_leave_user`]: for an untrusted
+//! task under protection it first asks okernel to switch back to the
+//! trusted context, which resumes the guest at the registered gate
+//! (`guest_trusted_gate`), never after the `VMCALL` (invariant 9). The
+//! gate restores the kernel's page tables and the stack saved by
+//! [`guest_enter_user`], whose caller then sees the result.
+//!
+//! SYSCALL/SYSRET: SDM Vol. 2B (SYSCALL, SYSRET), Vol. 3A §5.8.8.
+
+use okernel_abi::hypercall::Call;
+
+core::arch::global_asm!(
+    r#"
+    .section .okernel.user_text, "ax"
+    .balign 4096
+    .global guest_user_stub
+guest_user_stub:
+    cmp rax, {op_store}
+    je 2f
+    cmp rax, {op_load}
+    je 3f
+    cmp rax, {op_vmcall}
+    je 4f
+    syscall
+    jmp 9f
+2:  mov [rdi], rsi
+    mov rax, [rdi]
+    jmp 9f
+3:  mov rax, [rdi]
+    jmp 9f
+4:  mov rax, rdi
+    vmcall
+9:  mov rdi, rax
+    mov eax, {sys_done}
+    syscall
+    ud2
+
+    .section .text.guest_user, "ax"
+    .global guest_syscall_entry
+guest_syscall_entry:
+    mov [rip + guest_user_rsp], rsp
+    mov rsp, [rip + guest_kstack_top]
+    push rcx
+    push r11
+    push qword ptr [rip + guest_user_rsp]
+    sub rsp, 8
+    mov rcx, rdx
+    mov rdx, rsi
+    mov rsi, rdi
+    mov rdi, rax
+    call guest_syscall
+    add rsp, 8
+    pop rdx
+    pop r11
+    pop rcx
+    mov rsp, rdx
+    sysretq
+
+    .global guest_enter_user
+guest_enter_user:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rip + guest_sched_rsp], rsp
+    mov r8, rcx
+    mov cr3, rdx
+    mov rcx, rdi
+    mov rsp, rsi
+    mov r11, 0x2
+    mov rax, [r8]
+    mov rdi, [r8 + 8]
+    mov rsi, [r8 + 16]
+    mov rdx, [r8 + 24]
+    xor r8d, r8d
+    xor r9d, r9d
+    xor r10d, r10d
+    xor ebx, ebx
+    xor ebp, ebp
+    xor r12d, r12d
+    xor r13d, r13d
+    xor r14d, r14d
+    xor r15d, r15d
+    sysretq
+
+    .global guest_leave_user
+guest_leave_user:
+    mov r8, rdx
+    mov rdx, rdi
+    test r8, r8
+    jz guest_trusted_gate
+    xor edi, edi
+    mov eax, {switch_context}
+    vmcall
+    /* SwitchContext came back here: refused or not implemented. */
+    mov [rip + guest_gate_fallthrough], rax
+    .global guest_trusted_gate
+guest_trusted_gate:
+    mov qword ptr [rip + guest_probe_armed], 0
+    mov rax, [rip + guest_kernel_cr3]
+    mov cr3, rax
+    mov rax, rdx
+    mov rsp, [rip + guest_sched_rsp]
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+
+    .global guest_switch_keep_running
+guest_switch_keep_running:
+    mov rsi, rdi
+    xor edi, edi
+    mov rdx, {gate_magic}
+    mov eax, {switch_context}
+    vmcall
+    /* Still here: the switch did not divert us to the gate. */
+    mov qword ptr [rip + guest_kept_running], 1
+    ret
+
+    .section .data.guest_user, "aw"
+    .balign 8
+guest_user_rsp: .quad 0
+guest_sched_rsp: .quad 0
+    .global guest_kstack_top
+guest_kstack_top: .quad 0
+    .global guest_kernel_cr3
+guest_kernel_cr3: .quad 0
+    .global guest_gate_fallthrough
+guest_gate_fallthrough: .quad 0
+    .global guest_kept_running
+guest_kept_running: .quad 0
+"#,
+    op_store = const guest::tasks::user_op::STORE,
+    op_load = const guest::tasks::user_op::LOAD,
+    op_vmcall = const guest::tasks::user_op::VMCALL,
+    sys_done = const guest::tasks::sys::DONE,
+    switch_context = const Call::SwitchContext as u64,
+    gate_magic = const GATE_MAGIC,
+);
+
+/// What [`guest_switch_keep_running`] leaves in RDX: a request that ends
+/// with this result came back through the gate from that attack.
+pub const GATE_MAGIC: u64 = 0x6a7e_6a7e_6a7e_6a7e;
+
+unsafe extern "C" {
+    /// The first byte of the user stub (its page is every task's code).
+    pub fn guest_user_stub();
+    /// The `SYSCALL` entry (IA32_LSTAR).
+    pub fn guest_syscall_entry();
+    /// The gate a switch back to the trusted context resumes at.
+    pub fn guest_trusted_gate();
+    /// Asks okernel to switch to the trusted context (gate RDI) and keeps
+    /// running if it can (a probe target of the attack suite).
+    pub fn guest_switch_keep_running(gate: u64) -> u64;
+    fn guest_enter_user(rip: u64, rsp: u64, cr3: u64, regs: *const [u64; 4]) -> u64;
+    fn guest_leave_user(result: u64, gate: u64, switch: u64) -> !;
+    static mut guest_kstack_top: u64;
+    static mut guest_kernel_cr3: u64;
+    static mut guest_gate_fallthrough: u64;
+    static mut guest_kept_running: u64;
+}
+
+/// No fall-through recorded (see [`gate_fallthrough`]).
+pub const NO_FALLTHROUGH: u64 = u64::MAX;
+
+/// Sets the page tables the gate restores.
+pub fn set_kernel_cr3(cr3: u64) {
+    // SAFETY: a quadword of .data read only by the gate code on this CPU.
+    unsafe { (&raw mut guest_kernel_cr3).write_volatile(cr3) };
+}
+
+/// Runs one request of a task in ring 3 and returns its `DONE` result.
+///
+/// # Safety
+///
+/// `cr3` must map the kernel as the current page tables do and the user
+/// stub at `rip` with a writable user stack below `rsp`; `kstack_top` must
+/// be the top of a free, 16-aligned kernel stack; `LSTAR`, `STAR` and
+/// `SFMASK` must be set up for [`guest_syscall_entry`].
+pub unsafe fn enter_user(rip: u64, rsp: u64, cr3: u64, kstack_top: u64, regs: [u64; 4]) -> u64 {
+    // SAFETY: quadwords of .data that only this CPU reads, in the entry
+    // and gate code.
+    unsafe {
+        (&raw mut guest_kstack_top).write_volatile(kstack_top);
+        (&raw mut guest_gate_fallthrough).write_volatile(NO_FALLTHROUGH);
+        (&raw mut guest_kept_running).write_volatile(0);
+    }
+    // SAFETY: forwarded from the caller; `guest_enter_user` saves the
+    // callee-saved registers and the stack and the gate restores them, so
+    // it returns like a function.
+    unsafe { guest_enter_user(rip, rsp, cr3, &regs) }
+}
+
+/// Ends the current request with `result`; `gate` is the registered gate
+/// id, used when `switch` asks for a return to the trusted context first.
+///
+/// # Safety
+///
+/// Only from a system call of a request started by [`enter_user`].
+pub unsafe fn leave_user(result: u64, gate: u64, switch: bool) -> ! {
+    // SAFETY: forwarded; the saved scheduler stack is live.
+    unsafe { guest_leave_user(result, gate, u64::from(switch)) }
+}
+
+/// The status of a `SwitchContext` back to the trusted context that
+/// returned after the `VMCALL` during the last request, or
+/// [`NO_FALLTHROUGH`].
+pub fn gate_fallthrough() -> u64 {
+    // SAFETY: a quadword of .data written only by the gate code.
+    unsafe { (&raw const guest_gate_fallthrough).read_volatile() }
+}
+
+/// Whether [`guest_switch_keep_running`] kept running after its switch
+/// during the last request.
+pub fn kept_running() -> bool {
+    // SAFETY: as above.
+    unsafe { (&raw const guest_kept_running).read_volatile() != 0 }
+}

@@ -1,0 +1,91 @@
+//! Reading the monitor's audit log back (`AuditCount`, `AuditRead`) to
+//! check that a blocked attack left the record it must (invariant 10).
+
+use crate::arch::instr::hypercall;
+use crate::kernel::Pages;
+use crate::report::Buf;
+use okernel_abi::hypercall::{Call, Status};
+use okernel_abi::policy::{AuditKind, AuditRecord};
+
+/// Where `AuditRead` copies a record.
+static RECORD: Pages<AuditRecord> = Pages::new(AuditRecord {
+    sequence: 0,
+    kind: 0,
+    action: 0,
+    context: 0,
+    gpa: 0,
+    gva: 0,
+    access: 0,
+    rip: 0,
+    qualification: 0,
+});
+
+/// The number of records written so far, or the call's failure.
+pub fn count() -> Result<u64, Result<Status, u64>> {
+    let r = hypercall(Call::AuditCount, [0; 4]);
+    match r.status {
+        Ok(Status::Success) => Ok(r.value0),
+        other => Err(other),
+    }
+}
+
+fn status_name(s: Result<Status, u64>) -> &'static str {
+    match s {
+        Ok(s) => s.name(),
+        Err(_) => "undefined status",
+    }
+}
+
+/// Looks for a record of `kind` by context `ctx` (naming page `gpa`'s
+/// frame when given) among those written since `before`; describes what
+/// it found in `out`.
+pub fn find(
+    before: Result<u64, Result<Status, u64>>,
+    kind: AuditKind,
+    ctx: u64,
+    gpa: Option<u64>,
+    out: &mut Buf,
+) -> bool {
+    let (from, to) = match (before, count()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(s), _) | (_, Err(s)) => {
+            out.set(format_args!("AuditCount: {}", status_name(s)));
+            return false;
+        }
+    };
+    let mut last = None;
+    for seq in from..to {
+        let r = hypercall(Call::AuditRead, [seq, RECORD.addr(), 0, 0]);
+        if r.status != Ok(Status::Success) {
+            out.set(format_args!("AuditRead #{seq}: {}", status_name(r.status)));
+            return false;
+        }
+        // SAFETY: the monitor just copied a record there; nothing else
+        // writes the page.
+        let rec = unsafe { RECORD.get().read_volatile() };
+        let page_ok = gpa.is_none_or(|g| rec.gpa & !0xfff == g & !0xfff);
+        if rec.kind == kind as u32 && rec.context == ctx && page_ok {
+            out.set(format_args!(
+                "#{} kind {} ctx {} gpa {:#x} gva {:#x} access {:#x} rip {:#x} action {}",
+                rec.sequence,
+                rec.kind,
+                rec.context,
+                rec.gpa,
+                rec.gva,
+                rec.access,
+                rec.rip,
+                rec.action
+            ));
+            return true;
+        }
+        last = Some(rec);
+    }
+    match last {
+        Some(r) => out.set(format_args!(
+            "none of kind {} ctx {ctx} in #{from}..#{to}; last kind {} ctx {} gpa {:#x}",
+            kind as u32, r.kind, r.context, r.gpa
+        )),
+        None => out.set(format_args!("no record written (#{from}..#{to})")),
+    }
+    false
+}

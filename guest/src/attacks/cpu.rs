@@ -1,0 +1,217 @@
+//! Attacks on processor state and on the monitor's interfaces from
+//! `container-a`'s kernel path: LIDT, CR0/CR4 pins, locked MSRs, the
+//! page-table remap attacks (through `UpdatePageTable` and then a direct
+//! entry write), VMXON, the return to the trusted context, and policy
+//! calls against another context.
+
+use super::memory::peek;
+use super::{Obs, Shown, Suite};
+use crate::arch::instr::{self, hypercall, hypercall_raw};
+use crate::arch::traps::probe;
+use crate::arch::{cpu, user};
+use crate::kernel::{self, FAKE_IDT};
+use core::sync::atomic::{AtomicU64, Ordering};
+use guest::layout::alias_va;
+use guest::paging::{ACCESSED, DIRTY, PRESENT, WRITABLE};
+use guest::tasks::{CONTAINER_A, CONTAINER_B, secret_pattern, vuln};
+use okernel_abi::hypercall::{Call, Status};
+
+/// The hypercall [`hypercall_gadget`] makes: number and four arguments.
+static GADGET: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// Gadget: issues the hypercall in [`GADGET`]; returns the raw status.
+extern "C" fn hypercall_gadget(_: u64) -> u64 {
+    let a = |i: usize| GADGET[i].load(Ordering::SeqCst);
+    // Raw status in RAX: read it back from the reply.
+    match hypercall_raw(a(0), [a(1), a(2), a(3), a(4)]).status {
+        Ok(s) => s.raw(),
+        Err(raw) => raw,
+    }
+}
+
+/// `container-a`'s kernel path makes hypercall `call` with `args`.
+fn hypercall_from_a(call: Call, args: [u64; 4]) -> Option<Result<u64, crate::arch::traps::Fault>> {
+    GADGET[0].store(call.raw(), Ordering::SeqCst);
+    for (g, v) in GADGET[1..].iter().zip(args) {
+        g.store(v, Ordering::SeqCst);
+    }
+    kernel::vuln(
+        CONTAINER_A,
+        vuln::CALL,
+        hypercall_gadget as *const () as u64,
+        0,
+    )
+    .0
+}
+
+fn status_name(raw: Option<Result<u64, crate::arch::traps::Fault>>) -> &'static str {
+    match raw {
+        Some(Ok(v)) => Status::from_raw(v).map_or("undefined status", Status::name),
+        Some(Err(_)) => "faulted",
+        None => "no result",
+    }
+}
+
+/// `container-a` calls `gadget(arg)`; blocked unless it returns `hit`.
+fn gadget(gadget: extern "C" fn(u64) -> u64, arg: u64, took: impl Fn(u64) -> bool) -> Obs {
+    let (r, _) = kernel::vuln(CONTAINER_A, vuln::CALL, gadget as *const () as u64, arg);
+    let done = matches!(r, Some(Ok(v)) if took(v));
+    Obs::new(!done, None, format_args!("read back {}", Shown(r)))
+}
+
+/// Runs the processor and interface attacks.
+pub fn run(s: &mut Suite<'_>) {
+    let fake = FAKE_IDT.addr();
+    s.attack("lidt-fake-idt", |_| {
+        gadget(cpu::lidt_fake, fake, |base| base == fake)
+    });
+    s.attack("clear-cr0-wp", |_| {
+        gadget(cpu::clear_cr0, cpu::CR0_WP, |cr0| cr0 & cpu::CR0_WP == 0)
+    });
+    for (name, bit) in [
+        ("clear-cr4-smep", cpu::CR4_SMEP),
+        ("clear-cr4-smap", cpu::CR4_SMAP),
+    ] {
+        if s.cr4_bits & bit == 0 {
+            log::warn!("attacks: {name} skipped: the CPU does not offer the bit");
+            continue;
+        }
+        s.attack(name, |_| gadget(cpu::clear_cr4, bit, |cr4| cr4 & bit == 0));
+    }
+    // A canonical kernel-text address other than the MSRs' values.
+    let evil = cpu::call_victim as *const () as u64;
+    for (name, msr) in [
+        ("write-lstar", cpu::IA32_LSTAR),
+        ("write-sysenter-eip", cpu::IA32_SYSENTER_EIP),
+    ] {
+        cpu::MSR_VALUE.store(evil, Ordering::SeqCst);
+        s.attack(name, |_| {
+            gadget(cpu::write_msr, u64::from(msr), |v| v == evil)
+        });
+    }
+    s.attack("vmxon", |_| {
+        let (r, _) = kernel::vuln(CONTAINER_A, vuln::CALL, instr::vmxon as *const () as u64, 0);
+        let ran = matches!(r, Some(Ok(_)));
+        Obs::new(!ran, None, format_args!("{}", Shown(r)))
+    });
+    s.attack("switch-to-trusted-keep-running", |_| {
+        let f = user::guest_switch_keep_running as *const () as u64;
+        let (r, done) = kernel::vuln(CONTAINER_A, vuln::CALL, f, kernel::gate());
+        let kept = user::kept_running();
+        let at_gate = done.result == user::GATE_MAGIC;
+        Obs::new(
+            !kept,
+            None,
+            format_args!(
+                "kept running {kept}, resumed at gate {at_gate}, call {}",
+                Shown(r)
+            ),
+        )
+    });
+    s.attack("free-other-context-page", |_| {
+        let (ctx_b, secret_b) = (
+            kernel::context(CONTAINER_B),
+            kernel::layout().frames[CONTAINER_B].secret,
+        );
+        let r = hypercall_from_a(Call::FreeProtectedPage, [ctx_b, secret_b, 0, 0]);
+        let freed = r == Some(Ok(Status::Success.raw()));
+        if freed {
+            hypercall(Call::AllocProtectedPage, [ctx_b, secret_b, 0, 0]);
+        }
+        Obs::new(
+            !freed,
+            None,
+            format_args!("FreeProtectedPage(ctx {ctx_b}): {}", status_name(r)),
+        )
+    });
+}
+
+/// Points alias slot `slot` at `frame`, writable, from `container-a`: first
+/// through `UpdatePageTable`, then, if that did not take, by writing the
+/// entry. Returns the steps' outcomes and whether the entry holds it.
+fn make_alias(
+    slot: usize,
+    frame: u64,
+) -> (
+    &'static str,
+    Option<Result<u64, crate::arch::traps::Fault>>,
+    bool,
+) {
+    let entry = kernel::layout().spaces.alias_entry(slot);
+    let value = frame | PRESENT | WRITABLE | ACCESSED | DIRTY;
+    let update = status_name(hypercall_from_a(
+        Call::UpdatePageTable,
+        [entry, value, 0, 0],
+    ));
+    let mut write = None;
+    if peek(entry) != Some(value) {
+        write = kernel::vuln(CONTAINER_A, vuln::WRITE, entry, value).0;
+    }
+    (update, write, peek(entry) == Some(value))
+}
+
+/// Clears alias slot `slot` from the trusted kernel (a plain store in the
+/// trusted view; `UpdatePageTable` if that is refused).
+fn clear_alias(slot: usize) {
+    let entry = kernel::layout().spaces.alias_entry(slot);
+    if peek(entry) != Some(0) {
+        extern "C" fn zero(addr: u64) -> u64 {
+            // SAFETY: an alias-window entry; clearing it only unmaps.
+            unsafe { (addr as *mut u64).write_volatile(0) };
+            0
+        }
+        if probe(zero, entry).is_err() {
+            hypercall(Call::UpdatePageTable, [entry, 0, 0, 0]);
+        }
+    }
+    cpu::invlpg(alias_va(slot));
+}
+
+/// The remap attacks: kernel text and another context's protected frame
+/// mapped writable at an alias address.
+pub fn alias_attacks(s: &mut Suite<'_>) {
+    let victim = cpu::guest_victim as *const () as u64;
+    s.attack("remap-text-writable-alias", |_| {
+        let (update, write, mapped) = make_alias(2, victim & !0xfff);
+        let va = alias_va(2) + (victim & 0xfff);
+        let mut via = None;
+        let mut patched = false;
+        if mapped {
+            let orig = peek(victim).unwrap_or(0);
+            via = kernel::vuln(CONTAINER_A, vuln::WRITE, va, cpu::VICTIM_PATCH).0;
+            patched = probe(cpu::call_victim, 0) == Ok(cpu::VICTIM_PATCHED_RESULT);
+            if patched {
+                kernel::vuln(CONTAINER_A, vuln::WRITE, va, orig);
+            }
+        }
+        clear_alias(2);
+        Obs::new(
+            !patched,
+            None,
+            format_args!(
+                "update: {update}; pte write: {}; alias write: {}; text patched {patched}",
+                Shown(write),
+                Shown(via)
+            ),
+        )
+    });
+    s.attack("map-protected-frame-writable", |_| {
+        let secret_b = kernel::layout().frames[CONTAINER_B].secret;
+        let (update, write, mapped) = make_alias(3, secret_b);
+        let mut via = None;
+        if mapped {
+            via = kernel::vuln(CONTAINER_A, vuln::READ, alias_va(3), 0).0;
+        }
+        clear_alias(3);
+        let leaked = via == Some(Ok(secret_pattern(CONTAINER_B)));
+        Obs::new(
+            !leaked,
+            None,
+            format_args!(
+                "update: {update}; pte write: {}; alias read: {}",
+                Shown(write),
+                Shown(via)
+            ),
+        )
+    });
+}
