@@ -33,7 +33,7 @@ impl Suite<'_> {
                 None,
                 format_args!("{what}: {} (documented: {})", name(r.status), want.name()),
             );
-            obs.documented = r.status == Ok(want);
+            obs.counts = r.status == Ok(want);
             obs
         });
     }

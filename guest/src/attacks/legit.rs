@@ -31,13 +31,14 @@ fn getuid(s: &mut Suite<'_>, check: &str) {
 pub fn run(s: &mut Suite<'_>) {
     getuid(s, "legit-syscall-getuid");
     if s.mode == Mode::Protected {
+        let ctx = kernel::context(CONTAINER_A);
         let d = kernel::run(CONTAINER_A, [sys::GETUID, 0, 0, 0]);
         s.checks.check(
             "legit-return-to-trusted-at-gate",
             9,
-            d.switch_in.is_none() && d.fell_through.is_none(),
+            ctx != 0 && d.switch_in.is_none() && d.fell_through.is_none(),
             format_args!(
-                "switch in {:?}, switch back returned after VMCALL: {:?}",
+                "context {ctx}: switch in {:?}, switch back returned after VMCALL: {:?}",
                 d.switch_in, d.fell_through
             ),
         );

@@ -26,9 +26,10 @@ pub struct Obs {
     pub gpa: Option<u64>,
     /// What happened, for the check line.
     pub detail: Buf,
-    /// False when a refusal did not carry the status the ABI documents
-    /// (the attack is blocked, but not as promised).
-    pub documented: bool,
+    /// False when the outcome cannot count: a refusal without the status
+    /// the ABI documents, or an attack whose precondition (a context to
+    /// attack) is missing.
+    pub counts: bool,
 }
 
 impl Obs {
@@ -40,7 +41,7 @@ impl Obs {
             blocked,
             gpa,
             detail: d,
-            documented: true,
+            counts: true,
         }
     }
 }
@@ -98,7 +99,7 @@ impl Suite<'_> {
                 false
             }
         };
-        let ok = a.judge(self.mode, obs.blocked, found) && obs.documented;
+        let ok = a.judge(self.mode, obs.blocked, found) && obs.counts;
         let mode = match self.mode {
             Mode::Protected => "protected",
             Mode::Unprotected => "unprotected",
