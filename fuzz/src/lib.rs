@@ -7,6 +7,7 @@
 //! instrumentation; `cargo xtask fuzz host` builds and runs them, and
 //! `docs/fuzzing.md` describes targets, oracles and flags.
 
+pub mod ept_model;
 pub mod exits;
 pub mod pool;
 pub mod vcpu;
