@@ -90,6 +90,16 @@ pub fn cases() -> Vec<Case> {
             required_checks: DIRECT_CHECKS,
             ..guest("direct-negative-control", "scenario=boot", Expect::pass())
         },
+        Case {
+            cmdline: "log=info mode=direct",
+            needs_vmx: false,
+            required_checks: ATTACKS_NO_MONITOR,
+            ..guest(
+                "attacks-no-monitor",
+                "scenario=attacks protect=off",
+                Expect::pass(),
+            )
+        },
         input(
             "missing-module",
             Module::Missing,
@@ -170,6 +180,28 @@ const BOOT_AUDIT: &[&str] = &[
 const DIRECT_CHECKS: &[&str] = &[
     "negative-control-monitor-read-succeeds-without-okernel",
     "negative-control-monitor-write-succeeds-without-okernel",
+];
+
+/// The attack suite's negative control: with no monitor at all
+/// (`mode=direct`) and no registration (`protect=off`), every attack on
+/// the guest's own kernel succeeds (the guest verifies each effect, then
+/// undoes it) and legitimate operations work. A sample of the names the
+/// run must report; every reported check must hold.
+const ATTACKS_NO_MONITOR: &[&str] = &[
+    "attack-write-text",
+    "attack-write-rodata",
+    "attack-exec-data-page",
+    "attack-write-idt",
+    "attack-lidt-fake-idt",
+    "attack-write-credentials",
+    "attack-write-page-table",
+    "attack-remap-text-writable-alias",
+    "attack-map-protected-frame-writable",
+    "attack-read-other-protected-page",
+    "attack-clear-cr0-wp",
+    "attack-write-lstar",
+    "attack-switch-to-trusted-keep-running",
+    "legit-syscall-getuid",
 ];
 
 /// What the multiboot2 ELF32 guest must print: each of its checks, and
