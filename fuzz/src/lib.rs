@@ -31,6 +31,37 @@ impl PhysMem for PhysBuf {
     }
 }
 
+/// Physical memory that is one borrowed buffer starting at address 0.
+#[derive(Debug, Clone, Copy)]
+pub struct PhysSlice<'a>(pub &'a [u8]);
+
+impl PhysMem for PhysSlice<'_> {
+    fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(addr).ok()?;
+        self.0.get(start..start.checked_add(len)?)
+    }
+}
+
+/// Checks what every parser of boot information promises on success: a
+/// memory map with usable RAM and at most `MAX_REGIONS` regions, sorted,
+/// none wrapping; at most `MAX_MODULES` modules, none empty.
+pub fn check_boot_info(info: &loader::bootinfo::BootInfo<'_>) {
+    let regions = info.memory.regions();
+    assert!(regions.len() <= loader::memmap::MAX_REGIONS);
+    assert!(info.memory.require_usable().is_ok(), "no usable RAM accepted");
+    for w in regions.windows(2) {
+        assert!(w[0].range.start <= w[1].range.start, "memory map not sorted");
+    }
+    for r in regions {
+        assert!(r.range.start < r.range.end, "empty or wrapping region {r:?}");
+    }
+    let modules: Vec<_> = info.modules().collect();
+    assert!(modules.len() <= loader::bootinfo::MAX_MODULES);
+    for m in modules {
+        assert!(!m.range.is_empty(), "empty module {m:?}");
+    }
+}
+
 /// A copy of `bytes` in 8-aligned memory (what multiboot2 requires), with
 /// at least 8 bytes so the header can always be read.
 pub fn aligned_copy(bytes: &[u8]) -> Vec<u64> {
