@@ -13,9 +13,12 @@ use loader::memmap::{MemoryMap, Range, RegionKind};
 fn ram() -> MemoryMap {
     let mut m = MemoryMap::new();
     m.add(0, 0x9_fc00, RegionKind::Usable).expect("room");
-    m.add(0xf_0000, 0x1_0000, RegionKind::Reserved).expect("room");
-    m.add(0x10_0000, 0x7f0_0000, RegionKind::Usable).expect("room");
-    m.add(0x1_0000_0000, 0x1000_0000, RegionKind::Usable).expect("room");
+    m.add(0xf_0000, 0x1_0000, RegionKind::Reserved)
+        .expect("room");
+    m.add(0x10_0000, 0x7f0_0000, RegionKind::Usable)
+        .expect("room");
+    m.add(0x1_0000_0000, 0x1000_0000, RegionKind::Usable)
+        .expect("room");
     m
 }
 

@@ -14,7 +14,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use loader::bootinfo::parse_multiboot2;
-use loader::handoff::{AREA_SIZE, Carve, MAX_CMDLINE, MAX_ENTRIES, build, build_multiboot2, guest_map};
+use loader::handoff::{
+    AREA_SIZE, Carve, MAX_CMDLINE, MAX_ENTRIES, build, build_multiboot2, guest_map,
+};
 use loader::memmap::{MemoryMap, Range, RegionKind};
 use okernel_abi::boot::{self, BOOT_MAGIC, EntryMode, MemoryRegion};
 use okernel_fuzz::aligned_copy;
@@ -108,7 +110,10 @@ fuzz_target!(|input: Input| {
             assert!(map_at + count * 24 <= AREA_SIZE);
             for (i, r) in want.iter().enumerate() {
                 let e = map_at + i * 24;
-                assert_eq!((u64_at(&area[..], e), u64_at(&area[..], e + 8)), (r.base, r.length));
+                assert_eq!(
+                    (u64_at(&area[..], e), u64_at(&area[..], e + 8)),
+                    (r.base, r.length)
+                );
             }
             let len = u64_at(&area[..], at + 24) as usize;
             assert_eq!(len, cmdline.len());
@@ -117,7 +122,10 @@ fuzz_target!(|input: Input| {
                 assert_eq!(&area[c..c + len], cmdline.as_bytes());
             }
         }
-        Err(e) => assert!(cmdline.len() > MAX_CMDLINE || want.len() > MAX_ENTRIES, "build: {e}"),
+        Err(e) => assert!(
+            cmdline.len() > MAX_CMDLINE || want.len() > MAX_ENTRIES,
+            "build: {e}"
+        ),
     }
 
     let mut area = Box::new([0u8; AREA_SIZE]);

@@ -44,9 +44,15 @@ fuzz_target!(|data: &[u8]| {
                     p >= start && p + s.len() <= end
                 }
             };
-            assert!(inside(info.cmdline), "the command line lies outside the structure");
+            assert!(
+                inside(info.cmdline),
+                "the command line lies outside the structure"
+            );
             for m in info.modules() {
-                assert!(inside(m.cmdline), "a module command line lies outside the structure");
+                assert!(
+                    inside(m.cmdline),
+                    "a module command line lies outside the structure"
+                );
             }
         }
         Err(e) => assert!(!e.to_string().is_empty()),

@@ -48,12 +48,21 @@ impl PhysMem for PhysSlice<'_> {
 pub fn check_boot_info(info: &loader::bootinfo::BootInfo<'_>) {
     let regions = info.memory.regions();
     assert!(regions.len() <= loader::memmap::MAX_REGIONS);
-    assert!(info.memory.require_usable().is_ok(), "no usable RAM accepted");
+    assert!(
+        info.memory.require_usable().is_ok(),
+        "no usable RAM accepted"
+    );
     for w in regions.windows(2) {
-        assert!(w[0].range.start <= w[1].range.start, "memory map not sorted");
+        assert!(
+            w[0].range.start <= w[1].range.start,
+            "memory map not sorted"
+        );
     }
     for r in regions {
-        assert!(r.range.start < r.range.end, "empty or wrapping region {r:?}");
+        assert!(
+            r.range.start < r.range.end,
+            "empty or wrapping region {r:?}"
+        );
     }
     let modules: Vec<_> = info.modules().collect();
     assert!(modules.len() <= loader::bootinfo::MAX_MODULES);
