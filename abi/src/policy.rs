@@ -133,6 +133,9 @@ pub enum AuditAction {
     Refused = 4,
     /// The context was stopped.
     Stop = 5,
+    /// The guest resumed at a registered gate instead of after its
+    /// instruction (a switch to a less restricted view, invariant 9).
+    Gate = 6,
 }
 
 /// One audit record as the `AuditRead` call copies it into guest memory.

@@ -132,8 +132,7 @@ fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
         action: AuditAction::InjectedGp,
     };
-    let r = vcpu.audit.push(record);
-    log::warn!("okernel: {r}");
+    vcpu.audit.push(record).log();
     vcpu.inject(Exception::GeneralProtection, 0)
 }
 

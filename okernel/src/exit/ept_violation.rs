@@ -54,7 +54,7 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<ExitAction, ExitError> {
     let q = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
     let gpa = vcpu.vmcs.read(ReadOnly64::GuestPhysicalAddress)?;
-    let decoded = ept::EptViolation::decode(q, &vcpu.ept, false);
+    let decoded = ept::EptViolation::decode(q, &vcpu.ept, vcpu.policy.mbec_active());
     let (access, allowed, linear_valid, asynchronous, nmi_unblocking) = match &decoded {
         Ok(v) => (
             audit_access(v.access),
@@ -91,8 +91,7 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
         action,
     };
-    let record = vcpu.audit.push(record);
-    log::warn!("okernel: {record}");
+    vcpu.audit.push(record).log();
     if let Err(e) = decoded {
         return Err(ExitError::MalformedQualification(e));
     }

@@ -249,6 +249,19 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         Ok(ExitAction::Resume)
     }
 
+    /// Resumes the guest at `rip` instead of after the exiting instruction
+    /// (a gate), clearing blocking by STI and MOV SS as completing the
+    /// instruction would.
+    pub fn resume_at(&mut self, rip: u64) -> Result<ExitAction, ExitError> {
+        self.vmcs.write(GuestNatural::Rip, rip)?;
+        let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
+        if interruptibility & 0b11 != 0 {
+            self.vmcs
+                .write(Guest32::InterruptibilityState, interruptibility & !0b11)?;
+        }
+        Ok(ExitAction::Resume)
+    }
+
     /// RIP + `len` for a RIP at or above 2 GiB, where the mode matters.
     /// Inlined: a call here would cost the fast path saved registers.
     #[inline(always)]

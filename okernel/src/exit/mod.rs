@@ -10,6 +10,7 @@
 pub mod counters;
 pub mod cpuid;
 pub mod cr;
+pub mod descriptor;
 pub mod ept_violation;
 pub mod fatal;
 pub mod guest;
@@ -89,6 +90,9 @@ pub enum ExitError {
     /// the EPT-violation qualification could not be decoded
     #[error("EPT violation with a malformed qualification: {0}")]
     MalformedQualification(ept::Error),
+    /// an EPT change failed after the policy checked the frame pool
+    #[error("EPT change failed after the frame check (a monitor bug): {0}")]
+    PolicyEpt(ept::Error),
     /// a control-register access the controls never cause
     #[error("unexpected control-register access (qualification {0:#x})")]
     UnexpectedCrAccess(u64),
@@ -243,6 +247,7 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         | R::Vmfunc => simple::inject_ud(vcpu),
         R::Vmcall => crate::hypercall::handle_vmcall(vcpu),
         R::EptViolation => ept_violation::handle_violation(vcpu),
+        R::GdtrIdtrAccess | R::LdtrTrAccess => descriptor::handle(vcpu, reason),
         R::EptMisconfiguration => Err(ept_violation::misconfiguration(vcpu)),
         R::TripleFault => Err(ExitError::TripleFault),
         R::EntryFailureGuestState | R::EntryFailureMsrLoading | R::EntryFailureMachineCheck => Err(

@@ -11,6 +11,7 @@
 //! | LSTAR, CSTAR, STAR, SFMASK, KERNEL_GS_BASE | n/a (never intercepted for read) | policy hook, canonical check, then written |
 //! | SYSENTER_CS/ESP/EIP         | n/a                                    | policy hook, then the VMCS guest field |
 //! | anything else that exits    | #GP                                    | #GP            |
+//! | a locked MSR (LockMsr)      | n/a                                    | its locked value: skipped; any other: #GP + audit |
 
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
@@ -69,6 +70,16 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<ExitAction, ExitError> {
     let index = vcpu.regs.rcx() as u32;
     let value = (vcpu.regs.rdx() << 32) | (vcpu.regs.rax() & 0xffff_ffff);
+    if let Some(locked) = vcpu.policy.locked_msr(index) {
+        // A locked MSR (invariant 5): the value it is locked at is a no-op
+        // (EFER.LMA, which the processor maintains, is not compared);
+        // anything else is denied.
+        let ignore = if index == IA32_EFER { EFER_LMA } else { 0 };
+        if (value ^ locked) & !ignore == 0 {
+            return vcpu.advance_rip();
+        }
+        return deny(vcpu, index, value);
+    }
     let target = match index {
         IA32_STAR => Target::Msr,
         IA32_FMASK if value >> 32 == 0 => Target::Msr,
@@ -85,22 +96,7 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         _ => return vcpu.inject(Exception::GeneralProtection, 0),
     };
     if vcpu.policy.msr_write(index, value) == Decision::Deny {
-        let record = AuditRecord {
-            seq: 0,
-            kind: AuditKind::MsrWrite,
-            context: vcpu.policy.context(),
-            gpa: index.into(),
-            gva: None,
-            access: Access::WRITE,
-            allowed: Access::empty(),
-            qualification: value,
-            rip: vcpu.vmcs.read(GuestNatural::Rip)?,
-            cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
-            action: AuditAction::InjectedGp,
-        };
-        let r = vcpu.audit.push(record);
-        log::warn!("okernel: {r}");
-        return vcpu.inject(Exception::GeneralProtection, 0);
+        return deny(vcpu, index, value);
     }
     match target {
         Target::Msr => vcpu.cpu.write_msr(index, value),
@@ -109,6 +105,33 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     vcpu.advance_rip()
 }
+
+/// Denies a WRMSR: an audit record, #GP(0).
+fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    index: u32,
+    value: u64,
+) -> Result<ExitAction, ExitError> {
+    let record = AuditRecord {
+        seq: 0,
+        kind: AuditKind::MsrWrite,
+        context: vcpu.policy.context(),
+        gpa: index.into(),
+        gva: None,
+        access: Access::WRITE,
+        allowed: Access::empty(),
+        qualification: value,
+        rip: vcpu.vmcs.read(GuestNatural::Rip)?,
+        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
+        action: AuditAction::InjectedGp,
+    };
+    vcpu.audit.push(record).log();
+    vcpu.inject(Exception::GeneralProtection, 0)
+}
+
+/// IA32_EFER.
+pub const IA32_EFER: u32 = 0xc000_0080;
+const EFER_LMA: u64 = 1 << 10;
 
 /// Where an allowed intercepted write goes.
 enum Target {

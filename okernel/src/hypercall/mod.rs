@@ -12,7 +12,10 @@
 //! [`Status::InvalidArgument`], a caller at CPL > 0
 //! [`Status::PermissionDenied`] (and nothing else happens).
 
+pub mod contexts;
 pub mod memory;
+pub mod page_table;
+pub mod policy;
 pub mod reason;
 
 use okernel_abi::ABI_VERSION;
@@ -101,9 +104,7 @@ fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Ok(Call::Null) => complete(vcpu, Status::Success, mode),
         Ok(Call::Version) => version(vcpu, mode),
         Ok(Call::Exit) => exit(vcpu, mode),
-        // Calls a newer ABI adds before this monitor implements them.
-        #[allow(unreachable_patterns)]
-        Ok(_) => complete(vcpu, Status::UnknownCall, mode),
+        Ok(call) => policy_call(vcpu, call, mode),
         Err(_) => outside_abi(vcpu, number, mode),
     }
 }
@@ -132,6 +133,37 @@ fn outside_abi<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return dispatch(vcpu, low, mode);
     }
     complete(vcpu, Status::UnknownCall, mode)
+}
+
+/// A protection-policy call (16–29, [`policy`]): RDI, RSI, RDX are its
+/// arguments; the reply sets RAX, maybe RDI, and RIP (after the VMCALL,
+/// or a gate).
+fn policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    call: Call,
+    mut mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    let r = vcpu.regs;
+    let args = [
+        operand(vcpu, r.rdi(), &mut mode)?,
+        operand(vcpu, r.rsi(), &mut mode)?,
+        operand(vcpu, r.rdx(), &mut mode)?,
+    ];
+    match policy::handle(vcpu, call, args)? {
+        None => complete(vcpu, Status::UnknownCall, mode),
+        Some(Err(status)) => complete(vcpu, status, mode),
+        Some(Ok(policy::Reply::Done(value))) => {
+            if let Some(v) = value {
+                vcpu.regs.set(Gpr::Rdi, v);
+            }
+            complete(vcpu, Status::Success, mode)
+        }
+        Some(Ok(policy::Reply::Gate { rip, rdi })) => {
+            vcpu.regs.set(Gpr::Rax, Status::Success.raw());
+            vcpu.regs.set(Gpr::Rdi, rdi);
+            vcpu.resume_at(rip)
+        }
+    }
 }
 
 /// Version: RDI = the packed ABI version.

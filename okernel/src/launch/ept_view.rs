@@ -11,26 +11,62 @@ use ept::{Attributes, EptCaps, FrameAllocator, Gpa, MemoryType, Perms, PhysFrame
 use super::config::{MemoryKind, MemoryRange, PhysRange};
 use super::frames::FramePool;
 
-/// The frame pool as the `ept` crate's frame source.
-#[derive(Debug)]
-pub struct PoolFrames(pub FramePool);
+/// A handle to the monitor's frame pool, as the `ept` crate's frame
+/// source: every view (the trusted one and each context's) holds one, and
+/// all draw from the same pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolFrames(NonNull<FramePool>);
+
+impl PoolFrames {
+    /// A handle to the pool at `pool`.
+    ///
+    /// # Safety
+    /// `pool` must point to a `FramePool` that stays valid, at that
+    /// address, for as long as any handle is used, and that nothing but
+    /// these handles uses. Handles must not be used concurrently (the
+    /// monitor runs one CPU with interrupts off; exits do not nest).
+    pub unsafe fn new(pool: NonNull<FramePool>) -> Self {
+        Self(pool)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &FramePool {
+        // SAFETY: `new`'s contract: valid, and not used concurrently, so
+        // no `&mut` from another handle is live.
+        unsafe { self.0.as_ref() }
+    }
+
+    fn pool_mut(&mut self) -> &mut FramePool {
+        // SAFETY: as in `pool`; the borrow ends before any other handle
+        // can be used (no handle method calls another).
+        unsafe { self.0.as_mut() }
+    }
+}
 
 // SAFETY: `FramePool` hands out each frame once until it is freed, zeroes
 // it (promise 1); frames are identity-mapped pool memory, so the address is
 // a valid, page-aligned pointer for the pool's lifetime, independent of
-// where `PoolFrames` is moved (promise 2); pool frames given to the view are
-// used by nothing else in the monitor (promise 3, `FramePool::new`).
+// where a handle is moved (promise 2); pool frames given to the views are
+// used by nothing else in the monitor (promise 3, `FramePool::new`); a
+// frame freed by one view's handle may be handed to another view only as
+// a table, never to the guest (the pool feeds monitor structures only).
 unsafe impl FrameAllocator for PoolFrames {
     fn allocate_frame(&mut self) -> Option<PhysFrame> {
-        self.0.allocate().and_then(PhysFrame::new)
+        self.pool_mut().allocate().and_then(PhysFrame::new)
     }
 
     fn free_frame(&mut self, frame: PhysFrame) {
-        self.0.free(frame.addr());
+        self.pool_mut().free(frame.addr());
     }
 
     fn table_ptr(&self, frame: PhysFrame) -> NonNull<[u64; 512]> {
         FramePool::table_ptr(frame.addr())
+    }
+}
+
+impl crate::policy::views::SharedFrames for PoolFrames {
+    fn available(&self) -> u64 {
+        self.pool().available()
     }
 }
 

@@ -15,6 +15,7 @@ pub struct FramePool {
     next: u64,
     end: u64,
     free: Option<u64>,
+    free_count: u64,
     allocated: u64,
 }
 
@@ -30,6 +31,7 @@ impl FramePool {
             next: range.start,
             end: range.end,
             free: None,
+            free_count: 0,
             allocated: 0,
         }
     }
@@ -38,6 +40,11 @@ impl FramePool {
     /// counted).
     pub const fn remaining(&self) -> u64 {
         (self.end - self.next) / FRAME
+    }
+
+    /// Frames that can still be allocated (bump region and free list).
+    pub const fn available(&self) -> u64 {
+        self.remaining() + self.free_count
     }
 
     /// Frames handed out and not given back.
@@ -54,6 +61,7 @@ impl FramePool {
                 0 => None,
                 n => Some(n),
             };
+            self.free_count -= 1;
             f
         } else if self.end - self.next >= FRAME {
             let f = self.next;
@@ -92,6 +100,7 @@ impl FramePool {
         // longer uses; its first word links the free list.
         unsafe { (frame as *mut u64).write(self.free.unwrap_or(0)) };
         self.free = Some(frame);
+        self.free_count += 1;
         self.allocated -= 1;
     }
 
@@ -123,6 +132,7 @@ mod tests {
         assert_eq!(pool.remaining(), 4);
         assert_eq!(pool.allocated(), 4);
         pool.free(a);
+        assert_eq!(pool.available(), 5);
         let b = pool.allocate().unwrap();
         assert_eq!(b, a);
         assert!(arena.0[..4096].iter().all(|&b| b == 0));

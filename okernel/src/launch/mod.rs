@@ -40,8 +40,10 @@ use crate::fmt::FixedString;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::hw::{Cpu, InveptKind, Vmcs};
 use crate::hypercall::memory::{IdentityMap, MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
-use crate::policy::BasePolicy;
+use crate::policy::Protection;
+use crate::policy::protection::{MsrBitmapPage, PolicyCaps};
 use crate::vmx::capability::msr;
+use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::fields::HostNatural;
 
 /// Checks the configuration before anything is touched.
@@ -172,9 +174,24 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     }
     // SAFETY: a fresh pool frame, exclusively the MSR bitmap from now on.
     crate::vmx::msr_bitmap::configure_base(unsafe { &mut *(msr_bitmap as *mut [u8; 4096]) });
+    // The pool's own state moves into one of its frames, where every
+    // view's handle finds it for the rest of the run.
+    let home = pool
+        .allocate()
+        .ok_or(LaunchError::OutOfFrames("frame pool state"))?;
+    const _: () = assert!(core::mem::size_of::<FramePool>() <= FRAME as usize);
+    const _: () = assert!(core::mem::align_of::<FramePool>() <= FRAME as usize);
+    let home = core::ptr::with_exposed_provenance_mut::<FramePool>(home as usize);
+    // SAFETY: a fresh, zeroed, page-aligned pool frame (large and aligned
+    // enough, asserted above), identity-mapped and used for nothing else.
+    unsafe { home.write(pool) };
+    // SAFETY: the pool now lives at `home` for the whole run (the frame is
+    // never freed) and is used only through these handles, one exit at a
+    // time.
+    let frames = unsafe { PoolFrames::new(core::ptr::NonNull::new_unchecked(home)) };
 
     let view = ept_view::build_base_view(
-        PoolFrames(pool),
+        frames,
         ept_caps,
         config.memory_map,
         config.monitor_ranges,
@@ -188,10 +205,10 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     log::info!(
         "okernel: base EPT view built: {} tables, {} frames of the pool left",
         view.frames()
-            .0
+            .pool()
             .allocated()
-            .saturating_sub(3 + HOST_STACK_BYTES / FRAME),
-        view.frames().0.remaining()
+            .saturating_sub(4 + HOST_STACK_BYTES / FRAME),
+        view.frames().pool().available()
     );
 
     enter_vmx_root(&mut cpu, &caps, vmxon_region, vmcs_region)?;
@@ -235,7 +252,40 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         phys,
     )
     .map_err(|_| LaunchError::BadGuest("too many RAM or monitor ranges"))?;
-    let mut vcpu = run::MonitorVcpu::with_memory(vmcs, cpu, BasePolicy, cr, ept_caps, memory);
+    let policy_caps = PolicyCaps {
+        mbec: ept_caps.supports(ept::EptFeatures::MODE_BASED_EXECUTE),
+        descriptor_table_exiting: (cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS2) >> 32)
+            & u64::from(SecondaryProcBased::DESCRIPTOR_TABLE_EXITING.bits())
+            != 0,
+        invept_all: caps.ept.invept_all_context(),
+        cet: cpu.cpuid(0, 0).eax >= 7 && {
+            let l7 = cpu.cpuid(7, 0);
+            l7.ecx & (1 << 7) != 0 || l7.edx & (1 << 20) != 0
+        },
+    };
+    log::info!(
+        "okernel: policy: mode-based execute control {}, descriptor-table exiting {}, INVEPT {}",
+        if policy_caps.mbec { "yes" } else { "no" },
+        if policy_caps.descriptor_table_exiting {
+            "yes"
+        } else {
+            "no"
+        },
+        if policy_caps.invept_all {
+            "all-context"
+        } else {
+            "single-context"
+        },
+    );
+    // SAFETY: the MSR bitmap frame is the VMCS's (written by
+    // `write_controls`), identity-mapped pool memory used by nothing else.
+    let bitmap = unsafe {
+        MsrBitmapPage::new(core::ptr::NonNull::new_unchecked(
+            core::ptr::with_exposed_provenance_mut::<[u8; 4096]>(msr_bitmap as usize),
+        ))
+    };
+    let policy = Protection::new(policy_caps, Some(bitmap));
+    let mut vcpu = run::MonitorVcpu::with_memory(vmcs, cpu, policy, cr, ept_caps, memory);
     vcpu.regs = config.guest.regs;
     let state = core::ptr::with_exposed_provenance_mut::<run::RunState>(state_addr as usize);
     // SAFETY: `state_addr` lies in the host stack (fresh, identity-mapped,

@@ -19,7 +19,7 @@ use crate::exit::{self, ExitAction, ExitError, FastPath, SlowExit, Vcpu};
 use crate::fmt::FixedString;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::hypercall::memory::{IdentityMap, ViewMemory};
-use crate::policy::BasePolicy;
+use crate::policy::Protection;
 use crate::vmx::error::VmFail;
 use crate::vmx::regs::GuestRegisters;
 
@@ -28,7 +28,7 @@ use crate::vmx::regs::GuestRegisters;
 pub(super) type MonitorMemory = ViewMemory<PoolFrames, IdentityMap>;
 
 /// The virtual CPU of the run.
-pub(super) type MonitorVcpu = Vcpu<RealVmcs, RealCpu, BasePolicy, MonitorMemory>;
+pub(super) type MonitorVcpu = Vcpu<RealVmcs, RealCpu, Protection, MonitorMemory>;
 
 /// The monitor's state for the whole run, at HOST_RSP.
 #[repr(C)]

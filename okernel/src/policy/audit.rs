@@ -3,6 +3,7 @@
 //! record is overwritten and counted as dropped.
 
 use bitflags::bitflags;
+use okernel_abi::policy as abi;
 
 bitflags! {
     /// An access type (EPT-violation qualification bits 2:0 for the access,
@@ -52,6 +53,15 @@ pub enum AuditKind {
     /// A WRMSR refused by policy (`gpa` holds the MSR, `qualification` the
     /// refused value).
     MsrWrite,
+    /// LIDT/LGDT/LLDT/LTR after the descriptor tables were locked (`gpa`
+    /// holds the exit reason, `qualification` the instruction information).
+    DescriptorTable,
+    /// A page-table update the monitor refused (`gpa` holds the entry's
+    /// address, `qualification` the refused value).
+    PageTableUpdate,
+    /// A context switch the monitor refused or redirected to a gate (`gpa`
+    /// holds the target context, `qualification` the gate id).
+    ContextSwitch,
 }
 
 impl AuditKind {
@@ -61,6 +71,21 @@ impl AuditKind {
             AuditKind::EptViolation => "ept-violation",
             AuditKind::CrWrite => "cr-write",
             AuditKind::MsrWrite => "msr-write",
+            AuditKind::DescriptorTable => "descriptor-table",
+            AuditKind::PageTableUpdate => "page-table-update",
+            AuditKind::ContextSwitch => "context-switch",
+        }
+    }
+
+    /// The ABI value ([`okernel_abi::policy::AuditKind`]).
+    pub const fn abi(self) -> abi::AuditKind {
+        match self {
+            AuditKind::EptViolation => abi::AuditKind::EptViolation,
+            AuditKind::CrWrite => abi::AuditKind::CrPin,
+            AuditKind::MsrWrite => abi::AuditKind::MsrLock,
+            AuditKind::DescriptorTable => abi::AuditKind::DescriptorTable,
+            AuditKind::PageTableUpdate => abi::AuditKind::PageTableUpdate,
+            AuditKind::ContextSwitch => abi::AuditKind::ContextSwitch,
         }
     }
 }
@@ -75,6 +100,10 @@ pub enum AuditAction {
     /// The access was not performed and the guest resumed without an
     /// exception (asynchronous accesses, which no instruction made).
     Dropped,
+    /// The hypercall failed with an error status.
+    Refused,
+    /// The guest resumed at a registered gate, not after its VMCALL.
+    Gate,
 }
 
 impl AuditAction {
@@ -84,6 +113,19 @@ impl AuditAction {
             AuditAction::InjectedGp => "inject-#GP",
             AuditAction::Stopped => "stop",
             AuditAction::Dropped => "drop",
+            AuditAction::Refused => "refused",
+            AuditAction::Gate => "gate",
+        }
+    }
+
+    /// The ABI value ([`okernel_abi::policy::AuditAction`]).
+    pub const fn abi(self) -> abi::AuditAction {
+        match self {
+            AuditAction::InjectedGp => abi::AuditAction::InjectGp,
+            AuditAction::Stopped => abi::AuditAction::Stop,
+            AuditAction::Dropped => abi::AuditAction::Skip,
+            AuditAction::Refused => abi::AuditAction::Refused,
+            AuditAction::Gate => abi::AuditAction::Gate,
         }
     }
 }
@@ -140,6 +182,71 @@ impl core::fmt::Display for AuditRecord {
             self.cr3,
             self.qualification,
             self.action.name()
+        )
+    }
+}
+
+impl AuditRecord {
+    /// The record as the `AuditRead` hypercall copies it into guest memory.
+    pub fn to_abi(&self) -> abi::AuditRecord {
+        abi::AuditRecord {
+            sequence: self.seq,
+            kind: self.kind.abi() as u32,
+            action: self.action.abi() as u32,
+            context: self.context.into(),
+            gpa: self.gpa,
+            gva: self.gva.unwrap_or(0),
+            access: self.access.bits().into(),
+            rip: self.rip,
+            qualification: self.qualification,
+        }
+    }
+
+    /// The record as one JSON object (no spaces, no newline), for the
+    /// console's `OKERNEL-AUDIT: ` lines. Addresses and values are strings
+    /// of hexadecimal digits (`"0x…"`) so no parser loses bits above 2^53;
+    /// `gva` is `null` when the processor reported none.
+    pub fn json(&self) -> Json<'_> {
+        Json(self)
+    }
+
+    /// Writes the record to the log: the text line, then the JSON line.
+    pub fn log(&self) {
+        log::warn!("okernel: {self}");
+        log::warn!("OKERNEL-AUDIT: {}", self.json());
+    }
+}
+
+/// An [`AuditRecord`] displayed as JSON ([`AuditRecord::json`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Json<'a>(&'a AuditRecord);
+
+impl core::fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let r = self.0;
+        let a = r.access.letters();
+        let p = r.allowed.letters();
+        write!(
+            f,
+            "{{\"seq\":{},\"kind\":\"{}\",\"ctx\":{},\"gpa\":\"{:#x}\",\"gva\":",
+            r.seq,
+            r.kind.name(),
+            r.context,
+            r.gpa
+        )?;
+        match r.gva {
+            Some(v) => write!(f, "\"{v:#x}\"")?,
+            None => f.write_str("null")?,
+        }
+        write!(
+            f,
+            ",\"access\":\"{}\",\"allowed\":\"{}\",\"rip\":\"{:#x}\",\"cr3\":\"{:#x}\",\"qual\":\"{:#x}\",\"action\":\"{}\"}}",
+            core::str::from_utf8(&a).unwrap_or("???"),
+            core::str::from_utf8(&p).unwrap_or("???"),
+            r.rip,
+            r.cr3,
+            r.qualification,
+            r.action.name()
         )
     }
 }
@@ -204,6 +311,14 @@ impl<const N: usize> AuditRing<N> {
     pub fn iter(&self) -> impl Iterator<Item = &AuditRecord> + '_ {
         let start = self.dropped();
         (start..self.next_seq).filter_map(move |s| self.records[(s % N as u64) as usize].as_ref())
+    }
+
+    /// The record with sequence number `seq`, if the ring still holds it.
+    pub fn get(&self, seq: u64) -> Option<&AuditRecord> {
+        if seq < self.dropped() || seq >= self.next_seq {
+            return None;
+        }
+        self.records[(seq % N as u64) as usize].as_ref()
     }
 
     /// The newest record.

@@ -1,8 +1,24 @@
 //! Policy: what the monitor allows the guest, and the record of what it
-//! denied. This issue provides the audit log and the hooks; the policy
-//! issue (regions, locks, contexts/views, gates) fills them in.
+//! denied.
+//!
+//! - [`audit`]: the ring of audit records (invariant 10).
+//! - [`protection`]: the state the guest registers and locks — regions,
+//!   CR pins, MSR locks, the descriptor-table lock, contexts, gates,
+//!   protected pages — and the [`Policy`] hooks it answers.
+//! - [`apply`]: the EPT permissions that state gives each view.
+//! - [`views`]: the views themselves, as the policy reaches them.
+//! - [`guest_paging`]: the guest's own page tables, walked for gates and
+//!   emulated descriptor-table stores.
+//!
+//! `docs/policy.md` describes the policy per invariant.
 
+pub mod apply;
 pub mod audit;
+pub mod guest_paging;
+pub mod protection;
+pub mod views;
+
+pub use self::protection::Protection;
 
 /// What a policy hook decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +52,31 @@ pub trait Policy {
     /// The EPT view id recorded in audit records (0 = the base view).
     fn context(&self) -> u16 {
         0
+    }
+
+    /// The value MSR `msr` is locked at, if it is locked: a WRMSR of any
+    /// other value is denied (#GP and an audit record), one of this value
+    /// is skipped.
+    fn locked_msr(&self, msr: u32) -> Option<u64> {
+        let _ = msr;
+        None
+    }
+
+    /// Whether LIDT/LGDT/LLDT/LTR are refused.
+    fn descriptor_tables_locked(&self) -> bool {
+        false
+    }
+
+    /// Whether mode-based execute control is on (EPT-violation
+    /// qualification bit 6 then means user-execute).
+    fn mbec_active(&self) -> bool {
+        false
+    }
+
+    /// The protection state, for the policy hypercalls; `None`: the
+    /// monitor answers them `UnknownCall`.
+    fn protection(&mut self) -> Option<&mut Protection> {
+        None
     }
 }
 

@@ -83,6 +83,12 @@ impl PhysMemory for FakePhys {
         buf.copy_from_slice(&self.bytes.borrow()[at..at + buf.len()]);
         self.copies.borrow_mut().push((hpa, buf.len()));
     }
+
+    fn write(&self, hpa: u64, bytes: &[u8]) {
+        let at = usize::try_from(hpa - TEXT).unwrap();
+        assert!(at + bytes.len() <= TEXT_LEN, "write outside the window");
+        self.bytes.borrow_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+    }
 }
 
 type Memory = ViewMemory<Heap, FakePhys>;

@@ -11,6 +11,7 @@ mod exits_misc;
 mod fast_path;
 mod hypercall;
 mod launch;
+mod policy;
 
 use core::ptr::NonNull;
 
@@ -148,19 +149,66 @@ pub fn assert_advanced<P: Policy, M: GuestMemory>(
     assert_eq!(rip(v), RIP + len);
 }
 
-/// Heap frames for EPT views; "physical" address = index * 4096 + 4096.
-#[derive(Default)]
-pub struct Heap(Vec<Box<[u64; 512]>>);
+/// Heap frames for EPT views, shared by every clone of the handle;
+/// "physical" address = index * 4096 + 4096. `limit` caps the frames in
+/// use (to test exhaustion).
+#[derive(Clone, Default)]
+pub struct Heap(std::rc::Rc<std::cell::RefCell<HeapFrames>>);
 
-// SAFETY: each frame is a distinct heap box, zeroed on allocation, that
-// lives as long as `Heap`; it is only accessed through `table_ptr`.
+/// The frames behind a [`Heap`].
+#[derive(Default)]
+pub struct HeapFrames {
+    frames: Vec<Box<[u64; 512]>>,
+    free: Vec<u64>,
+    /// The most frames in use at once (`None`: unlimited).
+    pub limit: Option<usize>,
+}
+
+impl Heap {
+    /// Frames in use.
+    pub fn in_use(&self) -> usize {
+        let f = self.0.borrow();
+        f.frames.len() - f.free.len()
+    }
+
+    /// Caps the frames in use at `in_use() + extra`.
+    pub fn allow_more(&self, extra: usize) {
+        let n = self.in_use() + extra;
+        self.0.borrow_mut().limit = Some(n);
+    }
+}
+
+// SAFETY: each frame is a distinct heap box, zeroed when handed out, that
+// lives as long as any handle (the boxes are never dropped before the
+// `Rc`); it is only accessed through `table_ptr`, and a freed frame is
+// handed out again only after it was given back.
 unsafe impl FrameAllocator for Heap {
     fn allocate_frame(&mut self) -> Option<PhysFrame> {
-        self.0.push(Box::new([0; 512]));
-        PhysFrame::new(self.0.len() as u64 * 4096)
+        let mut f = self.0.borrow_mut();
+        if f.limit.is_some_and(|l| f.frames.len() - f.free.len() >= l) {
+            return None;
+        }
+        if let Some(addr) = f.free.pop() {
+            *f.frames[(addr / 4096 - 1) as usize] = [0; 512];
+            return PhysFrame::new(addr);
+        }
+        f.frames.push(Box::new([0; 512]));
+        PhysFrame::new(f.frames.len() as u64 * 4096)
     }
-    fn free_frame(&mut self, _: PhysFrame) {}
+    fn free_frame(&mut self, frame: PhysFrame) {
+        self.0.borrow_mut().free.push(frame.addr());
+    }
     fn table_ptr(&self, frame: PhysFrame) -> NonNull<[u64; 512]> {
-        NonNull::from(&*self.0[(frame.addr() / 4096 - 1) as usize])
+        NonNull::from(&*self.0.borrow().frames[(frame.addr() / 4096 - 1) as usize])
+    }
+}
+
+impl crate::policy::views::SharedFrames for Heap {
+    fn available(&self) -> u64 {
+        let f = self.0.borrow();
+        match f.limit {
+            Some(l) => l.saturating_sub(f.frames.len() - f.free.len()) as u64,
+            None => u64::MAX,
+        }
     }
 }

@@ -55,6 +55,11 @@ impl<'a> MsrBitmap<'a> {
         Self { page }
     }
 
+    /// Wraps a page as it is (nothing cleared).
+    pub fn wrap(page: &'a mut [u8; 4096]) -> Self {
+        Self { page }
+    }
+
     /// Makes `access` to `msr` exit. Returns false for MSRs outside the
     /// bitmap ranges, which exit anyway.
     pub fn intercept(&mut self, msr: u32, access: MsrAccess) -> bool {

@@ -1,0 +1,264 @@
+//! Descriptor-table exits (reasons 46 "access to GDTR or IDTR" and 47
+//! "access to LDTR or TR"), which happen only once the guest has locked
+//! its descriptor tables (LockDescriptorTables turns on descriptor-table
+//! exiting, SDM Vol. 3C §25.6.2 Table 25-7 bit 2; §26.1.3 lists LGDT,
+//! LIDT, LLDT, LTR, SGDT, SIDT, SLDT and STR as exiting with it).
+//!
+//! * Loads (LGDT, LIDT, LLDT, LTR) are **refused** (invariant 4): an audit
+//!   record (`descriptor-table`, `gpa` = the exit reason, `qual` = the
+//!   instruction information) and #GP(0) at the instruction.
+//! * Stores (SGDT, SIDT, SLDT, STR) are **emulated**, since the control
+//!   makes them exit too: the value comes from the VMCS guest state; the
+//!   memory operand is decoded from the VM-exit instruction information
+//!   (§28.2.5, Tables 28-10 and 28-11) and the displacement in the exit
+//!   qualification (§28.2.1; for RIP-relative operands the processor
+//!   reports the base invalid and the displacement already added to the
+//!   next RIP); the address is translated through the guest's page tables
+//!   (`policy::guest_paging`) and written through the current EPT view.
+//!   SGDT/SIDT store 10 bytes in 64-bit mode, 6 outside it; SLDT/STR
+//!   store 2 bytes to memory, or the zero-extended selector to a register.
+//!   At CPL > 0 with CR4.UMIP set the store is #GP(0), as on the CPU.
+//!   A store the guest's page tables do not allow (not present, or not
+//!   writable for the access) gets #GP(0) — not #PF, which would need
+//!   CR2, a deviation documented in `docs/policy.md` — and one the EPT
+//!   view does not allow is denied like an EPT violation (audited, #GP).
+
+use super::guest::Vcpu;
+use super::{ExitAction, ExitError};
+use crate::exit::cr::visible_cr4;
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::policy::guest_paging::{self, PagingState};
+use crate::vmx::event::Exception;
+use crate::vmx::exit_reason::ExitReason;
+use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
+use crate::vmx::regs::Gpr;
+
+const CR0_WP: u64 = 1 << 16;
+const CR4_UMIP: u64 = 1 << 11;
+
+/// The instruction an exit of reason 46 or 47 is for (instruction
+/// information bits 29:28).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instruction {
+    /// SGDT or SLDT.
+    StoreGdtOrLdt,
+    /// SIDT or STR.
+    StoreIdtOrTr,
+    /// LGDT or LLDT.
+    LoadGdtOrLdt,
+    /// LIDT or LTR.
+    LoadIdtOrTr,
+}
+
+impl Instruction {
+    /// Decodes bits 29:28.
+    pub const fn decode(info: u32) -> Self {
+        match (info >> 28) & 3 {
+            0 => Instruction::StoreGdtOrLdt,
+            1 => Instruction::StoreIdtOrTr,
+            2 => Instruction::LoadGdtOrLdt,
+            _ => Instruction::LoadIdtOrTr,
+        }
+    }
+
+    /// Whether it loads a register (refused after the lock).
+    pub const fn is_load(self) -> bool {
+        matches!(self, Instruction::LoadGdtOrLdt | Instruction::LoadIdtOrTr)
+    }
+}
+
+/// Handles exit `reason` (46 or 47).
+pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    reason: ExitReason,
+) -> Result<ExitAction, ExitError> {
+    let info = vcpu.vmcs.read(ReadOnly32::ExitInstructionInfo)?;
+    let instruction = Instruction::decode(info);
+    let cpl = vcpu.cpl()?;
+    if instruction.is_load() {
+        if cpl != 0 {
+            return vcpu.inject(Exception::GeneralProtection, 0);
+        }
+        audit(
+            vcpu,
+            AuditKind::DescriptorTable,
+            reason as u64,
+            None,
+            info.into(),
+        )?;
+        return vcpu.inject(Exception::GeneralProtection, 0);
+    }
+    if cpl != 0 && visible_cr4(vcpu)? & CR4_UMIP != 0 {
+        return vcpu.inject(Exception::GeneralProtection, 0);
+    }
+    let wide = vcpu.in_64bit_mode()?;
+    let gdtr_idtr = reason == ExitReason::GdtrIdtrAccess;
+    if !gdtr_idtr && info & (1 << 10) != 0 {
+        // SLDT/STR to a register: the selector, zero-extended.
+        let selector = selector(vcpu, instruction)?;
+        let reg = Gpr::from_index(((info >> 3) & 0xf) as u8);
+        vcpu.set_gpr(reg, selector.into())?;
+        return vcpu.advance_rip();
+    }
+    let mut bytes = [0u8; 10];
+    let len = if gdtr_idtr {
+        let (limit, base) = match instruction {
+            Instruction::StoreGdtOrLdt => (
+                vcpu.vmcs.read(Guest32::GdtrLimit)?,
+                vcpu.vmcs.read(GuestNatural::GdtrBase)?,
+            ),
+            _ => (
+                vcpu.vmcs.read(Guest32::IdtrLimit)?,
+                vcpu.vmcs.read(GuestNatural::IdtrBase)?,
+            ),
+        };
+        bytes[..2].copy_from_slice(&(limit as u16).to_le_bytes());
+        bytes[2..].copy_from_slice(&base.to_le_bytes());
+        if wide { 10 } else { 6 }
+    } else {
+        bytes[..2].copy_from_slice(&selector(vcpu, instruction)?.to_le_bytes());
+        2
+    };
+    let linear = operand_address(vcpu, info, wide)?;
+    store(vcpu, linear, &bytes[..len], cpl)
+}
+
+/// The LDTR or TR selector.
+fn selector<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+    instruction: Instruction,
+) -> Result<u16, ExitError> {
+    Ok(match instruction {
+        Instruction::StoreGdtOrLdt => vcpu.vmcs.read(Guest16::LdtrSelector)?,
+        _ => vcpu.vmcs.read(Guest16::TrSelector)?,
+    })
+}
+
+/// The linear address of the memory operand: segment base + (base +
+/// index × scale + displacement), truncated to the address size (SDM
+/// Vol. 3C §28.2.5; Vol. 1 §3.7.5). In 64-bit mode only FS and GS have a
+/// base; segment limits are not checked.
+pub fn operand_address<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+    info: u32,
+    wide: bool,
+) -> Result<u64, ExitError> {
+    let disp = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
+    let scale = info & 3;
+    let mut offset = disp;
+    if info & (1 << 22) == 0 {
+        let index = vcpu.gpr(Gpr::from_index(((info >> 18) & 0xf) as u8))?;
+        offset = offset.wrapping_add(index << scale);
+    }
+    if info & (1 << 27) == 0 {
+        let base = vcpu.gpr(Gpr::from_index(((info >> 23) & 0xf) as u8))?;
+        offset = offset.wrapping_add(base);
+    }
+    offset &= match (info >> 7) & 7 {
+        0 => 0xffff,
+        1 => 0xffff_ffff,
+        _ => u64::MAX,
+    };
+    let segment = (info >> 15) & 7;
+    let seg_base = match (segment, wide) {
+        (4, _) => vcpu.vmcs.read(GuestNatural::FsBase)?,
+        (5, _) => vcpu.vmcs.read(GuestNatural::GsBase)?,
+        (_, true) => 0,
+        (0, false) => vcpu.vmcs.read(GuestNatural::EsBase)?,
+        (1, false) => vcpu.vmcs.read(GuestNatural::CsBase)?,
+        (2, false) => vcpu.vmcs.read(GuestNatural::SsBase)?,
+        _ => vcpu.vmcs.read(GuestNatural::DsBase)?,
+    };
+    let linear = seg_base.wrapping_add(offset);
+    Ok(if wide { linear } else { linear & 0xffff_ffff })
+}
+
+/// Writes `bytes` at guest-linear `linear` as a store at `cpl` would.
+fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    linear: u64,
+    bytes: &[u8],
+    cpl: u8,
+) -> Result<ExitAction, ExitError> {
+    let state = PagingState {
+        cr0: vcpu.vmcs.read(GuestNatural::Cr0)?,
+        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
+        cr4: vcpu.vmcs.read(GuestNatural::Cr4)?,
+        efer: vcpu.vmcs.read(Guest64::Efer)?,
+    };
+    // At most two pages: translate both before writing either.
+    let split = (0x1000 - (linear & 0xfff) as usize).min(bytes.len());
+    let mut pieces = [(0u64, 0usize, 0usize); 2];
+    let mut n = 0;
+    for (start, end) in [(0, split), (split, bytes.len())] {
+        if start == end {
+            continue;
+        }
+        let at = linear.wrapping_add(start as u64);
+        let memory = &vcpu.memory;
+        let read = |gpa: u64| {
+            let mut b = [0u8; 8];
+            memory
+                .read(gpa, &mut b)
+                .ok()
+                .map(|()| u64::from_le_bytes(b))
+        };
+        let Ok(m) = guest_paging::translate(state, at, read) else {
+            return vcpu.inject(Exception::GeneralProtection, 0);
+        };
+        let allowed = if cpl == 3 {
+            m.user && m.writable
+        } else {
+            m.writable || state.cr0 & CR0_WP == 0
+        };
+        if !allowed {
+            return vcpu.inject(Exception::GeneralProtection, 0);
+        }
+        pieces[n] = (m.gpa, start, end);
+        n += 1;
+    }
+    for &(gpa, start, end) in &pieces[..n] {
+        if vcpu
+            .memory
+            .check_writable(gpa, (end - start) as u64)
+            .is_err()
+        {
+            audit(vcpu, AuditKind::EptViolation, gpa, Some(linear), 0)?;
+            return vcpu.inject(Exception::GeneralProtection, 0);
+        }
+    }
+    for &(gpa, start, end) in &pieces[..n] {
+        if vcpu.memory.write(gpa, &bytes[start..end]).is_err() {
+            return Err(ExitError::Unexpected("guest memory changed during a store"));
+        }
+    }
+    vcpu.advance_rip()
+}
+
+/// Writes and logs an audit record of a refused write (#GP injected).
+fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    kind: AuditKind,
+    gpa: u64,
+    gva: Option<u64>,
+    qualification: u64,
+) -> Result<(), ExitError> {
+    let record = AuditRecord {
+        seq: 0,
+        kind,
+        context: vcpu.policy.context(),
+        gpa,
+        gva,
+        access: Access::WRITE,
+        allowed: Access::empty(),
+        qualification,
+        rip: vcpu.vmcs.read(GuestNatural::Rip)?,
+        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
+        action: AuditAction::InjectedGp,
+    };
+    vcpu.audit.push(record).log();
+    Ok(())
+}

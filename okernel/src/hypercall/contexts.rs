@@ -1,0 +1,281 @@
+//! Contexts, protected pages and gates (ABI calls 21–26; invariants 6
+//! and 9).
+//!
+//! A context is an EPT view: 0 is the trusted view (the base view),
+//! 1..=`MAX_CONTEXTS` are untrusted views, each created as a copy of the
+//! trusted view and then recomputed from the policy (page tables and
+//! credentials read-only, other contexts' protected pages absent).
+//!
+//! Switching views is a VMWRITE of the EPT pointer. No INVEPT is needed
+//! for the switch itself: cached translations are tagged with the EPTP's
+//! EP4TA (SDM Vol. 3C §29.4.1), and every change to a view is followed by
+//! an INVEPT (policy::apply::invalidate), as is the destruction of a view
+//! (its root frame may become another view's).
+
+use okernel_abi::hypercall::Status;
+use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
+
+use super::policy::{CallResult, Env, Reply, memory_status};
+use crate::exit::ExitError;
+use crate::hw::{Cpu, InveptKind, Vmcs};
+use crate::launch::config::PhysRange;
+use crate::policy::apply::{self, Class};
+use crate::policy::audit::{AuditAction, AuditKind};
+use crate::policy::protection::{Gate, ProtectedPage};
+use crate::vmx::fields::Control64;
+
+fn fatal(e: ept::Error) -> ExitError {
+    ExitError::PolicyEpt(e)
+}
+
+/// A live context id as a view slot, or `BadContext`.
+fn live_context<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: u64) -> Result<u16, Status> {
+    if env.prot.is_live(ctx) && env.views.is_live(ctx as u16) {
+        Ok(ctx as u16)
+    } else {
+        Err(Status::BadContext)
+    }
+}
+
+/// CreateContext(): the first free untrusted slot gets a copy of the
+/// trusted view, recomputed for an untrusted context.
+pub fn create<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<CallResult, ExitError> {
+    let Some(ctx) = (1..=MAX_CONTEXTS as u16).find(|&c| !env.prot.contexts[usize::from(c)]) else {
+        return Ok(Err(Status::Exhausted));
+    };
+    let calls = env.prot.protects_per_view(env.views.ram().len());
+    let needed = env
+        .views
+        .tables(0)
+        .saturating_add(calls.saturating_mul(crate::policy::views::FRAMES_PER_PROTECT));
+    if env.views.frames_available() < needed {
+        return Ok(Err(Status::Exhausted));
+    }
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    if env.views.create(ctx).is_err() {
+        // All-or-nothing copy: nothing was made.
+        return Ok(Err(Status::Exhausted));
+    }
+    env.prot.contexts[usize::from(ctx)] = true;
+    apply::recompute_view(env.prot, env.views, ctx).map_err(fatal)?;
+    env.invalidate()?;
+    Ok(Ok(Reply::Done(Some(ctx.into()))))
+}
+
+/// DestroyContext(ctx): not 0, not the current one. Its protected pages
+/// are zeroed and returned to every view; its view's tables to the pool.
+pub fn destroy<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    ctx: u64,
+) -> Result<CallResult, ExitError> {
+    let ctx = match live_context(env, ctx) {
+        Ok(0) => return Ok(Err(Status::BadContext)),
+        Ok(c) if c == env.prot.current => return Ok(Err(Status::BadContext)),
+        Ok(c) => c,
+        Err(s) => return Ok(Err(s)),
+    };
+    let owned = env
+        .prot
+        .protected_pages()
+        .filter(|p| p.owner == ctx)
+        .count() as u64;
+    if let Err(s) = apply::check_frames(env.views, owned * apply::live_count(env.views)) {
+        return Ok(Err(s));
+    }
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    let eptp = env.views.eptp(ctx);
+    env.prot.contexts[usize::from(ctx)] = false;
+    env.views.destroy(ctx);
+    for i in 0..env.prot.pages.len() {
+        let Some(p) = env.prot.pages[i] else { continue };
+        if p.owner != ctx {
+            continue;
+        }
+        env.views
+            .write_phys(p.gpa, &[0; 4096])
+            .map_err(|_| ExitError::Unexpected("protected page outside guest RAM"))?;
+        env.prot.pages[i] = None;
+        apply::apply_range(
+            env.prot,
+            env.views,
+            PhysRange::new(p.gpa, 4096),
+            Class::Plain,
+        )
+        .map_err(fatal)?;
+    }
+    // The dropped view's translations, before its frames serve another.
+    if let (false, Some(e)) = (env.prot.caps.invept_all, eptp) {
+        env.cpu.invept(InveptKind::SingleContext(e))?;
+    }
+    env.invalidate()?;
+    Ok(Ok(Reply::Done(None)))
+}
+
+/// AllocProtectedPage(ctx, page): mapped RW in `ctx`'s view only.
+pub fn alloc_page<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    ctx: u64,
+    page: u64,
+) -> Result<CallResult, ExitError> {
+    let ctx = match live_context(env, ctx) {
+        Ok(c) => c,
+        Err(s) => return Ok(Err(s)),
+    };
+    if !page.is_multiple_of(4096) {
+        return Ok(Err(Status::Unaligned));
+    }
+    if let Err(e) = env.views.check_ram(page, 4096) {
+        return Ok(Err(memory_status(e)));
+    }
+    let range = PhysRange::new(page, 4096);
+    if env.prot.overlaps(&range) {
+        return Ok(Err(Status::Overlap));
+    }
+    let Some(slot) = env.prot.pages.iter().position(Option::is_none) else {
+        return Ok(Err(Status::Exhausted));
+    };
+    if let Err(s) = apply::check_frames(env.views, apply::live_count(env.views)) {
+        return Ok(Err(s));
+    }
+    if env.prot.current != 0 && env.prot.current != ctx {
+        return Ok(Err(Status::PermissionDenied));
+    }
+    env.prot.pages[slot] = Some(ProtectedPage {
+        gpa: page,
+        owner: ctx,
+    });
+    apply::apply_range(env.prot, env.views, range, Class::Protected(ctx)).map_err(fatal)?;
+    env.invalidate()?;
+    Ok(Ok(Reply::Done(None)))
+}
+
+/// FreeProtectedPage(ctx, page): zeroed, then back in every view.
+pub fn free_page<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    ctx: u64,
+    page: u64,
+) -> Result<CallResult, ExitError> {
+    let ctx = match live_context(env, ctx) {
+        Ok(c) => c,
+        Err(s) => return Ok(Err(s)),
+    };
+    if !page.is_multiple_of(4096) {
+        return Ok(Err(Status::Unaligned));
+    }
+    let Some(slot) = env.prot.pages.iter().position(|p| {
+        *p == Some(ProtectedPage {
+            gpa: page,
+            owner: ctx,
+        })
+    }) else {
+        return Ok(Err(Status::NotFound));
+    };
+    if let Err(s) = apply::check_frames(env.views, apply::live_count(env.views)) {
+        return Ok(Err(s));
+    }
+    if env.prot.current != 0 && env.prot.current != ctx {
+        return Ok(Err(Status::PermissionDenied));
+    }
+    // Zeroed while still hidden from every other view.
+    env.views
+        .write_phys(page, &[0; 4096])
+        .map_err(|_| ExitError::Unexpected("protected page outside guest RAM"))?;
+    env.prot.pages[slot] = None;
+    let range = PhysRange::new(page, 4096);
+    apply::apply_range(env.prot, env.views, range, Class::Plain).map_err(fatal)?;
+    env.invalidate()?;
+    Ok(Ok(Reply::Done(None)))
+}
+
+/// RegisterGate(linear): the address must translate, through the guest's
+/// current page tables, into locked text. The same address again returns
+/// its existing id.
+pub fn register_gate<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    linear: u64,
+) -> Result<CallResult, ExitError> {
+    let Some(gpa) = env.translate(linear)? else {
+        return Ok(Err(Status::InvalidArgument));
+    };
+    if env.prot.locked_region_at(gpa, RegionKind::Text).is_none() {
+        return Ok(Err(Status::NotFound));
+    }
+    if let Some(id) = env
+        .prot
+        .gates
+        .iter()
+        .position(|g| g.is_some_and(|g| g.linear == linear))
+    {
+        return Ok(Ok(Reply::Done(Some(id as u64))));
+    }
+    let Some(id) = env.prot.gates.iter().position(Option::is_none) else {
+        return Ok(Err(Status::Exhausted));
+    };
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    env.prot.gates[id] = Some(Gate { linear, gpa });
+    Ok(Ok(Reply::Done(Some(id as u64))))
+}
+
+/// SwitchContext(ctx, gate) (invariant 9). From the trusted context to an
+/// untrusted one (more restricted) the guest resumes after its VMCALL;
+/// every other switch (untrusted to trusted, or to another untrusted
+/// context, whose protected pages it would see) resumes at the gate,
+/// whose address must still translate to the page it was registered
+/// with. Refusals and redirects are audited.
+pub fn switch<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    ctx: u64,
+    gate: u64,
+) -> Result<CallResult, ExitError> {
+    let refuse = |env: &mut Env<'_, V, C>, s: Status| -> Result<CallResult, ExitError> {
+        env.audit(AuditKind::ContextSwitch, ctx, gate, AuditAction::Refused)?;
+        Ok(Err(s))
+    };
+    let target = match live_context(env, ctx) {
+        Ok(c) => c,
+        Err(s) => return refuse(env, s),
+    };
+    let from = env.prot.current;
+    if target == from {
+        return Ok(Ok(Reply::Done(None)));
+    }
+    let resume_at = if from == 0 {
+        None
+    } else {
+        let Some(g) = usize::try_from(gate)
+            .ok()
+            .and_then(|i| env.prot.gates.get(i).copied().flatten())
+        else {
+            return refuse(env, Status::NotFound);
+        };
+        if env.translate(g.linear)? != Some(g.gpa) {
+            return refuse(env, Status::Refused);
+        }
+        Some(g.linear)
+    };
+    let Some(eptp) = env.views.eptp(target) else {
+        return refuse(env, Status::BadContext);
+    };
+    env.vmcs.write(Control64::Eptp, eptp)?;
+    env.views.set_current(target);
+    env.prot.current = target;
+    match resume_at {
+        None => Ok(Ok(Reply::Done(None))),
+        Some(rip) => {
+            // Recorded in the context the guest left.
+            env.prot.current = from;
+            env.audit(AuditKind::ContextSwitch, ctx, gate, AuditAction::Gate)?;
+            env.prot.current = target;
+            Ok(Ok(Reply::Gate {
+                rip,
+                rdi: from.into(),
+            }))
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The validated page-table update (ABI call 27, invariant 7: the remap
+//! defence) and the audit calls (28, 29).
+//!
+//! UpdatePageTable writes one 8-byte entry of a locked page-table page —
+//! pages the untrusted views map read-only, so this call is how an
+//! untrusted context changes its page tables. The monitor does not know
+//! the level of the entry, so it judges the entry by what it could map:
+//! a present entry without bit 7 maps (or links to) the 4 KiB frame at
+//! bits 51:12; with bit 7 (PS in a PDPTE/PDE, PAT in a PTE) it is taken
+//! as the largest page it could be, the 1 GiB around that address.
+//!
+//! Refused (status `Refused`, audited, nothing written):
+//! 1. a present, writable entry whose frame overlaps a protected frame —
+//!    a locked region of any kind but page tables, or a protected page
+//!    (page-table frames are exempt: links between tables are writable
+//!    entries, and the EPT keeps those frames read-only in untrusted
+//!    views whatever the guest maps);
+//! 2. changing an entry that maps a protected frame (any locked region,
+//!    or a protected page) to anything but the same frame and page size —
+//!    unmapping included, or the remap would take two calls;
+//! 3. changing an entry that links to a page-table frame (no bit 7) to
+//!    anything but another link to a page-table frame.
+//!
+//! The guest invalidates its own TLB (INVLPG) after the call.
+
+use okernel_abi::hypercall::Status;
+use okernel_abi::policy::RegionKind;
+
+use super::policy::{CallResult, Env, Reply, memory_status};
+use crate::exit::{ExitError, Vcpu};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::launch::config::PhysRange;
+use crate::policy::Policy;
+use crate::policy::audit::{AuditAction, AuditKind};
+use crate::policy::guest_paging::{ADDR_MASK, PAGE_SIZE, PRESENT, WRITABLE};
+use crate::policy::protection::Protection;
+
+const GIB: u64 = 1 << 30;
+
+/// The frames a present entry could map: 4 KiB, or 1 GiB with bit 7.
+pub fn mapped_range(entry: u64) -> Option<PhysRange> {
+    if entry & PRESENT == 0 {
+        return None;
+    }
+    let addr = entry & ADDR_MASK;
+    Some(if entry & PAGE_SIZE != 0 {
+        PhysRange::new(addr & !(GIB - 1), GIB)
+    } else {
+        PhysRange::new(addr, 4096)
+    })
+}
+
+/// Whether `entry` links to a locked page-table frame (present, no bit 7).
+fn links_to_page_table(p: &Protection, entry: u64) -> bool {
+    entry & PRESENT != 0
+        && entry & PAGE_SIZE == 0
+        && p.locked_region_at(entry & ADDR_MASK, RegionKind::PageTable)
+            .is_some()
+}
+
+/// Whether writing `new` over `old` is allowed by the rules of this
+/// module.
+pub fn allowed(p: &Protection, old: u64, new: u64) -> bool {
+    let new_range = mapped_range(new);
+    if let Some(r) = new_range
+        && new & WRITABLE != 0
+        && p.protects(&r, true)
+    {
+        return false;
+    }
+    if links_to_page_table(p, old) {
+        return links_to_page_table(p, new);
+    }
+    if let Some(r) = mapped_range(old)
+        && p.protects(&r, false)
+    {
+        let same = new & PRESENT != 0
+            && new & ADDR_MASK == old & ADDR_MASK
+            && new & PAGE_SIZE == old & PAGE_SIZE;
+        return same;
+    }
+    true
+}
+
+/// UpdatePageTable(entry address, value).
+pub fn update<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    entry: u64,
+    value: u64,
+) -> Result<CallResult, ExitError> {
+    if !entry.is_multiple_of(8) {
+        return Ok(Err(Status::Unaligned));
+    }
+    if env
+        .prot
+        .locked_region_at(entry, RegionKind::PageTable)
+        .is_none()
+    {
+        return Ok(Err(Status::NotFound));
+    }
+    let mut old = [0u8; 8];
+    if let Err(e) = env.views.read_phys(entry, &mut old) {
+        return Ok(Err(memory_status(e)));
+    }
+    let old = u64::from_le_bytes(old);
+    if !allowed(env.prot, old, value) {
+        env.audit(
+            AuditKind::PageTableUpdate,
+            entry,
+            value,
+            AuditAction::Refused,
+        )?;
+        return Ok(Err(Status::Refused));
+    }
+    if let Err(e) = env.views.write_phys(entry, &value.to_le_bytes()) {
+        return Ok(Err(memory_status(e)));
+    }
+    Ok(Ok(Reply::Done(None)))
+}
+
+/// The 64 bytes of an ABI audit record, little-endian, in `repr(C)`
+/// field order.
+pub fn record_bytes(r: &okernel_abi::policy::AuditRecord) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &r.sequence.to_le_bytes());
+    put(8, &r.kind.to_le_bytes());
+    put(12, &r.action.to_le_bytes());
+    put(16, &r.context.to_le_bytes());
+    put(24, &r.gpa.to_le_bytes());
+    put(32, &r.gva.to_le_bytes());
+    put(40, &r.access.to_le_bytes());
+    put(48, &r.rip.to_le_bytes());
+    put(56, &r.qualification.to_le_bytes());
+    out
+}
+
+/// AuditRead(seq, buffer): the record, if the ring still holds it, into
+/// 64 bytes of guest RAM the current view maps writable.
+pub fn audit_read<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    seq: u64,
+    buffer: u64,
+) -> Result<CallResult, ExitError> {
+    if vcpu.memory.views_ref().is_none() || vcpu.policy.protection().is_none() {
+        return Ok(Err(Status::UnknownCall));
+    }
+    let Some(record) = vcpu.audit.get(seq) else {
+        return Ok(Err(Status::NotFound));
+    };
+    let bytes = record_bytes(&record.to_abi());
+    match vcpu.memory.write(buffer, &bytes) {
+        Ok(()) => Ok(Ok(Reply::Done(None))),
+        Err(e) => Ok(Err(memory_status(e))),
+    }
+}

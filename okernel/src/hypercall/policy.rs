@@ -1,0 +1,434 @@
+//! The protection-policy hypercalls (ABI calls 16–29), the common part:
+//! decoding the arguments, the environment every call works in, and the
+//! calls that register and lock (16–20). Contexts, protected pages and
+//! gates are in [`super::contexts`]; the page-table update and the audit
+//! calls in [`super::page_table`].
+//!
+//! Every call validates all its arguments and the policy state first and
+//! changes nothing on an error (invariant 11). A call that would succeed
+//! but comes from an untrusted context is `PermissionDenied` unless the
+//! ABI lets untrusted contexts make it (SwitchContext, UpdatePageTable,
+//! the audit calls, and protected pages of the caller's own context): so
+//! a caller gets the same error for a malformed request whatever its
+//! context, and an untrusted kernel path can neither widen its rights nor
+//! lock memory it does not own.
+
+use okernel_abi::hypercall::{Call, Status};
+use okernel_abi::policy::{ControlRegister, RegionKind};
+
+use crate::exit::{CrConfig, ExitError, Vcpu};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::{GuestMemory, MemoryError};
+use crate::launch::config::PhysRange;
+use crate::policy::apply::{self, Class};
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
+use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE, Protection, Region};
+use crate::policy::views::Views;
+use crate::policy::{Policy, guest_paging};
+use crate::vmx::controls::{EntryControls, SecondaryProcBased};
+use crate::vmx::fields::{Control32, ControlNatural, Guest32, Guest64, GuestNatural};
+
+/// What a successful policy call gives the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// RAX = Success, RDI = the value if any; RIP after the VMCALL.
+    Done(Option<u64>),
+    /// RAX = Success, RDI = `rdi`; the guest resumes at `rip` (a gate).
+    Gate {
+        /// The gate's linear address.
+        rip: u64,
+        /// The context the guest switched from.
+        rdi: u64,
+    },
+}
+
+/// A call's result: a reply, or the status of the refusal.
+pub type CallResult = Result<Reply, Status>;
+
+/// Everything a policy call works on (disjoint parts of the [`Vcpu`]).
+pub struct Env<'a, V: Vmcs, C: Cpu> {
+    /// The policy state.
+    pub prot: &'a mut Protection,
+    /// The EPT views and guest RAM.
+    pub views: &'a mut dyn Views,
+    /// The current VMCS.
+    pub vmcs: &'a mut V,
+    /// The processor.
+    pub cpu: &'a mut C,
+    /// The audit log.
+    pub audit: &'a mut AuditLog,
+    /// CR0/CR4 virtualisation (the masks grow with pins).
+    pub cr: &'a mut CrConfig,
+}
+
+impl<V: Vmcs, C: Cpu> Env<'_, V, C> {
+    /// `PermissionDenied` unless the guest runs in the trusted context.
+    pub fn trusted(&self) -> Result<(), Status> {
+        if self.prot.current == 0 {
+            Ok(())
+        } else {
+            Err(Status::PermissionDenied)
+        }
+    }
+
+    /// Writes and logs an audit record of a refused or redirected call.
+    pub fn audit(
+        &mut self,
+        kind: AuditKind,
+        gpa: u64,
+        qualification: u64,
+        action: AuditAction,
+    ) -> Result<(), ExitError> {
+        let record = AuditRecord {
+            seq: 0,
+            kind,
+            context: self.prot.current,
+            gpa,
+            gva: None,
+            access: Access::WRITE,
+            allowed: Access::empty(),
+            qualification,
+            rip: self.vmcs.read(GuestNatural::Rip)?,
+            cr3: self.vmcs.read(GuestNatural::Cr3)?,
+            action,
+        };
+        self.audit.push(record).log();
+        Ok(())
+    }
+
+    /// INVEPT for every view after a change.
+    pub fn invalidate(&mut self) -> Result<(), ExitError> {
+        apply::invalidate(self.cpu, self.prot.caps.invept_all, self.views)?;
+        Ok(())
+    }
+
+    /// The guest's paging state (real CR0/CR4: what its walks use).
+    pub fn paging(&self) -> Result<guest_paging::PagingState, ExitError> {
+        Ok(guest_paging::PagingState {
+            cr0: self.vmcs.read(GuestNatural::Cr0)?,
+            cr3: self.vmcs.read(GuestNatural::Cr3)?,
+            cr4: self.vmcs.read(GuestNatural::Cr4)?,
+            efer: self.vmcs.read(Guest64::Efer)?,
+        })
+    }
+
+    /// Translates a guest-linear address through the guest's page tables
+    /// (entries read from guest RAM).
+    pub fn translate(&self, linear: u64) -> Result<Option<u64>, ExitError> {
+        let state = self.paging()?;
+        let views = &*self.views;
+        let read = |gpa: u64| {
+            let mut b = [0u8; 8];
+            views
+                .read_phys(gpa, &mut b)
+                .ok()
+                .map(|()| u64::from_le_bytes(b))
+        };
+        Ok(guest_paging::translate(state, linear, read)
+            .ok()
+            .map(|m| m.gpa))
+    }
+}
+
+/// The status for a range [`Views::check_ram`] or guest memory refused.
+pub const fn memory_status(e: MemoryError) -> Status {
+    match e {
+        MemoryError::Monitor(_) => Status::MonitorMemory,
+        MemoryError::NotRam(_) | MemoryError::Wraps(..) | MemoryError::Unreachable(_) => {
+            Status::OutOfRam
+        }
+        MemoryError::NotReadable(_) | MemoryError::NotWritable(_) => Status::InvalidArgument,
+    }
+}
+
+/// A fatal EPT failure after the frame check (a monitor bug).
+fn fatal(e: ept::Error) -> ExitError {
+    ExitError::PolicyEpt(e)
+}
+
+/// Runs policy call `call` with arguments RDI, RSI, RDX (`args`, already
+/// reduced to the guest's operand size). `None`: this monitor has no
+/// policy (the call is unknown to it).
+pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    call: Call,
+    args: [u64; 3],
+) -> Result<Option<CallResult>, ExitError> {
+    if call == Call::AuditRead {
+        return super::page_table::audit_read(vcpu, args[0], args[1]).map(Some);
+    }
+    let Vcpu {
+        policy,
+        memory,
+        vmcs,
+        cpu,
+        audit,
+        cr,
+        ..
+    } = vcpu;
+    let (Some(prot), Some(views)) = (policy.protection(), memory.views()) else {
+        return Ok(None);
+    };
+    let mut env = Env {
+        prot,
+        views,
+        vmcs,
+        cpu,
+        audit,
+        cr,
+    };
+    let [a, b, c] = args;
+    use super::{contexts as ctx, page_table as pt};
+    Ok(Some(match call {
+        Call::RegisterRegion => register_region(&mut env, a, b, c),
+        Call::LockRegion => lock_region(&mut env, a)?,
+        Call::PinCr => pin_cr(&mut env, a, b)?,
+        Call::LockMsr => lock_msr(&mut env, a)?,
+        Call::LockDescriptorTables => lock_descriptor_tables(&mut env)?,
+        Call::CreateContext => ctx::create(&mut env)?,
+        Call::DestroyContext => ctx::destroy(&mut env, a)?,
+        Call::AllocProtectedPage => ctx::alloc_page(&mut env, a, b)?,
+        Call::FreeProtectedPage => ctx::free_page(&mut env, a, b)?,
+        Call::RegisterGate => ctx::register_gate(&mut env, a)?,
+        Call::SwitchContext => ctx::switch(&mut env, a, b)?,
+        Call::UpdatePageTable => pt::update(&mut env, a, b)?,
+        Call::AuditCount => Ok(Reply::Done(Some(env.audit.total()))),
+        _ => return Ok(None),
+    }))
+}
+
+/// RegisterRegion(base, len, kind).
+fn register_region<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    base: u64,
+    len: u64,
+    kind: u64,
+) -> CallResult {
+    let kind = RegionKind::from_raw(kind).ok_or(Status::InvalidArgument)?;
+    if !base.is_multiple_of(4096) {
+        return Err(Status::Unaligned);
+    }
+    if len == 0 {
+        return Err(Status::Empty);
+    }
+    if !len.is_multiple_of(4096) {
+        return Err(Status::Unaligned);
+    }
+    env.views.check_ram(base, len).map_err(memory_status)?;
+    let range = PhysRange::new(base, len);
+    if env.prot.overlaps(&range) {
+        return Err(Status::Overlap);
+    }
+    let id = env
+        .prot
+        .regions
+        .iter()
+        .position(Option::is_none)
+        .ok_or(Status::Exhausted)?;
+    env.trusted()?;
+    env.prot.regions[id] = Some(Region {
+        range,
+        kind,
+        locked: false,
+    });
+    Ok(Reply::Done(Some(id as u64)))
+}
+
+/// LockRegion(id): its rights in every view; the first text region turns
+/// W^X on (and mode-based execute control where the CPU has it).
+fn lock_region<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, id: u64) -> Result<CallResult, ExitError> {
+    let Some(region) = usize::try_from(id)
+        .ok()
+        .and_then(|i| env.prot.regions.get(i).copied().flatten())
+    else {
+        return Ok(Err(Status::NotFound));
+    };
+    if region.locked {
+        return Ok(Err(Status::Locked));
+    }
+    let wx_on = region.kind == RegionKind::Text && !env.prot.wx;
+    let views = apply::live_count(env.views);
+    let calls = if wx_on {
+        views * (env.prot.protects_per_view(env.views.ram().len()) + 1)
+    } else {
+        views
+    };
+    if let Err(s) = apply::check_frames(env.views, calls) {
+        return Ok(Err(s));
+    }
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    let locked = Region {
+        locked: true,
+        ..region
+    };
+    env.prot.regions[id as usize] = Some(locked);
+    if wx_on {
+        env.prot.wx = true;
+        if env.prot.caps.mbec {
+            let s = env.vmcs.read(Control32::SecondaryProcessorBasedControls)?;
+            let s = s | SecondaryProcBased::MODE_BASED_EXECUTE_CONTROL.bits();
+            env.vmcs
+                .write(Control32::SecondaryProcessorBasedControls, s)?;
+            env.prot.mbec_active = true;
+        }
+        for c in 0..=okernel_abi::policy::MAX_CONTEXTS as u16 {
+            if env.views.is_live(c) {
+                apply::recompute_view(env.prot, env.views, c).map_err(fatal)?;
+            }
+        }
+    } else {
+        apply::apply_range(
+            env.prot,
+            env.views,
+            locked.range,
+            Class::Region(locked.kind),
+        )
+        .map_err(fatal)?;
+    }
+    env.invalidate()?;
+    Ok(Ok(Reply::Done(None)))
+}
+
+/// PinCr(cr, bits): only pinnable bits that are set now; all already
+/// pinned is `Locked`.
+fn pin_cr<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    cr: u64,
+    bits: u64,
+) -> Result<CallResult, ExitError> {
+    let Some(which) = ControlRegister::from_raw(cr) else {
+        return Ok(Err(Status::InvalidArgument));
+    };
+    let (pinnable, pinned, mask, real_f, shadow_f, mask_f) = match which {
+        ControlRegister::Cr0 => (
+            CR0_PINNABLE,
+            env.prot.cr0_pinned,
+            env.cr.cr0_mask,
+            GuestNatural::Cr0,
+            ControlNatural::Cr0ReadShadow,
+            ControlNatural::Cr0GuestHostMask,
+        ),
+        ControlRegister::Cr4 => (
+            CR4_PINNABLE,
+            env.prot.cr4_pinned,
+            env.cr.cr4_mask,
+            GuestNatural::Cr4,
+            ControlNatural::Cr4ReadShadow,
+            ControlNatural::Cr4GuestHostMask,
+        ),
+    };
+    if bits == 0 {
+        return Ok(Err(Status::InvalidArgument));
+    }
+    if bits & !pinnable != 0 {
+        return Ok(Err(Status::Refused));
+    }
+    let real = env.vmcs.read(real_f)?;
+    let shadow = env.vmcs.read(shadow_f)?;
+    let visible = (real & !mask) | (shadow & mask);
+    if bits & !visible != 0 {
+        return Ok(Err(Status::InvalidArgument));
+    }
+    if bits & !pinned == 0 {
+        return Ok(Err(Status::Locked));
+    }
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    // The shadow holds what the guest sees for every bit the mask now
+    // owns; a MOV that changes an owned bit exits (SDM Vol. 3C §26.3,
+    // §25.6.6), and `Protection::cr_write` denies clearing a pinned one.
+    let mask = mask | bits;
+    env.vmcs.write(shadow_f, visible)?;
+    env.vmcs.write(mask_f, mask)?;
+    match which {
+        ControlRegister::Cr0 => {
+            env.prot.cr0_pinned |= bits;
+            env.cr.cr0_mask = mask;
+        }
+        ControlRegister::Cr4 => {
+            env.prot.cr4_pinned |= bits;
+            env.cr.cr4_mask = mask;
+        }
+    }
+    Ok(Ok(Reply::Done(None)))
+}
+
+/// IA32_EFER.
+pub const IA32_EFER: u32 = 0xc000_0080;
+/// IA32_PAT.
+pub const IA32_PAT: u32 = 0x277;
+/// IA32_SYSENTER_CS, _ESP, _EIP.
+pub const IA32_SYSENTER: [u32; 3] = [0x174, 0x175, 0x176];
+/// IA32_S_CET, then IA32_PL0_SSP .. IA32_PL3_SSP, IA32_INTERRUPT_SSP_TABLE_ADDR.
+pub const CET_MSRS: [u32; 6] = [0x6a2, 0x6a4, 0x6a5, 0x6a6, 0x6a7, 0x6a8];
+
+/// Whether okernel locks MSR `msr` on this processor.
+pub fn lockable(msr: u32, cet: bool) -> bool {
+    matches!(msr, IA32_EFER | IA32_PAT | 0xc000_0081..=0xc000_0084 | 0x174..=0x176)
+        || (cet && CET_MSRS.contains(&msr))
+}
+
+/// LockMsr(index): locked at its current value; writes then exit.
+fn lock_msr<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, index: u64) -> Result<CallResult, ExitError> {
+    let Ok(msr) = u32::try_from(index) else {
+        return Ok(Err(Status::InvalidArgument));
+    };
+    if !lockable(msr, env.prot.caps.cet) || env.prot.msr_bitmap.is_none() {
+        return Ok(Err(Status::Refused));
+    }
+    if env.prot.locked_msr(msr).is_some() {
+        return Ok(Err(Status::Locked));
+    }
+    let Some(slot) = env.prot.msrs.iter().position(Option::is_none) else {
+        return Ok(Err(Status::Exhausted));
+    };
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    let value = match msr {
+        IA32_EFER => env.vmcs.read(Guest64::Efer)?,
+        IA32_PAT => {
+            let entry = EntryControls::from_bits_retain(env.vmcs.read(Control32::EntryControls)?);
+            if entry.contains(EntryControls::LOAD_PAT) {
+                env.vmcs.read(Guest64::Pat)?
+            } else {
+                env.cpu.read_msr(msr)
+            }
+        }
+        0x174 => env.vmcs.read(Guest32::SysenterCs)?.into(),
+        0x175 => env.vmcs.read(GuestNatural::SysenterEsp)?,
+        0x176 => env.vmcs.read(GuestNatural::SysenterEip)?,
+        _ => env.cpu.read_msr(msr),
+    };
+    if let Some(b) = env.prot.msr_bitmap.as_mut() {
+        b.intercept_write(msr);
+    }
+    env.prot.msrs[slot] = Some((msr, value));
+    Ok(Ok(Reply::Done(None)))
+}
+
+/// LockDescriptorTables(): descriptor-table exiting on (SDM Vol. 3C
+/// §25.6.2, Table 25-7 bit 2); loads are then refused, stores emulated
+/// (`exit::descriptor`).
+fn lock_descriptor_tables<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+) -> Result<CallResult, ExitError> {
+    if env.prot.descriptor_tables_locked {
+        return Ok(Err(Status::Locked));
+    }
+    if !env.prot.caps.descriptor_table_exiting {
+        return Ok(Err(Status::Refused));
+    }
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    let s = env.vmcs.read(Control32::SecondaryProcessorBasedControls)?;
+    let s = s | SecondaryProcBased::DESCRIPTOR_TABLE_EXITING.bits();
+    env.vmcs
+        .write(Control32::SecondaryProcessorBasedControls, s)?;
+    env.prot.descriptor_tables_locked = true;
+    Ok(Ok(Reply::Done(None)))
+}

@@ -1,0 +1,188 @@
+//! The guest's own page tables, walked by the monitor: to find the
+//! guest-physical address of a gate (a guest-linear address) and of the
+//! memory operand of an emulated SGDT/SIDT/SLDT/STR.
+//!
+//! Supported: paging off (linear = physical) and 4-level paging (IA-32e
+//! mode: CR0.PG, CR4.PAE, EFER.LMA; 1 GiB and 2 MiB pages), SDM Vol. 3A
+//! §4.5. 32-bit and PAE paging outside IA-32e mode and 5-level paging
+//! (CR4.LA57) are not: such an address does not translate. The walk reads
+//! entries through a caller-supplied reader (guest memory as the current
+//! EPT view maps it) and sets no accessed/dirty flags.
+
+/// Entry bit 0: present.
+pub const PRESENT: u64 = 1 << 0;
+/// Entry bit 1: read/write.
+pub const WRITABLE: u64 = 1 << 1;
+/// Entry bit 2: user/supervisor.
+pub const USER: u64 = 1 << 2;
+/// Entry bit 7: page size (PDPTE, PDE).
+pub const PAGE_SIZE: u64 = 1 << 7;
+/// Bits 51:12: the physical address of a 4 KiB frame or table.
+pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_LA57: u64 = 1 << 12;
+const EFER_LMA: u64 = 1 << 10;
+
+/// The paging state a walk needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagingState {
+    /// Guest CR0.
+    pub cr0: u64,
+    /// Guest CR3.
+    pub cr3: u64,
+    /// Guest CR4.
+    pub cr4: u64,
+    /// Guest IA32_EFER.
+    pub efer: u64,
+}
+
+/// Where a linear address leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// The guest-physical address.
+    pub gpa: u64,
+    /// Every level allows writes (R/W = 1 throughout).
+    pub writable: bool,
+    /// Every level allows user-mode access (U/S = 1 throughout).
+    pub user: bool,
+}
+
+/// Why a linear address does not translate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkError {
+    /// Not canonical, or a paging mode the walker does not support.
+    Unsupported,
+    /// An entry on the way is not present (or unreadable): the address at
+    /// which the walk stopped.
+    NotPresent(u64),
+}
+
+/// Translates `linear` under `state`, reading 8-byte entries with
+/// `read(gpa)` (`None`: the entry cannot be read, the walk fails).
+pub fn translate(
+    state: PagingState,
+    linear: u64,
+    mut read: impl FnMut(u64) -> Option<u64>,
+) -> Result<Mapping, WalkError> {
+    if state.cr0 & CR0_PG == 0 {
+        return Ok(Mapping {
+            gpa: linear & 0xffff_ffff,
+            writable: true,
+            user: true,
+        });
+    }
+    if state.cr4 & CR4_PAE == 0 || state.efer & EFER_LMA == 0 || state.cr4 & CR4_LA57 != 0 {
+        return Err(WalkError::Unsupported);
+    }
+    if ((linear as i64) << 16 >> 16) as u64 != linear {
+        return Err(WalkError::Unsupported);
+    }
+    let mut table = state.cr3 & ADDR_MASK;
+    let mut writable = true;
+    let mut user = true;
+    // Levels 4 (PML4) to 1 (PT); bits 47:39, 38:30, 29:21, 20:12.
+    for level in (1..=4u32).rev() {
+        let shift = 12 + 9 * (level - 1);
+        let index = (linear >> shift) & 0x1ff;
+        let entry_addr = table + index * 8;
+        let entry = read(entry_addr).ok_or(WalkError::NotPresent(entry_addr))?;
+        if entry & PRESENT == 0 {
+            return Err(WalkError::NotPresent(entry_addr));
+        }
+        writable &= entry & WRITABLE != 0;
+        user &= entry & USER != 0;
+        let leaf = level == 1 || ((level == 2 || level == 3) && entry & PAGE_SIZE != 0);
+        if leaf {
+            let page_mask = (1u64 << shift) - 1;
+            let base = entry & ADDR_MASK & !page_mask;
+            return Ok(Mapping {
+                gpa: base | (linear & page_mask),
+                writable,
+                user,
+            });
+        }
+        table = entry & ADDR_MASK;
+    }
+    Err(WalkError::Unsupported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const LONG: PagingState = PagingState {
+        cr0: CR0_PG | 1,
+        cr3: 0x1000,
+        cr4: CR4_PAE,
+        efer: EFER_LMA | (1 << 8),
+    };
+
+    fn tables() -> HashMap<u64, u64> {
+        let mut m = HashMap::new();
+        // PML4[0] -> 0x2000 (PDPT); PDPT[0] -> 0x3000 (PD); PD[1] = 2 MiB
+        // page at 0x40_0000, writable, supervisor; PD[2] -> PT 0x4000;
+        // PT[3] = 4 KiB page 0x9000, read-only user. PDPT[1] = 1 GiB page.
+        m.insert(0x1000, 0x2000 | PRESENT | WRITABLE | USER);
+        m.insert(0x2000, 0x3000 | PRESENT | WRITABLE | USER);
+        m.insert(0x2008, 0x4000_0000 | PRESENT | PAGE_SIZE);
+        m.insert(0x3008, 0x40_0000 | PRESENT | WRITABLE | PAGE_SIZE);
+        m.insert(0x3010, 0x4000 | PRESENT | WRITABLE | USER);
+        m.insert(0x4018, 0x9000 | PRESENT | USER);
+        m
+    }
+
+    #[test]
+    fn walks_4k_2m_and_1g_pages_with_their_rights() {
+        let t = tables();
+        let read = |a| t.get(&a).copied().or(Some(0));
+        let m = translate(LONG, 0x20_0000 + 0x1234, read).unwrap();
+        assert_eq!(
+            m,
+            Mapping {
+                gpa: 0x40_1234,
+                writable: true,
+                user: false
+            }
+        );
+        let m = translate(LONG, 0x40_3010, read).unwrap();
+        assert_eq!(
+            m,
+            Mapping {
+                gpa: 0x9010,
+                writable: false,
+                user: true
+            }
+        );
+        let m = translate(LONG, 0x4123_4567, read).unwrap();
+        assert_eq!(m.gpa, 0x4123_4567);
+        assert!(!m.writable);
+    }
+
+    #[test]
+    fn missing_entries_modes_and_non_canonical_addresses_do_not_translate() {
+        let t = tables();
+        let read = |a| t.get(&a).copied().or(Some(0));
+        assert_eq!(
+            translate(LONG, 0x40_4000, read),
+            Err(WalkError::NotPresent(0x4020))
+        );
+        assert_eq!(
+            translate(LONG, 0x8000_0000_0000, read),
+            Err(WalkError::Unsupported)
+        );
+        assert_eq!(
+            translate(LONG, 0x1000, |_| None),
+            Err(WalkError::NotPresent(0x1000))
+        );
+        let pae32 = PagingState { efer: 0, ..LONG };
+        assert_eq!(translate(pae32, 0x1000, read), Err(WalkError::Unsupported));
+        let off = PagingState { cr0: 1, ..LONG };
+        assert_eq!(
+            translate(off, 0x1_2345_6789, read).unwrap().gpa,
+            0x2345_6789
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! The protection policy's state: registered regions and their one-way
+//! locks (invariant 8), pinned CR bits, locked MSRs, the descriptor-table
+//! lock, the live contexts, the gates and the protected pages — fixed-size
+//! tables, no allocation. This module holds the data and its pure rules;
+//! `policy::apply` turns it into EPT permissions, and `hypercall::policy`
+//! validates the calls that change it.
+
+use core::ptr::NonNull;
+
+use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
+
+use super::{Decision, Policy};
+use crate::launch::config::PhysRange;
+use crate::vmx::msr_bitmap::{MsrAccess, MsrBitmap};
+
+/// The most regions the guest can register.
+pub const MAX_REGIONS: usize = 32;
+/// The most gates.
+pub const MAX_GATES: usize = 16;
+/// The most protected pages over all contexts.
+pub const MAX_PROTECTED_PAGES: usize = 64;
+/// The most locked MSRs.
+pub const MAX_LOCKED_MSRS: usize = 16;
+
+/// CR0 bits okernel pins: PE, WP, PG.
+pub const CR0_PINNABLE: u64 = (1 << 0) | (1 << 16) | (1 << 31);
+/// CR4 bits okernel pins: PAE, PGE, UMIP, FSGSBASE, OSXSAVE, SMEP, SMAP.
+pub const CR4_PINNABLE: u64 =
+    (1 << 5) | (1 << 7) | (1 << 11) | (1 << 16) | (1 << 18) | (1 << 20) | (1 << 21);
+
+/// A registered region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// Guest-physical range, page-aligned.
+    pub range: PhysRange,
+    /// What it holds.
+    pub kind: RegionKind,
+    /// Whether its protection is in force (one way).
+    pub locked: bool,
+}
+
+/// A gate: where a switch to a less restricted view resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    /// The guest-linear address (the new RIP).
+    pub linear: u64,
+    /// The guest-physical address it translated to at registration, in
+    /// locked text.
+    pub gpa: u64,
+}
+
+/// A protected page and the context that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtectedPage {
+    /// Guest-physical address, page-aligned.
+    pub gpa: u64,
+    /// The only context whose view maps it.
+    pub owner: u16,
+}
+
+/// The MSR-bitmap page the VMCS points at (SDM Vol. 3C §25.6.9).
+#[derive(Debug)]
+pub struct MsrBitmapPage(NonNull<[u8; 4096]>);
+
+impl MsrBitmapPage {
+    /// The page at `page`.
+    ///
+    /// # Safety
+    /// `page` must be the MSR-bitmap page of the current VMCS (or a test's
+    /// page), valid and used by nothing else for as long as the handle
+    /// lives.
+    pub unsafe fn new(page: NonNull<[u8; 4096]>) -> Self {
+        Self(page)
+    }
+
+    /// Makes WRMSR of `msr` exit.
+    pub fn intercept_write(&mut self, msr: u32) {
+        // SAFETY: `new`'s contract: the page is valid and exclusively this
+        // handle's; the processor only reads it, and not while the monitor
+        // runs (the guest is stopped; one CPU).
+        let page = unsafe { self.0.as_mut() };
+        let mut b = MsrBitmap::wrap(page);
+        b.intercept(msr, MsrAccess::Write);
+    }
+
+    /// Whether WRMSR of `msr` exits.
+    pub fn write_exits(&mut self, msr: u32) -> bool {
+        // SAFETY: as in `intercept_write`.
+        let page = unsafe { self.0.as_mut() };
+        MsrBitmap::wrap(page).exits(msr, MsrAccess::Write)
+    }
+}
+
+/// What the processor offers the policy, fixed at launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolicyCaps {
+    /// Mode-based execute control for EPT (secondary control bit 22) is
+    /// allowed.
+    pub mbec: bool,
+    /// Descriptor-table exiting (secondary control bit 2) is allowed.
+    pub descriptor_table_exiting: bool,
+    /// INVEPT all-context is supported (otherwise single-context).
+    pub invept_all: bool,
+    /// CET (CPUID.7.0:ECX.CET_SS or EDX.CET_IBT): the S_CET/PL0_SSP MSRs
+    /// exist.
+    pub cet: bool,
+}
+
+/// The protection policy's state. Context 0 is the trusted context (the
+/// base view); 1..=[`MAX_CONTEXTS`] are untrusted.
+#[derive(Debug)]
+pub struct Protection {
+    /// What the processor offers.
+    pub caps: PolicyCaps,
+    /// Regions by id.
+    pub regions: [Option<Region>; MAX_REGIONS],
+    /// Once a text region is locked: nothing but text is
+    /// supervisor-executable in any view (W^X).
+    pub wx: bool,
+    /// Mode-based execute control is on (with W^X, where the CPU has it).
+    pub mbec_active: bool,
+    /// Pinned CR0 bits.
+    pub cr0_pinned: u64,
+    /// Pinned CR4 bits.
+    pub cr4_pinned: u64,
+    /// Locked MSRs and the value they are locked at.
+    pub msrs: [Option<(u32, u64)>; MAX_LOCKED_MSRS],
+    /// LIDT/LGDT/LLDT/LTR are refused.
+    pub descriptor_tables_locked: bool,
+    /// Live untrusted contexts (index = context id; 0 is always live).
+    pub contexts: [bool; MAX_CONTEXTS + 1],
+    /// The context the guest runs in.
+    pub current: u16,
+    /// Gates by id.
+    pub gates: [Option<Gate>; MAX_GATES],
+    /// Protected pages.
+    pub pages: [Option<ProtectedPage>; MAX_PROTECTED_PAGES],
+    /// The MSR bitmap (None: no MSR can be locked).
+    pub msr_bitmap: Option<MsrBitmapPage>,
+}
+
+impl Protection {
+    /// Nothing registered, nothing locked, only the trusted context.
+    pub fn new(caps: PolicyCaps, msr_bitmap: Option<MsrBitmapPage>) -> Self {
+        let mut contexts = [false; MAX_CONTEXTS + 1];
+        contexts[0] = true;
+        Self {
+            caps,
+            regions: [None; MAX_REGIONS],
+            wx: false,
+            mbec_active: false,
+            cr0_pinned: 0,
+            cr4_pinned: 0,
+            msrs: [None; MAX_LOCKED_MSRS],
+            descriptor_tables_locked: false,
+            contexts,
+            current: 0,
+            gates: [None; MAX_GATES],
+            pages: [None; MAX_PROTECTED_PAGES],
+            msr_bitmap,
+        }
+    }
+
+    /// The locked regions.
+    pub fn locked_regions(&self) -> impl Iterator<Item = &Region> + '_ {
+        self.regions.iter().flatten().filter(|r| r.locked)
+    }
+
+    /// The protected pages.
+    pub fn protected_pages(&self) -> impl Iterator<Item = &ProtectedPage> + '_ {
+        self.pages.iter().flatten()
+    }
+
+    /// Whether `range` overlaps a registered region or a protected page.
+    pub fn overlaps(&self, range: &PhysRange) -> bool {
+        self.regions
+            .iter()
+            .flatten()
+            .any(|r| r.range.overlaps(range))
+            || self
+                .protected_pages()
+                .any(|p| PhysRange::new(p.gpa, 4096).overlaps(range))
+    }
+
+    /// Whether any byte of `range` is protected: a locked region of any
+    /// kind or a protected page. With `except_page_tables`, locked
+    /// page-table regions do not count.
+    pub fn protects(&self, range: &PhysRange, except_page_tables: bool) -> bool {
+        self.locked_regions()
+            .filter(|r| !(except_page_tables && r.kind == RegionKind::PageTable))
+            .any(|r| r.range.overlaps(range))
+            || self
+                .protected_pages()
+                .any(|p| PhysRange::new(p.gpa, 4096).overlaps(range))
+    }
+
+    /// The locked region of kind `kind` containing `gpa`.
+    pub fn locked_region_at(&self, gpa: u64, kind: RegionKind) -> Option<&Region> {
+        self.locked_regions()
+            .find(|r| r.kind == kind && r.range.contains(gpa))
+    }
+
+    /// Whether `ctx` is a live context (0 always is).
+    pub fn is_live(&self, ctx: u64) -> bool {
+        usize::try_from(ctx)
+            .ok()
+            .and_then(|i| self.contexts.get(i))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The value MSR `msr` is locked at.
+    pub fn locked_msr(&self, msr: u32) -> Option<u64> {
+        self.msrs
+            .iter()
+            .flatten()
+            .find(|(m, _)| *m == msr)
+            .map(|&(_, v)| v)
+    }
+
+    /// The number of protect calls a full recomputation of one view makes
+    /// (see `policy::apply`).
+    pub fn protects_per_view(&self, ram_ranges: usize) -> u64 {
+        let regions = self.locked_regions().count();
+        let pages = self.protected_pages().count();
+        (1 + ram_ranges + regions + pages) as u64
+    }
+}
+
+impl Policy for Protection {
+    /// Denies a write that clears a pinned bit (invariant 4).
+    fn cr_write(&mut self, cr: u8, old: u64, new: u64) -> Decision {
+        let pinned = match cr {
+            0 => self.cr0_pinned,
+            4 => self.cr4_pinned,
+            _ => 0,
+        };
+        if pinned & old & !new != 0 {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+
+    fn context(&self) -> u16 {
+        self.current
+    }
+
+    fn locked_msr(&self, msr: u32) -> Option<u64> {
+        Protection::locked_msr(self, msr)
+    }
+
+    fn descriptor_tables_locked(&self) -> bool {
+        self.descriptor_tables_locked
+    }
+
+    fn mbec_active(&self) -> bool {
+        self.mbec_active
+    }
+
+    fn protection(&mut self) -> Option<&mut Protection> {
+        Some(self)
+    }
+}

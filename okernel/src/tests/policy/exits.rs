@@ -1,0 +1,286 @@
+//! CR pins, MSR locks and the descriptor-table lock: the calls and the
+//! exits they make the guest take.
+
+use super::*;
+use crate::exit::cr::visible_cr0;
+use crate::policy::audit::{AuditAction, AuditKind};
+use crate::vmx::controls::SecondaryProcBased;
+use crate::vmx::fields::{ControlNatural, Guest16, Guest32, Guest64, ReadOnly32, ReadOnlyNatural};
+
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_SMEP: u64 = 1 << 20;
+
+#[test]
+fn pin_cr_accepts_only_pinnable_bits_that_are_set_now() {
+    let mut v = pvcpu();
+    let mask = v.vmcs.get(ControlNatural::Cr0GuestHostMask);
+    for (args, status) in [
+        ([3, CR0_WP, 0], Status::InvalidArgument),
+        ([0, 0, 0], Status::InvalidArgument),
+        ([0, 1 << 1, 0], Status::Refused),
+        ([4, 1 << 13, 0], Status::Refused),
+        ([4, CR4_SMEP, 0], Status::InvalidArgument),
+    ] {
+        assert_eq!(call(&mut v, Call::PinCr, args), status, "{args:x?}");
+    }
+    assert_eq!(v.vmcs.get(ControlNatural::Cr0GuestHostMask), mask);
+    assert_eq!((v.policy.cr0_pinned, v.policy.cr4_pinned), (0, 0));
+    ok(&mut v, Call::PinCr, [0, CR0_WP | CR0_PG, 0]);
+    assert_eq!(v.policy.cr0_pinned, CR0_WP | CR0_PG);
+    let mask = v.vmcs.get(ControlNatural::Cr0GuestHostMask);
+    assert_eq!(
+        mask & (CR0_WP | CR0_PG),
+        CR0_WP | CR0_PG,
+        "writes of pinned bits exit"
+    );
+    assert_eq!(v.cr.cr0_mask, mask);
+    assert_eq!(
+        visible_cr0(&v).unwrap() & CR0_WP,
+        CR0_WP,
+        "the guest still sees WP"
+    );
+    assert_eq!(call(&mut v, Call::PinCr, [0, CR0_WP, 0]), Status::Locked);
+}
+
+fn mov_to_cr(v: &mut PVcpu, cr: u64, value: u64) -> Result<ExitAction, ExitError> {
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    v.regs.set(Gpr::Rax, value);
+    // MOV to CRn from RAX (qualification: CR number, access type 0, GPR 0).
+    run(v, ExitReason::CrAccess, cr, 3)
+}
+
+#[test]
+fn clearing_a_pinned_bit_is_denied_audited_and_faults() {
+    let mut v = pvcpu();
+    let cr4 = v.vmcs.get(ControlNatural::Cr4ReadShadow) | CR4_SMEP;
+    assert_injected_none(mov_to_cr(&mut v, 4, cr4), &v);
+    ok(&mut v, Call::PinCr, [4, CR4_SMEP, 0]);
+    ok(&mut v, Call::PinCr, [0, CR0_WP, 0]);
+    let cr0 = visible_cr0(&v).unwrap();
+    let r = mov_to_cr(&mut v, 0, cr0 & !CR0_WP);
+    assert_injected(&v, r, GP);
+    let rec = *v.audit.last().unwrap();
+    assert_eq!(
+        (rec.kind, rec.gpa, rec.qualification),
+        (AuditKind::CrWrite, 0, cr0 & !CR0_WP)
+    );
+    assert_eq!(rec.action, AuditAction::InjectedGp);
+    assert_eq!(visible_cr0(&v).unwrap() & CR0_WP, CR0_WP, "WP still set");
+    let r = mov_to_cr(&mut v, 4, cr4 & !CR4_SMEP);
+    assert_injected(&v, r, GP);
+    assert_eq!(v.audit.total(), 2);
+    // Writes that keep the pinned bits go through.
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    assert_injected_none(mov_to_cr(&mut v, 0, cr0 | (1 << 18)), &v);
+}
+
+fn assert_injected_none(r: Result<ExitAction, ExitError>, v: &PVcpu) {
+    assert_advanced(v, r, 3);
+}
+
+const LSTAR: u64 = 0xc000_0082;
+
+#[test]
+fn lock_msr_validates_and_intercepts_writes() {
+    let mut v = pvcpu();
+    v.cpu.set_msr(LSTAR as u32, 0xffff_8000_0000_1000);
+    for (msr, status) in [
+        (0x10u64, Status::Refused),
+        (0xc000_0100, Status::Refused),
+        (0x6a2, Status::Refused), // S_CET: no CET on this CPU
+        (1 << 32 | LSTAR, Status::InvalidArgument),
+    ] {
+        assert_eq!(call(&mut v, Call::LockMsr, [msr, 0, 0]), status, "{msr:#x}");
+    }
+    assert!(
+        !v.policy
+            .msr_bitmap
+            .as_mut()
+            .unwrap()
+            .write_exits(LSTAR as u32)
+    );
+    ok(&mut v, Call::LockMsr, [LSTAR, 0, 0]);
+    assert!(
+        v.policy
+            .msr_bitmap
+            .as_mut()
+            .unwrap()
+            .write_exits(LSTAR as u32)
+    );
+    assert_eq!(
+        v.policy.locked_msr(LSTAR as u32),
+        Some(0xffff_8000_0000_1000)
+    );
+    assert_eq!(call(&mut v, Call::LockMsr, [LSTAR, 0, 0]), Status::Locked);
+    // SYSENTER_EIP is locked at the VMCS guest field's value.
+    v.vmcs.set(GuestNatural::SysenterEip, 0x1234);
+    ok(&mut v, Call::LockMsr, [0x176, 0, 0]);
+    assert_eq!(v.policy.locked_msr(0x176), Some(0x1234));
+}
+
+fn wrmsr(v: &mut PVcpu, msr: u64, value: u64) -> Result<ExitAction, ExitError> {
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    v.regs.set(Gpr::Rcx, msr);
+    v.regs.set(Gpr::Rax, value & 0xffff_ffff);
+    v.regs.set(Gpr::Rdx, value >> 32);
+    run(v, ExitReason::Wrmsr, 0, 2)
+}
+
+#[test]
+fn writing_a_locked_msr_is_denied_and_its_own_value_is_a_no_op() {
+    let mut v = pvcpu();
+    v.cpu.set_msr(LSTAR as u32, 0xffff_8000_0000_1000);
+    ok(&mut v, Call::LockMsr, [LSTAR, 0, 0]);
+    let writes = v.cpu.msr_writes;
+    let r = wrmsr(&mut v, LSTAR, 0xffff_8000_dead_0000);
+    assert_injected(&v, r, GP);
+    let rec = *v.audit.last().unwrap();
+    assert_eq!(
+        (rec.kind, rec.gpa, rec.qualification),
+        (AuditKind::MsrWrite, LSTAR, 0xffff_8000_dead_0000)
+    );
+    assert_eq!(
+        v.cpu.read_msr_for_tests(LSTAR as u32),
+        0xffff_8000_0000_1000
+    );
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    let r = wrmsr(&mut v, LSTAR, 0xffff_8000_0000_1000);
+    assert_advanced(&v, r, 2);
+    assert_eq!(v.cpu.msr_writes, writes, "nothing written");
+    assert_eq!(v.audit.total(), 1);
+    // EFER: LMA is the processor's, not compared.
+    let efer = v.vmcs.get(Guest64::Efer);
+    ok(&mut v, Call::LockMsr, [0xc000_0080, 0, 0]);
+    let r = wrmsr(&mut v, 0xc000_0080, efer & !(1 << 10));
+    assert_advanced(&v, r, 2);
+    let r = wrmsr(&mut v, 0xc000_0080, efer & !(1 << 11));
+    assert_injected(&v, r, GP);
+}
+
+#[test]
+fn lock_descriptor_tables_turns_on_descriptor_table_exiting_once() {
+    let mut v = pvcpu_with(PolicyCaps {
+        descriptor_table_exiting: false,
+        ..ALL
+    });
+    assert_eq!(
+        call(&mut v, Call::LockDescriptorTables, [0; 3]),
+        Status::Refused
+    );
+    let mut v = pvcpu();
+    ok(&mut v, Call::LockDescriptorTables, [0; 3]);
+    let s = v.vmcs.get(Control32::SecondaryProcessorBasedControls) as u32;
+    assert!(
+        SecondaryProcBased::from_bits_retain(s)
+            .contains(SecondaryProcBased::DESCRIPTOR_TABLE_EXITING)
+    );
+    assert_eq!(
+        call(&mut v, Call::LockDescriptorTables, [0; 3]),
+        Status::Locked
+    );
+}
+
+/// A descriptor-table exit: reason, instruction information,
+/// displacement.
+fn dt_exit(
+    v: &mut PVcpu,
+    reason: ExitReason,
+    info: u32,
+    disp: u64,
+) -> Result<ExitAction, ExitError> {
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    synth(v, reason as u32, disp, 3);
+    v.vmcs.set(ReadOnly32::ExitInstructionInfo, info.into());
+    handle_exit(v)
+}
+
+/// 64-bit address size, DS, base = RBX, no index.
+const MEM_RBX: u32 = (2 << 7) | (3 << 15) | (1 << 22) | (3 << 23);
+
+#[test]
+fn loads_are_refused_and_audited() {
+    let mut v = pvcpu();
+    ok(&mut v, Call::LockDescriptorTables, [0; 3]);
+    for (reason, identity) in [
+        (ExitReason::GdtrIdtrAccess, 2),
+        (ExitReason::GdtrIdtrAccess, 3),
+        (ExitReason::LdtrTrAccess, 2),
+        (ExitReason::LdtrTrAccess, 3),
+    ] {
+        let info = MEM_RBX | (identity << 28);
+        let r = dt_exit(&mut v, reason, info, 0);
+        assert_injected(&v, r, GP);
+        let rec = *v.audit.last().unwrap();
+        assert_eq!(
+            (rec.kind, rec.gpa, rec.qualification),
+            (AuditKind::DescriptorTable, reason as u64, info.into())
+        );
+    }
+    assert_eq!(v.audit.total(), 4);
+}
+
+#[test]
+fn stores_are_emulated_through_the_guest_page_tables() {
+    let mut v = pvcpu();
+    v.vmcs
+        .set(GuestNatural::GdtrBase, 0xffff_8000_0001_2000)
+        .set(Guest32::GdtrLimit, 0x3f)
+        .set(Guest16::TrSelector, 0x28);
+    v.regs.set(Gpr::Rbx, DATA);
+    // SGDT [rbx + 0x10]: 10 bytes.
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0x10);
+    assert_advanced(&v, r, 3);
+    let mut b = [0u8; 10];
+    v.memory.phys().copy(DATA + 0x10, &mut b);
+    assert_eq!(b[..2], [0x3f, 0]);
+    assert_eq!(
+        u64::from_le_bytes(b[2..].try_into().unwrap()),
+        0xffff_8000_0001_2000
+    );
+    // STR to R9 (register form).
+    let r = dt_exit(
+        &mut v,
+        ExitReason::LdtrTrAccess,
+        (1 << 28) | (1 << 10) | (9 << 3),
+        0,
+    );
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.get(Gpr::R9), 0x28);
+    // RIP-relative: base and index invalid, the qualification is the address.
+    let r = dt_exit(
+        &mut v,
+        ExitReason::GdtrIdtrAccess,
+        (1 << 28) | (2 << 7) | (3 << 15) | (1 << 22) | (1 << 27),
+        DATA + 0x40,
+    );
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.audit.total(), 0);
+}
+
+#[test]
+fn a_store_into_read_only_memory_is_denied_like_an_ept_violation() {
+    let mut v = pvcpu();
+    lock(
+        &mut v,
+        RODATA,
+        0x1000,
+        okernel_abi::policy::RegionKind::Rodata,
+    );
+    v.regs.set(Gpr::Rbx, RODATA);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, GP);
+    let rec = *v.audit.last().unwrap();
+    assert_eq!(
+        (rec.kind, rec.gpa, rec.gva),
+        (AuditKind::EptViolation, RODATA, Some(RODATA))
+    );
+    // Unmapped in the guest's page tables: #GP, nothing audited.
+    v.regs.set(Gpr::Rbx, 0x4000_0000_0000);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, GP);
+    assert_eq!(v.audit.total(), 1);
+    // The exit-qualification field the handler read is the displacement.
+    assert_eq!(v.vmcs.get(ReadOnlyNatural::ExitQualification), 0);
+}
