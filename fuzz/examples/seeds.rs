@@ -143,8 +143,12 @@ fn elf32_multiboot2(addr: u32) -> Vec<u8> {
 fn check_seeds() {
     use loader::memmap::{MemoryMap, RegionKind};
     let mut ram = MemoryMap::new();
-    ram.add(0x10_0000, 0x7f0_0000, RegionKind::Usable).expect("room");
-    for image in [elf64(0x20_0000, &[0xf4, 0xeb, 0xfd]), elf32_multiboot2(0x20_0000)] {
+    ram.add(0x10_0000, 0x7f0_0000, RegionKind::Usable)
+        .expect("room");
+    for image in [
+        elf64(0x20_0000, &[0xf4, 0xeb, 0xfd]),
+        elf32_multiboot2(0x20_0000),
+    ] {
         if let Err(e) = loader::elf_load::plan(&image, &ram, &[]) {
             panic!("ELF seed refused: {e}");
         }

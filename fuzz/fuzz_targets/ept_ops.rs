@@ -166,6 +166,9 @@ fn caps(input: &Input) -> EptCaps {
     EptCaps::new(f, bits).expect("valid capability set")
 }
 
+/// What a successful operation does to the model.
+type ModelUpdate = Box<dyn FnOnce(&mut Model)>;
+
 /// Runs one step and checks the oracles.
 fn step(views: &mut Vec<(View<Pool>, Model)>, pool: &Pool, caps: &EptCaps, s: &Step) {
     let i = usize::from(s.view) % views.len();
@@ -236,7 +239,7 @@ fn step(views: &mut Vec<(View<Pool>, Model)>, pool: &Pool, caps: &EptCaps, s: &S
     let before = of_view(view);
     let usage = view.usage();
     pool.set_budget(s.budget.map(u64::from));
-    let (result, apply): (Result<(), Error>, Box<dyn FnOnce(&mut Model)>) = match s.op {
+    let (result, apply): (Result<(), Error>, ModelUpdate) = match s.op {
         Op::Map {
             gpa,
             len,

@@ -72,7 +72,7 @@ fn entry(raw: u64, level: u8, caps: &EptCaps, mbec: bool) {
     }
     if r.is_ok() && present {
         assert!(
-            !(e.perms().contains(Perms::WRITE) && !e.perms().contains(Perms::READ)),
+            !e.perms().contains(Perms::WRITE) || e.perms().contains(Perms::READ),
             "write-without-read entry {raw:#x} accepted"
         );
     }
