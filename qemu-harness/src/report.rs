@@ -115,6 +115,18 @@ pub struct Check {
     pub ok: bool,
     /// What the image observed.
     pub observed: String,
+    /// For attack checks: the attack's name.
+    #[serde(default)]
+    pub attack: Option<String>,
+    /// For attack checks: what should happen (`blocked` or `succeeds`).
+    #[serde(default)]
+    pub expected: Option<String>,
+    /// For attack checks: what happened (`blocked` or `succeeded`).
+    #[serde(default)]
+    pub result: Option<String>,
+    /// For attack checks: the audit record found, or why none was needed.
+    #[serde(default)]
+    pub audit: Option<String>,
 }
 
 /// What a run should end with.

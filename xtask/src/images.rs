@@ -47,7 +47,11 @@ pub fn build() -> Result<Images, String> {
     if !status.success() {
         return Err("building the images failed (see the compiler output above)".into());
     }
-    let built = root.join("target").join(TARGET).join("release");
+    // Cargo honours CARGO_TARGET_DIR; so must we when picking up its output.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let built = target_dir.join(TARGET).join("release");
     let dir = root.join("target/okernel");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let images = Images {

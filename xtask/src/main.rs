@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask help` for the commands.
 
+mod attacks;
 mod bench;
 mod deps;
 mod e2e;
@@ -249,6 +250,14 @@ fn run() -> Result<bool, String> {
         all &= ok;
         summary.push((backend.name().to_string(), report.summary(), ok));
     }
+    if let Some(backend) = e2e::backends()
+        .into_iter()
+        .find(|b| b.vmx() == qemu_harness::VmxSupport::Available)
+    {
+        all &= attacks::table(backend.as_ref(), &images)?;
+    } else {
+        println!("\nattack table: no backend with VMX here, so no protected run");
+    }
     println!();
     println!("{:<10} {:<6} outcome", "backend", "");
     for (b, s, ok) in &summary {
@@ -339,7 +348,17 @@ fn bench(rest: &[String]) -> Result<bool, String> {
             "vmx" => bench::vmx()?,
             "kvm" => {
                 images::build()?;
-                cargo(&["run", "--release", "-p", "qemu-harness", "--bin", "kvm-bench", "--", "--iterations", "100"])?
+                cargo(&[
+                    "run",
+                    "--release",
+                    "-p",
+                    "qemu-harness",
+                    "--bin",
+                    "kvm-bench",
+                    "--",
+                    "--iterations",
+                    "100",
+                ])?
             }
             other => return Err(format!("unknown benchmark `{other}` (have: ept, vmx, kvm)")),
         };
