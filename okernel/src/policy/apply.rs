@@ -10,7 +10,7 @@
 //! | protected page of context `c` | not present (unless `c` = 0: RW) | RW in `c`'s view only, not present elsewhere |
 //! | any other RAM, before W^X | RWX | RWX |
 //! | any other RAM, W^X on, with MBEC | RW + user-X | RW + user-X |
-//! | any other RAM, W^X on, without MBEC | RWX (user code must stay executable) | RWX |
+//! | any other RAM, W^X on, without MBEC | RW (ring-3 code must be registered as text) | RW |
 //! | reserved memory, W^X on | RW | RW |
 //!
 //! W^X turns on when the first text region is locked. "Not present" keeps
@@ -52,7 +52,7 @@ pub fn perms(p: &Protection, class: Class, ctx: u16) -> Perms {
         Perms::empty()
     };
     match class {
-        Class::Plain if p.wx && p.mbec_active => Perms::RW | Perms::USER_EXECUTE,
+        Class::Plain if p.wx => Perms::RW | user_x,
         Class::Plain => Perms::RWX,
         Class::Region(RegionKind::Text) => Perms::RX | user_x,
         Class::Region(RegionKind::PageTable | RegionKind::Credentials) if ctx == 0 => Perms::RW,
@@ -103,8 +103,8 @@ pub fn apply_region(p: &Protection, views: &mut dyn Views, r: &Region) -> Result
 }
 
 /// Recomputes every page of context `ctx`'s view from the policy: with
-/// W^X, execute rights off everything, back on plain RAM (user-execute
-/// only with MBEC); then every locked region and every protected page.
+/// W^X, execute rights off everything, user-execute back on plain RAM
+/// where MBEC is on; then every locked region and every protected page.
 /// Makes [`Protection::protects_per_view`] protect calls.
 pub fn recompute_view(p: &Protection, views: &mut dyn Views, ctx: u16) -> Result<(), ept::Error> {
     if p.wx {

@@ -139,11 +139,12 @@ fn every_view_gets_the_rights_of_each_kind_after_lock() {
 }
 
 #[test]
-fn without_mbec_plain_ram_stays_executable_and_text_is_rx() {
+fn without_mbec_only_text_stays_executable() {
     let v = locked_everything(PolicyCaps { mbec: false, ..ALL });
     for ctx in [0, 1, 2] {
         assert_eq!(perms(&v, ctx, TEXT), Some(Perms::RX));
-        assert_eq!(perms(&v, ctx, DATA), Some(Perms::RWX));
+        assert_eq!(perms(&v, ctx, DATA), Some(Perms::RW));
+        assert_eq!(perms(&v, ctx, 0), Some(Perms::RW));
         assert_eq!(perms(&v, ctx, RODATA), Some(Perms::R));
         assert_eq!(perms(&v, ctx, 0x9_f000), Some(Perms::RW));
     }
