@@ -59,6 +59,11 @@ impl Pool {
         self.0.borrow_mut().budget = budget;
     }
 
+    /// Allocations that can still succeed.
+    pub fn available(&self) -> u64 {
+        self.0.borrow().budget.unwrap_or(u64::MAX)
+    }
+
     /// Frames handed out and not freed.
     pub fn live(&self) -> usize {
         self.0.borrow().live

@@ -52,9 +52,9 @@ pub const POOL: PhysRange = PhysRange {
     end: 0x140_0000,
 };
 
-/// Host-physical memory as the monitor reads it for a hypercall. It is the
-/// oracle of invariant 1 for reads: a copy from anything but guest RAM
-/// below the identity map and outside monitor memory panics.
+/// Host-physical memory as the monitor reads and writes it for a
+/// hypercall. It is the oracle of invariant 1: a copy from or to anything
+/// but guest RAM below the identity map and outside monitor memory panics.
 #[derive(Debug)]
 pub struct FakePhys {
     /// The bytes at [`WINDOW`].
@@ -109,6 +109,27 @@ impl PhysMemory for FakePhys {
             }
         }
         self.copies.borrow_mut().push((hpa, buf.len()));
+    }
+
+    fn write(&self, hpa: u64, bytes: &[u8]) {
+        let end = hpa + bytes.len() as u64;
+        assert!(
+            readable(hpa, end),
+            "monitor wrote host-physical [{hpa:#x}, {end:#x}) for the guest: not guest RAM outside monitor memory"
+        );
+        let mut window = self.window.borrow_mut();
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = hpa + i as u64;
+            if (WINDOW..WINDOW + WINDOW_LEN as u64).contains(&at) {
+                window[(at - WINDOW) as usize] = b;
+            }
+        }
+    }
+}
+
+impl okernel::policy::views::SharedFrames for Pool {
+    fn available(&self) -> u64 {
+        Pool::available(self)
     }
 }
 
