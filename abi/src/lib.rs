@@ -46,7 +46,7 @@ impl Version {
 }
 
 /// The version of the ABI this crate describes.
-pub const ABI_VERSION: Version = Version { major: 0, minor: 2 };
+pub const ABI_VERSION: Version = Version { major: 1, minor: 0 };
 
 #[cfg(test)]
 mod tests {

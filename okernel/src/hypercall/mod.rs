@@ -13,10 +13,12 @@
 //! [`Status::PermissionDenied`] (and nothing else happens).
 
 pub mod contexts;
+pub mod locks;
 pub mod memory;
 pub mod page_table;
 pub mod policy;
 pub mod reason;
+pub mod view_memory;
 
 use okernel_abi::ABI_VERSION;
 use okernel_abi::hypercall::{Call, Status};

@@ -1,8 +1,9 @@
 //! The protection-policy hypercalls (ABI calls 16–29), the common part:
 //! decoding the arguments, the environment every call works in, and the
-//! calls that register and lock (16–20). Contexts, protected pages and
-//! gates are in [`super::contexts`]; the page-table update and the audit
-//! calls in [`super::page_table`].
+//! region calls (16, 17). CR pins, MSR locks and the descriptor-table lock
+//! are in [`super::locks`]; contexts, protected pages and gates in
+//! [`super::contexts`]; the page-table update and the audit calls in
+//! [`super::page_table`].
 //!
 //! Every call validates all its arguments and the policy state first and
 //! changes nothing on an error (invariant 11). A call that would succeed
@@ -14,7 +15,7 @@
 //! lock memory it does not own.
 
 use okernel_abi::hypercall::{Call, Status};
-use okernel_abi::policy::{ControlRegister, RegionKind};
+use okernel_abi::policy::RegionKind;
 
 use crate::exit::{CrConfig, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
@@ -22,11 +23,11 @@ use crate::hypercall::memory::{GuestMemory, MemoryError};
 use crate::launch::config::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
-use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE, Protection, Region};
+use crate::policy::protection::{Protection, Region};
 use crate::policy::views::Views;
 use crate::policy::{Policy, guest_paging};
-use crate::vmx::controls::{EntryControls, SecondaryProcBased};
-use crate::vmx::fields::{Control32, ControlNatural, Guest32, Guest64, GuestNatural};
+use crate::vmx::controls::SecondaryProcBased;
+use crate::vmx::fields::{Control32, Guest64, GuestNatural};
 
 /// What a successful policy call gives the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,13 +179,13 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cr,
     };
     let [a, b, c] = args;
-    use super::{contexts as ctx, page_table as pt};
+    use super::{contexts as ctx, locks, page_table as pt};
     Ok(Some(match call {
         Call::RegisterRegion => register_region(&mut env, a, b, c),
         Call::LockRegion => lock_region(&mut env, a)?,
-        Call::PinCr => pin_cr(&mut env, a, b)?,
-        Call::LockMsr => lock_msr(&mut env, a)?,
-        Call::LockDescriptorTables => lock_descriptor_tables(&mut env)?,
+        Call::PinCr => locks::pin_cr(&mut env, a, b)?,
+        Call::LockMsr => locks::lock_msr(&mut env, a)?,
+        Call::LockDescriptorTables => locks::lock_descriptor_tables(&mut env)?,
         Call::CreateContext => ctx::create(&mut env)?,
         Call::DestroyContext => ctx::destroy(&mut env, a)?,
         Call::AllocProtectedPage => ctx::alloc_page(&mut env, a, b)?,
@@ -288,147 +289,5 @@ fn lock_region<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, id: u64) -> Result<Call
         .map_err(fatal)?;
     }
     env.invalidate()?;
-    Ok(Ok(Reply::Done(None)))
-}
-
-/// PinCr(cr, bits): only pinnable bits that are set now; all already
-/// pinned is `Locked`.
-fn pin_cr<V: Vmcs, C: Cpu>(
-    env: &mut Env<'_, V, C>,
-    cr: u64,
-    bits: u64,
-) -> Result<CallResult, ExitError> {
-    let Some(which) = ControlRegister::from_raw(cr) else {
-        return Ok(Err(Status::InvalidArgument));
-    };
-    let (pinnable, pinned, mask, real_f, shadow_f, mask_f) = match which {
-        ControlRegister::Cr0 => (
-            CR0_PINNABLE,
-            env.prot.cr0_pinned,
-            env.cr.cr0_mask,
-            GuestNatural::Cr0,
-            ControlNatural::Cr0ReadShadow,
-            ControlNatural::Cr0GuestHostMask,
-        ),
-        ControlRegister::Cr4 => (
-            CR4_PINNABLE,
-            env.prot.cr4_pinned,
-            env.cr.cr4_mask,
-            GuestNatural::Cr4,
-            ControlNatural::Cr4ReadShadow,
-            ControlNatural::Cr4GuestHostMask,
-        ),
-    };
-    if bits == 0 {
-        return Ok(Err(Status::InvalidArgument));
-    }
-    if bits & !pinnable != 0 {
-        return Ok(Err(Status::Refused));
-    }
-    let real = env.vmcs.read(real_f)?;
-    let shadow = env.vmcs.read(shadow_f)?;
-    let visible = (real & !mask) | (shadow & mask);
-    if bits & !visible != 0 {
-        return Ok(Err(Status::InvalidArgument));
-    }
-    if bits & !pinned == 0 {
-        return Ok(Err(Status::Locked));
-    }
-    if let Err(s) = env.trusted() {
-        return Ok(Err(s));
-    }
-    // The shadow holds what the guest sees for every bit the mask now
-    // owns; a MOV that changes an owned bit exits (SDM Vol. 3C §26.3,
-    // §25.6.6), and `Protection::cr_write` denies clearing a pinned one.
-    let mask = mask | bits;
-    env.vmcs.write(shadow_f, visible)?;
-    env.vmcs.write(mask_f, mask)?;
-    match which {
-        ControlRegister::Cr0 => {
-            env.prot.cr0_pinned |= bits;
-            env.cr.cr0_mask = mask;
-        }
-        ControlRegister::Cr4 => {
-            env.prot.cr4_pinned |= bits;
-            env.cr.cr4_mask = mask;
-        }
-    }
-    Ok(Ok(Reply::Done(None)))
-}
-
-/// IA32_EFER.
-pub const IA32_EFER: u32 = 0xc000_0080;
-/// IA32_PAT.
-pub const IA32_PAT: u32 = 0x277;
-/// IA32_SYSENTER_CS, _ESP, _EIP.
-pub const IA32_SYSENTER: [u32; 3] = [0x174, 0x175, 0x176];
-/// IA32_S_CET, then IA32_PL0_SSP .. IA32_PL3_SSP, IA32_INTERRUPT_SSP_TABLE_ADDR.
-pub const CET_MSRS: [u32; 6] = [0x6a2, 0x6a4, 0x6a5, 0x6a6, 0x6a7, 0x6a8];
-
-/// Whether okernel locks MSR `msr` on this processor.
-pub fn lockable(msr: u32, cet: bool) -> bool {
-    matches!(msr, IA32_EFER | IA32_PAT | 0xc000_0081..=0xc000_0084 | 0x174..=0x176)
-        || (cet && CET_MSRS.contains(&msr))
-}
-
-/// LockMsr(index): locked at its current value; writes then exit.
-fn lock_msr<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, index: u64) -> Result<CallResult, ExitError> {
-    let Ok(msr) = u32::try_from(index) else {
-        return Ok(Err(Status::InvalidArgument));
-    };
-    if !lockable(msr, env.prot.caps.cet) || env.prot.msr_bitmap.is_none() {
-        return Ok(Err(Status::Refused));
-    }
-    if env.prot.locked_msr(msr).is_some() {
-        return Ok(Err(Status::Locked));
-    }
-    let Some(slot) = env.prot.msrs.iter().position(Option::is_none) else {
-        return Ok(Err(Status::Exhausted));
-    };
-    if let Err(s) = env.trusted() {
-        return Ok(Err(s));
-    }
-    let value = match msr {
-        IA32_EFER => env.vmcs.read(Guest64::Efer)?,
-        IA32_PAT => {
-            let entry = EntryControls::from_bits_retain(env.vmcs.read(Control32::EntryControls)?);
-            if entry.contains(EntryControls::LOAD_PAT) {
-                env.vmcs.read(Guest64::Pat)?
-            } else {
-                env.cpu.read_msr(msr)
-            }
-        }
-        0x174 => env.vmcs.read(Guest32::SysenterCs)?.into(),
-        0x175 => env.vmcs.read(GuestNatural::SysenterEsp)?,
-        0x176 => env.vmcs.read(GuestNatural::SysenterEip)?,
-        _ => env.cpu.read_msr(msr),
-    };
-    if let Some(b) = env.prot.msr_bitmap.as_mut() {
-        b.intercept_write(msr);
-    }
-    env.prot.msrs[slot] = Some((msr, value));
-    Ok(Ok(Reply::Done(None)))
-}
-
-/// LockDescriptorTables(): descriptor-table exiting on (SDM Vol. 3C
-/// §25.6.2, Table 25-7 bit 2); loads are then refused, stores emulated
-/// (`exit::descriptor`).
-fn lock_descriptor_tables<V: Vmcs, C: Cpu>(
-    env: &mut Env<'_, V, C>,
-) -> Result<CallResult, ExitError> {
-    if env.prot.descriptor_tables_locked {
-        return Ok(Err(Status::Locked));
-    }
-    if !env.prot.caps.descriptor_table_exiting {
-        return Ok(Err(Status::Refused));
-    }
-    if let Err(s) = env.trusted() {
-        return Ok(Err(s));
-    }
-    let s = env.vmcs.read(Control32::SecondaryProcessorBasedControls)?;
-    let s = s | SecondaryProcBased::DESCRIPTOR_TABLE_EXITING.bits();
-    env.vmcs
-        .write(Control32::SecondaryProcessorBasedControls, s)?;
-    env.prot.descriptor_tables_locked = true;
     Ok(Ok(Reply::Done(None)))
 }
