@@ -6,6 +6,7 @@ mod attacks;
 mod bench;
 mod deps;
 mod e2e;
+mod fuzz;
 mod images;
 
 use qemu_harness::bochs::Bochs;
@@ -30,7 +31,11 @@ commands:
   test                       host tests + every boot case on every backend
   lint                       rustfmt --check, clippy -D warnings (host and
                              bare-metal target), rustdoc
-  ci                         `lint`, then `test`
+  ci                         `lint`, `test`, then a bounded fuzz campaign
+  fuzz host [--target T] [--time S] [--seed N]
+                             coverage-guided host fuzzing (libFuzzer)
+  fuzz --replay FILE --target T
+                             reproduce one saved input exactly
   bench [ept] [vmx] [kvm]    benchmarks (ratios against a same-run baseline)
   help                       this text
 
@@ -51,8 +56,9 @@ fn main() -> ExitCode {
         "run" => no_args(rest).and_then(|_| run()),
         "test" => no_args(rest).and_then(|_| test()),
         "lint" => no_args(rest).and_then(|_| lint()),
-        "ci" => no_args(rest).and_then(|_| Ok(lint()? && test()?)),
+        "ci" => no_args(rest).and_then(|_| Ok(lint()? && test()? && ci_fuzz()?)),
         "bench" => bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(true)
@@ -294,6 +300,11 @@ fn test() -> Result<bool, String> {
         eprintln!("xtask: host tests FAILED (see above)");
     }
     Ok(host_ok && e2e_ok)
+}
+
+/// The bounded campaign CI runs: every host target, fixed seed.
+fn ci_fuzz() -> Result<bool, String> {
+    fuzz::fuzz(&["host", "--time", "10", "--seed", "1"].map(String::from))
 }
 
 fn lint() -> Result<bool, String> {

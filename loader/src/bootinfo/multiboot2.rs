@@ -21,6 +21,14 @@ pub unsafe fn parse_multiboot2<'a>(
     // immutable for 'a. `load` validates size, alignment and the tag list.
     let mbi: BootInformation<'a> = unsafe { BootInformation::load(ptr) }
         .map_err(|e| BootInfoError::Multiboot2(load_error_name(&e)))?;
+    // SAFETY: `load` checked that `total_size` bytes at the start address
+    // are the structure, which the caller guarantees readable and
+    // unchanged for 'a.
+    let bytes: &'a [u8] =
+        unsafe { core::slice::from_raw_parts(mbi.start_address() as *const u8, mbi.total_size()) };
+    // The crate asserts (panics) on tags too small for their type or with
+    // an unexpected entry size; refuse those first.
+    check_tag_layouts(bytes).map_err(BootInfoError::Multiboot2)?;
     let mut info = BootInfo::new(Protocol::Multiboot2);
     info.info_ranges[0] = Range::from_len(mbi.start_address() as u64, mbi.total_size() as u64);
 
@@ -61,6 +69,58 @@ pub unsafe fn parse_multiboot2<'a>(
         })?;
     }
     Ok(info)
+}
+
+/// Tag types this loader reads (multiboot2 specification §3.6).
+const TAG_END: u32 = 0;
+const TAG_CMDLINE: u32 = 1;
+const TAG_MODULE: u32 = 3;
+const TAG_MMAP: u32 = 6;
+/// The size of one memory-map entry this loader accepts.
+const MMAP_ENTRY: u32 = 24;
+
+/// Checks the layout of every tag this loader reads, so the crate's own
+/// accessors — which assert rather than fail on a malformed tag — never
+/// see one: each tag lies inside the structure, 8-aligned, at least its
+/// header long; a module tag holds its two addresses; a memory-map tag
+/// holds its header, an entry size of 24 and whole entries.
+pub fn check_tag_layouts(bytes: &[u8]) -> Result<(), &'static str> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let mut at = 8;
+    loop {
+        let (ty, size) = match (word(at), word(at + 4)) {
+            (Some(t), Some(s)) => (t, s as usize),
+            _ => return Err("a tag runs past the end of the structure"),
+        };
+        let end = at.checked_add(size).filter(|&e| e <= bytes.len());
+        let Some(end) = end.filter(|_| size >= 8) else {
+            return Err("a tag is shorter than its header or runs past the end");
+        };
+        match ty {
+            // The crate ends its walks only at a type-0 tag of size 8 (its
+            // `load` requires one); any other type-0 tag is walked past.
+            TAG_END if size == 8 => return Ok(()),
+            TAG_CMDLINE if size < 9 => return Err("a command-line tag has no string"),
+            TAG_MODULE if size < 17 => return Err("a module tag is too short"),
+            TAG_MMAP => {
+                if size < 16 {
+                    return Err("the memory-map tag is too short");
+                }
+                if word(at + 8) != Some(MMAP_ENTRY) {
+                    return Err("the memory-map entry size is not 24");
+                }
+                if (size - 16) % MMAP_ENTRY as usize != 0 {
+                    return Err("the memory-map tag holds a partial entry");
+                }
+            }
+            _ => {}
+        }
+        at = end.next_multiple_of(8);
+    }
 }
 
 /// Gives a string inside the structure the structure's lifetime `'a` (the
@@ -148,6 +208,43 @@ mod tests {
             parse(&bytes).unwrap_err(),
             BootInfoError::EmptyModule { index: 0 }
         );
+    }
+
+    #[test]
+    fn refuses_malformed_memory_map_tags_found_by_the_fuzzer() {
+        // fuzz/findings/multiboot2-mmap-tag-too-small: a memory-map tag of
+        // size 8 made the crate panic ("source is too small to be cast").
+        let too_small: [u8; 24] = [
+            0x18, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0,
+        ];
+        assert_eq!(
+            parse(&too_small).unwrap_err(),
+            BootInfoError::Multiboot2("the memory-map tag is too short")
+        );
+        // fuzz/findings/multiboot2-mmap-entry-size: entry size 32 made the
+        // crate panic (assert_eq!(entry_size, 24)).
+        let mut entry32 = build(&[], true);
+        let at = entry32
+            .windows(8)
+            .position(|w| w[..4] == 6u32.to_le_bytes())
+            .unwrap();
+        entry32[at + 8..at + 12].copy_from_slice(&32u32.to_le_bytes());
+        assert_eq!(
+            parse(&entry32).unwrap_err(),
+            BootInfoError::Multiboot2("the memory-map entry size is not 24")
+        );
+        for file in [
+            "multiboot2-mmap-tag-too-small",
+            "multiboot2-mmap-entry-size",
+            "multiboot2-mmap-behind-false-end",
+        ] {
+            let path = format!("{}/../fuzz/findings/{file}", env!("CARGO_MANIFEST_DIR"));
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                matches!(parse(&bytes), Err(BootInfoError::Multiboot2(_))),
+                "{file}"
+            );
+        }
     }
 
     #[test]
