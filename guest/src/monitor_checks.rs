@@ -162,6 +162,7 @@ fn memory_checks(checks: &mut Checks, monitor: Option<u64>, pool: Option<u64>) {
 /// write the monitor's pages successfully here, so "denied" under okernel
 /// is the monitor's doing, not an artefact of the probe or the address.
 pub fn negative_controls(checks: &mut Checks, monitor: Option<u64>) {
+    vmxon_control(checks);
     let Some(target) = monitor else {
         checks.check(
             "monitor-memory-listed",
@@ -193,4 +194,62 @@ pub fn negative_controls(checks: &mut Checks, monitor: Option<u64>) {
         // mapped, writable memory with no monitor to protect it.
         unsafe { core::ptr::write_volatile(target as *mut u64, original) };
     }
+}
+
+/// A page for the VMXON negative control.
+#[repr(C, align(4096))]
+struct VmxonRegion([u8; 4096]);
+
+static mut VMXON_REGION: VmxonRegion = VmxonRegion([0; 4096]);
+
+/// IA32_FEATURE_CONTROL and its bits (SDM Vol. 3C §24.7).
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const FEATURE_LOCKED: u64 = 1 << 0;
+const FEATURE_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+
+/// The negative control of the VMXON attack: with no monitor, on a CPU
+/// that has VMX, the guest kernel can enter VMX operation itself — the
+/// nesting okernel forbids (invariant 12). Emits no check where the CPU
+/// has no VMX (QEMU/TCG), saying so.
+fn vmxon_control(checks: &mut Checks) {
+    use x86_64::registers::control::{Cr0, Cr4};
+    use x86_64::registers::model_specific::Msr;
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 5) == 0 {
+        log::info!("no VMXON negative control: this CPU has no VMX");
+        return;
+    }
+    // SAFETY: the guest runs at CPL0 with no monitor (mode=direct) on a CPU
+    // with VMX (checked above): these MSRs and control registers exist.
+    // The control only adds bits VMX operation needs and restores CR0/CR4
+    // afterwards; IA32_FEATURE_CONTROL is written only while unlocked.
+    let (cr0, cr4, result) = unsafe {
+        let mut fc = Msr::new(IA32_FEATURE_CONTROL);
+        let value = fc.read();
+        if value & FEATURE_LOCKED == 0 {
+            fc.write(value | FEATURE_LOCKED | FEATURE_VMX_OUTSIDE_SMX);
+        }
+        let basic = Msr::new(IA32_VMX_BASIC as u32).read();
+        let region = &raw mut VMXON_REGION;
+        // The VMCS revision identifier goes in the region's first dword.
+        region.cast::<u32>().write((basic as u32) & 0x7fff_ffff);
+        let (cr0, cr4) = (Cr0::read_raw(), Cr4::read_raw());
+        let fixed = |value: u64, fixed0: u32, fixed1: u32| {
+            (value | Msr::new(fixed0).read()) & Msr::new(fixed1).read()
+        };
+        Cr0::write_raw(fixed(cr0, 0x486, 0x487));
+        Cr4::write_raw(fixed(cr4, 0x488, 0x489));
+        let result = probe(instr::vmxon_vmxoff, region as u64);
+        (cr0, cr4, result)
+    };
+    // SAFETY: restores the values read above, outside VMX operation.
+    unsafe {
+        Cr4::write_raw(cr4);
+        Cr0::write_raw(cr0);
+    }
+    checks.check(
+        "negative-control-vmxon-succeeds-without-okernel",
+        12,
+        result == Ok(1),
+        format_args!("VMXON then VMXOFF with no monitor: {result:?}"),
+    );
 }

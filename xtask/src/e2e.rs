@@ -49,6 +49,8 @@ pub struct Case {
     pub console_must_contain: &'static [&'static str],
     /// Whether the guest runs ring-3 tasks (SYSCALL/SYSRET).
     pub ring3: bool,
+    /// Checks required, in addition, on backends whose CPU has VMX.
+    pub required_with_vmx: &'static [&'static str],
 }
 
 fn fail(detail: &str) -> Expect {
@@ -68,6 +70,7 @@ pub fn cases() -> Vec<Case> {
         required_checks: &[],
         console_must_contain: &[],
         ring3: false,
+        required_with_vmx: &[],
     };
     // Bad input is refused before VMX is even looked at.
     let input = |name, module, cmdline, detail| Case {
@@ -91,6 +94,7 @@ pub fn cases() -> Vec<Case> {
             cmdline: "log=info mode=direct",
             needs_vmx: false,
             required_checks: DIRECT_CHECKS,
+            required_with_vmx: &["negative-control-vmxon-succeeds-without-okernel"],
             ..guest("direct-negative-control", "scenario=boot", Expect::pass())
         },
         Case {
@@ -316,7 +320,11 @@ pub fn judge(case: &Case, vmx: VmxSupport, report: &RunReport) -> Verdict {
     if let Some(bad) = checks.iter().find(|c| !c.ok) {
         return Verdict::Unexpected(format!("check `{}` failed: {}", bad.check, bad.observed));
     }
-    for name in case.required_checks {
+    let with_vmx: &[&str] = match vmx {
+        VmxSupport::Available => case.required_with_vmx,
+        VmxSupport::Unavailable => &[],
+    };
+    for name in case.required_checks.iter().chain(with_vmx) {
         if !checks.iter().any(|c| c.check == *name) {
             return Verdict::Unexpected(format!("check `{name}` was not reported"));
         }

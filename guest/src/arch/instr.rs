@@ -52,6 +52,31 @@ pub extern "C" fn vmxon(region: u64) -> u64 {
     0
 }
 
+/// Enters VMX operation with the VMXON region at physical `region` and, if
+/// that succeeded, leaves it again; returns 1 when VMXON succeeded (CF = ZF
+/// = 0, SDM Vol. 3C §31.2 "Conventions"). A probe target for the VMXON
+/// negative control: only meaningful with no monitor underneath.
+pub extern "C" fn vmxon_vmxoff(region: u64) -> u64 {
+    let entered: u8;
+    // SAFETY: the caller prepared VMX operation (IA32_FEATURE_CONTROL,
+    // CR0/CR4 fixed bits, CR4.VMXE, a VMXON region with the revision id);
+    // a failure sets flags or faults, which the probe catches. VMXON and
+    // VMXOFF touch only the region and VMX state.
+    unsafe {
+        core::arch::asm!(
+            "vmxon [{region}]",
+            "seta {entered}",
+            region = in(reg) &region,
+            entered = out(reg_byte) entered,
+            options(nostack),
+        );
+        if entered == 1 {
+            core::arch::asm!("vmxoff", options(nostack, nomem));
+        }
+    }
+    u64::from(entered)
+}
+
 /// Raises #UD (a probe target: an exception that never leaves the guest).
 pub extern "C" fn ud2(_: u64) -> u64 {
     // SAFETY: ud2 raises #UD, which the probe's recovery context catches.
