@@ -9,6 +9,29 @@ use x86_64::structures::idt::InterruptDescriptorTable;
 /// Table 7-1 "Protected-Mode Exceptions and Interrupts").
 pub const HAS_ERROR_CODE: [u8; 9] = [8, 10, 11, 12, 13, 14, 17, 21, 29];
 
+/// The frame an image's exception stub leaves on the stack: the vector and
+/// the error code (a dummy 0 where the CPU pushes none) pushed by the stub,
+/// then what the CPU pushed (SDM Vol. 3A §7.12.1, "Exception- or
+/// Interrupt-Handler Procedures").
+#[derive(Debug)]
+#[repr(C)]
+pub struct TrapFrame {
+    /// The exception vector.
+    pub vector: u64,
+    /// The error code, or 0.
+    pub error_code: u64,
+    /// Where the exception happened (or, for traps, the next instruction).
+    pub rip: u64,
+    /// The interrupted code segment.
+    pub cs: u64,
+    /// The interrupted RFLAGS.
+    pub rflags: u64,
+    /// The interrupted stack pointer.
+    pub rsp: u64,
+    /// The interrupted stack segment.
+    pub ss: u64,
+}
+
 /// The name of an exception vector (SDM Vol. 3A Table 7-1).
 pub fn exception_name(vector: u64) -> &'static str {
     const NAMES: [&str; 22] = [

@@ -12,7 +12,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use okernel_abi::result::Outcome;
-use okernel_console::traps::{exception_name, install_exception_stubs};
+use okernel_console::traps::{TrapFrame, exception_name, install_exception_stubs};
 use x86_64::structures::idt::InterruptDescriptorTable;
 
 core::arch::global_asm!(
@@ -103,18 +103,6 @@ unsafe extern "C" {
     fn guest_probe(f: extern "C" fn(u64) -> u64, arg: u64) -> u64;
 }
 
-/// The frame the stubs leave on the stack (SDM Vol. 3A §7.12.1).
-#[repr(C)]
-struct Frame {
-    vector: u64,
-    error_code: u64,
-    rip: u64,
-    cs: u64,
-    rflags: u64,
-    rsp: u64,
-    ss: u64,
-}
-
 /// A fault a probe caught.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
@@ -146,7 +134,7 @@ unsafe extern "C" {
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn guest_trap(frame: &mut Frame) {
+extern "C" fn guest_trap(frame: &mut TrapFrame) {
     let armed = &raw mut guest_probe_armed;
     // SAFETY: `guest_probe_armed` is a quadword in .data written only by
     // the probe entry/exit code on this (single) CPU.

@@ -8,7 +8,7 @@
 //! and, for some vectors, an error code).
 
 use okernel_abi::result::Outcome;
-use okernel_console::traps::{exception_name, install_exception_stubs};
+use okernel_console::traps::{TrapFrame, exception_name, install_exception_stubs};
 use x86_64::structures::idt::InterruptDescriptorTable;
 
 core::arch::global_asm!(
@@ -78,20 +78,8 @@ unsafe extern "C" {
     static loader_exc_table: [u64; 32];
 }
 
-/// The frame the stubs leave on the stack.
-#[repr(C)]
-struct Frame {
-    vector: u64,
-    error_code: u64,
-    rip: u64,
-    cs: u64,
-    rflags: u64,
-    rsp: u64,
-    ss: u64,
-}
-
 #[unsafe(no_mangle)]
-extern "C" fn loader_exception(frame: &Frame) -> ! {
+extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     okernel_console::report(
         Outcome::Panic,

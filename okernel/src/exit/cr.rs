@@ -17,7 +17,7 @@ use super::guest::{CR0_PE, CR0_PG, CR4_PAE, CR4_SMXE, CR4_VMXE, EFER_LMA, EFER_L
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
-use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::event::Exception;
@@ -114,28 +114,6 @@ pub fn visible_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     Ok((real & !vcpu.cr.cr4_mask) | (shadow & vcpu.cr.cr4_mask))
 }
 
-fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
-    vcpu: &mut Vcpu<V, C, P, M>,
-    cr: u8,
-    value: u64,
-) -> Result<ExitAction, ExitError> {
-    let record = AuditRecord {
-        seq: 0,
-        kind: AuditKind::CrWrite,
-        context: vcpu.policy.context(),
-        gpa: cr.into(),
-        gva: None,
-        access: Access::WRITE,
-        allowed: Access::empty(),
-        qualification: value,
-        rip: vcpu.vmcs.read(GuestNatural::Rip)?,
-        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
-        action: AuditAction::InjectedGp,
-    };
-    vcpu.audit.push(record).log();
-    vcpu.inject(Exception::GeneralProtection, 0)
-}
-
 /// Emulates MOV to CR0 of `v` (SDM Vol. 2B, MOV—Move to/from Control
 /// Registers: #GP on reserved bits, PG without PE, NW without CD, clearing
 /// PG in 64-bit mode, setting PG with LME but without PAE). Toggling PG
@@ -165,7 +143,7 @@ pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return gp(vcpu);
     }
     if vcpu.policy.cr_write(0, old, v) == Decision::Deny {
-        return deny(vcpu, 0, v);
+        return vcpu.deny_write(AuditKind::CrWrite, 0, None, v);
     }
     let mut entry = None;
     if paging_on && efer & EFER_LME != 0 {
@@ -208,7 +186,7 @@ pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     let old = visible_cr4(vcpu)?;
     if vcpu.policy.cr_write(4, old, v) == Decision::Deny {
-        return deny(vcpu, 4, v);
+        return vcpu.deny_write(AuditKind::CrWrite, 4, None, v);
     }
     vcpu.vmcs.write(GuestNatural::Cr4, vcpu.cr.real_cr4(v))?;
     vcpu.vmcs.write(ControlNatural::Cr4ReadShadow, v)?;

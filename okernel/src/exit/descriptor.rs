@@ -29,7 +29,7 @@ use crate::exit::cr::visible_cr4;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
-use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::policy::audit::AuditKind;
 use crate::policy::guest_paging::{self, PagingState};
 use crate::vmx::event::Exception;
 use crate::vmx::exit_reason::ExitReason;
@@ -82,14 +82,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         if cpl != 0 {
             return vcpu.inject(Exception::GeneralProtection, 0);
         }
-        audit(
-            vcpu,
-            AuditKind::DescriptorTable,
-            reason as u64,
-            None,
-            info.into(),
-        )?;
-        return vcpu.inject(Exception::GeneralProtection, 0);
+        return vcpu.deny_write(AuditKind::DescriptorTable, reason as u64, None, info.into());
     }
     if cpl != 0 && visible_cr4(vcpu)? & CR4_UMIP != 0 {
         return vcpu.inject(Exception::GeneralProtection, 0);
@@ -226,8 +219,7 @@ fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             .check_writable(gpa, (end - start) as u64)
             .is_err()
         {
-            audit(vcpu, AuditKind::EptViolation, gpa, Some(linear), 0)?;
-            return vcpu.inject(Exception::GeneralProtection, 0);
+            return vcpu.deny_write(AuditKind::EptViolation, gpa, Some(linear), 0);
         }
     }
     for &(gpa, start, end) in &pieces[..n] {
@@ -236,29 +228,4 @@ fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
     }
     vcpu.advance_rip()
-}
-
-/// Writes and logs an audit record of a refused write (#GP injected).
-fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
-    vcpu: &mut Vcpu<V, C, P, M>,
-    kind: AuditKind,
-    gpa: u64,
-    gva: Option<u64>,
-    qualification: u64,
-) -> Result<(), ExitError> {
-    let record = AuditRecord {
-        seq: 0,
-        kind,
-        context: vcpu.policy.context(),
-        gpa,
-        gva,
-        access: Access::WRITE,
-        allowed: Access::empty(),
-        qualification,
-        rip: vcpu.vmcs.read(GuestNatural::Rip)?,
-        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
-        action: AuditAction::InjectedGp,
-    };
-    vcpu.audit.push(record).log();
-    Ok(())
 }

@@ -8,7 +8,7 @@ use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::{GuestMemory, NoGuestMemory};
 use crate::hypercall::reason::GuestReason;
 use crate::policy::Policy;
-use crate::policy::audit::AuditLog;
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
 use crate::vmx::capability::FixedBits;
 use crate::vmx::event::{Exception, hardware_exception};
 use crate::vmx::fields::{Control32, Guest32, Guest64, GuestNatural, ReadOnly32};
@@ -281,6 +281,35 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             // Outside 64-bit mode EIP wraps at 4 GiB architecturally.
             Ok((rip as u32).wrapping_add(len).into())
         }
+    }
+
+    /// Denies a write the policy refuses (a pinned CR bit, a locked MSR,
+    /// a descriptor-table load or store): writes and logs an audit record
+    /// naming what was written (`target`: the CR number, MSR index, exit
+    /// reason or guest-physical address) and injects #GP(0) at the
+    /// instruction (invariant 10).
+    pub fn deny_write(
+        &mut self,
+        kind: AuditKind,
+        target: u64,
+        gva: Option<u64>,
+        value: u64,
+    ) -> Result<ExitAction, ExitError> {
+        let record = AuditRecord {
+            seq: 0,
+            kind,
+            context: self.policy.context(),
+            gpa: target,
+            gva,
+            access: Access::WRITE,
+            allowed: Access::empty(),
+            qualification: value,
+            rip: self.vmcs.read(GuestNatural::Rip)?,
+            cr3: self.vmcs.read(GuestNatural::Cr3)?,
+            action: AuditAction::InjectedGp,
+        };
+        self.audit.push(record).log();
+        self.inject(Exception::GeneralProtection, 0)
     }
 
     /// Injects a hardware exception at the current RIP (fault semantics:

@@ -17,7 +17,7 @@ use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
-use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
 use crate::vmx::capability::{feature_control, msr};
 use crate::vmx::event::Exception;
@@ -78,7 +78,7 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         if (value ^ locked) & !ignore == 0 {
             return vcpu.advance_rip();
         }
-        return deny(vcpu, index, value);
+        return vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value);
     }
     let target = match index {
         IA32_STAR => Target::Msr,
@@ -96,7 +96,7 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         _ => return vcpu.inject(Exception::GeneralProtection, 0),
     };
     if vcpu.policy.msr_write(index, value) == Decision::Deny {
-        return deny(vcpu, index, value);
+        return vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value);
     }
     match target {
         Target::Msr => vcpu.cpu.write_msr(index, value),
@@ -104,29 +104,6 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Target::GuestNatural(f) => vcpu.vmcs.write(f, value)?,
     }
     vcpu.advance_rip()
-}
-
-/// Denies a WRMSR: an audit record, #GP(0).
-fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
-    vcpu: &mut Vcpu<V, C, P, M>,
-    index: u32,
-    value: u64,
-) -> Result<ExitAction, ExitError> {
-    let record = AuditRecord {
-        seq: 0,
-        kind: AuditKind::MsrWrite,
-        context: vcpu.policy.context(),
-        gpa: index.into(),
-        gva: None,
-        access: Access::WRITE,
-        allowed: Access::empty(),
-        qualification: value,
-        rip: vcpu.vmcs.read(GuestNatural::Rip)?,
-        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
-        action: AuditAction::InjectedGp,
-    };
-    vcpu.audit.push(record).log();
-    vcpu.inject(Exception::GeneralProtection, 0)
 }
 
 /// IA32_EFER.
