@@ -9,6 +9,7 @@
 
 pub mod ept_model;
 pub mod exits;
+pub mod policy;
 pub mod pool;
 pub mod vcpu;
 
