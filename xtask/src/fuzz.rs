@@ -5,7 +5,14 @@
 //! ```text
 //! cargo xtask fuzz host [--target T] [--time SECONDS] [--seed N] [--runs N]
 //! cargo xtask fuzz --replay FILE --target T
+//! cargo xtask fuzz planted-defects [--time SECONDS] [--seed N]
 //! ```
+//!
+//! `planted-defects` builds the fuzz crate once per deliberate policy
+//! defect of [`DEFECTS`] (a cargo feature of okernel, off everywhere else)
+//! and runs the `policy` target with a fixed seed for a bounded time: it
+//! fails unless every defect is found by a crash whose message names the
+//! oracle it violates.
 //!
 //! `host` runs every target (or one) for a bounded time each with a
 //! progress line, saves crashing inputs to `fuzz/artifacts/<target>/`, and
@@ -21,9 +28,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The targets of a host campaign, in the order they run.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "hypercall",
     "exit",
+    "policy",
     "qualification",
     "ept_ops",
     "elf_plan",
@@ -33,6 +41,18 @@ pub const TARGETS: [&str; 10] = [
     "handoff",
     "planted",
 ];
+
+/// The deliberate policy defects (okernel and okernel-fuzz features) and
+/// the oracle message that must find each.
+pub const DEFECTS: [(&str, &str); 4] = [
+    ("planted-text-writable", "oracle: view:"),
+    ("planted-pin-ignored", "oracle: pin:"),
+    ("planted-unlock", "oracle: lock:"),
+    ("planted-gate-bypass", "oracle: gate:"),
+];
+
+/// How long each planted policy defect may take to be found.
+pub const DEFECT_LIMIT_S: u64 = 60;
 
 /// How long the planted defect may take to be found.
 pub const PLANTED_LIMIT_S: u64 = 60;
@@ -55,14 +75,16 @@ const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 const USAGE: &str = "\
 usage: cargo xtask fuzz host [--target T] [--time SECONDS] [--seed N] [--runs N]
        cargo xtask fuzz --replay FILE --target T
+       cargo xtask fuzz planted-defects [--time SECONDS] [--seed N]
 
-targets: hypercall exit qualification ept_ops elf_plan pvh multiboot2 cmdline
+targets: hypercall exit policy qualification ept_ops elf_plan pvh multiboot2 cmdline
          handoff planted (the coverage-guidance proof)";
 
 /// Options of `cargo xtask fuzz`.
 #[derive(Debug, Default)]
 struct Options {
     host: bool,
+    defects: bool,
     target: Option<String>,
     time: Option<u64>,
     seed: Option<u64>,
@@ -85,6 +107,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         };
         match a.as_str() {
             "host" => o.host = true,
+            "planted-defects" => o.defects = true,
             "--target" => o.target = Some(value("--target")?),
             "--time" => o.time = Some(number(value("--time")?, "--time")?),
             "--seed" => o.seed = Some(number(value("--seed")?, "--seed")?),
@@ -97,6 +120,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
         && !TARGETS.contains(&t.as_str())
     {
         return Err(format!("unknown fuzz target `{t}`\n\n{USAGE}"));
+    }
+    if o.defects {
+        return if o.host || o.replay.is_some() || o.target.is_some() {
+            Err(USAGE.to_string())
+        } else {
+            Ok(o)
+        };
     }
     if o.host == o.replay.is_some() {
         return Err(USAGE.to_string());
@@ -118,7 +148,10 @@ pub fn fuzz(args: &[String]) -> Result<bool, String> {
     let build_dir = std::env::var_os("OKERNEL_FUZZ_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("fuzz/target"));
-    build(&root, &build_dir, o.target.as_deref())?;
+    if o.defects {
+        return planted_defects(&root, &build_dir, &o);
+    }
+    build(&root, &build_dir, o.target.as_deref(), None)?;
     let bin = |t: &str| build_dir.join(TRIPLE).join("release").join(t);
 
     if let Some(file) = &o.replay {
@@ -191,7 +224,63 @@ pub fn fuzz(args: &[String]) -> Result<bool, String> {
     Ok(clean)
 }
 
-fn build(root: &Path, build_dir: &Path, target: Option<&str>) -> Result<(), String> {
+/// `cargo xtask fuzz planted-defects`: every defect of [`DEFECTS`] must
+/// be found by the `policy` target, by its oracle, within the time limit.
+fn planted_defects(root: &Path, build_dir: &Path, o: &Options) -> Result<bool, String> {
+    let time = o.time.unwrap_or(DEFECT_LIMIT_S);
+    let seed = o.seed.unwrap_or(1);
+    let mut all = true;
+    for (feature, oracle) in DEFECTS {
+        // A build directory of their own (the dependencies build once),
+        // so the normal build's `policy` binary stays the clean one.
+        let defects = build_dir.join("defects");
+        build(root, &defects, Some("policy"), Some(feature))?;
+        let bin = defects.join(TRIPLE).join("release").join("policy");
+        let dir = defects.join(feature);
+        // A fresh corpus each time: the proof starts from nothing.
+        let work = dir.join("corpus-run");
+        let _ = std::fs::remove_dir_all(&work);
+        let run = campaign(
+            &bin,
+            "policy",
+            &work,
+            &root.join("fuzz/corpus/policy"),
+            &dir.join("artifacts"),
+            seed,
+            Limit::Time(time),
+        )?;
+        let named = run.panic.iter().any(|l| l.contains(oracle));
+        match (&run.crash, named) {
+            (Some(_), true) => println!(
+                "fuzz: {feature}: found after {:.1} s, {} execs, by `{oracle}`",
+                run.elapsed.as_secs_f64(),
+                run.execs
+            ),
+            (Some(p), false) => {
+                all = false;
+                println!(
+                    "fuzz: {feature}: crashed ({}) but not by `{oracle}`:",
+                    p.display()
+                );
+                for line in run.panic.iter().chain(&run.tail) {
+                    println!("    {line}");
+                }
+            }
+            (None, _) => {
+                all = false;
+                println!("fuzz: {feature}: NOT found in {time} s");
+            }
+        }
+    }
+    Ok(all)
+}
+
+fn build(
+    root: &Path,
+    build_dir: &Path,
+    target: Option<&str>,
+    feature: Option<&str>,
+) -> Result<(), String> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
         .args(["build", "--release", "--manifest-path", "fuzz/Cargo.toml"])
@@ -203,6 +292,9 @@ fn build(root: &Path, build_dir: &Path, target: Option<&str>) -> Result<(), Stri
         Some(t) => cmd.args(["--bin", t]),
         None => cmd.arg("--bins"),
     };
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
+    }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
         Ok(())
@@ -225,6 +317,8 @@ struct Run {
     crash: Option<PathBuf>,
     /// The last lines libFuzzer and the target printed (the panic).
     tail: Vec<String>,
+    /// The panic message: the "panicked at" line and the one after it.
+    panic: Vec<String>,
 }
 
 fn campaign(
@@ -260,6 +354,7 @@ fn campaign(
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (mut execs, mut corpus, mut crash) = (0u64, 0u64, None);
     let mut tail: Vec<String> = Vec::new();
+    let mut panic: Vec<String> = Vec::new();
     let mut last = Instant::now();
     for line in BufReader::new(stderr).lines() {
         let line = line.map_err(|e| format!("reading {target}'s output: {e}"))?;
@@ -281,6 +376,9 @@ fn campaign(
         }
         if let Some(p) = line.split("Test unit written to ").nth(1) {
             crash = Some(PathBuf::from(p.trim()));
+        }
+        if line.contains("panicked at") || panic.len() == 1 {
+            panic.push(line.clone());
         }
         tail.push(line);
         if tail.len() > 40 {
@@ -304,6 +402,7 @@ fn campaign(
         elapsed,
         crash,
         tail,
+        panic,
     })
 }
 
@@ -342,6 +441,9 @@ mod tests {
         assert!(parse(&args("--replay x")).is_err());
         assert!(parse(&args("host --target nope")).is_err());
         assert!(parse(&args("")).is_err());
+        let o = parse(&args("planted-defects --time 30")).unwrap();
+        assert!(o.defects && o.time == Some(30));
+        assert!(parse(&args("planted-defects --target exit")).is_err());
     }
 
     #[test]

@@ -245,6 +245,12 @@ fn lock_region<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, id: u64) -> Result<Call
         return Ok(Err(Status::NotFound));
     };
     if region.locked {
+        // DELIBERATE DEFECT for fuzzing only: locking a locked region unlocks it.
+        #[cfg(feature = "planted-unlock")]
+        (env.prot.regions[id as usize] = Some(Region {
+            locked: false,
+            ..region
+        }));
         return Ok(Err(Status::Locked));
     }
     let wx_on = region.kind == RegionKind::Text && !env.prot.wx;

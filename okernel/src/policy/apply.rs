@@ -54,6 +54,9 @@ pub fn perms(p: &Protection, class: Class, ctx: u16) -> Perms {
     match class {
         Class::Plain if p.wx => Perms::RW | user_x,
         Class::Plain => Perms::RWX,
+        // DELIBERATE DEFECT for fuzzing only: text writable in untrusted views.
+        #[cfg(feature = "planted-text-writable")]
+        Class::Region(RegionKind::Text) if ctx != 0 => Perms::RWX,
         Class::Region(RegionKind::Text) => Perms::RX | user_x,
         Class::Region(RegionKind::PageTable | RegionKind::Credentials) if ctx == 0 => Perms::RW,
         Class::Region(_) => Perms::R,

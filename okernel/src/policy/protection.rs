@@ -235,6 +235,9 @@ impl Policy for Protection {
             4 => self.cr4_pinned,
             _ => 0,
         };
+        // DELIBERATE DEFECT for fuzzing only: pinned bits can be cleared.
+        #[cfg(feature = "planted-pin-ignored")]
+        let pinned = pinned & !(CR0_PINNABLE | CR4_PINNABLE);
         if pinned & old & !new != 0 {
             Decision::Deny
         } else {
