@@ -54,10 +54,7 @@ pub fn perms(p: &Protection, class: Class, ctx: u16) -> Perms {
     match class {
         Class::Plain if p.wx => Perms::RW | user_x,
         Class::Plain => Perms::RWX,
-        // DELIBERATE DEFECT for fuzzing only: text writable in untrusted views.
-        #[cfg(feature = "planted-text-writable")]
-        Class::Region(RegionKind::Text) if ctx != 0 => Perms::RWX,
-        Class::Region(RegionKind::Text) => Perms::RX | user_x,
+        Class::Region(RegionKind::Text) => Perms::RX | user_x | planted_text_write(ctx),
         Class::Region(RegionKind::PageTable | RegionKind::Credentials) if ctx == 0 => Perms::RW,
         Class::Region(_) => Perms::R,
         Class::Protected(owner) if owner == ctx => Perms::RW,
@@ -148,4 +145,17 @@ pub fn invalidate(cpu: &mut impl Cpu, all: bool, views: &dyn Views) -> Result<()
         }
     }
     Ok(())
+}
+
+/// No rights, unless the `planted-text-writable` feature is on.
+/// Defined last in the file so the default build's panic locations stay
+/// where they were.
+#[inline(always)]
+fn planted_text_write(ctx: u16) -> Perms {
+    // DELIBERATE DEFECT for fuzzing only: text writable in untrusted views.
+    if cfg!(feature = "planted-text-writable") && ctx != 0 {
+        Perms::WRITE
+    } else {
+        Perms::NONE
+    }
 }
