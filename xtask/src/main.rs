@@ -34,6 +34,8 @@ commands:
   ci                         `lint`, `test`, then a bounded fuzz campaign
   fuzz host [--target T] [--time S] [--seed N]
                              coverage-guided host fuzzing (libFuzzer)
+  fuzz planted-defects [--time S] [--seed N]
+                             each planted monitor defect must be found
   fuzz --replay FILE --target T
                              reproduce one saved input exactly
   bench [ept] [vmx] [kvm]    benchmarks (ratios against a same-run baseline)
@@ -302,9 +304,13 @@ fn test() -> Result<bool, String> {
     Ok(host_ok && e2e_ok)
 }
 
-/// The bounded campaign CI runs: every host target, fixed seed.
+/// The bounded campaigns CI runs: every host target, fixed seed; then the
+/// proof that the oracles bite (each planted defect must be found).
 fn ci_fuzz() -> Result<bool, String> {
-    fuzz::fuzz(&["host", "--time", "10", "--seed", "1"].map(String::from))
+    Ok(
+        fuzz::fuzz(&["host", "--time", "10", "--seed", "1"].map(String::from))?
+            && fuzz::fuzz(&["planted-defects", "--time", "60", "--seed", "1"].map(String::from))?,
+    )
 }
 
 fn lint() -> Result<bool, String> {
