@@ -115,19 +115,26 @@ pub fn destroy<V: Vmcs, C: Cpu>(
     Ok(Ok(Reply::Done(None)))
 }
 
+/// The checks both protected-page calls start with, in their documented
+/// order: a live context, then a 4 KiB-aligned page.
+fn page_call<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: u64, page: u64) -> Result<u16, Status> {
+    let ctx = live_context(env, ctx)?;
+    if !page.is_multiple_of(4096) {
+        return Err(Status::Unaligned);
+    }
+    Ok(ctx)
+}
+
 /// AllocProtectedPage(ctx, page): mapped RW in `ctx`'s view only.
 pub fn alloc_page<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: u64,
     page: u64,
 ) -> Result<CallResult, ExitError> {
-    let ctx = match live_context(env, ctx) {
+    let ctx = match page_call(env, ctx, page) {
         Ok(c) => c,
         Err(s) => return Ok(Err(s)),
     };
-    if !page.is_multiple_of(4096) {
-        return Ok(Err(Status::Unaligned));
-    }
     if let Err(e) = env.views.check_ram(page, 4096) {
         return Ok(Err(memory_status(e)));
     }
@@ -159,13 +166,10 @@ pub fn free_page<V: Vmcs, C: Cpu>(
     ctx: u64,
     page: u64,
 ) -> Result<CallResult, ExitError> {
-    let ctx = match live_context(env, ctx) {
+    let ctx = match page_call(env, ctx, page) {
         Ok(c) => c,
         Err(s) => return Ok(Err(s)),
     };
-    if !page.is_multiple_of(4096) {
-        return Ok(Err(Status::Unaligned));
-    }
     let Some(slot) = env.prot.pages.iter().position(|p| {
         *p == Some(ProtectedPage {
             gpa: page,
