@@ -179,6 +179,16 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         if let Some(m) = self.monitor.as_slice().iter().find(|m| m.overlaps(&range)) {
             return Err(MemoryError::Monitor(gpa.max(m.start)));
         }
+        self.covered_by_ram(gpa, end)?;
+        if end > IDENTITY_MAP_END {
+            return Err(MemoryError::Unreachable(IDENTITY_MAP_END.max(gpa)));
+        }
+        Ok(())
+    }
+
+    /// Whether `[gpa, end)` is covered by RAM ranges (adjacent ones may
+    /// share the range); the error names the first byte that is not RAM.
+    fn covered_by_ram(&self, gpa: u64, end: u64) -> Result<(), MemoryError> {
         let mut at = gpa;
         while at < end {
             let r = self
@@ -188,9 +198,6 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
                 .find(|r| r.contains(at))
                 .ok_or(MemoryError::NotRam(at))?;
             at = r.end;
-        }
-        if end > IDENTITY_MAP_END {
-            return Err(MemoryError::Unreachable(IDENTITY_MAP_END.max(gpa)));
         }
         Ok(())
     }
@@ -199,16 +206,7 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     pub fn check(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
         let end = gpa.checked_add(len).ok_or(MemoryError::Wraps(gpa, len))?;
         // 1. RAM: covered by RAM ranges (adjacent ones may share the range).
-        let mut at = gpa;
-        while at < end {
-            let r = self
-                .ram
-                .as_slice()
-                .iter()
-                .find(|r| r.contains(at))
-                .ok_or(MemoryError::NotRam(at))?;
-            at = r.end;
-        }
+        self.covered_by_ram(gpa, end)?;
         // 2. Not monitor memory.
         let range = PhysRange { start: gpa, end };
         if let Some(m) = self.monitor.as_slice().iter().find(|m| m.overlaps(&range)) {
