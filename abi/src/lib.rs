@@ -10,6 +10,8 @@
 //! - [`boot`]: the hand-off structure the loader gives the guest kernel.
 //! - [`policy`]: region kinds, audit records and other values of the
 //!   protection-policy calls.
+//! - [`fuzz`]: the VM-fuzzing protocol (monitor calls of fuzz builds, the
+//!   coverage map, the case and result frames).
 //!
 //! The ABI is versioned from day one: [`ABI_VERSION`].
 #![cfg_attr(not(test), no_std)]
@@ -17,6 +19,7 @@
 
 pub mod boot;
 pub mod cpuid;
+pub mod fuzz;
 pub mod hypercall;
 pub mod policy;
 pub mod result;
