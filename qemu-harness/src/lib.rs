@@ -13,6 +13,7 @@
 //! on `/dev/kvm`, direct PVH boot, snapshot and reset).
 
 pub mod bochs;
+pub mod fuzz;
 mod host;
 pub mod kvm;
 pub mod process;
