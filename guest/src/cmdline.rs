@@ -1,6 +1,7 @@
-//! The guest's command line (the module string): `scenario=NAME` and
+//! The guest's command line (the module string): `scenario=NAME`,
 //! `protect=on|off` (whether the demo kernel registers and locks its
-//! regions with okernel; `off` is the negative-control boot).
+//! regions with okernel; `off` is the negative-control boot) and
+//! `transport=com2|mailbox` (how `scenario=fuzz` gets its test cases).
 
 use core::fmt;
 
@@ -17,16 +18,30 @@ pub enum Scenario {
     Bench,
     /// Boot the demo container-host kernel and run the attack suite.
     Attacks,
+    /// Boot the demo container-host kernel and run the persistent fuzz
+    /// executor: test cases from the host, oracles after each.
+    Fuzz,
+}
+
+/// How `scenario=fuzz` exchanges cases and results with the host
+/// (`okernel_abi::fuzz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Frames over the second UART (Bochs).
+    Com2,
+    /// A mailbox in guest RAM and a doorbell port (the KVM harness).
+    Mailbox,
 }
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 5] = [
+    pub const ALL: [(&'static str, Scenario); 6] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
         ("bench", Scenario::Bench),
         ("attacks", Scenario::Attacks),
+        ("fuzz", Scenario::Fuzz),
     ];
 }
 
@@ -39,6 +54,8 @@ pub struct Options {
     /// monitor (`protect=on`, the default) or skips every registration
     /// and lock (`protect=off`: the negative-control boot).
     pub protect: bool,
+    /// The fuzz transport (`transport=`, default `com2`).
+    pub transport: Transport,
 }
 
 /// Why the guest refused its command line.
@@ -50,6 +67,8 @@ pub enum CmdlineError<'a> {
     UnknownScenario(&'a str),
     /// `protect=` with a value other than `on` or `off`.
     BadProtect(&'a str),
+    /// `transport=` with a value other than `com2` or `mailbox`.
+    BadTransport(&'a str),
 }
 
 impl fmt::Display for CmdlineError<'_> {
@@ -66,6 +85,9 @@ impl fmt::Display for CmdlineError<'_> {
             CmdlineError::BadProtect(v) => {
                 write!(f, "guest: `protect={v}`: expected `on` or `off`")
             }
+            CmdlineError::BadTransport(v) => {
+                write!(f, "guest: `transport={v}`: expected `com2` or `mailbox`")
+            }
         }
     }
 }
@@ -77,6 +99,7 @@ impl Options {
         let mut opts = Options {
             scenario: Scenario::Boot,
             protect: true,
+            transport: Transport::Com2,
         };
         for word in line.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -90,6 +113,9 @@ impl Options {
                 Some(("protect", "on")) => opts.protect = true,
                 Some(("protect", "off")) => opts.protect = false,
                 Some(("protect", v)) => return Err(CmdlineError::BadProtect(v)),
+                Some(("transport", "com2")) => opts.transport = Transport::Com2,
+                Some(("transport", "mailbox")) => opts.transport = Transport::Mailbox,
+                Some(("transport", v)) => return Err(CmdlineError::BadTransport(v)),
                 _ => return Err(CmdlineError::Unknown(word)),
             }
         }
@@ -115,7 +141,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench attacks)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz)"
         );
     }
 
@@ -133,6 +159,22 @@ mod tests {
         assert_eq!(
             CmdlineError::BadProtect("1").to_string(),
             "guest: `protect=1`: expected `on` or `off`"
+        );
+    }
+
+    #[test]
+    fn parses_transport() {
+        let o = Options::parse("scenario=fuzz").unwrap();
+        assert_eq!((o.scenario, o.transport), (Scenario::Fuzz, Transport::Com2));
+        let o = Options::parse("scenario=fuzz transport=mailbox").unwrap();
+        assert_eq!(o.transport, Transport::Mailbox);
+        assert_eq!(
+            Options::parse("transport=usb"),
+            Err(CmdlineError::BadTransport("usb"))
+        );
+        assert_eq!(
+            CmdlineError::BadTransport("usb").to_string(),
+            "guest: `transport=usb`: expected `com2` or `mailbox`"
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod cmdline;
+pub mod fuzz;
 pub mod layout;
 pub mod paging;
 pub mod tasks;
