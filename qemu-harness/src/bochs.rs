@@ -15,19 +15,46 @@ use crate::{Backend, GuestModule, HarnessError, RunReport, RunSpec, VmxSupport};
 use std::path::Path;
 use std::process::Command;
 
-/// Emulated instructions per second: fixes the TSC rate too.
+/// Emulated instructions per second of a normal run: fixes the TSC rate
+/// too.
 pub const IPS: u64 = 20_000_000;
 
 /// The Bochs backend.
 #[derive(Debug, Clone, Default)]
 pub struct Bochs;
 
+/// What varies between the bochsrc files the harness writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BochsConfig {
+    /// Emulated instructions per second (`cpu: ips=`): with `clock:
+    /// sync=none` this fixes how many instructions one emulated second,
+    /// and so one serial character time, takes.
+    pub ips: u64,
+    /// COM2 as a TCP client of this `host:port` (`mode=socket-client`);
+    /// none: no COM2. Bochs connects once, at start, and treats the port
+    /// as unconnected when nobody listens.
+    pub com2_socket: Option<String>,
+}
+
+impl Default for BochsConfig {
+    fn default() -> Self {
+        Self {
+            ips: IPS,
+            com2_socket: None,
+        }
+    }
+}
+
 impl Bochs {
     /// The bochsrc for a run whose files are in `dir`.
-    pub fn config(dir: &Path) -> String {
+    pub fn config(dir: &Path, options: &BochsConfig) -> String {
+        let com2 = match &options.com2_socket {
+            Some(addr) => format!("com2: enabled=1, mode=socket-client, dev={addr}\n"),
+            None => String::new(),
+        };
         format!(
             "megs: 256\n\
-             cpu: model=corei7_skylake_x, count=1, ips={IPS}\n\
+             cpu: model=corei7_skylake_x, count=1, ips={ips}\n\
              clock: sync=none, time0=946684800\n\
              romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
              vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
@@ -36,15 +63,36 @@ impl Bochs {
              display_library: term\n\
              port_e9_hack: enabled=1\n\
              com1: enabled=1, mode=file, dev={console}\n\
+             {com2}\
              speaker: enabled=0\n\
              sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy\n\
              log: {log}\n\
              error: action=report\n\
              panic: action=fatal\n",
+            ips = options.ips,
             iso = dir.join("okernel.iso").display(),
             console = dir.join("console.log").display(),
             log = dir.join("bochs.log").display(),
         )
+    }
+
+    /// Writes `bochsrc` (for `options`) and `debugger.rc` in `dir` and
+    /// returns the command that starts Bochs on them (`-q`, the debugger
+    /// told to continue, `TERM=dumb`; the caller gives it stdin from
+    /// /dev/null).
+    pub fn command(dir: &Path, options: &BochsConfig) -> Result<Command, HarnessError> {
+        let rc = dir.join("bochsrc");
+        std::fs::write(&rc, Self::config(dir, options)).map_err(HarnessError::io(&rc))?;
+        let cont = dir.join("debugger.rc");
+        std::fs::write(&cont, "c\n").map_err(HarnessError::io(&cont))?;
+        let mut cmd = Command::new("bochs");
+        cmd.arg("-q")
+            .arg("-f")
+            .arg(&rc)
+            .arg("-rc")
+            .arg(&cont)
+            .env("TERM", "dumb");
+        Ok(cmd)
     }
 
     /// The GRUB configuration for `spec`.
@@ -118,20 +166,10 @@ impl Backend for Bochs {
         spec.make_run_dir()?;
         Self::make_iso(spec)?;
         let dir = &spec.run_dir;
-        let rc = dir.join("bochsrc");
-        std::fs::write(&rc, Self::config(dir)).map_err(HarnessError::io(&rc))?;
-        let cont = dir.join("debugger.rc");
-        std::fs::write(&cont, "c\n").map_err(HarnessError::io(&cont))?;
         let console = dir.join("console.log");
         // A stale console from an earlier run must not be read as this one's.
         let _ = std::fs::remove_file(&console);
-        let mut cmd = Command::new("bochs");
-        cmd.arg("-q")
-            .arg("-f")
-            .arg(&rc)
-            .arg("-rc")
-            .arg(&cont)
-            .env("TERM", "dumb");
+        let cmd = Self::command(dir, &BochsConfig::default())?;
         let finished = run_watched(cmd, &dir.join("bochs.stdout"), spec.timeout)?;
         let mut report =
             RunReport::from_console("bochs", &spec.name, read_console(&console), dir.clone());
@@ -181,9 +219,29 @@ mod tests {
 
     #[test]
     fn config_points_at_the_run_directory() {
-        let c = Bochs::config(Path::new("/run/x"));
+        let c = Bochs::config(Path::new("/run/x"), &BochsConfig::default());
         assert!(c.contains("path=/run/x/okernel.iso"));
         assert!(c.contains("dev=/run/x/console.log"));
         assert!(c.contains("model=corei7_skylake_x"));
+        assert!(c.contains(&format!("ips={IPS}\n")));
+        assert!(!c.contains("com2"), "no COM2 unless asked");
+    }
+
+    #[test]
+    fn config_has_the_com2_socket_and_ips_when_asked() {
+        let options = BochsConfig {
+            ips: 4_000_000,
+            com2_socket: Some("127.0.0.1:4567".into()),
+        };
+        let c = Bochs::config(Path::new("/run/x"), &options);
+        assert!(
+            c.contains("com2: enabled=1, mode=socket-client, dev=127.0.0.1:4567\n"),
+            "{c}"
+        );
+        assert!(c.contains("ips=4000000\n"), "{c}");
+        assert!(
+            c.contains("com1: enabled=1, mode=file"),
+            "COM1 stays the console"
+        );
     }
 }

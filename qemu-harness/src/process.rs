@@ -3,7 +3,7 @@
 use crate::HarnessError;
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How a watched process ended.
@@ -17,14 +17,10 @@ pub struct Finished {
     pub duration: Duration,
 }
 
-/// Runs `cmd` with stdin from /dev/null and stdout/stderr to `output`,
-/// killing it (SIGKILL: Bochs ignores SIGTERM) after `timeout`. The
-/// command line is saved to `command.txt` beside `output`.
-pub fn run_watched(
-    mut cmd: Command,
-    output: &Path,
-    timeout: Duration,
-) -> Result<Finished, HarnessError> {
+/// Starts `cmd` with stdin from /dev/null and stdout/stderr to `output`;
+/// the command line is saved to `command.txt` beside `output`. The caller
+/// owns the child: it must kill (SIGKILL: Bochs ignores SIGTERM) and wait.
+pub fn spawn_logged(mut cmd: Command, output: &Path) -> Result<Child, HarnessError> {
     let dir = output.parent().unwrap_or(Path::new("."));
     let line = format!("{cmd:?}\n");
     std::fs::write(dir.join("command.txt"), &line)
@@ -32,13 +28,22 @@ pub fn run_watched(
     let out = File::create(output).map_err(HarnessError::io(output))?;
     let err = out.try_clone().map_err(HarnessError::io(output))?;
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .map_err(|source| HarnessError::Spawn { program, source })?;
+        .map_err(|source| HarnessError::Spawn { program, source })
+}
+
+/// Runs `cmd` as [`spawn_logged`] does, killing it (SIGKILL) after
+/// `timeout`.
+pub fn run_watched(
+    cmd: Command,
+    output: &Path,
+    timeout: Duration,
+) -> Result<Finished, HarnessError> {
+    let start = Instant::now();
+    let mut child = spawn_logged(cmd, output)?;
     loop {
         if let Some(status) = child.try_wait().map_err(HarnessError::io(output))? {
             return Ok(Finished {

@@ -10,6 +10,13 @@
 //! hung or killed the machine, the driver calls [`FuzzSession::restart`]
 //! before the next case.
 
+pub mod bochs;
+pub mod frame;
+pub mod kvm;
+
+pub use bochs::{BochsOptions, BochsSession};
+pub use kvm::{KvmOptions, KvmSession};
+
 use okernel_abi::fuzz::CaseVerdict;
 use std::time::Duration;
 
@@ -44,7 +51,9 @@ pub enum SessionError {
     },
     /// The image never became ready for cases (it failed, panicked or
     /// stopped during boot).
-    #[error("{backend}: the image did not become ready for cases: {reason}\n--- console (last lines) ---\n{console}")]
+    #[error(
+        "{backend}: the image did not become ready for cases: {reason}\n--- console (last lines) ---\n{console}"
+    )]
     Boot {
         /// The backend.
         backend: String,
@@ -54,7 +63,9 @@ pub enum SessionError {
         console: String,
     },
     /// The case did not finish in time.
-    #[error("{backend}: the case did not finish within {timeout:?}\n--- console (last lines) ---\n{console}")]
+    #[error(
+        "{backend}: the case did not finish within {timeout:?}\n--- console (last lines) ---\n{console}"
+    )]
     Timeout {
         /// The backend.
         backend: String,
@@ -65,7 +76,9 @@ pub enum SessionError {
     },
     /// The machine stopped during the case: a triple fault, a monitor
     /// panic or a fatal exit, the run-result marker, the emulator dying.
-    #[error("{backend}: the machine stopped during the case: {reason}\n--- console (last lines) ---\n{console}")]
+    #[error(
+        "{backend}: the machine stopped during the case: {reason}\n--- console (last lines) ---\n{console}"
+    )]
     Crashed {
         /// The backend.
         backend: String,
@@ -98,4 +111,18 @@ pub trait FuzzSession {
     fn restart(&mut self) -> Result<(), SessionError>;
     /// The console's last lines, for crash reports.
     fn console_tail(&self) -> String;
+}
+
+/// The last `n` lines of `text`.
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The first run-result marker on `console` ([`okernel_abi::result`]):
+/// the outcome and its detail.
+pub(crate) fn find_marker(console: &str) -> Option<(okernel_abi::result::Outcome, String)> {
+    console.lines().find_map(|l| {
+        okernel_abi::result::Outcome::parse_marker(l).map(|(o, d)| (o, d.to_string()))
+    })
 }

@@ -11,10 +11,14 @@
 //! - [`EXIT_PORT`]: the outcome byte ends the run, like QEMU's
 //!   `isa-debug-exit`.
 //! - [`BOCHS_SHUTDOWN_PORT`]: `Shutdown` ends the run, like Bochs.
+//! - [`DOORBELL_PORT`]: a 4-byte `out` (the fuzz executor's mailbox
+//!   address, [`okernel_abi::fuzz`]) stops the run for the host to serve
+//!   the mailbox; a write of another width is counted and ignored.
 //!
 //! Every other port reads as all ones and ignores writes (no device), and
 //! is counted, as is every exit, for `exits.txt` in the run directory.
 
+use okernel_abi::fuzz::DOORBELL_PORT;
 use okernel_abi::result::{BOCHS_SHUTDOWN_PORT, EXIT_PORT};
 use std::collections::BTreeMap;
 
@@ -33,6 +37,10 @@ pub enum Stop {
     ExitPort(u8),
     /// The image wrote `Shutdown` to [`BOCHS_SHUTDOWN_PORT`].
     Shutdown,
+    /// The fuzz executor wrote this mailbox address to [`DOORBELL_PORT`]
+    /// (`out dx, eax`). The `out` is complete only after the next KVM_RUN
+    /// ([`super::Vm::complete_io`]).
+    Doorbell(u32),
 }
 
 /// The polled 16550 at COM1.
@@ -118,6 +126,13 @@ impl Devices {
             COM1..=0x3ff => self.serial.write(port - COM1, byte),
             DEBUG_PORT => self.debugcon.extend_from_slice(data),
             EXIT_PORT => return Some(Stop::ExitPort(byte)),
+            DOORBELL_PORT => match <[u8; 4]>::try_from(data) {
+                Ok(addr) => return Some(Stop::Doorbell(u32::from_le_bytes(addr))),
+                Err(_) => self.count(&format!(
+                    "io-out doorbell of {} bytes (ignored)",
+                    data.len()
+                )),
+            },
             BOCHS_SHUTDOWN_PORT => {
                 self.shutdown.extend_from_slice(data);
                 if self.shutdown.ends_with(b"Shutdown") {
@@ -198,6 +213,31 @@ mod tests {
             stop = d.io_out(BOCHS_SHUTDOWN_PORT, &[b]);
         }
         assert_eq!(stop, Some(Stop::Shutdown));
+    }
+
+    #[test]
+    fn a_four_byte_doorbell_stops_the_run_with_the_address() {
+        let mut d = Devices::default();
+        let addr = 0x0020_1000u32;
+        assert_eq!(
+            d.io_out(DOORBELL_PORT, &addr.to_le_bytes()),
+            Some(Stop::Doorbell(addr))
+        );
+        assert_eq!(
+            d.io_out(DOORBELL_PORT, &[1]),
+            None,
+            "`out dx, al` is no doorbell"
+        );
+        assert_eq!(d.io_out(DOORBELL_PORT, &[1, 2]), None);
+        let text = d.counters_text();
+        assert!(
+            text.contains("io-out doorbell of 1 bytes (ignored): 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("io-out doorbell of 2 bytes (ignored): 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -126,6 +126,21 @@ pub enum KvmError {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// The harness asked for guest memory outside guest RAM.
+    #[error(
+        "guest-physical range [{addr:#x}, {addr:#x} + {len:#x}) lies outside guest RAM \
+         [0, {ram:#x}) ({what})"
+    )]
+    OutsideRam {
+        /// What the access was for.
+        what: &'static str,
+        /// The first guest-physical address.
+        addr: u64,
+        /// The length in bytes.
+        len: usize,
+        /// The size of guest RAM.
+        ram: usize,
+    },
     /// A run after a reset did not repeat the first run.
     #[error("run {run} after a reset {why}: the reset does not restore everything")]
     NotReproducible {

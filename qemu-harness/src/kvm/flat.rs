@@ -138,4 +138,50 @@ pub mod code {
         c.extend_from_slice(&exit_with(value));
         c
     }
+
+    /// A stand-in for the fuzz executor's mailbox transport
+    /// ([`okernel_abi::fuzz::mailbox`]) at `mailbox`: rings the doorbell
+    /// (`mov dx, 0xf5; mov eax, mailbox; out dx, eax`) with an empty
+    /// result, then for every case writes a passing 13-byte result frame
+    /// whose `ops_total` is the case length and `ops_run` the first case
+    /// byte, and rings again. A case starting with 0xEE spins forever;
+    /// one starting with 0xDD writes 0x12 (panic) to the exit port.
+    pub fn fuzz_echo(mailbox: u32) -> Vec<u8> {
+        use okernel_abi::fuzz::mailbox::{CASE, CASE_LEN, RESULT, RESULT_LEN};
+        let result_len = mailbox + RESULT_LEN as u32;
+        let frame = mailbox + RESULT as u32;
+        let mut c = Vec::new();
+        let store32 = |c: &mut Vec<u8>, addr: u32, v: u32| {
+            c.extend_from_slice(&[0xc7, 0x05]); // mov dword [addr], imm32
+            c.extend_from_slice(&addr.to_le_bytes());
+            c.extend_from_slice(&v.to_le_bytes());
+        };
+        store32(&mut c, result_len, 0);
+        c.extend_from_slice(&[0x66, 0xba, 0xf5, 0x00]); // mov dx, 0xf5
+        let top = c.len();
+        c.push(0xb8); // mov eax, mailbox
+        c.extend_from_slice(&mailbox.to_le_bytes());
+        c.push(0xef); // out dx, eax
+        c.extend_from_slice(&[0x0f, 0xb6, 0x0d]); // movzx ecx, byte [case]
+        c.extend_from_slice(&(mailbox + CASE as u32).to_le_bytes());
+        c.extend_from_slice(&[0x80, 0xf9, 0xee, 0x74, 0xfe]); // cmp cl, 0xee; je $
+        c.extend_from_slice(&[0x80, 0xf9, 0xdd, 0x75, 0x06]); // cmp cl, 0xdd; jne +6
+        c.extend_from_slice(&[0xb0, 0x12, 0xe6, 0xf4, 0xeb, 0xfe]); // mov al, 0x12; out 0xf4, al; jmp $
+        c.extend_from_slice(&[0x66, 0x89, 0x0d]); // mov [frame + 3], cx: ops_run
+        c.extend_from_slice(&(frame + 3).to_le_bytes());
+        c.extend_from_slice(&[0x8b, 0x0d]); // mov ecx, [case_len]
+        c.extend_from_slice(&(mailbox + CASE_LEN as u32).to_le_bytes());
+        c.extend_from_slice(&[0x66, 0x89, 0x0d]); // mov [frame + 1], cx: ops_total
+        c.extend_from_slice(&(frame + 1).to_le_bytes());
+        c.extend_from_slice(&[0xc6, 0x05]); // mov byte [frame], 0: pass
+        c.extend_from_slice(&frame.to_le_bytes());
+        c.push(0);
+        store32(&mut c, frame + 5, 0); // exits
+        store32(&mut c, frame + 9, 0); // no hits, no message
+        store32(&mut c, result_len, 13);
+        let back = top as i64 - (c.len() as i64 + 5);
+        c.push(0xe9); // jmp top
+        c.extend_from_slice(&(back as i32).to_le_bytes());
+        c
+    }
 }

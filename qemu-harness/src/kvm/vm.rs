@@ -185,4 +185,58 @@ impl Vm {
             .map_err(KvmError::ioctl("KVM_GET_MP_STATE"))?;
         Ok(mp.mp_state == kvm_bindings::KVM_MP_STATE_HALTED)
     }
+
+    /// The guest RAM at `[addr, addr + len)`; `what` names the access in
+    /// the error when any of it lies outside RAM.
+    pub fn read_guest(&self, what: &'static str, addr: u64, len: usize) -> Result<&[u8], KvmError> {
+        self.ram.get(addr, len).ok_or(KvmError::OutsideRam {
+            what,
+            addr,
+            len,
+            ram: self.ram.len(),
+        })
+    }
+
+    /// Writes `bytes` to guest RAM at `addr` (nothing when any of them
+    /// lies outside RAM: the error names `what`). Writes by the harness
+    /// are not in KVM's dirty log (see [`super::snapshot`]).
+    pub fn write_guest(
+        &mut self,
+        what: &'static str,
+        addr: u64,
+        bytes: &[u8],
+    ) -> Result<(), KvmError> {
+        if self.ram.write(addr, bytes) {
+            Ok(())
+        } else {
+            Err(KvmError::OutsideRam {
+                what,
+                addr,
+                len: bytes.len(),
+                ram: self.ram.len(),
+            })
+        }
+    }
+
+    /// Completes the I/O exit the run stopped at (an `out` to a port that
+    /// ended the run): KVM finishes a KVM_EXIT_IO, and advances RIP past
+    /// the instruction, only on the next KVM_RUN (the KVM API docs,
+    /// "KVM_RUN": the state is consistent only after re-entering with
+    /// `immediate_exit` set). This enters with `immediate_exit`, so the
+    /// guest runs no instruction; take a snapshot only after it.
+    pub fn complete_io(&mut self) -> Result<(), KvmError> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let result = self.vcpu.run().map(drop);
+        self.vcpu.set_kvm_immediate_exit(0);
+        match result {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(KvmError::ioctl("KVM_RUN (immediate_exit, completing I/O)")(
+                e,
+            )),
+            Ok(()) => Err(KvmError::Ioctl {
+                op: "KVM_RUN (immediate_exit, completing I/O)",
+                source: std::io::Error::other("KVM ran the guest despite immediate_exit"),
+            }),
+        }
+    }
 }
