@@ -5,6 +5,7 @@
 mod arch;
 mod attacks;
 mod bench;
+mod executor;
 mod kernel;
 mod monitor_checks;
 mod report;
@@ -84,6 +85,21 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Err(e) => report(Outcome::Fail, format_args!("{e}")),
     };
     self_test_probes();
+    let ram_top = map
+        .iter()
+        .filter(|r| {
+            [
+                RegionKind::Usable,
+                RegionKind::GuestImage,
+                RegionKind::BootData,
+            ]
+            .iter()
+            .any(|&k| k as u32 == r.kind)
+        })
+        .map(|r| r.base + r.length)
+        .max()
+        .unwrap_or(0);
+    let non_root = entry_mode == EntryMode::NonRoot;
     match opts.scenario {
         Scenario::Boot => {
             let mut checks = report::Checks::default();
@@ -100,23 +116,13 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         }
         Scenario::Attacks => {
             let mut checks = report::Checks::default();
-            let mode = guest::attack::Mode::new(entry_mode == EntryMode::NonRoot, opts.protect);
-            let ram_top = map
-                .iter()
-                .filter(|r| {
-                    [
-                        RegionKind::Usable,
-                        RegionKind::GuestImage,
-                        RegionKind::BootData,
-                    ]
-                    .iter()
-                    .any(|&k| k as u32 == r.kind)
-                })
-                .map(|r| r.base + r.length)
-                .max()
-                .unwrap_or(0);
+            let mode = guest::attack::Mode::new(non_root, opts.protect);
             attacks::run(&mut checks, mode, ram_top, monitor, sel);
             checks.finish(entry_mode)
+        }
+        Scenario::Fuzz => {
+            let mode = guest::attack::Mode::new(non_root, opts.protect);
+            executor::run(mode, ram_top, monitor, pool, opts.transport, sel)
         }
         Scenario::Bench => {
             let (Some(target), EntryMode::NonRoot) = (monitor, entry_mode) else {

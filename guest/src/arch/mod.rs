@@ -5,6 +5,7 @@
 pub mod cpu;
 mod entry;
 pub mod instr;
+pub mod ops;
 pub mod tables;
 pub mod traps;
 pub mod user;

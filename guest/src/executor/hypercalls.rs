@@ -1,0 +1,229 @@
+//! Hostile hypercalls from the untrusted context: any call number with
+//! arguments drawn from selectors (ids, addresses of every class, raw
+//! values), judged by what an untrusted kernel path may do — never change
+//! the policy, never write memory it cannot write itself, get a defined
+//! status for everything (invariant 11).
+
+use super::journal::Journal;
+use super::step::{Next, Seen, World};
+use super::targets::NON_CANONICAL;
+use crate::arch::instr::hypercall_raw;
+use crate::report::Buf;
+use guest::fuzz::Class;
+use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK};
+use okernel_abi::hypercall::{Call, Status};
+
+/// Call selectors, in order (`None`: an unknown number from the raw
+/// operand).
+const CALLS: [Option<u64>; 18] = [
+    Some(Call::Version as u64),
+    Some(Call::Null as u64),
+    Some(Call::RegisterRegion as u64),
+    Some(Call::LockRegion as u64),
+    Some(Call::PinCr as u64),
+    Some(Call::LockMsr as u64),
+    Some(Call::LockDescriptorTables as u64),
+    Some(Call::CreateContext as u64),
+    Some(Call::DestroyContext as u64),
+    Some(Call::AllocProtectedPage as u64),
+    Some(Call::FreeProtectedPage as u64),
+    Some(Call::RegisterGate as u64),
+    Some(Call::AuditCount as u64),
+    Some(Call::AuditRead as u64),
+    Some(CALL_BASELINE),
+    Some(CALL_CHECK),
+    None,
+    Some(Call::SwitchContext as u64),
+];
+
+impl World {
+    /// An argument from selector `sel` and the raw operand.
+    fn argument(&self, sel: u8, raw: u32) -> (u64, Option<Class>) {
+        let r = u64::from(raw);
+        match sel % 12 {
+            0 => (r % 8, None),
+            1 => (r % 16, None),
+            2 => {
+                let c = Class::pick(raw as u8);
+                (
+                    self.targets.addr(c, raw >> 8).unwrap_or(NON_CANONICAL),
+                    Some(c),
+                )
+            }
+            3 => {
+                let c = Class::pick(raw as u8);
+                (
+                    self.targets.page(c, raw >> 8).unwrap_or(NON_CANONICAL),
+                    Some(c),
+                )
+            }
+            4 => (r, None),
+            5 => (r << 12, None),
+            6 => (u64::MAX, None),
+            7 => (0, None),
+            8 => (self.own, None),
+            9 => (self.other, None),
+            10 => (self.gate, None),
+            _ => (
+                [0, 4, 3, 8, 0xc000_0082, 0xc000_0080, 0xc000_0081][raw as usize % 7],
+                None,
+            ),
+        }
+    }
+
+    /// A hypercall op.
+    pub fn hypercall(
+        &mut self,
+        call: u8,
+        args: [u8; 2],
+        raw: u32,
+        journal: &mut Journal,
+        msg: &mut Buf,
+    ) -> (Next, Seen) {
+        let number = match CALLS[usize::from(call) % CALLS.len()] {
+            Some(n) => n,
+            // Above every defined number and the fuzz calls.
+            None => 0x1000 + u64::from(raw % 0x1000),
+        };
+        let (a0, _) = self.argument(args[0], raw);
+        let (mut a1, c1) = self.argument(args[1], raw.rotate_left(16));
+        if number == Call::SwitchContext as u64 {
+            return self.switch(args[0], args[1], raw, msg);
+        }
+        if number == Call::AllocProtectedPage as u64 || number == Call::FreeProtectedPage as u64 {
+            let class = Class::pick(raw as u8);
+            return self.protected_page(
+                number == Call::AllocProtectedPage as u64,
+                args[0],
+                class,
+                raw >> 8,
+                journal,
+                msg,
+            );
+        }
+        if number == Call::AuditRead as u64 && c1.is_none() {
+            // A raw buffer address could be any kernel memory the context
+            // may legitimately write: aim it outside RAM instead.
+            a1 = 0x0000_7000_0000_0000 | u64::from(raw) << 12;
+        }
+        let r = hypercall_raw(number, [a0, a1, u64::from(raw), 0]);
+        let mut seen = Seen {
+            fault: None,
+            status: Some(r.status),
+            records: 0,
+        };
+        let ok = match self.new_records() {
+            Ok(n) => {
+                seen.records = n;
+                n == 0 && self.allowed_status(number, r.status, r.value0, c1, msg)
+            }
+            Err(e) => {
+                msg.set(format_args!("{e}"));
+                false
+            }
+        };
+        if !ok && msg.as_str().is_empty() {
+            msg.set(format_args!(
+                "hypercall {number:#x}({a0:#x}, {a1:#x}): {:?} with {} audit record(s)",
+                r.status, seen.records
+            ));
+        }
+        (if ok { Next::Continue } else { Next::Violation }, seen)
+    }
+
+    /// Whether `status` is one an untrusted context may get from call
+    /// `number`.
+    fn allowed_status(
+        &self,
+        number: u64,
+        status: Result<Status, u64>,
+        value: u64,
+        buffer: Option<Class>,
+        msg: &mut Buf,
+    ) -> bool {
+        let Ok(status) = status else {
+            msg.set(format_args!(
+                "hypercall {number:#x}: undefined status {status:?}"
+            ));
+            return false;
+        };
+        let ok = match Call::from_raw(number) {
+            Ok(Call::Version) => {
+                status == Status::Success && value == u64::from(okernel_abi::ABI_VERSION.packed())
+            }
+            Ok(Call::Null | Call::AuditCount) => status == Status::Success,
+            Ok(Call::AuditRead) => {
+                status != Status::Success
+                    || matches!(
+                        buffer,
+                        Some(Class::Scratch | Class::Spare | Class::OwnSecret)
+                    )
+            }
+            // Policy changes are the trusted context's alone.
+            Ok(_) => status != Status::Success,
+            Err(_) if number == CALL_BASELINE || number == CALL_CHECK => status != Status::Success,
+            Err(_) => status == Status::UnknownCall,
+        };
+        if !ok {
+            msg.set(format_args!(
+                "hypercall {number:#x} from untrusted context {}: status {} (value {value:#x}) is not allowed",
+                self.current,
+                status.name()
+            ));
+        }
+        ok
+    }
+
+    /// AllocProtectedPage / FreeProtectedPage of a page of `class`: only
+    /// the caller's own context's pages may change.
+    pub fn protected_page(
+        &mut self,
+        alloc: bool,
+        ctx: u8,
+        class: Class,
+        offset: u32,
+        journal: &mut Journal,
+        msg: &mut Buf,
+    ) -> (Next, Seen) {
+        let ctx = match ctx % 4 {
+            1 => self.other,
+            2 => 0,
+            3 => 9,
+            _ => self.own,
+        };
+        let page = self.targets.page(class, offset).unwrap_or(NON_CANONICAL);
+        let call = if alloc {
+            Call::AllocProtectedPage
+        } else {
+            Call::FreeProtectedPage
+        };
+        let r = hypercall_raw(call as u64, [ctx, page, 0, 0]);
+        let mut seen = Seen {
+            fault: None,
+            status: Some(r.status),
+            records: 0,
+        };
+        let records = self.new_records();
+        seen.records = *records.as_ref().unwrap_or(&0);
+        let success = r.status == Ok(Status::Success);
+        let own = ctx == self.own && self.monitor;
+        let ok = records == Ok(0)
+            && r.status.is_ok()
+            && (!success
+                || (own && matches!(class, Class::Scratch | Class::Spare | Class::OwnSecret)));
+        if success {
+            journal.protected_page(alloc, page, &mut self.targets);
+        }
+        if !ok {
+            msg.set(format_args!(
+                "{}({ctx}, {page:#x} {}) from context {}: {:?} with {} audit record(s)",
+                call.name(),
+                class.name(),
+                self.current,
+                r.status,
+                seen.records
+            ));
+        }
+        (if ok { Next::Continue } else { Next::Violation }, seen)
+    }
+}
