@@ -173,3 +173,28 @@ fn a_bad_mailbox_or_no_doorbell_fails_the_boot() {
         "{e}"
     );
 }
+
+/// `cargo test --release -p qemu-harness --test fuzz_kvm -- --ignored
+/// --nocapture`: the session's own cost per case (reset, mailbox, run to
+/// the doorbell) against the stand-in executor, which does almost
+/// nothing.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture (release build)"]
+fn bench_session_overhead() {
+    assert!(kvm_here(), "needs /dev/kvm");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = code_spec(dir.path(), "bench", &code::fuzz_echo(MAILBOX), SHORT);
+    let mut s = KvmSession::open(Kvm::new(), spec, options()).unwrap();
+    let n = 20_000;
+    let case = [1u8; 64];
+    let start = Instant::now();
+    for _ in 0..n {
+        assert_eq!(s.run_case(&case).unwrap().ops_run, 1);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "kvm session, stand-in executor: {n} cases in {secs:.2}s = {:.0} cases/s ({:.1} µs/case)",
+        f64::from(n) / secs,
+        secs * 1e6 / f64::from(n)
+    );
+}
