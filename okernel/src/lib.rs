@@ -9,6 +9,8 @@
 //! - [`exit`]: one handler per exit reason, as free functions.
 //! - [`hypercall`]: VMCALL dispatch over [`okernel_abi::hypercall`].
 //! - [`policy`]: the audit log and the hooks the policy layer fills in.
+//! - `fuzz` (fuzz builds; its view oracle also with `fake`): coverage
+//!   and the invariant checks of VM fuzzing (`okernel_abi::fuzz`).
 //! - [`mod@launch`]: bring-up and the run loop; [`launch()`] is what the loader
 //!   calls.
 #![cfg_attr(not(test), no_std)]
@@ -17,6 +19,8 @@ pub mod arch;
 pub mod check;
 pub mod exit;
 pub mod fmt;
+#[cfg(any(test, feature = "fake", feature = "fuzz"))]
+pub mod fuzz;
 pub mod hw;
 pub mod hypercall;
 pub mod launch;

@@ -120,6 +120,9 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     pub memory: M,
     /// The reason the guest gave with its Exit hypercall (empty if none).
     pub guest_reason: GuestReason,
+    /// Coverage and the oracles' baseline (fuzz builds only).
+    #[cfg(feature = "fuzz")]
+    pub fuzz: crate::fuzz::FuzzState,
 }
 
 impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
@@ -152,6 +155,8 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             ept,
             memory,
             guest_reason: GuestReason::none(),
+            #[cfg(feature = "fuzz")]
+            fuzz: crate::fuzz::FuzzState::new(),
         }
     }
 

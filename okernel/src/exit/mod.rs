@@ -182,7 +182,16 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
     };
     match result {
-        Ok(ExitAction::Resume) => FastPath::Resumed { wrote_rbx },
+        Ok(ExitAction::Resume) => {
+            // CPUID writes RBX; the Null call does not.
+            #[cfg(feature = "fuzz")]
+            vcpu.fuzz.coverage.record(if wrote_rbx {
+                crate::fuzz::observe::CPUID_KEY
+            } else {
+                crate::fuzz::observe::NULL_KEY
+            });
+            FastPath::Resumed { wrote_rbx }
+        }
         // Neither Null nor CPUID ends the run.
         Ok(ExitAction::Stop(_)) => unreachable!("a fast exit ended the run"),
         Err(e) => {
@@ -198,10 +207,14 @@ pub fn handle_slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     rest: SlowExit,
 ) -> Result<ExitAction, ExitError> {
-    match rest {
+    let handle = |vcpu: &mut Vcpu<V, C, P, M>| match rest {
         SlowExit::Vmcall { cpl } => crate::hypercall::handle_vmcall_at(vcpu, cpl),
         SlowExit::Other(field) => handle_any(vcpu, field),
-    }
+    };
+    // Fuzz builds record the exit's coverage key once the handler decided.
+    #[cfg(feature = "fuzz")]
+    let handle = |vcpu: &mut Vcpu<V, C, P, M>| crate::fuzz::observe::slow(vcpu, rest, handle);
+    handle(vcpu)
 }
 
 /// Counts and dispatches an exit whose reason field has been read.

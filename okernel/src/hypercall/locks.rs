@@ -11,6 +11,7 @@ use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE};
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
+use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control32, ControlNatural, Guest32, Guest64, GuestNatural};
 
 /// PinCr(cr, bits): only pinnable bits that are set now; all already
@@ -113,26 +114,35 @@ pub fn lock_msr<V: Vmcs, C: Cpu>(
     if let Err(s) = env.trusted() {
         return Ok(Err(s));
     }
-    let value = match msr {
-        IA32_EFER => env.vmcs.read(Guest64::Efer)?,
-        IA32_PAT => {
-            let entry = EntryControls::from_bits_retain(env.vmcs.read(Control32::EntryControls)?);
-            if entry.contains(EntryControls::LOAD_PAT) {
-                env.vmcs.read(Guest64::Pat)?
-            } else {
-                env.cpu.read_msr(msr)
-            }
-        }
-        0x174 => env.vmcs.read(Guest32::SysenterCs)?.into(),
-        0x175 => env.vmcs.read(GuestNatural::SysenterEsp)?,
-        0x176 => env.vmcs.read(GuestNatural::SysenterEip)?,
-        _ => env.cpu.read_msr(msr),
-    };
+    let value = guest_msr(env.vmcs, env.cpu, msr)?;
     if let Some(b) = env.prot.msr_bitmap.as_mut() {
         b.intercept_write(msr);
     }
     env.prot.msrs[slot] = Some((msr, value));
     Ok(Ok(Reply::Done(None)))
+}
+
+/// The guest's value of lockable MSR `msr`: the VMCS guest-state field
+/// where VM entry loads it (EFER; PAT with "load IA32_PAT"; SYSENTER_CS,
+/// _ESP, _EIP: SDM Vol. 3C §25.4.1, §27.3.2.1), otherwise the processor's
+/// MSR, which VM entries and exits leave alone (STAR, LSTAR, CSTAR,
+/// FMASK, the CET MSRs).
+pub fn guest_msr<V: Vmcs, C: Cpu>(vmcs: &V, cpu: &C, msr: u32) -> Result<u64, VmFail> {
+    Ok(match msr {
+        IA32_EFER => vmcs.read(Guest64::Efer)?,
+        IA32_PAT => {
+            let entry = EntryControls::from_bits_retain(vmcs.read(Control32::EntryControls)?);
+            if entry.contains(EntryControls::LOAD_PAT) {
+                vmcs.read(Guest64::Pat)?
+            } else {
+                cpu.read_msr(msr)
+            }
+        }
+        0x174 => vmcs.read(Guest32::SysenterCs)?.into(),
+        0x175 => vmcs.read(GuestNatural::SysenterEsp)?,
+        0x176 => vmcs.read(GuestNatural::SysenterEip)?,
+        _ => cpu.read_msr(msr),
+    })
 }
 
 /// LockDescriptorTables(): descriptor-table exiting on (SDM Vol. 3C

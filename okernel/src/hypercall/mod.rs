@@ -107,7 +107,30 @@ fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Ok(Call::Version) => version(vcpu, mode),
         Ok(Call::Exit) => exit(vcpu, mode),
         Ok(call) => policy_call(vcpu, call, mode),
+        #[cfg(feature = "fuzz")]
+        Err(_) if crate::fuzz::calls::is_fuzz_call(number) => fuzz_call(vcpu, number, mode),
         Err(_) => outside_abi(vcpu, number, mode),
+    }
+}
+
+/// A fuzz-build call (`okernel_abi::fuzz`): RDI is its argument; the
+/// reply sets RAX and maybe RDI.
+#[cfg(feature = "fuzz")]
+fn fuzz_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    number: u64,
+    mut mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    let arg = operand(vcpu, vcpu.regs.rdi(), &mut mode)?;
+    match crate::fuzz::calls::handle(vcpu, number, arg)? {
+        None => complete(vcpu, Status::UnknownCall, mode),
+        Some(Err(status)) => complete(vcpu, status, mode),
+        Some(Ok(value)) => {
+            if let Some(v) = value {
+                vcpu.regs.set(Gpr::Rdi, v);
+            }
+            complete(vcpu, Status::Success, mode)
+        }
     }
 }
 

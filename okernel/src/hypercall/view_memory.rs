@@ -165,6 +165,11 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         self.ram.as_slice()
     }
 
+    /// The monitor's ranges, page-aligned outward, the frame pool last.
+    pub fn monitor(&self) -> &[PhysRange] {
+        self.monitor.as_slice()
+    }
+
     /// The physical memory reads go to.
     pub fn phys(&self) -> &R {
         &self.phys

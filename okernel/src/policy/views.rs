@@ -57,6 +57,16 @@ pub trait Views {
     fn frames_available(&self) -> u64;
     /// What `ctx`'s view maps at `gpa`.
     fn translate(&self, ctx: u16, gpa: u64) -> Option<Translation>;
+    /// The rights `ctx`'s view gives `gpa` (none where nothing maps it),
+    /// and the end of the leaf or empty entry that decides them: every
+    /// address up to it has the same rights (one walk per 4 KiB, 2 MiB or
+    /// 1 GiB, SDM Vol. 3C §29.3.2). For the fuzzing oracles.
+    #[cfg(any(test, feature = "fake", feature = "fuzz"))]
+    fn rights_at(&self, ctx: u16, gpa: u64) -> (Perms, u64);
+    /// The monitor's memory, page-aligned outward: the loader's monitor
+    /// ranges, then the frame pool (last).
+    #[cfg(any(test, feature = "fake", feature = "fuzz"))]
+    fn monitor(&self) -> &[PhysRange];
     /// The end of the highest memory-map entry (page-aligned).
     fn mapped_end(&self) -> u64;
     /// The RAM ranges of the memory map.
@@ -134,6 +144,19 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
         self.slot(slot(ctx))?.translate(Gpa(gpa)).ok().flatten()
     }
 
+    #[cfg(any(test, feature = "fake", feature = "fuzz"))]
+    fn rights_at(&self, ctx: u16, gpa: u64) -> (Perms, u64) {
+        match self.slot(slot(ctx)) {
+            Some(v) => rights_at(v, gpa),
+            None => (Perms::NONE, u64::MAX),
+        }
+    }
+
+    #[cfg(any(test, feature = "fake", feature = "fuzz"))]
+    fn monitor(&self) -> &[PhysRange] {
+        ViewMemory::monitor(self)
+    }
+
     fn mapped_end(&self) -> u64 {
         ViewMemory::mapped_end(self)
     }
@@ -157,4 +180,18 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
         self.phys().write(gpa, bytes);
         Ok(())
     }
+}
+
+#[cfg(any(test, feature = "fake", feature = "fuzz"))]
+/// [`Views::rights_at`] for one view: the last entry of the walk is a
+/// leaf or an empty entry (rights 000b: not present), and it decides the
+/// rights of the whole span its level covers.
+fn rights_at<A: FrameAllocator>(view: &View<A>, gpa: u64) -> (Perms, u64) {
+    let Ok(path) = view.walk(Gpa(gpa)) else {
+        return (Perms::NONE, u64::MAX);
+    };
+    let (level, entry) = path.last();
+    let span = 1u64 << (12 + 9 * (u32::from(level) - 1));
+    let end = (gpa | (span - 1)).saturating_add(1);
+    (entry.perms(), end)
 }

@@ -1,0 +1,120 @@
+//! The two monitor calls of VM fuzzing, `CALL_BASELINE` (0x100) and
+//! `CALL_CHECK` (0x101), exactly as `okernel_abi::fuzz` documents them.
+//! `hypercall::dispatch` reaches them (fuzz builds only) for a number
+//! outside the ABI, at CPL 0 (any other CPL was refused before, with
+//! nothing changed). Both need the protection policy and the views; a
+//! monitor without them answers `UnknownCall`, as one without the
+//! feature does.
+
+use core::mem::{offset_of, size_of};
+
+use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK, CheckReport};
+use okernel_abi::hypercall::Status;
+
+use super::baseline::Baseline;
+use super::check::{Finding, Machine, check};
+use crate::exit::{ExitError, Vcpu};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+
+/// A call's result: `Ok(RDI)` (`None`: RDI unchanged) or the refusal.
+pub type Reply = Result<Option<u64>, Status>;
+
+/// Whether `number` is one of the fuzz calls.
+pub const fn is_fuzz_call(number: u64) -> bool {
+    number == CALL_BASELINE || number == CALL_CHECK
+}
+
+/// Runs fuzz call `number` with RDI = `arg` (reduced to the guest's
+/// operand size). `None`: this monitor has no policy state, the call is
+/// unknown to it.
+pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    number: u64,
+    arg: u64,
+) -> Result<Option<Reply>, ExitError> {
+    let Vcpu {
+        policy,
+        memory,
+        vmcs,
+        cpu,
+        fuzz,
+        ..
+    } = vcpu;
+    let (Some(prot), Some(views)) = (policy.protection(), memory.views_ref()) else {
+        return Ok(None);
+    };
+    if prot.current != 0 {
+        return Ok(Some(Err(Status::PermissionDenied)));
+    }
+    if number == CALL_BASELINE {
+        let base = Baseline::record(prot, views, vmcs)?;
+        let bytes = base.bytes;
+        fuzz.baseline = Some(base);
+        return Ok(Some(Ok(Some(bytes))));
+    }
+    if !arg.is_multiple_of(4096) || memory.check_writable(arg, 4096).is_err() {
+        return Ok(Some(Err(Status::InvalidArgument)));
+    }
+    let Some(base) = fuzz.baseline.as_ref() else {
+        return Ok(Some(Err(Status::NotFound)));
+    };
+    let mut machine = Machine {
+        prot,
+        views,
+        vmcs,
+        cpu,
+        unexpected: fuzz.unexpected,
+    };
+    let finding = check(base, &mut machine)?;
+    let report = encode(&finding, fuzz);
+    if memory.write(arg, &report).is_err() {
+        // check_writable accepted the page: nothing the check did makes
+        // it unwritable.
+        return Ok(Some(Err(Status::InvalidArgument)));
+    }
+    fuzz.coverage.clear();
+    fuzz.unexpected = (0, 0);
+    fuzz.checks = fuzz.checks.wrapping_add(1);
+    Ok(Some(Ok(None)))
+}
+
+/// The bytes of a [`CheckReport`] (`repr(C)`, little-endian) for
+/// `finding` and the coverage of `fuzz`.
+pub fn encode(finding: &Finding, fuzz: &super::FuzzState) -> [u8; size_of::<CheckReport>()] {
+    let mut out = [0u8; size_of::<CheckReport>()];
+    let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
+    let cov = &fuzz.coverage;
+    put(
+        offset_of!(CheckReport, verdict),
+        &(finding.verdict as u32).to_le_bytes(),
+    );
+    put(
+        offset_of!(CheckReport, subject),
+        &finding.subject.to_le_bytes(),
+    );
+    put(
+        offset_of!(CheckReport, expected),
+        &finding.expected.to_le_bytes(),
+    );
+    put(
+        offset_of!(CheckReport, actual),
+        &finding.actual.to_le_bytes(),
+    );
+    put(offset_of!(CheckReport, exits), &cov.exits().to_le_bytes());
+    // At most MAX_HITS entries.
+    put(
+        offset_of!(CheckReport, hits),
+        &(cov.hits().len() as u32).to_le_bytes(),
+    );
+    put(
+        offset_of!(CheckReport, dropped),
+        &cov.dropped().to_le_bytes(),
+    );
+    let hit = offset_of!(CheckReport, hit);
+    for (i, h) in cov.hits().iter().enumerate() {
+        put(hit + 2 * i, &h.to_le_bytes());
+    }
+    out
+}

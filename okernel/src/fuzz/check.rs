@@ -1,0 +1,156 @@
+//! What `CALL_CHECK` compares, in the order of `okernel_abi::fuzz`,
+//! stopping at the first violation: locks (invariant 8), locked bytes,
+//! the policy state, the views (invariants 1, 2, 3, 6, 7: [`super::oracle`]),
+//! pinned CR bits (4), locked MSRs (5), unexpected exits.
+
+use okernel_abi::fuzz::{MonitorVerdict, PolicyPart};
+use okernel_abi::policy::MAX_CONTEXTS;
+
+use super::baseline::{Baseline, PARTS, checksum, fingerprints};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::locks::{IA32_EFER, guest_msr};
+use crate::policy::protection::Protection;
+use crate::policy::views::Views;
+use crate::vmx::error::VmFail;
+use crate::vmx::fields::{Control64, GuestNatural};
+
+/// EFER.LMA: the processor maintains it, so a locked EFER is compared
+/// without it (as `exit::msr` does for WRMSR).
+const EFER_LMA: u64 = 1 << 10;
+
+/// What a check found: the first four fields of a `CheckReport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    /// The verdict.
+    pub verdict: MonitorVerdict,
+    /// What it is about (see [`MonitorVerdict`]).
+    pub subject: u32,
+    /// The baseline's value.
+    pub expected: u64,
+    /// The value found.
+    pub actual: u64,
+}
+
+impl Finding {
+    /// Every invariant held.
+    pub const INTACT: Self = Self {
+        verdict: MonitorVerdict::Intact,
+        subject: 0,
+        expected: 0,
+        actual: 0,
+    };
+
+    const fn new(verdict: MonitorVerdict, subject: u32, expected: u64, actual: u64) -> Self {
+        Self {
+            verdict,
+            subject,
+            expected,
+            actual,
+        }
+    }
+}
+
+/// Everything a check reads (disjoint parts of the `Vcpu`).
+pub struct Machine<'a, V: Vmcs, C: Cpu> {
+    /// The policy state.
+    pub prot: &'a mut Protection,
+    /// The views and guest RAM.
+    pub views: &'a dyn Views,
+    /// The current VMCS (the guest's CRs, EFER, SYSENTER, EPTP).
+    pub vmcs: &'a V,
+    /// The processor (the MSRs VM entry does not switch).
+    pub cpu: &'a C,
+    /// Unexpected exits since the last check, and the first one's reason.
+    pub unexpected: (u32, u16),
+}
+
+/// Compares `m` with `base`, in the documented order.
+pub fn check<V: Vmcs, C: Cpu>(
+    base: &Baseline,
+    m: &mut Machine<'_, V, C>,
+) -> Result<Finding, VmFail> {
+    use MonitorVerdict as V_;
+    let p = &mut *m.prot;
+    for (id, b) in base.regions.iter().enumerate() {
+        if b.is_some() && !p.regions[id].is_some_and(|r| r.locked) {
+            return Ok(Finding::new(V_::RegionUnlocked, id as u32, 1, 0));
+        }
+    }
+    for (id, b) in base.regions.iter().enumerate() {
+        if let Some(b) = b {
+            let now = checksum(m.views, b.range);
+            if now != b.sum {
+                return Ok(Finding::new(V_::RegionChanged, id as u32, b.sum, now));
+            }
+        }
+    }
+    let now = fingerprints(p, m.views, m.vmcs)?;
+    for ((part, &was), &is) in PARTS.iter().zip(&base.parts).zip(&now) {
+        if was != is {
+            return Ok(Finding::new(V_::PolicyChanged, *part as u32, was, is));
+        }
+    }
+    let running = running_context(p, m.views, m.vmcs)?;
+    if running != 0 {
+        return Ok(Finding::new(
+            V_::PolicyChanged,
+            PolicyPart::Current as u32,
+            0,
+            running,
+        ));
+    }
+    if let Some(v) = super::oracle::too_permissive(p, m.views) {
+        let perms = v.perms.bits();
+        return Ok(Finding::new(
+            V_::ViewTooPermissive,
+            v.ctx.into(),
+            v.gpa,
+            perms,
+        ));
+    }
+    for (cr, field, pinned) in [
+        (0, GuestNatural::Cr0, base.cr0_pinned),
+        (4, GuestNatural::Cr4, base.cr4_pinned),
+    ] {
+        let value = m.vmcs.read(field)?;
+        if value & pinned != pinned {
+            return Ok(Finding::new(V_::CrPinLost, cr, pinned, value));
+        }
+    }
+    for &(msr, locked) in base.msrs.iter().flatten() {
+        let value = guest_msr(m.vmcs, m.cpu, msr)?;
+        let ignore = if msr == IA32_EFER { EFER_LMA } else { 0 };
+        if (value ^ locked) & !ignore != 0 {
+            return Ok(Finding::new(V_::MsrChanged, msr, locked, value));
+        }
+    }
+    let (n, reason) = m.unexpected;
+    if n != 0 {
+        return Ok(Finding::new(V_::UnexpectedExit, reason.into(), 0, n.into()));
+    }
+    Ok(Finding::INTACT)
+}
+
+/// The context the guest actually runs in: the policy's current context;
+/// if that is 0, the views' current one; if that is 0 too, the context
+/// whose EPT pointer the VMCS holds (`u64::MAX` if none: SDM Vol. 3C
+/// §25.6.11, the EPTP is what the processor walks).
+pub fn running_context<V: Vmcs>(
+    p: &Protection,
+    views: &dyn Views,
+    vmcs: &V,
+) -> Result<u64, VmFail> {
+    if p.current != 0 {
+        return Ok(p.current.into());
+    }
+    if views.current() != 0 {
+        return Ok(views.current().into());
+    }
+    let eptp = vmcs.read(Control64::Eptp)?;
+    if views.eptp(0) == Some(eptp) {
+        return Ok(0);
+    }
+    Ok((1..=MAX_CONTEXTS as u16)
+        .find(|&c| views.eptp(c) == Some(eptp))
+        .map_or(u64::MAX, u64::from))
+}

@@ -1,0 +1,67 @@
+//! VM fuzzing, the monitor's side (`okernel/fuzz` feature; never in a
+//! production image): the protocol is `okernel_abi::fuzz`.
+//!
+//! - [`coverage`]: the edge map the monitor fills, one edge per pair of
+//!   consecutive VM exits.
+//! - [`observe`]: the key of each exit (reason × handler outcome × policy
+//!   decision), computed once the handler has decided.
+//! - [`hash`]: the word hash of locked regions and the policy fingerprints.
+//! - [`baseline`]: what `CALL_BASELINE` records.
+//! - [`check`]: what `CALL_CHECK` compares, in the documented order.
+//! - [`calls`]: the two calls themselves.
+//! - [`oracle`]: the EPT-view invariants (1, 2, 3, 6, 7) as one function,
+//!   shared with the host `policy` fuzz target (also built with `fake`).
+//!
+//! A monitor without the feature has none of this: the two call numbers
+//! are unknown to it (`Status::UnknownCall`), and the exit path, the
+//! [`crate::exit::Vcpu`] and the run state are the same as before.
+
+#[cfg(feature = "fuzz")]
+pub mod baseline;
+#[cfg(feature = "fuzz")]
+pub mod calls;
+#[cfg(feature = "fuzz")]
+pub mod check;
+#[cfg(feature = "fuzz")]
+pub mod coverage;
+#[cfg(feature = "fuzz")]
+pub mod hash;
+#[cfg(feature = "fuzz")]
+pub mod observe;
+pub mod oracle;
+
+/// The fuzzing state a [`crate::exit::Vcpu`] carries in a fuzz build.
+#[cfg(feature = "fuzz")]
+#[derive(Debug, Clone)]
+pub struct FuzzState {
+    /// Edges hit since the last check.
+    pub coverage: coverage::Coverage,
+    /// What the last `CALL_BASELINE` recorded.
+    pub baseline: Option<baseline::Baseline>,
+    /// Successful checks so far (the observer skips the exit of a check,
+    /// which starts the next map).
+    pub checks: u64,
+    /// Unexpected but survived exits since the last check
+    /// ([`observe::unexpected`]), and the first one's basic reason.
+    pub unexpected: (u32, u16),
+}
+
+#[cfg(feature = "fuzz")]
+impl FuzzState {
+    /// Nothing recorded.
+    pub const fn new() -> Self {
+        Self {
+            coverage: coverage::Coverage::new(),
+            baseline: None,
+            checks: 0,
+            unexpected: (0, 0),
+        }
+    }
+}
+
+#[cfg(feature = "fuzz")]
+impl Default for FuzzState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
