@@ -9,6 +9,7 @@ mod exits_cr;
 mod exits_ept;
 mod exits_misc;
 mod fast_path;
+mod fuzzing;
 mod hypercall;
 mod launch;
 mod policy;
