@@ -1,0 +1,147 @@
+//! Which machine runs the cases: the backend choice and the sessions of
+//! qemu-harness.
+
+use crate::mock::MockSession;
+use qemu_harness::fuzz::{
+    BochsOptions, BochsSession, FuzzSession, KvmOptions, KvmSession, SessionError,
+};
+use qemu_harness::kvm::Kvm;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Bochs: emulated VMX, works everywhere.
+    Bochs,
+    /// The in-process KVM harness: needs nested VMX to run the monitor.
+    Kvm,
+    /// The fake session of [`crate::mock`] (a self-test of the driver).
+    Mock,
+}
+
+impl Backend {
+    /// The backend's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bochs => "bochs",
+            Self::Kvm => "kvm",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+/// Resolves `--backend` (`bochs`, `kvm`, `mock` or `auto`) to a backend
+/// and the reason it was chosen.
+pub fn choose(requested: &str) -> Result<(Backend, String), String> {
+    match requested {
+        "bochs" => Ok((Backend::Bochs, "asked for".into())),
+        "kvm" => Ok((Backend::Kvm, "asked for".into())),
+        "mock" => Ok((Backend::Mock, "asked for (driver self-test)".into())),
+        "auto" => Ok(if qemu_harness::kvm_nested_vmx() {
+            (
+                Backend::Kvm,
+                "auto: KVM offers nested VMX here (kvm_intel nested=Y, /dev/kvm usable)".into(),
+            )
+        } else {
+            let why = qemu_harness::kvm_problem().unwrap_or_else(|| {
+                "KVM here offers no nested VMX (kvm_intel's `nested` parameter is not Y)".into()
+            });
+            (Backend::Bochs, format!("auto: {why}"))
+        }),
+        other => Err(format!(
+            "--backend: unknown backend `{other}` (have: bochs, kvm, auto, mock)"
+        )),
+    }
+}
+
+/// What a session boots.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The okernel fuzz image.
+    pub image: PathBuf,
+    /// The guest ELF.
+    pub guest: PathBuf,
+    /// Extra loader options (`mode=direct`).
+    pub loader_args: String,
+    /// Where each session keeps its run files (`<dir>/<backend>-<n>`).
+    pub run_dir: PathBuf,
+    /// The session's limit per case (none: the session's default).
+    pub case_timeout: Option<Duration>,
+}
+
+/// The image's command line for a fuzz session: quiet logging (audit
+/// records still go to the ring) plus the extra loader options.
+pub fn image_cmdline(loader_args: &str) -> String {
+    let extra = loader_args.trim();
+    if extra.is_empty() {
+        "log=error".into()
+    } else {
+        format!("log=error {extra}")
+    }
+}
+
+/// The guest's command line for a fuzz session on `backend`: the
+/// executor, and the transport the backend's session speaks.
+pub fn guest_cmdline(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Kvm => "scenario=fuzz transport=mailbox",
+        _ => "scenario=fuzz transport=com2",
+    }
+}
+
+/// Boots a session of `backend` for client `index`.
+pub fn open(
+    backend: Backend,
+    cfg: &SessionConfig,
+    index: usize,
+) -> Result<Box<dyn FuzzSession>, SessionError> {
+    if backend == Backend::Mock {
+        return Ok(Box::new(MockSession::new()));
+    }
+    let missing = |what: &'static str, path: &PathBuf| {
+        SessionError::Harness(qemu_harness::HarnessError::Missing {
+            what,
+            path: path.clone(),
+        })
+    };
+    if !cfg.image.is_file() {
+        return Err(missing("okernel fuzz image", &cfg.image));
+    }
+    if !cfg.guest.is_file() {
+        return Err(missing("guest kernel", &cfg.guest));
+    }
+    let spec = qemu_harness::RunSpec {
+        name: format!("fuzz-{}-{index}", backend.name()),
+        image: cfg.image.clone(),
+        guest: qemu_harness::GuestModule::File(cfg.guest.clone()),
+        cmdline: image_cmdline(&cfg.loader_args),
+        guest_cmdline: guest_cmdline(backend).into(),
+        timeout: Duration::from_secs(120),
+        run_dir: cfg.run_dir.join(format!("{}-{index}", backend.name())),
+        gdb: false,
+    };
+    Ok(match backend {
+        Backend::Bochs => {
+            let mut options = BochsOptions::default();
+            if let Some(t) = cfg.case_timeout {
+                options.case_timeout = t;
+            }
+            Box::new(BochsSession::open(spec, options)?)
+        }
+        Backend::Kvm => {
+            if let Some(why) = qemu_harness::kvm_problem() {
+                return Err(SessionError::Harness(qemu_harness::HarnessError::Tool {
+                    command: "kvm fuzz session".into(),
+                    detail: why,
+                }));
+            }
+            let mut options = KvmOptions::default();
+            if let Some(t) = cfg.case_timeout {
+                options.case_timeout = t;
+            }
+            Box::new(KvmSession::open(Kvm::new(), spec, options)?)
+        }
+        Backend::Mock => Box::new(MockSession::new()),
+    })
+}
