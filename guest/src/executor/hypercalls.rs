@@ -7,7 +7,7 @@
 use super::journal::Journal;
 use super::step::{Next, Seen, World};
 use super::targets::NON_CANONICAL;
-use crate::arch::instr::hypercall_raw;
+use crate::arch::traps::Fault;
 use crate::report::Buf;
 use guest::fuzz::Class;
 use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK};
@@ -106,7 +106,10 @@ impl World {
             // may legitimately write: aim it outside RAM instead.
             a1 = 0x0000_7000_0000_0000 | u64::from(raw) << 12;
         }
-        let r = hypercall_raw(number, [a0, a1, u64::from(raw), 0]);
+        let r = match Self::vmcall(number, [a0, a1, u64::from(raw), 0]) {
+            Ok(r) => r,
+            Err(f) => return self.vmcall_faulted(f, msg),
+        };
         let mut seen = Seen {
             fault: None,
             status: Some(r.status),
@@ -129,6 +132,22 @@ impl World {
             ));
         }
         (if ok { Next::Continue } else { Next::Violation }, seen)
+    }
+
+    /// A VMCALL that faulted: no monitor answered (invariant 11 says every
+    /// hypercall gets a status).
+    pub fn vmcall_faulted(&self, f: Fault, msg: &mut Buf) -> (Next, Seen) {
+        msg.set(format_args!(
+            "VMCALL raised {} at {:#x}: no monitor answered",
+            f.name(),
+            f.rip
+        ));
+        let seen = Seen {
+            fault: Some(f),
+            status: None,
+            records: 0,
+        };
+        (Next::Violation, seen)
     }
 
     /// Whether `status` is one an untrusted context may get from call
@@ -197,7 +216,10 @@ impl World {
         } else {
             Call::FreeProtectedPage
         };
-        let r = hypercall_raw(call as u64, [ctx, page, 0, 0]);
+        let r = match Self::vmcall(call as u64, [ctx, page, 0, 0]) {
+            Ok(r) => r,
+            Err(f) => return self.vmcall_faulted(f, msg),
+        };
         let mut seen = Seen {
             fault: None,
             status: Some(r.status),

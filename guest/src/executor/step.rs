@@ -344,7 +344,7 @@ impl World {
             (0x48c, false, 0),
         ];
         let (msr, locked, mask) = MSRS[usize::from(sel) % MSRS.len()];
-        let vmx_hidden = msr == 0x3a || msr >= 0x480;
+        let vmx_hidden = msr == 0x3a || (0x480..=0x493).contains(&msr);
         let read = probe(instr::rdmsr, u64::from(msr));
         let want = if vmx_hidden && (write || msr != 0x3a) {
             Expect::Faults(13)
@@ -462,7 +462,17 @@ impl World {
         }
         let old = probe(instr::read_u64, entry).unwrap_or(0);
         let allowed = pte_update_allowed(&self.targets, old, value);
-        let r = hypercall(Call::UpdatePageTable, [entry, value, 0, 0]);
+        let r = match Self::vmcall(Call::UpdatePageTable.raw(), [entry, value, 0, 0]) {
+            Ok(r) => r,
+            Err(f) => {
+                seen.fault = Some(f);
+                msg.set(format_args!(
+                    "UpdatePageTable: VMCALL raised {}: no monitor answered",
+                    f.name()
+                ));
+                return false;
+            }
+        };
         seen.status = Some(r.status);
         if let Err(e) = self.new_records().map(|n| seen.records = n) {
             msg.set(format_args!("{e}"));
@@ -566,7 +576,7 @@ impl World {
     }
 
     /// Issues a raw hypercall under a probe; `None` when it faulted.
-    fn vmcall(number: u64, args: [u64; 4]) -> Result<Reply, Fault> {
+    pub(super) fn vmcall(number: u64, args: [u64; 4]) -> Result<Reply, Fault> {
         ARGS[0].store(number, Ordering::SeqCst);
         for (i, a) in args.iter().enumerate().take(3) {
             OUT[i].store(*a, Ordering::SeqCst);
