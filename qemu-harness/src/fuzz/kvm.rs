@@ -138,11 +138,23 @@ impl FuzzSession for KvmSession {
                 backend: "kvm".into(),
                 detail: format!("doorbell with mailbox {addr:#x}, the executor announced {mb:#x}"),
             }),
-            RunEnd::TimedOut => Err(SessionError::Timeout {
-                backend: "kvm".into(),
-                timeout,
-                console: self.console_tail(),
-            }),
+            RunEnd::TimedOut => {
+                let vm = &self.ready.vm;
+                let rip = vm.regs().map(|r| r.rip).unwrap_or(0);
+                let how = if vm.halted().unwrap_or(false) {
+                    "halted"
+                } else {
+                    "running"
+                };
+                Err(SessionError::Timeout {
+                    backend: "kvm".into(),
+                    timeout,
+                    console: format!(
+                        "{}\n[kvm] the vCPU was {how} at RIP {rip:#x}",
+                        self.console_tail()
+                    ),
+                })
+            }
             other => {
                 let reason = describe(&self.ready.vm, &other);
                 if let RunEnd::Stopped(_) = other {
