@@ -76,6 +76,10 @@ const USAGE: &str = "\
 usage: cargo xtask fuzz host [--target T] [--time SECONDS] [--seed N] [--runs N]
        cargo xtask fuzz --replay FILE --target T
        cargo xtask fuzz planted-defects [--time SECONDS] [--seed N]
+       cargo xtask fuzz vm [--backend B] [--time T] [--cores N] [--seed S] [--planted D]
+                           [--no-monitor] [--stop-on-crash] [--replay FILE]
+       cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
+       (`cargo xtask fuzz vm --help` for the VM fuzzer's options)
 
 targets: hypercall exit policy qualification ept_ops elf_plan pvh multiboot2 cmdline
          handoff planted (the coverage-guidance proof)";
@@ -140,6 +144,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
 /// `cargo xtask fuzz ARGS`: `Ok(true)` when every target ran clean (and
 /// the planted defect was found), `Ok(false)` on a finding.
 pub fn fuzz(args: &[String]) -> Result<bool, String> {
+    match args.first().map(String::as_str) {
+        Some("vm") => return crate::vmfuzz::vm(&args[1..]),
+        Some("vm-planted") => return crate::vmfuzz::vm_planted(&args[1..]),
+        _ => {}
+    }
     let o = parse(args)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -47,11 +47,7 @@ pub fn build() -> Result<Images, String> {
     if !status.success() {
         return Err("building the images failed (see the compiler output above)".into());
     }
-    // Cargo honours CARGO_TARGET_DIR; so must we when picking up its output.
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let built = target_dir.join(TARGET).join("release");
+    let built = built_dir();
     let dir = root.join("target/okernel");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let images = Images {
@@ -74,6 +70,52 @@ pub fn build() -> Result<Images, String> {
         images.guest32.display()
     );
     Ok(images)
+}
+
+/// Where cargo puts the release binaries for [`TARGET`]: cargo honours
+/// CARGO_TARGET_DIR, so must we when picking up its output.
+fn built_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join(TARGET)
+        .join("release")
+}
+
+/// Builds a fuzz image: the loader with `fuzz` (okernel's coverage map
+/// and oracle calls) and, for the planted-defect proof, one deliberate
+/// defect (`planted-unlock`, ...), installed as
+/// `target/okernel/okernel-fuzz.elf` or `okernel-fuzz-<defect>.elf`.
+/// Each variant has a path of its own; cargo keeps each feature set's
+/// objects, so switching between variants only relinks.
+pub fn build_fuzz_image(planted: Option<&str>) -> Result<PathBuf, String> {
+    let root = root();
+    let mut features = "loader/image,loader/fuzz".to_string();
+    if let Some(d) = planted {
+        features.push_str(",loader/");
+        features.push_str(d);
+    }
+    eprintln!("xtask: building the fuzz image ({features})");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--release", "--target", TARGET, "-p", "loader"])
+        .args(["--features", &features])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building the fuzz image ({features}) failed (see the compiler output above)"
+        ));
+    }
+    let dir = root.join("target/okernel");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = match planted {
+        Some(d) => format!("okernel-fuzz-{d}.elf"),
+        None => "okernel-fuzz.elf".to_string(),
+    };
+    let to = dir.join(name);
+    install(&built_dir().join("okernel-loader"), &to)?;
+    Ok(to)
 }
 
 /// Assembles and links the multiboot2 ELF32 test guest with binutils

@@ -8,6 +8,7 @@ mod deps;
 mod e2e;
 mod fuzz;
 mod images;
+mod vmfuzz;
 
 use qemu_harness::bochs::Bochs;
 use qemu_harness::qemu::{Accel, Qemu};
@@ -38,7 +39,16 @@ commands:
                              each planted monitor defect must be found
   fuzz --replay FILE --target T
                              reproduce one saved input exactly
-  bench [ept] [vmx] [kvm]    benchmarks (ratios against a same-run baseline)
+  fuzz vm [--backend B] [--time S] [--cores N] [--seed N] [--planted D]
+          [--no-monitor] [--stop-on-crash] [--replay FILE]
+                             coverage-guided fuzzing of okernel in a VM (LibAFL;
+                             Bochs, or KVM with nested VMX); `fuzz vm --help`
+  fuzz vm-planted [--backend B] [--time S] [--seed N]
+                             each planted defect must be found in the VM, and
+                             the clean image must run clean as long
+  bench [ept] [vmx] [kvm] [fuzz]
+                             benchmarks (ratios against a same-run baseline;
+                             fuzz: VM fuzzing cases per second per backend)
   help                       this text
 
 GUEST-ARGS is the demo guest's command line, e.g. `scenario=panic`.";
@@ -377,7 +387,12 @@ fn bench(rest: &[String]) -> Result<bool, String> {
                     "100",
                 ])?
             }
-            other => return Err(format!("unknown benchmark `{other}` (have: ept, vmx, kvm)")),
+            "fuzz" => vmfuzz::bench()?,
+            other => {
+                return Err(format!(
+                    "unknown benchmark `{other}` (have: ept, vmx, kvm, fuzz)"
+                ));
+            }
         };
     }
     Ok(ok)

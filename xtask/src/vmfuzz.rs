@@ -1,0 +1,685 @@
+//! `cargo xtask fuzz vm | vm-planted` and `cargo xtask bench fuzz`: the VM
+//! fuzzer (`vmfuzz/`, LibAFL) against a fuzz build of okernel on Bochs or
+//! KVM (docs/fuzzing.md, "The VM fuzzer").
+//!
+//! ```text
+//! cargo xtask fuzz vm [--backend B] [--time T] [--cores N] [--seed S]
+//!                     [--planted DEFECT] [--no-monitor] [--stop-on-crash]
+//!                     [--case-timeout S] [--replay FILE]
+//! cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
+//! cargo xtask bench fuzz
+//! ```
+
+use crate::images;
+use serde::Deserialize;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The planted defects of the VM proof (loader features forwarding
+/// okernel's; the same defects as the host proof's [`crate::fuzz::DEFECTS`]).
+pub const DEFECTS: [&str; 4] = [
+    "planted-text-writable",
+    "planted-pin-ignored",
+    "planted-unlock",
+    "planted-gate-bypass",
+];
+
+/// How long each planted defect may take to be found by the VM fuzzer,
+/// by default.
+pub const VM_DEFECT_LIMIT_S: u64 = 120;
+
+/// The default campaign length of `fuzz vm`.
+pub const VM_DEFAULT_TIME_S: u64 = 60;
+
+/// How long `bench fuzz` runs each backend.
+pub const BENCH_TIME_S: u64 = 30;
+
+/// The prefix of the driver's summary line.
+const SUMMARY_PREFIX: &str = "OKERNEL-FUZZ: ";
+
+const USAGE: &str = "\
+usage: cargo xtask fuzz vm [options]
+       cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
+
+fuzz vm: builds the guest, a fuzz okernel image and the LibAFL driver
+(vmfuzz/), then fuzzes okernel in a VM: each case runs in the guest's
+executor; a case that breaks an oracle, kills the machine or hangs is a
+finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
+  --backend B        bochs | kvm | auto (default auto: kvm where KVM offers
+                     nested VMX, else bochs). Without nested VMX, kvm must
+                     end with okernel's `VMX unavailable` (asserted)
+  --time T           seconds to fuzz (default 60)
+  --cores N          fuzzing clients, one VM each (default 1)
+  --seed S           the RNG seed (default 1)
+  --planted DEFECT   fuzz an image with a planted defect (text-writable,
+                     pin-ignored, unlock, gate-bypass): must find it
+  --no-monitor       the negative control: the loader's `mode=direct` (no
+                     monitor); must find a violation
+  --stop-on-crash    end at the first finding
+  --case-timeout S   the session's limit per case, in seconds
+  --replay FILE      run one saved case once and print its outcome
+
+fuzz vm-planted: the oracles bite in the VM: each planted defect must be
+found within --time seconds (default 120), and the clean image must run
+--time seconds without a finding.";
+
+/// Options of `fuzz vm` and `fuzz vm-planted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VmOptions {
+    backend: String,
+    time: Option<u64>,
+    cores: usize,
+    seed: u64,
+    planted: Option<String>,
+    no_monitor: bool,
+    stop_on_crash: bool,
+    case_timeout: Option<u64>,
+    replay: Option<PathBuf>,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        Self {
+            backend: "auto".into(),
+            time: None,
+            cores: 1,
+            seed: 1,
+            planted: None,
+            no_monitor: false,
+            stop_on_crash: false,
+            case_timeout: None,
+            replay: None,
+        }
+    }
+}
+
+/// Parses `fuzz vm` (`planted_proof` false) or `fuzz vm-planted` options.
+fn parse(args: &[String], planted_proof: bool) -> Result<VmOptions, String> {
+    let mut o = VmOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"))
+        };
+        let number = |s: String, name: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{name}: `{s}` is not a number"))
+        };
+        let only_vm = |name: &str| {
+            if planted_proof {
+                Err(format!(
+                    "{name} is not an option of `fuzz vm-planted`\n\n{USAGE}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match a.as_str() {
+            "--backend" => {
+                let b = value("--backend")?;
+                if !["bochs", "kvm", "auto"].contains(&b.as_str()) {
+                    return Err(format!(
+                        "--backend: unknown backend `{b}` (have: bochs, kvm, auto)"
+                    ));
+                }
+                o.backend = b;
+            }
+            "--time" => {
+                let t = number(value("--time")?, "--time")?;
+                if t == 0 {
+                    return Err("--time: must be at least 1 second".into());
+                }
+                o.time = Some(t);
+            }
+            "--seed" => o.seed = number(value("--seed")?, "--seed")?,
+            "--cores" => {
+                only_vm("--cores")?;
+                let n = number(value("--cores")?, "--cores")?;
+                if n == 0 {
+                    return Err("--cores: must be at least 1".into());
+                }
+                o.cores = n as usize;
+            }
+            "--planted" => {
+                only_vm("--planted")?;
+                let d = value("--planted")?;
+                let full = if d.starts_with("planted-") {
+                    d.clone()
+                } else {
+                    format!("planted-{d}")
+                };
+                if !DEFECTS.contains(&full.as_str()) {
+                    return Err(format!(
+                        "--planted: unknown defect `{d}` (have: text-writable, pin-ignored, unlock, gate-bypass)"
+                    ));
+                }
+                o.planted = Some(full);
+            }
+            "--no-monitor" => {
+                only_vm("--no-monitor")?;
+                o.no_monitor = true;
+            }
+            "--stop-on-crash" => {
+                only_vm("--stop-on-crash")?;
+                o.stop_on_crash = true;
+            }
+            "--case-timeout" => {
+                o.case_timeout = Some(number(value("--case-timeout")?, "--case-timeout")?);
+            }
+            "--replay" => {
+                only_vm("--replay")?;
+                o.replay = Some(PathBuf::from(value("--replay")?));
+            }
+            other => return Err(format!("unknown option `{other}`\n\n{USAGE}")),
+        }
+    }
+    if o.no_monitor && o.planted.is_some() {
+        return Err("--no-monitor and --planted exclude each other".into());
+    }
+    Ok(o)
+}
+
+/// Prints the help text when asked for it.
+fn help(args: &[String]) -> bool {
+    let asked = args.iter().any(|a| a == "-h" || a == "--help");
+    if asked {
+        println!("{USAGE}");
+    }
+    asked
+}
+
+/// The driver's summary line.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Summary {
+    /// The backend that ran.
+    pub backend: String,
+    /// Cases run.
+    pub execs: u64,
+    /// Cases per second.
+    pub execs_per_s: f64,
+    /// Corpus entries at the end.
+    pub corpus: u64,
+    /// Findings.
+    pub objectives: u64,
+    /// Seconds to the first finding.
+    pub first_objective_s: Option<f64>,
+    /// Map entries hit.
+    #[serde(default)]
+    pub coverage: u64,
+    /// The first finding's verdict.
+    #[serde(default)]
+    pub first_verdict: Option<String>,
+    /// The first finding's message.
+    #[serde(default)]
+    pub first_message: Option<String>,
+    /// Why the campaign could not run.
+    #[serde(default)]
+    pub fatal: Option<String>,
+}
+
+/// Parses a summary line (`None` for any other line).
+fn summary_of(line: &str) -> Option<Result<Summary, String>> {
+    let json = line.strip_prefix(SUMMARY_PREFIX)?;
+    Some(serde_json::from_str(json).map_err(|e| format!("bad summary line `{line}`: {e}")))
+}
+
+/// The built pieces a campaign needs.
+struct Built {
+    driver: PathBuf,
+    guest: PathBuf,
+}
+
+/// Builds the guest (with the normal images), the driver and the fuzz
+/// images for `variants` (`None`: the clean fuzz image).
+fn build(variants: &[Option<&str>]) -> Result<(Built, Vec<PathBuf>), String> {
+    crate::deps::ensure(&[&crate::deps::BOCHS])?;
+    let normal = images::build()?;
+    let mut paths = Vec::new();
+    for v in variants {
+        paths.push(images::build_fuzz_image(*v)?);
+    }
+    let driver = build_driver()?;
+    Ok((
+        Built {
+            driver,
+            guest: normal.guest,
+        },
+        paths,
+    ))
+}
+
+/// The driver's own target directory: `$OKERNEL_VMFUZZ_TARGET_DIR`, else
+/// `vmfuzz/` under `$CARGO_TARGET_DIR`, else `target/vmfuzz-build`.
+fn driver_target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("OKERNEL_VMFUZZ_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d).join("vmfuzz"),
+        None => images::root().join("target/vmfuzz-build"),
+    }
+}
+
+/// Builds `okernel-vmfuzz` (release, its own lock file and target
+/// directory) and returns the binary.
+fn build_driver() -> Result<PathBuf, String> {
+    let dir = driver_target_dir();
+    eprintln!(
+        "xtask: building the VM fuzz driver (vmfuzz/, LibAFL) in {}",
+        dir.display()
+    );
+    let status = Command::new(env!("CARGO"))
+        .current_dir(images::root())
+        .args(["build", "--release", "--manifest-path", "vmfuzz/Cargo.toml"])
+        .env("CARGO_TARGET_DIR", &dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building the VM fuzz driver failed (see the compiler output above)".into());
+    }
+    Ok(dir.join("release/okernel-vmfuzz"))
+}
+
+/// One run of the driver.
+struct Run {
+    summary: Summary,
+    out: PathBuf,
+}
+
+/// Runs the driver with `args` plus the image, guest and output
+/// directory; its progress (stderr) passes through, its summary is
+/// parsed.
+fn drive(built: &Built, image: &Path, name: &str, args: &[String]) -> Result<Run, String> {
+    let out = images::root().join("target/vmfuzz").join(name);
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut cmd = Command::new(&built.driver);
+    cmd.arg("--image")
+        .arg(image)
+        .arg("--guest")
+        .arg(&built.guest)
+        .arg("--out")
+        .arg(&out)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    eprintln!(
+        "xtask: {} {}",
+        built.driver.display(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", built.driver.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut summary = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading the driver's output: {e}"))?;
+        println!("{line}");
+        if let Some(s) = summary_of(&line) {
+            summary = Some(s?);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for the driver: {e}"))?;
+    let summary = summary.ok_or_else(|| {
+        format!("the VM fuzz driver ended ({status}) without a summary line (see above)")
+    })?;
+    Ok(Run { summary, out })
+}
+
+/// Keeps a clean run's findings where no later run deletes them:
+/// `target/vmfuzz/findings/<name>-<unix time>/`.
+fn keep_findings(run: &Run, name: &str) -> Option<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let to = images::root()
+        .join("target/vmfuzz/findings")
+        .join(format!("{name}-{stamp}"));
+    std::fs::create_dir_all(&to).ok()?;
+    for e in std::fs::read_dir(run.out.join("crashes")).ok()?.flatten() {
+        let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+    }
+    Some(to)
+}
+
+/// Whether `backend` (after `auto`) is KVM on a host without nested VMX:
+/// then a monitor image must end with `VMX unavailable`.
+fn kvm_without_vmx(backend: &str) -> bool {
+    backend == "kvm" && !qemu_harness::kvm_nested_vmx()
+}
+
+fn common_args(o: &VmOptions, time: u64) -> Vec<String> {
+    let mut a = vec![
+        "--backend".to_string(),
+        o.backend.clone(),
+        "--time".into(),
+        time.to_string(),
+        "--seed".into(),
+        o.seed.to_string(),
+    ];
+    if let Some(t) = o.case_timeout {
+        a.extend(["--case-timeout".to_string(), t.to_string()]);
+    }
+    a
+}
+
+/// `cargo xtask fuzz vm ARGS`.
+pub fn vm(args: &[String]) -> Result<bool, String> {
+    if help(args) {
+        return Ok(true);
+    }
+    let o = parse(args, false)?;
+    let (built, images) = build(&[o.planted.as_deref()])?;
+    let image = &images[0];
+    let variant = match (&o.planted, o.no_monitor) {
+        (Some(d), _) => d.clone(),
+        (None, true) => "no-monitor".into(),
+        (None, false) => "clean".into(),
+    };
+    let name = format!("{variant}-{}", o.backend);
+    let mut args = common_args(&o, o.time.unwrap_or(VM_DEFAULT_TIME_S));
+    args.extend(["--cores".into(), o.cores.to_string()]);
+    if o.no_monitor {
+        args.extend(["--loader-args".into(), "mode=direct".into()]);
+    }
+    if o.stop_on_crash || o.no_monitor || o.planted.is_some() {
+        args.push("--stop-on-crash".into());
+    }
+    if let Some(file) = &o.replay {
+        return replay(&built, image, &o, file);
+    }
+    let run = drive(&built, image, &name, &args)?;
+    let s = &run.summary;
+    // What this run must show.
+    if let Some(fatal) = &s.fatal {
+        if kvm_without_vmx(&s.backend) && !o.no_monitor && fatal.contains("VMX unavailable") {
+            println!(
+                "fuzz vm: kvm: no nested VMX on this host, and okernel says so as it must: {}",
+                fatal.lines().next().unwrap_or_default()
+            );
+            println!(
+                "fuzz vm: kvm: no campaign ran (use --backend bochs, or a host with nested VMX)"
+            );
+            return Ok(true);
+        }
+        return Err(format!("fuzz vm: the campaign could not run: {fatal}"));
+    }
+    if kvm_without_vmx(&s.backend) && !o.no_monitor {
+        println!(
+            "fuzz vm: kvm: a monitor image ran cases on a host without nested VMX: expected `VMX unavailable`"
+        );
+        return Ok(false);
+    }
+    let found = describe(s);
+    let expect_finding = o.no_monitor || o.planted.is_some();
+    if expect_finding {
+        if s.objectives > 0 {
+            println!("fuzz vm: {variant}: found, as it must be: {found}");
+            Ok(true)
+        } else {
+            println!(
+                "fuzz vm: {variant}: NOT found in {} execs ({:.0} s)",
+                s.execs,
+                o.time.unwrap_or(VM_DEFAULT_TIME_S)
+            );
+            Ok(false)
+        }
+    } else if s.objectives > 0 {
+        let kept = keep_findings(&run, &name);
+        println!("fuzz vm: FINDING on the clean image: {found}");
+        if let Some(k) = kept {
+            println!(
+                "fuzz vm: kept in {} (reproduce: cargo xtask fuzz vm --backend {} --replay FILE)",
+                k.display(),
+                s.backend
+            );
+        }
+        Ok(false)
+    } else {
+        println!(
+            "fuzz vm: clean: {} execs at {:.1}/s on {}, corpus {}, coverage {}: no finding",
+            s.execs, s.execs_per_s, s.backend, s.corpus, s.coverage
+        );
+        Ok(true)
+    }
+}
+
+/// A one-line account of a run's first finding.
+fn describe(s: &Summary) -> String {
+    format!(
+        "{} after {:.1} s ({} execs in the run): {}",
+        s.first_verdict.as_deref().unwrap_or("?"),
+        s.first_objective_s.unwrap_or(0.0),
+        s.execs,
+        s.first_message.as_deref().unwrap_or("")
+    )
+}
+
+fn replay(built: &Built, image: &Path, o: &VmOptions, file: &Path) -> Result<bool, String> {
+    let mut cmd = Command::new(&built.driver);
+    cmd.arg("--image")
+        .arg(image)
+        .arg("--guest")
+        .arg(&built.guest)
+        .args(["--backend", &o.backend])
+        .arg("--out")
+        .arg(images::root().join("target/vmfuzz/replay"))
+        .arg("--replay")
+        .arg(file);
+    if o.no_monitor {
+        cmd.args(["--loader-args", "mode=direct"]);
+    }
+    if let Some(t) = o.case_timeout {
+        cmd.args(["--case-timeout", &t.to_string()]);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", built.driver.display()))?;
+    match status.code() {
+        Some(0) => {
+            println!("fuzz vm: the case passes");
+            Ok(true)
+        }
+        Some(1) => {
+            println!("fuzz vm: the case violates (reproduced)");
+            Ok(false)
+        }
+        _ => Err(format!("the replay could not run ({status})")),
+    }
+}
+
+/// `cargo xtask fuzz vm-planted ARGS`: each planted defect must be found
+/// within the limit; the clean image must run as long without a finding.
+pub fn vm_planted(args: &[String]) -> Result<bool, String> {
+    if help(args) {
+        return Ok(true);
+    }
+    let o = parse(args, true)?;
+    let limit = o.time.unwrap_or(VM_DEFECT_LIMIT_S);
+    let mut variants: Vec<Option<&str>> = DEFECTS.iter().map(|d| Some(*d)).collect();
+    variants.push(None);
+    let (built, images) = build(&variants)?;
+    let mut rows = Vec::new();
+    let mut all = true;
+    for (v, image) in variants.iter().zip(&images) {
+        let label = v.unwrap_or("clean");
+        let mut args = common_args(&o, limit);
+        if v.is_some() {
+            args.push("--stop-on-crash".into());
+        }
+        let run = drive(&built, image, &format!("{label}-{}", o.backend), &args)?;
+        let s = &run.summary;
+        if let Some(f) = &s.fatal {
+            return Err(format!(
+                "fuzz vm-planted: {label}: the campaign could not run: {f}"
+            ));
+        }
+        let found = s.objectives > 0 && s.first_objective_s.is_some_and(|t| t <= limit as f64);
+        let ok = if v.is_some() {
+            found
+        } else {
+            s.objectives == 0
+        };
+        if !ok && v.is_none() {
+            let kept = keep_findings(&run, label);
+            println!(
+                "fuzz vm-planted: FINDING on the clean image (a real bug): {}",
+                describe(s)
+            );
+            if let Some(k) = kept {
+                println!("fuzz vm-planted: kept in {}", k.display());
+            }
+        }
+        all &= ok;
+        rows.push((label.to_string(), s.clone(), ok));
+    }
+    println!(
+        "\nVM planted-defect proof on {}, seed {}, limit {limit} s",
+        rows.first().map_or("?", |r| r.1.backend.as_str()),
+        o.seed
+    );
+    println!(
+        "{:<24} {:<6} {:>9} {:>8} {:>8}  first finding",
+        "image", "", "found (s)", "execs", "exec/s"
+    );
+    for (label, s, ok) in &rows {
+        let t = s
+            .first_objective_s
+            .map_or("-".to_string(), |t| format!("{t:.1}"));
+        let what = match (&s.first_verdict, &s.first_message) {
+            (Some(v), Some(m)) => format!("{v}: {}", m.chars().take(90).collect::<String>()),
+            _ => "none".into(),
+        };
+        println!(
+            "{label:<24} {:<6} {t:>9} {:>8} {:>8.1}  {what}",
+            if *ok { "ok" } else { "FAIL" },
+            s.execs,
+            s.execs_per_s
+        );
+    }
+    Ok(all)
+}
+
+/// `cargo xtask bench fuzz`: cases per second of the clean fuzz image on
+/// each backend that can run it (KVM only with nested VMX; otherwise the
+/// reason is printed).
+pub fn bench() -> Result<bool, String> {
+    let (built, images) = build(&[None])?;
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for backend in ["bochs", "kvm"] {
+        if backend == "kvm" && !qemu_harness::kvm_nested_vmx() {
+            let why = qemu_harness::kvm_problem().unwrap_or_else(|| {
+                "KVM here offers no nested VMX (kvm_intel nested is not Y)".into()
+            });
+            rows.push((backend, None, format!("not measured: {why}")));
+            continue;
+        }
+        let o = VmOptions {
+            backend: backend.into(),
+            ..VmOptions::default()
+        };
+        let run = drive(
+            &built,
+            &images[0],
+            &format!("bench-{backend}"),
+            &common_args(&o, BENCH_TIME_S),
+        )?;
+        let s = run.summary;
+        let note = match (&s.fatal, s.objectives) {
+            (Some(f), _) => {
+                ok = false;
+                format!("failed: {}", f.lines().next().unwrap_or_default())
+            }
+            (None, 0) => format!("corpus {}, coverage {}", s.corpus, s.coverage),
+            (None, n) => format!(
+                "corpus {}, coverage {}; {n} findings (their restarts are in the rate)",
+                s.corpus, s.coverage
+            ),
+        };
+        rows.push((backend, Some(s), note));
+    }
+    println!("\nVM fuzzing throughput, clean fuzz image, seed 1, {BENCH_TIME_S} s, 1 core");
+    println!("{:<8} {:>8} {:>9}  notes", "backend", "execs", "exec/s");
+    for (b, s, note) in rows {
+        match s {
+            Some(s) => println!("{b:<8} {:>8} {:>9.1}  {note}", s.execs, s.execs_per_s),
+            None => println!("{b:<8} {:>8} {:>9}  {note}", "-", "-"),
+        }
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_vm_options() {
+        let o = parse(
+            &args("--backend bochs --time 5 --seed 3 --cores 2 --planted unlock"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.backend, "bochs");
+        assert_eq!((o.time, o.seed, o.cores), (Some(5), 3, 2));
+        assert_eq!(o.planted.as_deref(), Some("planted-unlock"));
+        let o = parse(&args("--no-monitor --replay x"), false).unwrap();
+        assert!(o.no_monitor);
+        assert_eq!(o.replay, Some(PathBuf::from("x")));
+        assert_eq!(parse(&[], false).unwrap(), VmOptions::default());
+    }
+
+    #[test]
+    fn bad_options_name_the_option() {
+        for (a, want) in [
+            ("--backend qemu", "--backend"),
+            ("--time x", "--time"),
+            ("--time 0", "--time"),
+            ("--cores 0", "--cores"),
+            ("--planted nope", "--planted"),
+            ("--seed", "--seed needs a value"),
+            ("--frobnicate", "`--frobnicate`"),
+            ("--planted unlock --no-monitor", "--no-monitor"),
+        ] {
+            let e = parse(&args(a), false).unwrap_err();
+            assert!(e.contains(want), "{a}: {e}");
+        }
+        let e = parse(&args("--cores 2"), true).unwrap_err();
+        assert!(
+            e.contains("--cores is not an option of `fuzz vm-planted`"),
+            "{e}"
+        );
+        assert!(parse(&args("--backend kvm --time 30 --seed 2"), true).is_ok());
+    }
+
+    #[test]
+    fn reads_the_summary_line() {
+        let l = r#"OKERNEL-FUZZ: {"backend":"bochs","execs":12,"execs_per_s":2.5,"corpus":3,"objectives":1,"first_objective_s":4.5,"coverage":40,"timeouts":0,"restarts":1,"elapsed_s":5.0,"cores":1,"first_verdict":"monitor oracle","first_message":"locked region changed"}"#;
+        let s = summary_of(l).unwrap().unwrap();
+        assert_eq!((s.execs, s.objectives, s.coverage), (12, 1, 40));
+        assert_eq!(s.first_objective_s, Some(4.5));
+        assert_eq!(s.first_verdict.as_deref(), Some("monitor oracle"));
+        assert!(summary_of("vmfuzz [bochs] 1.0 s").is_none());
+        assert!(summary_of("OKERNEL-FUZZ: {").unwrap().is_err());
+        let l = r#"OKERNEL-FUZZ: {"backend":"kvm","execs":0,"execs_per_s":0.0,"corpus":0,"objectives":0,"first_objective_s":null,"fatal":"VMX unavailable on kvm"}"#;
+        let s = summary_of(l).unwrap().unwrap();
+        assert!(s.fatal.unwrap().contains("VMX unavailable"));
+    }
+}
