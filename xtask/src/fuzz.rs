@@ -100,15 +100,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        let number = |s: String, name: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("{name}: `{s}` is not a number"))
-        };
+        let mut value = |name: &str| option_value(&mut it, name, USAGE);
         match a.as_str() {
             "host" => o.host = true,
             "planted-defects" => o.defects = true,
@@ -413,6 +405,24 @@ fn campaign(
         tail,
         panic,
     })
+}
+
+/// The value after option `name` (the next argument), or an error that
+/// names the option, followed by `usage`.
+pub fn option_value<'a>(
+    it: &mut impl Iterator<Item = &'a String>,
+    name: &str,
+    usage: &str,
+) -> Result<String, String> {
+    it.next()
+        .cloned()
+        .ok_or_else(|| format!("{name} needs a value\n\n{usage}"))
+}
+
+/// `s` as the number option `name` takes, or an error naming the option.
+pub fn number(s: String, name: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("{name}: `{s}` is not a number"))
 }
 
 /// The word after `key` in a libFuzzer status line.

@@ -10,6 +10,7 @@
 //! cargo xtask bench fuzz
 //! ```
 
+use crate::fuzz::{number, option_value};
 use crate::images;
 use serde::Deserialize;
 use std::io::{BufRead, BufReader};
@@ -99,15 +100,7 @@ fn parse(args: &[String], planted_proof: bool) -> Result<VmOptions, String> {
     let mut o = VmOptions::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        let number = |s: String, name: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("{name}: `{s}` is not a number"))
-        };
+        let mut value = |name: &str| option_value(&mut it, name, USAGE);
         let only_vm = |name: &str| {
             if planted_proof {
                 Err(format!(
