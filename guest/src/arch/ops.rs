@@ -193,8 +193,9 @@ pub extern "C" fn vmx(which: u64) -> u64 {
 }
 
 /// Exception or interrupt `which`: 0 #DE (divide by zero), 1 #BP (INT3),
-/// 2 #UD (UD2), 3 INT1, 4–9 INT n to vectors 4, 5, 6, 7, 16, 19, 10 an
-/// interrupt window (STI; NOP; CLI, nothing pending: no fault).
+/// 2 #UD (UD2), 3 INT1, 4–9 INT n to vectors 4, 5, 6, 7, 16, 19, 10 INT
+/// 0x80 (no gate: #NP). No interrupt window: the legacy PIC that firmware
+/// left programmed would deliver its timer at vector 8.
 pub extern "C" fn exception(which: u64) -> u64 {
     // SAFETY: run under a probe; each raises one exception the guest's
     // IDT routes to the probe handler (vectors without an error code, so
@@ -213,15 +214,15 @@ pub extern "C" fn exception(which: u64) -> u64 {
             7 => core::arch::asm!("int 7", options(nostack)),
             8 => core::arch::asm!("int 16", options(nostack)),
             9 => core::arch::asm!("int 19", options(nostack)),
-            _ => core::arch::asm!("sti", "nop", "cli", options(nostack)),
+            _ => core::arch::asm!("int 0x80", options(nostack)),
         }
     }
     0
 }
 
-/// The vector [`exception`]`(which)` raises (`None`: none).
-pub const fn exception_vector(which: u64) -> Option<u8> {
-    Some(match which {
+/// The vector [`exception`]`(which)` raises.
+pub const fn exception_vector(which: u64) -> u8 {
+    match which {
         0 => 0,
         1 => 3,
         2 => 6,
@@ -232,8 +233,8 @@ pub const fn exception_vector(which: u64) -> Option<u8> {
         7 => 7,
         8 => 16,
         9 => 19,
-        _ => return None,
-    })
+        _ => 11,
+    }
 }
 
 /// Reads an I/O port byte.

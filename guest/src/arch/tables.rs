@@ -26,12 +26,19 @@ use x86_64::structures::tss::TaskStateSegment;
 const STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
-struct Stack([u8; STACK_SIZE]);
+struct Stack(UnsafeCell<[u8; STACK_SIZE]>);
 
-/// The `#DF` stack: only ever used by the CPU through the TSS.
-static DF_STACK: Stack = Stack([0; STACK_SIZE]);
+// SAFETY: only the processor writes the stacks (exception delivery through
+// the TSS); Rust code takes their addresses only.
+unsafe impl Sync for Stack {}
+
+/// The `#DF` stack: only ever used by the CPU through the TSS. Interior
+/// mutability keeps it (and the next one) out of `.rodata`, which the
+/// kernel locks read-only: a double fault after the lock used to end in an
+/// EPT violation on this stack (found by the VM fuzzer).
+static DF_STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
 /// The stack of exceptions taken in ring 3 (TSS.RSP0).
-static RING0_STACK: Stack = Stack([0; STACK_SIZE]);
+static RING0_STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
 
 /// The guest's selectors.
 #[derive(Debug, Clone, Copy)]
