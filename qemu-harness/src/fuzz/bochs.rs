@@ -23,10 +23,12 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// The `ips` of the fuzz configuration: 2 M. Measured over the same
-/// twelve cases (`bench_bochs_ips` in `tests/fuzz_images.rs`): 1 M 24,
-/// 2 M 20–21, 4 M 15, 8 M 7, 20 M 4 cases/s; below 2 M the executor's
-/// own work dominates, and emulated time (the PIT, the UART) runs ever
-/// faster against the instruction count, so 2 M keeps most of the gain.
+/// twelve cases (`bench_bochs_ips` in `tests/fuzz_images.rs`, with
+/// TCP_QUICKACK): 1 M 23, 2 M 25, 4 M 15, 8 M 11, 20 M 4 cases/s. At 2 M
+/// a byte costs ~32 µs of wall time each way and the executor's own work
+/// (~20 ms per case, emulated instructions) dominates, so a lower `ips`
+/// gains nothing while emulated time (the PIT, the UART) runs ever faster
+/// against the instruction count.
 pub const DEFAULT_FUZZ_IPS: u64 = 2_000_000;
 
 /// How long Bochs may take to connect COM2 after it starts.
