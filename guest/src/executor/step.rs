@@ -520,14 +520,14 @@ impl World {
         };
         let va = alias_va(s) + ((u64::from(offset) % 4096) & !7);
         let frame = e & pte::ADDR;
-        let smap = x86_64::registers::control::Cr4::read_raw() & cpu::CR4_SMAP != 0;
-        let want =
-            if e & pte::PRESENT == 0 || (write && e & pte::WRITABLE == 0) || (e & 4 != 0 && smap) {
-                Expect::Faults(14)
-            } else {
-                let class = self.targets.class_of(frame).unwrap_or(Class::Scratch);
-                expect_access(class, if write { Access::Write } else { Access::Read })
-            };
+        // The window's directory entries are supervisor-only, so the U bit
+        // of a slot's entry never makes the page a user page (no SMAP).
+        let want = if e & pte::PRESENT == 0 || (write && e & pte::WRITABLE == 0) {
+            Expect::Faults(14)
+        } else {
+            let class = self.targets.class_of(frame).unwrap_or(Class::Scratch);
+            expect_access(class, if write { Access::Write } else { Access::Read })
+        };
         let readable = want == Expect::Allowed || !write;
         let old = if readable {
             probe(instr::read_u64, va)
