@@ -6,6 +6,11 @@
 //! injected), [`ExitAction::Stop`] (the guest asked to end the run), or an
 //! [`ExitError`]: a fatal condition the run loop reports with the guest
 //! state and ends with a failure — never a silent hang.
+//!
+//! A fuzz build (feature `fuzz`) records each exit's coverage key once the
+//! handler has decided: a constant key for the two fast exits in
+//! [`handle_fast`], `crate::fuzz::observe::slow` around [`handle_slow`].
+//! Without the feature neither hook exists.
 
 pub mod counters;
 pub mod cpuid;

@@ -134,8 +134,7 @@ mod tests {
     #[test]
     fn overflow_is_counted_and_clear_empties_the_map() {
         let mut c = Coverage::new();
-        // Key k from key k-1 hits edge ((k-1) >> 1) ^ k: all distinct for
-        // k < MONITOR_MAP_SIZE? Not necessarily; count what is listed.
+        // Far more well-spread keys than the list holds.
         for k in 0..MONITOR_MAP_SIZE as u64 * 4 {
             c.record(k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         }

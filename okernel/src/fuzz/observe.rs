@@ -146,6 +146,8 @@ pub fn slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     result
 }
 
+/// The second half of [`slow`], out of line: the key of the exit, once
+/// the handler has decided.
 #[inline(never)]
 fn after<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
@@ -276,7 +278,11 @@ pub fn detail<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
                 .vmcs
                 .read(ReadOnly64::GuestPhysicalAddress)
                 .unwrap_or(0);
-            let class = memory_class(vcpu.policy.protection(), vcpu.memory.views_ref(), gpa);
+            let class = memory_class(
+                vcpu.policy.protection().map(|p| &*p),
+                vcpu.memory.views_ref(),
+                gpa,
+            );
             (access | u64::from(class) << 8) as u32
         }
         CR => (qualification() & 0x3f) as u32,
@@ -308,7 +314,7 @@ pub const NOT_RAM: u8 = 20;
 
 /// What kind of memory `gpa` is: a locked region's kind (1–7), an
 /// unlocked registered region's (9–15), or one of the constants above.
-pub fn memory_class(prot: Option<&mut Protection>, views: Option<&dyn Views>, gpa: u64) -> u8 {
+pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Views>, gpa: u64) -> u8 {
     let page = PhysRange::new(gpa & !0xfff, 0x1000);
     if let Some(views) = views {
         let monitor = views.monitor();

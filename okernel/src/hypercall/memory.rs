@@ -15,6 +15,8 @@
 //!
 //! Only then is it copied, from the host-physical addresses the view
 //! translates it to (the base view is an identity map).
+//!
+//! [`MemoryKind::Ram`]: crate::launch::config::MemoryKind::Ram
 
 use thiserror::Error;
 

@@ -13,14 +13,17 @@ use crate::fuzz::baseline::fingerprints;
 use crate::policy::views::Views;
 use crate::vmx::fields::{Control64, ControlNatural, Guest32, Guest64};
 
+/// IA32_LSTAR (locked by [`fixture`], a processor MSR).
 pub const LSTAR: u32 = 0xc000_0082;
+/// IA32_EFER (locked by [`fixture`], a VMCS guest field).
 pub const EFER: u32 = 0xc000_0080;
 const CR0_WP: u64 = 1 << 16;
 /// A second protected page.
 const SECRET2: u64 = SECRET + 0x1000;
 
-/// Region ids of [`fixture`].
+/// The text region's id in [`fixture`].
 pub const TEXT_ID: u32 = 0;
+/// The rodata region's id in [`fixture`].
 pub const RODATA_ID: u32 = 1;
 
 /// A locked-down guest: text, rodata, credentials and page tables
