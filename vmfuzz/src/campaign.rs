@@ -2,7 +2,7 @@
 //! stages around a [`VmExecutor`], in-process (one core) or under LibAFL's
 //! [`Launcher`] (one client, and one session, per core).
 
-use crate::executor::{StopRule, VmExecutor};
+use crate::executor::{Finding, StopOn, StopRule, VmExecutor};
 use crate::ops::{OpKindMutator, OpsGenerator};
 use libafl::corpus::{Corpus, InMemoryCorpus};
 use libafl::events::{
@@ -60,8 +60,8 @@ pub struct Campaign {
     pub seeds: Option<PathBuf>,
     /// The output directory (`crashes/`, `corpus/`, `clients/`, runs).
     pub out: PathBuf,
-    /// End at the first objective.
-    pub stop_on_crash: bool,
+    /// Which finding ends the campaign early.
+    pub stop_on: StopOn,
     /// The TCP port of the multi-core broker.
     pub broker_port: u16,
 }
@@ -96,6 +96,14 @@ pub struct Summary {
     pub first_verdict: Option<String>,
     /// The first line of the first objective's message.
     pub first_message: Option<String>,
+    /// Objectives that were oracle violations (not crashes or timeouts).
+    pub oracles: u64,
+    /// Seconds to the first oracle violation.
+    pub first_oracle_s: Option<f64>,
+    /// The first oracle violation's verdict.
+    pub oracle_verdict: Option<String>,
+    /// The first line of its message.
+    pub oracle_message: Option<String>,
     /// The first objective's report (its first line is the verdict).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_report: Option<String>,
@@ -124,6 +132,14 @@ impl Summary {
         self.restarts += o.restarts;
         self.coverage = self.coverage.max(o.coverage);
         self.elapsed_s = self.elapsed_s.max(o.elapsed_s);
+        self.oracles += o.oracles;
+        if let Some(t) = o.first_oracle_s
+            && self.first_oracle_s.is_none_or(|s| t < s)
+        {
+            self.first_oracle_s = Some(t);
+            self.oracle_verdict.clone_from(&o.oracle_verdict);
+            self.oracle_message.clone_from(&o.oracle_message);
+        }
         if let Some(t) = o.first_objective_s
             && self.first_objective_s.is_none_or(|s| t < s)
         {
@@ -247,7 +263,7 @@ where
     let start = Instant::now();
     let stop = StopRule {
         deadline: Some(start + c.time),
-        stop_on_crash: c.stop_on_crash,
+        on: c.stop_on,
         stop_file: Some(c.out.join(".stop")),
     };
     let mut summary = Summary {
@@ -318,10 +334,15 @@ where
     summary.timeouts = st.timeouts;
     summary.restarts = st.restarts;
     summary.coverage = st.covered as u64;
-    summary.first_objective_s = st.first_objective.map(|d| d.as_secs_f64());
+    let secs = |f: &Option<Finding>| f.as_ref().map(|f| f.after.as_secs_f64());
+    summary.first_objective_s = secs(&st.first_objective);
     summary.first_report.clone_from(&st.first_report);
-    summary.first_verdict.clone_from(&st.first_verdict);
-    summary.first_message.clone_from(&st.first_message);
+    summary.first_verdict = st.first_objective.as_ref().map(|f| f.verdict.clone());
+    summary.first_message = st.first_objective.as_ref().map(|f| f.message.clone());
+    summary.oracles = st.oracles;
+    summary.first_oracle_s = secs(&st.first_oracle);
+    summary.oracle_verdict = st.first_oracle.as_ref().map(|f| f.verdict.clone());
+    summary.oracle_message = st.first_oracle.as_ref().map(|f| f.message.clone());
     summary.fatal.clone_from(&st.fatal);
     summary.corpus = state.corpus().count() as u64;
     summary.elapsed_s = start.elapsed().as_secs_f64();

@@ -2,7 +2,7 @@
 
 use crate::backends::{self, Backend, SessionConfig};
 use crate::campaign::{self, Campaign};
-use crate::executor::{Judged, judge, verdict_name};
+use crate::executor::{Judged, StopOn, judge, verdict_name};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ options:
   --out DIR          output: crashes/ (input + .txt report), corpus/, runs/
                      (default vmfuzz-out)
   --stop-on-crash    end the campaign at the first objective
+  --stop-on-oracle   end it at the first oracle violation (the executor's or
+                     the monitor's verdict); crashes and hangs are saved and
+                     the campaign goes on (the planted-defect proof)
   --case-timeout S   the session's limit per case, in seconds (default: the
                      session's own, 2 s on Bochs, 1 s on KVM)
   --broker-port P    the TCP port of the multi-core broker (default 13370)
@@ -63,8 +66,8 @@ pub struct Options {
     pub seeds: Option<PathBuf>,
     /// `--out`.
     pub out: PathBuf,
-    /// `--stop-on-crash`.
-    pub stop_on_crash: bool,
+    /// `--stop-on-crash` / `--stop-on-oracle`.
+    pub stop_on: StopOn,
     /// `--broker-port`.
     pub broker_port: u16,
     /// `--case-timeout`.
@@ -87,7 +90,7 @@ impl Default for Options {
             seed: None,
             seeds: None,
             out: PathBuf::from("vmfuzz-out"),
-            stop_on_crash: false,
+            stop_on: StopOn::Never,
             broker_port: 13370,
             case_timeout: None,
             replay: None,
@@ -128,7 +131,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "--broker-port" => o.broker_port = number(name, value()?)?,
             "--case-timeout" => o.case_timeout = Some(number(name, value()?)?),
             "--replay" => o.replay = Some(value()?.into()),
-            "--stop-on-crash" if inline.is_none() => o.stop_on_crash = true,
+            "--stop-on-crash" if inline.is_none() => o.stop_on = StopOn::Objective,
+            "--stop-on-oracle" if inline.is_none() => o.stop_on = StopOn::Oracle,
             "-h" | "--help" => o.help = true,
             other => return Err(format!("unknown option `{other}`")),
         }
@@ -214,7 +218,7 @@ fn run(o: &Options) -> Result<u8, String> {
         seed,
         seeds: o.seeds.clone(),
         out: o.out.clone(),
-        stop_on_crash: o.stop_on_crash,
+        stop_on: o.stop_on,
         broker_port: o.broker_port,
     };
     let open = |i: usize| backends::open(backend, &cfg, i);

@@ -80,17 +80,41 @@ fn first_line(result: &Result<CaseOutcome, SessionError>) -> String {
     line.chars().take(300).collect()
 }
 
+/// Which finding ends a campaign early.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopOn {
+    /// None: the campaign runs its time.
+    #[default]
+    Never,
+    /// The first objective of any kind (`--stop-on-crash`).
+    Objective,
+    /// The first oracle violation, a [`CaseOutcome`] whose verdict is not
+    /// `Pass` (`--stop-on-oracle`); machine crashes, protocol errors and
+    /// timeouts are saved and the campaign goes on.
+    Oracle,
+}
+
 /// When the campaign ends.
 #[derive(Debug, Clone, Default)]
 pub struct StopRule {
     /// No case starts after this instant.
     pub deadline: Option<Instant>,
-    /// End at the first objective.
-    pub stop_on_crash: bool,
+    /// Which finding ends it early.
+    pub on: StopOn,
     /// A file whose existence ends the campaign (shared by every client
-    /// of a multi-core campaign: the first to find an objective under
-    /// `stop_on_crash` creates it).
+    /// of a multi-core campaign: the first to meet `on` creates it).
     pub stop_file: Option<PathBuf>,
+}
+
+/// One finding, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Time from the campaign's start.
+    pub after: Duration,
+    /// The verdict ([`verdict_name`]).
+    pub verdict: String,
+    /// The first line of its message.
+    pub message: String,
 }
 
 /// Counters of one executor.
@@ -106,14 +130,14 @@ pub struct ExecStats {
     pub timeouts: u64,
     /// Session restarts.
     pub restarts: u64,
-    /// Seconds from the start to the first objective.
-    pub first_objective: Option<Duration>,
+    /// Of those, oracle violations (the executor or the monitor said so).
+    pub oracles: u64,
+    /// The first objective.
+    pub first_objective: Option<Finding>,
     /// The first objective's report.
     pub first_report: Option<String>,
-    /// The first objective's verdict ([`verdict_name`]).
-    pub first_verdict: Option<String>,
-    /// The first objective's message (its first line).
-    pub first_message: Option<String>,
+    /// The first oracle violation.
+    pub first_oracle: Option<Finding>,
     /// Map entries ever hit.
     pub covered: usize,
     /// The fatal error that ended the campaign.
@@ -128,10 +152,10 @@ impl ExecStats {
             objectives: 0,
             timeouts: 0,
             restarts: 0,
+            oracles: 0,
             first_objective: None,
             first_report: None,
-            first_verdict: None,
-            first_message: None,
+            first_oracle: None,
             covered: 0,
             fatal: None,
         }
@@ -204,7 +228,12 @@ impl VmExecutor {
         if self.stop.deadline.is_some_and(|d| Instant::now() >= d) {
             return true;
         }
-        if self.stop.stop_on_crash && self.stats.objectives > 0 {
+        let met = match self.stop.on {
+            StopOn::Never => false,
+            StopOn::Objective => self.stats.objectives > 0,
+            StopOn::Oracle => self.stats.oracles > 0,
+        };
+        if met {
             return true;
         }
         self.stop.stop_file.as_deref().is_some_and(Path::exists)
@@ -242,17 +271,27 @@ impl VmExecutor {
                 self.stats.timeouts += 1;
             }
             let report = self.report(case, &result, &judged);
+            let finding = Finding {
+                after: self.stats.started.elapsed(),
+                verdict: verdict_name(&result).to_string(),
+                message: first_line(&result),
+            };
             if self.stats.first_objective.is_none() {
-                self.stats.first_objective = Some(self.stats.started.elapsed());
+                self.stats.first_objective = Some(finding.clone());
                 self.stats.first_report = Some(report.clone());
-                self.stats.first_verdict = Some(verdict_name(&result).to_string());
-                self.stats.first_message = Some(first_line(&result));
+            }
+            if result.is_ok() {
+                self.stats.oracles += 1;
+                if self.stats.first_oracle.is_none() {
+                    self.stats.first_oracle = Some(finding);
+                }
             }
             self.save(case, &judged, &report);
-            if self.stop.stop_on_crash
+            if self.stop.on != StopOn::Never
+                && self.should_stop()
                 && let Some(f) = &self.stop.stop_file
             {
-                let _ = std::fs::write(f, b"stop: an objective was found\n");
+                let _ = std::fs::write(f, b"stop: the finding the campaign waited for\n");
             }
             self.stats.restarts += 1;
             if let Err(e) = self.session.restart() {

@@ -3,7 +3,7 @@
 //! mock's planted defect.
 
 use crate::campaign::{self, Campaign, Summary};
-use crate::executor::{Judged, StopRule, VmExecutor, judge};
+use crate::executor::{Judged, StopOn, StopRule, VmExecutor, judge};
 use crate::mock::{self, Fatal, MockSession};
 use libafl::events::{NopEventManager, SimpleEventManager};
 use libafl::executors::{Executor, ExitKind, HasObservers};
@@ -195,7 +195,11 @@ fn mock_campaign(dir: &std::path::Path, time: u64, stop: bool) -> Summary {
         seed: 1,
         seeds: None,
         out: dir.to_path_buf(),
-        stop_on_crash: stop,
+        stop_on: if stop {
+            StopOn::Objective
+        } else {
+            StopOn::Never
+        },
         broker_port: 0,
     };
     let open = |_| Ok(Box::new(MockSession::new()) as Box<dyn qemu_harness::fuzz::FuzzSession>);
@@ -245,7 +249,7 @@ fn a_fatal_session_ends_the_campaign_with_its_message() {
         seed: 1,
         seeds: None,
         out: dir.path().to_path_buf(),
-        stop_on_crash: false,
+        stop_on: StopOn::Never,
         broker_port: 0,
     };
     let open = |_| {
@@ -274,4 +278,33 @@ fn a_fatal_session_ends_the_campaign_with_its_message() {
             .as_deref()
             .is_some_and(|f| f.contains("VMX unavailable"))
     );
+}
+
+#[test]
+fn stop_on_oracle_waits_for_a_verdict() {
+    let mut e = VmExecutor::new(
+        Box::new(MockSession::new()),
+        None,
+        StopRule {
+            on: StopOn::Oracle,
+            ..StopRule::default()
+        },
+    );
+    assert_eq!(
+        run(&mut e, &case_with(&mock::CRASH_PATTERN)).unwrap(),
+        ExitKind::Crash
+    );
+    assert!(!e.should_stop(), "a machine crash is not an oracle verdict");
+    assert_eq!((e.stats.objectives, e.stats.oracles), (1, 0));
+    assert_eq!(
+        run(&mut e, &case_with(&mock::MAGIC)).unwrap(),
+        ExitKind::Crash
+    );
+    assert!(e.should_stop());
+    assert_eq!((e.stats.objectives, e.stats.oracles), (2, 1));
+    let first = e.stats.first_objective.clone().unwrap();
+    let oracle = e.stats.first_oracle.clone().unwrap();
+    assert_eq!(first.verdict, "machine crashed");
+    assert_eq!(oracle.verdict, "guest oracle");
+    assert!(oracle.after >= first.after);
 }

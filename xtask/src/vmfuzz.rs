@@ -54,16 +54,18 @@ finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
   --cores N          fuzzing clients, one VM each (default 1)
   --seed S           the RNG seed (default 1)
   --planted DEFECT   fuzz an image with a planted defect (text-writable,
-                     pin-ignored, unlock, gate-bypass): must find it
+                     pin-ignored, unlock, gate-bypass): an oracle must fire
+                     (the campaign ends at the first oracle violation)
   --no-monitor       the negative control: the loader's `mode=direct` (no
-                     monitor); must find a violation
-  --stop-on-crash    end at the first finding
+                     monitor); an oracle must fire
+  --stop-on-crash    end at the first finding of any kind
   --case-timeout S   the session's limit per case, in seconds
   --replay FILE      run one saved case once and print its outcome
 
-fuzz vm-planted: the oracles bite in the VM: each planted defect must be
-found within --time seconds (default 120), and the clean image must run
---time seconds without a finding.";
+fuzz vm-planted: the oracles bite in the VM: for each planted defect an
+oracle (the executor's or the monitor's) must fire within --time seconds
+(default 120), and the clean image must run --time seconds without any
+finding.";
 
 /// Options of `fuzz vm` and `fuzz vm-planted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +210,18 @@ pub struct Summary {
     /// The first finding's message.
     #[serde(default)]
     pub first_message: Option<String>,
+    /// Findings that were oracle violations.
+    #[serde(default)]
+    pub oracles: u64,
+    /// Seconds to the first oracle violation.
+    #[serde(default)]
+    pub first_oracle_s: Option<f64>,
+    /// Its verdict.
+    #[serde(default)]
+    pub oracle_verdict: Option<String>,
+    /// Its message.
+    #[serde(default)]
+    pub oracle_message: Option<String>,
     /// Why the campaign could not run.
     #[serde(default)]
     pub fatal: Option<String>,
@@ -387,7 +401,9 @@ pub fn vm(args: &[String]) -> Result<bool, String> {
     if o.no_monitor {
         args.extend(["--loader-args".into(), "mode=direct".into()]);
     }
-    if o.stop_on_crash || o.no_monitor || o.planted.is_some() {
+    if o.no_monitor || o.planted.is_some() {
+        args.push("--stop-on-oracle".into());
+    } else if o.stop_on_crash {
         args.push("--stop-on-crash".into());
     }
     if let Some(file) = &o.replay {
@@ -418,14 +434,30 @@ pub fn vm(args: &[String]) -> Result<bool, String> {
     let found = describe(s);
     let expect_finding = o.no_monitor || o.planted.is_some();
     if expect_finding {
-        if s.objectives > 0 {
-            println!("fuzz vm: {variant}: found, as it must be: {found}");
+        if s.oracles > 0 {
+            println!(
+                "fuzz vm: {variant}: an oracle fired, as it must: {} after {:.1} s: {}",
+                s.oracle_verdict.as_deref().unwrap_or("?"),
+                s.first_oracle_s.unwrap_or(0.0),
+                s.oracle_message.as_deref().unwrap_or("")
+            );
+            if s.objectives > s.oracles {
+                println!(
+                    "fuzz vm: {variant}: also {} other findings: {found}",
+                    s.objectives - s.oracles
+                );
+            }
             Ok(true)
         } else {
             println!(
-                "fuzz vm: {variant}: NOT found in {} execs ({:.0} s)",
+                "fuzz vm: {variant}: no oracle fired in {} execs ({:.0} s){}",
                 s.execs,
-                o.time.unwrap_or(VM_DEFAULT_TIME_S)
+                o.time.unwrap_or(VM_DEFAULT_TIME_S),
+                if s.objectives > 0 {
+                    format!("; other findings: {found}")
+                } else {
+                    String::new()
+                }
             );
             Ok(false)
         }
@@ -510,7 +542,7 @@ pub fn vm_planted(args: &[String]) -> Result<bool, String> {
         let label = v.unwrap_or("clean");
         let mut args = common_args(&o, limit);
         if v.is_some() {
-            args.push("--stop-on-crash".into());
+            args.push("--stop-on-oracle".into());
         }
         let run = drive(&built, image, &format!("{label}-{}", o.backend), &args)?;
         let s = &run.summary;
@@ -519,7 +551,7 @@ pub fn vm_planted(args: &[String]) -> Result<bool, String> {
                 "fuzz vm-planted: {label}: the campaign could not run: {f}"
             ));
         }
-        let found = s.objectives > 0 && s.first_objective_s.is_some_and(|t| t <= limit as f64);
+        let found = s.first_oracle_s.is_some_and(|t| t <= limit as f64);
         let ok = if v.is_some() {
             found
         } else {
@@ -549,11 +581,20 @@ pub fn vm_planted(args: &[String]) -> Result<bool, String> {
     );
     for (label, s, ok) in &rows {
         let t = s
-            .first_objective_s
+            .first_oracle_s
             .map_or("-".to_string(), |t| format!("{t:.1}"));
-        let what = match (&s.first_verdict, &s.first_message) {
+        let what = match (&s.oracle_verdict, &s.oracle_message) {
             (Some(v), Some(m)) => format!("{v}: {}", m.chars().take(90).collect::<String>()),
-            _ => "none".into(),
+            _ => "no oracle fired".into(),
+        };
+        let what = if s.objectives > s.oracles {
+            format!(
+                "{what} (+{} crash/hang findings, first: {})",
+                s.objectives - s.oracles,
+                s.first_verdict.as_deref().unwrap_or("?")
+            )
+        } else {
+            what
         };
         println!(
             "{label:<24} {:<6} {t:>9} {:>8} {:>8.1}  {what}",
