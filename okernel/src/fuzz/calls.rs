@@ -8,6 +8,7 @@
 
 use core::mem::{offset_of, size_of};
 
+use ept::Perms;
 use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK, CheckReport};
 use okernel_abi::hypercall::Status;
 
@@ -17,6 +18,7 @@ use crate::exit::{ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::policy::views::Views;
 
 /// A call's result: `Ok(RDI)` (`None`: RDI unchanged) or the refusal.
 pub type Reply = Result<Option<u64>, Status>;
@@ -54,7 +56,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         fuzz.baseline = Some(base);
         return Ok(Some(Ok(Some(bytes))));
     }
-    if !arg.is_multiple_of(4096) || memory.check_writable(arg, 4096).is_err() {
+    if !report_page(views, arg) {
         return Ok(Some(Err(Status::InvalidArgument)));
     }
     let Some(base) = fuzz.baseline.as_ref() else {
@@ -69,15 +71,25 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     };
     let finding = check(base, &mut machine)?;
     let report = encode(&finding, fuzz);
-    if memory.write(arg, &report).is_err() {
-        // check_writable accepted the page: nothing the check did makes
-        // it unwritable.
+    // `report_page` accepted the page as guest RAM; the check changed
+    // nothing.
+    let written = memory.views().map(|v| v.write_phys(arg, &report));
+    if !matches!(written, Some(Ok(()))) {
         return Ok(Some(Err(Status::InvalidArgument)));
     }
     fuzz.coverage.clear();
     fuzz.unexpected = (0, 0);
     fuzz.checks = fuzz.checks.wrapping_add(1);
     Ok(Some(Ok(None)))
+}
+
+/// Whether `page` can take a report: 4 KiB-aligned guest RAM outside
+/// monitor memory and below the identity map, mapped readable and
+/// writable by the trusted view (whichever view the guest runs in).
+fn report_page(views: &dyn Views, page: u64) -> bool {
+    page.is_multiple_of(4096)
+        && views.check_ram(page, 4096).is_ok()
+        && views.rights_at(0, page).0.contains(Perms::RW)
 }
 
 /// The bytes of a [`CheckReport`] (`repr(C)`, little-endian) for

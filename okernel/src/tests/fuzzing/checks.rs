@@ -246,6 +246,22 @@ fn the_guest_running_in_another_view_is_current_changed() {
         (MonitorVerdict::PolicyChanged, PolicyPart::Current as u32)
     );
     assert_eq!((r.expected, r.actual), (0, 1));
+    // The views running context 1 while the policy says 0: the report
+    // still goes to the page as the trusted view maps it.
+    let mut v = fixture();
+    baseline(&mut v);
+    assert!(Views::set_current(&mut v.memory, 1));
+    let r = check(&mut v);
+    assert_eq!(
+        verdict(&r),
+        (MonitorVerdict::PolicyChanged, PolicyPart::Current as u32)
+    );
+    assert_eq!(r.actual, 1);
+    assert_eq!(
+        raw_call(&mut v, CALL_CHECK, SECRET),
+        Status::InvalidArgument,
+        "context 1's protected page is not writable in the trusted view"
+    );
 }
 
 #[test]
