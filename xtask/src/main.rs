@@ -324,7 +324,7 @@ fn ci_fuzz() -> Result<bool, String> {
 }
 
 fn lint() -> Result<bool, String> {
-    let steps: [&[&str]; 4] = [
+    let steps: [&[&str]; 6] = [
         &["fmt", "--all", "--check"],
         &[
             "clippy",
@@ -348,6 +348,31 @@ fn lint() -> Result<bool, String> {
             "ept",
             "--features",
             "loader/image,guest/image",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        // The fuzz build of the monitor (coverage, the oracle calls) and a
+        // fuzz image, which the workspace lint does not enable.
+        &[
+            "clippy",
+            "-p",
+            "okernel",
+            "--all-targets",
+            "--features",
+            "fake,fuzz",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[
+            "clippy",
+            "--target",
+            images::TARGET,
+            "-p",
+            "loader",
+            "--features",
+            "loader/image,loader/fuzz",
             "--",
             "-D",
             "warnings",
