@@ -79,6 +79,7 @@ usage: cargo xtask fuzz host [--target T] [--time SECONDS] [--seed N] [--runs N]
        cargo xtask fuzz vm [--backend B] [--time T] [--cores N] [--seed S] [--planted D]
                            [--no-monitor] [--stop-on-crash] [--replay FILE]
        cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
+       cargo xtask fuzz vm-selftest
        (`cargo xtask fuzz vm --help` for the VM fuzzer's options)
 
 targets: hypercall exit policy qualification ept_ops elf_plan pvh multiboot2 cmdline
@@ -139,6 +140,7 @@ pub fn fuzz(args: &[String]) -> Result<bool, String> {
     match args.first().map(String::as_str) {
         Some("vm") => return crate::vmfuzz::vm(&args[1..]),
         Some("vm-planted") => return crate::vmfuzz::vm_planted(&args[1..]),
+        Some("vm-selftest") => return crate::vmfuzz::selftest(&args[1..]),
         _ => {}
     }
     let o = parse(args)?;

@@ -32,7 +32,8 @@ commands:
   test                       host tests + every boot case on every backend
   lint                       rustfmt --check, clippy -D warnings (host and
                              bare-metal target), rustdoc
-  ci                         `lint`, `test`, then a bounded fuzz campaign
+  ci                         `lint`, `test`, then the bounded fuzz campaigns
+                             (host, VM) and the planted-defect proofs
   fuzz host [--target T] [--time S] [--seed N]
                              coverage-guided host fuzzing (libFuzzer)
   fuzz planted-defects [--time S] [--seed N]
@@ -46,6 +47,8 @@ commands:
   fuzz vm-planted [--backend B] [--time S] [--seed N]
                              each planted defect must be found in the VM, and
                              the clean image must run clean as long
+  fuzz vm-selftest           the VM driver's lints and tests, and a campaign on
+                             its mock backend that must find the mock's defect
   bench [ept] [vmx] [kvm] [fuzz]
                              benchmarks (ratios against a same-run baseline;
                              fuzz: VM fuzzing cases per second per backend)
@@ -315,12 +318,54 @@ fn test() -> Result<bool, String> {
 }
 
 /// The bounded campaigns CI runs: every host target, fixed seed; then the
-/// proof that the oracles bite (each planted defect must be found).
+/// proof that the oracles bite (each planted defect must be found); then
+/// the VM fuzzer's (driver self-test, a Bochs campaign, the planted proof
+/// in the VM, the KVM outcomes), as `.ci/run` does.
 fn ci_fuzz() -> Result<bool, String> {
-    Ok(
-        fuzz::fuzz(&["host", "--time", "10", "--seed", "1"].map(String::from))?
-            && fuzz::fuzz(&["planted-defects", "--time", "60", "--seed", "1"].map(String::from))?,
-    )
+    let steps: [&[&str]; 7] = [
+        &["host", "--time", "10", "--seed", "1"],
+        &["planted-defects", "--time", "60", "--seed", "1"],
+        &["vm-selftest"],
+        &[
+            "vm",
+            "--backend",
+            "bochs",
+            "--time",
+            "60",
+            "--seed",
+            "1",
+            "--cores",
+            "2",
+        ],
+        &[
+            "vm-planted",
+            "--backend",
+            "bochs",
+            "--time",
+            "60",
+            "--seed",
+            "1",
+        ],
+        &["vm", "--backend", "kvm", "--time", "10", "--seed", "1"],
+        &[
+            "vm",
+            "--backend",
+            "kvm",
+            "--no-monitor",
+            "--time",
+            "60",
+            "--seed",
+            "1",
+        ],
+    ];
+    for step in steps {
+        let args: Vec<String> = step.iter().map(|s| s.to_string()).collect();
+        if !fuzz::fuzz(&args)? {
+            eprintln!("xtask: `cargo xtask fuzz {}` failed", step.join(" "));
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn lint() -> Result<bool, String> {

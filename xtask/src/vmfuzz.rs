@@ -7,6 +7,7 @@
 //!                     [--planted DEFECT] [--no-monitor] [--stop-on-crash]
 //!                     [--case-timeout S] [--replay FILE]
 //! cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
+//! cargo xtask fuzz vm-selftest
 //! cargo xtask bench fuzz
 //! ```
 
@@ -42,6 +43,7 @@ const SUMMARY_PREFIX: &str = "OKERNEL-FUZZ: ";
 const USAGE: &str = "\
 usage: cargo xtask fuzz vm [options]
        cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
+       cargo xtask fuzz vm-selftest
 
 fuzz vm: builds the guest, a fuzz okernel image and the LibAFL driver
 (vmfuzz/), then fuzzes okernel in a VM: each case runs in the guest's
@@ -65,7 +67,10 @@ finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
 fuzz vm-planted: the oracles bite in the VM: for each planted defect an
 oracle (the executor's or the monitor's) must fire within --time seconds
 (default 120), and the clean image must run --time seconds without any
-finding.";
+finding.
+
+fuzz vm-selftest: the driver's rustfmt, clippy and tests (against a mock
+session), then a mock campaign that must find the mock's planted defect.";
 
 /// Options of `fuzz vm` and `fuzz vm-planted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -604,6 +609,85 @@ pub fn vm_planted(args: &[String]) -> Result<bool, String> {
         );
     }
     Ok(all)
+}
+
+/// `cargo xtask fuzz vm-selftest`: the driver's own checks — rustfmt,
+/// clippy `-D warnings` and its tests (the executor against a mock
+/// session), then a campaign through its command line on the mock backend
+/// that must find the mock's planted defect (the LibAFL loop is live).
+pub fn selftest(args: &[String]) -> Result<bool, String> {
+    if let Some(a) = args.first() {
+        return Err(format!("unexpected argument `{a}` for `fuzz vm-selftest`"));
+    }
+    let dir = driver_target_dir();
+    let steps: [&[&str]; 3] = [
+        &["fmt", "--manifest-path", "vmfuzz/Cargo.toml", "--check"],
+        &[
+            "clippy",
+            "--release",
+            "--all-targets",
+            "--manifest-path",
+            "vmfuzz/Cargo.toml",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--release", "--manifest-path", "vmfuzz/Cargo.toml"],
+    ];
+    for step in steps {
+        eprintln!("xtask: cargo {}", step.join(" "));
+        let status = Command::new(env!("CARGO"))
+            .current_dir(images::root())
+            .args(step)
+            .env("CARGO_TARGET_DIR", &dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("`cargo {}` failed", step.join(" ")));
+        }
+    }
+    let driver = build_driver()?;
+    let out = images::root().join("target/vmfuzz/selftest-mock");
+    let _ = std::fs::remove_dir_all(&out);
+    let output = Command::new(&driver)
+        .args([
+            "--backend",
+            "mock",
+            "--time",
+            "30",
+            "--seed",
+            "1",
+            "--stop-on-oracle",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", driver.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let summary = text
+        .lines()
+        .find_map(summary_of)
+        .ok_or("the mock campaign printed no summary line")??;
+    match summary.first_oracle_s {
+        Some(t) if output.status.code() == Some(1) => {
+            println!(
+                "fuzz vm-selftest: the mock's planted defect was found after {t:.1} s, {} execs: the LibAFL loop is live",
+                summary.execs
+            );
+            Ok(true)
+        }
+        _ => {
+            println!(
+                "fuzz vm-selftest: the mock's planted defect was NOT found ({}; exit {})",
+                text.trim(),
+                output.status
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// `cargo xtask bench fuzz`: cases per second of the clean fuzz image on
