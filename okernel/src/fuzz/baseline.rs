@@ -89,21 +89,26 @@ impl Baseline {
     }
 }
 
-/// The [`WordHash`] of `range`'s bytes in guest RAM, read 4 KiB at a time
-/// through [`Views::read_phys`] (whatever the views map). A page that
-/// cannot be read (never for a region registration accepted) hashes as
-/// its address, so the checksum still changes if readability does.
+/// The [`WordHash`] of `range`'s bytes in guest RAM, read in place
+/// through [`Views::read_phys_with`] (whatever the views map). If the
+/// range cannot be read as a whole (never for a region registration
+/// accepted), it is read 4 KiB at a time and a page that cannot be read
+/// hashes as its address, so the checksum still changes if readability
+/// does. Both ways give the same hash for the same bytes (the hash does
+/// not depend on how the bytes are split at multiples of 32).
 pub fn checksum(views: &dyn Views, range: PhysRange) -> u64 {
     let mut h = WordHash::new();
-    let mut buf = [0u8; 4096];
-    let mut at = range.start;
-    while at < range.end {
-        let n = (range.end - at).min(4096) as usize;
-        match views.read_phys(at, &mut buf[..n]) {
-            Ok(()) => h.update(&buf[..n]),
-            Err(_) => h.update(&(!at).to_le_bytes()),
+    let whole = views.read_phys_with(range.start, range.len(), &mut |b| h.update(b));
+    if whole.is_err() {
+        h = WordHash::new();
+        let mut at = range.start;
+        while at < range.end {
+            let n = (range.end - at).min(4096);
+            if views.read_phys_with(at, n, &mut |b| h.update(b)).is_err() {
+                h.update(&(!at).to_le_bytes());
+            }
+            at += n;
         }
-        at += n as u64;
     }
     h.finish()
 }

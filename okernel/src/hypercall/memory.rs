@@ -109,6 +109,21 @@ pub trait PhysMemory {
     /// ranges below [`IDENTITY_MAP_END`] that are guest RAM outside
     /// monitor memory.
     fn write(&self, hpa: u64, bytes: &[u8]);
+
+    /// Hands `f` the bytes of `[hpa, hpa + len)` in order, as one or more
+    /// consecutive slices, without a copy where the memory can be read
+    /// in place. Callers pass only ranges below [`IDENTITY_MAP_END`] that
+    /// are guest RAM. By default, 4 KiB at a time through [`Self::copy`].
+    fn read_with(&self, hpa: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
+        let mut buf = [0u8; 4096];
+        let (mut at, end) = (hpa, hpa + len);
+        while at < end {
+            let n = (end - at).min(4096) as usize;
+            self.copy(at, &mut buf[..n]);
+            f(&buf[..n]);
+            at += n as u64;
+        }
+    }
 }
 
 /// The monitor's identity map of the first 4 GiB.
@@ -139,6 +154,32 @@ impl PhysMemory for IdentityMap {
         // guest is stopped while the monitor runs (one CPU), so nothing
         // writes it during the copy.
         unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+    }
+
+    /// In place, but for page 0, which is copied (address 0 is a null
+    /// pointer to Rust, and no slice may start there).
+    fn read_with(&self, hpa: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
+        debug_assert!(hpa.saturating_add(len) <= IDENTITY_MAP_END);
+        let (mut at, end) = (hpa, hpa + len);
+        if at == 0 && end > 0 {
+            let mut buf = [0u8; 4096];
+            let n = end.min(4096) as usize;
+            self.copy(0, &mut buf[..n]);
+            f(&buf[..n]);
+            at = n as u64;
+        }
+        if at < end {
+            let src = core::ptr::with_exposed_provenance::<u8>(at as usize);
+            // SAFETY: as in `copy`: the identity map makes the range
+            // readable at this address (callers stay below
+            // IDENTITY_MAP_END, so the length fits an isize), and `src` is
+            // not null (`at` > 0); it is guest RAM, not monitor memory, so
+            // no `&mut` of the monitor aliases it, and the guest is
+            // stopped while the monitor runs (one CPU), so nothing writes
+            // it while `f` holds the slice (`f` cannot keep it).
+            let bytes = unsafe { core::slice::from_raw_parts(src, (end - at) as usize) };
+            f(bytes);
+        }
     }
 
     fn write(&self, hpa: u64, bytes: &[u8]) {

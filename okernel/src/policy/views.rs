@@ -11,6 +11,11 @@
 //! against [`FRAMES_PER_PROTECT`] per call first, so a sequence of calls
 //! cannot run out half-way (see `policy::apply`).
 
+#[cfg(any(test, feature = "fake", feature = "fuzz"))]
+use core::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(any(test, feature = "fake", feature = "fuzz"))]
+use ept::{Entry, PAGE_SIZE};
 use ept::{FrameAllocator, Gpa, Perms, Translation, View};
 use okernel_abi::policy::MAX_CONTEXTS;
 
@@ -78,6 +83,17 @@ pub trait Views {
     /// Reads guest RAM that [`Views::check_ram`] accepted, whatever the
     /// views map (page-table entries the monitor validates).
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+    /// Hands `f` the bytes of guest RAM `[gpa, gpa + len)` that
+    /// [`Views::check_ram`] accepted, whatever the views map, in order as
+    /// one or more consecutive slices (in place where the monitor's map
+    /// allows: no copy). For the fuzzing oracles' checksums.
+    #[cfg(any(test, feature = "fake", feature = "fuzz"))]
+    fn read_phys_with(
+        &self,
+        gpa: u64,
+        len: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), MemoryError>;
     /// Writes guest RAM that [`Views::check_ram`] accepted, whatever the
     /// views map (validated page-table entries, zeroing freed pages).
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError>;
@@ -175,6 +191,18 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
         Ok(())
     }
 
+    #[cfg(any(test, feature = "fake", feature = "fuzz"))]
+    fn read_phys_with(
+        &self,
+        gpa: u64,
+        len: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), MemoryError> {
+        ViewMemory::check_ram(self, gpa, len)?;
+        self.phys().read_with(gpa, len, f);
+        Ok(())
+    }
+
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, bytes.len() as u64)?;
         self.phys().write(gpa, bytes);
@@ -185,13 +213,41 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
 #[cfg(any(test, feature = "fake", feature = "fuzz"))]
 /// [`Views::rights_at`] for one view: the last entry of the walk is a
 /// leaf or an empty entry (rights 000b: not present), and it decides the
-/// rights of the whole span its level covers.
+/// rights of the whole span its level covers. A 4 KiB entry's span is
+/// extended over the following entries of its page table that give the
+/// same rights (a load and a compare each, not a walk each: the oracle
+/// scans hundreds of pages per view and check).
 fn rights_at<A: FrameAllocator>(view: &View<A>, gpa: u64) -> (Perms, u64) {
     let Ok(path) = view.walk(Gpa(gpa)) else {
         return (Perms::NONE, u64::MAX);
     };
     let (level, entry) = path.last();
+    let perms = entry.perms();
     let span = 1u64 << (12 + 9 * (u32::from(level) - 1));
     let end = (gpa | (span - 1)).saturating_add(1);
-    (entry.perms(), end)
+    if level != 1 {
+        return (perms, end);
+    }
+    // The walk reached level 1 through a level-2 table entry.
+    let Some((_, pde)) = path.iter().find(|&(l, _)| l == 2) else {
+        return (perms, end);
+    };
+    let Some(frame) = ept::PhysFrame::new(pde.addr()) else {
+        return (perms, end);
+    };
+    let table = view.frames().table_ptr(frame).cast::<AtomicU64>();
+    let first = ((gpa >> 12) & 0x1ff) as usize;
+    let same = (first + 1..ept::ENTRIES)
+        .take_while(|&i| {
+            // SAFETY: `table_ptr` gives the page table of an allocated
+            // frame (the `FrameAllocator` contract), and this frame is one
+            // of `view`'s tables (its walk just went through it), which
+            // stays allocated while `view` is borrowed; `i` < ENTRIES
+            // stays inside it; entries are read atomically, as the `ept`
+            // crate reads them.
+            let raw = unsafe { table.add(i).as_ref() }.load(Ordering::Acquire);
+            Entry::from_raw(raw).perms() == perms
+        })
+        .count() as u64;
+    (perms, end + same * PAGE_SIZE)
 }

@@ -214,3 +214,32 @@ fn without_a_policy_the_calls_are_unknown() {
         v.vmcs.set(GuestNatural::Rip, RIP);
     }
 }
+
+#[cfg(feature = "fuzz")]
+#[test]
+fn rights_at_runs_agree_with_each_page_and_checksums_with_copies() {
+    let mut v = pvcpu();
+    let id = lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+    lock(&mut v, RODATA, 0x2000, RegionKind::Rodata);
+    ok(&mut v, Call::AllocProtectedPage, [0, SECRET, 0]);
+    let ctx1 = ok(&mut v, Call::CreateContext, [0; 3]) as u16;
+    for ctx in [0, ctx1] {
+        let mut at = 0;
+        while at < 0x80_0000 {
+            let (p, end) = Views::rights_at(&v.memory, ctx, at);
+            assert!(end > at, "ctx {ctx} {at:#x}");
+            for page in (at..end.min(0x80_0000)).step_by(0x1000) {
+                let each = perms(&v, ctx, page).unwrap_or(Perms::NONE);
+                assert_eq!(each, p, "ctx {ctx} page {page:#x} in the run from {at:#x}");
+            }
+            at = end;
+        }
+    }
+    let r = v.policy.regions[id as usize].unwrap().range;
+    v.memory.phys().write(TEXT + 0x1234, &[0xcc; 9]);
+    let mut copy = vec![0u8; r.len() as usize];
+    Views::read_phys(&v.memory, r.start, &mut copy).unwrap();
+    let mut h = crate::fuzz::hash::WordHash::new();
+    h.update(&copy);
+    assert_eq!(crate::fuzz::baseline::checksum(&v.memory, r), h.finish());
+}
