@@ -79,27 +79,28 @@ impl WordHash {
 
     /// Hashes `bytes` (32 at a time; a tail is zero-padded to a word, and
     /// the length counts, so padding cannot collide with real zeros).
+    /// The loop takes 256 bytes a turn, so its own add, compare and
+    /// branch cost 3 instructions per 32 words, next to 2 per word (a
+    /// rotate and an xor from memory) for the hash.
     #[inline]
     pub fn update(&mut self, bytes: &[u8]) {
-        let [mut a, mut b, mut c, mut d] = self.lanes;
-        let mut blocks = bytes.chunks_exact(32);
+        let mut lanes = self.lanes;
+        let mut turns = bytes.chunks_exact(256);
+        for turn in &mut turns {
+            for blk in turn.chunks_exact(32) {
+                round(&mut lanes, blk);
+            }
+        }
+        let mut blocks = turns.remainder().chunks_exact(32);
         for blk in &mut blocks {
-            let w = |i: usize| {
-                let mut x = [0u8; 8];
-                x.copy_from_slice(&blk[i..i + 8]);
-                u64::from_le_bytes(x)
-            };
-            a = a.rotate_left(5) ^ w(0);
-            b = b.rotate_left(5) ^ w(8);
-            c = c.rotate_left(5) ^ w(16);
-            d = d.rotate_left(5) ^ w(24);
+            round(&mut lanes, blk);
         }
         for word in blocks.remainder().chunks(8) {
             let mut x = [0u8; 8];
             x[..word.len()].copy_from_slice(word);
-            a = a.rotate_left(5) ^ u64::from_le_bytes(x);
+            lanes[0] = lanes[0].rotate_left(5) ^ u64::from_le_bytes(x);
         }
-        self.lanes = [a, b, c, d];
+        self.lanes = lanes;
         self.len = self.len.wrapping_add(bytes.len() as u64);
     }
 
@@ -107,6 +108,16 @@ impl WordHash {
     pub const fn finish(&self) -> u64 {
         let [a, b, c, d] = self.lanes;
         mix(a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48) ^ mix(self.len))
+    }
+}
+
+/// Folds one 32-byte block into the lanes, word `i` into lane `i`.
+#[inline(always)]
+fn round(lanes: &mut [u64; 4], blk: &[u8]) {
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&blk[8 * i..8 * i + 8]);
+        *lane = lane.rotate_left(5) ^ u64::from_le_bytes(x);
     }
 }
 

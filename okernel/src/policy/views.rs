@@ -15,7 +15,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 #[cfg(any(test, feature = "fake", feature = "fuzz"))]
-use ept::{Entry, PAGE_SIZE};
+use ept::PAGE_SIZE;
 use ept::{FrameAllocator, Gpa, Perms, Translation, View};
 use okernel_abi::policy::MAX_CONTEXTS;
 
@@ -215,8 +215,9 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
 /// leaf or an empty entry (rights 000b: not present), and it decides the
 /// rights of the whole span its level covers. A 4 KiB entry's span is
 /// extended over the following entries of its page table that give the
-/// same rights (a load and a compare each, not a walk each: the oracle
-/// scans hundreds of pages per view and check).
+/// same rights (a few instructions each, not a walk each: the oracle
+/// scans thousands of pages per check, most of them the monitor's,
+/// unmapped in 4 KiB entries).
 fn rights_at<A: FrameAllocator>(view: &View<A>, gpa: u64) -> (Perms, u64) {
     let Ok(path) = view.walk(Gpa(gpa)) else {
         return (Perms::NONE, u64::MAX);
@@ -236,18 +237,71 @@ fn rights_at<A: FrameAllocator>(view: &View<A>, gpa: u64) -> (Perms, u64) {
         return (perms, end);
     };
     let table = view.frames().table_ptr(frame).cast::<AtomicU64>();
+    // SAFETY: `table_ptr` gives the page table of an allocated frame (the
+    // `FrameAllocator` contract: ENTRIES entries, aligned), and this frame
+    // is one of `view`'s tables (its walk just went through it), which
+    // stays allocated while `view` is borrowed; entries are read
+    // atomically, as the `ept` crate reads them.
+    let table = unsafe { core::slice::from_raw_parts(table.as_ptr().cast_const(), ept::ENTRIES) };
     let first = ((gpa >> 12) & 0x1ff) as usize;
-    let same = (first + 1..ept::ENTRIES)
-        .take_while(|&i| {
-            // SAFETY: `table_ptr` gives the page table of an allocated
-            // frame (the `FrameAllocator` contract), and this frame is one
-            // of `view`'s tables (its walk just went through it), which
-            // stays allocated while `view` is borrowed; `i` < ENTRIES
-            // stays inside it; entries are read atomically, as the `ept`
-            // crate reads them.
-            let raw = unsafe { table.add(i).as_ref() }.load(Ordering::Acquire);
-            Entry::from_raw(raw).perms() == perms
-        })
-        .count() as u64;
-    (perms, end + same * PAGE_SIZE)
+    (
+        perms,
+        end + same_rights(&table[first + 1..], perms) * PAGE_SIZE,
+    )
+}
+
+#[cfg(any(test, feature = "fake", feature = "fuzz"))]
+/// How many of `entries`, from the first, give exactly `perms`: eight at a
+/// time while all eight do (three instructions an entry: a load, an or
+/// and an and), then one by one.
+fn same_rights(entries: &[AtomicU64], perms: Perms) -> u64 {
+    let (mask, want) = (Perms::all().bits(), perms.bits());
+    let mut same = 0;
+    let mut eights = entries.chunks_exact(8);
+    for eight in &mut eights {
+        let (mut any, mut all) = (0, u64::MAX);
+        for e in eight {
+            let raw = e.load(Ordering::Acquire);
+            any |= raw;
+            all &= raw;
+        }
+        if any & mask != want || all & mask != want {
+            // One of these eight differs: the count stops there.
+            return same + one_by_one(eight.iter(), mask, want);
+        }
+        same += 8;
+    }
+    same + one_by_one(eights.remainder().iter(), mask, want)
+}
+
+#[cfg(any(test, feature = "fake", feature = "fuzz"))]
+fn one_by_one<'a>(entries: impl Iterator<Item = &'a AtomicU64>, mask: u64, want: u64) -> u64 {
+    entries
+        .take_while(|e| e.load(Ordering::Acquire) & mask == want)
+        .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_rights_stops_at_the_first_entry_that_differs() {
+        let rx = Perms::READ | Perms::EXECUTE;
+        for len in [0usize, 1, 7, 8, 9, 16, 23, 511] {
+            for differ in 0..=len {
+                let entries: Vec<AtomicU64> = (0..len)
+                    .map(|i| {
+                        // Address bits and memory type do not count, only rights.
+                        let raw = (i as u64) << 12 | 6 << 3;
+                        AtomicU64::new(raw | if i == differ { 1 } else { rx.bits() })
+                    })
+                    .collect();
+                assert_eq!(same_rights(&entries, rx), differ as u64, "{len} {differ}");
+            }
+        }
+        let none: Vec<AtomicU64> = (0..16).map(|i| AtomicU64::new(i << 12)).collect();
+        assert_eq!(same_rights(&none, Perms::NONE), 16);
+        assert_eq!(same_rights(&none, rx), 0);
+    }
 }
