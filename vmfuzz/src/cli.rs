@@ -36,7 +36,8 @@ options:
                      the campaign goes on (the planted-defect proof)
   --case-timeout S   the session's limit per case, in seconds (default: the
                      session's own, 2 s on Bochs, 1 s on KVM)
-  --broker-port P    the TCP port of the multi-core broker (default 13370)
+  --broker-port P    the TCP port of the multi-core broker (default: a free
+                     one)
   --replay FILE      run exactly this case once and print the outcome: exit
                      0 if it passes, 1 if it violates, 2 on error
   -h, --help         this text
@@ -91,7 +92,7 @@ impl Default for Options {
             seeds: None,
             out: PathBuf::from("vmfuzz-out"),
             stop_on: StopOn::Never,
-            broker_port: 13370,
+            broker_port: 0,
             case_timeout: None,
             replay: None,
             help: false,

@@ -649,45 +649,41 @@ pub fn selftest(args: &[String]) -> Result<bool, String> {
         }
     }
     let driver = build_driver()?;
-    let out = images::root().join("target/vmfuzz/selftest-mock");
-    let _ = std::fs::remove_dir_all(&out);
-    let output = Command::new(&driver)
-        .args([
-            "--backend",
-            "mock",
-            "--time",
-            "30",
-            "--seed",
-            "1",
-            "--stop-on-oracle",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", driver.display()))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let summary = text
-        .lines()
-        .find_map(summary_of)
-        .ok_or("the mock campaign printed no summary line")??;
-    match summary.first_oracle_s {
-        Some(t) if output.status.code() == Some(1) => {
-            println!(
-                "fuzz vm-selftest: the mock's planted defect was found after {t:.1} s, {} execs: the LibAFL loop is live",
+    let mut all = true;
+    // In-process, then under LibAFL's Launcher (two forked clients and a
+    // broker).
+    for cores in ["1", "2"] {
+        let out = images::root().join(format!("target/vmfuzz/selftest-mock-{cores}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let output = Command::new(&driver)
+            .args(["--backend", "mock", "--time", "30", "--seed", "1"])
+            .args(["--stop-on-oracle", "--cores", cores])
+            .arg("--out")
+            .arg(&out)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", driver.display()))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let summary = text
+            .lines()
+            .find_map(summary_of)
+            .ok_or("the mock campaign printed no summary line")??;
+        match summary.first_oracle_s {
+            Some(t) if output.status.code() == Some(1) => println!(
+                "fuzz vm-selftest: {cores} core(s): the mock's planted defect was found after {t:.1} s, {} execs: the LibAFL loop is live",
                 summary.execs
-            );
-            Ok(true)
-        }
-        _ => {
-            println!(
-                "fuzz vm-selftest: the mock's planted defect was NOT found ({}; exit {})",
-                text.trim(),
-                output.status
-            );
-            Ok(false)
+            ),
+            _ => {
+                all = false;
+                println!(
+                    "fuzz vm-selftest: {cores} core(s): the mock's planted defect was NOT found ({}; exit {})",
+                    text.trim(),
+                    output.status
+                );
+            }
         }
     }
+    Ok(all)
 }
 
 /// `cargo xtask bench fuzz`: cases per second of the clean fuzz image on
