@@ -28,6 +28,13 @@ impl Journal {
     /// `page` by the case's own context.
     pub fn protected_page(&mut self, alloc: bool, page: u64, targets: &mut Targets) {
         let own = kernel::layout().frames[CONTAINER_A].secret;
+        if page == own {
+            // Freed, then perhaps allocated again: the reset owes the
+            // context its page only while it is freed.
+            self.freed_own = !alloc;
+            targets.own_protected = alloc;
+            return;
+        }
         if alloc {
             if let Some(slot) = self.allocated.iter_mut().find(|p| p.is_none()) {
                 *slot = Some(page);
@@ -35,8 +42,6 @@ impl Journal {
             if let Some(slot) = targets.extra_protected.iter_mut().find(|p| p.is_none()) {
                 *slot = Some(page);
             }
-        } else if page == own {
-            self.freed_own = true;
         } else {
             for p in self
                 .allocated
@@ -61,6 +66,7 @@ impl Journal {
             }
         }
         targets.extra_protected = [None; 2];
+        targets.own_protected = true;
         if core::mem::take(&mut self.freed_own) {
             let secret = kernel::layout().frames[CONTAINER_A].secret;
             // SAFETY: the page is free again (no context protects it), so

@@ -623,6 +623,13 @@ impl World {
             3 => 9,
             _ => u64::from(raw >> 8),
         };
+        // The kernel's own gate returns to its scheduler's saved stack, which
+        // the executor never set up: aim any id that names it at a dead one.
+        let gate_id = if gate_id != self.gate && gate_id == kernel::gate() {
+            9
+        } else {
+            gate_id
+        };
         let _ = ops::take_gate_from();
         let r = Self::vmcall(Call::SwitchContext.raw(), [target, gate_id, 0, 0]);
         let from = ops::take_gate_from();

@@ -23,6 +23,9 @@ pub struct Targets {
     /// Protected pages allocated during the current case (besides the
     /// tasks' own), which the remap rules also protect.
     pub extra_protected: [Option<u64>; 2],
+    /// Whether the case's own protected page is protected (a case may free
+    /// it; the reset gives it back).
+    pub own_protected: bool,
 }
 
 impl Targets {
@@ -59,6 +62,7 @@ impl Targets {
         Self {
             ranges,
             extra_protected: [None; 2],
+            own_protected: true,
         }
     }
 
@@ -101,9 +105,9 @@ impl Protected for Targets {
             Class::Credentials,
             Class::SyscallTable,
         ];
-        let pages = [Class::OwnSecret, Class::OtherSecret];
         regions.iter().any(|&c| self.overlaps(c, base, len))
-            || pages.iter().any(|&c| self.overlaps(c, base, len))
+            || (self.own_protected && self.overlaps(Class::OwnSecret, base, len))
+            || self.overlaps(Class::OtherSecret, base, len)
             || self
                 .extra_protected
                 .iter()
