@@ -300,8 +300,10 @@ fn cargo(args: &[&str]) -> Result<bool, String> {
 /// Host tests, then every boot case on every available backend.
 fn test() -> Result<bool, String> {
     deps::ensure(&[&deps::BOCHS, &deps::QEMU])?;
-    // The images first: some host tests (the KVM harness's) boot them.
+    // The images first: some host tests (the KVM harness's, the fuzz
+    // sessions') boot them, the fuzz image included.
     let images = images::build()?;
+    images::build_fuzz_image(None)?;
     let host_ok = cargo(&["test", "--workspace"])?;
     let backends = e2e::backends();
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
