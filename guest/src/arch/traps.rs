@@ -90,6 +90,8 @@ guest_trap_table:
     .global guest_probe_armed
 guest_probe_armed:
     .quad 0
+    /* Global: the fuzz executor's gate (arch/ops.rs) unwinds to it. */
+    .global guest_probe_rsp
 guest_probe_rsp:
     .quad 0
 "#
