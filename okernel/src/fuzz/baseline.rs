@@ -15,7 +15,7 @@
 //! same.
 
 use okernel_abi::fuzz::PolicyPart;
-use okernel_abi::policy::MAX_CONTEXTS;
+use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 
 use super::hash::{SetHash, WordHash, fold};
 use crate::hw::Vmcs;
@@ -38,11 +38,14 @@ pub const PARTS: [PolicyPart; 7] = [
     PolicyPart::ProtectedPages,
 ];
 
-/// A locked region's range and checksum at the baseline.
+/// A locked region's range, kind and checksum at the baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionSum {
     /// The range checksummed.
     pub range: PhysRange,
+    /// Its kind (whether some view may write it: see
+    /// [`super::check::Scope::Incremental`]).
+    pub kind: RegionKind,
     /// Its [`checksum`].
     pub sum: u64,
 }
@@ -73,6 +76,7 @@ impl Baseline {
             if let Some(r) = r.filter(|r| r.locked) {
                 *slot = Some(RegionSum {
                     range: r.range,
+                    kind: r.kind,
                     sum: checksum(views, r.range),
                 });
                 bytes += r.range.len();

@@ -12,13 +12,22 @@ use ept::Perms;
 use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK, CheckReport};
 use okernel_abi::hypercall::Status;
 
+use super::LastFull;
 use super::baseline::Baseline;
-use super::check::{Finding, Machine, check};
+use super::check::{Finding, Machine, Scope, check};
 use crate::exit::{ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::views::Views;
+
+/// At most this many checks in a row are incremental: every
+/// `FULL_CHECK_EVERY`-th check since the last full one is full whatever
+/// the generation and the write log say, so a change the incremental rule
+/// cannot see (guest RAM changed other than through the views or the
+/// monitor's logged writes: the assumption broken) is still found within
+/// this many checks.
+pub const FULL_CHECK_EVERY: u32 = 64;
 
 /// A call's result: `Ok(RDI)` (`None`: RDI unchanged) or the refusal.
 pub type Reply = Result<Option<u64>, Status>;
@@ -54,6 +63,10 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         let base = Baseline::record(prot, views, vmcs)?;
         let bytes = base.bytes;
         fuzz.baseline = Some(base);
+        fuzz.last_full = None;
+        if let Some(v) = memory.views() {
+            v.clear_write_log();
+        }
         return Ok(Some(Ok(Some(bytes))));
     }
     if !report_page(views, arg) {
@@ -69,11 +82,27 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cpu,
         unexpected: fuzz.unexpected,
     };
-    let finding = check(base, &mut machine)?;
+    let generation = views.dirty().generation();
+    let scope = scope(fuzz.last_full, views);
+    let finding = check(base, &mut machine, scope)?;
+    fuzz.last_full = match (finding == Finding::INTACT, scope, fuzz.last_full) {
+        (false, ..) => None,
+        (true, Scope::Incremental, Some(l)) => Some(LastFull {
+            incremental: l.incremental + 1,
+            ..l
+        }),
+        (true, ..) => Some(LastFull {
+            generation,
+            incremental: 0,
+        }),
+    };
     let report = encode(&finding, fuzz);
     // `report_page` accepted the page as guest RAM; the check changed
-    // nothing.
-    let written = memory.views().map(|v| v.write_phys(arg, &report));
+    // nothing. The log restarts with the report's own page.
+    let written = memory.views().map(|v| {
+        v.clear_write_log();
+        v.write_phys(arg, &report)
+    });
     if !matches!(written, Some(Ok(()))) {
         return Ok(Some(Err(Status::InvalidArgument)));
     }
@@ -81,6 +110,24 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     fuzz.unexpected = (0, 0);
     fuzz.checks = fuzz.checks.wrapping_add(1);
     Ok(Some(Ok(None)))
+}
+
+/// The scope of the next check: full after the baseline, after a finding,
+/// when the views generation moved since the last full check, when the
+/// write log overflowed, and every [`FULL_CHECK_EVERY`] checks; else
+/// incremental.
+fn scope(last: Option<LastFull>, views: &dyn Views) -> Scope {
+    let dirty = views.dirty();
+    match last {
+        Some(l)
+            if l.generation == dirty.generation()
+                && !dirty.overflowed()
+                && l.incremental + 1 < FULL_CHECK_EVERY =>
+        {
+            Scope::Incremental
+        }
+        _ => Scope::Full,
+    }
 }
 
 /// Whether `page` can take a report: 4 KiB-aligned guest RAM outside

@@ -2,11 +2,15 @@
 //! stopping at the first violation: locks (invariant 8), locked bytes,
 //! the policy state, the views (invariants 1, 2, 3, 6, 7: [`super::oracle`]),
 //! pinned CR bits (4), locked MSRs (5), unexpected exits.
+//!
+//! A check runs in one of two [`Scope`]s; `super::calls` picks it from the
+//! views generation and the monitor write log (`super::dirty`).
 
 use okernel_abi::fuzz::{MonitorVerdict, PolicyPart};
 use okernel_abi::policy::MAX_CONTEXTS;
 
-use super::baseline::{Baseline, PARTS, checksum, fingerprints};
+use super::baseline::{Baseline, PARTS, RegionSum, checksum, fingerprints};
+use super::oracle::Guarded;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::locks::{IA32_EFER, guest_msr};
 use crate::policy::protection::Protection;
@@ -50,6 +54,38 @@ impl Finding {
     }
 }
 
+/// How much a check recomputes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: every locked region's checksum, every live view's
+    /// rights.
+    Full,
+    /// Valid only while the views are those a full check found intact
+    /// (the same generation) and the write log has not overflowed: the
+    /// checksums of the regions the log's pages overlap and of those a
+    /// view may write (page tables and credentials, writable in the
+    /// trusted view: every other locked kind is writable in no view, as
+    /// the full check's scan proved), and no view scan. The locks,
+    /// fingerprints, running context, CR pins, MSRs and unexpected exits
+    /// are compared as in a full check.
+    Incremental,
+}
+
+impl Scope {
+    /// Whether this scope re-hashes `region`.
+    fn rehashes(self, region: &RegionSum, views: &dyn Views) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Incremental => {
+                !Guarded::Region(region.kind)
+                    .forbidden(0)
+                    .contains(ept::Perms::WRITE)
+                    || views.dirty().written(region.range)
+            }
+        }
+    }
+}
+
 /// Everything a check reads (disjoint parts of the `Vcpu`).
 pub struct Machine<'a, V: Vmcs, C: Cpu> {
     /// The policy state.
@@ -64,10 +100,11 @@ pub struct Machine<'a, V: Vmcs, C: Cpu> {
     pub unexpected: (u32, u16),
 }
 
-/// Compares `m` with `base`, in the documented order.
+/// Compares `m` with `base`, in the documented order, over `scope`.
 pub fn check<V: Vmcs, C: Cpu>(
     base: &Baseline,
     m: &mut Machine<'_, V, C>,
+    scope: Scope,
 ) -> Result<Finding, VmFail> {
     use MonitorVerdict as V_;
     let p = &mut *m.prot;
@@ -77,7 +114,7 @@ pub fn check<V: Vmcs, C: Cpu>(
         }
     }
     for (id, b) in base.regions.iter().enumerate() {
-        if let Some(b) = b {
+        if let Some(b) = b.filter(|b| scope.rehashes(b, m.views)) {
             let now = checksum(m.views, b.range);
             if now != b.sum {
                 return Ok(Finding::new(V_::RegionChanged, id as u32, b.sum, now));
@@ -99,7 +136,11 @@ pub fn check<V: Vmcs, C: Cpu>(
             running,
         ));
     }
-    if let Some(v) = super::oracle::too_permissive(p, m.views) {
+    let scan = match scope {
+        Scope::Full => super::oracle::too_permissive(p, m.views),
+        Scope::Incremental => None,
+    };
+    if let Some(v) = scan {
         let perms = v.perms.bits();
         return Ok(Finding::new(
             V_::ViewTooPermissive,

@@ -8,6 +8,8 @@
 //! - [`hash`]: the word hash of locked regions and the policy fingerprints.
 //! - [`baseline`]: what `CALL_BASELINE` records.
 //! - [`check`]: what `CALL_CHECK` compares, in the documented order.
+//! - [`dirty`]: the views generation and the monitor write log that let
+//!   most checks be incremental.
 //! - [`calls`]: the two calls themselves.
 //! - [`oracle`]: the EPT-view invariants (1, 2, 3, 6, 7) as one function,
 //!   shared with the host `policy` fuzz target (also built with `fake`).
@@ -24,6 +26,8 @@ pub mod calls;
 pub mod check;
 #[cfg(feature = "fuzz")]
 pub mod coverage;
+#[cfg(feature = "fuzz")]
+pub mod dirty;
 #[cfg(feature = "fuzz")]
 pub mod hash;
 #[cfg(feature = "fuzz")]
@@ -44,6 +48,20 @@ pub struct FuzzState {
     /// Unexpected but survived exits since the last check
     /// ([`observe::unexpected`]), and the first one's basic reason.
     pub unexpected: (u32, u16),
+    /// The last full check that found everything intact since the
+    /// baseline, if the checks since were intact too (`None`: the next
+    /// check is full).
+    pub last_full: Option<LastFull>,
+}
+
+/// What `CALL_CHECK` remembers of its last intact full check.
+#[cfg(feature = "fuzz")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastFull {
+    /// The views generation it scanned.
+    pub generation: u64,
+    /// Incremental checks since.
+    pub incremental: u32,
 }
 
 #[cfg(feature = "fuzz")]
@@ -55,6 +73,7 @@ impl FuzzState {
             baseline: None,
             checks: 0,
             unexpected: (0, 0),
+            last_full: None,
         }
     }
 }

@@ -97,6 +97,13 @@ pub trait Views {
     /// Writes guest RAM that [`Views::check_ram`] accepted, whatever the
     /// views map (validated page-table entries, zeroing freed pages).
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError>;
+    /// The views generation and the monitor write log
+    /// (`crate::fuzz::dirty`): what makes `CALL_CHECK` incremental.
+    #[cfg(feature = "fuzz")]
+    fn dirty(&self) -> &crate::fuzz::dirty::Dirty;
+    /// Empties the monitor write log (the generation stays).
+    #[cfg(feature = "fuzz")]
+    fn clear_write_log(&mut self);
 }
 
 fn slot(ctx: u16) -> usize {
@@ -205,8 +212,18 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
 
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, bytes.len() as u64)?;
-        self.phys().write(gpa, bytes);
+        self.write_hpa(gpa, bytes);
         Ok(())
+    }
+
+    #[cfg(feature = "fuzz")]
+    fn dirty(&self) -> &crate::fuzz::dirty::Dirty {
+        ViewMemory::dirty(self)
+    }
+
+    #[cfg(feature = "fuzz")]
+    fn clear_write_log(&mut self) {
+        ViewMemory::clear_write_log(self);
     }
 }
 

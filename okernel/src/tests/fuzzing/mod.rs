@@ -7,6 +7,8 @@
 mod checks;
 #[cfg(feature = "fuzz")]
 mod coverage;
+#[cfg(feature = "fuzz")]
+mod incremental;
 
 use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK};
 use okernel_abi::hypercall::Status;
