@@ -22,8 +22,10 @@
 //! those are the negative controls, where the executor must report
 //! violations.
 
+mod cpu_ops;
 mod hypercalls;
 mod journal;
+mod memory_ops;
 mod step;
 mod targets;
 mod transport;
