@@ -78,6 +78,7 @@ usage: cargo xtask fuzz host [--target T] [--time SECONDS] [--seed N] [--runs N]
        cargo xtask fuzz planted-defects [--time SECONDS] [--seed N]
        cargo xtask fuzz vm [--backend B] [--time T] [--cores N] [--seed S] [--planted D]
                            [--no-monitor] [--stop-on-crash] [--replay FILE]
+       cargo xtask fuzz --backend B [...]  (the same as `fuzz vm --backend B [...]`)
        cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
        cargo xtask fuzz vm-selftest
        (`cargo xtask fuzz vm --help` for the VM fuzzer's options)
@@ -141,6 +142,9 @@ pub fn fuzz(args: &[String]) -> Result<bool, String> {
         Some("vm") => return crate::vmfuzz::vm(&args[1..]),
         Some("vm-planted") => return crate::vmfuzz::vm_planted(&args[1..]),
         Some("vm-selftest") => return crate::vmfuzz::selftest(&args[1..]),
+        // `cargo xtask fuzz --backend B ...` (the spelling) is the
+        // VM fuzzer.
+        _ if args.iter().any(|a| a == "--backend") => return crate::vmfuzz::vm(args),
         _ => {}
     }
     let o = parse(args)?;
