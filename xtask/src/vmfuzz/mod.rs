@@ -11,11 +11,14 @@
 //! cargo xtask bench fuzz
 //! ```
 
-use crate::fuzz::{number, option_value};
+mod driver;
+mod options;
+
+use driver::*;
+use options::*;
+
 use crate::images;
-use serde::Deserialize;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The planted defects of the VM proof (loader features forwarding
@@ -37,354 +40,10 @@ pub const VM_DEFAULT_TIME_S: u64 = 60;
 /// How long `bench fuzz` runs each backend.
 pub const BENCH_TIME_S: u64 = 30;
 
-/// The prefix of the driver's summary line.
-const SUMMARY_PREFIX: &str = "OKERNEL-FUZZ: ";
-
-const USAGE: &str = "\
-usage: cargo xtask fuzz vm [options]
-       cargo xtask fuzz vm-planted [--backend B] [--time T] [--seed S]
-       cargo xtask fuzz vm-selftest
-
-fuzz vm: builds the guest, a fuzz okernel image and the LibAFL driver
-(vmfuzz/), then fuzzes okernel in a VM: each case runs in the guest's
-executor; a case that breaks an oracle, kills the machine or hangs is a
-finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
-  --backend B        bochs | kvm | auto (default auto: kvm where KVM offers
-                     nested VMX, else bochs). Without nested VMX, kvm must
-                     end with okernel's `VMX unavailable` (asserted)
-  --time T           seconds to fuzz (default 60)
-  --cores N          fuzzing clients, one VM each (default 1)
-  --seed S           the RNG seed (default 1)
-  --planted DEFECT   fuzz an image with a planted defect (text-writable,
-                     pin-ignored, unlock, gate-bypass): an oracle must fire
-                     (the campaign ends at the first oracle violation)
-  --no-monitor       the negative control: the loader's `mode=direct` (no
-                     monitor); an oracle must fire
-  --stop-on-crash    end at the first finding of any kind
-  --case-timeout S   the session's limit per case, in seconds
-  --replay FILE      run one saved case once and print its outcome
-
-fuzz vm-planted: the oracles bite in the VM: for each planted defect an
-oracle (the executor's or the monitor's) must fire within --time seconds
-(default 120), and the clean image must run --time seconds without any
-finding.
-
-fuzz vm-selftest: the driver's rustfmt, clippy and tests (against a mock
-session), then a mock campaign that must find the mock's planted defect.";
-
-/// Options of `fuzz vm` and `fuzz vm-planted`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct VmOptions {
-    backend: String,
-    time: Option<u64>,
-    cores: usize,
-    seed: u64,
-    planted: Option<String>,
-    no_monitor: bool,
-    stop_on_crash: bool,
-    case_timeout: Option<u64>,
-    replay: Option<PathBuf>,
-}
-
-impl Default for VmOptions {
-    fn default() -> Self {
-        Self {
-            backend: "auto".into(),
-            time: None,
-            cores: 1,
-            seed: 1,
-            planted: None,
-            no_monitor: false,
-            stop_on_crash: false,
-            case_timeout: None,
-            replay: None,
-        }
-    }
-}
-
-/// Parses `fuzz vm` (`planted_proof` false) or `fuzz vm-planted` options.
-fn parse(args: &[String], planted_proof: bool) -> Result<VmOptions, String> {
-    let mut o = VmOptions::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| option_value(&mut it, name, USAGE);
-        let only_vm = |name: &str| {
-            if planted_proof {
-                Err(format!(
-                    "{name} is not an option of `fuzz vm-planted`\n\n{USAGE}"
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        match a.as_str() {
-            "--backend" => {
-                let b = value("--backend")?;
-                if !["bochs", "kvm", "auto"].contains(&b.as_str()) {
-                    return Err(format!(
-                        "--backend: unknown backend `{b}` (have: bochs, kvm, auto)"
-                    ));
-                }
-                o.backend = b;
-            }
-            "--time" => {
-                let t = number(value("--time")?, "--time")?;
-                if t == 0 {
-                    return Err("--time: must be at least 1 second".into());
-                }
-                o.time = Some(t);
-            }
-            "--seed" => o.seed = number(value("--seed")?, "--seed")?,
-            "--cores" => {
-                only_vm("--cores")?;
-                let n = number(value("--cores")?, "--cores")?;
-                if n == 0 {
-                    return Err("--cores: must be at least 1".into());
-                }
-                o.cores = n as usize;
-            }
-            "--planted" => {
-                only_vm("--planted")?;
-                let d = value("--planted")?;
-                let full = if d.starts_with("planted-") {
-                    d.clone()
-                } else {
-                    format!("planted-{d}")
-                };
-                if !DEFECTS.contains(&full.as_str()) {
-                    return Err(format!(
-                        "--planted: unknown defect `{d}` (have: text-writable, pin-ignored, unlock, gate-bypass)"
-                    ));
-                }
-                o.planted = Some(full);
-            }
-            "--no-monitor" => {
-                only_vm("--no-monitor")?;
-                o.no_monitor = true;
-            }
-            "--stop-on-crash" => {
-                only_vm("--stop-on-crash")?;
-                o.stop_on_crash = true;
-            }
-            "--case-timeout" => {
-                o.case_timeout = Some(number(value("--case-timeout")?, "--case-timeout")?);
-            }
-            "--replay" => {
-                only_vm("--replay")?;
-                o.replay = Some(PathBuf::from(value("--replay")?));
-            }
-            other => return Err(format!("unknown option `{other}`\n\n{USAGE}")),
-        }
-    }
-    if o.no_monitor && o.planted.is_some() {
-        return Err("--no-monitor and --planted exclude each other".into());
-    }
-    Ok(o)
-}
-
-/// Prints the help text when asked for it.
-fn help(args: &[String]) -> bool {
-    let asked = args.iter().any(|a| a == "-h" || a == "--help");
-    if asked {
-        println!("{USAGE}");
-    }
-    asked
-}
-
-/// The driver's summary line.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Summary {
-    /// The backend that ran.
-    pub backend: String,
-    /// Cases run.
-    pub execs: u64,
-    /// Cases per second.
-    pub execs_per_s: f64,
-    /// Corpus entries at the end.
-    pub corpus: u64,
-    /// Findings.
-    pub objectives: u64,
-    /// Seconds to the first finding.
-    pub first_objective_s: Option<f64>,
-    /// Map entries hit.
-    #[serde(default)]
-    pub coverage: u64,
-    /// The first finding's verdict.
-    #[serde(default)]
-    pub first_verdict: Option<String>,
-    /// The first finding's message.
-    #[serde(default)]
-    pub first_message: Option<String>,
-    /// Findings that were oracle violations.
-    #[serde(default)]
-    pub oracles: u64,
-    /// Seconds to the first oracle violation.
-    #[serde(default)]
-    pub first_oracle_s: Option<f64>,
-    /// Its verdict.
-    #[serde(default)]
-    pub oracle_verdict: Option<String>,
-    /// Its message.
-    #[serde(default)]
-    pub oracle_message: Option<String>,
-    /// Why the campaign could not run.
-    #[serde(default)]
-    pub fatal: Option<String>,
-}
-
-/// Parses a summary line (`None` for any other line).
-fn summary_of(line: &str) -> Option<Result<Summary, String>> {
-    let json = line.strip_prefix(SUMMARY_PREFIX)?;
-    Some(serde_json::from_str(json).map_err(|e| format!("bad summary line `{line}`: {e}")))
-}
-
-/// The built pieces a campaign needs.
-struct Built {
-    driver: PathBuf,
-    guest: PathBuf,
-}
-
-/// Builds the guest (with the normal images), the driver and the fuzz
-/// images for `variants` (`None`: the clean fuzz image).
-fn build(variants: &[Option<&str>]) -> Result<(Built, Vec<PathBuf>), String> {
-    crate::deps::ensure(&[&crate::deps::BOCHS])?;
-    let normal = images::build()?;
-    let mut paths = Vec::new();
-    for v in variants {
-        paths.push(images::build_fuzz_image(*v)?);
-    }
-    let driver = build_driver()?;
-    Ok((
-        Built {
-            driver,
-            guest: normal.guest,
-        },
-        paths,
-    ))
-}
-
-/// The driver's own target directory: `$OKERNEL_VMFUZZ_TARGET_DIR`, else
-/// `vmfuzz/` under `$CARGO_TARGET_DIR`, else `target/vmfuzz-build`.
-fn driver_target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("OKERNEL_VMFUZZ_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d).join("vmfuzz"),
-        None => images::root().join("target/vmfuzz-build"),
-    }
-}
-
-/// Builds `okernel-vmfuzz` (release, its own lock file and target
-/// directory) and returns the binary.
-fn build_driver() -> Result<PathBuf, String> {
-    let dir = driver_target_dir();
-    eprintln!(
-        "xtask: building the VM fuzz driver (vmfuzz/, LibAFL) in {}",
-        dir.display()
-    );
-    let status = Command::new(env!("CARGO"))
-        .current_dir(images::root())
-        .args(["build", "--release", "--manifest-path", "vmfuzz/Cargo.toml"])
-        .env("CARGO_TARGET_DIR", &dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("building the VM fuzz driver failed (see the compiler output above)".into());
-    }
-    Ok(dir.join("release/okernel-vmfuzz"))
-}
-
-/// One run of the driver.
-struct Run {
-    summary: Summary,
-    out: PathBuf,
-}
-
-/// Runs the driver with `args` plus the image, guest and output
-/// directory; its progress (stderr) passes through, its summary is
-/// parsed.
-fn drive(built: &Built, image: &Path, name: &str, args: &[String]) -> Result<Run, String> {
-    let out = images::root().join("target/vmfuzz").join(name);
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut cmd = Command::new(&built.driver);
-    cmd.arg("--image")
-        .arg(image)
-        .arg("--guest")
-        .arg(&built.guest)
-        .arg("--out")
-        .arg(&out)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    eprintln!(
-        "xtask: {} {}",
-        built.driver.display(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", built.driver.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut summary = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.map_err(|e| format!("reading the driver's output: {e}"))?;
-        println!("{line}");
-        if let Some(s) = summary_of(&line) {
-            summary = Some(s?);
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for the driver: {e}"))?;
-    let summary = summary.ok_or_else(|| {
-        format!("the VM fuzz driver ended ({status}) without a summary line (see above)")
-    })?;
-    Ok(Run { summary, out })
-}
-
-/// Keeps a clean run's findings where no later run deletes them:
-/// `target/vmfuzz/findings/<name>-<unix time>/`.
-fn keep_findings(run: &Run, name: &str) -> Option<PathBuf> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let to = images::root()
-        .join("target/vmfuzz/findings")
-        .join(format!("{name}-{stamp}"));
-    std::fs::create_dir_all(&to).ok()?;
-    for e in std::fs::read_dir(run.out.join("crashes")).ok()?.flatten() {
-        let _ = std::fs::copy(e.path(), to.join(e.file_name()));
-    }
-    Some(to)
-}
-
 /// Whether `backend` (after `auto`) is KVM on a host without nested VMX:
 /// then a monitor image must end with `VMX unavailable`.
 fn kvm_without_vmx(backend: &str) -> bool {
     backend == "kvm" && !qemu_harness::kvm_nested_vmx()
-}
-
-fn common_args(o: &VmOptions, time: u64) -> Vec<String> {
-    let mut a = vec![
-        "--backend".to_string(),
-        o.backend.clone(),
-        "--time".into(),
-        time.to_string(),
-        "--seed".into(),
-        o.seed.to_string(),
-    ];
-    if let Some(t) = o.case_timeout {
-        a.extend(["--case-timeout".to_string(), t.to_string()]);
-    }
-    a
 }
 
 /// `cargo xtask fuzz vm ARGS`.
@@ -484,17 +143,6 @@ pub fn vm(args: &[String]) -> Result<bool, String> {
         );
         Ok(true)
     }
-}
-
-/// A one-line account of a run's first finding.
-fn describe(s: &Summary) -> String {
-    format!(
-        "{} after {:.1} s ({} execs in the run): {}",
-        s.first_verdict.as_deref().unwrap_or("?"),
-        s.first_objective_s.unwrap_or(0.0),
-        s.execs,
-        s.first_message.as_deref().unwrap_or("")
-    )
 }
 
 fn replay(built: &Built, image: &Path, o: &VmOptions, file: &Path) -> Result<bool, String> {
@@ -739,6 +387,7 @@ pub fn bench() -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
