@@ -84,6 +84,21 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         okernel_abi::ABI_VERSION.minor
     );
     info!("command line: `{}`", bi.cmdline);
+    if cfg!(feature = "fuzz") {
+        log::error!(
+            "TEST BUILD (feature `fuzz`): fuzzing calls enabled; never boot this image in production"
+        );
+    }
+    if cfg!(any(
+        feature = "planted-text-writable",
+        feature = "planted-pin-ignored",
+        feature = "planted-unlock",
+        feature = "planted-gate-bypass"
+    )) {
+        log::error!(
+            "TEST BUILD with a DELIBERATE DEFECT (a `planted-*` feature): for the fuzzers' proof only"
+        );
+    }
     print_memory_map(&bi);
 
     let module = *bi.modules().next().ok_or(Failure::NoGuestModule)?;
