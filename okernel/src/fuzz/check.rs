@@ -10,7 +10,6 @@ use okernel_abi::fuzz::{MonitorVerdict, PolicyPart};
 use okernel_abi::policy::MAX_CONTEXTS;
 
 use super::baseline::{Baseline, PARTS, RegionSum, checksum, fingerprints};
-use super::oracle::Guarded;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::locks::{IA32_EFER, guest_msr};
 use crate::policy::protection::Protection;
@@ -62,12 +61,14 @@ pub enum Scope {
     Full,
     /// Valid only while the views are those a full check found intact
     /// (the same generation) and the write log has not overflowed: the
-    /// checksums of the regions the log's pages overlap and of those a
-    /// view may write (page tables and credentials, writable in the
-    /// trusted view: every other locked kind is writable in no view, as
-    /// the full check's scan proved), and no view scan. The locks,
-    /// fingerprints, running context, CR pins, MSRs and unexpected exits
-    /// are compared as in a full check.
+    /// checksums of the regions the log's pages overlap, and no view scan.
+    /// The locks, fingerprints, running context, CR pins, MSRs and
+    /// unexpected exits are compared as in a full check. Page tables and
+    /// credentials, which the trusted view may write (by design: the
+    /// trusted kernel owns them, and no other view may write them, as the
+    /// full check's scan proved), are re-hashed by full checks only: a
+    /// difference there is the trusted kernel's own, found within
+    /// [`super::calls::FULL_CHECK_EVERY`] checks.
     Incremental,
 }
 
@@ -76,12 +77,7 @@ impl Scope {
     fn rehashes(self, region: &RegionSum, views: &dyn Views) -> bool {
         match self {
             Scope::Full => true,
-            Scope::Incremental => {
-                !Guarded::Region(region.kind)
-                    .forbidden(0)
-                    .contains(ept::Perms::WRITE)
-                    || views.dirty().written(region.range)
-            }
+            Scope::Incremental => views.dirty().written(region.range),
         }
     }
 }
