@@ -13,6 +13,7 @@
 pub mod bochs;
 pub mod frame;
 pub mod kvm;
+pub mod summary;
 
 pub use bochs::{BochsOptions, BochsSession};
 pub use kvm::{KvmOptions, KvmSession};

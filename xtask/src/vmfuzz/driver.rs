@@ -2,59 +2,15 @@
 //! summary line.
 
 use crate::images;
-use serde::Deserialize;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The prefix of the driver's summary line.
-pub(super) const SUMMARY_PREFIX: &str = "OKERNEL-FUZZ: ";
-
-/// The driver's summary line.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Summary {
-    /// The backend that ran.
-    pub backend: String,
-    /// Cases run.
-    pub execs: u64,
-    /// Cases per second.
-    pub execs_per_s: f64,
-    /// Corpus entries at the end.
-    pub corpus: u64,
-    /// Findings.
-    pub objectives: u64,
-    /// Seconds to the first finding.
-    pub first_objective_s: Option<f64>,
-    /// Map entries hit.
-    #[serde(default)]
-    pub coverage: u64,
-    /// The first finding's verdict.
-    #[serde(default)]
-    pub first_verdict: Option<String>,
-    /// The first finding's message.
-    #[serde(default)]
-    pub first_message: Option<String>,
-    /// Findings that were oracle violations.
-    #[serde(default)]
-    pub oracles: u64,
-    /// Seconds to the first oracle violation.
-    #[serde(default)]
-    pub first_oracle_s: Option<f64>,
-    /// Its verdict.
-    #[serde(default)]
-    pub oracle_verdict: Option<String>,
-    /// Its message.
-    #[serde(default)]
-    pub oracle_message: Option<String>,
-    /// Why the campaign could not run.
-    #[serde(default)]
-    pub fatal: Option<String>,
-}
+pub use qemu_harness::fuzz::summary::Summary;
 
 /// Parses a summary line (`None` for any other line).
 pub(super) fn summary_of(line: &str) -> Option<Result<Summary, String>> {
-    let json = line.strip_prefix(SUMMARY_PREFIX)?;
-    Some(serde_json::from_str(json).map_err(|e| format!("bad summary line `{line}`: {e}")))
+    Summary::parse(line)
 }
 
 /// The built pieces a campaign needs.
