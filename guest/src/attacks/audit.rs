@@ -1,5 +1,7 @@
 //! Reading the monitor's audit log back (`AuditCount`, `AuditRead`) to
 //! check that a blocked attack left the record it must (invariant 10).
+//! The fuzz executor (`crate::executor`) reads the log through the same
+//! calls.
 
 use crate::arch::instr::hypercall;
 use crate::kernel::Pages;
@@ -29,6 +31,17 @@ pub fn count() -> Result<u64, Result<Status, u64>> {
     }
 }
 
+/// Record `seq` (AuditRead), or the call's failure.
+pub fn read(seq: u64) -> Result<AuditRecord, Result<Status, u64>> {
+    let r = hypercall(Call::AuditRead, [seq, RECORD.addr(), 0, 0]);
+    if r.status != Ok(Status::Success) {
+        return Err(r.status);
+    }
+    // SAFETY: the monitor just copied a record there; nothing else writes
+    // the page.
+    Ok(unsafe { RECORD.get().read_volatile() })
+}
+
 fn status_name(s: Result<Status, u64>) -> &'static str {
     match s {
         Ok(s) => s.name(),
@@ -55,14 +68,13 @@ pub fn find(
     };
     let mut last = None;
     for seq in from..to {
-        let r = hypercall(Call::AuditRead, [seq, RECORD.addr(), 0, 0]);
-        if r.status != Ok(Status::Success) {
-            out.set(format_args!("AuditRead #{seq}: {}", status_name(r.status)));
-            return false;
-        }
-        // SAFETY: the monitor just copied a record there; nothing else
-        // writes the page.
-        let rec = unsafe { RECORD.get().read_volatile() };
+        let rec = match read(seq) {
+            Ok(rec) => rec,
+            Err(s) => {
+                out.set(format_args!("AuditRead #{seq}: {}", status_name(s)));
+                return false;
+            }
+        };
         let page_ok = gpa.is_none_or(|g| rec.gpa & !0xfff == g & !0xfff);
         if rec.kind == kind as u32 && rec.context == ctx && page_ok {
             out.set(format_args!(

@@ -5,7 +5,7 @@
 //! and reports one check line per attack with what it expected, what it
 //! observed and the audit record it found.
 
-mod audit;
+pub mod audit;
 mod cpu;
 mod hostile;
 mod legit;

@@ -145,7 +145,7 @@ impl World {
         let ok = match (allowed, r.status) {
             (true, Ok(Status::Success)) => seen.records == 0,
             (false, Ok(Status::Refused)) => {
-                seen.records == 1 && Self::record().kind == AuditKind::PageTableUpdate as u32
+                seen.records == 1 && self.newest.kind == AuditKind::PageTableUpdate as u32
             }
             _ => false,
         };

@@ -33,6 +33,7 @@ mod transport;
 use crate::arch::instr::hypercall_raw;
 use crate::arch::ops;
 use crate::arch::traps::probe;
+use crate::attacks::audit;
 use crate::kernel::{self, Pages, protect};
 use crate::report::{Buf, Checks};
 use guest::attack::Mode;
@@ -111,6 +112,7 @@ pub fn run(
         cr4_pins,
         audit_seen: 0,
         current: 0,
+        newest: Default::default(),
     };
     log::info!(
         "fuzz: executor ready: mode {mode:?}, context {} (other {}), gate {gate}, transport {transport:?}",
@@ -170,7 +172,7 @@ fn run_case(w: &mut World, case: &[u8], out: &mut [u8]) -> usize {
         {
             w.current = w.own;
         }
-        if let Ok(n) = step::audit_count() {
+        if let Ok(n) = audit::count() {
             w.audit_seen = n;
         }
     }
@@ -285,5 +287,7 @@ fn back_to_trusted(w: &mut World) -> Result<(), &'static str> {
         });
     }
     w.current = 0;
-    step::audit_count().map(|n| w.audit_seen = n)
+    audit::count()
+        .map(|n| w.audit_seen = n)
+        .map_err(|_| "reset: AuditCount failed")
 }

@@ -9,10 +9,11 @@
 use super::journal::Journal;
 use super::targets::{SCRATCH, Targets};
 use crate::arch::cpu;
-use crate::arch::instr::{Reply, hypercall, hypercall_raw};
+use crate::arch::instr::{Reply, hypercall_raw};
 use crate::arch::ops::{self, ARGS, NO_GATE, OUT};
 use crate::arch::traps::{Fault, probe};
-use crate::kernel::{self, Pages};
+use crate::attacks::audit;
+use crate::kernel;
 use crate::report::Buf;
 use core::sync::atomic::Ordering;
 use guest::fuzz::{Expect, Op};
@@ -24,19 +25,6 @@ use okernel_abi::policy::{AuditKind, AuditRecord};
 pub const ALIAS_SLOT0: usize = 16;
 /// Alias slots the executor edits.
 pub const ALIAS_SLOTS: usize = 8;
-
-/// Where AuditRead copies records: kernel data in no region.
-static RECORD: Pages<AuditRecord> = Pages::new(AuditRecord {
-    sequence: 0,
-    kind: 0,
-    action: 0,
-    context: 0,
-    gpa: 0,
-    gva: 0,
-    access: 0,
-    rip: 0,
-    qualification: 0,
-});
 
 /// What the executor knows about the run it is in.
 pub struct World {
@@ -58,6 +46,8 @@ pub struct World {
     pub audit_seen: u64,
     /// The context the guest runs in now.
     pub current: u64,
+    /// The newest audit record [`World::new_records`] read.
+    pub newest: AuditRecord,
 }
 
 /// How an operation ended for the case.
@@ -97,29 +87,19 @@ impl Seen {
 
 impl World {
     /// The audit records written since the last call (0 without a
-    /// monitor); the newest is left in [`RECORD`].
+    /// monitor); the newest is left in [`World::newest`].
     pub(super) fn new_records(&mut self) -> Result<u64, &'static str> {
         if !self.monitor {
             return Ok(0);
         }
-        let r = hypercall(Call::AuditCount, [0; 4]);
-        if r.status != Ok(Status::Success) {
-            return Err("AuditCount failed");
-        }
-        let n = r.value0.wrapping_sub(self.audit_seen);
-        self.audit_seen = r.value0;
-        if n != 0
-            && hypercall(Call::AuditRead, [r.value0 - 1, RECORD.addr(), 0, 0]).status
-                != Ok(Status::Success)
-        {
-            return Err("AuditRead of the newest record failed");
+        let now = audit::count().map_err(|_| "AuditCount failed")?;
+        let n = now.wrapping_sub(self.audit_seen);
+        self.audit_seen = now;
+        if n != 0 {
+            self.newest =
+                audit::read(now - 1).map_err(|_| "AuditRead of the newest record failed")?;
         }
         Ok(n)
-    }
-
-    pub(super) fn record() -> AuditRecord {
-        // SAFETY: the monitor copied a record there; nothing else writes it.
-        unsafe { RECORD.get().read_volatile() }
     }
 
     /// Judges a fault and the audit records against `want`.
@@ -136,7 +116,7 @@ impl World {
                 false
             }
             Expect::Denied(kind) if vector == Some(13) && seen.records == 1 => {
-                let r = Self::record();
+                let r = self.newest;
                 let page_ok = page.is_none_or(|p| r.gpa & !0xfff == p & !0xfff);
                 if r.kind == kind && r.context == self.current && page_ok {
                     return true;
@@ -295,7 +275,7 @@ impl World {
         let can_gate = !same && self.live(target) && gate_id == self.gate;
         let status = seen.status.and_then(Result::ok);
         let audit_ok = seen.records == u64::from(!same)
-            && (same || Self::record().kind == AuditKind::ContextSwitch as u32);
+            && (same || self.newest.kind == AuditKind::ContextSwitch as u32);
         let ok = audit_ok
             && if gated {
                 can_gate && from == self.current
@@ -332,15 +312,6 @@ impl World {
             },
             seen,
         )
-    }
-}
-
-/// The number of audit records written so far.
-pub fn audit_count() -> Result<u64, &'static str> {
-    let r = hypercall(Call::AuditCount, [0; 4]);
-    match r.status {
-        Ok(Status::Success) => Ok(r.value0),
-        _ => Err("AuditCount failed"),
     }
 }
 
