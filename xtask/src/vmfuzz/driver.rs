@@ -58,18 +58,24 @@ pub(super) fn build_driver() -> Result<PathBuf, String> {
         "xtask: building the VM fuzz driver (vmfuzz/, LibAFL) in {}",
         dir.display()
     );
-    let status = Command::new(env!("CARGO"))
-        .current_dir(images::root())
-        .args(["build", "--release", "--manifest-path", "vmfuzz/Cargo.toml"])
-        .env("CARGO_TARGET_DIR", &dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
+    if !vmfuzz_cargo(&["build", "--release", "--manifest-path", "vmfuzz/Cargo.toml"])? {
         return Err("building the VM fuzz driver failed (see the compiler output above)".into());
     }
     Ok(dir.join("release/okernel-vmfuzz"))
+}
+
+/// Runs `cargo ARGS` on the driver's crate in its own target directory,
+/// without the workspace's RUSTFLAGS; returns whether it succeeded.
+pub(super) fn vmfuzz_cargo(args: &[&str]) -> Result<bool, String> {
+    Command::new(env!("CARGO"))
+        .current_dir(images::root())
+        .args(args)
+        .env("CARGO_TARGET_DIR", driver_target_dir())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .map(|s| s.success())
+        .map_err(|e| format!("cannot run cargo: {e}"))
 }
 
 /// One run of the driver.

@@ -267,7 +267,6 @@ pub fn selftest(args: &[String]) -> Result<bool, String> {
     if let Some(a) = args.first() {
         return Err(format!("unexpected argument `{a}` for `fuzz vm-selftest`"));
     }
-    let dir = driver_target_dir();
     let steps: [&[&str]; 3] = [
         &["fmt", "--manifest-path", "vmfuzz/Cargo.toml", "--check"],
         &[
@@ -284,15 +283,7 @@ pub fn selftest(args: &[String]) -> Result<bool, String> {
     ];
     for step in steps {
         eprintln!("xtask: cargo {}", step.join(" "));
-        let status = Command::new(env!("CARGO"))
-            .current_dir(images::root())
-            .args(step)
-            .env("CARGO_TARGET_DIR", &dir)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
+        if !vmfuzz_cargo(step)? {
             return Err(format!("`cargo {}` failed", step.join(" ")));
         }
     }
