@@ -68,6 +68,8 @@ pub struct SessionConfig {
     pub run_dir: PathBuf,
     /// The session's limit per case (none: the session's default).
     pub case_timeout: Option<Duration>,
+    /// Bochs' `cpu: ips=` (none: [`qemu_harness::fuzz::DEFAULT_FUZZ_IPS`]).
+    pub bochs_ips: Option<u64>,
 }
 
 /// The image's command line for a fuzz session: quiet logging (audit
@@ -126,6 +128,9 @@ pub fn open(
             let mut options = BochsOptions::default();
             if let Some(t) = cfg.case_timeout {
                 options.case_timeout = t;
+            }
+            if let Some(ips) = cfg.bochs_ips {
+                options.ips = ips;
             }
             Box::new(BochsSession::open(spec, options)?)
         }

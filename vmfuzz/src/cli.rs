@@ -36,6 +36,9 @@ options:
                      the campaign goes on (the planted-defect proof)
   --case-timeout S   the session's limit per case, in seconds (default: the
                      session's own, 2 s on Bochs, 1 s on KVM)
+  --bochs-ips N      Bochs' emulated instructions per second (default 20M;
+                     with `clock: sync=none` it only sets how many
+                     instructions a byte of the UART takes)
   --broker-port P    the TCP port of the multi-core broker (default: a free
                      one)
   --replay FILE      run exactly this case once and print the outcome: exit
@@ -73,6 +76,8 @@ pub struct Options {
     pub broker_port: u16,
     /// `--case-timeout`.
     pub case_timeout: Option<u64>,
+    /// `--bochs-ips`.
+    pub bochs_ips: Option<u64>,
     /// `--replay`.
     pub replay: Option<PathBuf>,
     /// `--help`.
@@ -94,6 +99,7 @@ impl Default for Options {
             stop_on: StopOn::Never,
             broker_port: 0,
             case_timeout: None,
+            bochs_ips: None,
             replay: None,
             help: false,
         }
@@ -131,6 +137,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "--out" => o.out = value()?.into(),
             "--broker-port" => o.broker_port = number(name, value()?)?,
             "--case-timeout" => o.case_timeout = Some(number(name, value()?)?),
+            "--bochs-ips" => o.bochs_ips = Some(number(name, value()?)?),
             "--replay" => o.replay = Some(value()?.into()),
             "--stop-on-crash" if inline.is_none() => o.stop_on = StopOn::Objective,
             "--stop-on-oracle" if inline.is_none() => o.stop_on = StopOn::Oracle,
@@ -186,6 +193,7 @@ fn run(o: &Options) -> Result<u8, String> {
         loader_args: o.loader_args.clone(),
         run_dir: o.out.join("runs"),
         case_timeout: o.case_timeout.map(Duration::from_secs),
+        bochs_ips: o.bochs_ips,
     };
     if let Some(file) = &o.replay {
         return replay(backend, &cfg, file);

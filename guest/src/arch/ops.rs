@@ -239,13 +239,15 @@ pub const fn exception_vector(which: u64) -> u8 {
 
 /// Reads an I/O port byte.
 pub fn inb(port: u16) -> u8 {
-    // SAFETY: the executor reads only its own UART's registers.
+    // SAFETY: the executor reads only its own UART's registers; reads
+    // change nothing but that device's state.
     unsafe { x86_64::instructions::port::Port::<u8>::new(port).read() }
 }
 
 /// Writes an I/O port byte.
 pub fn outb(port: u16, v: u8) {
-    // SAFETY: the executor writes only its own UART's registers.
+    // SAFETY: callers write only the executor's UART and the PIC
+    // (`irq`); neither can touch memory.
     unsafe { x86_64::instructions::port::Port::<u8>::new(port).write(v) }
 }
 

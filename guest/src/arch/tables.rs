@@ -91,6 +91,7 @@ pub fn init() -> Selectors {
         tss.interrupt_stack_table[0] = VirtAddr::from_ptr(&DF_STACK) + STACK_SIZE as u64;
         tss.privilege_stack_table[0] = VirtAddr::from_ptr(&RING0_STACK) + STACK_SIZE as u64;
         super::traps::install(idt, 0);
+        super::irq::install(idt);
         let tss: &'static TaskStateSegment = tss;
         Selectors {
             kernel_code: gdt.append(Descriptor::kernel_code_segment()),

@@ -3,6 +3,7 @@
 //! RAM and a doorbell port (the KVM harness, which snapshots the guest at
 //! the first doorbell and resets it there before every case).
 
+use crate::arch::irq;
 use crate::arch::ops::{inb, outb, outl};
 use crate::kernel::Pages;
 use okernel_abi::fuzz::{
@@ -28,6 +29,19 @@ const LCR: u16 = COM2 + 3;
 const MCR: u16 = COM2 + 4;
 const LSR: u16 = COM2 + 5;
 
+/// COM2's line on the master PIC.
+const COM2_LINE: u8 = 3;
+/// IER: received data available.
+const IER_RX: u8 = 0x01;
+/// IER: transmitter holding register (the FIFO) empty.
+const IER_TX: u8 = 0x02;
+/// LSR: data ready.
+const LSR_DR: u8 = 0x01;
+/// LSR: transmit FIFO empty.
+const LSR_THRE: u8 = 0x20;
+/// The 16550's transmit FIFO.
+const TX_FIFO: usize = 16;
+
 impl Link {
     /// Sets the link up and tells the host the executor is ready (COM2:
     /// the ready byte; the mailbox says it with its first doorbell, in
@@ -40,7 +54,8 @@ impl Link {
             outb(COM2 + 1, 0);
             outb(LCR, 0x03); // 8N1
             outb(FCR, 0x07); // FIFOs on and cleared, trigger at 1 byte
-            outb(MCR, 0x03);
+            outb(MCR, 0x0b); // DTR, RTS, OUT2 (gates the line to the PIC)
+            irq::route_only(COM2_LINE);
             send(&[READY_MAGIC]);
         }
         self
@@ -94,14 +109,34 @@ impl Link {
     }
 }
 
+/// Sends `bytes` a FIFO-full at a time. The last chunk is left to drain
+/// while the executor goes on (to wait for the next case).
 fn send(bytes: &[u8]) {
-    for &b in bytes {
-        while inb(LSR) & 0x20 == 0 {}
-        outb(THR, b);
+    for chunk in bytes.chunks(TX_FIFO) {
+        wait_for(LSR_THRE, IER_TX);
+        for &b in chunk {
+            outb(THR, b);
+        }
     }
 }
 
 fn recv() -> u8 {
-    while inb(LSR) & 1 == 0 {}
+    wait_for(LSR_DR, IER_RX);
     inb(RBR)
+}
+
+/// Waits until the line status shows `status`, halted in between with
+/// only the interrupt `ier` enabled at the UART: the UART raises its line
+/// when the condition becomes true, or at once if it already is, and
+/// drops it when the interrupt is disabled again, so every wait starts
+/// from a low line and sees its edge ([`irq::wait`] loses none).
+fn wait_for(status: u8, ier: u8) {
+    if inb(LSR) & status != 0 {
+        return;
+    }
+    outb(IER, ier);
+    while inb(LSR) & status == 0 {
+        irq::wait();
+    }
+    outb(IER, 0);
 }

@@ -162,6 +162,9 @@ fn replay(built: &Built, image: &Path, o: &VmOptions, file: &Path) -> Result<boo
     if let Some(t) = o.case_timeout {
         cmd.args(["--case-timeout", &t.to_string()]);
     }
+    if let Some(n) = o.bochs_ips {
+        cmd.args(["--bochs-ips", &n.to_string()]);
+    }
     let status = cmd
         .status()
         .map_err(|e| format!("cannot run {}: {e}", built.driver.display()))?;

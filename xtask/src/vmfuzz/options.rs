@@ -27,6 +27,7 @@ finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
                      monitor); an oracle must fire
   --stop-on-crash    end at the first finding of any kind
   --case-timeout S   the session's limit per case, in seconds
+  --bochs-ips N      Bochs' emulated instructions per second (default 20M)
   --replay FILE      run one saved case once and print its outcome
 
 fuzz vm-planted: the oracles bite in the VM: for each planted defect an
@@ -48,6 +49,7 @@ pub(super) struct VmOptions {
     pub(super) no_monitor: bool,
     pub(super) stop_on_crash: bool,
     pub(super) case_timeout: Option<u64>,
+    pub(super) bochs_ips: Option<u64>,
     pub(super) replay: Option<PathBuf>,
 }
 
@@ -62,6 +64,7 @@ impl Default for VmOptions {
             no_monitor: false,
             stop_on_crash: false,
             case_timeout: None,
+            bochs_ips: None,
             replay: None,
         }
     }
@@ -134,6 +137,13 @@ pub(super) fn parse(args: &[String], planted_proof: bool) -> Result<VmOptions, S
             "--case-timeout" => {
                 o.case_timeout = Some(number(value("--case-timeout")?, "--case-timeout")?);
             }
+            "--bochs-ips" => {
+                let n = number(value("--bochs-ips")?, "--bochs-ips")?;
+                if n < 1_000_000 {
+                    return Err("--bochs-ips: must be at least 1000000".into());
+                }
+                o.bochs_ips = Some(n);
+            }
             "--replay" => {
                 only_vm("--replay")?;
                 o.replay = Some(PathBuf::from(value("--replay")?));
@@ -167,6 +177,9 @@ pub(super) fn common_args(o: &VmOptions, time: u64) -> Vec<String> {
     ];
     if let Some(t) = o.case_timeout {
         a.extend(["--case-timeout".to_string(), t.to_string()]);
+    }
+    if let Some(n) = o.bochs_ips {
+        a.extend(["--bochs-ips".to_string(), n.to_string()]);
     }
     a
 }
