@@ -12,8 +12,12 @@
 //!   checksum of every locked region, and a fingerprint of the policy
 //!   state (regions and their locks, CR pins, MSR locks, the
 //!   descriptor-table lock, gates, live contexts, protected pages). RDI
-//!   out = the number of bytes checksummed. From any other caller:
-//!   `PermissionDenied`, nothing recorded.
+//!   in = guest-physical address of a page (4 KiB-aligned guest RAM,
+//!   writable in the trusted view) where the monitor keeps an
+//!   [`AuditMirror`] from then on, or 0 for none (`InvalidArgument` for a
+//!   bad page, nothing recorded). RDI out = the number of bytes
+//!   checksummed. From any other caller: `PermissionDenied`, nothing
+//!   recorded.
 //! - [`CALL_CHECK`]: the trusted context asks the monitor to check the
 //!   invariants against the baseline and to hand over the coverage it
 //!   collected since the last check. RDI = guest-physical address of a
@@ -175,6 +179,31 @@ pub enum PolicyPart {
     /// The current context (the check runs in the trusted one).
     Current = 7,
 }
+
+/// The audit log as the monitor mirrors it into the executor's page
+/// (registered with [`CALL_BASELINE`]): rewritten at the baseline and at
+/// the end of every VM exit that wrote audit records, so the executor
+/// judges each operation's records by reading memory instead of with an
+/// AuditCount and an AuditRead (two VM exits) per operation. The executor
+/// still compares `total` with an AuditCount answer once per case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct AuditMirror {
+    /// Records written since the run started (what AuditCount answers).
+    pub total: u64,
+    /// The newest record (all zero before the first).
+    pub newest: crate::policy::AuditRecord,
+}
+
+impl AuditMirror {
+    /// No record yet.
+    pub const EMPTY: Self = Self {
+        total: 0,
+        newest: crate::policy::AuditRecord::EMPTY,
+    };
+}
+
+const _: () = assert!(core::mem::size_of::<AuditMirror>() == 72);
 
 /// What [`CALL_CHECK`] writes to the guest's page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -162,6 +162,21 @@ pub struct AuditRecord {
     pub qualification: u64,
 }
 
+impl AuditRecord {
+    /// All zero: no record.
+    pub const EMPTY: Self = Self {
+        sequence: 0,
+        kind: 0,
+        action: 0,
+        context: 0,
+        gpa: 0,
+        gva: 0,
+        access: 0,
+        rip: 0,
+        qualification: 0,
+    };
+}
+
 const _: () = assert!(core::mem::size_of::<AuditRecord>() == 64);
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Reading the monitor's audit log back (`AuditCount`, `AuditRead`) to
 //! check that a blocked attack left the record it must (invariant 10).
-//! The fuzz executor (`crate::executor`) reads the log through the same
-//! calls.
+//! The fuzz executor (`crate::executor`) counts through the same call
+//! once per case (it reads each operation's records from its audit
+//! mirror).
 
 use crate::arch::instr::hypercall;
 use crate::kernel::Pages;
@@ -10,17 +11,7 @@ use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::policy::{AuditKind, AuditRecord};
 
 /// Where `AuditRead` copies a record.
-static RECORD: Pages<AuditRecord> = Pages::new(AuditRecord {
-    sequence: 0,
-    kind: 0,
-    action: 0,
-    context: 0,
-    gpa: 0,
-    gva: 0,
-    access: 0,
-    rip: 0,
-    qualification: 0,
-});
+static RECORD: Pages<AuditRecord> = Pages::new(AuditRecord::EMPTY);
 
 /// The number of records written so far, or the call's failure.
 pub fn count() -> Result<u64, Result<Status, u64>> {

@@ -110,21 +110,12 @@ impl World {
             Ok(r) => r,
             Err(f) => return self.vmcall_faulted(f, msg),
         };
-        let mut seen = Seen {
+        let seen = Seen {
             fault: None,
             status: Some(r.status),
-            records: 0,
+            records: self.new_records(),
         };
-        let ok = match self.new_records() {
-            Ok(n) => {
-                seen.records = n;
-                n == 0 && self.allowed_status(number, r.status, r.value0, c1, msg)
-            }
-            Err(e) => {
-                msg.set(format_args!("{e}"));
-                false
-            }
-        };
+        let ok = seen.records == 0 && self.allowed_status(number, r.status, r.value0, c1, msg);
         if !ok && msg.as_str().is_empty() {
             msg.set(format_args!(
                 "hypercall {number:#x}({a0:#x}, {a1:#x}): {:?} with {} audit record(s)",
@@ -220,16 +211,14 @@ impl World {
             Ok(r) => r,
             Err(f) => return self.vmcall_faulted(f, msg),
         };
-        let mut seen = Seen {
+        let seen = Seen {
             fault: None,
             status: Some(r.status),
-            records: 0,
+            records: self.new_records(),
         };
-        let records = self.new_records();
-        seen.records = *records.as_ref().unwrap_or(&0);
         let success = r.status == Ok(Status::Success);
         let own = ctx == self.own && self.monitor;
-        let ok = records == Ok(0)
+        let ok = seen.records == 0
             && r.status.is_ok()
             && (!success
                 || (own && matches!(class, Class::Scratch | Class::Spare | Class::OwnSecret)));

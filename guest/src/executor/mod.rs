@@ -13,10 +13,19 @@
 //!    left (exactly one of the right kind for a denial);
 //! 3. come back to the trusted context through the gate, undo what the
 //!    case changed ([`journal`]);
-//! 4. check the monitor is alive (Version) and ask it to verify its
-//!    invariants against the baseline and hand over its coverage
-//!    (`CALL_CHECK`: locked regions' checksums, locks, pins, MSRs, views);
+//! 4. check the monitor is alive and its audit log is what the executor
+//!    saw (AuditCount must answer the total of the audit mirror, below),
+//!    and ask it to verify its invariants against the baseline and hand
+//!    over its coverage (`CALL_CHECK`: locked regions' checksums, locks,
+//!    pins, MSRs, views);
 //! 5. send the verdict, the coverage and, on a violation, what broke.
+//!
+//! The executor reads each operation's audit records from its *audit
+//! mirror* (`okernel_abi::fuzz::AuditMirror`), a page it registers with
+//! the baseline and the monitor rewrites after every exit that audited,
+//! instead of with an AuditCount and an AuditRead after every operation:
+//! those were half the VM exits of a case, and on Bochs an exit costs far
+//! more than its instructions.
 //!
 //! With no monitor (`mode=direct`) or `protect=off` the same model runs:
 //! those are the negative controls, where the executor must report
@@ -42,8 +51,8 @@ use guest::fuzz::Op;
 use guest::tasks::{CONTAINER_A, CONTAINER_B};
 use journal::Journal;
 use okernel_abi::fuzz::{
-    CALL_BASELINE, CALL_CHECK, CaseVerdict, CheckReport, GUEST_MAP_BASE, GUEST_MAP_SIZE, MAX_CASE,
-    MAX_RESULT, MonitorVerdict, ResultFrame, ResultHeader,
+    AuditMirror, CALL_BASELINE, CALL_CHECK, CaseVerdict, CheckReport, GUEST_MAP_BASE,
+    GUEST_MAP_SIZE, MAX_CASE, MAX_RESULT, MonitorVerdict, ResultFrame, ResultHeader,
 };
 use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::result::Outcome;
@@ -53,6 +62,16 @@ use transport::Link;
 
 /// Where the monitor writes its check report.
 static REPORT: Pages<CheckReport> = Pages::new(CheckReport::EMPTY);
+/// Where the monitor mirrors its audit log (registered with the baseline).
+static MIRROR: Pages<AuditMirror> = Pages::new(AuditMirror::EMPTY);
+
+/// The monitor's audit log as it mirrored it last.
+pub(super) fn audit_mirror() -> AuditMirror {
+    // SAFETY: the monitor writes the page between the guest's
+    // instructions (during VM exits) and nothing in the guest writes it;
+    // the volatile read takes what the last exit left.
+    unsafe { MIRROR.get().read_volatile() }
+}
 
 /// Runs the executor; never returns (the host ends the run).
 pub fn run(
@@ -85,7 +104,7 @@ pub fn run(
             );
         }
         gate = g.value0;
-        let b = hypercall_raw(CALL_BASELINE, [0; 4]);
+        let b = hypercall_raw(CALL_BASELINE, [MIRROR.addr(), 0, 0, 0]);
         match b.status {
             Ok(Status::Success) => {
                 log::info!("fuzz: monitor baseline: {} bytes checksummed", b.value0)
@@ -172,9 +191,7 @@ fn run_case(w: &mut World, case: &[u8], out: &mut [u8]) -> usize {
         {
             w.current = w.own;
         }
-        if let Ok(n) = audit::count() {
-            w.audit_seen = n;
-        }
+        w.audit_seen = audit_mirror().total;
     }
     let mut prev = 0u32;
     for op in Op::decode_all(case) {
@@ -208,13 +225,24 @@ fn run_case(w: &mut World, case: &[u8], out: &mut [u8]) -> usize {
             verdict = CaseVerdict::ResetFailed;
             msg.set(format_args!("{e}"));
         }
-        let v = hypercall_raw(Call::Version as u64, [0; 4]);
-        if v.status != Ok(Status::Success) && verdict == CaseVerdict::Pass {
-            verdict = CaseVerdict::MonitorDead;
-            msg.set(format_args!(
-                "the monitor did not answer Version after the case: {:?}",
-                v.status
-            ));
+        let mirrored = audit_mirror().total;
+        let counted = audit::count();
+        if verdict == CaseVerdict::Pass {
+            match counted {
+                Ok(n) if n == mirrored => {}
+                Ok(n) => {
+                    verdict = CaseVerdict::GuestOracle;
+                    msg.set(format_args!(
+                        "AuditCount answers {n} records but the monitor's audit mirror says {mirrored}"
+                    ));
+                }
+                Err(status) => {
+                    verdict = CaseVerdict::MonitorDead;
+                    msg.set(format_args!(
+                        "the monitor did not answer AuditCount after the case: {status:?}"
+                    ));
+                }
+            }
         }
         let c = hypercall_raw(CALL_CHECK, [REPORT.addr(), 0, 0, 0]);
         // SAFETY: the monitor wrote the report (or left the last one);
@@ -287,7 +315,6 @@ fn back_to_trusted(w: &mut World) -> Result<(), &'static str> {
         });
     }
     w.current = 0;
-    audit::count()
-        .map(|n| w.audit_seen = n)
-        .map_err(|_| "reset: AuditCount failed")
+    w.audit_seen = audit_mirror().total;
+    Ok(())
 }

@@ -60,11 +60,16 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return Ok(Some(Err(Status::PermissionDenied)));
     }
     if number == CALL_BASELINE {
+        if arg != 0 && !report_page(views, arg) {
+            return Ok(Some(Err(Status::InvalidArgument)));
+        }
         let base = Baseline::record(prot, views, vmcs)?;
         let bytes = base.bytes;
         fuzz.baseline = Some(base);
         fuzz.last_full = None;
-        if let Some(v) = memory.views() {
+        fuzz.mirror = (arg != 0).then_some(arg);
+        super::mirror::update(vcpu);
+        if let Some(v) = vcpu.memory.views() {
             v.clear_write_log();
         }
         return Ok(Some(Ok(Some(bytes))));

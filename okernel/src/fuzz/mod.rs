@@ -11,6 +11,8 @@
 //! - [`dirty`]: the views generation and the monitor write log that let
 //!   most checks be incremental.
 //! - [`calls`]: the two calls themselves.
+//! - [`mirror`]: the audit mirror page the executor registers with the
+//!   baseline.
 //! - [`oracle`]: the EPT-view invariants (1, 2, 3, 6, 7) as one function,
 //!   shared with the host `policy` fuzz target (also built with `fake`).
 //!
@@ -30,6 +32,8 @@ pub mod coverage;
 pub mod dirty;
 #[cfg(feature = "fuzz")]
 pub mod hash;
+#[cfg(feature = "fuzz")]
+pub mod mirror;
 #[cfg(feature = "fuzz")]
 pub mod observe;
 pub mod oracle;
@@ -52,6 +56,8 @@ pub struct FuzzState {
     /// baseline, if the checks since were intact too (`None`: the next
     /// check is full).
     pub last_full: Option<LastFull>,
+    /// The executor's audit mirror page ([`mirror`]), once registered.
+    pub mirror: Option<u64>,
 }
 
 /// What `CALL_CHECK` remembers of its last intact full check.
@@ -74,6 +80,7 @@ impl FuzzState {
             checks: 0,
             unexpected: (0, 0),
             last_full: None,
+            mirror: None,
         }
     }
 }

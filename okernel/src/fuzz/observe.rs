@@ -155,6 +155,10 @@ fn after<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     rest: SlowExit,
     result: &Result<ExitAction, ExitError>,
 ) {
+    let audited = vcpu.audit.total() != before.audit;
+    if audited {
+        super::mirror::update(vcpu);
+    }
     if vcpu.fuzz.checks != before.checks {
         return;
     }
@@ -167,7 +171,6 @@ fn after<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Ok(ExitAction::Stop(_)) => Outcome::Stop,
         Err(_) => Outcome::Fatal,
     };
-    let audited = vcpu.audit.total() != before.audit;
     let unexpected = result.is_ok() && unexpected(vcpu, basic);
     if unexpected {
         let (n, first) = vcpu.fuzz.unexpected;

@@ -10,7 +10,6 @@ use super::checks::{baseline, check, fixture, verdict};
 use super::*;
 use crate::fuzz::coverage::Coverage;
 use crate::fuzz::observe::{self, CPUID_KEY, NULL_KEY, Outcome};
-use crate::vmx::fields::ReadOnly64;
 
 fn null(v: &mut PVcpu) {
     assert_eq!(raw_call(v, Call::Null.raw(), 0), Status::Success);
@@ -22,20 +21,6 @@ fn cpuid(v: &mut PVcpu) {
     v.regs.set(Gpr::Rcx, 0);
     let r = run(v, ExitReason::Cpuid, 0, 2);
     assert_advanced(v, r, 2);
-}
-
-/// A guest write to `gpa` that the view denies.
-fn ept_write(v: &mut PVcpu, gpa: u64) {
-    v.vmcs.set(GuestNatural::Rip, RIP);
-    synth(
-        v,
-        ExitReason::EptViolation as u32,
-        0b010 | (1 << 7) | (1 << 8),
-        0,
-    );
-    v.vmcs.set(ReadOnly64::GuestPhysicalAddress, gpa);
-    let r = handle_exit(v);
-    assert_injected(v, r, GP);
 }
 
 /// The hits a check reports for what `f` does after a check.

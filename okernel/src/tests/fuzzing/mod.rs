@@ -9,6 +9,8 @@ mod checks;
 mod coverage;
 #[cfg(feature = "fuzz")]
 mod incremental;
+#[cfg(feature = "fuzz")]
+mod mirror;
 
 use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK};
 use okernel_abi::hypercall::Status;
@@ -20,6 +22,22 @@ use crate::vmx::regs::Gpr;
 
 /// The guest page reports are written to (ordinary RAM).
 pub const REPORT: u64 = DATA + 0x2000;
+
+/// A guest write to `gpa` that the view denies.
+#[cfg(feature = "fuzz")]
+pub fn ept_write(v: &mut PVcpu, gpa: u64) {
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    synth(
+        v,
+        ExitReason::EptViolation as u32,
+        0b010 | (1 << 7) | (1 << 8),
+        0,
+    );
+    v.vmcs
+        .set(crate::vmx::fields::ReadOnly64::GuestPhysicalAddress, gpa);
+    let r = handle_exit(v);
+    assert_injected(v, r, GP);
+}
 
 /// Makes hypercall `number` with RDI = `rdi`; returns its status.
 pub fn raw_call(v: &mut PVcpu, number: u64, rdi: u64) -> Status {
