@@ -129,18 +129,19 @@ pub fn fingerprints(
     let mut regions = fold(u64::from(p.wx), u64::from(p.mbec_active));
     regions = fold(regions, on(SecondaryProcBased::MODE_BASED_EXECUTE_CONTROL));
     for (id, r) in p.regions.iter().enumerate() {
-        let words = match r {
+        // An empty slot is one word (most are empty), a region five.
+        regions = match r {
             Some(r) => [
+                id as u64,
                 r.range.start,
                 r.range.end,
                 r.kind as u64,
                 u64::from(r.locked),
-            ],
-            None => [u64::MAX; 4],
-        };
-        regions = words
+            ]
             .iter()
-            .fold(fold(regions, id as u64), |h, &w| fold(h, w));
+            .fold(regions, |h, &w| fold(h, w)),
+            None => fold(regions, u64::MAX),
+        };
     }
 
     let cr0_mask = vmcs.read(ControlNatural::Cr0GuestHostMask)?;

@@ -23,7 +23,7 @@ use crate::policy::views::Views;
 
 /// At most this many checks in a row are incremental: every
 /// `FULL_CHECK_EVERY`-th check since the last full one is full whatever
-/// the generation and the write log say, so a change the incremental rule
+/// the views watch and the write log say, so a change the incremental rule
 /// cannot see (guest RAM changed other than through the views or the
 /// monitor's logged writes: the assumption broken) is still found within
 /// this many checks.
@@ -67,6 +67,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         let bytes = base.bytes;
         fuzz.baseline = Some(base);
         fuzz.last_full = None;
+        fuzz.watch.restart(views);
         fuzz.mirror = (arg != 0).then_some(arg);
         super::mirror::update(vcpu);
         if let Some(v) = vcpu.memory.views() {
@@ -87,26 +88,28 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cpu,
         unexpected: fuzz.unexpected,
     };
-    let generation = views.dirty().generation();
-    let scope = scope(fuzz.last_full, views);
-    let finding = check(base, &mut machine, scope)?;
+    let scope = scope(fuzz, views);
+    let mut finding = check(base, &mut machine, scope)?;
+    if finding == Finding::INTACT
+        && let Some(f) = fuzz.watch.finding
+    {
+        finding = f;
+    }
+    fuzz.watch.restart(views);
     fuzz.last_full = match (finding == Finding::INTACT, scope, fuzz.last_full) {
         (false, ..) => None,
         (true, Scope::Incremental, Some(l)) => Some(LastFull {
             incremental: l.incremental + 1,
-            ..l
         }),
-        (true, ..) => Some(LastFull {
-            generation,
-            incremental: 0,
-        }),
+        (true, ..) => Some(LastFull { incremental: 0 }),
     };
-    let report = encode(&finding, fuzz);
+    let mut report = [0u8; size_of::<CheckReport>()];
+    let len = encode(&finding, fuzz, &mut report);
     // `report_page` accepted the page as guest RAM; the check changed
     // nothing. The log restarts with the report's own page.
     let written = memory.views().map(|v| {
         v.clear_write_log();
-        v.write_phys(arg, &report)
+        v.write_phys(arg, &report[..len])
     });
     if !matches!(written, Some(Ok(()))) {
         return Ok(Some(Err(Status::InvalidArgument)));
@@ -118,15 +121,14 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 }
 
 /// The scope of the next check: full after the baseline, after a finding,
-/// when the views generation moved since the last full check, when the
-/// write log overflowed, and every [`FULL_CHECK_EVERY`] checks; else
-/// incremental.
-fn scope(last: Option<LastFull>, views: &dyn Views) -> Scope {
-    let dirty = views.dirty();
-    match last {
+/// when the views watch missed a view change or saw a too-permissive view
+/// (`super::watch`), when the write log overflowed, and every
+/// [`FULL_CHECK_EVERY`] checks; else incremental.
+fn scope(fuzz: &super::FuzzState, views: &dyn Views) -> Scope {
+    match fuzz.last_full {
         Some(l)
-            if l.generation == dirty.generation()
-                && !dirty.overflowed()
+            if fuzz.watch.all_seen(views)
+                && !views.dirty().overflowed()
                 && l.incremental + 1 < FULL_CHECK_EVERY =>
         {
             Scope::Incremental
@@ -144,10 +146,16 @@ fn report_page(views: &dyn Views, page: u64) -> bool {
         && views.rights_at(0, page).0.contains(Perms::RW)
 }
 
-/// The bytes of a [`CheckReport`] (`repr(C)`, little-endian) for
-/// `finding` and the coverage of `fuzz`.
-pub fn encode(finding: &Finding, fuzz: &super::FuzzState) -> [u8; size_of::<CheckReport>()] {
-    let mut out = [0u8; size_of::<CheckReport>()];
+/// Encodes the [`CheckReport`] for `finding` and the coverage of `fuzz`
+/// into `out` (`repr(C)`, little-endian) up to its last valid hit, and
+/// returns that length: the entries of `hit` past `hits` are not written
+/// (the page keeps what an earlier report left there), which saves
+/// writing 2 KiB of zeros after every case.
+pub fn encode(
+    finding: &Finding,
+    fuzz: &super::FuzzState,
+    out: &mut [u8; size_of::<CheckReport>()],
+) -> usize {
     let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
     let cov = &fuzz.coverage;
     put(
@@ -168,17 +176,18 @@ pub fn encode(finding: &Finding, fuzz: &super::FuzzState) -> [u8; size_of::<Chec
     );
     put(offset_of!(CheckReport, exits), &cov.exits().to_le_bytes());
     // At most MAX_HITS entries.
+    let hits = cov.hits();
     put(
         offset_of!(CheckReport, hits),
-        &(cov.hits().len() as u32).to_le_bytes(),
+        &(hits.len() as u32).to_le_bytes(),
     );
     put(
         offset_of!(CheckReport, dropped),
         &cov.dropped().to_le_bytes(),
     );
-    let hit = offset_of!(CheckReport, hit);
-    for (i, h) in cov.hits().iter().enumerate() {
-        put(hit + 2 * i, &h.to_le_bytes());
+    let at = offset_of!(CheckReport, hit);
+    for (slot, h) in out[at..at + 2 * hits.len()].chunks_exact_mut(2).zip(hits) {
+        slot.copy_from_slice(&h.to_le_bytes());
     }
-    out
+    at + 2 * hits.len()
 }

@@ -4,7 +4,8 @@
 //! pinned CR bits (4), locked MSRs (5), unexpected exits.
 //!
 //! A check runs in one of two [`Scope`]s; `super::calls` picks it from the
-//! views generation and the monitor write log (`super::dirty`).
+//! views watch (`super::watch`) and the monitor write log
+//! (`super::dirty`).
 
 use okernel_abi::fuzz::{MonitorVerdict, PolicyPart};
 use okernel_abi::policy::MAX_CONTEXTS;
@@ -59,9 +60,11 @@ pub enum Scope {
     /// Everything: every locked region's checksum, every live view's
     /// rights.
     Full,
-    /// Valid only while the views are those a full check found intact
-    /// (the same generation) and the write log has not overflowed: the
-    /// checksums of the regions the log's pages overlap, and no view scan.
+    /// Valid only while every view the guest ran with since the last
+    /// intact full check was scanned and found within the rules
+    /// (`super::watch`) and the write log has not overflowed: the
+    /// checksums of the regions the log's pages overlap, and no view scan
+    /// (the watch did it).
     /// The locks, fingerprints, running context, CR pins, MSRs and
     /// unexpected exits are compared as in a full check. Page tables and
     /// credentials, which the trusted view may write (by design: the

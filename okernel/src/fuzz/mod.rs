@@ -10,6 +10,8 @@
 //! - [`check`]: what `CALL_CHECK` compares, in the documented order.
 //! - [`dirty`]: the views generation and the monitor write log that let
 //!   most checks be incremental.
+//! - [`watch`]: the views scanned at the end of every exit that changed
+//!   them, which keeps checks after a view change incremental.
 //! - [`calls`]: the two calls themselves.
 //! - [`mirror`]: the audit mirror page the executor registers with the
 //!   baseline.
@@ -37,6 +39,8 @@ pub mod mirror;
 #[cfg(feature = "fuzz")]
 pub mod observe;
 pub mod oracle;
+#[cfg(feature = "fuzz")]
+pub mod watch;
 
 /// The fuzzing state a [`crate::exit::Vcpu`] carries in a fuzz build.
 #[cfg(feature = "fuzz")]
@@ -58,14 +62,14 @@ pub struct FuzzState {
     pub last_full: Option<LastFull>,
     /// The executor's audit mirror page ([`mirror`]), once registered.
     pub mirror: Option<u64>,
+    /// The views watch ([`watch`]).
+    pub watch: watch::Watch,
 }
 
 /// What `CALL_CHECK` remembers of its last intact full check.
 #[cfg(feature = "fuzz")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastFull {
-    /// The views generation it scanned.
-    pub generation: u64,
     /// Incremental checks since.
     pub incremental: u32,
 }
@@ -81,6 +85,10 @@ impl FuzzState {
             unexpected: (0, 0),
             last_full: None,
             mirror: None,
+            watch: watch::Watch {
+                scanned: 0,
+                finding: None,
+            },
         }
     }
 }

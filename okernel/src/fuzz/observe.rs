@@ -159,6 +159,7 @@ fn after<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if audited {
         super::mirror::update(vcpu);
     }
+    super::watch::after_exit(vcpu);
     if vcpu.fuzz.checks != before.checks {
         return;
     }
