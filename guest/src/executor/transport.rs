@@ -68,6 +68,7 @@ impl Link {
         match self {
             Link::Com2 => {
                 if let Some(r) = result {
+                    listen();
                     send(&[RESULT_MAGIC]);
                     send(&(r.len() as u16).to_le_bytes());
                     send(r);
@@ -80,6 +81,7 @@ impl Link {
                         *slot = b;
                     }
                 }
+                stop_listening();
                 len.min(MAX_CASE)
             }
             Link::Mailbox => {
@@ -107,6 +109,30 @@ impl Link {
             }
         }
     }
+}
+
+/// Bochs polls a socket-backed UART's receiver with a `select` once per
+/// character time of emulated time while its FIFOs are on, but with them
+/// off, after a poll that found nothing, only every 100 ms (its
+/// `rx_timer`). A case runs tens of thousands of instructions, which at
+/// the fuzz configuration's `ips` is a couple of hundred character times:
+/// as many system calls per case for a line that carries nothing while
+/// the case runs (the host sends the next case only after this one's
+/// result). So the executor turns the FIFOs off once it has a whole case
+/// ([`stop_listening`]) and on again, re-arming the poll, before it sends
+/// the result ([`listen`]).
+fn stop_listening() {
+    outb(FCR, 0x00);
+}
+
+/// The FIFOs on (and cleared: the case was read whole and the last result
+/// sent whole) and the receive poll re-armed at one character time:
+/// Bochs restarts it on a change of word length, so the length goes to 7
+/// bits and back to 8.
+fn listen() {
+    outb(FCR, 0x07);
+    outb(LCR, 0x02);
+    outb(LCR, 0x03);
 }
 
 /// Sends `bytes` a FIFO-full at a time. The last chunk is left to drain
