@@ -36,7 +36,7 @@ options:
                      the campaign goes on (the planted-defect proof)
   --case-timeout S   the session's limit per case, in seconds (default: the
                      session's own, 2 s on Bochs, 1 s on KVM)
-  --bochs-ips N      Bochs' emulated instructions per second (default 20M;
+  --bochs-ips N      Bochs' emulated instructions per second (default 2M;
                      with `clock: sync=none` it only sets how many
                      instructions a byte of the UART takes)
   --broker-port P    the TCP port of the multi-core broker (default: a free

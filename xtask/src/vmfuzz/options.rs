@@ -27,7 +27,7 @@ finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
                      monitor); an oracle must fire
   --stop-on-crash    end at the first finding of any kind
   --case-timeout S   the session's limit per case, in seconds
-  --bochs-ips N      Bochs' emulated instructions per second (default 20M)
+  --bochs-ips N      Bochs' emulated instructions per second (default 2M)
   --replay FILE      run one saved case once and print its outcome
 
 fuzz vm-planted: the oracles bite in the VM: for each planted defect an
