@@ -305,6 +305,18 @@ fn test() -> Result<bool, String> {
     let images = images::build()?;
     images::build_fuzz_image(None)?;
     let host_ok = cargo(&["test", "--workspace"])?;
+    // The monitor's fuzz build (coverage, the oracle calls, the audit
+    // mirror, the views watch) has its own tests, which no workspace
+    // member's features turn on.
+    let fuzz_ok = cargo(&[
+        "test",
+        "-p",
+        "okernel",
+        "--lib",
+        "--features",
+        "fake,fuzz",
+    ])?;
+    let host_ok = host_ok && fuzz_ok;
     let backends = e2e::backends();
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     eprintln!("xtask: end-to-end cases on: {}", names.join(", "));
