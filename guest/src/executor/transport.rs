@@ -42,7 +42,7 @@ const LSR_THRE: u8 = 0x20;
 /// The 16550's transmit FIFO.
 const TX_FIFO: usize = 16;
 /// FCR: FIFOs on and both cleared; the received-data interrupt at 8 bytes
-/// (or after four character times of silence, the FIFO timeout), so the
+/// (or after a few character times of silence, the FIFO timeout), so the
 /// executor wakes once per few bytes of a case rather than once per byte,
 /// and the FIFO (16 bytes) still has room while it drains it.
 const FIFOS_ON: u8 = 0x87;
