@@ -308,14 +308,7 @@ fn test() -> Result<bool, String> {
     // The monitor's fuzz build (coverage, the oracle calls, the audit
     // mirror, the views watch) has its own tests, which no workspace
     // member's features turn on.
-    let fuzz_ok = cargo(&[
-        "test",
-        "-p",
-        "okernel",
-        "--lib",
-        "--features",
-        "fake,fuzz",
-    ])?;
+    let fuzz_ok = cargo(&["test", "-p", "okernel", "--lib", "--features", "fake,fuzz"])?;
     let host_ok = host_ok && fuzz_ok;
     let backends = e2e::backends();
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
