@@ -185,7 +185,7 @@ pub enum PolicyPart {
 /// the end of every VM exit that wrote audit records, so the executor
 /// judges each operation's records by reading memory instead of with an
 /// AuditCount and an AuditRead (two VM exits) per operation. The executor
-/// still compares `total` with an AuditCount answer once per case.
+/// still compares `total` with the `audit_total` of every [`CheckReport`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct AuditMirror {
@@ -219,6 +219,9 @@ pub struct CheckReport {
     pub actual: u64,
     /// VM exits since the last check.
     pub exits: u64,
+    /// Audit records written since the run started (what AuditCount
+    /// answers): the executor compares it with its [`AuditMirror`].
+    pub audit_total: u64,
     /// Valid entries of `hits`.
     pub hits: u32,
     /// Coverage indices hit since the last check were dropped because
@@ -237,6 +240,7 @@ impl CheckReport {
         expected: 0,
         actual: 0,
         exits: 0,
+        audit_total: 0,
         hits: 0,
         dropped: 0,
         hit: [0; MAX_HITS],

@@ -1,8 +1,7 @@
 //! Reading the monitor's audit log back (`AuditCount`, `AuditRead`) to
 //! check that a blocked attack left the record it must (invariant 10).
-//! The fuzz executor (`crate::executor`) counts through the same call
-//! once per case (it reads each operation's records from its audit
-//! mirror).
+//! (The fuzz executor reads each operation's records from its audit
+//! mirror instead: `crate::executor`.)
 
 use crate::arch::instr::hypercall;
 use crate::kernel::Pages;

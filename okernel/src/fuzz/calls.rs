@@ -51,6 +51,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vmcs,
         cpu,
         fuzz,
+        audit,
         ..
     } = vcpu;
     let (Some(prot), Some(views)) = (policy.protection(), memory.views_ref()) else {
@@ -104,7 +105,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         (true, ..) => Some(LastFull { incremental: 0 }),
     };
     let mut report = [0u8; size_of::<CheckReport>()];
-    let len = encode(&finding, fuzz, &mut report);
+    let len = encode(&finding, fuzz, audit.total(), &mut report);
     // `report_page` accepted the page as guest RAM; the check changed
     // nothing. The log restarts with the report's own page.
     let written = memory.views().map(|v| {
@@ -146,14 +147,15 @@ fn report_page(views: &dyn Views, page: u64) -> bool {
         && views.rights_at(0, page).0.contains(Perms::RW)
 }
 
-/// Encodes the [`CheckReport`] for `finding` and the coverage of `fuzz`
-/// into `out` (`repr(C)`, little-endian) up to its last valid hit, and
+/// Encodes the [`CheckReport`] for `finding`, the coverage of `fuzz` and
+/// the audit log's record total into `out` (`repr(C)`, little-endian) up to its last valid hit, and
 /// returns that length: the entries of `hit` past `hits` are not written
 /// (the page keeps what an earlier report left there), which saves
 /// writing 2 KiB of zeros after every case.
 pub fn encode(
     finding: &Finding,
     fuzz: &super::FuzzState,
+    audit_total: u64,
     out: &mut [u8; size_of::<CheckReport>()],
 ) -> usize {
     let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
@@ -175,6 +177,10 @@ pub fn encode(
         &finding.actual.to_le_bytes(),
     );
     put(offset_of!(CheckReport, exits), &cov.exits().to_le_bytes());
+    put(
+        offset_of!(CheckReport, audit_total),
+        &audit_total.to_le_bytes(),
+    );
     // At most MAX_HITS entries.
     let hits = cov.hits();
     put(

@@ -82,6 +82,7 @@ pub fn report(v: &PVcpu) -> CheckReport {
         exits: u64_at(offset_of!(CheckReport, exits)),
         hits: u32_at(offset_of!(CheckReport, hits)),
         dropped: u32_at(offset_of!(CheckReport, dropped)),
+        audit_total: u64_at(offset_of!(CheckReport, audit_total)),
         hit,
     }
 }

@@ -62,6 +62,8 @@ fn the_mirror_holds_the_total_and_newest_record_after_every_audited_exit() {
         assert_eq!(m.newest.kind, AuditKind::EptViolation as u32);
         assert_eq!(m.newest.gpa, gpa);
     }
+    let r = super::checks::check(&mut v);
+    assert_eq!(r.audit_total, mirror(&v, MIRROR).total, "the report agrees");
 }
 
 #[test]
