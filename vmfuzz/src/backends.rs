@@ -3,7 +3,7 @@
 
 use crate::mock::MockSession;
 use qemu_harness::fuzz::{
-    BochsOptions, BochsSession, FuzzSession, KvmOptions, KvmSession, SessionError,
+    BochsOptions, BochsSession, CaseOutcome, FuzzSession, KvmOptions, KvmSession, SessionError,
 };
 use qemu_harness::kvm::Kvm;
 use std::path::PathBuf;
@@ -70,6 +70,33 @@ pub struct SessionConfig {
     pub case_timeout: Option<Duration>,
     /// Bochs' `cpu: ips=` (none: [`qemu_harness::fuzz::DEFAULT_FUZZ_IPS`]).
     pub bochs_ips: Option<u64>,
+    /// Send every case empty ([`EmptyCases`]): the benchmark's baseline.
+    pub empty_cases: bool,
+}
+
+/// A session that sends every case as zero bytes: no operation runs, but
+/// everything else a case costs does (the transport both ways, the switch
+/// into the untrusted context and back, the reset, the monitor's check,
+/// the driver). `cargo xtask bench fuzz` measures it in the same run as
+/// the real campaign, as the baseline its rate is compared with.
+pub struct EmptyCases(pub Box<dyn FuzzSession>);
+
+impl FuzzSession for EmptyCases {
+    fn backend(&self) -> &str {
+        self.0.backend()
+    }
+
+    fn run_case(&mut self, _case: &[u8]) -> Result<CaseOutcome, SessionError> {
+        self.0.run_case(&[])
+    }
+
+    fn restart(&mut self) -> Result<(), SessionError> {
+        self.0.restart()
+    }
+
+    fn console_tail(&self) -> String {
+        self.0.console_tail()
+    }
 }
 
 /// The image's command line for a fuzz session: quiet logging (audit
@@ -94,6 +121,19 @@ pub fn guest_cmdline(backend: Backend) -> &'static str {
 
 /// Boots a session of `backend` for client `index`.
 pub fn open(
+    backend: Backend,
+    cfg: &SessionConfig,
+    index: usize,
+) -> Result<Box<dyn FuzzSession>, SessionError> {
+    let session = open_backend(backend, cfg, index)?;
+    Ok(if cfg.empty_cases {
+        Box::new(EmptyCases(session))
+    } else {
+        session
+    })
+}
+
+fn open_backend(
     backend: Backend,
     cfg: &SessionConfig,
     index: usize,

@@ -39,6 +39,8 @@ options:
   --bochs-ips N      Bochs' emulated instructions per second (default 2M;
                      with `clock: sync=none` it only sets how many
                      instructions a byte of the UART takes)
+  --empty-cases      send every case empty (no operations): the fixed cost
+                     of a case, the baseline of `cargo xtask bench fuzz`
   --broker-port P    the TCP port of the multi-core broker (default: a free
                      one)
   --replay FILE      run exactly this case once and print the outcome: exit
@@ -78,6 +80,8 @@ pub struct Options {
     pub case_timeout: Option<u64>,
     /// `--bochs-ips`.
     pub bochs_ips: Option<u64>,
+    /// `--empty-cases`.
+    pub empty_cases: bool,
     /// `--replay`.
     pub replay: Option<PathBuf>,
     /// `--help`.
@@ -100,6 +104,7 @@ impl Default for Options {
             broker_port: 0,
             case_timeout: None,
             bochs_ips: None,
+            empty_cases: false,
             replay: None,
             help: false,
         }
@@ -139,6 +144,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "--case-timeout" => o.case_timeout = Some(number(name, value()?)?),
             "--bochs-ips" => o.bochs_ips = Some(number(name, value()?)?),
             "--replay" => o.replay = Some(value()?.into()),
+            "--empty-cases" if inline.is_none() => o.empty_cases = true,
             "--stop-on-crash" if inline.is_none() => o.stop_on = StopOn::Objective,
             "--stop-on-oracle" if inline.is_none() => o.stop_on = StopOn::Oracle,
             "-h" | "--help" => o.help = true,
@@ -194,6 +200,7 @@ fn run(o: &Options) -> Result<u8, String> {
         run_dir: o.out.join("runs"),
         case_timeout: o.case_timeout.map(Duration::from_secs),
         bochs_ips: o.bochs_ips,
+        empty_cases: o.empty_cases,
     };
     if let Some(file) = &o.replay {
         return replay(backend, &cfg, file);

@@ -308,3 +308,22 @@ fn stop_on_oracle_waits_for_a_verdict() {
     assert_eq!(oracle.verdict, "guest oracle");
     assert!(oracle.after >= first.after);
 }
+
+#[test]
+fn the_benchmark_baseline_sends_every_case_empty() {
+    use crate::backends::EmptyCases;
+    use qemu_harness::fuzz::FuzzSession;
+    let mut plain = MockSession::new();
+    let magic = plain.run_case(&mock::MAGIC).expect("a case");
+    assert_ne!(magic.verdict, CaseVerdict::Pass, "the mock's defect");
+    let mut empty = EmptyCases(Box::new(MockSession::new()));
+    let o = empty.run_case(&mock::MAGIC).expect("a case");
+    let e = MockSession::new().run_case(&[]).expect("a case");
+    assert_eq!(
+        o.verdict,
+        CaseVerdict::Pass,
+        "sent empty: no defect reached"
+    );
+    assert_eq!((o.ops_total, &o.hits), (e.ops_total, &e.hits));
+    assert_eq!(empty.backend(), "mock");
+}

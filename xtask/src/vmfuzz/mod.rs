@@ -330,7 +330,9 @@ pub fn selftest(args: &[String]) -> Result<bool, String> {
 
 /// `cargo xtask bench fuzz`: cases per second of the clean fuzz image on
 /// each backend that can run it (KVM only with nested VMX; otherwise the
-/// reason is printed).
+/// reason is printed), and the ratio to a baseline measured in the same
+/// run: the same loop with every case sent empty (`--empty-cases`), the
+/// fixed cost of a case (transport, switches, reset, check, driver).
 pub fn bench() -> Result<bool, String> {
     let (built, images) = build(&[None])?;
     let mut rows = Vec::new();
@@ -340,13 +342,24 @@ pub fn bench() -> Result<bool, String> {
             let why = qemu_harness::kvm_problem().unwrap_or_else(|| {
                 "KVM here offers no nested VMX (kvm_intel nested is not Y)".into()
             });
-            rows.push((backend, None, format!("not measured: {why}")));
+            rows.push((backend, None, None, format!("not measured: {why}")));
             continue;
         }
         let o = VmOptions {
             backend: backend.into(),
             ..VmOptions::default()
         };
+        // The baseline, in the same run: every case sent empty, so no
+        // operation runs but everything else a case costs does.
+        let mut empty_args = common_args(&o, BENCH_TIME_S);
+        empty_args.push("--empty-cases".into());
+        let empty = drive(
+            &built,
+            &images[0],
+            &format!("bench-{backend}-empty"),
+            &empty_args,
+        )?
+        .summary;
         let run = drive(
             &built,
             &images[0],
@@ -354,7 +367,7 @@ pub fn bench() -> Result<bool, String> {
             &common_args(&o, BENCH_TIME_S),
         )?;
         let s = run.summary;
-        let note = match (&s.fatal, s.objectives) {
+        let note = match (s.fatal.as_ref().or(empty.fatal.as_ref()), s.objectives) {
             (Some(f), _) => {
                 ok = false;
                 format!("failed: {}", f.lines().next().unwrap_or_default())
@@ -365,14 +378,29 @@ pub fn bench() -> Result<bool, String> {
                 s.corpus, s.coverage
             ),
         };
-        rows.push((backend, Some(s), note));
+        rows.push((backend, Some(s), Some(empty), note));
     }
-    println!("\nVM fuzzing throughput, clean fuzz image, seed 1, {BENCH_TIME_S} s, 1 core");
-    println!("{:<8} {:>8} {:>9}  notes", "backend", "execs", "exec/s");
-    for (b, s, note) in rows {
-        match s {
-            Some(s) => println!("{b:<8} {:>8} {:>9.1}  {note}", s.execs, s.execs_per_s),
-            None => println!("{b:<8} {:>8} {:>9}  {note}", "-", "-"),
+    println!(
+        "\nVM fuzzing throughput, clean fuzz image, seed 1, {BENCH_TIME_S} s each, 1 core; \
+         baseline: the same loop with every case empty"
+    );
+    println!(
+        "{:<8} {:>8} {:>9} {:>14} {:>8}  notes",
+        "backend", "execs", "exec/s", "empty exec/s", "ratio"
+    );
+    for (b, s, empty, note) in rows {
+        match (s, empty) {
+            (Some(s), Some(e)) => println!(
+                "{b:<8} {:>8} {:>9.1} {:>14.1} {:>7.2}x  {note}",
+                s.execs,
+                s.execs_per_s,
+                e.execs_per_s,
+                s.execs_per_s / e.execs_per_s.max(f64::MIN_POSITIVE)
+            ),
+            _ => println!(
+                "{b:<8} {:>8} {:>9} {:>14} {:>8}  {note}",
+                "-", "-", "-", "-"
+            ),
         }
     }
     Ok(ok)
