@@ -148,10 +148,10 @@ fn report_page(views: &dyn Views, page: u64) -> bool {
 }
 
 /// Encodes the [`CheckReport`] for `finding`, the coverage of `fuzz` and
-/// the audit log's record total into `out` (`repr(C)`, little-endian) up to its last valid hit, and
-/// returns that length: the entries of `hit` past `hits` are not written
-/// (the page keeps what an earlier report left there), which saves
-/// writing 2 KiB of zeros after every case.
+/// the audit log's record total into `out` (`repr(C)`, little-endian) up
+/// to its last valid hit, and returns that length: the entries of `hit`
+/// past `hits` are not written (the page keeps what an earlier report
+/// left there), which saves writing 2 KiB of zeros after every case.
 pub fn encode(
     finding: &Finding,
     fuzz: &super::FuzzState,
