@@ -152,6 +152,14 @@ mod okernel_console_fmt {
             let _ = fmt::Write::write_fmt(self, args);
         }
 
+        /// Puts `head` and `": "` before the contents (an operation's
+        /// context before what its judge found).
+        pub fn prefix(&mut self, head: fmt::Arguments<'_>) {
+            let mut m = Buf::new();
+            m.set(format_args!("{head}: {}", self.as_str()));
+            *self = m;
+        }
+
         /// The text.
         pub fn as_str(&self) -> &str {
             // Only whole UTF-8 sequences are ever copied in.

@@ -57,13 +57,10 @@ impl World {
         };
         let ok = self.finish(want, seen, None, msg);
         if !ok {
-            let mut m = Buf::new();
-            m.set(format_args!(
-                "MOV CR{} {old:#x} -> {new:#x}: {}",
-                if cr4 { 4 } else { 0 },
-                msg.as_str()
+            msg.prefix(format_args!(
+                "MOV CR{} {old:#x} -> {new:#x}",
+                if cr4 { 4 } else { 0 }
             ));
-            *msg = m;
         }
         ok
     }
@@ -132,13 +129,10 @@ impl World {
             }
         }
         if !ok {
-            let mut m = Buf::new();
-            m.set(format_args!(
-                "{} MSR {msr:#x}: {}",
-                if write { "WRMSR" } else { "RDMSR" },
-                msg.as_str()
+            msg.prefix(format_args!(
+                "{} MSR {msr:#x}",
+                if write { "WRMSR" } else { "RDMSR" }
             ));
-            *msg = m;
         }
         ok
     }
@@ -161,10 +155,8 @@ impl World {
             ok = false;
         }
         if !ok {
-            let mut m = Buf::new();
             const NAMES: [&str; 8] = ["LIDT", "LGDT", "LLDT", "LTR", "SIDT", "SGDT", "SLDT", "STR"];
-            m.set(format_args!("{}: {}", NAMES[which as usize], msg.as_str()));
-            *msg = m;
+            msg.prefix(format_args!("{}", NAMES[which as usize]));
         }
         ok
     }

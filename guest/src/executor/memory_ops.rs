@@ -67,14 +67,7 @@ impl World {
         };
         seen.fault = result.err();
         if !self.finish(want, seen, Some(addr), msg) {
-            let mut m = Buf::new();
-            m.set(format_args!(
-                "{} {} {addr:#x}: {}",
-                access.name(),
-                class.name(),
-                msg.as_str()
-            ));
-            *msg = m;
+            msg.prefix(format_args!("{} {} {addr:#x}", access.name(), class.name()));
             return false;
         }
         if access == Access::Execute && class == Class::Text && result != Ok(ops::RET_GADGET_RESULT)
@@ -203,13 +196,10 @@ impl World {
         seen.fault = r.err();
         let ok = self.finish(want, seen, Some(frame), msg);
         if !ok {
-            let mut m = Buf::new();
-            m.set(format_args!(
-                "{} via alias slot {s} (entry {e:#x}): {}",
-                if write { "write" } else { "read" },
-                msg.as_str()
+            msg.prefix(format_args!(
+                "{} via alias slot {s} (entry {e:#x})",
+                if write { "write" } else { "read" }
             ));
-            *msg = m;
         }
         ok
     }

@@ -203,13 +203,7 @@ fn run_case(w: &mut World, case: &[u8], out: &mut [u8]) -> usize {
             Next::Continue => {}
             Next::Gated => break,
             Next::Violation => {
-                let mut m = Buf::new();
-                m.set(format_args!(
-                    "op {} of {total} ({op:?}): {}",
-                    ran - 1,
-                    msg.as_str()
-                ));
-                msg = m;
+                msg.prefix(format_args!("op {} of {total} ({op:?})", ran - 1));
                 verdict = CaseVerdict::GuestOracle;
                 break;
             }
