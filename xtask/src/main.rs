@@ -376,18 +376,10 @@ fn ci_fuzz() -> Result<bool, String> {
 }
 
 fn lint() -> Result<bool, String> {
-    let steps: [&[&str]; 6] = [
-        &["fmt", "--all", "--check"],
+    // Every clippy run denies warnings (`-- -D warnings` is appended).
+    let clippy: [&[&str]; 4] = [
+        &["--workspace", "--all-targets"],
         &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[
-            "clippy",
             "--target",
             images::TARGET,
             "-p",
@@ -400,38 +392,27 @@ fn lint() -> Result<bool, String> {
             "ept",
             "--features",
             "loader/image,guest/image",
-            "--",
-            "-D",
-            "warnings",
         ],
         // The fuzz build of the monitor (coverage, the oracle calls) and a
         // fuzz image, which the workspace lint does not enable.
+        &["-p", "okernel", "--all-targets", "--features", "fake,fuzz"],
         &[
-            "clippy",
-            "-p",
-            "okernel",
-            "--all-targets",
-            "--features",
-            "fake,fuzz",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[
-            "clippy",
             "--target",
             images::TARGET,
             "-p",
             "loader",
             "--features",
             "loader/image,loader/fuzz",
-            "--",
-            "-D",
-            "warnings",
         ],
-        &["doc", "--workspace", "--no-deps"],
     ];
-    for step in steps {
+    let mut steps: Vec<Vec<&str>> = vec![vec!["fmt", "--all", "--check"]];
+    steps.extend(
+        clippy
+            .iter()
+            .map(|args| [&["clippy"][..], args, &["--", "-D", "warnings"]].concat()),
+    );
+    steps.push(vec!["doc", "--workspace", "--no-deps"]);
+    for step in &steps {
         if !cargo(step)? {
             return Err(format!("`cargo {}` failed", step.join(" ")));
         }
