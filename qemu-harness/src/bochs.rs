@@ -10,10 +10,11 @@
 //! ends the run, but Bochs then exits with status 1, so runs are judged
 //! by the result marker; Bochs ignores SIGTERM, so the watchdog kills.
 
-use crate::process::{read_console, run_watched};
-use crate::{Backend, GuestModule, HarnessError, RunReport, RunSpec, VmxSupport};
+use crate::process::{error_lines, read_console, run_watched};
+use crate::{Availability, Backend, GuestModule, HarnessError, RunReport, RunSpec, VmxSupport};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// Emulated instructions per second of a normal run: fixes the TSC rate
 /// too.
@@ -152,6 +153,47 @@ impl Bochs {
     }
 }
 
+/// What a probe's BIOS prints when it ran and found nothing to boot.
+const PROBE_SIGN: &str = "No bootable device";
+
+impl Bochs {
+    /// The bochsrc of a probe: the run's CPU model and firmware, no disk.
+    fn probe_config(dir: &Path) -> String {
+        let run = Self::config(dir, &BochsConfig::default());
+        run.lines()
+            .filter(|l| !l.starts_with("ata0-master") && !l.starts_with("com1"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// Whether Bochs runs on this host: it boots its BIOS on the run's CPU
+    /// model with no disk, in `dir`, and must get as far as the BIOS's
+    /// "No bootable device" (a missing plugin, firmware file or CPU model
+    /// ends it earlier, in its own words).
+    pub fn probe(dir: &Path) -> Availability {
+        let result = (|| {
+            std::fs::create_dir_all(dir).map_err(HarnessError::io(dir))?;
+            let cmd = Self::command(dir, &BochsConfig::default())?;
+            let rc = dir.join("bochsrc");
+            std::fs::write(&rc, Self::probe_config(dir)).map_err(HarnessError::io(&rc))?;
+            run_watched(cmd, &dir.join("bochs.stdout"), Duration::from_secs(20))
+        })();
+        let out = read_console(&dir.join("bochs.stdout"));
+        let log = read_console(&dir.join("bochs.log"));
+        match result {
+            Err(e) => Availability::Unavailable(e.to_string()),
+            Ok(_) if out.contains(PROBE_SIGN) || log.contains(PROBE_SIGN) => {
+                Availability::Available("its BIOS ran on corei7_skylake_x".into())
+            }
+            Ok(f) if f.timed_out => Availability::Unavailable(format!(
+                "its BIOS did not finish within 20 s ({})",
+                dir.display()
+            )),
+            Ok(_) => Availability::Unavailable(error_lines(&format!("{out}\n{log}"), 3)),
+        }
+    }
+}
+
 impl Backend for Bochs {
     fn name(&self) -> &str {
         "bochs"
@@ -184,7 +226,6 @@ impl Backend for Bochs {
 mod tests {
     use super::*;
     use std::path::PathBuf;
-    use std::time::Duration;
 
     fn spec(guest: GuestModule, guest_cmdline: &str) -> RunSpec {
         RunSpec {

@@ -16,12 +16,14 @@ pub mod bochs;
 pub mod fuzz;
 mod host;
 pub mod kvm;
+pub mod probe;
 pub mod process;
 pub mod qemu;
 mod report;
 mod spec;
 
-pub use host::{kvm_nested_vmx, kvm_problem, kvm_usable};
+pub use host::{KvmHost, kvm_nested_vmx, kvm_problem, kvm_runs_ring3, kvm_usable};
+pub use probe::{Availability, Probed};
 pub use report::{Check, Expect, RunReport, Verdict};
 pub use spec::{GuestModule, RunSpec};
 

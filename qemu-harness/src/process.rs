@@ -67,6 +67,72 @@ pub fn run_watched(
     }
 }
 
+/// How a start probe ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// The program was still running after the grace time (and was then
+    /// killed): it starts on this host.
+    Alive,
+    /// It ended within the grace time.
+    Exited {
+        /// Its exit status (`None`: killed by a signal).
+        status: Option<i32>,
+        /// What it printed (stdout and stderr).
+        output: String,
+    },
+}
+
+/// Starts `cmd` as [`run_watched`] does and tells whether it is still
+/// running after `grace`: an emulator that cannot start on this host (a
+/// bad accelerator, an MSR the host refuses) ends at once with its reason.
+pub fn probe_start(cmd: Command, output: &Path, grace: Duration) -> Result<Started, HarnessError> {
+    let finished = run_watched(cmd, output, grace)?;
+    Ok(if finished.timed_out {
+        Started::Alive
+    } else {
+        Started::Exited {
+            status: finished.status,
+            output: read_console(output),
+        }
+    })
+}
+
+/// The lines of an emulator's log that say why it failed: those naming an
+/// error, a failure or an assertion, at most `n`, else the first `n`
+/// non-empty lines; joined with ` | `.
+pub fn error_lines(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            [
+                "error",
+                "fail",
+                "panic",
+                "assert",
+                "cannot",
+                "could not",
+                "not supported",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .take(n)
+        .collect();
+    let chosen = if errors.is_empty() {
+        lines.into_iter().take(n).collect()
+    } else {
+        errors
+    };
+    chosen.join(" | ")
+}
+
 /// Reads a console file written by an emulator (lossy: a guest may print
 /// anything).
 pub fn read_console(path: &Path) -> String {
@@ -97,6 +163,31 @@ mod tests {
         assert!(f.duration < Duration::from_secs(5));
         assert_eq!(read_console(&out), "started\n");
         assert!(dir.path().join("command.txt").is_file());
+    }
+
+    #[test]
+    fn a_start_probe_tells_alive_from_exited_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("probe.log");
+        let mut alive = Command::new("sh");
+        alive.args(["-c", "exec sleep 30"]);
+        let grace = Duration::from_millis(300);
+        assert_eq!(probe_start(alive, &out, grace).unwrap(), Started::Alive);
+        let mut dead = Command::new("sh");
+        dead.args([
+            "-c",
+            "echo 'emu: warning: something'; \
+             echo 'emu: error: failed to set MSR 0x10a to 0x69' >&2; exit 1",
+        ]);
+        let Started::Exited { status, output } = probe_start(dead, &out, grace).unwrap() else {
+            panic!("the failing program was taken as started");
+        };
+        assert_eq!(status, Some(1));
+        assert_eq!(
+            error_lines(&output, 3),
+            "emu: error: failed to set MSR 0x10a to 0x69"
+        );
+        assert_eq!(error_lines("a\n\nb\nc\n", 2), "a | b");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct RunReport {
     pub run_dir: PathBuf,
     /// Wall time of the run.
     pub duration: Duration,
+    /// Where the emulator itself failed without a result: why, in its own
+    /// words (the error lines of its log).
+    pub emulator_error: Option<String>,
 }
 
 impl RunReport {
@@ -44,6 +47,7 @@ impl RunReport {
             console,
             run_dir,
             duration: Duration::ZERO,
+            emulator_error: None,
         }
     }
 
@@ -95,9 +99,13 @@ impl RunReport {
             _ => match self.outcome() {
                 Some(o) if self.detail().is_empty() => o.word().to_string(),
                 Some(o) => format!("{}: {}", o.word(), self.detail()),
-                None => match self.exit_status {
-                    Some(s) => format!("no result reported (exit status {s})"),
-                    None => "no result reported".to_string(),
+                None => match (&self.emulator_error, self.exit_status) {
+                    (Some(why), Some(s)) => format!("the emulator failed (exit status {s}): {why}"),
+                    (Some(why), None) => format!("the emulator failed: {why}"),
+                    (None, s) => match s {
+                        Some(s) => format!("no result reported (exit status {s})"),
+                        None => "no result reported".to_string(),
+                    },
                 },
             },
         }

@@ -23,7 +23,8 @@ pub fn vmx() -> Result<bool, String> {
     let images = images::build()?;
     let backends: Vec<Box<dyn Backend>> = crate::e2e::backends()
         .into_iter()
-        .filter(|b| b.vmx() == VmxSupport::Available)
+        .filter(|p| p.availability.is_available() && p.backend.vmx() == VmxSupport::Available)
+        .map(|p| p.backend)
         .collect();
     let mut ok = true;
     for backend in backends {

@@ -39,13 +39,23 @@ pub const BINUTILS: Need = Need {
     packages: &["binutils"],
 };
 
+/// The host fuzzers (libFuzzer's C++ runtime, built by `cc`).
+pub const FUZZER: Need = Need {
+    why: "the host fuzzers link libFuzzer's C++ runtime",
+    packages: &["g++"],
+};
+
+/// Every need, for `cargo xtask doctor`.
+pub const ALL: [&Need; 4] = [&BOCHS, &QEMU, &BINUTILS, &FUZZER];
+
 /// Bootable ISO only.
 pub const ISO: Need = Need {
     why: "grub-mkrescue builds the GRUB ISO",
     packages: &["grub-pc-bin", "grub-common", "xorriso", "mtools"],
 };
 
-fn installed(pkg: &str) -> bool {
+/// Whether the Debian package `pkg` is installed.
+pub fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
@@ -53,7 +63,8 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+/// Whether xtask runs as root (and so may install packages with apt).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -148,6 +148,7 @@ pub fn fuzz(args: &[String]) -> Result<bool, String> {
         _ => {}
     }
     let o = parse(args)?;
+    crate::deps::ensure(&[&crate::deps::FUZZER])?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or("xtask has no parent directory")?

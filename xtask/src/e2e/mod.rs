@@ -1,10 +1,9 @@
 //! End-to-end boots: each case on each available backend, one table.
 
 use crate::images::Images;
-use qemu_harness::bochs::Bochs;
-use qemu_harness::kvm::Kvm;
-use qemu_harness::qemu::{Accel, Qemu};
-use qemu_harness::{Backend, GuestModule, RunReport, RunSpec, Verdict, VmxSupport};
+use qemu_harness::{
+    Availability, Backend, GuestModule, Probed, RunReport, RunSpec, Verdict, VmxSupport,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,23 +60,27 @@ pub fn bad_modules(images: &Images) -> Result<(PathBuf, PathBuf), String> {
     Ok((corrupt, elf32))
 }
 
-/// The backends available here, best first for the main job.
-pub fn backends() -> Vec<Box<dyn Backend>> {
-    let mut v: Vec<Box<dyn Backend>> = Vec::new();
-    let kvm = qemu_harness::kvm_usable();
-    if kvm && qemu_harness::kvm_nested_vmx() {
-        v.push(Box::new(Kvm::new()));
-        v.push(Box::new(Qemu::new(Accel::Kvm)));
-        v.push(Box::new(Bochs));
-    } else {
-        v.push(Box::new(Bochs));
-        if kvm {
-            v.push(Box::new(Kvm::new()));
-            v.push(Box::new(Qemu::new(Accel::Kvm)));
-        }
+/// Every backend, best first for the main job, probed on this host; each
+/// decision is printed with its evidence.
+pub fn backends() -> Vec<Probed> {
+    let probed = qemu_harness::probe::backends(&crate::images::root().join("target/runs/probe"));
+    for p in &probed {
+        eprintln!("xtask: backend {}", p.describe());
     }
-    v.push(Box::new(Qemu::new(Accel::Tcg)));
-    v
+    probed
+}
+
+/// Whether the VMX backend that every run needs (Bochs) was found
+/// available among `backends`; the reason when not.
+pub fn vmx_backend_ran(backends: &[Probed]) -> Result<(), String> {
+    match backends.iter().find(|p| p.backend.name() == "bochs") {
+        Some(p) if p.availability.is_available() => Ok(()),
+        Some(p) => Err(format!(
+            "the VMX backend, Bochs, is unavailable on this host: {}",
+            p.availability.evidence()
+        )),
+        None => Err("the VMX backend, Bochs, was not probed".into()),
+    }
 }
 
 /// The run spec of `case` on `backend`.
@@ -110,18 +113,22 @@ pub fn spec(images: &Images, bad: &(PathBuf, PathBuf), case: &Case, backend: &st
     }
 }
 
-/// Why `case` cannot run on `backend` on this host, if it cannot. Such a
-/// row is reported as skipped with this reason, never as passed.
-pub fn skip_reason(case: &Case, backend: &dyn Backend) -> Option<&'static str> {
+/// Why `case` cannot run on `backend` on this host, if it cannot: ring-3
+/// cases on a KVM whose probe could not run a plain guest's ring-3 code
+/// ([`qemu_harness::kvm_runs_ring3`]). Such a row is reported as
+/// unavailable with the probe's evidence, never as passed.
+pub fn unavailable_reason(images: &Images, case: &Case, backend: &dyn Backend) -> Option<String> {
     let kvm_backend = matches!(backend.name(), "kvm" | "qemu-kvm");
-    let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
     // Where the image stops at "VMX unavailable" the guest never reaches
     // ring 3, and that outcome is still checked.
     let guest_runs = !case.needs_vmx || backend.vmx() == VmxSupport::Available;
-    (case.ring3 && guest_runs && kvm_backend && pvm).then_some(
-        "this host's KVM is kvm_pvm, which faults a plain guest's first SYSCALL \
-         (CPL-3 fetch of the syscall entry); Bochs and QEMU/TCG run the case",
-    )
+    if !(case.ring3 && guest_runs && kvm_backend) {
+        return None;
+    }
+    let dir = crate::images::root().join("target/runs/probe/kvm-ring3");
+    qemu_harness::kvm_runs_ring3(&images.okernel, &images.guest, &dir)
+        .err()
+        .map(|why| format!("this host's KVM cannot run ring-3 code: {why}"))
 }
 
 /// One row of the results table.
@@ -132,50 +139,68 @@ pub struct Row {
     pub backend: String,
     /// What was expected.
     pub expected: String,
-    /// What happened (or why the run could not happen).
-    pub result: Result<(RunReport, Verdict), String>,
-    /// Why the row was not run here (see [`skip_reason`]).
-    pub skipped: Option<&'static str>,
+    /// What happened.
+    pub state: RowState,
+}
+
+/// What became of a row.
+pub enum RowState {
+    /// It ran: the report and its verdict, or why the run could not
+    /// happen (a harness error, a failure).
+    Ran(Result<(RunReport, Verdict), String>),
+    /// It could not run on this host: the backend (or, for one case, the
+    /// host's KVM) is unavailable, with the probe's evidence.
+    Unavailable(String),
 }
 
 impl Row {
     /// Whether the row is as expected.
     pub fn ok(&self) -> bool {
-        matches!(self.result, Ok((_, Verdict::Ok)))
+        matches!(self.state, RowState::Ran(Ok((_, Verdict::Ok))))
+    }
+
+    /// Whether the row could not run on this host.
+    pub fn unavailable(&self) -> bool {
+        matches!(self.state, RowState::Unavailable(_))
     }
 }
 
-/// Runs every case on every backend, printing progress.
-pub fn run_matrix(images: &Images, backends: &[Box<dyn Backend>]) -> Result<Vec<Row>, String> {
+/// Runs every case on every available backend, printing progress; the
+/// cases of an unavailable backend are rows with its reason.
+pub fn run_matrix(images: &Images, backends: &[Probed]) -> Result<Vec<Row>, String> {
     let bad = bad_modules(images)?;
     let cases = cases();
     let total = cases.len() * backends.len();
     let mut rows = Vec::new();
-    for backend in backends {
+    for probed in backends {
+        let backend = probed.backend.as_ref();
         for case in &cases {
-            if let Some(why) = skip_reason(case, backend.as_ref()) {
-                eprintln!(
-                    "[{:>2}/{total}] {:<9} {:<17} SKIPPED: {why}",
-                    rows.len() + 1,
-                    backend.name(),
-                    case.name
-                );
-                rows.push(Row {
-                    case: case.name,
-                    backend: backend.name().to_string(),
-                    expected: expectation(case, backend.vmx()).describe(),
-                    result: Err(why.to_string()),
-                    skipped: Some(why),
-                });
-                continue;
-            }
-            let spec = spec(images, &bad, case, backend.name());
-            eprint!(
-                "[{:>2}/{total}] {:<9} {:<17} ",
+            let expected = expectation(case, backend.vmx()).describe();
+            let why = match &probed.availability {
+                Availability::Unavailable(why) => Some(format!("backend unavailable: {why}")),
+                Availability::Available(_) => unavailable_reason(images, case, backend),
+            };
+            let progress = format!(
+                "[{:>2}/{total}] {:<9} {:<17}",
                 rows.len() + 1,
                 backend.name(),
                 case.name
             );
+            if let Some(why) = why {
+                eprintln!(
+                    "{progress} UNAVAILABLE ON THIS HOST: {}",
+                    truncate(&why, 160)
+                );
+                rows.push(Row {
+                    case: case.name,
+                    backend: backend.name().to_string(),
+                    expected,
+                    state: RowState::Unavailable(why),
+                });
+                continue;
+            }
+            let spec = spec(images, &bad, case, backend.name());
+            eprint!("{progress} ");
             let result = backend
                 .run(&spec)
                 .map(|r| {
@@ -201,36 +226,34 @@ pub fn run_matrix(images: &Images, backends: &[Box<dyn Backend>]) -> Result<Vec<
             rows.push(Row {
                 case: case.name,
                 backend: backend.name().to_string(),
-                expected: expectation(case, backend.vmx()).describe(),
-                result,
-                skipped: None,
+                expected,
+                state: RowState::Ran(result),
             });
         }
     }
     Ok(rows)
 }
 
-/// Prints the results table and the closing count line.
+/// Prints the results table and the closing count line (rows unavailable
+/// on this host are counted as skipped there, and explained below it);
+/// true when no row failed.
 pub fn print_table(rows: &[Row]) -> bool {
     println!();
     println!(
-        "{:<18} {:<9} {:<44} {:<6} observed",
+        "{:<18} {:<9} {:<44} {:<7} observed",
         "case", "backend", "expected", ""
     );
     println!("{}", "-".repeat(110));
     for r in rows {
-        let observed = match (&r.result, r.skipped) {
-            (_, Some(why)) => format!("not run: {why}"),
-            (Ok((rep, _)), None) => rep.summary(),
-            (Err(e), None) => format!("harness error: {e}"),
-        };
-        let mark = match (r.ok(), r.skipped) {
-            (_, Some(_)) => "skip",
-            (true, None) => "ok",
-            (false, None) => "FAIL",
+        let (mark, observed) = match &r.state {
+            RowState::Unavailable(why) => ("unavail", format!("unavailable on this host: {why}")),
+            RowState::Ran(Ok((rep, v))) => {
+                (if *v == Verdict::Ok { "ok" } else { "FAIL" }, rep.summary())
+            }
+            RowState::Ran(Err(e)) => ("FAIL", format!("harness error: {e}")),
         };
         println!(
-            "{:<18} {:<9} {:<44} {:<6} {}",
+            "{:<18} {:<9} {:<44} {:<7} {}",
             r.case,
             r.backend,
             r.expected,
@@ -239,10 +262,15 @@ pub fn print_table(rows: &[Row]) -> bool {
         );
     }
     let passed = rows.iter().filter(|r| r.ok()).count();
-    let skipped = rows.iter().filter(|r| r.skipped.is_some()).count();
-    let failed = rows.len() - passed - skipped;
+    let unavailable = rows.iter().filter(|r| r.unavailable()).count();
+    let failed = rows.len() - passed - unavailable;
     println!();
-    println!("e2e: {passed} passed, {failed} failed, {skipped} skipped");
+    println!("e2e: {passed} passed, {failed} failed, {unavailable} skipped");
+    if unavailable > 0 {
+        println!(
+            "e2e: the {unavailable} skipped rows are unavailable on this host (reasons in the table)"
+        );
+    }
     failed == 0
 }
 
@@ -251,5 +279,84 @@ fn truncate(s: &str, n: usize) -> String {
         s.to_string()
     } else {
         format!("{}...", s.chars().take(n).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qemu_harness::HarnessError;
+
+    /// A backend that reports `console` for every run.
+    struct Fake(&'static str, &'static str);
+
+    impl Backend for Fake {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn vmx(&self) -> VmxSupport {
+            VmxSupport::Available
+        }
+        fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
+            Ok(RunReport::from_console(
+                self.0,
+                &spec.name,
+                self.1.to_string(),
+                spec.run_dir.clone(),
+            ))
+        }
+    }
+
+    fn probed(name: &'static str, availability: Availability) -> Probed {
+        Probed {
+            backend: Box::new(Fake(name, "")),
+            availability,
+        }
+    }
+
+    fn row(state: RowState) -> Row {
+        Row {
+            case: "boot",
+            backend: "b".into(),
+            expected: "pass".into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn unavailable_rows_neither_pass_nor_fail_but_failures_fail() {
+        let unavailable = row(RowState::Unavailable("no emulator".into()));
+        assert!(!unavailable.ok() && unavailable.unavailable());
+        let ran = |console: &str| {
+            let r = RunReport::from_console("b", "boot", console.into(), "/tmp".into());
+            let v = Verdict::judge(&r, &qemu_harness::Expect::pass());
+            row(RowState::Ran(Ok((r, v))))
+        };
+        let pass = ran("OKERNEL-RESULT: pass\n");
+        assert!(pass.ok());
+        assert!(print_table(&[unavailable, pass]));
+        let silent = ran("");
+        assert!(!silent.ok() && !silent.unavailable());
+        assert!(
+            !print_table(&[silent]),
+            "a backend that ran and said nothing fails"
+        );
+        assert!(!print_table(&[row(RowState::Ran(Err("harness".into())))]));
+    }
+
+    #[test]
+    fn the_run_needs_bochs_available() {
+        let good = [
+            probed("bochs", Availability::Available("BIOS ran".into())),
+            probed("qemu-kvm", Availability::Unavailable("MSR".into())),
+        ];
+        assert_eq!(vmx_backend_ran(&good), Ok(()));
+        let bad = [probed(
+            "bochs",
+            Availability::Unavailable("plugin missing".into()),
+        )];
+        let why = vmx_backend_ran(&bad).unwrap_err();
+        assert!(why.contains("plugin missing"), "{why}");
+        assert!(vmx_backend_ran(&good[1..]).is_err());
     }
 }
