@@ -38,17 +38,17 @@ pub fn choose(requested: &str) -> Result<(Backend, String), String> {
         "bochs" => Ok((Backend::Bochs, "asked for".into())),
         "kvm" => Ok((Backend::Kvm, "asked for".into())),
         "mock" => Ok((Backend::Mock, "asked for (driver self-test)".into())),
-        "auto" => Ok(if qemu_harness::kvm_nested_vmx() {
-            (
-                Backend::Kvm,
-                "auto: KVM offers nested VMX here (kvm_intel nested=Y, /dev/kvm usable)".into(),
-            )
-        } else {
-            let why = qemu_harness::kvm_problem().unwrap_or_else(|| {
-                "KVM here offers no nested VMX (kvm_intel's `nested` parameter is not Y)".into()
-            });
-            (Backend::Bochs, format!("auto: {why}"))
-        }),
+        "auto" => {
+            // The harness's one decision of what this KVM runs, with its
+            // evidence.
+            let host = qemu_harness::KvmHost::get();
+            let backend = if host.nested_vmx() {
+                Backend::Kvm
+            } else {
+                Backend::Bochs
+            };
+            Ok((backend, format!("auto: KVM {}", host.describe())))
+        }
         other => Err(format!(
             "--backend: unknown backend `{other}` (have: bochs, kvm, auto, mock)"
         )),

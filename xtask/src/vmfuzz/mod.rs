@@ -60,6 +60,13 @@ pub fn vm(args: &[String]) -> Result<bool, String> {
         (None, false) => "clean".into(),
     };
     let name = format!("{variant}-{}", o.backend);
+    if o.backend != "bochs" {
+        // The harness's one decision of what this KVM runs.
+        println!(
+            "fuzz vm: KVM on this host: {}",
+            qemu_harness::KvmHost::get().describe()
+        );
+    }
     let mut args = common_args(&o, o.time.unwrap_or(VM_DEFAULT_TIME_S));
     args.extend(["--cores".into(), o.cores.to_string()]);
     if o.no_monitor {
@@ -338,10 +345,9 @@ pub fn bench() -> Result<bool, String> {
     let mut rows = Vec::new();
     let mut ok = true;
     for backend in ["bochs", "kvm"] {
-        if backend == "kvm" && !qemu_harness::kvm_nested_vmx() {
-            let why = qemu_harness::kvm_problem().unwrap_or_else(|| {
-                "KVM here offers no nested VMX (kvm_intel nested is not Y)".into()
-            });
+        let host = qemu_harness::KvmHost::get();
+        if backend == "kvm" && !host.nested_vmx() {
+            let why = format!("KVM {}", host.describe());
             rows.push((backend, None, None, format!("not measured: {why}")));
             continue;
         }
