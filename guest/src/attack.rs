@@ -181,6 +181,13 @@ pub const ATTACKS: &[Attack] = &[
         status: None,
     },
     Attack {
+        name: "relocate-apic-over-monitor",
+        invariant: 1,
+        guard: Guard::Monitor,
+        audit: Some(MsrLock),
+        status: None,
+    },
+    Attack {
         name: "vmxon",
         invariant: 12,
         guard: Guard::MonitorOnly,

@@ -25,6 +25,10 @@ pub const IA32_SYSENTER_CS: u32 = 0x174;
 pub const IA32_SYSENTER_ESP: u32 = 0x175;
 /// IA32_SYSENTER_EIP.
 pub const IA32_SYSENTER_EIP: u32 = 0x176;
+/// IA32_APIC_BASE.
+pub const IA32_APIC_BASE: u32 = 0x1b;
+/// IA32_APIC_BASE bits 51:12: the APIC page.
+pub const APIC_BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 
 /// CR0.PE, CR0.WP, CR0.PG.
 pub const CR0_PE: u64 = 1 << 0;
@@ -42,7 +46,7 @@ pub const CR4_SMAP: u64 = 1 << 21;
 /// Reads an MSR.
 pub fn rdmsr(msr: u32) -> u64 {
     // SAFETY: only called for MSRs this kernel knows exist (architectural
-    // SYSCALL/SYSENTER MSRs and EFER).
+    // SYSCALL/SYSENTER MSRs, EFER and IA32_APIC_BASE).
     unsafe { Msr::new(msr).read() }
 }
 
@@ -93,8 +97,10 @@ pub extern "C" fn write_msr(msr: u64) -> u64 {
     let msr = msr as u32;
     let before = rdmsr(msr);
     // SAFETY: the attack suite picks a canonical address of kernel text
-    // for LSTAR/SYSENTER_EIP; no system call or SYSENTER runs before the
-    // original value is written back two instructions later.
+    // for LSTAR/SYSENTER_EIP, and for IA32_APIC_BASE the current flags
+    // with a page the kernel never touches (monitor memory); no system
+    // call, SYSENTER or access to either page runs before the original
+    // value is written back two instructions later.
     unsafe { wrmsr(msr, MSR_VALUE.load(Ordering::SeqCst)) };
     let after = rdmsr(msr);
     // SAFETY: the value the MSR held before.

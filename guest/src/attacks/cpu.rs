@@ -89,6 +89,16 @@ pub fn run(s: &mut Suite<'_>) {
             gadget(cpu::write_msr, u64::from(msr), |v| v == evil)
         });
     }
+    if let Some(page) = s.monitor.map(|m| m & !0xfff) {
+        // The xAPIC page moved over monitor memory: the processor would
+        // send the monitor's own accesses there to the APIC.
+        let base = cpu::rdmsr(cpu::IA32_APIC_BASE);
+        cpu::MSR_VALUE.store(page | (base & 0xfff), Ordering::SeqCst);
+        s.attack("relocate-apic-over-monitor", |_| {
+            let at = |v: u64| v & cpu::APIC_BASE_ADDRESS == page;
+            gadget(cpu::write_msr, u64::from(cpu::IA32_APIC_BASE), at)
+        });
+    }
     s.attack("vmxon", |_| {
         let (r, _) = kernel::vuln(CONTAINER_A, vuln::CALL, instr::vmxon as *const () as u64, 0);
         let ran = matches!(r, Some(Ok(_)));

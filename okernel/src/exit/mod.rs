@@ -12,6 +12,7 @@
 //! [`handle_fast`], `crate::fuzz::observe::slow` around [`handle_slow`].
 //! Without the feature neither hook exists.
 
+pub mod apic;
 pub mod counters;
 pub mod cpuid;
 pub mod cr;

@@ -358,7 +358,8 @@ const fn region_code(kind: RegionKind) -> u8 {
 /// A small class of MSR `msr` (so a random index does not make a new
 /// edge): EFER 1, STAR/LSTAR/CSTAR/FMASK 2–5, KERNEL_GS_BASE 6,
 /// SYSENTER_CS/ESP/EIP 7–9, PAT 10, FEATURE_CONTROL 11, the VMX
-/// capability MSRs 12, the CET MSRs 13, any other 0.
+/// capability MSRs 12, the CET MSRs 13, IA32_APIC_BASE 14, the x2APIC
+/// MSRs 15, any other 0.
 pub const fn msr_class(msr: u32) -> u8 {
     match msr {
         0xc000_0080 => 1,
@@ -369,6 +370,8 @@ pub const fn msr_class(msr: u32) -> u8 {
         0x3a => 11,
         0x480..=0x493 => 12,
         0x6a0..=0x6a8 => 13,
+        0x1b => 14,
+        0x800..=0x8ff => 15,
         _ => 0,
     }
 }

@@ -129,7 +129,7 @@ fn msrs_outside_the_bitmap_ranges_raise_gp() {
     assert_injected(&v, r, GP);
 }
 
-fn wrmsr<P: Policy>(
+pub(super) fn wrmsr<P: Policy>(
     v: &mut Vcpu<FakeVmcs, FakeCpu, P>,
     index: u32,
     value: u64,

@@ -4,6 +4,7 @@
 
 mod capability;
 mod exit_reason;
+mod exits_apic;
 mod exits_cpuid_msr;
 mod exits_cr;
 mod exits_ept;

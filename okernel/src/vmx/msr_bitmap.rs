@@ -87,13 +87,20 @@ impl<'a> MsrBitmap<'a> {
 }
 
 /// The okernel base configuration: IA32_FEATURE_CONTROL and the VMX
-/// capability MSRs (0x480..=0x493) exit on read and write; every other MSR
-/// in range passes through.
+/// capability MSRs (0x480..=0x493) exit on read and write;
+/// IA32_APIC_BASE and the x2APIC MSRs (0x800..=0x8FF) exit on write
+/// (`exit::apic`: no relocation of the APIC page, no INIT/SIPI/SMI/NMI
+/// IPIs); every other MSR in range passes through.
 pub fn configure_base(page: &mut [u8; 4096]) {
     use super::capability::msr;
+    use crate::exit::apic;
     let mut b = MsrBitmap::new(page);
     b.intercept_all(core::iter::once(msr::IA32_FEATURE_CONTROL));
     b.intercept_all(msr::IA32_VMX_BASIC..=msr::IA32_VMX_EXIT_CTLS2);
+    b.intercept(apic::IA32_APIC_BASE, MsrAccess::Write);
+    for m in apic::X2APIC_MSRS {
+        b.intercept(m, MsrAccess::Write);
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +108,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_bitmap_hides_vmx_msrs_only() {
+    fn base_bitmap_hides_vmx_msrs_and_mediates_apic_writes() {
         let mut page = [0xffu8; 4096];
         configure_base(&mut page);
         let b = MsrBitmap { page: &mut page };
@@ -109,9 +116,14 @@ mod tests {
             assert!(b.exits(m, MsrAccess::Read), "{m:#x}");
             assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
         }
+        for m in [0x1b, 0x800, 0x808, 0x830, 0x83f, 0x8ff] {
+            assert!(!b.exits(m, MsrAccess::Read), "{m:#x}");
+            assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
+        }
         for m in [
             0x10,
-            0x1b,
+            0x7ff,
+            0x900,
             0x277,
             0x479,
             0x494,

@@ -227,6 +227,7 @@ const ATTACKS: &[&str] = &[
     "attack-write-syscall-table",
     "attack-read-monitor-memory",
     "attack-write-monitor-memory",
+    "attack-relocate-apic-over-monitor",
     "attack-vmxon",
     "attack-hostile-unaligned",
     "attack-hostile-empty",
@@ -275,6 +276,7 @@ const ATTACKS_NO_MONITOR: &[&str] = &[
     "attack-read-other-protected-page",
     "attack-clear-cr0-wp",
     "attack-write-lstar",
+    "attack-relocate-apic-over-monitor",
     "legit-syscall-getuid",
 ];
 

@@ -1,0 +1,158 @@
+//! WRMSR of the local APIC's MSRs: IA32_APIC_BASE (0x1B) and the x2APIC
+//! register range (0x800..=0x8FF). The base MSR bitmap makes writes to both
+//! exit ([`crate::vmx::msr_bitmap::configure_base`]); reads pass through.
+//!
+//! Why: the APIC page sits wherever IA32_APIC_BASE says, and the processor
+//! routes every physical access to that page — the monitor's own, in VMX
+//! root operation, included — to the APIC. Moved over the MSR-bitmap page,
+//! VMX would read APIC registers as intercept bits (locked MSRs writable
+//! without an exit, VMX capability MSRs readable: invariants 5 and 12);
+//! moved over the monitor's stack or code it crashes the monitor
+//! (invariant 11). And the x2APIC's interrupt-command register can send
+//! the processor an INIT, SIPI, SMI or NMI, which stop or take over the
+//! processor the monitor runs on.
+//!
+//! | write | outcome |
+//! |-------|---------|
+//! | IA32_APIC_BASE, same base, a valid mode transition | written |
+//! | IA32_APIC_BASE, another base (relocation) | #GP + audit `msr-write` |
+//! | IA32_APIC_BASE, same base, a reserved/BSP bit changed or an invalid transition | #GP (as the processor would raise) |
+//! | an x2APIC MSR while the APIC is not in x2APIC mode | #GP (as the processor would raise) |
+//! | x2APIC TPR (0x808), EOI (0x80B, value 0), SELF IPI (0x83F) | written (reserved bits: #GP) |
+//! | x2APIC ICR (0x830), fixed delivery mode | written (reserved bits: #GP) |
+//! | x2APIC ICR, any other delivery mode (lowest priority, SMI, NMI, INIT, SIPI) | #GP + audit `msr-write` |
+//! | any other x2APIC register (SVR, LVT, timer, ESR, read-only ones) | #GP + audit `msr-write`: not mediated yet |
+//!
+//! Every value the monitor writes is one the processor accepts (the checks
+//! above are those of SDM Vol. 3A §11.4.4 "Local APIC Status and Location",
+//! §11.12.5 "x2APIC State Transitions" and §11.12.1.2 "x2APIC Register
+//! Address Space"; §10.x in editions before 2023), so the monitor's WRMSR
+//! can never fault.
+
+use super::guest::Vcpu;
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+use crate::policy::audit::AuditKind;
+use crate::vmx::event::Exception;
+
+/// IA32_APIC_BASE.
+pub const IA32_APIC_BASE: u32 = 0x1b;
+/// The x2APIC MSR range (SDM Vol. 3A §11.12.1.2).
+pub const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8ff;
+/// IA32_APIC_BASE.EXTD: x2APIC mode.
+pub const APIC_BASE_EXTD: u64 = 1 << 10;
+/// IA32_APIC_BASE.EN: the APIC is globally enabled.
+pub const APIC_BASE_EN: u64 = 1 << 11;
+/// IA32_APIC_BASE bits 51:12: the APIC page's physical address (bits at
+/// and above MAXPHYADDR are reserved and compared like the others).
+pub const APIC_BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+/// CPUID.1:ECX.x2APIC.
+pub const CPUID1_ECX_X2APIC: u32 = 1 << 21;
+
+/// x2APIC task-priority register.
+pub const X2APIC_TPR: u32 = 0x808;
+/// x2APIC end-of-interrupt register.
+pub const X2APIC_EOI: u32 = 0x80b;
+/// x2APIC interrupt-command register.
+pub const X2APIC_ICR: u32 = 0x830;
+/// x2APIC self-IPI register.
+pub const X2APIC_SELF_IPI: u32 = 0x83f;
+/// The ICR bits software may set in x2APIC mode: vector 7:0, delivery mode
+/// 10:8, destination mode 11, level 14, trigger mode 15, destination
+/// shorthand 19:18, destination 63:32.
+const ICR_WRITABLE: u64 = 0xffff_ffff_000c_cfff;
+/// ICR delivery mode (bits 10:8).
+const ICR_DELIVERY_MODE: u64 = 0b111 << 8;
+
+/// What happens to a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The processor would accept it and it is harmless: the monitor
+    /// writes it.
+    Write,
+    /// The processor itself would raise #GP: the monitor injects #GP.
+    Fault,
+    /// The policy refuses it: #GP and an audit record.
+    Deny,
+}
+
+/// The APIC's mode for IA32_APIC_BASE `value`: (EN, EXTD).
+const fn mode(value: u64) -> (bool, bool) {
+    (value & APIC_BASE_EN != 0, value & APIC_BASE_EXTD != 0)
+}
+
+/// Judges WRMSR(IA32_APIC_BASE, `value`) while it holds `current`, on a
+/// processor that offers x2APIC mode when `x2apic`.
+///
+/// Only EN and EXTD may change, along the transitions of SDM Vol. 3A
+/// §11.12.5 (Figure 11-27): xAPIC -> x2APIC, xAPIC or x2APIC -> disabled,
+/// disabled -> xAPIC. x2APIC -> xAPIC and EN = 0 with EXTD = 1 are invalid
+/// (#GP); disabled -> x2APIC is refused as well (#GP: the monitor is
+/// stricter than some processors; software goes through xAPIC mode).
+pub const fn apic_base_write(current: u64, value: u64, x2apic: bool) -> Verdict {
+    let changed = current ^ value;
+    if changed & APIC_BASE_ADDRESS != 0 {
+        return Verdict::Deny;
+    }
+    if changed & !(APIC_BASE_EN | APIC_BASE_EXTD) != 0 {
+        return Verdict::Fault;
+    }
+    let ok = match (mode(current), mode(value)) {
+        (_, (false, true)) => false,
+        (_, (true, true)) if !x2apic => false,
+        (from, to) if from.0 == to.0 && from.1 == to.1 => true,
+        ((true, false), (true, true) | (false, false)) => true,
+        ((true, true), (false, false)) => true,
+        ((false, false), (true, false)) => true,
+        _ => false,
+    };
+    if ok { Verdict::Write } else { Verdict::Fault }
+}
+
+/// Judges WRMSR(`index`, `value`) of an x2APIC MSR while IA32_APIC_BASE
+/// holds `apic_base`.
+pub const fn x2apic_write(index: u32, value: u64, apic_base: u64) -> Verdict {
+    if !matches!(mode(apic_base), (true, true)) {
+        // SDM Vol. 3A §11.12.1.2: x2APIC MSRs outside x2APIC mode #GP.
+        return Verdict::Fault;
+    }
+    let reserved = match index {
+        X2APIC_TPR | X2APIC_SELF_IPI => value & !0xff,
+        X2APIC_EOI => value,
+        X2APIC_ICR => value & !ICR_WRITABLE,
+        _ => return Verdict::Deny,
+    };
+    if reserved != 0 {
+        return Verdict::Fault;
+    }
+    if index == X2APIC_ICR && value & ICR_DELIVERY_MODE != 0 {
+        return Verdict::Deny;
+    }
+    Verdict::Write
+}
+
+/// Handles an intercepted WRMSR of IA32_APIC_BASE or an x2APIC MSR
+/// (`index`), value `value`.
+pub fn handle_write<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    index: u32,
+    value: u64,
+) -> Result<ExitAction, ExitError> {
+    let base = vcpu.cpu.read_msr(IA32_APIC_BASE);
+    let verdict = if index == IA32_APIC_BASE {
+        let x2apic = vcpu.cpu.cpuid(1, 0).ecx & CPUID1_ECX_X2APIC != 0;
+        apic_base_write(base, value, x2apic)
+    } else {
+        x2apic_write(index, value, base)
+    };
+    match verdict {
+        Verdict::Write => {
+            vcpu.cpu.write_msr(index, value);
+            vcpu.advance_rip()
+        }
+        Verdict::Fault => vcpu.inject(Exception::GeneralProtection, 0),
+        Verdict::Deny => vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value),
+    }
+}

@@ -1,0 +1,192 @@
+//! WRMSR of IA32_APIC_BASE and the x2APIC MSRs (`exit::apic`): no
+//! relocation of the APIC page, no INIT/SIPI/SMI/NMI through the ICR, and
+//! never a value the monitor's own WRMSR would fault on.
+
+use super::exits_cpuid_msr::wrmsr;
+use super::*;
+use crate::exit::apic::{
+    self, APIC_BASE_EN, APIC_BASE_EXTD, CPUID1_ECX_X2APIC, IA32_APIC_BASE, Verdict,
+};
+use crate::hw::CpuidResult;
+use crate::policy::audit::{AuditAction, AuditKind};
+
+/// The BSP's power-on value: enabled xAPIC at 0xFEE0_0000, BSP flag.
+const XAPIC: u64 = 0xfee0_0000 | APIC_BASE_EN | (1 << 8);
+const X2APIC: u64 = XAPIC | APIC_BASE_EXTD;
+const DISABLED: u64 = XAPIC & !APIC_BASE_EN;
+
+fn apic_vcpu(base: u64, x2apic: bool) -> Vcpu<FakeVmcs, FakeCpu, DenyAll> {
+    let mut v = vcpu_with(DenyAll, entry64());
+    v.cpu.set_msr(IA32_APIC_BASE, base);
+    for m in apic::X2APIC_MSRS {
+        if matches!(m, 0x808 | 0x80b | 0x80f | 0x830 | 0x832 | 0x83f) {
+            v.cpu.set_msr(m, 0);
+        }
+    }
+    let ecx = if x2apic { CPUID1_ECX_X2APIC } else { 0 };
+    v.cpu.set_cpuid(
+        1,
+        0,
+        CpuidResult {
+            ecx,
+            ..CpuidResult::default()
+        },
+    );
+    v
+}
+
+fn assert_denied_and_audited(
+    v: &Vcpu<FakeVmcs, FakeCpu, DenyAll>,
+    r: Result<ExitAction, ExitError>,
+    index: u32,
+    value: u64,
+) {
+    assert_injected(v, r, GP);
+    let rec = v.audit.last().copied().expect("an audit record");
+    assert_eq!(rec.kind, AuditKind::MsrWrite);
+    assert_eq!(rec.gpa, u64::from(index));
+    assert_eq!(rec.qualification, value);
+    assert_eq!(rec.action, AuditAction::InjectedGp);
+    assert_eq!(rec.context, 7);
+    assert_eq!(v.cpu.msr_writes, 0, "nothing written");
+}
+
+#[test]
+fn relocating_the_apic_is_denied_and_audited() {
+    // Over a monitor page, below 4 GiB, above: every other base is refused.
+    for base in [0x0010_5000, 0x1000, 0xfee0_1000, 0x1_0000_0000] {
+        let mut v = apic_vcpu(XAPIC, true);
+        let value = base | APIC_BASE_EN | (1 << 8);
+        let r = wrmsr(&mut v, IA32_APIC_BASE, value);
+        assert_denied_and_audited(&v, r, IA32_APIC_BASE, value);
+        assert_eq!(v.cpu.read_msr_for_tests(IA32_APIC_BASE), XAPIC);
+    }
+    // Relocation combined with an otherwise valid mode change: still denied.
+    let mut v = apic_vcpu(XAPIC, true);
+    let value = 0x5000 | APIC_BASE_EN | APIC_BASE_EXTD | (1 << 8);
+    let r = wrmsr(&mut v, IA32_APIC_BASE, value);
+    assert_denied_and_audited(&v, r, IA32_APIC_BASE, value);
+}
+
+#[test]
+fn x2apic_enable_disable_and_rewrite_at_the_same_base_are_written() {
+    for (from, to) in [
+        (XAPIC, XAPIC),
+        (XAPIC, X2APIC),
+        (X2APIC, X2APIC),
+        (X2APIC, DISABLED),
+        (XAPIC, DISABLED),
+        (DISABLED, XAPIC),
+    ] {
+        let mut v = apic_vcpu(from, true);
+        let r = wrmsr(&mut v, IA32_APIC_BASE, to);
+        assert_advanced(&v, r, 2);
+        assert_eq!(
+            v.cpu.read_msr_for_tests(IA32_APIC_BASE),
+            to,
+            "{from:#x} -> {to:#x}"
+        );
+        assert!(v.audit.last().is_none());
+    }
+}
+
+#[test]
+fn invalid_transitions_and_reserved_bits_raise_gp_without_audit() {
+    for (from, to, x2) in [
+        (X2APIC, XAPIC, true),                    // x2APIC -> xAPIC: invalid
+        (XAPIC, DISABLED | APIC_BASE_EXTD, true), // EN = 0, EXTD = 1: invalid
+        (DISABLED, X2APIC, true),                 // disabled -> x2APIC: refused
+        (XAPIC, X2APIC, false),                   // no x2APIC on this CPU
+        (XAPIC, XAPIC | 1, true),                 // reserved bit 0
+        (XAPIC, XAPIC & !(1 << 8), true),         // BSP flag
+        (XAPIC, XAPIC | (1 << 9), true),          // reserved bit 9
+    ] {
+        let mut v = apic_vcpu(from, x2);
+        let r = wrmsr(&mut v, IA32_APIC_BASE, to);
+        assert_injected(&v, r, GP);
+        assert!(v.audit.last().is_none(), "{from:#x} -> {to:#x}");
+        assert_eq!(v.cpu.msr_writes, 0);
+    }
+}
+
+#[test]
+fn every_mode_transition_is_judged_as_the_sdm_draws_it() {
+    let modes = [DISABLED, XAPIC, DISABLED | APIC_BASE_EXTD, X2APIC];
+    // Rows: from; columns: to (disabled, xAPIC, invalid, x2APIC).
+    let allowed = [
+        [true, true, false, false],
+        [true, true, false, true],
+        [false, false, false, false],
+        [true, false, false, true],
+    ];
+    for (i, from) in modes.iter().enumerate() {
+        for (j, to) in modes.iter().enumerate() {
+            let want = if allowed[i][j] {
+                Verdict::Write
+            } else {
+                Verdict::Fault
+            };
+            assert_eq!(apic::apic_base_write(*from, *to, true), want, "{i} -> {j}");
+        }
+    }
+}
+
+#[test]
+fn x2apic_msrs_fault_outside_x2apic_mode() {
+    for base in [XAPIC, DISABLED] {
+        let mut v = apic_vcpu(base, true);
+        let r = wrmsr(&mut v, 0x830, 0x4_0000 | 0x30);
+        assert_injected(&v, r, GP);
+        assert!(v.audit.last().is_none());
+        assert_eq!(v.cpu.msr_writes, 0);
+    }
+}
+
+#[test]
+fn icr_sends_fixed_ipis_only() {
+    let mut v = apic_vcpu(X2APIC, true);
+    // Fixed, vector 0x30, shorthand self.
+    let r = wrmsr(&mut v, 0x830, 0x4_0030);
+    assert_advanced(&v, r, 2);
+    assert_eq!(v.cpu.read_msr_for_tests(0x830), 0x4_0030);
+    // Lowest priority, SMI, NMI, INIT, SIPI (and the reserved modes 3
+    // and 7), to self and to others: refused and audited.
+    for mode in 1..=7u64 {
+        for shorthand in [0u64, 1, 2, 3] {
+            let mut v = apic_vcpu(X2APIC, true);
+            let value = (shorthand << 18) | (mode << 8) | 0x4000;
+            let r = wrmsr(&mut v, 0x830, value);
+            assert_denied_and_audited(&v, r, 0x830, value);
+        }
+    }
+    // Reserved bits (delivery status 12, 13, 16, 20): #GP, nothing audited.
+    for bit in [12, 13, 16, 17, 20, 31] {
+        let mut v = apic_vcpu(X2APIC, true);
+        let r = wrmsr(&mut v, 0x830, (1 << bit) | 0x30);
+        assert_injected(&v, r, GP);
+        assert!(v.audit.last().is_none(), "bit {bit}");
+    }
+}
+
+#[test]
+fn tpr_eoi_and_self_ipi_are_written_other_registers_refused() {
+    for (index, value) in [(0x808, 0x20), (0x80b, 0), (0x83f, 0x31)] {
+        let mut v = apic_vcpu(X2APIC, true);
+        let r = wrmsr(&mut v, index, value);
+        assert_advanced(&v, r, 2);
+        assert_eq!(v.cpu.read_msr_for_tests(index), value);
+    }
+    for (index, value) in [(0x808, 0x100), (0x80b, 1), (0x83f, 0x100)] {
+        let mut v = apic_vcpu(X2APIC, true);
+        let r = wrmsr(&mut v, index, value);
+        assert_injected(&v, r, GP);
+        assert!(v.audit.last().is_none());
+    }
+    // SVR, LVT timer, a read-only register, an undefined one: not
+    // mediated, refused and audited.
+    for index in [0x80f, 0x832, 0x802, 0x8ff] {
+        let mut v = apic_vcpu(X2APIC, true);
+        let r = wrmsr(&mut v, index, 0x1ff);
+        assert_denied_and_audited(&v, r, index, 0x1ff);
+    }
+}
