@@ -35,6 +35,8 @@ pub struct BochsConfig {
     /// none: no COM2. Bochs connects once, at start, and treats the port
     /// as unconnected when nobody listens.
     pub com2_socket: Option<String>,
+    /// Guest RAM in MiB (`megs:`).
+    pub megs: u32,
 }
 
 impl Default for BochsConfig {
@@ -42,6 +44,7 @@ impl Default for BochsConfig {
         Self {
             ips: IPS,
             com2_socket: None,
+            megs: crate::spec::RAM_MIB,
         }
     }
 }
@@ -54,7 +57,7 @@ impl Bochs {
             None => String::new(),
         };
         format!(
-            "megs: 256\n\
+            "megs: {megs}\n\
              cpu: model=corei7_skylake_x, count=1, ips={ips}\n\
              clock: sync=none, time0=946684800\n\
              romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
@@ -70,6 +73,7 @@ impl Bochs {
              log: {log}\n\
              error: action=report\n\
              panic: action=fatal\n",
+            megs = options.megs,
             ips = options.ips,
             iso = dir.join("okernel.iso").display(),
             console = dir.join("console.log").display(),
@@ -112,6 +116,10 @@ impl Bochs {
         let module = match spec.guest {
             GuestModule::None => String::new(),
             GuestModule::File(_) => format!("    module2 /boot/guest.elf {}\n", spec.guest_cmdline),
+            GuestModule::Linux { .. } => format!(
+                "    module2 /boot/linux {}\n    module2 /boot/initrd.img initrd\n",
+                spec.guest_cmdline
+            ),
         };
         Ok(format!(
             "set timeout=0\nset default=0\nmenuentry \"okernel\" {{\n    multiboot2 /boot/okernel.elf {}\n{module}    boot\n}}\n",
@@ -131,8 +139,13 @@ impl Bochs {
                 .map_err(HarnessError::io(dest))
         };
         copy(&spec.image, "boot/okernel.elf")?;
-        if let GuestModule::File(g) = &spec.guest {
-            copy(g, "boot/guest.elf")?;
+        match &spec.guest {
+            GuestModule::None => {}
+            GuestModule::File(g) => copy(g, "boot/guest.elf")?,
+            GuestModule::Linux { kernel, initrd } => {
+                copy(kernel, "boot/linux")?;
+                copy(initrd, "boot/initrd.img")?;
+            }
         }
         let cfg = grub.join("grub.cfg");
         std::fs::write(&cfg, Self::grub_cfg(spec)?).map_err(HarnessError::io(cfg))?;
@@ -211,7 +224,11 @@ impl Backend for Bochs {
         let console = dir.join("console.log");
         // A stale console from an earlier run must not be read as this one's.
         let _ = std::fs::remove_file(&console);
-        let cmd = Self::command(dir, &BochsConfig::default())?;
+        let config = BochsConfig {
+            megs: spec.guest.ram_mib(),
+            ..BochsConfig::default()
+        };
+        let cmd = Self::command(dir, &config)?;
         let finished = run_watched(cmd, &dir.join("bochs.stdout"), spec.timeout)?;
         let mut report =
             RunReport::from_console("bochs", &spec.name, read_console(&console), dir.clone());
@@ -250,6 +267,30 @@ mod tests {
     }
 
     #[test]
+    fn a_linux_run_has_the_kernel_and_initramfs_as_modules_and_more_ram() {
+        let linux = GuestModule::Linux {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+        };
+        assert_eq!(linux.ram_mib(), crate::spec::LINUX_RAM_MIB);
+        let cfg = Bochs::grub_cfg(&spec(linux, "console=ttyS0 quiet")).unwrap();
+        assert!(
+            cfg.contains(
+                "    module2 /boot/linux console=ttyS0 quiet\n    module2 /boot/initrd.img initrd\n"
+            ),
+            "{cfg}"
+        );
+        let rc = Bochs::config(
+            Path::new("/run/x"),
+            &BochsConfig {
+                megs: 512,
+                ..BochsConfig::default()
+            },
+        );
+        assert!(rc.starts_with("megs: 512\n"), "{rc}");
+    }
+
+    #[test]
     fn grub_cfg_refuses_characters_grub_would_interpret() {
         let e = Bochs::grub_cfg(&spec(GuestModule::None, "a\"b")).unwrap_err();
         assert!(
@@ -273,6 +314,7 @@ mod tests {
         let options = BochsConfig {
             ips: 4_000_000,
             com2_socket: Some("127.0.0.1:4567".into()),
+            ..BochsConfig::default()
         };
         let c = Bochs::config(Path::new("/run/x"), &options);
         assert!(

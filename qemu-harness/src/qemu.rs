@@ -167,7 +167,8 @@ impl Qemu {
     pub fn command(&self, spec: &RunSpec) -> Command {
         let mut cmd = Command::new(&self.program);
         let console = spec.run_dir.join("console.log");
-        cmd.args(["-machine", "pc", "-m", "256", "-smp", "1"])
+        let ram = spec.guest.ram_mib().to_string();
+        cmd.args(["-machine", "pc", "-m", &ram, "-smp", "1"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
@@ -207,6 +208,16 @@ impl Backend for Qemu {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
+        if let GuestModule::Linux { .. } = spec.guest {
+            // `-kernel` PVH boot hands over a single module (`-initrd`).
+            return Err(HarnessError::Tool {
+                command: "qemu -kernel".into(),
+                detail: "QEMU's PVH boot passes one boot module, and okernel with Linux \
+                         needs two (kernel, initramfs): boot it from GRUB (Bochs); for the \
+                         bare baseline pass the kernel itself as the image"
+                    .into(),
+            });
+        }
         spec.check_files()?;
         spec.make_run_dir()?;
         let finished = run_watched(

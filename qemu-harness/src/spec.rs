@@ -10,6 +10,43 @@ pub enum GuestModule {
     None,
     /// A file passed as the first boot module.
     File(PathBuf),
+    /// A Linux host kernel (ELF vmlinux entered at its PVH entry, or a
+    /// bzImage) as the first boot module, its command line the module's
+    /// string, and its initramfs as the second. Runs get
+    /// [`LINUX_RAM_MIB`] of RAM.
+    Linux {
+        /// The kernel.
+        kernel: PathBuf,
+        /// The initramfs.
+        initrd: PathBuf,
+    },
+}
+
+/// Guest RAM of a run, in MiB.
+pub const RAM_MIB: u32 = 256;
+/// Guest RAM of a Linux run, in MiB: Debian's kernel loads 74 MiB at
+/// 16 MiB and wants room for its page cache and the initramfs.
+pub const LINUX_RAM_MIB: u32 = 512;
+
+impl GuestModule {
+    /// The files the run passes as boot modules, with what each is.
+    pub fn files(&self) -> Vec<(&'static str, &PathBuf)> {
+        match self {
+            GuestModule::None => Vec::new(),
+            GuestModule::File(p) => vec![("guest module", p)],
+            GuestModule::Linux { kernel, initrd } => {
+                vec![("Linux kernel", kernel), ("initramfs", initrd)]
+            }
+        }
+    }
+
+    /// The RAM a run of this module gets, in MiB.
+    pub fn ram_mib(&self) -> u32 {
+        match self {
+            GuestModule::Linux { .. } => LINUX_RAM_MIB,
+            _ => RAM_MIB,
+        }
+    }
 }
 
 /// One boot of an okernel image.
@@ -42,13 +79,13 @@ impl RunSpec {
                 path: self.image.clone(),
             });
         }
-        if let GuestModule::File(p) = &self.guest
-            && !p.is_file()
-        {
-            return Err(crate::HarnessError::Missing {
-                what: "guest module",
-                path: p.clone(),
-            });
+        for (what, p) in self.guest.files() {
+            if !p.is_file() {
+                return Err(crate::HarnessError::Missing {
+                    what,
+                    path: p.clone(),
+                });
+            }
         }
         Ok(())
     }

@@ -131,6 +131,7 @@ impl BochsSession {
         let config = BochsConfig {
             ips: self.options.ips,
             com2_socket: Some(addr.to_string()),
+            ..BochsConfig::default()
         };
         let cmd = Bochs::command(&dir, &config)?;
         let mut child = spawn_logged(cmd, &dir.join("bochs.stdout"))?;

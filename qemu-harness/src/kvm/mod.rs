@@ -125,6 +125,14 @@ impl Kvm {
                 let bytes = std::fs::read(path).map_err(HarnessError::io(path))?;
                 Some(boot::load_module(&mut vm.ram, path, &bytes, &segments)?)
             }
+            GuestModule::Linux { .. } => {
+                return Err(HarnessError::Tool {
+                    command: "kvm".into(),
+                    detail: "the KVM harness passes one boot module; okernel with Linux \
+                             boots from GRUB (Bochs)"
+                        .into(),
+                });
+            }
         };
         let cmdline = full_cmdline(spec);
         let start_info = boot::write_start_info(&mut vm.ram, &cmdline, module)?;
