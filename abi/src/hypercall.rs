@@ -79,13 +79,17 @@ pub enum Call {
     /// Returns protected page RSI of context RDI to every view, zeroed.
     FreeProtectedPage = 24,
     /// Registers RDI (a guest-linear address in locked text) as a gate:
-    /// where a switch to a less restricted view resumes. RDI out = the
-    /// gate id.
+    /// where a switch to a less restricted view resumes, with RSP = RSI
+    /// (ABI 1.1: canonical and 16-byte aligned; 0 keeps the caller's RSP,
+    /// the ABI 1.0 behaviour, where RSI had to be 0). RDI out = the gate
+    /// id.
     RegisterGate = 25,
     /// Switches the current context to RDI. To a more restricted view the
     /// guest resumes after the VMCALL; to a less restricted one (an
     /// untrusted context to the trusted one) it resumes at gate RSI —
-    /// never at the caller's RIP (invariant 9).
+    /// never at the caller's RIP (invariant 9) — on the gate's stack, with
+    /// interrupts, single-step, resume, alignment-check and direction
+    /// flags clear, DR7 reset and no pending debug exception (ABI 1.1).
     SwitchContext = 26,
     /// The validated page-table update (a virtual MMU): writes the 8-byte
     /// entry at RDI (8-aligned, inside a locked `PageTable` region) with

@@ -49,7 +49,11 @@ impl Version {
 }
 
 /// The version of the ABI this crate describes.
-pub const ABI_VERSION: Version = Version { major: 1, minor: 0 };
+///
+/// 1.1: `RegisterGate` takes the gate's stack pointer in RSI (0 keeps
+/// the 1.0 meaning) and a redirect to a gate starts from a defined
+/// processor state (`docs/hypercall-abi.md`).
+pub const ABI_VERSION: Version = Version { major: 1, minor: 1 };
 
 #[cfg(test)]
 mod tests {

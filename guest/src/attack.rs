@@ -199,6 +199,10 @@ pub const ATTACKS: &[Attack] = &[
         ..reg("switch-to-trusted-keep-running", 9, ContextSwitch)
     },
     Attack {
+        guard: Guard::Gate,
+        ..reg("gate-single-step", 9, ContextSwitch)
+    },
+    Attack {
         name: "free-other-context-page",
         invariant: 6,
         guard: Guard::ProtectedOnly,

@@ -116,6 +116,8 @@ pub struct Fault {
     pub rip: u64,
     /// CR2 at the time (the faulting address for #PF).
     pub cr2: u64,
+    /// The stack the exception frame was pushed on (the interrupted RSP).
+    pub rsp: u64,
 }
 
 impl Fault {
@@ -130,6 +132,9 @@ static ARMED_FAULT: AtomicU64 = AtomicU64::new(u64::MAX);
 static FAULT_ERROR: AtomicU64 = AtomicU64::new(0);
 static FAULT_RIP: AtomicU64 = AtomicU64::new(0);
 static FAULT_CR2: AtomicU64 = AtomicU64::new(0);
+static FAULT_RSP: AtomicU64 = AtomicU64::new(0);
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
 
 unsafe extern "C" {
     static mut guest_probe_armed: u64;
@@ -164,7 +169,11 @@ extern "C" fn guest_trap(frame: &mut TrapFrame) {
         x86_64::registers::control::Cr2::read_raw(),
         Ordering::SeqCst,
     );
+    FAULT_RSP.store(frame.rsp, Ordering::SeqCst);
     frame.rip = guest_probe_landing as *const () as u64;
+    // The landing pad runs without single-stepping, whatever the probed
+    // code set.
+    frame.rflags &= !RFLAGS_TF;
     // SAFETY: written by `guest_probe` before arming; it points at the six
     // saved registers the landing pad pops.
     frame.rsp = unsafe { (&raw const guest_probe_rsp).read_volatile() };
@@ -183,6 +192,7 @@ pub fn probe(f: extern "C" fn(u64) -> u64, arg: u64) -> Result<u64, Fault> {
             error_code: FAULT_ERROR.load(Ordering::SeqCst),
             rip: FAULT_RIP.load(Ordering::SeqCst),
             cr2: FAULT_CR2.load(Ordering::SeqCst),
+            rsp: FAULT_RSP.load(Ordering::SeqCst),
         }),
     }
 }

@@ -106,6 +106,11 @@ guest_leave_user:
     mov [rip + guest_gate_fallthrough], rax
     .global guest_trusted_gate
 guest_trusted_gate:
+    /* The state okernel started the gate in (ABI 1.1): its own stack,
+       TF clear. Recorded for the attack suite, then never trusted. */
+    mov [rip + guest_gate_entry_rsp], rsp
+    pushfq
+    pop qword ptr [rip + guest_gate_entry_rflags]
     mov qword ptr [rip + guest_probe_armed], 0
     mov rax, [rip + guest_kernel_cr3]
     mov cr3, rax
@@ -130,6 +135,24 @@ guest_switch_keep_running:
     mov qword ptr [rip + guest_kept_running], 1
     ret
 
+    .global guest_switch_single_step
+guest_switch_single_step:
+    mov rsi, rdi
+    xor edi, edi
+    mov rdx, {gate_magic}
+    mov eax, {switch_context}
+    pushfq
+    or qword ptr [rsp], {tf}
+    popfq
+    vmcall
+    /* Still here: no gate. With TF still set the single-step trap is
+       delivered after the VMCALL, on this stack. */
+    pushfq
+    and qword ptr [rsp], ~{tf}
+    popfq
+    mov qword ptr [rip + guest_kept_running], 1
+    ret
+
     .section .data.guest_user, "aw"
     .balign 8
 guest_user_rsp: .quad 0
@@ -142,6 +165,18 @@ guest_kernel_cr3: .quad 0
 guest_gate_fallthrough: .quad 0
     .global guest_kept_running
 guest_kept_running: .quad 0
+    .global guest_gate_entry_rsp
+guest_gate_entry_rsp: .quad 0
+    .global guest_gate_entry_rflags
+guest_gate_entry_rflags: .quad 0
+
+    /* The stack okernel starts the gate on (registered with it). */
+    .section .bss.guest_gate_stack, "aw", @nobits
+    .balign 4096
+guest_gate_stack:
+    .skip 4096
+    .global guest_gate_stack_top
+guest_gate_stack_top:
 "#,
     op_store = const guest::tasks::user_op::STORE,
     op_load = const guest::tasks::user_op::LOAD,
@@ -149,7 +184,11 @@ guest_kept_running: .quad 0
     sys_done = const guest::tasks::sys::DONE,
     switch_context = const Call::SwitchContext as u64,
     gate_magic = const GATE_MAGIC,
+    tf = const RFLAGS_TF,
 );
+
+/// RFLAGS.TF.
+pub const RFLAGS_TF: u64 = 1 << 8;
 
 /// What [`guest_switch_keep_running`] leaves in RDX: a request that ends
 /// with this result came back through the gate from that attack.
@@ -165,12 +204,40 @@ unsafe extern "C" {
     /// Asks okernel to switch to the trusted context (gate RDI) and keeps
     /// running if it can (a probe target of the attack suite).
     pub fn guest_switch_keep_running(gate: u64) -> u64;
+    /// Sets RFLAGS.TF, asks okernel to switch to the trusted context (gate
+    /// RDI) and, if it comes back, clears TF (a probe target of the
+    /// attack suite).
+    pub fn guest_switch_single_step(gate: u64) -> u64;
+    static guest_gate_stack_top: u8;
+    static mut guest_gate_entry_rsp: u64;
+    static mut guest_gate_entry_rflags: u64;
     fn guest_enter_user(rip: u64, rsp: u64, cr3: u64, regs: *const [u64; 4]) -> u64;
     fn guest_leave_user(result: u64, gate: u64, switch: u64) -> !;
     static mut guest_kstack_top: u64;
     static mut guest_kernel_cr3: u64;
     static mut guest_gate_fallthrough: u64;
     static mut guest_kept_running: u64;
+}
+
+/// The top of the gate's own stack, registered with `RegisterGate`.
+pub fn gate_stack_top() -> u64 {
+    &raw const guest_gate_stack_top as u64
+}
+
+/// RSP and RFLAGS as the gate found them the last time it ran, then
+/// cleared to 0.
+pub fn take_gate_entry() -> (u64, u64) {
+    // SAFETY: quadwords of .data written only by the gate code on this
+    // CPU.
+    unsafe {
+        let state = (
+            (&raw const guest_gate_entry_rsp).read_volatile(),
+            (&raw const guest_gate_entry_rflags).read_volatile(),
+        );
+        (&raw mut guest_gate_entry_rsp).write_volatile(0);
+        (&raw mut guest_gate_entry_rflags).write_volatile(0);
+        state
+    }
 }
 
 /// No fall-through recorded (see [`gate_fallthrough`]).

@@ -118,6 +118,31 @@ pub fn run(s: &mut Suite<'_>) {
             ),
         )
     });
+    s.attack("gate-single-step", |_| {
+        // TF set at the VMCALL: without a clean gate entry the single-step
+        // trap (#DB) hits in the trusted view before or right after the
+        // gate's first instruction, its frame pushed on the caller's stack.
+        let _ = user::take_gate_entry();
+        let f = user::guest_switch_single_step as *const () as u64;
+        let (r, done) = kernel::vuln(CONTAINER_A, vuln::CALL, f, kernel::gate());
+        let (rsp, rflags) = user::take_gate_entry();
+        let trapped = matches!(r, Some(Err(e)) if e.vector == 1);
+        let at_gate = done.result == user::GATE_MAGIC;
+        let clean = at_gate && rsp == user::gate_stack_top() && rflags & user::RFLAGS_TF == 0;
+        let trap_rsp = match r {
+            Some(Err(e)) => e.rsp,
+            _ => 0,
+        };
+        Obs::new(
+            clean && !trapped,
+            None,
+            format_args!(
+                "#DB delivered {trapped} (frame on {trap_rsp:#x}); gate ran {at_gate} on RSP {rsp:#x} (its stack {:#x}) with RFLAGS {rflags:#x}; call {}",
+                user::gate_stack_top(),
+                Shown(r)
+            ),
+        )
+    });
     s.attack("free-other-context-page", |_| {
         let (ctx_b, secret_b) = (
             kernel::context(CONTAINER_B),

@@ -214,8 +214,8 @@ pub fn register_and_lock(checks: &mut Checks, cr4_bits: u64) -> Registered {
         checks,
         "protect-register-gate",
         9,
-        format_args!("gate {gate:#x}"),
-        hypercall(Call::RegisterGate, [gate, 0, 0, 0]),
+        format_args!("gate {gate:#x}, stack {:#x}", user::gate_stack_top()),
+        hypercall(Call::RegisterGate, [gate, user::gate_stack_top(), 0, 0]),
     ) {
         set_gate(id);
     }

@@ -91,6 +91,56 @@ impl CrConfig {
     }
 }
 
+/// The state a redirect to a gate starts the guest in (invariant 9): the
+/// caller of `SwitchContext` must not be able to make the processor act in
+/// the less restricted view before the gate's first instruction, nor
+/// choose the stack it acts on.
+///
+/// * RSP: the gate's registered stack (SDM Vol. 3C §25.4.1; loaded by VM
+///   entry, §27.3.2.1).
+/// * RFLAGS: IF clear (no maskable interrupt, a pending self-IPI
+///   included, is delivered until the gate sets it), TF clear (no
+///   single-step trap after the gate's first instruction), RF clear (an
+///   instruction breakpoint is not suppressed), AC clear (no alignment
+///   check), DF clear (string operations go up, as the SysV ABI expects);
+///   bit 1 stays set (SDM Vol. 1 §3.4.3, Vol. 3C §27.3.1.4).
+/// * DR7 = 0x400, its reset value: every breakpoint disabled, DR0–DR3
+///   inert (SDM Vol. 3B §18.2.4 "Debug Control Register"; VM entry loads DR7 with "load debug
+///   controls", §27.3.2.1).
+/// * Pending debug exceptions = 0: no #DB (a single-step trap the VMCALL
+///   left pending, a data breakpoint) is delivered at the gate before its
+///   first instruction (SDM Vol. 3C §25.4.2, §27.7.3).
+/// * Interruptibility: blocking by STI and by MOV SS clear, as completing
+///   the VMCALL would (§25.4.2). Blocking by NMI is left as it is: an NMI
+///   can still be delivered at the gate (on the gate's stack when it has
+///   one); a gate that must not take one has no way yet to ask for NMI
+///   blocking (issue 13).
+pub struct GateEntry;
+
+impl GateEntry {
+    /// RFLAGS.TF.
+    pub const TF: u64 = 1 << 8;
+    /// RFLAGS.IF.
+    pub const IF: u64 = 1 << 9;
+    /// RFLAGS.DF.
+    pub const DF: u64 = 1 << 10;
+    /// RFLAGS.RF.
+    pub const RF: u64 = 1 << 16;
+    /// RFLAGS.AC.
+    pub const AC: u64 = 1 << 18;
+    /// RFLAGS bit 1, always 1.
+    pub const FIXED1: u64 = 1 << 1;
+    /// The RFLAGS bits a gate always starts with clear.
+    pub const CLEARED: u64 = Self::TF | Self::IF | Self::DF | Self::RF | Self::AC;
+    /// DR7's reset value.
+    pub const DR7: u64 = 0x400;
+
+    /// The RFLAGS a gate starts with, from the caller's.
+    pub const fn rflags(caller: u64) -> u64 {
+        (caller & !Self::CLEARED) | Self::FIXED1
+    }
+}
+
 /// A virtual CPU: the current VMCS, the processor, the guest's registers,
 /// and the monitor state exit handlers update.
 ///
@@ -254,11 +304,19 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         Ok(ExitAction::Resume)
     }
 
-    /// Resumes the guest at `rip` instead of after the exiting instruction
-    /// (a gate), clearing blocking by STI and MOV SS as completing the
-    /// instruction would.
-    pub fn resume_at(&mut self, rip: u64) -> Result<ExitAction, ExitError> {
+    /// Resumes the guest at gate `rip` instead of after the exiting
+    /// instruction, in the state [`GateEntry`] defines, on stack `rsp`
+    /// (None: the caller's RSP, a gate registered without a stack).
+    pub fn enter_gate(&mut self, rip: u64, rsp: Option<u64>) -> Result<ExitAction, ExitError> {
         self.vmcs.write(GuestNatural::Rip, rip)?;
+        if let Some(rsp) = rsp {
+            self.vmcs.write(GuestNatural::Rsp, rsp)?;
+        }
+        let rflags = self.vmcs.read(GuestNatural::Rflags)?;
+        self.vmcs
+            .write(GuestNatural::Rflags, GateEntry::rflags(rflags))?;
+        self.vmcs.write(GuestNatural::Dr7, GateEntry::DR7)?;
+        self.vmcs.write(GuestNatural::PendingDebugExceptions, 0)?;
         let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
         if interruptibility & 0b11 != 0 {
             self.vmcs

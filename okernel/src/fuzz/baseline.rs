@@ -168,7 +168,7 @@ pub fn fingerprints(
     );
 
     let gates = p.gates.iter().enumerate().fold(3, |h, (id, g)| match g {
-        Some(g) => fold(fold(fold(h, id as u64), g.linear), g.gpa),
+        Some(g) => fold(fold(fold(fold(h, id as u64), g.linear), g.gpa), g.stack),
         None => fold(h, u64::MAX),
     });
 

@@ -195,13 +195,20 @@ pub fn free_page<V: Vmcs, C: Cpu>(
     Ok(Ok(Reply::Done(None)))
 }
 
-/// RegisterGate(linear): the address must translate, through the guest's
-/// current page tables, into locked text. The same address again returns
-/// its existing id.
+/// RegisterGate(linear, stack): the address must translate, through the
+/// guest's current page tables, into locked text; the stack must be 0
+/// (keep the caller's RSP, ABI 1.0) or canonical and 16-byte aligned
+/// (`InvalidArgument`). The same address and stack again return the
+/// existing id.
 pub fn register_gate<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     linear: u64,
+    stack: u64,
 ) -> Result<CallResult, ExitError> {
+    let canonical = ((stack as i64) << 16 >> 16) as u64 == stack;
+    if !canonical || !stack.is_multiple_of(16) {
+        return Ok(Err(Status::InvalidArgument));
+    }
     let Some(gpa) = env.translate(linear)? else {
         return Ok(Err(Status::InvalidArgument));
     };
@@ -212,7 +219,7 @@ pub fn register_gate<V: Vmcs, C: Cpu>(
         .prot
         .gates
         .iter()
-        .position(|g| g.is_some_and(|g| g.linear == linear))
+        .position(|g| g.is_some_and(|g| g.linear == linear && g.stack == stack))
     {
         return Ok(Ok(Reply::Done(Some(id as u64))));
     }
@@ -222,7 +229,7 @@ pub fn register_gate<V: Vmcs, C: Cpu>(
     if let Err(s) = env.trusted() {
         return Ok(Err(s));
     }
-    env.prot.gates[id] = Some(Gate { linear, gpa });
+    env.prot.gates[id] = Some(Gate { linear, gpa, stack });
     Ok(Ok(Reply::Done(Some(id as u64))))
 }
 
@@ -231,7 +238,9 @@ pub fn register_gate<V: Vmcs, C: Cpu>(
 /// every other switch (untrusted to trusted, or to another untrusted
 /// context, whose protected pages it would see) resumes at the gate,
 /// whose address must still translate to the page it was registered
-/// with. Refusals and redirects are audited.
+/// with, and starts in the state [`crate::exit::guest::GateEntry`]
+/// defines (its registered stack, IF/TF/RF/AC/DF clear, DR7 reset, no
+/// pending debug exception). Refusals and redirects are audited.
 pub fn switch<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: u64,
@@ -264,7 +273,7 @@ pub fn switch<V: Vmcs, C: Cpu>(
         if env.translate(g.linear)? != Some(g.gpa) {
             return refuse(env, Status::Refused);
         }
-        Some(g.linear)
+        Some(g)
     };
     let Some(eptp) = env.views.eptp(target) else {
         return refuse(env, Status::BadContext);
@@ -274,13 +283,14 @@ pub fn switch<V: Vmcs, C: Cpu>(
     env.prot.current = target;
     match resume_at {
         None => Ok(Ok(Reply::Done(None))),
-        Some(rip) => {
+        Some(g) => {
             // Recorded in the context the guest left.
             env.prot.current = from;
             env.audit(AuditKind::ContextSwitch, ctx, gate, AuditAction::Gate)?;
             env.prot.current = target;
             Ok(Ok(Reply::Gate {
-                rip,
+                rip: g.linear,
+                rsp: (g.stack != 0).then_some(g.stack),
                 rdi: from.into(),
             }))
         }

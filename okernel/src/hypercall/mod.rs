@@ -183,10 +183,10 @@ fn policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             }
             complete(vcpu, Status::Success, mode)
         }
-        Some(Ok(policy::Reply::Gate { rip, rdi })) => {
+        Some(Ok(policy::Reply::Gate { rip, rsp, rdi })) => {
             vcpu.regs.set(Gpr::Rax, Status::Success.raw());
             vcpu.regs.set(Gpr::Rdi, rdi);
-            vcpu.resume_at(rip)
+            vcpu.enter_gate(rip, rsp)
         }
     }
 }

@@ -38,6 +38,8 @@ pub enum Reply {
     Gate {
         /// The gate's linear address.
         rip: u64,
+        /// The gate's registered stack (None: the caller's RSP).
+        rsp: Option<u64>,
         /// The context the guest switched from.
         rdi: u64,
     },
@@ -190,7 +192,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Call::DestroyContext => ctx::destroy(&mut env, a)?,
         Call::AllocProtectedPage => ctx::alloc_page(&mut env, a, b)?,
         Call::FreeProtectedPage => ctx::free_page(&mut env, a, b)?,
-        Call::RegisterGate => ctx::register_gate(&mut env, a)?,
+        Call::RegisterGate => ctx::register_gate(&mut env, a, b)?,
         Call::SwitchContext => ctx::switch(&mut env, a, b)?,
         Call::UpdatePageTable => pt::update(&mut env, a, b)?,
         Call::AuditCount => Ok(Reply::Done(Some(env.audit.total()))),

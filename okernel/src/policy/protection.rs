@@ -47,6 +47,8 @@ pub struct Gate {
     /// The guest-physical address it translated to at registration, in
     /// locked text.
     pub gpa: u64,
+    /// The RSP the gate starts with; 0: the caller's (ABI 1.0).
+    pub stack: u64,
 }
 
 /// A protected page and the context that owns it.

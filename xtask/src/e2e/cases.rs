@@ -242,6 +242,7 @@ const ATTACKS: &[&str] = &[
     "attack-hostile-unaligned-pte",
     "attack-hostile-cpl3-vmcall",
     "attack-switch-to-trusted-keep-running",
+    "attack-gate-single-step",
     "legit-syscall-getuid",
     "legit-own-protected-page",
 ];

@@ -6,6 +6,7 @@
 
 mod contexts;
 mod exits;
+mod gates;
 mod page_table;
 mod regions;
 
