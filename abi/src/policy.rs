@@ -116,6 +116,9 @@ pub enum AuditKind {
     PageTableUpdate = 5,
     /// A context switch the monitor refused or redirected to a gate.
     ContextSwitch = 6,
+    /// A hypercall only the trusted context may make (`Exit`), refused
+    /// to another context (ABI 1.1).
+    Hypercall = 7,
 }
 
 /// What the monitor did about it.

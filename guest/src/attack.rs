@@ -143,7 +143,9 @@ const fn hostile(name: &'static str, guard: Guard, status: Status) -> Attack {
     }
 }
 
-use AuditKind::{ContextSwitch, CrPin, DescriptorTable, EptViolation, MsrLock, PageTableUpdate};
+use AuditKind::{
+    ContextSwitch, CrPin, DescriptorTable, EptViolation, Hypercall, MsrLock, PageTableUpdate,
+};
 
 /// Every attack, in the order the suite runs them.
 pub const ATTACKS: &[Attack] = &[
@@ -208,6 +210,13 @@ pub const ATTACKS: &[Attack] = &[
         guard: Guard::ProtectedOnly,
         audit: None,
         status: None,
+    },
+    Attack {
+        name: "untrusted-exit",
+        invariant: 11,
+        guard: Guard::ProtectedOnly,
+        audit: Some(Hypercall),
+        status: Some(Status::PermissionDenied),
     },
     hostile("hostile-unaligned", Guard::MonitorOnly, Status::Unaligned),
     hostile("hostile-empty", Guard::MonitorOnly, Status::Empty),

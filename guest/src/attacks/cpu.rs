@@ -15,6 +15,7 @@ use guest::layout::alias_va;
 use guest::paging::{ACCESSED, DIRTY, PRESENT, WRITABLE};
 use guest::tasks::{CONTAINER_A, CONTAINER_B, secret_pattern, vuln};
 use okernel_abi::hypercall::{Call, Status};
+use okernel_abi::result::Outcome;
 
 /// The hypercall [`hypercall_gadget`] makes: number and four arguments.
 static GADGET: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
@@ -159,6 +160,34 @@ pub fn run(s: &mut Suite<'_>) {
             format_args!("FreeProtectedPage(ctx {ctx_b}): {}", status_name(r)),
         )
     });
+    s.attack("untrusted-exit", |_| untrusted_exit());
+}
+
+/// The reason the forged `Exit` gives.
+static FORGED_REASON: &str = "all checks passed (forged by container-a)";
+
+/// `container-a`'s kernel path ends the whole run with a verdict of its
+/// own: `Exit(pass)`. Before that, the same call with an undefined
+/// outcome code shows the request is judged like the trusted kernel's
+/// (`InvalidArgument`), so a refusal of the valid one is for its context.
+fn untrusted_exit() -> Obs {
+    let reason = [FORGED_REASON.as_ptr() as u64, FORGED_REASON.len() as u64];
+    let malformed = hypercall_from_a(Call::Exit, [0x99, reason[0], reason[1], 0]);
+    let pass = u64::from(Outcome::Pass.code());
+    let r = hypercall_from_a(Call::Exit, [pass, reason[0], reason[1], 0]);
+    // Still here: the run did not end.
+    let mut obs = Obs::new(
+        r != Some(Ok(Status::Success.raw())),
+        None,
+        format_args!(
+            "Exit(pass) from container-a: {}; with an undefined outcome: {}",
+            status_name(r),
+            status_name(malformed)
+        ),
+    );
+    obs.counts = r == Some(Ok(Status::PermissionDenied.raw()))
+        && malformed == Some(Ok(Status::InvalidArgument.raw()));
+    obs
 }
 
 /// Points alias slot `slot` at `frame`, writable, from `container-a`: first

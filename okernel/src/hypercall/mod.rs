@@ -30,7 +30,8 @@ use crate::exit::guest::{SS_DPL, cpl_of};
 use crate::exit::{ExitAction, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
-use crate::vmx::fields::Guest32;
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::vmx::fields::{Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
 
 /// Handles a VMCALL exit.
@@ -202,7 +203,10 @@ fn version<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 
 /// Exit: RDI = outcome code, RSI/RDX = the reason's guest-physical
 /// address and length (0 = none). Anything wrong: `InvalidArgument`, and
-/// the run goes on.
+/// the run goes on. Only the trusted context (0) ends the run: from an
+/// untrusted context a valid request is `PermissionDenied` and audited
+/// (kind `hypercall`, action `refused`), so a compromised kernel path
+/// can neither stop the monitor nor forge the run's verdict.
 fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     mut mode: Option<bool>,
@@ -215,6 +219,23 @@ fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let gpa = operand(vcpu, r.rsi(), &mut mode)?;
     let len = operand(vcpu, r.rdx(), &mut mode)?;
     match GuestReason::read(&vcpu.memory, gpa, len) {
+        Ok(_) if vcpu.policy.context() != 0 => {
+            let record = AuditRecord {
+                seq: 0,
+                kind: AuditKind::Hypercall,
+                context: vcpu.policy.context(),
+                gpa: Call::Exit.raw(),
+                gva: None,
+                access: Access::empty(),
+                allowed: Access::empty(),
+                qualification: code,
+                rip: vcpu.vmcs.read(GuestNatural::Rip)?,
+                cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
+                action: AuditAction::Refused,
+            };
+            vcpu.audit.push(record).log();
+            complete(vcpu, Status::PermissionDenied, mode)
+        }
         Ok(reason) => {
             vcpu.guest_reason = reason;
             Ok(ExitAction::Stop(outcome))

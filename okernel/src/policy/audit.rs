@@ -62,6 +62,10 @@ pub enum AuditKind {
     /// A context switch the monitor refused or redirected to a gate (`gpa`
     /// holds the target context, `qualification` the gate id).
     ContextSwitch,
+    /// A hypercall refused for its caller's context: `Exit` from an
+    /// untrusted context (`gpa` holds the call number, `qualification`
+    /// RDI, the outcome code).
+    Hypercall,
 }
 
 impl AuditKind {
@@ -74,6 +78,7 @@ impl AuditKind {
             AuditKind::DescriptorTable => "descriptor-table",
             AuditKind::PageTableUpdate => "page-table-update",
             AuditKind::ContextSwitch => "context-switch",
+            AuditKind::Hypercall => "hypercall",
         }
     }
 
@@ -86,6 +91,7 @@ impl AuditKind {
             AuditKind::DescriptorTable => abi::AuditKind::DescriptorTable,
             AuditKind::PageTableUpdate => abi::AuditKind::PageTableUpdate,
             AuditKind::ContextSwitch => abi::AuditKind::ContextSwitch,
+            AuditKind::Hypercall => abi::AuditKind::Hypercall,
         }
     }
 }

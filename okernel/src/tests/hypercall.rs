@@ -4,6 +4,7 @@ use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::result::Outcome;
 
 use super::*;
+use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;
 
@@ -47,6 +48,29 @@ fn exit_ends_the_run_with_the_guests_outcome() {
             Ok(ExitAction::Stop(o))
         );
     }
+}
+
+#[test]
+fn exit_from_an_untrusted_context_is_refused_and_audited() {
+    // DenyAll reports context 7: an untrusted context.
+    for o in Outcome::ALL {
+        let mut v = vcpu_with(DenyAll, entry64());
+        let r = vmcall(&mut v, Call::Exit.raw(), o.code().into());
+        assert_advanced(&v, r, 3);
+        assert_eq!(v.regs.rax(), Status::PermissionDenied.raw());
+        let rec = v.audit.last().copied().expect("audited");
+        assert_eq!(rec.kind, AuditKind::Hypercall);
+        assert_eq!(rec.action, AuditAction::Refused);
+        assert_eq!((rec.context, rec.gpa), (7, Call::Exit.raw()));
+        assert_eq!(rec.qualification, u64::from(o.code()));
+        assert_eq!(v.audit.total(), 1);
+    }
+    // A malformed request gets the trusted context's answer, unaudited.
+    let mut v = vcpu_with(DenyAll, entry64());
+    let r = vmcall(&mut v, Call::Exit.raw(), 0x99);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), Status::InvalidArgument.raw());
+    assert_eq!(v.audit.total(), 0);
 }
 
 #[test]

@@ -243,6 +243,7 @@ const ATTACKS: &[&str] = &[
     "attack-hostile-cpl3-vmcall",
     "attack-switch-to-trusted-keep-running",
     "attack-gate-single-step",
+    "attack-untrusted-exit",
     "legit-syscall-getuid",
     "legit-own-protected-page",
 ];
@@ -257,6 +258,7 @@ const ATTACKS_AUDIT: &[&str] = &[
     "\"kind\":\"descriptor-table\"",
     "\"kind\":\"page-table-update\"",
     "\"kind\":\"context-switch\"",
+    "\"kind\":\"hypercall\"",
 ];
 
 /// The attack suite's negative control: with no monitor at all

@@ -293,3 +293,32 @@ fn refused_switches_are_audited_and_change_nothing() {
     );
     assert_eq!(v.policy.current, 1);
 }
+
+#[test]
+fn only_the_trusted_context_ends_the_run() {
+    let (mut v, g) = with_gate();
+    enter(&mut v, 1);
+    let pass = u64::from(okernel_abi::result::Outcome::Pass.code());
+    assert_eq!(
+        call(&mut v, Call::Exit, [pass, 0, 0]),
+        Status::PermissionDenied
+    );
+    let rec = *v.audit.last().unwrap();
+    assert_eq!(
+        (rec.kind, rec.action, rec.context),
+        (AuditKind::Hypercall, AuditAction::Refused, 1)
+    );
+    assert_eq!(v.policy.current, 1, "still running, in its context");
+    // Back in the trusted context (through the gate), Exit ends the run.
+    assert_eq!(
+        call(&mut v, Call::SwitchContext, [0, g, 0]),
+        Status::Success
+    );
+    v.regs.set(Gpr::Rax, Call::Exit.raw());
+    v.regs.set(Gpr::Rdi, pass);
+    v.regs.set(Gpr::Rdx, 0);
+    assert_eq!(
+        run(&mut v, ExitReason::Vmcall, 0, 3),
+        Ok(ExitAction::Stop(okernel_abi::result::Outcome::Pass))
+    );
+}
