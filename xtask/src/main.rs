@@ -9,6 +9,7 @@ mod doctor;
 mod e2e;
 mod fuzz;
 mod images;
+mod linux;
 mod toolchain;
 mod vmfuzz;
 
@@ -29,6 +30,11 @@ commands:
                              VMX where the host's KVM offers it)
   qemu [--tcg] [--gdb] [GUEST-ARGS..]
                              boot in QEMU with -kernel (KVM when usable)
+  linux-image                fetch Debian's kernel (apt), unpack the vmlinux,
+                             build the test initramfs (target/linux/)
+  linux [--direct|--bare] [--bzimage]
+                             boot Debian's kernel under okernel in Bochs
+                             (--direct: no monitor; --bare: QEMU/TCG, no okernel)
   run                        the main job: boot the demo guest on every
                              available backend and show the results
   test                       host tests + every boot case on every backend
@@ -86,6 +92,8 @@ fn main() -> ExitCode {
         "ci" => no_args(rest).and_then(|_| Ok(lint()? && test()? && ci_fuzz()?)),
         "bench" => bench(rest),
         "doctor" => no_args(rest).and_then(|_| doctor::doctor()),
+        "linux-image" => no_args(rest).and_then(|_| linux::linux_image()),
+        "linux" => linux::linux(rest),
         "fuzz" => fuzz::fuzz(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -147,7 +155,7 @@ fn single(backend: &dyn Backend, guest_args: &[String]) -> Result<bool, String> 
 }
 
 /// Prints the protection checks a run reported, as a table.
-fn print_checks(backend: &str, report: &RunReport) {
+pub fn print_checks(backend: &str, report: &RunReport) {
     match report.parsed_checks() {
         Ok(checks) if checks.is_empty() => {
             println!("{backend}: no checks ran ({})", report.summary());

@@ -1,0 +1,192 @@
+//! What the Linux guest's `/init` checks from user space, as pure
+//! functions over what the kernel shows (`/proc/cmdline`, `/proc/iomem`,
+//! `/proc/cpuinfo`); `main.rs` gathers the inputs and prints the
+//! `OKERNEL-CHECK` lines of the run-result protocol.
+
+/// What the run must show, from `okernel.expect=` on the kernel command
+/// line (the test harness puts it there; Linux ignores dotted parameters
+/// of modules it does not have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Under the okernel monitor: VMX hidden, the signature visible, the
+    /// monitor's memory neither RAM nor readable.
+    Monitor,
+    /// okernel's loader with `mode=direct` (no monitor): the negative
+    /// control, where the monitor's memory is readable.
+    Direct,
+    /// No okernel at all (QEMU booting Linux itself): the baseline.
+    Bare,
+}
+
+/// A physical address range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl Range {
+    /// Whether the two ranges share a byte.
+    pub fn overlaps(&self, other: &Range) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+/// The value of `key=` on a kernel command line.
+pub fn param<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// `okernel.expect=` of `cmdline`.
+pub fn expect(cmdline: &str) -> Result<Expect, String> {
+    match param(cmdline, "okernel.expect") {
+        Some("monitor") => Ok(Expect::Monitor),
+        Some("direct") => Ok(Expect::Direct),
+        Some("bare") => Ok(Expect::Bare),
+        Some(other) => Err(format!(
+            "okernel.expect={other} is not monitor, direct or bare"
+        )),
+        None => Err("no okernel.expect= on the kernel command line".into()),
+    }
+}
+
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// `okernel.test_image=START-END` (hex, end exclusive): where the harness
+/// says okernel's image was loaded.
+pub fn test_image(cmdline: &str) -> Option<Range> {
+    let (a, b) = param(cmdline, "okernel.test_image")?.split_once('-')?;
+    let r = Range {
+        start: hex(a)?,
+        end: hex(b)?,
+    };
+    (r.start < r.end).then_some(r)
+}
+
+/// The top-level `System RAM` ranges of `/proc/iomem` (inclusive ends
+/// there; exclusive here). Unreadable addresses (all zero, as an
+/// unprivileged reader sees them) give an empty list.
+pub fn system_ram(iomem: &str) -> Vec<Range> {
+    iomem
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| {
+            let (range, name) = l.split_once(" : ")?;
+            if name.trim() != "System RAM" {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            let r = Range {
+                start: hex(a)?,
+                end: hex(b)? + 1,
+            };
+            (r.end > 1).then_some(r)
+        })
+        .collect()
+}
+
+/// Whether `/proc/cpuinfo` lists the `vmx` flag for any CPU.
+pub fn cpuinfo_has_vmx(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx"))
+}
+
+/// One check line's JSON (the run-result protocol's `OKERNEL-CHECK`).
+pub fn check_json(check: &str, invariant: u8, ok: bool, observed: &str) -> String {
+    let escaped: String = observed
+        .chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => vec![' '],
+            c => vec![c],
+        })
+        .collect();
+    format!(
+        "{{\"check\":\"{check}\",\"invariant\":{invariant},\"ok\":{ok},\"observed\":\"{escaped}\"}}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IOMEM: &str = "00000000-00000fff : Reserved
+00001000-0009efff : System RAM
+000f0000-000fffff : Reserved
+  000f0000-000fffff : System ROM
+00100000-001fffff : Reserved
+00200000-1ffeffff : System RAM
+  01000000-01e00000 : Kernel code
+";
+
+    #[test]
+    fn reads_the_command_line() {
+        let line =
+            "console=ttyS0 quiet okernel.expect=monitor okernel.test_image=0x100000-0x180000";
+        assert_eq!(expect(line), Ok(Expect::Monitor));
+        assert_eq!(
+            test_image(line),
+            Some(Range {
+                start: 0x10_0000,
+                end: 0x18_0000
+            })
+        );
+        assert!(expect("quiet").is_err());
+        assert!(
+            expect("okernel.expect=maybe")
+                .unwrap_err()
+                .contains("maybe")
+        );
+        assert_eq!(test_image("okernel.test_image=0x2000-0x1000"), None);
+        assert_eq!(param("aokernel.expect=x", "okernel.expect"), None);
+    }
+
+    #[test]
+    fn finds_system_ram_at_the_top_level_only() {
+        let ram = system_ram(IOMEM);
+        assert_eq!(
+            ram,
+            [
+                Range {
+                    start: 0x1000,
+                    end: 0x9_f000
+                },
+                Range {
+                    start: 0x20_0000,
+                    end: 0x1fff_0000
+                }
+            ]
+        );
+        let monitor = Range {
+            start: 0x10_0000,
+            end: 0x1f_0000,
+        };
+        assert!(!ram.iter().any(|r| r.overlaps(&monitor)));
+        assert!(ram.iter().any(|r| r.overlaps(&Range {
+            start: 0x1f_f000,
+            end: 0x20_1000
+        })));
+        assert!(system_ram("00000000-00000000 : System RAM\n").is_empty());
+    }
+
+    #[test]
+    fn cpuinfo_flags_and_json() {
+        assert!(cpuinfo_has_vmx("flags\t\t: fpu vme vmx sse\n"));
+        assert!(!cpuinfo_has_vmx(
+            "flags\t\t: fpu vme svm\nvmx flags\t: ept\n"
+        ));
+        assert_eq!(
+            check_json("a", 1, true, "x \"y\"\n"),
+            "{\"check\":\"a\",\"invariant\":1,\"ok\":true,\"observed\":\"x \\\"y\\\" \"}"
+        );
+    }
+}

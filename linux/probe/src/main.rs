@@ -1,0 +1,220 @@
+//! `okernel-probe`: the Linux guest's checks from user space, run by the
+//! test initramfs's `/init` (see `xtask/src/linux/initramfs.rs`). It
+//! prints one `OKERNEL-CHECK` line per check and the run's
+//! `OKERNEL-RESULT`, as the demo guest does, then `/init` powers off.
+//!
+//! `okernel-probe --read-devmem ADDR` reads 64 bytes of physical memory
+//! through `/dev/mem` and exits 0 if it could: the main run starts it as
+//! a child, so a kernel that kills the reader (the monitor's injected
+//! fault makes the kernel oops in `read_mem`) ends only that child.
+
+#![forbid(unsafe_code)]
+
+use okernel_abi::cpuid::{LEAF_SIGNATURE, is_signature};
+use okernel_abi::result::{CHECK_PREFIX, MARKER};
+use okernel_linux_probe::{
+    Expect, Range, check_json, cpuinfo_has_vmx, expect, system_ram, test_image,
+};
+use std::io::{Read, Seek, SeekFrom};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, addr] = args.as_slice()
+        && flag == "--read-devmem"
+    {
+        return read_devmem(addr);
+    }
+    let mut checks = Checks::default();
+    run(&mut checks);
+    let failed = checks.failed;
+    if failed == 0 {
+        println!("{MARKER}pass");
+        ExitCode::SUCCESS
+    } else {
+        println!("{MARKER}fail: {failed} Linux checks failed");
+        ExitCode::FAILURE
+    }
+}
+
+#[derive(Default)]
+struct Checks {
+    failed: usize,
+}
+
+impl Checks {
+    fn report(&mut self, check: &str, invariant: u8, ok: bool, observed: &str) {
+        self.failed += usize::from(!ok);
+        println!(
+            "{CHECK_PREFIX}{}",
+            check_json(check, invariant, ok, observed)
+        );
+    }
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn run(c: &mut Checks) {
+    let version = read("/proc/version");
+    let release = version.split_whitespace().nth(2).unwrap_or("?").to_string();
+    let parent = std::os::unix::process::parent_id();
+    c.report(
+        "linux-user-space",
+        0,
+        !version.is_empty() && parent == 1,
+        &format!("started by PID {parent} (/init is 1) on Linux {release}"),
+    );
+    let cmdline = read("/proc/cmdline");
+    let mode = match expect(&cmdline) {
+        Ok(m) => m,
+        Err(e) => return c.report("linux-expectation", 0, false, &e),
+    };
+    let cpuinfo = read("/proc/cpuinfo");
+    // CPUID is safe (core::arch) on x86-64; the hypervisor leaf reads
+    // zeros or the highest basic leaf where no hypervisor answers it.
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    let sig = core::arch::x86_64::__cpuid(LEAF_SIGNATURE);
+    let vmx_bit = leaf1.ecx & (1 << 5) != 0;
+    let vmx_flag = cpuinfo_has_vmx(&cpuinfo);
+    let signature = is_signature(sig.ebx, sig.ecx, sig.edx);
+    let vmx_seen = format!(
+        "CPUID.1:ECX.VMX={}, /proc/cpuinfo vmx flag {}",
+        u8::from(vmx_bit),
+        if vmx_flag { "present" } else { "absent" }
+    );
+    match mode {
+        Expect::Monitor => {
+            c.report(
+                "linux-cpuid-vmx-hidden",
+                12,
+                !vmx_bit && !vmx_flag,
+                &vmx_seen,
+            );
+            c.report(
+                "linux-cpuid-okernel-signature",
+                0,
+                signature,
+                &format!(
+                    "leaf {LEAF_SIGNATURE:#x}: {}",
+                    sig_text(sig.ebx, sig.ecx, sig.edx)
+                ),
+            );
+        }
+        Expect::Direct | Expect::Bare => {
+            // Without the monitor nothing is hidden: the CPU's own VMX
+            // bit shows (Bochs has VMX, QEMU/TCG not), and there is no
+            // okernel signature.
+            c.report(
+                "baseline-cpuid-vmx-as-the-cpu-has-it",
+                0,
+                vmx_bit == vmx_flag,
+                &vmx_seen,
+            );
+            c.report(
+                "baseline-no-okernel-signature",
+                0,
+                !signature,
+                &format!(
+                    "leaf {LEAF_SIGNATURE:#x}: {}",
+                    sig_text(sig.ebx, sig.ecx, sig.edx)
+                ),
+            );
+        }
+    }
+    if mode == Expect::Bare {
+        return;
+    }
+    let Some(image) = test_image(&cmdline) else {
+        return c.report(
+            "linux-monitor-range",
+            0,
+            false,
+            "no okernel.test_image= on the command line",
+        );
+    };
+    let ram = system_ram(&read("/proc/iomem"));
+    let in_ram: Vec<&Range> = ram.iter().filter(|r| r.overlaps(&image)).collect();
+    let where_ = format!("okernel image [{:#x}, {:#x})", image.start, image.end);
+    let readable = devmem_readable(image.start);
+    match mode {
+        Expect::Monitor => {
+            c.report(
+                "linux-monitor-not-system-ram",
+                1,
+                in_ram.is_empty() && !ram.is_empty(),
+                &if ram.is_empty() {
+                    "/proc/iomem lists no System RAM".to_string()
+                } else if in_ram.is_empty() {
+                    format!("{where_} is in no System RAM range of /proc/iomem")
+                } else {
+                    format!("{where_} overlaps System RAM {:#x?}", in_ram)
+                },
+            );
+            c.report(
+                "linux-monitor-unreadable-dev-mem",
+                1,
+                readable.is_err(),
+                &match &readable {
+                    Ok(()) => format!("{where_}: /dev/mem read 64 bytes"),
+                    Err(e) => format!("{where_}: /dev/mem read refused: {e}"),
+                },
+            );
+        }
+        Expect::Direct => c.report(
+            "negative-control-monitor-readable-without-okernel",
+            1,
+            readable.is_ok(),
+            &match &readable {
+                Ok(()) => format!("{where_}: /dev/mem read 64 bytes"),
+                Err(e) => format!("{where_}: /dev/mem read refused: {e}"),
+            },
+        ),
+        Expect::Bare => {}
+    }
+}
+
+fn sig_text(ebx: u32, ecx: u32, edx: u32) -> String {
+    let bytes: Vec<u8> = [ebx, ecx, edx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    format!("{:?}", String::from_utf8_lossy(&bytes))
+}
+
+/// Reads through `/dev/mem` in a child (see the module doc).
+fn devmem_readable(addr: u64) -> Result<(), String> {
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let out = Command::new(me)
+        .args(["--read-devmem", &format!("{addr:#x}")])
+        .output()
+        .map_err(|e| format!("cannot start the reader: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(match out.status.code() {
+        Some(_) => said,
+        None => format!("the reader was killed ({:?}) {said}", out.status),
+    })
+}
+
+fn read_devmem(addr: &str) -> ExitCode {
+    let Ok(addr) = u64::from_str_radix(addr.trim_start_matches("0x"), 16) else {
+        eprintln!("bad address `{addr}`");
+        return ExitCode::from(2);
+    };
+    let result = std::fs::File::open("/dev/mem").and_then(|mut f| {
+        f.seek(SeekFrom::Start(addr))?;
+        let mut buf = [0u8; 64];
+        f.read_exact(&mut buf)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
