@@ -363,7 +363,9 @@ fn test() -> Result<bool, String> {
     let fuzz_ok = cargo(&["test", "-p", "okernel", "--lib", "--features", "fake,fuzz"])?;
     let host_ok = host_ok && fuzz_ok;
     let backends = e2e::backends();
-    let rows = e2e::run_matrix(&images, &backends)?;
+    let linux = linux::image()?;
+    let mut rows = e2e::run_matrix(&images, &backends)?;
+    rows.extend(e2e::linux::run(&images, &linux, &backends));
     let mut e2e_ok = e2e::print_table(&rows);
     if let Err(why) = e2e::vmx_backend_ran(&backends) {
         eprintln!("xtask: FAILED: {why}");

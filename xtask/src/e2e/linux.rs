@@ -1,0 +1,99 @@
+//! The Linux rows of the end-to-end matrix: Debian's kernel booted bare
+//! (the baseline), by okernel's loader without the monitor (the negative
+//! control) and under the monitor, each on the one backend where it
+//! means something, each judged by the `okernel-probe` rows of its
+//! `/init`.
+
+use super::{Row, RowState, judge_checks};
+use crate::images::Images;
+use crate::linux::{self, LinuxImage, Mode};
+use qemu_harness::{Availability, Expect, Probed, Verdict};
+
+/// One Linux case.
+pub struct LinuxCase {
+    /// Its name in the table.
+    pub name: &'static str,
+    /// With or without okernel.
+    pub mode: Mode,
+    /// The bzImage by the boot protocol instead of the PVH vmlinux.
+    pub bzimage: bool,
+    /// The backend it runs on.
+    pub backend: &'static str,
+    /// The probe rows it must report (each must hold).
+    pub required: &'static [&'static str],
+}
+
+/// The Linux cases `cargo xtask test` runs.
+pub fn cases() -> Vec<LinuxCase> {
+    vec![LinuxCase {
+        name: "linux-bare",
+        mode: Mode::Bare,
+        bzimage: false,
+        backend: "qemu-tcg",
+        required: &["linux-user-space", "baseline-no-okernel-signature"],
+    }]
+}
+
+/// Runs the Linux cases on the backends `backends` found available.
+pub fn run(images: &Images, linux: &LinuxImage, backends: &[Probed]) -> Vec<Row> {
+    let cases = cases();
+    let mut rows = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let progress = format!(
+            "[linux {}/{}] {:<9} {:<17}",
+            i + 1,
+            cases.len(),
+            case.backend,
+            case.name
+        );
+        let probed = backends.iter().find(|p| p.backend.name() == case.backend);
+        let state = match probed {
+            None => RowState::Unavailable(format!("no {} backend was probed", case.backend)),
+            Some(p) => match &p.availability {
+                Availability::Unavailable(why) => {
+                    RowState::Unavailable(format!("backend unavailable: {why}"))
+                }
+                Availability::Available(_) => {
+                    let name = format!("{}-{}", case.name, case.backend);
+                    let result = linux::spec(images, linux, case.mode, case.bzimage, &name)
+                        .and_then(|spec| linux::boot(p.backend.as_ref(), &spec, linux))
+                        .map(|r| {
+                            let v = match Verdict::judge(&r, &Expect::pass()) {
+                                Verdict::Ok => judge_checks(&r, case.required, &[]),
+                                bad => bad,
+                            };
+                            (r, v)
+                        });
+                    RowState::Ran(result)
+                }
+            },
+        };
+        match &state {
+            RowState::Unavailable(why) => eprintln!("{progress} UNAVAILABLE ON THIS HOST: {why}"),
+            RowState::Ran(Ok((r, Verdict::Ok))) => {
+                eprintln!(
+                    "{progress} ok ({:.1}s) {}",
+                    r.duration.as_secs_f64(),
+                    r.summary()
+                )
+            }
+            RowState::Ran(Ok((r, Verdict::Unexpected(why)))) => {
+                eprintln!(
+                    "{progress} UNEXPECTED: {why}\n    run directory: {}",
+                    r.run_dir.display()
+                );
+                for l in r.last_lines(12) {
+                    eprintln!("    | {l}");
+                }
+            }
+            RowState::Ran(Err(e)) => eprintln!("{progress} ERROR: {e}"),
+        }
+        rows.push(Row {
+            case: case.name,
+            backend: case.backend.to_string(),
+            expected: "pass, every probe row ok".into(),
+            state,
+        });
+    }
+    rows
+}
