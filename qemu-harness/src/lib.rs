@@ -25,7 +25,7 @@ mod spec;
 pub use host::{KvmHost, kvm_nested_vmx, kvm_problem, kvm_runs_ring3, kvm_usable};
 pub use probe::{Availability, Probed};
 pub use report::{Check, Expect, RunReport, Verdict};
-pub use spec::{GuestModule, RunSpec};
+pub use spec::{GuestModule, LINUX_RAM_MIB, RAM_MIB, RunSpec};
 
 use std::path::PathBuf;
 

@@ -39,7 +39,7 @@ commands:
                              available backend and show the results
   test                       host tests + every boot case on every backend
   lint                       rustfmt --check, clippy -D warnings (host and
-                             bare-metal target), rustdoc
+                             bare-metal target, the fuzz crate), rustdoc -D warnings
   ci                         `lint`, `test`, then the bounded fuzz campaigns
                              (host, VM) and the planted-defect proofs
   fuzz host [--target T] [--time S] [--seed N]
@@ -458,17 +458,47 @@ fn lint() -> Result<bool, String> {
             "loader/image,loader/fuzz",
         ],
     ];
+    // The host fuzz targets are a workspace of their own (fuzz/), linked
+    // with libFuzzer's C++ runtime; linted in a target directory of their
+    // own so the instrumented builds are not invalidated.
+    deps::ensure(&[&deps::FUZZER])?;
+    let fuzz: &[&str] = &[
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--all-targets",
+        "--target-dir",
+        "fuzz/target/lint",
+    ];
     let mut steps: Vec<Vec<&str>> = vec![vec!["fmt", "--all", "--check"]];
     steps.extend(
         clippy
             .iter()
+            .chain([&fuzz])
             .map(|args| [&["clippy"][..], args, &["--", "-D", "warnings"]].concat()),
     );
-    steps.push(vec!["doc", "--workspace", "--no-deps"]);
     for step in &steps {
         if !cargo(step)? {
             return Err(format!("`cargo {}` failed", step.join(" ")));
         }
+    }
+    // rustdoc with warnings denied: a broken intra-doc link fails.
+    let doc = ["doc", "--workspace", "--no-deps"];
+    eprintln!(
+        "xtask: RUSTDOCFLAGS=\"-D warnings\" cargo {}",
+        doc.join(" ")
+    );
+    let ok = Command::new(env!("CARGO"))
+        .current_dir(images::root())
+        .args(doc)
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?
+        .success();
+    if !ok {
+        return Err(format!(
+            "`cargo {}` failed (rustdoc warnings are errors)",
+            doc.join(" ")
+        ));
     }
     Ok(true)
 }
