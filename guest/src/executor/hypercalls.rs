@@ -12,10 +12,12 @@ use crate::report::Buf;
 use guest::fuzz::Class;
 use okernel_abi::fuzz::{CALL_BASELINE, CALL_CHECK};
 use okernel_abi::hypercall::{Call, Status};
+use okernel_abi::policy::AuditKind;
+use okernel_abi::result::Outcome;
 
 /// Call selectors, in order (`None`: an unknown number from the raw
 /// operand).
-const CALLS: [Option<u64>; 18] = [
+const CALLS: [Option<u64>; 19] = [
     Some(Call::Version as u64),
     Some(Call::Null as u64),
     Some(Call::RegisterRegion as u64),
@@ -34,6 +36,7 @@ const CALLS: [Option<u64>; 18] = [
     Some(CALL_CHECK),
     None,
     Some(Call::SwitchContext as u64),
+    Some(Call::Exit as u64),
 ];
 
 impl World {
@@ -90,6 +93,9 @@ impl World {
         if number == Call::SwitchContext as u64 {
             return self.switch(args[0], args[1], raw, msg);
         }
+        if number == Call::Exit as u64 {
+            return self.exit(a1, raw, msg);
+        }
         if number == Call::AllocProtectedPage as u64 || number == Call::FreeProtectedPage as u64 {
             let class = Class::pick(raw as u8);
             return self.protected_page(
@@ -120,6 +126,52 @@ impl World {
             msg.set(format_args!(
                 "hypercall {number:#x}({a0:#x}, {a1:#x}): {:?} with {} audit record(s)",
                 r.status, seen.records
+            ));
+        }
+        (if ok { Next::Continue } else { Next::Violation }, seen)
+    }
+
+    /// `Exit` from the untrusted context, with a defined or undefined
+    /// outcome code and a reason at `reason` of up to 159 bytes: the run
+    /// must go on (only the trusted kernel ends it) — `InvalidArgument`
+    /// for a malformed request, `PermissionDenied` with one `hypercall`
+    /// audit record otherwise. Not made from the trusted context, where
+    /// it would end the run (without a monitor: no VMCALL at all).
+    fn exit(&mut self, reason: u64, raw: u32, msg: &mut Buf) -> (Next, Seen) {
+        if self.current == 0 || !self.monitor {
+            let seen = Seen {
+                fault: None,
+                status: None,
+                records: 0,
+            };
+            return (Next::Continue, seen);
+        }
+        let code = match raw & 3 {
+            0 => u64::from(raw >> 2),
+            _ => u64::from(Outcome::ALL[(raw >> 2) as usize % Outcome::ALL.len()].code()),
+        };
+        let len = u64::from(raw >> 16) % 160;
+        let r = match Self::vmcall(Call::Exit as u64, [code, reason, len, 0]) {
+            Ok(r) => r,
+            Err(f) => return self.vmcall_faulted(f, msg),
+        };
+        let seen = Seen {
+            fault: None,
+            status: Some(r.status),
+            records: self.new_records(),
+        };
+        let ok = match (r.status, seen.records) {
+            (Ok(Status::InvalidArgument), 0) => true,
+            (Ok(Status::PermissionDenied), 1) => {
+                self.newest.kind == AuditKind::Hypercall as u32
+                    && self.newest.context == self.current
+            }
+            _ => false,
+        };
+        if !ok {
+            msg.set(format_args!(
+                "Exit({code:#x}, {reason:#x}, {len}) from untrusted context {}: {:?} with {} audit record(s)",
+                self.current, r.status, seen.records
             ));
         }
         (if ok { Next::Continue } else { Next::Violation }, seen)
