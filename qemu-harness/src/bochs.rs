@@ -235,6 +235,22 @@ impl Backend for Bochs {
         report.exit_status = finished.status;
         report.timed_out = finished.timed_out && report.marker.is_none();
         report.duration = finished.duration;
+        if report.marker.is_none() && !finished.timed_out {
+            // Bochs ended without a result: its own panic or error lines
+            // say why (a bad bochsrc, a missing file, a CPU panic).
+            let said = format!(
+                "{}\n{}",
+                read_console(&dir.join("bochs.stdout")),
+                read_console(&dir.join("bochs.log"))
+            );
+            let panics: String = said
+                .lines()
+                .filter(|l| l.contains(">>PANIC<<") || l.contains("FATAL"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let words = error_lines(if panics.is_empty() { &said } else { &panics }, 3);
+            report.emulator_error = (!words.is_empty()).then_some(words);
+        }
         Ok(report)
     }
 }
