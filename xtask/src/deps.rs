@@ -45,8 +45,14 @@ pub const FUZZER: Need = Need {
     packages: &["g++"],
 };
 
+/// The Linux client module (`make` and the kernel's own compiler).
+pub const MODULE: Need = Need {
+    why: "the Linux client module builds with kbuild and Debian's kernel compiler",
+    packages: &["make", "gcc-12"],
+};
+
 /// Every need, for `cargo xtask doctor`.
-pub const ALL: [&Need; 4] = [&BOCHS, &QEMU, &BINUTILS, &FUZZER];
+pub const ALL: [&Need; 5] = [&BOCHS, &QEMU, &BINUTILS, &FUZZER, &MODULE];
 
 /// Bootable ISO only.
 pub const ISO: Need = Need {

@@ -91,6 +91,25 @@ pub fn system_ram(iomem: &str) -> Vec<Range> {
         .collect()
 }
 
+/// The range of the `/proc/iomem` entry named `name` (at any depth, e.g.
+/// `Kernel code`), rounded out to whole 4 KiB pages: what the client
+/// module registers.
+pub fn iomem_pages(iomem: &str, name: &str) -> Option<Range> {
+    iomem.lines().find_map(|l| {
+        let (range, n) = l.trim_start().split_once(" : ")?;
+        if n.trim() != name {
+            return None;
+        }
+        let (a, b) = range.split_once('-')?;
+        let (start, last) = (hex(a)?, hex(b)?);
+        let r = Range {
+            start: start & !0xfff,
+            end: (last + 1).next_multiple_of(0x1000),
+        };
+        (start < last).then_some(r)
+    })
+}
+
 /// Whether `/proc/cpuinfo` lists the `vmx` flag for any CPU.
 pub fn cpuinfo_has_vmx(cpuinfo: &str) -> bool {
     cpuinfo
@@ -176,6 +195,23 @@ mod tests {
             end: 0x20_1000
         })));
         assert!(system_ram("00000000-00000000 : System RAM\n").is_empty());
+    }
+
+    #[test]
+    fn kernel_ranges_are_rounded_to_pages() {
+        assert_eq!(
+            iomem_pages(IOMEM, "Kernel code"),
+            Some(Range {
+                start: 0x100_0000,
+                end: 0x1e0_1000
+            })
+        );
+        assert_eq!(iomem_pages(IOMEM, "Kernel rodata"), None);
+        assert_eq!(
+            iomem_pages("00000000-00000000 : Kernel code\n", "Kernel code"),
+            None,
+            "zeroed addresses (no privilege) are no range"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use okernel_abi::cpuid::{LEAF_SIGNATURE, is_signature};
 use okernel_abi::result::{CHECK_PREFIX, MARKER};
 use okernel_linux_probe::{
-    Expect, Range, check_json, cpuinfo_has_vmx, expect, system_ram, test_image,
+    Expect, Range, check_json, cpuinfo_has_vmx, expect, iomem_pages, param, system_ram, test_image,
 };
 use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, ExitCode};
@@ -123,6 +123,7 @@ fn run(c: &mut Checks) {
             );
         }
     }
+    client(c, mode, &cmdline);
     if mode == Expect::Bare {
         return;
     }
@@ -172,6 +173,58 @@ fn run(c: &mut Checks) {
             },
         ),
         Expect::Bare => {}
+    }
+}
+
+/// Loads the client module (`/lib/okernel.ko`) with the kernel's text
+/// and rodata ranges from `/proc/iomem`. Without okernel it must refuse
+/// to load, saying why; under the monitor it is loaded only with
+/// `okernel.client=1` (it locks the kernel's text, which the kernel's own
+/// run-time patching then needs the monitor's validated self-patching
+/// for).
+fn client(c: &mut Checks, mode: Expect, cmdline: &str) {
+    let wanted = param(cmdline, "okernel.client") == Some("1");
+    if mode == Expect::Monitor && !wanted {
+        return;
+    }
+    let iomem = read("/proc/iomem");
+    let (Some(code), Some(rodata)) = (
+        iomem_pages(&iomem, "Kernel code"),
+        iomem_pages(&iomem, "Kernel rodata"),
+    ) else {
+        return c.report(
+            "linux-client-ranges",
+            0,
+            false,
+            "no Kernel code/rodata in /proc/iomem",
+        );
+    };
+    let args = [
+        "/lib/okernel.ko".to_string(),
+        format!("code={:#x}-{:#x}", code.start, code.end),
+        format!("rodata={:#x}-{:#x}", rodata.start, rodata.end),
+    ];
+    let out = Command::new("insmod").args(&args).output();
+    let dmesg = Command::new("dmesg")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let said: Vec<&str> = dmesg.lines().filter(|l| l.contains("okernel:")).collect();
+    let loaded = out.as_ref().is_ok_and(|o| o.status.success());
+    let observed = format!(
+        "insmod {}: {}; kernel log: {}",
+        args.join(" "),
+        if loaded { "loaded" } else { "refused" },
+        said.join(" | ")
+    );
+    match mode {
+        Expect::Monitor => c.report("linux-client-locks", 2, loaded, &observed),
+        Expect::Direct | Expect::Bare => c.report(
+            "linux-client-refuses-without-okernel",
+            0,
+            !loaded && said.iter().any(|l| l.contains("not running under okernel")),
+            &observed,
+        ),
     }
 }
 

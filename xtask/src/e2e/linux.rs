@@ -30,7 +30,11 @@ pub fn cases() -> Vec<LinuxCase> {
         mode: Mode::Bare,
         bzimage: false,
         backend: "qemu-tcg",
-        required: &["linux-user-space", "baseline-no-okernel-signature"],
+        required: &[
+            "linux-user-space",
+            "baseline-no-okernel-signature",
+            "linux-client-refuses-without-okernel",
+        ],
     }]
 }
 

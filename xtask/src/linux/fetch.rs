@@ -70,7 +70,7 @@ pub fn download(package: &str, dir: &Path) -> Result<PathBuf, String> {
     run(
         Command::new("apt-get")
             .current_dir(dir)
-            .args(["download", package])
+            .args(["-o", "APT::Sandbox::User=root", "download", package])
             .stdin(Stdio::null()),
         &format!("apt-get download {package}"),
     )?;

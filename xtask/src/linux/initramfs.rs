@@ -1,6 +1,7 @@
 //! The test initramfs: a `newc` cpio archive (the format the kernel
 //! unpacks, `Documentation/driver-api/early-userspace/buffer-format.rst`),
 //! gzip-compressed. It holds Debian's static busybox, our `okernel-probe`,
+//! the client module `/lib/okernel.ko`,
 //! `/dev/console` (the kernel opens it for init's output before any
 //! devtmpfs is mounted) and an `/init` that mounts `/proc`, `/sys` and
 //! `/dev`, runs the probe and powers off.
@@ -88,7 +89,7 @@ fn pad4(out: &mut Vec<u8>) {
 /// The busybox applets `/init` and the tests call, linked in `/bin`.
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "poweroff", "cat", "echo", "grep", "ls", "mkdir", "sleep", "uname",
-    "dmesg", "ps", "true", "false", "test", "[",
+    "dmesg", "ps", "true", "false", "test", "[", "insmod", "rmmod", "lsmod",
 ];
 
 /// `/init`: a shell script run by the kernel as PID 1.
@@ -102,8 +103,8 @@ poweroff -f
 ";
 
 /// The entries of the test initramfs.
-pub fn entries(busybox: Vec<u8>, probe: Vec<u8>) -> Vec<Entry> {
-    let mut v: Vec<Entry> = ["bin", "dev", "proc", "sys", "tmp"]
+pub fn entries(busybox: Vec<u8>, probe: Vec<u8>, client: Vec<u8>) -> Vec<Entry> {
+    let mut v: Vec<Entry> = ["bin", "dev", "lib", "proc", "sys", "tmp"]
         .into_iter()
         .map(|d| Entry::Dir(d.into()))
         .collect();
@@ -113,6 +114,7 @@ pub fn entries(busybox: Vec<u8>, probe: Vec<u8>) -> Vec<Entry> {
         Entry::File("init".into(), 0o755, INIT.as_bytes().to_vec()),
         Entry::File("bin/busybox".into(), 0o755, busybox),
         Entry::File("bin/okernel-probe".into(), 0o755, probe),
+        Entry::File("lib/okernel.ko".into(), 0o644, client),
     ]);
     v.extend(
         APPLETS
@@ -169,7 +171,7 @@ mod tests {
 
     #[test]
     fn the_archive_has_init_busybox_and_the_probe() {
-        let e = entries(b"bb".to_vec(), b"probe".to_vec());
+        let e = entries(b"bb".to_vec(), b"probe".to_vec(), b"ko".to_vec());
         assert!(e.contains(&Entry::File("init".into(), 0o755, INIT.as_bytes().to_vec())));
         assert!(e.contains(&Entry::Symlink("bin/sh".into(), "busybox".into())));
         assert!(e.contains(&Entry::CharDev("dev/console".into(), 5, 1)));

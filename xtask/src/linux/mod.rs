@@ -2,12 +2,14 @@
 //!
 //! `cargo xtask linux-image` fetches the current Debian kernel package
 //! with apt, extracts the bzImage, unpacks the ELF vmlinux from it (the
-//! PVH fast path), builds the test initramfs (busybox, `okernel-probe`,
-//! `/init`) and caches all of it under `target/linux/<package>/`, with
+//! PVH fast path), builds the client module against Debian's headers of
+//! the same kernel and the test initramfs (busybox, `okernel-probe`,
+//! `okernel.ko`, `/init`) and caches all of it under `target/linux/<package>/`, with
 //! `target/linux/{bzImage,vmlinux,initramfs.cpio.gz,version.txt}` linked
 //! to the current one. `cargo xtask linux` boots it.
 
 mod bzimage;
+mod client;
 mod fetch;
 mod initramfs;
 
@@ -78,8 +80,9 @@ pub fn image() -> Result<LinuxImage, String> {
         );
         std::fs::write(&vmlinux, elf).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
     }
+    let client = client::build(&package, &debs, &dir)?;
     let initramfs = dir.join("initramfs.cpio.gz");
-    build_initramfs(&debs, &dir, &initramfs)?;
+    build_initramfs(&debs, &dir, &client, &initramfs)?;
     std::fs::write(dir.join("version.txt"), format!("{version}\n"))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     for name in ["bzImage", "vmlinux", "initramfs.cpio.gz", "version.txt"] {
@@ -111,7 +114,7 @@ fn cached_package(root: &Path) -> Option<String> {
 }
 
 /// Builds the probe statically and the initramfs around it.
-fn build_initramfs(debs: &Path, dir: &Path, out: &Path) -> Result<(), String> {
+fn build_initramfs(debs: &Path, dir: &Path, client: &Path, out: &Path) -> Result<(), String> {
     let bb_deb = fetch::download("busybox-static", debs)?;
     let bb_dir = dir.join("busybox");
     let busybox = bb_dir.join("bin/busybox");
@@ -152,7 +155,10 @@ fn build_initramfs(debs: &Path, dir: &Path, out: &Path) -> Result<(), String> {
         ));
     }
     let busybox = std::fs::read(&busybox).map_err(|e| format!("{}: {e}", busybox.display()))?;
-    let archive = initramfs::gzip(&initramfs::cpio(&initramfs::entries(busybox, probe)));
+    let client = std::fs::read(client).map_err(|e| format!("{}: {e}", client.display()))?;
+    let archive = initramfs::gzip(&initramfs::cpio(&initramfs::entries(
+        busybox, probe, client,
+    )));
     std::fs::write(out, &archive).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!(
         "xtask: initramfs {} ({} KiB)",

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * okernel.ko: the Linux host kernel's client of the okernel monitor.
+ *
+ * Loaded once by /init, after every CPU is up and mark_rodata_ro() has run,
+ * before any container starts. It registers the kernel's text and
+ * read-only data with the monitor and locks them, pins the security bits
+ * of CR0/CR4 and locks the system-call MSRs, all with okernel's
+ * hypercalls (docs/hypercall-abi.md; the numbers come from
+ * okernel_abi.h, which xtask generates from the Rust ABI crate). The
+ * policy lives in the monitor: this module only names what to protect.
+ *
+ * The physical ranges come from the kernel itself, as /proc/iomem shows
+ * them ("Kernel code", "Kernel rodata"), passed by /init as parameters:
+ *   insmod okernel.ko code=START-END rodata=START-END
+ * (hex, END exclusive, page-aligned). Without okernel (no signature in
+ * CPUID leaf 0x40000000) it refuses to load with -ENODEV and touches
+ * nothing.
+ */
+
+#include <linux/init.h>
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/proc_fs.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <asm/processor.h>
+#include <asm/processor-flags.h>
+#include <asm/msr-index.h>
+#include "okernel_abi.h"
+
+static char *code;
+module_param(code, charp, 0400);
+MODULE_PARM_DESC(code, "kernel text, physical START-END (hex)");
+static char *rodata;
+module_param(rodata, charp, 0400);
+MODULE_PARM_DESC(rodata, "kernel read-only data, physical START-END (hex)");
+
+/* One hypercall: RAX = call, RDI/RSI/RDX = arguments; RAX out = status,
+ * RDI out = value 0 (docs/hypercall-abi.md). */
+static u64 okernel_call(u64 call, u64 a0, u64 a1, u64 a2, u64 *out)
+{
+	asm volatile("vmcall"
+		     : "+a"(call), "+D"(a0), "+S"(a1)
+		     : "d"(a2)
+		     : "memory");
+	if (out)
+		*out = a0;
+	return call;
+}
+
+static const char *status_name(u64 status)
+{
+	return status < ARRAY_SIZE(okernel_status_names) ?
+		       okernel_status_names[status] : "unknown status";
+}
+
+static bool under_okernel(void)
+{
+	u32 eax, ebx, ecx, edx;
+
+	cpuid(OKERNEL_CPUID_LEAF_SIGNATURE, &eax, &ebx, &ecx, &edx);
+	return ebx == OKERNEL_SIGNATURE_EBX && ecx == OKERNEL_SIGNATURE_ECX &&
+	       edx == OKERNEL_SIGNATURE_EDX;
+}
+
+static int parse_range(const char *what, const char *s, u64 *start, u64 *end)
+{
+	if (!s || sscanf(s, "%llx-%llx", start, end) != 2 || *start >= *end ||
+	    !IS_ALIGNED(*start, PAGE_SIZE) || !IS_ALIGNED(*end, PAGE_SIZE)) {
+		pr_err("okernel: %s=%s is not a page-aligned START-END range\n",
+		       what, s ? s : "(none)");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Calls `call` and logs the outcome; 0 on success, -EPERM otherwise. */
+static int step(const char *what, u64 call, u64 a0, u64 a1, u64 a2, u64 *out)
+{
+	u64 status = okernel_call(call, a0, a1, a2, out);
+
+	if (status != OKERNEL_STATUS_SUCCESS) {
+		pr_err("okernel: %s: %s (%llu)\n", what, status_name(status),
+		       status);
+		return -EPERM;
+	}
+	pr_info("okernel: %s: ok\n", what);
+	return 0;
+}
+
+static int register_region(const char *what, u64 start, u64 end, u64 kind,
+			   u64 *id)
+{
+	return step(what, OKERNEL_CALL_REGISTER_REGION, start, end - start,
+		    kind, id);
+}
+
+static const u32 locked_msrs[] = {
+	MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK,
+	MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
+};
+
+/* Audit records as JSON lines under /proc/okernel-audit. */
+static int audit_show(struct seq_file *m, void *v)
+{
+	/* The monitor writes to a guest-physical address: a kmalloc'd
+	 * buffer is in the direct map (a stack or module variable is not). */
+	struct okernel_audit_record *r = kmalloc(sizeof(*r), GFP_KERNEL);
+	u64 count = 0, seq;
+
+	if (!r)
+		return -ENOMEM;
+	if (okernel_call(OKERNEL_CALL_AUDIT_COUNT, 0, 0, 0, &count)) {
+		kfree(r);
+		return -EIO;
+	}
+	for (seq = count > OKERNEL_AUDIT_SHOWN ? count - OKERNEL_AUDIT_SHOWN : 0;
+	     seq < count; seq++) {
+		if (okernel_call(OKERNEL_CALL_AUDIT_READ, seq, __pa(r), 0, NULL))
+			continue; /* overwritten in the ring meanwhile */
+		seq_printf(m,
+			   "{\"seq\":%llu,\"kind\":%u,\"action\":%u,\"ctx\":%llu,"
+			   "\"gpa\":\"%#llx\",\"gva\":\"%#llx\",\"access\":%llu,"
+			   "\"rip\":\"%#llx\",\"qualification\":\"%#llx\"}\n",
+			   r->sequence, r->kind, r->action, r->context, r->gpa,
+			   r->gva, r->access, r->rip, r->qualification);
+	}
+	kfree(r);
+	return 0;
+}
+
+static int __init okernel_client_init(void)
+{
+	u64 code_start, code_end, ro_start, ro_end, text_id, ro_id, version;
+	unsigned long cr4 = __read_cr4();
+	u64 cr4_pins = cr4 & (X86_CR4_SMEP | X86_CR4_SMAP | X86_CR4_UMIP);
+	int err;
+	size_t i;
+
+	if (!under_okernel()) {
+		pr_err("okernel: not running under okernel (no signature in CPUID leaf %#x)\n",
+		       OKERNEL_CPUID_LEAF_SIGNATURE);
+		return -ENODEV;
+	}
+	err = parse_range("code", code, &code_start, &code_end) ?:
+	      parse_range("rodata", rodata, &ro_start, &ro_end);
+	if (err)
+		return err;
+	err = step("version", OKERNEL_CALL_VERSION, 0, 0, 0, &version);
+	if (err)
+		return err;
+	if ((version >> 16) != OKERNEL_ABI_MAJOR) {
+		pr_err("okernel: monitor ABI %llu.%llu, client built for %u.%u\n",
+		       version >> 16, version & 0xffff, OKERNEL_ABI_MAJOR,
+		       OKERNEL_ABI_MINOR);
+		return -EPROTO;
+	}
+	/* Register everything first, then lock: a refusal leaves nothing
+	 * half-locked. */
+	err = register_region("register text", code_start, code_end,
+			      OKERNEL_REGION_TEXT, &text_id) ?:
+	      register_region("register rodata", ro_start, ro_end,
+			      OKERNEL_REGION_RODATA, &ro_id) ?:
+	      step("lock text", OKERNEL_CALL_LOCK_REGION, text_id, 0, 0, NULL) ?:
+	      step("lock rodata", OKERNEL_CALL_LOCK_REGION, ro_id, 0, 0, NULL) ?:
+	      step("pin CR0.WP", OKERNEL_CALL_PIN_CR, 0, X86_CR0_WP, 0, NULL) ?:
+	      step("pin CR4 SMEP/SMAP/UMIP", OKERNEL_CALL_PIN_CR, 4, cr4_pins, 0,
+		   NULL);
+	for (i = 0; !err && i < ARRAY_SIZE(locked_msrs); i++)
+		err = step("lock MSR", OKERNEL_CALL_LOCK_MSR, locked_msrs[i], 0,
+			   0, NULL);
+	if (err)
+		return err;
+	proc_create_single("okernel-audit", 0400, NULL, audit_show);
+	pr_info("okernel: kernel text and rodata locked, CR0.WP and CR4 %#llx pinned, %zu MSRs locked\n",
+		cr4_pins, ARRAY_SIZE(locked_msrs));
+	return 0;
+}
+
+/* Locks are one-way (invariant 8): once loaded, the client stays. */
+module_init(okernel_client_init);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("okernel client: registers and locks the kernel's protections");
