@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: the `ept` library benchmark, and the exit
-//! round-trip benchmark (`vmx`): the demo guest's `scenario=bench` on every
-//! backend with VMX, each figure against the plain loop of the same run.
+//! `cargo xtask bench`: the `ept` library benchmark, the exit round-trip
+//! benchmark (`vmx`: the demo guest's `scenario=bench` on every backend
+//! with VMX, each figure against the plain loop of the same run), and the
+//! Linux boot (`linux`: under okernel against `mode=direct`, same run).
 
 use crate::images;
 use okernel_abi::result::BENCH_PREFIX;
@@ -45,12 +46,7 @@ pub fn vmx() -> Result<bool, String> {
         };
         eprintln!("xtask: exit round trips on {} ...", backend.name());
         let report = backend.run(&spec).map_err(|e| e.to_string())?;
-        let lines: Vec<Line> = report
-            .console
-            .lines()
-            .filter_map(|l| l.split_once(BENCH_PREFIX).map(|(_, j)| j.trim()))
-            .map(|j| serde_json::from_str(j).map_err(|e| format!("bad bench line `{j}`: {e}")))
-            .collect::<Result<_, _>>()?;
+        let lines = bench_lines(&report)?;
         if lines.is_empty() || report.outcome() != Some(okernel_abi::result::Outcome::Pass) {
             eprintln!(
                 "xtask: {}: benchmark run failed: {}",
@@ -87,4 +83,68 @@ pub fn vmx() -> Result<bool, String> {
         }
     }
     Ok(ok)
+}
+
+/// The bench lines of a run's console.
+fn bench_lines(report: &qemu_harness::RunReport) -> Result<Vec<Line>, String> {
+    report
+        .console
+        .lines()
+        .filter_map(|l| l.split_once(BENCH_PREFIX).map(|(_, j)| j.trim()))
+        .map(|j| serde_json::from_str(j).map_err(|e| format!("bad bench line `{j}`: {e}")))
+        .collect()
+}
+
+/// `cargo xtask bench linux`: Debian's kernel booted to user space in
+/// Bochs under okernel and, in the same run of the bench, with okernel's
+/// `mode=direct` (no monitor), each measured by the TSC when `/init`
+/// runs the probe (Bochs, `clock: sync=none`: emulated time since reset);
+/// the ratio is the monitor's cost on the boot path (goal ≤ 1.05x).
+pub fn linux() -> Result<bool, String> {
+    use crate::linux::{self, Mode};
+    crate::deps::ensure(&[&crate::deps::BOCHS])?;
+    let images = images::build()?;
+    let image = linux::image()?;
+    let backend = qemu_harness::bochs::Bochs;
+    let mut ticks = Vec::new();
+    for (mode, name) in [
+        (Mode::Direct, "bench-linux-direct"),
+        (Mode::Monitor, "bench-linux-monitor"),
+    ] {
+        let spec = linux::spec(&images, &image, mode, false, name)?;
+        eprintln!("xtask: booting {} ({name}) in Bochs ...", image.version);
+        let report = linux::boot(&backend, &spec, &image)?;
+        let boot = bench_lines(&report)?
+            .into_iter()
+            .find(|l| l.bench == "linux-boot");
+        match boot {
+            Some(l) if report.outcome() == Some(okernel_abi::result::Outcome::Pass) => {
+                ticks.push((name, l.ticks_per_op, report.duration))
+            }
+            _ => {
+                println!(
+                    "bench linux: {name} did not reach a passing /init: {} (run directory {})",
+                    report.summary(),
+                    report.run_dir.display()
+                );
+                return Ok(false);
+            }
+        }
+    }
+    println!(
+        "\nLinux boot to /init in Bochs — TSC (emulated time), direct = baseline of the same run"
+    );
+    println!(
+        "{:<22} {:>16} {:>8} {:>10}",
+        "run", "TSC at /init", "ratio", "wall"
+    );
+    let base = ticks[0].1.max(1);
+    for (name, t, wall) in &ticks {
+        println!(
+            "{name:<22} {t:>16} {:>7.3}x {:>9.1}s",
+            *t as f64 / base as f64,
+            wall.as_secs_f64()
+        );
+    }
+    Ok(true)
 }

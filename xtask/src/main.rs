@@ -57,9 +57,11 @@ commands:
                              the clean image must run clean as long
   fuzz vm-selftest           the VM driver's lints and tests, and a campaign on
                              its mock backend that must find the mock's defect
-  bench [ept] [vmx] [kvm] [fuzz]
+  bench [ept] [vmx] [kvm] [fuzz] [linux]
                              benchmarks (ratios against a same-run baseline;
-                             fuzz: VM fuzzing cases per second per backend)
+                             fuzz: VM fuzzing cases per second per backend;
+                             linux: Debian's kernel boot under okernel vs
+                             mode=direct)
   doctor                     what this machine has (toolchain, packages, KVM)
                              and which backends run here, with the evidence
   help                       this text
@@ -529,9 +531,10 @@ fn bench(rest: &[String]) -> Result<bool, String> {
                 ])?
             }
             "fuzz" => vmfuzz::bench()?,
+            "linux" => bench::linux()?,
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}` (have: ept, vmx, kvm, fuzz)"
+                    "unknown benchmark `{other}` (have: ept, vmx, kvm, fuzz, linux)"
                 ));
             }
         };
