@@ -8,6 +8,7 @@ use loader::bootinfo::{self, BootInfo, BootInfoError};
 use loader::cmdline::{CmdlineError, Mode, Options};
 use loader::elf_load::{self, ElfError, ImageKind, Occupied};
 use loader::handoff::{self, Carve, HandoffError};
+use loader::linux::LinuxError;
 use loader::memmap::Range;
 use loader::memmap::{MAX_REGIONS, RegionKind as RegionKindFw};
 use log::info;
@@ -20,7 +21,7 @@ use okernel_abi::result::Outcome;
 
 /// The monitor's frame pool: VMXON region, VMCS, MSR bitmap, host stack,
 /// EPT tables.
-const POOL_BYTES: u64 = 4 << 20;
+pub const POOL_BYTES: u64 = 4 << 20;
 
 /// Why the boot stopped; each names its cause.
 pub enum Failure {
@@ -44,6 +45,8 @@ pub enum Failure {
     Launch(okernel::LaunchError),
     /// `mode=direct` was asked for a 32-bit guest.
     DirectNeeds64Bit,
+    /// The Linux guest was refused.
+    Linux(LinuxError),
 }
 
 impl fmt::Display for Failure {
@@ -67,6 +70,7 @@ impl fmt::Display for Failure {
             ),
             Failure::Launch(e) => write!(f, "okernel: {e}"),
             Failure::DirectNeeds64Bit => write!(f, "mode=direct enters only 64-bit (ELF64) guests"),
+            Failure::Linux(e) => write!(f, "{e}"),
         }
     }
 }
@@ -119,6 +123,10 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     };
     info!("guest command line: `{guest_cmdline}`");
 
+    if loader::linux::pvh_entry(image).is_some() || loader::linux::is_bzimage(image) {
+        return crate::boot_linux::run(&bi, &opts, &module, image, guest_cmdline);
+    }
+
     let mut occupied = [Occupied {
         what: "the okernel image",
         range: phys::image_range(),
@@ -163,16 +171,10 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         .find_free(POOL_BYTES, 0x1000, 1 << 20, &avoid[..n + 2])
         .ok_or(Failure::NoRoomForPool)?;
 
-    for seg in plan.segments() {
-        // SAFETY: the plan checked that every destination is usable RAM
-        // that overlaps neither this image, nor the module, nor the boot
-        // information, nor another segment.
-        let dest =
-            unsafe { phys::bytes_mut(seg.dest) }.ok_or(Failure::ModuleUnreadable(seg.dest))?;
-        let (copied, zeroed) = dest.split_at_mut(seg.file.len());
-        copied.copy_from_slice(&image[seg.file.clone()]);
-        zeroed.fill(0);
-    }
+    // SAFETY: the plan checked that every destination is usable RAM that
+    // overlaps neither this image, nor the module, nor the boot
+    // information, nor another segment.
+    unsafe { load_segments(&plan, image) }?;
 
     let carves = [
         Carve {
@@ -224,6 +226,8 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
             regs.gpr[Gpr::Rbx as usize] = mbi;
             GuestMode::Protected32
         }
+        // `elf_load::plan` never returns it: Linux takes `boot_linux`.
+        ImageKind::LinuxPvh => return Err(Failure::Linux(LinuxError::NoPvhNote)),
     };
 
     info!(
@@ -231,24 +235,61 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         match plan.kind {
             ImageKind::Elf64 => "64-bit",
             ImageKind::Multiboot32 => "multiboot2 32-bit protected-mode",
+            ImageKind::LinuxPvh => "Linux PVH",
         },
         plan.entry
     );
+    launch_monitor(&bi, mode, plan.entry, regs, pool, &[])
+}
+
+/// Copies the segments of `plan` from `image` and zeroes the rest of
+/// each.
+///
+/// # Safety
+///
+/// Every destination must be RAM that nothing else uses (`image`
+/// included).
+pub unsafe fn load_segments(plan: &elf_load::LoadPlan, image: &[u8]) -> Result<(), Failure> {
+    for seg in plan.segments() {
+        // SAFETY: forwarded from the caller.
+        let dest =
+            unsafe { phys::bytes_mut(seg.dest) }.ok_or(Failure::ModuleUnreadable(seg.dest))?;
+        let (copied, zeroed) = dest.split_at_mut(seg.file.len());
+        copied.copy_from_slice(&image[seg.file.clone()]);
+        zeroed.fill(0);
+    }
+    Ok(())
+}
+
+/// Starts okernel with the guest entered at `rip` in `mode` with `regs`;
+/// the base EPT view maps the firmware memory map plus `extra` (MMIO the
+/// guest needs that the firmware map does not list).
+pub fn launch_monitor(
+    bi: &BootInfo<'_>,
+    mode: GuestMode,
+    rip: u64,
+    regs: GuestRegisters,
+    pool: Range,
+    extra: &[MemoryRange],
+) -> Result<core::convert::Infallible, Failure> {
     let mut memory = [MemoryRange {
         range: PhysRange::new(0, 0),
         kind: MemoryKind::Reserved,
-    }; MAX_REGIONS];
-    for (m, r) in memory.iter_mut().zip(bi.memory.regions()) {
-        *m = MemoryRange {
-            range: PhysRange {
-                start: r.range.start,
-                end: r.range.end,
-            },
-            kind: match r.kind {
-                RegionKindFw::Usable => MemoryKind::Ram,
-                _ => MemoryKind::Reserved,
-            },
-        };
+    }; 2 * MAX_REGIONS];
+    let firmware = bi.memory.regions().iter().map(|r| MemoryRange {
+        range: PhysRange {
+            start: r.range.start,
+            end: r.range.end,
+        },
+        kind: match r.kind {
+            RegionKindFw::Usable => MemoryKind::Ram,
+            _ => MemoryKind::Reserved,
+        },
+    });
+    let mut n = 0;
+    for (m, r) in memory.iter_mut().zip(firmware.chain(extra.iter().copied())) {
+        *m = r;
+        n += 1;
     }
     let image = phys::image_range();
     let monitor = [PhysRange {
@@ -258,13 +299,13 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     let config = LaunchConfig {
         guest: GuestEntry {
             mode,
-            rip: plan.entry,
+            rip,
             rsp: 0,
             regs,
             gdtr: DescriptorTable { base: 0, limit: 0 },
             idtr: DescriptorTable { base: 0, limit: 0 },
         },
-        memory_map: &memory[..bi.memory.regions().len()],
+        memory_map: &memory[..n],
         monitor_ranges: &monitor,
         frame_pool: PhysRange {
             start: pool.start,

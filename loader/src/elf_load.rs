@@ -9,6 +9,10 @@
 //! - ELF32 i386 carrying a multiboot2 header in its first 32 KiB
 //!   (multiboot2 specification §3.1): entered in 32-bit protected mode
 //!   with paging off, EAX = magic, EBX = multiboot2 information.
+//!
+//! A third kind, Linux's ELF vmlinux, is linked high and loaded at its
+//! segments' *physical* addresses ([`plan_physical`], used by
+//! [`crate::linux`]).
 
 use crate::memmap::{MemoryMap, Range};
 use core::fmt;
@@ -49,6 +53,9 @@ pub enum ImageKind {
     Elf64,
     /// ELF32 i386 with a multiboot2 header: 32-bit protected mode.
     Multiboot32,
+    /// Linux's ELF vmlinux: loaded at `p_paddr`, entered at its PVH entry
+    /// in 32-bit protected mode with EBX = `hvm_start_info`.
+    LinuxPvh,
 }
 
 impl LoadPlan {
@@ -157,7 +164,7 @@ impl fmt::Display for ElfError {
                 paddr,
             } => write!(
                 f,
-                "guest segment {index}: vaddr {vaddr:#x} != paddr {paddr:#x} (the guest must be identity-linked)"
+                "guest segment {index}: vaddr {vaddr:#x} != paddr {paddr:#x} (the guest must be identity-linked, or be a Linux vmlinux with a PVH entry note, XEN_ELFNOTE_PHYS32_ENTRY)"
             ),
             ElfError::Overlap(a, b) => write!(f, "guest segments {a} and {b} overlap"),
             ElfError::OutsideRam(i, r) => {
@@ -173,10 +180,7 @@ impl fmt::Display for ElfError {
 
 /// Validates `image` and plans its load into `ram`, away from `occupied`.
 pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<LoadPlan, ElfError> {
-    let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|e| match e {
-        elf::ParseError::UnsupportedElfEndianness(_) => ElfError::BigEndian,
-        e => ElfError::NotElf(e),
-    })?;
+    let file = parse(image)?;
     let ehdr = &file.ehdr;
     let (kind, machine) = match ehdr.class {
         Class::ELF64 => (ImageKind::Elf64, EM_X86_64),
@@ -188,14 +192,48 @@ pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<Load
     if kind == ImageKind::Multiboot32 && !has_multiboot2_header(image) {
         return Err(ElfError::Elf32WithoutMultiboot2);
     }
-    if ehdr.e_type != ET_EXEC {
-        return Err(ElfError::NotExecutable(ehdr.e_type));
+    plan_segments(image, &file, ram, occupied, kind, ehdr.e_entry)
+}
+
+/// Validates an ELF64 x86-64 `image` and plans its load at its segments'
+/// physical addresses (`p_paddr`; the virtual ones are ignored), entered
+/// at the physical address `entry` (Linux's vmlinux and its PVH entry).
+pub fn plan_physical(
+    image: &[u8],
+    ram: &MemoryMap,
+    occupied: &[Occupied],
+    entry: u64,
+) -> Result<LoadPlan, ElfError> {
+    let file = parse(image)?;
+    if file.ehdr.class != Class::ELF64 || file.ehdr.e_machine != EM_X86_64 {
+        return Err(ElfError::WrongMachine(file.ehdr.e_machine));
+    }
+    plan_segments(image, &file, ram, occupied, ImageKind::LinuxPvh, entry)
+}
+
+fn parse(image: &[u8]) -> Result<ElfBytes<'_, LittleEndian>, ElfError> {
+    ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|e| match e {
+        elf::ParseError::UnsupportedElfEndianness(_) => ElfError::BigEndian,
+        e => ElfError::NotElf(e),
+    })
+}
+
+fn plan_segments(
+    image: &[u8],
+    file: &ElfBytes<'_, LittleEndian>,
+    ram: &MemoryMap,
+    occupied: &[Occupied],
+    kind: ImageKind,
+    entry: u64,
+) -> Result<LoadPlan, ElfError> {
+    if file.ehdr.e_type != ET_EXEC {
+        return Err(ElfError::NotExecutable(file.ehdr.e_type));
     }
     let phdrs = file.segments().ok_or(ElfError::NoLoadableSegments)?;
 
     let mut plan = LoadPlan {
         segments: Default::default(),
-        entry: ehdr.e_entry,
+        entry,
         extent: Range {
             start: u64::MAX,
             end: 0,
@@ -210,7 +248,7 @@ pub fn plan(image: &[u8], ram: &MemoryMap, occupied: &[Occupied]) -> Result<Load
         if count == MAX_SEGMENTS {
             return Err(ElfError::TooManySegments);
         }
-        if ph.p_vaddr != ph.p_paddr {
+        if kind != ImageKind::LinuxPvh && ph.p_vaddr != ph.p_paddr {
             return Err(ElfError::NotIdentityLinked {
                 index,
                 vaddr: ph.p_vaddr,

@@ -168,41 +168,32 @@ pub fn guest_map(
             emit(region(fw.range, boot::RegionKind::Reserved))?;
             continue;
         }
-        // Walk the usable region, emitting free pieces and carves in order.
-        let mut at = fw.range.start;
-        while at < fw.range.end {
-            let next = carves
-                .iter()
-                .filter(|c| c.range.end > at && c.range.start < fw.range.end)
-                .min_by_key(|c| c.range.start);
-            match next {
-                Some(c) if c.range.start <= at => {
-                    let end = c.range.end.min(fw.range.end);
-                    emit(region(Range { start: at, end }, c.kind))?;
-                    at = end;
-                }
-                Some(c) => {
-                    emit(region(
-                        Range {
-                            start: at,
-                            end: c.range.start,
-                        },
-                        boot::RegionKind::Usable,
-                    ))?;
-                    at = c.range.start;
-                }
-                None => {
-                    emit(region(
-                        Range {
-                            start: at,
-                            end: fw.range.end,
-                        },
-                        boot::RegionKind::Usable,
-                    ))?;
-                    at = fw.range.end;
-                }
-            }
-        }
+        split_usable(fw.range, carves, &mut |r, kind| emit(region(r, kind)))?;
+    }
+    Ok(())
+}
+
+/// Walks the usable range `usable` in address order, emitting its free
+/// pieces as [`boot::RegionKind::Usable`] and the parts of `carves` that
+/// fall inside it with their kinds.
+pub fn split_usable<E>(
+    usable: Range,
+    carves: &[Carve],
+    emit: &mut dyn FnMut(Range, boot::RegionKind) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut at = usable.start;
+    while at < usable.end {
+        let next = carves
+            .iter()
+            .filter(|c| c.range.end > at && c.range.start < usable.end)
+            .min_by_key(|c| c.range.start);
+        let (end, kind) = match next {
+            Some(c) if c.range.start <= at => (c.range.end.min(usable.end), c.kind),
+            Some(c) => (c.range.start, boot::RegionKind::Usable),
+            None => (usable.end, boot::RegionKind::Usable),
+        };
+        emit(Range { start: at, end }, kind)?;
+        at = end;
     }
     Ok(())
 }

@@ -9,4 +9,5 @@ pub mod bootinfo;
 pub mod cmdline;
 pub mod elf_load;
 pub mod handoff;
+pub mod linux;
 pub mod memmap;

@@ -5,6 +5,7 @@
 
 mod arch;
 mod boot;
+mod boot_linux;
 mod phys;
 
 use okernel_abi::result::Outcome;

@@ -48,3 +48,26 @@ pub fn image_range() -> Range {
         end: (&raw const __image_end) as u64,
     }
 }
+
+/// Copies the bytes of `from` over `to` (same length; the two may
+/// overlap), when both lie in the identity map.
+///
+/// # Safety
+///
+/// `to` must be RAM that nothing else uses, and `from` readable memory.
+pub unsafe fn copy(from: Range, to: Range) -> Option<()> {
+    let inside = |r: Range| r.start != 0 && r.end <= IDENTITY_END;
+    if from.len() != to.len() || !inside(from) || !inside(to) {
+        return None;
+    }
+    // SAFETY: both ranges lie inside the identity map (checked above);
+    // `to` is exclusively the caller's; `ptr::copy` allows overlap.
+    unsafe {
+        core::ptr::copy(
+            from.start as *const u8,
+            to.start as *mut u8,
+            from.len() as usize,
+        )
+    };
+    Some(())
+}

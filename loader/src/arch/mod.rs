@@ -3,4 +3,5 @@
 
 mod entry;
 mod exceptions;
+pub mod protected32;
 pub mod tables;

@@ -5,7 +5,7 @@
 mod multiboot2;
 mod pvh;
 
-pub use multiboot2::{MULTIBOOT2_MAGIC, parse_multiboot2};
+pub use multiboot2::{MULTIBOOT2_MAGIC, acpi_rsdp, parse_multiboot2};
 pub use pvh::{PVH_MAGIC, PhysMem, StartInfo, parse_pvh};
 
 use crate::memmap::{MapError, MemoryMap, Range};
@@ -54,6 +54,9 @@ pub struct BootInfo<'a> {
     /// Where the boot-information structures themselves lie (they must
     /// survive until the loader is done with them).
     pub info_ranges: [Option<Range>; 2],
+    /// A copy of the ACPI RSDP the boot loader passed (multiboot2 ACPI
+    /// tags), for a Linux guest's start info; `None` when there is none.
+    pub rsdp: Option<&'a [u8]>,
     modules: [Option<Module<'a>>; MAX_MODULES],
 }
 
@@ -64,6 +67,7 @@ impl<'a> BootInfo<'a> {
             memory: MemoryMap::new(),
             cmdline: "",
             info_ranges: [None; 2],
+            rsdp: None,
             modules: [None; MAX_MODULES],
         }
     }

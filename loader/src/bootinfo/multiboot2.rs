@@ -53,6 +53,7 @@ pub unsafe fn parse_multiboot2<'a>(
         // guarantees readable and unchanged for 'a.
         info.cmdline = unsafe { extend(cmdline) };
     }
+    info.rsdp = acpi_rsdp(bytes);
     for (index, tag) in mbi.module_tags().enumerate() {
         let cmdline = tag
             .cmdline()
@@ -121,6 +122,38 @@ pub fn check_tag_layouts(bytes: &[u8]) -> Result<(), &'static str> {
         }
         at = end.next_multiple_of(8);
     }
+}
+
+/// ACPI RSDP tags: a copy of the RSDP (multiboot2 specification §3.6.15,
+/// §3.6.16): 14 the ACPI 1.0 one, 15 the ACPI 2.0+ one.
+const TAG_ACPI_OLD: u32 = 14;
+const TAG_ACPI_NEW: u32 = 15;
+
+/// The RSDP copy of the multiboot2 structure `bytes` (already checked by
+/// `check_tag_layouts`): the ACPI 2.0+ tag's when present, else the
+/// ACPI 1.0 tag's; `None` without either.
+pub fn acpi_rsdp(bytes: &[u8]) -> Option<&[u8]> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let (mut old, mut new) = (None, None);
+    let mut at = 8;
+    while let (Some(ty), Some(size)) = (word(at), word(at + 4)) {
+        let size = size as usize;
+        if ty == TAG_END || size < 8 {
+            break;
+        }
+        let body = bytes.get(at + 8..at.checked_add(size)?);
+        match ty {
+            TAG_ACPI_OLD => old = body,
+            TAG_ACPI_NEW => new = body,
+            _ => {}
+        }
+        at = at.checked_add(size)?.next_multiple_of(8);
+    }
+    new.or(old).filter(|b| !b.is_empty())
 }
 
 /// Gives a string inside the structure the structure's lifetime `'a` (the

@@ -1,0 +1,255 @@
+//! Linux as the guest kernel: the ELF vmlinux entered at its PVH entry.
+//!
+//! A first boot module that is an ELF64 x86-64 executable carrying a
+//! `XEN_ELFNOTE_PHYS32_ENTRY` note (type 18, owner "Xen", in a `PT_NOTE`
+//! segment; Xen `public/elfnote.h`) is a Linux kernel built with
+//! `CONFIG_PVH`. It is linked at `0xffffffff8...` but its `PT_LOAD`
+//! segments carry their physical load addresses in `p_paddr`; it is
+//! entered at the note's physical address in 32-bit protected mode,
+//! paging off, EBX = an `hvm_start_info` ([`start_info`]; Xen
+//! `docs/misc/pvh.pandoc`, `public/arch-x86/hvm/start_info.h`).
+//!
+//! The second boot module is the initramfs. GRUB places modules low,
+//! right after okernel, where they usually overlap the kernel's load
+//! range (Debian's 6.1 kernel loads at 16 MiB–74 MiB). [`layout`] plans,
+//! before anything is written, where each module moves to when it lies
+//! in the way, and where the start-info area and the monitor's frame pool
+//! go; a plan that does not fit is refused with the reason.
+
+pub mod start_info;
+
+use crate::elf_load::{self, ElfError, LoadPlan, Occupied};
+use crate::memmap::{MemoryMap, Range};
+use core::fmt;
+
+/// The Xen ELF note that names the PVH 32-bit entry (`public/elfnote.h`).
+pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+const PT_NOTE: u32 = 4;
+
+/// The physical PVH entry point of an ELF64 x86-64 `image`, when it has a
+/// `XEN_ELFNOTE_PHYS32_ENTRY` note (4- or 8-byte descriptor) in a
+/// `PT_NOTE` segment; `None` for anything else.
+pub fn pvh_entry(image: &[u8]) -> Option<u64> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(image.get(at..at + 8)?.try_into().ok()?));
+    // ELF64, little-endian, x86-64 (ELF gABI; e_machine 62).
+    if image.get(..6)? != b"\x7fELF\x02\x01" || u16_at(18)? != 62 {
+        return None;
+    }
+    let phoff = usize::try_from(u64_at(32)?).ok()?;
+    let phentsize = usize::from(u16_at(54)?);
+    let phnum = usize::from(u16_at(56)?);
+    if phentsize < 56 {
+        return None;
+    }
+    (0..phnum).find_map(|i| {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        if u32_at(ph)? != PT_NOTE {
+            return None;
+        }
+        let off = usize::try_from(u64_at(ph + 8)?).ok()?;
+        let size = usize::try_from(u64_at(ph + 32)?).ok()?;
+        let notes = image.get(off..off.checked_add(size)?)?;
+        find_phys32_entry(notes)
+    })
+}
+
+/// Walks a note segment (ELF gABI "Note Section": namesz, descsz, type,
+/// name and descriptor each padded to 4 bytes).
+fn find_phys32_entry(mut notes: &[u8]) -> Option<u64> {
+    let pad = |n: usize| n.checked_add(3).map(|n| n & !3);
+    while notes.len() >= 12 {
+        let word = |at: usize| {
+            u32::from_le_bytes([notes[at], notes[at + 1], notes[at + 2], notes[at + 3]])
+        };
+        let (namesz, descsz, ty) = (word(0) as usize, word(4) as usize, word(8));
+        let name_end = 12usize.checked_add(pad(namesz)?)?;
+        let desc_end = name_end.checked_add(pad(descsz)?)?;
+        let name = notes.get(12..12 + namesz)?;
+        let desc = notes.get(name_end..name_end + descsz)?;
+        if name == b"Xen\0" && ty == XEN_ELFNOTE_PHYS32_ENTRY {
+            return match *desc {
+                [a, b, c, d] => Some(u64::from(u32::from_le_bytes([a, b, c, d]))),
+                [a, b, c, d, e, f, g, h] => Some(u64::from_le_bytes([a, b, c, d, e, f, g, h])),
+                _ => None,
+            };
+        }
+        notes = notes.get(desc_end..)?;
+    }
+    None
+}
+
+/// Whether `image` is a bzImage (the Linux/x86 boot protocol's setup
+/// header: `boot_flag` 0xAA55 at 0x1FE, "HdrS" at 0x202;
+/// `Documentation/arch/x86/boot.rst`).
+pub fn is_bzimage(image: &[u8]) -> bool {
+    image.get(0x1fe..0x200) == Some(&[0x55, 0xaa]) && image.get(0x202..0x206) == Some(b"HdrS")
+}
+
+/// Why a Linux guest was refused.
+#[derive(Debug)]
+pub enum LinuxError {
+    /// The kernel is a bzImage; only the ELF vmlinux is loaded so far.
+    BzImage,
+    /// The kernel's image was refused.
+    Elf(ElfError),
+    /// The ELF64 kernel has no `XEN_ELFNOTE_PHYS32_ENTRY` note.
+    NoPvhNote,
+    /// No second boot module (the initramfs).
+    InitrdMissing,
+    /// The initramfs overlaps something that cannot move.
+    InitrdOverlaps(&'static str),
+    /// The PVH entry lies above 4 GiB (it is entered in 32-bit mode).
+    EntryAbove4GiB(u64),
+    /// Not enough free RAM below 4 GiB for the named thing.
+    NoRoom {
+        /// What needed room.
+        what: &'static str,
+        /// How many bytes.
+        bytes: u64,
+    },
+    /// The start info could not be built.
+    StartInfo(start_info::StartInfoError),
+}
+
+impl fmt::Display for LinuxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinuxError::BzImage => write!(
+                f,
+                "the Linux kernel module is a bzImage: okernel loads Linux's ELF vmlinux \
+                 (by its PVH entry) only; pass the vmlinux (extract-vmlinux)"
+            ),
+            LinuxError::Elf(e) => write!(f, "Linux vmlinux: {e}"),
+            LinuxError::NoPvhNote => write!(
+                f,
+                "Linux vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): \
+                 build it with CONFIG_PVH=y"
+            ),
+            LinuxError::InitrdMissing => write!(
+                f,
+                "Linux guest: no initramfs: pass it as the second boot module \
+                 (GRUB `module2 /boot/initrd.img`)"
+            ),
+            LinuxError::InitrdOverlaps(what) => {
+                write!(f, "Linux guest: the initramfs overlaps {what}")
+            }
+            LinuxError::EntryAbove4GiB(e) => {
+                write!(f, "Linux vmlinux: PVH entry {e:#x} lies above 4 GiB")
+            }
+            LinuxError::NoRoom { what, bytes } => write!(
+                f,
+                "Linux guest: memory too small: no {} KiB of free RAM below 4 GiB for {what}",
+                bytes.div_ceil(1024)
+            ),
+            LinuxError::StartInfo(e) => write!(f, "Linux guest: {e}"),
+        }
+    }
+}
+
+/// A module copied elsewhere before the kernel is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    /// Where it lies now.
+    pub from: Range,
+    /// Where it goes (same length).
+    pub to: Range,
+}
+
+/// Where everything of a Linux boot goes, validated as a whole.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The kernel's segments at their physical addresses.
+    pub plan: LoadPlan,
+    /// The initramfs moved clear of the kernel, first (`None`: it stays).
+    pub initrd_move: Option<Move>,
+    /// The vmlinux moved clear of the kernel's load range, second.
+    pub kernel_move: Option<Move>,
+    /// Where the initramfs lies when Linux starts.
+    pub initrd: Range,
+    /// The start-info area ([`start_info::AREA_SIZE`] bytes).
+    pub start_info: Range,
+    /// The monitor's frame pool.
+    pub pool: Range,
+}
+
+impl Layout {
+    /// Where the vmlinux bytes are read from when the segments are copied.
+    pub fn kernel_source(&self, module: Range) -> Range {
+        self.kernel_move.map_or(module, |m| m.to)
+    }
+}
+
+/// Plans a Linux boot: `image` (the vmlinux, at `kernel` in memory) and
+/// the initramfs at `initrd`, in `ram`, away from `fixed` (okernel's image,
+/// the boot information); a `pool_bytes` frame pool is placed too.
+pub fn layout(
+    image: &[u8],
+    kernel: Range,
+    initrd: Range,
+    ram: &MemoryMap,
+    fixed: &[Occupied],
+    pool_bytes: u64,
+) -> Result<Layout, LinuxError> {
+    if is_bzimage(image) {
+        return Err(LinuxError::BzImage);
+    }
+    let entry = pvh_entry(image).ok_or(LinuxError::NoPvhNote)?;
+    if entry > u64::from(u32::MAX) {
+        return Err(LinuxError::EntryAbove4GiB(entry));
+    }
+    if let Some(o) = fixed.iter().find(|o| o.range.overlaps(&initrd)) {
+        return Err(LinuxError::InitrdOverlaps(o.what));
+    }
+    if initrd.overlaps(&kernel) {
+        return Err(LinuxError::InitrdOverlaps("the kernel module"));
+    }
+    let plan = elf_load::plan_physical(image, ram, fixed, entry).map_err(LinuxError::Elf)?;
+
+    const MAX_AVOID: usize = 16;
+    let mut avoid = [Range { start: 0, end: 0 }; MAX_AVOID];
+    let mut n = 0;
+    for r in fixed
+        .iter()
+        .map(|o| o.range)
+        .chain([plan.extent, kernel, initrd])
+        .take(MAX_AVOID - 4)
+    {
+        avoid[n] = r;
+        n += 1;
+    }
+    let mut place = |what: &'static str, bytes: u64| -> Result<Range, LinuxError> {
+        let r = ram
+            .find_free(bytes, 0x1000, 1 << 20, &avoid[..n])
+            .filter(|r| r.end <= 1 << 32)
+            .ok_or(LinuxError::NoRoom { what, bytes })?;
+        avoid[n] = r;
+        n += 1;
+        Ok(r)
+    };
+    let initrd_move = match initrd.overlaps(&plan.extent) {
+        true => Some(Move {
+            from: initrd,
+            to: place("the initramfs moved clear of the kernel", initrd.len())?,
+        }),
+        false => None,
+    };
+    let kernel_move = match kernel.overlaps(&plan.extent) {
+        true => Some(Move {
+            from: kernel,
+            to: place("the vmlinux moved clear of its load range", kernel.len())?,
+        }),
+        false => None,
+    };
+    let start_info = place("the PVH start info", start_info::AREA_SIZE as u64)?;
+    let pool = place("the monitor's frame pool", pool_bytes)?;
+    Ok(Layout {
+        initrd: initrd_move.map_or(initrd, |m| m.to),
+        plan,
+        initrd_move,
+        kernel_move,
+        start_info,
+        pool,
+    })
+}
