@@ -119,6 +119,10 @@ pub enum AuditKind {
     /// A hypercall only the trusted context may make (`Exit`), refused
     /// to another context (ABI 1.1).
     Hypercall = 7,
+    /// A VM exit the context could not go on from (a triple fault, an
+    /// INIT signal, an event whose delivery needed a task switch after a
+    /// double fault): the context was stopped (ABI 1.1, issue 13).
+    Exit = 8,
 }
 
 /// What the monitor did about it.
@@ -139,6 +143,10 @@ pub enum AuditAction {
     /// The guest resumed at a registered gate instead of after its
     /// instruction (a switch to a less restricted view, invariant 9).
     Gate = 6,
+    /// #DF was injected: the denied access was made while the processor
+    /// delivered a contributory exception or a page fault (SDM Vol. 3A
+    /// Table 6-5; ABI 1.1, issue 18).
+    InjectDf = 7,
 }
 
 /// One audit record as the `AuditRead` call copies it into guest memory.

@@ -10,8 +10,8 @@
 //! (fixed bits applied) and the shadow (the guest's value).
 //!
 //! CR3 and CR8 accesses do not exit with okernel's controls (CR3-load/store
-//! and CR8-load/store exiting are 0); CR3 is handled anyway, CR8 is a
-//! fatal unexpected exit.
+//! and CR8-load/store exiting are 0); CR3 is handled anyway, CR8 (and any
+//! other register number) gets #UD.
 
 use super::guest::{CR0_PE, CR0_PG, CR4_PAE, CR4_SMXE, CR4_VMXE, EFER_LMA, EFER_LME, Vcpu};
 use super::{ExitAction, ExitError};
@@ -19,11 +19,9 @@ use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
-use crate::vmx::controls::{EntryControls, SecondaryProcBased};
+use crate::vmx::controls::EntryControls;
 use crate::vmx::event::Exception;
-use crate::vmx::fields::{
-    Control16, Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural,
-};
+use crate::vmx::fields::{Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural};
 use crate::vmx::qualification::{CrAccess, CrAccessType};
 
 const CR0_TS: u64 = 1 << 3;
@@ -33,21 +31,6 @@ const CR0_WP: u64 = 1 << 16;
 const CR4_PAGING_BITS: u64 =
     (1 << 4) | (1 << 5) | (1 << 7) | (1 << 17) | (1 << 20) | (1 << 21) | (1 << 22);
 
-/// The monitor performed a MOV to CR0/CR4 for the guest, so the processor
-/// did not flush the guest's translations as the instruction would have
-/// (SDM Vol. 3A §4.10.4.1): with VPID they survive VM entry, so drop them
-/// (SDM Vol. 3C §29.4.3.3 on INVVPID).
-fn flush_guest_tlb<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
-    vcpu: &mut Vcpu<V, C, P, M>,
-) -> Result<(), ExitError> {
-    let secondary = SecondaryProcBased::from_bits_retain(
-        vcpu.vmcs.read(Control32::SecondaryProcessorBasedControls)?,
-    );
-    if secondary.contains(SecondaryProcBased::ENABLE_VPID) {
-        vcpu.cpu.invvpid_single(vcpu.vmcs.read(Control16::Vpid)?)?;
-    }
-    Ok(())
-}
 const CR0_NW: u64 = 1 << 29;
 const CR0_CD: u64 = 1 << 30;
 
@@ -91,7 +74,9 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             let src = u64::from(access.lmsw_source) & 0xf;
             write_cr0(vcpu, (old & !0xe) | src | (old & CR0_PE))
         }
-        _ => Err(ExitError::UnexpectedCrAccess(q)),
+        // CR8 (no CR8-load/store exiting) and the undefined registers:
+        // what MOV to CR1/CR5–7 raises, and not emulated for CR8.
+        _ => vcpu.inject(Exception::InvalidOpcode, 0),
     }
 }
 
@@ -167,7 +152,7 @@ pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.vmcs.write(GuestNatural::Cr0, real)?;
     vcpu.vmcs.write(ControlNatural::Cr0ReadShadow, v)?;
     if (old ^ v) & (CR0_PG | CR0_WP | CR0_PE) != 0 {
-        flush_guest_tlb(vcpu)?;
+        super::other::flush_guest_tlb(vcpu)?;
     }
     vcpu.advance_rip()
 }
@@ -191,7 +176,7 @@ pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.vmcs.write(GuestNatural::Cr4, vcpu.cr.real_cr4(v))?;
     vcpu.vmcs.write(ControlNatural::Cr4ReadShadow, v)?;
     if (old ^ v) & CR4_PAGING_BITS != 0 {
-        flush_guest_tlb(vcpu)?;
+        super::other::flush_guest_tlb(vcpu)?;
     }
     vcpu.advance_rip()
 }

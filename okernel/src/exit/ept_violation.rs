@@ -5,14 +5,18 @@
 //! EPT entry is never changed — an [`AuditRecord`] is written, and the
 //! guest gets **#GP(0) at the faulting instruction** (fault semantics: RIP
 //! is not advanced, nothing of the access happened), which its own
-//! exception handler can observe and recover from. One exception: a
-//! violation during event delivery (the IDT-vectoring information is
-//! valid: the guest's IDT, stack or handler lies in denied memory) cannot
-//! be answered with an exception the guest could take, so the guest is
-//! stopped and the run fails with the record's action "stop"; so is a
-//! qualification with reserved bits set (decoded by the `ept` crate). An
-//! asynchronous violation (bit 16: a trace or PEBS write, not an
-//! instruction) is dropped: audited, not performed, no exception.
+//! exception handler can observe and recover from. A violation during
+//! event delivery (the IDT-vectoring information is valid: the guest's
+//! IDT, stack or handler lies in denied memory) is a #GP the processor
+//! raised while delivering that event, so the guest gets what the
+//! double-fault rules give (SDM Vol. 3A Table 6-5: #GP after a benign
+//! event, #DF after a contributory exception or a page fault, and after a
+//! double fault the context is stopped — [`Vcpu::fault_during_delivery`],
+//! [`super::stop`]); the record's action says which. A qualification with
+//! reserved bits set (decoded by the `ept` crate; only a processor defect
+//! can produce one) ends the run. An asynchronous violation (bit 16: a
+//! trace or PEBS write, not an instruction) is dropped: audited, not
+//! performed, no exception.
 
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
@@ -71,7 +75,7 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         None
     };
     let vectoring = InterruptionInfo(vcpu.vmcs.read(ReadOnly32::IdtVectoringInfo)?);
-    let action = if decoded.is_err() || vectoring.valid() {
+    let action = if decoded.is_err() {
         AuditAction::Stopped
     } else if asynchronous {
         AuditAction::Dropped
@@ -91,16 +95,16 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
         action,
     };
-    vcpu.audit.push(record).log();
     if let Err(e) = decoded {
+        vcpu.audit.push(record).log();
         return Err(ExitError::MalformedQualification(e));
     }
-    if vectoring.valid() {
-        return Err(ExitError::ViolationDuringDelivery {
-            gpa,
-            vector: vectoring.vector(),
-        });
+    if vectoring.valid() && !asynchronous {
+        // The processor's own access while delivering an event: the
+        // double-fault rules decide (and write the record).
+        return vcpu.fault_during_delivery(vectoring, record);
     }
+    vcpu.audit.push(record).log();
     if asynchronous {
         // Not caused by an instruction (a trace or PEBS write): RIP does
         // not point at the access, so there is nothing to fault. The write

@@ -10,8 +10,8 @@ use crate::hypercall::reason::GuestReason;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
 use crate::vmx::capability::FixedBits;
-use crate::vmx::event::{Exception, hardware_exception};
-use crate::vmx::fields::{Control32, Guest32, Guest64, GuestNatural, ReadOnly32};
+use crate::vmx::event::Exception;
+use crate::vmx::fields::{Guest32, Guest64, GuestNatural};
 use crate::vmx::regs::{Gpr, GuestRegisters};
 
 /// CR0.PE.
@@ -22,6 +22,8 @@ pub const CR0_NE: u64 = 1 << 5;
 pub const CR0_PG: u64 = 1 << 31;
 /// CR4.PAE.
 pub const CR4_PAE: u64 = 1 << 5;
+/// CR4.LA57 (5-level paging).
+pub const CR4_LA57: u64 = 1 << 12;
 /// CR4.VMXE.
 pub const CR4_VMXE: u64 = 1 << 13;
 /// CR4.SMXE.
@@ -265,45 +267,6 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         })
     }
 
-    /// Moves RIP past the exiting instruction, using the VM-exit
-    /// instruction length (SDM §28.2.5), which must be 1..=15 (the
-    /// architectural limit): anything else is a fatal error, never a
-    /// wrapped RIP. Clears blocking by STI and MOV SS, as completing the
-    /// instruction would (SDM §26.1.2 / §27.7.1 interruptibility).
-    #[inline]
-    pub fn advance_rip(&mut self) -> Result<ExitAction, ExitError> {
-        self.advance_rip_in(&mut None)
-    }
-
-    /// [`Self::advance_rip`] with the guest's mode as far as this exit has
-    /// read it ([`Self::mode_once`]). The mode is read only when it can
-    /// change the result: below 2 GiB, RIP + length is the same in every
-    /// mode (no 32-bit wrap, canonical, no 64-bit overflow).
-    #[inline(always)]
-    pub fn advance_rip_in(&mut self, mode: &mut Option<bool>) -> Result<ExitAction, ExitError> {
-        /// RIPs below this advance identically in and outside 64-bit mode.
-        const MODE_FREE: u64 = 0x8000_0000;
-        let len = self.vmcs.read(ReadOnly32::ExitInstructionLength)?;
-        // 1..=15, as one unsigned comparison.
-        if len.wrapping_sub(1) >= 15 {
-            return Err(ExitError::BadInstructionLength(len));
-        }
-        let rip = self.vmcs.read(GuestNatural::Rip)?;
-        let next = if rip < MODE_FREE {
-            rip + u64::from(len)
-        } else {
-            core::hint::cold_path();
-            self.next_rip_far(rip, len, *mode)?
-        };
-        self.vmcs.write(GuestNatural::Rip, next)?;
-        let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
-        if interruptibility & 0b11 != 0 {
-            self.vmcs
-                .write(Guest32::InterruptibilityState, interruptibility & !0b11)?;
-        }
-        Ok(ExitAction::Resume)
-    }
-
     /// Resumes the guest at gate `rip` instead of after the exiting
     /// instruction, in the state [`GateEntry`] defines, on stack `rsp`
     /// (None: the caller's RSP, a gate registered without a stack).
@@ -317,33 +280,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             .write(GuestNatural::Rflags, GateEntry::rflags(rflags))?;
         self.vmcs.write(GuestNatural::Dr7, GateEntry::DR7)?;
         self.vmcs.write(GuestNatural::PendingDebugExceptions, 0)?;
-        let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
-        if interruptibility & 0b11 != 0 {
-            self.vmcs
-                .write(Guest32::InterruptibilityState, interruptibility & !0b11)?;
-        }
-        Ok(ExitAction::Resume)
-    }
-
-    /// RIP + `len` for a RIP at or above 2 GiB, where the mode matters.
-    /// Inlined: a call here would cost the fast path saved registers.
-    #[inline(always)]
-    fn next_rip_far(&self, rip: u64, len: u32, mode: Option<bool>) -> Result<u64, ExitError> {
-        let wide = match mode {
-            Some(wide) => wide,
-            None => self.in_64bit_mode()?,
-        };
-        if wide {
-            let n = rip.wrapping_add(u64::from(len));
-            let canonical = ((n as i64) << 16 >> 16) as u64 == n;
-            if n < rip || !canonical {
-                return Err(ExitError::RipOverflow { rip, len });
-            }
-            Ok(n)
-        } else {
-            // Outside 64-bit mode EIP wraps at 4 GiB architecturally.
-            Ok((rip as u32).wrapping_add(len).into())
-        }
+        self.clear_sti_mov_ss_blocking()
     }
 
     /// Denies a write the policy refuses (a pinned CR bit, a locked MSR,
@@ -373,20 +310,5 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         };
         self.audit.push(record).log();
         self.inject(Exception::GeneralProtection, 0)
-    }
-
-    /// Injects a hardware exception at the current RIP (fault semantics:
-    /// RIP is not advanced) through the VM-entry interruption-information
-    /// field (SDM §25.8.3, §27.6). The error code is dropped when the guest
-    /// is in real mode (CR0.PE = 0), where VM entry forbids delivering one.
-    pub fn inject(&mut self, e: Exception, error_code: u32) -> Result<ExitAction, ExitError> {
-        let protected = self.vmcs.read(GuestNatural::Cr0)? & CR0_PE != 0;
-        let info = hardware_exception(e, protected);
-        self.vmcs.write(Control32::EntryInterruptionInfo, info)?;
-        if protected && e.has_error_code() {
-            self.vmcs
-                .write(Control32::EntryExceptionErrorCode, error_code)?;
-        }
-        Ok(ExitAction::Resume)
     }
 }

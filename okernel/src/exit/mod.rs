@@ -18,10 +18,14 @@ pub mod cpuid;
 pub mod cr;
 pub mod descriptor;
 pub mod ept_violation;
+pub mod events;
 pub mod fatal;
 pub mod guest;
 pub mod msr;
+pub mod other;
+pub mod rip;
 pub mod simple;
+pub mod stop;
 pub mod xsetbv;
 
 use okernel_abi::result::Outcome;
@@ -55,23 +59,12 @@ pub enum ExitError {
     /// the VM-exit instruction length is outside 1..=15
     #[error("VM-exit instruction length {0} outside 1..=15")]
     BadInstructionLength(u32),
-    /// advancing RIP would leave the canonical address space
-    #[error("guest RIP {rip:#x} + {len} is not canonical")]
-    RipOverflow {
-        /// Guest RIP.
-        rip: u64,
-        /// Instruction length.
-        len: u32,
-    },
     /// an exit reason the SDM does not define
     #[error("unknown exit reason {0:#x}")]
     UnknownReason(u32),
     /// an exit the chosen controls should never cause
     #[error("unexpected VM exit: {0}")]
     Unexpected(&'static str),
-    /// the guest triple-faulted
-    #[error("guest triple fault")]
-    TripleFault,
     /// VM entry failed after loading guest state
     #[error("VM-entry failure: {reason} (qualification {qualification:#x}: {meaning})")]
     EntryFailure {
@@ -85,23 +78,16 @@ pub enum ExitError {
     /// an EPT paging-structure entry is misconfigured (a monitor bug)
     #[error("EPT misconfiguration at GPA {0:#x}")]
     EptMisconfiguration(u64),
-    /// an EPT violation during event delivery: the guest cannot be resumed
-    #[error("EPT violation at GPA {gpa:#x} while delivering vector {vector}: guest stopped")]
-    ViolationDuringDelivery {
-        /// The guest-physical address.
-        gpa: u64,
-        /// The vector being delivered.
-        vector: u8,
-    },
+    /// a context had to be stopped on a processor with no inactive
+    /// activity state the guest can enter (see [`stop`])
+    #[error("virtual CPU stopped ({0}) and no inactive activity state is available")]
+    Halted(&'static str),
     /// the EPT-violation qualification could not be decoded
     #[error("EPT violation with a malformed qualification: {0}")]
     MalformedQualification(ept::Error),
     /// an EPT change failed after the policy checked the frame pool
     #[error("EPT change failed after the frame check (a monitor bug): {0}")]
     PolicyEpt(ept::Error),
-    /// a control-register access the controls never cause
-    #[error("unexpected control-register access (qualification {0:#x})")]
-    UnexpectedCrAccess(u64),
 }
 
 /// Handles the exit that just happened: reads the exit reason, counts it,
@@ -268,10 +254,9 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         R::EptViolation => ept_violation::handle_violation(vcpu),
         R::GdtrIdtrAccess | R::LdtrTrAccess => descriptor::handle(vcpu, reason),
         R::EptMisconfiguration => Err(ept_violation::misconfiguration(vcpu)),
-        R::TripleFault => Err(ExitError::TripleFault),
         R::EntryFailureGuestState | R::EntryFailureMsrLoading | R::EntryFailureMachineCheck => Err(
             fatal::entry_failure(vcpu, ExitReasonField(reason as u32 | (1 << 31))),
         ),
-        other => Err(ExitError::Unexpected(other.name())),
+        other => other::handle(vcpu, other),
     }
 }

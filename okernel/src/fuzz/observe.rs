@@ -214,10 +214,10 @@ fn resumed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 /// Whether a survived exit is one that no control in force causes: MOV
 /// to or from CR3 without CR3-load or CR3-store exiting (SDM Vol. 3C
 /// §26.1.3; okernel leaves both off, `exit::cr` handles CR3 anyway), and
-/// WBINVD without WBINVD exiting. Every other exit reason the dispatcher
-/// does not expect is fatal (`ExitError::Unexpected`,
-/// `ExitError::UnknownReason`, `ExitError::UnexpectedCrAccess`) and ends
-/// the run, so it never reaches a check.
+/// WBINVD without WBINVD exiting, and every exit reason no control
+/// okernel sets causes at all ([`crate::exit::other::never_caused`]: they
+/// get a defined outcome and the run goes on). An undefined exit reason
+/// is fatal (`ExitError::UnknownReason`) and never reaches a check.
 pub fn unexpected<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &Vcpu<V, C, P, M>,
     basic: u16,
@@ -238,7 +238,7 @@ pub fn unexpected<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         read(Control32::SecondaryProcessorBasedControls) & SecondaryProcBased::WBINVD_EXITING.bits()
             == 0
     } else {
-        false
+        ExitReason::from_raw(basic).is_some_and(crate::exit::other::never_caused)
     }
 }
 

@@ -64,7 +64,32 @@ pub struct Env<'a, V: Vmcs, C: Cpu> {
     pub cr: &'a mut CrConfig,
 }
 
-impl<V: Vmcs, C: Cpu> Env<'_, V, C> {
+impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
+    /// The environment of `vcpu`'s parts; None when its monitor has no
+    /// protection policy or no views.
+    pub fn of<P: Policy, M: GuestMemory>(vcpu: &'a mut Vcpu<V, C, P, M>) -> Option<Self> {
+        let Vcpu {
+            policy,
+            memory,
+            vmcs,
+            cpu,
+            audit,
+            cr,
+            ..
+        } = vcpu;
+        let (Some(prot), Some(views)) = (policy.protection(), memory.views()) else {
+            return None;
+        };
+        Some(Env {
+            prot,
+            views,
+            vmcs,
+            cpu,
+            audit,
+            cr,
+        })
+    }
+
     /// `PermissionDenied` unless the guest runs in the trusted context.
     pub fn trusted(&self) -> Result<(), Status> {
         if self.prot.current == 0 {
@@ -160,25 +185,8 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if call == Call::AuditRead {
         return super::page_table::audit_read(vcpu, args[0], args[1]).map(Some);
     }
-    let Vcpu {
-        policy,
-        memory,
-        vmcs,
-        cpu,
-        audit,
-        cr,
-        ..
-    } = vcpu;
-    let (Some(prot), Some(views)) = (policy.protection(), memory.views()) else {
+    let Some(mut env) = Env::of(vcpu) else {
         return Ok(None);
-    };
-    let mut env = Env {
-        prot,
-        views,
-        vmcs,
-        cpu,
-        audit,
-        cr,
     };
     let [a, b, c] = args;
     use super::{contexts as ctx, locks, page_table as pt};

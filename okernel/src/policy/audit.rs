@@ -66,6 +66,10 @@ pub enum AuditKind {
     /// untrusted context (`gpa` holds the call number, `qualification`
     /// RDI, the outcome code).
     Hypercall,
+    /// A VM exit its context could not go on from (`gpa` holds the basic
+    /// exit reason, `qualification` the exit qualification): the context
+    /// was stopped (`docs/policy.md`, "Stopping a context").
+    Exit,
 }
 
 impl AuditKind {
@@ -79,6 +83,7 @@ impl AuditKind {
             AuditKind::PageTableUpdate => "page-table-update",
             AuditKind::ContextSwitch => "context-switch",
             AuditKind::Hypercall => "hypercall",
+            AuditKind::Exit => "exit",
         }
     }
 
@@ -92,6 +97,7 @@ impl AuditKind {
             AuditKind::PageTableUpdate => abi::AuditKind::PageTableUpdate,
             AuditKind::ContextSwitch => abi::AuditKind::ContextSwitch,
             AuditKind::Hypercall => abi::AuditKind::Hypercall,
+            AuditKind::Exit => abi::AuditKind::Exit,
         }
     }
 }
@@ -101,7 +107,10 @@ impl AuditKind {
 pub enum AuditAction {
     /// #GP(0) injected at the faulting instruction.
     InjectedGp,
-    /// The guest was stopped (the run ends with a failure).
+    /// #DF injected: the access was made while delivering a contributory
+    /// exception or a page fault (SDM Vol. 3A Table 6-5).
+    InjectedDf,
+    /// The context was stopped (`docs/policy.md`, "Stopping a context").
     Stopped,
     /// The access was not performed and the guest resumed without an
     /// exception (asynchronous accesses, which no instruction made).
@@ -117,6 +126,7 @@ impl AuditAction {
     pub const fn name(self) -> &'static str {
         match self {
             AuditAction::InjectedGp => "inject-#GP",
+            AuditAction::InjectedDf => "inject-#DF",
             AuditAction::Stopped => "stop",
             AuditAction::Dropped => "drop",
             AuditAction::Refused => "refused",
@@ -128,6 +138,7 @@ impl AuditAction {
     pub const fn abi(self) -> abi::AuditAction {
         match self {
             AuditAction::InjectedGp => abi::AuditAction::InjectGp,
+            AuditAction::InjectedDf => abi::AuditAction::InjectDf,
             AuditAction::Stopped => abi::AuditAction::Stop,
             AuditAction::Dropped => abi::AuditAction::Skip,
             AuditAction::Refused => abi::AuditAction::Refused,

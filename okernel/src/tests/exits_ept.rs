@@ -59,23 +59,68 @@ fn no_guest_linear_address_is_recorded_as_none() {
     assert_eq!(v.audit.last().unwrap().gva, None);
 }
 
-#[test]
-fn violation_during_event_delivery_stops_the_guest() {
+/// An EPT violation while delivering `vectoring`: what was injected and
+/// the record's action.
+fn during_delivery(
+    vectoring: u64,
+) -> (
+    Vcpu<FakeVmcs, FakeCpu, BasePolicy>,
+    Result<ExitAction, ExitError>,
+) {
     let mut v = vcpu();
     synth(&mut v, ExitReason::EptViolation as u32, 0x182, 0);
     v.vmcs
         .set(ReadOnly64::GuestPhysicalAddress, MONITOR_GPA)
-        .set(ReadOnly32::IdtVectoringInfo, 0x8000_0b0e);
+        .set(ReadOnly32::IdtVectoringInfo, vectoring);
     let r = handle_exit(&mut v);
-    assert_eq!(
-        r,
-        Err(ExitError::ViolationDuringDelivery {
-            gpa: MONITOR_GPA,
-            vector: 14
-        })
-    );
-    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stopped);
+    (v, r)
+}
+
+#[test]
+fn violation_during_a_benign_event_is_a_gp_with_ext() {
+    // #UD being delivered (RSP on a read-only page, then ud2): #GP(EXT).
+    let (v, r) = during_delivery(0x8000_0306);
+    assert_injected(&v, r, GP);
+    assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 1);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::InjectedGp);
+    // INT n: EXT clear.
+    let (v, r) = during_delivery(0x8000_0480);
+    assert_injected(&v, r, GP);
+    assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0);
+}
+
+#[test]
+fn violation_during_a_contributory_exception_or_page_fault_is_a_double_fault() {
+    for vectoring in [0x8000_0b0d, 0x8000_0b0e, 0x8000_0300] {
+        let (v, r) = during_delivery(vectoring);
+        assert_injected(&v, r, DF);
+        assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0);
+        let rec = v.audit.last().unwrap();
+        assert_eq!(rec.action, AuditAction::InjectedDf);
+        assert_eq!(rec.gpa, MONITOR_GPA);
+        assert_eq!(rec.kind, AuditKind::EptViolation);
+    }
+}
+
+#[test]
+fn violation_during_a_double_fault_stops_the_context_not_the_run() {
+    let (_, r) = during_delivery(0x8000_0b08);
+    // The fake processor offers no inactive activity state: the one case
+    // that ends the run (no real VMX processor lacks HLT).
+    assert_eq!(r, Err(ExitError::Halted("triple-fault")));
+    let mut v = vcpu();
+    v.cpu
+        .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, 0x0300_01e0);
+    synth(&mut v, ExitReason::EptViolation as u32, 0x182, 0);
+    v.vmcs
+        .set(ReadOnly64::GuestPhysicalAddress, MONITOR_GPA)
+        .set(ReadOnly32::IdtVectoringInfo, 0x8000_0b08);
+    let r = handle_exit(&mut v);
+    assert_eq!(r, Ok(ExitAction::Resume), "never a monitor stop");
     assert_eq!(injected(&v), 0);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stopped);
+    // The fake processor offers wait-for-SIPI.
+    assert_eq!(v.vmcs.get(Guest32::ActivityState), 3);
 }
 
 #[test]

@@ -4,10 +4,12 @@
 
 mod capability;
 mod exit_reason;
+mod exits_all;
 mod exits_apic;
 mod exits_cpuid_msr;
 mod exits_cr;
 mod exits_ept;
+mod exits_events;
 mod exits_misc;
 mod fast_path;
 mod fuzzing;
@@ -128,6 +130,8 @@ pub fn rip<P: Policy, M: GuestMemory>(v: &Vcpu<FakeVmcs, FakeCpu, P, M>) -> u64 
 pub const UD: u64 = 0x8000_0306;
 /// #GP(0) injection value (with error code).
 pub const GP: u64 = 0x8000_0b0d;
+/// #DF(0) injection value.
+pub const DF: u64 = 0x8000_0b08;
 
 /// Asserts the exit resumed the guest at the faulting instruction with `event`.
 pub fn assert_injected<P: Policy, M: GuestMemory>(

@@ -13,8 +13,14 @@ pub enum Exception {
     Debug = 1,
     /// #BP breakpoint.
     Breakpoint = 3,
+    /// #OF overflow.
+    Overflow = 4,
+    /// #BR bound range exceeded.
+    BoundRange = 5,
     /// #UD invalid opcode.
     InvalidOpcode = 6,
+    /// #NM device not available.
+    DeviceNotAvailable = 7,
     /// #DF double fault.
     DoubleFault = 8,
     /// #TS invalid TSS.
@@ -27,13 +33,72 @@ pub enum Exception {
     GeneralProtection = 13,
     /// #PF page fault.
     PageFault = 14,
+    /// #MF x87 floating-point error.
+    FloatingPoint = 16,
     /// #AC alignment check.
     AlignmentCheck = 17,
+    /// #MC machine check.
+    MachineCheck = 18,
+    /// #XM SIMD floating-point exception.
+    Simd = 19,
+    /// #VE virtualization exception.
+    Virtualization = 20,
     /// #CP control protection.
     ControlProtection = 21,
 }
 
+/// How an exception is reported (SDM Vol. 3A §6.5 "Exception
+/// Classifications", Table 6-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionClass {
+    /// Reported before the instruction: the saved RIP is the faulting
+    /// instruction, which can be restarted.
+    Fault,
+    /// Reported after the instruction: the saved RIP is the next one.
+    Trap,
+    /// Severe: the program cannot be restarted (#DF, #MC).
+    Abort,
+}
+
 impl Exception {
+    /// The exception with vector `v` (None for reserved vectors, NMI and
+    /// vectors 32..).
+    pub const fn from_vector(v: u8) -> Option<Self> {
+        use Exception as E;
+        Some(match v {
+            0 => E::DivideError,
+            1 => E::Debug,
+            3 => E::Breakpoint,
+            4 => E::Overflow,
+            5 => E::BoundRange,
+            6 => E::InvalidOpcode,
+            7 => E::DeviceNotAvailable,
+            8 => E::DoubleFault,
+            10 => E::InvalidTss,
+            11 => E::SegmentNotPresent,
+            12 => E::StackFault,
+            13 => E::GeneralProtection,
+            14 => E::PageFault,
+            16 => E::FloatingPoint,
+            17 => E::AlignmentCheck,
+            18 => E::MachineCheck,
+            19 => E::Simd,
+            20 => E::Virtualization,
+            21 => E::ControlProtection,
+            _ => return None,
+        })
+    }
+
+    /// Its class (Table 6-1). #DB is a fault for instruction breakpoints
+    /// and a trap otherwise; the monitor only ever raises it as a trap.
+    pub const fn class(self) -> ExceptionClass {
+        match self {
+            Exception::Debug | Exception::Breakpoint | Exception::Overflow => ExceptionClass::Trap,
+            Exception::DoubleFault | Exception::MachineCheck => ExceptionClass::Abort,
+            _ => ExceptionClass::Fault,
+        }
+    }
+
     /// Whether the exception pushes an error code (Table 6-1).
     pub const fn has_error_code(self) -> bool {
         matches!(
@@ -55,14 +120,21 @@ impl Exception {
             Exception::DivideError => "#DE",
             Exception::Debug => "#DB",
             Exception::Breakpoint => "#BP",
+            Exception::Overflow => "#OF",
+            Exception::BoundRange => "#BR",
             Exception::InvalidOpcode => "#UD",
+            Exception::DeviceNotAvailable => "#NM",
             Exception::DoubleFault => "#DF",
             Exception::InvalidTss => "#TS",
             Exception::SegmentNotPresent => "#NP",
             Exception::StackFault => "#SS",
             Exception::GeneralProtection => "#GP",
             Exception::PageFault => "#PF",
+            Exception::FloatingPoint => "#MF",
             Exception::AlignmentCheck => "#AC",
+            Exception::MachineCheck => "#MC",
+            Exception::Simd => "#XM",
+            Exception::Virtualization => "#VE",
             Exception::ControlProtection => "#CP",
         }
     }
@@ -92,6 +164,31 @@ pub enum InterruptionType {
 pub const DELIVER_ERROR_CODE: u32 = 1 << 11;
 /// Bit 31: valid.
 pub const VALID: u32 = 1 << 31;
+
+/// Bit 16 of RFLAGS: RF (resume flag).
+pub const RFLAGS_RF: u64 = 1 << 16;
+
+/// The guest RFLAGS to enter with when injecting hardware exception `e`
+/// into a guest in protected mode (`protected`: CR0.PE = 1).
+///
+/// When the processor calls the handler of a fault-class exception it
+/// pushes RFLAGS with RF set, so that returning to the restarted
+/// instruction does not hit an instruction breakpoint again (SDM Vol. 3A
+/// §18.3.1.1 "Instruction-Breakpoint Exception Condition": "for any
+/// fault-class exception except a debug exception generated in response
+/// to an instruction breakpoint, the value pushed for RF is 1"). An
+/// injected event is delivered with the RFLAGS of the guest-state area
+/// (SDM Vol. 3C §27.6.1.2: delivery is as if the event occurred after VM
+/// entry loaded the guest state), so the monitor sets RF itself, as
+/// hardware would; traps and aborts push RF as it is. Real mode pushes a
+/// 16-bit FLAGS image without RF, so nothing changes there.
+pub const fn rflags_for(e: Exception, protected: bool, rflags: u64) -> u64 {
+    if protected && matches!(e.class(), ExceptionClass::Fault) {
+        rflags | RFLAGS_RF
+    } else {
+        rflags
+    }
+}
 
 /// The interruption-information value that injects hardware exception `e`.
 ///

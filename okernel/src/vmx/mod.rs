@@ -5,6 +5,7 @@
 
 pub mod capability;
 pub mod controls;
+pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod exit_reason;

@@ -1,0 +1,120 @@
+//! The RIP advance after an exiting instruction completes, at every
+//! boundary the architecture has (issue 18): the VM-exit instruction
+//! length, the 4 GiB wrap outside 64-bit mode, the canonical boundary in
+//! 64-bit mode (48 bits, 57 with CR4.LA57), where the guest takes the
+//! #GP(0) its next fetch would raise instead of the monitor stopping.
+
+use super::guest::{CR4_LA57, Vcpu};
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+use crate::vmx::event::Exception;
+use crate::vmx::fields::{Guest32, GuestNatural, ReadOnly32};
+
+impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
+    /// Moves RIP past the exiting instruction, using the VM-exit
+    /// instruction length (SDM Vol. 3C §28.2.5), which must be 1..=15 (the
+    /// architectural limit): anything else is a fatal error, never a
+    /// wrapped RIP. Clears blocking by STI and MOV SS, as completing the
+    /// instruction would (SDM Vol. 3C §26.1.2 / §27.7.1 interruptibility).
+    /// The next RIP follows the architecture at every boundary: see
+    /// [`next_rip`].
+    #[inline]
+    pub fn advance_rip(&mut self) -> Result<ExitAction, ExitError> {
+        self.advance_rip_in(&mut None)
+    }
+
+    /// [`Self::advance_rip`] with the guest's mode as far as this exit has
+    /// read it ([`Self::mode_once`]). The mode is read only when it can
+    /// change the result: below 2 GiB, RIP + length is the same in every
+    /// mode (no 32-bit wrap, canonical, no 64-bit overflow).
+    #[inline(always)]
+    pub fn advance_rip_in(&mut self, mode: &mut Option<bool>) -> Result<ExitAction, ExitError> {
+        /// RIPs below this advance identically in and outside 64-bit mode.
+        const MODE_FREE: u64 = 0x8000_0000;
+        let len = self.vmcs.read(ReadOnly32::ExitInstructionLength)?;
+        // 1..=15, as one unsigned comparison.
+        if len.wrapping_sub(1) >= 15 {
+            return Err(ExitError::BadInstructionLength(len));
+        }
+        let rip = self.vmcs.read(GuestNatural::Rip)?;
+        let next = if rip < MODE_FREE {
+            rip + u64::from(len)
+        } else {
+            core::hint::cold_path();
+            let width = if self.mode_once(mode)? {
+                // Canonical width: 57 bits with 5-level paging (CR4.LA57).
+                if self.vmcs.read(GuestNatural::Cr4)? & CR4_LA57 != 0 {
+                    57
+                } else {
+                    48
+                }
+            } else {
+                32
+            };
+            match next_rip(rip, len, width) {
+                Some(n) => n,
+                None => return self.next_fetch_faults(),
+            }
+        };
+        self.vmcs.write(GuestNatural::Rip, next)?;
+        self.clear_sti_mov_ss_blocking()
+    }
+
+    /// Blocking by STI and by MOV SS end with the instruction that follows
+    /// STI or MOV SS (SDM Vol. 3C §25.4.2): the exiting instruction
+    /// completed.
+    #[inline(always)]
+    pub(super) fn clear_sti_mov_ss_blocking(&mut self) -> Result<ExitAction, ExitError> {
+        let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
+        if interruptibility & 0b11 != 0 {
+            self.vmcs
+                .write(Guest32::InterruptibilityState, interruptibility & !0b11)?;
+        }
+        Ok(ExitAction::Resume)
+    }
+
+    /// The exiting instruction completed in 64-bit mode at the top of the
+    /// lower canonical half, and the next RIP is not canonical: on
+    /// hardware RIP advances and the fetch at the new RIP raises #GP(0)
+    /// (SDM Vol. 1 §3.3.7.1 "Canonical Addressing"; Vol. 3A §6.15,
+    /// "Interrupt 13"). VM entry cannot load a non-canonical RIP (SDM Vol.
+    /// 3C §27.3.1.4 "Checks on Guest RIP, RFLAGS, and SSP"), so the guest
+    /// gets that #GP(0) with the saved RIP at the instruction that
+    /// completed — the one difference from hardware, whose saved RIP is the
+    /// non-canonical one (`docs/vmx-core.md`, "What a guest can observe").
+    /// Never a monitor stop: the guest's own #GP handler decides.
+    #[cold]
+    #[inline(never)]
+    fn next_fetch_faults(&mut self) -> Result<ExitAction, ExitError> {
+        self.clear_sti_mov_ss_blocking()?;
+        self.inject(Exception::GeneralProtection, 0)
+    }
+}
+
+/// The RIP after an instruction of `len` bytes at `rip`, at or above 2 GiB
+/// where the mode matters. `width` is 48 or 57 in 64-bit mode (IA32_EFER.LMA
+/// and CS.L; 57 with CR4.LA57), 32 otherwise:
+///
+/// * 64-bit mode: RIP + length, wrapping at 2^64 like the 64-bit
+///   instruction pointer (SDM Vol. 1 §3.5.1); None when the result is not
+///   canonical for `width` linear-address bits (SDM Vol. 1 §3.3.7.1; the
+///   next fetch faults: [`Vcpu::advance_rip`]).
+/// * Otherwise (legacy protected mode, compatibility mode, unrestricted
+///   real mode): EIP is 32 bits wide and wraps at 4 GiB (SDM Vol. 1
+///   §3.5 "Instruction Pointer"); a segment-limit violation at the next
+///   fetch is the processor's to raise after VM entry.
+#[inline(always)]
+pub const fn next_rip(rip: u64, len: u32, width: u32) -> Option<u64> {
+    if width == 32 {
+        return Some((rip as u32).wrapping_add(len) as u64);
+    }
+    let n = rip.wrapping_add(len as u64);
+    let shift = 64 - width;
+    if ((n as i64) << shift >> shift) as u64 == n {
+        Some(n)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,155 @@
+//! Stopping a context: what the monitor does when the guest cannot go on
+//! where it is — a triple fault (the processor's shutdown), an INIT
+//! signal, a #GP while delivering a double fault (SDM Vol. 3A Table 6-5)
+//! — instead of ending the run (issue 13: no guest action ends the run
+//! but the trusted kernel's own `Exit`).
+//!
+//! * **An untrusted context** (a kernel path running for an untrusted
+//!   task) is abandoned: the guest returns to the trusted context at the
+//!   first registered gate (lowest id) whose linear address still
+//!   translates, through the guest's current page tables, to the page it
+//!   was registered with — the check `SwitchContext` makes — in the gate
+//!   entry state ([`super::guest::GateEntry`]), with RAX = `Refused`,
+//!   RDI = the stopped context and RSI = the exit reason. The trusted
+//!   kernel decides what happens to the task (the demo kernel ends its
+//!   request); the host and the other contexts go on. Audited with action
+//!   `gate`.
+//! * **The trusted context**, or an untrusted one without a usable gate,
+//!   is halted: the virtual CPU enters the first inactive activity state
+//!   the processor offers (IA32_VMX_MISC bits 8, 7, 6: wait-for-SIPI,
+//!   shutdown, HLT with RFLAGS.IF clear; SDM Vol. 3C §25.4.2, §27.7.4,
+//!   Appendix A.6), as a processor does after a triple fault or an INIT:
+//!   nothing runs until a reset, and the monitor stays resident. Audited
+//!   with action `stop`. A processor with no inactive state the guest can
+//!   enter (none, or only HLT with the guest at CPL > 0) ends the run with
+//!   [`ExitError::Halted`].
+
+use okernel_abi::hypercall::Status;
+
+use super::guest::Vcpu;
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::hypercall::policy::Env;
+use crate::policy::Policy;
+use crate::policy::audit::{AuditAction, AuditRecord};
+use crate::policy::protection::Gate;
+use crate::vmx::capability::msr;
+use crate::vmx::exit_reason::ExitReason;
+use crate::vmx::fields::{Control32, Control64, Guest32, GuestNatural};
+use crate::vmx::regs::Gpr;
+
+/// Guest activity states (SDM Vol. 3C §25.4.2, Table 25-3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ActivityState {
+    /// Executing instructions.
+    Active = 0,
+    /// After HLT.
+    Hlt = 1,
+    /// After a triple fault.
+    Shutdown = 2,
+    /// Waiting for a start-up IPI.
+    WaitForSipi = 3,
+}
+
+/// The inactive state a halted virtual CPU enters: the first of
+/// wait-for-SIPI, shutdown and HLT that IA32_VMX_MISC bits 8:6 allow
+/// (SDM Vol. 3D Appendix A.6).
+pub const fn halt_state(vmx_misc: u64) -> Option<ActivityState> {
+    if vmx_misc & (1 << 8) != 0 {
+        Some(ActivityState::WaitForSipi)
+    } else if vmx_misc & (1 << 7) != 0 {
+        Some(ActivityState::Shutdown)
+    } else if vmx_misc & (1 << 6) != 0 {
+        Some(ActivityState::Hlt)
+    } else {
+        None
+    }
+}
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// Stops the context the guest runs in (see the module documentation)
+/// and writes `record` with the action taken.
+pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    mut record: AuditRecord,
+    reason: ExitReason,
+) -> Result<ExitAction, ExitError> {
+    let from = vcpu.policy.context();
+    if from != 0
+        && let Some(gate) = back_to_trusted(vcpu)?
+    {
+        record.action = AuditAction::Gate;
+        vcpu.audit.push(record).log();
+        log::warn!(
+            "okernel: context {from} stopped ({}): resumed the trusted context at gate {:#x}",
+            reason.name(),
+            gate.linear
+        );
+        vcpu.vmcs.write(Control32::EntryInterruptionInfo, 0)?;
+        vcpu.regs.set(Gpr::Rax, Status::Refused.raw());
+        vcpu.regs.set(Gpr::Rdi, from.into());
+        vcpu.regs.set(Gpr::Rsi, reason as u64);
+        return vcpu.enter_gate(gate.linear, (gate.stack != 0).then_some(gate.stack));
+    }
+    record.action = AuditAction::Stopped;
+    vcpu.audit.push(record).log();
+    halt(vcpu, reason)
+}
+
+/// Halts the virtual CPU: an inactive activity state, no event pending,
+/// no STI/MOV-SS blocking (VM entry into an inactive state, §27.3.1.5).
+fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    reason: ExitReason,
+) -> Result<ExitAction, ExitError> {
+    let Some(state) = halt_state(vcpu.cpu.read_msr(msr::IA32_VMX_MISC)) else {
+        return Err(ExitError::Halted(reason.name()));
+    };
+    if state == ActivityState::Hlt {
+        // HLT requires CPL 0 at VM entry (§27.3.1.5); only an NMI, SMI or
+        // INIT wakes a HLT with interrupts disabled.
+        if vcpu.cpl()? != 0 {
+            return Err(ExitError::Halted(reason.name()));
+        }
+        let rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
+        vcpu.vmcs.write(GuestNatural::Rflags, rflags & !RFLAGS_IF)?;
+    }
+    vcpu.vmcs.write(Control32::EntryInterruptionInfo, 0)?;
+    let s = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
+    vcpu.vmcs.write(Guest32::InterruptibilityState, s & !0b11)?;
+    vcpu.vmcs.write(Guest32::ActivityState, state as u32)?;
+    log::warn!(
+        "okernel: context {} stopped ({}): the virtual CPU waits for a reset ({state:?})",
+        vcpu.policy.context(),
+        reason.name()
+    );
+    Ok(ExitAction::Resume)
+}
+
+/// Switches to the trusted view for a stop, if a gate can take it: the
+/// first registered gate whose address still translates to its page.
+fn back_to_trusted<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<Option<Gate>, ExitError> {
+    let Some(env) = Env::of(vcpu) else {
+        return Ok(None);
+    };
+    let mut usable = None;
+    for g in env.prot.gates.into_iter().flatten() {
+        if env.translate(g.linear)? == Some(g.gpa) {
+            usable = Some(g);
+            break;
+        }
+    }
+    let (Some(gate), Some(eptp)) = (usable, env.views.eptp(0)) else {
+        return Ok(None);
+    };
+    env.views.set_current(0);
+    env.prot.current = 0;
+    env.vmcs.write(Control64::Eptp, eptp)?;
+    Ok(Some(gate))
+}
