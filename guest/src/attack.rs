@@ -167,6 +167,9 @@ pub const ATTACKS: &[Attack] = &[
     reg("remap-text-writable-alias", 7, PageTableUpdate),
     reg("map-protected-frame-writable", 7, PageTableUpdate),
     reg("read-other-protected-page", 6, EptViolation),
+    // The exception frame as a write primitive (and, before issue 13, a
+    // monitor stop): RSP on the credential page, then #UD.
+    reg("exception-on-read-only-stack", 11, EptViolation),
     reg("write-other-protected-page", 6, EptViolation),
     Attack {
         name: "read-monitor-memory",

@@ -152,6 +152,12 @@ pub extern "C" fn lidt_fake(fake: u64) -> u64 {
 
 core::arch::global_asm!(
     r#"
+    .section .text.guest_stack_fault, "ax"
+    .global guest_stack_fault
+guest_stack_fault:
+    mov rsp, rdi
+    ud2
+
     .section .text.guest_victim, "ax"
     .balign 16
     .global guest_victim
@@ -165,6 +171,10 @@ guest_victim:
 unsafe extern "C" {
     /// A function of kernel text the text attacks patch: returns 1.
     pub fn guest_victim() -> u64;
+    /// Loads RSP from its argument and raises #UD: the processor pushes
+    /// the exception frame on that stack (a probe target; it never
+    /// returns, the probe's landing pad restores the stack).
+    pub fn guest_stack_fault(rsp: u64) -> u64;
 }
 
 /// What [`guest_victim`] returns when unpatched.

@@ -102,6 +102,14 @@ pub extern "C" fn write_marker(addr: u64) -> u64 {
     0
 }
 
+/// Writes 0 to `addr` (a probe target).
+pub extern "C" fn write_zero(addr: u64) -> u64 {
+    // SAFETY: run under a probe: a fault is caught; the address is chosen
+    // by the check (memory an attack changed, written back).
+    unsafe { core::ptr::write_volatile(addr as *mut u64, 0) };
+    0
+}
+
 /// Reads MSR `msr` (a probe target).
 pub extern "C" fn rdmsr(msr: u64) -> u64 {
     // SAFETY: run under a probe: #GP for an absent or hidden MSR is caught.

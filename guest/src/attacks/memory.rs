@@ -122,7 +122,54 @@ pub fn run(s: &mut Suite<'_>) {
             ),
         )
     });
+    s.attack("exception-on-read-only-stack", |_| {
+        exception_on_read_only_stack()
+    });
     monitor_attacks(s);
+}
+
+/// `container-a`'s kernel path points RSP at the top of the credential
+/// page (read-only in its view) and raises #UD: the processor pushes the
+/// exception frame there. Protected, each push is an EPT violation during
+/// event delivery: #GP(EXT) for the #UD, then #DF for the #GP (SDM Vol.
+/// 3A Table 6-5), which the kernel takes on its #DF stack (IST) — the
+/// monitor used to stop the whole run here. Unprotected the frame lands
+/// on the credential page (its top quadwords, unused by the table, are
+/// cleared again).
+fn exception_on_read_only_stack() -> Obs {
+    let page = syscall::cred_addr(0) & !0xfff;
+    let top = page + 0x1000;
+    // The frame the processor pushes: SS, RSP, RFLAGS, CS, RIP (SDM Vol.
+    // 3A §6.14.2), in the top quadwords of the page, which the table
+    // leaves zero. (The handler rewrites RIP and RSP in place.)
+    let frame = |q: u64| peek(top - q * 8).unwrap_or(0);
+    let (r, _) = kernel::vuln(
+        CONTAINER_A,
+        vuln::CALL,
+        cpu::guest_stack_fault as *const () as u64,
+        top,
+    );
+    let cs = frame(4);
+    let landed = (1..=5).any(|q| frame(q) != 0);
+    if landed {
+        // The trusted kernel may write its credential page.
+        for q in 1..=7 {
+            let _ = probe(instr::write_zero, top - q * 8);
+        }
+    }
+    let vector = match r {
+        Some(Err(f)) => f.name(),
+        _ => "none",
+    };
+    Obs::new(
+        !landed,
+        Some(top - 8),
+        format_args!(
+            "RSP {top:#x}, ud2: {}; handler saw {vector}; frame on the credential page: {} (CS slot {cs:#x})",
+            Shown(r),
+            if landed { "yes" } else { "no" }
+        ),
+    )
 }
 
 fn monitor_attacks(s: &mut Suite<'_>) {

@@ -244,6 +244,7 @@ const ATTACKS: &[&str] = &[
     "attack-switch-to-trusted-keep-running",
     "attack-gate-single-step",
     "attack-untrusted-exit",
+    "attack-exception-on-read-only-stack",
     "legit-syscall-getuid",
     "legit-own-protected-page",
 ];
