@@ -358,3 +358,31 @@ fn multiboot2_acpi_tags_give_the_rsdp() {
     );
     assert_eq!(acpi_rsdp(&mbi(&[tag(1, b"cmd\0")])), None);
 }
+
+#[test]
+fn mmio_holes_are_the_pages_no_firmware_entry_describes() {
+    let mut map = MemoryMap::new();
+    map.add(0, 0x9_f000, RegionKind::Usable).unwrap();
+    map.add(0x9_f000, 0x1000, RegionKind::Reserved).unwrap();
+    map.add(0xe_8000, 0x1_8000, RegionKind::Reserved).unwrap();
+    map.add(0x10_0000, 0x1fef_0000, RegionKind::Usable).unwrap();
+    // Overlapping and unaligned entries.
+    map.add(0x1000_0000, 0x100, RegionKind::Reserved).unwrap();
+    map.add(0x1fff_0000, 0x1_0800, RegionKind::AcpiReclaimable)
+        .unwrap();
+    map.add(0xfffc_0000, 0x4_0000, RegionKind::Reserved)
+        .unwrap();
+    let mut holes = Vec::new();
+    loader::linux::mmio_holes(&map, 1 << 32, &mut |h| holes.push(h));
+    assert_eq!(
+        holes,
+        [r(0xa_0000, 0xe_8000), r(0x2000_1000, 0xfffc_0000)],
+        "{holes:x?}"
+    );
+    // Nothing past the limit; a map that ends low leaves a tail hole.
+    let mut small = MemoryMap::new();
+    small.add(0x1000, 0x1000, RegionKind::Usable).unwrap();
+    let mut holes = Vec::new();
+    loader::linux::mmio_holes(&small, 0x10_0000, &mut |h| holes.push(h));
+    assert_eq!(holes, [r(0, 0x1000), r(0x2000, 0x10_0000)]);
+}

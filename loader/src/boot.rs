@@ -275,7 +275,7 @@ pub fn launch_monitor(
     let mut memory = [MemoryRange {
         range: PhysRange::new(0, 0),
         kind: MemoryKind::Reserved,
-    }; 2 * MAX_REGIONS];
+    }; 2 * MAX_REGIONS + 1];
     let firmware = bi.memory.regions().iter().map(|r| MemoryRange {
         range: PhysRange {
             start: r.range.start,

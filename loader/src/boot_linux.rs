@@ -15,22 +15,11 @@ use loader::cmdline::{Mode, Options};
 use loader::elf_load::Occupied;
 use loader::handoff::Carve;
 use loader::linux::{self, LinuxError, start_info};
+use loader::memmap::MAX_REGIONS;
 use log::info;
 use okernel::launch::{GuestMode, MemoryKind, MemoryRange, PhysRange};
 use okernel::vmx::regs::{Gpr, GuestRegisters};
 use okernel_abi::boot::RegionKind;
-
-/// MMIO Linux touches that firmware memory maps do not list, mapped
-/// uncached in the base EPT view: the legacy VGA/BIOS hole (the ACPI RSDP
-/// scan reads 0xE0000–0xFFFFF), the I/O APIC, the HPET and the local APIC
-/// (their architectural default bases: Intel 82093AA datasheet, IA-PC
-/// HPET specification §2.2, SDM Vol. 3A §11.4.1).
-const LINUX_MMIO: [(u64, u64); 4] = [
-    (0x000a_0000, 0x0010_0000),
-    (0xfec0_0000, 0xfec0_1000),
-    (0xfed0_0000, 0xfed0_1000),
-    (0xfee0_0000, 0xfee0_1000),
-];
 
 /// Boots the Linux kernel `image` (the first module, `kernel`); returns
 /// only on failure.
@@ -151,9 +140,20 @@ pub fn run(
     }
     let mut regs = GuestRegisters::default();
     regs.gpr[Gpr::Rbx as usize] = info;
-    let extra = LINUX_MMIO.map(|(start, end)| MemoryRange {
-        range: PhysRange { start, end },
+    // MMIO Linux touches that firmware maps do not list (the ACPI RSDP
+    // scan reads 0xE0000-0xFFFFF; the I/O APIC, HPET and local APIC
+    // pages, PCI BARs): every hole below 4 GiB, uncached (`MemoryKind::Mmio`).
+    let mut extra = [MemoryRange {
+        range: PhysRange::new(0, 0),
         kind: MemoryKind::Mmio,
+    }; MAX_REGIONS + 1];
+    let mut holes = 0;
+    linux::mmio_holes(&bi.memory, 1 << 32, &mut |r| {
+        extra[holes].range = PhysRange {
+            start: r.start,
+            end: r.end,
+        };
+        holes += 1;
     });
     info!(
         "starting okernel: Linux PVH entry {:#x} in VMX non-root mode (32-bit protected mode, EBX = start info)",
@@ -165,6 +165,6 @@ pub fn run(
         plan.entry,
         regs,
         layout.pool,
-        &extra,
+        &extra[..holes],
     )
 }

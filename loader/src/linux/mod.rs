@@ -87,6 +87,34 @@ pub fn is_bzimage(image: &[u8]) -> bool {
     image.get(0x1fe..0x200) == Some(&[0x55, 0xaa]) && image.get(0x202..0x206) == Some(b"HdrS")
 }
 
+/// The holes of `map` below `limit`, widened inward to whole pages: the
+/// physical addresses no firmware entry describes, where a PC has its
+/// MMIO (the legacy VGA/BIOS hole, PCI BARs, the I/O APIC at 0xFEC00000,
+/// the HPET at 0xFED00000, the local APIC at 0xFEE00000). A Linux guest
+/// touches them, so the base EPT view maps them uncached.
+pub fn mmio_holes(map: &MemoryMap, limit: u64, emit: &mut dyn FnMut(Range)) {
+    let mut at = 0;
+    for r in map.regions().iter().map(|r| r.range) {
+        if r.start > at && at < limit {
+            let hole = Range {
+                start: at.next_multiple_of(0x1000),
+                end: r.start.min(limit) & !0xfff,
+            };
+            if !hole.is_empty() {
+                emit(hole);
+            }
+        }
+        at = at.max(r.end);
+    }
+    let tail = Range {
+        start: at.next_multiple_of(0x1000),
+        end: limit & !0xfff,
+    };
+    if !tail.is_empty() {
+        emit(tail);
+    }
+}
+
 /// Why a Linux guest was refused.
 #[derive(Debug)]
 pub enum LinuxError {
