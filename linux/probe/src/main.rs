@@ -3,10 +3,12 @@
 //! prints one `OKERNEL-CHECK` line per check and the run's
 //! `OKERNEL-RESULT`, as the demo guest does, then `/init` powers off.
 //!
-//! `okernel-probe --read-devmem ADDR` reads 64 bytes of physical memory
-//! through `/dev/mem` and exits 0 if it could: the main run starts it as
-//! a child, so a kernel that kills the reader (the monitor's injected
-//! fault makes the kernel oops in `read_mem`) ends only that child.
+//! `okernel-probe --read-phys ADDR` has the kernel read 16 bytes of
+//! physical memory through the test image's vulnerability
+//! (`/proc/okernel-vuln`) and exits 0 if it could: the main run starts it
+//! as a child, so a kernel that kills the reader (the monitor's injected
+//! fault makes the kernel oops in the vulnerable write) ends only that
+//! child.
 
 #![deny(unsafe_code)]
 
@@ -15,15 +17,14 @@ use okernel_abi::result::{BENCH_PREFIX, CHECK_PREFIX, MARKER};
 use okernel_linux_probe::{
     Expect, Range, check_json, cpuinfo_has_vmx, expect, iomem_pages, param, system_ram, test_image,
 };
-use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, addr] = args.as_slice()
-        && flag == "--read-devmem"
+        && flag == "--read-phys"
     {
-        return read_devmem(addr);
+        return read_phys(addr);
     }
     // First thing: how far the machine got by the time user space runs
     // (`cargo xtask bench linux` compares it with and without okernel).
@@ -144,7 +145,7 @@ fn run(c: &mut Checks) {
     let ram = system_ram(&read("/proc/iomem"));
     let in_ram: Vec<&Range> = ram.iter().filter(|r| r.overlaps(&image)).collect();
     let where_ = format!("okernel image [{:#x}, {:#x})", image.start, image.end);
-    let readable = devmem_readable(image.start);
+    let readable = kernel_can_read(image.start);
     match mode {
         Expect::Monitor => {
             c.report(
@@ -160,12 +161,12 @@ fn run(c: &mut Checks) {
                 },
             );
             c.report(
-                "linux-monitor-unreadable-dev-mem",
+                "linux-monitor-unreadable-by-the-kernel",
                 1,
                 readable.is_err(),
                 &match &readable {
-                    Ok(()) => format!("{where_}: /dev/mem read 64 bytes"),
-                    Err(e) => format!("{where_}: /dev/mem read refused: {e}"),
+                    Ok(bytes) => format!("{where_}: the kernel read {bytes}"),
+                    Err(e) => format!("{where_}: the kernel's read failed: {e}"),
                 },
             );
         }
@@ -174,8 +175,8 @@ fn run(c: &mut Checks) {
             1,
             readable.is_ok(),
             &match &readable {
-                Ok(()) => format!("{where_}: /dev/mem read 64 bytes"),
-                Err(e) => format!("{where_}: /dev/mem read refused: {e}"),
+                Ok(bytes) => format!("{where_}: the kernel read {bytes}"),
+                Err(e) => format!("{where_}: the kernel's read failed: {e}"),
             },
         ),
         Expect::Bare => {}
@@ -252,37 +253,49 @@ fn sig_text(ebx: u32, ecx: u32, edx: u32) -> String {
     format!("{:?}", String::from_utf8_lossy(&bytes))
 }
 
-/// Reads through `/dev/mem` in a child (see the module doc).
-fn devmem_readable(addr: u64) -> Result<(), String> {
+/// Whether the kernel can read physical `addr`: the test image's
+/// vulnerability (`/proc/okernel-vuln`, a fresh kernel mapping, which no
+/// page-table or `/dev/mem` policy of the kernel stands in front of) read
+/// in a child (see the module doc).
+fn kernel_can_read(addr: u64) -> Result<String, String> {
     let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let out = Command::new(me)
-        .args(["--read-devmem", &format!("{addr:#x}")])
+        .args(["--read-phys", &format!("{addr:#x}")])
         .output()
         .map_err(|e| format!("cannot start the reader: {e}"))?;
-    if out.status.success() {
-        return Ok(());
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    match out.status.code() {
+        Some(0) => Ok(said),
+        Some(_) => Err(err),
+        None => Err(format!(
+            "the reader was killed by the kernel ({}) {err}",
+            out.status
+        )),
     }
-    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    Err(match out.status.code() {
-        Some(_) => said,
-        None => format!("the reader was killed ({:?}) {said}", out.status),
-    })
 }
 
-fn read_devmem(addr: &str) -> ExitCode {
+/// The child of [`kernel_can_read`]: asks the vulnerability for 16 bytes
+/// at `addr` and prints them.
+fn read_phys(addr: &str) -> ExitCode {
     let Ok(addr) = u64::from_str_radix(addr.trim_start_matches("0x"), 16) else {
         eprintln!("bad address `{addr}`");
         return ExitCode::from(2);
     };
-    let result = std::fs::File::open("/dev/mem").and_then(|mut f| {
-        f.seek(SeekFrom::Start(addr))?;
-        let mut buf = [0u8; 64];
-        f.read_exact(&mut buf)
-    });
+    let vuln = "/proc/okernel-vuln";
+    let result =
+        std::fs::write(vuln, format!("read {addr:x}")).and_then(|()| std::fs::read_to_string(vuln));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(bytes) if bytes.len() == 32 => {
+            println!("{bytes}");
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            eprintln!("{vuln} answered `{other}`");
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{vuln}: {e}");
             ExitCode::FAILURE
         }
     }

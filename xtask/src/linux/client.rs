@@ -1,4 +1,6 @@
-//! The Linux client module, `linux/client/okernel.ko`: its ABI header is
+//! The Linux modules of the test image: the client, `linux/client/
+//! okernel.ko`, and the vulnerability emulation, `linux/vuln/
+//! okernel_vuln.ko` (test images only). The client's ABI header is
 //! generated from the Rust ABI crate (one source of truth for call
 //! numbers, status codes, region kinds, the CPUID signature and the audit
 //! record layout), and it is built out of tree against Debian's headers
@@ -122,14 +124,32 @@ fn headers(package: &str, debs: &Path, dir: &Path) -> Result<PathBuf, String> {
     Ok(tree)
 }
 
-/// Builds `okernel.ko` for kernel package `package`; returns its path.
-pub fn build(package: &str, debs: &Path, dir: &Path) -> Result<PathBuf, String> {
+/// The modules of the test image.
+pub struct Modules {
+    /// `okernel.ko`, the client.
+    pub client: PathBuf,
+    /// `okernel_vuln.ko`, the vulnerability emulation (test images only).
+    pub vuln: PathBuf,
+}
+
+/// Builds the client and the vulnerability-emulation module for kernel
+/// package `package`.
+pub fn build(package: &str, debs: &Path, dir: &Path) -> Result<Modules, String> {
     crate::deps::ensure(&[&crate::deps::MODULE])?;
     let tree = headers(package, debs, dir)?;
-    let src = crate::images::root().join("linux/client");
-    let build = dir.join("client");
+    let client = module(&tree, "client", &["okernel.c"], dir)?.join("okernel.ko");
+    let vuln = module(&tree, "vuln", &["okernel_vuln.c"], dir)?.join("okernel_vuln.ko");
+    Ok(Modules { client, vuln })
+}
+
+/// Builds the out-of-tree module in `linux/<name>/` (its `sources` and
+/// `Kbuild`, plus the generated ABI header) in `dir/<name>/`; a compiler
+/// warning fails the build.
+fn module(tree: &Path, name: &str, sources: &[&str], dir: &Path) -> Result<PathBuf, String> {
+    let src = crate::images::root().join("linux").join(name);
+    let build = dir.join(name);
     std::fs::create_dir_all(&build).map_err(|e| format!("{}: {e}", build.display()))?;
-    for f in ["okernel.c", "Kbuild"] {
+    for f in sources.iter().chain(&["Kbuild"]) {
         std::fs::copy(src.join(f), build.join(f))
             .map_err(|e| format!("{}: {e}", src.join(f).display()))?;
     }
@@ -137,7 +157,7 @@ pub fn build(package: &str, debs: &Path, dir: &Path) -> Result<PathBuf, String> 
         .map_err(|e| format!("{}: {e}", build.display()))?;
     let out = Command::new("make")
         .arg("-C")
-        .arg(&tree)
+        .arg(tree)
         .arg(format!("M={}", build.display()))
         .arg("modules")
         .output()
@@ -155,12 +175,12 @@ pub fn build(package: &str, debs: &Path, dir: &Path) -> Result<PathBuf, String> 
         .collect();
     if !out.status.success() || !warnings.is_empty() {
         return Err(format!(
-            "building okernel.ko failed or warned (the client builds clean):\n{}\n(full log: {})",
+            "building linux/{name} failed or warned (the modules build clean):\n{}\n(full log: {})",
             warnings.join("\n"),
             build.join("build.log").display()
         ));
     }
-    Ok(build.join("okernel.ko"))
+    Ok(build)
 }
 
 #[cfg(test)]

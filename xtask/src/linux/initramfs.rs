@@ -1,7 +1,8 @@
 //! The test initramfs: a `newc` cpio archive (the format the kernel
 //! unpacks, `Documentation/driver-api/early-userspace/buffer-format.rst`),
 //! gzip-compressed. It holds Debian's static busybox, our `okernel-probe`,
-//! the client module `/lib/okernel.ko`,
+//! the client module `/lib/okernel.ko`, the vulnerability emulation
+//! `/lib/okernel_vuln.ko` (test images only),
 //! `/dev/console` (the kernel opens it for init's output before any
 //! devtmpfs is mounted) and an `/init` that mounts `/proc`, `/sys` and
 //! `/dev`, runs the probe and powers off.
@@ -98,12 +99,19 @@ pub const INIT: &str = "#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# Kernel messages on the console would interleave with the probe's rows.
+dmesg -n 1
+# The test image's deliberate vulnerability (an arbitrary physical
+# read/write for root): the attacks' primitive.
+insmod /lib/okernel_vuln.ko
 /bin/okernel-probe
+# Let the UART drain the last rows before the power goes.
+sleep 1
 poweroff -f
 ";
 
 /// The entries of the test initramfs.
-pub fn entries(busybox: Vec<u8>, probe: Vec<u8>, client: Vec<u8>) -> Vec<Entry> {
+pub fn entries(busybox: Vec<u8>, probe: Vec<u8>, client: Vec<u8>, vuln: Vec<u8>) -> Vec<Entry> {
     let mut v: Vec<Entry> = ["bin", "dev", "lib", "proc", "sys", "tmp"]
         .into_iter()
         .map(|d| Entry::Dir(d.into()))
@@ -115,6 +123,7 @@ pub fn entries(busybox: Vec<u8>, probe: Vec<u8>, client: Vec<u8>) -> Vec<Entry> 
         Entry::File("bin/busybox".into(), 0o755, busybox),
         Entry::File("bin/okernel-probe".into(), 0o755, probe),
         Entry::File("lib/okernel.ko".into(), 0o644, client),
+        Entry::File("lib/okernel_vuln.ko".into(), 0o644, vuln),
     ]);
     v.extend(
         APPLETS
@@ -171,7 +180,12 @@ mod tests {
 
     #[test]
     fn the_archive_has_init_busybox_and_the_probe() {
-        let e = entries(b"bb".to_vec(), b"probe".to_vec(), b"ko".to_vec());
+        let e = entries(
+            b"bb".to_vec(),
+            b"probe".to_vec(),
+            b"ko".to_vec(),
+            b"vuln".to_vec(),
+        );
         assert!(e.contains(&Entry::File("init".into(), 0o755, INIT.as_bytes().to_vec())));
         assert!(e.contains(&Entry::Symlink("bin/sh".into(), "busybox".into())));
         assert!(e.contains(&Entry::CharDev("dev/console".into(), 5, 1)));

@@ -80,9 +80,9 @@ pub fn image() -> Result<LinuxImage, String> {
         );
         std::fs::write(&vmlinux, elf).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
     }
-    let client = client::build(&package, &debs, &dir)?;
+    let modules = client::build(&package, &debs, &dir)?;
     let initramfs = dir.join("initramfs.cpio.gz");
-    build_initramfs(&debs, &dir, &client, &initramfs)?;
+    build_initramfs(&debs, &dir, &modules, &initramfs)?;
     std::fs::write(dir.join("version.txt"), format!("{version}\n"))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     for name in ["bzImage", "vmlinux", "initramfs.cpio.gz", "version.txt"] {
@@ -114,7 +114,12 @@ fn cached_package(root: &Path) -> Option<String> {
 }
 
 /// Builds the probe statically and the initramfs around it.
-fn build_initramfs(debs: &Path, dir: &Path, client: &Path, out: &Path) -> Result<(), String> {
+fn build_initramfs(
+    debs: &Path,
+    dir: &Path,
+    modules: &client::Modules,
+    out: &Path,
+) -> Result<(), String> {
     let bb_deb = fetch::download("busybox-static", debs)?;
     let bb_dir = dir.join("busybox");
     let busybox = bb_dir.join("bin/busybox");
@@ -154,10 +159,14 @@ fn build_initramfs(debs: &Path, dir: &Path, client: &Path, out: &Path) -> Result
             probe_path.display()
         ));
     }
-    let busybox = std::fs::read(&busybox).map_err(|e| format!("{}: {e}", busybox.display()))?;
-    let client = std::fs::read(client).map_err(|e| format!("{}: {e}", client.display()))?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (busybox, client, vuln) = (
+        read(&busybox)?,
+        read(&modules.client)?,
+        read(&modules.vuln)?,
+    );
     let archive = initramfs::gzip(&initramfs::cpio(&initramfs::entries(
-        busybox, probe, client,
+        busybox, probe, client, vuln,
     )));
     std::fs::write(out, &archive).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!(
