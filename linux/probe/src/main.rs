@@ -29,33 +29,45 @@ fn main() -> ExitCode {
     // First thing: how far the machine got by the time user space runs
     // (`cargo xtask bench linux` compares it with and without okernel).
     let tsc = tsc();
-    println!(
-        "{BENCH_PREFIX}{{\"bench\":\"linux-boot\",\"what\":\"TSC when /init runs the probe\",\"iterations\":1,\"ticks_per_op\":{tsc},\"baseline_ticks_per_op\":0}}"
-    );
     let mut checks = Checks::default();
+    checks.lines.push(format!(
+        "{BENCH_PREFIX}{{\"bench\":\"linux-boot\",\"what\":\"TSC when /init runs the probe\",\"iterations\":1,\"ticks_per_op\":{tsc},\"baseline_ticks_per_op\":0}}"
+    ));
     run(&mut checks);
     let failed = checks.failed;
+    checks.lines.push(if failed == 0 {
+        format!("{MARKER}pass")
+    } else {
+        format!("{MARKER}fail: {failed} Linux checks failed")
+    });
+    // The rows go out together, after everything that can make the
+    // kernel print: an oops (the monitor's fault in a killed reader) puts
+    // the console at full verbosity, so it is quieted again first.
+    let _ = std::fs::write("/proc/sys/kernel/printk", "1");
+    let mut out = checks.lines.join("\n");
+    out.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     if failed == 0 {
-        println!("{MARKER}pass");
         ExitCode::SUCCESS
     } else {
-        println!("{MARKER}fail: {failed} Linux checks failed");
         ExitCode::FAILURE
     }
 }
 
+/// The rows of the run, printed at the end.
 #[derive(Default)]
 struct Checks {
     failed: usize,
+    lines: Vec<String>,
 }
 
 impl Checks {
     fn report(&mut self, check: &str, invariant: u8, ok: bool, observed: &str) {
         self.failed += usize::from(!ok);
-        println!(
+        self.lines.push(format!(
             "{CHECK_PREFIX}{}",
             check_json(check, invariant, ok, observed)
-        );
+        ));
     }
 }
 
