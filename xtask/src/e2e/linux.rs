@@ -21,22 +21,65 @@ pub struct LinuxCase {
     pub backend: &'static str,
     /// The probe rows it must report (each must hold).
     pub required: &'static [&'static str],
+    /// Text the console must contain (the monitor's audit records).
+    pub console_must_contain: &'static [&'static str],
 }
 
 /// The Linux cases `cargo xtask test` runs.
 pub fn cases() -> Vec<LinuxCase> {
-    vec![LinuxCase {
-        name: "linux-bare",
-        mode: Mode::Bare,
-        bzimage: false,
-        backend: "qemu-tcg",
-        required: &[
-            "linux-user-space",
-            "baseline-no-okernel-signature",
-            "linux-client-refuses-without-okernel",
-        ],
-    }]
+    vec![
+        LinuxCase {
+            name: "linux-bare",
+            mode: Mode::Bare,
+            bzimage: false,
+            backend: "qemu-tcg",
+            required: &[
+                "linux-user-space",
+                "baseline-no-okernel-signature",
+                "linux-client-refuses-without-okernel",
+            ],
+            console_must_contain: &[],
+        },
+        LinuxCase {
+            name: "linux-direct",
+            mode: Mode::Direct,
+            bzimage: false,
+            backend: "bochs",
+            required: &[
+                "linux-user-space",
+                "baseline-no-okernel-signature",
+                "linux-client-refuses-without-okernel",
+                "negative-control-monitor-readable-without-okernel",
+            ],
+            console_must_contain: &[],
+        },
+        LinuxCase {
+            name: "linux-boot",
+            mode: Mode::Monitor,
+            bzimage: false,
+            backend: "bochs",
+            required: MONITOR_ROWS,
+            console_must_contain: MONITOR_AUDIT,
+        },
+    ]
 }
+
+/// The audit record the kernel's read of okernel's image (at 1 MiB, the
+/// loader's link address) must leave: denied, #GP injected into the
+/// reader's kernel path.
+const MONITOR_AUDIT: &[&str] = &[
+    "\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x100000\"",
+    "\"access\":\"R--\",\"allowed\":\"---\"",
+];
+
+/// What Linux under the monitor must show, by either boot path.
+const MONITOR_ROWS: &[&str] = &[
+    "linux-user-space",
+    "linux-cpuid-vmx-hidden",
+    "linux-cpuid-okernel-signature",
+    "linux-monitor-not-system-ram",
+    "linux-monitor-unreadable-by-the-kernel",
+];
 
 /// Runs the Linux cases on the backends `backends` found available.
 pub fn run(images: &Images, linux: &LinuxImage, backends: &[Probed]) -> Vec<Row> {
@@ -65,6 +108,16 @@ pub fn run(images: &Images, linux: &LinuxImage, backends: &[Probed]) -> Vec<Row>
                             let v = match Verdict::judge(&r, &Expect::pass()) {
                                 Verdict::Ok => judge_checks(&r, case.required, &[]),
                                 bad => bad,
+                            };
+                            let v = match case
+                                .console_must_contain
+                                .iter()
+                                .find(|t| !r.console.contains(**t))
+                            {
+                                Some(t) if v == Verdict::Ok => {
+                                    Verdict::Unexpected(format!("console lacks `{t}`"))
+                                }
+                                _ => v,
                             };
                             (r, v)
                         });
