@@ -1,5 +1,5 @@
-//! Contexts, protected pages and gates (ABI calls 21–26; invariants 6
-//! and 9).
+//! Contexts and gates (ABI calls 21, 22, 25, 26; invariants 6 and 9);
+//! the protected-page calls (23, 24) are in [`super::protected_pages`].
 //!
 //! A context is an EPT view: 0 is the trusted view (the base view),
 //! 1..=`MAX_CONTEXTS` are untrusted views, each created as a copy of the
@@ -15,13 +15,13 @@
 use okernel_abi::hypercall::Status;
 use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 
-use super::policy::{CallResult, Env, Reply, memory_status};
+use super::policy::{CallResult, Env, Reply};
 use crate::exit::ExitError;
 use crate::hw::{Cpu, InveptKind, Vmcs};
 use crate::launch::config::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{AuditAction, AuditKind};
-use crate::policy::protection::{Gate, ProtectedPage};
+use crate::policy::protection::Gate;
 use crate::vmx::fields::Control64;
 
 fn fatal(e: ept::Error) -> ExitError {
@@ -29,7 +29,7 @@ fn fatal(e: ept::Error) -> ExitError {
 }
 
 /// A live context id as a view slot, or `BadContext`.
-fn live_context<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: u64) -> Result<u16, Status> {
+pub(super) fn live_context<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: u64) -> Result<u16, Status> {
     if env.prot.is_live(ctx) && env.views.is_live(ctx as u16) {
         Ok(ctx as u16)
     } else {
@@ -90,6 +90,7 @@ pub fn destroy<V: Vmcs, C: Cpu>(
     let eptp = env.views.eptp(ctx);
     env.prot.contexts[usize::from(ctx)] = false;
     env.views.destroy(ctx);
+    env.prot.revoke_grants(ctx);
     for i in 0..env.prot.pages.len() {
         let Some(p) = env.prot.pages[i] else { continue };
         if p.owner != ctx {
@@ -111,86 +112,6 @@ pub fn destroy<V: Vmcs, C: Cpu>(
     if let (false, Some(e)) = (env.prot.caps.invept_all, eptp) {
         env.cpu.invept(InveptKind::SingleContext(e))?;
     }
-    env.invalidate()?;
-    Ok(Ok(Reply::Done(None)))
-}
-
-/// The checks both protected-page calls start with, in their documented
-/// order: a live context, then a 4 KiB-aligned page.
-fn page_call<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: u64, page: u64) -> Result<u16, Status> {
-    let ctx = live_context(env, ctx)?;
-    if !page.is_multiple_of(4096) {
-        return Err(Status::Unaligned);
-    }
-    Ok(ctx)
-}
-
-/// AllocProtectedPage(ctx, page): mapped RW in `ctx`'s view only.
-pub fn alloc_page<V: Vmcs, C: Cpu>(
-    env: &mut Env<'_, V, C>,
-    ctx: u64,
-    page: u64,
-) -> Result<CallResult, ExitError> {
-    let ctx = match page_call(env, ctx, page) {
-        Ok(c) => c,
-        Err(s) => return Ok(Err(s)),
-    };
-    if let Err(e) = env.views.check_ram(page, 4096) {
-        return Ok(Err(memory_status(e)));
-    }
-    let range = PhysRange::new(page, 4096);
-    if env.prot.overlaps(&range) {
-        return Ok(Err(Status::Overlap));
-    }
-    let Some(slot) = env.prot.pages.iter().position(Option::is_none) else {
-        return Ok(Err(Status::Exhausted));
-    };
-    if let Err(s) = apply::check_frames(env.views, apply::live_count(env.views)) {
-        return Ok(Err(s));
-    }
-    if env.prot.current != 0 && env.prot.current != ctx {
-        return Ok(Err(Status::PermissionDenied));
-    }
-    env.prot.pages[slot] = Some(ProtectedPage {
-        gpa: page,
-        owner: ctx,
-    });
-    apply::apply_range(env.prot, env.views, range, Class::Protected(ctx)).map_err(fatal)?;
-    env.invalidate()?;
-    Ok(Ok(Reply::Done(None)))
-}
-
-/// FreeProtectedPage(ctx, page): zeroed, then back in every view.
-pub fn free_page<V: Vmcs, C: Cpu>(
-    env: &mut Env<'_, V, C>,
-    ctx: u64,
-    page: u64,
-) -> Result<CallResult, ExitError> {
-    let ctx = match page_call(env, ctx, page) {
-        Ok(c) => c,
-        Err(s) => return Ok(Err(s)),
-    };
-    let Some(slot) = env.prot.pages.iter().position(|p| {
-        *p == Some(ProtectedPage {
-            gpa: page,
-            owner: ctx,
-        })
-    }) else {
-        return Ok(Err(Status::NotFound));
-    };
-    if let Err(s) = apply::check_frames(env.views, apply::live_count(env.views)) {
-        return Ok(Err(s));
-    }
-    if env.prot.current != 0 && env.prot.current != ctx {
-        return Ok(Err(Status::PermissionDenied));
-    }
-    // Zeroed while still hidden from every other view.
-    env.views
-        .write_phys(page, &[0; 4096])
-        .map_err(|_| ExitError::Unexpected("protected page outside guest RAM"))?;
-    env.prot.pages[slot] = None;
-    let range = PhysRange::new(page, 4096);
-    apply::apply_range(env.prot, env.views, range, Class::Plain).map_err(fatal)?;
     env.invalidate()?;
     Ok(Ok(Reply::Done(None)))
 }

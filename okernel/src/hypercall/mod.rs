@@ -17,6 +17,7 @@ pub mod locks;
 pub mod memory;
 pub mod page_table;
 pub mod policy;
+pub mod protected_pages;
 pub mod reason;
 pub mod view_memory;
 

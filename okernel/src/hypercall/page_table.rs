@@ -21,6 +21,19 @@
 //! 3. changing an entry that links to a page-table frame (no bit 7) to
 //!    anything but another link to a page-table frame.
 //!
+//! Before those rules, whose table it is (issue 13, class 4): the entry's
+//! table must be reachable from the caller's address space (its CR3)
+//! through locked page-table pages ([`table_walk`]); from an untrusted
+//! context an entry of any other table is refused (audited). The search
+//! also gives the table's level, and with it one more rule:
+//! 4. a present link entry (any PML4 entry, a PDPT or PD entry without
+//!    PS) must link to a locked page-table frame — so an empty slot
+//!    cannot be linked to a table the attacker wrote in ordinary memory
+//!    (whose entries no rule has seen, e.g. a writable alias of text).
+//!
+//! The trusted context owns every locked table: outside its own address
+//! space (or outside 4-level paging) only rules 1–3 apply to it.
+//!
 //! The guest invalidates its own TLB (INVLPG) after the call.
 
 use okernel_abi::hypercall::Status;
@@ -35,6 +48,7 @@ use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::guest_paging::{ADDR_MASK, PAGE_SIZE, PRESENT, WRITABLE};
 use crate::policy::protection::Protection;
+use crate::policy::table_walk::{self, Found, is_link};
 
 const GIB: u64 = 1 << 30;
 
@@ -104,7 +118,15 @@ pub fn update<V: Vmcs, C: Cpu>(
         return Ok(Err(memory_status(e)));
     }
     let old = u64::from_le_bytes(old);
-    if !allowed(env.prot, old, value) {
+    let level = match table_level(env, entry)? {
+        Found::Level(l) => Some(l),
+        Found::NotReachable | Found::TooLarge => None,
+    };
+    // Not the caller's table; the trusted kernel owns every locked table.
+    let foreign = level.is_none() && env.prot.current != 0;
+    let links_elsewhere =
+        level.is_some_and(|l| is_link(l, value) && !links_to_page_table(env.prot, value));
+    if foreign || links_elsewhere || !allowed(env.prot, old, value) {
         env.audit(
             AuditKind::PageTableUpdate,
             entry,
@@ -117,6 +139,32 @@ pub fn update<V: Vmcs, C: Cpu>(
         return Ok(Err(memory_status(e)));
     }
     Ok(Ok(Reply::Done(None)))
+}
+
+/// The level of the table holding `entry` in the address space the
+/// guest runs on (its CR3), through locked page-table pages
+/// ([`table_walk::find`]); `NotReachable` outside 4-level paging.
+fn table_level<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, entry: u64) -> Result<Found, ExitError> {
+    let paging = env.paging()?;
+    let four_level = paging.cr0 & (1 << 31) != 0
+        && paging.cr4 & (1 << 5) != 0
+        && paging.cr4 & (1 << 12) == 0
+        && paging.efer & (1 << 10) != 0;
+    if !four_level {
+        return Ok(Found::NotReachable);
+    }
+    let is_table = |gpa: u64| {
+        env.prot
+            .locked_region_at(gpa, RegionKind::PageTable)
+            .is_some()
+    };
+    let read = |gpa: u64| env.read_u64(gpa);
+    Ok(table_walk::find(
+        paging.cr3,
+        entry & !0xfff,
+        &is_table,
+        &read,
+    ))
 }
 
 /// The 64 bytes of an ABI audit record, little-endian, in `repr(C)`

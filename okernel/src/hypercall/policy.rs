@@ -140,21 +140,24 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
         })
     }
 
+    /// The quadword of guest RAM at `gpa` (None: not readable).
+    pub fn read_u64(&self, gpa: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.views
+            .read_phys(gpa, &mut b)
+            .ok()
+            .map(|()| u64::from_le_bytes(b))
+    }
+
     /// Translates a guest-linear address through the guest's page tables
     /// (entries read from guest RAM).
     pub fn translate(&self, linear: u64) -> Result<Option<u64>, ExitError> {
         let state = self.paging()?;
-        let views = &*self.views;
-        let read = |gpa: u64| {
-            let mut b = [0u8; 8];
-            views
-                .read_phys(gpa, &mut b)
+        Ok(
+            guest_paging::translate(state, linear, |gpa| self.read_u64(gpa))
                 .ok()
-                .map(|()| u64::from_le_bytes(b))
-        };
-        Ok(guest_paging::translate(state, linear, read)
-            .ok()
-            .map(|m| m.gpa))
+                .map(|m| m.gpa),
+        )
     }
 }
 
@@ -189,7 +192,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return Ok(None);
     };
     let [a, b, c] = args;
-    use super::{contexts as ctx, locks, page_table as pt};
+    use super::{contexts as ctx, locks, page_table as pt, protected_pages};
     Ok(Some(match call {
         Call::RegisterRegion => register_region(&mut env, a, b, c),
         Call::LockRegion => lock_region(&mut env, a)?,
@@ -198,8 +201,9 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Call::LockDescriptorTables => locks::lock_descriptor_tables(&mut env)?,
         Call::CreateContext => ctx::create(&mut env)?,
         Call::DestroyContext => ctx::destroy(&mut env, a)?,
-        Call::AllocProtectedPage => ctx::alloc_page(&mut env, a, b)?,
-        Call::FreeProtectedPage => ctx::free_page(&mut env, a, b)?,
+        Call::AllocProtectedPage | Call::FreeProtectedPage => {
+            protected_pages::call(&mut env, call == Call::AllocProtectedPage, a, b)?
+        }
         Call::RegisterGate => ctx::register_gate(&mut env, a, b)?,
         Call::SwitchContext => ctx::switch(&mut env, a, b)?,
         Call::UpdatePageTable => pt::update(&mut env, a, b)?,

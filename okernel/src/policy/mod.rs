@@ -9,6 +9,7 @@
 //! - [`views`]: the views themselves, as the policy reaches them.
 //! - [`guest_paging`]: the guest's own page tables, walked for gates and
 //!   emulated descriptor-table stores.
+//! - [`table_walk`]: whose table a page-table entry is in, and its level.
 //!
 //! `docs/policy.md` describes the policy per invariant.
 
@@ -16,6 +17,7 @@ pub mod apply;
 pub mod audit;
 pub mod guest_paging;
 pub mod protection;
+pub mod table_walk;
 pub mod views;
 
 pub use self::protection::Protection;

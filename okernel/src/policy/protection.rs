@@ -19,6 +19,10 @@ pub const MAX_REGIONS: usize = 32;
 pub const MAX_GATES: usize = 16;
 /// The most protected pages over all contexts.
 pub const MAX_PROTECTED_PAGES: usize = 64;
+/// The most protected pages one context may own (its quota): the global
+/// table shared out between the trusted and every untrusted context, so
+/// that no context can exhaust it for the others.
+pub const PAGES_PER_CONTEXT: usize = MAX_PROTECTED_PAGES / (MAX_CONTEXTS + 1);
 /// The most locked MSRs.
 pub const MAX_LOCKED_MSRS: usize = 16;
 
@@ -137,6 +141,10 @@ pub struct Protection {
     pub gates: [Option<Gate>; MAX_GATES],
     /// Protected pages.
     pub pages: [Option<ProtectedPage>; MAX_PROTECTED_PAGES],
+    /// Pages the trusted kernel gave an untrusted context (by protecting
+    /// them for it): the only pages that context may protect itself
+    /// (`docs/policy.md`, "Protected pages: ownership and quota").
+    pub grants: [Option<ProtectedPage>; MAX_PROTECTED_PAGES],
     /// The MSR bitmap (None: no MSR can be locked).
     pub msr_bitmap: Option<MsrBitmapPage>,
 }
@@ -159,6 +167,7 @@ impl Protection {
             current: 0,
             gates: [None; MAX_GATES],
             pages: [None; MAX_PROTECTED_PAGES],
+            grants: [None; MAX_PROTECTED_PAGES],
             msr_bitmap,
         }
     }
@@ -171,6 +180,28 @@ impl Protection {
     /// The protected pages.
     pub fn protected_pages(&self) -> impl Iterator<Item = &ProtectedPage> + '_ {
         self.pages.iter().flatten()
+    }
+
+    /// Whether the trusted kernel gave page `gpa` to context `ctx`.
+    pub fn granted(&self, ctx: u16, gpa: u64) -> bool {
+        self.grants
+            .contains(&Some(ProtectedPage { gpa, owner: ctx }))
+    }
+
+    /// The pages context `ctx` owns towards its quota: its grants (an
+    /// untrusted context) or its protected pages (the trusted one).
+    pub fn owned_pages(&self, ctx: u16) -> usize {
+        let list = if ctx == 0 { &self.pages } else { &self.grants };
+        list.iter().flatten().filter(|p| p.owner == ctx).count()
+    }
+
+    /// Drops every grant to `ctx`.
+    pub fn revoke_grants(&mut self, ctx: u16) {
+        for g in &mut self.grants {
+            if g.is_some_and(|g| g.owner == ctx) {
+                *g = None;
+            }
+        }
     }
 
     /// Whether `range` overlaps a registered region or a protected page.

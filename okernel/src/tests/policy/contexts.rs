@@ -122,17 +122,33 @@ fn alloc_protected_page_refuses_each_bad_argument_and_changes_nothing() {
 
 #[test]
 fn the_protected_page_table_fills_up_with_exhausted() {
+    use crate::policy::protection::PAGES_PER_CONTEXT;
+    // Every context to its quota: 9 x 7 = 63 of the 64 slots.
     let mut v = pvcpu();
-    for i in 0..64 {
-        ok(
-            &mut v,
-            Call::AllocProtectedPage,
-            [0, 0x60_0000 + i * 0x1000, 0],
-        );
+    for _ in 0..8 {
+        ok(&mut v, Call::CreateContext, [0; 3]);
     }
+    let mut page = 0x60_0000;
+    for ctx in 0..=8 {
+        for _ in 0..PAGES_PER_CONTEXT {
+            ok(&mut v, Call::AllocProtectedPage, [ctx, page, 0]);
+            page += 0x1000;
+        }
+    }
+    // The last slot: taken by nobody, a context over its quota is refused.
     assert_eq!(
         call(&mut v, Call::AllocProtectedPage, [0, 0x70_0000, 0]),
         Status::Exhausted
+    );
+    v.policy.pages[63] = Some(crate::policy::protection::ProtectedPage {
+        gpa: 0x71_0000,
+        owner: 0,
+    });
+    ok(&mut v, Call::FreeProtectedPage, [1, 0x60_7000, 0]);
+    assert_eq!(
+        call(&mut v, Call::AllocProtectedPage, [2, 0x70_0000, 0]),
+        Status::Exhausted,
+        "context 2 is at its quota"
     );
 }
 

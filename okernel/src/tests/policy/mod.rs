@@ -8,7 +8,9 @@ mod contexts;
 mod exits;
 mod gates;
 mod page_table;
+mod protected_pages;
 mod regions;
+mod table_owner;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

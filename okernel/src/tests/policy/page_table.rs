@@ -11,7 +11,7 @@ const RW: u64 = 2;
 const PS: u64 = 0x80;
 
 /// Page tables, text, rodata and credentials locked; one protected page.
-fn locked() -> PVcpu {
+pub(super) fn locked() -> PVcpu {
     let mut v = pvcpu();
     lock(&mut v, PML4, 0x4000, RegionKind::PageTable);
     lock(&mut v, TEXT, 0x4000, RegionKind::Text);
@@ -22,7 +22,7 @@ fn locked() -> PVcpu {
     v
 }
 
-fn entry(v: &PVcpu, at: u64) -> u64 {
+pub(super) fn entry(v: &PVcpu, at: u64) -> u64 {
     let mut b = [0u8; 8];
     v.memory.phys().copy(at, &mut b);
     u64::from_le_bytes(b)
