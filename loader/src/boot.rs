@@ -227,7 +227,9 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
             GuestMode::Protected32
         }
         // `elf_load::plan` never returns it: Linux takes `boot_linux`.
-        ImageKind::LinuxPvh => return Err(Failure::Linux(LinuxError::NoPvhNote)),
+        ImageKind::LinuxPvh | ImageKind::LinuxBzImage => {
+            return Err(Failure::Linux(LinuxError::NoPvhNote));
+        }
     };
 
     info!(
@@ -235,7 +237,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         match plan.kind {
             ImageKind::Elf64 => "64-bit",
             ImageKind::Multiboot32 => "multiboot2 32-bit protected-mode",
-            ImageKind::LinuxPvh => "Linux PVH",
+            ImageKind::LinuxPvh | ImageKind::LinuxBzImage => "Linux",
         },
         plan.entry
     );

@@ -1,20 +1,24 @@
-//! The boot sequence for a Linux guest: the ELF vmlinux by its PVH entry
-//! (`loader::linux`). Everything is planned and validated first
-//! ([`linux::layout`]); then the modules move clear of the kernel, the
-//! segments are copied, the `hvm_start_info` is built, and Linux is
-//! entered in 32-bit protected mode with paging off and EBX = the start
-//! info: under okernel in VMX non-root mode (the same unrestricted-guest
-//! entry as a multiboot ELF32 guest), or with `mode=direct` by the
-//! loader itself, which leaves long mode for it ([`arch::protected32`]).
+//! The boot sequence for a Linux guest (`loader::linux`). Everything is
+//! planned and validated first ([`linux::layout`]); then the modules move
+//! clear of the kernel, the kernel is copied, and:
+//! - the ELF vmlinux gets an `hvm_start_info` and is entered at its PVH
+//!   entry in 32-bit protected mode with paging off and EBX = the start
+//!   info: under okernel in VMX non-root mode (the same unrestricted-guest
+//!   entry as a multiboot ELF32 guest), or with `mode=direct` by the
+//!   loader itself, which leaves long mode for it ([`arch::protected32`]);
+//! - the bzImage gets a zero page (`boot_params`) and identity page
+//!   tables and is entered at its 64-bit entry with RSI = the zero page
+//!   (Linux/x86 boot protocol, "64-bit Boot Protocol"), under okernel as a
+//!   64-bit guest or directly.
 
 use crate::arch;
 use crate::boot::{Failure, POOL_BYTES, launch_monitor, load_segments};
 use crate::phys::{self, Identity};
 use loader::bootinfo::{BootInfo, Module, PhysMem};
 use loader::cmdline::{Mode, Options};
-use loader::elf_load::Occupied;
+use loader::elf_load::{ImageKind, Occupied};
 use loader::handoff::Carve;
-use loader::linux::{self, LinuxError, start_info};
+use loader::linux::{self, LinuxError, boot_params, start_info};
 use loader::memmap::MAX_REGIONS;
 use log::info;
 use okernel::launch::{GuestMode, MemoryKind, MemoryRange, PhysRange};
@@ -62,8 +66,12 @@ pub fn run(
     .map_err(Failure::Linux)?;
     let plan = &layout.plan;
     info!(
-        "Linux vmlinux: PVH entry {:#x}, loads at {}",
-        plan.entry, plan.extent
+        "Linux {}: loads at {}",
+        match plan.kind {
+            ImageKind::LinuxBzImage => "bzImage (boot protocol)",
+            _ => "vmlinux (PVH)",
+        },
+        plan.extent
     );
 
     // Nothing was written so far; from here on the plan holds. The
@@ -93,7 +101,7 @@ pub fn run(
             kind: RegionKind::Monitor,
         },
         Carve {
-            range: layout.start_info,
+            range: layout.area,
             kind: RegionKind::BootData,
         },
         Carve {
@@ -101,11 +109,10 @@ pub fn run(
             kind: RegionKind::Monitor,
         },
     ];
-    // SAFETY: `layout.start_info` was placed in usable RAM clear of
-    // everything in use.
-    let area = unsafe { phys::bytes_mut(layout.start_info) }
-        .and_then(|b| <&mut [u8; start_info::AREA_SIZE]>::try_from(b).ok())
-        .ok_or(Failure::ModuleUnreadable(layout.start_info))?;
+    // SAFETY: `layout.area` was placed in usable RAM clear of everything
+    // in use.
+    let area =
+        unsafe { phys::bytes_mut(layout.area) }.ok_or(Failure::ModuleUnreadable(layout.area))?;
     let contents = start_info::Contents {
         firmware: &bi.memory,
         carves: &carves,
@@ -113,10 +120,8 @@ pub fn run(
         initrd: layout.initrd,
         rsdp: bi.rsdp,
     };
-    let info = start_info::build(area, layout.start_info.start, &contents)
-        .map_err(|e| Failure::Linux(LinuxError::StartInfo(e)))?;
     info!(
-        "Linux start info at {info:#x} (initramfs {}, RSDP {}), frame pool {}",
+        "Linux initramfs at {}, ACPI RSDP {}, frame pool {}",
         layout.initrd,
         if bi.rsdp.is_some() {
             "from the boot loader"
@@ -125,21 +130,50 @@ pub fn run(
         },
         layout.pool
     );
-
-    if opts.mode == Mode::Direct {
-        log::warn!(
-            "mode=direct: entering Linux at {:#x} in 32-bit protected mode with NO monitor: \
-             nothing is protected",
+    let mut regs = GuestRegisters::default();
+    let mode = if plan.kind == ImageKind::LinuxBzImage {
+        let area = <&mut [u8; boot_params::AREA_SIZE]>::try_from(area)
+            .map_err(|_| Failure::ModuleUnreadable(layout.area))?;
+        let (cr3, zero_page) = boot_params::build(area, layout.area.start, image, plan, &contents)
+            .map_err(Failure::Linux)?;
+        info!(
+            "Linux boot_params at {zero_page:#x}, 64-bit entry {:#x}",
             plan.entry
         );
-        // SAFETY: the entry lies in the kernel just loaded and validated
-        // (`layout`, below 4 GiB), the start info describes memory in
-        // which this image and the pool are reserved, and nothing of the
-        // loader runs after the jump.
-        unsafe { arch::protected32::enter(plan.entry as u32, info as u32) }
-    }
-    let mut regs = GuestRegisters::default();
-    regs.gpr[Gpr::Rbx as usize] = info;
+        if opts.mode == Mode::Direct {
+            log::warn!(
+                "mode=direct: entering Linux at {:#x} in 64-bit mode with NO monitor: \
+                 nothing is protected",
+                plan.entry
+            );
+            // SAFETY: the entry is the 64-bit entry of the kernel just
+            // loaded and validated; CR3 identity-maps the first 4 GiB, this
+            // code, the kernel, the zero page and the initramfs included.
+            unsafe { enter_64(plan.entry, cr3, zero_page) }
+        }
+        regs.gpr[Gpr::Rsi as usize] = zero_page;
+        GuestMode::Long64 { cr3 }
+    } else {
+        let area = <&mut [u8; start_info::AREA_SIZE]>::try_from(area)
+            .map_err(|_| Failure::ModuleUnreadable(layout.area))?;
+        let info = start_info::build(area, layout.area.start, &contents)
+            .map_err(|e| Failure::Linux(LinuxError::StartInfo(e)))?;
+        info!("Linux start info at {info:#x}, PVH entry {:#x}", plan.entry);
+        if opts.mode == Mode::Direct {
+            log::warn!(
+                "mode=direct: entering Linux at {:#x} in 32-bit protected mode with NO monitor: \
+                 nothing is protected",
+                plan.entry
+            );
+            // SAFETY: the entry lies in the kernel just loaded and validated
+            // (`layout`, below 4 GiB), the start info describes memory in
+            // which this image and the pool are reserved, and nothing of the
+            // loader runs after the jump.
+            unsafe { arch::protected32::enter(plan.entry as u32, info as u32) }
+        }
+        regs.gpr[Gpr::Rbx as usize] = info;
+        GuestMode::Protected32
+    };
     // MMIO Linux touches that firmware maps do not list (the ACPI RSDP
     // scan reads 0xE0000-0xFFFFF; the I/O APIC, HPET and local APIC
     // pages, PCI BARs): every hole below 4 GiB, uncached (`MemoryKind::Mmio`).
@@ -156,15 +190,35 @@ pub fn run(
         holes += 1;
     });
     info!(
-        "starting okernel: Linux PVH entry {:#x} in VMX non-root mode (32-bit protected mode, EBX = start info)",
-        plan.entry
-    );
-    launch_monitor(
-        bi,
-        GuestMode::Protected32,
+        "starting okernel: Linux entry {:#x} in VMX non-root mode ({})",
         plan.entry,
-        regs,
-        layout.pool,
-        &extra[..holes],
-    )
+        match mode {
+            GuestMode::Protected32 => "32-bit protected mode, EBX = start info",
+            GuestMode::Long64 { .. } => "64-bit mode, RSI = boot_params",
+        }
+    );
+    launch_monitor(bi, mode, plan.entry, regs, layout.pool, &extra[..holes])
+}
+
+/// Switches to the page tables at `cr3` and jumps to a Linux 64-bit entry
+/// with RSI = the zero page (boot protocol: "64-bit Boot Protocol").
+///
+/// # Safety
+///
+/// `entry` must be the 64-bit entry of a loaded bzImage whose zero page is
+/// at `zero_page`; the tables at `cr3` must identity-map it, the kernel's
+/// load range and this code.
+unsafe fn enter_64(entry: u64, cr3: u64, zero_page: u64) -> ! {
+    use x86_64::PhysAddr;
+    use x86_64::registers::control::{Cr3, Cr3Flags};
+    use x86_64::structures::paging::PhysFrame;
+    let frame = PhysFrame::from_start_address(PhysAddr::new(cr3))
+        .unwrap_or_else(|_| panic!("boot page tables at {cr3:#x} are not page-aligned"));
+    // SAFETY: forwarded from the caller: the new tables identity-map the
+    // first 4 GiB, this code included.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    // SAFETY: forwarded from the caller; SysV puts the second argument in
+    // RSI, where the boot protocol wants the zero page; it never returns.
+    let kernel: extern "sysv64" fn(u64, u64) -> ! = unsafe { core::mem::transmute(entry as usize) };
+    kernel(0, zero_page)
 }

@@ -56,9 +56,33 @@ pub enum ImageKind {
     /// Linux's ELF vmlinux: loaded at `p_paddr`, entered at its PVH entry
     /// in 32-bit protected mode with EBX = `hvm_start_info`.
     LinuxPvh,
+    /// Linux's bzImage: its protected-mode code loaded at
+    /// `pref_address`, entered at its 64-bit entry with RSI = the
+    /// `boot_params` (Linux/x86 boot protocol).
+    LinuxBzImage,
 }
 
 impl LoadPlan {
+    /// A plan of one segment: `file` bytes of the image copied to `dest`,
+    /// entered at `entry`; `extent` is what the image occupies once
+    /// running (at least `dest`: a bzImage decompresses in place).
+    pub fn single(
+        dest: Range,
+        file: core::ops::Range<usize>,
+        entry: u64,
+        extent: Range,
+        kind: ImageKind,
+    ) -> Self {
+        let mut segments: [Option<Segment>; MAX_SEGMENTS] = Default::default();
+        segments[0] = Some(Segment { dest, file });
+        Self {
+            segments,
+            entry,
+            extent,
+            kind,
+        }
+    }
+
     /// The segments, in image order.
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.segments.iter().flatten()

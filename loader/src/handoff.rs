@@ -91,21 +91,7 @@ pub fn build(
         return Err(HandoffError::CmdlineTooLong(cmdline.len()));
     }
     area.fill(0);
-    put(area, PML4, (base + PDPT as u64) | PRESENT | WRITABLE);
-    for i in 0..4 {
-        put(
-            area,
-            PDPT + i * 8,
-            (base + (PD + i * 0x1000) as u64) | PRESENT | WRITABLE,
-        );
-    }
-    for i in 0..2048u64 {
-        put(
-            area,
-            PD + i as usize * 8,
-            (i << 21) | PRESENT | WRITABLE | HUGE,
-        );
-    }
+    identity_tables(area, base);
 
     let mut count = 0;
     let mut emit = |region: MemoryRegion| -> Result<(), HandoffError> {
@@ -143,6 +129,31 @@ pub fn build(
     put(area, INFO + 32, info.memory_map_addr);
     put(area, INFO + 40, info.memory_map_len);
     Ok((base + PML4 as u64, base + INFO as u64))
+}
+
+/// The bytes [`identity_tables`] fills.
+pub const TABLES_SIZE: usize = INFO;
+
+/// Writes, at the start of `area` (seen at physical `base`, 4 KiB
+/// aligned), page tables that identity-map the first 4 GiB with 2 MiB
+/// pages (SDM Vol. 3A §5.5): a PML4, a PDPT and four page directories,
+/// [`TABLES_SIZE`] bytes; the PML4 is at `base`.
+pub fn identity_tables(area: &mut [u8], base: u64) {
+    put(area, PML4, (base + PDPT as u64) | PRESENT | WRITABLE);
+    for i in 0..4 {
+        put(
+            area,
+            PDPT + i * 8,
+            (base + (PD + i * 0x1000) as u64) | PRESENT | WRITABLE,
+        );
+    }
+    for i in 0..2048u64 {
+        put(
+            area,
+            PD + i as usize * 8,
+            (i << 21) | PRESENT | WRITABLE | HUGE,
+        );
+    }
 }
 
 fn put(area: &mut [u8], at: usize, v: u64) {

@@ -1,4 +1,5 @@
-//! Linux as the guest kernel: the ELF vmlinux entered at its PVH entry.
+//! Linux as the guest kernel: the ELF vmlinux entered at its PVH entry,
+//! or the bzImage through the boot protocol ([`boot_params`]).
 //!
 //! A first boot module that is an ELF64 x86-64 executable carrying a
 //! `XEN_ELFNOTE_PHYS32_ENTRY` note (type 18, owner "Xen", in a `PT_NOTE`
@@ -16,6 +17,7 @@
 //! in the way, and where the start-info area and the monitor's frame pool
 //! go; a plan that does not fit is refused with the reason.
 
+pub mod boot_params;
 pub mod start_info;
 
 use crate::elf_load::{self, ElfError, LoadPlan, Occupied};
@@ -118,8 +120,20 @@ pub fn mmio_holes(map: &MemoryMap, limit: u64, emit: &mut dyn FnMut(Range)) {
 /// Why a Linux guest was refused.
 #[derive(Debug)]
 pub enum LinuxError {
-    /// The kernel is a bzImage; only the ELF vmlinux is loaded so far.
-    BzImage,
+    /// The bzImage's setup header is missing, truncated or inconsistent.
+    BzImageTruncated,
+    /// The bzImage's boot protocol is older than 2.12 (no `xloadflags`).
+    BootProtocolTooOld(u16),
+    /// The bzImage has no 64-bit entry (`XLF_KERNEL_64`).
+    No64BitEntry,
+    /// The bzImage is not relocatable (it would load at 1 MiB, okernel's).
+    NotRelocatable,
+    /// The kernel's load range is not usable RAM below 4 GiB.
+    LoadRangeUnusable(Range),
+    /// The kernel's load range overlaps the named thing.
+    LoadRangeCollides(Range, &'static str),
+    /// The command line is longer than the kernel takes.
+    CmdlineTooLong(usize, usize),
     /// The kernel's image was refused.
     Elf(ElfError),
     /// The ELF64 kernel has no `XEN_ELFNOTE_PHYS32_ENTRY` note.
@@ -144,10 +158,39 @@ pub enum LinuxError {
 impl fmt::Display for LinuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LinuxError::BzImage => write!(
+            LinuxError::BzImageTruncated => {
+                write!(
+                    f,
+                    "Linux bzImage: setup header missing, truncated or inconsistent"
+                )
+            }
+            LinuxError::BootProtocolTooOld(v) => write!(
                 f,
-                "the Linux kernel module is a bzImage: okernel loads Linux's ELF vmlinux \
-                 (by its PVH entry) only; pass the vmlinux (extract-vmlinux)"
+                "Linux bzImage: boot protocol {}.{:02} is too old (need {}.{:02} or later)",
+                v >> 8,
+                v & 0xff,
+                boot_params::MIN_VERSION >> 8,
+                boot_params::MIN_VERSION & 0xff
+            ),
+            LinuxError::No64BitEntry => {
+                write!(f, "Linux bzImage has no 64-bit entry (XLF_KERNEL_64 clear)")
+            }
+            LinuxError::NotRelocatable => write!(
+                f,
+                "Linux bzImage is not relocatable (it must load at 1 MiB, where okernel lies)"
+            ),
+            LinuxError::LoadRangeUnusable(r) => {
+                write!(
+                    f,
+                    "Linux kernel load range {r} is not usable RAM below 4 GiB"
+                )
+            }
+            LinuxError::LoadRangeCollides(r, what) => {
+                write!(f, "Linux kernel load range {r} would overwrite {what}")
+            }
+            LinuxError::CmdlineTooLong(n, max) => write!(
+                f,
+                "Linux kernel command line has {n} bytes (the kernel takes at most {max})"
             ),
             LinuxError::Elf(e) => write!(f, "Linux vmlinux: {e}"),
             LinuxError::NoPvhNote => write!(
@@ -196,8 +239,10 @@ pub struct Layout {
     pub kernel_move: Option<Move>,
     /// Where the initramfs lies when Linux starts.
     pub initrd: Range,
-    /// The start-info area ([`start_info::AREA_SIZE`] bytes).
-    pub start_info: Range,
+    /// The hand-over area: the PVH start info ([`start_info::AREA_SIZE`]
+    /// bytes) or the bzImage's page tables and zero page
+    /// ([`boot_params::AREA_SIZE`]).
+    pub area: Range,
     /// The monitor's frame pool.
     pub pool: Range,
 }
@@ -209,7 +254,7 @@ impl Layout {
     }
 }
 
-/// Plans a Linux boot: `image` (the vmlinux, at `kernel` in memory) and
+/// Plans a Linux boot: `image` (the vmlinux or bzImage, at `kernel` in memory) and
 /// the initramfs at `initrd`, in `ram`, away from `fixed` (okernel's image,
 /// the boot information); a `pool_bytes` frame pool is placed too.
 pub fn layout(
@@ -220,20 +265,25 @@ pub fn layout(
     fixed: &[Occupied],
     pool_bytes: u64,
 ) -> Result<Layout, LinuxError> {
-    if is_bzimage(image) {
-        return Err(LinuxError::BzImage);
-    }
-    let entry = pvh_entry(image).ok_or(LinuxError::NoPvhNote)?;
-    if entry > u64::from(u32::MAX) {
-        return Err(LinuxError::EntryAbove4GiB(entry));
-    }
     if let Some(o) = fixed.iter().find(|o| o.range.overlaps(&initrd)) {
         return Err(LinuxError::InitrdOverlaps(o.what));
     }
     if initrd.overlaps(&kernel) {
         return Err(LinuxError::InitrdOverlaps("the kernel module"));
     }
-    let plan = elf_load::plan_physical(image, ram, fixed, entry).map_err(LinuxError::Elf)?;
+    let (plan, area_size) = if is_bzimage(image) {
+        (
+            boot_params::plan(image, ram, fixed)?,
+            boot_params::AREA_SIZE,
+        )
+    } else {
+        let entry = pvh_entry(image).ok_or(LinuxError::NoPvhNote)?;
+        if entry > u64::from(u32::MAX) {
+            return Err(LinuxError::EntryAbove4GiB(entry));
+        }
+        let plan = elf_load::plan_physical(image, ram, fixed, entry).map_err(LinuxError::Elf)?;
+        (plan, start_info::AREA_SIZE)
+    };
 
     const MAX_AVOID: usize = 16;
     let mut avoid = [Range { start: 0, end: 0 }; MAX_AVOID];
@@ -270,14 +320,14 @@ pub fn layout(
         }),
         false => None,
     };
-    let start_info = place("the PVH start info", start_info::AREA_SIZE as u64)?;
+    let area = place("the start info or zero page", area_size as u64)?;
     let pool = place("the monitor's frame pool", pool_bytes)?;
     Ok(Layout {
         initrd: initrd_move.map_or(initrd, |m| m.to),
         plan,
         initrd_move,
         kernel_move,
-        start_info,
+        area,
         pool,
     })
 }

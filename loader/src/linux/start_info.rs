@@ -103,6 +103,31 @@ fn e820(kind: RegionKind) -> u32 {
     }
 }
 
+/// The E820 map Linux gets: the firmware's regions with their types, and
+/// inside usable RAM the `carves` as reserved (type 2) unless their kind
+/// is [`boot::RegionKind::Usable`] or [`boot::RegionKind::GuestImage`];
+/// in address order, as (range, E820 type).
+pub fn e820_map<E>(
+    firmware: &MemoryMap,
+    carves: &[Carve],
+    emit: &mut dyn FnMut(Range, u32) -> Result<(), E>,
+) -> Result<(), E> {
+    for fw in firmware.regions() {
+        if fw.kind != RegionKind::Usable {
+            emit(fw.range, e820(fw.kind))?;
+            continue;
+        }
+        split_usable(fw.range, carves, &mut |r, kind| {
+            let ty = match kind {
+                boot::RegionKind::Usable | boot::RegionKind::GuestImage => E820_RAM,
+                _ => E820_RESERVED,
+            };
+            emit(r, ty)
+        })?;
+    }
+    Ok(())
+}
+
 /// Fills `area` (which Linux will see at physical `base`) and returns the
 /// physical address of the `hvm_start_info` (for EBX).
 pub fn build(
@@ -129,19 +154,7 @@ pub fn build(
         entries += 1;
         Ok(())
     };
-    for fw in c.firmware.regions() {
-        if fw.kind != RegionKind::Usable {
-            emit(fw.range, e820(fw.kind))?;
-            continue;
-        }
-        split_usable(fw.range, c.carves, &mut |r, kind| {
-            let ty = match kind {
-                boot::RegionKind::Usable | boot::RegionKind::GuestImage => E820_RAM,
-                _ => E820_RESERVED,
-            };
-            emit(r, ty)
-        })?;
-    }
+    e820_map(c.firmware, c.carves, &mut emit)?;
 
     let rsdp = match c.rsdp {
         Some(bytes) if bytes.len() > MAX_RSDP => {
