@@ -166,6 +166,19 @@ impl Bochs {
     }
 }
 
+/// The last `n` panic- or error-level lines of a Bochs log (`…p[DEV ] …`,
+/// `…e[DEV ] …`): where a run that ended without a result says why.
+fn last_errors(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let level = l.trim_start_matches(|c: char| c.is_ascii_digit());
+            level.starts_with("p[") || level.starts_with("e[")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
 /// What a probe's BIOS prints when it ran and found nothing to boot.
 const PROBE_SIGN: &str = "No bootable device";
 
@@ -237,18 +250,11 @@ impl Backend for Bochs {
         report.duration = finished.duration;
         if report.marker.is_none() && !finished.timed_out {
             // Bochs ended without a result: its own panic or error lines
-            // say why (a bad bochsrc, a missing file, a CPU panic).
-            let said = format!(
-                "{}\n{}",
-                read_console(&dir.join("bochs.stdout")),
-                read_console(&dir.join("bochs.log"))
-            );
-            let panics: String = said
-                .lines()
-                .filter(|l| l.contains(">>PANIC<<") || l.contains("FATAL"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let words = error_lines(if panics.is_empty() { &said } else { &panics }, 3);
+            // say why (a bad bochsrc, a missing file, a CPU panic, a
+            // reset). Its log only: its stdout carries the guest's port
+            // 0xE9 output, whose words are not Bochs'.
+            let said = read_console(&dir.join("bochs.log"));
+            let words = last_errors(&said, 3);
             report.emulator_error = (!words.is_empty()).then_some(words);
         }
         Ok(report)
@@ -304,6 +310,21 @@ mod tests {
             },
         );
         assert!(rc.starts_with("megs: 512\n"), "{rc}");
+    }
+
+    #[test]
+    fn a_run_without_result_names_bochs_last_errors() {
+        let log = "00000000000i[CPU0  ] cpu hardware reset\n\
+                   01862153510e[CPU0  ] RDMSR: Unknown register 0x179\n\
+                   01863705933i[CPU0  ] something\n\
+                   01863705933e[CPU0  ] exception(): 3rd (13) exception with no resolution\n\
+                   01863705934i[SIM   ] quit_sim called with exit code 1\n";
+        assert_eq!(
+            last_errors(log, 1),
+            "01863705933e[CPU0  ] exception(): 3rd (13) exception with no resolution"
+        );
+        assert_eq!(last_errors(log, 5).matches(" | ").count(), 1);
+        assert_eq!(last_errors("no levels here\n", 3), "");
     }
 
     #[test]

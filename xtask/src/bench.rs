@@ -111,7 +111,7 @@ pub fn linux() -> Result<bool, String> {
         (Mode::Direct, "bench-linux-direct"),
         (Mode::Monitor, "bench-linux-monitor"),
     ] {
-        let spec = linux::spec(&images, &image, mode, false, name)?;
+        let spec = linux::spec(&images, &image, mode, false, "", name)?;
         eprintln!("xtask: booting {} ({name}) in Bochs ...", image.version);
         let report = linux::boot(&backend, &spec, &image)?;
         let boot = bench_lines(&report)?

@@ -102,7 +102,7 @@ pub fn run(images: &Images, linux: &LinuxImage, backends: &[Probed]) -> Vec<Row>
                 }
                 Availability::Available(_) => {
                     let name = format!("{}-{}", case.name, case.backend);
-                    let result = linux::spec(images, linux, case.mode, case.bzimage, &name)
+                    let result = linux::spec(images, linux, case.mode, case.bzimage, "", &name)
                         .and_then(|spec| linux::boot(p.backend.as_ref(), &spec, linux))
                         .map(|r| {
                             let v = match Verdict::judge(&r, &Expect::pass()) {

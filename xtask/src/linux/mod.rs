@@ -244,12 +244,13 @@ pub fn okernel_image_range(image: &Path) -> Result<(u64, u64), String> {
 }
 
 /// The run spec of one Linux boot (`bzimage`: the boot-protocol path
-/// instead of the PVH vmlinux).
+/// instead of the PVH vmlinux; `extra`: more kernel parameters).
 pub fn spec(
     images: &images::Images,
     linux: &LinuxImage,
     mode: Mode,
     bzimage: bool,
+    extra: &str,
     name: &str,
 ) -> Result<RunSpec, String> {
     let kernel = if bzimage {
@@ -258,6 +259,9 @@ pub fn spec(
         &linux.vmlinux
     };
     let mut cmdline = format!("{LINUX_CMDLINE} okernel.expect={}", mode.word());
+    if !extra.is_empty() {
+        cmdline = format!("{cmdline} {extra}");
+    }
     if mode != Mode::Bare {
         let (start, end) = okernel_image_range(&images.okernel)?;
         cmdline.push_str(&format!(" okernel.test_image={start:#x}-{end:#x}"));
@@ -311,21 +315,24 @@ pub fn boot(
     backend.run(spec).map_err(|e| e.to_string())
 }
 
-const USAGE: &str = "usage: cargo xtask linux [--direct | --bare] [--bzimage]
+const USAGE: &str = "usage: cargo xtask linux [--direct | --bare] [--bzimage] [--client]
   (default) Debian's kernel under okernel in Bochs, by its PVH entry
   --direct  okernel's loader with mode=direct (no monitor), in Bochs
   --bare    no okernel: QEMU/TCG boots the kernel itself (the baseline)
-  --bzimage the bzImage by the Linux boot protocol instead of the vmlinux";
+  --bzimage the bzImage by the Linux boot protocol instead of the vmlinux
+  --client  under okernel, /init also loads the client (okernel.client=1)";
 
 /// `cargo xtask linux ARGS`.
 pub fn linux(args: &[String]) -> Result<bool, String> {
     let mut mode = Mode::Monitor;
     let mut bz = false;
+    let mut extra = "";
     for a in args {
         match a.as_str() {
             "--direct" => mode = Mode::Direct,
             "--bare" => mode = Mode::Bare,
             "--bzimage" => bz = true,
+            "--client" => extra = "okernel.client=1",
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(true);
@@ -352,7 +359,7 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
         if bz { "-bzimage" } else { "" },
         backend.name()
     );
-    let spec = spec(&images, &linux, mode, bz, &name)?;
+    let spec = spec(&images, &linux, mode, bz, extra, &name)?;
     eprintln!(
         "xtask: booting {} ({}) on {}, timeout {}s, artifacts in {}",
         linux.version,
