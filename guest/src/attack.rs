@@ -221,6 +221,24 @@ pub const ATTACKS: &[Attack] = &[
         audit: Some(Hypercall),
         status: Some(Status::PermissionDenied),
     },
+    reg("empty-slot-page-table-link", 7, PageTableUpdate),
+    // Without contexts (protect=off) the kernel path is the trusted
+    // kernel, which owns every page: nothing is foreign and the table is
+    // its own, so these two are meaningless unprotected.
+    Attack {
+        name: "protect-foreign-page",
+        invariant: 6,
+        guard: Guard::ProtectedOnly,
+        audit: Some(Hypercall),
+        status: Some(Status::PermissionDenied),
+    },
+    Attack {
+        name: "protected-page-exhaustion",
+        invariant: 11,
+        guard: Guard::ProtectedOnly,
+        audit: Some(Hypercall),
+        status: None,
+    },
     hostile("hostile-unaligned", Guard::MonitorOnly, Status::Unaligned),
     hostile("hostile-empty", Guard::MonitorOnly, Status::Empty),
     hostile("hostile-overlap", Guard::ProtectedOnly, Status::Overlap),

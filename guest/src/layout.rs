@@ -62,6 +62,9 @@ pub struct Spaces<const N: usize> {
     pub task_roots: [u64; N],
     /// The alias window's page table.
     pub alias_pt: u64,
+    /// The alias window's page directory (slot 0 links the page table;
+    /// the rest are empty).
+    pub alias_pd: u64,
 }
 
 impl<const N: usize> Spaces<N> {
@@ -115,6 +118,7 @@ pub fn build<const N: usize>(
         kernel_root,
         task_roots,
         alias_pt,
+        alias_pd,
     })
 }
 

@@ -31,7 +31,10 @@ extern "C" fn hypercall_gadget(_: u64) -> u64 {
 }
 
 /// `container-a`'s kernel path makes hypercall `call` with `args`.
-fn hypercall_from_a(call: Call, args: [u64; 4]) -> Option<Result<u64, crate::arch::traps::Fault>> {
+pub(super) fn hypercall_from_a(
+    call: Call,
+    args: [u64; 4],
+) -> Option<Result<u64, crate::arch::traps::Fault>> {
     GADGET[0].store(call.raw(), Ordering::SeqCst);
     for (g, v) in GADGET[1..].iter().zip(args) {
         g.store(v, Ordering::SeqCst);
@@ -45,7 +48,7 @@ fn hypercall_from_a(call: Call, args: [u64; 4]) -> Option<Result<u64, crate::arc
     .0
 }
 
-fn status_name(raw: Option<Result<u64, crate::arch::traps::Fault>>) -> &'static str {
+pub(super) fn status_name(raw: Option<Result<u64, crate::arch::traps::Fault>>) -> &'static str {
     match raw {
         Some(Ok(v)) => Status::from_raw(v).map_or("undefined status", Status::name),
         Some(Err(_)) => "faulted",

@@ -10,6 +10,7 @@ mod cpu;
 mod hostile;
 mod legit;
 mod memory;
+mod policy_gaps;
 
 use crate::arch::traps::Fault;
 use crate::kernel::{self, protect};
@@ -156,6 +157,7 @@ pub fn run(
     legit::run(&mut s);
     memory::run(&mut s);
     cpu::run(&mut s);
+    policy_gaps::run(&mut s);
     hostile::run(&mut s);
     legit::after_attacks(&mut s);
 }

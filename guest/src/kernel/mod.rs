@@ -64,6 +64,12 @@ static KSTACKS: Pages<[[u8; KSTACK_SIZE]; NTASKS]> = Pages::new([[0; KSTACK_SIZE
 pub static DATA_PAGE: Pages<Page> = Pages::new([0; 4096]);
 /// A copy of the IDT for the LIDT attack.
 pub static FAKE_IDT: Pages<Page> = Pages::new([0; 4096]);
+/// The page table an attack writes in ordinary memory.
+pub static ATTACKER_TABLE: Pages<[u64; 512]> = Pages::new([0; 512]);
+/// Ordinary pages nothing else uses, which an attack may try to protect.
+pub static SPARE_PAGES: Pages<[Page; SPARE]> = Pages::new([[0; 4096]; SPARE]);
+/// How many [`SPARE_PAGES`]: more than the monitor's protected-page table.
+pub const SPARE: usize = 72;
 
 /// What the kernel built at boot.
 #[derive(Debug, Clone, Copy)]

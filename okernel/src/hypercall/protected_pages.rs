@@ -11,10 +11,10 @@
 //! another context's data, the trusted kernel's stack) is
 //! `PermissionDenied` and audited (kind `hypercall`): before this rule an
 //! untrusted context could take any unregistered page away from every
-//! other view. **Quota**: a context owns at most
-//! [`PAGES_PER_CONTEXT`] pages (grants for an untrusted context,
-//! protected pages for the trusted one), so that no context exhausts the
-//! global table of [`MAX_PROTECTED_PAGES`] for the others (`Exhausted`).
+//! other view. **Quota**: a context holds at most [`PAGES_PER_CONTEXT`]
+//! protected pages, and an untrusted one is given at most as many, so
+//! that no context exhausts the global table of [`MAX_PROTECTED_PAGES`]
+//! for the others (`Exhausted`).
 
 use okernel_abi::hypercall::{Call, Status};
 
@@ -77,7 +77,12 @@ fn alloc_page<V: Vmcs, C: Cpu>(
     // hold yet: a new grant, within the quota.
     let new_grant = trusted && ctx != 0 && !env.prot.granted(ctx, page);
     let grant_slot = env.prot.grants.iter().position(Option::is_none);
-    if (ctx == 0 || new_grant) && env.prot.owned_pages(ctx) >= PAGES_PER_CONTEXT {
+    let held = env
+        .prot
+        .protected_pages()
+        .filter(|p| p.owner == ctx)
+        .count();
+    if held >= PAGES_PER_CONTEXT || (new_grant && env.prot.owned_pages(ctx) >= PAGES_PER_CONTEXT) {
         return Ok(Err(Status::Exhausted));
     }
     if new_grant && grant_slot.is_none() {

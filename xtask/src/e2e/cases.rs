@@ -245,6 +245,9 @@ const ATTACKS: &[&str] = &[
     "attack-gate-single-step",
     "attack-untrusted-exit",
     "attack-exception-on-read-only-stack",
+    "attack-empty-slot-page-table-link",
+    "attack-protect-foreign-page",
+    "attack-protected-page-exhaustion",
     "legit-syscall-getuid",
     "legit-own-protected-page",
 ];
