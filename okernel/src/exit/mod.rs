@@ -22,6 +22,7 @@ pub mod events;
 pub mod fatal;
 pub mod guest;
 pub mod msr;
+pub mod msr_shared;
 pub mod other;
 pub mod rip;
 pub mod simple;

@@ -11,11 +11,13 @@
 //! | LSTAR, CSTAR, STAR, SFMASK, KERNEL_GS_BASE | n/a (never intercepted for read) | policy hook, canonical check, then written |
 //! | SYSENTER_CS/ESP/EIP         | n/a                                    | policy hook, then the VMCS guest field |
 //! | IA32_APIC_BASE, x2APIC 0x800..=0x8FF | n/a (never intercepted for read) | [`super::apic`]: relocation and non-fixed IPIs refused + audit |
+//! | IA32_TSC, MISC_ENABLE, XSS, MTRRs, IA32_RTIT_* | n/a (never intercepted for read) | [`super::msr_shared`]: changes refused + audit (XSS: PT and CET-supervisor bits) |
+//! | IA32_SMM_MONITOR_CTL (0x9B) | #GP (hidden with VMX/SMX)             | #GP            |
 //! | anything else that exits    | #GP                                    | #GP            |
 //! | a locked MSR (LockMsr)      | n/a                                    | its locked value: skipped; any other: #GP + audit |
 
 use super::guest::Vcpu;
-use super::{ExitAction, ExitError, apic};
+use super::{ExitAction, ExitError, apic, msr_shared};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::audit::AuditKind;
@@ -83,6 +85,7 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     let target = match index {
         apic::IA32_APIC_BASE | 0x800..=0x8ff => return apic::handle_write(vcpu, index, value),
+        i if msr_shared::judges(i) => return msr_shared::handle_write(vcpu, index, value),
         IA32_STAR => Target::Msr,
         IA32_FMASK if value >> 32 == 0 => Target::Msr,
         IA32_LSTAR | IA32_CSTAR | IA32_KERNEL_GS_BASE if is_canonical(value) => Target::Msr,

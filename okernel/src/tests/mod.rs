@@ -11,6 +11,7 @@ mod exits_cr;
 mod exits_ept;
 mod exits_events;
 mod exits_misc;
+mod exits_msr_shared;
 mod fast_path;
 mod fuzzing;
 mod hypercall;

@@ -86,11 +86,13 @@ impl<'a> MsrBitmap<'a> {
     }
 }
 
-/// The okernel base configuration: IA32_FEATURE_CONTROL and the VMX
-/// capability MSRs (0x480..=0x493) exit on read and write;
-/// IA32_APIC_BASE and the x2APIC MSRs (0x800..=0x8FF) exit on write
-/// (`exit::apic`: no relocation of the APIC page, no INIT/SIPI/SMI/NMI
-/// IPIs); every other MSR in range passes through.
+/// The okernel base configuration: IA32_FEATURE_CONTROL, the VMX
+/// capability MSRs (0x480..=0x493) and IA32_SMM_MONITOR_CTL exit on read
+/// and write; IA32_APIC_BASE and the x2APIC MSRs (0x800..=0x8FF) exit on
+/// write (`exit::apic`: no relocation of the APIC page, no
+/// INIT/SIPI/SMI/NMI IPIs), and so do the MSRs whose state the guest
+/// shares with the monitor (`exit::msr_shared`: TSC, MISC_ENABLE, XSS,
+/// MTRRs, Intel PT); every other MSR in range passes through.
 pub fn configure_base(page: &mut [u8; 4096]) {
     use super::capability::msr;
     use crate::exit::apic;
@@ -98,9 +100,13 @@ pub fn configure_base(page: &mut [u8; 4096]) {
     b.intercept_all(core::iter::once(msr::IA32_FEATURE_CONTROL));
     b.intercept_all(msr::IA32_VMX_BASIC..=msr::IA32_VMX_EXIT_CTLS2);
     b.intercept(apic::IA32_APIC_BASE, MsrAccess::Write);
-    for m in apic::X2APIC_MSRS {
+    for m in apic::X2APIC_MSRS.chain(crate::exit::msr_shared::write_intercepted()) {
         b.intercept(m, MsrAccess::Write);
     }
+    b.intercept(
+        crate::exit::msr_shared::IA32_SMM_MONITOR_CTL,
+        MsrAccess::Read,
+    );
 }
 
 #[cfg(test)]
@@ -121,7 +127,7 @@ mod tests {
             assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
         }
         for m in [
-            0x10,
+            0x11,
             0x7ff,
             0x900,
             0x277,
@@ -134,6 +140,13 @@ mod tests {
             assert!(!b.exits(m, MsrAccess::Read), "{m:#x}");
             assert!(!b.exits(m, MsrAccess::Write), "{m:#x}");
         }
+        for m in [
+            0x10, 0x1a0, 0xda0, 0x200, 0x21f, 0x250, 0x2ff, 0x560, 0x570, 0x587,
+        ] {
+            assert!(!b.exits(m, MsrAccess::Read), "{m:#x} read passes");
+            assert!(b.exits(m, MsrAccess::Write), "{m:#x} write exits");
+        }
+        assert!(b.exits(0x9b, MsrAccess::Read) && b.exits(0x9b, MsrAccess::Write));
         // Outside the ranges: always exits.
         assert!(b.exits(0x4000_0000, MsrAccess::Read));
         assert!(b.exits(0x2000, MsrAccess::Write));

@@ -1,0 +1,156 @@
+//! MSRs whose state the guest shares with the monitor (issue 13, class
+//! 5): VMX does not switch them between the guest and VMX root operation,
+//! so a guest write changes the monitor's processor too. The base MSR
+//! bitmap ([`crate::vmx::msr_bitmap::configure_base`]) makes their
+//! *writes* exit; their reads pass through, as on hardware (a Linux guest
+//! reads the MTRRs, MISC_ENABLE, the TSC and XSS at boot), except
+//! IA32_SMM_MONITOR_CTL, which is hidden.
+//!
+//! | MSR | write | why |
+//! |-----|-------|-----|
+//! | IA32_TSC (0x10) | refused: #GP + audit `msr-write` | the monitor's time base |
+//! | IA32_SMM_MONITOR_CTL (0x9B) | read and write #GP, no audit | exists only with VMX or SMX (SDM Vol. 3C §33.15.5), both hidden (invariant 12) |
+//! | IA32_MISC_ENABLE (0x1A0) | refused: #GP + audit | fast strings, XD disable (the monitor's NX), MONITOR/MWAIT, CPUID limit |
+//! | IA32_XSS (0xDA0) | written, but a reserved bit is #GP (as hardware) and PT (bit 8) or CET supervisor (bit 12) is refused (#GP + audit) | with them XRSTORS would load the Intel PT MSRs or PL0–2_SSP without a WRMSR exit |
+//! | MTRRs (0x200–0x21F, 0x250, 0x258, 0x259, 0x268–0x26F, 0x2FF) | the value they hold: skipped (RIP advanced); any other: refused (#GP + audit); an MTRR the processor lacks: #GP | they set the memory types of the monitor's own accesses (SDM Vol. 3A §12.11); with EPT the guest's types come from the EPT and its PAT (Vol. 3C §29.3.7) |
+//! | Intel PT, IA32_RTIT_* (0x560, 0x561, 0x570–0x572, 0x580–0x587) | refused (#GP + audit); #GP without audit where the processor has no PT | trace output goes to physical addresses the EPT does not check |
+//!
+//! Linux writes MTRR_DEF_TYPE around its cache set-up (disable, then the
+//! same value back) with `wrmsr_safe`: the disable is refused and logged,
+//! the restore is a no-op, the memory types stay as they were.
+
+use super::guest::Vcpu;
+use super::{ExitAction, ExitError};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+use crate::policy::audit::AuditKind;
+use crate::vmx::event::Exception;
+
+/// IA32_TSC.
+pub const IA32_TSC: u32 = 0x10;
+/// IA32_SMM_MONITOR_CTL.
+pub const IA32_SMM_MONITOR_CTL: u32 = 0x9b;
+/// IA32_MTRRCAP (read-only).
+pub const IA32_MTRRCAP: u32 = 0xfe;
+/// IA32_MISC_ENABLE.
+pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+/// IA32_MTRR_DEF_TYPE.
+pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
+/// IA32_XSS.
+pub const IA32_XSS: u32 = 0xda0;
+/// XSS bit 8: Intel PT state.
+pub const XSS_PT: u64 = 1 << 8;
+/// XSS bit 12: CET supervisor state (PL0–2_SSP).
+pub const XSS_CET_S: u64 = 1 << 12;
+
+/// The variable-range MTRR pairs (0x200..=0x21F, up to 16 pairs).
+const MTRR_VARIABLE: core::ops::RangeInclusive<u32> = 0x200..=0x21f;
+/// The fixed-range MTRRs.
+const MTRR_FIXED: [u32; 11] = [
+    0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
+];
+/// The Intel PT MSRs.
+const RTIT: [u32; 13] = [
+    0x560, 0x561, 0x570, 0x571, 0x572, 0x580, 0x581, 0x582, 0x583, 0x584, 0x585, 0x586, 0x587,
+];
+
+/// Every MSR whose write this module judges (the base bitmap intercepts
+/// them).
+pub fn write_intercepted() -> impl Iterator<Item = u32> {
+    [
+        IA32_TSC,
+        IA32_SMM_MONITOR_CTL,
+        IA32_MISC_ENABLE,
+        IA32_XSS,
+        IA32_MTRR_DEF_TYPE,
+    ]
+    .into_iter()
+    .chain(MTRR_VARIABLE)
+    .chain(MTRR_FIXED)
+    .chain(RTIT)
+}
+
+/// Whether this module judges a write of `index`.
+pub fn judges(index: u32) -> bool {
+    write_intercepted().any(|m| m == index)
+}
+
+/// What happens to a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Performed by the monitor.
+    Write,
+    /// A no-op: the MSR already holds the value.
+    Skip,
+    /// #GP, as the processor would raise it.
+    Fault,
+    /// Refused by the policy: #GP and an audit record.
+    Deny,
+}
+
+/// Whether the MTRR `index` exists (SDM Vol. 3A §12.11.1): CPUID.1:EDX
+/// bit 12, then IA32_MTRRCAP's variable-range count (bits 7:0) and
+/// fixed-range support (bit 8).
+fn mtrr_exists<C: Cpu>(cpu: &C, index: u32) -> bool {
+    if cpu.cpuid(1, 0).edx & (1 << 12) == 0 {
+        return false;
+    }
+    let cap = cpu.read_msr(IA32_MTRRCAP);
+    match index {
+        IA32_MTRR_DEF_TYPE => true,
+        i if MTRR_VARIABLE.contains(&i) => u64::from((i - 0x200) / 2) < cap & 0xff,
+        _ => cap & (1 << 8) != 0,
+    }
+}
+
+/// Judges WRMSR(`index`, `value`) of an MSR of this module.
+pub fn judge<C: Cpu>(cpu: &C, index: u32, value: u64) -> Verdict {
+    match index {
+        IA32_SMM_MONITOR_CTL => Verdict::Fault,
+        IA32_TSC | IA32_MISC_ENABLE => Verdict::Deny,
+        IA32_XSS => {
+            let leaf = cpu.cpuid(0xd, 1);
+            if leaf.eax & (1 << 3) == 0 {
+                // No XSAVES: no IA32_XSS.
+                return Verdict::Fault;
+            }
+            let supported = u64::from(leaf.ecx) | u64::from(leaf.edx) << 32;
+            if value & !supported != 0 {
+                Verdict::Fault
+            } else if value & (XSS_PT | XSS_CET_S) != 0 {
+                Verdict::Deny
+            } else {
+                Verdict::Write
+            }
+        }
+        i if RTIT.contains(&i) => {
+            // CPUID.(EAX=07H,ECX=0):EBX[25]: Intel PT.
+            if cpu.cpuid(7, 0).ebx & (1 << 25) == 0 {
+                Verdict::Fault
+            } else {
+                Verdict::Deny
+            }
+        }
+        i if !mtrr_exists(cpu, i) => Verdict::Fault,
+        i if cpu.read_msr(i) == value => Verdict::Skip,
+        _ => Verdict::Deny,
+    }
+}
+
+/// Handles an intercepted WRMSR of an MSR of this module.
+pub fn handle_write<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    index: u32,
+    value: u64,
+) -> Result<ExitAction, ExitError> {
+    match judge(&vcpu.cpu, index, value) {
+        Verdict::Write => {
+            vcpu.cpu.write_msr(index, value);
+            vcpu.advance_rip()
+        }
+        Verdict::Skip => vcpu.advance_rip(),
+        Verdict::Fault => vcpu.inject(Exception::GeneralProtection, 0),
+        Verdict::Deny => vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value),
+    }
+}
