@@ -61,6 +61,14 @@ pub fn cases() -> Vec<LinuxCase> {
             required: MONITOR_ROWS,
             console_must_contain: MONITOR_AUDIT,
         },
+        LinuxCase {
+            name: "linux-bzimage",
+            mode: Mode::Monitor,
+            bzimage: true,
+            backend: "bochs",
+            required: MONITOR_ROWS,
+            console_must_contain: MONITOR_AUDIT,
+        },
     ]
 }
 
