@@ -141,6 +141,7 @@ pub fn run(
             plan.entry
         );
         if opts.mode == Mode::Direct {
+            info!("Linux hand-off at TSC {}", arch::tsc());
             log::warn!(
                 "mode=direct: entering Linux at {:#x} in 64-bit mode with NO monitor: \
                  nothing is protected",
@@ -160,6 +161,7 @@ pub fn run(
             .map_err(|e| Failure::Linux(LinuxError::StartInfo(e)))?;
         info!("Linux start info at {info:#x}, PVH entry {:#x}", plan.entry);
         if opts.mode == Mode::Direct {
+            info!("Linux hand-off at TSC {}", arch::tsc());
             log::warn!(
                 "mode=direct: entering Linux at {:#x} in 32-bit protected mode with NO monitor: \
                  nothing is protected",
@@ -197,6 +199,7 @@ pub fn run(
             GuestMode::Long64 { .. } => "64-bit mode, RSI = boot_params",
         }
     );
+    info!("Linux hand-off at TSC {}", arch::tsc());
     launch_monitor(bi, mode, plan.entry, regs, layout.pool, &extra[..holes])
 }
 
