@@ -253,3 +253,42 @@ fn base_view_maps_ram_and_mmio_but_never_the_monitor() {
     assert!(t(0x9_f000).is_none());
     assert!(t(0x800_0000).is_none());
 }
+
+#[test]
+fn base_view_for_linux_maps_the_holes_uncached_but_never_the_monitor() {
+    // What the loader passes for a Linux guest: the firmware map plus its
+    // holes below 4 GiB as MMIO (`loader::linux::mmio_holes`); one hole
+    // entry here even overlaps the monitor and the pool, which must stay
+    // unmapped anyway (they are unmapped last).
+    let mut map = MAP.to_vec();
+    map.pop();
+    for (start, end) in [
+        (0xa_0000, 0x10_0000),
+        (0x800_0000, 0x1_0000_0000),
+        (0x40_0000, 0x140_0000),
+    ] {
+        map.push(MemoryRange {
+            range: PhysRange { start, end },
+            kind: MemoryKind::Mmio,
+        });
+    }
+    let caps = vcpu().ept;
+    let view = build_base_view(Heap::default(), caps, &map, &MONITOR, POOL).unwrap();
+    let t = |a: u64| view.translate(Gpa(a)).unwrap();
+    // The RSDP scan area, the I/O APIC, the HPET and the local APIC:
+    // identity, uncacheable, not executable.
+    for a in [0xe_0000, 0xf_fff0, 0xfec0_0000, 0xfed0_00f0, 0xfee0_00b0] {
+        let m = t(a).unwrap_or_else(|| panic!("{a:#x} must be mapped"));
+        assert_eq!(m.hpa.0, a);
+        assert_eq!(m.page.attrs.memory_type, MemoryType::Uncacheable, "{a:#x}");
+        assert!(!m.page.attrs.perms.contains(ept::Perms::EXECUTE), "{a:#x}");
+    }
+    // RAM stays write-back; the monitor and the pool stay unmapped.
+    assert_eq!(
+        t(0x20_0000).unwrap().page.attrs.memory_type,
+        MemoryType::WriteBack
+    );
+    for a in [0x40_0000, 0x48_0fff, 0x100_0000, 0x13f_ffff] {
+        assert!(t(a).is_none(), "{a:#x} must not be mapped");
+    }
+}
