@@ -3,20 +3,17 @@
 //! for `init_size` bytes, and the zero page carries what the protocol
 //! asks for.
 
+use host_tests::linux::{OKERNEL, r};
 use loader::elf_load::{ImageKind, Occupied};
 use loader::handoff::Carve;
 use loader::linux::boot_params::{self, AREA_SIZE, setup_header};
 use loader::linux::start_info::Contents;
 use loader::linux::{LinuxError, layout};
-use loader::memmap::{MemoryMap, Range, RegionKind};
+use loader::memmap::{MemoryMap, RegionKind};
 use okernel_abi::boot::RegionKind as Kind;
 
 const PREF: u64 = 0x100_0000;
 const INIT_SIZE: u64 = 0x40_0000;
-
-fn r(start: u64, end: u64) -> Range {
-    Range { start, end }
-}
 
 /// A bzImage-shaped file: one setup sector after the boot sector, then
 /// 0x3000 bytes of "kernel"; protocol 2.15, relocatable, 64-bit entry.
@@ -41,21 +38,8 @@ fn bzimage() -> Vec<u8> {
 }
 
 fn ram() -> MemoryMap {
-    let mut m = MemoryMap::new();
-    m.add(0, 0x9_f000, RegionKind::Usable).unwrap();
-    m.add(0x10_0000, 0x3ef_0000, RegionKind::Usable).unwrap();
-    m.add(0x3ff_0000, 0x1_0000, RegionKind::AcpiReclaimable)
-        .unwrap();
-    m
+    host_tests::linux::ram(64)
 }
-
-const OKERNEL: Occupied = Occupied {
-    what: "the okernel image",
-    range: Range {
-        start: 0x10_0000,
-        end: 0x15_0000,
-    },
-};
 
 #[test]
 fn reads_the_setup_header() {
@@ -195,6 +179,7 @@ fn the_zero_page_carries_what_the_protocol_asks() {
         e820,
         [
             (0, 0x9_f000, 1),
+            (0xf_0000, 0x1_0000, 2),
             (0x10_0000, 0x5_0000, 2),
             (0x15_0000, base - 0x15_0000, 1),
             (base, AREA_SIZE as u64, 2),

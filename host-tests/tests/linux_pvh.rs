@@ -3,8 +3,9 @@
 //! the kernel, start info and frame pool placed, no overlap), and the
 //! `hvm_start_info` reads back through okernel's own PVH parser.
 
+use host_tests::linux::{OKERNEL, r, ram};
 use loader::bootinfo::{PVH_MAGIC, PhysMem, acpi_rsdp, parse_pvh};
-use loader::elf_load::{ImageKind, Occupied};
+use loader::elf_load::ImageKind;
 use loader::handoff::Carve;
 use loader::linux::start_info::{self, Contents, StartInfoError};
 use loader::linux::{is_bzimage, layout, pvh_entry};
@@ -72,33 +73,6 @@ fn linux_notes() -> Vec<u8> {
 
 fn kernel() -> Vec<u8> {
     vmlinux(&[(LOAD, 0x3000), (LOAD + 0x4000, 0x1000)], &linux_notes())
-}
-
-fn ram(mib: u64) -> MemoryMap {
-    let mut m = MemoryMap::new();
-    m.add(0, 0x9_f000, RegionKind::Usable).unwrap();
-    m.add(0xf_0000, 0x1_0000, RegionKind::Reserved).unwrap();
-    m.add(0x10_0000, (mib << 20) - 0x11_0000, RegionKind::Usable)
-        .unwrap();
-    m.add(
-        (mib << 20) - 0x1_0000,
-        0x1_0000,
-        RegionKind::AcpiReclaimable,
-    )
-    .unwrap();
-    m
-}
-
-const OKERNEL: Occupied = Occupied {
-    what: "the okernel image",
-    range: Range {
-        start: 0x10_0000,
-        end: 0x15_0000,
-    },
-};
-
-fn r(start: u64, end: u64) -> Range {
-    Range { start, end }
 }
 
 #[test]
