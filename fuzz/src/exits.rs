@@ -10,7 +10,7 @@
 
 use arbitrary::Arbitrary;
 use okernel::exit::guest::{CR4_VMXE, SS_DPL};
-use okernel::exit::{ExitAction, ExitError, handle_exit};
+use okernel::exit::{ExitAction, ExitError, handle_exit, rip};
 use okernel::vmx::capability::feature_control;
 use okernel::vmx::exit_reason::ExitReason;
 use okernel::vmx::fields::{
@@ -220,6 +220,13 @@ fn cr_valid(v: &FuzzVcpu) -> bool {
         && v.vmcs.get(ControlNatural::Cr4ReadShadow) & CR4_VMXE == 0
 }
 
+/// CR4.LA57: 57-bit canonical addresses (5-level paging).
+const CR4_LA57: u64 = 1 << 12;
+/// The VM-entry interruption information of an injected #GP(0): valid,
+/// hardware exception, error code delivered, vector 13 (SDM Vol. 3C
+/// §25.8.3).
+const GP0: u64 = 0x8000_0b0d;
+
 /// RIP after an instruction of `len` bytes at `rip`, as the guest's mode
 /// computes it.
 fn next_rip(rip: u64, len: u8, wide: bool) -> u64 {
@@ -323,16 +330,29 @@ fn check_vmcall(v: &FuzzVcpu, e: &Exit, before: &Snapshot, result: &Result<ExitA
                 "VMCALL resumed with instruction length {}",
                 e.len
             );
-            assert_eq!(
-                v.vmcs.get(Control32::EntryInterruptionInfo),
-                0,
-                "VMCALL injected an event"
-            );
-            assert_ne!(
-                v.vmcs.get(GuestNatural::Rip),
-                before.rip,
-                "VMCALL answered but RIP did not move"
-            );
+            // In 64-bit mode a VMCALL whose next RIP is not canonical
+            // completes, and the next fetch faults: the guest gets #GP(0)
+            // at the VMCALL (okernel::exit::rip); otherwise no event, and
+            // RIP moves on.
+            let width = if v.vmcs.get(GuestNatural::Cr4) & CR4_LA57 != 0 {
+                57
+            } else {
+                48
+            };
+            let next_faults =
+                before.wide && rip::next_rip(before.rip, e.len.into(), width).is_none();
+            let injected = v.vmcs.get(Control32::EntryInterruptionInfo);
+            if next_faults {
+                assert_eq!(injected, GP0, "VMCALL before a non-canonical RIP: #GP(0)");
+                assert_eq!(v.vmcs.get(GuestNatural::Rip), before.rip);
+            } else {
+                assert_eq!(injected, 0, "VMCALL injected an event");
+                assert_ne!(
+                    v.vmcs.get(GuestNatural::Rip),
+                    before.rip,
+                    "VMCALL answered but RIP did not move"
+                );
+            }
             // RBX, RBP and R8..R15 are preserved by every call (RSP lives
             // in the VMCS); RDX and RCX too (the ABI's "unchanged").
             for r in [1usize, 2, 3, 5, 8, 9, 10, 11, 12, 13, 14, 15] {
