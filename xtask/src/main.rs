@@ -215,15 +215,19 @@ fn boot_and_show(backend: &dyn Backend, spec: &RunSpec) -> Result<RunReport, Str
         spec.run_dir.display()
     );
     let report = backend.run(spec).map_err(|e| e.to_string())?;
-    println!("----- console ({}) -----", backend.name());
+    show_console(backend.name(), &report);
+    Ok(report)
+}
+
+/// Prints a run's console between two rules, the second with its outcome.
+pub fn show_console(backend: &str, report: &RunReport) {
+    println!("----- console ({backend}) -----");
     print!("{}", report.console);
     println!(
-        "----- {}: {} in {:.1}s -----",
-        backend.name(),
+        "----- {backend}: {} in {:.1}s -----",
         report.summary(),
         report.duration.as_secs_f64()
     );
-    Ok(report)
 }
 
 fn qemu(rest: &[String]) -> Result<bool, String> {

@@ -371,14 +371,7 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
         spec.run_dir.display()
     );
     let report = boot(backend.as_ref(), &spec, &linux)?;
-    println!("----- console ({}) -----", backend.name());
-    print!("{}", report.console);
-    println!(
-        "----- {}: {} in {:.1}s -----",
-        backend.name(),
-        report.summary(),
-        report.duration.as_secs_f64()
-    );
+    crate::show_console(backend.name(), &report);
     crate::print_checks(backend.name(), &report);
     Ok(report.outcome() == Some(okernel_abi::result::Outcome::Pass)
         && report
