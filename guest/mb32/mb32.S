@@ -8,7 +8,10 @@
  * It checks, from inside: CR0.PE = 1 and CR0.PG = 0; EAX = 0x36d76289;
  * the information structure at EBX is 8-aligned and ends with an end tag;
  * it carries a memory-map tag and a command-line tag; CPUID shows the
- * okernel signature and hides VMX. It prints each result on COM1 and port
+ * okernel signature and hides VMX; a JMP to a TSS (a task switch, which
+ * okernel does not emulate and must not end the run with) raises #GP(0)
+ * at the JMP with RFLAGS.RF set in the pushed frame, as a fault does on
+ * hardware (issues 13 and 18). It prints each result on COM1 and port
  * 0xE9, then ends the run with the okernel `Exit` hypercall (RAX = 2,
  * RDI = outcome code: 0x10 pass, 0x11 fail).
  *
@@ -126,11 +129,56 @@ _start:
     call puts
     add $4, %esp
 
+    /* A task switch: our own GDT (flat code and data, one TSS) and an
+       IDT with a #GP handler, then JMP to the TSS. */
+    mov $tss, %eax
+    mov %ax, gdt_tss + 2
+    shr $16, %eax
+    mov %al, gdt_tss + 4
+    mov %ah, gdt_tss + 7
+    lgdt gdt_ptr
+    ljmp $0x08, $9f
+9:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov $gp_handler, %eax
+    mov %ax, idt + 13 * 8
+    shr $16, %eax
+    mov %ax, idt + 13 * 8 + 6
+    movw $0x08, idt + 13 * 8 + 2
+    movw $0x8e00, idt + 13 * 8 + 4
+    lidt idt_ptr
+task_jmp:
+    ljmp $0x18, $0              /* 7 bytes; the #GP handler skips them */
+    cmpl $task_jmp, gp_eip
+    jne fail_task
+    cmpl $0, gp_error
+    jne fail_task
+    testl $0x10000, gp_eflags   /* RF */
+    jz fail_task
+    push $msg_task
+    call puts
+    add $4, %esp
+
     push $msg_pass
     call puts
     add $4, %esp
     mov $0x10, %edi
     jmp exit
+
+/* #GP: record the frame (error code, EIP, CS, EFLAGS), skip the far JMP. */
+gp_handler:
+    mov (%esp), %eax
+    mov %eax, gp_error
+    mov 4(%esp), %eax
+    mov %eax, gp_eip
+    mov 12(%esp), %eax
+    mov %eax, gp_eflags
+    addl $7, 4(%esp)
+    add $4, %esp
+    iret
 
 fail_cr0:
     push $msg_fail_cr0
@@ -143,6 +191,9 @@ fail_mbi:
     jmp fail
 fail_cpuid:
     push $msg_fail_cpuid
+    jmp fail
+fail_task:
+    push $msg_fail_task
 fail:
     call puts
     mov $0x11, %edi
@@ -186,17 +237,44 @@ msg_magic:      .asciz "multiboot32 guest: EAX = multiboot2 magic\r\n"
 msg_mbi:        .asciz "multiboot32 guest: EBX = multiboot2 info with memory map, command line `"
 msg_nl:         .asciz "`\r\n"
 msg_cpuid:      .asciz "multiboot32 guest: CPUID shows okernel, hides VMX\r\n"
+msg_task:       .asciz "multiboot32 guest: task switch refused with #GP(0) at the JMP, RF set\r\n"
 msg_pass:       .asciz "multiboot32 guest: all checks passed\r\n"
 msg_fail_cr0:   .asciz "multiboot32 guest: FAIL: CR0 is not protected mode with paging off\r\n"
 msg_fail_magic: .asciz "multiboot32 guest: FAIL: EAX is not the multiboot2 magic\r\n"
 msg_fail_mbi:   .asciz "multiboot32 guest: FAIL: EBX is not a well-formed multiboot2 information structure\r\n"
 msg_fail_cpuid: .asciz "multiboot32 guest: FAIL: CPUID does not show okernel or shows VMX\r\n"
+msg_fail_task:  .asciz "multiboot32 guest: FAIL: a task switch did not raise #GP(0) at the JMP with RF set\r\n"
+
+    .section .data
+    .balign 8
+gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff     /* 0x08: flat 32-bit code */
+    .quad 0x00cf92000000ffff     /* 0x10: flat data */
+gdt_tss:
+    .quad 0x0000890000000067     /* 0x18: available 32-bit TSS, base set at run time */
+gdt_end:
+gdt_ptr:
+    .short gdt_end - gdt - 1
+    .long gdt
+    .balign 8
+idt:
+    .skip 32 * 8
+idt_ptr:
+    .short 32 * 8 - 1
+    .long idt
+    .balign 4
+gp_error:       .long 0xffffffff
+gp_eip:         .long 0
+gp_eflags:      .long 0
 
     .section .bss
     .balign 16
 saved_magic:    .long 0
 saved_info:     .long 0
 cmdline:        .long 0
+    .balign 16
+tss:            .skip 104
     .balign 16
 stack:          .skip 4096
 stack_top:

@@ -294,7 +294,9 @@ const MB32_LINES: &[&str] = &[
     "multiboot32 guest: EAX = multiboot2 magic",
     "multiboot32 guest: EBX = multiboot2 info with memory map, command line `mb32 says hello`",
     "multiboot32 guest: CPUID shows okernel, hides VMX",
+    "multiboot32 guest: task switch refused with #GP(0) at the JMP, RF set",
     "multiboot32 guest: all checks passed",
+    "okernel: exits task-switch                  1",
     "okernel: exits vmcall                       1",
 ];
 
