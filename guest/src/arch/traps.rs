@@ -118,6 +118,8 @@ pub struct Fault {
     pub cr2: u64,
     /// The stack the exception frame was pushed on (the interrupted RSP).
     pub rsp: u64,
+    /// RFLAGS in the frame (RF set for a fault, SDM Vol. 3A §18.3.1.1).
+    pub rflags: u64,
 }
 
 impl Fault {
@@ -133,6 +135,7 @@ static FAULT_ERROR: AtomicU64 = AtomicU64::new(0);
 static FAULT_RIP: AtomicU64 = AtomicU64::new(0);
 static FAULT_CR2: AtomicU64 = AtomicU64::new(0);
 static FAULT_RSP: AtomicU64 = AtomicU64::new(0);
+static FAULT_RFLAGS: AtomicU64 = AtomicU64::new(0);
 /// RFLAGS.TF.
 const RFLAGS_TF: u64 = 1 << 8;
 
@@ -170,6 +173,7 @@ extern "C" fn guest_trap(frame: &mut TrapFrame) {
         Ordering::SeqCst,
     );
     FAULT_RSP.store(frame.rsp, Ordering::SeqCst);
+    FAULT_RFLAGS.store(frame.rflags, Ordering::SeqCst);
     frame.rip = guest_probe_landing as *const () as u64;
     // The landing pad runs without single-stepping, whatever the probed
     // code set.
@@ -193,6 +197,7 @@ pub fn probe(f: extern "C" fn(u64) -> u64, arg: u64) -> Result<u64, Fault> {
             rip: FAULT_RIP.load(Ordering::SeqCst),
             cr2: FAULT_CR2.load(Ordering::SeqCst),
             rsp: FAULT_RSP.load(Ordering::SeqCst),
+            rflags: FAULT_RFLAGS.load(Ordering::SeqCst),
         }),
     }
 }

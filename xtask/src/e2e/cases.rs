@@ -176,6 +176,7 @@ const BOOT_CHECKS: &[&str] = &[
     "vmxon-faults-ud",
     "vmx-msr-hidden",
     "cr4-vmxe-hidden",
+    "canonical-boundary-gp",
     "control-own-memory-read-write",
     "monitor-read-denied",
     "monitor-write-denied",
