@@ -10,7 +10,7 @@
 //! |-----|-------|-----|
 //! | IA32_TSC (0x10) | refused: #GP + audit `msr-write` | the monitor's time base |
 //! | IA32_SMM_MONITOR_CTL (0x9B) | read and write #GP, no audit | exists only with VMX or SMX (SDM Vol. 3C §33.15.5), both hidden (invariant 12) |
-//! | IA32_MISC_ENABLE (0x1A0) | refused: #GP + audit | fast strings, XD disable (the monitor's NX), MONITOR/MWAIT, CPUID limit |
+//! | IA32_MISC_ENABLE (0x1A0) | automatic thermal control (3) on or off, clearing "limit CPUID maxval" (22) or "XD bit disable" (34): written; the value it holds: skipped; any other change: refused (#GP + audit) | fast strings, XD disable (the monitor's NX), MONITOR/MWAIT |
 //! | IA32_XSS (0xDA0) | written, but a reserved bit is #GP (as hardware) and PT (bit 8) or CET supervisor (bit 12) is refused (#GP + audit) | with them XRSTORS would load the Intel PT MSRs or PL0–2_SSP without a WRMSR exit |
 //! | MTRRs (0x200–0x21F, 0x250, 0x258, 0x259, 0x268–0x26F, 0x2FF) | the value they hold: skipped (RIP advanced); any other: refused (#GP + audit); an MTRR the processor lacks: #GP | they set the memory types of the monitor's own accesses (SDM Vol. 3A §12.11); with EPT the guest's types come from the EPT and its PAT (Vol. 3C §29.3.7) |
 //! | Intel PT, IA32_RTIT_* (0x560, 0x561, 0x570–0x572, 0x580–0x587) | refused (#GP + audit); #GP without audit where the processor has no PT | trace output goes to physical addresses the EPT does not check |
@@ -39,6 +39,15 @@ pub const IA32_MISC_ENABLE: u32 = 0x1a0;
 pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 /// IA32_XSS.
 pub const IA32_XSS: u32 = 0xda0;
+/// The IA32_MISC_ENABLE bits a guest may clear: 22, limit CPUID maxval
+/// (clearing unmasks CPUID leaves, as Linux does at boot), and 34, XD bit
+/// disable (clearing makes NX available). Clearing either only gives the
+/// processor back a feature; every other change is refused.
+pub const MISC_ENABLE_CLEARABLE: u64 = (1 << 22) | (1 << 34);
+/// IA32_MISC_ENABLE bit 3, automatic thermal control (TM1): a guest may
+/// turn it on or off (Linux turns it on at boot); it throttles the clock,
+/// and changes nothing the monitor relies on.
+pub const MISC_ENABLE_TM1: u64 = 1 << 3;
 /// XSS bit 8: Intel PT state.
 pub const XSS_PT: u64 = 1 << 8;
 /// XSS bit 12: CET supervisor state (PL0–2_SSP).
@@ -108,7 +117,19 @@ fn mtrr_exists<C: Cpu>(cpu: &C, index: u32) -> bool {
 pub fn judge<C: Cpu>(cpu: &C, index: u32, value: u64) -> Verdict {
     match index {
         IA32_SMM_MONITOR_CTL => Verdict::Fault,
-        IA32_TSC | IA32_MISC_ENABLE => Verdict::Deny,
+        IA32_TSC => Verdict::Deny,
+        IA32_MISC_ENABLE => {
+            let current = cpu.read_msr(IA32_MISC_ENABLE);
+            let cleared = current & !value & !MISC_ENABLE_TM1;
+            let set = value & !current & !MISC_ENABLE_TM1;
+            if set != 0 || cleared & !MISC_ENABLE_CLEARABLE != 0 {
+                Verdict::Deny
+            } else if value == current {
+                Verdict::Skip
+            } else {
+                Verdict::Write
+            }
+        }
         IA32_XSS => {
             let leaf = cpu.cpuid(0xd, 1);
             if leaf.eax & (1 << 3) == 0 {

@@ -37,7 +37,8 @@ fn vcpu_with_msrs() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
         .set_msr(0x2ff, 0xc06)
         .set_msr(0x200, 0x6)
         .set_msr(0x250, 0x0606_0606_0606_0606)
-        .set_msr(0xda0, 0);
+        .set_msr(0xda0, 0)
+        .set_msr(0x1a0, MISC);
     v
 }
 
@@ -51,13 +52,41 @@ fn denied(v: &Vcpu<FakeVmcs, FakeCpu, BasePolicy>, r: Result<ExitAction, ExitErr
     assert_eq!(v.cpu.msr_writes, 0, "nothing written");
 }
 
+/// MISC_ENABLE as the test processor holds it: fast strings, limit
+/// CPUID, XD disable.
+const MISC: u64 = 1 | (1 << 22) | (1 << 34);
+
 #[test]
-fn tsc_and_misc_enable_writes_are_refused_and_audited() {
-    for (msr, value) in [(0x10, 0), (0x10, 1 << 40), (0x1a0, 1 << 34), (0x1a0, 1)] {
+fn tsc_and_misc_enable_changes_are_refused_and_audited() {
+    // A TSC write; MISC_ENABLE: MONITOR/MWAIT set, fast strings cleared.
+    for (msr, value) in [
+        (0x10, 0),
+        (0x10, 1 << 40),
+        (0x1a0, MISC | (1 << 18)),
+        (0x1a0, MISC & !1),
+    ] {
         let mut v = vcpu_with_msrs();
         let r = wrmsr(&mut v, msr, value);
         denied(&v, r, msr);
     }
+}
+
+#[test]
+fn misc_enable_may_unmask_cpuid_and_nx() {
+    // Linux clears "limit CPUID maxval" at boot (and XD disable where
+    // firmware set it): written; the same value: a no-op.
+    // Linux also turns automatic thermal control (TM1, bit 3) on.
+    for value in [MISC & !(1 << 22), MISC & !(1 << 34), 1, MISC | 8, 9] {
+        let mut v = vcpu_with_msrs();
+        let r = wrmsr(&mut v, 0x1a0, value);
+        assert_advanced(&v, r, 2);
+        assert_eq!(v.cpu.read_msr_for_tests(0x1a0), value);
+        assert_eq!(v.audit.total(), 0);
+    }
+    let mut v = vcpu_with_msrs();
+    let r = wrmsr(&mut v, 0x1a0, MISC);
+    assert_advanced(&v, r, 2);
+    assert_eq!(v.cpu.msr_writes, 0);
 }
 
 #[test]
