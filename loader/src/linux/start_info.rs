@@ -36,8 +36,11 @@ const MEMMAP_ENTRY: usize = 24;
 const CMDLINE: usize = 0x1000;
 /// The most memory-map entries the area holds.
 pub const MAX_ENTRIES: usize = (CMDLINE - MEMMAP) / MEMMAP_ENTRY;
-/// The longest command line the area holds (without its NUL).
-pub const MAX_CMDLINE: usize = AREA_SIZE - CMDLINE - 1;
+/// The longest command line (without its NUL): x86 Linux copies at most
+/// `COMMAND_LINE_SIZE` (2048, `arch/x86/include/asm/setup.h`) bytes with
+/// the NUL and would cut a longer one silently; okernel refuses it.
+pub const MAX_CMDLINE: usize = 2047;
+const _: () = assert!(CMDLINE + MAX_CMDLINE < AREA_SIZE);
 
 /// E820 memory types (ACPI "System Address Map Interfaces").
 const E820_RAM: u32 = 1;
