@@ -65,6 +65,10 @@ fn refuses_bzimages_it_cannot_boot_with_the_cause() {
     assert!(with(0x258, &0x100_1000u64.to_le_bytes()).contains("setup header"));
     assert!(with(0x202, b"HdrX").contains("setup header"));
     assert!(setup_header(&bzimage()[..0x250]).is_err());
+    // A protected-mode kernel that ends before its 64-bit entry (+0x200).
+    let short = &bzimage()[..0x400 + 0x200];
+    let e = boot_params::plan(short, &ram(), &[OKERNEL]).unwrap_err();
+    assert!(matches!(e, LinuxError::BzImageTruncated), "{e}");
 }
 
 #[test]

@@ -355,3 +355,21 @@ fn mmio_holes_are_the_pages_no_firmware_entry_describes() {
     loader::linux::mmio_holes(&small, 0x10_0000, &mut |h| holes.push(h));
     assert_eq!(holes, [r(0, 0x1000), r(0x2000, 0x10_0000)]);
 }
+
+#[test]
+fn hostile_headers_and_maps_do_not_overflow() {
+    // Program headers at the end of the address space (a fuzzer's find).
+    let mut elf = kernel();
+    elf[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+    elf[54..58].copy_from_slice(&[0xff; 4]);
+    assert_eq!(pvh_entry(&elf), None);
+    // A firmware entry that ends at the top of the address space: no
+    // tail hole (and no wrap-around to a hole from 0).
+    let mut map = MemoryMap::new();
+    map.add(0, 0x9_f000, RegionKind::Usable).unwrap();
+    map.add(0x10_0000, u64::MAX - 0x10_0000, RegionKind::Reserved)
+        .unwrap();
+    let mut holes = Vec::new();
+    loader::linux::mmio_holes(&map, 1 << 32, &mut |h| holes.push(h));
+    assert_eq!(holes, [r(0x9_f000, 0x10_0000)]);
+}

@@ -65,6 +65,7 @@ pub fn run(
     )
     .map_err(Failure::Linux)?;
     let plan = &layout.plan;
+    linux::check_handover(image, plan, cmdline, bi.rsdp).map_err(Failure::Linux)?;
     info!(
         "Linux {}: loads at {}",
         match plan.kind {

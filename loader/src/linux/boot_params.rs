@@ -132,7 +132,11 @@ pub fn plan(image: &[u8], ram: &MemoryMap, fixed: &[Occupied]) -> Result<LoadPla
     let h = setup_header(image)?;
     let load = h.pref_address;
     let file = h.kernel_offset..image.len();
-    let dest = Range::from_len(load, file.len() as u64).ok_or(LinuxError::BzImageTruncated)?;
+    // The 64-bit entry lies 0x200 into the protected-mode kernel: a file
+    // that ends before it is no kernel.
+    let dest = Range::from_len(load, file.len() as u64)
+        .filter(|d| d.len() > ENTRY_64)
+        .ok_or(LinuxError::BzImageTruncated)?;
     let extent = Range::from_len(load, h.init_size.max(dest.len()))
         .filter(|r| r.end <= 1 << 32)
         .ok_or(LinuxError::LoadRangeUnusable(dest))?;
@@ -151,6 +155,24 @@ pub fn plan(image: &[u8], ram: &MemoryMap, fixed: &[Occupied]) -> Result<LoadPla
     ))
 }
 
+/// Checks what [`build`] would refuse — a command line longer than the
+/// kernel's `cmdline_size`, an RSDP longer than [`MAX_RSDP`] — so the
+/// loader refuses before it writes anything.
+pub fn check(image: &[u8], cmdline: &str, rsdp: Option<&[u8]>) -> Result<SetupHeader, LinuxError> {
+    let h = setup_header(image)?;
+    let max = h.cmdline_size.min(RSDP - CMDLINE - 1);
+    if cmdline.len() > max {
+        return Err(LinuxError::CmdlineTooLong(cmdline.len(), max));
+    }
+    let n = rsdp.map_or(0, <[u8]>::len);
+    if n > MAX_RSDP {
+        return Err(LinuxError::StartInfo(
+            start_info::StartInfoError::RsdpTooLong(n),
+        ));
+    }
+    Ok(h)
+}
+
 /// What goes into the zero page (the same as a PVH start info's).
 pub type Contents<'a> = start_info::Contents<'a>;
 
@@ -164,17 +186,8 @@ pub fn build(
     plan: &LoadPlan,
     c: &Contents<'_>,
 ) -> Result<(u64, u64), LinuxError> {
-    let h = setup_header(image)?;
-    let max = h.cmdline_size.min(RSDP - CMDLINE - 1);
-    if c.cmdline.len() > max {
-        return Err(LinuxError::CmdlineTooLong(c.cmdline.len(), max));
-    }
+    let h = check(image, c.cmdline, c.rsdp)?;
     let rsdp = c.rsdp.unwrap_or_default();
-    if rsdp.len() > MAX_RSDP {
-        return Err(LinuxError::StartInfo(
-            start_info::StartInfoError::RsdpTooLong(rsdp.len()),
-        ));
-    }
     area.fill(0);
     handoff::identity_tables(area, base);
 

@@ -20,7 +20,7 @@
 pub mod boot_params;
 pub mod start_info;
 
-use crate::elf_load::{self, ElfError, LoadPlan, Occupied};
+use crate::elf_load::{self, ElfError, ImageKind, LoadPlan, Occupied};
 use crate::memmap::{MemoryMap, Range};
 use core::fmt;
 
@@ -32,9 +32,12 @@ const PT_NOTE: u32 = 4;
 /// `XEN_ELFNOTE_PHYS32_ENTRY` note (4- or 8-byte descriptor) in a
 /// `PT_NOTE` segment; `None` for anything else.
 pub fn pvh_entry(image: &[u8]) -> Option<u64> {
-    let u16_at = |at: usize| Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(image.get(at..at + 8)?.try_into().ok()?));
+    fn le<const N: usize>(image: &[u8], at: usize) -> Option<[u8; N]> {
+        image.get(at..at.checked_add(N)?)?.try_into().ok()
+    }
+    let u16_at = |at| le::<2>(image, at).map(u16::from_le_bytes);
+    let u32_at = |at| le::<4>(image, at).map(u32::from_le_bytes);
+    let u64_at = |at| le::<8>(image, at).map(u64::from_le_bytes);
     // ELF64, little-endian, x86-64 (ELF gABI; e_machine 62).
     if image.get(..6)? != b"\x7fELF\x02\x01" || u16_at(18)? != 62 {
         return None;
@@ -50,8 +53,8 @@ pub fn pvh_entry(image: &[u8]) -> Option<u64> {
         if u32_at(ph)? != PT_NOTE {
             return None;
         }
-        let off = usize::try_from(u64_at(ph + 8)?).ok()?;
-        let size = usize::try_from(u64_at(ph + 32)?).ok()?;
+        let off = usize::try_from(u64_at(ph.checked_add(8)?)?).ok()?;
+        let size = usize::try_from(u64_at(ph.checked_add(32)?)?).ok()?;
         let notes = image.get(off..off.checked_add(size)?)?;
         find_phys32_entry(notes)
     })
@@ -108,12 +111,14 @@ pub fn mmio_holes(map: &MemoryMap, limit: u64, emit: &mut dyn FnMut(Range)) {
         }
         at = at.max(r.end);
     }
-    let tail = Range {
-        start: at.next_multiple_of(0x1000),
-        end: limit & !0xfff,
-    };
-    if !tail.is_empty() {
-        emit(tail);
+    if at < limit {
+        let tail = Range {
+            start: at.next_multiple_of(0x1000),
+            end: limit & !0xfff,
+        };
+        if !tail.is_empty() {
+            emit(tail);
+        }
     }
 }
 
@@ -251,6 +256,21 @@ impl Layout {
     /// Where the vmlinux bytes are read from when the segments are copied.
     pub fn kernel_source(&self, module: Range) -> Range {
         self.kernel_move.map_or(module, |m| m.to)
+    }
+}
+
+/// Checks, before anything is written, what the start info (PVH) or the
+/// zero page (bzImage) of `plan` would refuse: the command line's length,
+/// the RSDP's.
+pub fn check_handover(
+    image: &[u8],
+    plan: &LoadPlan,
+    cmdline: &str,
+    rsdp: Option<&[u8]>,
+) -> Result<(), LinuxError> {
+    match plan.kind {
+        ImageKind::LinuxBzImage => boot_params::check(image, cmdline, rsdp).map(|_| ()),
+        _ => start_info::check(cmdline, rsdp).map_err(LinuxError::StartInfo),
     }
 }
 

@@ -131,6 +131,20 @@ pub fn e820_map<E>(
     Ok(())
 }
 
+/// Checks what [`build`] would refuse — a command line longer than
+/// [`MAX_CMDLINE`], an RSDP longer than [`MAX_RSDP`] — so the loader
+/// refuses before it writes anything.
+pub fn check(cmdline: &str, rsdp: Option<&[u8]>) -> Result<(), StartInfoError> {
+    if cmdline.len() > MAX_CMDLINE {
+        return Err(StartInfoError::CmdlineTooLong(cmdline.len()));
+    }
+    let n = rsdp.map_or(0, <[u8]>::len);
+    if n > MAX_RSDP {
+        return Err(StartInfoError::RsdpTooLong(n));
+    }
+    Ok(())
+}
+
 /// Fills `area` (which Linux will see at physical `base`) and returns the
 /// physical address of the `hvm_start_info` (for EBX).
 pub fn build(
@@ -138,9 +152,7 @@ pub fn build(
     base: u64,
     c: &Contents<'_>,
 ) -> Result<u64, StartInfoError> {
-    if c.cmdline.len() > MAX_CMDLINE {
-        return Err(StartInfoError::CmdlineTooLong(c.cmdline.len()));
-    }
+    check(c.cmdline, c.rsdp)?;
     area.fill(0);
     let mut entries = 0;
     let mut emit = |r: Range, ty: u32| -> Result<(), StartInfoError> {
@@ -160,9 +172,6 @@ pub fn build(
     e820_map(c.firmware, c.carves, &mut emit)?;
 
     let rsdp = match c.rsdp {
-        Some(bytes) if bytes.len() > MAX_RSDP => {
-            return Err(StartInfoError::RsdpTooLong(bytes.len()));
-        }
         Some(bytes) if !bytes.is_empty() => {
             area[RSDP..RSDP + bytes.len()].copy_from_slice(bytes);
             base + RSDP as u64
