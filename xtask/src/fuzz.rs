@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The targets of a host campaign, in the order they run.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 12] = [
     "hypercall",
     "exit",
     "policy",
@@ -36,6 +36,7 @@ pub const TARGETS: [&str; 11] = [
     "ept_ops",
     "elf_plan",
     "pvh",
+    "linux_layout",
     "multiboot2",
     "cmdline",
     "handoff",
@@ -83,8 +84,8 @@ usage: cargo xtask fuzz host [--target T] [--time SECONDS] [--seed N] [--runs N]
        cargo xtask fuzz vm-selftest
        (`cargo xtask fuzz vm --help` for the VM fuzzer's options)
 
-targets: hypercall exit policy qualification ept_ops elf_plan pvh multiboot2 cmdline
-         handoff planted (the coverage-guidance proof)";
+targets: hypercall exit policy qualification ept_ops elf_plan pvh linux_layout
+         multiboot2 cmdline handoff planted (the coverage-guidance proof)";
 
 /// Options of `cargo xtask fuzz`.
 #[derive(Debug, Default)]
