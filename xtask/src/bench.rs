@@ -149,11 +149,11 @@ pub fn linux() -> Result<bool, String> {
         }
     }
     println!(
-        "\nLinux boot to /init in Bochs — TSC (emulated time), direct = baseline of the same run"
+        "\nLinux from the loader's hand-off to /init in Bochs — TSC (emulated time), direct = baseline of the same run"
     );
     println!(
         "{:<22} {:>16} {:>8} {:>10}",
-        "run", "TSC at /init", "ratio", "wall"
+        "run", "TSC in Linux", "ratio", "wall"
     );
     let base = ticks[0].1.max(1);
     for (name, t, wall) in &ticks {
