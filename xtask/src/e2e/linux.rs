@@ -4,7 +4,7 @@
 //! means something, each judged by the `okernel-probe` rows of its
 //! `/init`.
 
-use super::{Row, RowState, judge_checks};
+use super::{Row, RowState, judge_checks, print_outcome};
 use crate::images::Images;
 use crate::linux::{self, LinuxImage, Mode};
 use qemu_harness::{Availability, Expect, Probed, Verdict};
@@ -101,58 +101,36 @@ pub fn run(images: &Images, linux: &LinuxImage, backends: &[Probed]) -> Vec<Row>
             case.backend,
             case.name
         );
-        let probed = backends.iter().find(|p| p.backend.name() == case.backend);
-        let state = match probed {
-            None => RowState::Unavailable(format!("no {} backend was probed", case.backend)),
+        let available = match backends.iter().find(|p| p.backend.name() == case.backend) {
+            None => Err(format!("no {} backend was probed", case.backend)),
             Some(p) => match &p.availability {
-                Availability::Unavailable(why) => {
-                    RowState::Unavailable(format!("backend unavailable: {why}"))
-                }
-                Availability::Available(_) => {
-                    let name = format!("{}-{}", case.name, case.backend);
-                    let result = linux::spec(images, linux, case.mode, case.bzimage, "", &name)
-                        .and_then(|spec| linux::boot(p.backend.as_ref(), &spec, linux))
-                        .map(|r| {
-                            let v = match Verdict::judge(&r, &Expect::pass()) {
-                                Verdict::Ok => judge_checks(&r, case.required, &[]),
-                                bad => bad,
-                            };
-                            let v = match case
-                                .console_must_contain
-                                .iter()
-                                .find(|t| !r.console.contains(**t))
-                            {
-                                Some(t) if v == Verdict::Ok => {
-                                    Verdict::Unexpected(format!("console lacks `{t}`"))
-                                }
-                                _ => v,
-                            };
-                            (r, v)
-                        });
-                    RowState::Ran(result)
-                }
+                Availability::Unavailable(why) => Err(format!("backend unavailable: {why}")),
+                Availability::Available(_) => Ok(p),
             },
         };
-        match &state {
-            RowState::Unavailable(why) => eprintln!("{progress} UNAVAILABLE ON THIS HOST: {why}"),
-            RowState::Ran(Ok((r, Verdict::Ok))) => {
-                eprintln!(
-                    "{progress} ok ({:.1}s) {}",
-                    r.duration.as_secs_f64(),
-                    r.summary()
-                )
+        let state = match available {
+            Ok(p) => {
+                eprint!("{progress} ");
+                let name = format!("{}-{}", case.name, case.backend);
+                let result = linux::spec(images, linux, case.mode, case.bzimage, "", &name)
+                    .and_then(|spec| linux::boot(p.backend.as_ref(), &spec, linux))
+                    .map(|r| {
+                        let v = match Verdict::judge(&r, &Expect::pass()) {
+                            Verdict::Ok => {
+                                judge_checks(&r, case.required, &[], case.console_must_contain)
+                            }
+                            bad => bad,
+                        };
+                        (r, v)
+                    });
+                print_outcome(&result);
+                RowState::Ran(result)
             }
-            RowState::Ran(Ok((r, Verdict::Unexpected(why)))) => {
-                eprintln!(
-                    "{progress} UNEXPECTED: {why}\n    run directory: {}",
-                    r.run_dir.display()
-                );
-                for l in r.last_lines(12) {
-                    eprintln!("    | {l}");
-                }
+            Err(why) => {
+                eprintln!("{progress} UNAVAILABLE ON THIS HOST: {why}");
+                RowState::Unavailable(why)
             }
-            RowState::Ran(Err(e)) => eprintln!("{progress} ERROR: {e}"),
-        }
+        };
         rows.push(Row {
             case: case.name,
             backend: case.backend.to_string(),

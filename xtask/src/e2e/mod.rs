@@ -25,21 +25,22 @@ pub fn judge(case: &Case, vmx: VmxSupport, report: &RunReport) -> Verdict {
         VmxSupport::Available => case.required_with_vmx,
         VmxSupport::Unavailable => &[],
     };
-    let verdict = judge_checks(report, case.required_checks, with_vmx);
-    if verdict != Verdict::Ok {
-        return verdict;
-    }
-    for text in case.console_must_contain {
-        if !report.console.contains(text) {
-            return Verdict::Unexpected(format!("console lacks `{text}`"));
-        }
-    }
-    Verdict::Ok
+    judge_checks(
+        report,
+        case.required_checks,
+        with_vmx,
+        case.console_must_contain,
+    )
 }
 
-/// Every check `report` carries held, and each of `required` and `also`
-/// was reported.
-pub fn judge_checks(report: &RunReport, required: &[&str], also: &[&str]) -> Verdict {
+/// Every check `report` carries held, each of `required` and `also` was
+/// reported, and the console contains each of `console` (audit records).
+pub fn judge_checks(
+    report: &RunReport,
+    required: &[&str],
+    also: &[&str],
+    console: &[&str],
+) -> Verdict {
     let checks = match report.parsed_checks() {
         Ok(c) => c,
         Err(e) => return Verdict::Unexpected(e),
@@ -52,7 +53,32 @@ pub fn judge_checks(report: &RunReport, required: &[&str], also: &[&str]) -> Ver
             return Verdict::Unexpected(format!("check `{name}` was not reported"));
         }
     }
+    for text in console {
+        if !report.console.contains(text) {
+            return Verdict::Unexpected(format!("console lacks `{text}`"));
+        }
+    }
     Verdict::Ok
+}
+
+/// Prints how a row's run ended after its progress prefix (the prefix
+/// itself was printed before the run).
+pub fn print_outcome(result: &Result<(RunReport, Verdict), String>) {
+    match result {
+        Ok((r, Verdict::Ok)) => {
+            eprintln!("ok ({:.1}s) {}", r.duration.as_secs_f64(), r.summary())
+        }
+        Ok((r, Verdict::Unexpected(why))) => {
+            eprintln!(
+                "UNEXPECTED: {why}\n    run directory: {}",
+                r.run_dir.display()
+            );
+            for l in r.last_lines(12) {
+                eprintln!("    | {l}");
+            }
+        }
+        Err(e) => eprintln!("ERROR: {e}"),
+    }
 }
 
 /// Writes the derived bad modules next to the images.
@@ -225,21 +251,7 @@ pub fn run_matrix(images: &Images, backends: &[Probed]) -> Result<Vec<Row>, Stri
                     (r, v)
                 })
                 .map_err(|e| e.to_string());
-            match &result {
-                Ok((r, Verdict::Ok)) => {
-                    eprintln!("ok ({:.1}s) {}", r.duration.as_secs_f64(), r.summary())
-                }
-                Ok((r, Verdict::Unexpected(why))) => {
-                    eprintln!(
-                        "UNEXPECTED: {why}\n    run directory: {}",
-                        r.run_dir.display()
-                    );
-                    for l in r.last_lines(12) {
-                        eprintln!("    | {l}");
-                    }
-                }
-                Err(e) => eprintln!("ERROR: {e}"),
-            }
+            print_outcome(&result);
             rows.push(Row {
                 case: case.name,
                 backend: backend.name().to_string(),
