@@ -178,8 +178,12 @@ impl BochsSession {
             marker => SessionError::Boot {
                 backend: "bochs".into(),
                 reason: match marker {
-                    Some((o, d)) => format!("{reason}; the image reported {}: {d}", o.word()),
-                    None => reason,
+                    // The watcher may have stopped the boot on the marker
+                    // itself; then the reason names it already.
+                    Some((o, d)) if !reason.contains("the image reported") => {
+                        format!("{reason}; the image reported {}: {d}", o.word())
+                    }
+                    _ => reason,
                 },
                 console: self.tail_with_log(&text),
             },
