@@ -35,6 +35,10 @@ MODULE_PARM_DESC(code, "kernel text, physical START-END (hex)");
 static char *rodata;
 module_param(rodata, charp, 0400);
 MODULE_PARM_DESC(rodata, "kernel read-only data, physical START-END (hex)");
+static char *jump_table;
+module_param(jump_table, charp, 0400);
+MODULE_PARM_DESC(jump_table,
+		 "the kernel's __jump_table, virtual START-END (hex, from /proc/kallsyms)");
 
 /* One hypercall: RAX = call, RDI/RSI/RDX = arguments; RAX out = status,
  * RDI out = value 0 (docs/hypercall-abi.md). */
