@@ -103,6 +103,27 @@ pub enum Call {
     /// [`crate::policy::AuditRecord`] to the 64 bytes at RSI, which must be
     /// guest RAM writable in the current view.
     AuditRead = 29,
+
+    // ---- ABI 1.2: a host kernel that patches its own text (Linux).
+    /// Chooses what may execute once text is locked: RDI = a
+    /// [`crate::policy::ExecuteRule`]. Only before the first text region
+    /// is locked (`Locked` after: the rule is part of the lock) and only
+    /// from the trusted context.
+    SetExecuteRule = 30,
+    /// Registers a table of the kernel's own patch sites, for validated
+    /// self-patching of locked text: RDI = the table's guest-linear
+    /// address, RSI = its length in bytes (a non-zero multiple of the
+    /// entry size), RDX = a [`crate::policy::PatchFormat`]. The table must
+    /// lie, contiguously, in a *locked* rodata or ro-after-init region
+    /// (so neither it nor the sites it names can change later); every site
+    /// it names inside a registered text region must hold one of its
+    /// legal forms now. Only before the first text region is locked
+    /// (`Locked` after) and only from the trusted context. RDI out = the
+    /// number of sites inside registered text. Once text is locked, a
+    /// write to it is allowed only where every byte it changes lies in
+    /// such a site and every site it touches then holds a legal form
+    /// (`docs/policy.md`, "Validated self-patching").
+    RegisterPatchSites = 31,
 }
 
 impl Call {
@@ -125,6 +146,8 @@ impl Call {
         Call::UpdatePageTable,
         Call::AuditCount,
         Call::AuditRead,
+        Call::SetExecuteRule,
+        Call::RegisterPatchSites,
     ];
 
     /// Decodes a call number from RAX.
@@ -164,6 +187,8 @@ impl Call {
             Call::UpdatePageTable => "update-page-table",
             Call::AuditCount => "audit-count",
             Call::AuditRead => "audit-read",
+            Call::SetExecuteRule => "set-execute-rule",
+            Call::RegisterPatchSites => "register-patch-sites",
         }
     }
 }

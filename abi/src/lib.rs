@@ -53,7 +53,11 @@ impl Version {
 /// 1.1: `RegisterGate` takes the gate's stack pointer in RSI (0 keeps
 /// the 1.0 meaning) and a redirect to a gate starts from a defined
 /// processor state (`docs/hypercall-abi.md`).
-pub const ABI_VERSION: Version = Version { major: 1, minor: 1 };
+///
+/// 1.2: `SetExecuteRule` and `RegisterPatchSites`, for a host kernel
+/// that executes code outside its registered text and patches its own
+/// text (Linux).
+pub const ABI_VERSION: Version = Version { major: 1, minor: 2 };
 
 #[cfg(test)]
 mod tests {

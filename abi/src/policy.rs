@@ -72,6 +72,71 @@ impl RegionKind {
     }
 }
 
+/// What may execute once a text region is locked (ABI 1.2,
+/// [`crate::hypercall::Call::SetExecuteRule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u64)]
+#[non_exhaustive]
+pub enum ExecuteRule {
+    /// Supervisor W^X in EPT: once text is locked, nothing but locked
+    /// text is supervisor-executable (user-executable too, without
+    /// mode-based execute control). The default; for a kernel that
+    /// registers all the code it runs (the demo guest).
+    #[default]
+    LockedTextOnly = 0,
+    /// Execute rights outside locked text are left to the kernel's own
+    /// page tables: EPT keeps text read-only and everything locked
+    /// unwritable, but does not remove execute from other RAM. For a
+    /// kernel that loads modules and JIT-compiles code, on a processor
+    /// whose EPT execute right covers user mode too (no mode-based
+    /// execute control): Linux.
+    GuestPageTables = 1,
+}
+
+impl ExecuteRule {
+    /// Decodes a rule from a hypercall argument.
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        match raw {
+            0 => Some(ExecuteRule::LockedTextOnly),
+            1 => Some(ExecuteRule::GuestPageTables),
+            _ => None,
+        }
+    }
+}
+
+/// The format of a patch-site table (ABI 1.2,
+/// [`crate::hypercall::Call::RegisterPatchSites`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u64)]
+#[non_exhaustive]
+pub enum PatchFormat {
+    /// Linux x86-64 jump labels (`__jump_table`): 16-byte entries
+    /// `{ s32 code; s32 target; s64 key; }`, `code` and `target` relative
+    /// to the address of the field itself. A site is 2 or 5 bytes; its
+    /// legal forms are the NOP of its size (`66 90`,
+    /// `0f 1f 44 00 00`), the jump to its target (`eb rel8`, `e9 rel32`)
+    /// and, while the kernel rewrites it, `cc` followed by bytes each of
+    /// which is that position's byte of the NOP or of the jump.
+    LinuxJumpEntry = 1,
+}
+
+impl PatchFormat {
+    /// Decodes a format from a hypercall argument.
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        match raw {
+            1 => Some(PatchFormat::LinuxJumpEntry),
+            _ => None,
+        }
+    }
+
+    /// The size of one table entry in bytes.
+    pub const fn entry_size(self) -> u64 {
+        match self {
+            PatchFormat::LinuxJumpEntry => 16,
+        }
+    }
+}
+
 /// The trusted context: the view every guest starts in.
 pub const TRUSTED_CONTEXT: u64 = 0;
 

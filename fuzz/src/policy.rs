@@ -557,6 +557,7 @@ pub const ALL: PolicyCaps = PolicyCaps {
     descriptor_table_exiting: true,
     invept_all: true,
     cet: false,
+    mtf: true,
 };
 
 #[cfg(test)]

@@ -11,11 +11,21 @@
  * policy lives in the monitor: this module only names what to protect.
  *
  * The physical ranges come from the kernel itself, as /proc/iomem shows
- * them ("Kernel code", "Kernel rodata"), passed by /init as parameters:
- *   insmod okernel.ko code=START-END rodata=START-END
- * (hex, END exclusive, page-aligned). Without okernel (no signature in
- * CPUID leaf 0x40000000) it refuses to load with -ENODEV and touches
- * nothing.
+ * them ("Kernel code", "Kernel rodata"), and the jump-label table's
+ * linear range from /proc/kallsyms (__start___jump_table,
+ * __stop___jump_table), passed by /init as parameters:
+ *   insmod okernel.ko code=START-END rodata=START-END [jump_table=START-END]
+ * (hex, END exclusive; the physical ones page-aligned). Without okernel
+ * (no signature in CPUID leaf 0x40000000) it refuses to load with -ENODEV
+ * and touches nothing.
+ *
+ * Linux executes code outside its text (modules, BPF JIT images) and
+ * rewrites its text at run time (jump labels, through text_poke), so the
+ * client asks for the execute rule that leaves execute rights outside
+ * text to the kernel's page tables, and registers the kernel's own
+ * jump-label table: the monitor then lets a write to locked text through
+ * only where it leaves registered sites in legal forms
+ * (docs/policy.md, "Validated self-patching").
  */
 
 #include <linux/init.h>
@@ -27,6 +37,8 @@
 #include <asm/processor.h>
 #include <asm/processor-flags.h>
 #include <asm/msr-index.h>
+#include <asm/desc.h>
+#include <asm/pgtable_types.h>
 #include "okernel_abi.h"
 
 static char *code;
@@ -100,6 +112,37 @@ static int register_region(const char *what, u64 start, u64 end, u64 kind,
 		    kind, id);
 }
 
+/* The IDT's physical page: SIDT gives the read-only alias in the CPU
+ * entry area; its page-table walk gives the page (idt_table). */
+static u64 idt_page(void)
+{
+	struct desc_ptr dt;
+
+	store_idt(&dt);
+	return slow_virt_to_phys((void *)dt.address) & PAGE_MASK;
+}
+
+/* The jump table: registered after rodata (which holds it) is locked and
+ * before text is, or not at all when /init passed none. */
+static int register_jump_table(void)
+{
+	u64 start, end, sites = 0;
+	int err;
+
+	if (!jump_table)
+		return 0;
+	if (sscanf(jump_table, "%llx-%llx", &start, &end) != 2 || start >= end) {
+		pr_err("okernel: jump_table=%s is not a START-END range\n",
+		       jump_table);
+		return -EINVAL;
+	}
+	err = step("register jump-label sites", OKERNEL_CALL_REGISTER_PATCH_SITES,
+		   start, end - start, OKERNEL_PATCH_LINUX_JUMP_ENTRY, &sites);
+	if (!err)
+		pr_info("okernel: %llu jump-label sites in locked text\n", sites);
+	return err;
+}
+
 static const u32 locked_msrs[] = {
 	MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK,
 	MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
@@ -136,7 +179,8 @@ static int audit_show(struct seq_file *m, void *v)
 
 static int __init okernel_client_init(void)
 {
-	u64 code_start, code_end, ro_start, ro_end, text_id, ro_id, version;
+	u64 code_start, code_end, ro_start, ro_end, text_id, ro_id, idt_id;
+	u64 version, idt;
 	unsigned long cr4 = __read_cr4();
 	u64 cr4_pins = cr4 & (X86_CR4_SMEP | X86_CR4_SMAP | X86_CR4_UMIP);
 	int err;
@@ -154,20 +198,33 @@ static int __init okernel_client_init(void)
 	err = step("version", OKERNEL_CALL_VERSION, 0, 0, 0, &version);
 	if (err)
 		return err;
-	if ((version >> 16) != OKERNEL_ABI_MAJOR) {
+	if ((version >> 16) != OKERNEL_ABI_MAJOR ||
+	    (version & 0xffff) < OKERNEL_ABI_MINOR) {
 		pr_err("okernel: monitor ABI %llu.%llu, client built for %u.%u\n",
 		       version >> 16, version & 0xffff, OKERNEL_ABI_MAJOR,
 		       OKERNEL_ABI_MINOR);
 		return -EPROTO;
 	}
+	idt = idt_page();
 	/* Register everything first, then lock: a refusal leaves nothing
-	 * half-locked. */
+	 * half-locked (rodata before the jump table it holds, the table
+	 * before text). */
 	err = register_region("register text", code_start, code_end,
 			      OKERNEL_REGION_TEXT, &text_id) ?:
 	      register_region("register rodata", ro_start, ro_end,
 			      OKERNEL_REGION_RODATA, &ro_id) ?:
-	      step("lock text", OKERNEL_CALL_LOCK_REGION, text_id, 0, 0, NULL) ?:
+	      register_region("register the IDT page", idt, idt + PAGE_SIZE,
+			      OKERNEL_REGION_DESCRIPTORTABLE, &idt_id) ?:
+	      step("execute rule: the kernel's page tables",
+		   OKERNEL_CALL_SET_EXECUTE_RULE, OKERNEL_EXECUTE_GUEST_PAGE_TABLES,
+		   0, 0, NULL) ?:
 	      step("lock rodata", OKERNEL_CALL_LOCK_REGION, ro_id, 0, 0, NULL) ?:
+	      register_jump_table() ?:
+	      step("lock text", OKERNEL_CALL_LOCK_REGION, text_id, 0, 0, NULL) ?:
+	      step("lock the IDT page", OKERNEL_CALL_LOCK_REGION, idt_id, 0, 0,
+		   NULL) ?:
+	      step("lock descriptor-table registers",
+		   OKERNEL_CALL_LOCK_DESCRIPTOR_TABLES, 0, 0, 0, NULL) ?:
 	      step("pin CR0.WP", OKERNEL_CALL_PIN_CR, 0, X86_CR0_WP, 0, NULL) ?:
 	      step("pin CR4 SMEP/SMAP/UMIP", OKERNEL_CALL_PIN_CR, 4, cr4_pins, 0,
 		   NULL);
@@ -177,8 +234,8 @@ static int __init okernel_client_init(void)
 	if (err)
 		return err;
 	proc_create_single("okernel-audit", 0400, NULL, audit_show);
-	pr_info("okernel: kernel text and rodata locked, CR0.WP and CR4 %#llx pinned, %zu MSRs locked\n",
-		cr4_pins, ARRAY_SIZE(locked_msrs));
+	pr_info("okernel: kernel text, rodata and the IDT page (%#llx) locked, descriptor-table registers locked, CR0.WP and CR4 %#llx pinned, %zu MSRs locked\n",
+		idt, cr4_pins, ARRAY_SIZE(locked_msrs));
 	return 0;
 }
 

@@ -1,7 +1,11 @@
 //! EPT violations and misconfigurations (SDM Vol. 3C §30.3.3 "EPT-Induced
 //! VM Exits"; qualification: §28.2.1, Table 28-7).
 //!
-//! Outcome of a violation (invariant 10): the access is **denied** — the
+//! A data write to locked text at a registered patch site is the one
+//! exception: [`super::patch_step`] lets it through for one instruction
+//! and judges it (validated self-patching, `docs/policy.md`).
+//!
+//! Outcome of any other violation (invariant 10): the access is **denied** — the
 //! EPT entry is never changed — an [`AuditRecord`] is written, and the
 //! guest gets **#GP(0) at the faulting instruction** (fault semantics: RIP
 //! is not advanced, nothing of the access happened), which its own
@@ -98,6 +102,15 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if let Err(e) = decoded {
         vcpu.audit.push(record).log();
         return Err(ExitError::MalformedQualification(e));
+    }
+    // A write to locked text at a registered patch site is let through
+    // for one instruction and judged (validated self-patching).
+    if !vectoring.valid()
+        && !asynchronous
+        && access.contains(Access::WRITE)
+        && super::patch_step::begin(vcpu, gpa, gva, q)? == super::patch_step::Begun::Opened
+    {
+        return Ok(ExitAction::Resume);
     }
     if vectoring.valid() && !asynchronous {
         // The processor's own access while delivering an event: the

@@ -24,6 +24,7 @@ pub mod guest;
 pub mod msr;
 pub mod msr_shared;
 pub mod other;
+pub mod patch_step;
 pub mod rip;
 pub mod simple;
 pub mod stop;
@@ -89,6 +90,10 @@ pub enum ExitError {
     /// an EPT change failed after the policy checked the frame pool
     #[error("EPT change failed after the frame check (a monitor bug): {0}")]
     PolicyEpt(ept::Error),
+    /// a refused write to locked text could not be undone (the page was
+    /// readable when the write was let through: a monitor bug)
+    #[error("could not restore locked text page {0:#x} after a refused patch")]
+    PatchRestore(u64),
 }
 
 /// Handles the exit that just happened: reads the exit reason, counts it,
@@ -253,6 +258,10 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         | R::Vmfunc => simple::inject_ud(vcpu),
         R::Vmcall => crate::hypercall::handle_vmcall(vcpu),
         R::EptViolation => ept_violation::handle_violation(vcpu),
+        R::MonitorTrapFlag => match patch_step::finish(vcpu)? {
+            Some(action) => Ok(action),
+            None => other::handle(vcpu, reason),
+        },
         R::GdtrIdtrAccess | R::LdtrTrAccess => descriptor::handle(vcpu, reason),
         R::EptMisconfiguration => Err(ept_violation::misconfiguration(vcpu)),
         R::EntryFailureGuestState | R::EntryFailureMsrLoading | R::EntryFailureMachineCheck => Err(

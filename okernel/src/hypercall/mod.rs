@@ -16,6 +16,7 @@ pub mod contexts;
 pub mod locks;
 pub mod memory;
 pub mod page_table;
+pub mod patch_sites;
 pub mod policy;
 pub mod protected_pages;
 pub mod reason;

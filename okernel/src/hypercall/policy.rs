@@ -15,7 +15,7 @@
 //! lock memory it does not own.
 
 use okernel_abi::hypercall::{Call, Status};
-use okernel_abi::policy::RegionKind;
+use okernel_abi::policy::{ExecuteRule, RegionKind};
 
 use crate::exit::{CrConfig, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
@@ -192,7 +192,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return Ok(None);
     };
     let [a, b, c] = args;
-    use super::{contexts as ctx, locks, page_table as pt, protected_pages};
+    use super::{contexts as ctx, locks, page_table as pt, patch_sites, protected_pages};
     Ok(Some(match call {
         Call::RegisterRegion => register_region(&mut env, a, b, c),
         Call::LockRegion => lock_region(&mut env, a)?,
@@ -208,6 +208,8 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Call::SwitchContext => ctx::switch(&mut env, a, b)?,
         Call::UpdatePageTable => pt::update(&mut env, a, b)?,
         Call::AuditCount => Ok(Reply::Done(Some(env.audit.total()))),
+        Call::SetExecuteRule => patch_sites::set_execute_rule(&mut env, a),
+        Call::RegisterPatchSites => patch_sites::register(&mut env, a, b, c)?,
         _ => return Ok(None),
     }))
 }
@@ -250,7 +252,8 @@ fn register_region<V: Vmcs, C: Cpu>(
 }
 
 /// LockRegion(id): its rights in every view; the first text region turns
-/// W^X on (and mode-based execute control where the CPU has it).
+/// W^X on (and mode-based execute control where the CPU has it) unless
+/// the execute rule leaves execute rights to the guest's page tables.
 fn lock_region<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, id: u64) -> Result<CallResult, ExitError> {
     let Some(region) = usize::try_from(id)
         .ok()
@@ -267,7 +270,9 @@ fn lock_region<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, id: u64) -> Result<Call
         }));
         return Ok(Err(Status::Locked));
     }
-    let wx_on = region.kind == RegionKind::Text && !env.prot.wx;
+    let wx_on = region.kind == RegionKind::Text
+        && !env.prot.wx
+        && env.prot.execute == ExecuteRule::LockedTextOnly;
     let views = apply::live_count(env.views);
     let calls = if wx_on {
         views * (env.prot.protects_per_view(env.views.ram().len()) + 1)

@@ -43,7 +43,7 @@ use crate::hypercall::memory::{IdentityMap, MAX_MONITOR_RANGES, MAX_RAM_RANGES, 
 use crate::policy::Protection;
 use crate::policy::protection::{MsrBitmapPage, PolicyCaps};
 use crate::vmx::capability::msr;
-use crate::vmx::controls::SecondaryProcBased;
+use crate::vmx::controls::{PrimaryProcBased, SecondaryProcBased};
 use crate::vmx::fields::HostNatural;
 
 /// Checks the configuration before anything is touched.
@@ -262,9 +262,13 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             let l7 = cpu.cpuid(7, 0);
             l7.ecx & (1 << 7) != 0 || l7.edx & (1 << 20) != 0
         },
+        // Allowed-1 settings are the high half (SDM Vol. 3D §A.3.2).
+        mtf: (cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS) >> 32)
+            & u64::from(PrimaryProcBased::MONITOR_TRAP_FLAG.bits())
+            != 0,
     };
     log::info!(
-        "okernel: policy: mode-based execute control {}, descriptor-table exiting {}, INVEPT {}",
+        "okernel: policy: mode-based execute control {}, descriptor-table exiting {}, INVEPT {}, monitor trap flag {}",
         if policy_caps.mbec { "yes" } else { "no" },
         if policy_caps.descriptor_table_exiting {
             "yes"
@@ -276,6 +280,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         } else {
             "single-context"
         },
+        if policy_caps.mtf { "yes" } else { "no" },
     );
     // SAFETY: the MSR bitmap frame is the VMCS's (written by
     // `write_controls`), identity-mapped pool memory used by nothing else.

@@ -8,12 +8,16 @@
 //! | locked rodata, ro-after-init, descriptor tables, dispatch tables | R | R |
 //! | locked page tables, credentials | RW | R |
 //! | protected page of context `c` | not present (unless `c` = 0: RW) | RW in `c`'s view only, not present elsewhere |
-//! | any other RAM, before W^X | RWX | RWX |
+//! | any other RAM, before W^X or under `GuestPageTables` | RWX | RWX |
 //! | any other RAM, W^X on, with MBEC | RW + user-X | RW + user-X |
 //! | any other RAM, W^X on, without MBEC | RW (ring-3 code must be registered as text) | RW |
 //! | reserved memory, W^X on | RW | RW |
 //!
-//! W^X turns on when the first text region is locked. "Not present" keeps
+//! Under the execute rule `GuestPageTables` (ABI 1.2) every locked kind
+//! above also keeps execute (never write): EPT then guards integrity only.
+//!
+//! W^X turns on when the first text region is locked (rule
+//! `LockedTextOnly`). "Not present" keeps
 //! the page's address in the entry (rights 000b, `ept` invariant 3).
 //!
 //! Every function here makes a sequence of [`Views::protect`] calls; the
@@ -24,7 +28,7 @@
 
 use ept::Perms;
 use okernel_abi::hypercall::Status;
-use okernel_abi::policy::RegionKind;
+use okernel_abi::policy::{ExecuteRule, RegionKind};
 
 use super::protection::{Protection, Region};
 use super::views::{FRAMES_PER_PROTECT, Views};
@@ -51,12 +55,22 @@ pub fn perms(p: &Protection, class: Class, ctx: u16) -> Perms {
     } else {
         Perms::empty()
     };
+    // Under `GuestPageTables` EPT guards integrity only: execute rights
+    // on locked data are the kernel's page tables' business too (Linux's
+    // vDSO is code inside its read-only data, run by every process).
+    let data_x = if p.execute == ExecuteRule::GuestPageTables {
+        Perms::EXECUTE
+    } else {
+        Perms::empty()
+    };
     match class {
         Class::Plain if p.wx => Perms::RW | user_x,
         Class::Plain => Perms::RWX,
         Class::Region(RegionKind::Text) => Perms::RX | user_x | planted_text_write(ctx),
-        Class::Region(RegionKind::PageTable | RegionKind::Credentials) if ctx == 0 => Perms::RW,
-        Class::Region(_) => Perms::R,
+        Class::Region(RegionKind::PageTable | RegionKind::Credentials) if ctx == 0 => {
+            Perms::RW | data_x
+        }
+        Class::Region(_) => Perms::R | data_x,
         Class::Protected(owner) if owner == ctx => Perms::RW,
         Class::Protected(_) => Perms::NONE,
     }

@@ -10,12 +10,15 @@
 //! - [`guest_paging`]: the guest's own page tables, walked for gates and
 //!   emulated descriptor-table stores.
 //! - [`table_walk`]: whose table a page-table entry is in, and its level.
+//! - [`patch`]: validated self-patching: the kernel's patch sites and
+//!   the legal forms a write to locked text may leave them in.
 //!
 //! `docs/policy.md` describes the policy per invariant.
 
 pub mod apply;
 pub mod audit;
 pub mod guest_paging;
+pub mod patch;
 pub mod protection;
 pub mod table_walk;
 pub mod views;

@@ -7,8 +7,9 @@
 
 use core::ptr::NonNull;
 
-use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
+use okernel_abi::policy::{ExecuteRule, MAX_CONTEXTS, RegionKind};
 
+use super::patch::PatchSites;
 use super::{Decision, Policy};
 use crate::launch::config::PhysRange;
 use crate::vmx::msr_bitmap::{MsrAccess, MsrBitmap};
@@ -110,6 +111,9 @@ pub struct PolicyCaps {
     /// CET (CPUID.7.0:ECX.CET_SS or EDX.CET_IBT): the S_CET/PL0_SSP MSRs
     /// exist.
     pub cet: bool,
+    /// The monitor trap flag (primary processor-based control bit 27) is
+    /// allowed: validated self-patching needs it to let one write through.
+    pub mtf: bool,
 }
 
 /// The protection policy's state. Context 0 is the trusted context (the
@@ -125,6 +129,12 @@ pub struct Protection {
     pub wx: bool,
     /// Mode-based execute control is on (with W^X, where the CPU has it).
     pub mbec_active: bool,
+    /// What may execute once text is locked (ABI 1.2): W^X is turned on
+    /// only under [`ExecuteRule::LockedTextOnly`].
+    pub execute: ExecuteRule,
+    /// The kernel's patch sites and the write let through now
+    /// (validated self-patching, ABI 1.2).
+    pub patch: PatchSites,
     /// Pinned CR0 bits.
     pub cr0_pinned: u64,
     /// Pinned CR4 bits.
@@ -159,6 +169,8 @@ impl Protection {
             regions: [None; MAX_REGIONS],
             wx: false,
             mbec_active: false,
+            execute: ExecuteRule::LockedTextOnly,
+            patch: PatchSites::default(),
             cr0_pinned: 0,
             cr4_pinned: 0,
             msrs: [None; MAX_LOCKED_MSRS],
@@ -170,6 +182,12 @@ impl Protection {
             grants: [None; MAX_PROTECTED_PAGES],
             msr_bitmap,
         }
+    }
+
+    /// Whether a text region is locked: the execute rule and the patch
+    /// sites are fixed from then on.
+    pub fn text_locked(&self) -> bool {
+        self.locked_regions().any(|r| r.kind == RegionKind::Text)
     }
 
     /// The locked regions.

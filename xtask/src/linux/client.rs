@@ -12,7 +12,7 @@
 use super::fetch;
 use okernel_abi::cpuid::{LEAF_SIGNATURE, signature_registers};
 use okernel_abi::hypercall::{Call, Status};
-use okernel_abi::policy::RegionKind;
+use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,6 +73,19 @@ pub fn abi_header() -> String {
             c_name(&format!("{k:?}")),
             k as u64
         );
+    }
+    for (name, value) in [
+        (
+            "EXECUTE_LOCKED_TEXT_ONLY",
+            ExecuteRule::LockedTextOnly as u64,
+        ),
+        (
+            "EXECUTE_GUEST_PAGE_TABLES",
+            ExecuteRule::GuestPageTables as u64,
+        ),
+        ("PATCH_LINUX_JUMP_ENTRY", PatchFormat::LinuxJumpEntry as u64),
+    ] {
+        let _ = writeln!(h, "#define OKERNEL_{name} {value}ull");
     }
     h.push_str(
         "\n/* The record AuditRead copies (okernel_abi::policy::AuditRecord). */\n\

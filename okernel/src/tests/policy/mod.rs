@@ -8,6 +8,7 @@ mod contexts;
 mod exits;
 mod gates;
 mod page_table;
+mod patch;
 mod protected_pages;
 mod regions;
 mod table_owner;
@@ -140,6 +141,7 @@ pub const ALL: PolicyCaps = PolicyCaps {
     descriptor_table_exiting: true,
     invept_all: true,
     cet: false,
+    mtf: true,
 };
 
 /// The default policy VCPU.

@@ -1,0 +1,381 @@
+//! Validated self-patching (ABI 1.2): the execute rule, the patch-site
+//! table's registration, and writes to locked text let through one
+//! instruction at a time (EPT violation, then the monitor-trap-flag exit)
+//! and judged: legal jump-label rewrites stand, everything else is undone,
+//! audited and faulted.
+
+use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
+
+use super::*;
+use crate::policy::audit::{AuditAction, AuditKind};
+use crate::policy::patch::{NOP2, NOP5};
+use crate::vmx::controls::PrimaryProcBased;
+use crate::vmx::fields::{ReadOnly64, ReadOnlyNatural};
+
+/// Where the guest's page tables map the kernel image: linear
+/// `KBASE + x` is physical `x` (as Linux maps its image at
+/// `__START_KERNEL_map`), so sites are found by a non-identity offset.
+const KBASE: u64 = 0xffff_ffff_8000_0000;
+/// A PDPT for the top 1 GiB (PML4 slot 511, PDPT slot 510 -> [`PD`]).
+const PDPT_HI: u64 = 0x10_4000;
+/// The jump table, in rodata.
+const TABLE: u64 = RODATA + 0x80;
+/// A 5-byte site on text page 0.
+const LONG: u64 = TEXT + 0x100;
+/// A 2-byte site on text page 0.
+const SHORT: u64 = TEXT + 0x300;
+/// A 5-byte site straddling text pages 0 and 1.
+const STRADDLE: u64 = TEXT + 0xffe;
+/// Each site's jump target.
+const TARGETS: [u64; 3] = [TEXT + 0x800, SHORT + 0x20, TEXT + 0x1800];
+/// A text page with no site.
+const PLAIN_TEXT: u64 = TEXT + 0x2000;
+
+const P: u64 = 1;
+const RW: u64 = 2;
+/// EPT-violation qualification: a data write, R and X allowed, linear
+/// address valid, a translation (SDM Vol. 3C Table 28-7).
+const WRITE_QUAL: u64 = (1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 8);
+/// The writing instruction.
+const WRITER: u64 = RIP;
+
+fn w8(v: &PVcpu, at: u64, bytes: &[u8]) {
+    v.memory.phys().write(at, bytes);
+}
+
+fn r(v: &PVcpu, at: u64, n: usize) -> Vec<u8> {
+    let mut b = vec![0; n];
+    v.memory.phys().copy(at, &mut b);
+    b
+}
+
+fn entry(site: u64, target: u64, i: u64) -> [u8; 16] {
+    let at = KBASE + TABLE + 16 * i;
+    let mut e = [0u8; 16];
+    e[..4].copy_from_slice(&((KBASE + site).wrapping_sub(at) as i32).to_le_bytes());
+    e[4..8].copy_from_slice(&((KBASE + target).wrapping_sub(at + 4) as i32).to_le_bytes());
+    e[8..].copy_from_slice(&0x1000i64.to_le_bytes());
+    e
+}
+
+fn jump5(site: u64, target: u64) -> [u8; 5] {
+    let rel = ((target as i64) - (site as i64 + 5)) as i32;
+    let b = rel.to_le_bytes();
+    [0xe9, b[0], b[1], b[2], b[3]]
+}
+
+/// A Linux-like guest before its lock: the kernel image mapped high, three
+/// sites holding their NOPs, the table in rodata, text registered and
+/// rodata locked. Returns the text region's id.
+fn image(v: &mut PVcpu) -> u64 {
+    let w = |v: &PVcpu, at: u64, x: u64| v.memory.phys().write(at, &x.to_le_bytes());
+    w(v, PML4 + 8 * 511, PDPT_HI | P | RW);
+    w(v, PDPT_HI + 8 * 510, PD | P | RW);
+    w8(v, LONG, &NOP5);
+    w8(v, SHORT, &NOP2);
+    w8(v, STRADDLE, &NOP5);
+    for (i, (&site, &target)) in [LONG, SHORT, STRADDLE].iter().zip(&TARGETS).enumerate() {
+        w8(v, TABLE + 16 * i as u64, &entry(site, target, i as u64));
+    }
+    let text = ok(
+        v,
+        Call::RegisterRegion,
+        [TEXT, 0x4000, RegionKind::Text as u64],
+    );
+    lock(v, RODATA, 0x1000, RegionKind::Rodata);
+    text
+}
+
+/// [`image`], the rule and the table registered, text locked.
+fn locked() -> PVcpu {
+    let mut v = pvcpu();
+    let text = image(&mut v);
+    ok(
+        &mut v,
+        Call::SetExecuteRule,
+        [ExecuteRule::GuestPageTables as u64, 0, 0],
+    );
+    let sites = ok(
+        &mut v,
+        Call::RegisterPatchSites,
+        [KBASE + TABLE, 48, PatchFormat::LinuxJumpEntry as u64],
+    );
+    assert_eq!(sites, 3);
+    ok(&mut v, Call::LockRegion, [text, 0, 0]);
+    v
+}
+
+fn mtf_on(v: &PVcpu) -> bool {
+    v.vmcs.get(Control32::PrimaryProcessorBasedControls)
+        & u64::from(PrimaryProcBased::MONITOR_TRAP_FLAG.bits())
+        != 0
+}
+
+/// The guest's write at `gpa` faults on the EPT.
+fn violation(v: &mut PVcpu, gpa: u64) -> Result<ExitAction, ExitError> {
+    v.vmcs.set(GuestNatural::Rip, WRITER);
+    v.vmcs.set(ReadOnly64::GuestPhysicalAddress, gpa);
+    v.vmcs.set(
+        ReadOnlyNatural::GuestLinearAddress,
+        0x7fff_0000 + (gpa & 0xfff),
+    );
+    run(v, ExitReason::EptViolation, WRITE_QUAL, 0)
+}
+
+/// The instruction ran (moving RIP on by 4) and the monitor trap flag
+/// exit follows.
+fn mtf(v: &mut PVcpu) -> Result<ExitAction, ExitError> {
+    v.vmcs.set(GuestNatural::Rip, WRITER + 4);
+    run(v, ExitReason::MonitorTrapFlag, 0, 0)
+}
+
+/// One instruction writing `bytes` at `gpa`, through the whole step;
+/// returns the MTF exit's result.
+fn write(v: &mut PVcpu, gpa: u64, bytes: &[u8]) -> Result<ExitAction, ExitError> {
+    assert_eq!(violation(v, gpa), Ok(ExitAction::Resume), "the page opens");
+    assert_eq!(rip(v), WRITER, "the instruction runs again");
+    assert!(mtf_on(v), "the monitor trap flag is set");
+    assert!(perms(v, 0, gpa & !0xfff).unwrap().contains(Perms::WRITE));
+    w8(v, gpa, bytes);
+    let r = mtf(v);
+    assert!(!mtf_on(v), "the flag is cleared");
+    assert_eq!(
+        perms(v, 0, gpa & !0xfff),
+        Some(Perms::RX),
+        "the page is closed"
+    );
+    r
+}
+
+#[test]
+fn the_breakpoint_protocol_flips_a_long_site_both_ways() {
+    let mut v = locked();
+    let jump = jump5(KBASE + LONG, KBASE + TARGETS[0]);
+    for (from, to) in [(NOP5, jump), (jump, NOP5)] {
+        assert_eq!(r(&v, LONG, 5), from);
+        // int3, the tail, the head: Linux's text_poke_bp_batch.
+        assert_eq!(write(&mut v, LONG, &[0xcc]), Ok(ExitAction::Resume));
+        assert_eq!(write(&mut v, LONG + 1, &to[1..]), Ok(ExitAction::Resume));
+        assert_eq!(write(&mut v, LONG, &to[..1]), Ok(ExitAction::Resume));
+        assert_eq!(r(&v, LONG, 5), to);
+        assert_eq!(injected(&v), 0);
+    }
+    assert_eq!(v.policy.patch.validated, 6);
+    assert_eq!(v.audit.total(), 0, "legal patches are not violations");
+}
+
+#[test]
+fn a_short_site_takes_its_short_jump_and_its_nop() {
+    let mut v = locked();
+    let rel = (TARGETS[1] - (SHORT + 2)) as u8;
+    assert_eq!(write(&mut v, SHORT, &[0xcc]), Ok(ExitAction::Resume));
+    assert_eq!(write(&mut v, SHORT + 1, &[rel]), Ok(ExitAction::Resume));
+    assert_eq!(write(&mut v, SHORT, &[0xeb]), Ok(ExitAction::Resume));
+    assert_eq!(r(&v, SHORT, 2), [0xeb, rel]);
+    // Both bytes in one instruction, back to the NOP.
+    assert_eq!(write(&mut v, SHORT, &NOP2), Ok(ExitAction::Resume));
+    assert_eq!(v.audit.total(), 0);
+}
+
+/// Asserts the last step was refused: old bytes back, #GP at the writer,
+/// one record naming `gpa`.
+fn assert_refused(v: &PVcpu, res: Result<ExitAction, ExitError>, gpa: u64, records: u64) {
+    assert_injected(v, res, GP);
+    assert_eq!(rip(v), WRITER, "#GP at the writing instruction");
+    assert_eq!(v.audit.total(), records);
+    let rec = *v.audit.last().unwrap();
+    assert_eq!(
+        (rec.kind, rec.action, rec.gpa, rec.rip),
+        (
+            AuditKind::EptViolation,
+            AuditAction::InjectedGp,
+            gpa,
+            WRITER
+        )
+    );
+}
+
+#[test]
+fn a_jump_elsewhere_or_a_torn_site_is_undone_audited_and_faulted() {
+    let mut v = locked();
+    let elsewhere = jump5(KBASE + LONG, KBASE + PLAIN_TEXT);
+    let res = write(&mut v, LONG, &elsewhere);
+    assert_refused(&v, res, LONG, 1);
+    assert_eq!(r(&v, LONG, 5), NOP5, "the old bytes are back");
+    // A head that does not match the tail: executable garbage.
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    let res = write(&mut v, LONG, &[0xe9]);
+    assert_refused(&v, res, LONG, 2);
+    assert_eq!(r(&v, LONG, 5), NOP5);
+    // A short NOP in a long site: the rest would run as instructions.
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    let res = write(&mut v, LONG, &NOP2);
+    assert_refused(&v, res, LONG, 3);
+    assert_eq!(v.policy.patch.validated, 0);
+}
+
+#[test]
+fn a_byte_outside_every_site_is_undone_even_with_a_legal_site_change() {
+    let mut v = locked();
+    // One instruction changes a legal int3 at the site and the byte after.
+    let before = r(&v, LONG, 8);
+    let res = write(&mut v, LONG, &[0xcc, 0x1f, 0x44, 0x00, 0x00, 0x90]);
+    assert_refused(&v, res, LONG + 5, 1);
+    assert_eq!(r(&v, LONG, 8), before);
+}
+
+#[test]
+fn text_without_sites_is_denied_at_once() {
+    let mut v = locked();
+    let res = violation(&mut v, PLAIN_TEXT + 8);
+    assert_injected(&v, res, GP);
+    assert!(!mtf_on(&v), "no step for a page without sites");
+    assert!(!v.policy.patch.step.open());
+    assert_eq!(v.audit.total(), 1);
+}
+
+#[test]
+fn a_write_straddling_two_pages_opens_both_and_is_judged_whole() {
+    let mut v = locked();
+    assert_eq!(violation(&mut v, STRADDLE), Ok(ExitAction::Resume));
+    // The same instruction then faults on the second page.
+    assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
+    assert_eq!(v.policy.patch.step.count, 2);
+    w8(&v, STRADDLE, &[0xcc]);
+    assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
+    for page in [TEXT, TEXT + 0x1000] {
+        assert_eq!(perms(&v, 0, page), Some(Perms::RX));
+    }
+    let jump = jump5(KBASE + STRADDLE, KBASE + TARGETS[2]);
+    assert_eq!(violation(&mut v, STRADDLE + 1), Ok(ExitAction::Resume));
+    assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
+    w8(&v, STRADDLE + 1, &jump[1..]);
+    assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
+    assert_eq!(
+        r(&v, STRADDLE, 5),
+        [0xcc, jump[1], jump[2], jump[3], jump[4]]
+    );
+    // A torn tail on the second page is undone on both.
+    assert_eq!(violation(&mut v, STRADDLE + 1), Ok(ExitAction::Resume));
+    assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
+    w8(&v, STRADDLE + 1, &[0x11, 0x22, 0x33, 0x44]);
+    let res = mtf(&mut v);
+    assert_injected(&v, res, GP);
+    assert_eq!(
+        r(&v, STRADDLE, 5),
+        [0xcc, jump[1], jump[2], jump[3], jump[4]]
+    );
+    assert_eq!(v.audit.total(), 1);
+}
+
+#[test]
+fn an_event_delivered_before_the_write_leaves_nothing_to_judge() {
+    let mut v = locked();
+    assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+    // An interrupt came first: the MTF exit is at its handler, nothing
+    // was written; the page closes and the write will fault again.
+    v.vmcs.set(GuestNatural::Rip, 0x9000);
+    assert_eq!(
+        run(&mut v, ExitReason::MonitorTrapFlag, 0, 0),
+        Ok(ExitAction::Resume)
+    );
+    assert_eq!(rip(&v), 0x9000);
+    assert_eq!(perms(&v, 0, TEXT), Some(Perms::RX));
+    assert!(!mtf_on(&v));
+    assert_eq!((v.policy.patch.validated, v.audit.total()), (0, 0));
+}
+
+#[test]
+fn a_monitor_trap_flag_exit_without_a_step_just_resumes() {
+    let mut v = locked();
+    v.vmcs.set(GuestNatural::Rip, 0x9000);
+    assert_eq!(
+        run(&mut v, ExitReason::MonitorTrapFlag, 0, 0),
+        Ok(ExitAction::Resume)
+    );
+    assert_eq!((rip(&v), v.audit.total()), (0x9000, 0));
+}
+
+#[test]
+fn without_the_monitor_trap_flag_every_text_write_is_denied() {
+    let mut v = pvcpu_with(PolicyCaps { mtf: false, ..ALL });
+    let text = image(&mut v);
+    ok(&mut v, Call::RegisterPatchSites, [KBASE + TABLE, 48, 1]);
+    ok(&mut v, Call::LockRegion, [text, 0, 0]);
+    let res = violation(&mut v, LONG);
+    assert_injected(&v, res, GP);
+    assert!(!v.policy.patch.step.open());
+}
+
+#[test]
+fn the_rule_and_the_table_are_refused_when_malformed_late_or_untrusted() {
+    let mut v = pvcpu();
+    let text = image(&mut v);
+    let reg = |v: &mut PVcpu, args| call(v, Call::RegisterPatchSites, args);
+    assert_eq!(
+        call(&mut v, Call::SetExecuteRule, [2, 0, 0]),
+        Status::InvalidArgument
+    );
+    for (args, status) in [
+        ([KBASE + TABLE, 48, 9], Status::InvalidArgument),
+        ([KBASE + TABLE, 0, 1], Status::Empty),
+        ([KBASE + TABLE, 40, 1], Status::Unaligned),
+        ([KBASE + TABLE + 4, 48, 1], Status::Unaligned),
+        // Not mapped by the guest's page tables.
+        ([0xffff_9000_0000_0000, 48, 1], Status::InvalidArgument),
+        // In RAM that is not locked read-only.
+        ([KBASE + DATA, 48, 1], Status::InvalidArgument),
+    ] {
+        assert_eq!(reg(&mut v, args), status, "{args:x?}");
+    }
+    // A site that holds neither its NOP nor its jump.
+    w8(&v, SHORT, &[0x90, 0x90]);
+    assert_eq!(reg(&mut v, [KBASE + TABLE, 48, 1]), Status::InvalidArgument);
+    assert!(!v.policy.patch.any(), "a refused table registers nothing");
+    w8(&v, SHORT, &NOP2);
+    ok(&mut v, Call::CreateContext, [0, 0, 0]);
+    enter(&mut v, 1);
+    assert_eq!(
+        reg(&mut v, [KBASE + TABLE, 48, 1]),
+        Status::PermissionDenied
+    );
+    assert_eq!(
+        call(&mut v, Call::SetExecuteRule, [1, 0, 0]),
+        Status::PermissionDenied
+    );
+    assert_eq!(v.policy.execute, ExecuteRule::LockedTextOnly);
+    v.policy.current = 0;
+    v.memory.set_current(0);
+    ok(&mut v, Call::LockRegion, [text, 0, 0]);
+    // After the text lock neither may change.
+    assert_eq!(reg(&mut v, [KBASE + TABLE, 48, 1]), Status::Locked);
+    assert_eq!(
+        call(&mut v, Call::SetExecuteRule, [1, 0, 0]),
+        Status::Locked
+    );
+}
+
+#[test]
+fn the_execute_rule_decides_whether_other_ram_and_locked_data_keep_execute() {
+    for (rule, data, rodata) in [
+        (
+            ExecuteRule::LockedTextOnly,
+            Perms::RW | Perms::USER_EXECUTE,
+            Perms::R,
+        ),
+        (ExecuteRule::GuestPageTables, Perms::RWX, Perms::RX),
+    ] {
+        let mut v = pvcpu();
+        ok(&mut v, Call::SetExecuteRule, [rule as u64, 0, 0]);
+        lock(&mut v, RODATA, 0x1000, RegionKind::Rodata);
+        lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+        assert_eq!(perms(&v, 0, DATA), Some(data), "{rule:?}");
+        assert_eq!(
+            perms(&v, 0, RODATA),
+            Some(rodata),
+            "{rule:?}: never writable"
+        );
+        assert_eq!(v.policy.wx, rule == ExecuteRule::LockedTextOnly);
+        assert!(!perms(&v, 0, TEXT).unwrap().contains(Perms::WRITE));
+    }
+}
