@@ -110,6 +110,27 @@ pub fn iomem_pages(iomem: &str, name: &str) -> Option<Range> {
     })
 }
 
+/// The address of symbol `name` in `/proc/kallsyms` text (`None`: absent,
+/// or hidden as 0 by `kptr_restrict`).
+pub fn kallsyms(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (addr, _kind, sym) = (f.next()?, f.next()?, f.next()?);
+        (sym == name && f.next().is_none())
+            .then(|| u64::from_str_radix(addr, 16).ok())
+            .flatten()
+            .filter(|&a| a != 0)
+    })
+}
+
+/// The linear range of the kernel's jump-label table
+/// (`__start___jump_table`..`__stop___jump_table`) in `/proc/kallsyms`.
+pub fn jump_table(kallsyms_text: &str) -> Option<Range> {
+    let start = kallsyms(kallsyms_text, "__start___jump_table")?;
+    let end = kallsyms(kallsyms_text, "__stop___jump_table")?;
+    (start < end).then_some(Range { start, end })
+}
+
 /// Whether `/proc/cpuinfo` lists the `vmx` flag for any CPU.
 pub fn cpuinfo_has_vmx(cpuinfo: &str) -> bool {
     cpuinfo
@@ -146,6 +167,25 @@ mod tests {
 00200000-1ffeffff : System RAM
   01000000-01e00000 : Kernel code
 ";
+
+    #[test]
+    fn finds_the_jump_table_in_kallsyms() {
+        let k = "ffffffff82439090 D __start___jump_table\nffffffff82462dd0 D __stop___jump_table\nffffffff81000000 T _stext\n";
+        assert_eq!(
+            jump_table(k),
+            Some(Range {
+                start: 0xffff_ffff_8243_9090,
+                end: 0xffff_ffff_8246_2dd0
+            })
+        );
+        // kptr_restrict hides addresses as zeros; a module symbol has a
+        // fourth field.
+        let hidden =
+            "0000000000000000 D __start___jump_table\n0000000000000000 D __stop___jump_table\n";
+        assert_eq!(jump_table(hidden), None);
+        assert_eq!(kallsyms("ffffffffc0001000 t foo [okernel]\n", "foo"), None);
+        assert_eq!(jump_table(""), None);
+    }
 
     #[test]
     fn reads_the_command_line() {

@@ -15,7 +15,8 @@
 use okernel_abi::cpuid::{LEAF_SIGNATURE, is_signature};
 use okernel_abi::result::{BENCH_PREFIX, CHECK_PREFIX, MARKER};
 use okernel_linux_probe::{
-    Expect, Range, check_json, cpuinfo_has_vmx, expect, iomem_pages, param, system_ram, test_image,
+    Expect, Range, check_json, cpuinfo_has_vmx, expect, iomem_pages, jump_table, param, system_ram,
+    test_image,
 };
 use std::process::{Command, ExitCode};
 
@@ -212,11 +213,15 @@ fn client(c: &mut Checks, mode: Expect, cmdline: &str) {
             "no Kernel code/rodata in /proc/iomem",
         );
     };
-    let args = [
+    let mut args = vec![
         "/lib/okernel.ko".to_string(),
         format!("code={:#x}-{:#x}", code.start, code.end),
         format!("rodata={:#x}-{:#x}", rodata.start, rodata.end),
     ];
+    // The kernel's own patch sites, for validated self-patching.
+    if let Some(t) = jump_table(&read("/proc/kallsyms")) {
+        args.push(format!("jump_table={:#x}-{:#x}", t.start, t.end));
+    }
     let out = Command::new("insmod").args(&args).output();
     let dmesg = Command::new("dmesg")
         .output()
