@@ -1,5 +1,6 @@
-//! Building the bootable images: the okernel loader image and the demo
-//! guest kernel, for `x86_64-unknown-none`, copied to `target/okernel/`.
+//! Building the bootable images: the okernel loader image, the demo
+//! guest kernel and the conformance kernel, for `x86_64-unknown-none`,
+//! copied to `target/okernel/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,8 @@ pub struct Images {
     pub guest: PathBuf,
     /// The multiboot2 ELF32 test guest (`guest/mb32`).
     pub guest32: PathBuf,
+    /// The conformance kernel (`conformance/`, issue 18).
+    pub conformance: PathBuf,
     /// Where they and derived files live.
     pub dir: PathBuf,
 }
@@ -39,8 +42,10 @@ pub fn build() -> Result<Images, String> {
             "loader",
             "-p",
             "guest",
+            "-p",
+            "conformance",
             "--features",
-            "loader/image,guest/image",
+            "loader/image,guest/image,conformance/image",
         ])
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -54,11 +59,13 @@ pub fn build() -> Result<Images, String> {
         okernel: dir.join("okernel.elf"),
         guest: dir.join("guest.elf"),
         guest32: dir.join("guest32.elf"),
+        conformance: dir.join("conformance.elf"),
         dir,
     };
     for (from, to) in [
         ("okernel-loader", &images.okernel),
         ("okernel-guest", &images.guest),
+        ("okernel-conformance", &images.conformance),
     ] {
         install(&built.join(from), to)?;
     }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod cases;
+pub mod conformance;
 pub mod linux;
 
 pub use cases::{Case, Module, boot_case, cases, expectation};
@@ -260,6 +261,7 @@ pub fn run_matrix(images: &Images, backends: &[Probed]) -> Result<Vec<Row>, Stri
             });
         }
     }
+    rows.extend(conformance::run(images, backends));
     Ok(rows)
 }
 
