@@ -236,7 +236,12 @@ fn client(c: &mut Checks, mode: Expect, cmdline: &str) {
         said.join(" | ")
     );
     match mode {
-        Expect::Monitor => c.report("linux-client-locks", 2, loaded, &observed),
+        Expect::Monitor => {
+            c.report("linux-client-locks", 2, loaded, &observed);
+            if loaded {
+                static_key_flip(c);
+            }
+        }
         Expect::Direct | Expect::Bare => c.report(
             "linux-client-refuses-without-okernel",
             0,
@@ -244,6 +249,27 @@ fn client(c: &mut Checks, mode: Expect, cmdline: &str) {
             &observed,
         ),
     }
+}
+
+/// A legal patch of locked text: `sched_schedstats` is a static key, so
+/// turning it on and off rewrites its jump-label sites in kernel text
+/// (through `text_poke`), which the monitor must let through and judge
+/// legal (validated self-patching). The kernel must survive both flips
+/// and read the value back.
+fn static_key_flip(c: &mut Checks) {
+    const KEY: &str = "/proc/sys/kernel/sched_schedstats";
+    let mut seen = Vec::new();
+    for v in ["1", "0"] {
+        let wrote = std::fs::write(KEY, v).is_ok();
+        let back = read(KEY);
+        seen.push(format!("wrote {v}: {}, read back {:?}", wrote, back.trim()));
+    }
+    let ok = seen
+        == [
+            "wrote 1: true, read back \"1\"",
+            "wrote 0: true, read back \"0\"",
+        ];
+    c.report("linux-static-key-flip", 2, ok, &seen.join("; "));
 }
 
 /// The time-stamp counter (in Bochs with `clock: sync=none`, emulated

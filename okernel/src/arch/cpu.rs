@@ -121,6 +121,18 @@ pub unsafe fn write_cr4(value: u64) {
     unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 
+/// Writes CR2.
+///
+/// # Safety
+/// The caller must be at CPL0; CR2 then only changes what the next page
+/// fault handler (the guest's, after VM entry) reads as the faulting
+/// address.
+pub unsafe fn write_cr2(value: u64) {
+    // SAFETY: the caller is at CPL0; writing CR2 changes no translation
+    // or memory semantics.
+    unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Writes an extended control register (XSETBV).
 ///
 /// # Safety

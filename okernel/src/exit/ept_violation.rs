@@ -112,6 +112,9 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     {
         return Ok(ExitAction::Resume);
     }
+    // Any other violation ends an open step first (judged, undone if
+    // refused).
+    super::patch_step::abandon(vcpu)?;
     if vectoring.valid() && !asynchronous {
         // The processor's own access while delivering an event: the
         // double-fault rules decide (and write the record).

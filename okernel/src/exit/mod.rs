@@ -236,6 +236,13 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     reason: ExitReason,
 ) -> Result<ExitAction, ExitError> {
     use ExitReason as R;
+    // An open patch step ends before any exit that is not its own.
+    if !matches!(
+        reason,
+        R::EptViolation | R::ExceptionOrNmi | R::MonitorTrapFlag
+    ) {
+        patch_step::abandon(vcpu)?;
+    }
     match reason {
         R::Cpuid => cpuid::handle(vcpu),
         R::Rdmsr => msr::handle_rdmsr(vcpu),
@@ -259,6 +266,10 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         R::Vmcall => crate::hypercall::handle_vmcall(vcpu),
         R::EptViolation => ept_violation::handle_violation(vcpu),
         R::MonitorTrapFlag => match patch_step::finish(vcpu)? {
+            Some(action) => Ok(action),
+            None => other::handle(vcpu, reason),
+        },
+        R::ExceptionOrNmi => match patch_step::on_exception(vcpu)? {
             Some(action) => Ok(action),
             None => other::handle(vcpu, reason),
         },

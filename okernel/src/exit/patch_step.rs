@@ -5,23 +5,35 @@
 //!    of locked text that holds a registered patch site, made by an
 //!    instruction (not while the processor delivers an event, not
 //!    asynchronous). The monitor copies the page, makes it writable in the
-//!    current view, sets the monitor trap flag and resumes the guest at
+//!    current view, arms a one-instruction step and resumes the guest at
 //!    the same instruction. A write that straddles into a second such
 //!    page faults again and opens that one too (at most
 //!    [`MAX_STEP_PAGES`]).
-//! 2. The instruction runs; the monitor-trap-flag VM exit follows it
-//!    (SDM Vol. 3C §26.5.2, "Monitor Trap Flag": pending after the
-//!    instruction, or after the delivery of an event that came first).
-//! 3. [`finish`]: the pages go back to read-only and the flag is cleared
-//!    before anything else; then each page is judged
+//! 2. The instruction runs and control comes back ([`StepMethod`]):
+//!    - with the **monitor trap flag** (SDM Vol. 3C §26.5.2) as an MTF VM
+//!      exit after the instruction, or after the delivery of an event
+//!      that came first ([`finish`]);
+//!    - where the processor has none (Bochs 2.7's Skylake-X), with the
+//!      guest's **RFLAGS.TF**: the single-step #DB after the instruction
+//!      (SDM Vol. 3A §18.3.1.4) exits through the exception bitmap, which
+//!      intercepts every vector for the step (PFEC mask and match 0, so
+//!      every #PF too: an instruction that faults is caught before its
+//!      handler runs with the page open); IF is cleared so no maskable
+//!      interrupt is delivered in between, and NMIs are blocked
+//!      (interruptibility bit 3). A guest already single-stepping (TF),
+//!      or in an STI or MOV-SS shadow (where TF would need a pending
+//!      debug exception, §27.3.1.5), gets no step: its write is denied.
+//! 3. The step is disarmed and its pages go back to read-only before
+//!    anything else; then each page is judged
 //!    ([`crate::policy::patch::judge_page`]). A legal write stands
 //!    (logged, counted). Otherwise every opened page gets its old bytes
 //!    back, the write is audited as the EPT violation it was, and the
 //!    guest gets #GP(0) at the writing instruction (where RSP shows no
-//!    event was delivered in between; else at the instruction the guest
-//!    stopped at) — the same outcome as a write to text without sites.
+//!    event was delivered in between) — the outcome of a write to text
+//!    without sites. Any other exit while a step is open ends the step
+//!    the same way first ([`abandon`]).
 //!
-//! While a page is open it is writable (and executable) for exactly one
+//! While a page is open it is writable (and executable) for one
 //! instruction of one virtual CPU: okernel runs one (issue 17 makes this
 //! per-CPU; another CPU must not see the page writable).
 
@@ -34,11 +46,22 @@ use crate::hypercall::policy::Env;
 use crate::policy::Policy;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
-use crate::policy::patch::{MAX_STEP_PAGES, Refusal, Writer, judge_page};
+use crate::policy::patch::{MAX_STEP_PAGES, Refusal, Saved, StepMethod, Writer, judge_page};
 use crate::vmx::controls::PrimaryProcBased;
-use crate::vmx::event::Exception;
-use crate::vmx::fields::{Control32, GuestNatural};
+use crate::vmx::event::{Exception, InterruptionInfo};
+use crate::vmx::fields::{Control32, Guest32, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use okernel_abi::policy::RegionKind;
+
+/// RFLAGS.TF.
+const TF: u64 = 1 << 8;
+/// RFLAGS.IF.
+const IF: u64 = 1 << 9;
+/// Interruptibility: blocking by STI, by MOV SS (SDM Vol. 3C Table 25-3).
+const STI_OR_MOV_SS: u32 = 0b11;
+/// Interruptibility: blocking by NMI.
+const NMI_BLOCKED: u32 = 1 << 3;
+/// #DB exit qualification: BS, a single-step trap (SDM Vol. 3C Table 28-1).
+const BS: u64 = 1 << 14;
 
 /// What a write to locked text became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +70,13 @@ pub enum Begun {
     Opened,
     /// Not a patch: deny it as any other violation.
     NotAPatch,
+}
+
+/// Whether a step is open.
+pub fn open<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(vcpu: &mut Vcpu<V, C, P, M>) -> bool {
+    vcpu.policy
+        .protection()
+        .is_some_and(|p| p.patch.step.open())
 }
 
 /// Opens page `gpa`'s page for one write if it is locked text with a
@@ -59,13 +89,23 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<Begun, ExitError> {
     let rip = vcpu.vmcs.read(GuestNatural::Rip)?;
     let rsp = vcpu.vmcs.read(GuestNatural::Rsp)?;
+    let rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
+    let interruptibility = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
     let Some(mut env) = Env::of(vcpu) else {
         return Ok(Begun::NotAPatch);
     };
     let page = gpa & !0xfff;
     let p = &env.prot;
     let step = &p.patch.step;
-    if !p.caps.mtf
+    let method = if p.caps.mtf {
+        StepMethod::MonitorTrap
+    } else {
+        StepMethod::TrapFlag
+    };
+    let cannot_trap = method == StepMethod::TrapFlag
+        && !step.open()
+        && (rflags & TF != 0 || interruptibility & STI_OR_MOV_SS != 0);
+    if cannot_trap
         || !p.patch.any()
         || p.locked_region_at(gpa, RegionKind::Text).is_none()
         || step.count == MAX_STEP_PAGES
@@ -84,8 +124,11 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     {
         return Ok(Begun::NotAPatch);
     }
-    if !step.open() {
+    let first = !step.open();
+    if first {
         step.writer = Writer {
+            method,
+            saved: Saved::default(),
             ctx,
             rip,
             rsp,
@@ -99,20 +142,93 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     env.views
         .protect(ctx, page, 4096, open)
         .map_err(ExitError::PolicyEpt)?;
-    let primary = env.vmcs.read(Control32::PrimaryProcessorBasedControls)?;
-    env.vmcs.write(
-        Control32::PrimaryProcessorBasedControls,
-        primary | PrimaryProcBased::MONITOR_TRAP_FLAG.bits(),
-    )?;
     env.invalidate()?;
+    if first {
+        arm(&mut env, method, rflags, interruptibility)?;
+    }
     Ok(Begun::Opened)
 }
 
-/// The monitor-trap-flag exit of an open step: close, judge, and keep or
-/// undo the write. `None`: no step was open (the exit is not ours).
-pub fn finish<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+/// Arms the step's way back (see the module documentation).
+fn arm<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    method: StepMethod,
+    rflags: u64,
+    interruptibility: u32,
+) -> Result<(), ExitError> {
+    let v = &mut *env.vmcs;
+    match method {
+        StepMethod::MonitorTrap => {
+            let primary = v.read(Control32::PrimaryProcessorBasedControls)?;
+            v.write(
+                Control32::PrimaryProcessorBasedControls,
+                primary | PrimaryProcBased::MONITOR_TRAP_FLAG.bits(),
+            )?;
+        }
+        StepMethod::TrapFlag => {
+            env.prot.patch.step.writer.saved = Saved {
+                rflags,
+                exceptions: v.read(Control32::ExceptionBitmap)?,
+                pfec: (
+                    v.read(Control32::PageFaultErrorCodeMask)?,
+                    v.read(Control32::PageFaultErrorCodeMatch)?,
+                ),
+                interruptibility,
+            };
+            v.write(GuestNatural::Rflags, (rflags | TF) & !IF)?;
+            v.write(Control32::ExceptionBitmap, u32::MAX)?;
+            v.write(Control32::PageFaultErrorCodeMask, 0)?;
+            v.write(Control32::PageFaultErrorCodeMatch, 0)?;
+            v.write(
+                Guest32::InterruptibilityState,
+                interruptibility | NMI_BLOCKED,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes [`arm`]: the guest's TF, IF and NMI blocking as they were, the
+/// exception interception as it was.
+fn disarm<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, w: &Writer) -> Result<(), ExitError> {
+    let v = &mut *env.vmcs;
+    match w.method {
+        StepMethod::MonitorTrap => {
+            let primary = v.read(Control32::PrimaryProcessorBasedControls)?;
+            v.write(
+                Control32::PrimaryProcessorBasedControls,
+                primary & !PrimaryProcBased::MONITOR_TRAP_FLAG.bits(),
+            )?;
+        }
+        StepMethod::TrapFlag => {
+            let s = w.saved;
+            let rflags = v.read(GuestNatural::Rflags)?;
+            v.write(
+                GuestNatural::Rflags,
+                (rflags & !(TF | IF)) | (s.rflags & (TF | IF)),
+            )?;
+            v.write(Control32::ExceptionBitmap, s.exceptions)?;
+            v.write(Control32::PageFaultErrorCodeMask, s.pfec.0)?;
+            v.write(Control32::PageFaultErrorCodeMatch, s.pfec.1)?;
+            let now = v.read(Guest32::InterruptibilityState)?;
+            v.write(
+                Guest32::InterruptibilityState,
+                (now & !NMI_BLOCKED) | (s.interruptibility & NMI_BLOCKED),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A closed step: its writer and the verdict on what it wrote (the number
+/// of sites it left in legal forms, or why it was refused).
+type Closed = (Writer, Result<u32, Refusal>);
+
+/// Ends the open step: disarms it, closes its pages, judges them and
+/// undoes a refused write. `Ok(None)`: no step was open.
+fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-) -> Result<Option<ExitAction>, ExitError> {
+) -> Result<Option<Closed>, ExitError> {
     let Some(mut env) = Env::of(vcpu) else {
         return Ok(None);
     };
@@ -121,12 +237,7 @@ pub fn finish<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     let (pages, count) = (env.prot.patch.step.pages, env.prot.patch.step.count);
     let writer = env.prot.patch.step.writer;
-    // Close first: clear the flag, pages back to their locked rights.
-    let primary = env.vmcs.read(Control32::PrimaryProcessorBasedControls)?;
-    env.vmcs.write(
-        Control32::PrimaryProcessorBasedControls,
-        primary & !PrimaryProcBased::MONITOR_TRAP_FLAG.bits(),
-    )?;
+    disarm(&mut env, &writer)?;
     let locked = apply::perms(env.prot, Class::Region(RegionKind::Text), writer.ctx);
     for &page in &pages[..count] {
         env.views
@@ -134,7 +245,6 @@ pub fn finish<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             .map_err(ExitError::PolicyEpt)?;
     }
     env.invalidate()?;
-    // Judge every page the instruction could write.
     let mut verdict = Ok(0u32);
     for (i, &page) in pages[..count].iter().enumerate() {
         let views = &*env.views;
@@ -150,7 +260,6 @@ pub fn finish<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
     }
     if verdict.is_err() {
-        // Undo: every opened page gets its old bytes back.
         for (i, &page) in pages[..count].iter().enumerate() {
             env.views
                 .write_phys(page, &env.prot.patch.step.before[i])
@@ -158,28 +267,93 @@ pub fn finish<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
     }
     env.prot.patch.step.count = 0;
-    match verdict {
-        Ok(0) => Ok(Some(ExitAction::Resume)),
-        Ok(sites) => {
-            env.prot.patch.validated += 1;
+    if let Ok(sites @ 1..) = verdict {
+        let n = env.prot.patch.validated + 1;
+        env.prot.patch.validated = n;
+        // A static key rewrites hundreds of sites: the log shows the
+        // first write and then every power of two.
+        if n.is_power_of_two() {
             log::info!(
-                "okernel: patch: validated write at rip {:#x}: {sites} patch site(s) on page {:#x} in legal forms",
+                "okernel: patch: validated write #{n} at rip {:#x}: {sites} patch site(s) on page {:#x} in legal forms",
                 writer.rip,
                 pages[0]
             );
-            Ok(Some(ExitAction::Resume))
         }
-        Err(refusal) => refuse(vcpu, writer, refusal).map(Some),
+    }
+    Ok(Some((writer, verdict)))
+}
+
+/// The step's own exit with the instruction done: judge, then resume
+/// (legal) or fault the writer (refused).
+fn done<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<Option<ExitAction>, ExitError> {
+    match close(vcpu)? {
+        None => Ok(None),
+        Some((_, Ok(_))) => Ok(Some(ExitAction::Resume)),
+        Some((writer, Err(refusal))) => {
+            audit(vcpu, &writer, refusal)?;
+            // Fault semantics where nothing was delivered in between (RSP
+            // as it was): #GP at the writing instruction.
+            if vcpu.vmcs.read(GuestNatural::Rsp)? == writer.rsp {
+                vcpu.vmcs.write(GuestNatural::Rip, writer.rip)?;
+            }
+            vcpu.inject(Exception::GeneralProtection, 0).map(Some)
+        }
     }
 }
 
-/// Audits a refused (and already undone) write as the EPT violation it
-/// was, and faults the writer.
-fn refuse<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+/// The monitor-trap-flag exit: the step's end. `None`: no step was open
+/// (the exit is not ours).
+pub fn finish<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-    writer: Writer,
+) -> Result<Option<ExitAction>, ExitError> {
+    done(vcpu)
+}
+
+/// An exception or NMI exit while a trap-flag step is open: the
+/// single-step #DB ends the step; any other event (the instruction
+/// faulted) ends it too and is then delivered as it would have been.
+/// `None`: no step was open.
+pub fn on_exception<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<Option<ExitAction>, ExitError> {
+    if !open(vcpu) {
+        return Ok(None);
+    }
+    let event = InterruptionInfo(vcpu.vmcs.read(ReadOnly32::ExitInterruptionInfo)?);
+    let qualification = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
+    if event.valid() && event.vector() == Exception::Debug as u8 && qualification & BS != 0 {
+        return done(vcpu);
+    }
+    abandon(vcpu)?;
+    if event.valid() && event.vector() == Exception::PageFault as u8 {
+        // The #PF exited instead of loading CR2 (SDM Vol. 3C §27.1).
+        vcpu.cpu.write_cr2(qualification);
+    }
+    vcpu.reinject(event).map(Some)
+}
+
+/// Ends an open step because another exit came first (the instruction
+/// faulted, or made a write no patch can explain): a refused write is
+/// undone and audited; the caller then handles its own exit. Nothing
+/// happens when no step is open.
+pub fn abandon<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<(), ExitError> {
+    if let Some((writer, Err(refusal))) = close(vcpu)? {
+        audit(vcpu, &writer, refusal)?;
+    }
+    Ok(())
+}
+
+/// Audits a refused (and already undone) write as the EPT violation it
+/// was.
+fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    writer: &Writer,
     refusal: Refusal,
-) -> Result<ExitAction, ExitError> {
+) -> Result<(), ExitError> {
     let why = match refusal {
         Refusal::OutsideSites(_) => "a byte outside every patch site",
         Refusal::IllegalForm(_) => "a patch site left in an illegal form",
@@ -203,10 +377,5 @@ fn refuse<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         action: AuditAction::InjectedGp,
     };
     vcpu.audit.push(record).log();
-    // Fault semantics where nothing was delivered in between (RSP as it
-    // was): #GP at the writing instruction.
-    if vcpu.vmcs.read(GuestNatural::Rsp)? == writer.rsp {
-        vcpu.vmcs.write(GuestNatural::Rip, writer.rip)?;
-    }
-    vcpu.inject(Exception::GeneralProtection, 0)
+    Ok(())
 }

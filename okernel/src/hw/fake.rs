@@ -101,6 +101,8 @@ pub struct FakeCpu {
     msr_len: usize,
     /// CR0.
     pub cr0: u64,
+    /// CR2.
+    pub cr2: u64,
     /// CR3.
     pub cr3: u64,
     /// CR4.
@@ -140,6 +142,7 @@ impl FakeCpu {
             msrs: [(0, 0); MSR_SLOTS],
             msr_len: 0,
             cr0: 0x8000_0033,
+            cr2: 0,
             cr3: 0x1000,
             cr4: 0x20,
             xcr0: 1,
@@ -234,6 +237,10 @@ impl Cpu for FakeCpu {
 
     fn write_cr4(&mut self, value: u64) {
         self.cr4 = value;
+    }
+
+    fn write_cr2(&mut self, value: u64) {
+        self.cr2 = value;
     }
 
     fn xsetbv(&mut self, xcr: u32, value: u64) {

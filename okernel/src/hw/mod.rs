@@ -69,6 +69,11 @@ pub trait Cpu {
     fn write_cr0(&mut self, value: u64);
     /// Writes CR4 (only VMX fixed-bit adjustments, VMXE and OSXSAVE).
     fn write_cr4(&mut self, value: u64);
+    /// Writes CR2: the guest's page-fault address for a #PF the monitor
+    /// re-injects after intercepting it (a #PF VM exit leaves CR2 as it
+    /// was, SDM Vol. 3C §27.1; the processor does not switch CR2 on VM
+    /// entry or exit, so the value reaches the guest).
+    fn write_cr2(&mut self, value: u64);
     /// XSETBV of a value validated by [`crate::exit::xsetbv`].
     fn xsetbv(&mut self, xcr: u32, value: u64);
     /// WBINVD.

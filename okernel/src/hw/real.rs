@@ -109,6 +109,13 @@ impl Cpu for RealCpu {
         unsafe { arch::cpu::write_cr4(value) }
     }
 
+    fn write_cr2(&mut self, value: u64) {
+        // SAFETY: CR2 only reports page-fault addresses; the monitor takes
+        // no page faults (its memory is mapped), so the value stays the
+        // guest's until the guest's next page fault.
+        unsafe { arch::cpu::write_cr2(value) }
+    }
+
     fn xsetbv(&mut self, xcr: u32, value: u64) {
         // SAFETY: `RealCpu::new`'s contract: the value was validated by
         // `exit::xsetbv` against CPUID leaf 0xD, and host CR4.OSXSAVE is set

@@ -188,10 +188,41 @@ impl PatchTable {
     }
 }
 
+/// How the monitor gets control back after the one instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepMethod {
+    /// The monitor trap flag (SDM Vol. 3C §26.5.2): nothing the guest can
+    /// see changes.
+    #[default]
+    MonitorTrap,
+    /// Where the processor has no monitor trap flag (Bochs 2.7's
+    /// Skylake-X): the guest's RFLAGS.TF with #DB and every other
+    /// exception intercepted, maskable interrupts held off (IF cleared)
+    /// and NMIs blocked for the instruction, all restored afterwards.
+    TrapFlag,
+}
+
+/// The guest state a [`StepMethod::TrapFlag`] step changes, as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Saved {
+    /// RFLAGS (its TF and IF are put back).
+    pub rflags: u64,
+    /// The exception bitmap.
+    pub exceptions: u32,
+    /// The page-fault error-code mask and match.
+    pub pfec: (u32, u32),
+    /// The interruptibility state (its NMI blocking is put back).
+    pub interruptibility: u32,
+}
+
 /// The writing instruction of a step, for the audit record and the #GP
 /// of a refused write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Writer {
+    /// How control comes back.
+    pub method: StepMethod,
+    /// What the trap-flag method changed.
+    pub saved: Saved,
     /// The context whose view opened the pages.
     pub ctx: u16,
     /// Its RIP.

@@ -10,7 +10,7 @@ use super::*;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::patch::{NOP2, NOP5};
 use crate::vmx::controls::PrimaryProcBased;
-use crate::vmx::fields::{ReadOnly64, ReadOnlyNatural};
+use crate::vmx::fields::{Guest32, ReadOnly32, ReadOnly64, ReadOnlyNatural};
 
 /// Where the guest's page tables map the kernel image: linear
 /// `KBASE + x` is physical `x` (as Linux maps its image at
@@ -86,9 +86,27 @@ fn image(v: &mut PVcpu) -> u64 {
     text
 }
 
+/// No monitor trap flag: steps use RFLAGS.TF (Bochs 2.7's Skylake-X).
+const NO_MTF: PolicyCaps = PolicyCaps { mtf: false, ..ALL };
+
+/// Both ways a step can come back.
+const METHODS: [PolicyCaps; 2] = [ALL, NO_MTF];
+
+/// The guest's RFLAGS while the kernel writes: IF set, bit 1 fixed.
+const GUEST_RFLAGS: u64 = 0x202;
+/// The exception bitmap the monitor runs with (none intercepted).
+const BITMAP: u64 = 0;
+
 /// [`image`], the rule and the table registered, text locked.
 fn locked() -> PVcpu {
-    let mut v = pvcpu();
+    locked_with(ALL)
+}
+
+/// [`locked`] on a processor with `caps`.
+fn locked_with(caps: PolicyCaps) -> PVcpu {
+    let mut v = pvcpu_with(caps);
+    v.vmcs.set(GuestNatural::Rflags, GUEST_RFLAGS);
+    v.vmcs.set(Control32::ExceptionBitmap, BITMAP);
     let text = image(&mut v);
     ok(
         &mut v,
@@ -111,6 +129,31 @@ fn mtf_on(v: &PVcpu) -> bool {
         != 0
 }
 
+const TF: u64 = 1 << 8;
+const IF: u64 = 1 << 9;
+const NMI_BLOCKED: u64 = 1 << 3;
+
+/// Whether a step is armed, by the method the processor allows.
+fn armed(v: &PVcpu) -> bool {
+    if v.policy.caps.mtf {
+        mtf_on(v)
+    } else {
+        let rflags = v.vmcs.get(GuestNatural::Rflags);
+        rflags & TF != 0
+            && rflags & IF == 0
+            && v.vmcs.get(Control32::ExceptionBitmap) == 0xffff_ffff
+            && v.vmcs.get(Guest32::InterruptibilityState) & NMI_BLOCKED != 0
+    }
+}
+
+/// Whether everything a step changed is back as the guest had it.
+fn disarmed(v: &PVcpu) -> bool {
+    !mtf_on(v)
+        && v.vmcs.get(GuestNatural::Rflags) & (TF | IF) == GUEST_RFLAGS & (TF | IF)
+        && v.vmcs.get(Control32::ExceptionBitmap) == BITMAP
+        && v.vmcs.get(Guest32::InterruptibilityState) & NMI_BLOCKED == 0
+}
+
 /// The guest's write at `gpa` faults on the EPT.
 fn violation(v: &mut PVcpu, gpa: u64) -> Result<ExitAction, ExitError> {
     v.vmcs.set(GuestNatural::Rip, WRITER);
@@ -122,11 +165,18 @@ fn violation(v: &mut PVcpu, gpa: u64) -> Result<ExitAction, ExitError> {
     run(v, ExitReason::EptViolation, WRITE_QUAL, 0)
 }
 
-/// The instruction ran (moving RIP on by 4) and the monitor trap flag
-/// exit follows.
+/// The instruction ran (moving RIP on by 4) and the step's exit
+/// follows: the MTF exit, or the single-step #DB.
 fn mtf(v: &mut PVcpu) -> Result<ExitAction, ExitError> {
     v.vmcs.set(GuestNatural::Rip, WRITER + 4);
-    run(v, ExitReason::MonitorTrapFlag, 0, 0)
+    if v.policy.caps.mtf {
+        run(v, ExitReason::MonitorTrapFlag, 0, 0)
+    } else {
+        // #DB, a hardware exception, valid; qualification BS.
+        synth(v, ExitReason::ExceptionOrNmi as u32, 1 << 14, 0);
+        v.vmcs.set(ReadOnly32::ExitInterruptionInfo, 0x8000_0301);
+        handle_exit(v)
+    }
 }
 
 /// One instruction writing `bytes` at `gpa`, through the whole step;
@@ -134,11 +184,11 @@ fn mtf(v: &mut PVcpu) -> Result<ExitAction, ExitError> {
 fn write(v: &mut PVcpu, gpa: u64, bytes: &[u8]) -> Result<ExitAction, ExitError> {
     assert_eq!(violation(v, gpa), Ok(ExitAction::Resume), "the page opens");
     assert_eq!(rip(v), WRITER, "the instruction runs again");
-    assert!(mtf_on(v), "the monitor trap flag is set");
+    assert!(armed(v), "the step is armed");
     assert!(perms(v, 0, gpa & !0xfff).unwrap().contains(Perms::WRITE));
     w8(v, gpa, bytes);
     let r = mtf(v);
-    assert!(!mtf_on(v), "the flag is cleared");
+    assert!(disarmed(v), "the guest's state is back");
     assert_eq!(
         perms(v, 0, gpa & !0xfff),
         Some(Perms::RX),
@@ -149,32 +199,36 @@ fn write(v: &mut PVcpu, gpa: u64, bytes: &[u8]) -> Result<ExitAction, ExitError>
 
 #[test]
 fn the_breakpoint_protocol_flips_a_long_site_both_ways() {
-    let mut v = locked();
-    let jump = jump5(KBASE + LONG, KBASE + TARGETS[0]);
-    for (from, to) in [(NOP5, jump), (jump, NOP5)] {
-        assert_eq!(r(&v, LONG, 5), from);
-        // int3, the tail, the head: Linux's text_poke_bp_batch.
-        assert_eq!(write(&mut v, LONG, &[0xcc]), Ok(ExitAction::Resume));
-        assert_eq!(write(&mut v, LONG + 1, &to[1..]), Ok(ExitAction::Resume));
-        assert_eq!(write(&mut v, LONG, &to[..1]), Ok(ExitAction::Resume));
-        assert_eq!(r(&v, LONG, 5), to);
-        assert_eq!(injected(&v), 0);
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        let jump = jump5(KBASE + LONG, KBASE + TARGETS[0]);
+        for (from, to) in [(NOP5, jump), (jump, NOP5)] {
+            assert_eq!(r(&v, LONG, 5), from);
+            // int3, the tail, the head: Linux's text_poke_bp_batch.
+            assert_eq!(write(&mut v, LONG, &[0xcc]), Ok(ExitAction::Resume));
+            assert_eq!(write(&mut v, LONG + 1, &to[1..]), Ok(ExitAction::Resume));
+            assert_eq!(write(&mut v, LONG, &to[..1]), Ok(ExitAction::Resume));
+            assert_eq!(r(&v, LONG, 5), to);
+            assert_eq!(injected(&v), 0);
+        }
+        assert_eq!(v.policy.patch.validated, 6);
+        assert_eq!(v.audit.total(), 0, "legal patches are not violations");
     }
-    assert_eq!(v.policy.patch.validated, 6);
-    assert_eq!(v.audit.total(), 0, "legal patches are not violations");
 }
 
 #[test]
 fn a_short_site_takes_its_short_jump_and_its_nop() {
-    let mut v = locked();
-    let rel = (TARGETS[1] - (SHORT + 2)) as u8;
-    assert_eq!(write(&mut v, SHORT, &[0xcc]), Ok(ExitAction::Resume));
-    assert_eq!(write(&mut v, SHORT + 1, &[rel]), Ok(ExitAction::Resume));
-    assert_eq!(write(&mut v, SHORT, &[0xeb]), Ok(ExitAction::Resume));
-    assert_eq!(r(&v, SHORT, 2), [0xeb, rel]);
-    // Both bytes in one instruction, back to the NOP.
-    assert_eq!(write(&mut v, SHORT, &NOP2), Ok(ExitAction::Resume));
-    assert_eq!(v.audit.total(), 0);
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        let rel = (TARGETS[1] - (SHORT + 2)) as u8;
+        assert_eq!(write(&mut v, SHORT, &[0xcc]), Ok(ExitAction::Resume));
+        assert_eq!(write(&mut v, SHORT + 1, &[rel]), Ok(ExitAction::Resume));
+        assert_eq!(write(&mut v, SHORT, &[0xeb]), Ok(ExitAction::Resume));
+        assert_eq!(r(&v, SHORT, 2), [0xeb, rel]);
+        // Both bytes in one instruction, back to the NOP.
+        assert_eq!(write(&mut v, SHORT, &NOP2), Ok(ExitAction::Resume));
+        assert_eq!(v.audit.total(), 0);
+    }
 }
 
 /// Asserts the last step was refused: old bytes back, #GP at the writer,
@@ -197,75 +251,83 @@ fn assert_refused(v: &PVcpu, res: Result<ExitAction, ExitError>, gpa: u64, recor
 
 #[test]
 fn a_jump_elsewhere_or_a_torn_site_is_undone_audited_and_faulted() {
-    let mut v = locked();
-    let elsewhere = jump5(KBASE + LONG, KBASE + PLAIN_TEXT);
-    let res = write(&mut v, LONG, &elsewhere);
-    assert_refused(&v, res, LONG, 1);
-    assert_eq!(r(&v, LONG, 5), NOP5, "the old bytes are back");
-    // A head that does not match the tail: executable garbage.
-    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
-    let res = write(&mut v, LONG, &[0xe9]);
-    assert_refused(&v, res, LONG, 2);
-    assert_eq!(r(&v, LONG, 5), NOP5);
-    // A short NOP in a long site: the rest would run as instructions.
-    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
-    let res = write(&mut v, LONG, &NOP2);
-    assert_refused(&v, res, LONG, 3);
-    assert_eq!(v.policy.patch.validated, 0);
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        let elsewhere = jump5(KBASE + LONG, KBASE + PLAIN_TEXT);
+        let res = write(&mut v, LONG, &elsewhere);
+        assert_refused(&v, res, LONG, 1);
+        assert_eq!(r(&v, LONG, 5), NOP5, "the old bytes are back");
+        // A head that does not match the tail: executable garbage.
+        v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+        let res = write(&mut v, LONG, &[0xe9]);
+        assert_refused(&v, res, LONG, 2);
+        assert_eq!(r(&v, LONG, 5), NOP5);
+        // A short NOP in a long site: the rest would run as instructions.
+        v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+        let res = write(&mut v, LONG, &NOP2);
+        assert_refused(&v, res, LONG, 3);
+        assert_eq!(v.policy.patch.validated, 0);
+    }
 }
 
 #[test]
 fn a_byte_outside_every_site_is_undone_even_with_a_legal_site_change() {
-    let mut v = locked();
-    // One instruction changes a legal int3 at the site and the byte after.
-    let before = r(&v, LONG, 8);
-    let res = write(&mut v, LONG, &[0xcc, 0x1f, 0x44, 0x00, 0x00, 0x90]);
-    assert_refused(&v, res, LONG + 5, 1);
-    assert_eq!(r(&v, LONG, 8), before);
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        // One instruction changes a legal int3 at the site and the byte after.
+        let before = r(&v, LONG, 8);
+        let res = write(&mut v, LONG, &[0xcc, 0x1f, 0x44, 0x00, 0x00, 0x90]);
+        assert_refused(&v, res, LONG + 5, 1);
+        assert_eq!(r(&v, LONG, 8), before);
+    }
 }
 
 #[test]
 fn text_without_sites_is_denied_at_once() {
-    let mut v = locked();
-    let res = violation(&mut v, PLAIN_TEXT + 8);
-    assert_injected(&v, res, GP);
-    assert!(!mtf_on(&v), "no step for a page without sites");
-    assert!(!v.policy.patch.step.open());
-    assert_eq!(v.audit.total(), 1);
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        let res = violation(&mut v, PLAIN_TEXT + 8);
+        assert_injected(&v, res, GP);
+        assert!(!mtf_on(&v), "no step for a page without sites");
+        assert!(!v.policy.patch.step.open());
+        assert_eq!(v.audit.total(), 1);
+    }
 }
 
 #[test]
 fn a_write_straddling_two_pages_opens_both_and_is_judged_whole() {
-    let mut v = locked();
-    assert_eq!(violation(&mut v, STRADDLE), Ok(ExitAction::Resume));
-    // The same instruction then faults on the second page.
-    assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
-    assert_eq!(v.policy.patch.step.count, 2);
-    w8(&v, STRADDLE, &[0xcc]);
-    assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
-    for page in [TEXT, TEXT + 0x1000] {
-        assert_eq!(perms(&v, 0, page), Some(Perms::RX));
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        assert_eq!(violation(&mut v, STRADDLE), Ok(ExitAction::Resume));
+        // The same instruction then faults on the second page.
+        assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
+        assert_eq!(v.policy.patch.step.count, 2);
+        w8(&v, STRADDLE, &[0xcc]);
+        assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
+        for page in [TEXT, TEXT + 0x1000] {
+            assert_eq!(perms(&v, 0, page), Some(Perms::RX));
+        }
+        let jump = jump5(KBASE + STRADDLE, KBASE + TARGETS[2]);
+        assert_eq!(violation(&mut v, STRADDLE + 1), Ok(ExitAction::Resume));
+        assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
+        w8(&v, STRADDLE + 1, &jump[1..]);
+        assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
+        assert_eq!(
+            r(&v, STRADDLE, 5),
+            [0xcc, jump[1], jump[2], jump[3], jump[4]]
+        );
+        // A torn tail on the second page is undone on both.
+        assert_eq!(violation(&mut v, STRADDLE + 1), Ok(ExitAction::Resume));
+        assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
+        w8(&v, STRADDLE + 1, &[0x11, 0x22, 0x33, 0x44]);
+        let res = mtf(&mut v);
+        assert_injected(&v, res, GP);
+        assert_eq!(
+            r(&v, STRADDLE, 5),
+            [0xcc, jump[1], jump[2], jump[3], jump[4]]
+        );
+        assert_eq!(v.audit.total(), 1);
     }
-    let jump = jump5(KBASE + STRADDLE, KBASE + TARGETS[2]);
-    assert_eq!(violation(&mut v, STRADDLE + 1), Ok(ExitAction::Resume));
-    assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
-    w8(&v, STRADDLE + 1, &jump[1..]);
-    assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
-    assert_eq!(
-        r(&v, STRADDLE, 5),
-        [0xcc, jump[1], jump[2], jump[3], jump[4]]
-    );
-    // A torn tail on the second page is undone on both.
-    assert_eq!(violation(&mut v, STRADDLE + 1), Ok(ExitAction::Resume));
-    assert_eq!(violation(&mut v, STRADDLE + 2), Ok(ExitAction::Resume));
-    w8(&v, STRADDLE + 1, &[0x11, 0x22, 0x33, 0x44]);
-    let res = mtf(&mut v);
-    assert_injected(&v, res, GP);
-    assert_eq!(
-        r(&v, STRADDLE, 5),
-        [0xcc, jump[1], jump[2], jump[3], jump[4]]
-    );
-    assert_eq!(v.audit.total(), 1);
 }
 
 #[test]
@@ -297,14 +359,64 @@ fn a_monitor_trap_flag_exit_without_a_step_just_resumes() {
 }
 
 #[test]
-fn without_the_monitor_trap_flag_every_text_write_is_denied() {
-    let mut v = pvcpu_with(PolicyCaps { mtf: false, ..ALL });
-    let text = image(&mut v);
-    ok(&mut v, Call::RegisterPatchSites, [KBASE + TABLE, 48, 1]);
-    ok(&mut v, Call::LockRegion, [text, 0, 0]);
-    let res = violation(&mut v, LONG);
-    assert_injected(&v, res, GP);
-    assert!(!v.policy.patch.step.open());
+fn a_guest_already_single_stepping_or_in_an_interrupt_shadow_gets_no_trap_flag_step() {
+    for (rflags, shadow) in [(GUEST_RFLAGS | TF, 0), (GUEST_RFLAGS, 1), (GUEST_RFLAGS, 2)] {
+        let mut v = locked_with(NO_MTF);
+        v.vmcs.set(GuestNatural::Rflags, rflags);
+        v.vmcs.set(Guest32::InterruptibilityState, shadow);
+        let res = violation(&mut v, LONG);
+        assert_injected(&v, res, GP);
+        assert!(!v.policy.patch.step.open(), "{rflags:#x} {shadow}");
+        assert_eq!(v.vmcs.get(Control32::ExceptionBitmap), BITMAP);
+    }
+    // With the monitor trap flag neither matters.
+    let mut v = locked();
+    v.vmcs.set(GuestNatural::Rflags, GUEST_RFLAGS | TF);
+    assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+}
+
+#[test]
+fn a_fault_in_the_writing_instruction_ends_the_step_before_its_handler_runs() {
+    let mut v = locked_with(NO_MTF);
+    assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+    // The instruction's source read faults: #PF (hardware exception 14,
+    // error code valid) exits through the step's exception bitmap.
+    synth(&mut v, ExitReason::ExceptionOrNmi as u32, 0xdead_0000, 0);
+    v.vmcs.set(ReadOnly32::ExitInterruptionInfo, 0x8000_0b0e);
+    v.vmcs.set(ReadOnly32::ExitInterruptionErrorCode, 0);
+    assert_eq!(handle_exit(&mut v), Ok(ExitAction::Resume));
+    assert!(!v.policy.patch.step.open() && disarmed(&v));
+    assert_eq!(
+        perms(&v, 0, TEXT),
+        Some(Perms::RX),
+        "closed before the handler runs"
+    );
+    assert_eq!(v.cpu.cr2, 0xdead_0000, "the guest's CR2 as a #PF loads it");
+    assert_eq!(injected(&v), 0x8000_0b0e, "the #PF is delivered");
+    assert_eq!(v.audit.total(), 0);
+}
+
+#[test]
+fn another_exit_while_a_step_is_open_ends_it_first() {
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+        // The write lands outside the site, then a WBINVD exits.
+        w8(&v, LONG + 5, &[0xcc]);
+        v.vmcs.set(GuestNatural::Rip, RIP);
+        let _ = run(&mut v, ExitReason::Wbinvd, 0, 2);
+        assert!(!v.policy.patch.step.open() && disarmed(&v));
+        assert_eq!(perms(&v, 0, TEXT), Some(Perms::RX));
+        assert_eq!(r(&v, LONG + 5, 1), [0x00], "the write was undone");
+        assert_eq!(v.audit.total(), 1);
+        // A read of monitor memory ends a step the same way.
+        assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+        v.vmcs
+            .set(ReadOnly64::GuestPhysicalAddress, MONITOR[0].start);
+        let _ = run(&mut v, ExitReason::EptViolation, 0x181, 0);
+        assert!(!v.policy.patch.step.open() && disarmed(&v));
+        assert_eq!(v.audit.total(), 2, "the violation's own record only");
+    }
 }
 
 #[test]
