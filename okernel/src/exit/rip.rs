@@ -10,14 +10,26 @@ use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::vmx::event::Exception;
-use crate::vmx::fields::{Guest32, GuestNatural, ReadOnly32};
+use crate::vmx::fields::{Guest32, Guest64, GuestNatural, ReadOnly32};
+
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
+/// RFLAGS.RF.
+const RFLAGS_RF: u64 = 1 << 16;
+/// IA32_DEBUGCTL.BTF: single-step on branches only.
+const DEBUGCTL_BTF: u64 = 1 << 1;
+/// Pending debug exceptions BS (bit 14): a single-step trap is pending
+/// (SDM Vol. 3C §25.4.2, Table 25-4).
+pub const PENDING_BS: u64 = 1 << 14;
 
 impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// Moves RIP past the exiting instruction, using the VM-exit
     /// instruction length (SDM Vol. 3C §28.2.5), which must be 1..=15 (the
     /// architectural limit): anything else is a fatal error, never a
     /// wrapped RIP. Clears blocking by STI and MOV SS, as completing the
-    /// instruction would (SDM Vol. 3C §26.1.2 / §27.7.1 interruptibility).
+    /// instruction would (SDM Vol. 3C §26.1.2 / §27.7.1 interruptibility),
+    /// and completes RFLAGS as the processor would (`complete_flags`:
+    /// RF cleared, the single-step trap TF owes made pending).
     /// The next RIP follows the architecture at every boundary: see
     /// [`next_rip`].
     #[inline]
@@ -59,7 +71,45 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             }
         };
         self.vmcs.write(GuestNatural::Rip, next)?;
+        self.complete_flags()?;
         self.clear_sti_mov_ss_blocking()
+    }
+
+    /// What completing an instruction does to RFLAGS and debug state, which
+    /// the VM exit left as they were before it (the instruction did not
+    /// complete in the processor; SDM Vol. 3C §28.3.4 saves RFLAGS and the
+    /// pending debug exceptions as of the exit):
+    ///
+    /// * RF is cleared: the processor clears it after every instruction
+    ///   that completes (except IRET, POPF and task switches, which never
+    ///   reach here), so an instruction breakpoint on the next instruction
+    ///   fires (SDM Vol. 3A §19.3.1.1, "Instruction-Breakpoint Exception
+    ///   Condition"; Vol. 1 §3.4.3.3).
+    /// * With TF set (and IA32_DEBUGCTL.BTF clear) the instruction owes a
+    ///   single-step trap after it (SDM Vol. 3A §19.3.1.4, "Single-Step
+    ///   Exception Condition"): BS is set in the pending debug exceptions,
+    ///   so VM entry delivers that #DB before the next instruction (Vol.
+    ///   3C §27.7.3, "Delivery of Pending Debug Exceptions after VM
+    ///   Entry"). The consistency check of §27.3.1.5 allows BS with TF
+    ///   set; with BTF set a non-branch owes no trap.
+    ///
+    /// One VMREAD on the common path (neither flag set).
+    #[inline(always)]
+    fn complete_flags(&mut self) -> Result<(), ExitError> {
+        let rflags = self.vmcs.read(GuestNatural::Rflags)?;
+        if rflags & (RFLAGS_RF | RFLAGS_TF) == 0 {
+            return Ok(());
+        }
+        core::hint::cold_path();
+        if rflags & RFLAGS_RF != 0 {
+            self.vmcs.write(GuestNatural::Rflags, rflags & !RFLAGS_RF)?;
+        }
+        if rflags & RFLAGS_TF != 0 && self.vmcs.read(Guest64::Debugctl)? & DEBUGCTL_BTF == 0 {
+            let pending = self.vmcs.read(GuestNatural::PendingDebugExceptions)?;
+            self.vmcs
+                .write(GuestNatural::PendingDebugExceptions, pending | PENDING_BS)?;
+        }
+        Ok(())
     }
 
     /// Blocking by STI and by MOV SS end with the instruction that follows

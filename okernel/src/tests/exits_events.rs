@@ -172,3 +172,76 @@ fn intercepted_events_are_delivered_as_they_were() {
     assert_eq!(handle_exit(&mut v), Ok(ExitAction::Resume));
     assert_eq!(injected(&v), 0x8000_0202);
 }
+
+/// RFLAGS.TF.
+const TF: u64 = 1 << 8;
+/// IA32_DEBUGCTL.BTF.
+const BTF: u64 = 1 << 1;
+/// Pending debug exceptions: B0 (a data breakpoint the exit left).
+const PENDING_B0: u64 = 1;
+
+/// Completing an exiting instruction clears RF (SDM Vol. 3A §19.3.1.1),
+/// so a breakpoint on the next instruction fires (found by the
+/// conformance kernel's `rf-cleared-after-cpuid`).
+#[test]
+fn the_rip_advance_clears_rf() {
+    let mut v = vcpu();
+    v.vmcs.set(GuestNatural::Rflags, 0x2 | RFLAGS_RF);
+    wbinvd_at(&mut v, RIP, 2);
+    assert_eq!(rip(&v), RIP + 2);
+    assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2);
+    assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
+    assert_eq!(injected(&v), 0);
+}
+
+/// With TF set the completed instruction owes a single-step trap: BS is
+/// made pending for VM entry to deliver (SDM Vol. 3A §19.3.1.4, Vol. 3C
+/// §27.7.3); other pending bits are kept; with BTF a non-branch owes none.
+#[test]
+fn the_rip_advance_under_tf_leaves_a_single_step_pending() {
+    use crate::exit::rip::PENDING_BS;
+    let mut v = vcpu();
+    v.vmcs
+        .set(GuestNatural::Rflags, 0x202 | TF)
+        .set(GuestNatural::PendingDebugExceptions, PENDING_B0);
+    wbinvd_at(&mut v, RIP, 3);
+    assert_eq!(rip(&v), RIP + 3);
+    assert_eq!(
+        v.vmcs.get(GuestNatural::PendingDebugExceptions),
+        PENDING_B0 | PENDING_BS
+    );
+    assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x202 | TF, "TF stays");
+    // The same through the hypercall path (VMCALL, answered).
+    let mut v = vcpu();
+    v.vmcs.set(GuestNatural::Rflags, 0x2 | TF | RFLAGS_RF);
+    v.regs.set(Gpr::Rax, Call::Version.raw());
+    synth(&mut v, ExitReason::Vmcall as u32, 0, 3);
+    assert_eq!(handle_exit(&mut v), Ok(ExitAction::Resume));
+    assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), PENDING_BS);
+    assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2 | TF, "RF cleared");
+    // BTF: single-step on branches only; WBINVD is none.
+    let mut v = vcpu();
+    v.vmcs
+        .set(GuestNatural::Rflags, 0x202 | TF)
+        .set(Guest64::Debugctl, BTF);
+    wbinvd_at(&mut v, RIP, 2);
+    assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
+    // Neither flag: RFLAGS and the pending debug exceptions untouched.
+    let mut v = vcpu();
+    v.vmcs.set(GuestNatural::Rflags, 0x246);
+    wbinvd_at(&mut v, RIP, 2);
+    assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x246);
+    assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
+}
+
+/// At the canonical boundary the next fetch faults: the #GP(0) is
+/// injected (RF set, a fault) and no single step is made pending for an
+/// instruction whose successor cannot be reached.
+#[test]
+fn the_boundary_gp_wins_over_the_single_step() {
+    let mut v = vcpu();
+    v.vmcs.set(GuestNatural::Rflags, 0x2 | TF);
+    wbinvd_at(&mut v, TOP48 - 2, 2);
+    assert_eq!(injected(&v), GP);
+    assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
+}

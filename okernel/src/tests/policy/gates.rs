@@ -128,7 +128,12 @@ fn refused_switches_and_switches_into_a_restricted_view_leave_the_state_alone() 
         Status::NotFound
     );
     assert_eq!(v.vmcs.get(GuestNatural::Rsp), CALLER_RSP);
-    assert_eq!(v.vmcs.get(GuestNatural::Rflags), CALLER_RFLAGS);
+    // The refused VMCALL completed: RF is cleared as after any completed
+    // instruction (SDM Vol. 3A §19.3.1.1; `exit::rip`), the rest is kept.
+    assert_eq!(
+        v.vmcs.get(GuestNatural::Rflags),
+        CALLER_RFLAGS & !GateEntry::RF
+    );
     assert_eq!(v.vmcs.get(GuestNatural::Dr7), CALLER_DR7);
     assert_eq!(
         v.vmcs.get(GuestNatural::PendingDebugExceptions),
