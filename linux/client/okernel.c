@@ -26,6 +26,10 @@
  * jump-label table: the monitor then lets a write to locked text through
  * only where it leaves registered sites in legal forms
  * (docs/policy.md, "Validated self-patching").
+ *
+ * The monitor's audit records are readable as JSON lines in
+ * /proc/okernel-audit (the newest 256) and go to the kernel log as they
+ * come (polled once a second).
  */
 
 #include <linux/init.h>
@@ -34,6 +38,7 @@
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
+#include <linux/workqueue.h>
 #include <asm/processor.h>
 #include <asm/processor-flags.h>
 #include <asm/msr-index.h>
@@ -148,12 +153,30 @@ static const u32 locked_msrs[] = {
 	MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
 };
 
+/* One audit record as a JSON line (no newline). */
+static int audit_json(char *buf, size_t len, const struct okernel_audit_record *r)
+{
+	return scnprintf(buf, len,
+			 "{\"seq\":%llu,\"kind\":%u,\"action\":%u,\"ctx\":%llu,"
+			 "\"gpa\":\"%#llx\",\"gva\":\"%#llx\",\"access\":%llu,"
+			 "\"rip\":\"%#llx\",\"qualification\":\"%#llx\"}",
+			 r->sequence, r->kind, r->action, r->context, r->gpa,
+			 r->gva, r->access, r->rip, r->qualification);
+}
+
+/* Reads record `seq` into `r` (kmalloc'd: the monitor writes to a
+ * guest-physical address, and module data and stacks are not in the
+ * direct map); 0 on success. */
+static int audit_read(u64 seq, struct okernel_audit_record *r)
+{
+	return okernel_call(OKERNEL_CALL_AUDIT_READ, seq, __pa(r), 0, NULL) ? -EIO : 0;
+}
+
 /* Audit records as JSON lines under /proc/okernel-audit. */
 static int audit_show(struct seq_file *m, void *v)
 {
-	/* The monitor writes to a guest-physical address: a kmalloc'd
-	 * buffer is in the direct map (a stack or module variable is not). */
 	struct okernel_audit_record *r = kmalloc(sizeof(*r), GFP_KERNEL);
+	char line[256];
 	u64 count = 0, seq;
 
 	if (!r)
@@ -164,17 +187,36 @@ static int audit_show(struct seq_file *m, void *v)
 	}
 	for (seq = count > OKERNEL_AUDIT_SHOWN ? count - OKERNEL_AUDIT_SHOWN : 0;
 	     seq < count; seq++) {
-		if (okernel_call(OKERNEL_CALL_AUDIT_READ, seq, __pa(r), 0, NULL))
+		if (audit_read(seq, r))
 			continue; /* overwritten in the ring meanwhile */
-		seq_printf(m,
-			   "{\"seq\":%llu,\"kind\":%u,\"action\":%u,\"ctx\":%llu,"
-			   "\"gpa\":\"%#llx\",\"gva\":\"%#llx\",\"access\":%llu,"
-			   "\"rip\":\"%#llx\",\"qualification\":\"%#llx\"}\n",
-			   r->sequence, r->kind, r->action, r->context, r->gpa,
-			   r->gva, r->access, r->rip, r->qualification);
+		audit_json(line, sizeof(line), r);
+		seq_printf(m, "%s\n", line);
 	}
 	kfree(r);
 	return 0;
+}
+
+/* New audit records go to the kernel log too, polled once a second. */
+static struct delayed_work audit_work;
+static struct okernel_audit_record *audit_buf;
+static u64 audit_logged;
+
+static void audit_log(struct work_struct *work)
+{
+	char line[256];
+	u64 count = 0;
+
+	if (!okernel_call(OKERNEL_CALL_AUDIT_COUNT, 0, 0, 0, &count)) {
+		if (count - audit_logged > OKERNEL_AUDIT_SHOWN)
+			audit_logged = count - OKERNEL_AUDIT_SHOWN;
+		for (; audit_logged < count; audit_logged++) {
+			if (audit_read(audit_logged, audit_buf))
+				continue;
+			audit_json(line, sizeof(line), audit_buf);
+			pr_warn("okernel: audit %s\n", line);
+		}
+	}
+	schedule_delayed_work(&audit_work, HZ);
 }
 
 static int __init okernel_client_init(void)
@@ -234,6 +276,11 @@ static int __init okernel_client_init(void)
 	if (err)
 		return err;
 	proc_create_single("okernel-audit", 0400, NULL, audit_show);
+	audit_buf = kmalloc(sizeof(*audit_buf), GFP_KERNEL);
+	if (audit_buf) {
+		INIT_DELAYED_WORK(&audit_work, audit_log);
+		schedule_delayed_work(&audit_work, 0);
+	}
 	pr_info("okernel: kernel text, rodata and the IDT page (%#llx) locked, descriptor-table registers locked, CR0.WP and CR4 %#llx pinned, %zu MSRs locked\n",
 		idt, cr4_pins, ARRAY_SIZE(locked_msrs));
 	return 0;
