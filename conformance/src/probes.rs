@@ -153,6 +153,25 @@ conf_n_tf_cpuid_15: nop
     pop rbx
     ret
 
+    /* XSETBV (3 bytes, always exits) of XCR0 = arg, single-stepped. */
+    desc tf_xsetbv
+conf_e_tf_xsetbv:
+    mov rax, rdi
+    xor ecx, ecx
+    xor edx, edx
+    single_step
+conf_a_tf_xsetbv: xsetbv
+conf_n_tf_xsetbv: nop
+    ret
+
+    /* WBINVD (2 bytes), single-stepped. */
+    desc tf_wbinvd
+conf_e_tf_wbinvd:
+    single_step
+conf_a_tf_wbinvd: wbinvd
+conf_n_tf_wbinvd: nop
+    ret
+
     /* 16 bytes: over the limit, #GP(0) before anything executes. */
     desc cpuid_16
 conf_e_cpuid_16:
@@ -316,6 +335,8 @@ descs!(
     conf_tf_cpuid,
     conf_tf_cpuid_prefixed,
     conf_tf_cpuid_15,
+    conf_tf_xsetbv,
+    conf_tf_wbinvd,
     conf_cpuid_16,
     conf_rf_nop,
     conf_rf_cpuid,

@@ -45,6 +45,16 @@ pub fn run_all(c: &mut Checks) {
         let _ = core::fmt::Write::write_fmt(&mut dr6, format_args!("{name}-dr6"));
         bs_set(c, dr6.text(), &r);
     }
+    if cpu::cr4() & crate::CR4_OSXSAVE != 0 {
+        let _ = run(
+            c,
+            "single-step-xsetbv",
+            &conf_tf_xsetbv,
+            cpu::xcr0(),
+            Some(DB_NEXT),
+        );
+    }
+    let _ = run(c, "single-step-wbinvd", &conf_tf_wbinvd, 0, Some(DB_NEXT));
     let _ = run(c, "cpuid-16-bytes", &conf_cpuid_16, 0, Some(at(13, 0)));
     cpu::exec_breakpoint(conf_rf_cpuid.next);
     let r = probe(conf_rf_cpuid.entry(), 0);
