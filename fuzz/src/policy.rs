@@ -2,7 +2,7 @@
 //! [`Protection`] policy over the fake VMCS and CPU, the shared frame pool
 //! and a sparse guest memory holding identity-mapping guest page tables,
 //! driven by a sequence of operations an attacker in the outer kernel can
-//! perform (policy hypercalls 16–29, context switches, CR writes, WRMSRs,
+//! perform (policy hypercalls 16–31, context switches, CR writes, WRMSRs,
 //! LIDT/LGDT, guest accesses checked against the current view). After
 //! every operation [`Shadow::check`] asserts the invariants of DESIGN.md
 //! §2 the policy promises (docs/policy.md); every assertion message starts
@@ -222,7 +222,8 @@ impl Arg {
 /// One thing the outer kernel does.
 #[derive(Debug, Clone, Copy, Arbitrary)]
 pub enum Op {
-    /// Policy hypercall `16 + n % 14` with three arguments.
+    /// Policy hypercall `16 + n % 16` (ABI 1.2: 16–31) with three
+    /// arguments.
     Call(u8, Arg, Arg, Arg),
     /// Register a region of kind `k` at a base of [`BASES`] and lock it.
     RegisterLock(u8, u8, u8),
@@ -312,7 +313,7 @@ impl Shadow {
         let mut denied = None;
         match op {
             Op::Call(n, a, b, c) => {
-                let call = 16 + u64::from(n % 14);
+                let call = 16 + u64::from(n % 16);
                 let s = hypercall(v, call, [a.get(), b.get(), c.get()]);
                 if call == Call::SwitchContext.raw() {
                     self.check_switch(v, from, s);
