@@ -52,10 +52,7 @@ impl Checks {
     /// the observation is what the SDM prescribes for this CPU, and the
     /// observation.
     pub fn line(&mut self, name: &str, ok: bool, observed: fmt::Arguments<'_>) {
-        let mut buf = Buf {
-            bytes: [0; 200],
-            len: 0,
-        };
+        let mut buf = name_buf();
         let _ = buf.write_fmt(observed);
         println!(
             "{CHECK_PREFIX}{{\"check\":\"conf-{name}\",\"invariant\":0,\"ok\":{ok},\"observed\":\"{}\"}}",

@@ -230,8 +230,8 @@ extern "C" fn conf_trap(frame: &mut TrapFrame) {
     } else {
         0
     };
-    // The CPU pushed SS last-but-none from the aligned RSP: the slot
-    // after SS is where it started.
+    // SS is the first quadword the CPU pushed, just below the RSP it
+    // aligned (SDM Vol. 3A §7.14.2): the slot above SS is that RSP.
     let start = (&raw const frame.ss) as u64 + 8;
     *FAULT.lock() = Some(Fault {
         vector: frame.vector as u8,
