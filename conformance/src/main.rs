@@ -72,6 +72,7 @@ extern "C" fn conf_main(boot_info: u64) -> ! {
     let mut c = report::Checks::default();
     checks::exceptions::run_all(&mut c);
     checks::intercepts::run_all(&mut c);
+    checks::control::run_all(&mut c);
     checks::paging::run_all(&mut c);
     checks::platform::run_all(&mut c);
     checks::state::run_all(&mut c, avx);

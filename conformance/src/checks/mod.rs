@@ -3,6 +3,7 @@
 //! both runs must hold), and its `observed` text is what the differential
 //! run compares between the bare boot and the boot under okernel.
 
+pub mod control;
 pub mod exceptions;
 pub mod intercepts;
 pub mod paging;
