@@ -164,6 +164,25 @@ conf_a_tf_xsetbv: xsetbv
 conf_n_tf_xsetbv: nop
     ret
 
+    /* VMXOFF (#UD: bare from the CPU, under okernel injected) with TF. */
+    desc tf_vmxoff
+conf_e_tf_vmxoff:
+    single_step
+conf_a_tf_vmxoff: vmxoff
+conf_n_tf_vmxoff: nop
+    ret
+
+    /* XSETBV of XCR0 = 0 (#GP; under okernel injected) with TF. */
+    desc tf_xsetbv_bad
+conf_e_tf_xsetbv_bad:
+    xor eax, eax
+    xor ecx, ecx
+    xor edx, edx
+    single_step
+conf_a_tf_xsetbv_bad: xsetbv
+conf_n_tf_xsetbv_bad: nop
+    ret
+
     /* WBINVD (2 bytes), single-stepped. */
     desc tf_wbinvd
 conf_e_tf_wbinvd:
@@ -337,6 +356,8 @@ descs!(
     conf_tf_cpuid_15,
     conf_tf_xsetbv,
     conf_tf_wbinvd,
+    conf_tf_vmxoff,
+    conf_tf_xsetbv_bad,
     conf_cpuid_16,
     conf_rf_nop,
     conf_rf_cpuid,

@@ -55,6 +55,25 @@ pub fn run_all(c: &mut Checks) {
         );
     }
     let _ = run(c, "single-step-wbinvd", &conf_tf_wbinvd, 0, Some(DB_NEXT));
+    // A faulting instruction owes no single step: the fault is delivered
+    // with TF set in the pushed RFLAGS (SDM Vol. 3A §19.3.1.4), the #DB
+    // never comes.
+    let _ = run(
+        c,
+        "single-step-vmxoff-ud",
+        &conf_tf_vmxoff,
+        0,
+        Some(at(6, 0)),
+    );
+    if cpu::cr4() & crate::CR4_OSXSAVE != 0 {
+        let _ = run(
+            c,
+            "single-step-xsetbv-gp",
+            &conf_tf_xsetbv_bad,
+            0,
+            Some(at(13, 0)),
+        );
+    }
     let _ = run(c, "cpuid-16-bytes", &conf_cpuid_16, 0, Some(at(13, 0)));
     cpu::exec_breakpoint(conf_rf_cpuid.next);
     let r = probe(conf_rf_cpuid.entry(), 0);
