@@ -23,6 +23,7 @@ pub mod fatal;
 pub mod guest;
 pub mod msr;
 pub mod msr_shared;
+pub mod msr_table;
 pub mod other;
 pub mod patch_step;
 pub mod rip;

@@ -1,22 +1,28 @@
-//! RDMSR and WRMSR exits. With the base MSR bitmap
-//! ([`crate::vmx::msr_bitmap::configure_base`]) only these exit: the VMX
-//! capability MSRs and IA32_FEATURE_CONTROL (hidden, invariant 12), MSRs
-//! outside the bitmap ranges (always exit, SDM Vol. 3C §26.1.3), and what
-//! the policy intercepts later.
+//! RDMSR and WRMSR exits. The base MSR bitmap
+//! ([`crate::vmx::msr_bitmap::configure_base`]) is default deny: it is
+//! built from [`super::msr_table::TABLE`], which classifies every MSR, and
+//! every MSR the table does not pass through exits (so do MSRs outside
+//! the bitmap ranges, SDM Vol. 3C §26.1.3). This module applies the
+//! table to the exits:
 //!
 //! | MSR                         | RDMSR                                  | WRMSR          |
 //! |-----------------------------|----------------------------------------|----------------|
-//! | IA32_FEATURE_CONTROL (0x3A) | locked, VMX and SENTER bits clear      | #GP (locked)   |
-//! | 0x480..=0x493 (VMX caps)    | #GP (as without VMX)                   | #GP            |
-//! | LSTAR, CSTAR, STAR, SFMASK, KERNEL_GS_BASE | n/a (never intercepted for read) | policy hook, canonical check, then written |
-//! | SYSENTER_CS/ESP/EIP         | n/a                                    | policy hook, then the VMCS guest field |
-//! | IA32_APIC_BASE, x2APIC 0x800..=0x8FF | n/a (never intercepted for read) | [`super::apic`]: relocation and non-fixed IPIs refused + audit |
-//! | IA32_TSC, MISC_ENABLE, XSS, MTRRs, IA32_RTIT_* | n/a (never intercepted for read) | [`super::msr_shared`]: changes refused + audit (XSS: PT and CET-supervisor bits) |
-//! | IA32_SMM_MONITOR_CTL (0x9B) | #GP (hidden with VMX/SMX)             | #GP            |
-//! | anything else that exits    | #GP                                    | #GP            |
+//! | IA32_FEATURE_CONTROL (0x3A) | emulated: locked, VMX and SENTER bits clear | #GP (locked)   |
+//! | 0x480..=0x493 (VMX caps), IA32_SMM_MONITOR_CTL (0x9B) | #GP (as without VMX)  | #GP            |
+//! | LSTAR, CSTAR, STAR, SFMASK, KERNEL_GS_BASE | passed through | passed through until locked (`LockMsr`); if it exits: policy hook, canonical check, then written |
+//! | SYSENTER_CS/ESP/EIP         | passed through                         | as above, into the VMCS guest field |
+//! | IA32_APIC_BASE, x2APIC 0x800..=0x8FF | passed through | [`super::apic`]: relocation and non-fixed IPIs refused + audit |
+//! | IA32_TSC, TSC_ADJUST, MISC_ENABLE, XSS, MTRRs, IA32_RTIT_* | passed through | [`super::msr_shared`]: changes refused + audit (XSS: PT and CET-supervisor bits) |
+//! | read-only MSRs of the table (PLATFORM_ID, MTRRCAP, APERF/MPERF, ...) | passed through | #GP + audit `msr-write` |
+//! | every MSR the table does not list | #GP (no audit: as on a processor without it) | #GP + audit `msr-write` |
 //! | a locked MSR (LockMsr)      | n/a                                    | its locked value: skipped; any other: #GP + audit |
+//!
+//! The monitor executes RDMSR/WRMSR of a guest-chosen index only after a
+//! handler has validated it, so a guest cannot make the monitor itself
+//! fault on an MSR the processor lacks.
 
 use super::guest::Vcpu;
+use super::msr_table::{self, Write};
 use super::{ExitAction, ExitError, apic, msr_shared};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
@@ -96,9 +102,15 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         msr::IA32_SYSENTER_EIP if is_canonical(value) => {
             Target::GuestNatural(GuestNatural::SysenterEip)
         }
-        // FEATURE_CONTROL reads as locked; VMX MSRs do not exist for the
-        // guest; anything else that exits is not emulated.
-        _ => return vcpu.inject(Exception::GeneralProtection, 0),
+        // The rest follows the table: hidden or read-only MSRs fault as
+        // on a processor without them; a denied or unlisted MSR is
+        // refused and audited (default deny).
+        _ => {
+            return match msr_table::classify(index).1 {
+                Write::Deny => vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value),
+                _ => vcpu.inject(Exception::GeneralProtection, 0),
+            };
+        }
     };
     if vcpu.policy.msr_write(index, value) == Decision::Deny {
         return vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value);

@@ -1,14 +1,15 @@
 //! MSRs whose state the guest shares with the monitor (issue 13, class
 //! 5): VMX does not switch them between the guest and VMX root operation,
 //! so a guest write changes the monitor's processor too. The base MSR
-//! bitmap ([`crate::vmx::msr_bitmap::configure_base`]) makes their
-//! *writes* exit; their reads pass through, as on hardware (a Linux guest
+//! bitmap ([`crate::vmx::msr_bitmap::configure_base`], from
+//! [`super::msr_table`]) makes their *writes* exit; their reads pass through, as on hardware (a Linux guest
 //! reads the MTRRs, MISC_ENABLE, the TSC and XSS at boot), except
 //! IA32_SMM_MONITOR_CTL, which is hidden.
 //!
 //! | MSR | write | why |
 //! |-----|-------|-----|
 //! | IA32_TSC (0x10) | refused: #GP + audit `msr-write` | the monitor's time base |
+//! | IA32_TSC_ADJUST (0x3B) | the value it holds: skipped; any other: refused (#GP + audit); #GP where the processor lacks it (CPUID.7.0:EBX bit 1) | adds to the monitor's TSC too (SDM Vol. 3B §18.17.3) |
 //! | IA32_SMM_MONITOR_CTL (0x9B) | read and write #GP, no audit | exists only with VMX or SMX (SDM Vol. 3C §33.15.5), both hidden (invariant 12) |
 //! | IA32_MISC_ENABLE (0x1A0) | automatic thermal control (3) on or off, clearing "limit CPUID maxval" (22) or "XD bit disable" (34): written; the value it holds: skipped; any other change: refused (#GP + audit) | fast strings, XD disable (the monitor's NX), MONITOR/MWAIT |
 //! | IA32_XSS (0xDA0) | written, but a reserved bit is #GP (as hardware) and PT (bit 8) or CET supervisor (bit 12) is refused (#GP + audit) | with them XRSTORS would load the Intel PT MSRs or PL0–2_SSP without a WRMSR exit |
@@ -29,6 +30,8 @@ use crate::vmx::event::Exception;
 
 /// IA32_TSC.
 pub const IA32_TSC: u32 = 0x10;
+/// IA32_TSC_ADJUST.
+pub const IA32_TSC_ADJUST: u32 = 0x3b;
 /// IA32_SMM_MONITOR_CTL.
 pub const IA32_SMM_MONITOR_CTL: u32 = 0x9b;
 /// IA32_MTRRCAP (read-only).
@@ -69,6 +72,7 @@ const RTIT: [u32; 13] = [
 pub fn write_intercepted() -> impl Iterator<Item = u32> {
     [
         IA32_TSC,
+        IA32_TSC_ADJUST,
         IA32_SMM_MONITOR_CTL,
         IA32_MISC_ENABLE,
         IA32_XSS,
@@ -118,6 +122,16 @@ pub fn judge<C: Cpu>(cpu: &C, index: u32, value: u64) -> Verdict {
     match index {
         IA32_SMM_MONITOR_CTL => Verdict::Fault,
         IA32_TSC => Verdict::Deny,
+        IA32_TSC_ADJUST => {
+            // CPUID.(EAX=07H,ECX=0):EBX[1]: IA32_TSC_ADJUST exists.
+            if cpu.cpuid(7, 0).ebx & (1 << 1) == 0 {
+                Verdict::Fault
+            } else if cpu.read_msr(IA32_TSC_ADJUST) == value {
+                Verdict::Skip
+            } else {
+                Verdict::Deny
+            }
+        }
         IA32_MISC_ENABLE => {
             let current = cpu.read_msr(IA32_MISC_ENABLE);
             let cleared = current & !value & !MISC_ENABLE_TM1;

@@ -166,3 +166,31 @@ fn intel_pt_msrs_are_refused_or_absent() {
         denied(&v, r, msr);
     }
 }
+
+#[test]
+fn tsc_adjust_keeps_its_value_and_is_absent_without_cpuid() {
+    // No CPUID.7.0:EBX[1]: the processor has no TSC_ADJUST, #GP unaudited.
+    let mut v = vcpu_with_msrs();
+    let r = wrmsr(&mut v, 0x3b, 5);
+    assert_injected(&v, r, GP);
+    assert!(v.audit.is_empty());
+    let mut v = vcpu_with_msrs();
+    v.cpu
+        .set_cpuid(
+            7,
+            0,
+            CpuidResult {
+                ebx: 1 << 1,
+                ..CpuidResult::default()
+            },
+        )
+        .set_msr(0x3b, 0);
+    // Its own value (Linux's tsc_sync writes it back): a no-op.
+    let r = wrmsr(&mut v, 0x3b, 0);
+    assert_advanced(&v, r, 2);
+    assert_eq!(v.cpu.msr_writes, 0);
+    // Anything else would move the monitor's TSC too.
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    let r = wrmsr(&mut v, 0x3b, 1 << 32);
+    denied(&v, r, 0x3b);
+}

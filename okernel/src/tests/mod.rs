@@ -16,6 +16,7 @@ mod fast_path;
 mod fuzzing;
 mod hypercall;
 mod launch;
+mod msr_policy;
 mod policy;
 
 use core::ptr::NonNull;

@@ -72,6 +72,18 @@ impl<'a> MsrBitmap<'a> {
         }
     }
 
+    /// Lets `access` to `msr` pass without an exit. Returns false for MSRs
+    /// outside the bitmap ranges, which exit anyway.
+    pub fn pass(&mut self, msr: u32, access: MsrAccess) -> bool {
+        match locate(msr, access) {
+            Some((byte, bit)) => {
+                self.page[byte] &= !bit;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Makes both reads and writes of every MSR in `msrs` exit.
     pub fn intercept_all(&mut self, msrs: impl IntoIterator<Item = u32>) {
         for m in msrs {
@@ -86,27 +98,27 @@ impl<'a> MsrBitmap<'a> {
     }
 }
 
-/// The okernel base configuration: IA32_FEATURE_CONTROL, the VMX
-/// capability MSRs (0x480..=0x493) and IA32_SMM_MONITOR_CTL exit on read
-/// and write; IA32_APIC_BASE and the x2APIC MSRs (0x800..=0x8FF) exit on
-/// write (`exit::apic`: no relocation of the APIC page, no
-/// INIT/SIPI/SMI/NMI IPIs), and so do the MSRs whose state the guest
-/// shares with the monitor (`exit::msr_shared`: TSC, MISC_ENABLE, XSS,
-/// MTRRs, Intel PT); every other MSR in range passes through.
+/// The okernel base configuration: default deny. Every bit is set (every
+/// RDMSR and WRMSR in the bitmap ranges exits) except those of the
+/// accesses [`crate::exit::msr_table::TABLE`] passes through
+/// ([`crate::exit::msr_table::Read::Pass`],
+/// [`crate::exit::msr_table::Write::Pass`], and
+/// [`crate::exit::msr_table::Write::Lockable`] until the policy locks the
+/// MSR). An MSR the table does not list always exits.
 pub fn configure_base(page: &mut [u8; 4096]) {
-    use super::capability::msr;
-    use crate::exit::apic;
-    let mut b = MsrBitmap::new(page);
-    b.intercept_all(core::iter::once(msr::IA32_FEATURE_CONTROL));
-    b.intercept_all(msr::IA32_VMX_BASIC..=msr::IA32_VMX_EXIT_CTLS2);
-    b.intercept(apic::IA32_APIC_BASE, MsrAccess::Write);
-    for m in apic::X2APIC_MSRS.chain(crate::exit::msr_shared::write_intercepted()) {
-        b.intercept(m, MsrAccess::Write);
+    use crate::exit::msr_table::{Read, TABLE, Write};
+    page.fill(0xff);
+    let mut b = MsrBitmap::wrap(page);
+    for row in TABLE {
+        for m in row.first..=row.last {
+            if row.read == Read::Pass {
+                b.pass(m, MsrAccess::Read);
+            }
+            if matches!(row.write, Write::Pass | Write::Lockable) {
+                b.pass(m, MsrAccess::Write);
+            }
+        }
     }
-    b.intercept(
-        crate::exit::msr_shared::IA32_SMM_MONITOR_CTL,
-        MsrAccess::Read,
-    );
 }
 
 #[cfg(test)]
@@ -114,39 +126,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_bitmap_hides_vmx_msrs_and_mediates_apic_writes() {
-        let mut page = [0xffu8; 4096];
+    fn base_bitmap_is_default_deny() {
+        let mut page = [0u8; 4096];
         configure_base(&mut page);
         let b = MsrBitmap { page: &mut page };
-        for m in [0x3a, 0x480, 0x48c, 0x491, 0x493] {
+        // Unlisted MSRs in both ranges exit both ways.
+        for m in [
+            0x0,
+            0x11,
+            0x33,
+            0x79,
+            0x140,
+            0x600,
+            0x7ff,
+            0x900,
+            0x1fff,
+            0xc000_0085,
+            0xc000_1fff,
+        ] {
             assert!(b.exits(m, MsrAccess::Read), "{m:#x}");
             assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
         }
-        for m in [0x1b, 0x800, 0x808, 0x830, 0x83f, 0x8ff] {
+        // Hidden.
+        for m in [0x3a, 0x480, 0x48c, 0x491, 0x493, 0x9b] {
+            assert!(b.exits(m, MsrAccess::Read), "{m:#x}");
+            assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
+        }
+        // Read passes, write mediated.
+        for m in [
+            0x10, 0x1b, 0x800, 0x830, 0x8ff, 0x1a0, 0xda0, 0x200, 0x2ff, 0x560, 0x587,
+        ] {
             assert!(!b.exits(m, MsrAccess::Read), "{m:#x}");
             assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
         }
+        // Hot and harmless, or lockable (passed until locked).
         for m in [
-            0x11,
-            0x7ff,
-            0x900,
+            0x48,
+            0x1d9,
             0x277,
-            0x479,
-            0x494,
+            0x6e0,
             0xc000_0080,
             0xc000_0082,
             0xc000_0100,
+            0xc000_0102,
         ] {
             assert!(!b.exits(m, MsrAccess::Read), "{m:#x}");
             assert!(!b.exits(m, MsrAccess::Write), "{m:#x}");
         }
-        for m in [
-            0x10, 0x1a0, 0xda0, 0x200, 0x21f, 0x250, 0x2ff, 0x560, 0x570, 0x587,
-        ] {
-            assert!(!b.exits(m, MsrAccess::Read), "{m:#x} read passes");
-            assert!(b.exits(m, MsrAccess::Write), "{m:#x} write exits");
-        }
-        assert!(b.exits(0x9b, MsrAccess::Read) && b.exits(0x9b, MsrAccess::Write));
         // Outside the ranges: always exits.
         assert!(b.exits(0x4000_0000, MsrAccess::Read));
         assert!(b.exits(0x2000, MsrAccess::Write));

@@ -1,0 +1,380 @@
+//! The MSR policy: every MSR index in one table (issue 13, "default-deny
+//! MSR policy"). The base MSR bitmap ([`crate::vmx::msr_bitmap::configure_base`])
+//! is built from [`TABLE`] alone: it starts with every bit set (every
+//! RDMSR and WRMSR exits) and clears only the bits of the accesses a row
+//! passes through. MSRs outside 0..=0x1FFF and 0xC000_0000..=0xC000_1FFF
+//! always exit (SDM Vol. 3C §25.6.9, §26.1.3), so their rows can only be
+//! emulated, mediated or refused.
+//!
+//! What an access gets ([`Read`], [`Write`]):
+//! - **pass**: the bitmap bit is clear; the processor performs the access
+//!   in VMX non-root operation and raises any #GP itself (an MSR the
+//!   processor lacks faults in the guest, never in the monitor). Only for
+//!   MSRs that are hot on a kernel's paths *and* harmless to the monitor:
+//!   switched by VM entry/exit, or state the monitor never uses.
+//! - **lockable**: passed through until the kernel locks it (`LockMsr`,
+//!   `hypercall::locks`); from then on its writes exit and only the locked
+//!   value is accepted (invariant 5).
+//! - **mediated**: the write exits to a handler that validates it
+//!   ([`super::apic`], [`super::msr_shared`]).
+//! - **emulated**: the read exits and the monitor answers
+//!   (IA32_FEATURE_CONTROL: VMX off and locked).
+//! - **fault**: the access exits and the guest gets #GP, as on a processor
+//!   without the MSR (hidden features: VMX, SMM monitor; read-only MSRs).
+//! - **deny**: the write exits and is refused: #GP and an audit record
+//!   `msr-write` (what a kernel exploit would try).
+//!
+//! Everything not in the table: the read faults (#GP, no audit: as on a
+//! processor without the MSR; a kernel probes MSRs with `rdmsr_safe`), the
+//! write is denied (#GP + audit). The monitor never executes RDMSR or WRMSR
+//! of an index the guest chose unless a row's handler validated it, so a
+//! guest cannot make the monitor fault on an MSR its processor lacks.
+
+/// What a RDMSR of the MSR gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Passed through: no exit.
+    Pass,
+    /// Exits; the monitor answers ([`super::msr::handle_rdmsr`]).
+    Emulated,
+    /// Exits; #GP, no audit.
+    Fault,
+}
+
+/// Which handler judges a mediated write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mediator {
+    /// [`super::apic`]: IA32_APIC_BASE and the x2APIC MSRs.
+    Apic,
+    /// [`super::msr_shared`]: state the guest shares with the monitor.
+    Shared,
+}
+
+/// What a WRMSR of the MSR gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Passed through: no exit.
+    Pass,
+    /// Passed through until locked (`LockMsr`), then exits: only the
+    /// locked value is accepted.
+    Lockable,
+    /// Exits to the handler that validates it.
+    Mediated(Mediator),
+    /// Exits; #GP, no audit.
+    Fault,
+    /// Exits; #GP and an audit record `msr-write`.
+    Deny,
+}
+
+/// One row: the MSRs `first..=last`, what reads and writes get, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// First index.
+    pub first: u32,
+    /// Last index (inclusive).
+    pub last: u32,
+    /// Reads.
+    pub read: Read,
+    /// Writes.
+    pub write: Write,
+    /// The name and the reason.
+    pub why: &'static str,
+}
+
+const fn row(first: u32, last: u32, read: Read, write: Write, why: &'static str) -> Row {
+    Row {
+        first,
+        last,
+        read,
+        write,
+        why,
+    }
+}
+
+use Mediator::{Apic, Shared};
+use Read::{Emulated, Fault as RFault, Pass as RPass};
+use Write::{Deny, Fault as WFault, Lockable, Mediated, Pass as WPass};
+
+/// Every classified MSR, sorted by index, no overlaps (checked by the
+/// tests). `docs/policy.md` ("MSR policy") is this table in prose.
+pub const TABLE: &[Row] = &[
+    row(
+        0x10,
+        0x10,
+        RPass,
+        Mediated(Shared),
+        "IA32_TSC: the time base; reads hot, writes would move the monitor's clock",
+    ),
+    row(
+        0x17,
+        0x17,
+        RPass,
+        Deny,
+        "IA32_PLATFORM_ID: read-only, read by the microcode driver",
+    ),
+    row(
+        0x1b,
+        0x1b,
+        RPass,
+        Mediated(Apic),
+        "IA32_APIC_BASE: relocating the APIC page over monitor memory is refused",
+    ),
+    row(
+        0x3a,
+        0x3a,
+        Emulated,
+        WFault,
+        "IA32_FEATURE_CONTROL: reads as locked with VMX off (invariant 12)",
+    ),
+    row(
+        0x3b,
+        0x3b,
+        RPass,
+        Mediated(Shared),
+        "IA32_TSC_ADJUST: moves the monitor's TSC too; only its own value is accepted",
+    ),
+    row(
+        0x48,
+        0x49,
+        RPass,
+        WPass,
+        "IA32_SPEC_CTRL, IA32_PRED_CMD: written per task (speculation controls only)",
+    ),
+    row(
+        0x8b,
+        0x8b,
+        RPass,
+        WPass,
+        "IA32_BIOS_SIGN_ID: the microcode-revision protocol (write 0, CPUID, read)",
+    ),
+    row(
+        0x9b,
+        0x9b,
+        RFault,
+        WFault,
+        "IA32_SMM_MONITOR_CTL: exists only with VMX or SMX, both hidden",
+    ),
+    row(0xce, 0xce, RPass, Deny, "MSR_PLATFORM_INFO: read-only"),
+    row(
+        0xe7,
+        0xe8,
+        RPass,
+        Deny,
+        "IA32_MPERF, IA32_APERF: read on every scheduler tick; writes refused",
+    ),
+    row(0xfe, 0xfe, RPass, Deny, "IA32_MTRRCAP: read-only"),
+    row(
+        0x10a,
+        0x10a,
+        RPass,
+        Deny,
+        "IA32_ARCH_CAPABILITIES: read-only",
+    ),
+    row(
+        0x10b,
+        0x10b,
+        RPass,
+        WPass,
+        "IA32_FLUSH_CMD: L1D flush command, written on VM-entry-like paths",
+    ),
+    row(
+        0x174,
+        0x176,
+        RPass,
+        Lockable,
+        "IA32_SYSENTER_CS/ESP/EIP: switched by VM entry/exit; lockable",
+    ),
+    row(
+        0x179,
+        0x17b,
+        RPass,
+        WPass,
+        "IA32_MCG_CAP/STATUS/CTL: machine-check reporting (a fault here is fatal to Linux; #MC is out of scope)",
+    ),
+    row(
+        0x1a0,
+        0x1a0,
+        RPass,
+        Mediated(Shared),
+        "IA32_MISC_ENABLE: fast strings, XD disable, MWAIT are the monitor's too",
+    ),
+    row(
+        0x1d9,
+        0x1d9,
+        RPass,
+        WPass,
+        "IA32_DEBUGCTL: saved and loaded by VM exit/entry (cleared on exit)",
+    ),
+    row(
+        0x200,
+        0x21f,
+        RPass,
+        Mediated(Shared),
+        "variable-range MTRRs: the monitor's memory types",
+    ),
+    row(
+        0x250,
+        0x250,
+        RPass,
+        Mediated(Shared),
+        "fixed-range MTRR 64K",
+    ),
+    row(
+        0x258,
+        0x259,
+        RPass,
+        Mediated(Shared),
+        "fixed-range MTRRs 16K",
+    ),
+    row(
+        0x268,
+        0x26f,
+        RPass,
+        Mediated(Shared),
+        "fixed-range MTRRs 4K",
+    ),
+    row(
+        0x277,
+        0x277,
+        RPass,
+        Lockable,
+        "IA32_PAT: switched by VM entry/exit; lockable",
+    ),
+    row(
+        0x280,
+        0x29f,
+        RPass,
+        WPass,
+        "IA32_MCi_CTL2: machine-check bank controls (CMCI)",
+    ),
+    row(
+        0x2ff,
+        0x2ff,
+        RPass,
+        Mediated(Shared),
+        "IA32_MTRR_DEF_TYPE: the monitor's default memory type",
+    ),
+    row(
+        0x400,
+        0x47f,
+        RPass,
+        WPass,
+        "IA32_MCi_CTL/STATUS/ADDR/MISC: machine-check banks (Linux's MCE code panics on a fault)",
+    ),
+    row(
+        0x480,
+        0x493,
+        RFault,
+        WFault,
+        "IA32_VMX_*: VMX capability MSRs, hidden (invariant 12)",
+    ),
+    row(
+        0x4d0,
+        0x4d0,
+        RPass,
+        WPass,
+        "IA32_MCG_EXT_CTL: local machine-check enable",
+    ),
+    row(
+        0x560,
+        0x561,
+        RPass,
+        Mediated(Shared),
+        "IA32_RTIT_OUTPUT_BASE/MASK_PTRS: Intel PT output is not checked by EPT",
+    ),
+    row(
+        0x570,
+        0x572,
+        RPass,
+        Mediated(Shared),
+        "IA32_RTIT_CTL/STATUS/ADDR0: Intel PT",
+    ),
+    row(
+        0x580,
+        0x587,
+        RPass,
+        Mediated(Shared),
+        "IA32_RTIT_ADDRn_A/B: Intel PT",
+    ),
+    row(
+        0x6a2,
+        0x6a2,
+        RPass,
+        Lockable,
+        "IA32_S_CET: lockable where the processor has CET",
+    ),
+    row(
+        0x6a4,
+        0x6a8,
+        RPass,
+        Lockable,
+        "IA32_PL0..3_SSP, INTERRUPT_SSP_TABLE_ADDR: lockable with CET",
+    ),
+    row(
+        0x6e0,
+        0x6e0,
+        RPass,
+        WPass,
+        "IA32_TSC_DEADLINE: the guest's APIC timer, written on every timer event",
+    ),
+    row(
+        0x800,
+        0x8ff,
+        RPass,
+        Mediated(Apic),
+        "x2APIC registers: INIT/SIPI/SMI/NMI IPIs and unmediated registers refused",
+    ),
+    row(
+        0xda0,
+        0xda0,
+        RPass,
+        Mediated(Shared),
+        "IA32_XSS: PT and CET-supervisor state refused",
+    ),
+    row(
+        0xc000_0080,
+        0xc000_0080,
+        RPass,
+        Lockable,
+        "IA32_EFER: switched by VM entry/exit; lockable",
+    ),
+    row(
+        0xc000_0081,
+        0xc000_0084,
+        RPass,
+        Lockable,
+        "IA32_STAR/LSTAR/CSTAR/FMASK: the monitor uses no SYSCALL; lockable",
+    ),
+    row(
+        0xc000_0100,
+        0xc000_0101,
+        RPass,
+        WPass,
+        "IA32_FS_BASE, IA32_GS_BASE: switched by VM entry/exit; hot",
+    ),
+    row(
+        0xc000_0102,
+        0xc000_0102,
+        RPass,
+        WPass,
+        "IA32_KERNEL_GS_BASE: the monitor uses no SWAPGS; hot",
+    ),
+    row(
+        0xc000_0103,
+        0xc000_0103,
+        RPass,
+        WPass,
+        "IA32_TSC_AUX: RDTSCP/RDPID's value; the monitor reads it never",
+    ),
+];
+
+/// The row of `index`, if it is listed.
+pub fn lookup(index: u32) -> Option<&'static Row> {
+    TABLE.iter().find(|r| (r.first..=r.last).contains(&index))
+}
+
+/// What reads and writes of `index` get; unlisted MSRs: read
+/// [`Read::Fault`], write [`Write::Deny`].
+pub fn classify(index: u32) -> (Read, Write) {
+    lookup(index).map_or((Read::Fault, Write::Deny), |r| (r.read, r.write))
+}
