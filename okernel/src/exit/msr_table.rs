@@ -192,11 +192,32 @@ pub const TABLE: &[Row] = &[
         "IA32_MCG_CAP/STATUS/CTL: machine-check reporting (a fault here is fatal to Linux; #MC is out of scope)",
     ),
     row(
+        0x19b,
+        0x19c,
+        RPass,
+        WPass,
+        "IA32_THERM_INTERRUPT/STATUS: the guest's thermal LVT interrupt and its log bits",
+    ),
+    row(
         0x1a0,
         0x1a0,
         RPass,
         Mediated(Shared),
         "IA32_MISC_ENABLE: fast strings, XD disable, MWAIT are the monitor's too",
+    ),
+    row(
+        0x1a2,
+        0x1a2,
+        RPass,
+        Deny,
+        "MSR_TEMPERATURE_TARGET: read-only",
+    ),
+    row(
+        0x1b0,
+        0x1b2,
+        RPass,
+        WPass,
+        "IA32_ENERGY_PERF_BIAS, IA32_PACKAGE_THERM_STATUS/INTERRUPT: a power hint and thermal reporting",
     ),
     row(
         0x1d9,
