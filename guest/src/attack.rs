@@ -193,6 +193,20 @@ pub const ATTACKS: &[Attack] = &[
         status: None,
     },
     Attack {
+        name: "write-unlisted-msr",
+        invariant: 5,
+        guard: Guard::Monitor,
+        audit: Some(MsrLock),
+        status: None,
+    },
+    Attack {
+        name: "read-hidden-msr",
+        invariant: 12,
+        guard: Guard::Monitor,
+        audit: None,
+        status: None,
+    },
+    Attack {
         name: "vmxon",
         invariant: 12,
         guard: Guard::MonitorOnly,

@@ -46,7 +46,9 @@ pub const CR4_SMAP: u64 = 1 << 21;
 /// Reads an MSR.
 pub fn rdmsr(msr: u32) -> u64 {
     // SAFETY: only called for MSRs this kernel knows exist (architectural
-    // SYSCALL/SYSENTER MSRs, EFER and IA32_APIC_BASE).
+    // SYSCALL/SYSENTER MSRs, EFER and IA32_APIC_BASE), or from an attack
+    // gadget inside the vulnerability-emulation call, whose #GP the
+    // kernel catches and reports.
     unsafe { Msr::new(msr).read() }
 }
 
@@ -81,6 +83,30 @@ pub unsafe fn cr4_set(bits: u64) {
 pub unsafe fn load_cr3(root: u64) {
     // SAFETY: forwarded from the caller.
     unsafe { core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack)) }
+}
+
+/// IA32_BIOS_UPDT_TRIG: a microcode update of the processor, an MSR
+/// okernel's table does not list.
+pub const IA32_BIOS_UPDT_TRIG: u32 = 0x79;
+/// IA32_SMM_MONITOR_CTL: exists only with VMX or SMX.
+pub const IA32_SMM_MONITOR_CTL: u32 = 0x9b;
+
+/// Gadget: writes [`MSR_VALUE`] to MSR `msr` without reading it first or
+/// back (an MSR that may not read). Returns 1 when the write did not
+/// fault.
+pub extern "C" fn write_msr_blind(msr: u64) -> u64 {
+    // SAFETY: used only for IA32_BIOS_UPDT_TRIG with the address of a
+    // zeroed buffer: no valid update header, so a processor that accepts
+    // the write loads nothing (SDM Vol. 3A §10.11.6); under okernel it
+    // exits and is refused.
+    unsafe { wrmsr(msr as u32, MSR_VALUE.load(Ordering::SeqCst)) };
+    1
+}
+
+/// Gadget: reads MSR `msr`; returns 1 when the read did not fault.
+pub extern "C" fn read_msr_probe(msr: u64) -> u64 {
+    let _ = rdmsr(msr as u32);
+    1
 }
 
 /// Drops the TLB entry of `va` (after a page-table write).

@@ -103,6 +103,25 @@ pub fn run(s: &mut Suite<'_>) {
             gadget(cpu::write_msr, u64::from(cpu::IA32_APIC_BASE), at)
         });
     }
+    // Default deny (issue 13): an MSR okernel's table does not list —
+    // the microcode-update trigger — is refused and audited; a hidden one
+    // (SMM monitor control, which exists only with VMX) faults.
+    static UPDATE: [u8; 64] = [0; 64];
+    cpu::MSR_VALUE.store(UPDATE.as_ptr() as u64, Ordering::SeqCst);
+    s.attack("write-unlisted-msr", |_| {
+        gadget(
+            cpu::write_msr_blind,
+            u64::from(cpu::IA32_BIOS_UPDT_TRIG),
+            |v| v == 1,
+        )
+    });
+    s.attack("read-hidden-msr", |_| {
+        gadget(
+            cpu::read_msr_probe,
+            u64::from(cpu::IA32_SMM_MONITOR_CTL),
+            |v| v == 1,
+        )
+    });
     s.attack("vmxon", |_| {
         let (r, _) = kernel::vuln(CONTAINER_A, vuln::CALL, instr::vmxon as *const () as u64, 0);
         let ran = matches!(r, Some(Ok(_)));
