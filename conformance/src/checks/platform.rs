@@ -56,6 +56,17 @@ pub fn run_all(c: &mut Checks) {
     // Each window is first read under a probe: where it is not reachable
     // (a #GP for an access the EPT does not map), the line says so and
     // the checks that need it do not run.
+    // System Control Port A (okernel emulates it: A20 on, no reset).
+    // SAFETY: reading port 0x92 has no side effect.
+    let port_a = unsafe { Port::<u8>::new(0x92).read() };
+    c.line(
+        "port-92-in",
+        port_a & 0b10 != 0,
+        format_args!(
+            "0x{port_a:x} (A20 {})",
+            if port_a & 0b10 != 0 { "on" } else { "OFF" }
+        ),
+    );
     let apic = reachable(c, "apic-id-version", APIC + APIC_ID);
     if apic {
         let id = mmio_read(APIC + APIC_ID);
