@@ -385,6 +385,46 @@ mod tests {
         assert!(why.contains("the table allows"), "{why}");
     }
 
+    fn console(lines: &[(&str, &str)], end: &str) -> RunReport {
+        let mut text = String::new();
+        for (name, observed) in lines {
+            text.push_str(&format!(
+                "OKERNEL-CHECK: {{\"check\":\"{name}\",\"invariant\":0,\"ok\":true,\"observed\":\"{observed}\"}}\n"
+            ));
+        }
+        text.push_str(end);
+        RunReport::from_console("bochs", "conformance", text, "/tmp".into())
+    }
+
+    #[test]
+    fn the_judge_needs_two_finished_runs_whose_lines_agree() {
+        let lines = [("conf-ud2", "#UD"), ("conf-cpuid-1-vmx", "1")];
+        let bare = console(&lines, "OKERNEL-RESULT: pass\n");
+        let hidden = [("conf-ud2", "#UD"), ("conf-cpuid-1-vmx", "0")];
+        let monitor = console(&hidden, "OKERNEL-RESULT: pass\n");
+        assert_eq!(judge(&bare, &monitor), Verdict::Ok);
+        // The okernel run may fail its own checks (a listed defect)...
+        let failed = console(
+            &hidden,
+            "OKERNEL-RESULT: fail: guest ended the run (fail)\n",
+        );
+        assert_eq!(judge(&bare, &failed), Verdict::Ok);
+        // ...but not end without a result, or time out.
+        let silent = console(&hidden, "");
+        assert!(matches!(judge(&bare, &silent), Verdict::Unexpected(_)));
+        let mut late = console(&hidden, "OKERNEL-RESULT: pass\n");
+        late.timed_out = true;
+        assert!(matches!(judge(&bare, &late), Verdict::Unexpected(_)));
+        let other = console(
+            &[("conf-ud2", "#GP"), ("conf-cpuid-1-vmx", "0")],
+            "OKERNEL-RESULT: pass\n",
+        );
+        match judge(&bare, &other) {
+            Verdict::Unexpected(why) => assert!(why.contains("conf-ud2"), "{why}"),
+            Verdict::Ok => panic!("a difference passed"),
+        }
+    }
+
     /// Boots the kernel twice on Bochs (about a minute): `cargo test -p
     /// xtask conformance_on_bochs -- --ignored`.
     #[test]
