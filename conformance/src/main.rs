@@ -76,6 +76,7 @@ extern "C" fn conf_main(boot_info: u64) -> ! {
     checks::paging::run_all(&mut c);
     checks::platform::run_all(&mut c);
     checks::state::run_all(&mut c, avx);
+    checks::tables::run_all(&mut c, mode);
     finish(&c, mode)
 }
 

@@ -299,6 +299,63 @@ conf_e_vmlaunch:
 conf_a_vmlaunch: vmlaunch
 conf_n_vmlaunch: ret
 
+    /* Descriptor-table stores and loads (under okernel, after
+       LockDescriptorTables, each exits: stores emulated, loads refused). */
+    desc sgdt
+conf_e_sgdt:
+conf_a_sgdt: sgdt [rdi]
+conf_n_sgdt: ret
+
+    desc sidt
+conf_e_sidt:
+conf_a_sidt: sidt [rdi]
+conf_n_sidt: ret
+
+    /* SIB with index, scale and displacement: stores at rdi. */
+    desc sgdt_sib
+conf_e_sgdt_sib:
+    mov rsi, 8
+    sub rdi, 0x30
+conf_a_sgdt_sib: sgdt [rdi + rsi * 4 + 0x10]
+conf_n_sgdt_sib: ret
+
+    /* RIP-relative: stores at conf_dt_buf. */
+    desc sgdt_rip
+conf_e_sgdt_rip:
+conf_a_sgdt_rip: sgdt [rip + conf_dt_buf]
+conf_n_sgdt_rip: ret
+
+    desc tf_sidt
+conf_e_tf_sidt:
+    single_step
+conf_a_tf_sidt: sidt [rdi]
+conf_n_tf_sidt: nop
+    ret
+
+    desc str
+conf_e_str:
+    xor eax, eax
+conf_a_str: str rax
+conf_n_str: ret
+
+    desc sldt
+conf_e_sldt:
+    mov word ptr [rdi], 0x5555
+conf_a_sldt: sldt word ptr [rdi]
+conf_n_sldt: ret
+
+    desc lidt
+conf_e_lidt:
+conf_a_lidt: lidt [rdi]
+conf_n_lidt: ret
+
+    .pushsection .data.conf_dt_buf, "aw"
+    .balign 16
+    .global conf_dt_buf
+conf_dt_buf:
+    .skip 16
+    .popsection
+
     /* Calls the code at arg (the paging checks' pages). */
     desc call
 conf_e_call:
@@ -373,5 +430,13 @@ descs!(
     conf_vmptrst,
     conf_vmread,
     conf_vmlaunch,
+    conf_sgdt,
+    conf_sidt,
+    conf_sgdt_sib,
+    conf_sgdt_rip,
+    conf_tf_sidt,
+    conf_str,
+    conf_sldt,
+    conf_lidt,
     conf_call,
 );

@@ -332,3 +332,24 @@ pub fn init() {
     let idt: &'static InterruptDescriptorTable = unsafe { &(*t).idt };
     idt.load();
 }
+
+/// What SGDT and SIDT must store: the GDT's base and limit, the IDT's
+/// base (its limit is 256 gates: 0xFFF), and the TSS selector STR must
+/// give.
+pub fn table_addrs() -> (u64, u16, u64, u16) {
+    let t = TABLES.0.get();
+    // SAFETY: only addresses and the GDT's length (written once by
+    // `init`) are read; no reference to the tables outlives this.
+    unsafe {
+        let gdt = &(*t).gdt;
+        (
+            gdt.entries().as_ptr() as u64,
+            gdt.limit(),
+            (&raw const (*t).idt) as u64,
+            TSS_SELECTOR,
+        )
+    }
+}
+
+/// The TSS's selector: the fourth GDT entry (null, code, data, TSS).
+const TSS_SELECTOR: u16 = 0x18;

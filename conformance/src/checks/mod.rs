@@ -9,6 +9,7 @@ pub mod intercepts;
 pub mod paging;
 pub mod platform;
 pub mod state;
+pub mod tables;
 
 use crate::probes::Desc;
 use crate::report::Checks;

@@ -84,6 +84,12 @@ pub const KNOWN: &[Known] = &[
         why: "VMX hidden: setting CR4.VMXE raises #GP(0), as on a CPU without VMX",
     },
     Known {
+        check: "conf-lidt-same-value",
+        okernel: GP_AT,
+        kind: Kind::ByDesign,
+        why: "descriptor-table loads are refused after LockDescriptorTables (invariant 4; the kernel locks them under okernel only)",
+    },
+    Known {
         check: "conf-rdmsr-unknown-in-bitmap-range",
         okernel: GP_AT,
         kind: Kind::Reference,
@@ -118,6 +124,12 @@ pub const KNOWN: &[Known] = &[
         okernel: GP_AT,
         kind: Kind::Defect,
         why: "the #GP(0) of the fetch at 2^47 is delivered with RIP at the CPUID, not at 2^47: VM entry cannot load a non-canonical RIP (SDM Vol. 3C §27.3.1.4)",
+    },
+    Known {
+        check: "conf-sgdt-not-present",
+        okernel: GP_AT,
+        kind: Kind::Defect,
+        why: "an emulated descriptor-table store the guest's page tables refuse gets #GP(0), not #PF with CR2 (okernel/src/exit/descriptor.rs; docs/policy.md)",
     },
     Known {
         check: "conf-apic-id-version",
