@@ -183,6 +183,23 @@ conf_a_tf_xsetbv_bad: xsetbv
 conf_n_tf_xsetbv_bad: nop
     ret
 
+    /* IN from port 0x92 (okernel emulates it): by DX (1 byte, EC) and by
+       an immediate (2 bytes, E4 92), each single-stepped. */
+    desc tf_in_dx
+conf_e_tf_in_dx:
+    mov edx, 0x92
+    single_step
+conf_a_tf_in_dx: in al, dx
+conf_n_tf_in_dx: nop
+    ret
+
+    desc tf_in_imm
+conf_e_tf_in_imm:
+    single_step
+conf_a_tf_in_imm: in al, 0x92
+conf_n_tf_in_imm: nop
+    ret
+
     /* WBINVD (2 bytes), single-stepped. */
     desc tf_wbinvd
 conf_e_tf_wbinvd:
@@ -413,6 +430,8 @@ descs!(
     conf_tf_cpuid_15,
     conf_tf_xsetbv,
     conf_tf_wbinvd,
+    conf_tf_in_dx,
+    conf_tf_in_imm,
     conf_tf_vmxoff,
     conf_tf_xsetbv_bad,
     conf_cpuid_16,

@@ -55,6 +55,20 @@ pub fn run_all(c: &mut Checks) {
         );
     }
     let _ = run(c, "single-step-wbinvd", &conf_tf_wbinvd, 0, Some(DB_NEXT));
+    let _ = run(
+        c,
+        "single-step-in-dx-1-byte",
+        &conf_tf_in_dx,
+        0,
+        Some(DB_NEXT),
+    );
+    let _ = run(
+        c,
+        "single-step-in-imm-2-bytes",
+        &conf_tf_in_imm,
+        0,
+        Some(DB_NEXT),
+    );
     // A faulting instruction owes no single step: the fault is delivered
     // with TF set in the pushed RFLAGS (SDM Vol. 3A §19.3.1.4), the #DB
     // never comes.
