@@ -144,7 +144,7 @@ const fn hostile(name: &'static str, guard: Guard, status: Status) -> Attack {
 }
 
 use AuditKind::{
-    ContextSwitch, CrPin, DescriptorTable, EptViolation, Hypercall, MsrLock, PageTableUpdate,
+    ContextSwitch, CrPin, DescriptorTable, EptViolation, Exit, Hypercall, MsrLock, PageTableUpdate,
 };
 
 /// Every attack, in the order the suite runs them.
@@ -204,6 +204,13 @@ pub const ATTACKS: &[Attack] = &[
         invariant: 12,
         guard: Guard::Monitor,
         audit: None,
+        status: None,
+    },
+    Attack {
+        name: "disable-a20",
+        invariant: 11,
+        guard: Guard::Monitor,
+        audit: Some(Exit),
         status: None,
     },
     Attack {

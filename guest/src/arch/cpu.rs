@@ -109,6 +109,42 @@ pub extern "C" fn read_msr_probe(msr: u64) -> u64 {
     1
 }
 
+/// System Control Port A: bit 1 enables A20, bit 0 resets the machine.
+pub const PORT_A20: u16 = 0x92;
+
+/// Gadget: turns A20 off through port 0x92, reads the port back and
+/// turns A20 on again, with no memory access in between (every address
+/// this kernel uses between the two writes — its text and page tables —
+/// has bit 20 clear, so they survive the masking). Returns the value read
+/// back: bit 1 clear when A20 really went off.
+pub extern "C" fn a20_off(_: u64) -> u64 {
+    let back: u32;
+    // SAFETY: three port accesses in registers; A20 is on again (the
+    // value read before, with bit 1 and without bit 0) before the next
+    // memory access; under okernel the port is emulated and nothing
+    // changes.
+    unsafe {
+        core::arch::asm!(
+            "in al, dx",
+            "mov cl, al",
+            "and al, 0xfc",
+            "out dx, al",
+            "in al, dx",
+            "mov ah, al",
+            "mov al, cl",
+            "or al, 2",
+            "and al, 0xfe",
+            "out dx, al",
+            "mov al, ah",
+            in("dx") PORT_A20,
+            out("eax") back,
+            out("ecx") _,
+            options(nostack, nomem),
+        );
+    }
+    u64::from(back & 0xff)
+}
+
 /// Drops the TLB entry of `va` (after a page-table write).
 pub fn invlpg(va: u64) {
     x86_64::instructions::tlb::flush(VirtAddr::new_truncate(va));

@@ -122,6 +122,12 @@ pub fn run(s: &mut Suite<'_>) {
             |v| v == 1,
         )
     });
+    // Port I/O (issue 13): A20 off makes the platform mask address bit
+    // 20 of every physical access — under a monitor, its own and the EPT
+    // walks too (in Bochs the monitor triple-faulted).
+    s.attack("disable-a20", |_| {
+        gadget(cpu::a20_off, 0, |back| back & 2 == 0)
+    });
     s.attack("vmxon", |_| {
         let (r, _) = kernel::vuln(CONTAINER_A, vuln::CALL, instr::vmxon as *const () as u64, 0);
         let ran = matches!(r, Some(Ok(_)));

@@ -21,6 +21,7 @@ pub mod ept_violation;
 pub mod events;
 pub mod fatal;
 pub mod guest;
+pub mod io;
 pub mod msr;
 pub mod msr_shared;
 pub mod msr_table;
@@ -250,6 +251,7 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         R::Wrmsr => msr::handle_wrmsr(vcpu),
         R::CrAccess => cr::handle(vcpu),
         R::Xsetbv => xsetbv::handle(vcpu),
+        R::IoInstruction => io::handle(vcpu),
         R::Invd | R::Wbinvd => simple::handle_cache_flush(vcpu),
         R::Getsec => simple::inject_ud(vcpu),
         R::Vmclear

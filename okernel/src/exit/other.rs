@@ -15,7 +15,7 @@
 //! | INVLPG (14) | completed: the guest's translations dropped (INVVPID single context where VPID is on; without VPID every VM entry flushes them), RIP advanced |
 //! | PAUSE (40) | completed (a hint): RIP advanced |
 //! | APIC access (44), page-modification log full (62), SPP-related event (66), ENQCMD/ENQCMDS PASID failure (72, 73) | fault-like: the access did not happen; #GP(0) at the instruction |
-//! | RDPMC, RDTSC, RSM, MOV DR, I/O, MWAIT, MONITOR, RDTSCP, RDRAND, INVPCID, ENCLS, RDSEED, XSAVES, XRSTORS, PCONFIG, UMWAIT, TPAUSE, LOADIWKEY, ENCLV, SEAMCALL, TDCALL, RDMSRLIST, WRMSRLIST | #UD at the instruction: instructions okernel does not emulate (their exiting controls are off, so the guest normally executes them itself) |
+//! | RDPMC, RDTSC, RSM, MOV DR, MWAIT, MONITOR, RDTSCP, RDRAND, INVPCID, ENCLS, RDSEED, XSAVES, XRSTORS, PCONFIG, UMWAIT, TPAUSE, LOADIWKEY, ENCLV, SEAMCALL, TDCALL, RDMSRLIST, WRMSRLIST | #UD at the instruction: instructions okernel does not emulate (their exiting controls are off, so the guest normally executes them itself) |
 //!
 //! Four reasons still end the run, because only the monitor or the
 //! machine can cause them, never guest code: the three VM-entry failures
@@ -103,7 +103,6 @@ pub const fn outcome(reason: ExitReason) -> Option<Outcome> {
         | R::Rdtsc
         | R::Rsm
         | R::MovDr
-        | R::IoInstruction
         | R::Mwait
         | R::Monitor
         | R::Rdtscp

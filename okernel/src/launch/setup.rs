@@ -7,12 +7,31 @@ use crate::check::Capabilities;
 use crate::exit::CrConfig;
 use crate::exit::guest::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use crate::hw::Vmcs;
-use crate::vmx::controls::{EntryControls, SecondaryProcBased};
+use crate::vmx::controls::{EntryControls, PrimaryProcBased, SecondaryProcBased};
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{
     Control16, Control32, Control64, ControlNatural, Guest16, Guest32, Guest64, GuestNatural,
     Host16, Host32, Host64, HostNatural,
 };
+
+/// A page-aligned I/O bitmap (SDM Vol. 3C §25.6.4: 4 KiB, aligned).
+#[repr(C, align(4096))]
+struct IoBitmap([u8; 4096]);
+
+/// I/O bitmap A (ports 0x0000–0x7FFF), immutable, in the monitor's image
+/// (in no EPT view, invariant 1). The monitor's image is identity-mapped,
+/// so its address is its physical address.
+static IO_BITMAP_A: IoBitmap = IoBitmap(crate::exit::io::base_bitmap(false));
+/// I/O bitmap B (ports 0x8000–0xFFFF).
+static IO_BITMAP_B: IoBitmap = IoBitmap(crate::exit::io::base_bitmap(true));
+
+/// The physical addresses of the I/O bitmaps A and B.
+pub fn io_bitmaps() -> (u64, u64) {
+    (
+        core::ptr::from_ref(&IO_BITMAP_A) as u64,
+        core::ptr::from_ref(&IO_BITMAP_B) as u64,
+    )
+}
 
 /// The VPID okernel gives its guest (0 is reserved for root mode).
 pub const GUEST_VPID: u16 = 1;
@@ -97,8 +116,9 @@ pub fn write_host_state(vmcs: &mut impl Vmcs, h: &HostState) -> Result<(), VmFai
 }
 
 /// Writes the execution, exit and entry controls. Nothing but the
-/// instructions that must exit does: exception bitmap 0, no I/O exiting,
-/// no interrupt exiting, MSR bitmaps with only the hidden MSRs.
+/// instructions that must exit does: exception bitmap 0, I/O bitmaps with
+/// only the ports of `exit::io`, no interrupt exiting, MSR bitmaps from
+/// the MSR table (`exit::msr_table`).
 pub fn write_controls(
     vmcs: &mut impl Vmcs,
     caps: &Capabilities,
@@ -108,10 +128,16 @@ pub fn write_controls(
     cr: &CrConfig,
 ) -> Result<(), VmFail> {
     vmcs.write(Control32::PinBasedControls, caps.pin.bits())?;
+    // "Use I/O bitmaps" (bit 25): every VMX processor lets it be set
+    // (its allowed-1 bit, IA32_VMX_TRUE_PROCBASED_CTLS); the ports of
+    // `exit::io` exit, every other passes.
     vmcs.write(
         Control32::PrimaryProcessorBasedControls,
-        caps.primary.bits(),
+        (caps.primary | PrimaryProcBased::USE_IO_BITMAPS).bits(),
     )?;
+    let (io_a, io_b) = io_bitmaps();
+    vmcs.write(Control64::IoBitmapA, io_a)?;
+    vmcs.write(Control64::IoBitmapB, io_b)?;
     vmcs.write(
         Control32::SecondaryProcessorBasedControls,
         caps.secondary.bits(),

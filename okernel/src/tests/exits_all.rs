@@ -94,7 +94,7 @@ fn only_the_trusted_kernels_exit_ends_the_run() {
 #[test]
 fn instructions_never_emulated_get_ud_and_fault_like_exits_gp() {
     use ExitReason as R;
-    for reason in [R::Rdtsc, R::MovDr, R::IoInstruction, R::Rdrand, R::Rsm] {
+    for reason in [R::Rdtsc, R::MovDr, R::Rdrand, R::Rsm] {
         let mut v = vcpu();
         let r = run(&mut v, reason, 0, 2);
         assert_injected(&v, r, UD);

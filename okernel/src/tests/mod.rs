@@ -10,6 +10,7 @@ mod exits_cpuid_msr;
 mod exits_cr;
 mod exits_ept;
 mod exits_events;
+mod exits_io;
 mod exits_misc;
 mod exits_msr_shared;
 mod fast_path;

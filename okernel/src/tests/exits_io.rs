@@ -1,0 +1,133 @@
+//! I/O instruction exits (issue 13): the I/O bitmaps and port 0x92's
+//! A20 and fast-reset mediation, through the fake VMCS.
+
+use super::*;
+use crate::exit::io::{self, IoQualification};
+use crate::launch::setup;
+use crate::policy::audit::{AuditAction, AuditKind};
+use crate::vmx::controls::PrimaryProcBased;
+use crate::vmx::fields::Control64;
+use crate::vmx::regs::Gpr;
+
+fn io_exit(v: &mut Vcpu<FakeVmcs, FakeCpu, BasePolicy>, q: u64) -> Result<ExitAction, ExitError> {
+    run(v, ExitReason::IoInstruction, q, 1)
+}
+
+fn out(
+    v: &mut Vcpu<FakeVmcs, FakeCpu, BasePolicy>,
+    port: u16,
+    size: u8,
+    value: u64,
+) -> Result<ExitAction, ExitError> {
+    v.regs.set(Gpr::Rax, value);
+    io_exit(v, IoQualification::new(port, size, false).0)
+}
+
+/// Whether bitmap `page` (A or B) makes `port` exit.
+fn exits(port: u16) -> bool {
+    let page = io::base_bitmap(port >= 0x8000);
+    let bit = usize::from(port & 0x7fff);
+    page[bit / 8] & (1 << (bit % 8)) != 0
+}
+
+#[test]
+fn the_qualification_decodes_as_table_28_5() {
+    // OUT DX, AX to 0xCF8 (size 1 = 2 bytes, DX encoding).
+    let q = IoQualification(0x0cf8_0041);
+    assert_eq!(
+        (q.size(), q.is_in(), q.string(), q.rep(), q.port()),
+        (2, false, false, false, 0xcf8)
+    );
+    // REP INSD from 0x1F0.
+    let q = IoQualification(0x01f0_0000 | 0b11_1011);
+    assert_eq!(
+        (q.size(), q.is_in(), q.string(), q.rep(), q.port()),
+        (4, true, true, true, 0x1f0)
+    );
+    assert_eq!(IoQualification::new(0x92, 1, true).0, 0x0092_0008);
+}
+
+#[test]
+fn the_bitmaps_intercept_exactly_the_mediated_ports() {
+    let intercepted: Vec<u32> = (0..=0xffffu32).filter(|&p| exits(p as u16)).collect();
+    assert_eq!(intercepted, vec![0x92]);
+    // The VMCS points at them and "use I/O bitmaps" is on.
+    let mut vm = FakeVmcs::new();
+    let caps = check::probe(&mut FakeCpu::vmx_capable()).unwrap();
+    let cr = CrConfig::new(caps.cr0_fixed, caps.cr4_fixed);
+    setup::write_controls(&mut vm, &caps, entry64().mode, 0x5000, 0x6000, &cr).unwrap();
+    let (a, b) = setup::io_bitmaps();
+    assert_eq!(
+        (vm.get(Control64::IoBitmapA), vm.get(Control64::IoBitmapB)),
+        (a, b)
+    );
+    assert_eq!((a % 4096, b % 4096), (0, 0), "page-aligned");
+    let primary = vm.get(crate::vmx::fields::Control32::PrimaryProcessorBasedControls);
+    assert_ne!(
+        primary & u64::from(PrimaryProcBased::USE_IO_BITMAPS.bits()),
+        0
+    );
+    assert_eq!(
+        primary & u64::from(PrimaryProcBased::UNCONDITIONAL_IO_EXITING.bits()),
+        0
+    );
+}
+
+#[test]
+fn port_a_reads_a20_on_and_keeps_the_rest_of_rax() {
+    let mut v = vcpu();
+    v.regs.set(Gpr::Rax, 0x1234_5678_9abc_def0);
+    let r = io_exit(&mut v, IoQualification::new(0x92, 1, true).0);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.regs.rax(), 0x1234_5678_9abc_de02);
+    // A dword IN at 0x90: no device at 0x90, 0x91, 0x93; zero-extended.
+    v.regs.set(Gpr::Rax, u64::MAX);
+    let r = io_exit(&mut v, IoQualification::new(0x90, 4, true).0);
+    assert_eq!(r, Ok(ExitAction::Resume));
+    assert_eq!(v.regs.rax(), 0xff02_ffff);
+}
+
+#[test]
+fn a20_on_without_reset_is_a_no_op() {
+    let mut v = vcpu();
+    let r = out(&mut v, 0x92, 1, 0x02);
+    assert_advanced(&v, r, 1);
+    assert!(v.audit.is_empty());
+}
+
+#[test]
+fn a20_off_and_fast_reset_are_dropped_and_audited() {
+    for value in [0x00, 0x03, 0x01, 0xfd] {
+        let mut v = vcpu();
+        let r = out(&mut v, 0x92, 1, value);
+        assert_advanced(&v, r, 1);
+        let rec = v.audit.last().copied().expect("audited");
+        assert_eq!(
+            (rec.kind, rec.gpa, rec.action),
+            (
+                AuditKind::Exit,
+                ExitReason::IoInstruction as u64,
+                AuditAction::Dropped
+            ),
+            "{value:#x}"
+        );
+        assert_eq!(rec.qualification >> 16, 0x92);
+    }
+    // A word OUT at 0x91 carries 0x92's byte in AH.
+    let mut v = vcpu();
+    let r = out(&mut v, 0x91, 2, 0x0000);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.audit.len(), 1);
+}
+
+#[test]
+fn string_and_rep_io_to_an_intercepted_port_fault() {
+    let mut v = vcpu();
+    // REP OUTSB to 0x92.
+    let r = io_exit(&mut v, 0x0092_0030);
+    assert_injected(&v, r, GP);
+    assert_eq!(
+        v.audit.last().map(|r| r.action),
+        Some(AuditAction::InjectedGp)
+    );
+}
