@@ -73,29 +73,48 @@ impl World {
         seen: &mut Seen,
         msg: &mut Buf,
     ) -> bool {
-        // (MSR, locked by the kernel, bits a write may flip)
-        const MSRS: [(u32, bool, u64); 11] = [
-            (cpu::IA32_LSTAR, true, 0xffff_f000),
-            (cpu::IA32_STAR, true, 0xffff_ffff),
-            (cpu::IA32_FMASK, true, 0xffff),
-            (cpu::IA32_SYSENTER_CS, true, 0xfff8),
-            (cpu::IA32_SYSENTER_ESP, true, 0xffff_f000),
-            (cpu::IA32_SYSENTER_EIP, true, 0xffff_f000),
-            (cpu::IA32_EFER, true, 1),
-            (0xc000_0102, false, 0xffff_f000),
-            (0x3a, false, 0),
-            (0x480, false, 0),
-            (0x48c, false, 0),
+        // What okernel's MSR table (okernel/src/exit/msr_table.rs) gives
+        // each: passed or lockable (locked by the kernel here), hidden
+        // (#GP both ways, no audit), unlisted (default deny: a read #GP
+        // unaudited, a write #GP + audit).
+        #[derive(Clone, Copy, PartialEq)]
+        enum Class {
+            Pass,
+            Locked,
+            Hidden,
+            Unlisted,
+        }
+        use Class::{Hidden, Locked, Pass, Unlisted};
+        // (MSR, class, bits a write may flip)
+        const MSRS: [(u32, Class, u64); 17] = [
+            (cpu::IA32_LSTAR, Locked, 0xffff_f000),
+            (cpu::IA32_STAR, Locked, 0xffff_ffff),
+            (cpu::IA32_FMASK, Locked, 0xffff),
+            (cpu::IA32_SYSENTER_CS, Locked, 0xfff8),
+            (cpu::IA32_SYSENTER_ESP, Locked, 0xffff_f000),
+            (cpu::IA32_SYSENTER_EIP, Locked, 0xffff_f000),
+            (cpu::IA32_EFER, Locked, 1),
+            (0xc000_0102, Pass, 0xffff_f000),
+            (0x3a, Hidden, 0),
+            (0x480, Hidden, 0),
+            (0x48c, Hidden, 0),
+            (0x9b, Hidden, 1),
+            // Unlisted, inside the bitmap ranges: the microcode-update
+            // trigger, IA32_TEST_CTRL, IA32_DS_AREA, an unused high index.
+            (0x79, Unlisted, 0xffff_f000),
+            (0x33, Unlisted, 1 << 29),
+            (0x600, Unlisted, 0xffff_f000),
+            (0xc000_1fff, Unlisted, 1),
+            // Outside them (always exits): a paravirtual MSR.
+            (0x4b56_4d00, Unlisted, 0xffff_f000),
         ];
-        let (msr, locked, mask) = MSRS[usize::from(sel) % MSRS.len()];
-        let vmx_hidden = msr == 0x3a || (0x480..=0x493).contains(&msr);
+        let (msr, class, mask) = MSRS[usize::from(sel) % MSRS.len()];
         let read = probe(instr::rdmsr, u64::from(msr));
-        let want = if vmx_hidden && (write || msr != 0x3a) {
-            Expect::Faults(13)
-        } else if write && locked {
-            Expect::Denied(AuditKind::MsrLock as u32)
-        } else {
-            Expect::Allowed
+        let want = match class {
+            Hidden if write || msr != 0x3a => Expect::Faults(13),
+            Unlisted if !write => Expect::Faults(13),
+            Locked | Unlisted if write => Expect::Denied(AuditKind::MsrLock as u32),
+            _ => Expect::Allowed,
         };
         if write {
             let old = read.unwrap_or(0);
