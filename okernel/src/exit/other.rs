@@ -17,6 +17,9 @@
 //! | APIC access (44), page-modification log full (62), SPP-related event (66), ENQCMD/ENQCMDS PASID failure (72, 73) | fault-like: the access did not happen; #GP(0) at the instruction |
 //! | RDPMC, RDTSC, RSM, MOV DR, MWAIT, MONITOR, RDTSCP, RDRAND, INVPCID, ENCLS, RDSEED, XSAVES, XRSTORS, PCONFIG, UMWAIT, TPAUSE, LOADIWKEY, ENCLV, SEAMCALL, TDCALL, RDMSRLIST, WRMSRLIST | #UD at the instruction: instructions okernel does not emulate (their exiting controls are off, so the guest normally executes them itself) |
 //!
+//! I/O instructions (30) go to [`super::io`] (the I/O bitmaps intercept
+//! port 0x92).
+//!
 //! Four reasons still end the run, because only the monitor or the
 //! machine can cause them, never guest code: the three VM-entry failures
 //! (33, 34, 41: the guest state, MSR-load list and machine check of a VM
