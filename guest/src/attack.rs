@@ -214,6 +214,20 @@ pub const ATTACKS: &[Attack] = &[
         status: None,
     },
     Attack {
+        name: "reset-via-cf9",
+        invariant: 11,
+        guard: Guard::MonitorOnly,
+        audit: Some(Exit),
+        status: None,
+    },
+    Attack {
+        name: "reset-via-keyboard-controller",
+        invariant: 11,
+        guard: Guard::MonitorOnly,
+        audit: Some(Exit),
+        status: None,
+    },
+    Attack {
         name: "vmxon",
         invariant: 12,
         guard: Guard::MonitorOnly,

@@ -145,6 +145,21 @@ pub extern "C" fn a20_off(_: u64) -> u64 {
     u64::from(back & 0xff)
 }
 
+/// Gadget: writes byte `arg >> 16` to port `arg & 0xffff` and returns
+/// 1: reached only if the write did not reset the machine.
+pub extern "C" fn outb_reset(arg: u64) -> u64 {
+    let (port, value) = (arg as u16, (arg >> 16) as u8);
+    // SAFETY: used only for the machine's reset commands (0xCF9 RST_CPU,
+    // the keyboard controller's pulse-reset): under okernel they are
+    // dropped; without it the machine would reset, so the suite runs
+    // them only under the monitor.
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value,
+                         options(nostack, nomem, preserves_flags));
+    }
+    1
+}
+
 /// Drops the TLB entry of `va` (after a page-table write).
 pub fn invlpg(va: u64) {
     x86_64::instructions::tlb::flush(VirtAddr::new_truncate(va));

@@ -128,6 +128,18 @@ pub fn run(s: &mut Suite<'_>) {
     s.attack("disable-a20", |_| {
         gadget(cpu::a20_off, 0, |back| back & 2 == 0)
     });
+    // The machine's reset commands: the reset control register (RST_CPU
+    // with a hard reset) and the keyboard controller's pulse-reset. A
+    // reset under okernel would end the run, so reaching the check at all
+    // is the proof (and its audit record).
+    for (name, port, value) in [
+        ("reset-via-cf9", 0xcf9u64, 0x06u64),
+        ("reset-via-keyboard-controller", 0x64, 0xfe),
+    ] {
+        s.attack(name, |_| {
+            gadget(cpu::outb_reset, port | value << 16, |_| false)
+        });
+    }
     s.attack("vmxon", |_| {
         let (r, _) = kernel::vuln(CONTAINER_A, vuln::CALL, instr::vmxon as *const () as u64, 0);
         let ran = matches!(r, Some(Ok(_)));

@@ -11,5 +11,6 @@
 
 pub mod cpu;
 pub mod descriptors;
+pub mod port;
 pub mod run;
 pub mod vmx;

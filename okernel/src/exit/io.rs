@@ -4,14 +4,18 @@
 //!
 //! The I/O bitmaps ([`base_bitmap`]) intercept the ports of the table
 //! below; every other port passes through (issue 13's default-deny port
-//! table is not done yet: `docs/policy.md`, "Port I/O"). The monitor
-//! performs no port I/O itself: each intercepted port is emulated.
+//! table is not done yet: `docs/policy.md`, "Port I/O"). Port 0x92 is
+//! emulated; the others are performed by the monitor
+//! ([`crate::hw::Cpu::port_in`], [`crate::hw::Cpu::port_out`]) once the
+//! write is validated.
 //!
 //! | port | IN | OUT | why |
 //! |------|----|-----|-----|
 //! | 0x92, System Control Port A | emulated: 0x02 (A20 on, no reset pending) | A20 kept on and fast reset (bit 0) clear: a no-op; A20 off or a reset: dropped + audit `exit` | A20 off makes the platform mask address bit 20 of every physical access, EPT walks and the monitor's own included (in Bochs the monitor then triple-faults); bit 0 resets the machine under the monitor |
-//! | any other intercepted port | all ones (no device) | dropped + audit `exit` | not reachable with the base bitmaps |
-//! | string (INS/OUTS) or REP to an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |
+//! | 0x64, keyboard controller command/status | performed | commands 0xD1 (write output port: A20 and reset lines), 0xDD (A20 off) and the pulse commands 0xF0–0xFE with bit 0 clear (pulse the reset line): dropped + audit `exit`; any other: performed | the controller's output port drives A20 and the reset line |
+//! | 0xCF9, reset control (PIIX/ICH) | performed | a byte with RST_CPU (bit 2): dropped + audit `exit`; any other: performed | bit 2 resets the machine |
+//! | 0xCF8 as a dword (PCI CONFIG_ADDRESS, covers 0xCF9) | performed | performed | selecting a configuration register changes nothing |
+//! | string (INS/OUTS) or REP touching an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |
 
 use super::guest::Vcpu;
 use super::other::exit_record;
@@ -32,8 +36,17 @@ pub const A20_ENABLE: u8 = 1 << 1;
 /// Port A bit 0: fast reset.
 pub const FAST_RESET: u8 = 1 << 0;
 
+/// The keyboard controller's command and status port.
+pub const PORT_KBC_COMMAND: u16 = 0x64;
+/// The reset control register.
+pub const PORT_RESET_CONTROL: u16 = 0xcf9;
+/// PCI CONFIG_ADDRESS (a dword at 0xCF8).
+pub const PORT_PCI_ADDRESS: u16 = 0xcf8;
+/// Reset control bit 2: RST_CPU, starts the reset.
+pub const RST_CPU: u8 = 1 << 2;
+
 /// Every port the base I/O bitmaps intercept.
-pub const INTERCEPTED: &[u16] = &[PORT_A20];
+pub const INTERCEPTED: &[u16] = &[PORT_KBC_COMMAND, PORT_A20, PORT_RESET_CONTROL];
 
 /// An I/O-instruction exit qualification (SDM Vol. 3C Table 28-5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +88,7 @@ impl IoQualification {
     }
 }
 
-/// The value a guest reads from intercepted `port` (one byte).
+/// The value a guest reads from emulated `port` (one byte).
 pub const fn read_byte(port: u16) -> u8 {
     match port {
         PORT_A20 => A20_ENABLE,
@@ -83,12 +96,17 @@ pub const fn read_byte(port: u16) -> u8 {
     }
 }
 
-/// Whether the monitor lets a write of `value` to intercepted `port`
-/// happen (as a no-op: the emulated state never changes).
+/// Whether the monitor lets a write of byte `value` to `port` happen
+/// (ports it does not mediate: always). Port 0x92's allowed writes are
+/// no-ops (its emulated state never changes); the others are performed.
 pub const fn write_allowed(port: u16, value: u8) -> bool {
     match port {
         PORT_A20 => value & A20_ENABLE != 0 && value & FAST_RESET == 0,
-        _ => false,
+        // 0xD1: write the output port (A20, reset); 0xDD: A20 off;
+        // 0xF0-0xFF pulse the output lines whose bit is 0 (bit 0: reset).
+        PORT_KBC_COMMAND => !(value == 0xd1 || value == 0xdd || (value >= 0xf0 && value & 1 == 0)),
+        PORT_RESET_CONTROL => value & RST_CPU == 0,
+        _ => true,
     }
 }
 
@@ -107,14 +125,21 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.audit.push(record).log();
         return vcpu.inject(Exception::GeneralProtection, 0);
     }
-    let ports = (0..u16::from(q.size())).map(|i| q.port().wrapping_add(i));
+    let (port, size) = (q.port(), q.size());
+    let ports = (0..u16::from(size)).map(move |i| port.wrapping_add(i));
+    // A dword at 0xCF8 is PCI CONFIG_ADDRESS, not the reset register.
+    let config_address = port == PORT_PCI_ADDRESS && size == 4;
+    let emulated = ports.clone().any(|p| p == PORT_A20);
     if q.is_in() {
-        let mut value = 0u64;
-        for (i, port) in ports.enumerate() {
-            value |= u64::from(read_byte(port)) << (8 * i);
-        }
+        let value = if emulated {
+            ports
+                .enumerate()
+                .fold(0u64, |v, (i, p)| v | u64::from(read_byte(p)) << (8 * i))
+        } else {
+            u64::from(vcpu.cpu.port_in(port, size))
+        };
         let rax = vcpu.regs.rax();
-        let merged = match q.size() {
+        let merged = match size {
             1 => (rax & !0xff) | value,
             2 => (rax & !0xffff) | value,
             // A 32-bit destination zero-extends (SDM Vol. 1 §3.4.1.1).
@@ -124,13 +149,16 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.advance_rip();
     }
     let rax = vcpu.regs.rax();
-    let refused = ports
-        .enumerate()
-        .any(|(i, port)| !write_allowed(port, (rax >> (8 * i)) as u8));
+    let refused = !config_address
+        && ports
+            .enumerate()
+            .any(|(i, p)| !write_allowed(p, (rax >> (8 * i)) as u8));
     if refused {
         // Dropped: the guest goes on, the port keeps its state.
         let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Dropped)?;
         vcpu.audit.push(record).log();
+    } else if !emulated {
+        vcpu.cpu.port_out(port, size, rax as u32);
     }
     vcpu.advance_rip()
 }

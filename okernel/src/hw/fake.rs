@@ -91,6 +91,7 @@ impl Vmcs for FakeVmcs {
 
 const CPUID_SLOTS: usize = 32;
 const MSR_SLOTS: usize = 48;
+const PORT_SLOTS: usize = 16;
 
 /// A fake processor with programmable CPUID leaves and MSRs.
 #[derive(Debug, Clone)]
@@ -117,6 +118,10 @@ pub struct FakeCpu {
     pub msr_writes: usize,
     /// How many INVVPIDs ran.
     pub invvpids: usize,
+    ports: [(u16, u32); PORT_SLOTS],
+    port_len: usize,
+    outs: [(u16, u8, u32); PORT_SLOTS],
+    out_len: usize,
 }
 
 impl Default for FakeCpu {
@@ -150,6 +155,10 @@ impl FakeCpu {
             invepts: 0,
             msr_writes: 0,
             invvpids: 0,
+            ports: [(0, 0); PORT_SLOTS],
+            port_len: 0,
+            outs: [(0, 0, 0); PORT_SLOTS],
+            out_len: 0,
         }
     }
 
@@ -187,6 +196,24 @@ impl FakeCpu {
             self.msr_len -= 1;
         }
         self
+    }
+
+    /// Gives I/O port `port` a value (what IN reads; an OUT replaces it).
+    /// An unset port reads all ones, as with no device.
+    pub fn set_port(&mut self, port: u16, value: u32) -> &mut Self {
+        if let Some(i) = self.ports[..self.port_len].iter().position(|e| e.0 == port) {
+            self.ports[i].1 = value;
+        } else {
+            assert!(self.port_len < PORT_SLOTS, "fake port table full");
+            self.ports[self.port_len] = (port, value);
+            self.port_len += 1;
+        }
+        self
+    }
+
+    /// The OUTs performed, oldest first: (port, size, value).
+    pub fn outs(&self) -> &[(u16, u8, u32)] {
+        &self.outs[..self.out_len]
     }
 
     /// Whether the processor has the MSR.
@@ -260,6 +287,25 @@ impl Cpu for FakeCpu {
     fn invvpid_single(&mut self, _vpid: u16) -> Result<(), VmFail> {
         self.invvpids += 1;
         Ok(())
+    }
+
+    fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        let v = self.ports[..self.port_len]
+            .iter()
+            .find(|e| e.0 == port)
+            .map_or(u32::MAX, |e| e.1);
+        match size {
+            1 => v & 0xff,
+            2 => v & 0xffff,
+            _ => v,
+        }
+    }
+
+    fn port_out(&mut self, port: u16, size: u8, value: u32) {
+        assert!(self.out_len < PORT_SLOTS, "fake OUT log full");
+        self.outs[self.out_len] = (port, size, value);
+        self.out_len += 1;
+        self.set_port(port, value);
     }
 }
 

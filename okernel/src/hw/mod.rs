@@ -82,4 +82,10 @@ pub trait Cpu {
     fn invept(&mut self, kind: InveptKind) -> Result<(), VmFail>;
     /// INVVPID single-context: drops every translation tagged with `vpid`.
     fn invvpid_single(&mut self, vpid: u16) -> Result<(), VmFail>;
+    /// IN of `size` bytes (1, 2 or 4) from `port`, for a guest access
+    /// [`crate::exit::io`] validated.
+    fn port_in(&mut self, port: u16, size: u8) -> u32;
+    /// OUT of the low `size` bytes (1, 2 or 4) of `value` to `port`, a
+    /// guest write [`crate::exit::io`] validated.
+    fn port_out(&mut self, port: u16, size: u8, value: u32);
 }

@@ -143,4 +143,16 @@ impl Cpu for RealCpu {
         // VPID only when single-context INVVPID is supported.
         unsafe { arch::vmx::invvpid(1, vpid, 0) }
     }
+
+    fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        // SAFETY: `RealCpu::new`'s contract: CPL0; `exit::io` reads only
+        // the ports the guest itself was reading, on its behalf.
+        unsafe { arch::port::port_in(port, size) }
+    }
+
+    fn port_out(&mut self, port: u16, size: u8, value: u32) {
+        // SAFETY: `RealCpu::new`'s contract: CPL0; `exit::io` writes only
+        // guest writes it validated (no reset, no A20 change).
+        unsafe { arch::port::port_out(port, size, value) }
+    }
 }

@@ -1,5 +1,6 @@
-//! I/O instruction exits (issue 13): the I/O bitmaps and port 0x92's
-//! A20 and fast-reset mediation, through the fake VMCS.
+//! I/O instruction exits (issue 13): the I/O bitmaps, port 0x92's A20
+//! and fast-reset emulation, and the keyboard controller's and the reset
+//! control register's reset commands, through the fake VMCS and CPU.
 
 use super::*;
 use crate::exit::io::{self, IoQualification};
@@ -50,7 +51,7 @@ fn the_qualification_decodes_as_table_28_5() {
 #[test]
 fn the_bitmaps_intercept_exactly_the_mediated_ports() {
     let intercepted: Vec<u32> = (0..=0xffffu32).filter(|&p| exits(p as u16)).collect();
-    assert_eq!(intercepted, vec![0x92]);
+    assert_eq!(intercepted, vec![0x64, 0x92, 0xcf9]);
     // The VMCS points at them and "use I/O bitmaps" is on.
     let mut vm = FakeVmcs::new();
     let caps = check::probe(&mut FakeCpu::vmx_capable()).unwrap();
@@ -130,4 +131,81 @@ fn string_and_rep_io_to_an_intercepted_port_fault() {
         v.audit.last().map(|r| r.action),
         Some(AuditAction::InjectedGp)
     );
+}
+
+fn dropped(v: &Vcpu<FakeVmcs, FakeCpu, BasePolicy>, r: Result<ExitAction, ExitError>, port: u16) {
+    assert_advanced(v, r, 1);
+    let rec = v.audit.last().copied().expect("audited");
+    assert_eq!(
+        (rec.kind, rec.action, rec.qualification >> 16),
+        (AuditKind::Exit, AuditAction::Dropped, u64::from(port))
+    );
+    assert!(
+        v.cpu.outs().is_empty(),
+        "nothing written: {:?}",
+        v.cpu.outs()
+    );
+}
+
+#[test]
+fn keyboard_controller_reset_and_a20_commands_are_dropped() {
+    // Pulse reset (0xFE), pulse all lines (0xF0), write output port
+    // (0xD1), A20 off (0xDD).
+    for cmd in [0xfe, 0xf0, 0xfc, 0xd1, 0xdd] {
+        let mut v = vcpu();
+        let r = out(&mut v, 0x64, 1, cmd);
+        dropped(&v, r, 0x64);
+    }
+    // Other commands (read command byte 0x20, disable keyboard 0xAD,
+    // pulse nothing 0xFF) are performed.
+    for cmd in [0x20u32, 0xad, 0xff] {
+        let mut v = vcpu();
+        let r = out(&mut v, 0x64, 1, u64::from(cmd));
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.cpu.outs(), &[(0x64, 1, cmd)]);
+        assert!(v.audit.is_empty());
+    }
+    // The status register is read from the controller.
+    let mut v = vcpu();
+    v.cpu.set_port(0x64, 0x1c);
+    v.regs.set(Gpr::Rax, 0xffff);
+    let r = io_exit(&mut v, IoQualification::new(0x64, 1, true).0);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.regs.rax(), 0xff1c);
+}
+
+#[test]
+fn reset_control_keeps_the_machine_running() {
+    // RST_CPU with a hard or soft reset: dropped.
+    for value in [0x06, 0x0e, 0x04] {
+        let mut v = vcpu();
+        let r = out(&mut v, 0xcf9, 1, value);
+        dropped(&v, r, 0xcf9);
+    }
+    // A word at 0xCF8 carries 0xCF9's byte in bits 15:8.
+    let mut v = vcpu();
+    let r = out(&mut v, 0xcf8, 2, 0x0600);
+    dropped(&v, r, 0xcf8);
+    // Choosing the reset type without starting it: performed.
+    let mut v = vcpu();
+    let r = out(&mut v, 0xcf9, 1, 0x02);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs(), &[(0xcf9, 1, 0x02)]);
+}
+
+#[test]
+fn pci_config_address_dwords_pass_through_the_monitor() {
+    // CONFIG_ADDRESS = bus 0, device 1, function 0, register 0x10, with
+    // byte 1 = 0x08 (it would be RST_CPU at 0xCF9, but a dword at 0xCF8
+    // is CONFIG_ADDRESS).
+    let mut v = vcpu();
+    let r = out(&mut v, 0xcf8, 4, 0x8000_0810 | 0x0400);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs(), &[(0xcf8, 4, 0x8000_0c10)]);
+    assert!(v.audit.is_empty());
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    v.regs.set(Gpr::Rax, u64::MAX);
+    let r = io_exit(&mut v, IoQualification::new(0xcf8, 4, true).0);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.regs.rax(), 0x8000_0c10, "zero-extended");
 }
