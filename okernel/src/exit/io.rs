@@ -15,10 +15,12 @@
 //! | 0x64, keyboard controller command/status | performed | commands 0xD1 (write output port: A20 and reset lines), 0xDD (A20 off) and the pulse commands 0xF0–0xFE with bit 0 clear (pulse the reset line): dropped + audit `exit`; any other: performed | the controller's output port drives A20 and the reset line |
 //! | 0xCF9, reset control (PIIX/ICH) | performed | a byte with RST_CPU (bit 2): dropped + audit `exit`; any other: performed | bit 2 resets the machine |
 //! | 0xCF8 as a dword (PCI CONFIG_ADDRESS, covers 0xCF9) | performed | performed | selecting a configuration register changes nothing |
+//! | 0xCFC–0xCFF, PCI configuration data | performed | [`super::pci`]: a memory BAR moved over RAM or monitor memory, dropped + audit `exit`; any other: performed | a device decoding over RAM takes the monitor's accesses there too |
 //! | string (INS/OUTS) or REP touching an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |
 
 use super::guest::Vcpu;
 use super::other::exit_record;
+use super::pci;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
@@ -46,7 +48,15 @@ pub const PORT_PCI_ADDRESS: u16 = 0xcf8;
 pub const RST_CPU: u8 = 1 << 2;
 
 /// Every port the base I/O bitmaps intercept.
-pub const INTERCEPTED: &[u16] = &[PORT_KBC_COMMAND, PORT_A20, PORT_RESET_CONTROL];
+pub const INTERCEPTED: &[u16] = &[
+    PORT_KBC_COMMAND,
+    PORT_A20,
+    PORT_RESET_CONTROL,
+    0xcfc,
+    0xcfd,
+    0xcfe,
+    0xcff,
+];
 
 /// An I/O-instruction exit qualification (SDM Vol. 3C Table 28-5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,10 +159,14 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.advance_rip();
     }
     let rax = vcpu.regs.rax();
-    let refused = !config_address
-        && ports
-            .enumerate()
-            .any(|(i, p)| !write_allowed(p, (rax >> (8 * i)) as u8));
+    let refused = if (pci::PORT_PCI_DATA..=pci::PORT_PCI_DATA + 3).contains(&port) {
+        !pci::write_allowed(vcpu, port, size, rax as u32)
+    } else {
+        !config_address
+            && ports
+                .enumerate()
+                .any(|(i, p)| !write_allowed(p, (rax >> (8 * i)) as u8))
+    };
     if refused {
         // Dropped: the guest goes on, the port keeps its state.
         let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Dropped)?;

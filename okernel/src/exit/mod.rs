@@ -27,6 +27,7 @@ pub mod msr_shared;
 pub mod msr_table;
 pub mod other;
 pub mod patch_step;
+pub mod pci;
 pub mod rip;
 pub mod simple;
 pub mod stop;

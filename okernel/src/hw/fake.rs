@@ -92,6 +92,7 @@ impl Vmcs for FakeVmcs {
 const CPUID_SLOTS: usize = 32;
 const MSR_SLOTS: usize = 48;
 const PORT_SLOTS: usize = 16;
+const OUT_SLOTS: usize = 64;
 
 /// A fake processor with programmable CPUID leaves and MSRs.
 #[derive(Debug, Clone)]
@@ -120,8 +121,13 @@ pub struct FakeCpu {
     pub invvpids: usize,
     ports: [(u16, u32); PORT_SLOTS],
     port_len: usize,
-    outs: [(u16, u8, u32); PORT_SLOTS],
+    outs: [(u16, u8, u32); OUT_SLOTS],
     out_len: usize,
+    /// PCI configuration dwords: (CONFIG_ADDRESS with bit 31 and the
+    /// register, value, writable bits), reached by dword accesses to
+    /// 0xCFC with CONFIG_ADDRESS (port 0xCF8) selecting them.
+    pci: [(u32, u32, u32); PORT_SLOTS],
+    pci_len: usize,
 }
 
 impl Default for FakeCpu {
@@ -157,8 +163,10 @@ impl FakeCpu {
             invvpids: 0,
             ports: [(0, 0); PORT_SLOTS],
             port_len: 0,
-            outs: [(0, 0, 0); PORT_SLOTS],
+            outs: [(0, 0, 0); OUT_SLOTS],
             out_len: 0,
+            pci: [(0, 0, 0); PORT_SLOTS],
+            pci_len: 0,
         }
     }
 
@@ -209,6 +217,34 @@ impl FakeCpu {
             self.port_len += 1;
         }
         self
+    }
+
+    /// Gives the fake a PCI configuration dword at `address` (CONFIG_ADDRESS
+    /// form, bit 31 set) holding `value`, of which `writable` bits take
+    /// writes (a BAR: its address bits above its size).
+    pub fn set_pci(&mut self, address: u32, value: u32, writable: u32) -> &mut Self {
+        assert!(self.pci_len < PORT_SLOTS, "fake PCI table full");
+        self.pci[self.pci_len] = (address, value, writable);
+        self.pci_len += 1;
+        self
+    }
+
+    /// The PCI configuration dword at `address` (panics if not given).
+    pub fn pci(&self, address: u32) -> u32 {
+        self.pci[..self.pci_len]
+            .iter()
+            .find(|e| e.0 == address)
+            .map(|e| e.1)
+            .expect("a PCI register the test gave")
+    }
+
+    /// The selected PCI configuration dword, for a dword at 0xCFC.
+    fn pci_slot(&self, port: u16, size: u8) -> Option<usize> {
+        if port != 0xcfc || size != 4 {
+            return None;
+        }
+        let address = self.ports[..self.port_len].iter().find(|e| e.0 == 0xcf8)?.1;
+        self.pci[..self.pci_len].iter().position(|e| e.0 == address)
     }
 
     /// The OUTs performed, oldest first: (port, size, value).
@@ -290,6 +326,9 @@ impl Cpu for FakeCpu {
     }
 
     fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        if let Some(i) = self.pci_slot(port, size) {
+            return self.pci[i].1;
+        }
         let v = self.ports[..self.port_len]
             .iter()
             .find(|e| e.0 == port)
@@ -302,9 +341,14 @@ impl Cpu for FakeCpu {
     }
 
     fn port_out(&mut self, port: u16, size: u8, value: u32) {
-        assert!(self.out_len < PORT_SLOTS, "fake OUT log full");
+        assert!(self.out_len < OUT_SLOTS, "fake OUT log full");
         self.outs[self.out_len] = (port, size, value);
         self.out_len += 1;
+        if let Some(i) = self.pci_slot(port, size) {
+            let (_, old, writable) = self.pci[i];
+            self.pci[i].1 = (value & writable) | (old & !writable);
+            return;
+        }
         self.set_port(port, value);
     }
 }

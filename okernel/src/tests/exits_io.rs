@@ -2,6 +2,7 @@
 //! and fast-reset emulation, and the keyboard controller's and the reset
 //! control register's reset commands, through the fake VMCS and CPU.
 
+use super::policy::{PVcpu, pvcpu};
 use super::*;
 use crate::exit::io::{self, IoQualification};
 use crate::launch::setup;
@@ -51,7 +52,10 @@ fn the_qualification_decodes_as_table_28_5() {
 #[test]
 fn the_bitmaps_intercept_exactly_the_mediated_ports() {
     let intercepted: Vec<u32> = (0..=0xffffu32).filter(|&p| exits(p as u16)).collect();
-    assert_eq!(intercepted, vec![0x64, 0x92, 0xcf9]);
+    assert_eq!(
+        intercepted,
+        vec![0x64, 0x92, 0xcf9, 0xcfc, 0xcfd, 0xcfe, 0xcff]
+    );
     // The VMCS points at them and "use I/O bitmaps" is on.
     let mut vm = FakeVmcs::new();
     let caps = check::probe(&mut FakeCpu::vmx_capable()).unwrap();
@@ -208,4 +212,79 @@ fn pci_config_address_dwords_pass_through_the_monitor() {
     let r = io_exit(&mut v, IoQualification::new(0xcf8, 4, true).0);
     assert_advanced(&v, r, 1);
     assert_eq!(v.regs.rax(), 0x8000_0c10, "zero-extended");
+}
+
+/// Bus 0, device 2, function 0: CONFIG_ADDRESS of register `reg`.
+const fn dev(reg: u32) -> u32 {
+    0x8000_1000 | reg
+}
+
+/// A type-0 device with a 16 MiB memory BAR at 0xE000_0000 (the test
+/// memory map's RAM ends at 128 MiB, the monitor lies inside it).
+fn with_device(v: &mut FakeCpu) {
+    v.set_pci(dev(0x04), 0x0000_0007, 0xffff)
+        .set_pci(dev(0x0c), 0, 0)
+        .set_pci(dev(0x10), 0xe000_0000, 0xff00_0000)
+        .set_pci(dev(0x14), 0xc001, 0xffc0);
+}
+
+fn pci_out(v: &mut PVcpu, port: u16, size: u8, value: u32) -> Result<ExitAction, ExitError> {
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    v.regs.set(Gpr::Rax, value.into());
+    run(
+        v,
+        ExitReason::IoInstruction,
+        IoQualification::new(port, size, false).0,
+        1,
+    )
+}
+
+#[test]
+fn a_memory_bar_cannot_move_over_ram() {
+    let mut v = pvcpu();
+    with_device(&mut v.cpu);
+    assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x10)), Ok(ExitAction::Resume));
+    let audits = v.audit.total();
+    // Over RAM (the monitor's image at 4 MiB included): dropped, audited.
+    for base in [0x0040_0000, 0x0700_0000, 0] {
+        let r = pci_out(&mut v, 0xcfc, 4, base);
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.cpu.pci(dev(0x10)), 0xe000_0000, "{base:#x}: BAR kept");
+    }
+    assert_eq!(v.audit.total(), audits + 3);
+    assert_eq!(v.audit.last().map(|r| r.kind), Some(AuditKind::Exit));
+    // Linux's sizing and restore, and a move within the MMIO hole.
+    for (value, now) in [
+        (u32::MAX, 0xff00_0000),
+        (0xe000_0000, 0xe000_0000),
+        (0xd000_0000, 0xd000_0000),
+    ] {
+        let r = pci_out(&mut v, 0xcfc, 4, value);
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.cpu.pci(dev(0x10)), now);
+    }
+    assert_eq!(v.audit.total(), audits + 3, "none of these audited");
+    // A byte of the BAR: dropped.
+    let r = pci_out(&mut v, 0xcfd, 1, 0x00);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.audit.total(), audits + 4);
+    // An I/O BAR and the command register: performed.
+    assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x14)), Ok(ExitAction::Resume));
+    assert_eq!(pci_out(&mut v, 0xcfc, 4, 0x1001), Ok(ExitAction::Resume));
+    assert_eq!(v.cpu.pci(dev(0x14)), 0x1001);
+    assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x04)), Ok(ExitAction::Resume));
+    assert_eq!(pci_out(&mut v, 0xcfc, 4, 0x3), Ok(ExitAction::Resume));
+    assert_eq!(v.cpu.pci(dev(0x04)), 0x3);
+    assert_eq!(v.audit.total(), audits + 4);
+}
+
+#[test]
+fn without_the_memory_map_no_bar_moves() {
+    let mut v = vcpu();
+    with_device(&mut v.cpu);
+    v.cpu.set_port(0xcf8, dev(0x10));
+    let r = out(&mut v, 0xcfc, 4, 0xd000_0000);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.pci(dev(0x10)), 0xe000_0000);
+    assert_eq!(v.audit.len(), 1);
 }

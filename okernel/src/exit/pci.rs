@@ -1,0 +1,98 @@
+//! PCI configuration writes through the data ports 0xCFC–0xCFF (PCI
+//! Local Bus Specification 3.0 §3.2.2.3.2, configuration mechanism #1):
+//! a memory BAR may not be moved over RAM or monitor memory (issue 13).
+//! A device that decodes a range over RAM takes the platform's physical
+//! accesses there — the monitor's own included — whatever the EPT says.
+//!
+//! | write to 0xCFC–0xCFF | outcome |
+//! |---|---|
+//! | CONFIG_ADDRESS disabled (bit 31 clear), or a register outside 0x10–0x24, or a header other than type 0 | performed |
+//! | a BAR register, as a dword: an I/O BAR, the sizing pattern (every address bit set), an unimplemented BAR (sizes to 0), or a memory BAR whose new range touches no RAM and no monitor memory | performed |
+//! | a BAR register, as a dword: a memory BAR over RAM or monitor memory, or a 64-bit BAR's upper half other than 0 or the sizing pattern | dropped + audit `exit` |
+//! | a BAR register as a byte or a word | dropped + audit `exit` |
+//!
+//! The BAR's size comes from the BAR itself (the monitor sizes it: all
+//! ones written, the mask read back, the old value restored, §6.2.5.1).
+//! Without the memory map (no EPT views) every move is refused.
+
+use super::guest::Vcpu;
+use super::io::PORT_PCI_ADDRESS;
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+
+/// The first configuration data port.
+pub const PORT_PCI_DATA: u16 = 0xcfc;
+/// CONFIG_ADDRESS bit 31: configuration space access enabled.
+const ENABLE: u32 = 1 << 31;
+/// The header-type dword (bits 23:16 of register 0x0C).
+const HEADER_TYPE: u32 = 0x0c;
+/// The first and last BAR registers of a type-0 header.
+const BARS: core::ops::RangeInclusive<u32> = 0x10..=0x24;
+
+/// Whether the monitor lets a guest write of `value` (`size` bytes) to
+/// data port `port` happen, with CONFIG_ADDRESS as the processor holds
+/// it. May do configuration cycles of its own (header type, sizing),
+/// leaving CONFIG_ADDRESS and the BAR as they were.
+pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    port: u16,
+    size: u8,
+    value: u32,
+) -> bool {
+    let address = vcpu.cpu.port_in(PORT_PCI_ADDRESS, 4);
+    let register = address & 0xfc;
+    if address & ENABLE == 0 || !BARS.contains(&register) {
+        return true;
+    }
+    let select = |cpu: &mut C, reg: u32| cpu.port_out(PORT_PCI_ADDRESS, 4, (address & !0xfc) | reg);
+    select(&mut vcpu.cpu, HEADER_TYPE);
+    let header = (vcpu.cpu.port_in(PORT_PCI_DATA, 4) >> 16) & 0x7f;
+    let below = if register > 0x10 {
+        select(&mut vcpu.cpu, register - 4);
+        vcpu.cpu.port_in(PORT_PCI_DATA, 4)
+    } else {
+        0
+    };
+    select(&mut vcpu.cpu, register);
+    if header != 0 {
+        return true;
+    }
+    if port != PORT_PCI_DATA || size != 4 {
+        return false;
+    }
+    // The upper half of a 64-bit memory BAR (type bits 2:1 = 10b below).
+    if below & 0b111 == 0b100 {
+        return value == 0 || value == u32::MAX;
+    }
+    let current = vcpu.cpu.port_in(PORT_PCI_DATA, 4);
+    if current & 1 != 0 || value | 0xf == u32::MAX {
+        // An I/O BAR, or the sizing pattern.
+        return true;
+    }
+    vcpu.cpu.port_out(PORT_PCI_DATA, 4, u32::MAX);
+    let mask = vcpu.cpu.port_in(PORT_PCI_DATA, 4) & !0xf;
+    vcpu.cpu.port_out(PORT_PCI_DATA, 4, current);
+    if mask == 0 {
+        return true;
+    }
+    let base = u64::from(value & !0xf);
+    let len = u64::from(!mask) + 1;
+    range_is_free(vcpu, base, len)
+}
+
+/// Whether `[base, base + len)` touches no RAM of the memory map, the
+/// monitor's memory included (false without the memory map).
+fn range_is_free<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+    base: u64,
+    len: u64,
+) -> bool {
+    let Some(views) = vcpu.memory.views_ref() else {
+        return false;
+    };
+    let end = base.saturating_add(len);
+    let overlaps = |r: &crate::launch::config::PhysRange| r.start < end && base < r.end;
+    // The monitor's image and frame pool lie in RAM of the memory map.
+    !views.ram().iter().any(overlaps)
+}
