@@ -131,6 +131,47 @@ pub fn jump_table(kallsyms_text: &str) -> Option<Range> {
     (start < end).then_some(Range { start, end })
 }
 
+/// A gadget's answer `old O new N` (hex): the value before and the value
+/// read back after the write (the gadget has restored the old one since).
+pub fn old_new(answer: &str) -> Option<(u64, u64)> {
+    let mut f = answer.split_whitespace();
+    match (f.next()?, f.next()?, f.next()?, f.next()?, f.next()) {
+        ("old", o, "new", n, None) => Some((hex(o)?, hex(n)?)),
+        _ => None,
+    }
+}
+
+/// Bytes of a hex dump (`0a1b...`); `None` if it is not one.
+pub fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The patch site of the `__jump_table` entry at `entry` whose first 16
+/// bytes are `bytes` (`{s32 code; s32 target; long key}`, each offset
+/// relative to its own field's address).
+pub fn jump_site(entry: u64, bytes: &[u8]) -> Option<u64> {
+    let code = i32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+    Some(entry.wrapping_add_signed(i64::from(code)))
+}
+
+/// An illegal form for a jump-label site whose first 8 bytes are `site`:
+/// `jmp .+2` (`eb 00`) over its first two bytes, the rest kept. Neither
+/// the NOP nor a jump to the entry's target (which is never the next
+/// instruction), and every changed byte lies in the site (2 or 5 bytes).
+pub fn illegal_jump_form(site: &[u8]) -> Option<u64> {
+    let mut b: [u8; 8] = site.get(..8)?.try_into().ok()?;
+    b[0] = 0xeb;
+    b[1] = 0x00;
+    Some(u64::from_le_bytes(b))
+}
+
 /// Whether `/proc/cpuinfo` lists the `vmx` flag for any CPU.
 pub fn cpuinfo_has_vmx(cpuinfo: &str) -> bool {
     cpuinfo
@@ -185,6 +226,30 @@ mod tests {
         assert_eq!(jump_table(hidden), None);
         assert_eq!(kallsyms("ffffffffc0001000 t foo [okernel]\n", "foo"), None);
         assert_eq!(jump_table(""), None);
+    }
+
+    #[test]
+    fn decodes_gadget_answers_and_jump_entries() {
+        assert_eq!(
+            old_new("old 80050033 new 80040033"),
+            Some((0x8005_0033, 0x8004_0033))
+        );
+        assert_eq!(old_new("old 1 new"), None);
+        assert_eq!(old_new("ok"), None);
+        assert_eq!(hex_bytes("0a1B"), Some(vec![0x0a, 0x1b]));
+        assert_eq!(hex_bytes("0a1"), None);
+        assert_eq!(hex_bytes("zz"), None);
+        // code = -0x100 from the entry, target and key after it.
+        let entry = 0xffff_ffff_8243_9090;
+        let mut bytes = (-0x100i32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 12]);
+        assert_eq!(jump_site(entry, &bytes), Some(entry - 0x100));
+        assert_eq!(jump_site(entry, &[1, 2]), None);
+        let nop5 = [0x0f, 0x1f, 0x44, 0x00, 0x00, 0x90, 0x90, 0x90];
+        assert_eq!(
+            illegal_jump_form(&nop5).map(u64::to_le_bytes),
+            Some([0xeb, 0x00, 0x44, 0x00, 0x00, 0x90, 0x90, 0x90])
+        );
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! prints one `OKERNEL-CHECK` line per check and the run's
 //! `OKERNEL-RESULT`, as the demo guest does, then `/init` powers off.
 //!
-//! `okernel-probe --read-phys ADDR` has the kernel read 16 bytes of
-//! physical memory through the test image's vulnerability
-//! (`/proc/okernel-vuln`) and exits 0 if it could: the main run starts it
-//! as a child, so a kernel that kills the reader (the monitor's injected
-//! fault makes the kernel oops in the vulnerable write) ends only that
-//! child.
+//! `okernel-probe --vuln CMD` gives the test image's vulnerability
+//! (`/proc/okernel-vuln`) one command and prints its answer, exiting 0 if
+//! it got one: the main run starts it as a child for every kernel read,
+//! write or gadget, so a kernel that kills the attacker (the monitor's
+//! injected fault makes the kernel oops in the vulnerable write) ends
+//! only that child.
 
 #![deny(unsafe_code)]
+
+mod attacks;
+mod legit;
 
 use okernel_abi::cpuid::{LEAF_SIGNATURE, is_signature};
 use okernel_abi::result::{BENCH_PREFIX, CHECK_PREFIX, MARKER};
@@ -22,10 +25,10 @@ use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, addr] = args.as_slice()
-        && flag == "--read-phys"
+    if let [_, flag, cmd] = args.as_slice()
+        && flag == "--vuln"
     {
-        return read_phys(addr);
+        return vuln_child(cmd);
     }
     // First thing: how far the machine got by the time user space runs
     // (`cargo xtask bench linux` compares it with and without okernel).
@@ -57,13 +60,13 @@ fn main() -> ExitCode {
 
 /// The rows of the run, printed at the end.
 #[derive(Default)]
-struct Checks {
+pub(crate) struct Checks {
     failed: usize,
     lines: Vec<String>,
 }
 
 impl Checks {
-    fn report(&mut self, check: &str, invariant: u8, ok: bool, observed: &str) {
+    pub(crate) fn report(&mut self, check: &str, invariant: u8, ok: bool, observed: &str) {
         self.failed += usize::from(!ok);
         self.lines.push(format!(
             "{CHECK_PREFIX}{}",
@@ -143,7 +146,37 @@ fn run(c: &mut Checks) {
             );
         }
     }
-    client(c, mode, &cmdline);
+    let protected = client(c, mode, &cmdline);
+    // The vulnerability is loaded after the client's lock: a module load
+    // after the lock is itself legitimate work that must go on.
+    let insmod = Command::new("insmod").arg("/lib/okernel_vuln.ko").output();
+    let loaded = insmod.as_ref().is_ok_and(|o| o.status.success());
+    c.report(
+        "linux-legit-module-load",
+        2,
+        loaded,
+        &match &insmod {
+            Ok(o) => format!(
+                "insmod /lib/okernel_vuln.ko (after the client): {} {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!("insmod: {e}"),
+        },
+    );
+    legit::run(c);
+    static_key_flip(c);
+    // Under the monitor without the client nothing is locked: no attack
+    // row would mean anything.
+    if mode != Expect::Monitor || protected {
+        attacks::run(
+            c,
+            mode,
+            protected,
+            &read("/proc/kallsyms"),
+            &read("/proc/iomem"),
+        );
+    }
     if mode == Expect::Bare {
         return;
     }
@@ -176,15 +209,15 @@ fn run(c: &mut Checks) {
             c.report(
                 "linux-monitor-unreadable-by-the-kernel",
                 1,
-                matches!(readable, KernelRead::Killed(_)),
-                &readable.describe(&where_),
+                matches!(readable, VulnAnswer::Killed(_)),
+                &format!("{where_}: {}", readable.describe()),
             );
         }
         Expect::Direct => c.report(
             "negative-control-monitor-readable-without-okernel",
             1,
-            matches!(readable, KernelRead::Bytes(_)),
-            &readable.describe(&where_),
+            matches!(readable, VulnAnswer::Answer(_)),
+            &format!("{where_}: {}", readable.describe()),
         ),
         Expect::Bare => {}
     }
@@ -196,22 +229,26 @@ fn run(c: &mut Checks) {
 /// `okernel.client=1` (it locks the kernel's text, which the kernel's own
 /// run-time patching then needs the monitor's validated self-patching
 /// for).
-fn client(c: &mut Checks, mode: Expect, cmdline: &str) {
+///
+/// Returns whether the client locked the kernel (loaded under the
+/// monitor).
+fn client(c: &mut Checks, mode: Expect, cmdline: &str) -> bool {
     let wanted = param(cmdline, "okernel.client") == Some("1");
     if mode == Expect::Monitor && !wanted {
-        return;
+        return false;
     }
     let iomem = read("/proc/iomem");
     let (Some(code), Some(rodata)) = (
         iomem_pages(&iomem, "Kernel code"),
         iomem_pages(&iomem, "Kernel rodata"),
     ) else {
-        return c.report(
+        c.report(
             "linux-client-ranges",
             0,
             false,
             "no Kernel code/rodata in /proc/iomem",
         );
+        return false;
     };
     let mut args = vec![
         "/lib/okernel.ko".to_string(),
@@ -238,16 +275,17 @@ fn client(c: &mut Checks, mode: Expect, cmdline: &str) {
     match mode {
         Expect::Monitor => {
             c.report("linux-client-locks", 2, loaded, &observed);
-            if loaded {
-                static_key_flip(c);
-            }
+            loaded
         }
-        Expect::Direct | Expect::Bare => c.report(
-            "linux-client-refuses-without-okernel",
-            0,
-            !loaded && said.iter().any(|l| l.contains("not running under okernel")),
-            &observed,
-        ),
+        Expect::Direct | Expect::Bare => {
+            c.report(
+                "linux-client-refuses-without-okernel",
+                0,
+                !loaded && said.iter().any(|l| l.contains("not running under okernel")),
+                &observed,
+            );
+            false
+        }
     }
 }
 
@@ -255,7 +293,8 @@ fn client(c: &mut Checks, mode: Expect, cmdline: &str) {
 /// turning it on and off rewrites its jump-label sites in kernel text
 /// (through `text_poke`), which the monitor must let through and judge
 /// legal (validated self-patching). The kernel must survive both flips
-/// and read the value back.
+/// and read the value back (in every mode: without okernel it is the
+/// baseline).
 fn static_key_flip(c: &mut Checks) {
     const KEY: &str = "/proc/sys/kernel/sched_schedstats";
     let mut seen = Vec::new();
@@ -290,75 +329,81 @@ fn sig_text(ebx: u32, ecx: u32, edx: u32) -> String {
     format!("{:?}", String::from_utf8_lossy(&bytes))
 }
 
-/// Whether the kernel can read physical `addr`: the test image's
-/// vulnerability (`/proc/okernel-vuln`, a fresh kernel mapping, which no
-/// page-table or `/dev/mem` policy of the kernel stands in front of) read
-/// in a child (see the module doc).
-fn kernel_can_read(addr: u64) -> KernelRead {
+/// Whether the kernel can read physical `addr` through the test image's
+/// vulnerability (a fresh kernel mapping, which no page-table or
+/// `/dev/mem` policy of the kernel stands in front of).
+fn kernel_can_read(addr: u64) -> VulnAnswer {
+    match vuln(&format!("read {addr:x}")) {
+        VulnAnswer::Answer(b) if b.len() != 32 => {
+            VulnAnswer::Failed(format!("/proc/okernel-vuln answered `{b}`"))
+        }
+        other => other,
+    }
+}
+
+/// Gives the vulnerability `cmd` in a child (see the module doc).
+pub(crate) fn vuln(cmd: &str) -> VulnAnswer {
     let Ok(me) = std::env::current_exe() else {
-        return KernelRead::Failed("current_exe failed".into());
+        return VulnAnswer::Failed("current_exe failed".into());
     };
-    let out = match Command::new(me)
-        .args(["--read-phys", &format!("{addr:#x}")])
-        .output()
-    {
+    let out = match Command::new(me).args(["--vuln", cmd]).output() {
         Ok(o) => o,
-        Err(e) => return KernelRead::Failed(format!("cannot start the reader: {e}")),
+        Err(e) => return VulnAnswer::Failed(format!("cannot start the attacker: {e}")),
     };
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     match out.status.code() {
-        Some(0) => KernelRead::Bytes(said),
-        Some(_) => KernelRead::Failed(err),
-        None => KernelRead::Killed(format!("{} {err}", out.status)),
+        Some(0) => VulnAnswer::Answer(said),
+        Some(_) => VulnAnswer::Failed(err),
+        None => VulnAnswer::Killed(format!("{} {err}", out.status)),
     }
 }
 
-/// What became of the kernel's read of physical memory.
-enum KernelRead {
-    /// It returned these bytes (hex).
-    Bytes(String),
-    /// The kernel killed the reader: its read faulted (under the monitor,
-    /// the fault okernel injects for a denied EPT access).
+/// What became of a command to the kernel's vulnerability.
+pub(crate) enum VulnAnswer {
+    /// The kernel answered this.
+    Answer(String),
+    /// The kernel killed the child that asked: its access faulted (under
+    /// the monitor, the fault okernel injects for a denied access).
     Killed(String),
-    /// It did not happen at all (no vulnerability, a bad answer): proves
-    /// nothing either way.
+    /// It did not happen at all (no vulnerability, a refused command):
+    /// proves nothing either way.
     Failed(String),
 }
 
-impl KernelRead {
-    fn describe(&self, what: &str) -> String {
+impl VulnAnswer {
+    pub(crate) fn describe(&self) -> String {
         match self {
-            KernelRead::Bytes(b) => format!("{what}: the kernel read {b}"),
-            KernelRead::Killed(how) => {
-                format!("{what}: the reader was killed by the kernel ({how})")
-            }
-            KernelRead::Failed(e) => format!("{what}: the read was not made: {e}"),
+            VulnAnswer::Answer(b) => format!("the kernel answered {b}"),
+            VulnAnswer::Killed(how) => format!("the caller was killed by the kernel ({how})"),
+            VulnAnswer::Failed(e) => format!("not made: {e}"),
         }
     }
 }
 
-/// The child of [`kernel_can_read`]: asks the vulnerability for 16 bytes
-/// at `addr` and prints them.
-fn read_phys(addr: &str) -> ExitCode {
-    let Ok(addr) = u64::from_str_radix(addr.trim_start_matches("0x"), 16) else {
-        eprintln!("bad address `{addr}`");
-        return ExitCode::from(2);
-    };
-    let vuln = "/proc/okernel-vuln";
-    let result =
-        std::fs::write(vuln, format!("read {addr:x}")).and_then(|()| std::fs::read_to_string(vuln));
+/// The child of [`vuln`]: writes `cmd` to the vulnerability and prints
+/// the answer, read back on the same open file.
+fn vuln_child(cmd: &str) -> ExitCode {
+    use std::io::{Read, Seek, Write};
+    let path = "/proc/okernel-vuln";
+    let result = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .and_then(|mut f| {
+            f.write_all(cmd.as_bytes())?;
+            f.rewind()?;
+            let mut s = String::new();
+            f.read_to_string(&mut s)?;
+            Ok(s)
+        });
     match result {
-        Ok(bytes) if bytes.len() == 32 => {
-            println!("{bytes}");
+        Ok(answer) => {
+            println!("{answer}");
             ExitCode::SUCCESS
         }
-        Ok(other) => {
-            eprintln!("{vuln} answered `{other}`");
-            ExitCode::FAILURE
-        }
         Err(e) => {
-            eprintln!("{vuln}: {e}");
+            eprintln!("{path}: {cmd}: {e}");
             ExitCode::FAILURE
         }
     }

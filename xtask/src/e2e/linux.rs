@@ -33,11 +33,7 @@ pub fn cases() -> Vec<LinuxCase> {
             mode: Mode::Bare,
             bzimage: false,
             backend: "qemu-tcg",
-            required: &[
-                "linux-user-space",
-                "baseline-no-okernel-signature",
-                "linux-client-refuses-without-okernel",
-            ],
+            required: BARE_ROWS,
             console_must_contain: &[],
         },
         LinuxCase {
@@ -45,12 +41,7 @@ pub fn cases() -> Vec<LinuxCase> {
             mode: Mode::Direct,
             bzimage: false,
             backend: "bochs",
-            required: &[
-                "linux-user-space",
-                "baseline-no-okernel-signature",
-                "linux-client-refuses-without-okernel",
-                "negative-control-monitor-readable-without-okernel",
-            ],
+            required: DIRECT_ROWS,
             console_must_contain: &[],
         },
         LinuxCase {
@@ -78,6 +69,58 @@ pub fn cases() -> Vec<LinuxCase> {
 const MONITOR_AUDIT: &[&str] = &[
     "\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x100000\"",
     "\"access\":\"R--\",\"allowed\":\"---\"",
+];
+
+/// Linux booted by QEMU itself: the baseline, where every attack of the
+/// suite must take effect (the primitive works) and the legitimate work
+/// and the "not protected" writes succeed.
+const BARE_ROWS: &[&str] = &[
+    "linux-user-space",
+    "baseline-no-okernel-signature",
+    "linux-client-refuses-without-okernel",
+    "linux-legit-module-load",
+    "linux-legit-fork-exec-pipe",
+    "linux-legit-sleep",
+    "linux-legit-loopback-tcp",
+    "linux-static-key-flip",
+    "negative-control-text-overwrite-function-bare",
+    "negative-control-rodata-sys-call-table-bare",
+    "negative-control-ro-after-init-lsm-hook-head-bare",
+    "negative-control-idt-entry-bare",
+    "negative-control-jump-label-illegal-form-bare",
+    "negative-control-cr4-clear-smep-smap-bare",
+    "negative-control-cr0-clear-wp-bare",
+    "negative-control-msr-lstar-bare",
+    "negative-control-msr-efer-clear-sce-bare",
+    "baseline-vmcall-faults-without-okernel-bare",
+    "not-protected-modprobe-path",
+    "not-protected-credentials-uid",
+];
+
+/// okernel's loader without the monitor (the negative control): the same
+/// suite, every attack taking effect, and the monitor's memory readable.
+const DIRECT_ROWS: &[&str] = &[
+    "linux-user-space",
+    "baseline-no-okernel-signature",
+    "linux-client-refuses-without-okernel",
+    "negative-control-monitor-readable-without-okernel",
+    "linux-legit-module-load",
+    "linux-legit-fork-exec-pipe",
+    "linux-legit-sleep",
+    "linux-legit-loopback-tcp",
+    "linux-static-key-flip",
+    "negative-control-text-overwrite-function-direct",
+    "negative-control-rodata-sys-call-table-direct",
+    "negative-control-ro-after-init-lsm-hook-head-direct",
+    "negative-control-idt-entry-direct",
+    "negative-control-jump-label-illegal-form-direct",
+    "negative-control-cr4-clear-smep-smap-direct",
+    "negative-control-cr0-clear-wp-direct",
+    "negative-control-msr-lstar-direct",
+    "negative-control-msr-efer-clear-sce-direct",
+    "baseline-vmcall-faults-without-okernel-direct",
+    "not-protected-modprobe-path",
+    "not-protected-credentials-uid",
 ];
 
 /// What Linux under the monitor must show, by either boot path.

@@ -90,7 +90,8 @@ fn pad4(out: &mut Vec<u8>) {
 /// The busybox applets `/init` and the tests call, linked in `/bin`.
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "poweroff", "cat", "echo", "grep", "ls", "mkdir", "sleep", "uname",
-    "dmesg", "ps", "true", "false", "test", "[", "insmod", "rmmod", "lsmod",
+    "dmesg", "ps", "true", "false", "test", "[", "insmod", "rmmod", "lsmod", "usleep", "ip", "nc",
+    "unshare",
 ];
 
 /// `/init`: a shell script run by the kernel as PID 1.
@@ -101,9 +102,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 # Kernel messages on the console would interleave with the probe's rows.
 dmesg -n 1
-# The test image's deliberate vulnerability (an arbitrary physical
-# read/write for root): the attacks' primitive.
-insmod /lib/okernel_vuln.ko
+# The probe loads the client, then the test image's deliberate
+# vulnerability (the attacks' primitive), then runs its rows.
 /bin/okernel-probe
 # Let the UART drain the last rows before the power goes.
 sleep 1

@@ -1,0 +1,224 @@
+//! The Linux attack suite (issue 16): each attack asks the test image's
+//! vulnerability (`/proc/okernel-vuln`) for one deliberate kernel bug, in
+//! a child process, so that a kernel that kills the attacker (the
+//! monitor's injected fault makes it oops in the vulnerable write) ends
+//! only that child. Without protection (`mode=direct`, bare QEMU) every
+//! attack must take effect, proving the primitive; under the monitor with
+//! the client's locks every claimed attack must be killed. The "not
+//! protected" rows are writes okernel does not stop, shown as such.
+
+use crate::{Checks, VulnAnswer, vuln};
+use okernel_linux_probe::{
+    Expect, hex_bytes, illegal_jump_form, iomem_pages, jump_site, kallsyms, old_new,
+};
+
+/// A value no kernel pointer or instruction stream holds.
+const POISON: u64 = 0x4141_4141_4141_4141;
+
+/// What an attack's gadget call showed.
+enum Effect {
+    /// The write took effect (read back changed as asked).
+    Written(String),
+    /// The kernel killed the attacker in the write.
+    Killed(String),
+    /// The attack could not be made at all (no symbol, a bad answer):
+    /// proves nothing, a failing row in every mode.
+    NotMade(String),
+}
+
+/// Runs the gadget `cmd`, whose answer is `old O new N`; `wanted(old)` is
+/// the value the write asked for.
+fn gadget(cmd: &str, wanted: impl Fn(u64) -> u64) -> Effect {
+    match vuln(cmd) {
+        VulnAnswer::Answer(a) => match old_new(&a) {
+            Some((old, new)) if new == wanted(old) && new != old => {
+                Effect::Written(format!("{cmd}: {a} (the write took effect)"))
+            }
+            Some(_) => Effect::NotMade(format!("{cmd}: {a} (nothing changed)")),
+            None => Effect::NotMade(format!("{cmd}: answered `{a}`")),
+        },
+        VulnAnswer::Killed(how) => {
+            Effect::Killed(format!("{cmd}: the attacker was killed ({how})"))
+        }
+        VulnAnswer::Failed(e) => Effect::NotMade(format!("{cmd}: {e}")),
+    }
+}
+
+fn poke(addr: u64, value: u64) -> Effect {
+    gadget(&format!("poke {addr:x} {value:x}"), |_| value)
+}
+
+/// The attacks; `protected`: the client's locks are in place.
+pub fn run(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, iomem: &str) {
+    let sym = |name: &str| kallsyms(kallsyms_text, name);
+    let attack = |c: &mut Checks, name: &str, invariant: u8, e: Effect| {
+        report(c, mode, protected, name, invariant, e);
+    };
+    let poke_sym = |name: &str, value: u64| match sym(name) {
+        Some(a) => poke(a, value),
+        None => Effect::NotMade(format!("no {name} in /proc/kallsyms")),
+    };
+    // Invariant 2: kernel text, through the vulnerability's writable
+    // alias (a fresh kernel mapping of the text's physical page).
+    attack(
+        c,
+        "text-overwrite-function",
+        2,
+        poke_sym("__x64_sys_reboot", 0xcccc_cccc_cccc_cccc),
+    );
+    // Invariant 3: rodata, ro-after-init data, the IDT.
+    attack(
+        c,
+        "rodata-sys-call-table",
+        3,
+        poke_sym("sys_call_table", POISON),
+    );
+    attack(
+        c,
+        "ro-after-init-lsm-hook-head",
+        3,
+        poke_sym("security_hook_heads", POISON),
+    );
+    attack(c, "idt-entry", 3, poke_sym("idt_table", POISON));
+    // Invariant 2 (validated self-patching): a listed site, illegal form.
+    attack(c, "jump-label-illegal-form", 2, jump_label(&sym));
+    // Invariant 4: pinned control-register bits, through `mov cr`.
+    let cr = |n: u8, clear: u64| gadget(&format!("cr {n} {clear:x}"), move |old| old & !clear);
+    attack(c, "cr4-clear-smep-smap", 4, cr(4, (1 << 20) | (1 << 21)));
+    attack(c, "cr0-clear-wp", 4, cr(0, 1 << 16));
+    // Invariant 5: locked MSRs, through `wrmsr`.
+    let msr = |m: u32, mask: u64| gadget(&format!("msrxor {m:x} {mask:x}"), move |old| old ^ mask);
+    attack(c, "msr-lstar", 5, msr(0xc000_0082, 0x10));
+    attack(c, "msr-efer-clear-sce", 5, msr(0xc000_0080, 1));
+    hypercalls(c, mode, protected, kallsyms_text, iomem);
+    // Not protected: writable kernel data and slab memory.
+    not_protected(
+        c,
+        "modprobe-path",
+        "modprobe_path is writable kernel data (.data): okernel locks text, rodata and ro-after-init only",
+        poke_sym("modprobe_path", u64::from_le_bytes(*b"/tmp/pw\0")),
+    );
+    let cred = match vuln("cred") {
+        VulnAnswer::Answer(a) => match u64::from_str_radix(a.trim(), 16) {
+            Ok(addr) => poke(addr, 0x0000_0001_0000_0001),
+            Err(_) => Effect::NotMade(format!("cred: answered `{a}`")),
+        },
+        VulnAnswer::Killed(h) => Effect::NotMade(format!("cred: killed ({h})")),
+        VulnAnswer::Failed(e) => Effect::NotMade(format!("cred: {e}")),
+    };
+    not_protected(
+        c,
+        "credentials-uid",
+        "struct cred is slab memory: no region covers it (credential pages are a demo-guest feature)",
+        cred,
+    );
+}
+
+/// The first `__jump_table` entry's site, rewritten to `jmp .+2`.
+fn jump_label(sym: &dyn Fn(&str) -> Option<u64>) -> Effect {
+    let Some(entry) = sym("__start___jump_table") else {
+        return Effect::NotMade("no __start___jump_table in /proc/kallsyms".into());
+    };
+    let read = |a: u64| match vuln(&format!("rvirt {a:x}")) {
+        VulnAnswer::Answer(h) => hex_bytes(&h).filter(|b| b.len() == 16),
+        _ => None,
+    };
+    let Some(site) = read(entry).and_then(|b| jump_site(entry, &b)) else {
+        return Effect::NotMade(format!("cannot read the jump entry at {entry:#x}"));
+    };
+    match read(site).and_then(|b| illegal_jump_form(&b)) {
+        Some(v) => poke(site, v),
+        None => Effect::NotMade(format!("cannot read the jump site at {site:#x}")),
+    }
+}
+
+/// Invariant 8: okernel's own hypercalls from the kernel cannot undo or
+/// redo the locks. Without okernel VMCALL is #UD: the row only shows that
+/// the instruction means nothing there.
+fn hypercalls(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, iomem: &str) {
+    if !protected {
+        let e = vuln("vmcall 0 0 0 0");
+        let ok = matches!(e, VulnAnswer::Killed(_));
+        return c.report(
+            &format!("baseline-vmcall-faults-without-okernel-{}", mode_name(mode)),
+            0,
+            ok,
+            &format!("vmcall (okernel's Version): {} (meaningless without okernel: no hypercall to attack)", e.describe()),
+        );
+    }
+    let text = iomem_pages(iomem, "Kernel code");
+    let table = kallsyms(kallsyms_text, "__start___jump_table");
+    let calls = [
+        // RegisterRegion over the locked text, as text.
+        text.map(|t| format!("vmcall 10 {:x} 1000 1", t.start)),
+        // SetExecuteRule after the lock.
+        Some("vmcall 1e 0 0 0".to_string()),
+        // RegisterPatchSites after the lock (one 16-byte entry).
+        table.map(|t| format!("vmcall 1f {t:x} 10 0")),
+    ];
+    let mut seen = Vec::new();
+    let mut ok = true;
+    for call in calls {
+        let Some(call) = call else {
+            ok = false;
+            seen.push("an address was missing".to_string());
+            continue;
+        };
+        match vuln(&call) {
+            VulnAnswer::Answer(a) => {
+                let status = a.split_whitespace().nth(1).unwrap_or("?");
+                ok &= status != "0" && status != "?";
+                seen.push(format!("{call}: {a}"));
+            }
+            other => {
+                ok = false;
+                seen.push(format!("{call}: {}", other.describe()));
+            }
+        }
+    }
+    c.report("attack-hypercall-relock-refused", 8, ok, &seen.join("; "));
+}
+
+fn mode_name(mode: Expect) -> &'static str {
+    match mode {
+        Expect::Monitor => "monitor",
+        Expect::Direct => "direct",
+        Expect::Bare => "bare",
+    }
+}
+
+fn report(c: &mut Checks, mode: Expect, protected: bool, name: &str, invariant: u8, e: Effect) {
+    let (row, ok, seen) = match (protected, e) {
+        (true, Effect::Killed(s)) => (format!("attack-{name}"), true, s),
+        (true, Effect::Written(s)) => {
+            (format!("attack-{name}"), false, format!("NOT BLOCKED: {s}"))
+        }
+        (false, Effect::Written(s)) => (
+            format!("negative-control-{name}-{}", mode_name(mode)),
+            true,
+            s,
+        ),
+        (false, Effect::Killed(s)) => (
+            format!("negative-control-{name}-{}", mode_name(mode)),
+            false,
+            format!("the primitive failed without protection: {s}"),
+        ),
+        (true, Effect::NotMade(s)) => (format!("attack-{name}"), false, s),
+        (false, Effect::NotMade(s)) => (
+            format!("negative-control-{name}-{}", mode_name(mode)),
+            false,
+            s,
+        ),
+    };
+    c.report(&row, invariant, ok, &seen);
+}
+
+fn not_protected(c: &mut Checks, name: &str, why: &str, e: Effect) {
+    let (ok, seen) = match e {
+        Effect::Written(s) => (true, format!("NOT PROTECTED ({why}): {s}")),
+        Effect::Killed(s) | Effect::NotMade(s) => {
+            (false, format!("expected the write to succeed ({why}): {s}"))
+        }
+    };
+    c.report(&format!("not-protected-{name}"), 0, ok, &seen);
+}
