@@ -19,6 +19,9 @@ pub struct LinuxCase {
     pub bzimage: bool,
     /// The backend it runs on.
     pub backend: &'static str,
+    /// More kernel command line (`okernel.client=1`: the probe loads the
+    /// client, which locks, and runs the attack suite against it).
+    pub extra: &'static str,
     /// The probe rows it must report (each must hold).
     pub required: &'static [&'static str],
     /// Text the console must contain (the monitor's audit records).
@@ -33,6 +36,7 @@ pub fn cases() -> Vec<LinuxCase> {
             mode: Mode::Bare,
             bzimage: false,
             backend: "qemu-tcg",
+            extra: "",
             required: BARE_ROWS,
             console_must_contain: &[],
         },
@@ -41,6 +45,7 @@ pub fn cases() -> Vec<LinuxCase> {
             mode: Mode::Direct,
             bzimage: false,
             backend: "bochs",
+            extra: "",
             required: DIRECT_ROWS,
             console_must_contain: &[],
         },
@@ -49,14 +54,16 @@ pub fn cases() -> Vec<LinuxCase> {
             mode: Mode::Monitor,
             bzimage: false,
             backend: "bochs",
-            required: MONITOR_ROWS,
-            console_must_contain: MONITOR_AUDIT,
+            extra: "okernel.client=1",
+            required: CLIENT_ROWS,
+            console_must_contain: CLIENT_AUDIT,
         },
         LinuxCase {
             name: "linux-bzimage",
             mode: Mode::Monitor,
             bzimage: true,
             backend: "bochs",
+            extra: "",
             required: MONITOR_ROWS,
             console_must_contain: MONITOR_AUDIT,
         },
@@ -123,6 +130,50 @@ const DIRECT_ROWS: &[&str] = &[
     "not-protected-credentials-uid",
 ];
 
+/// Under the monitor with the client's locks: the monitor rows, every
+/// attack killed, the hypercalls refused, legitimate work going on, the
+/// not-protected writes succeeding.
+const CLIENT_ROWS: &[&str] = &[
+    "linux-user-space",
+    "linux-cpuid-vmx-hidden",
+    "linux-cpuid-okernel-signature",
+    "linux-monitor-not-system-ram",
+    "linux-monitor-unreadable-by-the-kernel",
+    "linux-client-locks",
+    "linux-legit-module-load",
+    "linux-legit-fork-exec-pipe",
+    "linux-legit-sleep",
+    "linux-legit-loopback-tcp",
+    "linux-static-key-flip",
+    "attack-text-overwrite-function",
+    "attack-rodata-sys-call-table",
+    "attack-ro-after-init-lsm-hook-head",
+    "attack-idt-entry",
+    "attack-jump-label-illegal-form",
+    "attack-cr4-clear-smep-smap",
+    "attack-cr0-clear-wp",
+    "attack-msr-lstar",
+    "attack-msr-efer-clear-sce",
+    "attack-hypercall-relock-refused",
+    "not-protected-modprobe-path",
+    "not-protected-credentials-uid",
+];
+
+/// The audit records the attacks must leave (besides [`MONITOR_AUDIT`]'s
+/// read of okernel's image): writes to locked memory (text, rodata,
+/// ro-after-init, the IDT page: the same text for each, so present at
+/// least once), the CR4 and CR0 writes, the LSTAR and EFER writes, each
+/// answered with an injected #GP.
+const CLIENT_AUDIT: &[&str] = &[
+    "\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x100000\"",
+    "\"access\":\"R--\",\"allowed\":\"---\"",
+    "\"access\":\"-W-\",\"allowed\":\"R-X\"",
+    "\"kind\":\"cr-write\",\"ctx\":0,\"gpa\":\"0x4\"",
+    "\"kind\":\"cr-write\",\"ctx\":0,\"gpa\":\"0x0\"",
+    "\"kind\":\"msr-write\",\"ctx\":0,\"gpa\":\"0xc0000082\"",
+    "\"kind\":\"msr-write\",\"ctx\":0,\"gpa\":\"0xc0000080\"",
+];
+
 /// What Linux under the monitor must show, by either boot path.
 const MONITOR_ROWS: &[&str] = &[
     "linux-user-space",
@@ -155,7 +206,7 @@ pub fn run(images: &Images, linux: &LinuxImage, backends: &[Probed]) -> Vec<Row>
             Ok(p) => {
                 eprint!("{progress} ");
                 let name = format!("{}-{}", case.name, case.backend);
-                let result = linux::spec(images, linux, case.mode, case.bzimage, "", &name)
+                let result = linux::spec(images, linux, case.mode, case.bzimage, case.extra, &name)
                     .and_then(|spec| linux::boot(p.backend.as_ref(), &spec, linux))
                     .map(|r| {
                         let v = match Verdict::judge(&r, &Expect::pass()) {
