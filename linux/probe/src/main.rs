@@ -3,16 +3,18 @@
 //! prints one `OKERNEL-CHECK` line per check and the run's
 //! `OKERNEL-RESULT`, as the demo guest does, then `/init` powers off.
 //!
-//! `okernel-probe --vuln CMD` gives the test image's vulnerability
+//! `okernel-probe --contained CMD` enters the attacker's container
+//! (`container.rs`), gives the test image's vulnerability
 //! (`/proc/okernel-vuln`) one command and prints its answer, exiting 0 if
-//! it got one: the main run starts it as a child for every kernel read,
-//! write or gadget, so a kernel that kills the attacker (the monitor's
+//! it got one: the main run starts it, through busybox `unshare`, for
+//! every kernel read, write or gadget, so a kernel that kills the attacker (the monitor's
 //! injected fault makes the kernel oops in the vulnerable write) ends
 //! only that child.
 
 #![deny(unsafe_code)]
 
 mod attacks;
+mod container;
 mod legit;
 
 use okernel_abi::cpuid::{LEAF_SIGNATURE, is_signature};
@@ -26,8 +28,16 @@ use std::process::{Command, ExitCode};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, cmd] = args.as_slice()
-        && flag == "--vuln"
+        && flag == "--contained"
     {
+        if let Err(e) = container::enter() {
+            eprintln!("entering the container: {e}");
+            return ExitCode::from(3);
+        }
+        if cmd == "--status" {
+            println!("{}", container::status());
+            return ExitCode::SUCCESS;
+        }
         return vuln_child(cmd);
     }
     // First thing: how far the machine got by the time user space runs
@@ -341,12 +351,18 @@ fn kernel_can_read(addr: u64) -> VulnAnswer {
     }
 }
 
-/// Gives the vulnerability `cmd` in a child (see the module doc).
+/// Gives the vulnerability `cmd` in a child inside the attacker's
+/// container (see the module doc and `container.rs`).
 pub(crate) fn vuln(cmd: &str) -> VulnAnswer {
     let Ok(me) = std::env::current_exe() else {
         return VulnAnswer::Failed("current_exe failed".into());
     };
-    let out = match Command::new(me).args(["--vuln", cmd]).output() {
+    let out = match Command::new("unshare")
+        .args(["-m", "-u", "-i", "-n", "-p", "-f", "--"])
+        .arg(me)
+        .args(["--contained", cmd])
+        .output()
+    {
         Ok(o) => o,
         Err(e) => return VulnAnswer::Failed(format!("cannot start the attacker: {e}")),
     };
