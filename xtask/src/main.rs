@@ -471,8 +471,10 @@ fn lint() -> Result<bool, String> {
             "okernel",
             "-p",
             "ept",
+            "-p",
+            "conformance",
             "--features",
-            "loader/image,guest/image",
+            "loader/image,guest/image,conformance/image",
         ],
         // The fuzz build of the monitor (coverage, the oracle calls) and a
         // fuzz image, which the workspace lint does not enable.

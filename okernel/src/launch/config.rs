@@ -148,7 +148,7 @@ pub struct LaunchConfig<'a> {
 }
 
 /// Host stack size (allocated from the frame pool).
-pub const HOST_STACK_BYTES: u64 = 64 * 1024;
+pub const HOST_STACK_BYTES: u64 = 128 * 1024;
 /// The smallest frame pool [`crate::launch()`] accepts: VMXON region, VMCS,
 /// MSR bitmap, host stack and 48 EPT tables.
 pub const MIN_POOL_BYTES: u64 = 3 * 4096 + HOST_STACK_BYTES + 48 * 4096;
