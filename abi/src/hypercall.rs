@@ -106,8 +106,8 @@ pub enum Call {
 
     // ---- ABI 1.2: a host kernel that patches its own text (Linux).
     /// Chooses what may execute once text is locked: RDI = a
-    /// [`crate::policy::ExecuteRule`]. Only before the first text region
-    /// is locked (`Locked` after: the rule is part of the lock) and only
+    /// [`crate::policy::ExecuteRule`]. Only before any region is locked
+    /// (`Locked` after: the rule decides what each lock applies) and only
     /// from the trusted context.
     SetExecuteRule = 30,
     /// Registers a table of the kernel's own patch sites, for validated
@@ -116,8 +116,8 @@ pub enum Call {
     /// entry size), RDX = a [`crate::policy::PatchFormat`]. The table must
     /// lie, contiguously, in a *locked* rodata or ro-after-init region
     /// (so neither it nor the sites it names can change later); every site
-    /// it names inside a registered text region must hold one of its
-    /// legal forms now. Only before the first text region is locked
+    /// it names inside a registered text region must hold its NOP or its
+    /// jump now. Only before the first text region is locked
     /// (`Locked` after) and only from the trusted context. RDI out = the
     /// number of sites inside registered text. Once text is locked, a
     /// write to it is allowed only where every byte it changes lies in

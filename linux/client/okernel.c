@@ -134,8 +134,10 @@ static int register_jump_table(void)
 	u64 start, end, sites = 0;
 	int err;
 
-	if (!jump_table)
+	if (!jump_table) {
+		pr_warn("okernel: no jump_table= given: every write to locked text, static-key flips included, will be denied\n");
 		return 0;
+	}
 	if (sscanf(jump_table, "%llx-%llx", &start, &end) != 2 || start >= end) {
 		pr_err("okernel: jump_table=%s is not a START-END range\n",
 		       jump_table);

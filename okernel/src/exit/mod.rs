@@ -161,6 +161,12 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             return FastPath::Failed(e.into());
         }
     };
+    if patch_step::open(vcpu) {
+        // An open patch step ends before any exit that is not its own
+        // (`dispatch`): no exit takes the fast path around it.
+        core::hint::cold_path();
+        return FastPath::Slow(SlowExit::Other(ExitReasonField(field)));
+    }
     let (result, wrote_rbx) = match field {
         VMCALL => {
             vcpu.counters.count(ExitReason::Vmcall);

@@ -19,8 +19,9 @@
 //!      intercepts every vector for the step (PFEC mask and match 0, so
 //!      every #PF too: an instruction that faults is caught before its
 //!      handler runs with the page open); IF is cleared so no maskable
-//!      interrupt is delivered in between, and NMIs are blocked
-//!      (interruptibility bit 3). A guest already single-stepping (TF),
+//!      interrupt is delivered in between, NMIs are blocked
+//!      (interruptibility bit 3) and IA32_DEBUGCTL.BTF is cleared (else
+//!      TF would trap at the next branch, §18.4.3, with the page open). A guest already single-stepping (TF),
 //!      or in an STI or MOV-SS shadow (where TF would need a pending
 //!      debug exception, §27.3.1.5), gets no step: its write is denied.
 //! 3. The step is disarmed and its pages go back to read-only before
@@ -49,7 +50,7 @@ use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::policy::patch::{MAX_STEP_PAGES, Refusal, Saved, StepMethod, Writer, judge_page};
 use crate::vmx::controls::PrimaryProcBased;
 use crate::vmx::event::{Exception, InterruptionInfo};
-use crate::vmx::fields::{Control32, Guest32, GuestNatural, ReadOnly32, ReadOnlyNatural};
+use crate::vmx::fields::{Control32, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use okernel_abi::policy::RegionKind;
 
 /// RFLAGS.TF.
@@ -62,6 +63,8 @@ const STI_OR_MOV_SS: u32 = 0b11;
 const NMI_BLOCKED: u32 = 1 << 3;
 /// #DB exit qualification: BS, a single-step trap (SDM Vol. 3C Table 28-1).
 const BS: u64 = 1 << 14;
+/// IA32_DEBUGCTL.BTF: TF traps on branches only (SDM Vol. 3A §18.4.3).
+const BTF: u64 = 1 << 1;
 
 /// What a write to locked text became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +177,12 @@ fn arm<V: Vmcs, C: Cpu>(
                     v.read(Control32::PageFaultErrorCodeMatch)?,
                 ),
                 interruptibility,
+                debugctl: v.read(Guest64::Debugctl)?,
             };
+            // With BTF set the trap would come at the next branch, the
+            // page open until then: the step single-steps the instruction.
+            let debugctl = env.prot.patch.step.writer.saved.debugctl;
+            v.write(Guest64::Debugctl, debugctl & !BTF)?;
             v.write(GuestNatural::Rflags, (rflags | TF) & !IF)?;
             v.write(Control32::ExceptionBitmap, u32::MAX)?;
             v.write(Control32::PageFaultErrorCodeMask, 0)?;
@@ -188,8 +196,8 @@ fn arm<V: Vmcs, C: Cpu>(
     Ok(())
 }
 
-/// Undoes [`arm`]: the guest's TF, IF and NMI blocking as they were, the
-/// exception interception as it was.
+/// Undoes [`arm`]: the guest's TF, IF, BTF and NMI blocking as they were,
+/// the exception interception as it was.
 fn disarm<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, w: &Writer) -> Result<(), ExitError> {
     let v = &mut *env.vmcs;
     match w.method {
@@ -207,6 +215,8 @@ fn disarm<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, w: &Writer) -> Result<(), Ex
                 GuestNatural::Rflags,
                 (rflags & !(TF | IF)) | (s.rflags & (TF | IF)),
             )?;
+            let debugctl = v.read(Guest64::Debugctl)?;
+            v.write(Guest64::Debugctl, (debugctl & !BTF) | (s.debugctl & BTF))?;
             v.write(Control32::ExceptionBitmap, s.exceptions)?;
             v.write(Control32::PageFaultErrorCodeMask, s.pfec.0)?;
             v.write(Control32::PageFaultErrorCodeMatch, s.pfec.1)?;

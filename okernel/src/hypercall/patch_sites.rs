@@ -1,8 +1,8 @@
 //! The calls of ABI 1.2 for a kernel that executes code outside its
 //! registered text and patches its own text (Linux): `SetExecuteRule`
-//! (30) and `RegisterPatchSites` (31). Both are part of the text lock:
-//! accepted only before the first text region is locked, and only from
-//! the trusted context, so that a kernel write primitive used after the
+//! (30) and `RegisterPatchSites` (31). Both are part of the lock:
+//! the rule only before any region is locked, the table only before the
+//! first text region is, and both only from the trusted context, so that a kernel write primitive used after the
 //! lock can neither widen execute rights nor name new patch sites.
 
 use okernel_abi::hypercall::Status;
@@ -16,7 +16,9 @@ use crate::policy::patch::{MAX_PATCH_ENTRIES, PatchTable, Site, SiteSize};
 /// SetExecuteRule(rule).
 pub fn set_execute_rule<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, rule: u64) -> CallResult {
     let rule = ExecuteRule::from_raw(rule).ok_or(Status::InvalidArgument)?;
-    if env.prot.text_locked() {
+    // The rule decides the permissions a lock applies: once any region
+    // is locked it could only change them for regions locked later.
+    if env.prot.locked_regions().next().is_some() {
         return Err(Status::Locked);
     }
     env.trusted()?;
@@ -62,12 +64,14 @@ pub fn register<V: Vmcs, C: Cpu>(
     let Some(gpa) = env.translate(va)? else {
         return Ok(Err(Status::InvalidArgument));
     };
-    let mut page = (va & !0xfff) + 0x1000;
-    while page <= end {
+    // Every further page by count (`end` may lie in the top page of the
+    // address space).
+    let first_page = va & !0xfff;
+    for k in 1..=((end >> 12) - (va >> 12)) {
+        let page = first_page + (k << 12);
         if env.translate(page)? != Some(gpa + (page - va)) {
             return Ok(Err(Status::InvalidArgument));
         }
-        page += 0x1000;
     }
     let in_locked_ro = env.prot.locked_regions().any(|r| {
         matches!(r.kind, RegionKind::Rodata | RegionKind::RoAfterInit)
@@ -104,19 +108,30 @@ pub fn register<V: Vmcs, C: Cpu>(
         }
         let (site, target) = table.decode(i, &raw);
         let site_gpa = table.image_gpa(site);
-        let in_text = env.prot.regions.iter().flatten().any(|r| {
-            r.kind == RegionKind::Text
-                && r.range.contains(site_gpa)
-                && r.range.contains(site_gpa + 4)
-        });
-        let size = if in_text {
+        // The text region holding the site's first byte: its size (and so
+        // whether its last byte lies in text too) comes from its bytes.
+        let text = env
+            .prot
+            .regions
+            .iter()
+            .flatten()
+            .find(|r| r.kind == RegionKind::Text && r.range.contains(site_gpa))
+            .map(|r| r.range);
+        let size = if let Some(text) = text {
             let mut bytes = [0u8; 5];
             if env.views.read_phys(site_gpa, &mut bytes).is_err() {
                 bad = Some(Status::InvalidArgument);
                 break;
             }
             match Site::size_of(site, target, &bytes) {
-                Some(s) => s,
+                Some(s) if text.contains(site_gpa + s.bytes() - 1) => s,
+                // Half in text: not guarded, so a write to it is denied.
+                Some(_) => {
+                    log::warn!(
+                        "okernel: patch sites: entry {i}: the site at {site:#x} (gpa {site_gpa:#x}) runs past the end of its text region: not guarded"
+                    );
+                    SiteSize::Unguarded
+                }
                 None => {
                     log::warn!(
                         "okernel: patch sites: entry {i}: the site at {site:#x} (gpa {site_gpa:#x}) holds {bytes:02x?}, neither its NOP nor its jump to {target:#x}"

@@ -213,6 +213,9 @@ pub struct Saved {
     pub pfec: (u32, u32),
     /// The interruptibility state (its NMI blocking is put back).
     pub interruptibility: u32,
+    /// IA32_DEBUGCTL (its BTF is put back: with BTF set TF traps on the
+    /// next branch, not after the instruction, SDM Vol. 3A §18.4.3).
+    pub debugctl: u64,
 }
 
 /// The writing instruction of a step, for the audit record and the #GP
@@ -411,17 +414,19 @@ pub fn judge_page(
         // The page cannot be read back: nothing can be shown legal.
         return Err(Refusal::OutsideSites(page));
     }
-    let mut uncovered = [0u64; 64];
-    let mut any = false;
+    // `diff`: the bytes that changed; `uncovered`: those no site
+    // explains yet. Every site is tested against `diff`, so two sites
+    // that share a byte are both judged.
+    let mut diff = [0u64; 64];
     for (i, (a, b)) in after.iter().zip(before.iter()).enumerate() {
         if a != b {
-            uncovered[i / 64] |= 1 << (i % 64);
-            any = true;
+            diff[i / 64] |= 1 << (i % 64);
         }
     }
-    if !any {
+    if diff.iter().all(|w| *w == 0) {
         return Ok(0);
     }
+    let mut uncovered = diff;
     let mut touched = 0u32;
     let mut illegal = None;
     let _ = sites.for_each_site(table, &mut |s| {
@@ -433,7 +438,7 @@ pub fn judge_page(
             let a = s.gpa + k;
             if a >= page && a < page + 4096 {
                 let o = (a - page) as usize;
-                if uncovered[o / 64] & (1 << (o % 64)) != 0 {
+                if diff[o / 64] & (1 << (o % 64)) != 0 {
                     changed = true;
                     uncovered[o / 64] &= !(1 << (o % 64));
                 }

@@ -8,9 +8,9 @@ use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
 
 use super::*;
 use crate::policy::audit::{AuditAction, AuditKind};
-use crate::policy::patch::{NOP2, NOP5};
+use crate::policy::patch::{NOP2, NOP5, PatchSites, PatchTable, Refusal, SiteSize, judge_page};
 use crate::vmx::controls::PrimaryProcBased;
-use crate::vmx::fields::{Guest32, ReadOnly32, ReadOnly64, ReadOnlyNatural};
+use crate::vmx::fields::{Guest32, Guest64, ReadOnly32, ReadOnly64, ReadOnlyNatural};
 
 /// Where the guest's page tables map the kernel image: linear
 /// `KBASE + x` is physical `x` (as Linux maps its image at
@@ -107,12 +107,12 @@ fn locked_with(caps: PolicyCaps) -> PVcpu {
     let mut v = pvcpu_with(caps);
     v.vmcs.set(GuestNatural::Rflags, GUEST_RFLAGS);
     v.vmcs.set(Control32::ExceptionBitmap, BITMAP);
-    let text = image(&mut v);
     ok(
         &mut v,
         Call::SetExecuteRule,
         [ExecuteRule::GuestPageTables as u64, 0, 0],
     );
+    let text = image(&mut v);
     let sites = ok(
         &mut v,
         Call::RegisterPatchSites,
@@ -422,12 +422,28 @@ fn another_exit_while_a_step_is_open_ends_it_first() {
 #[test]
 fn the_rule_and_the_table_are_refused_when_malformed_late_or_untrusted() {
     let mut v = pvcpu();
-    let text = image(&mut v);
-    let reg = |v: &mut PVcpu, args| call(v, Call::RegisterPatchSites, args);
     assert_eq!(
         call(&mut v, Call::SetExecuteRule, [2, 0, 0]),
         Status::InvalidArgument
     );
+    // The rule only from the trusted context, and only before any lock:
+    // it decides what a lock applies.
+    ok(&mut v, Call::CreateContext, [0, 0, 0]);
+    enter(&mut v, 1);
+    assert_eq!(
+        call(&mut v, Call::SetExecuteRule, [1, 0, 0]),
+        Status::PermissionDenied
+    );
+    v.policy.current = 0;
+    v.memory.set_current(0);
+    let text = image(&mut v);
+    assert_eq!(
+        call(&mut v, Call::SetExecuteRule, [1, 0, 0]),
+        Status::Locked,
+        "rodata is locked"
+    );
+    assert_eq!(v.policy.execute, ExecuteRule::LockedTextOnly);
+    let reg = |v: &mut PVcpu, args| call(v, Call::RegisterPatchSites, args);
     for (args, status) in [
         ([KBASE + TABLE, 48, 9], Status::InvalidArgument),
         ([KBASE + TABLE, 0, 1], Status::Empty),
@@ -437,6 +453,9 @@ fn the_rule_and_the_table_are_refused_when_malformed_late_or_untrusted() {
         ([0xffff_9000_0000_0000, 48, 1], Status::InvalidArgument),
         // In RAM that is not locked read-only.
         ([KBASE + DATA, 48, 1], Status::InvalidArgument),
+        // Ending in the last page of the address space, or past it.
+        ([u64::MAX - 0xfff, 0x1000, 1], Status::InvalidArgument),
+        ([u64::MAX - 0xf, 0x20, 1], Status::InvalidArgument),
     ] {
         assert_eq!(reg(&mut v, args), status, "{args:x?}");
     }
@@ -445,17 +464,11 @@ fn the_rule_and_the_table_are_refused_when_malformed_late_or_untrusted() {
     assert_eq!(reg(&mut v, [KBASE + TABLE, 48, 1]), Status::InvalidArgument);
     assert!(!v.policy.patch.any(), "a refused table registers nothing");
     w8(&v, SHORT, &NOP2);
-    ok(&mut v, Call::CreateContext, [0, 0, 0]);
     enter(&mut v, 1);
     assert_eq!(
         reg(&mut v, [KBASE + TABLE, 48, 1]),
         Status::PermissionDenied
     );
-    assert_eq!(
-        call(&mut v, Call::SetExecuteRule, [1, 0, 0]),
-        Status::PermissionDenied
-    );
-    assert_eq!(v.policy.execute, ExecuteRule::LockedTextOnly);
     v.policy.current = 0;
     v.memory.set_current(0);
     ok(&mut v, Call::LockRegion, [text, 0, 0]);
@@ -465,6 +478,157 @@ fn the_rule_and_the_table_are_refused_when_malformed_late_or_untrusted() {
         call(&mut v, Call::SetExecuteRule, [1, 0, 0]),
         Status::Locked
     );
+}
+
+#[test]
+fn a_table_in_the_last_page_of_the_address_space_registers_without_overflow() {
+    // The guest maps rodata a second time at the very top (PML4 511,
+    // PDPT 511, PD 511, PT 511).
+    const PD_TOP: u64 = 0x10_5000;
+    const PT_TOP: u64 = 0x10_6000;
+    const TOP: u64 = 0xffff_ffff_ffff_f000;
+    let mut v = pvcpu();
+    v.vmcs.set(GuestNatural::Rflags, GUEST_RFLAGS);
+    v.vmcs.set(Control32::ExceptionBitmap, BITMAP);
+    ok(
+        &mut v,
+        Call::SetExecuteRule,
+        [ExecuteRule::GuestPageTables as u64, 0, 0],
+    );
+    let text = image(&mut v);
+    for (at, entry) in [
+        (PDPT_HI + 8 * 511, PD_TOP),
+        (PD_TOP + 8 * 511, PT_TOP),
+        (PT_TOP + 8 * 511, RODATA),
+    ] {
+        v.memory.phys().write(at, &(entry | P | RW).to_le_bytes());
+    }
+    // Past the end of the address space.
+    assert_eq!(
+        call(&mut v, Call::RegisterPatchSites, [TOP + 0x80, 0x1000, 1]),
+        Status::InvalidArgument
+    );
+    // The same table through its alias: entries are relative, so the
+    // sites are the same.
+    assert_eq!(ok(&mut v, Call::RegisterPatchSites, [TOP + 0x80, 48, 1]), 3);
+    ok(&mut v, Call::LockRegion, [text, 0, 0]);
+    let res = write(&mut v, LONG, &[0xcc]);
+    assert_eq!(res, Ok(ExitAction::Resume));
+    assert_eq!(v.policy.patch.validated, 1);
+}
+
+#[test]
+fn a_site_half_in_text_is_not_guarded() {
+    // A 2-byte site in the last byte of the text region: its NOP is found,
+    // but its second byte is not text, so it is no site (a write to it is
+    // denied like any other write to text).
+    let mut v = pvcpu();
+    let end = TEXT + 0x4000;
+    w8(&v, end - 1, &NOP2);
+    w8(&v, TABLE, &entry(end - 1, end + 0x10, 0));
+    let text = ok(
+        &mut v,
+        Call::RegisterRegion,
+        [TEXT, 0x4000, RegionKind::Text as u64],
+    );
+    for (at, entry) in [(PML4 + 8 * 511, PDPT_HI), (PDPT_HI + 8 * 510, PD)] {
+        v.memory.phys().write(at, &(entry | P | RW).to_le_bytes());
+    }
+    lock(&mut v, RODATA, 0x1000, RegionKind::Rodata);
+    assert_eq!(
+        ok(&mut v, Call::RegisterPatchSites, [KBASE + TABLE, 16, 1]),
+        0
+    );
+    ok(&mut v, Call::LockRegion, [text, 0, 0]);
+    let res = violation(&mut v, end - 1);
+    assert_injected(&v, res, GP);
+    assert!(!v.policy.patch.step.open());
+}
+
+#[test]
+fn a_branch_trace_guest_is_single_stepped_by_instruction() {
+    // IA32_DEBUGCTL.BTF would make TF trap at the next branch, the page
+    // open until then: the step clears it and puts it back.
+    const BTF: u64 = 1 << 1;
+    const LBR: u64 = 1;
+    let mut v = locked_with(NO_MTF);
+    v.vmcs.set(Guest64::Debugctl, BTF | LBR);
+    assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+    assert!(armed(&v));
+    assert_eq!(v.vmcs.get(Guest64::Debugctl), LBR, "BTF off for the step");
+    w8(&v, LONG, &[0xcc]);
+    assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
+    assert!(disarmed(&v));
+    assert_eq!(v.vmcs.get(Guest64::Debugctl), BTF | LBR, "BTF back");
+}
+
+#[test]
+fn no_exit_takes_the_fast_path_around_an_open_step() {
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        for reason in [ExitReason::Cpuid, ExitReason::Vmcall] {
+            assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+            w8(&v, LONG + 5, &[0xcc]);
+            v.regs.set(Gpr::Rax, Call::Null.raw());
+            v.vmcs.set(GuestNatural::Rip, RIP);
+            let _ = run(&mut v, reason, 0, 3);
+            assert!(!v.policy.patch.step.open() && disarmed(&v), "{reason:?}");
+            assert_eq!(r(&v, LONG + 5, 1), [0x00], "{reason:?}: undone");
+            assert_eq!(perms(&v, 0, TEXT), Some(Perms::RX));
+        }
+        assert_eq!(v.audit.total(), 2);
+    }
+}
+
+#[test]
+fn sites_that_share_bytes_are_each_judged() {
+    // Two sites of one table overlap: a long jump at A whose rel32 ends
+    // in `66 90`, which is also the NOP of a short site at A + 3. With the
+    // long site in its transitional form, `00 00` there is legal for it
+    // and illegal for the short one: the write is refused.
+    const A: u64 = 0x1000;
+    const TVA: u64 = 0xffff_ffff_8200_0000;
+    const TGPA: u64 = 0x8000;
+    // The image maps linearly: the table's translation gives every site's.
+    const A_VA: u64 = TVA - TGPA + A;
+    let rel = 0x9066_0010u32 as i32;
+    let r = rel.to_le_bytes();
+    assert_eq!(r[2..], NOP2, "the short site's NOP inside the jump");
+    let mut mem = vec![0u8; 0x10000];
+    let mut put = |at: u64, bytes: &[u8]| mem[at as usize..][..bytes.len()].copy_from_slice(bytes);
+    let field = |at: u64, to: u64| (to.wrapping_sub(at) as i32).to_le_bytes();
+    let long_target = A_VA.wrapping_add(5).wrapping_add(rel as i64 as u64);
+    put(TGPA, &field(TVA, A_VA));
+    put(TGPA + 4, &field(TVA + 4, long_target));
+    put(TGPA + 16, &field(TVA + 16, A_VA + 3));
+    put(TGPA + 20, &field(TVA + 20, A_VA + 0x20));
+    put(A, &[0xcc, r[0], r[1], r[2], r[3]]);
+    let mut sites = PatchSites::default();
+    sites.tables[0] = Some(PatchTable {
+        format: PatchFormat::LinuxJumpEntry,
+        va: TVA,
+        gpa: TGPA,
+        entries: 2,
+        first: 0,
+    });
+    sites.set_size(0, SiteSize::Long);
+    sites.set_size(1, SiteSize::Short);
+    let page = A & !0xfff;
+    let mut before = [0u8; 4096];
+    before.copy_from_slice(&mem[page as usize..][..4096]);
+    // The transitional long site's tail takes its NOP's bytes.
+    mem[A as usize + 3..][..2].copy_from_slice(&[0x00, 0x00]);
+    let judge = |sites: &PatchSites| {
+        let read = |gpa: u64, buf: &mut [u8]| {
+            buf.copy_from_slice(&mem[gpa as usize..][..buf.len()]);
+            true
+        };
+        judge_page(sites, page, &before, &mut { read }, &mut { read })
+    };
+    assert_eq!(judge(&sites), Err(Refusal::IllegalForm(A + 3)));
+    // The same bytes with the long site alone are legal.
+    sites.set_size(1, SiteSize::Unguarded);
+    assert_eq!(judge(&sites), Ok(1));
 }
 
 #[test]
