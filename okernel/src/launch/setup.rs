@@ -7,7 +7,7 @@ use crate::check::Capabilities;
 use crate::exit::CrConfig;
 use crate::exit::guest::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use crate::hw::Vmcs;
-use crate::vmx::controls::{EntryControls, PrimaryProcBased, SecondaryProcBased};
+use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{
     Control16, Control32, Control64, ControlNatural, Guest16, Guest32, Guest64, GuestNatural,
@@ -128,12 +128,11 @@ pub fn write_controls(
     cr: &CrConfig,
 ) -> Result<(), VmFail> {
     vmcs.write(Control32::PinBasedControls, caps.pin.bits())?;
-    // "Use I/O bitmaps" (bit 25): every VMX processor lets it be set
-    // (its allowed-1 bit, IA32_VMX_TRUE_PROCBASED_CTLS); the ports of
-    // `exit::io` exit, every other passes.
+    // "Use I/O bitmaps" (bit 25) is among `caps.primary` (`check`): the
+    // ports of `exit::io` exit, every other passes.
     vmcs.write(
         Control32::PrimaryProcessorBasedControls,
-        (caps.primary | PrimaryProcBased::USE_IO_BITMAPS).bits(),
+        caps.primary.bits(),
     )?;
     let (io_a, io_b) = io_bitmaps();
     vmcs.write(Control64::IoBitmapA, io_a)?;

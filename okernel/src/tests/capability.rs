@@ -23,7 +23,9 @@ fn bochs_like_cpu_passes_with_expected_controls() {
     let mut cpu = FakeCpu::vmx_capable();
     let caps = probe(&mut cpu).unwrap();
     assert!(caps.primary.contains(
-        PrimaryProcBased::USE_MSR_BITMAPS | PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS
+        PrimaryProcBased::USE_MSR_BITMAPS
+            | PrimaryProcBased::USE_IO_BITMAPS
+            | PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS
     ));
     // TRUE controls: the default-1 CR3-load/store exiting bits are cleared.
     assert!(
@@ -31,11 +33,11 @@ fn bochs_like_cpu_passes_with_expected_controls() {
             .primary
             .intersects(PrimaryProcBased::CR3_LOAD_EXITING | PrimaryProcBased::CR3_STORE_EXITING)
     );
-    // Nothing on the guest's hot paths exits.
+    // Nothing on the guest's hot paths exits (port I/O only at the ports
+    // of the I/O bitmaps).
     assert!(!caps.primary.intersects(
         PrimaryProcBased::HLT_EXITING
             | PrimaryProcBased::UNCONDITIONAL_IO_EXITING
-            | PrimaryProcBased::USE_IO_BITMAPS
             | PrimaryProcBased::RDTSC_EXITING
             | PrimaryProcBased::INVLPG_EXITING
             | PrimaryProcBased::MOV_DR_EXITING
@@ -278,6 +280,24 @@ fn missing_exit_control_is_named() {
     assert_eq!(
         e.to_string(),
         "required VM-exit controls not supported: 0x200000"
+    );
+}
+
+#[test]
+fn missing_io_bitmaps_are_named() {
+    let mut cpu = FakeCpu::vmx_capable();
+    disallow(
+        &mut cpu,
+        msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+        PrimaryProcBased::USE_IO_BITMAPS.bits(),
+    );
+    let e = refuse(&mut cpu);
+    assert_eq!(
+        e,
+        VmxUnavailable::MissingControls {
+            group: ControlGroup::PrimaryProcBased,
+            missing: 1 << 25
+        }
     );
 }
 
