@@ -241,7 +241,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         },
         plan.entry
     );
-    launch_monitor(&bi, mode, plan.entry, regs, pool, &[])
+    launch_monitor(&bi, mode, plan.entry, regs, pool)
 }
 
 /// Copies the segments of `plan` from `image` and zeroes the rest of
@@ -264,16 +264,31 @@ pub unsafe fn load_segments(plan: &elf_load::LoadPlan, image: &[u8]) -> Result<(
 }
 
 /// Starts okernel with the guest entered at `rip` in `mode` with `regs`;
-/// the base EPT view maps the firmware memory map plus `extra` (MMIO the
-/// guest needs that the firmware map does not list).
+/// the base EPT view maps the firmware memory map plus every hole of it
+/// below 4 GiB as MMIO, uncached: the firmware map does not list the MMIO
+/// a guest touches (Linux's ACPI RSDP scan of 0xE0000-0xFFFFF, the I/O
+/// APIC, HPET and local APIC pages, PCI BARs), and a guest of any kind
+/// sees the machine's devices as it would bare (`docs/vmx-core.md`).
 pub fn launch_monitor(
     bi: &BootInfo<'_>,
     mode: GuestMode,
     rip: u64,
     regs: GuestRegisters,
     pool: Range,
-    extra: &[MemoryRange],
 ) -> Result<core::convert::Infallible, Failure> {
+    let mut holes = [MemoryRange {
+        range: PhysRange::new(0, 0),
+        kind: MemoryKind::Mmio,
+    }; MAX_REGIONS + 1];
+    let mut n_holes = 0;
+    loader::linux::mmio_holes(&bi.memory, 1 << 32, &mut |r| {
+        holes[n_holes].range = PhysRange {
+            start: r.start,
+            end: r.end,
+        };
+        n_holes += 1;
+    });
+    let extra = &holes[..n_holes];
     let mut memory = [MemoryRange {
         range: PhysRange::new(0, 0),
         kind: MemoryKind::Reserved,

@@ -19,9 +19,8 @@ use loader::cmdline::{Mode, Options};
 use loader::elf_load::{ImageKind, Occupied};
 use loader::handoff::Carve;
 use loader::linux::{self, LinuxError, boot_params, start_info};
-use loader::memmap::MAX_REGIONS;
 use log::info;
-use okernel::launch::{GuestMode, MemoryKind, MemoryRange, PhysRange};
+use okernel::launch::GuestMode;
 use okernel::vmx::regs::{Gpr, GuestRegisters};
 use okernel_abi::boot::RegionKind;
 
@@ -177,21 +176,6 @@ pub fn run(
         regs.gpr[Gpr::Rbx as usize] = info;
         GuestMode::Protected32
     };
-    // MMIO Linux touches that firmware maps do not list (the ACPI RSDP
-    // scan reads 0xE0000-0xFFFFF; the I/O APIC, HPET and local APIC
-    // pages, PCI BARs): every hole below 4 GiB, uncached (`MemoryKind::Mmio`).
-    let mut extra = [MemoryRange {
-        range: PhysRange::new(0, 0),
-        kind: MemoryKind::Mmio,
-    }; MAX_REGIONS + 1];
-    let mut holes = 0;
-    linux::mmio_holes(&bi.memory, 1 << 32, &mut |r| {
-        extra[holes].range = PhysRange {
-            start: r.start,
-            end: r.end,
-        };
-        holes += 1;
-    });
     info!(
         "starting okernel: Linux entry {:#x} in VMX non-root mode ({})",
         plan.entry,
@@ -201,7 +185,7 @@ pub fn run(
         }
     );
     info!("Linux hand-off at TSC {}", arch::tsc());
-    launch_monitor(bi, mode, plan.entry, regs, layout.pool, &extra[..holes])
+    launch_monitor(bi, mode, plan.entry, regs, layout.pool)
 }
 
 /// Switches to the page tables at `cr3` and jumps to a Linux 64-bit entry

@@ -19,9 +19,13 @@
 //!   store 2 bytes to memory, or the zero-extended selector to a register.
 //!   At CPL > 0 with CR4.UMIP set the store is #GP(0), as on the CPU.
 //!   A store the guest's page tables do not allow (not present, or not
-//!   writable for the access) gets #GP(0) — not #PF, which would need
-//!   CR2, a deviation documented in `docs/policy.md` — and one the EPT
-//!   view does not allow is denied like an EPT violation (audited, #GP).
+//!   writable for the access) gets the #PF the processor would raise
+//!   (§4.7: error code W, U for CPL 3, P when a present entry refused the
+//!   write; CR2 = the faulting linear address), a non-canonical address
+//!   #GP(0); one the EPT view does not allow is denied like an EPT
+//!   violation (audited, #GP). Not modelled: SMAP (a supervisor store to
+//!   a user page with CR4.SMAP and RFLAGS.AC clear) and reserved bits in
+//!   the guest's entries; such a store is performed.
 
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
@@ -30,13 +34,19 @@ use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
-use crate::policy::guest_paging::{self, PagingState};
+use crate::policy::guest_paging::{self, PagingState, WalkError};
 use crate::vmx::event::Exception;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use crate::vmx::regs::Gpr;
 
 const CR0_WP: u64 = 1 << 16;
+/// #PF error code: P (a protection violation, not a missing page).
+const PF_PRESENT: u32 = 1 << 0;
+/// #PF error code: W/R (a write).
+const PF_WRITE: u32 = 1 << 1;
+/// #PF error code: U/S (at CPL 3).
+const PF_USER: u32 = 1 << 2;
 const CR4_UMIP: u64 = 1 << 11;
 
 /// The instruction an exit of reason 46 or 47 is for (instruction
@@ -199,8 +209,14 @@ fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
                 .ok()
                 .map(|()| u64::from_le_bytes(b))
         };
-        let Ok(m) = guest_paging::translate(state, at, read) else {
-            return vcpu.inject(Exception::GeneralProtection, 0);
+        // #PF error code (SDM Vol. 3A §4.7): W, and U at CPL 3; P below.
+        let pfec = PF_WRITE | if cpl == 3 { PF_USER } else { 0 };
+        let m = match guest_paging::translate(state, at, read) {
+            Ok(m) => m,
+            Err(WalkError::NotPresent(_)) => return page_fault(vcpu, at, pfec),
+            Err(WalkError::Unsupported) => {
+                return vcpu.inject(Exception::GeneralProtection, 0);
+            }
         };
         let allowed = if cpl == 3 {
             m.user && m.writable
@@ -208,7 +224,7 @@ fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             m.writable || state.cr0 & CR0_WP == 0
         };
         if !allowed {
-            return vcpu.inject(Exception::GeneralProtection, 0);
+            return page_fault(vcpu, at, pfec | PF_PRESENT);
         }
         pieces[n] = (m.gpa, start, end);
         n += 1;
@@ -228,4 +244,16 @@ fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
     }
     vcpu.advance_rip()
+}
+
+/// Raises the #PF a store to `linear` would: CR2 loaded first, as the
+/// processor does on delivery (SDM Vol. 3A §4.7; VM entry injects the
+/// event, it does not load CR2).
+fn page_fault<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    linear: u64,
+    error_code: u32,
+) -> Result<ExitAction, ExitError> {
+    vcpu.cpu.write_cr2(linear);
+    vcpu.inject(Exception::PageFault, error_code)
 }

@@ -133,6 +133,8 @@ pub fn rip<P: Policy, M: GuestMemory>(v: &Vcpu<FakeVmcs, FakeCpu, P, M>) -> u64 
 pub const UD: u64 = 0x8000_0306;
 /// #GP(0) injection value (with error code).
 pub const GP: u64 = 0x8000_0b0d;
+/// #PF injection value (with error code).
+pub const PF: u64 = 0x8000_0b0e;
 /// #DF(0) injection value.
 pub const DF: u64 = 0x8000_0b08;
 

@@ -276,8 +276,30 @@ fn a_store_into_read_only_memory_is_denied_like_an_ept_violation() {
         (rec.kind, rec.gpa, rec.gva),
         (AuditKind::EptViolation, RODATA, Some(RODATA))
     );
-    // Unmapped in the guest's page tables: #GP, nothing audited.
+    // Unmapped in the guest's page tables: the #PF the processor raises
+    // (error code W; CR2 = the address), nothing audited.
     v.regs.set(Gpr::Rbx, 0x4000_0000_0000);
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, PF);
+    assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0b010);
+    assert_eq!(v.cpu.cr2, 0x4000_0000_0000);
+    assert_eq!(v.audit.total(), 1);
+    // Mapped read-only (the page table's first entry, with CR0.WP): #PF
+    // with P set.
+    let pte = PT;
+    v.memory
+        .phys()
+        .write(pte, &(0x60_0000u64 | 1).to_le_bytes());
+    v.regs.set(Gpr::Rbx, 0x60_0000);
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, PF);
+    assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0b011);
+    assert_eq!(v.cpu.cr2, 0x60_0000);
+    // Not canonical: #GP.
+    v.regs.set(Gpr::Rbx, 0x8000_0000_0000);
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
     assert_injected(&v, r, GP);
     assert_eq!(v.audit.total(), 1);
