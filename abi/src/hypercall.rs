@@ -124,7 +124,19 @@ pub enum Call {
     /// such a site and every site it touches then holds a legal form
     /// (`docs/policy.md`, "Validated self-patching").
     RegisterPatchSites = 31,
+
+    // ---- ABI 1.3: what the monitor costs a running kernel.
+    /// The monitor's exit counters: RDI = a basic exit reason (SDM Vol. 3D
+    /// Appendix C, 0–[`EXIT_REASON_SLOTS`] − 1). RDI out = the number of
+    /// VM exits with that reason so far (this call's own VMCALL included),
+    /// RSI out = the number of all VM exits. A reason out of range is
+    /// `InvalidArgument`. Any context may call it: counts reveal no
+    /// memory.
+    ExitCount = 32,
 }
+
+/// How many basic exit reasons [`Call::ExitCount`] answers for.
+pub const EXIT_REASON_SLOTS: u64 = 80;
 
 impl Call {
     /// Every call of this ABI version, for exhaustive tests.
@@ -148,6 +160,7 @@ impl Call {
         Call::AuditRead,
         Call::SetExecuteRule,
         Call::RegisterPatchSites,
+        Call::ExitCount,
     ];
 
     /// Decodes a call number from RAX.
@@ -189,6 +202,7 @@ impl Call {
             Call::AuditRead => "audit-read",
             Call::SetExecuteRule => "set-execute-rule",
             Call::RegisterPatchSites => "register-patch-sites",
+            Call::ExitCount => "exit-count",
         }
     }
 }

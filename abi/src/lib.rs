@@ -57,7 +57,10 @@ impl Version {
 /// 1.2: `SetExecuteRule` and `RegisterPatchSites`, for a host kernel
 /// that executes code outside its registered text and patches its own
 /// text (Linux).
-pub const ABI_VERSION: Version = Version { major: 1, minor: 2 };
+///
+/// 1.3: `ExitCount`, the monitor's exit counters for a running kernel
+/// (what its locks cost).
+pub const ABI_VERSION: Version = Version { major: 1, minor: 3 };
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,9 @@ pub const MARKER: &str = "OKERNEL-RESULT: ";
 pub const CHECK_PREFIX: &str = "OKERNEL-CHECK: ";
 /// The prefix of a benchmark result line (one JSON object).
 pub const BENCH_PREFIX: &str = "OKERNEL-BENCH: ";
+/// The prefix of an exit-count line (one JSON object: the monitor's exits
+/// over a workload, from `ExitCount`; `cargo xtask bench linux`).
+pub const EXITS_PREFIX: &str = "OKERNEL-EXITS: ";
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

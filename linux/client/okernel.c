@@ -198,6 +198,36 @@ static int audit_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+/* The monitor's exit counters under /proc/okernel-exits: "total N", then
+ * "REASON COUNT" for every basic exit reason with exits (ExitCount, ABI
+ * 1.3). A read makes OKERNEL_EXIT_REASON_SLOTS VMCALLs itself: two reads
+ * differ by that many VMCALLs (and exits) more than what ran between. */
+static u64 exit_count(u64 reason, u64 *total)
+{
+	u64 call = OKERNEL_CALL_EXIT_COUNT, all = 0;
+
+	asm volatile("vmcall"
+		     : "+a"(call), "+D"(reason), "+S"(all)
+		     :
+		     : "rdx", "memory");
+	*total = all;
+	return call == OKERNEL_STATUS_SUCCESS ? reason : 0;
+}
+
+static int exits_show(struct seq_file *m, void *v)
+{
+	u64 counts[OKERNEL_EXIT_REASON_SLOTS], total = 0, t;
+	unsigned int i;
+
+	for (i = 0; i < OKERNEL_EXIT_REASON_SLOTS; i++)
+		counts[i] = exit_count(i, i ? &t : &total);
+	seq_printf(m, "total %llu\n", total);
+	for (i = 0; i < OKERNEL_EXIT_REASON_SLOTS; i++)
+		if (counts[i])
+			seq_printf(m, "%u %llu\n", i, counts[i]);
+	return 0;
+}
+
 /* New audit records go to the kernel log too, polled once a second. */
 static struct delayed_work audit_work;
 static struct okernel_audit_record *audit_buf;
@@ -278,6 +308,7 @@ static int __init okernel_client_init(void)
 	if (err)
 		return err;
 	proc_create_single("okernel-audit", 0400, NULL, audit_show);
+	proc_create_single("okernel-exits", 0400, NULL, exits_show);
 	audit_buf = kmalloc(sizeof(*audit_buf), GFP_KERNEL);
 	if (audit_buf) {
 		INIT_DELAYED_WORK(&audit_work, audit_log);

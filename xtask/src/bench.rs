@@ -104,12 +104,37 @@ fn handoff_tsc(console: &str) -> Option<u64> {
     })
 }
 
+/// How long the container workload of `bench linux` runs (emulated
+/// seconds; `okernel.workload=`).
+const WORKLOAD_SECONDS: u64 = 10;
+
+/// The exit counts of the workload: the probe's `OKERNEL-EXITS:` line.
+#[derive(Debug, serde::Deserialize)]
+struct Exits {
+    workload: String,
+    seconds: u64,
+    iterations: u64,
+    total: u64,
+    by_reason: std::collections::BTreeMap<u16, u64>,
+}
+
+fn exits_line(console: &str) -> Option<Result<Exits, String>> {
+    let prefix = okernel_abi::result::EXITS_PREFIX;
+    console.lines().find_map(|l| {
+        let json = &l[l.find(prefix)? + prefix.len()..];
+        Some(serde_json::from_str(json.trim()).map_err(|e| format!("{l}: {e}")))
+    })
+}
+
 /// `cargo xtask bench linux`: Debian's kernel booted to user space in
 /// Bochs under okernel and, in the same run of the bench, with okernel's
 /// `mode=direct` (no monitor), each measured by the TSC when `/init`
 /// runs the probe less the TSC at the loader's hand-off (Bochs, `clock:
 /// sync=none`: emulated time); the ratio is the monitor's cost on
-/// Linux's boot path (goal ≤ 1.05x).
+/// Linux's boot path (goal ≤ 1.05x). Under okernel the client locks the
+/// kernel and a 10 s container workload then runs; the monitor's exits
+/// over it (the client's `/proc/okernel-exits`, ABI 1.3 `ExitCount`) are
+/// what the locks cost a running host.
 pub fn linux() -> Result<bool, String> {
     use crate::linux::{self, Mode};
     crate::deps::ensure(&[&crate::deps::BOCHS])?;
@@ -117,11 +142,17 @@ pub fn linux() -> Result<bool, String> {
     let image = linux::image()?;
     let backend = qemu_harness::bochs::Bochs;
     let mut ticks = Vec::new();
-    for (mode, name) in [
-        (Mode::Direct, "bench-linux-direct"),
-        (Mode::Monitor, "bench-linux-monitor"),
+    let mut exits = None;
+    let workload = format!("okernel.workload={WORKLOAD_SECONDS}");
+    for (mode, name, extra) in [
+        (Mode::Direct, "bench-linux-direct", workload.clone()),
+        (
+            Mode::Monitor,
+            "bench-linux-monitor",
+            format!("okernel.client=1 {workload}"),
+        ),
     ] {
-        let spec = linux::spec(&images, &image, mode, false, "", name)?;
+        let spec = linux::spec(&images, &image, mode, false, &extra, name)?;
         eprintln!("xtask: booting {} ({name}) in Bochs ...", image.version);
         let report = linux::boot(&backend, &spec, &image)?;
         let boot = bench_lines(&report)?
@@ -136,7 +167,15 @@ pub fn linux() -> Result<bool, String> {
                     name,
                     l.ticks_per_op.saturating_sub(handoff),
                     report.duration,
-                ))
+                ));
+                if mode == Mode::Monitor {
+                    exits = Some(exits_line(&report.console).ok_or_else(|| {
+                        format!(
+                            "{name}: no exit-count line (run directory {})",
+                            report.run_dir.display()
+                        )
+                    })??);
+                }
             }
             _ => {
                 println!(
@@ -163,12 +202,48 @@ pub fn linux() -> Result<bool, String> {
             wall.as_secs_f64()
         );
     }
+    if let Some(e) = exits {
+        println!(
+            "\nVM exits under okernel with the client's locks, {} s of {} ({} iterations), the counters' own reads excluded",
+            e.seconds, e.workload, e.iterations
+        );
+        println!("{:<24} {:>10} {:>12}", "reason", "exits", "per second");
+        for (reason, n) in &e.by_reason {
+            let name = okernel::vmx::exit_reason::ExitReason::from_raw(*reason)
+                .map_or_else(|| format!("reason-{reason}"), |r| r.name().to_string());
+            println!(
+                "{:<24} {n:>10} {:>12.1}",
+                format!("{reason} {name}"),
+                *n as f64 / e.seconds.max(1) as f64
+            );
+        }
+        println!(
+            "{:<24} {:>10} {:>12.1}",
+            "all",
+            e.total,
+            e.total as f64 / e.seconds.max(1) as f64
+        );
+    }
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_exit_count_line() {
+        let console = "x\nOKERNEL-EXITS: {\"workload\":\"w\",\"seconds\":10,\"iterations\":7,\"total\":30,\"by_reason\":{\"10\":20,\"18\":10}}\n";
+        let e = exits_line(console).unwrap().unwrap();
+        assert_eq!((e.seconds, e.iterations, e.total), (10, 7, 30));
+        assert_eq!(e.by_reason.get(&10), Some(&20));
+        assert!(exits_line("nothing\n").is_none());
+        assert!(
+            exits_line("OKERNEL-EXITS: {\"total\":1}\n")
+                .unwrap()
+                .is_err()
+        );
+    }
 
     #[test]
     fn finds_the_loaders_handoff_tsc() {

@@ -214,6 +214,8 @@ impl World {
                 status == Status::Success && value == u64::from(okernel_abi::ABI_VERSION.packed())
             }
             Ok(Call::Null | Call::AuditCount) => status == Status::Success,
+            // Any context may read the exit counters (ABI 1.3).
+            Ok(Call::ExitCount) => matches!(status, Status::Success | Status::InvalidArgument),
             Ok(Call::AuditRead) => {
                 status != Status::Success
                     || matches!(

@@ -54,6 +54,90 @@ pub fn expect(cmdline: &str) -> Result<Expect, String> {
     }
 }
 
+/// `okernel.workload=SECONDS`: how long the exit-count workload runs
+/// (`cargo xtask bench linux`); none without it.
+pub fn workload_seconds(cmdline: &str) -> Option<u64> {
+    param(cmdline, "okernel.workload")?
+        .parse()
+        .ok()
+        .filter(|s| *s > 0)
+}
+
+/// The monitor's exit counters as the client shows them in
+/// `/proc/okernel-exits`: `total N`, then `REASON COUNT` lines.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExitCounts {
+    /// All exits.
+    pub total: u64,
+    /// (basic exit reason, exits) for every reason with exits.
+    pub by_reason: Vec<(u16, u64)>,
+}
+
+impl ExitCounts {
+    /// Parses the file; `None` when it is not in that form.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        let total = lines.next()?.strip_prefix("total ")?.parse().ok()?;
+        let by_reason = lines
+            .map(|l| {
+                let (r, n) = l.split_once(' ')?;
+                Some((r.parse().ok()?, n.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { total, by_reason })
+    }
+
+    /// The exits of `reason`.
+    pub fn get(&self, reason: u16) -> u64 {
+        self.by_reason
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// What happened between `before` and `self`, less `reads` VMCALL
+    /// exits (the reads of the file themselves) of `vmcall`.
+    pub fn since(&self, before: &Self, vmcall: u16, reads: u64) -> Self {
+        let by_reason = self
+            .by_reason
+            .iter()
+            .map(|&(r, n)| {
+                let d = n.saturating_sub(before.get(r));
+                (
+                    r,
+                    if r == vmcall {
+                        d.saturating_sub(reads)
+                    } else {
+                        d
+                    },
+                )
+            })
+            .filter(|(_, n)| *n != 0)
+            .collect();
+        Self {
+            total: self
+                .total
+                .saturating_sub(before.total)
+                .saturating_sub(reads),
+            by_reason,
+        }
+    }
+
+    /// As a JSON object's members: `"total":N,"by_reason":{"R":N,...}`.
+    pub fn json(&self) -> String {
+        let reasons: Vec<String> = self
+            .by_reason
+            .iter()
+            .map(|(r, n)| format!("\"{r}\":{n}"))
+            .collect();
+        format!(
+            "\"total\":{},\"by_reason\":{{{}}}",
+            self.total,
+            reasons.join(",")
+        )
+    }
+}
+
 fn hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
 }
@@ -199,6 +283,26 @@ pub fn check_json(check: &str, invariant: u8, ok: bool, observed: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_counts_parse_and_subtract_the_reads() {
+        assert_eq!(workload_seconds("a okernel.workload=10 b"), Some(10));
+        assert_eq!(workload_seconds("okernel.workload=0"), None);
+        assert_eq!(workload_seconds("okernel.workload=x"), None);
+        assert_eq!(workload_seconds("quiet"), None);
+        let before = ExitCounts::parse("total 1100\n10 1000\n18 100\n").unwrap();
+        let after = ExitCounts::parse("total 1500\n10 1200\n18 280\n31 20\n").unwrap();
+        let d = after.since(&before, 18, 80);
+        assert_eq!(d.total, 320);
+        assert_eq!(d.by_reason, [(10, 200), (18, 100), (31, 20)]);
+        assert_eq!(
+            d.json(),
+            "\"total\":320,\"by_reason\":{\"10\":200,\"18\":100,\"31\":20}"
+        );
+        assert_eq!(ExitCounts::parse(""), None);
+        assert_eq!(ExitCounts::parse("total x\n"), None);
+        assert_eq!(ExitCounts::parse("total 1\n10\n"), None);
+    }
 
     const IOMEM: &str = "00000000-00000fff : Reserved
 00001000-0009efff : System RAM

@@ -16,12 +16,13 @@
 mod attacks;
 mod container;
 mod legit;
+mod workload;
 
 use okernel_abi::cpuid::{LEAF_SIGNATURE, is_signature};
 use okernel_abi::result::{BENCH_PREFIX, CHECK_PREFIX, MARKER};
 use okernel_linux_probe::{
     Expect, Range, check_json, cpuinfo_has_vmx, expect, iomem_pages, jump_table, param, system_ram,
-    test_image,
+    test_image, workload_seconds,
 };
 use std::process::{Command, ExitCode};
 
@@ -37,6 +38,9 @@ fn main() -> ExitCode {
         if cmd == "--status" {
             println!("{}", container::status());
             return ExitCode::SUCCESS;
+        }
+        if let Some(seconds) = cmd.strip_prefix("--workload=") {
+            return workload::contained(seconds);
         }
         return vuln_child(cmd);
     }
@@ -176,6 +180,9 @@ fn run(c: &mut Checks) {
     );
     legit::run(c);
     static_key_flip(c);
+    if let Some(seconds) = workload_seconds(&cmdline) {
+        workload::run(c, seconds);
+    }
     // Under the monitor without the client nothing is locked: no attack
     // row would mean anything.
     if mode != Expect::Monitor || protected {

@@ -109,6 +109,7 @@ fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Ok(Call::Null) => complete(vcpu, Status::Success, mode),
         Ok(Call::Version) => version(vcpu, mode),
         Ok(Call::Exit) => exit(vcpu, mode),
+        Ok(Call::ExitCount) => exit_count(vcpu, mode),
         Ok(call) => policy_call(vcpu, call, mode),
         #[cfg(feature = "fuzz")]
         Err(_) if crate::fuzz::calls::is_fuzz_call(number) => fuzz_call(vcpu, number, mode),
@@ -192,6 +193,23 @@ fn policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             vcpu.enter_gate(rip, rsp)
         }
     }
+}
+
+/// ExitCount(reason): RDI = that reason's exits, RSI = all exits.
+fn exit_count<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    mut mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    let reason = operand(vcpu, vcpu.regs.rdi(), &mut mode)?;
+    let Ok(basic) = u16::try_from(reason) else {
+        return complete(vcpu, Status::InvalidArgument, mode);
+    };
+    if u64::from(basic) >= okernel_abi::hypercall::EXIT_REASON_SLOTS {
+        return complete(vcpu, Status::InvalidArgument, mode);
+    }
+    vcpu.regs.set(Gpr::Rdi, vcpu.counters.raw(basic));
+    vcpu.regs.set(Gpr::Rsi, vcpu.counters.total());
+    complete(vcpu, Status::Success, mode)
 }
 
 /// Version: RDI = the packed ABI version.

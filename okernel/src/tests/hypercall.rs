@@ -30,6 +30,37 @@ fn version_returns_the_packed_abi_version() {
 }
 
 #[test]
+fn exit_count_answers_one_reason_and_the_total() {
+    let mut v = vcpu();
+    run(&mut v, ExitReason::Cpuid, 0, 2).unwrap();
+    run(&mut v, ExitReason::Cpuid, 0, 2).unwrap();
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    let r = vmcall(&mut v, Call::ExitCount.raw(), ExitReason::Cpuid as u64);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), Status::Success.raw());
+    assert_eq!(
+        (v.regs.rdi(), v.regs.rsi()),
+        (2, 3),
+        "CPUID; all, this VMCALL too"
+    );
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    let r = vmcall(&mut v, Call::ExitCount.raw(), ExitReason::Vmcall as u64);
+    assert_advanced(&v, r, 3);
+    assert_eq!((v.regs.rdi(), v.regs.rsi()), (2, 4));
+    for bad in [
+        okernel_abi::hypercall::EXIT_REASON_SLOTS,
+        0x1_0000,
+        u64::MAX,
+    ] {
+        v.vmcs.set(GuestNatural::Rip, RIP);
+        let r = vmcall(&mut v, Call::ExitCount.raw(), bad);
+        assert_advanced(&v, r, 3);
+        assert_eq!(v.regs.rax(), Status::InvalidArgument.raw(), "{bad:#x}");
+        assert_eq!(v.regs.rdi(), bad, "RDI untouched");
+    }
+}
+
+#[test]
 fn null_succeeds_and_changes_nothing_else() {
     let mut v = vcpu();
     let r = vmcall(&mut v, Call::Null.raw(), 0x77);

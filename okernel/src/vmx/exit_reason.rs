@@ -189,7 +189,7 @@ exit_reasons! {
 }
 
 /// The number of counter slots: every basic reason below this has its own.
-pub const REASON_SLOTS: usize = 80;
+pub const REASON_SLOTS: usize = okernel_abi::hypercall::EXIT_REASON_SLOTS as usize;
 
 /// The 32-bit exit-reason field (SDM Vol. 3C §25.9.1, Table 25-17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

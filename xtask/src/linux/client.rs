@@ -84,6 +84,10 @@ pub fn abi_header() -> String {
             ExecuteRule::GuestPageTables as u64,
         ),
         ("PATCH_LINUX_JUMP_ENTRY", PatchFormat::LinuxJumpEntry as u64),
+        (
+            "EXIT_REASON_SLOTS",
+            okernel_abi::hypercall::EXIT_REASON_SLOTS,
+        ),
     ] {
         let _ = writeln!(h, "#define OKERNEL_{name} {value}ull");
     }
