@@ -4,12 +4,14 @@
 //! monitor's injected fault makes it oops in the vulnerable write) ends
 //! only that child. Without protection (`mode=direct`, bare QEMU) every
 //! attack must take effect, proving the primitive; under the monitor with
-//! the client's locks every claimed attack must be killed. The "not
-//! protected" rows are writes okernel does not stop, shown as such.
+//! the client's locks every claimed attack must be killed and leave an
+//! audit record of its own kind (a write to locked memory, the CR or the
+//! MSR it wrote), read from `/proc/okernel-audit`. The "not protected"
+//! rows are writes okernel does not stop, shown as such.
 
-use crate::{Checks, VulnAnswer, vuln};
+use crate::{Checks, VulnAnswer, read, vuln};
 use okernel_linux_probe::{
-    Expect, hex_bytes, illegal_jump_form, iomem_pages, jump_site, kallsyms, old_new,
+    AuditLine, Expect, hex_bytes, illegal_jump_form, iomem_pages, jump_site, kallsyms, old_new,
 };
 
 /// A value no kernel pointer or instruction stream holds.
@@ -24,6 +26,61 @@ enum Effect {
     /// The attack could not be made at all (no symbol, a bad answer):
     /// proves nothing, a failing row in every mode.
     NotMade(String),
+    /// The attacker was killed but the monitor left no audit record of
+    /// the attack's kind: something else killed it (a failing row).
+    Unaudited(String),
+}
+
+/// The audit record a blocked attack must leave (`okernel_abi::policy::
+/// AuditKind`; the client's `/proc/okernel-audit`).
+#[derive(Debug, Clone, Copy)]
+enum Record {
+    /// A write to locked memory: `ept-violation` (1) with the W access.
+    Write,
+    /// A write to control register `n`: `cr-write` (2), gpa = `n`.
+    Cr(u64),
+    /// A write to MSR `m`: `msr-write` (3), gpa = `m`.
+    Msr(u64),
+}
+
+impl Record {
+    fn matches(self, r: &AuditLine) -> bool {
+        match self {
+            Record::Write => r.kind == 1 && r.access & 2 != 0,
+            Record::Cr(n) => r.kind == 2 && r.gpa == n,
+            Record::Msr(m) => r.kind == 3 && r.gpa == m,
+        }
+    }
+}
+
+/// The monitor's audit records, as the client shows them.
+fn audit() -> String {
+    read("/proc/okernel-audit")
+}
+
+/// Runs `make` and, where the kernel is protected and the attacker was
+/// killed, requires a new audit record of kind `want`: the monitor, not
+/// some other fault, stopped it.
+fn audited(protected: bool, want: Record, make: impl FnOnce() -> Effect) -> Effect {
+    let before = protected
+        .then(|| AuditLine::newer(&audit(), None).last().map(|r| r.seq))
+        .flatten();
+    match make() {
+        Effect::Killed(s) if protected => {
+            let new = AuditLine::newer(&audit(), before);
+            match new.iter().find(|r| want.matches(r)) {
+                Some(r) => Effect::Killed(format!(
+                    "{s}; audit record #{} kind {} gpa {:#x}",
+                    r.seq, r.kind, r.gpa
+                )),
+                None => Effect::Unaudited(format!(
+                    "{s}, but no {want:?} audit record among the {} new ones",
+                    new.len()
+                )),
+            }
+        }
+        e => e,
+    }
 }
 
 /// Runs the gadget `cmd`, whose answer is `old O new N`; `wanted(old)` is
@@ -51,7 +108,8 @@ fn poke(addr: u64, value: u64) -> Effect {
 /// The attacks; `protected`: the client's locks are in place.
 pub fn run(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, iomem: &str) {
     let sym = |name: &str| kallsyms(kallsyms_text, name);
-    let attack = |c: &mut Checks, name: &str, invariant: u8, e: Effect| {
+    let attack = |c: &mut Checks, name: &str, invariant: u8, want, make: &dyn Fn() -> Effect| {
+        let e = audited(protected, want, make);
         report(c, mode, protected, name, invariant, e);
     };
     let poke_sym = |name: &str, value: u64| match sym(name) {
@@ -60,36 +118,41 @@ pub fn run(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, i
     };
     // Invariant 2: kernel text, through the vulnerability's writable
     // alias (a fresh kernel mapping of the text's physical page).
-    attack(
-        c,
-        "text-overwrite-function",
-        2,
-        poke_sym("__x64_sys_reboot", 0xcccc_cccc_cccc_cccc),
-    );
+    attack(c, "text-overwrite-function", 2, Record::Write, &|| {
+        poke_sym("__x64_sys_reboot", 0xcccc_cccc_cccc_cccc)
+    });
     // Invariant 3: rodata, ro-after-init data, the IDT.
-    attack(
-        c,
-        "rodata-sys-call-table",
-        3,
-        poke_sym("sys_call_table", POISON),
-    );
-    attack(
-        c,
-        "ro-after-init-lsm-hook-head",
-        3,
-        poke_sym("security_hook_heads", POISON),
-    );
-    attack(c, "idt-entry", 3, poke_sym("idt_table", POISON));
+    attack(c, "rodata-sys-call-table", 3, Record::Write, &|| {
+        poke_sym("sys_call_table", POISON)
+    });
+    attack(c, "ro-after-init-lsm-hook-head", 3, Record::Write, &|| {
+        poke_sym("security_hook_heads", POISON)
+    });
+    attack(c, "idt-entry", 3, Record::Write, &|| {
+        poke_sym("idt_table", POISON)
+    });
     // Invariant 2 (validated self-patching): a listed site, illegal form.
-    attack(c, "jump-label-illegal-form", 2, jump_label(&sym));
+    attack(c, "jump-label-illegal-form", 2, Record::Write, &|| {
+        jump_label(&sym)
+    });
     // Invariant 4: pinned control-register bits, through `mov cr`.
     let cr = |n: u8, clear: u64| gadget(&format!("cr {n} {clear:x}"), move |old| old & !clear);
-    attack(c, "cr4-clear-smep-smap", 4, cr(4, (1 << 20) | (1 << 21)));
-    attack(c, "cr0-clear-wp", 4, cr(0, 1 << 16));
+    attack(c, "cr4-clear-smep-smap", 4, Record::Cr(4), &|| {
+        cr(4, (1 << 20) | (1 << 21))
+    });
+    attack(c, "cr0-clear-wp", 4, Record::Cr(0), &|| cr(0, 1 << 16));
     // Invariant 5: locked MSRs, through `wrmsr`.
     let msr = |m: u32, mask: u64| gadget(&format!("msrxor {m:x} {mask:x}"), move |old| old ^ mask);
-    attack(c, "msr-lstar", 5, msr(0xc000_0082, 0x10));
-    attack(c, "msr-efer-clear-sce", 5, msr(0xc000_0080, 1));
+    attack(c, "msr-lstar", 5, Record::Msr(0xc000_0082), &|| {
+        msr(0xc000_0082, 0x10)
+    });
+    attack(
+        c,
+        "msr-efer-clear-sce",
+        5,
+        Record::Msr(0xc000_0080),
+        &|| msr(0xc000_0080, 1),
+    );
     hypercalls(c, mode, protected, kallsyms_text, iomem);
     // Not protected: writable kernel data and slab memory.
     not_protected(
@@ -203,8 +266,8 @@ fn report(c: &mut Checks, mode: Expect, protected: bool, name: &str, invariant: 
             false,
             format!("the primitive failed without protection: {s}"),
         ),
-        (true, Effect::NotMade(s)) => (format!("attack-{name}"), false, s),
-        (false, Effect::NotMade(s)) => (
+        (true, Effect::NotMade(s) | Effect::Unaudited(s)) => (format!("attack-{name}"), false, s),
+        (false, Effect::NotMade(s) | Effect::Unaudited(s)) => (
             format!("negative-control-{name}-{}", mode_name(mode)),
             false,
             s,
@@ -216,7 +279,7 @@ fn report(c: &mut Checks, mode: Expect, protected: bool, name: &str, invariant: 
 fn not_protected(c: &mut Checks, name: &str, why: &str, e: Effect) {
     let (ok, seen) = match e {
         Effect::Written(s) => (true, format!("NOT PROTECTED ({why}): {s}")),
-        Effect::Killed(s) | Effect::NotMade(s) => {
+        Effect::Killed(s) | Effect::NotMade(s) | Effect::Unaudited(s) => {
             (false, format!("expected the write to succeed ({why}): {s}"))
         }
     };

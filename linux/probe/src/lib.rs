@@ -138,6 +138,47 @@ impl ExitCounts {
     }
 }
 
+/// One audit record as the client shows it in `/proc/okernel-audit` (a
+/// JSON line: `{"seq":N,"kind":K,"action":A,"ctx":C,"gpa":"0x..",
+/// "gva":"0x..","access":X,...}`): the fields an attack row checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditLine {
+    /// Its sequence number.
+    pub seq: u64,
+    /// `okernel_abi::policy::AuditKind` as a number.
+    pub kind: u32,
+    /// The guest-physical address, or the CR number or MSR index.
+    pub gpa: u64,
+    /// The access bits (1 read, 2 write, 4 execute).
+    pub access: u64,
+}
+
+impl AuditLine {
+    /// Parses one line; `None` when a field is missing.
+    pub fn parse(line: &str) -> Option<Self> {
+        let field = |name: &str| -> Option<&str> {
+            let key = format!("\"{name}\":");
+            let rest = &line[line.find(&key)? + key.len()..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim_matches('"'))
+        };
+        Some(Self {
+            seq: field("seq")?.parse().ok()?,
+            kind: field("kind")?.parse().ok()?,
+            gpa: hex(field("gpa")?)?,
+            access: field("access")?.parse().ok()?,
+        })
+    }
+
+    /// The records of `text` (the whole file) newer than `after`.
+    pub fn newer(text: &str, after: Option<u64>) -> Vec<Self> {
+        text.lines()
+            .filter_map(Self::parse)
+            .filter(|r| after.is_none_or(|a| r.seq > a))
+            .collect()
+    }
+}
+
 fn hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
 }
@@ -283,6 +324,25 @@ pub fn check_json(check: &str, invariant: u8, ok: bool, observed: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_lines_parse_and_filter() {
+        let text = "{\"seq\":7,\"kind\":1,\"action\":2,\"ctx\":0,\"gpa\":\"0x1a2b000\",\"gva\":\"0xffffffff81000000\",\"access\":2,\"rip\":\"0x1\",\"qualification\":\"0x2\"}\n\
+{\"seq\":8,\"kind\":3,\"action\":2,\"ctx\":0,\"gpa\":\"0xc0000082\",\"gva\":\"0x0\",\"access\":2,\"rip\":\"0x1\",\"qualification\":\"0x0\"}\n";
+        let all = AuditLine::newer(text, None);
+        assert_eq!(
+            all[0],
+            AuditLine {
+                seq: 7,
+                kind: 1,
+                gpa: 0x1a2b000,
+                access: 2
+            }
+        );
+        assert_eq!(AuditLine::newer(text, Some(7)).len(), 1);
+        assert_eq!(AuditLine::newer(text, Some(8)).len(), 0);
+        assert_eq!(AuditLine::parse("{\"seq\":1}"), None);
+    }
 
     #[test]
     fn exit_counts_parse_and_subtract_the_reads() {
