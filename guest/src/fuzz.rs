@@ -321,10 +321,33 @@ pub enum Op {
         /// A raw leaf when the selector says so.
         raw: u32,
     },
+    /// Port I/O: entry `sel` of the executor's port table (System Control
+    /// Port A, the keyboard controller, reset control, PCI configuration).
+    Port {
+        /// The port-table selector.
+        sel: u8,
+        /// A raw operand.
+        raw: u32,
+    },
+    /// Debug state (RFLAGS.TF, a DR7 breakpoint) set before a hypercall.
+    Debug {
+        /// What to set.
+        what: u8,
+        /// The hypercall selector.
+        call: u8,
+    },
+    /// A self-IPI through the local APIC (fixed vector, or NMI), alone or
+    /// pending across a SwitchContext.
+    Ipi {
+        /// The IPI selector.
+        what: u8,
+        /// The hypercall selector.
+        call: u8,
+    },
 }
 
 /// The number of operation kinds.
-pub const KINDS: u8 = 14;
+pub const KINDS: u8 = 17;
 
 impl Op {
     /// The size of one encoded operation.
@@ -381,7 +404,16 @@ impl Op {
                 ctx: b[2],
                 class: Class::pick(b[3]),
             },
-            _ => Op::Cpuid { leaf: b[1], raw },
+            13 => Op::Cpuid { leaf: b[1], raw },
+            14 => Op::Port { sel: b[1], raw },
+            15 => Op::Debug {
+                what: b[1],
+                call: b[2],
+            },
+            _ => Op::Ipi {
+                what: b[1],
+                call: b[2],
+            },
         }
     }
 
@@ -406,6 +438,9 @@ impl Op {
             Op::Exception { .. } => 11,
             Op::ProtectedPage { .. } => 12,
             Op::Cpuid { .. } => 13,
+            Op::Port { .. } => 14,
+            Op::Debug { .. } => 15,
+            Op::Ipi { .. } => 16,
         }
     }
 }

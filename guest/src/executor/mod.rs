@@ -32,9 +32,11 @@
 //! violations.
 
 mod cpu_ops;
+mod event_ops;
 mod hypercalls;
 mod journal;
 mod memory_ops;
+mod port_ops;
 mod step;
 mod targets;
 mod transport;
@@ -103,6 +105,17 @@ pub fn run(
             );
         }
         gate = g.value0;
+    }
+    // Before the baseline: the APIC's alias slot is part of the page
+    // tables the monitor's check compares with it.
+    if let Err(s) = event_ops::map_apic(mode == Mode::Protected) {
+        report(
+            Outcome::Fail,
+            format_args!("fuzz: mapping the local APIC: {s:?}"),
+        );
+    }
+    port_ops::find_memory_bar();
+    if has_monitor {
         let b = hypercall_raw(CALL_BASELINE, [MIRROR.addr(), 0, 0, 0]);
         match b.status {
             Ok(Status::Success) => {

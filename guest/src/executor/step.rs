@@ -4,7 +4,8 @@
 //! monitor wrote for it — exactly one of the right kind for a denial,
 //! none otherwise (invariant 10). The dispatch, the judging and the
 //! context switch live here; the operations themselves in
-//! [`super::memory_ops`], [`super::cpu_ops`] and [`super::hypercalls`].
+//! [`super::memory_ops`], [`super::cpu_ops`], [`super::hypercalls`],
+//! [`super::port_ops`] and [`super::event_ops`].
 
 use super::journal::Journal;
 use super::targets::{SCRATCH, Targets};
@@ -182,6 +183,9 @@ impl World {
                 return self.protected_page(alloc, ctx, class, 0, journal, msg);
             }
             Op::Cpuid { leaf, raw } => self.cpuid(leaf, raw, &mut seen, msg),
+            Op::Port { sel, raw } => self.port(sel, raw, &mut seen, msg),
+            Op::Debug { what, call } => return self.debug(what, call, msg),
+            Op::Ipi { what, call } => return self.ipi(what, call, msg),
         };
         (if ok { Next::Continue } else { Next::Violation }, seen)
     }

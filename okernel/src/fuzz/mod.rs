@@ -15,6 +15,9 @@
 //! - [`calls`]: the two calls themselves.
 //! - [`mirror`]: the audit mirror page the executor registers with the
 //!   baseline.
+//! - [`planted`]: the planted defects of the VM fuzzer's proof for port
+//!   I/O, debug state and self-IPIs (off but in that proof), around every
+//!   slow exit.
 //! - [`oracle`]: the EPT-view invariants (1, 2, 3, 6, 7) as one function,
 //!   shared with the host `policy` fuzz target (also built with `fake`).
 //!
@@ -39,6 +42,8 @@ pub mod mirror;
 #[cfg(feature = "fuzz")]
 pub mod observe;
 pub mod oracle;
+#[cfg(feature = "fuzz")]
+pub mod planted;
 #[cfg(feature = "fuzz")]
 pub mod watch;
 

@@ -141,7 +141,7 @@ pub fn slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         audit: vcpu.audit.total(),
         checks: vcpu.fuzz.checks,
     };
-    let result = handle(vcpu);
+    let result = super::planted::around(vcpu, rest, handle);
     after(vcpu, before, rest, &result);
     result
 }

@@ -1,0 +1,153 @@
+//! Deliberate monitor defects for the VM fuzzer's planted-defect proof of
+//! issue 13's last vocabulary classes (`cargo xtask fuzz vm-planted`,
+//! `docs/vm-fuzzing.md`): port I/O, debug state set before a hypercall,
+//! self-IPIs. Each is a cargo feature that is off everywhere but that
+//! proof; each is marked DELIBERATE DEFECT.
+//!
+//! One seam: [`around`] wraps the slow half of every exit of a fuzz build
+//! ([`super::observe::slow`]). With none of the features on it is the
+//! handler itself, so the production files (`exit/`, `hypercall/`) carry
+//! no trace of these defects, and a build without `fuzz` has none of this
+//! module.
+//!
+//! | feature | defect | what the executor sees |
+//! |---|---|---|
+//! | `planted-kbc-output-port` | the keyboard controller's "write output port" command (0x64 ← 0xD1: A20 and the reset line) is performed, not refused: a port table missing an entry | the write completes with no `exit` record |
+//! | `planted-gate-debug-state` | a switch that resumes at a gate keeps the caller's TF (and the single-step trap its VMCALL owes) and DR7 | a #DB at the gate before its first instruction, or DR7 ≠ 0x400 there |
+//! | `planted-gate-if` | a switch that resumes at a gate keeps the caller's IF | a self-IPI made pending before `STI; VMCALL` is delivered at the gate |
+
+use crate::exit::guest::Vcpu;
+use crate::exit::{ExitAction, ExitError, SlowExit};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+
+/// Runs `handle`, with the planted defects of this build around it.
+#[inline(always)]
+pub fn around<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    rest: SlowExit,
+    handle: impl FnOnce(&mut Vcpu<V, C, P, M>) -> Result<ExitAction, ExitError>,
+) -> Result<ExitAction, ExitError> {
+    #[cfg(feature = "planted-kbc-output-port")]
+    if let Some(r) = kbc_output_port(vcpu, rest) {
+        return r;
+    }
+    #[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]
+    let caller = gate::Caller::read(vcpu, rest);
+    let result = handle(vcpu);
+    #[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]
+    if let Some(caller) = caller {
+        caller.leak(vcpu, &result)?;
+    }
+    let _ = rest;
+    result
+}
+
+/// DELIBERATE DEFECT for fuzzing only: performs OUT 0x64 ← 0xD1 (write the
+/// keyboard controller's output port) as if the port table allowed it.
+#[cfg(feature = "planted-kbc-output-port")]
+fn kbc_output_port<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    rest: SlowExit,
+) -> Option<Result<ExitAction, ExitError>> {
+    use crate::exit::io::{IoQualification, PORT_KBC_COMMAND};
+    use crate::vmx::exit_reason::ExitReason;
+    use crate::vmx::fields::ReadOnlyNatural;
+    let SlowExit::Other(field) = rest else {
+        return None;
+    };
+    if field.basic() != ExitReason::IoInstruction as u16 {
+        return None;
+    }
+    let q = IoQualification(vcpu.vmcs.read(ReadOnlyNatural::ExitQualification).ok()?);
+    let value = vcpu.regs.rax() as u8;
+    if q.is_in()
+        || q.string()
+        || q.rep()
+        || q.port() != PORT_KBC_COMMAND
+        || q.size() != 1
+        || value != 0xd1
+    {
+        return None;
+    }
+    vcpu.counters.record(field.basic());
+    vcpu.cpu.port_out(PORT_KBC_COMMAND, 1, u32::from(value));
+    Some(vcpu.advance_rip())
+}
+
+#[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]
+mod gate {
+    use super::*;
+    use crate::exit::guest::GateEntry;
+    use crate::vmx::fields::{GuestNatural, ReadOnly32};
+
+    /// What the caller of a VMCALL had that a gate entry clears.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Caller {
+        rip: u64,
+        next: u64,
+        rflags: u64,
+        #[cfg_attr(not(feature = "planted-gate-debug-state"), allow(dead_code))]
+        dr7: u64,
+    }
+
+    impl Caller {
+        /// Reads it before a VMCALL's handler (None for other exits).
+        pub fn read<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+            vcpu: &Vcpu<V, C, P, M>,
+            rest: SlowExit,
+        ) -> Option<Self> {
+            let SlowExit::Vmcall { .. } = rest else {
+                return None;
+            };
+            let rip = vcpu.vmcs.read(GuestNatural::Rip).ok()?;
+            let len = vcpu.vmcs.read(ReadOnly32::ExitInstructionLength).ok()?;
+            Some(Self {
+                rip,
+                next: rip.wrapping_add(u64::from(len)),
+                rflags: vcpu.vmcs.read(GuestNatural::Rflags).ok()?,
+                dr7: vcpu.vmcs.read(GuestNatural::Dr7).ok()?,
+            })
+        }
+
+        /// After the handler: if it resumed the guest somewhere other
+        /// than at or after its VMCALL (a gate), puts back what the gate
+        /// entry cleared.
+        pub fn leak<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+            self,
+            vcpu: &mut Vcpu<V, C, P, M>,
+            result: &Result<ExitAction, ExitError>,
+        ) -> Result<(), ExitError> {
+            if !matches!(result, Ok(ExitAction::Resume)) {
+                return Ok(());
+            }
+            let rip = vcpu.vmcs.read(GuestNatural::Rip)?;
+            if rip == self.rip || rip == self.next {
+                return Ok(());
+            }
+            let mut rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
+            // DELIBERATE DEFECT for fuzzing only: the gate starts with the
+            // caller's TF, the single-step trap its VMCALL owes, and DR7.
+            #[cfg(feature = "planted-gate-debug-state")]
+            {
+                rflags |= self.rflags & GateEntry::TF;
+                if self.rflags & GateEntry::TF != 0 {
+                    vcpu.vmcs.write(
+                        GuestNatural::PendingDebugExceptions,
+                        crate::exit::rip::PENDING_BS,
+                    )?;
+                }
+                vcpu.vmcs.write(GuestNatural::Dr7, self.dr7)?;
+            }
+            // DELIBERATE DEFECT for fuzzing only: the gate starts with the
+            // caller's IF.
+            #[cfg(feature = "planted-gate-if")]
+            {
+                rflags |= self.rflags & GateEntry::IF;
+            }
+            vcpu.vmcs.write(GuestNatural::Rflags, rflags)?;
+            Ok(())
+        }
+    }
+}
