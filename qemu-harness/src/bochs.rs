@@ -20,9 +20,19 @@ use std::time::Duration;
 /// too.
 pub const IPS: u64 = 20_000_000;
 
+/// The CPU model of every run unless a case names another
+/// ([`BochsModel`]).
+pub const DEFAULT_MODEL: &str = "corei7_skylake_x";
+
 /// The Bochs backend.
 #[derive(Debug, Clone, Default)]
 pub struct Bochs;
+
+/// The Bochs backend on another CPU model than [`DEFAULT_MODEL`] (e.g.
+/// `corei7_icelake_u`, which has the monitor trap flag:
+/// `docs/linux.md`, "Bochs 2.7 CPU models").
+#[derive(Debug, Clone)]
+pub struct BochsModel(pub &'static str);
 
 /// What varies between the bochsrc files the harness writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +47,8 @@ pub struct BochsConfig {
     pub com2_socket: Option<String>,
     /// Guest RAM in MiB (`megs:`).
     pub megs: u32,
+    /// The CPU model (`cpu: model=`).
+    pub model: &'static str,
 }
 
 impl Default for BochsConfig {
@@ -45,6 +57,7 @@ impl Default for BochsConfig {
             ips: IPS,
             com2_socket: None,
             megs: crate::spec::RAM_MIB,
+            model: DEFAULT_MODEL,
         }
     }
 }
@@ -58,7 +71,7 @@ impl Bochs {
         };
         format!(
             "megs: {megs}\n\
-             cpu: model=corei7_skylake_x, count=1, ips={ips}\n\
+             cpu: model={model}, count=1, ips={ips}\n\
              clock: sync=none, time0=946684800\n\
              romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
              vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
@@ -74,6 +87,7 @@ impl Bochs {
              error: action=report\n\
              panic: action=fatal\n",
             megs = options.megs,
+            model = options.model,
             ips = options.ips,
             iso = dir.join("okernel.iso").display(),
             console = dir.join("console.log").display(),
@@ -230,6 +244,27 @@ impl Backend for Bochs {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
+        Self::run_on(spec, DEFAULT_MODEL)
+    }
+}
+
+impl Backend for BochsModel {
+    fn name(&self) -> &str {
+        "bochs"
+    }
+
+    fn vmx(&self) -> VmxSupport {
+        VmxSupport::Available
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
+        Bochs::run_on(spec, self.0)
+    }
+}
+
+impl Bochs {
+    /// Boots `spec` on CPU model `model`.
+    pub fn run_on(spec: &RunSpec, model: &'static str) -> Result<RunReport, HarnessError> {
         spec.check_files()?;
         spec.make_run_dir()?;
         Self::make_iso(spec)?;
@@ -239,6 +274,7 @@ impl Backend for Bochs {
         let _ = std::fs::remove_file(&console);
         let config = BochsConfig {
             megs: spec.guest.ram_mib(),
+            model,
             ..BochsConfig::default()
         };
         let cmd = Self::command(dir, &config)?;

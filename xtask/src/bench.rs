@@ -116,6 +116,34 @@ struct Exits {
     iterations: u64,
     total: u64,
     by_reason: std::collections::BTreeMap<u16, u64>,
+    /// Since the launch, up to the workload (boot, the client, the
+    /// probe's legitimate rows).
+    before: ExitsBefore,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ExitsBefore {
+    total: u64,
+    by_reason: std::collections::BTreeMap<u16, u64>,
+}
+
+fn print_exits(by_reason: &std::collections::BTreeMap<u16, u64>, total: u64, seconds: Option<u64>) {
+    let rate = |n: u64| {
+        seconds.map_or(String::new(), |s| {
+            format!("{:.1}", n as f64 / s.max(1) as f64)
+        })
+    };
+    println!("{:<24} {:>10} {:>12}", "reason", "exits", "per second");
+    for (reason, n) in by_reason {
+        let name = okernel::vmx::exit_reason::ExitReason::from_raw(*reason)
+            .map_or_else(|| format!("reason-{reason}"), |r| r.name().to_string());
+        println!(
+            "{:<24} {n:>10} {:>12}",
+            format!("{reason} {name}"),
+            rate(*n)
+        );
+    }
+    println!("{:<24} {total:>10} {:>12}", "all", rate(total));
 }
 
 fn exits_line(console: &str) -> Option<Result<Exits, String>> {
@@ -204,25 +232,14 @@ pub fn linux() -> Result<bool, String> {
     }
     if let Some(e) = exits {
         println!(
+            "\nVM exits under okernel from the launch to the workload (Linux's boot, the client's locks, the probe's legitimate rows)"
+        );
+        print_exits(&e.before.by_reason, e.before.total, None);
+        println!(
             "\nVM exits under okernel with the client's locks, {} s of {} ({} iterations), the counters' own reads excluded",
             e.seconds, e.workload, e.iterations
         );
-        println!("{:<24} {:>10} {:>12}", "reason", "exits", "per second");
-        for (reason, n) in &e.by_reason {
-            let name = okernel::vmx::exit_reason::ExitReason::from_raw(*reason)
-                .map_or_else(|| format!("reason-{reason}"), |r| r.name().to_string());
-            println!(
-                "{:<24} {n:>10} {:>12.1}",
-                format!("{reason} {name}"),
-                *n as f64 / e.seconds.max(1) as f64
-            );
-        }
-        println!(
-            "{:<24} {:>10} {:>12.1}",
-            "all",
-            e.total,
-            e.total as f64 / e.seconds.max(1) as f64
-        );
+        print_exits(&e.by_reason, e.total, Some(e.seconds));
     }
     Ok(true)
 }
@@ -233,7 +250,7 @@ mod tests {
 
     #[test]
     fn reads_the_exit_count_line() {
-        let console = "x\nOKERNEL-EXITS: {\"workload\":\"w\",\"seconds\":10,\"iterations\":7,\"total\":30,\"by_reason\":{\"10\":20,\"18\":10}}\n";
+        let console = "x\nOKERNEL-EXITS: {\"workload\":\"w\",\"seconds\":10,\"iterations\":7,\"total\":30,\"by_reason\":{\"10\":20,\"18\":10},\"before\":{\"total\":5,\"by_reason\":{\"10\":5}}}\n";
         let e = exits_line(console).unwrap().unwrap();
         assert_eq!((e.seconds, e.iterations, e.total), (10, 7, 30));
         assert_eq!(e.by_reason.get(&10), Some(&20));

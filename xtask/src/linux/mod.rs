@@ -317,24 +317,36 @@ pub fn boot(
     backend.run(spec).map_err(|e| e.to_string())
 }
 
-const USAGE: &str = "usage: cargo xtask linux [--direct | --bare] [--bzimage] [--client]
+const USAGE: &str =
+    "usage: cargo xtask linux [--direct | --bare] [--bzimage] [--client] [--cpu MODEL]
   (default) Debian's kernel under okernel in Bochs, by its PVH entry
   --direct  okernel's loader with mode=direct (no monitor), in Bochs
   --bare    no okernel: QEMU/TCG boots the kernel itself (the baseline)
   --bzimage the bzImage by the Linux boot protocol instead of the vmlinux
-  --client  under okernel, /init also loads the client (okernel.client=1)";
+  --client  under okernel, /init also loads the client (okernel.client=1)
+  --cpu M   Bochs' CPU model M instead of corei7_skylake_x (corei7_icelake_u
+            has the monitor trap flag: docs/linux.md)";
 
 /// `cargo xtask linux ARGS`.
 pub fn linux(args: &[String]) -> Result<bool, String> {
     let mut mode = Mode::Monitor;
     let mut bz = false;
     let mut extra = "";
-    for a in args {
+    let mut model = qemu_harness::bochs::DEFAULT_MODEL;
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
         match a.as_str() {
             "--direct" => mode = Mode::Direct,
             "--bare" => mode = Mode::Bare,
             "--bzimage" => bz = true,
             "--client" => extra = "okernel.client=1",
+            "--cpu" => {
+                let m = args
+                    .next()
+                    .ok_or(format!("--cpu needs a model\n\n{USAGE}"))?;
+                // One model for the whole run of the command.
+                model = Box::leak(m.clone().into_boxed_str());
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(true);
@@ -352,16 +364,29 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
         }
         _ => {
             crate::deps::ensure(&[&crate::deps::BOCHS])?;
-            Box::new(qemu_harness::bochs::Bochs)
+            Box::new(qemu_harness::bochs::BochsModel(model))
         }
     };
     let name = format!(
-        "linux-{}{}-{}",
+        "linux-{}{}-{}{}",
         mode.word(),
         if bz { "-bzimage" } else { "" },
-        backend.name()
+        backend.name(),
+        if model == qemu_harness::bochs::DEFAULT_MODEL {
+            String::new()
+        } else {
+            format!("-{model}")
+        }
     );
-    let spec = spec(&images, &linux, mode, bz, extra, &name)?;
+    // Bochs' TSC counts emulated instructions (`ips`); a model whose CPUID
+    // reports a TSC frequency (icelake, tigerlake) makes Linux trust that
+    // instead and run every timer ~100x slow: tell it the real rate.
+    let extra = if model == qemu_harness::bochs::DEFAULT_MODEL {
+        extra.to_string()
+    } else {
+        format!("{extra} tsc_early_khz={}", qemu_harness::bochs::IPS / 1000)
+    };
+    let spec = spec(&images, &linux, mode, bz, extra.trim(), &name)?;
     eprintln!(
         "xtask: booting {} ({}) on {}, timeout {}s, artifacts in {}",
         linux.version,
