@@ -1,8 +1,9 @@
 //! The hand-off from the okernel loader to the guest kernel.
 //!
 //! The guest ELF64 image is entered at its ELF entry point in 64-bit mode,
-//! with interrupts disabled, paging on with the first 4 GiB identity-mapped,
-//! and RDI holding the physical address of a [`BootInfo`]. The guest must
+//! with interrupts disabled, paging on with the first 4 GiB identity-mapped
+//! (CR0 with PE, MP, NE, WP and PG set; CD and NW as the firmware left
+//! them), and RDI holding the physical address of a [`BootInfo`]. The guest must
 //! switch to its own stack, GDT, IDT and page tables before relying on them.
 //! Every address in these structures is a physical address.
 

@@ -119,9 +119,11 @@ _start_pvh:
     or eax, 0x900
     wrmsr
 
-    /* CR0.PG | CR0.WP | CR0.PE */
+    /* CR0.PG | CR0.WP | CR0.NE | CR0.MP | CR0.PE: NE and MP as the
+       guest's entry CR0 under the monitor has them (okernel_abi::boot),
+       so a guest entered with mode=direct starts from the same CR0. */
     mov eax, cr0
-    or eax, 0x80010001
+    or eax, 0x80010023
     mov cr0, eax
 
     lgdt [boot_gdt_pointer]

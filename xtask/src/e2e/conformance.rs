@@ -112,12 +112,6 @@ pub const KNOWN: &[Known] = &[
         why: "as for RDMSR",
     },
     Known {
-        check: "conf-cr0",
-        okernel: "0xe0010033",
-        kind: Kind::Defect,
-        why: "the hand-off CR0 differs: MP and NE set under okernel (the guest CR0 okernel launches with), clear with mode=direct (the loader's CR0); okernel_abi::boot does not name them",
-    },
-    Known {
         check: "conf-canonical-boundary-cpuid",
         okernel: GP_AT,
         kind: Kind::Defect,
