@@ -344,6 +344,16 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
                 let m = args
                     .next()
                     .ok_or(format!("--cpu needs a model\n\n{USAGE}"))?;
+                // It goes into the bochsrc and the run directory's name.
+                if m.is_empty()
+                    || !m
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    return Err(format!(
+                        "--cpu {m:?}: a Bochs model name is [a-z0-9_]+ (`bochs -help cpu` lists them)"
+                    ));
+                }
                 // One model for the whole run of the command.
                 model = Box::leak(m.clone().into_boxed_str());
             }
