@@ -47,6 +47,8 @@ pub enum Failure {
     DirectNeeds64Bit,
     /// The Linux guest was refused.
     Linux(LinuxError),
+    /// Not every application processor could be parked.
+    Smp(crate::smp::SmpError),
 }
 
 impl fmt::Display for Failure {
@@ -71,6 +73,7 @@ impl fmt::Display for Failure {
             Failure::Launch(e) => write!(f, "okernel: {e}"),
             Failure::DirectNeeds64Bit => write!(f, "mode=direct enters only 64-bit (ELF64) guests"),
             Failure::Linux(e) => write!(f, "{e}"),
+            Failure::Smp(e) => write!(f, "okernel: {e}"),
         }
     }
 }
@@ -330,6 +333,10 @@ pub fn launch_monitor(
         },
         report: report_outcome,
     };
+    okernel::launch::validate(&config).map_err(Failure::Launch)?;
+    // Every other processor into VMX root first: once the guest runs, an
+    // INIT-SIPI-SIPI of its own would start one outside the monitor.
+    crate::smp::park_application_processors(bi).map_err(Failure::Smp)?;
     okernel::launch(&config).map_err(Failure::Launch)
 }
 

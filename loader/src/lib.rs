@@ -5,6 +5,7 @@
 //! boot sequence) lives in the `okernel-loader` binary (`src/main.rs`).
 #![cfg_attr(not(test), no_std)]
 
+pub mod acpi;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod elf_load;

@@ -49,6 +49,8 @@ pub struct BochsConfig {
     pub megs: u32,
     /// The CPU model (`cpu: model=`).
     pub model: &'static str,
+    /// Processors (`cpu: count=`): more than one for the SMP cases.
+    pub cpus: u32,
 }
 
 impl Default for BochsConfig {
@@ -58,6 +60,7 @@ impl Default for BochsConfig {
             com2_socket: None,
             megs: crate::spec::RAM_MIB,
             model: DEFAULT_MODEL,
+            cpus: 1,
         }
     }
 }
@@ -71,7 +74,7 @@ impl Bochs {
         };
         format!(
             "megs: {megs}\n\
-             cpu: model={model}, count=1, ips={ips}\n\
+             cpu: model={model}, count={cpus}, ips={ips}\n\
              clock: sync=none, time0=946684800\n\
              romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
              vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
@@ -88,6 +91,7 @@ impl Bochs {
              panic: action=fatal\n",
             megs = options.megs,
             model = options.model,
+            cpus = options.cpus,
             ips = options.ips,
             iso = dir.join("okernel.iso").display(),
             console = dir.join("console.log").display(),
@@ -265,6 +269,15 @@ impl Backend for BochsModel {
 impl Bochs {
     /// Boots `spec` on CPU model `model`.
     pub fn run_on(spec: &RunSpec, model: &'static str) -> Result<RunReport, HarnessError> {
+        Self::run_with(spec, model, 1)
+    }
+
+    /// Boots `spec` on `cpus` processors of CPU model `model`.
+    pub fn run_with(
+        spec: &RunSpec,
+        model: &'static str,
+        cpus: u32,
+    ) -> Result<RunReport, HarnessError> {
         spec.check_files()?;
         spec.make_run_dir()?;
         Self::make_iso(spec)?;
@@ -275,6 +288,7 @@ impl Bochs {
         let config = BochsConfig {
             megs: spec.guest.ram_mib(),
             model,
+            cpus,
             ..BochsConfig::default()
         };
         let cmd = Self::command(dir, &config)?;

@@ -1,6 +1,8 @@
-//! The loader's machine-dependent code: the entry stub and exception stubs
+//! The loader's machine-dependent code: the entry stubs (the bootstrap
+//! processor's and the application processors') and exception stubs
 //! (the only assembly outside `okernel/src/arch`) and descriptor tables.
 
+mod ap_entry;
 mod entry;
 mod exceptions;
 pub mod protected32;

@@ -173,3 +173,13 @@ pub unsafe fn wbinvd() {
     // is lost; it is privileged, which the caller guarantees.
     unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
 }
+
+/// Halts this processor for good: interrupts disabled, HLT in a loop (an
+/// NMI or SMI wakes HLT, and the loop halts again).
+pub fn halt_in_root() -> ! {
+    loop {
+        // SAFETY: CLI and HLT touch no memory; the caller runs at CPL0
+        // (HLT raises #GP elsewhere) and wants this processor stopped.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}

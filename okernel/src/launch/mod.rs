@@ -19,6 +19,7 @@ pub mod config;
 pub mod ept_view;
 pub mod frames;
 pub mod host;
+pub mod park;
 mod run;
 pub mod setup;
 

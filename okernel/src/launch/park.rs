@@ -1,0 +1,99 @@
+//! Parking an application processor in VMX root operation.
+//!
+//! okernel runs its guest on one processor (the bootstrap processor)
+//! until the SMP issue (17) gives every processor its own VMCS. Every
+//! other processor of the machine must still be out of the guest's
+//! reach: an application processor left in the firmware's
+//! wait-for-SIPI state is started by any INIT-SIPI-SIPI the guest writes
+//! to its local APIC's interrupt command register (which does not exit),
+//! and then runs guest code with no EPT, no pinned control registers and
+//! no MSR locks: every invariant falls (DESIGN.md invariant 1).
+//!
+//! So the loader starts each application processor before the guest
+//! exists, and the processor calls [`park_this_processor`]: it enters
+//! VMX root operation (VMXON) and halts there with interrupts disabled,
+//! for good. In VMX root operation INIT is blocked (SDM Vol. 3C §26.2,
+//! "Other Causes of VM Exits"/§33.14 "VMX and the INIT signal": "INIT
+//! signals are blocked whenever a logical processor is in VMX root
+//! operation") and a SIPI is ignored outside the wait-for-SIPI state
+//! (SDM Vol. 3A §11.6.1); a fixed or external interrupt finds IF=0; an
+//! NMI (or SMI) wakes HLT and the loop halts again. Nothing the guest
+//! can send through an APIC moves such a processor out of the monitor.
+
+use crate::arch;
+use crate::check::{self, VmxUnavailable};
+use crate::exit::guest::CR4_VMXE;
+use crate::hw::Cpu;
+use crate::hw::real::RealCpu;
+use crate::vmx::error::VmFail;
+
+/// Why an application processor could not be parked. The loader then
+/// refuses to start the guest: that processor is outside the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParkFailure {
+    /// The processor cannot enter VMX operation.
+    #[error("VMX unavailable: {0}")]
+    Unavailable(VmxUnavailable),
+    /// VMXON failed.
+    #[error("VMXON failed: {0}")]
+    Vmxon(VmFail),
+}
+
+impl ParkFailure {
+    /// A one-byte code, for a processor that cannot print (the loader
+    /// keeps one per processor; 0 and 1 are its own states).
+    pub fn code(self) -> u8 {
+        match self {
+            ParkFailure::Unavailable(_) => 2,
+            ParkFailure::Vmxon(_) => 3,
+        }
+    }
+
+    /// The words for [`ParkFailure::code`]'s value.
+    pub fn describe(code: u8) -> &'static str {
+        match code {
+            2 => "VMX unavailable on it (CPUID, IA32_FEATURE_CONTROL or the VMX capability MSRs)",
+            3 => "VMXON failed on it",
+            _ => "it stopped in an unknown state",
+        }
+    }
+}
+
+/// Enters VMX root operation on this processor with `vmxon_region` and
+/// halts there for good, interrupts disabled; calls `parked` first, once
+/// VMXON has succeeded. Returns only when the processor could not be
+/// parked.
+///
+/// # Safety
+///
+/// Called once per application processor, at CPL0, in long mode on the
+/// loader's identity map, with interrupts disabled and an IDT whose NMI
+/// gate returns (`iretq`). `vmxon_region` is a zeroed, 4 KiB-aligned
+/// frame that belongs to this processor alone and is never mapped for
+/// the guest (SDM Vol. 3C §25.11.5).
+pub unsafe fn park_this_processor(vmxon_region: u64, parked: impl FnOnce()) -> ParkFailure {
+    // SAFETY: forwarded from the caller (CPL0 on the bare machine); the
+    // handle only reads capability MSRs, sets IA32_FEATURE_CONTROL when
+    // it is unlocked (as on the bootstrap processor) and adjusts the
+    // VMX bits of CR0/CR4.
+    let mut cpu = unsafe { RealCpu::new() };
+    let caps = match check::probe(&mut cpu) {
+        Ok(caps) => caps,
+        Err(e) => return ParkFailure::Unavailable(e),
+    };
+    // SAFETY: the caller's frame: zeroed, aligned, this processor's
+    // alone; the first dword is the revision identifier (SDM §25.11.5).
+    unsafe { (vmxon_region as *mut u32).write(caps.basic.revision_id()) };
+    let cr0 = caps.cr0_fixed.apply(cpu.read_cr0());
+    cpu.write_cr0(cr0);
+    let cr4 = caps.cr4_fixed.apply(cpu.read_cr4() | CR4_VMXE);
+    cpu.write_cr4(cr4);
+    // SAFETY: CR0/CR4 satisfy the fixed bits with VMXE set (just
+    // written); the region is the caller's VMXON frame with the revision
+    // identifier.
+    if let Err(e) = unsafe { arch::vmx::vmxon(vmxon_region) } {
+        return ParkFailure::Vmxon(e);
+    }
+    parked();
+    arch::cpu::halt_in_root()
+}
