@@ -21,6 +21,9 @@ pub enum Scenario {
     /// Boot the demo container-host kernel and run the persistent fuzz
     /// executor: test cases from the host, oracles after each.
     Fuzz,
+    /// On two or more processors: start another processor with
+    /// INIT-SIPI-SIPI, which okernel must prevent (`smp.rs`).
+    Smp,
 }
 
 /// How `scenario=fuzz` exchanges cases and results with the host
@@ -35,13 +38,14 @@ pub enum Transport {
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 6] = [
+    pub const ALL: [(&'static str, Scenario); 7] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
         ("bench", Scenario::Bench),
         ("attacks", Scenario::Attacks),
         ("fuzz", Scenario::Fuzz),
+        ("smp", Scenario::Smp),
     ];
 }
 
@@ -141,7 +145,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp)"
         );
     }
 

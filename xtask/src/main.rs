@@ -41,6 +41,9 @@ commands:
   conformance                the differential conformance case alone: the
                              conformance kernel bare and under okernel in
                              Bochs, every line compared (part of `test`)
+  smp                        the SMP rows alone: the demo guest starts another
+                             processor on 2-CPU Bochs, bare and under okernel
+                             (which must keep it parked; part of `test`)
   lint                       rustfmt --check, clippy -D warnings (host and
                              bare-metal target, the fuzz crate), rustdoc -D warnings
   ci                         `lint`, `test`, then the bounded fuzz campaigns
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         "test" => no_args(rest).and_then(|_| test()),
         "lint" => no_args(rest).and_then(|_| lint()),
         "conformance" => no_args(rest).and_then(|_| conformance()),
+        "smp" => no_args(rest).and_then(|_| smp()),
         "ci" => no_args(rest).and_then(|_| Ok(lint()? && test()? && ci_fuzz()?)),
         "bench" => bench(rest),
         "doctor" => no_args(rest).and_then(|_| doctor::doctor()),
@@ -299,6 +303,20 @@ fn conformance() -> Result<bool, String> {
         .any(|r| matches!(r.state, e2e::RowState::Ran(_)));
     if !ran {
         eprintln!("xtask: FAILED: the conformance case did not run (Bochs unavailable)");
+    }
+    Ok(ok && ran)
+}
+
+/// `test`'s SMP rows alone (`docs/threat-model.md`, invariant 1).
+fn smp() -> Result<bool, String> {
+    let images = images::build()?;
+    let rows = e2e::smp::run(&images, &e2e::backends());
+    let ok = e2e::print_table(&rows);
+    let ran = rows
+        .iter()
+        .all(|r| matches!(r.state, e2e::RowState::Ran(_)));
+    if !ran {
+        eprintln!("xtask: FAILED: the SMP rows did not run (Bochs unavailable)");
     }
     Ok(ok && ran)
 }

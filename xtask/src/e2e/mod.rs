@@ -10,6 +10,7 @@ use std::time::Duration;
 mod cases;
 pub mod conformance;
 pub mod linux;
+pub mod smp;
 
 pub use cases::{Case, Module, boot_case, cases, expectation};
 
@@ -262,6 +263,7 @@ pub fn run_matrix(images: &Images, backends: &[Probed]) -> Result<Vec<Row>, Stri
         }
     }
     rows.extend(conformance::run(images, backends));
+    rows.extend(smp::run(images, backends));
     Ok(rows)
 }
 
