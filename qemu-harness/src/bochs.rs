@@ -252,6 +252,31 @@ impl Backend for Bochs {
     }
 }
 
+/// The Bochs backend with this many processors (`cpu: count=`) of
+/// [`DEFAULT_MODEL`].
+#[derive(Debug, Clone)]
+pub struct BochsCpus(pub u32);
+
+impl Backend for BochsCpus {
+    fn name(&self) -> &str {
+        "bochs"
+    }
+
+    fn vmx(&self) -> VmxSupport {
+        VmxSupport::Available
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
+        Self::run_with_count(spec, self.0)
+    }
+}
+
+impl BochsCpus {
+    fn run_with_count(spec: &RunSpec, cpus: u32) -> Result<RunReport, HarnessError> {
+        Bochs::run_with(spec, DEFAULT_MODEL, cpus)
+    }
+}
+
 impl Backend for BochsModel {
     fn name(&self) -> &str {
         "bochs"

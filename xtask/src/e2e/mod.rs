@@ -262,8 +262,8 @@ pub fn run_matrix(images: &Images, backends: &[Probed]) -> Result<Vec<Row>, Stri
             });
         }
     }
-    rows.extend(conformance::run(images, backends));
     rows.extend(smp::run(images, backends));
+    rows.extend(conformance::run(images, backends));
     Ok(rows)
 }
 
