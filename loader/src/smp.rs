@@ -69,6 +69,10 @@ const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 /// at 3 GHz; in Bochs, where the TSC counts instructions, longer).
 const WAIT_TICKS: u64 = 1 << 30;
 
+/// How long processors the MADT does not count get after the counted
+/// ones have parked (about 1.4 ms at 3 GHz; start-up takes microseconds).
+const GRACE_TICKS: u64 = 1 << 22;
+
 /// Why the processors could not all be parked.
 #[derive(Debug, Clone, Copy)]
 pub enum SmpError {
@@ -186,11 +190,20 @@ pub fn park_application_processors(bi: &BootInfo<'_>) -> Result<(), SmpError> {
     let start = crate::arch::tsc();
     let settled =
         |n: u32| (0..(n as usize).min(MAX_APS)).all(|i| STATE[i].load(Ordering::Acquire) > ARRIVED);
-    loop {
+    let waited_out = || crate::arch::tsc().wrapping_sub(start) > WAIT_TICKS;
+    let all_listed = || {
         let n = AP_NEXT.load(Ordering::Acquire);
-        if (n >= listed && settled(n)) || crate::arch::tsc().wrapping_sub(start) > WAIT_TICKS {
-            break;
-        }
+        n >= listed && settled(n)
+    };
+    while !all_listed() && !waited_out() {
+        core::hint::spin_loop();
+    }
+    // Processors the MADT marks disabled or does not list answer the
+    // broadcast too, where they exist: time for them to arrive and park
+    // before the page goes back (after that one would run whatever the
+    // page then holds, in real mode).
+    delay(GRACE_TICKS);
+    while !settled(AP_NEXT.load(Ordering::Acquire)) && !waited_out() {
         core::hint::spin_loop();
     }
     low.copy_from_slice(&saved);

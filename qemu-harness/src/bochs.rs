@@ -28,11 +28,17 @@ pub const DEFAULT_MODEL: &str = "corei7_skylake_x";
 #[derive(Debug, Clone, Default)]
 pub struct Bochs;
 
-/// The Bochs backend on another CPU model than [`DEFAULT_MODEL`] (e.g.
-/// `corei7_icelake_u`, which has the monitor trap flag:
-/// `docs/linux.md`, "Bochs 2.7 CPU models").
+/// The Bochs backend on another machine than [`Bochs`]'s: another CPU
+/// model than [`DEFAULT_MODEL`] (e.g. `corei7_icelake_u`, which has the
+/// monitor trap flag: `docs/linux.md`, "Bochs 2.7 CPU models") or more
+/// than one processor (`cpu: count=`).
 #[derive(Debug, Clone)]
-pub struct BochsModel(pub &'static str);
+pub struct BochsModel {
+    /// The CPU model.
+    pub model: &'static str,
+    /// Processors.
+    pub cpus: u32,
+}
 
 /// What varies between the bochsrc files the harness writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +57,10 @@ pub struct BochsConfig {
     pub model: &'static str,
     /// Processors (`cpu: count=`): more than one for the SMP cases.
     pub cpus: u32,
+    /// `cpu: ignore_bad_msrs=`: Bochs' default (true) makes RDMSR/WRMSR
+    /// of an MSR it does not implement a no-op with a log line; false
+    /// raises #GP(0), as hardware does (the conformance case's reference).
+    pub ignore_bad_msrs: bool,
 }
 
 impl Default for BochsConfig {
@@ -61,6 +71,7 @@ impl Default for BochsConfig {
             megs: crate::spec::RAM_MIB,
             model: DEFAULT_MODEL,
             cpus: 1,
+            ignore_bad_msrs: true,
         }
     }
 }
@@ -74,7 +85,7 @@ impl Bochs {
         };
         format!(
             "megs: {megs}\n\
-             cpu: model={model}, count={cpus}, ips={ips}\n\
+             cpu: model={model}, count={cpus}, ips={ips}, ignore_bad_msrs={ignore}\n\
              clock: sync=none, time0=946684800\n\
              romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
              vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
@@ -92,6 +103,7 @@ impl Bochs {
             megs = options.megs,
             model = options.model,
             cpus = options.cpus,
+            ignore = u8::from(options.ignore_bad_msrs),
             ips = options.ips,
             iso = dir.join("okernel.iso").display(),
             console = dir.join("console.log").display(),
@@ -252,31 +264,6 @@ impl Backend for Bochs {
     }
 }
 
-/// The Bochs backend with this many processors (`cpu: count=`) of
-/// [`DEFAULT_MODEL`].
-#[derive(Debug, Clone)]
-pub struct BochsCpus(pub u32);
-
-impl Backend for BochsCpus {
-    fn name(&self) -> &str {
-        "bochs"
-    }
-
-    fn vmx(&self) -> VmxSupport {
-        VmxSupport::Available
-    }
-
-    fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
-        Self::run_with_count(spec, self.0)
-    }
-}
-
-impl BochsCpus {
-    fn run_with_count(spec: &RunSpec, cpus: u32) -> Result<RunReport, HarnessError> {
-        Bochs::run_with(spec, DEFAULT_MODEL, cpus)
-    }
-}
-
 impl Backend for BochsModel {
     fn name(&self) -> &str {
         "bochs"
@@ -287,7 +274,7 @@ impl Backend for BochsModel {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<RunReport, HarnessError> {
-        Bochs::run_on(spec, self.0)
+        Bochs::run_with(spec, self.model, self.cpus)
     }
 }
 
@@ -303,6 +290,17 @@ impl Bochs {
         model: &'static str,
         cpus: u32,
     ) -> Result<RunReport, HarnessError> {
+        let config = BochsConfig {
+            model,
+            cpus,
+            ..BochsConfig::default()
+        };
+        Self::run_config(spec, config)
+    }
+
+    /// Boots `spec` on the machine `config` describes (its RAM is the
+    /// guest's: [`GuestModule::ram_mib`]).
+    pub fn run_config(spec: &RunSpec, config: BochsConfig) -> Result<RunReport, HarnessError> {
         spec.check_files()?;
         spec.make_run_dir()?;
         Self::make_iso(spec)?;
@@ -312,9 +310,7 @@ impl Bochs {
         let _ = std::fs::remove_file(&console);
         let config = BochsConfig {
             megs: spec.guest.ram_mib(),
-            model,
-            cpus,
-            ..BochsConfig::default()
+            ..config
         };
         let cmd = Self::command(dir, &config)?;
         let finished = run_watched(cmd, &dir.join("bochs.stdout"), spec.timeout)?;

@@ -32,7 +32,7 @@ commands:
                              boot in QEMU with -kernel (KVM when usable)
   linux-image                fetch Debian's kernel (apt), unpack the vmlinux,
                              build the test initramfs (target/linux/)
-  linux [--direct|--bare] [--bzimage]
+  linux [--direct|--bare] [--bzimage] [--client] [--cpu MODEL] [--cpus N]
                              boot Debian's kernel under okernel in Bochs
                              (--direct: no monitor; --bare: QEMU/TCG, no okernel)
   run                        the main job: boot the demo guest on every

@@ -65,11 +65,23 @@ fn main() -> ExitCode {
     let mut out = checks.lines.join("\n");
     out.push('\n');
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+    drain_console();
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Waits until the console's UART has sent everything written to it, so
+/// `/init`'s power-off cannot cut the last rows (on 2-CPU Bochs the
+/// UART drains slower than Linux's clock runs: `sleep 1` was not enough).
+#[allow(unsafe_code)]
+fn drain_console() {
+    // SAFETY: tcdrain(2) on file descriptor 1 only waits for its output
+    // to be transmitted; it reads and writes no memory of this process
+    // (an error, e.g. stdout not a terminal, is harmless and ignored).
+    let _ = unsafe { libc::tcdrain(1) };
 }
 
 /// The rows of the run, printed at the end.

@@ -235,7 +235,10 @@ pub fn run(images: &Images, linux: &LinuxImage, backends: &[Probed]) -> Vec<Row>
                 } else {
                     case.extra.to_string()
                 };
-                let smp = qemu_harness::bochs::BochsCpus(case.cpus);
+                let smp = qemu_harness::bochs::BochsModel {
+                    model: qemu_harness::bochs::DEFAULT_MODEL,
+                    cpus: case.cpus,
+                };
                 let backend: &dyn qemu_harness::Backend = if case.cpus > 1 {
                     &smp
                 } else {

@@ -318,14 +318,15 @@ pub fn boot(
 }
 
 const USAGE: &str =
-    "usage: cargo xtask linux [--direct | --bare] [--bzimage] [--client] [--cpu MODEL]
+    "usage: cargo xtask linux [--direct | --bare] [--bzimage] [--client] [--cpu MODEL] [--cpus N]
   (default) Debian's kernel under okernel in Bochs, by its PVH entry
   --direct  okernel's loader with mode=direct (no monitor), in Bochs
   --bare    no okernel: QEMU/TCG boots the kernel itself (the baseline)
   --bzimage the bzImage by the Linux boot protocol instead of the vmlinux
   --client  under okernel, /init also loads the client (okernel.client=1)
   --cpu M   Bochs' CPU model M instead of corei7_skylake_x (corei7_icelake_u
-            has the monitor trap flag: docs/linux.md)";
+            has the monitor trap flag: docs/linux.md)
+  --cpus N  N processors in Bochs (1-8; under okernel all but one are parked)";
 
 /// `cargo xtask linux ARGS`.
 pub fn linux(args: &[String]) -> Result<bool, String> {
@@ -333,6 +334,7 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
     let mut bz = false;
     let mut extra = "";
     let mut model = qemu_harness::bochs::DEFAULT_MODEL;
+    let mut cpus = 1u32;
     let mut args = args.iter();
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -357,6 +359,13 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
                 // One model for the whole run of the command.
                 model = Box::leak(m.clone().into_boxed_str());
             }
+            "--cpus" => {
+                cpus = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=8).contains(n))
+                    .ok_or(format!("--cpus needs a count from 1 to 8\n\n{USAGE}"))?;
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(true);
@@ -374,11 +383,11 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
         }
         _ => {
             crate::deps::ensure(&[&crate::deps::BOCHS])?;
-            Box::new(qemu_harness::bochs::BochsModel(model))
+            Box::new(qemu_harness::bochs::BochsModel { model, cpus })
         }
     };
     let name = format!(
-        "linux-{}{}-{}{}",
+        "linux-{}{}-{}{}{}",
         mode.word(),
         if bz { "-bzimage" } else { "" },
         backend.name(),
@@ -386,12 +395,18 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
             String::new()
         } else {
             format!("-{model}")
+        },
+        if cpus > 1 {
+            format!("-{cpus}cpu")
+        } else {
+            String::new()
         }
     );
     // Bochs' TSC counts emulated instructions (`ips`); a model whose CPUID
     // reports a TSC frequency (icelake, tigerlake) makes Linux trust that
-    // instead and run every timer ~100x slow: tell it the real rate.
-    let extra = if model == qemu_harness::bochs::DEFAULT_MODEL {
+    // instead and run every timer ~100x slow, and with several processors
+    // Bochs no longer skips idle time: tell it the real rate.
+    let extra = if model == qemu_harness::bochs::DEFAULT_MODEL && cpus == 1 {
         extra.to_string()
     } else {
         format!("{extra} tsc_early_khz={}", qemu_harness::bochs::IPS / 1000)
