@@ -413,8 +413,22 @@ mod tests {
         assert!(c.contains("path=/run/x/okernel.iso"));
         assert!(c.contains("dev=/run/x/console.log"));
         assert!(c.contains("model=corei7_skylake_x"));
-        assert!(c.contains(&format!("ips={IPS}\n")));
+        assert!(c.contains(&format!("count=1, ips={IPS}, ignore_bad_msrs=1\n")));
         assert!(!c.contains("com2"), "no COM2 unless asked");
+    }
+
+    #[test]
+    fn config_has_the_processors_and_the_msr_strictness_asked_for() {
+        let options = BochsConfig {
+            cpus: 4,
+            ignore_bad_msrs: false,
+            ..BochsConfig::default()
+        };
+        let c = Bochs::config(Path::new("/run/x"), &options);
+        assert!(
+            c.contains(&format!("count=4, ips={IPS}, ignore_bad_msrs=0\n")),
+            "{c}"
+        );
     }
 
     #[test]
@@ -429,7 +443,7 @@ mod tests {
             c.contains("com2: enabled=1, mode=socket-client, dev=127.0.0.1:4567\n"),
             "{c}"
         );
-        assert!(c.contains("ips=4000000\n"), "{c}");
+        assert!(c.contains("ips=4000000,"), "{c}");
         assert!(
             c.contains("com1: enabled=1, mode=file"),
             "COM1 stays the console"
