@@ -45,6 +45,7 @@ fn pvh(modules: u32) -> Vec<u8> {
         nr_modules: modules,
         modlist_paddr: if modules > 0 { 0xa0 } else { 0 },
         cmdline_paddr: 0xe0,
+        rsdp_paddr: 0,
         memmap_paddr: 0x40,
         memmap_entries: 3,
     };

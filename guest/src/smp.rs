@@ -46,6 +46,9 @@ const START_UP: [u8; 30] = {
 /// xAPIC interrupt command register (SDM Vol. 3A §11.6.1): all
 /// excluding self, level assert, INIT or start-up.
 const ICR_LOW: u64 = 0x300;
+/// The version register: bits 7:0 the version, 0x1X for an integrated
+/// APIC (SDM Vol. 3A §11.4.8).
+const VERSION: u64 = 0x30;
 const ICR_HIGH: u64 = 0x310;
 const NMI: u32 = 0b11 << 18 | 1 << 14 | 0b100 << 8;
 const INIT: u32 = 0b11 << 18 | 1 << 14 | 0b101 << 8;
@@ -110,6 +113,12 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     let apic = crate::arch::cpu::rdmsr(crate::arch::cpu::IA32_APIC_BASE)
         & crate::arch::cpu::APIC_BASE_ADDRESS;
     let vector = (PAGE >> 12) as u32;
+    // A positive control: the APIC answers here (a write to plain or
+    // unmapped memory would also read back "not pending", and "blocked"
+    // would then prove nothing).
+    // SAFETY: as in `send`; reading the version register has no effect.
+    let version = unsafe { core::ptr::read_volatile((apic + VERSION) as *const u32) };
+    let apic_there = (0x10..=0x1f).contains(&(version & 0xff));
     // An NMI first: a parked processor must take it and halt again (its
     // IDT returns from NMIs), not stop the machine.
     let sent = send(apic, NMI) && send(apic, INIT) && {
@@ -136,7 +145,7 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
         EntryMode::NonRoot => ("protected", "blocked"),
         EntryMode::Direct => ("no-monitor", "succeeded"),
     };
-    let ok = sent && blocked == (entry == EntryMode::NonRoot);
+    let ok = apic_there && sent && blocked == (entry == EntryMode::NonRoot);
     let mut what = crate::report::Buf::new();
     if ran {
         what.set(format_args!(
@@ -155,7 +164,12 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
         1,
         ok,
         format_args!(
-            "NMI, INIT, SIPI, SIPI to all but self at vector {vector:#x}: {}; {}",
+            "local APIC version {version:#x}{}; NMI, INIT, SIPI, SIPI to all but self at vector {vector:#x}: {}; {}",
+            if apic_there {
+                ""
+            } else {
+                " (no APIC answers there)"
+            },
             if sent {
                 "sent"
             } else {

@@ -32,14 +32,45 @@ impl core::fmt::Display for AcpiError {
     }
 }
 
+/// The most processors [`Processors`] holds the APIC IDs of.
+pub const MAX_PROCESSORS: usize = 64;
+
 /// The processors the MADT lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Processors {
-    /// Local APIC and x2APIC entries that are enabled or online-capable:
-    /// the processors an OS may start.
-    pub usable: u32,
-    /// Entries with neither flag (present in the table, not to be used).
-    pub disabled: u32,
+    ids: [u32; MAX_PROCESSORS],
+    count: usize,
+    /// Enabled processors beyond [`MAX_PROCESSORS`] (their IDs not kept).
+    pub more: u32,
+    /// Entries that are not enabled: disabled, or online-capable only
+    /// (hot-plug slots, usually empty at boot), and the 0xFF placeholder
+    /// IDs some firmware lists.
+    pub not_enabled: u32,
+}
+
+impl Processors {
+    /// The APIC IDs of the enabled processors, each once (firmware may
+    /// list a processor both as a local APIC and as a local x2APIC).
+    pub fn ids(&self) -> &[u32] {
+        &self.ids[..self.count]
+    }
+
+    /// Enabled processors, the bootstrap processor included.
+    pub fn enabled(&self) -> u32 {
+        self.count as u32 + self.more
+    }
+
+    fn add(&mut self, id: u32) {
+        if self.ids().contains(&id) {
+            return;
+        }
+        if self.count < MAX_PROCESSORS {
+            self.ids[self.count] = id;
+            self.count += 1;
+        } else {
+            self.more += 1;
+        }
+    }
 }
 
 const SDT_HEADER: usize = 36;
@@ -113,8 +144,10 @@ pub fn processors(mem: &impl PhysMem, rsdp: &[u8]) -> Result<Processors, AcpiErr
         return Err(AcpiError::BadTable("MADT"));
     }
     let mut found = Processors {
-        usable: 0,
-        disabled: 0,
+        ids: [0; MAX_PROCESSORS],
+        count: 0,
+        more: 0,
+        not_enabled: 0,
     };
     let mut at = MADT_FIXED;
     while at + 2 <= madt.len() {
@@ -122,16 +155,18 @@ pub fn processors(mem: &impl PhysMem, rsdp: &[u8]) -> Result<Processors, AcpiErr
         if len < 2 || at + len > madt.len() {
             return Err(AcpiError::BadTable("MADT"));
         }
-        let flags = match (kind, len) {
-            (0, 8..) => Some(u32_at(madt, at + 4)),
-            (9, 16..) => Some(u32_at(madt, at + 8)),
+        // (APIC ID, flags) of a Processor Local APIC (8-bit ID) or
+        // Processor Local x2APIC entry, and the ID that means "none".
+        let entry = match (kind, len) {
+            (0, 8..) => Some((u32::from(madt[at + 3]), u32_at(madt, at + 4), 0xff)),
+            (9, 16..) => Some((u32_at(madt, at + 4), u32_at(madt, at + 8), u32::MAX)),
             (0 | 9, _) => return Err(AcpiError::BadTable("MADT")),
             _ => None,
         };
-        match flags {
-            // Bit 0 enabled, bit 1 online-capable.
-            Some(f) if f & 3 != 0 => found.usable += 1,
-            Some(_) => found.disabled += 1,
+        match entry {
+            // Flags bit 0: enabled.
+            Some((id, flags, none)) if flags & 1 != 0 && id != none => found.add(id),
+            Some(_) => found.not_enabled += 1,
             None => {}
         }
         at += len;
@@ -234,20 +269,31 @@ mod tests {
     }
 
     #[test]
-    fn counts_enabled_and_online_capable_processors_through_rsdt_and_xsdt() {
+    fn counts_enabled_processors_once_each_by_apic_id_through_rsdt_and_xsdt() {
+        // Enabled 0, 1 and 300 (1 listed twice, as local APIC and as
+        // x2APIC); a hot-plug slot (online-capable only), a disabled
+        // entry and a 0xFF placeholder are not waited for.
         let mem = machine(madt(&[
             lapic(0, 1),
             lapic(1, 1),
             lapic(2, 2),
             lapic(3, 0),
+            lapic(0xff, 1),
             x2apic(300, 1),
+            x2apic(1, 1),
         ]));
-        let want = Processors {
-            usable: 4,
-            disabled: 1,
-        };
-        assert_eq!(processors(&mem, &rsdp_v1(0x1000)), Ok(want));
-        assert_eq!(processors(&mem, &rsdp_v2(0x1800)), Ok(want));
+        for rsdp in [rsdp_v1(0x1000), rsdp_v2(0x1800)] {
+            let p = processors(&mem, &rsdp).unwrap();
+            assert_eq!(p.ids(), &[0, 1, 300]);
+            assert_eq!((p.enabled(), p.not_enabled, p.more), (3, 3, 0));
+        }
+        // More than the table holds: counted, not kept.
+        let many: Vec<Vec<u8>> = (0..70).map(|i| x2apic(i, 1)).collect();
+        let p = processors(&machine(madt(&many)), &rsdp_v1(0x1000)).unwrap();
+        assert_eq!(
+            (p.ids().len(), p.more, p.enabled()),
+            (MAX_PROCESSORS, 6, 70)
+        );
     }
 
     #[test]

@@ -51,6 +51,17 @@ pub enum Failure {
     Smp(crate::smp::SmpError),
 }
 
+impl Failure {
+    /// The run's outcome: VMX missing on an application processor is
+    /// "VMX unavailable", as on this one; everything else a failure.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Smp(e) if e.vmx_unavailable() => Outcome::VmxUnavailable,
+            _ => Outcome::Fail,
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -109,6 +120,26 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     print_memory_map(&bi);
 
     let module = *bi.modules().next().ok_or(Failure::NoGuestModule)?;
+    // The other processors' start-up page, chosen before anything else
+    // is placed so that every later placement avoids it (none with
+    // `mode=direct`, which parks nothing).
+    let smp = if opts.mode == Mode::Direct {
+        None
+    } else {
+        let mut avoid = [phys::image_range(); 3 + bootinfo::MAX_MODULES];
+        let mut n = 1;
+        for r in bi
+            .info_ranges
+            .iter()
+            .flatten()
+            .copied()
+            .chain(bi.modules().map(|m| m.range))
+        {
+            avoid[n] = r;
+            n += 1;
+        }
+        crate::smp::plan(&bi, &avoid[..n]).map_err(Failure::Smp)?
+    };
     info!(
         "guest module: {} ({} KiB) `{}`",
         module.range,
@@ -127,13 +158,13 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     info!("guest command line: `{guest_cmdline}`");
 
     if loader::linux::pvh_entry(image).is_some() || loader::linux::is_bzimage(image) {
-        return crate::boot_linux::run(&bi, &opts, &module, image, guest_cmdline);
+        return crate::boot_linux::run(&bi, &opts, &module, image, guest_cmdline, smp.as_ref());
     }
 
     let mut occupied = [Occupied {
         what: "the okernel image",
         range: phys::image_range(),
-    }; 5];
+    }; 6];
     occupied[1] = Occupied {
         what: "the guest module",
         range: module.range,
@@ -143,6 +174,13 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         occupied[n] = Occupied {
             what: "the boot information",
             range: *r,
+        };
+        n += 1;
+    }
+    if let Some(p) = &smp {
+        occupied[n] = Occupied {
+            what: "the other processors' start-up page",
+            range: p.page(),
         };
         n += 1;
     }
@@ -159,7 +197,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
 
     // Place the hand-off area and the monitor's frame pool before writing
     // anything, so a failure leaves memory as it was.
-    let mut avoid = [Range { start: 0, end: 0 }; 7];
+    let mut avoid = [Range { start: 0, end: 0 }; 8];
     for (a, o) in avoid.iter_mut().zip(occupied) {
         *a = o.range;
     }
@@ -196,13 +234,20 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
             range: pool,
             kind: RegionKind::Monitor,
         },
+        Carve {
+            range: smp
+                .as_ref()
+                .map_or(Range { start: 0, end: 0 }, |p| p.page()),
+            kind: RegionKind::Monitor,
+        },
     ];
+    let carves = &carves[..if smp.is_some() { 5 } else { 4 }];
     // SAFETY: `area` was chosen in usable RAM clear of everything in use.
     let bytes = unsafe { phys::bytes_mut(area) }.ok_or(Failure::NoRoomForHandoff)?;
     let bytes: &mut [u8; handoff::AREA_SIZE] =
         bytes.try_into().map_err(|_| Failure::NoRoomForHandoff)?;
     if opts.mode == Mode::Direct {
-        return enter_direct(&plan, bytes, area, &bi, &carves, guest_cmdline);
+        return enter_direct(&plan, bytes, area, &bi, carves, guest_cmdline);
     }
     let mut regs = GuestRegisters::default();
     let mode = match plan.kind {
@@ -212,7 +257,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
                 area.start,
                 EntryMode::NonRoot,
                 &bi.memory,
-                &carves,
+                carves,
                 guest_cmdline,
             )
             .map_err(Failure::Handoff)?;
@@ -223,7 +268,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
             // The multiboot2 machine state (specification §3.3): EAX =
             // magic, EBX = information, protected mode, paging off.
             let mbi =
-                handoff::build_multiboot2(bytes, area.start, &bi.memory, &carves, guest_cmdline)
+                handoff::build_multiboot2(bytes, area.start, &bi.memory, carves, guest_cmdline)
                     .map_err(Failure::Handoff)?;
             regs.gpr[Gpr::Rax as usize] = u64::from(bootinfo::MULTIBOOT2_MAGIC);
             regs.gpr[Gpr::Rbx as usize] = mbi;
@@ -244,7 +289,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         },
         plan.entry
     );
-    launch_monitor(&bi, mode, plan.entry, regs, pool)
+    launch_monitor(&bi, mode, plan.entry, regs, pool, smp.as_ref())
 }
 
 /// Copies the segments of `plan` from `image` and zeroes the rest of
@@ -278,6 +323,7 @@ pub fn launch_monitor(
     rip: u64,
     regs: GuestRegisters,
     pool: Range,
+    smp: Option<&crate::smp::Plan>,
 ) -> Result<core::convert::Infallible, Failure> {
     let mut holes = [MemoryRange {
         range: PhysRange::new(0, 0),
@@ -312,10 +358,18 @@ pub fn launch_monitor(
         n += 1;
     }
     let image = phys::image_range();
-    let monitor = [PhysRange {
-        start: image.start,
-        end: image.end,
-    }];
+    let page = smp.map_or(Range { start: 0, end: 0 }, |p| p.page());
+    let monitor = [
+        PhysRange {
+            start: image.start,
+            end: image.end,
+        },
+        PhysRange {
+            start: page.start,
+            end: page.end,
+        },
+    ];
+    let monitor = &monitor[..if smp.is_some() { 2 } else { 1 }];
     let config = LaunchConfig {
         guest: GuestEntry {
             mode,
@@ -326,7 +380,7 @@ pub fn launch_monitor(
             idtr: DescriptorTable { base: 0, limit: 0 },
         },
         memory_map: &memory[..n],
-        monitor_ranges: &monitor,
+        monitor_ranges: monitor,
         frame_pool: PhysRange {
             start: pool.start,
             end: pool.end,
@@ -336,7 +390,9 @@ pub fn launch_monitor(
     okernel::launch::validate(&config).map_err(Failure::Launch)?;
     // Every other processor into VMX root first: once the guest runs, an
     // INIT-SIPI-SIPI of its own would start one outside the monitor.
-    crate::smp::park_application_processors(bi).map_err(Failure::Smp)?;
+    if let Some(plan) = smp {
+        crate::smp::park(plan).map_err(Failure::Smp)?;
+    }
     okernel::launch(&config).map_err(Failure::Launch)
 }
 

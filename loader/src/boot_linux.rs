@@ -32,6 +32,7 @@ pub fn run(
     kernel: &Module<'_>,
     image: &[u8],
     cmdline: &str,
+    smp: Option<&crate::smp::Plan>,
 ) -> Result<core::convert::Infallible, Failure> {
     let initrd = bi
         .modules()
@@ -45,12 +46,19 @@ pub fn run(
     let mut fixed = [Occupied {
         what: "the okernel image",
         range: phys::image_range(),
-    }; 3];
+    }; 4];
     let mut n = 1;
     for r in bi.info_ranges.iter().flatten() {
         fixed[n] = Occupied {
             what: "the boot information",
             range: *r,
+        };
+        n += 1;
+    }
+    if let Some(p) = smp {
+        fixed[n] = Occupied {
+            what: "the other processors' start-up page",
+            range: p.page(),
         };
         n += 1;
     }
@@ -108,14 +116,19 @@ pub fn run(
             range: layout.pool,
             kind: RegionKind::Monitor,
         },
+        Carve {
+            range: smp.map_or(loader::memmap::Range { start: 0, end: 0 }, |p| p.page()),
+            kind: RegionKind::Monitor,
+        },
     ];
+    let carves = &carves[..if smp.is_some() { 4 } else { 3 }];
     // SAFETY: `layout.area` was placed in usable RAM clear of everything
     // in use.
     let area =
         unsafe { phys::bytes_mut(layout.area) }.ok_or(Failure::ModuleUnreadable(layout.area))?;
     let contents = start_info::Contents {
         firmware: &bi.memory,
-        carves: &carves,
+        carves,
         cmdline,
         initrd: layout.initrd,
         rsdp: bi.rsdp,
@@ -185,7 +198,7 @@ pub fn run(
         }
     );
     info!("Linux hand-off at TSC {}", arch::tsc());
-    launch_monitor(bi, mode, plan.entry, regs, layout.pool)
+    launch_monitor(bi, mode, plan.entry, regs, layout.pool, smp)
 }
 
 /// Switches to the page tables at `cr3` and jumps to a Linux 64-bit entry

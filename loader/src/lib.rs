@@ -12,3 +12,4 @@ pub mod elf_load;
 pub mod handoff;
 pub mod linux;
 pub mod memmap;
+pub mod parking;

@@ -19,7 +19,7 @@ extern "C" fn loader_main(magic: u32, info: u32) -> ! {
     arch::tables::init();
     match boot::run(magic, info) {
         Ok(never) => match never {},
-        Err(failure) => okernel_console::report(Outcome::Fail, format_args!("{failure}")),
+        Err(failure) => okernel_console::report(failure.outcome(), format_args!("{failure}")),
     }
 }
 

@@ -3,25 +3,36 @@
 //! only, and no INIT-SIPI-SIPI it sends can start another one outside
 //! the monitor.
 //!
-//! Order: count the processors the ACPI MADT lists; build the parked
-//! processors' IDT; copy the trampoline (`arch/ap_entry.rs`) to a low
-//! page, saving what was there; broadcast INIT, SIPI, SIPI to all
-//! processors but this one (SDM Vol. 3A §9.4.4.1, "Typical BSP
-//! Initialization Sequence", and §11.6.1 for the ICR); wait until every
-//! listed processor has reported parked or failed; restore the page.
-//! Any processor listed but not parked ends the boot with its reason.
+//! [`plan`] (before anything is placed): read the ACPI MADT's enabled
+//! processors (their APIC IDs) and, when there is more than this one,
+//! choose a usable page below 1 MiB for the start-up code. That page
+//! stays the monitor's for the whole run — out of every EPT view and of
+//! the guest's memory map — so a processor that answers late still finds
+//! the start-up code, never memory the guest wrote.
+//!
+//! [`park`] (last, before the monitor starts): build the parked
+//! processors' IDT; copy the trampoline (`arch/ap_entry.rs`) to the page;
+//! broadcast INIT, SIPI, SIPI to all processors but this one (SDM Vol. 3A
+//! §9.4.4.1, "Typical BSP Initialization Sequence"; §11.6.1 for the
+//! ICR); wait until every listed processor, by APIC ID, has reported
+//! parked, then a grace period for any the MADT does not count. A listed
+//! processor not parked, any processor that failed, and more processors
+//! than there are slots end the boot with the reason.
 
 use crate::phys::Identity;
 use core::fmt;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
-use loader::acpi::{self, AcpiError};
+use loader::acpi::{self, AcpiError, Processors};
 use loader::bootinfo::BootInfo;
+use loader::memmap::Range;
+use loader::parking::{self, ARRIVED, NotParked, PARKED, Slot, TAKEN};
 use log::{info, warn};
 use okernel::launch::park::{ParkFailure, park_this_processor};
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::Msr;
+use x86_64::structures::gdt::SegmentSelector;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
 /// The most application processors parked (a 64-processor machine).
@@ -29,18 +40,23 @@ pub const MAX_APS: usize = 63;
 /// Each parked processor's stack.
 pub const AP_STACK_BYTES: usize = 16 * 1024;
 
-/// The next free slot: the 64-bit entry takes one with `lock xadd`.
+/// Slots taken: the 64-bit entry takes one with `lock xadd`; a processor
+/// that finds them all taken halts outside VMX, which [`park`] refuses
+/// (this counter then exceeds [`MAX_APS`]).
 pub static AP_NEXT: AtomicU32 = AtomicU32::new(0);
-/// Processors that found no free slot (the entry halts them).
-pub static AP_OVERFLOW: AtomicU32 = AtomicU32::new(0);
 
-const ARRIVED: u8 = 1;
-const PARKED: u8 = 0xff;
-/// Each slot's state: 0 unused, [`ARRIVED`], [`PARKED`], or a
+/// Each slot's state (`loader::parking`): [`TAKEN`] (the processor is
+/// between the entry and `loader_ap_main`), [`ARRIVED`], [`PARKED`], or a
 /// [`ParkFailure::code`].
 static STATE: [AtomicU8; MAX_APS] = [const { AtomicU8::new(0) }; MAX_APS];
+/// Each slot's APIC ID (published by the [`STATE`] store after it).
+static APIC_ID: [AtomicU32; MAX_APS] = [const { AtomicU32::new(0) }; MAX_APS];
 
 static AP_IDT: Once<InterruptDescriptorTable> = Once::new();
+
+/// The code selector of the parked processors' GDT (`ap_gdt` in
+/// `arch/ap_entry.rs`), which their IDT's gates name.
+const AP_CODE_SELECTOR: u16 = 0x08;
 
 unsafe extern "C" {
     static ap_trampoline_start: u8;
@@ -71,6 +87,8 @@ const WAIT_TICKS: u64 = 1 << 30;
 
 /// How long processors the MADT does not count get after the counted
 /// ones have parked (about 1.4 ms at 3 GHz; start-up takes microseconds).
+/// One that comes later still runs the start-up code, which stays in
+/// place, and parks; it is only not checked.
 const GRACE_TICKS: u64 = 1 << 22;
 
 /// Why the processors could not all be parked.
@@ -78,97 +96,155 @@ const GRACE_TICKS: u64 = 1 << 22;
 pub enum SmpError {
     /// The MADT could not be read.
     Acpi(AcpiError),
-    /// More processors than [`MAX_APS`] + 1.
+    /// More enabled processors than [`MAX_APS`] + 1.
     TooMany(u32),
-    /// No usable page below 1 MiB for the trampoline.
+    /// No usable page below 1 MiB for the start-up code.
     NoLowPage,
-    /// Fewer processors reported than the MADT lists.
-    Missing { listed: u32, parked: u32 },
-    /// Processor slot `slot` reported a failure.
-    NotParked { slot: usize, code: u8 },
-    /// Processors beyond [`MAX_APS`] answered the broadcast.
-    Overflow(u32),
+    /// Not every processor parked.
+    NotParked(NotParked),
+}
+
+impl SmpError {
+    /// Whether this is VMX missing on an application processor: the run
+    /// then ends as "VMX unavailable", as it would on this one.
+    pub fn vmx_unavailable(&self) -> bool {
+        matches!(self, SmpError::NotParked(NotParked::Failed { code, .. }) if *code == ParkFailure::UNAVAILABLE)
+    }
 }
 
 impl fmt::Display for SmpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = "a processor left out would run the guest's code outside VMX";
+        let why = "a processor outside the monitor would run the guest's code outside VMX";
         match self {
             SmpError::Acpi(e) => write!(f, "cannot count the processors to park: {e}"),
             SmpError::TooMany(n) => write!(
                 f,
-                "the MADT lists {n} processors; okernel parks at most {}: limit the processors in the firmware",
+                "the MADT lists {n} enabled processors; okernel parks at most {}: limit the processors in the firmware",
                 MAX_APS + 1
             ),
             SmpError::NoLowPage => write!(
                 f,
-                "no usable RAM page below 1 MiB for the processors' start-up code"
+                "no usable RAM page below 1 MiB for the other processors' start-up code"
             ),
-            SmpError::Missing { listed, parked } => write!(
+            SmpError::NotParked(NotParked::Missing { apic_id, state }) => {
+                match apic_id {
+                    Some(id) => write!(f, "the processor with APIC ID {id} was not parked: ")?,
+                    None => write!(f, "a processor the MADT does not list was not parked: ")?,
+                }
+                write!(
+                    f,
+                    "{}; {why}",
+                    match *state {
+                        None => "it did not answer INIT-SIPI-SIPI",
+                        Some(TAKEN) => "it started but did not reach the loader's code",
+                        Some(_) => "it reached the loader's code but stopped before VMXON",
+                    }
+                )
+            }
+            SmpError::NotParked(NotParked::Failed { apic_id, code }) => write!(
                 f,
-                "the MADT lists {listed} application processors, {parked} reached VMX root: {why}"
-            ),
-            SmpError::NotParked { slot, code } => write!(
-                f,
-                "application processor {slot} could not be parked: {}; {why}",
+                "the processor with APIC ID {apic_id} could not be parked: {}; {why}",
                 ParkFailure::describe(*code)
             ),
-            SmpError::Overflow(n) => write!(
+            SmpError::NotParked(NotParked::Overflow(n)) => write!(
                 f,
-                "{n} processors more than the MADT's answered the start-up broadcast (at most {MAX_APS} parked): {why}"
+                "{n} processors answered the start-up broadcast, more than okernel parks ({MAX_APS} besides this one): {why}"
             ),
         }
     }
 }
 
-/// Parks every application processor (see the module docs). Without an
-/// ACPI RSDP from the boot loader there is nothing to count them with:
-/// that is reported, and none is started.
-pub fn park_application_processors(bi: &BootInfo<'_>) -> Result<(), SmpError> {
+/// What [`park`] needs: the listed processors and the start-up page.
+pub struct Plan {
+    cpus: Processors,
+    page: Range,
+}
+
+impl Plan {
+    /// The page the start-up code occupies for the whole run (the
+    /// monitor's: out of every view and of the guest's map).
+    pub fn page(&self) -> Range {
+        self.page
+    }
+}
+
+/// Reads the MADT and, when it lists other processors, chooses the
+/// start-up page clear of `avoid`. `None`: nothing to park (one
+/// processor, or no ACPI RSDP to count them with, which is reported).
+pub fn plan(bi: &BootInfo<'_>, avoid: &[Range]) -> Result<Option<Plan>, SmpError> {
     let Some(rsdp) = bi.rsdp else {
         warn!(
             "no ACPI RSDP from the boot loader: other processors, if any, are NOT parked (run okernel on one processor)"
         );
-        return Ok(());
+        return Ok(None);
     };
     let cpus = acpi::processors(&Identity, rsdp).map_err(SmpError::Acpi)?;
-    if cpus.usable as usize > MAX_APS + 1 {
-        return Err(SmpError::TooMany(cpus.usable));
+    if cpus.enabled() as usize > MAX_APS + 1 {
+        return Err(SmpError::TooMany(cpus.enabled()));
     }
-    let listed = cpus.usable.saturating_sub(1);
-    if listed == 0 {
+    if cpus.enabled() <= 1 {
         info!("the MADT lists one processor: no application processor to park");
-        return Ok(());
+        return Ok(None);
     }
+    let page = bi
+        .memory
+        .find_free(0x1000, 0x1000, 0x1000, avoid)
+        .filter(|p| p.end <= 0x10_0000)
+        .ok_or(SmpError::NoLowPage)?;
+    Ok(Some(Plan { cpus, page }))
+}
+
+/// This processor's APIC ID: the x2APIC ID (CPUID 0BH EDX) where the
+/// leaf exists, else the initial APIC ID (CPUID.1:EBX[31:24]) (SDM Vol.
+/// 3A §11.4.6, §11.12.8).
+fn apic_id() -> u32 {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    if __cpuid(0).eax >= 0xb {
+        let l = __cpuid_count(0xb, 0);
+        if l.ebx & 0xffff != 0 {
+            return l.edx;
+        }
+    }
+    __cpuid(1).ebx >> 24
+}
+
+/// Parks every application processor (see the module docs).
+pub fn park(plan: &Plan) -> Result<(), SmpError> {
     AP_IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         let stop = VirtAddr::new(ap_stop_stub as *const () as u64);
+        let cs = SegmentSelector(AP_CODE_SELECTOR);
         // SAFETY: `ap_nmi_stub` is `iretq` (an NMI pushes no error
-        // code); `ap_stop_stub` never returns, so any frame suits it.
+        // code); `ap_stop_stub` never returns, so any frame suits it;
+        // the selector is the parked processors' 64-bit code segment;
+        // no gate names an IST slot (they have no TSS).
         unsafe {
             idt.non_maskable_interrupt
-                .set_handler_addr(VirtAddr::new(ap_nmi_stub as *const () as u64));
-            idt.double_fault.set_handler_addr(stop);
-            idt.machine_check.set_handler_addr(stop);
-            idt.general_protection_fault.set_handler_addr(stop);
-            idt.page_fault.set_handler_addr(stop);
-            idt.invalid_opcode.set_handler_addr(stop);
+                .set_handler_addr(VirtAddr::new(ap_nmi_stub as *const () as u64))
+                .set_code_selector(cs);
+            idt.double_fault
+                .set_handler_addr(stop)
+                .set_code_selector(cs);
+            idt.machine_check
+                .set_handler_addr(stop)
+                .set_code_selector(cs);
+            idt.general_protection_fault
+                .set_handler_addr(stop)
+                .set_code_selector(cs);
+            idt.page_fault.set_handler_addr(stop).set_code_selector(cs);
+            idt.invalid_opcode
+                .set_handler_addr(stop)
+                .set_code_selector(cs);
         }
         idt
     });
 
-    let page = bi
-        .memory
-        .find_free(0x1000, 0x1000, 0x1000, &[])
-        .filter(|p| p.end <= 0x10_0000)
-        .ok_or(SmpError::NoLowPage)?;
-    // SAFETY: usable RAM below 1 MiB; what it holds is saved here and
-    // written back before this function returns, and nothing else runs
-    // meanwhile but the processors started on it.
-    let low = unsafe { crate::phys::bytes_mut(page) }.ok_or(SmpError::NoLowPage)?;
-    let mut saved = [0u8; 4096];
-    saved.copy_from_slice(low);
+    // SAFETY: `plan` chose the page in usable RAM below 1 MiB clear of
+    // everything placed, and every later placement avoids it: it is the
+    // monitor's from now on.
+    let low = unsafe { crate::phys::bytes_mut(plan.page) }.ok_or(SmpError::NoLowPage)?;
     let trampoline = trampoline();
+    low.fill(0);
     low[..trampoline.len()].copy_from_slice(trampoline);
     let cr3 = Cr3::read().0.start_address().as_u64();
     let at = |sym: *const u8| sym as usize - trampoline.as_ptr() as usize;
@@ -180,50 +256,52 @@ pub fn park_application_processors(bi: &BootInfo<'_>) -> Result<(), SmpError> {
     low[entry_at..entry_at + 8]
         .copy_from_slice(&(ap_long_mode_entry as *const () as u64).to_le_bytes());
 
-    let vector = (page.start >> 12) as u32;
+    let vector = (plan.page.start >> 12) as u32;
     send(ICR_INIT_ALL_BUT_SELF);
     delay(10_000_000);
     for _ in 0..2 {
         send(ICR_SIPI_ALL_BUT_SELF | vector);
         delay(1_000_000);
     }
+    let me = apic_id();
+    let listed = plan.cpus.ids();
     let start = crate::arch::tsc();
-    let settled =
-        |n: u32| (0..(n as usize).min(MAX_APS)).all(|i| STATE[i].load(Ordering::Acquire) > ARRIVED);
     let waited_out = || crate::arch::tsc().wrapping_sub(start) > WAIT_TICKS;
-    let all_listed = || {
-        let n = AP_NEXT.load(Ordering::Acquire);
-        n >= listed && settled(n)
+    let mut slots = [Slot {
+        state: TAKEN,
+        apic_id: 0,
+    }; MAX_APS];
+    let read = |slots: &mut [Slot; MAX_APS]| {
+        let answered = AP_NEXT.load(Ordering::Acquire);
+        for (i, s) in slots.iter_mut().enumerate().take(answered as usize) {
+            s.state = STATE[i].load(Ordering::Acquire);
+            s.apic_id = APIC_ID[i].load(Ordering::Relaxed);
+        }
+        answered
     };
-    while !all_listed() && !waited_out() {
+    loop {
+        let n = (read(&mut slots) as usize).min(MAX_APS);
+        let done = parking::listed_parked(listed, me, &slots[..n]) && parking::settled(&slots[..n]);
+        if done || waited_out() {
+            break;
+        }
         core::hint::spin_loop();
     }
-    // Processors the MADT marks disabled or does not list answer the
-    // broadcast too, where they exist: time for them to arrive and park
-    // before the page goes back (after that one would run whatever the
-    // page then holds, in real mode).
     delay(GRACE_TICKS);
-    while !settled(AP_NEXT.load(Ordering::Acquire)) && !waited_out() {
+    loop {
+        let n = (read(&mut slots) as usize).min(MAX_APS);
+        if parking::settled(&slots[..n]) || waited_out() {
+            break;
+        }
         core::hint::spin_loop();
     }
-    low.copy_from_slice(&saved);
-
-    let arrived = (AP_NEXT.load(Ordering::Acquire) as usize).min(MAX_APS);
-    if let Some(slot) = (0..arrived).find(|&i| STATE[i].load(Ordering::Acquire) != PARKED) {
-        let code = STATE[slot].load(Ordering::Acquire);
-        return Err(SmpError::NotParked { slot, code });
-    }
-    let overflow = AP_OVERFLOW.load(Ordering::Acquire);
-    if overflow != 0 {
-        return Err(SmpError::Overflow(overflow));
-    }
-    let parked = arrived as u32;
-    if parked < listed {
-        return Err(SmpError::Missing { listed, parked });
-    }
+    let answered = read(&mut slots);
+    parking::verdict(listed, me, answered, &slots).map_err(SmpError::NotParked)?;
     info!(
-        "{parked} application processor(s) parked in VMX root (the MADT lists {} processors, {} disabled); the guest runs on this one",
-        cpus.usable, cpus.disabled
+        "{answered} application processor(s) parked in VMX root (the MADT lists {} processors enabled, {} not enabled); the guest runs on this one (APIC ID {me}); start-up page {}",
+        plan.cpus.enabled(),
+        plan.cpus.not_enabled,
+        plan.page
     );
     Ok(())
 }
@@ -279,6 +357,7 @@ fn send(icr_low: u32) {
 #[unsafe(no_mangle)]
 extern "C" fn loader_ap_main(slot: u32) -> ! {
     let slot = slot as usize;
+    APIC_ID[slot].store(apic_id(), Ordering::Relaxed);
     STATE[slot].store(ARRIVED, Ordering::Release);
     if let Some(idt) = AP_IDT.get() {
         idt.load();

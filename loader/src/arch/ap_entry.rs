@@ -11,9 +11,11 @@
 //! number as the SIPI vector: the processor starts at CS = vector << 8,
 //! IP = 0 (SDM Vol. 3A §9.4.4.1). Everything it uses after the switch
 //! (GDT, stack, IDT, VMXON region) lies in this image, which the guest
-//! never sees; the low page is restored before the guest starts.
+//! never sees; the low page stays the monitor's too. The stacks lie
+//! above the VMXON regions: slot 0's stack overflowing (16 KiB, where
+//! parking needs a few hundred bytes) would reach region 62.
 
-use crate::smp::{AP_NEXT, AP_OVERFLOW, AP_STACK_BYTES, MAX_APS};
+use crate::smp::{AP_NEXT, AP_STACK_BYTES, MAX_APS};
 
 core::arch::global_asm!(
     r#"
@@ -38,8 +40,9 @@ ap_trampoline_start:
     leal (tramp_lm64 - ap_trampoline_start)(%ebx), %eax
     movl %eax, (tramp_far64 - ap_trampoline_start)
     lgdtl (tramp_gdtr - ap_trampoline_start)
-    movl %cr0, %eax
-    orl $1, %eax
+    /* CR0 = PE | ET, loaded whole: caching on (CD, NW clear) whatever
+       the firmware left (INIT keeps CD and NW). */
+    movl $0x11, %eax
     movl %eax, %cr0
     ljmpl *(tramp_far32 - ap_trampoline_start)
 
@@ -49,11 +52,11 @@ tramp_pm32:
     movw %ax, %ds
     movw %ax, %es
     movw %ax, %ss
-    /* CR4.PAE, the loader's page tables, EFER.LME | EFER.NXE, then
-       CR0.PG | WP | NE | MP | PE: the bootstrap processor's settings
-       (entry.rs). */
-    movl %cr4, %eax
-    orl $0x20, %eax
+    /* CR4 = PAE | MCE (a machine check then reaches the IDT's #MC gate
+       instead of shutting the processor down), the loader's page
+       tables, EFER.LME | EFER.NXE, then CR0 = PG | WP | NE | ET | MP |
+       PE, loaded whole: the bootstrap processor's settings (entry.rs). */
+    movl $0x60, %eax
     movl %eax, %cr4
     movl (ap_trampoline_cr3 - ap_trampoline_start)(%ebx), %eax
     movl %eax, %cr3
@@ -61,8 +64,7 @@ tramp_pm32:
     rdmsr
     orl $0x900, %eax
     wrmsr
-    movl %cr0, %eax
-    orl $0x80010023, %eax
+    movl $0x80010033, %eax
     movl %eax, %cr0
     ljmpl *(tramp_far64 - ap_trampoline_start)(%ebx)
 
@@ -124,12 +126,11 @@ ap_long_mode_entry:
     xorl %ebp, %ebp
     call loader_ap_main
 2:
-    /* More processors than stacks: counted, and the boot is refused. */
-    lock incl {overflow}(%rip)
-3:
+    /* More processors than stacks: AP_NEXT says so, and the boot is
+       refused. */
     cli
     hlt
-    jmp 3b
+    jmp 2b
 
     /* The IDT of a parked processor (smp.rs): NMI returns, anything
        else stops it where it is, in VMX root. */
@@ -163,7 +164,6 @@ ap_stacks:
     .skip {stack} * {max}
 "#,
     next = sym AP_NEXT,
-    overflow = sym AP_OVERFLOW,
     max = const MAX_APS,
     stack = const AP_STACK_BYTES,
     options(att_syntax)

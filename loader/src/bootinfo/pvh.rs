@@ -35,6 +35,8 @@ pub struct StartInfo {
     pub modlist_paddr: u64,
     /// Physical address of the NUL-terminated command line, or 0.
     pub cmdline_paddr: u64,
+    /// Physical address of the ACPI RSDP, or 0 (no ACPI tables).
+    pub rsdp_paddr: u64,
     /// Physical address of the `hvm_memmap_table_entry` array.
     pub memmap_paddr: u64,
     /// Number of memory-map entries.
@@ -51,6 +53,7 @@ impl StartInfo {
         b[12..16].copy_from_slice(&self.nr_modules.to_le_bytes());
         b[16..24].copy_from_slice(&self.modlist_paddr.to_le_bytes());
         b[24..32].copy_from_slice(&self.cmdline_paddr.to_le_bytes());
+        b[32..40].copy_from_slice(&self.rsdp_paddr.to_le_bytes());
         b[40..48].copy_from_slice(&self.memmap_paddr.to_le_bytes());
         b[48..52].copy_from_slice(&self.memmap_entries.to_le_bytes());
         b
@@ -63,6 +66,7 @@ impl StartInfo {
             nr_modules: le32(b, 12),
             modlist_paddr: le64(b, 16),
             cmdline_paddr: le64(b, 24),
+            rsdp_paddr: le64(b, 32),
             memmap_paddr: le64(b, 40),
             memmap_entries: le32(b, 48),
         }
@@ -138,6 +142,17 @@ pub fn parse_pvh<M: PhysMem + ?Sized>(mem: &M, addr: u64) -> Result<BootInfo<'_>
     info.memory.require_usable()?;
 
     info.cmdline = c_string(mem, "the command line", si.cmdline_paddr)?;
+    // The RSDP itself (20 bytes; 36 from revision 2 on), for the MADT
+    // (the other processors) and a Linux guest; the ACPI parser checks
+    // it.
+    if si.rsdp_paddr != 0 {
+        let v1 = read(mem, "the ACPI RSDP", si.rsdp_paddr, 20)?;
+        info.rsdp = Some(if v1[15] >= 2 {
+            read(mem, "the ACPI RSDP", si.rsdp_paddr, 36)?
+        } else {
+            v1
+        });
+    }
     let count = si.nr_modules as usize;
     if count > super::MAX_MODULES {
         return Err(BootInfoError::TooManyModules);
@@ -217,6 +232,7 @@ mod tests {
             nr_modules: 1,
             modlist_paddr: 0x3000,
             cmdline_paddr: 0x3200,
+            rsdp_paddr: 0,
             memmap_paddr: 0x2000,
             memmap_entries: 3,
         }
@@ -239,6 +255,35 @@ mod tests {
             }
         );
         assert_eq!(modules[0].cmdline, "scenario=boot");
+    }
+
+    #[test]
+    fn the_rsdp_is_passed_on_whole_for_its_revision_and_none_without_one() {
+        assert_eq!(parse_pvh(&memory(good()), INFO).unwrap().rsdp, None);
+        for (revision, len) in [(0u8, 20usize), (2, 36)] {
+            let mut m = memory(StartInfo {
+                rsdp_paddr: 0x3800,
+                ..good()
+            });
+            let mut rsdp = *b"RSD PTR \0\0\0\0\0\0\0\0";
+            rsdp[15] = revision;
+            m.put(0x3800, &rsdp);
+            let info = parse_pvh(&m, INFO).unwrap();
+            assert_eq!(info.rsdp.map(<[u8]>::len), Some(len));
+            assert_eq!(&info.rsdp.unwrap()[..8], b"RSD PTR ");
+        }
+        // One that runs past readable memory is refused by name.
+        let m = memory(StartInfo {
+            rsdp_paddr: 0x3ff8,
+            ..good()
+        });
+        assert!(matches!(
+            parse_pvh(&m, INFO),
+            Err(BootInfoError::Unreadable {
+                what: "the ACPI RSDP",
+                ..
+            })
+        ));
     }
 
     #[test]

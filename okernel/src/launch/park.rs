@@ -12,13 +12,16 @@
 //! So the loader starts each application processor before the guest
 //! exists, and the processor calls [`park_this_processor`]: it enters
 //! VMX root operation (VMXON) and halts there with interrupts disabled,
-//! for good. In VMX root operation INIT is blocked (SDM Vol. 3C §26.2,
-//! "Other Causes of VM Exits"/§33.14 "VMX and the INIT signal": "INIT
-//! signals are blocked whenever a logical processor is in VMX root
-//! operation") and a SIPI is ignored outside the wait-for-SIPI state
-//! (SDM Vol. 3A §11.6.1); a fixed or external interrupt finds IF=0; an
-//! NMI (or SMI) wakes HLT and the loop halts again. Nothing the guest
-//! can send through an APIC moves such a processor out of the monitor.
+//! for good. In VMX root operation INIT is blocked (SDM Vol. 3C §24.8,
+//! "Restrictions on VMX Operation": "INIT signals are blocked whenever a
+//! logical processor is in VMX root operation"; in non-root operation an
+//! INIT exits instead, §26.2) and a SIPI is ignored outside the
+//! wait-for-SIPI state (SDM Vol. 3A §9.4, "Multiple-Processor (MP)
+//! Initialization"); a fixed or external interrupt finds IF=0; an NMI (or
+//! SMI) wakes HLT and the loop halts again; a machine check (CR4.MCE is
+//! set by the start-up code) stops the processor where it is. Nothing the
+//! guest can send through an APIC moves such a processor out of the
+//! monitor.
 
 use crate::arch;
 use crate::check::{self, VmxUnavailable};
@@ -40,20 +43,27 @@ pub enum ParkFailure {
 }
 
 impl ParkFailure {
+    /// [`ParkFailure::code`] of [`ParkFailure::Unavailable`].
+    pub const UNAVAILABLE: u8 = 2;
+    /// [`ParkFailure::code`] of [`ParkFailure::Vmxon`].
+    pub const VMXON: u8 = 3;
+
     /// A one-byte code, for a processor that cannot print (the loader
-    /// keeps one per processor; 0 and 1 are its own states).
+    /// keeps one per processor; 0, 1 and 0xff are its own states).
     pub fn code(self) -> u8 {
         match self {
-            ParkFailure::Unavailable(_) => 2,
-            ParkFailure::Vmxon(_) => 3,
+            ParkFailure::Unavailable(_) => Self::UNAVAILABLE,
+            ParkFailure::Vmxon(_) => Self::VMXON,
         }
     }
 
     /// The words for [`ParkFailure::code`]'s value.
     pub fn describe(code: u8) -> &'static str {
         match code {
-            2 => "VMX unavailable on it (CPUID, IA32_FEATURE_CONTROL or the VMX capability MSRs)",
-            3 => "VMXON failed on it",
+            Self::UNAVAILABLE => {
+                "VMX unavailable on it (CPUID, IA32_FEATURE_CONTROL or the VMX capability MSRs)"
+            }
+            Self::VMXON => "VMXON failed on it",
             _ => "it stopped in an unknown state",
         }
     }

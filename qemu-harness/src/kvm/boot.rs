@@ -225,6 +225,7 @@ pub fn write_start_info(
         nr_modules: u32::from(module.is_some()),
         modlist_paddr: if module.is_some() { MODLIST_ADDR } else { 0 },
         cmdline_paddr: CMDLINE_ADDR,
+        rsdp_paddr: 0,
         memmap_paddr: MEMMAP_ADDR,
         memmap_entries: map.len() as u32,
     };

@@ -3,7 +3,8 @@
 //! processors, first with `mode=direct` (no monitor: the negative control,
 //! where the other processor must run the guest's start-up code), then
 //! under okernel (the loader must report it parked in VMX root and the
-//! attack must be blocked).
+//! attack must be blocked), then under okernel on 4 processors (three
+//! parked, racing for their slots).
 
 use super::{Row, RowState, print_outcome};
 use crate::images::Images;
@@ -11,15 +12,18 @@ use qemu_harness::bochs::{Bochs, DEFAULT_MODEL};
 use qemu_harness::{Availability, GuestModule, Probed, RunReport, RunSpec, Verdict};
 use std::time::Duration;
 
-/// Processors of the SMP runs.
-pub const CPUS: u32 = 2;
-
 const ATTACK: &str = "attack-ap-start-outside-vmx";
-/// What the loader prints once the other processor is in VMX root.
-const PARKED: &str = "1 application processor(s) parked in VMX root";
 
-fn spec(images: &Images, direct: bool) -> RunSpec {
-    let name = if direct { "smp-no-monitor" } else { "smp" };
+/// What the loader prints once the other `cpus - 1` processors are in
+/// VMX root.
+fn parked_line(cpus: u32) -> String {
+    format!(
+        "{} application processor(s) parked in VMX root (the MADT lists {cpus} processors enabled",
+        cpus - 1
+    )
+}
+
+fn spec(images: &Images, name: &str, direct: bool) -> RunSpec {
     RunSpec {
         name: name.to_string(),
         image: images.okernel.clone(),
@@ -37,10 +41,10 @@ fn spec(images: &Images, direct: bool) -> RunSpec {
     }
 }
 
-/// The verdict on one run: passed, the attack line present and holding,
-/// its result the mode's (`succeeded` bare, `blocked` under okernel),
-/// and under okernel the loader's parking line.
-pub fn judge(report: &RunReport, direct: bool) -> Verdict {
+/// The verdict on one run on `cpus` processors: passed, the attack line
+/// present and holding, its result the mode's (`succeeded` bare,
+/// `blocked` under okernel), and under okernel the loader's parking line.
+pub fn judge(report: &RunReport, direct: bool, cpus: u32) -> Verdict {
     let bad = |why: String| Verdict::Unexpected(format!("{}: {why}", report.summary()));
     let checks = match report.parsed_checks() {
         Ok(c) => c,
@@ -56,8 +60,9 @@ pub fn judge(report: &RunReport, direct: bool) -> Verdict {
             line.result, line.observed
         ));
     }
-    if !direct && !report.console.contains(PARKED) {
-        return bad(format!("the loader did not report `{PARKED}`"));
+    let parked = parked_line(cpus);
+    if !direct && !report.console.contains(&parked) {
+        return bad(format!("the loader did not report `{parked}`"));
     }
     if report.outcome() != Some(okernel_abi::result::Outcome::Pass) {
         return bad("the run did not pass".into());
@@ -65,25 +70,27 @@ pub fn judge(report: &RunReport, direct: bool) -> Verdict {
     Verdict::Ok
 }
 
-/// Runs both rows on Bochs with [`CPUS`] processors.
+/// Runs the rows on Bochs.
 pub fn run(images: &Images, backends: &[Probed]) -> Vec<Row> {
     let bochs = backends.iter().find(|p| p.backend.name() == "bochs");
     let mut rows = Vec::new();
-    for (direct, case, expected) in [
+    for (direct, case, cpus, expected) in [
         (
             true,
             "smp-no-monitor",
+            2,
             "2 CPUs, no monitor: the AP runs guest code",
         ),
-        (false, "smp", "2 CPUs: AP parked in VMX root, blocked"),
+        (false, "smp", 2, "2 CPUs: AP parked in VMX root, blocked"),
+        (false, "smp-4cpu", 4, "4 CPUs: 3 APs parked, blocked"),
     ] {
         let progress = format!("[smp] {:<9} {:<17}", "bochs", case);
         let state = match bochs.map(|p| &p.availability) {
             Some(Availability::Available(_)) => {
                 eprint!("{progress} ");
-                let result = Bochs::run_with(&spec(images, direct), DEFAULT_MODEL, CPUS)
+                let result = Bochs::run_with(&spec(images, case, direct), DEFAULT_MODEL, cpus)
                     .map(|r| {
-                        let v = judge(&r, direct);
+                        let v = judge(&r, direct, cpus);
                         (r, v)
                     })
                     .map_err(|e| e.to_string());
@@ -114,7 +121,7 @@ mod tests {
         let console = format!(
             "{}OKERNEL-CHECK: {{\"check\":\"{ATTACK}\",\"invariant\":1,\"ok\":{ok},\"observed\":\"x\",\"attack\":\"ap-start-outside-vmx\",\"expected\":\"e\",\"result\":\"{result}\",\"audit\":\"none\"}}\nOKERNEL-RESULT: pass\n",
             if parked {
-                format!("[INFO  loader] {PARKED} (the MADT lists 2 processors)\n")
+                format!("[INFO  loader] {}, 0 not enabled)\n", parked_line(2))
             } else {
                 String::new()
             }
@@ -124,8 +131,16 @@ mod tests {
 
     #[test]
     fn each_run_needs_its_own_result_and_okernel_its_parking_line() {
-        assert_eq!(judge(&report("succeeded", true, false), true), Verdict::Ok);
-        assert_eq!(judge(&report("blocked", true, true), false), Verdict::Ok);
+        assert_eq!(
+            judge(&report("succeeded", true, false), true, 2),
+            Verdict::Ok
+        );
+        assert_eq!(judge(&report("blocked", true, true), false, 2), Verdict::Ok);
+        // The line of another processor count is not this run's.
+        assert!(matches!(
+            judge(&report("blocked", true, true), false, 4),
+            Verdict::Unexpected(_)
+        ));
         // Blocked without the loader's line: the processor may simply not
         // exist; succeeded under okernel: the escape; a check that does
         // not hold; the bare run blocked: the attack proves nothing.
@@ -135,7 +150,7 @@ mod tests {
             (report("blocked", false, true), false),
             (report("blocked", true, false), true),
         ] {
-            assert!(matches!(judge(&r, d), Verdict::Unexpected(_)), "{r:?}");
+            assert!(matches!(judge(&r, d, 2), Verdict::Unexpected(_)), "{r:?}");
         }
     }
 }
