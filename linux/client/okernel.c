@@ -29,9 +29,13 @@
  *
  * The monitor's audit records are readable as JSON lines in
  * /proc/okernel-audit (the newest 256) and go to the kernel log as they
- * come (polled once a second).
+ * come (polled once a second). Reading it, or the exit counters in
+ * /proc/okernel-exits, takes CAP_SYSLOG, as the kernel log does: the
+ * records hold kernel addresses, and a container's root has uid 0 but
+ * not the capability.
  */
 
+#include <linux/capability.h>
 #include <linux/init.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
@@ -183,6 +187,10 @@ static int audit_show(struct seq_file *m, void *v)
 
 	if (!r)
 		return -ENOMEM;
+	if (!capable(CAP_SYSLOG)) {
+		kfree(r);
+		return -EPERM;
+	}
 	if (okernel_call(OKERNEL_CALL_AUDIT_COUNT, 0, 0, 0, &count)) {
 		kfree(r);
 		return -EIO;
@@ -219,6 +227,8 @@ static int exits_show(struct seq_file *m, void *v)
 	u64 counts[OKERNEL_EXIT_REASON_SLOTS], total = 0, t;
 	unsigned int i;
 
+	if (!capable(CAP_SYSLOG))
+		return -EPERM;
 	for (i = 0; i < OKERNEL_EXIT_REASON_SLOTS; i++)
 		counts[i] = exit_count(i, i ? &t : &total);
 	seq_printf(m, "total %llu\n", total);

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
             println!("{}", container::status());
             return ExitCode::SUCCESS;
         }
+        if let Some(path) = cmd.strip_prefix("--read=") {
+            println!("{}", read_result(path));
+            return ExitCode::SUCCESS;
+        }
         if let Some(seconds) = cmd.strip_prefix("--workload=") {
             return workload::contained(seconds);
         }
@@ -173,6 +177,9 @@ fn run(c: &mut Checks) {
         }
     }
     let protected = client(c, mode, &cmdline);
+    if protected {
+        client_files(c);
+    }
     // The vulnerability is loaded after the client's lock: a module load
     // after the lock is itself legitimate work that must go on.
     let insmod = Command::new("insmod").arg("/lib/okernel_vuln.ko").output();
@@ -316,6 +323,48 @@ fn client(c: &mut Checks, mode: Expect, cmdline: &str) -> bool {
             false
         }
     }
+}
+
+/// What reading `path` gave: its size, or the error.
+fn read_result(path: &str) -> String {
+    match std::fs::read(path) {
+        Ok(b) => format!("{path}: {} bytes", b.len()),
+        Err(e) => format!("{path}: {e}"),
+    }
+}
+
+/// The client's files hold kernel addresses (audit records) and the
+/// monitor's counters: readable by init's root (a positive control),
+/// refused to the container's root, which has uid 0 but no CAP_SYSLOG.
+fn client_files(c: &mut Checks) {
+    let files = ["/proc/okernel-audit", "/proc/okernel-exits"];
+    let outside: Vec<String> = files.iter().map(|f| read_result(f)).collect();
+    let inside: Vec<String> = files
+        .iter()
+        .map(|f| {
+            Command::new("unshare")
+                .args(["-m", "-u", "-i", "-n", "-p", "-f", "--"])
+                .arg(std::env::current_exe().unwrap_or_default())
+                .args(["--contained", &format!("--read={f}")])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_else(|e| format!("unshare: {e}"))
+        })
+        .collect();
+    let ok = outside.iter().all(|o| o.ends_with(" bytes"))
+        && inside
+            .iter()
+            .all(|i| i.ends_with("Operation not permitted (os error 1)"));
+    c.report(
+        "linux-client-files-need-cap-syslog",
+        0,
+        ok,
+        &format!(
+            "init's root: {}; the container's root: {}",
+            outside.join(", "),
+            inside.join(", ")
+        ),
+    );
 }
 
 /// A legal patch of locked text: `sched_schedstats` is a static key, so

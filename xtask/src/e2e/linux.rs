@@ -144,6 +144,7 @@ const CLIENT_ROWS: &[&str] = &[
     "linux-monitor-not-system-ram",
     "linux-monitor-unreadable-by-the-kernel",
     "linux-client-locks",
+    "linux-client-files-need-cap-syslog",
     "linux-legit-module-load",
     "linux-legit-container",
     "linux-legit-fork-exec-pipe",
