@@ -35,8 +35,10 @@ enum Effect {
 /// AuditKind`; the client's `/proc/okernel-audit`).
 #[derive(Debug, Clone, Copy)]
 enum Record {
-    /// A write to locked memory: `ept-violation` (1) with the W access.
-    Write,
+    /// A write to locked memory at this kernel virtual address (`None`:
+    /// it could not be found, and no record can match): `ept-violation`
+    /// (1) with the W access, its gpa in the address's physical page.
+    Write(Option<u64>),
     /// A write to control register `n`: `cr-write` (2), gpa = `n`.
     Cr(u64),
     /// A write to MSR `m`: `msr-write` (3), gpa = `m`.
@@ -44,9 +46,14 @@ enum Record {
 }
 
 impl Record {
-    fn matches(self, r: &AuditLine) -> bool {
+    /// Whether `r` is this record; `to_phys` maps a kernel image address
+    /// to its physical address.
+    fn matches(self, r: &AuditLine, to_phys: &dyn Fn(u64) -> Option<u64>) -> bool {
         match self {
-            Record::Write => r.kind == 1 && r.access & 2 != 0,
+            Record::Write(at) => {
+                let page = at.and_then(to_phys).map(|p| p >> 12);
+                r.kind == 1 && r.access & 2 != 0 && page == Some(r.gpa >> 12)
+            }
             Record::Cr(n) => r.kind == 2 && r.gpa == n,
             Record::Msr(m) => r.kind == 3 && r.gpa == m,
         }
@@ -61,14 +68,19 @@ fn audit() -> String {
 /// Runs `make` and, where the kernel is protected and the attacker was
 /// killed, requires a new audit record of kind `want`: the monitor, not
 /// some other fault, stopped it.
-fn audited(protected: bool, want: Record, make: impl FnOnce() -> Effect) -> Effect {
+fn audited(
+    protected: bool,
+    want: Record,
+    to_phys: &dyn Fn(u64) -> Option<u64>,
+    make: impl FnOnce() -> Effect,
+) -> Effect {
     let before = protected
         .then(|| AuditLine::newer(&audit(), None).last().map(|r| r.seq))
         .flatten();
     match make() {
         Effect::Killed(s) if protected => {
             let new = AuditLine::newer(&audit(), before);
-            match new.iter().find(|r| want.matches(r)) {
+            match new.iter().find(|r| want.matches(r, to_phys)) {
                 Some(r) => Effect::Killed(format!(
                     "{s}; audit record #{} kind {} gpa {:#x}",
                     r.seq, r.kind, r.gpa
@@ -108,8 +120,16 @@ fn poke(addr: u64, value: u64) -> Effect {
 /// The attacks; `protected`: the client's locks are in place.
 pub fn run(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, iomem: &str) {
     let sym = |name: &str| kallsyms(kallsyms_text, name);
+    // A kernel image address's physical address: the image's virtual
+    // start (`_text`) maps to "Kernel code"'s physical start.
+    let text = sym("_text");
+    let code = iomem_pages(iomem, "Kernel code");
+    let to_phys = |virt: u64| -> Option<u64> {
+        let offset = virt.checked_sub(text?)?;
+        code.as_ref()?.start.checked_add(offset)
+    };
     let attack = |c: &mut Checks, name: &str, invariant: u8, want, make: &dyn Fn() -> Effect| {
-        let e = audited(protected, want, make);
+        let e = audited(protected, want, &to_phys, make);
         report(c, mode, protected, name, invariant, e);
     };
     let poke_sym = |name: &str, value: u64| match sym(name) {
@@ -118,23 +138,39 @@ pub fn run(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, i
     };
     // Invariant 2: kernel text, through the vulnerability's writable
     // alias (a fresh kernel mapping of the text's physical page).
-    attack(c, "text-overwrite-function", 2, Record::Write, &|| {
-        poke_sym("__x64_sys_reboot", 0xcccc_cccc_cccc_cccc)
-    });
+    attack(
+        c,
+        "text-overwrite-function",
+        2,
+        Record::Write(sym("__x64_sys_reboot")),
+        &|| poke_sym("__x64_sys_reboot", 0xcccc_cccc_cccc_cccc),
+    );
     // Invariant 3: rodata, ro-after-init data, the IDT.
-    attack(c, "rodata-sys-call-table", 3, Record::Write, &|| {
-        poke_sym("sys_call_table", POISON)
-    });
-    attack(c, "ro-after-init-lsm-hook-head", 3, Record::Write, &|| {
-        poke_sym("security_hook_heads", POISON)
-    });
-    attack(c, "idt-entry", 3, Record::Write, &|| {
+    attack(
+        c,
+        "rodata-sys-call-table",
+        3,
+        Record::Write(sym("sys_call_table")),
+        &|| poke_sym("sys_call_table", POISON),
+    );
+    attack(
+        c,
+        "ro-after-init-lsm-hook-head",
+        3,
+        Record::Write(sym("security_hook_heads")),
+        &|| poke_sym("security_hook_heads", POISON),
+    );
+    attack(c, "idt-entry", 3, Record::Write(sym("idt_table")), &|| {
         poke_sym("idt_table", POISON)
     });
     // Invariant 2 (validated self-patching): a listed site, illegal form.
-    attack(c, "jump-label-illegal-form", 2, Record::Write, &|| {
-        jump_label(&sym)
-    });
+    attack(
+        c,
+        "jump-label-illegal-form",
+        2,
+        Record::Write(jump_label_site(&sym).ok()),
+        &|| jump_label(&sym),
+    );
     // Invariant 4: pinned control-register bits, through `mov cr`.
     let cr = |n: u8, clear: u64| gadget(&format!("cr {n} {clear:x}"), move |old| old & !clear);
     attack(c, "cr4-clear-smep-smap", 4, Record::Cr(4), &|| {
@@ -177,19 +213,30 @@ pub fn run(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, i
     );
 }
 
-/// The first `__jump_table` entry's site, rewritten to `jmp .+2`.
-fn jump_label(sym: &dyn Fn(&str) -> Option<u64>) -> Effect {
-    let Some(entry) = sym("__start___jump_table") else {
-        return Effect::NotMade("no __start___jump_table in /proc/kallsyms".into());
-    };
-    let read = |a: u64| match vuln(&format!("rvirt {a:x}")) {
+/// 16 bytes at kernel address `a`, read through the vulnerability.
+fn read16(a: u64) -> Option<Vec<u8>> {
+    match vuln(&format!("rvirt {a:x}")) {
         VulnAnswer::Answer(h) => hex_bytes(&h).filter(|b| b.len() == 16),
         _ => None,
+    }
+}
+
+/// The first `__jump_table` entry's site address, or why not.
+fn jump_label_site(sym: &dyn Fn(&str) -> Option<u64>) -> Result<u64, String> {
+    let entry = sym("__start___jump_table")
+        .ok_or_else(|| "no __start___jump_table in /proc/kallsyms".to_string())?;
+    read16(entry)
+        .and_then(|b| jump_site(entry, &b))
+        .ok_or_else(|| format!("cannot read the jump entry at {entry:#x}"))
+}
+
+/// The first `__jump_table` entry's site, rewritten to `jmp .+2`.
+fn jump_label(sym: &dyn Fn(&str) -> Option<u64>) -> Effect {
+    let site = match jump_label_site(sym) {
+        Ok(s) => s,
+        Err(e) => return Effect::NotMade(e),
     };
-    let Some(site) = read(entry).and_then(|b| jump_site(entry, &b)) else {
-        return Effect::NotMade(format!("cannot read the jump entry at {entry:#x}"));
-    };
-    match read(site).and_then(|b| illegal_jump_form(&b)) {
+    match read16(site).and_then(|b| illegal_jump_form(&b)) {
         Some(v) => poke(site, v),
         None => Effect::NotMade(format!("cannot read the jump site at {site:#x}")),
     }
@@ -284,4 +331,33 @@ fn not_protected(c: &mut Checks, name: &str, why: &str, e: Effect) {
         }
     };
     c.report(&format!("not-protected-{name}"), 0, ok, &seen);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(kind: u32, gpa: u64, access: u64) -> AuditLine {
+        AuditLine {
+            seq: 1,
+            kind,
+            gpa,
+            access,
+        }
+    }
+
+    #[test]
+    fn a_write_record_must_name_the_attacked_page() {
+        // The image's `_text` at 0xffffffff81000000 is physical 16 MiB.
+        let to_phys = |v: u64| v.checked_sub(0xffff_ffff_8100_0000).map(|o| 0x100_0000 + o);
+        let want = Record::Write(Some(0xffff_ffff_8120_0123));
+        assert!(want.matches(&line(1, 0x120_0ff8, 2), &to_phys));
+        // Another page, a read, another kind, an unknown target: no.
+        assert!(!want.matches(&line(1, 0x120_1000, 2), &to_phys));
+        assert!(!want.matches(&line(1, 0x120_0123, 1), &to_phys));
+        assert!(!want.matches(&line(2, 0x120_0123, 2), &to_phys));
+        assert!(!Record::Write(None).matches(&line(1, 0x120_0123, 2), &to_phys));
+        assert!(Record::Msr(0xc000_0082).matches(&line(3, 0xc000_0082, 2), &to_phys));
+        assert!(!Record::Cr(4).matches(&line(2, 0, 2), &to_phys));
+    }
 }
