@@ -119,6 +119,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     }
     print_memory_map(&bi);
 
+    report_sleep_controls(&bi);
     let module = *bi.modules().next().ok_or(Failure::NoGuestModule)?;
     // The other processors' start-up page, chosen before anything else
     // is placed so that every later placement avoids it (none with
@@ -290,6 +291,37 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         plan.entry
     );
     launch_monitor(&bi, mode, plan.entry, regs, pool, smp.as_ref())
+}
+
+/// Says what the platform's ACPI sleep controls are and that okernel
+/// does not mediate them yet: with a sleep state the firmware resumes at
+/// a vector the guest can set, outside VMX (`docs/threat-model.md`,
+/// "Open bypass: ACPI sleep").
+fn report_sleep_controls(bi: &BootInfo<'_>) {
+    let Some(rsdp) = bi.rsdp else { return };
+    match loader::acpi::sleep::sleep_controls(&Identity, rsdp) {
+        Ok(c) => {
+            info!(
+                "ACPI sleep controls: PM1 control {:x?}{}, SMI_CMD {:x?}, reset register {:x?}, \\_S3 {:?}, \\_S5 {:?}",
+                c.pm1_cnt,
+                if c.pm1_in_memory {
+                    " (a block in memory)"
+                } else {
+                    ""
+                },
+                c.smi_cmd,
+                c.reset,
+                c.s3,
+                c.s5
+            );
+            if c.s3.is_some() || c.hardware_reduced {
+                log::warn!(
+                    "the firmware offers suspend to RAM, which okernel does not refuse yet: a guest could be resumed outside VMX; disable S3/S4 in the firmware"
+                );
+            }
+        }
+        Err(e) => log::warn!("ACPI sleep controls unreadable: {e}"),
+    }
 }
 
 /// Copies the segments of `plan` from `image` and zeroes the rest of

@@ -11,6 +11,8 @@
 
 use crate::bootinfo::PhysMem;
 
+pub mod sleep;
+
 /// Why the MADT could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcpiError {
@@ -79,20 +81,24 @@ const MADT_FIXED: usize = SDT_HEADER + 8;
 /// The longest table read (a sanity bound on a firmware length field).
 const MAX_TABLE: usize = 1 << 20;
 
-fn checksum_ok(bytes: &[u8]) -> bool {
+pub(crate) fn checksum_ok(bytes: &[u8]) -> bool {
     bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from(u32_at(b, at)) | u64::from(u32_at(b, at + 4)) << 32
 }
 
 /// The whole table at `addr` (its header's length), checked.
-fn table<'m>(mem: &'m impl PhysMem, addr: u64, what: &'static str) -> Result<&'m [u8], AcpiError> {
+pub(crate) fn table<'m>(
+    mem: &'m impl PhysMem,
+    addr: u64,
+    what: &'static str,
+) -> Result<&'m [u8], AcpiError> {
     let header = mem
         .bytes(addr, SDT_HEADER)
         .ok_or(AcpiError::BadTable(what))?;
@@ -107,9 +113,15 @@ fn table<'m>(mem: &'m impl PhysMem, addr: u64, what: &'static str) -> Result<&'m
     Ok(bytes)
 }
 
-/// Counts the processors of the MADT reached from `rsdp` (a copy of the
-/// RSDP, as the multiboot2 ACPI tags hold it).
-pub fn processors(mem: &impl PhysMem, rsdp: &[u8]) -> Result<Processors, AcpiError> {
+/// The table with signature `sig` that the RSDT or XSDT of `rsdp` (a
+/// copy of the RSDP, as the multiboot2 ACPI tags hold it) lists, checked;
+/// `None` when none is listed.
+pub fn find_table<'m>(
+    mem: &'m impl PhysMem,
+    rsdp: &[u8],
+    sig: &[u8; 4],
+    what: &'static str,
+) -> Result<Option<&'m [u8]>, AcpiError> {
     if rsdp.len() < 20 || &rsdp[..8] != b"RSD PTR " || !checksum_ok(&rsdp[..20]) {
         return Err(AcpiError::BadRsdp);
     }
@@ -119,13 +131,13 @@ pub fn processors(mem: &impl PhysMem, rsdp: &[u8]) -> Result<Processors, AcpiErr
         let len = u32_at(rsdp, 20) as usize;
         (36..=rsdp.len()).contains(&len) && checksum_ok(&rsdp[..len]) && u64_at(rsdp, 24) != 0
     };
-    let (root, entry, what) = if xsdt {
+    let (root, entry, root_name) = if xsdt {
         (u64_at(rsdp, 24), 8, "XSDT")
     } else {
         (u64::from(u32_at(rsdp, 16)), 4, "RSDT")
     };
-    let root = table(mem, root, what)?;
-    let madt = root[SDT_HEADER..]
+    let root = table(mem, root, root_name)?;
+    root[SDT_HEADER..]
         .chunks_exact(entry)
         .map(|e| {
             if entry == 8 {
@@ -134,12 +146,15 @@ pub fn processors(mem: &impl PhysMem, rsdp: &[u8]) -> Result<Processors, AcpiErr
                 u64::from(u32_at(e, 0))
             }
         })
-        .find_map(|addr| {
-            mem.bytes(addr, 4)
-                .filter(|sig| *sig == b"APIC")
-                .map(|_| table(mem, addr, "MADT"))
-        })
-        .ok_or(AcpiError::NoMadt)??;
+        .find(|&addr| mem.bytes(addr, 4).is_some_and(|s| s == sig))
+        .map(|addr| table(mem, addr, what))
+        .transpose()
+}
+
+/// Counts the processors of the MADT reached from `rsdp` (a copy of the
+/// RSDP, as the multiboot2 ACPI tags hold it).
+pub fn processors(mem: &impl PhysMem, rsdp: &[u8]) -> Result<Processors, AcpiError> {
+    let madt = find_table(mem, rsdp, b"APIC", "MADT")?.ok_or(AcpiError::NoMadt)?;
     if madt.len() < MADT_FIXED {
         return Err(AcpiError::BadTable("MADT"));
     }
@@ -175,11 +190,11 @@ pub fn processors(mem: &impl PhysMem, rsdp: &[u8]) -> Result<Processors, AcpiErr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Memory made of tables at fixed addresses.
-    struct Mem(Vec<(u64, Vec<u8>)>);
+    pub(crate) struct Mem(pub(crate) Vec<(u64, Vec<u8>)>);
 
     impl PhysMem for Mem {
         fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
@@ -196,7 +211,7 @@ mod tests {
         b[at] = 0u8.wrapping_sub(sum);
     }
 
-    fn sdt(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    pub(crate) fn sdt(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut t = sig.to_vec();
         t.extend_from_slice(&((SDT_HEADER + body.len()) as u32).to_le_bytes());
         t.resize(SDT_HEADER, 0);
@@ -230,7 +245,7 @@ mod tests {
         sdt(b"APIC", &body)
     }
 
-    fn rsdp_v1(rsdt: u32) -> Vec<u8> {
+    pub(crate) fn rsdp_v1(rsdt: u32) -> Vec<u8> {
         let mut r = b"RSD PTR ".to_vec();
         r.extend_from_slice(&[0; 7]);
         r.push(0);

@@ -1,0 +1,262 @@
+//! The platform's sleep and reset controls, as the FADT and the DSDT
+//! describe them: what the monitor must mediate so that a guest cannot
+//! put the machine to sleep and be resumed by the firmware outside VMX
+//! (`docs/threat-model.md`, "Open bypass: ACPI sleep").
+//!
+//! Read here, host-tested, and not yet acted on: the interception (I/O
+//! bitmaps built at run time, a port rule in `okernel::exit::io`) is the
+//! rest of that fix (issue 13). ACPI 6.5 §5.2.9 (FADT, Table 5.9),
+//! §4.8.3.2 (PM1 control: SLP_TYP bits 12:10, SLP_EN bit 13), §7.4.2
+//! (`\_Sx` packages), §20.2.5.2 (NameOp 0x08, PackageOp 0x12),
+//! §20.2.4 (PkgLength), §5.2.10 (FACS, S4BIOS).
+
+use super::{AcpiError, find_table, table, u32_at, u64_at};
+use crate::bootinfo::PhysMem;
+
+/// The FADT's sleep and reset controls and the DSDT's sleep types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SleepControls {
+    /// PM1a and PM1b control: I/O ports (SLP_TYP, SLP_EN).
+    pub pm1_cnt: [Option<u16>; 2],
+    /// A PM1 control block in memory space (not an I/O port): the guest
+    /// writes it through EPT, which an I/O bitmap cannot mediate.
+    pub pm1_in_memory: bool,
+    /// Hardware-reduced ACPI (FADT flag 20): sleep goes through the
+    /// SLEEP_CONTROL_REG instead of PM1 control.
+    pub hardware_reduced: bool,
+    /// SMI_CMD and the value that asks the firmware for S4 (S4BIOS_REQ,
+    /// 0: not supported).
+    pub smi_cmd: Option<(u16, u8)>,
+    /// The reset register when it is an I/O port, and its reset value
+    /// (FADT flag 10, RESET_REG_SUP).
+    pub reset: Option<(u16, u8)>,
+    /// SLP_TYPa and SLP_TYPb of `\_S3` (suspend to RAM), when the DSDT
+    /// names it.
+    pub s3: Option<(u8, u8)>,
+    /// SLP_TYPa and SLP_TYPb of `\_S5` (soft off).
+    pub s5: Option<(u8, u8)>,
+}
+
+/// FADT offsets (ACPI 6.5 Table 5.9).
+mod fadt {
+    pub const DSDT: usize = 40;
+    pub const SMI_CMD: usize = 48;
+    pub const S4BIOS_REQ: usize = 54;
+    pub const PM1A_CNT_BLK: usize = 64;
+    pub const PM1B_CNT_BLK: usize = 68;
+    pub const FLAGS: usize = 112;
+    pub const RESET_REG: usize = 116;
+    pub const RESET_VALUE: usize = 128;
+    pub const X_DSDT: usize = 140;
+    pub const X_PM1A_CNT_BLK: usize = 172;
+    pub const X_PM1B_CNT_BLK: usize = 184;
+    /// FADT flags.
+    pub const RESET_REG_SUP: u32 = 1 << 10;
+    pub const HW_REDUCED_ACPI: u32 = 1 << 20;
+}
+
+/// A Generic Address Structure's address space: system I/O.
+const SPACE_IO: u8 = 1;
+/// System memory.
+const SPACE_MEMORY: u8 = 0;
+
+/// The port (or the "in memory" flag) of a GAS at `at`, if the FADT is
+/// long enough and it is set.
+fn gas(f: &[u8], at: usize) -> Option<(u8, u64)> {
+    (f.len() >= at + 12 && u64_at(f, at + 4) != 0).then(|| (f[at], u64_at(f, at + 4)))
+}
+
+/// Reads the FADT's controls and the DSDT's `\_S3`/`\_S5` from the tables
+/// `rsdp` reaches. No FADT: every field empty (no ACPI power management
+/// to mediate).
+pub fn sleep_controls(mem: &impl PhysMem, rsdp: &[u8]) -> Result<SleepControls, AcpiError> {
+    let mut c = SleepControls::default();
+    let Some(f) = find_table(mem, rsdp, b"FACP", "FADT")? else {
+        return Ok(c);
+    };
+    // ACPI 1.0's FADT ends after the flags (116 bytes); the reset
+    // register and the extended addresses came later.
+    if f.len() < fadt::FLAGS + 4 {
+        return Err(AcpiError::BadTable("FADT"));
+    }
+    let flags = u32_at(f, fadt::FLAGS);
+    c.hardware_reduced = flags & fadt::HW_REDUCED_ACPI != 0;
+    for (i, (x, legacy)) in [
+        (fadt::X_PM1A_CNT_BLK, fadt::PM1A_CNT_BLK),
+        (fadt::X_PM1B_CNT_BLK, fadt::PM1B_CNT_BLK),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        match gas(f, x) {
+            Some((SPACE_IO, port)) => c.pm1_cnt[i] = u16::try_from(port).ok(),
+            Some((SPACE_MEMORY, _)) => c.pm1_in_memory = true,
+            _ => {
+                let port = u32_at(f, legacy);
+                c.pm1_cnt[i] = (port != 0).then(|| u16::try_from(port).ok()).flatten();
+            }
+        }
+    }
+    let smi = u32_at(f, fadt::SMI_CMD);
+    if smi != 0 {
+        c.smi_cmd = u16::try_from(smi).ok().map(|p| (p, f[fadt::S4BIOS_REQ]));
+    }
+    if flags & fadt::RESET_REG_SUP != 0
+        && f.len() > fadt::RESET_VALUE
+        && let Some((SPACE_IO, port)) = gas(f, fadt::RESET_REG)
+    {
+        c.reset = u16::try_from(port).ok().map(|p| (p, f[fadt::RESET_VALUE]));
+    }
+    let dsdt = match (f.len() >= fadt::X_DSDT + 8).then(|| u64_at(f, fadt::X_DSDT)) {
+        Some(x) if x != 0 => x,
+        _ => u64::from(u32_at(f, fadt::DSDT)),
+    };
+    if dsdt != 0 {
+        let aml = &table(mem, dsdt, "DSDT")?[36..];
+        c.s3 = sleep_type(aml, b"_S3_");
+        c.s5 = sleep_type(aml, b"_S5_");
+    }
+    Ok(c)
+}
+
+/// The first two elements of the package named `name` (`Name(\_Sx,
+/// Package(){a, b, ...})`), found by its encoding in `aml`: NameOp, an
+/// optional root prefix, the name, PackageOp, PkgLength, NumElements,
+/// then each element a Zero, One, Ones or BytePrefix constant.
+pub fn sleep_type(aml: &[u8], name: &[u8; 4]) -> Option<(u8, u8)> {
+    let at = (1..aml.len().saturating_sub(4)).find(|&i| {
+        &aml[i..i + 4] == name
+            && (aml[i - 1] == 0x08 || (aml[i - 1] == b'\\' && i >= 2 && aml[i - 2] == 0x08))
+            && aml.get(i + 4) == Some(&0x12)
+    })?;
+    let lead = *aml.get(at + 5)?;
+    // PkgLength: bits 7:6 of the lead byte count the bytes that follow.
+    let mut i = at + 6 + usize::from(lead >> 6);
+    i += 1; // NumElements
+    let mut element = || -> Option<u8> {
+        let (v, len) = match *aml.get(i)? {
+            0x00 => (0, 1),
+            0x01 => (1, 1),
+            0xff => (0xff, 1),
+            0x0a => (*aml.get(i + 1)?, 2),
+            _ => return None,
+        };
+        i += len;
+        Some(v)
+    };
+    Some((element()?, element()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acpi::tests::{Mem, rsdp_v1, sdt};
+
+    /// AML as a DSDT encodes `Name(\_S3, Package(2){One, One})` and
+    /// `Name(_S5, Package(4){0x07, Zero, Zero, Zero})`.
+    fn aml() -> Vec<u8> {
+        let mut a = vec![0x10, 0x05, b'_', b'S', b'B', b'_']; // a Scope to skip
+        a.extend_from_slice(&[
+            0x08, b'\\', b'_', b'S', b'3', b'_', 0x12, 0x06, 0x02, 0x01, 0x01,
+        ]);
+        a.extend_from_slice(&[
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x07, 0x04, 0x0a, 0x07, 0x00,
+        ]);
+        a.extend_from_slice(&[0x00, 0x00]);
+        a
+    }
+
+    fn gas_io(port: u64) -> Vec<u8> {
+        let mut g = vec![SPACE_IO, 16, 0, 2];
+        g.extend_from_slice(&port.to_le_bytes());
+        g
+    }
+
+    fn fadt_body(x_pm1a: Option<Vec<u8>>) -> Vec<u8> {
+        // The FADT without its 36-byte header: offsets below minus 36.
+        let mut b = vec![0u8; 244 - 36];
+        let put32 = |b: &mut Vec<u8>, at: usize, v: u32| {
+            b[at - 36..at - 32].copy_from_slice(&v.to_le_bytes());
+        };
+        put32(&mut b, fadt::DSDT, 0x5000);
+        put32(&mut b, fadt::SMI_CMD, 0xb2);
+        b[fadt::S4BIOS_REQ - 36] = 0xf2;
+        put32(&mut b, fadt::PM1A_CNT_BLK, 0xb004);
+        put32(&mut b, fadt::FLAGS, fadt::RESET_REG_SUP);
+        b[fadt::RESET_REG - 36..fadt::RESET_REG - 24].copy_from_slice(&gas_io(0xcf9));
+        b[fadt::RESET_VALUE - 36] = 0x06;
+        if let Some(g) = x_pm1a {
+            b[fadt::X_PM1A_CNT_BLK - 36..fadt::X_PM1A_CNT_BLK - 24].copy_from_slice(&g);
+        }
+        b
+    }
+
+    fn machine(fadt: Vec<u8>) -> Mem {
+        let rsdt = sdt(b"RSDT", &0x4000u32.to_le_bytes());
+        Mem(vec![
+            (0x1000, rsdt),
+            (0x4000, sdt(b"FACP", &fadt)),
+            (0x5000, sdt(b"DSDT", &aml())),
+        ])
+    }
+
+    #[test]
+    fn reads_the_pm1_ports_smi_reset_and_sleep_types() {
+        let c = sleep_controls(&machine(fadt_body(None)), &rsdp_v1(0x1000)).unwrap();
+        assert_eq!(c.pm1_cnt, [Some(0xb004), None]);
+        assert!(!c.pm1_in_memory && !c.hardware_reduced);
+        assert_eq!(c.smi_cmd, Some((0xb2, 0xf2)));
+        assert_eq!(c.reset, Some((0xcf9, 0x06)));
+        assert_eq!(c.s3, Some((1, 1)));
+        assert_eq!(c.s5, Some((7, 0)));
+        // The extended block wins over the legacy one; one in memory is
+        // flagged (an I/O bitmap cannot mediate it).
+        let c = sleep_controls(&machine(fadt_body(Some(gas_io(0x404)))), &rsdp_v1(0x1000));
+        assert_eq!(c.unwrap().pm1_cnt[0], Some(0x404));
+        let mut mem = gas_io(0xfed0_0004);
+        mem[0] = SPACE_MEMORY;
+        let c = sleep_controls(&machine(fadt_body(Some(mem))), &rsdp_v1(0x1000)).unwrap();
+        assert!(c.pm1_in_memory);
+    }
+
+    #[test]
+    fn sleep_types_need_the_name_op_and_a_package_of_constants() {
+        assert_eq!(sleep_type(&aml(), b"_S4_"), None);
+        // The name inside a string or a method body, not a Name(): none.
+        assert_eq!(sleep_type(b"\x0d_S5_\x12\x04\x02\x00\x00", b"_S5_"), None);
+        // A package of something else than constants.
+        assert_eq!(sleep_type(b"\x08_S5_\x12\x05\x02\x70\x00", b"_S5_"), None);
+        // Cut short.
+        assert_eq!(sleep_type(b"\x08_S5_\x12\x05\x02\x0a", b"_S5_"), None);
+        // A two-byte PkgLength.
+        assert_eq!(
+            sleep_type(b"\x08_S5_\x12\x40\x00\x02\x0a\x05\x01", b"_S5_"),
+            Some((5, 1))
+        );
+    }
+
+    #[test]
+    fn an_acpi_1_fadt_has_the_pm1_ports_and_no_reset_register() {
+        let mut short = fadt_body(None);
+        short.truncate(116 - 36);
+        let c = sleep_controls(&machine(short), &rsdp_v1(0x1000)).unwrap();
+        assert_eq!(c.pm1_cnt, [Some(0xb004), None]);
+        assert_eq!((c.reset, c.s5), (None, Some((7, 0))));
+    }
+
+    #[test]
+    fn no_fadt_is_no_controls_and_a_short_one_is_refused() {
+        let mut m = machine(fadt_body(None));
+        m.0.retain(|(a, _)| *a != 0x4000);
+        m.0[0].1 = sdt(b"RSDT", &[]);
+        assert_eq!(
+            sleep_controls(&m, &rsdp_v1(0x1000)),
+            Ok(SleepControls::default())
+        );
+        let m = machine(vec![0; 40]);
+        assert_eq!(
+            sleep_controls(&m, &rsdp_v1(0x1000)),
+            Err(AcpiError::BadTable("FADT"))
+        );
+    }
+}
