@@ -138,7 +138,7 @@ pub fn build(caps: PolicyCaps) -> PolicyVcpu {
     .expect("the fake CPU's EPT capabilities decode");
     let mode = GuestMode::Long64 { cr3: PML4 };
     let mut vmcs = FakeVmcs::new();
-    setup::write_controls(&mut vmcs, &hw, mode, 0x5000, 0x601e, &cr)
+    setup::write_controls(&mut vmcs, &hw, mode, 0x5000, setup::io_bitmaps(), 0x601e, &cr)
         .expect("controls fit the fake VMCS");
     setup::write_guest_state(&mut vmcs, &entry(mode), &cr, true, 0x0007_0406_0007_0406)
         .expect("guest state fits the fake VMCS");

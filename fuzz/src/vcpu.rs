@@ -181,7 +181,7 @@ pub fn build(mode: GuestMode, window: &[u8]) -> FuzzVcpu {
     )
     .expect("the fake CPU's EPT capabilities decode");
     let mut vmcs = FakeVmcs::new();
-    setup::write_controls(&mut vmcs, &caps, mode, 0x5000, 0x601e, &cr)
+    setup::write_controls(&mut vmcs, &caps, mode, 0x5000, setup::io_bitmaps(), 0x601e, &cr)
         .expect("controls fit the fake VMCS");
     setup::write_guest_state(&mut vmcs, &entry(mode), &cr, true, 0x0007_0406_0007_0406)
         .expect("guest state fits the fake VMCS");

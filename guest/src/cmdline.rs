@@ -24,6 +24,9 @@ pub enum Scenario {
     /// On two or more processors: start another processor with
     /// INIT-SIPI-SIPI, which okernel must prevent (`smp.rs`).
     Smp,
+    /// Put the machine to sleep through ACPI with a waking vector of the
+    /// guest's, which okernel must refuse (`sleep.rs`).
+    Sleep,
 }
 
 /// How `scenario=fuzz` exchanges cases and results with the host
@@ -38,7 +41,7 @@ pub enum Transport {
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 7] = [
+    pub const ALL: [(&'static str, Scenario); 8] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
@@ -46,6 +49,7 @@ impl Scenario {
         ("attacks", Scenario::Attacks),
         ("fuzz", Scenario::Fuzz),
         ("smp", Scenario::Smp),
+        ("sleep", Scenario::Sleep),
     ];
 }
 
@@ -145,7 +149,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep)"
         );
     }
 

@@ -9,6 +9,7 @@ mod executor;
 mod kernel;
 mod monitor_checks;
 mod report;
+mod sleep;
 mod smp;
 
 use core::panic::PanicInfo;
@@ -124,6 +125,11 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Scenario::Fuzz => {
             let mode = guest::attack::Mode::new(non_root, opts.protect);
             executor::run(mode, ram_top, monitor, pool, opts.transport, sel)
+        }
+        Scenario::Sleep => {
+            let mut checks = report::Checks::default();
+            sleep::run(&mut checks, entry_mode, map);
+            checks.finish(entry_mode)
         }
         Scenario::Smp => {
             let mut checks = report::Checks::default();

@@ -12,6 +12,7 @@ use loader::linux::LinuxError;
 use loader::memmap::Range;
 use loader::memmap::{MAX_REGIONS, RegionKind as RegionKindFw};
 use log::info;
+use okernel::exit::platform_ports::{PlatformPorts, PortRule};
 use okernel::launch::{
     DescriptorTable, GuestEntry, GuestMode, LaunchConfig, MemoryKind, MemoryRange, PhysRange,
 };
@@ -119,7 +120,6 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     }
     print_memory_map(&bi);
 
-    report_sleep_controls(&bi);
     let module = *bi.modules().next().ok_or(Failure::NoGuestModule)?;
     // The other processors' start-up page, chosen before anything else
     // is placed so that every later placement avoids it (none with
@@ -293,35 +293,54 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     launch_monitor(&bi, mode, plan.entry, regs, pool, smp.as_ref())
 }
 
-/// Says what the platform's ACPI sleep controls are and that okernel
-/// does not mediate them yet: with a sleep state the firmware resumes at
-/// a vector the guest can set, outside VMX (`docs/threat-model.md`,
-/// "Open bypass: ACPI sleep").
-fn report_sleep_controls(bi: &BootInfo<'_>) {
-    let Some(rsdp) = bi.rsdp else { return };
-    match loader::acpi::sleep::sleep_controls(&Identity, rsdp) {
-        Ok(c) => {
-            info!(
-                "ACPI sleep controls: PM1 control {:x?}{}, SMI_CMD {:x?}, reset register {:x?}, \\_S3 {:?}, \\_S5 {:?}",
-                c.pm1_cnt,
-                if c.pm1_in_memory {
-                    " (a block in memory)"
-                } else {
-                    ""
-                },
-                c.smi_cmd,
-                c.reset,
-                c.s3,
-                c.s5
+/// The platform's ACPI sleep and reset ports as the monitor's port
+/// rules (`okernel::exit::platform_ports`): PM1a/PM1b control refuse any
+/// sleep but `\_S5`'s soft off, SMI_CMD refuses S4BIOS_REQ, an I/O reset
+/// register other than 0xCF9 (which `exit::io` mediates) refuses its
+/// reset value. Says what it found, and what it cannot mediate.
+fn platform_ports(bi: &BootInfo<'_>) -> PlatformPorts {
+    let Some(rsdp) = bi.rsdp else {
+        log::warn!("no ACPI tables: no sleep control to mediate");
+        return PlatformPorts::default();
+    };
+    let c = match loader::acpi::sleep::sleep_controls(&Identity, rsdp) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!(
+                "ACPI sleep controls unreadable ({e}): a guest could put the machine to sleep and be resumed outside VMX; disable S3/S4 in the firmware"
             );
-            if c.s3.is_some() || c.hardware_reduced {
-                log::warn!(
-                    "the firmware offers suspend to RAM, which okernel does not refuse yet: a guest could be resumed outside VMX; disable S3/S4 in the firmware"
-                );
-            }
+            return PlatformPorts::default();
         }
-        Err(e) => log::warn!("ACPI sleep controls unreadable: {e}"),
+    };
+    let mut rules = [PortRule::RefuseByte { port: 0, value: 0 }; 4];
+    let mut n = 0;
+    for (port, off) in c.pm1_cnt.iter().zip([c.s5.map(|s| s.0), c.s5.map(|s| s.1)]) {
+        if let Some(port) = *port {
+            rules[n] = PortRule::SleepControl { port, off };
+            n += 1;
+        }
     }
+    if let Some((port, value)) = c.smi_cmd.filter(|&(_, req)| req != 0) {
+        rules[n] = PortRule::RefuseByte { port, value };
+        n += 1;
+    }
+    if let Some((port, value)) = c.reset.filter(|&(port, _)| port != 0xcf9) {
+        rules[n] = PortRule::RefuseByte { port, value };
+        n += 1;
+    }
+    info!(
+        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?}, reset register {:x?}: sleep refused, soft off allowed",
+        c.pm1_cnt, c.s5, c.s3, c.smi_cmd, c.reset
+    );
+    if c.pm1_in_memory || c.hardware_reduced {
+        log::warn!(
+            "the ACPI sleep control is in memory or hardware-reduced: okernel cannot refuse sleep there; disable S3/S4 in the firmware"
+        );
+    }
+    if c.s5.is_none() && n > 0 {
+        log::warn!("no \\_S5 in the DSDT: ACPI power-off is refused too");
+    }
+    PlatformPorts::new(&rules[..n]).unwrap_or_default()
 }
 
 /// Copies the segments of `plan` from `image` and zeroes the rest of
@@ -417,6 +436,7 @@ pub fn launch_monitor(
             start: pool.start,
             end: pool.end,
         },
+        platform_ports: platform_ports(bi),
         report: report_outcome,
     };
     okernel::launch::validate(&config).map_err(Failure::Launch)?;

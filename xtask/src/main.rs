@@ -41,9 +41,10 @@ commands:
   conformance                the differential conformance case alone: the
                              conformance kernel bare and under okernel in
                              Bochs, every line compared (part of `test`)
-  smp                        the SMP rows alone: the demo guest starts another
-                             processor on 2-CPU Bochs, bare and under okernel
-                             (which must keep it parked; part of `test`)
+  platform                   the platform attack rows alone (part of `test`): the
+                             demo guest starts another processor (2- and 4-CPU
+                             Bochs) and puts the machine to sleep, bare and
+                             under okernel (which must park, and refuse)
   lint                       rustfmt --check, clippy -D warnings (host and
                              bare-metal target, the fuzz crate), rustdoc -D warnings
   ci                         `lint`, `test`, then the bounded fuzz campaigns
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
         "test" => no_args(rest).and_then(|_| test()),
         "lint" => no_args(rest).and_then(|_| lint()),
         "conformance" => no_args(rest).and_then(|_| conformance()),
-        "smp" => no_args(rest).and_then(|_| smp()),
+        "platform" => no_args(rest).and_then(|_| platform()),
         "ci" => no_args(rest).and_then(|_| Ok(lint()? && test()? && ci_fuzz()?)),
         "bench" => bench(rest),
         "doctor" => no_args(rest).and_then(|_| doctor::doctor()),
@@ -307,16 +308,17 @@ fn conformance() -> Result<bool, String> {
     Ok(ok && ran)
 }
 
-/// `test`'s SMP rows alone (`docs/threat-model.md`, invariant 1).
-fn smp() -> Result<bool, String> {
+/// `test`'s platform attack rows alone (`docs/threat-model.md`,
+/// invariant 1).
+fn platform() -> Result<bool, String> {
     let images = images::build()?;
-    let rows = e2e::smp::run(&images, &e2e::backends());
+    let rows = e2e::platform::run(&images, &e2e::backends(), &e2e::platform::cases());
     let ok = e2e::print_table(&rows);
     let ran = rows
         .iter()
         .all(|r| matches!(r.state, e2e::RowState::Ran(_)));
     if !ran {
-        eprintln!("xtask: FAILED: the SMP rows did not run (Bochs unavailable)");
+        eprintln!("xtask: FAILED: the platform rows did not run (Bochs unavailable)");
     }
     Ok(ok && ran)
 }

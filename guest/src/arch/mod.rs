@@ -12,3 +12,4 @@ pub mod ops;
 pub mod tables;
 pub mod traps;
 pub mod user;
+pub mod wake;

@@ -172,6 +172,9 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     pub memory: M,
     /// The reason the guest gave with its Exit hypercall (empty if none).
     pub guest_reason: GuestReason,
+    /// The platform's port rules (ACPI sleep and reset), which
+    /// [`super::io`] applies beside its fixed ports.
+    pub platform: super::platform_ports::PlatformPorts,
     /// Coverage and the oracles' baseline (fuzz builds only).
     #[cfg(feature = "fuzz")]
     pub fuzz: crate::fuzz::FuzzState,
@@ -207,6 +210,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             ept,
             memory,
             guest_reason: GuestReason::none(),
+            platform: super::platform_ports::PlatformPorts::default(),
             #[cfg(feature = "fuzz")]
             fuzz: crate::fuzz::FuzzState::new(),
         }

@@ -2,8 +2,9 @@
 //! IN/OUT/INS/OUTS exits when the bit of any port it accesses is set,
 //! §25.6.4; the exit qualification is §28.2.1, Table 28-5).
 //!
-//! The I/O bitmaps ([`base_bitmap`]) intercept the ports of the table
-//! below; every other port passes through (issue 13's default-deny port
+//! The I/O bitmaps ([`bitmap`]) intercept the ports of the table below
+//! and the platform's ACPI sleep and reset ports
+//! ([`super::platform_ports`]); every other port passes through (issue 13's default-deny port
 //! table is not done yet: `docs/policy.md`, "Port I/O"). Port 0x92 is
 //! emulated; the others are performed by the monitor
 //! ([`crate::hw::Cpu::port_in`], [`crate::hw::Cpu::port_out`]) once the
@@ -16,11 +17,14 @@
 //! | 0xCF9, reset control (PIIX/ICH) | performed | a byte with RST_CPU (bit 2): dropped + audit `exit`; any other: performed | bit 2 resets the machine |
 //! | 0xCF8 as a dword (PCI CONFIG_ADDRESS, covers 0xCF9) | performed | performed | selecting a configuration register changes nothing |
 //! | 0xCFC–0xCFF, PCI configuration data | performed | [`super::pci`]: a memory BAR moved over RAM or monitor memory, dropped + audit `exit`; any other: performed | a device decoding over RAM takes the monitor's accesses there too |
+//! | ACPI PM1a/PM1b control (from the FADT) | performed | SLP_EN with any SLP_TYP but `\_S5`'s: dropped + audit `exit`; any other: performed | the firmware resumes a sleeping machine at a vector the guest can write, outside VMX |
+//! | SMI_CMD, the ACPI reset register (from the FADT, when set) | performed | S4BIOS_REQ, the reset value: dropped + audit `exit`; any other: performed | firmware S4 resumes like S3; a reset as at 0xCF9 |
 //! | string (INS/OUTS) or REP touching an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |
 
 use super::guest::Vcpu;
 use super::other::exit_record;
 use super::pci;
+use super::platform_ports::PlatformPorts;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
@@ -159,13 +163,14 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.advance_rip();
     }
     let rax = vcpu.regs.rax();
+    let platform = vcpu.platform;
     let refused = if (pci::PORT_PCI_DATA..=pci::PORT_PCI_DATA + 3).contains(&port) {
         !pci::write_allowed(vcpu, port, size, rax as u32)
     } else {
-        !config_address
-            && ports
-                .enumerate()
-                .any(|(i, p)| !write_allowed(p, (rax >> (8 * i)) as u8))
+        ports.enumerate().any(|(i, p)| {
+            let byte = (rax >> (8 * i)) as u8;
+            (!config_address && !write_allowed(p, byte)) || !platform.write_allowed(p, byte)
+        })
     };
     if refused {
         // Dropped: the guest goes on, the port keeps its state.
@@ -175,6 +180,17 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.cpu.port_out(port, size, rax as u32);
     }
     vcpu.advance_rip()
+}
+
+/// [`base_bitmap`] with the ports of `platform`'s rules set too: the
+/// bitmaps a run uses (`launch` writes them to two pool frames).
+pub fn bitmap(high: bool, platform: &PlatformPorts) -> [u8; 4096] {
+    let mut page = base_bitmap(high);
+    for port in platform.ports().filter(|&p| (p >= 0x8000) == high) {
+        let bit = (port & 0x7fff) as usize;
+        page[bit / 8] |= 1 << (bit % 8);
+    }
+    page
 }
 
 /// The base I/O bitmap A (`high` false: ports 0x0000–0x7FFF) or B

@@ -28,6 +28,7 @@ pub mod msr_table;
 pub mod other;
 pub mod patch_step;
 pub mod pci;
+pub mod platform_ports;
 pub mod rip;
 pub mod simple;
 pub mod stop;

@@ -1,5 +1,6 @@
 //! What the loader hands to [`crate::launch()`].
 
+use crate::exit::platform_ports::PlatformPorts;
 use okernel_abi::result::Outcome;
 use thiserror::Error;
 
@@ -143,6 +144,9 @@ pub struct LaunchConfig<'a> {
     /// allocates its VMXON region, VMCS, MSR bitmap, host stack and EPT
     /// tables here. [`MIN_POOL_BYTES`] is the least it accepts.
     pub frame_pool: PhysRange,
+    /// The platform's ACPI sleep and reset ports and what is refused
+    /// there (read by the loader from the FADT and DSDT; empty: none).
+    pub platform_ports: PlatformPorts,
     /// Ends the run (see [`ReportFn`]).
     pub report: ReportFn,
 }
@@ -150,8 +154,8 @@ pub struct LaunchConfig<'a> {
 /// Host stack size (allocated from the frame pool).
 pub const HOST_STACK_BYTES: u64 = 128 * 1024;
 /// The smallest frame pool [`crate::launch()`] accepts: VMXON region, VMCS,
-/// MSR bitmap, host stack and 48 EPT tables.
-pub const MIN_POOL_BYTES: u64 = 3 * 4096 + HOST_STACK_BYTES + 48 * 4096;
+/// MSR bitmap, the two I/O bitmaps, host stack and 48 EPT tables.
+pub const MIN_POOL_BYTES: u64 = 5 * 4096 + HOST_STACK_BYTES + 48 * 4096;
 
 /// Why [`crate::launch()`] returned instead of running the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

@@ -165,6 +165,16 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let msr_bitmap = pool
         .allocate()
         .ok_or(LaunchError::OutOfFrames("MSR bitmap"))?;
+    let mut io_bitmaps = [0u64; 2];
+    for (frame, high) in io_bitmaps.iter_mut().zip([false, true]) {
+        *frame = pool
+            .allocate()
+            .ok_or(LaunchError::OutOfFrames("I/O bitmap"))?;
+        let page = crate::exit::io::bitmap(high, &config.platform_ports);
+        // SAFETY: a fresh pool frame, exclusively this I/O bitmap from now
+        // on (the processor only reads it; the pool is in no EPT view).
+        unsafe { (*frame as *mut [u8; 4096]).write(page) };
+    }
     let stack = pool
         .allocate_contiguous(HOST_STACK_BYTES / FRAME)
         .ok_or(LaunchError::OutOfFrames("host stack"))?;
@@ -208,7 +218,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         view.frames()
             .pool()
             .allocated()
-            .saturating_sub(4 + HOST_STACK_BYTES / FRAME),
+            .saturating_sub(6 + HOST_STACK_BYTES / FRAME),
         view.frames().pool().available()
     );
 
@@ -230,8 +240,16 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let nx = cpu.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0;
     let vmx = |op| move |err| LaunchError::Vmx { op, err };
     setup::write_host_state(&mut vmcs, &host).map_err(vmx("VMWRITE (host state)"))?;
-    setup::write_controls(&mut vmcs, &caps, config.guest.mode, msr_bitmap, eptp, &cr)
-        .map_err(vmx("VMWRITE (controls)"))?;
+    setup::write_controls(
+        &mut vmcs,
+        &caps,
+        config.guest.mode,
+        msr_bitmap,
+        (io_bitmaps[0], io_bitmaps[1]),
+        eptp,
+        &cr,
+    )
+    .map_err(vmx("VMWRITE (controls)"))?;
     setup::write_guest_state(&mut vmcs, &config.guest, &cr, nx, host.pat)
         .map_err(vmx("VMWRITE (guest state)"))?;
 
@@ -293,6 +311,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let policy = Protection::new(policy_caps, Some(bitmap));
     let mut vcpu = run::MonitorVcpu::with_memory(vmcs, cpu, policy, cr, ept_caps, memory);
     vcpu.regs = config.guest.regs;
+    vcpu.platform = config.platform_ports;
     let state = core::ptr::with_exposed_provenance_mut::<run::RunState>(state_addr as usize);
     // SAFETY: `state_addr` lies in the host stack (fresh, identity-mapped,
     // exclusive pool memory), suitably aligned (above), with the room the

@@ -18,14 +18,16 @@ use crate::vmx::fields::{
 #[repr(C, align(4096))]
 struct IoBitmap([u8; 4096]);
 
-/// I/O bitmap A (ports 0x0000–0x7FFF), immutable, in the monitor's image
-/// (in no EPT view, invariant 1). The monitor's image is identity-mapped,
-/// so its address is its physical address.
+/// The base I/O bitmap A (ports 0x0000–0x7FFF), immutable, in the
+/// monitor's image (in no EPT view, invariant 1): for runs without
+/// platform port rules (host tests, the fuzzers). A real run builds its
+/// bitmaps in pool frames (`exit::io::bitmap`). The monitor's image is
+/// identity-mapped, so its address is its physical address.
 static IO_BITMAP_A: IoBitmap = IoBitmap(crate::exit::io::base_bitmap(false));
-/// I/O bitmap B (ports 0x8000–0xFFFF).
+/// The base I/O bitmap B (ports 0x8000–0xFFFF).
 static IO_BITMAP_B: IoBitmap = IoBitmap(crate::exit::io::base_bitmap(true));
 
-/// The physical addresses of the I/O bitmaps A and B.
+/// The physical addresses of the base I/O bitmaps A and B.
 pub fn io_bitmaps() -> (u64, u64) {
     (
         core::ptr::from_ref(&IO_BITMAP_A) as u64,
@@ -124,6 +126,7 @@ pub fn write_controls(
     caps: &Capabilities,
     mode: GuestMode,
     msr_bitmap: u64,
+    io_bitmaps: (u64, u64),
     eptp: u64,
     cr: &CrConfig,
 ) -> Result<(), VmFail> {
@@ -134,7 +137,7 @@ pub fn write_controls(
         Control32::PrimaryProcessorBasedControls,
         caps.primary.bits(),
     )?;
-    let (io_a, io_b) = io_bitmaps();
+    let (io_a, io_b) = io_bitmaps;
     vmcs.write(Control64::IoBitmapA, io_a)?;
     vmcs.write(Control64::IoBitmapB, io_b)?;
     vmcs.write(

@@ -60,7 +60,16 @@ fn the_bitmaps_intercept_exactly_the_mediated_ports() {
     let mut vm = FakeVmcs::new();
     let caps = check::probe(&mut FakeCpu::vmx_capable()).unwrap();
     let cr = CrConfig::new(caps.cr0_fixed, caps.cr4_fixed);
-    setup::write_controls(&mut vm, &caps, entry64().mode, 0x5000, 0x6000, &cr).unwrap();
+    setup::write_controls(
+        &mut vm,
+        &caps,
+        entry64().mode,
+        0x5000,
+        setup::io_bitmaps(),
+        0x6000,
+        &cr,
+    )
+    .unwrap();
     let (a, b) = setup::io_bitmaps();
     assert_eq!(
         (vm.get(Control64::IoBitmapA), vm.get(Control64::IoBitmapB)),
@@ -287,4 +296,86 @@ fn without_the_memory_map_no_bar_moves() {
     assert_advanced(&v, r, 1);
     assert_eq!(v.cpu.pci(dev(0x10)), 0xe000_0000);
     assert_eq!(v.audit.len(), 1);
+}
+
+/// Bochs' ACPI (PIIX4 PM at 0xB000): PM1a control at 0xB004, soft off
+/// SLP_TYP 0, SMI_CMD 0xB2; a made-up S4BIOS_REQ 0xF2 and reset register
+/// 0x4F0 with reset value 6.
+fn acpi_vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
+    use crate::exit::platform_ports::{PlatformPorts, PortRule};
+    let mut v = vcpu();
+    v.platform = PlatformPorts::new(&[
+        PortRule::SleepControl {
+            port: 0xb004,
+            off: Some(0),
+        },
+        PortRule::RefuseByte {
+            port: 0xb2,
+            value: 0xf2,
+        },
+        PortRule::RefuseByte {
+            port: 0x4f0,
+            value: 6,
+        },
+    ])
+    .unwrap();
+    v
+}
+
+#[test]
+fn acpi_sleep_is_dropped_and_audited_and_soft_off_performed() {
+    // SLP_EN | SLP_TYP=1 (S3) as a word, as a dword, and as the high
+    // byte alone: dropped, the machine keeps running.
+    for (port, size, value) in [
+        (0xb004, 2, 0x2400u64),
+        (0xb004, 4, 0x2401),
+        (0xb005, 1, 0x24),
+    ] {
+        let mut v = acpi_vcpu();
+        let r = out(&mut v, port, size, value);
+        dropped(&v, r, port);
+    }
+    // Soft off (SLP_TYP 0, the \_S5 type) and a write without SLP_EN
+    // (SCI_EN, a staged type): performed.
+    for (size, value) in [(2u8, 0x2000u32), (2, 0x0401), (1, 0x01)] {
+        let mut v = acpi_vcpu();
+        let r = out(&mut v, 0xb004, size, u64::from(value));
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.cpu.outs(), &[(0xb004, size, value)]);
+        assert!(v.audit.is_empty());
+    }
+    // S4BIOS_REQ and the reset value: dropped; other SMI commands and
+    // values: performed.
+    for (port, value) in [(0xb2u16, 0xf2u64), (0x4f0, 6)] {
+        let mut v = acpi_vcpu();
+        let r = out(&mut v, port, 1, value);
+        dropped(&v, r, port);
+    }
+    let mut v = acpi_vcpu();
+    let r = out(&mut v, 0xb2, 1, 0xf1);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs(), &[(0xb2, 1, 0xf1)]);
+    // Without the platform's rules (the monitor before them) the S3
+    // write goes to the device.
+    let mut v = vcpu();
+    let r = out(&mut v, 0xb004, 2, 0x2400);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs(), &[(0xb004, 2, 0x2400)]);
+}
+
+#[test]
+fn a_runs_bitmaps_add_the_platforms_ports() {
+    let v = acpi_vcpu();
+    let on = |port: u16| {
+        let page = io::bitmap(port >= 0x8000, &v.platform);
+        let bit = usize::from(port & 0x7fff);
+        page[bit / 8] & (1 << (bit % 8)) != 0
+    };
+    let intercepted: Vec<u32> = (0..=0xffffu32).filter(|&p| on(p as u16)).collect();
+    assert_eq!(
+        intercepted,
+        vec![
+            0x64, 0x92, 0xb2, 0x4f0, 0xcf9, 0xcfc, 0xcfd, 0xcfe, 0xcff, 0xb004, 0xb005
+        ]
+    );
 }

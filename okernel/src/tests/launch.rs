@@ -58,6 +58,7 @@ fn config(guest: GuestEntry) -> LaunchConfig<'static> {
         memory_map: &MAP,
         monitor_ranges: &MONITOR,
         frame_pool: POOL,
+        platform_ports: Default::default(),
         report: never,
     }
 }

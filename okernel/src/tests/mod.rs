@@ -83,7 +83,16 @@ pub fn vcpu_with<P: Policy>(policy: P, entry: GuestEntry) -> Vcpu<FakeVmcs, Fake
     )
     .unwrap();
     let mut vmcs = FakeVmcs::new();
-    setup::write_controls(&mut vmcs, &caps, entry.mode, 0x5000, 0x601e, &cr).unwrap();
+    setup::write_controls(
+        &mut vmcs,
+        &caps,
+        entry.mode,
+        0x5000,
+        setup::io_bitmaps(),
+        0x601e,
+        &cr,
+    )
+    .unwrap();
     setup::write_guest_state(&mut vmcs, &entry, &cr, true, 0x0007_0406_0007_0406).unwrap();
     Vcpu::new(vmcs, cpu, policy, cr, ept)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 mod cases;
 pub mod conformance;
 pub mod linux;
-pub mod smp;
+pub mod platform;
 
 pub use cases::{Case, Module, boot_case, cases, expectation};
 
@@ -262,7 +262,7 @@ pub fn run_matrix(images: &Images, backends: &[Probed]) -> Result<Vec<Row>, Stri
             });
         }
     }
-    rows.extend(smp::run(images, backends));
+    rows.extend(platform::run(images, backends, &platform::cases()));
     rows.extend(conformance::run(images, backends));
     Ok(rows)
 }

@@ -1,0 +1,138 @@
+//! `scenario=sleep`: the attack `acpi-sleep-resume-outside-vmx`. The
+//! guest finds the ACPI tables as an OS does (the RSDP in the BIOS area,
+//! the RSDT, the FADT, the FACS), writes the address of its own
+//! real-mode code (`arch::wake`) into the FACS's firmware waking vector,
+//! and writes SLP_EN with each sleep type 1–7 to PM1a control. A machine
+//! that goes to sleep is resumed by the firmware at that vector, in real
+//! mode and outside VMX, with the monitor's memory in RAM and nothing
+//! guarding it (invariant 1).
+//!
+//! Under okernel the monitor refuses every SLP_EN write whose type is not
+//! the platform's soft off (`okernel::exit::platform_ports`), drops it
+//! and audits it: the guest keeps running, finds seven new `exit` audit
+//! records and reports the attack blocked. The same image with
+//! `mode=direct` is the negative control: in Bochs the first write
+//! (type 1, its S3) suspends the machine and the BIOS resumes it at the
+//! guest's code, which prints the attack's line as `succeeded`. (Type 0
+//! is Bochs' soft off, which is not tried: it would end the run.)
+
+use crate::report::Checks;
+use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
+
+/// Where the waking-vector code goes (usable RAM below 1 MiB).
+const PAGE: u64 = 0x9000;
+/// PM1 control's SLP_EN (ACPI 6.5 Table 4.13); SLP_TYP is bits 12:10.
+const SLP_EN: u16 = 1 << 13;
+
+fn bytes(addr: u64, len: usize) -> &'static [u8] {
+    // SAFETY: firmware tables and the BIOS area below 4 GiB, identity-
+    // mapped by the hand-off page tables and (under okernel) by the base
+    // view's firmware-reserved ranges; only read here.
+    unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The RSDP in the BIOS area (ACPI 6.5 §5.2.5.1: on a 16-byte boundary
+/// in 0xE0000–0xFFFFF, its first 20 bytes summing to 0).
+fn rsdp() -> Option<&'static [u8]> {
+    (0xe_0000u64..0x10_0000)
+        .step_by(16)
+        .map(|a| bytes(a, 20))
+        .find(|b| &b[..8] == b"RSD PTR " && b.iter().fold(0u8, |s, x| s.wrapping_add(*x)) == 0)
+}
+
+/// The RSDT's table with signature `sig`.
+fn table(rsdp: &[u8], sig: &[u8; 4]) -> Option<&'static [u8]> {
+    let rsdt = u64::from(u32_at(rsdp, 16));
+    let len = u32_at(bytes(rsdt, 8), 4) as usize;
+    let rsdt = bytes(rsdt, len.clamp(36, 4096));
+    rsdt[36..].chunks_exact(4).find_map(|e| {
+        let t = u64::from(u32_at(e, 0));
+        let header = bytes(t, 8);
+        (&header[..4] == sig).then(|| bytes(t, (u32_at(header, 4) as usize).clamp(36, 4096)))
+    })
+}
+
+/// Runs the attack and reports it.
+pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
+    let usable = map.iter().any(|r| {
+        r.kind == RegionKind::Usable as u32 && r.base <= PAGE && PAGE + 0x1000 <= r.base + r.length
+    });
+    let found = rsdp()
+        .and_then(|r| table(r, b"FACP"))
+        .filter(|f| f.len() >= 72);
+    let (Some(fadt), true) = (found, usable) else {
+        return checks.check(
+            "attack-acpi-sleep-resume-outside-vmx",
+            1,
+            false,
+            format_args!("no FADT found, or page {PAGE:#x} not usable RAM"),
+        );
+    };
+    let pm1a = u32_at(fadt, 64) as u16;
+    let facs = u64::from(u32_at(fadt, 36));
+    let code = crate::arch::wake::code();
+    // SAFETY: usable guest RAM below 1 MiB (checked) for the code; the
+    // FACS is firmware memory the guest may write (its waking vector is
+    // the OS's to set: ACPI 6.5 §5.2.10); both identity-mapped.
+    unsafe {
+        core::ptr::copy_nonoverlapping(code.as_ptr(), PAGE as *mut u8, code.len());
+        core::ptr::write_volatile((facs + 12) as *mut u32, PAGE as u32);
+        core::ptr::write_volatile((facs + 24) as *mut u64, 0);
+    }
+    // The audit log is the monitor's (VMCALL is #UD without one).
+    let monitor = entry == EntryMode::NonRoot;
+    let before = monitor
+        .then(crate::attacks::audit::count)
+        .and_then(Result::ok);
+    for slp_typ in 1u16..=7 {
+        // SAFETY: PM1a control, the FADT's; the write asks the platform
+        // to sleep (what the attack is).
+        unsafe { x86_64::instructions::port::Port::<u16>::new(pm1a).write(SLP_EN | slp_typ << 10) };
+    }
+    // Still running: the machine did not sleep.
+    let after = monitor
+        .then(crate::attacks::audit::count)
+        .and_then(Result::ok);
+    let new = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+    let last = after
+        .filter(|&a| a > 0)
+        .and_then(|a| crate::attacks::audit::read(a - 1).ok());
+    // (`after` is `None` without the monitor, so nothing is read there.)
+    let audited = new == Some(7)
+        && last.is_some_and(|r| {
+            r.kind == okernel_abi::policy::AuditKind::Exit as u32
+                && r.qualification >> 16 == u64::from(pm1a)
+        });
+    let ok = entry == EntryMode::NonRoot && audited;
+    let mut seen = crate::report::Buf::new();
+    match last {
+        Some(r) => seen.set(format_args!(
+            "kind {} qualification {:#x}",
+            r.kind, r.qualification
+        )),
+        None => seen.set(format_args!("unreadable")),
+    }
+    checks.attack(
+        "acpi-sleep-resume-outside-vmx",
+        1,
+        ok,
+        format_args!(
+            "waking vector {PAGE:#x} in the FACS at {facs:#x}; SLP_EN with types 1-7 to PM1a control {pm1a:#x}: the machine did not sleep"
+        ),
+        match entry {
+            EntryMode::NonRoot => "protected",
+            EntryMode::Direct => "no-monitor",
+        },
+        "blocked",
+        true,
+        format_args!(
+            "{} new audit records, the last {}",
+            new.map_or(-1, |n| n as i64),
+            seen.as_str()
+        ),
+    );
+}

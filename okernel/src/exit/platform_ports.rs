@@ -1,0 +1,143 @@
+//! Ports the platform's firmware tables name, which the monitor mediates
+//! beside the fixed ones of [`super::io`]: ACPI sleep and reset.
+//!
+//! A guest that puts the machine to sleep (S2, S3, S4) is resumed by the
+//! firmware at the waking vector in the FACS — memory the guest can write
+//! — in real mode and without VMX, with the monitor's memory in RAM and
+//! nothing guarding it (`docs/threat-model.md`, "ACPI sleep"). So a
+//! write to PM1 control that sets SLP_EN is refused unless its SLP_TYP
+//! is the soft-off type (`\_S5`, ACPI 6.5 §7.4.2.6): power-off stays
+//! possible, sleep does not; SMI_CMD's S4BIOS_REQ (firmware-driven S4,
+//! §5.2.9) and an I/O reset register's reset value (§4.8.3.6) are refused
+//! as the other reset paths are. Refused writes are dropped and audited
+//! by [`super::io::handle`].
+//!
+//! PM1 control is a 16-bit register (ACPI 6.5 §4.8.3.2.1, Table 4.13):
+//! SLP_TYP in bits 12:10 and SLP_EN in bit 13, both in its high byte, so
+//! the rule judges the byte written at `port + 1`, however the write is
+//! sized (a word at `port`, a byte at `port + 1`, a dword).
+
+/// PM1 control's high byte: SLP_EN (bit 13 of the register).
+const SLP_EN: u8 = 1 << 5;
+
+/// A port rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRule {
+    /// ACPI PM1 control at `port` (PM1a or PM1b): a write that sets
+    /// SLP_EN is refused unless its SLP_TYP is `off`, the `\_S5` type
+    /// for this register (`None`: every sleep or power-off is refused).
+    SleepControl {
+        /// The register's port.
+        port: u16,
+        /// Soft-off's SLP_TYP.
+        off: Option<u8>,
+    },
+    /// Writing byte `value` to `port` is refused (SMI_CMD's S4BIOS_REQ,
+    /// the reset register's reset value).
+    RefuseByte {
+        /// The port.
+        port: u16,
+        /// The refused value.
+        value: u8,
+    },
+}
+
+/// The most rules a platform gives: PM1a, PM1b, SMI_CMD, reset.
+pub const MAX_RULES: usize = 4;
+
+/// A platform's port rules (none: nothing beyond the fixed ports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlatformPorts {
+    rules: [Option<PortRule>; MAX_RULES],
+}
+
+impl PlatformPorts {
+    /// The rules `rules`; `None` when there are more than [`MAX_RULES`].
+    pub fn new(rules: &[PortRule]) -> Option<Self> {
+        let mut p = Self::default();
+        if rules.len() > MAX_RULES {
+            return None;
+        }
+        for (slot, r) in p.rules.iter_mut().zip(rules) {
+            *slot = Some(*r);
+        }
+        Some(p)
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> impl Iterator<Item = PortRule> + '_ {
+        self.rules.iter().flatten().copied()
+    }
+
+    /// Every port the I/O bitmaps must intercept for these rules (PM1
+    /// control: both its bytes).
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.rules()
+            .flat_map(|r| match r {
+                PortRule::SleepControl { port, .. } => [Some(port), port.checked_add(1)],
+                PortRule::RefuseByte { port, .. } => [Some(port), None],
+            })
+            .flatten()
+    }
+
+    /// Whether a write of byte `value` to `port` may happen.
+    pub fn write_allowed(&self, port: u16, value: u8) -> bool {
+        self.rules().all(|r| match r {
+            PortRule::SleepControl { port: p, off } => {
+                port != p.wrapping_add(1)
+                    || value & SLP_EN == 0
+                    || off == Some((value >> 2) & 0b111)
+            }
+            PortRule::RefuseByte { port: p, value: v } => port != p || value != v,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bochs() -> PlatformPorts {
+        PlatformPorts::new(&[
+            PortRule::SleepControl {
+                port: 0xb004,
+                off: Some(0),
+            },
+            PortRule::RefuseByte {
+                port: 0xb2,
+                value: 0xf2,
+            },
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn sleep_is_refused_and_soft_off_and_everything_else_allowed() {
+        let p = bochs();
+        // High byte of PM1 control: SLP_EN | SLP_TYP=1 (S3) refused;
+        // SLP_EN | SLP_TYP=0 (soft off) allowed; SLP_TYP without SLP_EN
+        // (only staged) allowed; the low byte (SCI_EN...) allowed.
+        assert!(!p.write_allowed(0xb005, SLP_EN | 1 << 2));
+        assert!(!p.write_allowed(0xb005, SLP_EN | 7 << 2));
+        assert!(p.write_allowed(0xb005, SLP_EN));
+        assert!(p.write_allowed(0xb005, 1 << 2));
+        assert!(p.write_allowed(0xb004, 0xff));
+        assert!(!p.write_allowed(0xb2, 0xf2));
+        assert!(p.write_allowed(0xb2, 0xf1));
+        assert!(p.write_allowed(0x80, SLP_EN | 1 << 2));
+        assert_eq!(p.ports().collect::<Vec<_>>(), [0xb004, 0xb005, 0xb2]);
+    }
+
+    #[test]
+    fn without_a_soft_off_type_every_sleep_is_refused() {
+        let p = PlatformPorts::new(&[PortRule::SleepControl {
+            port: 0x404,
+            off: None,
+        }])
+        .unwrap();
+        assert!(!p.write_allowed(0x405, SLP_EN));
+        assert!(p.write_allowed(0x405, 0));
+        assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 5]).is_none());
+        assert_eq!(PlatformPorts::default().ports().count(), 0);
+    }
+}

@@ -1,0 +1,216 @@
+//! The platform attack rows: attacks on the machine around the monitor
+//! that each need their own boot, in pairs — the demo guest's scenario
+//! with `mode=direct` (no monitor: the negative control, where the attack
+//! must succeed) and under okernel (where it must be blocked and the
+//! console must show what blocked it).
+//!
+//! - `scenario=smp` (attack `ap-start-outside-vmx`, `guest/src/smp.rs`)
+//!   on Bochs with 2 processors: without a monitor the other processor
+//!   runs the guest's start-up code; under okernel the loader reports it
+//!   parked in VMX root; and on 4 processors (three parked, racing for
+//!   their slots).
+//! - `scenario=sleep` (attack `acpi-sleep-resume-outside-vmx`,
+//!   `guest/src/sleep.rs`): without a monitor Bochs suspends to RAM and
+//!   its BIOS resumes the guest's code outside VMX; under okernel the
+//!   monitor refuses the sleep (seven `exit` audit records).
+
+use super::{Row, RowState, print_outcome};
+use crate::images::Images;
+use qemu_harness::bochs::{Bochs, DEFAULT_MODEL};
+use qemu_harness::{Availability, GuestModule, Probed, RunReport, RunSpec, Verdict};
+use std::time::Duration;
+
+/// One row.
+pub struct PlatformCase {
+    /// Its name in the table.
+    pub name: &'static str,
+    /// The guest's scenario.
+    pub scenario: &'static str,
+    /// The attack's check line (`attack-...`).
+    pub attack: &'static str,
+    /// Processors (Bochs `cpu: count=`).
+    pub cpus: u32,
+    /// `mode=direct`: no monitor, the attack must succeed.
+    pub direct: bool,
+    /// What the loader or monitor must print (under okernel).
+    pub console: Option<String>,
+    /// What is expected, for the table.
+    pub expected: &'static str,
+}
+
+/// What the loader prints once the other `cpus - 1` processors are in
+/// VMX root.
+fn parked_line(cpus: u32) -> String {
+    format!(
+        "{} application processor(s) parked in VMX root (the MADT lists {cpus} processors enabled",
+        cpus - 1
+    )
+}
+
+/// The rows `cargo xtask test` runs (and `cargo xtask smp` alone).
+pub fn cases() -> Vec<PlatformCase> {
+    let smp = |name, cpus, direct, expected| PlatformCase {
+        name,
+        scenario: "smp",
+        attack: "attack-ap-start-outside-vmx",
+        cpus,
+        direct,
+        console: (!direct).then(|| parked_line(cpus)),
+        expected,
+    };
+    let sleep = |name, direct, expected| PlatformCase {
+        name,
+        scenario: "sleep",
+        attack: "attack-acpi-sleep-resume-outside-vmx",
+        cpus: 1,
+        direct,
+        console: (!direct).then(|| "sleep refused, soft off allowed".to_string()),
+        expected,
+    };
+    vec![
+        smp(
+            "smp-no-monitor",
+            2,
+            true,
+            "2 CPUs, no monitor: the AP runs guest code",
+        ),
+        smp("smp", 2, false, "2 CPUs: AP parked in VMX root, blocked"),
+        smp("smp-4cpu", 4, false, "4 CPUs: 3 APs parked, blocked"),
+        sleep(
+            "sleep-no-monitor",
+            true,
+            "no monitor: S3, resumed outside VMX",
+        ),
+        sleep("sleep", false, "S3 refused and audited, blocked"),
+    ]
+}
+
+fn spec(images: &Images, case: &PlatformCase) -> RunSpec {
+    RunSpec {
+        name: case.name.to_string(),
+        image: images.okernel.clone(),
+        guest: GuestModule::File(images.guest.clone()),
+        cmdline: if case.direct {
+            "log=info mode=direct"
+        } else {
+            "log=info"
+        }
+        .to_string(),
+        guest_cmdline: format!("scenario={}", case.scenario),
+        timeout: Duration::from_secs(120),
+        run_dir: crate::images::root().join("target/runs").join(case.name),
+        gdb: false,
+    }
+}
+
+/// The verdict on one run: passed, the attack line present and holding,
+/// its result the mode's (`succeeded` bare, `blocked` under okernel), and
+/// under okernel the case's console line.
+pub fn judge(report: &RunReport, case: &PlatformCase) -> Verdict {
+    let bad = |why: String| Verdict::Unexpected(format!("{}: {why}", report.summary()));
+    let checks = match report.parsed_checks() {
+        Ok(c) => c,
+        Err(e) => return bad(e),
+    };
+    let attack = case.attack;
+    let lines: Vec<_> = checks.iter().filter(|c| c.check == attack).collect();
+    let [line] = lines.as_slice() else {
+        return bad(format!("{} `{attack}` lines, not one", lines.len()));
+    };
+    let want = if case.direct { "succeeded" } else { "blocked" };
+    if !line.ok || line.result.as_deref() != Some(want) {
+        return bad(format!(
+            "`{attack}` must be {want} and hold: {:?}, {}",
+            line.result, line.observed
+        ));
+    }
+    if let Some(text) = &case.console
+        && !report.console.contains(text.as_str())
+    {
+        return bad(format!("the console lacks `{text}`"));
+    }
+    if report.outcome() != Some(okernel_abi::result::Outcome::Pass) {
+        return bad("the run did not pass".into());
+    }
+    Verdict::Ok
+}
+
+/// Runs `cases` on Bochs.
+pub fn run(images: &Images, backends: &[Probed], cases: &[PlatformCase]) -> Vec<Row> {
+    let bochs = backends.iter().find(|p| p.backend.name() == "bochs");
+    let mut rows = Vec::new();
+    for case in cases {
+        let progress = format!("[platform] {:<9} {:<17}", "bochs", case.name);
+        let state = match bochs.map(|p| &p.availability) {
+            Some(Availability::Available(_)) => {
+                eprint!("{progress} ");
+                let result = Bochs::run_with(&spec(images, case), DEFAULT_MODEL, case.cpus)
+                    .map(|r| {
+                        let v = judge(&r, case);
+                        (r, v)
+                    })
+                    .map_err(|e| e.to_string());
+                print_outcome(&result);
+                RowState::Ran(result)
+            }
+            Some(Availability::Unavailable(why)) => {
+                eprintln!("{progress} UNAVAILABLE ON THIS HOST: {why}");
+                RowState::Unavailable(format!("backend unavailable: {why}"))
+            }
+            None => RowState::Unavailable("no bochs backend was probed".into()),
+        };
+        rows.push(Row {
+            case: case.name,
+            backend: "bochs".into(),
+            expected: case.expected.into(),
+            state,
+        });
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(name: &str) -> PlatformCase {
+        cases().into_iter().find(|c| c.name == name).unwrap()
+    }
+
+    fn report(attack: &str, result: &str, ok: bool, console: &str) -> RunReport {
+        let console = format!(
+            "{console}\nOKERNEL-CHECK: {{\"check\":\"{attack}\",\"invariant\":1,\"ok\":{ok},\"observed\":\"x\",\"attack\":\"a\",\"expected\":\"e\",\"result\":\"{result}\",\"audit\":\"none\"}}\nOKERNEL-RESULT: pass\n"
+        );
+        RunReport::from_console("bochs", "t", console, std::path::PathBuf::from("/r"))
+    }
+
+    #[test]
+    fn each_run_needs_its_own_result_and_okernel_its_console_line() {
+        let smp = "attack-ap-start-outside-vmx";
+        let parked = format!("[INFO  loader] {}, 0 not enabled)", parked_line(2));
+        let ok = |r: &RunReport, c: &str| judge(r, &case(c)) == Verdict::Ok;
+        assert!(ok(&report(smp, "succeeded", true, ""), "smp-no-monitor"));
+        assert!(ok(&report(smp, "blocked", true, &parked), "smp"));
+        // Another processor count's line is not this run's; blocked
+        // without the line (the processor may not exist); succeeded under
+        // okernel (the escape); a check that does not hold; the bare run
+        // blocked (the attack proves nothing).
+        assert!(!ok(&report(smp, "blocked", true, &parked), "smp-4cpu"));
+        assert!(!ok(&report(smp, "blocked", true, ""), "smp"));
+        assert!(!ok(&report(smp, "succeeded", true, &parked), "smp"));
+        assert!(!ok(&report(smp, "blocked", false, &parked), "smp"));
+        assert!(!ok(&report(smp, "blocked", true, ""), "smp-no-monitor"));
+        // Sleep: the resumed code's line bare; under okernel the refusal.
+        let sleep = "attack-acpi-sleep-resume-outside-vmx";
+        let refused = "ACPI sleep controls: ...: sleep refused, soft off allowed";
+        assert!(ok(
+            &report(sleep, "succeeded", true, ""),
+            "sleep-no-monitor"
+        ));
+        assert!(ok(&report(sleep, "blocked", true, refused), "sleep"));
+        assert!(!ok(&report(sleep, "succeeded", true, refused), "sleep"));
+        assert!(!ok(&report(sleep, "blocked", true, ""), "sleep"));
+        // Another attack's line does not count.
+        assert!(!ok(&report(smp, "blocked", true, refused), "sleep"));
+    }
+}
