@@ -1,11 +1,10 @@
 //! The platform's sleep and reset controls, as the FADT and the DSDT
 //! describe them: what the monitor must mediate so that a guest cannot
 //! put the machine to sleep and be resumed by the firmware outside VMX
-//! (`docs/threat-model.md`, "Open bypass: ACPI sleep").
+//! (`docs/threat-model.md`, "ACPI sleep").
 //!
-//! Read here, host-tested, and not yet acted on: the interception (I/O
-//! bitmaps built at run time, a port rule in `okernel::exit::io`) is the
-//! rest of that fix (issue 13). ACPI 6.5 §5.2.9 (FADT, Table 5.9),
+//! The loader turns them into the monitor's port rules
+//! (`okernel::exit::platform_ports`, `boot.rs`). ACPI 6.5 §5.2.9 (FADT, Table 5.9),
 //! §4.8.3.2 (PM1 control: SLP_TYP bits 12:10, SLP_EN bit 13), §7.4.2
 //! (`\_Sx` packages), §20.2.5.2 (NameOp 0x08, PackageOp 0x12),
 //! §20.2.4 (PkgLength), §5.2.10 (FACS, S4BIOS).
