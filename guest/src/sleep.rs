@@ -15,12 +15,51 @@
 //! (type 1, its S3) suspends the machine and the BIOS resumes it at the
 //! guest's code, which prints the attack's line as `succeeded`. (Type 0
 //! is Bochs' soft off, which is not tried: it would end the run.)
+//!
+//! Before the sleep the guest moves the chipset's PM I/O block (the PCI
+//! register holding its base) to 0x1000, so that PM1 control would
+//! answer at a port the monitor's rules do not name: under okernel that
+//! move is refused (the loader locks the register) and audited too —
+//! eight records in all; bare, the move succeeds and the sleep goes to
+//! the moved block.
 
 use crate::report::Checks;
 use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
 
 /// Where the waking-vector code goes (usable RAM below 1 MiB).
 const PAGE: u64 = 0x9000;
+/// Where the attack moves the PM I/O block (a free 128-byte I/O range).
+const MOVED_BASE: u32 = 0x1000;
+
+fn config_read(address: u32) -> u32 {
+    // SAFETY: configuration mechanism #1; reading a dword has no effect.
+    unsafe {
+        x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
+        x86_64::instructions::port::Port::<u32>::new(0xcfc).read()
+    }
+}
+
+fn config_write(address: u32, value: u32) {
+    // SAFETY: configuration mechanism #1; the write moves the PM I/O
+    // block (what the attack is).
+    unsafe {
+        x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
+        x86_64::instructions::port::Port::<u32>::new(0xcfc).write(value);
+    }
+}
+
+/// The bus-0 configuration dword holding the PM I/O base `evt` (an I/O
+/// base in a function's device-specific space, as PIIX4's PMBA is).
+fn pm_base_register(evt: u32) -> Option<u32> {
+    (0..32u32 * 8).find_map(|f| {
+        let at = |reg: u32| 0x8000_0000 | f << 8 | reg;
+        (config_read(at(0)) & 0xffff != 0xffff).then_some(())?;
+        (0x40..0x100u32).step_by(4).map(at).find(|&a| {
+            let v = config_read(a);
+            v & 1 == 1 && v & 0xffff_ff80 == evt & 0xff80 && evt != 0
+        })
+    })
+}
 /// PM1 control's SLP_EN (ACPI 6.5 Table 4.13); SLP_TYP is bits 12:10.
 const SLP_EN: u16 = 1 << 13;
 
@@ -88,10 +127,26 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     let before = monitor
         .then(crate::attacks::audit::count)
         .and_then(Result::ok);
+    // First move the chipset's PM I/O block (PIIX4's PMBA, ICH's PMBASE:
+    // a PCI register whose I/O base is the PM1a event block) to a port
+    // the monitor does not watch; then ask for sleep wherever PM1
+    // control now answers.
+    let pm1a_evt = u32_at(fadt, 56);
+    let moved = pm_base_register(pm1a_evt).map(|reg| {
+        config_write(reg, MOVED_BASE | 1);
+        config_read(reg) & 0xff80 == MOVED_BASE
+    });
+    let target = if moved == Some(true) {
+        (MOVED_BASE as u16).wrapping_add(pm1a.wrapping_sub(pm1a_evt as u16))
+    } else {
+        pm1a
+    };
     for slp_typ in 1u16..=7 {
-        // SAFETY: PM1a control, the FADT's; the write asks the platform
-        // to sleep (what the attack is).
-        unsafe { x86_64::instructions::port::Port::<u16>::new(pm1a).write(SLP_EN | slp_typ << 10) };
+        // SAFETY: PM1a control, where it now answers; the write asks the
+        // platform to sleep (what the attack is).
+        unsafe {
+            x86_64::instructions::port::Port::<u16>::new(target).write(SLP_EN | slp_typ << 10)
+        };
     }
     // Still running: the machine did not sleep.
     let after = monitor
@@ -102,7 +157,10 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
         .filter(|&a| a > 0)
         .and_then(|a| crate::attacks::audit::read(a - 1).ok());
     // (`after` is `None` without the monitor, so nothing is read there.)
-    let audited = new == Some(7)
+    // The refused move (one record, at 0xCFC) and the seven refused
+    // sleeps at the unmoved PM1 control.
+    let audited = moved == Some(false)
+        && new == Some(8)
         && last.is_some_and(|r| {
             r.kind == okernel_abi::policy::AuditKind::Exit as u32
                 && r.qualification >> 16 == u64::from(pm1a)
@@ -121,7 +179,12 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
         1,
         ok,
         format_args!(
-            "waking vector {PAGE:#x} in the FACS at {facs:#x}; SLP_EN with types 1-7 to PM1a control {pm1a:#x}: the machine did not sleep"
+            "waking vector {PAGE:#x} in the FACS at {facs:#x}; PM I/O base moved to {MOVED_BASE:#x}: {}; SLP_EN with types 1-7 to PM1a control at {target:#x}: the machine did not sleep",
+            match moved {
+                Some(true) => "done",
+                Some(false) => "refused (it reads back unmoved)",
+                None => "no PCI register holds it",
+            }
         ),
         match entry {
             EntryMode::NonRoot => "protected",

@@ -312,7 +312,7 @@ fn platform_ports(bi: &BootInfo<'_>) -> PlatformPorts {
             return PlatformPorts::default();
         }
     };
-    let mut rules = [PortRule::RefuseByte { port: 0, value: 0 }; 4];
+    let mut rules = [PortRule::RefuseByte { port: 0, value: 0 }; 6];
     let mut n = 0;
     for (port, off) in c.pm1_cnt.iter().zip([c.s5.map(|s| s.0), c.s5.map(|s| s.1)]) {
         if let Some(port) = *port {
@@ -328,10 +328,32 @@ fn platform_ports(bi: &BootInfo<'_>) -> PlatformPorts {
         rules[n] = PortRule::RefuseByte { port, value };
         n += 1;
     }
+    let mut read = |address: u32| {
+        // SAFETY: configuration mechanism #1 (0xCF8/0xCFC): selecting and
+        // reading a dword of bus 0 changes nothing; the loader runs alone
+        // before the guest exists.
+        unsafe {
+            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
+            x86_64::instructions::port::Port::<u32>::new(0xcfc).read()
+        }
+    };
+    let locked = c
+        .pm1a_evt
+        .map(|evt| loader::acpi::sleep::pm_base_registers(&mut read, evt))
+        .unwrap_or_default();
+    for address in locked.into_iter().flatten() {
+        rules[n] = PortRule::PciConfigLocked { address };
+        n += 1;
+    }
     info!(
-        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?}, reset register {:x?}: sleep refused, soft off allowed",
-        c.pm1_cnt, c.s5, c.s3, c.smi_cmd, c.reset
+        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?}, reset register {:x?}, PM base locked at {:x?}: sleep refused, soft off allowed",
+        c.pm1_cnt, c.s5, c.s3, c.smi_cmd, c.reset, locked
     );
+    if c.pm1a_evt.is_some() && locked[0].is_none() {
+        log::warn!(
+            "the PCI register placing the ACPI PM I/O block was not found: a guest could move PM1 control where okernel does not look; disable S3/S4 in the firmware"
+        );
+    }
     if c.pm1_in_memory || c.hardware_reduced {
         log::warn!(
             "the ACPI sleep control is in memory or hardware-reduced: okernel cannot refuse sleep there; disable S3/S4 in the firmware"

@@ -17,6 +17,10 @@ use crate::bootinfo::PhysMem;
 pub struct SleepControls {
     /// PM1a and PM1b control: I/O ports (SLP_TYP, SLP_EN).
     pub pm1_cnt: [Option<u16>; 2],
+    /// PM1a event block: the start of the chipset's ACPI PM I/O block,
+    /// whose base a PCI configuration register holds (the loader locks
+    /// that register: moved, PM1 control would answer elsewhere).
+    pub pm1a_evt: Option<u16>,
     /// A PM1 control block in memory space (not an I/O port): the guest
     /// writes it through EPT, which an I/O bitmap cannot mediate.
     pub pm1_in_memory: bool,
@@ -40,6 +44,7 @@ pub struct SleepControls {
 mod fadt {
     pub const DSDT: usize = 40;
     pub const SMI_CMD: usize = 48;
+    pub const PM1A_EVT_BLK: usize = 56;
     pub const S4BIOS_REQ: usize = 54;
     pub const PM1A_CNT_BLK: usize = 64;
     pub const PM1B_CNT_BLK: usize = 68;
@@ -47,6 +52,7 @@ mod fadt {
     pub const RESET_REG: usize = 116;
     pub const RESET_VALUE: usize = 128;
     pub const X_DSDT: usize = 140;
+    pub const X_PM1A_EVT_BLK: usize = 148;
     pub const X_PM1A_CNT_BLK: usize = 172;
     pub const X_PM1B_CNT_BLK: usize = 184;
     /// FADT flags.
@@ -96,6 +102,13 @@ pub fn sleep_controls(mem: &impl PhysMem, rsdp: &[u8]) -> Result<SleepControls, 
             }
         }
     }
+    c.pm1a_evt = match gas(f, fadt::X_PM1A_EVT_BLK) {
+        Some((SPACE_IO, port)) => u16::try_from(port).ok(),
+        Some(_) => None,
+        None => u16::try_from(u32_at(f, fadt::PM1A_EVT_BLK))
+            .ok()
+            .filter(|&p| p != 0),
+    };
     let smi = u32_at(f, fadt::SMI_CMD);
     if smi != 0 {
         c.smi_cmd = u16::try_from(smi).ok().map(|p| (p, f[fadt::S4BIOS_REQ]));
@@ -116,6 +129,36 @@ pub fn sleep_controls(mem: &impl PhysMem, rsdp: &[u8]) -> Result<SleepControls, 
         c.s5 = sleep_type(aml, b"_S5_");
     }
     Ok(c)
+}
+
+/// The configuration dwords of bus 0 (CONFIG_ADDRESS values, at most
+/// two) that hold the ACPI PM I/O base `pm1a_evt`: in a function's
+/// device-specific space (0x40–0xFC), an I/O base (bit 0 set) whose
+/// address bits 15:7 are the block's — PIIX4's PMBA (function 3 of the
+/// south bridge, 0x40) and the ICH/PCH PMBASE/ABASE (0x40 of the LPC or
+/// PMC function) look so. `read(address)` reads one dword through
+/// configuration mechanism #1 (PCI Local Bus Specification 3.0
+/// §3.2.2.3.2).
+pub fn pm_base_registers(read: &mut dyn FnMut(u32) -> u32, pm1a_evt: u16) -> [Option<u32>; 2] {
+    let mut found = [None; 2];
+    let mut n = 0;
+    let base = u32::from(pm1a_evt) & 0xff80;
+    for device in 0..32u32 {
+        for function in 0..8u32 {
+            let at = |reg: u32| 0x8000_0000 | device << 11 | function << 8 | reg;
+            if read(at(0)) & 0xffff == 0xffff {
+                continue;
+            }
+            for reg in (0x40..0x100).step_by(4) {
+                let v = read(at(reg));
+                if base != 0 && v & 1 == 1 && v & 0xffff_ff80 == base && n < 2 {
+                    found[n] = Some(at(reg));
+                    n += 1;
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The first two elements of the package named `name` (`Name(\_Sx,
@@ -181,6 +224,7 @@ mod tests {
         put32(&mut b, fadt::SMI_CMD, 0xb2);
         b[fadt::S4BIOS_REQ - 36] = 0xf2;
         put32(&mut b, fadt::PM1A_CNT_BLK, 0xb004);
+        put32(&mut b, fadt::PM1A_EVT_BLK, 0xb000);
         put32(&mut b, fadt::FLAGS, fadt::RESET_REG_SUP);
         b[fadt::RESET_REG - 36..fadt::RESET_REG - 24].copy_from_slice(&gas_io(0xcf9));
         b[fadt::RESET_VALUE - 36] = 0x06;
@@ -203,6 +247,7 @@ mod tests {
     fn reads_the_pm1_ports_smi_reset_and_sleep_types() {
         let c = sleep_controls(&machine(fadt_body(None)), &rsdp_v1(0x1000)).unwrap();
         assert_eq!(c.pm1_cnt, [Some(0xb004), None]);
+        assert_eq!(c.pm1a_evt, Some(0xb000));
         assert!(!c.pm1_in_memory && !c.hardware_reduced);
         assert_eq!(c.smi_cmd, Some((0xb2, 0xf2)));
         assert_eq!(c.reset, Some((0xcf9, 0x06)));
@@ -241,6 +286,29 @@ mod tests {
         let c = sleep_controls(&machine(short), &rsdp_v1(0x1000)).unwrap();
         assert_eq!(c.pm1_cnt, [Some(0xb004), None]);
         assert_eq!((c.reset, c.s5), (None, Some((7, 0))));
+    }
+
+    #[test]
+    fn the_pm_base_register_is_found_where_its_value_names_the_block() {
+        // Bus 0: a host bridge (0:0.0) and PIIX4's power management
+        // (0:1.3) with PMBA = 0xB001 at 0x40, and 0xB000 (no I/O bit)
+        // at 0x50, which is not a base; no other function.
+        let mut read = |a: u32| -> u32 {
+            match a {
+                0x8000_0000 => 0x1237_8086,
+                0x8000_0b00 => 0x7113_8086,
+                0x8000_0b40 => 0xb001,
+                0x8000_0b50 => 0xb000,
+                a if a & 0xff == 0 => 0xffff_ffff,
+                _ => 0,
+            }
+        };
+        assert_eq!(
+            pm_base_registers(&mut read, 0xb000),
+            [Some(0x8000_0b40), None]
+        );
+        assert_eq!(pm_base_registers(&mut read, 0x1800), [None, None]);
+        assert_eq!(pm_base_registers(&mut read, 0), [None, None]);
     }
 
     #[test]

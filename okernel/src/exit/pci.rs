@@ -6,6 +6,7 @@
 //!
 //! | write to 0xCFC–0xCFF | outcome |
 //! |---|---|
+//! | any part of a dword the platform locks (the ACPI PM I/O base: `super::platform_ports`) | dropped + audit `exit` |
 //! | CONFIG_ADDRESS disabled (bit 31 clear), or a register outside 0x10–0x24, or a header other than type 0 | performed |
 //! | a BAR register, as a dword: an I/O BAR, the sizing pattern (every address bit set), an unimplemented BAR (sizes to 0), or a memory BAR whose new range touches no RAM and no monitor memory | performed |
 //! | a BAR register, as a dword: a memory BAR over RAM or monitor memory, or a 64-bit BAR's upper half other than 0 or the sizing pattern | dropped + audit `exit` |
@@ -41,6 +42,9 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     value: u32,
 ) -> bool {
     let address = vcpu.cpu.port_in(PORT_PCI_ADDRESS, 4);
+    if vcpu.platform.config_locked(address) {
+        return false;
+    }
     let register = address & 0xfc;
     if address & ENABLE == 0 || !BARS.contains(&register) {
         return true;

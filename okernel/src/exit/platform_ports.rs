@@ -40,10 +40,20 @@ pub enum PortRule {
         /// The refused value.
         value: u8,
     },
+    /// A PCI configuration dword no write may change, named as
+    /// CONFIG_ADDRESS selects it (enable bit, bus, device, function,
+    /// register): the chipset register that places the ACPI PM I/O block
+    /// (PIIX4's PMBA, ICH's PMBASE). Moved, PM1 control would answer at
+    /// a port the rules above do not name.
+    PciConfigLocked {
+        /// CONFIG_ADDRESS of the dword.
+        address: u32,
+    },
 }
 
-/// The most rules a platform gives: PM1a, PM1b, SMI_CMD, reset.
-pub const MAX_RULES: usize = 4;
+/// The most rules a platform gives: PM1a, PM1b, SMI_CMD, reset, and two
+/// locked configuration dwords.
+pub const MAX_RULES: usize = 6;
 
 /// A platform's port rules (none: nothing beyond the fixed ports).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,8 +86,20 @@ impl PlatformPorts {
             .flat_map(|r| match r {
                 PortRule::SleepControl { port, .. } => [Some(port), port.checked_add(1)],
                 PortRule::RefuseByte { port, .. } => [Some(port), None],
+                // 0xCFC-0xCFF are intercepted anyway (`super::io`).
+                PortRule::PciConfigLocked { .. } => [None, None],
             })
             .flatten()
+    }
+
+    /// Whether a configuration write through CONFIG_ADDRESS `address`
+    /// (the dword the data ports then reach) is refused.
+    pub fn config_locked(&self, address: u32) -> bool {
+        const DWORD: u32 = 0x80ff_fffc;
+        address & (1 << 31) != 0
+            && self.rules().any(|r| {
+                matches!(r, PortRule::PciConfigLocked { address: a } if a & DWORD == address & DWORD)
+            })
     }
 
     /// Whether a write of byte `value` to `port` may happen.
@@ -89,6 +111,7 @@ impl PlatformPorts {
                     || off == Some((value >> 2) & 0b111)
             }
             PortRule::RefuseByte { port: p, value: v } => port != p || value != v,
+            PortRule::PciConfigLocked { .. } => true,
         })
     }
 }
@@ -96,6 +119,21 @@ impl PlatformPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_configuration_dword_is_refused_whatever_byte_and_only_it() {
+        // PIIX4 function 0:1.3, PMBA at 0x40.
+        let p = PlatformPorts::new(&[PortRule::PciConfigLocked {
+            address: 0x8000_0b40,
+        }])
+        .unwrap();
+        assert!(p.config_locked(0x8000_0b40));
+        assert!(p.config_locked(0x8000_0b42), "a byte of the same dword");
+        assert!(!p.config_locked(0x0000_0b40), "CONFIG_ADDRESS disabled");
+        assert!(!p.config_locked(0x8000_0b44));
+        assert!(!p.config_locked(0x8000_0c40), "another function");
+        assert_eq!(p.ports().count(), 0);
+    }
 
     fn bochs() -> PlatformPorts {
         PlatformPorts::new(&[
@@ -137,7 +175,7 @@ mod tests {
         .unwrap();
         assert!(!p.write_allowed(0x405, SLP_EN));
         assert!(p.write_allowed(0x405, 0));
-        assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 5]).is_none());
+        assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 7]).is_none());
         assert_eq!(PlatformPorts::default().ports().count(), 0);
     }
 }

@@ -317,9 +317,36 @@ fn acpi_vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
             port: 0x4f0,
             value: 6,
         },
+        PortRule::PciConfigLocked {
+            address: 0x8000_0b40,
+        },
     ])
     .unwrap();
     v
+}
+
+#[test]
+fn the_acpi_pm_base_cannot_be_moved() {
+    // PIIX4's PMBA (0:1.3, register 0x40), as a dword or a byte of it:
+    // dropped (moved, PM1 control would answer at an unmediated port).
+    for (port, size) in [(0xcfc, 4), (0xcfd, 1), (0xcfc, 2)] {
+        let mut v = acpi_vcpu();
+        v.cpu.set_port(0xcf8, 0x8000_0b40);
+        let r = out(&mut v, port, size, 0x1001);
+        dropped(&v, r, port);
+    }
+    // The next register of the same function: performed.
+    let mut v = acpi_vcpu();
+    v.cpu.set_port(0xcf8, 0x8000_0b44);
+    let r = out(&mut v, 0xcfc, 4, 0x1001);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs().last(), Some(&(0xcfc, 4, 0x1001)));
+    // Without the platform's rules the move goes to the device.
+    let mut v = vcpu();
+    v.cpu.set_port(0xcf8, 0x8000_0b40);
+    let r = out(&mut v, 0xcfc, 4, 0x1001);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs().last(), Some(&(0xcfc, 4, 0x1001)));
 }
 
 #[test]
