@@ -5,6 +5,7 @@ use crate::phys::{self, Identity};
 use core::fmt;
 use loader::bootinfo::PhysMem;
 use loader::bootinfo::{self, BootInfo, BootInfoError};
+use loader::chipset::Smram;
 use loader::cmdline::{CmdlineError, Mode, Options};
 use loader::elf_load::{self, ElfError, ImageKind, Occupied};
 use loader::handoff::{self, Carve, HandoffError};
@@ -50,6 +51,8 @@ pub enum Failure {
     Linux(LinuxError),
     /// Not every application processor could be parked.
     Smp(crate::smp::SmpError),
+    /// The FADT is malformed: the sleep controls cannot be mediated.
+    SleepControls(loader::acpi::AcpiError),
 }
 
 impl Failure {
@@ -86,6 +89,10 @@ impl fmt::Display for Failure {
             Failure::DirectNeeds64Bit => write!(f, "mode=direct enters only 64-bit (ELF64) guests"),
             Failure::Linux(e) => write!(f, "{e}"),
             Failure::Smp(e) => write!(f, "okernel: {e}"),
+            Failure::SleepControls(e) => write!(
+                f,
+                "okernel: cannot mediate ACPI sleep ({e}): a guest could put the machine to sleep and be resumed outside VMX"
+            ),
         }
     }
 }
@@ -293,27 +300,66 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     launch_monitor(&bi, mode, plan.entry, regs, pool, smp.as_ref())
 }
 
-/// The platform's ACPI sleep and reset ports as the monitor's port
-/// rules (`okernel::exit::platform_ports`): PM1a/PM1b control refuse any
-/// sleep but `\_S5`'s soft off, SMI_CMD refuses S4BIOS_REQ, an I/O reset
-/// register other than 0xCF9 (which `exit::io` mediates) refuses its
-/// reset value. Says what it found, and what it cannot mediate.
-fn platform_ports(bi: &BootInfo<'_>) -> PlatformPorts {
+/// PCI configuration mechanism #1 through ports 0xCF8/0xCFC.
+struct Mechanism1;
+
+impl loader::chipset::ConfigSpace for Mechanism1 {
+    fn read(&mut self, address: u32) -> u32 {
+        // SAFETY: selecting and reading a dword changes nothing; the
+        // loader runs alone, before the guest exists.
+        unsafe {
+            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
+            x86_64::instructions::port::Port::<u32>::new(0xcfc).read()
+        }
+    }
+    fn write(&mut self, address: u32, value: u32) {
+        // SAFETY: as for `read`; the only writes are the SMRAM lock
+        // (`loader::chipset`), before the guest exists.
+        unsafe {
+            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
+            x86_64::instructions::port::Port::<u32>::new(0xcfc).write(value);
+        }
+    }
+}
+
+/// The platform's port rules for the monitor
+/// (`okernel::exit::platform_ports`): the host bridge's SMRAM control
+/// locked (`loader::chipset`) and its dword refused; the ACPI PM1a/PM1b
+/// control refuse any sleep but `\_S5`'s soft off, SMI_CMD refuses
+/// S4BIOS_REQ, an I/O reset register other than 0xCF9 (which `exit::io`
+/// mediates) refuses its reset value, and the PCI register placing the
+/// PM I/O block is refused. Says what it found, and what it cannot
+/// mediate; a malformed FADT stops the boot.
+fn platform_ports(bi: &BootInfo<'_>) -> Result<PlatformPorts, Failure> {
+    let mut rules = [PortRule::RefuseByte { port: 0, value: 0 }; 8];
+    let mut n = 0;
+    match loader::chipset::lock_smram(&mut Mechanism1) {
+        Smram::Locked(address) => {
+            info!("SMRAM control locked (D_LCK) at {address:#x}");
+            rules[n] = PortRule::PciConfigLocked { address };
+            n += 1;
+        }
+        Smram::NotLocked(address, v) => {
+            log::warn!(
+                "SMRAM control at {address:#x} reads {v:#x}: D_LCK did not hold; okernel refuses the guest's writes to it"
+            );
+            rules[n] = PortRule::PciConfigLocked { address };
+            n += 1;
+        }
+        Smram::Unknown(id) => log::warn!(
+            "host bridge {id:#x}: okernel does not know its SMRAM control; the firmware must have locked SMRAM (D_LCK)"
+        ),
+    }
     let Some(rsdp) = bi.rsdp else {
         log::warn!("no ACPI tables: no sleep control to mediate");
-        return PlatformPorts::default();
+        return Ok(PlatformPorts::new(&rules[..n]).unwrap_or_default());
     };
-    let c = match loader::acpi::sleep::sleep_controls(&Identity, rsdp) {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!(
-                "ACPI sleep controls unreadable ({e}): a guest could put the machine to sleep and be resumed outside VMX; disable S3/S4 in the firmware"
-            );
-            return PlatformPorts::default();
-        }
-    };
-    let mut rules = [PortRule::RefuseByte { port: 0, value: 0 }; 6];
-    let mut n = 0;
+    let c = loader::acpi::sleep::sleep_controls(&Identity, rsdp).map_err(Failure::SleepControls)?;
+    if c.dsdt_unreadable {
+        log::warn!(
+            "the DSDT is unreadable: no sleep type is known, so every PM1 sleep request, power-off included, is refused"
+        );
+    }
     for (port, off) in c.pm1_cnt.iter().zip([c.s5.map(|s| s.0), c.s5.map(|s| s.1)]) {
         if let Some(port) = *port {
             rules[n] = PortRule::SleepControl { port, off };
@@ -328,15 +374,7 @@ fn platform_ports(bi: &BootInfo<'_>) -> PlatformPorts {
         rules[n] = PortRule::RefuseByte { port, value };
         n += 1;
     }
-    let mut read = |address: u32| {
-        // SAFETY: configuration mechanism #1 (0xCF8/0xCFC): selecting and
-        // reading a dword of bus 0 changes nothing; the loader runs alone
-        // before the guest exists.
-        unsafe {
-            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
-            x86_64::instructions::port::Port::<u32>::new(0xcfc).read()
-        }
-    };
+    let mut read = |address: u32| loader::chipset::ConfigSpace::read(&mut Mechanism1, address);
     let locked = c
         .pm1a_evt
         .map(|evt| loader::acpi::sleep::pm_base_registers(&mut read, evt))
@@ -345,8 +383,13 @@ fn platform_ports(bi: &BootInfo<'_>) -> PlatformPorts {
         rules[n] = PortRule::PciConfigLocked { address };
         n += 1;
     }
+    let verdict = match (c.pm1_cnt.iter().flatten().count(), c.s5) {
+        (0, _) => "no PM1 control to mediate",
+        (_, Some(_)) => "sleep refused, soft off allowed",
+        (_, None) => "sleep and power-off refused",
+    };
     info!(
-        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?}, reset register {:x?}, PM base locked at {:x?}: sleep refused, soft off allowed",
+        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?}, reset register {:x?}, PM base locked at {:x?}: {verdict}",
         c.pm1_cnt, c.s5, c.s3, c.smi_cmd, c.reset, locked
     );
     if c.pm1a_evt.is_some() && locked[0].is_none() {
@@ -362,7 +405,7 @@ fn platform_ports(bi: &BootInfo<'_>) -> PlatformPorts {
     if c.s5.is_none() && n > 0 {
         log::warn!("no \\_S5 in the DSDT: ACPI power-off is refused too");
     }
-    PlatformPorts::new(&rules[..n]).unwrap_or_default()
+    Ok(PlatformPorts::new(&rules[..n]).unwrap_or_default())
 }
 
 /// Copies the segments of `plan` from `image` and zeroes the rest of
@@ -458,7 +501,7 @@ pub fn launch_monitor(
             start: pool.start,
             end: pool.end,
         },
-        platform_ports: platform_ports(bi),
+        platform_ports: platform_ports(bi)?,
         report: report_outcome,
     };
     okernel::launch::validate(&config).map_err(Failure::Launch)?;

@@ -7,6 +7,7 @@
 
 pub mod acpi;
 pub mod bootinfo;
+pub mod chipset;
 pub mod cmdline;
 pub mod elf_load;
 pub mod handoff;

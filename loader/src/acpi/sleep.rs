@@ -38,6 +38,10 @@ pub struct SleepControls {
     pub s3: Option<(u8, u8)>,
     /// SLP_TYPa and SLP_TYPb of `\_S5` (soft off).
     pub s5: Option<(u8, u8)>,
+    /// The DSDT could not be read (checksum, length, address): no sleep
+    /// type is known, and the PM1 rules then refuse every sleep and
+    /// power-off rather than none.
+    pub dsdt_unreadable: bool,
 }
 
 /// FADT offsets (ACPI 6.5 Table 5.9).
@@ -123,10 +127,12 @@ pub fn sleep_controls(mem: &impl PhysMem, rsdp: &[u8]) -> Result<SleepControls, 
         Some(x) if x != 0 => x,
         _ => u64::from(u32_at(f, fadt::DSDT)),
     };
-    if dsdt != 0 {
-        let aml = &table(mem, dsdt, "DSDT")?[36..];
-        c.s3 = sleep_type(aml, b"_S3_");
-        c.s5 = sleep_type(aml, b"_S5_");
+    match table(mem, dsdt, "DSDT") {
+        Ok(t) => {
+            c.s3 = sleep_type(&t[36..], b"_S3_");
+            c.s5 = sleep_type(&t[36..], b"_S5_");
+        }
+        Err(_) => c.dsdt_unreadable = true,
     }
     Ok(c)
 }
@@ -309,6 +315,16 @@ mod tests {
         );
         assert_eq!(pm_base_registers(&mut read, 0x1800), [None, None]);
         assert_eq!(pm_base_registers(&mut read, 0), [None, None]);
+    }
+
+    #[test]
+    fn a_bad_dsdt_keeps_the_pm1_ports_and_knows_no_sleep_type() {
+        let mut m = machine(fadt_body(None));
+        m.0[2].1[40] ^= 0xff; // the DSDT's checksum no longer holds
+        let c = sleep_controls(&m, &rsdp_v1(0x1000)).unwrap();
+        assert_eq!(c.pm1_cnt, [Some(0xb004), None]);
+        assert!(c.dsdt_unreadable);
+        assert_eq!((c.s3, c.s5), (None, None));
     }
 
     #[test]

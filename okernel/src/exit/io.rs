@@ -19,6 +19,7 @@
 //! | 0xCFC–0xCFF, PCI configuration data | performed | [`super::pci`]: a memory BAR moved over RAM or monitor memory, dropped + audit `exit`; any other: performed | a device decoding over RAM takes the monitor's accesses there too |
 //! | ACPI PM1a/PM1b control (from the FADT) | performed | SLP_EN with any SLP_TYP but `\_S5`'s: dropped + audit `exit`; any other: performed | the firmware resumes a sleeping machine at a vector the guest can write, outside VMX |
 //! | SMI_CMD, the ACPI reset register (from the FADT, when set) | performed | S4BIOS_REQ, the reset value: dropped + audit `exit`; any other: performed | firmware S4 resumes like S3; a reset as at 0xCF9 |
+//! | a write that starts below 0xCFC and runs into it (a dword at 0xCF9–0xCFB, a word at 0xCFB) | performed | dropped + audit `exit` | it would write configuration bytes around [`super::pci`]'s checks |
 //! | string (INS/OUTS) or REP touching an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |
 
 use super::guest::Vcpu;
@@ -164,7 +165,14 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     let rax = vcpu.regs.rax();
     let platform = vcpu.platform;
-    let refused = if (pci::PORT_PCI_DATA..=pci::PORT_PCI_DATA + 3).contains(&port) {
+    // A write that starts below the data ports and runs into them (a
+    // dword at 0xCFB, a word at 0xCFB): the platform splits it into
+    // aligned cycles, so configuration bytes would be written without
+    // `pci`'s checks. No OS writes so; refused.
+    let straddles_data = port < pci::PORT_PCI_DATA && port + u16::from(size) > pci::PORT_PCI_DATA;
+    let refused = if straddles_data {
+        true
+    } else if (pci::PORT_PCI_DATA..=pci::PORT_PCI_DATA + 3).contains(&port) {
         !pci::write_allowed(vcpu, port, size, rax as u32)
     } else {
         ports.enumerate().any(|(i, p)| {

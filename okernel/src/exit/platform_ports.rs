@@ -43,17 +43,18 @@ pub enum PortRule {
     /// A PCI configuration dword no write may change, named as
     /// CONFIG_ADDRESS selects it (enable bit, bus, device, function,
     /// register): the chipset register that places the ACPI PM I/O block
-    /// (PIIX4's PMBA, ICH's PMBASE). Moved, PM1 control would answer at
-    /// a port the rules above do not name.
+    /// (PIIX4's PMBA, ICH's PMBASE) — moved, PM1 control would answer at
+    /// a port the rules above do not name — and the host bridge's SMRAM
+    /// control (opened, SMRAM takes the guest's code for the next SMI).
     PciConfigLocked {
         /// CONFIG_ADDRESS of the dword.
         address: u32,
     },
 }
 
-/// The most rules a platform gives: PM1a, PM1b, SMI_CMD, reset, and two
-/// locked configuration dwords.
-pub const MAX_RULES: usize = 6;
+/// The most rules a platform gives: PM1a, PM1b, SMI_CMD, reset, and
+/// three locked configuration dwords (two PM bases, SMRAM control).
+pub const MAX_RULES: usize = 8;
 
 /// A platform's port rules (none: nothing beyond the fixed ports).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,7 +176,7 @@ mod tests {
         .unwrap();
         assert!(!p.write_allowed(0x405, SLP_EN));
         assert!(p.write_allowed(0x405, 0));
-        assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 7]).is_none());
+        assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 9]).is_none());
         assert_eq!(PlatformPorts::default().ports().count(), 0);
     }
 }

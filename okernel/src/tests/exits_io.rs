@@ -326,6 +326,19 @@ fn acpi_vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
 }
 
 #[test]
+fn a_write_running_into_the_data_ports_is_refused() {
+    // A dword at 0xCFB or 0xCF9 and a word at 0xCFB reach 0xCFC's bytes
+    // without being a data-port write: dropped, whatever CONFIG_ADDRESS
+    // selects (here the locked PM base, which they would move).
+    for (port, size) in [(0xcfb, 4), (0xcf9, 4), (0xcfb, 2)] {
+        let mut v = acpi_vcpu();
+        v.cpu.set_port(0xcf8, 0x8000_0b40);
+        let r = out(&mut v, port, size, 0x1001_0000);
+        dropped(&v, r, port);
+    }
+}
+
+#[test]
 fn the_acpi_pm_base_cannot_be_moved() {
     // PIIX4's PMBA (0:1.3, register 0x40), as a dword or a byte of it:
     // dropped (moved, PM1 control would answer at an unmediated port).

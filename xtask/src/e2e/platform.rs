@@ -34,6 +34,9 @@ pub struct PlatformCase {
     pub direct: bool,
     /// What the loader or monitor must print (under okernel).
     pub console: Option<String>,
+    /// What Bochs' log must say (the emulator's own account of the
+    /// attack's effect, for a negative control).
+    pub emulator_log: &'static [&'static str],
     /// What is expected, for the table.
     pub expected: &'static str,
 }
@@ -56,6 +59,7 @@ pub fn cases() -> Vec<PlatformCase> {
         cpus,
         direct,
         console: (!direct).then(|| parked_line(cpus)),
+        emulator_log: &[],
         expected,
     };
     let sleep = |name, direct, expected| PlatformCase {
@@ -65,6 +69,17 @@ pub fn cases() -> Vec<PlatformCase> {
         cpus: 1,
         direct,
         console: (!direct).then(|| "sleep refused, soft off allowed".to_string()),
+        // Bare, the guest's code must have run after Bochs moved the PM
+        // block and suspended through it (not through the unmoved one).
+        emulator_log: if direct {
+            &[
+                "new PM base address: 0x1000",
+                "ACPI control: suspend to ram",
+                "S3 resume jump to 0900:0000",
+            ]
+        } else {
+            &[]
+        },
         expected,
     };
     vec![
@@ -104,9 +119,10 @@ fn spec(images: &Images, case: &PlatformCase) -> RunSpec {
 }
 
 /// The verdict on one run: passed, the attack line present and holding,
-/// its result the mode's (`succeeded` bare, `blocked` under okernel), and
-/// under okernel the case's console line.
-pub fn judge(report: &RunReport, case: &PlatformCase) -> Verdict {
+/// its result the mode's (`succeeded` bare, `blocked` under okernel),
+/// under okernel the case's console line, and `emulator_log`'s lines, in
+/// order, in `log` (Bochs' log).
+pub fn judge(report: &RunReport, case: &PlatformCase, log: &str) -> Verdict {
     let bad = |why: String| Verdict::Unexpected(format!("{}: {why}", report.summary()));
     let checks = match report.parsed_checks() {
         Ok(c) => c,
@@ -129,6 +145,13 @@ pub fn judge(report: &RunReport, case: &PlatformCase) -> Verdict {
     {
         return bad(format!("the console lacks `{text}`"));
     }
+    let mut rest = log;
+    for line in case.emulator_log {
+        match rest.find(line) {
+            Some(at) => rest = &rest[at + line.len()..],
+            None => return bad(format!("Bochs' log lacks `{line}` (in this order)")),
+        }
+    }
     if report.outcome() != Some(okernel_abi::result::Outcome::Pass) {
         return bad("the run did not pass".into());
     }
@@ -146,7 +169,9 @@ pub fn run(images: &Images, backends: &[Probed], cases: &[PlatformCase]) -> Vec<
                 eprint!("{progress} ");
                 let result = Bochs::run_with(&spec(images, case), DEFAULT_MODEL, case.cpus)
                     .map(|r| {
-                        let v = judge(&r, case);
+                        let log = std::fs::read_to_string(r.run_dir.join("bochs.log"))
+                            .unwrap_or_default();
+                        let v = judge(&r, case, &log);
                         (r, v)
                     })
                     .map_err(|e| e.to_string());
@@ -188,7 +213,7 @@ mod tests {
     fn each_run_needs_its_own_result_and_okernel_its_console_line() {
         let smp = "attack-ap-start-outside-vmx";
         let parked = format!("[INFO  loader] {}, 0 not enabled)", parked_line(2));
-        let ok = |r: &RunReport, c: &str| judge(r, &case(c)) == Verdict::Ok;
+        let ok = |r: &RunReport, c: &str| judge(r, &case(c), "") == Verdict::Ok;
         assert!(ok(&report(smp, "succeeded", true, ""), "smp-no-monitor"));
         assert!(ok(&report(smp, "blocked", true, &parked), "smp"));
         // Another processor count's line is not this run's; blocked
@@ -203,10 +228,17 @@ mod tests {
         // Sleep: the resumed code's line bare; under okernel the refusal.
         let sleep = "attack-acpi-sleep-resume-outside-vmx";
         let refused = "ACPI sleep controls: ...: sleep refused, soft off allowed";
-        assert!(ok(
+        let bochs = "new PM base address: 0x1000\nACPI control: suspend to ram\nS3 resume jump to 0900:0000";
+        let bare =
+            |r: &RunReport, log: &str| judge(r, &case("sleep-no-monitor"), log) == Verdict::Ok;
+        assert!(bare(&report(sleep, "succeeded", true, ""), bochs));
+        // The guest's code ran, but Bochs did not move the block (the
+        // sleep went through the unmoved one): the control proves less.
+        assert!(!bare(
             &report(sleep, "succeeded", true, ""),
-            "sleep-no-monitor"
+            "ACPI control: suspend to ram\nS3 resume jump to 0900:0000"
         ));
+        assert!(!bare(&report(sleep, "succeeded", true, ""), ""));
         assert!(ok(&report(sleep, "blocked", true, refused), "sleep"));
         assert!(!ok(&report(sleep, "succeeded", true, refused), "sleep"));
         assert!(!ok(&report(sleep, "blocked", true, ""), "sleep"));
