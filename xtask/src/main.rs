@@ -372,9 +372,15 @@ fn run() -> Result<bool, String> {
     } else {
         println!("\nattack table: no backend with VMX here, so no protected run");
     }
-    // Debian's kernel: each Linux case on its backend, its probe's rows.
+    // The attacks on the machine around the monitor (other processors,
+    // ACPI sleep), each without and with okernel; then Debian's kernel:
+    // each Linux case on its backend, its probe's rows.
+    let platform = e2e::platform::run(&images, &backends, &e2e::platform::cases());
     let linux = linux::image()?;
-    for row in e2e::linux::run(&images, &linux, &backends) {
+    for row in platform
+        .iter()
+        .chain(&e2e::linux::run(&images, &linux, &backends))
+    {
         let name = format!("{} ({})", row.case, row.backend);
         match &row.state {
             e2e::RowState::Ran(Ok((report, verdict))) => {
