@@ -297,15 +297,10 @@ fn kvm(rest: &[String]) -> Result<bool, String> {
 /// can observe of okernel and why").
 fn conformance() -> Result<bool, String> {
     let images = images::build()?;
-    let rows = e2e::conformance::run(&images, &e2e::backends());
-    let ok = e2e::print_table(&rows);
-    let ran = rows
-        .iter()
-        .any(|r| matches!(r.state, e2e::RowState::Ran(_)));
-    if !ran {
-        eprintln!("xtask: FAILED: the conformance case did not run (Bochs unavailable)");
-    }
-    Ok(ok && ran)
+    rows_alone(
+        &e2e::conformance::run(&images, &e2e::backends()),
+        "the conformance case",
+    )
 }
 
 /// `test`'s platform attack rows alone (`docs/threat-model.md`,
@@ -313,12 +308,18 @@ fn conformance() -> Result<bool, String> {
 fn platform() -> Result<bool, String> {
     let images = images::build()?;
     let rows = e2e::platform::run(&images, &e2e::backends(), &e2e::platform::cases());
-    let ok = e2e::print_table(&rows);
+    rows_alone(&rows, "the platform rows")
+}
+
+/// Prints `rows` as `test` does; true when every row ran (Bochs was
+/// there) and none failed.
+fn rows_alone(rows: &[e2e::Row], what: &str) -> Result<bool, String> {
+    let ok = e2e::print_table(rows);
     let ran = rows
         .iter()
         .all(|r| matches!(r.state, e2e::RowState::Ran(_)));
     if !ran {
-        eprintln!("xtask: FAILED: the platform rows did not run (Bochs unavailable)");
+        eprintln!("xtask: FAILED: {what} did not run (Bochs unavailable)");
     }
     Ok(ok && ran)
 }
