@@ -28,6 +28,8 @@ pub const DEBUG_PORT: u16 = 0xe9;
 pub struct Console {
     serial: SerialPort,
     debug: Port<u8>,
+    /// Whether bytes go to the debug port too ([`set_debug_port`]).
+    mirror: bool,
     initialised: bool,
 }
 
@@ -40,6 +42,7 @@ impl Console {
             // so writing never blocks.
             serial: unsafe { SerialPort::new(COM1) },
             debug: Port::new(DEBUG_PORT),
+            mirror: true,
             initialised: false,
         }
     }
@@ -69,9 +72,12 @@ impl Console {
             self.initialised = true;
         }
         self.serial.send(byte);
-        // SAFETY: port 0xE9 is a write-only debug port with no side effect
-        // beyond printing the byte (or nothing, where no device listens).
-        unsafe { self.debug.write(byte) };
+        if self.mirror {
+            // SAFETY: port 0xE9 is a write-only debug port with no side
+            // effect beyond printing the byte (or nothing, where no device
+            // listens).
+            unsafe { self.debug.write(byte) };
+        }
     }
 }
 
@@ -89,6 +95,14 @@ impl Write for Console {
 
 /// The one console of this image.
 pub static CONSOLE: Mutex<Console> = Mutex::new(Console::new());
+
+/// Whether the console also writes port 0xE9 (on at start). An image
+/// that runs under okernel turns it off: okernel denies the guest that
+/// port (the monitor's own channel), and every byte would be an exit and
+/// an audit record.
+pub fn set_debug_port(on: bool) {
+    x86_64::instructions::interrupts::without_interrupts(|| CONSOLE.lock().mirror = on);
+}
 
 /// Writes formatted text to the console (used by the macros).
 pub fn write_fmt(args: fmt::Arguments<'_>) {

@@ -27,6 +27,9 @@ pub enum Scenario {
     /// Put the machine to sleep through ACPI with a waking vector of the
     /// guest's, which okernel must refuse (`sleep.rs`).
     Sleep,
+    /// Have the floppy controller DMA a sector over a page okernel
+    /// locked, which okernel must refuse (`dma.rs`).
+    Dma,
 }
 
 /// How `scenario=fuzz` exchanges cases and results with the host
@@ -41,7 +44,7 @@ pub enum Transport {
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 8] = [
+    pub const ALL: [(&'static str, Scenario); 9] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
@@ -50,6 +53,7 @@ impl Scenario {
         ("fuzz", Scenario::Fuzz),
         ("smp", Scenario::Smp),
         ("sleep", Scenario::Sleep),
+        ("dma", Scenario::Dma),
     ];
 }
 
@@ -149,7 +153,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep dma)"
         );
     }
 

@@ -5,6 +5,7 @@
 mod arch;
 mod attacks;
 mod bench;
+mod dma;
 mod executor;
 mod kernel;
 mod monitor_checks;
@@ -17,7 +18,8 @@ use guest::cmdline::{Options, Scenario};
 use log::{LevelFilter, info};
 use okernel_abi::boot::{BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion, RegionKind};
 use okernel_abi::result::Outcome;
-use okernel_console::{println, report};
+use okernel_console::println;
+use report::end;
 
 /// Called by the entry stub with the loader's hand-off.
 #[unsafe(no_mangle)]
@@ -29,17 +31,18 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
     // and owned by the guest; nothing else writes it.
     let bi: BootInfo = unsafe { core::ptr::read(boot_info as *const BootInfo) };
     if bi.magic != BOOT_MAGIC {
-        report(
+        end(
             Outcome::Fail,
             format_args!("guest: bad boot-info magic {:#x}", bi.magic),
         );
     }
     let Some(entry_mode) = EntryMode::from_raw(bi.entry_mode) else {
-        report(
+        end(
             Outcome::Fail,
             format_args!("guest: bad entry mode {}", bi.entry_mode),
         )
     };
+    report::set_entry_mode(entry_mode);
     let mode = match entry_mode {
         EntryMode::Direct => "direct (VMX root, no monitor)",
         EntryMode::NonRoot => "VMX non-root under okernel",
@@ -84,7 +87,7 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
 
     let opts = match Options::parse(cmdline) {
         Ok(o) => o,
-        Err(e) => report(Outcome::Fail, format_args!("{e}")),
+        Err(e) => end(Outcome::Fail, format_args!("{e}")),
     };
     self_test_probes();
     let ram_top = map
@@ -131,6 +134,11 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
             sleep::run(&mut checks, entry_mode, map);
             checks.finish(entry_mode)
         }
+        Scenario::Dma => {
+            let mut checks = report::Checks::default();
+            dma::run(&mut checks, entry_mode, map);
+            checks.finish(entry_mode)
+        }
         Scenario::Smp => {
             let mut checks = report::Checks::default();
             smp::run(&mut checks, entry_mode, map);
@@ -138,7 +146,7 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         }
         Scenario::Bench => {
             let (Some(target), EntryMode::NonRoot) = (monitor, entry_mode) else {
-                report(
+                end(
                     Outcome::Fail,
                     format_args!("guest: `bench` needs the monitor"),
                 )
@@ -167,13 +175,13 @@ fn self_test_probes() {
             f.name(),
             f.rip
         ),
-        other => report(
+        other => end(
             Outcome::Fail,
             format_args!("guest: probe self-test: ud2 gave {other:?}"),
         ),
     }
     if arch::traps::probe(ok, 41) != Ok(42) {
-        report(
+        end(
             Outcome::Fail,
             format_args!("guest: probe self-test: plain call failed"),
         );
@@ -196,5 +204,5 @@ unsafe fn hand_off_str(addr: u64, len: u64) -> &'static str {
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
-    report(Outcome::Panic, format_args!("guest: {info}"))
+    end(Outcome::Panic, format_args!("guest: {info}"))
 }

@@ -1,9 +1,11 @@
 //! Check results as the runners read them: one `OKERNEL-CHECK: {json}`
 //! line per check, and the run's end.
 
+use crate::kernel::Pages;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 use okernel_abi::boot::EntryMode;
-use okernel_abi::hypercall::Call;
+use okernel_abi::hypercall::{Call, EXIT_REASON_MAX};
 use okernel_abi::result::{CHECK_PREFIX, Outcome};
 use okernel_console::println;
 
@@ -125,6 +127,48 @@ impl Checks {
             ),
         )
     }
+}
+
+/// Whether the guest runs under okernel ([`set_entry_mode`]).
+static UNDER_MONITOR: AtomicBool = AtomicBool::new(false);
+
+/// Where [`end`] puts the reason it gives the monitor's `Exit`.
+static REASON: Pages<[u8; EXIT_REASON_MAX as usize]> = Pages::new([0; EXIT_REASON_MAX as usize]);
+
+/// Records how the guest was entered. Under okernel the console stops
+/// mirroring to port 0xE9 (the monitor denies it to the guest) and
+/// [`end`] ends the run through the monitor.
+pub fn set_entry_mode(mode: EntryMode) {
+    let monitor = mode == EntryMode::NonRoot;
+    UNDER_MONITOR.store(monitor, Ordering::SeqCst);
+    okernel_console::set_debug_port(!monitor);
+}
+
+/// Ends the run with `outcome`. Under okernel through the `Exit`
+/// hypercall with `detail` as its reason (cut to
+/// [`EXIT_REASON_MAX`] bytes): the guest cannot end the run any other
+/// way there (okernel denies the emulators' shutdown and result ports),
+/// and the monitor prints the marker. If `Exit` is refused (an untrusted
+/// context) or without a monitor, the console's report: the marker, the
+/// result port, halt.
+pub fn end(outcome: Outcome, detail: fmt::Arguments<'_>) -> ! {
+    if UNDER_MONITOR.load(Ordering::SeqCst) {
+        let mut text = Buf::new();
+        text.set(detail);
+        let s = text.as_str();
+        let mut len = s.len().min(EXIT_REASON_MAX as usize);
+        while !s.is_char_boundary(len) {
+            len -= 1;
+        }
+        // SAFETY: REASON is this module's page, written only here, on
+        // the one CPU the guest runs on.
+        unsafe { core::ptr::copy_nonoverlapping(s.as_ptr(), REASON.get().cast::<u8>(), len) };
+        crate::arch::instr::hypercall(
+            Call::Exit,
+            [u64::from(outcome.code()), REASON.addr(), len as u64, 0],
+        );
+    }
+    okernel_console::report(outcome, detail)
 }
 
 /// A small fixed buffer for formatting check details without allocation.

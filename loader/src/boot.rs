@@ -13,7 +13,7 @@ use loader::linux::LinuxError;
 use loader::memmap::Range;
 use loader::memmap::{MAX_REGIONS, RegionKind as RegionKindFw};
 use log::info;
-use okernel::exit::platform_ports::{PlatformPorts, PortRule};
+use okernel::exit::platform_ports::{PlatformPorts, PortBlock, PortRule};
 use okernel::launch::{
     DescriptorTable, GuestEntry, GuestMode, LaunchConfig, MemoryKind, MemoryRange, PhysRange,
 };
@@ -325,8 +325,9 @@ impl loader::chipset::ConfigSpace for Mechanism1 {
 /// The platform's port rules for the monitor
 /// (`okernel::exit::platform_ports`): the host bridge's SMRAM control
 /// locked (`loader::chipset`) and its dword refused; the ACPI PM1a/PM1b
-/// control refuse any sleep but `\_S5`'s soft off, SMI_CMD refuses
-/// S4BIOS_REQ, an I/O reset register other than 0xCF9 (which `exit::io`
+/// control refuse any sleep but `\_S5`'s soft off, SMI_CMD performs
+/// only the FADT's values for the OS (S4BIOS_REQ and vendor commands
+/// refused), an I/O reset register other than 0xCF9 (which `exit::io`
 /// mediates) refuses its reset value, and the PCI register placing the
 /// PM I/O block is refused. Says what it found, and what it cannot
 /// mediate; a malformed FADT stops the boot.
@@ -366,8 +367,11 @@ fn platform_ports(bi: &BootInfo<'_>) -> Result<PlatformPorts, Failure> {
             n += 1;
         }
     }
-    if let Some((port, value)) = c.smi_cmd.filter(|&(_, req)| req != 0) {
-        rules[n] = PortRule::RefuseByte { port, value };
+    if let Some((port, _)) = c.smi_cmd {
+        rules[n] = PortRule::SmiCommand {
+            port,
+            allowed: c.smi_values,
+        };
         n += 1;
     }
     if let Some((port, value)) = c.reset.filter(|&(port, _)| port != 0xcf9) {
@@ -389,8 +393,8 @@ fn platform_ports(bi: &BootInfo<'_>) -> Result<PlatformPorts, Failure> {
         (_, None) => "sleep and power-off refused",
     };
     info!(
-        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?}, reset register {:x?}, PM base locked at {:x?}: {verdict}",
-        c.pm1_cnt, c.s5, c.s3, c.smi_cmd, c.reset, locked
+        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?} (values performed {:x?}), reset register {:x?}, PM base locked at {:x?}: {verdict}",
+        c.pm1_cnt, c.s5, c.s3, c.smi_cmd, c.smi_values, c.reset, locked
     );
     if c.pm1a_evt.is_some() && locked[0].is_none() {
         log::warn!(
@@ -405,7 +409,22 @@ fn platform_ports(bi: &BootInfo<'_>) -> Result<PlatformPorts, Failure> {
     if c.s5.is_none() && n > 0 {
         log::warn!("no \\_S5 in the DSDT: ACPI power-off is refused too");
     }
-    Ok(PlatformPorts::new(&rules[..n]).unwrap_or_default())
+    let blocks = c
+        .io_blocks
+        .map(|b| b.map(|(first, len)| PortBlock { first, len }));
+    let mut passed = [PortBlock { first: 0, len: 0 }; 6];
+    let mut k = 0;
+    for b in blocks.into_iter().flatten() {
+        passed[k] = b;
+        k += 1;
+    }
+    info!(
+        "ACPI I/O blocks passed to the guest (PM1 event, PM2, PM timer, GPE0, GPE1): {:x?}; every other port not in okernel's table is denied",
+        c.io_blocks
+    );
+    Ok(PlatformPorts::new(&rules[..n])
+        .and_then(|p| p.passing(&passed[..k]))
+        .unwrap_or_default())
 }
 
 /// Copies the segments of `plan` from `image` and zeroes the rest of

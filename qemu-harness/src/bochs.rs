@@ -61,6 +61,9 @@ pub struct BochsConfig {
     /// of an MSR it does not implement a no-op with a log line; false
     /// raises #GP(0), as hardware does (the conformance case's reference).
     pub ignore_bad_msrs: bool,
+    /// A 1.44 MB floppy image in drive A (`floppya:`), for the DMA
+    /// attack row; none: no floppy.
+    pub floppy: Option<std::path::PathBuf>,
 }
 
 impl Default for BochsConfig {
@@ -72,6 +75,7 @@ impl Default for BochsConfig {
             model: DEFAULT_MODEL,
             cpus: 1,
             ignore_bad_msrs: true,
+            floppy: None,
         }
     }
 }
@@ -81,6 +85,10 @@ impl Bochs {
     pub fn config(dir: &Path, options: &BochsConfig) -> String {
         let com2 = match &options.com2_socket {
             Some(addr) => format!("com2: enabled=1, mode=socket-client, dev={addr}\n"),
+            None => String::new(),
+        };
+        let floppy = match &options.floppy {
+            Some(path) => format!("floppya: 1_44={}, status=inserted\n", path.display()),
             None => String::new(),
         };
         format!(
@@ -95,6 +103,7 @@ impl Bochs {
              port_e9_hack: enabled=1\n\
              com1: enabled=1, mode=file, dev={console}\n\
              {com2}\
+             {floppy}\
              speaker: enabled=0\n\
              sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy\n\
              log: {log}\n\

@@ -150,7 +150,7 @@ extern "C" fn guest_trap(frame: &mut TrapFrame) {
     // the probe entry/exit code on this (single) CPU.
     let is_armed = unsafe { armed.read_volatile() } != 0;
     if !is_armed {
-        okernel_console::report(
+        crate::report::end(
             Outcome::Panic,
             format_args!(
                 "guest: unexpected CPU exception {} ({}) error {:#x} at RIP {:#x} CR2 {:#x}",

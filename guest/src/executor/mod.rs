@@ -45,6 +45,7 @@ use crate::arch::instr::hypercall_raw;
 use crate::arch::ops;
 use crate::arch::traps::probe;
 use crate::kernel::{self, Pages, protect};
+use crate::report::end;
 use crate::report::{Buf, Checks};
 use guest::attack::Mode;
 use guest::cmdline::Transport;
@@ -57,7 +58,6 @@ use okernel_abi::fuzz::{
 };
 use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::result::Outcome;
-use okernel_console::report;
 use step::{Next, World};
 use transport::Link;
 
@@ -86,7 +86,7 @@ pub fn run(
     let mut checks = Checks::default();
     let cr4_pins = match kernel::init(mode, ram_top, sel) {
         Ok(b) => b,
-        Err(e) => report(Outcome::Fail, format_args!("fuzz: kernel init: {e}")),
+        Err(e) => end(Outcome::Fail, format_args!("fuzz: kernel init: {e}")),
     };
     let has_monitor = mode != Mode::NoMonitor;
     if mode == Mode::Protected {
@@ -99,7 +99,7 @@ pub fn run(
             [ops::guest_fuzz_gate as *const () as u64, 0, 0, 0],
         );
         if mode == Mode::Protected && g.status != Ok(Status::Success) {
-            report(
+            end(
                 Outcome::Fail,
                 format_args!("fuzz: RegisterGate of the executor's gate: {:?}", g.status),
             );
@@ -109,7 +109,7 @@ pub fn run(
     // Before the baseline: the APIC's alias slot is part of the page
     // tables the monitor's check compares with it.
     if let Err(s) = event_ops::map_apic(mode == Mode::Protected) {
-        report(
+        end(
             Outcome::Fail,
             format_args!("fuzz: mapping the local APIC: {s:?}"),
         );
@@ -121,13 +121,13 @@ pub fn run(
             Ok(Status::Success) => {
                 log::info!("fuzz: monitor baseline: {} bytes checksummed", b.value0)
             }
-            Ok(Status::UnknownCall) => report(
+            Ok(Status::UnknownCall) => end(
                 Outcome::Fail,
                 format_args!(
                     "fuzz: the monitor answers UnknownCall to the fuzz calls: build the okernel image with the `fuzz` feature"
                 ),
             ),
-            other => report(
+            other => end(
                 Outcome::Fail,
                 format_args!("fuzz: monitor baseline: {other:?}"),
             ),

@@ -13,7 +13,8 @@
 //! A monitor that performs a refused write resets the machine or turns
 //! A20 off under itself (a crash, which the driver reports too); one that
 //! lets the write through quietly, or drops it without a record, is an
-//! oracle violation here.
+//! oracle violation here. Ports okernel neither passes nor mediates
+//! (default deny) are dropped the same way, an IN reading all ones.
 
 use super::step::{Seen, World};
 use crate::arch::traps::probe;
@@ -64,7 +65,38 @@ enum Want {
 }
 
 /// The port table: (what, what okernel must do, name).
-const PORTS: [(Io, Want, &str); 18] = [
+const PORTS: [(Io, Want, &str); 25] = [
+    // Default deny (`okernel::exit::port_table`): the ISA DMA controller,
+    // the floppy controller, the emulators' result and shutdown ports
+    // are dropped with one record (an IN reads all ones); a passed port
+    // completes without an exit.
+    (
+        Io::Out(0x0b, 1, 0x46),
+        Want::Dropped(0x0b),
+        "OUT 0x0B 8237 mode (ISA DMA)",
+    ),
+    (
+        Io::Out(0x81, 1, 0x00),
+        Want::Dropped(0x81),
+        "OUT 0x81 DMA page",
+    ),
+    (
+        Io::In(0x3f4, 1),
+        Want::Dropped(0x3f4),
+        "IN 0x3F4 floppy status",
+    ),
+    (
+        Io::Out(0x8900, 1, 0x53),
+        Want::Dropped(0x8900),
+        "OUT 0x8900 Bochs shutdown",
+    ),
+    (
+        Io::Out(0xf4, 1, 0x10),
+        Want::Dropped(0xf4),
+        "OUT 0xF4 result port",
+    ),
+    (Io::Outs(0x0b), Want::Gp, "OUTSB 0x0B"),
+    (Io::In(0x80, 1), Want::Done(None), "IN 0x80 (passed)"),
     // System Control Port A: emulated, A20 on, no reset.
     (Io::In(0x92, 1), Want::Done(Some(0x02)), "IN 0x92"),
     (Io::Out(0x92, 1, 0x02), Want::Done(None), "OUT 0x92 A20 on"),
@@ -281,7 +313,13 @@ impl World {
             Want::Dropped(port) => {
                 seen.records = self.new_records();
                 let r = self.newest;
+                // A denied IN reads all ones in its width.
+                let floating = match what {
+                    Io::In(_, size) => value == Some((1u64 << (8 * u32::from(size))) - 1),
+                    _ => true,
+                };
                 let ok = seen.fault.is_none()
+                    && floating
                     && seen.records == 1
                     && r.kind == AuditKind::Exit as u32
                     && r.gpa == EXIT_IO
@@ -290,7 +328,7 @@ impl World {
                     && after_ok;
                 if !ok {
                     msg.set(format_args!(
-                        "not dropped with one exit record: fault {:?}, {} record(s), newest kind {} gpa {:#x} qual {:#x} ctx {}{}",
+                        "not dropped with one exit record: read {value:#x?}, fault {:?}, {} record(s), newest kind {} gpa {:#x} qual {:#x} ctx {}{}",
                         seen.fault.map(|f| f.vector),
                         seen.records,
                         r.kind,

@@ -30,6 +30,10 @@ pub struct SleepControls {
     /// SMI_CMD and the value that asks the firmware for S4 (S4BIOS_REQ,
     /// 0: not supported).
     pub smi_cmd: Option<(u16, u8)>,
+    /// The SMI_CMD values the FADT gives the OS: ACPI_ENABLE,
+    /// ACPI_DISABLE, PSTATE_CNT, CST_CNT (0: not given). The monitor
+    /// performs these and refuses every other value.
+    pub smi_values: [u8; 4],
     /// The reset register when it is an I/O port, and its reset value
     /// (FADT flag 10, RESET_REG_SUP).
     pub reset: Option<(u16, u8)>,
@@ -42,6 +46,12 @@ pub struct SleepControls {
     /// type is known, and the PM1 rules then refuse every sleep and
     /// power-off rather than none.
     pub dsdt_unreadable: bool,
+    /// The other fixed-hardware I/O blocks (ACPI 6.5 §4.8.3), as (first
+    /// port, length): PM1a and PM1b event, PM2 control, the PM timer,
+    /// GPE0 and GPE1 — the registers an OS's ACPI driver polls and
+    /// acknowledges, which the monitor passes to the guest (default deny
+    /// would make every PM-timer read an exit).
+    pub io_blocks: [Option<(u16, u16)>; 6],
 }
 
 /// FADT offsets (ACPI 6.5 Table 5.9).
@@ -49,9 +59,23 @@ mod fadt {
     pub const DSDT: usize = 40;
     pub const SMI_CMD: usize = 48;
     pub const PM1A_EVT_BLK: usize = 56;
+    pub const ACPI_ENABLE: usize = 52;
+    pub const ACPI_DISABLE: usize = 53;
     pub const S4BIOS_REQ: usize = 54;
+    pub const PSTATE_CNT: usize = 55;
+    pub const CST_CNT: usize = 95;
     pub const PM1A_CNT_BLK: usize = 64;
     pub const PM1B_CNT_BLK: usize = 68;
+    pub const PM1B_EVT_BLK: usize = 60;
+    pub const PM2_CNT_BLK: usize = 72;
+    pub const PM_TMR_BLK: usize = 76;
+    pub const GPE0_BLK: usize = 80;
+    pub const GPE1_BLK: usize = 84;
+    pub const PM1_EVT_LEN: usize = 88;
+    pub const PM2_CNT_LEN: usize = 90;
+    pub const PM_TMR_LEN: usize = 91;
+    pub const GPE0_BLK_LEN: usize = 92;
+    pub const GPE1_BLK_LEN: usize = 93;
     pub const FLAGS: usize = 112;
     pub const RESET_REG: usize = 116;
     pub const RESET_VALUE: usize = 128;
@@ -59,6 +83,11 @@ mod fadt {
     pub const X_PM1A_EVT_BLK: usize = 148;
     pub const X_PM1A_CNT_BLK: usize = 172;
     pub const X_PM1B_CNT_BLK: usize = 184;
+    pub const X_PM1B_EVT_BLK: usize = 160;
+    pub const X_PM2_CNT_BLK: usize = 196;
+    pub const X_PM_TMR_BLK: usize = 208;
+    pub const X_GPE0_BLK: usize = 220;
+    pub const X_GPE1_BLK: usize = 232;
     /// FADT flags.
     pub const RESET_REG_SUP: u32 = 1 << 10;
     pub const HW_REDUCED_ACPI: u32 = 1 << 20;
@@ -113,9 +142,17 @@ pub fn sleep_controls(mem: &impl PhysMem, rsdp: &[u8]) -> Result<SleepControls, 
             .ok()
             .filter(|&p| p != 0),
     };
+    c.io_blocks = io_blocks(f);
     let smi = u32_at(f, fadt::SMI_CMD);
     if smi != 0 {
         c.smi_cmd = u16::try_from(smi).ok().map(|p| (p, f[fadt::S4BIOS_REQ]));
+        c.smi_values = [
+            fadt::ACPI_ENABLE,
+            fadt::ACPI_DISABLE,
+            fadt::PSTATE_CNT,
+            fadt::CST_CNT,
+        ]
+        .map(|at| f[at]);
     }
     if flags & fadt::RESET_REG_SUP != 0
         && f.len() > fadt::RESET_VALUE
@@ -135,6 +172,32 @@ pub fn sleep_controls(mem: &impl PhysMem, rsdp: &[u8]) -> Result<SleepControls, 
         Err(_) => c.dsdt_unreadable = true,
     }
     Ok(c)
+}
+
+/// The FADT's fixed-hardware I/O blocks other than PM1 control (see
+/// [`SleepControls::io_blocks`]): each at its extended address when that
+/// is an I/O GAS, else at the legacy one, with the legacy length. A
+/// block in memory space, of length 0, or running past port 0xFFFF is
+/// left out (and so stays denied to the guest).
+fn io_blocks(f: &[u8]) -> [Option<(u16, u16)>; 6] {
+    use fadt::*;
+    let blocks = [
+        (X_PM1A_EVT_BLK, PM1A_EVT_BLK, PM1_EVT_LEN),
+        (X_PM1B_EVT_BLK, PM1B_EVT_BLK, PM1_EVT_LEN),
+        (X_PM2_CNT_BLK, PM2_CNT_BLK, PM2_CNT_LEN),
+        (X_PM_TMR_BLK, PM_TMR_BLK, PM_TMR_LEN),
+        (X_GPE0_BLK, GPE0_BLK, GPE0_BLK_LEN),
+        (X_GPE1_BLK, GPE1_BLK, GPE1_BLK_LEN),
+    ];
+    blocks.map(|(x, legacy, len_at)| {
+        let len = u16::from(f[len_at]);
+        let port = match gas(f, x) {
+            Some((SPACE_IO, port)) => port,
+            Some(_) => return None,
+            None => u64::from(u32_at(f, legacy)),
+        };
+        (len != 0 && port != 0 && port + u64::from(len) <= 0x1_0000).then_some((port as u16, len))
+    })
 }
 
 /// The configuration dwords of bus 0 (CONFIG_ADDRESS values, at most
@@ -229,6 +292,8 @@ mod tests {
         put32(&mut b, fadt::DSDT, 0x5000);
         put32(&mut b, fadt::SMI_CMD, 0xb2);
         b[fadt::S4BIOS_REQ - 36] = 0xf2;
+        b[fadt::ACPI_ENABLE - 36] = 0xf1;
+        b[fadt::ACPI_DISABLE - 36] = 0xf0;
         put32(&mut b, fadt::PM1A_CNT_BLK, 0xb004);
         put32(&mut b, fadt::PM1A_EVT_BLK, 0xb000);
         put32(&mut b, fadt::FLAGS, fadt::RESET_REG_SUP);
@@ -256,6 +321,7 @@ mod tests {
         assert_eq!(c.pm1a_evt, Some(0xb000));
         assert!(!c.pm1_in_memory && !c.hardware_reduced);
         assert_eq!(c.smi_cmd, Some((0xb2, 0xf2)));
+        assert_eq!(c.smi_values, [0xf1, 0xf0, 0, 0]);
         assert_eq!(c.reset, Some((0xcf9, 0x06)));
         assert_eq!(c.s3, Some((1, 1)));
         assert_eq!(c.s5, Some((7, 0)));
@@ -267,6 +333,46 @@ mod tests {
         mem[0] = SPACE_MEMORY;
         let c = sleep_controls(&machine(fadt_body(Some(mem))), &rsdp_v1(0x1000)).unwrap();
         assert!(c.pm1_in_memory);
+    }
+
+    #[test]
+    fn the_fixed_hardware_blocks_are_read_with_their_lengths() {
+        // Bochs' PIIX4: PM1 event 0xB000+4, PM timer 0xB008+4, GPE0
+        // 0xAFE0+4; no PM1b, PM2 or GPE1 (length 0).
+        let mut b = fadt_body(None);
+        let put32 = |b: &mut Vec<u8>, at: usize, v: u32| {
+            b[at - 36..at - 32].copy_from_slice(&v.to_le_bytes());
+        };
+        put32(&mut b, fadt::PM_TMR_BLK, 0xb008);
+        put32(&mut b, fadt::GPE0_BLK, 0xafe0);
+        put32(&mut b, fadt::GPE1_BLK, 0xafe8);
+        b[fadt::PM1_EVT_LEN - 36] = 4;
+        b[fadt::PM_TMR_LEN - 36] = 4;
+        b[fadt::GPE0_BLK_LEN - 36] = 4;
+        let c = sleep_controls(&machine(b.clone()), &rsdp_v1(0x1000)).unwrap();
+        assert_eq!(
+            c.io_blocks,
+            [
+                Some((0xb000, 4)),
+                None,
+                None,
+                Some((0xb008, 4)),
+                Some((0xafe0, 4)),
+                None
+            ]
+        );
+        // The extended timer in I/O space wins; one in memory space, or
+        // one running past 0xFFFF, is left out.
+        b[fadt::X_PM_TMR_BLK - 36..fadt::X_PM_TMR_BLK - 24].copy_from_slice(&gas_io(0x608));
+        put32(&mut b, fadt::GPE0_BLK, 0xfffe);
+        let c = sleep_controls(&machine(b.clone()), &rsdp_v1(0x1000)).unwrap();
+        assert_eq!(c.io_blocks[3], Some((0x608, 4)));
+        assert_eq!(c.io_blocks[4], None);
+        let mut mem = gas_io(0xfed0_0008);
+        mem[0] = SPACE_MEMORY;
+        b[fadt::X_PM_TMR_BLK - 36..fadt::X_PM_TMR_BLK - 24].copy_from_slice(&mem);
+        let c = sleep_controls(&machine(b), &rsdp_v1(0x1000)).unwrap();
+        assert_eq!(c.io_blocks[3], None);
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! IN/OUT/INS/OUTS exits when the bit of any port it accesses is set,
 //! §25.6.4; the exit qualification is §28.2.1, Table 28-5).
 //!
-//! The I/O bitmaps ([`bitmap`]) intercept the ports of the table below
-//! and the platform's ACPI sleep and reset ports
-//! ([`super::platform_ports`]); every other port passes through (issue 13's default-deny port
-//! table is not done yet: `docs/policy.md`, "Port I/O"). Port 0x92 is
-//! emulated; the others are performed by the monitor
-//! ([`crate::hw::Cpu::port_in`], [`crate::hw::Cpu::port_out`]) once the
-//! write is validated.
+//! Default deny ([`super::port_table`]): the I/O bitmaps ([`bitmap`])
+//! intercept every port but the passed ones. An access that touches a
+//! port neither passed nor mediated is denied: IN reads all ones, OUT is
+//! dropped, both audited. The mediated ports are those of the table
+//! below and the platform's ACPI sleep and reset ports
+//! ([`super::platform_ports`]). Port 0x92 is emulated; the others are
+//! performed by the monitor ([`crate::hw::Cpu::port_in`],
+//! [`crate::hw::Cpu::port_out`]) once the write is validated.
 //!
 //! | port | IN | OUT | why |
 //! |------|----|-----|-----|
@@ -20,12 +21,14 @@
 //! | ACPI PM1a/PM1b control (from the FADT) | performed | SLP_EN with any SLP_TYP but `\_S5`'s: dropped + audit `exit`; any other: performed | the firmware resumes a sleeping machine at a vector the guest can write, outside VMX |
 //! | SMI_CMD, the ACPI reset register (from the FADT, when set) | performed | S4BIOS_REQ, the reset value: dropped + audit `exit`; any other: performed | firmware S4 resumes like S3; a reset as at 0xCF9 |
 //! | a write that starts below 0xCFC and runs into it (a dword at 0xCF9–0xCFB, a word at 0xCFB) | performed | dropped + audit `exit` | it would write configuration bytes around [`super::pci`]'s checks |
+//! | any other port not passed ([`super::port_table`]) | all ones + audit `exit` | dropped + audit `exit` | default deny: DMA controllers, emulator control ports, unknown devices |
 //! | string (INS/OUTS) or REP touching an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |
 
 use super::guest::Vcpu;
 use super::other::exit_record;
 use super::pci;
 use super::platform_ports::PlatformPorts;
+use super::port_table;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
@@ -125,9 +128,31 @@ pub const fn write_allowed(port: u16, value: u8) -> bool {
     }
 }
 
-/// Whether the base bitmaps intercept `port`.
+/// Whether the monitor mediates `port` without platform rules.
 pub fn intercepted(port: u16) -> bool {
     INTERCEPTED.contains(&port)
+}
+
+/// What the monitor does with an access to `port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortClass {
+    /// The guest reaches the device without an exit.
+    Passed,
+    /// Intercepted, performed once judged.
+    Mediated,
+    /// Intercepted and refused: reads all ones, writes dropped.
+    Denied,
+}
+
+/// The class of `port` on `platform` ([`super::port_table`]).
+pub fn class(port: u16, platform: &PlatformPorts) -> PortClass {
+    if intercepted(port) || platform.mediates(port) {
+        PortClass::Mediated
+    } else if port_table::passed(port) || platform.passes(port) {
+        PortClass::Passed
+    } else {
+        PortClass::Denied
+    }
 }
 
 /// Handles an I/O instruction exit.
@@ -144,6 +169,14 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let ports = (0..u16::from(size)).map(move |i| port.wrapping_add(i));
     // A dword at 0xCF8 is PCI CONFIG_ADDRESS, not the reset register.
     let config_address = port == PORT_PCI_ADDRESS && size == 4;
+    let platform = vcpu.platform;
+    if !config_address
+        && ports
+            .clone()
+            .any(|p| class(p, &platform) == PortClass::Denied)
+    {
+        return deny(vcpu, q);
+    }
     let emulated = ports.clone().any(|p| p == PORT_A20);
     if q.is_in() {
         let value = if emulated {
@@ -164,7 +197,6 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.advance_rip();
     }
     let rax = vcpu.regs.rax();
-    let platform = vcpu.platform;
     // A write that starts below the data ports and runs into them (a
     // dword at 0xCFB, a word at 0xCFB): the platform splits it into
     // aligned cycles, so configuration bytes would be written without
@@ -190,30 +222,64 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.advance_rip()
 }
 
-/// [`base_bitmap`] with the ports of `platform`'s rules set too: the
-/// bitmaps a run uses (`launch` writes them to two pool frames).
+/// A denied access (default deny, [`super::port_table`]): an IN reads
+/// all ones, as from a port nothing decodes; an OUT is dropped; both are
+/// audited, and the guest goes on after the instruction.
+fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    q: IoQualification,
+) -> Result<ExitAction, ExitError> {
+    let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Dropped)?;
+    vcpu.audit.push(record).log();
+    if q.is_in() {
+        let rax = vcpu.regs.rax();
+        let value = match q.size() {
+            1 => rax | 0xff,
+            2 => rax | 0xffff,
+            // A 32-bit destination zero-extends (SDM Vol. 1 §3.4.1.1).
+            _ => 0xffff_ffff,
+        };
+        vcpu.regs.set(Gpr::Rax, value);
+    }
+    vcpu.advance_rip()
+}
+
+/// The I/O bitmap A (`high` false: ports 0x0000–0x7FFF) or B (`high`:
+/// 0x8000–0xFFFF) of a run on `platform`, one bit a port (SDM Vol. 3C
+/// §25.6.4): [`base_bitmap`] with the platform's passed blocks cleared
+/// and its mediated ports set ([`class`]). `launch` writes them to two
+/// pool frames.
 pub fn bitmap(high: bool, platform: &PlatformPorts) -> [u8; 4096] {
     let mut page = base_bitmap(high);
-    for port in platform.ports().filter(|&p| (p >= 0x8000) == high) {
-        let bit = (port & 0x7fff) as usize;
-        page[bit / 8] |= 1 << (bit % 8);
+    let ports = platform.passed().flat_map(|b| {
+        (u32::from(b.first)..u32::from(b.first) + u32::from(b.len)).map(|p| p as u16)
+    });
+    for port in ports.chain(platform.ports()) {
+        if (port >= 0x8000) == high {
+            let bit = usize::from(port & 0x7fff);
+            let exits = class(port, platform) != PortClass::Passed;
+            page[bit / 8] = (page[bit / 8] & !(1 << (bit % 8))) | (u8::from(exits) << (bit % 8));
+        }
     }
     page
 }
 
-/// The base I/O bitmap A (`high` false: ports 0x0000–0x7FFF) or B
-/// (`high`: 0x8000–0xFFFF), one bit a port (SDM Vol. 3C §25.6.4): the
-/// ports of [`INTERCEPTED`] set, every other clear. A `const fn`, so the
-/// bitmaps are immutable statics of the monitor's image
-/// (`launch::setup`), which the processor only reads.
+/// The base I/O bitmap A (`high` false) or B (`high`), without platform
+/// rules: every bit set but those of [`port_table::PASSED`]. A `const
+/// fn`, so it is also an immutable static of the monitor's image
+/// (`launch::setup`, for host tests and the fuzzers).
 pub const fn base_bitmap(high: bool) -> [u8; 4096] {
-    let mut page = [0u8; 4096];
+    let mut page = [0xffu8; 4096];
     let mut i = 0;
-    while i < INTERCEPTED.len() {
-        let port = INTERCEPTED[i];
-        if (port >= 0x8000) == high {
-            let bit = (port & 0x7fff) as usize;
-            page[bit / 8] |= 1 << (bit % 8);
+    while i < port_table::PASSED.len() {
+        let range = port_table::PASSED[i];
+        let mut port = range.first as u32;
+        while port <= range.last as u32 {
+            if (port >= 0x8000) == high {
+                let bit = (port & 0x7fff) as usize;
+                page[bit / 8] &= !(1 << (bit % 8));
+            }
+            port += 1;
         }
         i += 1;
     }

@@ -29,6 +29,7 @@ pub mod other;
 pub mod patch_step;
 pub mod pci;
 pub mod platform_ports;
+pub mod port_table;
 pub mod rip;
 pub mod simple;
 pub mod stop;

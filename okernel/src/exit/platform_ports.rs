@@ -32,8 +32,18 @@ pub enum PortRule {
         /// Soft-off's SLP_TYP.
         off: Option<u8>,
     },
-    /// Writing byte `value` to `port` is refused (SMI_CMD's S4BIOS_REQ,
-    /// the reset register's reset value).
+    /// ACPI SMI_CMD at `port`: only the values the FADT names for the OS
+    /// are performed — ACPI_ENABLE, ACPI_DISABLE, PSTATE_CNT, CST_CNT
+    /// (`allowed`, 0: unused) — so S4BIOS_REQ (firmware-driven S4, which
+    /// resumes like S3) and every vendor SMI command are refused.
+    SmiCommand {
+        /// The port.
+        port: u16,
+        /// The values performed.
+        allowed: [u8; 4],
+    },
+    /// Writing byte `value` to `port` is refused (the reset register's
+    /// reset value).
     RefuseByte {
         /// The port.
         port: u16,
@@ -56,10 +66,33 @@ pub enum PortRule {
 /// three locked configuration dwords (two PM bases, SMRAM control).
 pub const MAX_RULES: usize = 8;
 
-/// A platform's port rules (none: nothing beyond the fixed ports).
+/// The most I/O blocks a platform passes to the guest: the FADT's PM1a
+/// and PM1b event blocks, PM2 control, the PM timer, GPE0 and GPE1.
+pub const MAX_PASSED: usize = 6;
+
+/// An I/O block the guest reaches without an exit: `len` ports from
+/// `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortBlock {
+    /// The first port.
+    pub first: u16,
+    /// How many ports.
+    pub len: u16,
+}
+
+impl PortBlock {
+    /// Whether `port` is in the block.
+    pub fn contains(&self, port: u16) -> bool {
+        port >= self.first && u32::from(port) < u32::from(self.first) + u32::from(self.len)
+    }
+}
+
+/// A platform's port rules and the I/O blocks it passes to the guest
+/// (none: nothing beyond the fixed ports of `super::port_table`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlatformPorts {
     rules: [Option<PortRule>; MAX_RULES],
+    passed: [Option<PortBlock>; MAX_PASSED],
 }
 
 impl PlatformPorts {
@@ -75,6 +108,37 @@ impl PlatformPorts {
         Some(p)
     }
 
+    /// These rules, passing `blocks` too (the ACPI fixed-hardware blocks
+    /// the guest's ACPI driver reads and writes: event status, the PM
+    /// timer, GPEs); `None` when there are more than [`MAX_PASSED`]. A
+    /// port that a rule names stays mediated even inside a block.
+    pub fn passing(mut self, blocks: &[PortBlock]) -> Option<Self> {
+        if blocks.len() > MAX_PASSED {
+            return None;
+        }
+        for (slot, b) in self.passed.iter_mut().zip(blocks) {
+            *slot = Some(*b);
+        }
+        Some(self)
+    }
+
+    /// The blocks passed to the guest.
+    pub fn passed(&self) -> impl Iterator<Item = PortBlock> + '_ {
+        self.passed.iter().flatten().copied()
+    }
+
+    /// Whether the guest reaches `port` without an exit: in a passed
+    /// block and named by no rule.
+    pub fn passes(&self, port: u16) -> bool {
+        self.passed().any(|b| b.contains(port)) && !self.ports().any(|p| p == port)
+    }
+
+    /// Whether a rule names `port` (it is intercepted and performed once
+    /// the write is judged).
+    pub fn mediates(&self, port: u16) -> bool {
+        self.ports().any(|p| p == port)
+    }
+
     /// The rules.
     pub fn rules(&self) -> impl Iterator<Item = PortRule> + '_ {
         self.rules.iter().flatten().copied()
@@ -86,7 +150,9 @@ impl PlatformPorts {
         self.rules()
             .flat_map(|r| match r {
                 PortRule::SleepControl { port, .. } => [Some(port), port.checked_add(1)],
-                PortRule::RefuseByte { port, .. } => [Some(port), None],
+                PortRule::RefuseByte { port, .. } | PortRule::SmiCommand { port, .. } => {
+                    [Some(port), None]
+                }
                 // 0xCFC-0xCFF are intercepted anyway (`super::io`).
                 PortRule::PciConfigLocked { .. } => [None, None],
             })
@@ -112,6 +178,9 @@ impl PlatformPorts {
                     || off == Some((value >> 2) & 0b111)
             }
             PortRule::RefuseByte { port: p, value: v } => port != p || value != v,
+            PortRule::SmiCommand { port: p, allowed } => {
+                port != p || (value != 0 && allowed.contains(&value))
+            }
             PortRule::PciConfigLocked { .. } => true,
         })
     }
@@ -142,9 +211,9 @@ mod tests {
                 port: 0xb004,
                 off: Some(0),
             },
-            PortRule::RefuseByte {
+            PortRule::SmiCommand {
                 port: 0xb2,
-                value: 0xf2,
+                allowed: [0xf1, 0xf0, 0, 0],
             },
         ])
         .unwrap()
@@ -161,8 +230,12 @@ mod tests {
         assert!(p.write_allowed(0xb005, SLP_EN));
         assert!(p.write_allowed(0xb005, 1 << 2));
         assert!(p.write_allowed(0xb004, 0xff));
+        // SMI_CMD: ACPI_ENABLE and ACPI_DISABLE performed; S4BIOS_REQ,
+        // a vendor command, and 0 (an unused slot) refused.
+        assert!(p.write_allowed(0xb2, 0xf1) && p.write_allowed(0xb2, 0xf0));
         assert!(!p.write_allowed(0xb2, 0xf2));
-        assert!(p.write_allowed(0xb2, 0xf1));
+        assert!(!p.write_allowed(0xb2, 0x55));
+        assert!(!p.write_allowed(0xb2, 0x00));
         assert!(p.write_allowed(0x80, SLP_EN | 1 << 2));
         assert_eq!(p.ports().collect::<Vec<_>>(), [0xb004, 0xb005, 0xb2]);
     }
@@ -178,5 +251,35 @@ mod tests {
         assert!(p.write_allowed(0x405, 0));
         assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 9]).is_none());
         assert_eq!(PlatformPorts::default().ports().count(), 0);
+    }
+
+    #[test]
+    fn passed_blocks_spare_the_ports_a_rule_names() {
+        // Bochs' PIIX4 PM block: PM1 event 0xB000+4, PM1 control 0xB004+2
+        // (a rule), the PM timer 0xB008+4; GPE0 0xAFE0+4.
+        let blocks = [
+            PortBlock {
+                first: 0xb000,
+                len: 12,
+            },
+            PortBlock {
+                first: 0xafe0,
+                len: 4,
+            },
+        ];
+        let p = bochs().passing(&blocks).unwrap();
+        assert!(p.passes(0xb000) && p.passes(0xb003) && p.passes(0xb00b));
+        assert!(
+            !p.passes(0xb004) && !p.passes(0xb005),
+            "PM1 control: a rule"
+        );
+        assert!(p.mediates(0xb005) && !p.mediates(0xb000));
+        assert!(!p.passes(0xb00c) && !p.passes(0xafdf) && p.passes(0xafe3));
+        assert!(bochs().passing(&[blocks[0]; 7]).is_none());
+        let top = PortBlock {
+            first: 0xfffe,
+            len: 4,
+        };
+        assert!(top.contains(0xffff) && !top.contains(0) && !top.contains(1));
     }
 }

@@ -5,6 +5,8 @@
 use super::policy::{PVcpu, pvcpu};
 use super::*;
 use crate::exit::io::{self, IoQualification};
+use crate::exit::platform_ports::{PlatformPorts, PortBlock};
+use crate::exit::port_table;
 use crate::launch::setup;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::controls::PrimaryProcBased;
@@ -50,12 +52,28 @@ fn the_qualification_decodes_as_table_28_5() {
 }
 
 #[test]
-fn the_bitmaps_intercept_exactly_the_mediated_ports() {
-    let intercepted: Vec<u32> = (0..=0xffffu32).filter(|&p| exits(p as u16)).collect();
+fn the_base_bitmaps_pass_exactly_the_port_table() {
+    // Default deny: every port exits but the passed ones, walked whole.
+    let passed: Vec<u32> = (0..=0xffffu32).filter(|&p| !exits(p as u16)).collect();
+    let table: Vec<u32> = port_table::PASSED
+        .iter()
+        .flat_map(|r| u32::from(r.first)..=u32::from(r.last))
+        .collect();
+    assert_eq!(passed, table);
     assert_eq!(
-        intercepted,
-        vec![0x64, 0x92, 0xcf9, 0xcfc, 0xcfd, 0xcfe, 0xcff]
+        passed.len(),
+        2 + 4 + 1 + 1 + 2 + 1 + 2 + 1 + 8 * 4 + 0x30 + 2 + 1
     );
+    for p in 0..=0xffffu16 {
+        let want = if io::intercepted(p) {
+            io::PortClass::Mediated
+        } else if port_table::passed(p) {
+            io::PortClass::Passed
+        } else {
+            io::PortClass::Denied
+        };
+        assert_eq!(io::class(p, &Default::default()), want, "{p:#x}");
+    }
     // The VMCS points at them and "use I/O bitmaps" is on.
     let mut vm = FakeVmcs::new();
     let caps = check::probe(&mut FakeCpu::vmx_capable()).unwrap();
@@ -94,11 +112,53 @@ fn port_a_reads_a20_on_and_keeps_the_rest_of_rax() {
     let r = io_exit(&mut v, IoQualification::new(0x92, 1, true).0);
     assert_advanced(&v, r, 1);
     assert_eq!(v.regs.rax(), 0x1234_5678_9abc_de02);
-    // A dword IN at 0x90: no device at 0x90, 0x91, 0x93; zero-extended.
+    assert!(v.audit.is_empty());
+    // A dword IN at 0x90 also reads 0x90, 0x91 and 0x93, which are
+    // denied: the whole access reads all ones (zero-extended), audited.
     v.regs.set(Gpr::Rax, u64::MAX);
     let r = io_exit(&mut v, IoQualification::new(0x90, 4, true).0);
     assert_eq!(r, Ok(ExitAction::Resume));
-    assert_eq!(v.regs.rax(), 0xff02_ffff);
+    assert_eq!(v.regs.rax(), 0xffff_ffff);
+    assert_eq!(v.audit.len(), 1);
+}
+
+#[test]
+fn a_denied_port_reads_all_ones_and_drops_writes_audited() {
+    // The 8237 DMA controller's mode register, channel 2's page register,
+    // the floppy controller's FIFO, Bochs' shutdown port, the
+    // isa-debug-exit result port, the debug console: dropped, audited
+    // with the exit qualification, never performed.
+    for port in [0x0bu16, 0x81, 0x3f5, 0x8900, 0xf4, 0xe9, 0xc000] {
+        let mut v = vcpu();
+        let r = out(&mut v, port, 1, 0x46);
+        dropped(&v, r, port);
+        assert!(v.cpu.outs().is_empty(), "{port:#x} performed");
+    }
+    // Reads: all ones in the access's width, the rest of RAX kept.
+    for (size, want) in [(1u8, 0x1234_5678_9abc_deff_u64), (2, 0x1234_5678_9abc_ffff)] {
+        let mut v = vcpu();
+        v.regs.set(Gpr::Rax, 0x1234_5678_9abc_def0);
+        let r = io_exit(&mut v, IoQualification::new(0x3f4, size, true).0);
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.regs.rax(), want);
+        assert_eq!(v.audit.len(), 1);
+        assert_eq!(v.audit.last().copied().unwrap().qualification >> 16, 0x3f4);
+    }
+    // A word at COM1's last port also reaches 0x400: denied whole.
+    let mut v = vcpu();
+    let r = out(&mut v, 0x3ff, 2, 0x4141);
+    dropped(&v, r, 0x3ff);
+    assert!(v.cpu.outs().is_empty());
+    // String I/O to a denied port: #GP, audited.
+    let mut v = vcpu();
+    let q = IoQualification::new(0x0b, 1, false).0 | 1 << 4;
+    let r = io_exit(&mut v, q);
+    assert_eq!(r, Ok(ExitAction::Resume));
+    assert_eq!(v.audit.len(), 1);
+    assert_eq!(
+        v.audit.last().copied().unwrap().action,
+        AuditAction::InjectedGp
+    );
 }
 
 #[test]
@@ -302,16 +362,16 @@ fn without_the_memory_map_no_bar_moves() {
 /// SLP_TYP 0, SMI_CMD 0xB2; a made-up S4BIOS_REQ 0xF2 and reset register
 /// 0x4F0 with reset value 6.
 fn acpi_vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
-    use crate::exit::platform_ports::{PlatformPorts, PortRule};
+    use crate::exit::platform_ports::PortRule;
     let mut v = vcpu();
     v.platform = PlatformPorts::new(&[
         PortRule::SleepControl {
             port: 0xb004,
             off: Some(0),
         },
-        PortRule::RefuseByte {
+        PortRule::SmiCommand {
             port: 0xb2,
-            value: 0xf2,
+            allowed: [0xf1, 0xf0, 0, 0],
         },
         PortRule::RefuseByte {
             port: 0x4f0,
@@ -384,9 +444,9 @@ fn acpi_sleep_is_dropped_and_audited_and_soft_off_performed() {
         assert_eq!(v.cpu.outs(), &[(0xb004, size, value)]);
         assert!(v.audit.is_empty());
     }
-    // S4BIOS_REQ and the reset value: dropped; other SMI commands and
-    // values: performed.
-    for (port, value) in [(0xb2u16, 0xf2u64), (0x4f0, 6)] {
+    // S4BIOS_REQ, a vendor SMI command and the reset value: dropped;
+    // ACPI_ENABLE and other reset-register values: performed.
+    for (port, value) in [(0xb2u16, 0xf2u64), (0xb2, 0x55), (0x4f0, 6)] {
         let mut v = acpi_vcpu();
         let r = out(&mut v, port, 1, value);
         dropped(&v, r, port);
@@ -395,9 +455,16 @@ fn acpi_sleep_is_dropped_and_audited_and_soft_off_performed() {
     let r = out(&mut v, 0xb2, 1, 0xf1);
     assert_advanced(&v, r, 1);
     assert_eq!(v.cpu.outs(), &[(0xb2, 1, 0xf1)]);
-    // Without the platform's rules (the monitor before them) the S3
-    // write goes to the device.
+    // Without the sleep rule (the monitor before it), PM1 control passed
+    // with its block, the S3 write goes to the device; without the block
+    // either, default deny drops it.
     let mut v = vcpu();
+    v.platform = PlatformPorts::default()
+        .passing(&[PortBlock {
+            first: 0xb000,
+            len: 12,
+        }])
+        .unwrap();
     let r = out(&mut v, 0xb004, 2, 0x2400);
     assert_advanced(&v, r, 1);
     assert_eq!(v.cpu.outs(), &[(0xb004, 2, 0x2400)]);
@@ -405,17 +472,42 @@ fn acpi_sleep_is_dropped_and_audited_and_soft_off_performed() {
 
 #[test]
 fn a_runs_bitmaps_add_the_platforms_ports() {
-    let v = acpi_vcpu();
+    let mut v = acpi_vcpu();
+    // Bochs' PM event block, PM1 control (a rule) and PM timer in one.
+    v.platform = v
+        .platform
+        .passing(&[PortBlock {
+            first: 0xb000,
+            len: 12,
+        }])
+        .unwrap();
     let on = |port: u16| {
         let page = io::bitmap(port >= 0x8000, &v.platform);
         let bit = usize::from(port & 0x7fff);
         page[bit / 8] & (1 << (bit % 8)) != 0
     };
-    let intercepted: Vec<u32> = (0..=0xffffu32).filter(|&p| on(p as u16)).collect();
+    for p in 0..=0xffffu16 {
+        assert_eq!(
+            on(p),
+            io::class(p, &v.platform) != io::PortClass::Passed,
+            "{p:#x}"
+        );
+    }
+    let passed: Vec<u32> = (0..=0xffffu32).filter(|&p| !on(p as u16)).collect();
+    let base: Vec<u32> = (0..=0xffffu32).filter(|&p| !exits(p as u16)).collect();
+    let added: Vec<u32> = passed
+        .iter()
+        .filter(|p| !base.contains(p))
+        .copied()
+        .collect();
     assert_eq!(
-        intercepted,
-        vec![
-            0x64, 0x92, 0xb2, 0x4f0, 0xcf9, 0xcfc, 0xcfd, 0xcfe, 0xcff, 0xb004, 0xb005
+        added,
+        [
+            0xb000, 0xb001, 0xb002, 0xb003, 0xb006, 0xb007, 0xb008, 0xb009, 0xb00a, 0xb00b
         ]
     );
+    // The rules' ports exit: SMI_CMD, the reset register, PM1 control.
+    for p in [0xb2, 0x4f0, 0xb004, 0xb005] {
+        assert!(on(p), "{p:#x}");
+    }
 }

@@ -13,10 +13,15 @@
 //!   `guest/src/sleep.rs`): without a monitor Bochs suspends to RAM and
 //!   its BIOS resumes the guest's code outside VMX; under okernel the
 //!   monitor refuses the sleep (seven `exit` audit records).
+//! - `scenario=dma` (attack `isa-dma-over-locked-page`, `guest/src/dma.rs`)
+//!   on Bochs with a floppy whose sectors repeat the guest's pattern:
+//!   without a monitor the floppy controller's DMA writes the page; under
+//!   okernel (the page locked read-only) default deny drops the 8237's
+//!   and the controller's ports and the page keeps its bytes.
 
 use super::{Row, RowState, print_outcome};
 use crate::images::Images;
-use qemu_harness::bochs::{Bochs, DEFAULT_MODEL};
+use qemu_harness::bochs::{Bochs, BochsConfig, DEFAULT_MODEL};
 use qemu_harness::{Availability, GuestModule, Probed, RunReport, RunSpec, Verdict};
 use std::time::Duration;
 
@@ -39,6 +44,9 @@ pub struct PlatformCase {
     pub emulator_log: &'static [&'static str],
     /// What is expected, for the table.
     pub expected: &'static str,
+    /// A floppy in drive A whose every sector repeats the DMA attack's
+    /// pattern.
+    pub floppy: bool,
 }
 
 /// What the loader prints once the other `cpus - 1` processors are in
@@ -61,6 +69,7 @@ pub fn cases() -> Vec<PlatformCase> {
         console: (!direct).then(|| parked_line(cpus)),
         emulator_log: &[],
         expected,
+        floppy: false,
     };
     let sleep = |name, direct, expected| PlatformCase {
         name,
@@ -81,6 +90,19 @@ pub fn cases() -> Vec<PlatformCase> {
             &[]
         },
         expected,
+        floppy: false,
+    };
+    let dma = |name, direct, expected| PlatformCase {
+        name,
+        scenario: "dma",
+        attack: "attack-isa-dma-over-locked-page",
+        cpus: 1,
+        direct,
+        console: (!direct).then(|| "every other port not in okernel's table is denied".to_string()),
+        // Bare, Bochs' own account of the transfer.
+        emulator_log: &[],
+        expected,
+        floppy: true,
     };
     vec![
         smp(
@@ -97,6 +119,16 @@ pub fn cases() -> Vec<PlatformCase> {
             "no monitor: S3, resumed outside VMX",
         ),
         sleep("sleep", false, "S3 refused and audited, blocked"),
+        dma(
+            "dma-no-monitor",
+            true,
+            "no monitor: the floppy's DMA writes the page",
+        ),
+        dma(
+            "dma",
+            false,
+            "page locked; DMA ports denied and audited, blocked",
+        ),
     ]
 }
 
@@ -117,6 +149,34 @@ fn spec(images: &Images, case: &PlatformCase) -> RunSpec {
         gdb: false,
     }
 }
+
+/// The run's spec and Bochs machine: the case's processors, and for the
+/// DMA rows a floppy image (in the run directory) whose every sector
+/// repeats the guest's pattern.
+fn machine(images: &Images, case: &PlatformCase) -> Result<(RunSpec, BochsConfig), String> {
+    let spec = spec(images, case);
+    let mut config = BochsConfig {
+        model: DEFAULT_MODEL,
+        cpus: case.cpus,
+        ..BochsConfig::default()
+    };
+    if case.floppy {
+        std::fs::create_dir_all(&spec.run_dir)
+            .map_err(|e| format!("{}: {e}", spec.run_dir.display()))?;
+        let path = spec.run_dir.join("floppy.img");
+        std::fs::write(
+            &path,
+            FLOPPY_PATTERN.repeat(1_474_560 / FLOPPY_PATTERN.len()),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        config.floppy = Some(path);
+    }
+    Ok((spec, config))
+}
+
+/// What every sector of the DMA rows' floppy repeats (the guest's
+/// `dma::PATTERN`).
+const FLOPPY_PATTERN: &[u8; 16] = b"OKERNEL-DMA-TEST";
 
 /// The verdict on one run: passed, the attack line present and holding,
 /// its result the mode's (`succeeded` bare, `blocked` under okernel),
@@ -167,14 +227,16 @@ pub fn run(images: &Images, backends: &[Probed], cases: &[PlatformCase]) -> Vec<
         let state = match bochs.map(|p| &p.availability) {
             Some(Availability::Available(_)) => {
                 eprint!("{progress} ");
-                let result = Bochs::run_with(&spec(images, case), DEFAULT_MODEL, case.cpus)
+                let result = machine(images, case)
+                    .and_then(|(spec, config)| {
+                        Bochs::run_config(&spec, config).map_err(|e| e.to_string())
+                    })
                     .map(|r| {
                         let log = std::fs::read_to_string(r.run_dir.join("bochs.log"))
                             .unwrap_or_default();
                         let v = judge(&r, case, &log);
                         (r, v)
-                    })
-                    .map_err(|e| e.to_string());
+                    });
                 print_outcome(&result);
                 RowState::Ran(result)
             }
@@ -244,5 +306,16 @@ mod tests {
         assert!(!ok(&report(sleep, "blocked", true, ""), "sleep"));
         // Another attack's line does not count.
         assert!(!ok(&report(smp, "blocked", true, refused), "sleep"));
+        // DMA: the bytes landed bare; under okernel blocked with the
+        // loader's default-deny line.
+        let dma = "attack-isa-dma-over-locked-page";
+        let denied = "...; every other port not in okernel's table is denied";
+        assert!(ok(&report(dma, "succeeded", true, ""), "dma-no-monitor"));
+        assert!(!ok(&report(dma, "blocked", true, ""), "dma-no-monitor"));
+        assert!(ok(&report(dma, "blocked", true, denied), "dma"));
+        assert!(!ok(&report(dma, "succeeded", false, denied), "dma"));
+        assert!(!ok(&report(dma, "blocked", true, ""), "dma"));
+        // Each DMA row has its floppy, no other row one.
+        assert!(cases().iter().all(|c| c.floppy == (c.scenario == "dma")));
     }
 }
