@@ -22,6 +22,12 @@ pub const EXIT_PORT: u16 = 0xf4;
 pub const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
 /// The prefix of the result line.
 pub const MARKER: &str = "OKERNEL-RESULT: ";
+/// The byte (SOH) that starts every console line the loader and the
+/// monitor print: under okernel the guest cannot send it (the monitor
+/// drops it from the guest's writes to COM1's transmitter), so a line
+/// that starts with it is the monitor's, and a runner prefers such a
+/// result line to any other ([`Outcome::parse_marker`] finds both).
+pub const LINE_MARK: u8 = 0x01;
 /// The prefix of a per-check result line.
 pub const CHECK_PREFIX: &str = "OKERNEL-CHECK: ";
 /// The prefix of a benchmark result line (one JSON object).

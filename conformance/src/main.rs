@@ -15,6 +15,7 @@ mod report;
 mod trap;
 
 use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
 use okernel_abi::boot::{BOOT_MAGIC, BootInfo, EntryMode};
 use okernel_abi::hypercall::Call;
 use okernel_abi::result::Outcome;
@@ -59,6 +60,10 @@ extern "C" fn conf_main(boot_info: u64) -> ! {
         Some(m) if bi.magic == BOOT_MAGIC => m,
         _ => report(Outcome::Fail, format_args!("conformance: bad boot info")),
     };
+    // Under okernel port 0xE9 is the monitor's (denied to the guest), and
+    // the run ends only through Exit.
+    UNDER_MONITOR.store(mode == EntryMode::NonRoot, Ordering::SeqCst);
+    okernel_console::set_debug_port(mode != EntryMode::NonRoot);
     println!(
         "conformance kernel v{}: entered {}",
         env!("CARGO_PKG_VERSION"),
@@ -124,14 +129,7 @@ fn finish(c: &report::Checks, mode: EntryMode) -> ! {
         Outcome::Fail
     };
     if mode == EntryMode::NonRoot {
-        // SAFETY: VMCALL in non-root mode exits to okernel, which ends the
-        // run on Exit and does not return; RAX carries the call and RDI
-        // the outcome (okernel_abi::hypercall).
-        unsafe {
-            core::arch::asm!("vmcall",
-                in("rax") Call::Exit.raw(), in("rdi") u64::from(outcome.code()),
-                in("rsi") 0, in("rdx") 0, in("rcx") 0, options(nostack))
-        };
+        exit(outcome);
     }
     report(
         if mode == EntryMode::NonRoot {
@@ -147,7 +145,34 @@ fn finish(c: &report::Checks, mode: EntryMode) -> ! {
     )
 }
 
+/// Whether the kernel runs under okernel (set once at entry).
+static UNDER_MONITOR: AtomicBool = AtomicBool::new(false);
+
+/// Asks okernel to end the run with `outcome` (its `Exit` call); returns
+/// only if it refused.
+fn exit(outcome: Outcome) {
+    // SAFETY: VMCALL in non-root mode exits to okernel, which ends the
+    // run on Exit and does not return; RAX carries the call and RDI
+    // the outcome (okernel_abi::hypercall).
+    unsafe {
+        core::arch::asm!("vmcall",
+            in("rax") Call::Exit.raw(), in("rdi") u64::from(outcome.code()),
+            in("rsi") 0, in("rdx") 0, in("rcx") 0, options(nostack))
+    };
+}
+
+/// Ends the run after an unexpected event: its line, then under okernel
+/// `Exit` (the guest cannot end the run another way there), else the
+/// console's result.
+pub fn end(outcome: Outcome, detail: core::fmt::Arguments<'_>) -> ! {
+    if UNDER_MONITOR.load(Ordering::SeqCst) {
+        println!("{detail}");
+        exit(outcome);
+    }
+    report(outcome, detail)
+}
+
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    report(Outcome::Panic, format_args!("conformance: {info}"))
+    end(Outcome::Panic, format_args!("conformance: {info}"))
 }

@@ -210,7 +210,7 @@ extern "C" fn conf_trap(frame: &mut TrapFrame) {
     // SAFETY: a quadword in .data written only by conf_probe on this one
     // CPU, with interrupts off around probes.
     if unsafe { armed.read_volatile() } == 0 {
-        okernel_console::report(
+        crate::end(
             Outcome::Panic,
             format_args!(
                 "conformance: unexpected {} error {:#x} at RIP {:#x}",

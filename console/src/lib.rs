@@ -10,11 +10,13 @@
 mod logger;
 mod report;
 pub mod traps;
+mod uart;
 
 pub use logger::init_logger;
 pub use report::{halt_forever, report};
 
 use core::fmt::{self, Write};
+use okernel_abi::result::LINE_MARK;
 use spin::Mutex;
 use uart_16550::SerialPort;
 use x86_64::instructions::port::Port;
@@ -30,6 +32,14 @@ pub struct Console {
     debug: Port<u8>,
     /// Whether bytes go to the debug port too ([`set_debug_port`]).
     mirror: bool,
+    /// Whether each line starts with [`LINE_MARK`] ([`set_line_mark`]).
+    mark: bool,
+    /// Whether the next byte starts a line.
+    line_start: bool,
+    /// The guest's UART settings while a marked line is printed.
+    taken: Option<uart::Settings>,
+    /// The console's own divisor (read after its initialisation).
+    divisor: u16,
     initialised: bool,
 }
 
@@ -43,7 +53,22 @@ impl Console {
             serial: unsafe { SerialPort::new(COM1) },
             debug: Port::new(DEBUG_PORT),
             mirror: true,
+            mark: false,
+            line_start: true,
+            taken: None,
+            divisor: 0,
             initialised: false,
+        }
+    }
+
+    /// Initialises the UART once (the previous image, the loader before
+    /// the guest, may still be transmitting through it).
+    fn init_once(&mut self) {
+        if !self.initialised {
+            self.drain();
+            self.serial.init();
+            self.divisor = uart::Settings::divisor_now(COM1);
+            self.initialised = true;
         }
     }
 
@@ -64,13 +89,7 @@ impl Console {
     }
 
     fn put(&mut self, byte: u8) {
-        if !self.initialised {
-            // The previous image (the loader, before the guest) may still
-            // be transmitting through the same UART.
-            self.drain();
-            self.serial.init();
-            self.initialised = true;
-        }
+        self.init_once();
         self.serial.send(byte);
         if self.mirror {
             // SAFETY: port 0xE9 is a write-only debug port with no side
@@ -84,10 +103,25 @@ impl Console {
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for b in s.bytes() {
+            if self.mark && self.line_start {
+                // A marked line goes out with the console's own line
+                // settings, whatever a guest left (`uart`).
+                self.init_once();
+                self.drain();
+                self.taken = Some(uart::Settings::take(COM1, self.divisor));
+                self.put(LINE_MARK);
+            }
             if b == b'\n' {
                 self.put(b'\r');
             }
             self.put(b);
+            self.line_start = b == b'\n';
+            if self.line_start
+                && let Some(saved) = self.taken.take()
+            {
+                self.drain();
+                saved.give_back(COM1);
+            }
         }
         Ok(())
     }
@@ -102,6 +136,13 @@ pub static CONSOLE: Mutex<Console> = Mutex::new(Console::new());
 /// an audit record.
 pub fn set_debug_port(on: bool) {
     x86_64::instructions::interrupts::without_interrupts(|| CONSOLE.lock().mirror = on);
+}
+
+/// Whether every line starts with [`LINE_MARK`] (off at start). The
+/// loader, and so the monitor, turn it on: the lines that carry it are
+/// theirs (`okernel_abi::result::LINE_MARK`).
+pub fn set_line_mark(on: bool) {
+    x86_64::instructions::interrupts::without_interrupts(|| CONSOLE.lock().mark = on);
 }
 
 /// Writes formatted text to the console (used by the macros).

@@ -11,8 +11,8 @@
  * okernel signature and hides VMX; a JMP to a TSS (a task switch, which
  * okernel does not emulate and must not end the run with) raises #GP(0)
  * at the JMP with RFLAGS.RF set in the pushed frame, as a fault does on
- * hardware (issues 13 and 18). It prints each result on COM1 and port
- * 0xE9, then ends the run with the okernel `Exit` hypercall (RAX = 2,
+ * hardware (issues 13 and 18). It prints each result on COM1 (port 0xE9
+ * is the monitor's: okernel denies it to the guest), then ends the run with the okernel `Exit` hypercall (RAX = 2,
  * RDI = outcome code: 0x10 pass, 0x11 fail).
  *
  * Stable Rust has no bare-metal 32-bit x86 target, hence assembly; it is
@@ -207,7 +207,7 @@ exit:
     hlt
     jmp 5b
 
-/* puts(const char *s): COM1 (polling LSR.THRE) and port 0xE9. */
+/* puts(const char *s): COM1 (polling LSR.THRE). */
 puts:
     push %esi
     mov 8(%esp), %esi
@@ -224,7 +224,6 @@ puts:
     mov $COM1, %dx
     mov %ah, %al
     outb %al, %dx
-    outb %al, $0xe9
     jmp 6b
 8:
     pop %esi

@@ -30,6 +30,9 @@ pub enum Scenario {
     /// Have the floppy controller DMA a sector over a page okernel
     /// locked, which okernel must refuse (`dma.rs`).
     Dma,
+    /// Write lines that start with the monitor's console mark, which
+    /// okernel must drop (`forge.rs`).
+    Forge,
 }
 
 /// How `scenario=fuzz` exchanges cases and results with the host
@@ -44,7 +47,7 @@ pub enum Transport {
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 9] = [
+    pub const ALL: [(&'static str, Scenario); 10] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
@@ -54,6 +57,7 @@ impl Scenario {
         ("smp", Scenario::Smp),
         ("sleep", Scenario::Sleep),
         ("dma", Scenario::Dma),
+        ("forge", Scenario::Forge),
     ];
 }
 
@@ -153,7 +157,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep dma)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep dma forge)"
         );
     }
 

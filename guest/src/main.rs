@@ -7,6 +7,7 @@ mod attacks;
 mod bench;
 mod dma;
 mod executor;
+mod forge;
 mod kernel;
 mod monitor_checks;
 mod report;
@@ -132,6 +133,11 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Scenario::Sleep => {
             let mut checks = report::Checks::default();
             sleep::run(&mut checks, entry_mode, map);
+            checks.finish(entry_mode)
+        }
+        Scenario::Forge => {
+            let mut checks = report::Checks::default();
+            forge::run(&mut checks, entry_mode);
             checks.finish(entry_mode)
         }
         Scenario::Dma => {

@@ -155,7 +155,9 @@ pub fn end(outcome: Outcome, detail: fmt::Arguments<'_>) -> ! {
     if UNDER_MONITOR.load(Ordering::SeqCst) {
         let mut text = Buf::new();
         text.set(detail);
+        // The monitor's marker says `guest: <reason>` itself.
         let s = text.as_str();
+        let s = s.strip_prefix("guest: ").unwrap_or(s);
         let mut len = s.len().min(EXIT_REASON_MAX as usize);
         while !s.is_char_boundary(len) {
             len -= 1;

@@ -173,7 +173,7 @@ impl Qemu {
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .args(["-device"])
-            .arg(format!("isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04"))
+            .arg(format!("isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x01"))
             .arg("-kernel")
             .arg(&spec.image);
         cmd.args(["-accel", self.accel_name(), "-cpu", &self.cpu]);

@@ -1,8 +1,15 @@
 //! What a run produced, and whether that is what was expected.
 
-use okernel_abi::result::{CHECK_PREFIX, Outcome};
+use okernel_abi::result::{CHECK_PREFIX, LINE_MARK, Outcome};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The lines of `console` that start with [`LINE_MARK`], without it.
+fn monitor_lines(console: &str) -> impl Iterator<Item = &str> {
+    console
+        .lines()
+        .filter_map(|l| l.strip_prefix(char::from(LINE_MARK)))
+}
 
 /// The result of one boot.
 #[derive(Debug, Clone)]
@@ -32,11 +39,16 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Builds a report from the console text; finds the result marker.
+    /// Builds a report from the console text; finds the result marker:
+    /// the first on a line of the monitor's ([`Self::monitor_lines`]),
+    /// else the first at all (a Linux guest's `/init` prints its own).
+    /// Under okernel a guest cannot start a line with the monitor's mark,
+    /// so a result line it forges never wins over the monitor's.
     pub fn from_console(backend: &str, name: &str, console: String, run_dir: PathBuf) -> Self {
-        let marker = console
-            .lines()
-            .find_map(|l| Outcome::parse_marker(l).map(|(o, d)| (o, d.to_string())));
+        let parse = |l: &str| Outcome::parse_marker(l).map(|(o, d)| (o, d.to_string()));
+        let marker = monitor_lines(&console)
+            .find_map(parse)
+            .or_else(|| console.lines().find_map(parse));
         Self {
             backend: backend.to_string(),
             name: name.to_string(),
@@ -79,6 +91,12 @@ impl RunReport {
         self.checks()
             .map(|j| serde_json::from_str(j).map_err(|e| format!("bad check line `{j}`: {e}")))
             .collect()
+    }
+
+    /// The lines the loader or the monitor printed (each starts with
+    /// [`LINE_MARK`], which is cut off here).
+    pub fn monitor_lines(&self) -> impl Iterator<Item = &str> {
+        monitor_lines(&self.console)
     }
 
     /// The last `n` console lines, for failure messages.
@@ -198,6 +216,34 @@ mod tests {
 
     fn report(console: &str) -> RunReport {
         RunReport::from_console("test", "t", console.to_string(), PathBuf::from("/tmp"))
+    }
+
+    #[test]
+    fn the_monitors_result_line_wins_over_a_forged_one() {
+        // The guest prints a pass first; the monitor's marked line says
+        // fail: the monitor's counts.
+        let r = report(
+            "OKERNEL-RESULT: pass\n\u{1}[INFO  loader] x\n\u{1}OKERNEL-RESULT: fail: guest: 3 checks failed\n",
+        );
+        assert_eq!(r.outcome(), Some(Outcome::Fail));
+        assert_eq!(r.detail(), "guest: 3 checks failed");
+        assert_eq!(
+            r.monitor_lines().collect::<Vec<_>>(),
+            [
+                "[INFO  loader] x",
+                "OKERNEL-RESULT: fail: guest: 3 checks failed"
+            ]
+        );
+        // No marked result line (Linux's /init, a bare image): the first.
+        let r = report("x\nOKERNEL-RESULT: pass\nOKERNEL-RESULT: fail: y\n");
+        assert_eq!(r.outcome(), Some(Outcome::Pass));
+        // A mark in the middle of a line is not a monitor line.
+        assert_eq!(
+            report("a\u{1}OKERNEL-RESULT: pass\n")
+                .monitor_lines()
+                .count(),
+            0
+        );
     }
 
     #[test]

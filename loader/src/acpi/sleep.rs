@@ -177,8 +177,10 @@ pub fn sleep_controls(mem: &impl PhysMem, rsdp: &[u8]) -> Result<SleepControls, 
 /// The FADT's fixed-hardware I/O blocks other than PM1 control (see
 /// [`SleepControls::io_blocks`]): each at its extended address when that
 /// is an I/O GAS, else at the legacy one, with the legacy length. A
-/// block in memory space, of length 0, or running past port 0xFFFF is
-/// left out (and so stays denied to the guest).
+/// block in memory space, of length 0, below port 0x100 (the legacy
+/// devices: DMA controllers, the emulators' ports), touching PCI
+/// configuration 0xCF8–0xCFF, or running past port 0xFFFF is left out
+/// (and so stays denied to the guest).
 fn io_blocks(f: &[u8]) -> [Option<(u16, u16)>; 6] {
     use fadt::*;
     let blocks = [
@@ -196,7 +198,11 @@ fn io_blocks(f: &[u8]) -> [Option<(u16, u16)>; 6] {
             Some(_) => return None,
             None => u64::from(u32_at(f, legacy)),
         };
-        (len != 0 && port != 0 && port + u64::from(len) <= 0x1_0000).then_some((port as u16, len))
+        let end = port + u64::from(len);
+        // Fixed hardware lives above the legacy ISA ports and away from
+        // PCI configuration: a block that claims those is not passed.
+        let sane = port >= 0x100 && end <= 0x1_0000 && (end <= 0xcf8 || port > 0xcff);
+        (len != 0 && sane).then_some((port as u16, len))
     })
 }
 
@@ -368,6 +374,12 @@ mod tests {
         let c = sleep_controls(&machine(b.clone()), &rsdp_v1(0x1000)).unwrap();
         assert_eq!(c.io_blocks[3], Some((0x608, 4)));
         assert_eq!(c.io_blocks[4], None);
+        // A block over the DMA controller or PCI configuration: left out.
+        for bad in [0x8u32, 0xcf6] {
+            put32(&mut b, fadt::GPE0_BLK, bad);
+            let c = sleep_controls(&machine(b.clone()), &rsdp_v1(0x1000)).unwrap();
+            assert_eq!(c.io_blocks[4], None, "{bad:#x}");
+        }
         let mut mem = gas_io(0xfed0_0008);
         mem[0] = SPACE_MEMORY;
         b[fadt::X_PM_TMR_BLK - 36..fadt::X_PM_TMR_BLK - 24].copy_from_slice(&mem);

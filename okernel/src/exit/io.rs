@@ -14,6 +14,7 @@
 //! | port | IN | OUT | why |
 //! |------|----|-----|-----|
 //! | 0x92, System Control Port A | emulated: 0x02 (A20 on, no reset pending) | A20 kept on and fast reset (bit 0) clear: a no-op; A20 off or a reset: dropped + audit `exit` | A20 off makes the platform mask address bit 20 of every physical access, EPT walks and the monitor's own included (in Bochs the monitor then triple-faults); bit 0 resets the machine under the monitor |
+//! | 0x3F8, COM1 data (transmitter with LCR.DLAB clear) | performed | a byte: performed, but [`LINE_MARK`] (SOH), or any byte while the line is not 8 data bits without parity, is dropped + audit `exit`; a word or dword: dropped + audit `exit` | every line the monitor prints starts with SOH, so the guest, which shares the console, cannot print a line that passes for the monitor's (its result, its audit records) |
 //! | 0x64, keyboard controller command/status | performed | commands 0xD1 (write output port: A20 and reset lines), 0xDD (A20 off) and the pulse commands 0xF0–0xFE with bit 0 clear (pulse the reset line): dropped + audit `exit`; any other: performed | the controller's output port drives A20 and the reset line |
 //! | 0xCF9, reset control (PIIX/ICH) | performed | a byte with RST_CPU (bit 2): dropped + audit `exit`; any other: performed | bit 2 resets the machine |
 //! | 0xCF8 as a dword (PCI CONFIG_ADDRESS, covers 0xCF9) | performed | performed | selecting a configuration register changes nothing |
@@ -38,6 +39,7 @@ use crate::vmx::event::Exception;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::ReadOnlyNatural;
 use crate::vmx::regs::Gpr;
+use okernel_abi::result::LINE_MARK;
 
 /// System Control Port A (PS/2 "fast A20 and reset").
 pub const PORT_A20: u16 = 0x92;
@@ -55,10 +57,18 @@ pub const PORT_PCI_ADDRESS: u16 = 0xcf8;
 /// Reset control bit 2: RST_CPU, starts the reset.
 pub const RST_CPU: u8 = 1 << 2;
 
+/// COM1's data port: the transmitter holding register (receive buffer
+/// on IN; the divisor latch's low byte with LCR.DLAB set).
+pub const PORT_COM1_DATA: u16 = 0x3f8;
+/// COM1's line control register: bit 7 is DLAB.
+const PORT_COM1_LCR: u16 = 0x3fb;
+const LCR_DLAB: u8 = 1 << 7;
+
 /// Every port the base I/O bitmaps intercept.
 pub const INTERCEPTED: &[u16] = &[
     PORT_KBC_COMMAND,
     PORT_A20,
+    PORT_COM1_DATA,
     PORT_RESET_CONTROL,
     0xcfc,
     0xcfd,
@@ -204,6 +214,8 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let straddles_data = port < pci::PORT_PCI_DATA && port + u16::from(size) > pci::PORT_PCI_DATA;
     let refused = if straddles_data {
         true
+    } else if port <= PORT_COM1_DATA && PORT_COM1_DATA < port + u16::from(size) {
+        !console_write_allowed(vcpu, size, (rax >> (8 * (PORT_COM1_DATA - port))) as u8)
     } else if (pci::PORT_PCI_DATA..=pci::PORT_PCI_DATA + 3).contains(&port) {
         !pci::write_allowed(vcpu, port, size, rax as u32)
     } else {
@@ -220,6 +232,28 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.cpu.port_out(port, size, rax as u32);
     }
     vcpu.advance_rip()
+}
+
+/// Whether a guest write of `size` bytes reaching COM1's data port, whose
+/// byte there is `value`, may go to the UART: a byte to the divisor
+/// latch (LCR.DLAB set: the monitor reads the line control register,
+/// which has no side effect), or a transmitted byte other than
+/// [`LINE_MARK`] while the line has 8 data bits and no parity — with
+/// fewer bits, or a stick parity bit, another byte would arrive as the
+/// mark at a receiver set to 8N1. Wider writes are refused (no UART
+/// driver makes them). (The guest's other UART settings pass: the
+/// console puts its own back around each of the monitor's lines.)
+fn console_write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    size: u8,
+    value: u8,
+) -> bool {
+    /// LCR: word length (bits 1:0, 11b = 8 bits) and parity enable (3).
+    const LCR_8_NO_PARITY: (u8, u8) = (0b1011, 0b0011);
+    let lcr = vcpu.cpu.port_in(PORT_COM1_LCR, 1) as u8;
+    size == 1
+        && (lcr & LCR_DLAB != 0
+            || (lcr & LCR_8_NO_PARITY.0 == LCR_8_NO_PARITY.1 && value != LINE_MARK))
 }
 
 /// A denied access (default deny, [`super::port_table`]): an IN reads
@@ -265,7 +299,8 @@ pub fn bitmap(high: bool, platform: &PlatformPorts) -> [u8; 4096] {
 }
 
 /// The base I/O bitmap A (`high` false) or B (`high`), without platform
-/// rules: every bit set but those of [`port_table::PASSED`]. A `const
+/// rules: every bit set but those of [`port_table::PASSED`] (and the fuzz
+/// builds' doorbell). A `const
 /// fn`, so it is also an immutable static of the monitor's image
 /// (`launch::setup`, for host tests and the fuzzers).
 pub const fn base_bitmap(high: bool) -> [u8; 4096] {
@@ -282,6 +317,12 @@ pub const fn base_bitmap(high: bool) -> [u8; 4096] {
             port += 1;
         }
         i += 1;
+    }
+    if let Some(port) = port_table::FUZZ_DOORBELL
+        && (port >= 0x8000) == high
+    {
+        let bit = (port & 0x7fff) as usize;
+        page[bit / 8] &= !(1 << (bit % 8));
     }
     page
 }

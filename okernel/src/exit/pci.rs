@@ -3,13 +3,15 @@
 //! a memory BAR may not be moved over RAM or monitor memory (issue 13).
 //! A device that decodes a range over RAM takes the platform's physical
 //! accesses there — the monitor's own included — whatever the EPT says.
+//! Nor may an I/O BAR be moved onto ports the guest reaches directly:
+//! the device (a bus master) would then be programmable without an exit.
 //!
 //! | write to 0xCFC–0xCFF | outcome |
 //! |---|---|
 //! | any part of a dword the platform locks (the ACPI PM I/O base: `super::platform_ports`) | dropped + audit `exit` |
 //! | CONFIG_ADDRESS disabled (bit 31 clear), or a register outside 0x10–0x24, or a header other than type 0 | performed |
-//! | a BAR register, as a dword: an I/O BAR, the sizing pattern (every address bit set), an unimplemented BAR (sizes to 0), or a memory BAR whose new range touches no RAM and no monitor memory | performed |
-//! | a BAR register, as a dword: a memory BAR over RAM or monitor memory, or a 64-bit BAR's upper half other than 0 or the sizing pattern | dropped + audit `exit` |
+//! | a BAR register, as a dword: the sizing pattern (every address bit set), the BAR's own value, an unimplemented BAR (sizes to 0), a memory BAR whose new range touches no RAM and no monitor memory, or an I/O BAR whose new range holds only ports denied to the guest | performed |
+//! | a BAR register, as a dword: a memory BAR over RAM or monitor memory, an I/O BAR over any port the guest reaches or the monitor mediates ([`super::port_table`]), or a 64-bit BAR's upper half other than 0 or the sizing pattern | dropped + audit `exit` |
 //! | a BAR register as a byte or a word | dropped + audit `exit` |
 //!
 //! The BAR's size comes from the BAR itself (the monitor sizes it: all
@@ -17,7 +19,7 @@
 //! Without the memory map (no EPT views) every move is refused.
 
 use super::guest::Vcpu;
-use super::io::PORT_PCI_ADDRESS;
+use super::io::{PORT_PCI_ADDRESS, PortClass};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
@@ -70,19 +72,45 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return value == 0 || value == u32::MAX;
     }
     let current = vcpu.cpu.port_in(PORT_PCI_DATA, 4);
-    if current & 1 != 0 || value | 0xf == u32::MAX {
-        // An I/O BAR, or the sizing pattern.
+    if value | 0xf == u32::MAX || value == current {
+        // The sizing pattern, or the BAR's own value back.
         return true;
     }
     vcpu.cpu.port_out(PORT_PCI_DATA, 4, u32::MAX);
-    let mask = vcpu.cpu.port_in(PORT_PCI_DATA, 4) & !0xf;
+    let sized = vcpu.cpu.port_in(PORT_PCI_DATA, 4);
     vcpu.cpu.port_out(PORT_PCI_DATA, 4, current);
+    if current & 1 != 0 {
+        return io_range_is_denied(vcpu, value & !0b11, sized & !0b11);
+    }
+    let mask = sized & !0xf;
     if mask == 0 {
         return true;
     }
     let base = u64::from(value & !0xf);
     let len = u64::from(!mask) + 1;
     range_is_free(vcpu, base, len)
+}
+
+/// Whether an I/O BAR whose address bits are `mask` (read back after
+/// all ones; 0: unimplemented) may decode from `base`: only where every
+/// port it would take is denied to the guest. Moved over passed ports,
+/// a bus master's registers (IDE bus-master DMA, a USB or network
+/// controller) would answer the guest without an exit (default deny,
+/// [`super::port_table`]); over mediated ones, it would take the
+/// monitor's own accesses. Ports end at 0xFFFF: beyond, nothing decodes.
+fn io_range_is_denied<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &Vcpu<V, C, P, M>,
+    base: u32,
+    mask: u32,
+) -> bool {
+    if mask == 0 {
+        return true;
+    }
+    // Devices decode 16 bits of I/O address (the upper half of the BAR
+    // reads back as 0 or as written).
+    let len = (!mask & 0xffff) + 1;
+    let end = (base + len).min(0x1_0000);
+    (base..end).all(|p| super::io::class(p as u16, &vcpu.platform) == PortClass::Denied)
 }
 
 /// Whether `[base, base + len)` touches no RAM of the memory map, the

@@ -13,6 +13,7 @@
 //! | feature | defect | what the executor sees |
 //! |---|---|---|
 //! | `planted-kbc-output-port` | the keyboard controller's "write output port" command (0x64 ← 0xD1: A20 and the reset line) is performed, not refused: a port table missing an entry | the write completes with no `exit` record |
+//! | `planted-dma-ports-passed` | the 8237 ISA DMA controller's ports (0x00–0x1F, page registers 0x81–0x8F, 0xC0–0xDF) are performed, not denied: a default-deny table that passes a bus master | the write completes with no `exit` record |
 //! | `planted-gate-debug-state` | a switch that resumes at a gate keeps the caller's TF (and the single-step trap its VMCALL owes) and DR7 | a #DB at the gate before its first instruction, or DR7 ≠ 0x400 there |
 //! | `planted-gate-if` | a switch that resumes at a gate keeps the caller's IF | a self-IPI made pending before `STI; VMCALL` is delivered at the gate |
 
@@ -33,6 +34,10 @@ pub fn around<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if let Some(r) = kbc_output_port(vcpu, rest) {
         return r;
     }
+    #[cfg(feature = "planted-dma-ports-passed")]
+    if let Some(r) = dma_ports_passed(vcpu, rest) {
+        return r;
+    }
     #[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]
     let caller = gate::Caller::read(vcpu, rest);
     let result = handle(vcpu);
@@ -44,14 +49,18 @@ pub fn around<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     result
 }
 
-/// DELIBERATE DEFECT for fuzzing only: performs OUT 0x64 ← 0xD1 (write the
-/// keyboard controller's output port) as if the port table allowed it.
-#[cfg(feature = "planted-kbc-output-port")]
-fn kbc_output_port<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+/// A plain byte OUT exit for which `planted(port, byte)` holds, performed
+/// as if the port table passed it (the shared body of the port defects).
+#[cfg(any(
+    feature = "planted-kbc-output-port",
+    feature = "planted-dma-ports-passed"
+))]
+fn perform_out<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     rest: SlowExit,
+    planted: impl Fn(u16, u8) -> bool,
 ) -> Option<Result<ExitAction, ExitError>> {
-    use crate::exit::io::{IoQualification, PORT_KBC_COMMAND};
+    use crate::exit::io::IoQualification;
     use crate::vmx::exit_reason::ExitReason;
     use crate::vmx::fields::ReadOnlyNatural;
     let SlowExit::Other(field) = rest else {
@@ -62,18 +71,39 @@ fn kbc_output_port<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     let q = IoQualification(vcpu.vmcs.read(ReadOnlyNatural::ExitQualification).ok()?);
     let value = vcpu.regs.rax() as u8;
-    if q.is_in()
-        || q.string()
-        || q.rep()
-        || q.port() != PORT_KBC_COMMAND
-        || q.size() != 1
-        || value != 0xd1
-    {
+    if q.is_in() || q.string() || q.rep() || q.size() != 1 || !planted(q.port(), value) {
         return None;
     }
     vcpu.counters.record(field.basic());
-    vcpu.cpu.port_out(PORT_KBC_COMMAND, 1, u32::from(value));
+    vcpu.cpu.port_out(q.port(), 1, u32::from(value));
     Some(vcpu.advance_rip())
+}
+
+/// DELIBERATE DEFECT for fuzzing only: performs OUT 0x64 ← 0xD1 (write the
+/// keyboard controller's output port) as if the port table allowed it.
+#[cfg(feature = "planted-kbc-output-port")]
+fn kbc_output_port<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    rest: SlowExit,
+) -> Option<Result<ExitAction, ExitError>> {
+    use crate::exit::io::PORT_KBC_COMMAND;
+    perform_out(vcpu, rest, |port, value| {
+        port == PORT_KBC_COMMAND && value == 0xd1
+    })
+}
+
+/// DELIBERATE DEFECT for fuzzing only: performs a byte OUT to the 8237
+/// DMA controller's ports as if the port table passed them.
+#[cfg(feature = "planted-dma-ports-passed")]
+fn dma_ports_passed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    rest: SlowExit,
+) -> Option<Result<ExitAction, ExitError>> {
+    perform_out(
+        vcpu,
+        rest,
+        |port, _| matches!(port, 0x00..=0x1f | 0x81..=0x8f | 0xc0..=0xdf),
+    )
 }
 
 #[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]

@@ -55,14 +55,18 @@ fn the_qualification_decodes_as_table_28_5() {
 fn the_base_bitmaps_pass_exactly_the_port_table() {
     // Default deny: every port exits but the passed ones, walked whole.
     let passed: Vec<u32> = (0..=0xffffu32).filter(|&p| !exits(p as u16)).collect();
-    let table: Vec<u32> = port_table::PASSED
+    let mut table: Vec<u32> = port_table::PASSED
         .iter()
         .flat_map(|r| u32::from(r.first)..=u32::from(r.last))
+        .chain(port_table::FUZZ_DOORBELL.map(u32::from))
         .collect();
+    table.sort_unstable();
     assert_eq!(passed, table);
+    // PICs, PIT, KBC data, 0x61, RTC, POST, four UARTs (COM1 without its
+    // data port), VGA, ELCR, CONFIG_ADDRESS; the doorbell in fuzz builds.
     assert_eq!(
         passed.len(),
-        2 + 4 + 1 + 1 + 2 + 1 + 2 + 1 + 8 * 4 + 0x30 + 2 + 1
+        2 + 4 + 1 + 1 + 2 + 1 + 2 + 8 * 4 - 1 + 0x30 + 2 + 1 + usize::from(cfg!(feature = "fuzz"))
     );
     for p in 0..=0xffffu16 {
         let want = if io::intercepted(p) {
@@ -120,6 +124,50 @@ fn port_a_reads_a20_on_and_keeps_the_rest_of_rax() {
     assert_eq!(r, Ok(ExitAction::Resume));
     assert_eq!(v.regs.rax(), 0xffff_ffff);
     assert_eq!(v.audit.len(), 1);
+}
+
+#[test]
+fn the_guest_cannot_send_the_monitors_line_mark() {
+    use okernel_abi::result::LINE_MARK;
+    // Any other byte to COM1's transmitter (8N1): performed.
+    let mut v = vcpu();
+    v.cpu.set_port(0x3fb, 0x03);
+    let r = out(&mut v, 0x3f8, 1, 0x41);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs(), &[(0x3f8, 1, 0x41)]);
+    assert!(v.audit.is_empty());
+    // SOH with DLAB clear (8N1): dropped, audited.
+    let mut v = vcpu();
+    v.cpu.set_port(0x3fb, 0x03);
+    let r = out(&mut v, 0x3f8, 1, u64::from(LINE_MARK));
+    dropped(&v, r, 0x3f8);
+    // 7 data bits with stick parity (LCR 0x3A): 0x81 would arrive as
+    // SOH at an 8N1 receiver: dropped; so is any byte with parity on.
+    for lcr in [0x3a, 0x0b] {
+        let mut v = vcpu();
+        v.cpu.set_port(0x3fb, lcr);
+        let r = out(&mut v, 0x3f8, 1, 0x81);
+        dropped(&v, r, 0x3f8);
+    }
+    // With DLAB set it is the divisor latch's low byte: performed.
+    let mut v = vcpu();
+    v.cpu.set_port(0x3fb, 0x83);
+    let r = out(&mut v, 0x3f8, 1, u64::from(LINE_MARK));
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.outs(), &[(0x3f8, 1, 1)]);
+    // A word or dword reaching the transmitter: dropped, whatever it is.
+    for (port, size) in [(0x3f8, 2), (0x3f8, 4)] {
+        let mut v = vcpu();
+        let r = out(&mut v, port, size, 0x4141);
+        dropped(&v, r, port);
+    }
+    // Reads of the receive buffer: performed.
+    let mut v = vcpu();
+    v.cpu.set_port(0x3f8, 0x5a);
+    let r = io_exit(&mut v, IoQualification::new(0x3f8, 1, true).0);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.regs.rax() & 0xff, 0x5a);
+    assert!(v.audit.is_empty());
 }
 
 #[test]
@@ -337,14 +385,42 @@ fn a_memory_bar_cannot_move_over_ram() {
     let r = pci_out(&mut v, 0xcfd, 1, 0x00);
     assert_advanced(&v, r, 1);
     assert_eq!(v.audit.total(), audits + 4);
-    // An I/O BAR and the command register: performed.
+    // An I/O BAR (64 ports) moved over denied ports, sized and put
+    // back, and the command register: performed.
     assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x14)), Ok(ExitAction::Resume));
-    assert_eq!(pci_out(&mut v, 0xcfc, 4, 0x1001), Ok(ExitAction::Resume));
-    assert_eq!(v.cpu.pci(dev(0x14)), 0x1001);
+    for (value, now) in [(0x1001, 0x1001), (u32::MAX, 0xffc1), (0x1001, 0x1001)] {
+        assert_eq!(pci_out(&mut v, 0xcfc, 4, value), Ok(ExitAction::Resume));
+        assert_eq!(v.cpu.pci(dev(0x14)), now);
+    }
     assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x04)), Ok(ExitAction::Resume));
     assert_eq!(pci_out(&mut v, 0xcfc, 4, 0x3), Ok(ExitAction::Resume));
     assert_eq!(v.cpu.pci(dev(0x04)), 0x3);
     assert_eq!(v.audit.total(), audits + 4);
+}
+
+#[test]
+fn an_io_bar_cannot_move_onto_ports_the_guest_reaches() {
+    // The VGA range (passed), the PIC inside 0x00-0x3F (passed among
+    // the denied DMA ports), COM1's data port (mediated), the top of
+    // the port space with a passed port below: dropped, audited, the
+    // BAR kept at 0xC000.
+    for base in [0x3c1u32, 0x01, 0x3c1 + 0x3f8 - 0x3e0, 0xffc1] {
+        let mut v = pvcpu();
+        with_device(&mut v.cpu);
+        if base == 0xffc1 {
+            v.platform = PlatformPorts::default()
+                .passing(&[PortBlock {
+                    first: 0xfff0,
+                    len: 4,
+                }])
+                .unwrap();
+        }
+        assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x14)), Ok(ExitAction::Resume));
+        let r = pci_out(&mut v, 0xcfc, 4, base);
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.cpu.pci(dev(0x14)), 0xc001, "{base:#x}: BAR kept");
+        assert_eq!(v.audit.total(), 1, "{base:#x}");
+    }
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub struct PlatformCase {
     /// A floppy in drive A whose every sector repeats the DMA attack's
     /// pattern.
     pub floppy: bool,
+    /// For the console-forgery rows: whether the guest's forged result
+    /// line (`fail: FORGED by the guest`) must be the run's result (bare)
+    /// or no line of the monitor's may say `FORGED` (under okernel).
+    pub forged: Option<bool>,
 }
 
 /// What the loader prints once the other `cpus - 1` processors are in
@@ -70,6 +74,7 @@ pub fn cases() -> Vec<PlatformCase> {
         emulator_log: &[],
         expected,
         floppy: false,
+        forged: None,
     };
     let sleep = |name, direct, expected| PlatformCase {
         name,
@@ -91,6 +96,7 @@ pub fn cases() -> Vec<PlatformCase> {
         },
         expected,
         floppy: false,
+        forged: None,
     };
     let dma = |name, direct, expected| PlatformCase {
         name,
@@ -103,6 +109,19 @@ pub fn cases() -> Vec<PlatformCase> {
         emulator_log: &[],
         expected,
         floppy: true,
+        forged: None,
+    };
+    let forge = |name, direct, expected| PlatformCase {
+        name,
+        scenario: "forge",
+        attack: "attack-forge-monitor-console-line",
+        cpus: 1,
+        direct,
+        console: (!direct).then(|| "okernel: audit log: ".to_string()),
+        emulator_log: &[],
+        expected,
+        floppy: false,
+        forged: Some(direct),
     };
     vec![
         smp(
@@ -128,6 +147,16 @@ pub fn cases() -> Vec<PlatformCase> {
             "dma",
             false,
             "page locked; DMA ports denied and audited, blocked",
+        ),
+        forge(
+            "forge-no-monitor",
+            true,
+            "no monitor: the guest's marked result line wins",
+        ),
+        forge(
+            "forge",
+            false,
+            "the mark dropped and audited, the monitor's result wins",
         ),
     ]
 }
@@ -201,9 +230,9 @@ pub fn judge(report: &RunReport, case: &PlatformCase, log: &str) -> Verdict {
         ));
     }
     if let Some(text) = &case.console
-        && !report.console.contains(text.as_str())
+        && !report.monitor_lines().any(|l| l.contains(text.as_str()))
     {
-        return bad(format!("the console lacks `{text}`"));
+        return bad(format!("no line of the monitor's says `{text}`"));
     }
     let mut rest = log;
     for line in case.emulator_log {
@@ -211,6 +240,27 @@ pub fn judge(report: &RunReport, case: &PlatformCase, log: &str) -> Verdict {
             Some(at) => rest = &rest[at + line.len()..],
             None => return bad(format!("Bochs' log lacks `{line}` (in this order)")),
         }
+    }
+    let forged_line = report.monitor_lines().any(|l| l.contains("FORGED"));
+    match case.forged {
+        // Bare: the guest's marked line is the result the runner reads.
+        Some(true) => {
+            return if report.outcome() == Some(okernel_abi::result::Outcome::Fail)
+                && report.detail().contains("FORGED")
+                && forged_line
+            {
+                Verdict::Ok
+            } else {
+                bad(
+                    "the forged result line did not win (the negative control proves nothing)"
+                        .into(),
+                )
+            };
+        }
+        Some(false) if forged_line => {
+            return bad("a line of the guest's passed for the monitor's".into());
+        }
+        _ => {}
     }
     if report.outcome() != Some(okernel_abi::result::Outcome::Pass) {
         return bad("the run did not pass".into());
@@ -264,7 +314,10 @@ mod tests {
         cases().into_iter().find(|c| c.name == name).unwrap()
     }
 
+    /// A run whose monitor printed `console` (each line marked) and
+    /// whose guest printed the attack's line and a passing result.
     fn report(attack: &str, result: &str, ok: bool, console: &str) -> RunReport {
+        let console: String = console.lines().map(|l| format!("\u{1}{l}\n")).collect();
         let console = format!(
             "{console}\nOKERNEL-CHECK: {{\"check\":\"{attack}\",\"invariant\":1,\"ok\":{ok},\"observed\":\"x\",\"attack\":\"a\",\"expected\":\"e\",\"result\":\"{result}\",\"audit\":\"none\"}}\nOKERNEL-RESULT: pass\n"
         );
@@ -315,6 +368,32 @@ mod tests {
         assert!(ok(&report(dma, "blocked", true, denied), "dma"));
         assert!(!ok(&report(dma, "succeeded", false, denied), "dma"));
         assert!(!ok(&report(dma, "blocked", true, ""), "dma"));
+        // The monitor's line must be marked: the same text from the
+        // guest (unmarked) does not count.
+        let unmarked = RunReport::from_console(
+            "bochs",
+            "t",
+            format!("{denied}\n{}", report(dma, "blocked", true, "").console),
+            std::path::PathBuf::from("/r"),
+        );
+        assert!(!ok(&unmarked, "dma"));
+        // Forgery: bare, the guest's marked failing result must win;
+        // under okernel the monitor's pass, and no marked FORGED line.
+        let forge = "attack-forge-monitor-console-line";
+        let forged = "OKERNEL-RESULT: fail: FORGED by the guest";
+        let ended = "[INFO  loader] okernel: audit log: 2 records\nOKERNEL-RESULT: pass";
+        assert!(ok(
+            &report(forge, "succeeded", true, forged),
+            "forge-no-monitor"
+        ));
+        assert!(!ok(
+            &report(forge, "succeeded", true, ""),
+            "forge-no-monitor"
+        ));
+        assert!(ok(&report(forge, "blocked", true, ended), "forge"));
+        let leaked = format!("{ended}\n[WARN  loader] okernel: audit #0 FORGED by the guest");
+        assert!(!ok(&report(forge, "blocked", true, &leaked), "forge"));
+        assert!(!ok(&report(forge, "blocked", true, forged), "forge"));
         // Each DMA row has its floppy, no other row one.
         assert!(cases().iter().all(|c| c.floppy == (c.scenario == "dma")));
     }
