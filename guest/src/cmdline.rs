@@ -33,6 +33,9 @@ pub enum Scenario {
     /// Write lines that start with the monitor's console mark, which
     /// okernel must drop (`forge.rs`).
     Forge,
+    /// Open SMRAM, put a handler there and raise an SMI, which okernel
+    /// must prevent (`smm.rs`).
+    Smm,
 }
 
 /// How `scenario=fuzz` exchanges cases and results with the host
@@ -47,7 +50,7 @@ pub enum Transport {
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 10] = [
+    pub const ALL: [(&'static str, Scenario); 11] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
@@ -58,6 +61,7 @@ impl Scenario {
         ("sleep", Scenario::Sleep),
         ("dma", Scenario::Dma),
         ("forge", Scenario::Forge),
+        ("smm", Scenario::Smm),
     ];
 }
 
@@ -157,7 +161,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep dma forge)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep dma forge smm)"
         );
     }
 

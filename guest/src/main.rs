@@ -12,6 +12,7 @@ mod kernel;
 mod monitor_checks;
 mod report;
 mod sleep;
+mod smm;
 mod smp;
 
 use core::panic::PanicInfo;
@@ -133,6 +134,11 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Scenario::Sleep => {
             let mut checks = report::Checks::default();
             sleep::run(&mut checks, entry_mode, map);
+            checks.finish(entry_mode)
+        }
+        Scenario::Smm => {
+            let mut checks = report::Checks::default();
+            smm::run(&mut checks, entry_mode, map);
             checks.finish(entry_mode)
         }
         Scenario::Forge => {

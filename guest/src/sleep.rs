@@ -31,7 +31,8 @@ const PAGE: u64 = 0x9000;
 /// Where the attack moves the PM I/O block (a free 128-byte I/O range).
 const MOVED_BASE: u32 = 0x1000;
 
-fn config_read(address: u32) -> u32 {
+/// A configuration dword of bus 0 through mechanism #1 (also `smm.rs`).
+pub(crate) fn config_read(address: u32) -> u32 {
     // SAFETY: configuration mechanism #1; reading a dword has no effect.
     unsafe {
         x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
@@ -39,9 +40,11 @@ fn config_read(address: u32) -> u32 {
     }
 }
 
-fn config_write(address: u32, value: u32) {
-    // SAFETY: configuration mechanism #1; the write moves the PM I/O
-    // block (what the attack is).
+/// Writes a configuration dword (the attacks' own: moving the PM I/O
+/// block here, opening SMRAM in `smm.rs`).
+pub(crate) fn config_write(address: u32, value: u32) {
+    // SAFETY: configuration mechanism #1; the write reconfigures the
+    // chipset (what the attacks are).
     unsafe {
         x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
         x86_64::instructions::port::Port::<u32>::new(0xcfc).write(value);
@@ -70,13 +73,13 @@ fn bytes(addr: u64, len: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// The RSDP in the BIOS area (ACPI 6.5 §5.2.5.1: on a 16-byte boundary
 /// in 0xE0000–0xFFFFF, its first 20 bytes summing to 0).
-fn rsdp() -> Option<&'static [u8]> {
+pub(crate) fn rsdp() -> Option<&'static [u8]> {
     (0xe_0000u64..0x10_0000)
         .step_by(16)
         .map(|a| bytes(a, 20))
@@ -84,7 +87,7 @@ fn rsdp() -> Option<&'static [u8]> {
 }
 
 /// The RSDT's table with signature `sig`.
-fn table(rsdp: &[u8], sig: &[u8; 4]) -> Option<&'static [u8]> {
+pub(crate) fn table(rsdp: &[u8], sig: &[u8; 4]) -> Option<&'static [u8]> {
     let rsdt = u64::from(u32_at(rsdp, 16));
     let len = u32_at(bytes(rsdt, 8), 4) as usize;
     let rsdt = bytes(rsdt, len.clamp(36, 4096));

@@ -13,6 +13,10 @@
 //!   `guest/src/sleep.rs`): without a monitor Bochs suspends to RAM and
 //!   its BIOS resumes the guest's code outside VMX; under okernel the
 //!   monitor refuses the sleep (seven `exit` audit records).
+//! - `scenario=smm` (attack `smm-handler-from-the-guest`,
+//!   `guest/src/smm.rs`): without a monitor the guest opens SMRAM, puts
+//!   its handler there and an SMI runs it; under okernel SMRAM is locked
+//!   and its control register refused.
 //! - `scenario=dma` (attack `isa-dma-over-locked-page`, `guest/src/dma.rs`)
 //!   on Bochs with a floppy whose sectors repeat the guest's pattern:
 //!   without a monitor the floppy controller's DMA writes the page; under
@@ -123,6 +127,18 @@ pub fn cases() -> Vec<PlatformCase> {
         floppy: false,
         forged: Some(direct),
     };
+    let smm = |name, direct, expected| PlatformCase {
+        name,
+        scenario: "smm",
+        attack: "attack-smm-handler-from-the-guest",
+        cpus: 1,
+        direct,
+        console: (!direct).then(|| "SMRAM control locked (D_LCK)".to_string()),
+        emulator_log: &[],
+        expected,
+        floppy: false,
+        forged: None,
+    };
     vec![
         smp(
             "smp-no-monitor",
@@ -158,6 +174,12 @@ pub fn cases() -> Vec<PlatformCase> {
             false,
             "the mark dropped and audited, the monitor's result wins",
         ),
+        smm(
+            "smm-no-monitor",
+            true,
+            "no monitor: SMRAM opened, the guest's SMI handler runs",
+        ),
+        smm("smm", false, "SMRAM locked, its control refused, blocked"),
     ]
 }
 
