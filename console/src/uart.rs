@@ -1,7 +1,8 @@
 //! The UART's line settings, which a guest sharing COM1 may change:
 //! while the loader or the monitor prints a line of its own
 //! ([`crate::set_line_mark`]), the console puts back its own settings —
-//! 8 data bits, no parity, no break, its divisor, loopback off — and
+//! 8 data bits, no parity, no break, its divisor, loopback and autoflow
+//! off — and
 //! afterwards the guest's (16550 registers: LCR +3, MCR +4, the divisor
 //! latch at +0/+1 with LCR.DLAB set). A guest that turned on loopback or
 //! changed the word length cannot so hide or garble the monitor's lines.
@@ -13,7 +14,10 @@ const MCR: u16 = 4;
 const LCR_DLAB: u8 = 1 << 7;
 /// 8 data bits, 1 stop bit, no parity, no break.
 const LCR_8N1: u8 = 0x03;
-const MCR_LOOPBACK: u8 = 1 << 4;
+/// MCR bits 3:0 (DTR, RTS, OUT1, OUT2) kept; loopback (4), autoflow
+/// (5: a deasserted CTS would stall the monitor) and the vendor bits 7:6
+/// (clock prescaler, IrDA on some parts) cleared.
+const MCR_LINES: u8 = 0x0f;
 
 /// The settings of the UART at `base` that [`Settings::take`] replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +28,10 @@ pub struct Settings {
 }
 
 fn inb(port: u16) -> u8 {
-    // SAFETY: reads of the 16550's line control, modem control and
-    // divisor latch registers, which have no side effect.
+    // SAFETY: reads of the 16550's line control and modem control
+    // registers, and of +0/+1 only with LCR.DLAB set (`divisor`): the
+    // divisor latch, not the receive buffer, so nothing received is
+    // consumed. None has a side effect.
     unsafe { Port::<u8>::new(port).read() }
 }
 
@@ -67,7 +73,7 @@ impl Settings {
             divisor: divisor(base, lcr),
         };
         set_divisor(base, LCR_8N1, divisor_wanted);
-        outb(base + MCR, mcr & !MCR_LOOPBACK);
+        outb(base + MCR, mcr & MCR_LINES);
         saved
     }
 

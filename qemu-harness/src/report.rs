@@ -1,14 +1,17 @@
 //! What a run produced, and whether that is what was expected.
 
-use okernel_abi::result::{CHECK_PREFIX, LINE_MARK, Outcome};
+use okernel_abi::result::{CHECK_PREFIX, LINE_MARK, MARKER, Outcome};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The lines of `console` that start with [`LINE_MARK`], without it.
+/// The monitor's lines in `console`: what follows [`LINE_MARK`] on a line.
+/// The guest cannot send the mark, so the text after it up to the end of
+/// the line is the loader's or the monitor's, even where a guest line
+/// left open runs before it.
 fn monitor_lines(console: &str) -> impl Iterator<Item = &str> {
     console
         .lines()
-        .filter_map(|l| l.strip_prefix(char::from(LINE_MARK)))
+        .filter_map(|l| l.split_once(char::from(LINE_MARK)).map(|(_, rest)| rest))
 }
 
 /// The result of one boot.
@@ -46,7 +49,10 @@ impl RunReport {
     /// so a result line it forges never wins over the monitor's.
     pub fn from_console(backend: &str, name: &str, console: String, run_dir: PathBuf) -> Self {
         let parse = |l: &str| Outcome::parse_marker(l).map(|(o, d)| (o, d.to_string()));
+        // A monitor line counts as the result only when it is the result
+        // line itself: others may quote the guest (its Exit reason).
         let marker = monitor_lines(&console)
+            .filter(|l| l.starts_with(MARKER))
             .find_map(parse)
             .or_else(|| console.lines().find_map(parse));
         Self {
@@ -237,13 +243,19 @@ mod tests {
         // No marked result line (Linux's /init, a bare image): the first.
         let r = report("x\nOKERNEL-RESULT: pass\nOKERNEL-RESULT: fail: y\n");
         assert_eq!(r.outcome(), Some(Outcome::Pass));
-        // A mark in the middle of a line is not a monitor line.
+        // A guest line left open before a monitor line: what follows the
+        // mark is still the monitor's.
+        let r = report("guest text\u{1}[WARN  loader] audit\n");
         assert_eq!(
-            report("a\u{1}OKERNEL-RESULT: pass\n")
-                .monitor_lines()
-                .count(),
-            0
+            r.monitor_lines().collect::<Vec<_>>(),
+            ["[WARN  loader] audit"]
         );
+        // A monitor line quoting the guest (its Exit reason) is not the
+        // result: the result line is.
+        let r = report(
+            "\u{1}okernel: guest ended the run (fail): OKERNEL-RESULT: pass\n\u{1}OKERNEL-RESULT: fail: guest: x\n",
+        );
+        assert_eq!(r.outcome(), Some(Outcome::Fail));
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     value: u32,
 ) -> bool {
     let address = vcpu.cpu.port_in(PORT_PCI_ADDRESS, 4);
+    // CONFIG_ADDRESS bits 1:0 are reserved (0) for type-1 accesses; a
+    // bridge that keeps them (QEMU) writes the dword at that byte offset,
+    // so the register judged below would not be the one written.
+    if address & ENABLE != 0 && address & 0b11 != 0 {
+        return false;
+    }
     if vcpu.platform.config_locked(address) {
         return false;
     }
@@ -51,7 +57,7 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if address & ENABLE == 0 || !BARS.contains(&register) {
         return true;
     }
-    let select = |cpu: &mut C, reg: u32| cpu.port_out(PORT_PCI_ADDRESS, 4, (address & !0xfc) | reg);
+    let select = |cpu: &mut C, reg: u32| cpu.port_out(PORT_PCI_ADDRESS, 4, (address & !0xff) | reg);
     select(&mut vcpu.cpu, HEADER_TYPE);
     let header = (vcpu.cpu.port_in(PORT_PCI_DATA, 4) >> 16) & 0x7f;
     let below = if register > 0x10 {
@@ -79,37 +85,46 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.cpu.port_out(PORT_PCI_DATA, 4, u32::MAX);
     let sized = vcpu.cpu.port_in(PORT_PCI_DATA, 4);
     vcpu.cpu.port_out(PORT_PCI_DATA, 4, current);
+    // The range the device will decode: the address bits it implements
+    // (read back after all ones), as written — so aligned to its size.
     if current & 1 != 0 {
-        return io_range_is_denied(vcpu, value & !0b11, sized & !0b11);
+        return io_range_is_denied(vcpu, value, sized & !0b11);
     }
     let mask = sized & !0xf;
     if mask == 0 {
         return true;
     }
-    let base = u64::from(value & !0xf);
+    let base = u64::from(value & mask);
     let len = u64::from(!mask) + 1;
     range_is_free(vcpu, base, len)
 }
 
-/// Whether an I/O BAR whose address bits are `mask` (read back after
-/// all ones; 0: unimplemented) may decode from `base`: only where every
-/// port it would take is denied to the guest. Moved over passed ports,
-/// a bus master's registers (IDE bus-master DMA, a USB or network
-/// controller) would answer the guest without an exit (default deny,
-/// [`super::port_table`]); over mediated ones, it would take the
-/// monitor's own accesses. Ports end at 0xFFFF: beyond, nothing decodes.
+/// Whether an I/O BAR whose implemented address bits are `mask` (read
+/// back after all ones; 0: unimplemented) may decode at `value`: only
+/// where every port it would take is denied to the guest. Moved over
+/// passed ports, a bus master's registers (IDE bus-master DMA, a USB or
+/// network controller) would answer the guest without an exit (default
+/// deny, [`super::port_table`]); over mediated ones, it would take the
+/// monitor's own accesses. A device whose upper 16 address bits read
+/// back 0 decodes 16 bits (PCI Local Bus Specification 3.0 §6.2.5.1), so
+/// those bits of `value` do not lift it out of the port space.
 fn io_range_is_denied<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &Vcpu<V, C, P, M>,
-    base: u32,
+    value: u32,
     mask: u32,
 ) -> bool {
     if mask == 0 {
         return true;
     }
-    // Devices decode 16 bits of I/O address (the upper half of the BAR
-    // reads back as 0 or as written).
-    let len = (!mask & 0xffff) + 1;
-    let end = (base + len).min(0x1_0000);
+    // The device's size from its implemented bits: in the low 16 alone
+    // for a 16-bit decoder (its upper bits read back 0, hardwired).
+    let size_bits = if mask & 0xffff_0000 == 0 {
+        !mask & 0xffff
+    } else {
+        !mask
+    };
+    let base = u64::from(value & mask);
+    let end = (base + u64::from(size_bits) + 1).min(0x1_0000);
     (base..end).all(|p| super::io::class(p as u16, &vcpu.platform) == PortClass::Denied)
 }
 

@@ -155,13 +155,17 @@ fn entry_failed(state: &RunState, op: &str, e: VmFail) -> ! {
 #[inline(never)]
 fn guest_ended(state: &RunState, outcome: Outcome) -> ! {
     let reason = &state.vcpu.guest_reason;
+    // The guest's own words go only into the result line (after
+    // `OKERNEL-RESULT: <outcome>: `), never at the start of another line
+    // of the monitor's, which runners read as the monitor's account.
+    log::info!(
+        "okernel: guest ended the run ({}), reason of {} bytes",
+        outcome.word(),
+        reason.as_str().len()
+    );
     let msg = if reason.is_empty() {
         FixedString::<160>::from_fmt(format_args!("guest ended the run ({})", outcome.word()))
     } else {
-        log::info!(
-            "okernel: guest ended the run ({}): {reason}",
-            outcome.word()
-        );
         FixedString::<160>::from_fmt(format_args!("guest: {reason}"))
     };
     finish(state, outcome, msg.as_str())

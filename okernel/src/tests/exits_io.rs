@@ -424,6 +424,49 @@ fn an_io_bar_cannot_move_onto_ports_the_guest_reaches() {
 }
 
 #[test]
+fn a_bar_is_judged_where_the_device_will_decode() {
+    // 64 ports written at 0xA5: the device decodes 0x80-0xBF (POST, the
+    // slave PIC); 0x10081: a 16-bit decoder drops bit 16, 0x80 again.
+    for value in [0xa5u32, 0x1_0081] {
+        let mut v = pvcpu();
+        with_device(&mut v.cpu);
+        assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x14)), Ok(ExitAction::Resume));
+        let r = pci_out(&mut v, 0xcfc, 4, value);
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.cpu.pci(dev(0x14)), 0xc001, "{value:#x}: BAR kept");
+        assert_eq!(v.audit.total(), 1, "{value:#x}");
+    }
+    // A 16 MiB memory BAR written at 0x0080_0000: it decodes from 0,
+    // over RAM.
+    let mut v = pvcpu();
+    with_device(&mut v.cpu);
+    assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x10)), Ok(ExitAction::Resume));
+    let r = pci_out(&mut v, 0xcfc, 4, 0x0080_0000);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.pci(dev(0x10)), 0xe000_0000);
+    assert_eq!(v.audit.total(), 1);
+}
+
+#[test]
+fn a_data_write_with_config_address_bits_1_0_set_is_refused() {
+    // CONFIG_ADDRESS register 0x0F: a bridge that keeps bits 1:0 writes
+    // bytes 0x0F-0x12, BAR 0's low bytes among them.
+    let mut v = pvcpu();
+    with_device(&mut v.cpu);
+    v.cpu.set_port(0xcf8, dev(0x0c) | 3);
+    let r = pci_out(&mut v, 0xcfc, 4, 0x0101_0101);
+    dropped_pci(&v, r);
+    assert_eq!(v.cpu.pci(dev(0x10)), 0xe000_0000);
+}
+
+/// Refused and audited, the BAR kept.
+fn dropped_pci(v: &PVcpu, r: Result<ExitAction, ExitError>) {
+    assert_advanced(v, r, 1);
+    assert_eq!(v.audit.total(), 1);
+    assert_eq!(v.audit.last().map(|r| r.kind), Some(AuditKind::Exit));
+}
+
+#[test]
 fn without_the_memory_map_no_bar_moves() {
     let mut v = vcpu();
     with_device(&mut v.cpu);

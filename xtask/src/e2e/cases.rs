@@ -1,6 +1,7 @@
 //! The end-to-end cases: what each boots and what it must show, on a
 //! backend with VMX and on one without.
 
+use super::Said;
 use okernel_abi::result::Outcome;
 use qemu_harness::{Expect, VmxSupport};
 
@@ -41,7 +42,7 @@ pub struct Case {
     /// the guest runs.
     pub required_checks: &'static [&'static str],
     /// Text the console must contain when the guest runs (audit records).
-    pub console_must_contain: &'static [&'static str],
+    pub console_must_contain: &'static [Said],
     /// Whether the guest runs ring-3 tasks (SYSCALL/SYSRET).
     pub ring3: bool,
     /// Checks required, in addition, on backends whose CPU has VMX.
@@ -186,12 +187,12 @@ const BOOT_CHECKS: &[&str] = &[
 
 /// The audit records the monitor-memory attacks must leave, and the exit
 /// counters the monitor prints at the end.
-const BOOT_AUDIT: &[&str] = &[
-    "ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=R-- allowed=---",
-    "ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=-W- allowed=---",
-    "action=inject-#GP",
-    "okernel: exits ept-violation                4",
-    "okernel: exits vmxon                        1",
+const BOOT_AUDIT: &[Said] = &[
+    Said::Monitor("ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=R-- allowed=---"),
+    Said::Monitor("ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=-W- allowed=---"),
+    Said::Monitor("action=inject-#GP"),
+    Said::Monitor("okernel: exits ept-violation                4"),
+    Said::Monitor("okernel: exits vmxon                        1"),
 ];
 
 /// The negative controls of `mode=direct` (no monitor): the attacks that
@@ -255,15 +256,15 @@ const ATTACKS: &[&str] = &[
 
 /// The audit trail the protected attack run must leave: JSON records of
 /// each kind of violation.
-const ATTACKS_AUDIT: &[&str] = &[
-    "OKERNEL-AUDIT: {\"seq\":",
-    "\"kind\":\"ept-violation\"",
-    "\"kind\":\"cr-write\"",
-    "\"kind\":\"msr-write\"",
-    "\"kind\":\"descriptor-table\"",
-    "\"kind\":\"page-table-update\"",
-    "\"kind\":\"context-switch\"",
-    "\"kind\":\"hypercall\"",
+const ATTACKS_AUDIT: &[Said] = &[
+    Said::Monitor("OKERNEL-AUDIT: {\"seq\":"),
+    Said::Monitor("\"kind\":\"ept-violation\""),
+    Said::Monitor("\"kind\":\"cr-write\""),
+    Said::Monitor("\"kind\":\"msr-write\""),
+    Said::Monitor("\"kind\":\"descriptor-table\""),
+    Said::Monitor("\"kind\":\"page-table-update\""),
+    Said::Monitor("\"kind\":\"context-switch\""),
+    Said::Monitor("\"kind\":\"hypercall\""),
 ];
 
 /// The attack suite's negative control: with no monitor at all
@@ -290,15 +291,17 @@ const ATTACKS_NO_MONITOR: &[&str] = &[
 
 /// What the multiboot2 ELF32 guest must print: each of its checks, and
 /// the monitor's exit counters after its Exit hypercall.
-const MB32_LINES: &[&str] = &[
-    "multiboot32 guest: protected mode, paging off",
-    "multiboot32 guest: EAX = multiboot2 magic",
-    "multiboot32 guest: EBX = multiboot2 info with memory map, command line `mb32 says hello`",
-    "multiboot32 guest: CPUID shows okernel, hides VMX",
-    "multiboot32 guest: task switch refused with #GP(0) at the JMP, RF set",
-    "multiboot32 guest: all checks passed",
-    "okernel: exits task-switch                  1",
-    "okernel: exits vmcall                       1",
+const MB32_LINES: &[Said] = &[
+    Said::Guest("multiboot32 guest: protected mode, paging off"),
+    Said::Guest("multiboot32 guest: EAX = multiboot2 magic"),
+    Said::Guest(
+        "multiboot32 guest: EBX = multiboot2 info with memory map, command line `mb32 says hello`",
+    ),
+    Said::Guest("multiboot32 guest: CPUID shows okernel, hides VMX"),
+    Said::Guest("multiboot32 guest: task switch refused with #GP(0) at the JMP, RF set"),
+    Said::Guest("multiboot32 guest: all checks passed"),
+    Said::Monitor("okernel: exits task-switch                  1"),
+    Said::Monitor("okernel: exits vmcall                       1"),
 ];
 
 /// What `case` must end with on a backend with or without VMX.

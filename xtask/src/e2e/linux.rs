@@ -4,7 +4,7 @@
 //! means something, each judged by the `okernel-probe` rows of its
 //! `/init`.
 
-use super::{Row, RowState, judge_checks, print_outcome};
+use super::{Row, RowState, Said, judge_checks, print_outcome};
 use crate::images::Images;
 use crate::linux::{self, LinuxImage, Mode};
 use qemu_harness::{Availability, Expect, Probed, Verdict};
@@ -25,7 +25,7 @@ pub struct LinuxCase {
     /// The probe rows it must report (each must hold).
     pub required: &'static [&'static str],
     /// Text the console must contain (the monitor's audit records).
-    pub console_must_contain: &'static [&'static str],
+    pub console_must_contain: &'static [Said],
     /// Processors (Bochs `cpu: count=`): with more than one, the loader
     /// must park the others and Linux must give up on them.
     pub cpus: u32,
@@ -170,14 +170,14 @@ const CLIENT_ROWS: &[&str] = &[
 /// ro-after-init, the IDT page: the same text for each, so present at
 /// least once), the CR4 and CR0 writes, the LSTAR and EFER writes, each
 /// answered with an injected #GP.
-const CLIENT_AUDIT: &[&str] = &[
-    "\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x100000\"",
-    "\"access\":\"R--\",\"allowed\":\"---\"",
-    "\"access\":\"-W-\",\"allowed\":\"R-X\"",
-    "\"kind\":\"cr-write\",\"ctx\":0,\"gpa\":\"0x4\"",
-    "\"kind\":\"cr-write\",\"ctx\":0,\"gpa\":\"0x0\"",
-    "\"kind\":\"msr-write\",\"ctx\":0,\"gpa\":\"0xc0000082\"",
-    "\"kind\":\"msr-write\",\"ctx\":0,\"gpa\":\"0xc0000080\"",
+const CLIENT_AUDIT: &[Said] = &[
+    Said::Monitor("\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x100000\""),
+    Said::Monitor("\"access\":\"R--\",\"allowed\":\"---\""),
+    Said::Monitor("\"access\":\"-W-\",\"allowed\":\"R-X\""),
+    Said::Monitor("\"kind\":\"cr-write\",\"ctx\":0,\"gpa\":\"0x4\""),
+    Said::Monitor("\"kind\":\"cr-write\",\"ctx\":0,\"gpa\":\"0x0\""),
+    Said::Monitor("\"kind\":\"msr-write\",\"ctx\":0,\"gpa\":\"0xc0000082\""),
+    Said::Monitor("\"kind\":\"msr-write\",\"ctx\":0,\"gpa\":\"0xc0000080\""),
 ];
 
 /// The audit record the kernel's read of okernel's image (at 1 MiB, the
@@ -185,11 +185,11 @@ const CLIENT_AUDIT: &[&str] = &[
 /// reader's kernel path — and, on 2 CPUs, that the loader parked the
 /// other processor and Linux tried to start it and gave up (it runs on
 /// one).
-const SMP_MONITOR_AUDIT: &[&str] = &[
-    "\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x100000\"",
-    "\"access\":\"R--\",\"allowed\":\"---\"",
-    "1 application processor(s) parked in VMX root (the MADT lists 2 processors",
-    "smpboot: do_boot_cpu failed(-1) to wakeup CPU#1",
+const SMP_MONITOR_AUDIT: &[Said] = &[
+    Said::Monitor("\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x100000\""),
+    Said::Monitor("\"access\":\"R--\",\"allowed\":\"---\""),
+    Said::Monitor("1 application processor(s) parked in VMX root (the MADT lists 2 processors"),
+    Said::Guest("smpboot: do_boot_cpu failed(-1) to wakeup CPU#1"),
 ];
 
 /// What Linux under the monitor must show, by either boot path.

@@ -41,7 +41,7 @@ pub fn judge_checks(
     report: &RunReport,
     required: &[&str],
     also: &[&str],
-    console: &[&str],
+    console: &[Said],
 ) -> Verdict {
     let checks = match report.parsed_checks() {
         Ok(c) => c,
@@ -55,12 +55,27 @@ pub fn judge_checks(
             return Verdict::Unexpected(format!("check `{name}` was not reported"));
         }
     }
-    for text in console {
-        if !report.console.contains(text) {
-            return Verdict::Unexpected(format!("console lacks `{text}`"));
+    for said in console {
+        let found = match said {
+            Said::Monitor(text) => report.monitor_lines().any(|l| l.contains(text)),
+            Said::Guest(text) => report.console.contains(text),
+        };
+        if !found {
+            return Verdict::Unexpected(format!("console lacks {said:?}"));
         }
     }
     Verdict::Ok
+}
+
+/// Text a run's console must show, and whose it must be: the monitor's
+/// (on a line it marked, `qemu_harness::RunReport::monitor_lines`, which
+/// the guest cannot forge) or anyone's (the guest's own lines).
+#[derive(Debug, Clone, Copy)]
+pub enum Said {
+    /// On one of the loader's or the monitor's lines.
+    Monitor(&'static str),
+    /// Anywhere on the console.
+    Guest(&'static str),
 }
 
 /// Prints how a row's run ended after its progress prefix (the prefix
@@ -319,6 +334,29 @@ fn truncate(s: &str, n: usize) -> String {
 mod tests {
     use super::*;
     use qemu_harness::HarnessError;
+
+    #[test]
+    fn the_monitors_text_must_be_on_a_line_it_marked() {
+        let r = |console: &str| RunReport::from_console("b", "t", console.to_string(), "/r".into());
+        let audit = [Said::Monitor("okernel: audit #0")];
+        // The guest printing the same text unmarked does not count.
+        assert!(matches!(
+            judge_checks(&r("okernel: audit #0\n"), &[], &[], &audit),
+            Verdict::Unexpected(_)
+        ));
+        assert_eq!(
+            judge_checks(
+                &r("\u{1}[WARN  loader] okernel: audit #0\n"),
+                &[],
+                &[],
+                &audit
+            ),
+            Verdict::Ok
+        );
+        // Guest text may be anywhere.
+        let hello = [Said::Guest("hello")];
+        assert_eq!(judge_checks(&r("hello\n"), &[], &[], &hello), Verdict::Ok);
+    }
 
     /// A backend that reports `console` for every run.
     struct Fake(&'static str, &'static str);
