@@ -13,6 +13,7 @@
 //! | a BAR register, as a dword: the sizing pattern (every address bit set), the BAR's own value, an unimplemented BAR (sizes to 0), a memory BAR whose new range touches no RAM and no monitor memory, or an I/O BAR whose new range holds only ports denied to the guest | performed |
 //! | a BAR register, as a dword: a memory BAR over RAM or monitor memory, an I/O BAR over any port the guest reaches or the monitor mediates ([`super::port_table`]), or a 64-bit BAR's upper half other than 0 or the sizing pattern | dropped + audit `exit` |
 //! | a BAR register as a byte or a word | dropped + audit `exit` |
+//! | the expansion ROM BAR (0x30) as a dword: the sizing pattern, its own value, or a range over no RAM | performed; a range over RAM: dropped + audit `exit` |
 //!
 //! The BAR's size comes from the BAR itself (the monitor sizes it: all
 //! ones written, the mask read back, the old value restored, §6.2.5.1).
@@ -32,6 +33,11 @@ const ENABLE: u32 = 1 << 31;
 const HEADER_TYPE: u32 = 0x0c;
 /// The first and last BAR registers of a type-0 header.
 const BARS: core::ops::RangeInclusive<u32> = 0x10..=0x24;
+/// The expansion ROM BAR of a type-0 header: a memory range (bits 31:11)
+/// and its decode enable (bit 0).
+const ROM_BAR: u32 = 0x30;
+/// The ROM BAR's address bits.
+const ROM_ADDRESS: u32 = 0xffff_f800;
 
 /// Whether the monitor lets a guest write of `value` (`size` bytes) to
 /// data port `port` happen, with CONFIG_ADDRESS as the processor holds
@@ -54,7 +60,7 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return false;
     }
     let register = address & 0xfc;
-    if address & ENABLE == 0 || !BARS.contains(&register) {
+    if address & ENABLE == 0 || !(BARS.contains(&register) || register == ROM_BAR) {
         return true;
     }
     let select = |cpu: &mut C, reg: u32| cpu.port_out(PORT_PCI_ADDRESS, 4, (address & !0xff) | reg);
@@ -72,6 +78,9 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     if port != PORT_PCI_DATA || size != 4 {
         return false;
+    }
+    if register == ROM_BAR {
+        return rom_write_allowed(vcpu, value);
     }
     // The upper half of a 64-bit memory BAR (type bits 2:1 = 10b below).
     if below & 0b111 == 0b100 {
@@ -126,6 +135,29 @@ fn io_range_is_denied<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let base = u64::from(value & mask);
     let end = (base + u64::from(size_bits) + 1).min(0x1_0000);
     (base..end).all(|p| super::io::class(p as u16, &vcpu.platform) == PortClass::Denied)
+}
+
+/// Whether a dword write of `value` to the selected expansion ROM BAR may
+/// happen: the sizing pattern (address bits all ones, decode off) and
+/// the BAR's own value do; any other value only where the ROM, sized
+/// from the BAR itself, would decode over no RAM (PCI Local Bus
+/// Specification 3.0 §6.2.5.2) — enabled there, it takes the platform's
+/// accesses to that RAM as a memory BAR would.
+fn rom_write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    value: u32,
+) -> bool {
+    let current = vcpu.cpu.port_in(PORT_PCI_DATA, 4);
+    if (value & ROM_ADDRESS == ROM_ADDRESS && value & 1 == 0) || value == current {
+        return true;
+    }
+    vcpu.cpu.port_out(PORT_PCI_DATA, 4, ROM_ADDRESS);
+    let mask = vcpu.cpu.port_in(PORT_PCI_DATA, 4) & ROM_ADDRESS;
+    vcpu.cpu.port_out(PORT_PCI_DATA, 4, current);
+    if mask == 0 {
+        return true;
+    }
+    range_is_free(vcpu, u64::from(value & mask), u64::from(!mask) + 1)
 }
 
 /// Whether `[base, base + len)` touches no RAM of the memory map, the

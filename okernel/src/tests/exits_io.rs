@@ -459,6 +459,30 @@ fn a_data_write_with_config_address_bits_1_0_set_is_refused() {
     assert_eq!(v.cpu.pci(dev(0x10)), 0xe000_0000);
 }
 
+#[test]
+fn an_expansion_rom_cannot_move_over_ram() {
+    // A 64 KiB ROM BAR at 0xE100_0000 (decode off).
+    let mut v = pvcpu();
+    with_device(&mut v.cpu);
+    v.cpu.set_pci(dev(0x30), 0xe100_0000, 0xffff_0001);
+    assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x30)), Ok(ExitAction::Resume));
+    // Enabled over the monitor's image at 4 MiB: dropped, audited.
+    let r = pci_out(&mut v, 0xcfc, 4, 0x0040_0001);
+    assert_advanced(&v, r, 1);
+    assert_eq!(v.cpu.pci(dev(0x30)), 0xe100_0000);
+    assert_eq!(v.audit.total(), 1);
+    // Sizing, enabling where it is, a move within the MMIO hole: performed.
+    for (value, now) in [
+        (0xffff_f800, 0xffff_0000),
+        (0xe100_0001, 0xe100_0001),
+        (0xd000_0001, 0xd000_0001),
+    ] {
+        assert_eq!(pci_out(&mut v, 0xcfc, 4, value), Ok(ExitAction::Resume));
+        assert_eq!(v.cpu.pci(dev(0x30)), now, "{value:#x}");
+    }
+    assert_eq!(v.audit.total(), 1);
+}
+
 /// Refused and audited, the BAR kept.
 fn dropped_pci(v: &PVcpu, r: Result<ExitAction, ExitError>) {
     assert_advanced(v, r, 1);
