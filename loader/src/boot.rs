@@ -53,6 +53,9 @@ pub enum Failure {
     Smp(crate::smp::SmpError),
     /// The FADT is malformed: the sleep controls cannot be mediated.
     SleepControls(loader::acpi::AcpiError),
+    /// The MCFG is malformed: PCI Express configuration space could not
+    /// be kept from the guest.
+    Ecam(loader::acpi::AcpiError),
 }
 
 impl Failure {
@@ -92,6 +95,10 @@ impl fmt::Display for Failure {
             Failure::SleepControls(e) => write!(
                 f,
                 "okernel: cannot mediate ACPI sleep ({e}): a guest could put the machine to sleep and be resumed outside VMX"
+            ),
+            Failure::Ecam(e) => write!(
+                f,
+                "okernel: cannot keep PCI Express configuration (ECAM) from the guest ({e}): it could move BARs and unlock chipset registers around the monitor"
             ),
         }
     }
@@ -329,10 +336,12 @@ impl loader::chipset::ConfigSpace for Mechanism1 {
 /// only the FADT's values for the OS (S4BIOS_REQ and vendor commands
 /// refused), an I/O reset register other than 0xCF9 (which `exit::io`
 /// mediates) refuses its reset value, and the PCI register placing the
-/// PM I/O block is refused. Says what it found, and what it cannot
+/// PM I/O block is refused; with ECAM (`ecam`), an Intel host bridge's
+/// PCIEXBAR is refused too. Says what it found, and what it cannot
 /// mediate; a malformed FADT stops the boot.
-fn platform_ports(bi: &BootInfo<'_>) -> Result<PlatformPorts, Failure> {
-    let mut rules = [PortRule::RefuseByte { port: 0, value: 0 }; 8];
+fn platform_ports(bi: &BootInfo<'_>, ecam: bool) -> Result<PlatformPorts, Failure> {
+    let mut rules =
+        [PortRule::RefuseByte { port: 0, value: 0 }; okernel::exit::platform_ports::MAX_RULES];
     let mut n = 0;
     match loader::chipset::lock_smram(&mut Mechanism1) {
         Smram::Locked(address) => {
@@ -350,6 +359,23 @@ fn platform_ports(bi: &BootInfo<'_>) -> Result<PlatformPorts, Failure> {
         Smram::Unknown(id) => log::warn!(
             "host bridge {id:#x}: okernel does not know its SMRAM control; the firmware must have locked SMRAM (D_LCK)"
         ),
+    }
+    // With ECAM (kept from the guest by `hide_ecam`, which found it
+    // before removing the MCFG), the register that places it: moved, the
+    // window would come back where the EPT maps.
+    if ecam {
+        match loader::chipset::pciexbar(&mut Mechanism1) {
+            Some(dwords) => {
+                info!("PCIEXBAR at {dwords:x?} locked (the guest's writes refused)");
+                for address in dwords {
+                    rules[n] = PortRule::PciConfigLocked { address };
+                    n += 1;
+                }
+            }
+            None => log::warn!(
+                "the host bridge is not Intel's: okernel does not know the register placing ECAM; the firmware must have locked it"
+            ),
+        }
     }
     let Some(rsdp) = bi.rsdp else {
         log::warn!("no ACPI tables: no sleep control to mediate");
@@ -427,6 +453,80 @@ fn platform_ports(bi: &BootInfo<'_>) -> Result<PlatformPorts, Failure> {
         .unwrap_or_default())
 }
 
+/// Keeps PCI Express configuration space (ECAM) from the guest
+/// (`loader::acpi::mcfg`): removes the MCFG from the RSDT and the XSDT
+/// the firmware left in memory, so that the guest's OS uses configuration
+/// mechanism #1 (mediated by the monitor), and returns the windows, which
+/// the caller keeps out of every EPT view. No MCFG: nothing to do.
+fn hide_ecam(
+    bi: &BootInfo<'_>,
+) -> Result<[Option<(u64, u64)>; loader::acpi::mcfg::MAX_WINDOWS], Failure> {
+    use loader::acpi::mcfg;
+    let Some(rsdp) = bi.rsdp else {
+        return Ok([None; mcfg::MAX_WINDOWS]);
+    };
+    let windows = mcfg::windows(&Identity, rsdp).map_err(Failure::Ecam)?;
+    if windows.iter().all(Option::is_none) {
+        return Ok(windows);
+    }
+    // The root tables (the RSDT; the XSDT from ACPI 2.0), each with its
+    // entry size.
+    let rsdt = (rsdp.len() >= 20).then(|| {
+        (
+            u64::from(u32::from_le_bytes([rsdp[16], rsdp[17], rsdp[18], rsdp[19]])),
+            4,
+        )
+    });
+    let xsdt = (rsdp.len() >= 32 && rsdp[15] >= 2).then(|| {
+        (
+            u64::from_le_bytes(rsdp[24..32].try_into().unwrap_or_default()),
+            8,
+        )
+    });
+    let mut removed = 0;
+    for (root, entry) in [rsdt, xsdt].into_iter().flatten().filter(|&(a, _)| a != 0) {
+        let Some(header) = Identity.bytes(root, 36) else {
+            continue;
+        };
+        let len = u64::from(u32::from_le_bytes([
+            header[4], header[5], header[6], header[7],
+        ]));
+        // The MCFG entries' addresses first, read-only: the root table is
+        // then the only memory written.
+        let mut targets = [0u64; mcfg::MAX_WINDOWS];
+        let mut n = 0;
+        if let Some(t) = Identity.bytes(root, len as usize) {
+            for e in t.get(36..).unwrap_or_default().chunks_exact(entry) {
+                let a = if entry == 8 {
+                    u64::from_le_bytes(e.try_into().unwrap_or_default())
+                } else {
+                    u64::from(u32::from_le_bytes(e.try_into().unwrap_or_default()))
+                };
+                if n < targets.len() && Identity.bytes(a, 4).is_some_and(|sig| sig == b"MCFG") {
+                    targets[n] = a;
+                    n += 1;
+                }
+            }
+        }
+        // SAFETY: the firmware's RSDT/XSDT, identity-mapped ACPI memory
+        // that nothing else uses while the loader runs; the guest finds it
+        // changed (its own copy of the tables is this one).
+        if let Some(bytes) = unsafe {
+            phys::bytes_mut(Range {
+                start: root,
+                end: root + len,
+            })
+        } {
+            removed += mcfg::remove_entries(bytes, entry, |a| targets[..n].contains(&a));
+        }
+    }
+    info!(
+        "PCI Express ECAM {:x?}: kept from the guest (MCFG removed from {removed} root table(s), the windows in no EPT view); its PCI configuration goes through ports 0xCF8/0xCFC",
+        windows
+    );
+    Ok(windows)
+}
+
 /// Copies the segments of `plan` from `image` and zeroes the rest of
 /// each.
 ///
@@ -493,18 +593,25 @@ pub fn launch_monitor(
         n += 1;
     }
     let image = phys::image_range();
-    let page = smp.map_or(Range { start: 0, end: 0 }, |p| p.page());
-    let monitor = [
-        PhysRange {
-            start: image.start,
-            end: image.end,
-        },
-        PhysRange {
+    let mut monitor = [PhysRange::new(0, 0); 2 + loader::acpi::mcfg::MAX_WINDOWS];
+    monitor[0] = PhysRange {
+        start: image.start,
+        end: image.end,
+    };
+    let mut n_monitor = 1;
+    if let Some(page) = smp.map(|p| p.page()) {
+        monitor[n_monitor] = PhysRange {
             start: page.start,
             end: page.end,
-        },
-    ];
-    let monitor = &monitor[..if smp.is_some() { 2 } else { 1 }];
+        };
+        n_monitor += 1;
+    }
+    let ecam = hide_ecam(bi)?;
+    for (start, end) in ecam.into_iter().flatten() {
+        monitor[n_monitor] = PhysRange { start, end };
+        n_monitor += 1;
+    }
+    let monitor = &monitor[..n_monitor];
     let config = LaunchConfig {
         guest: GuestEntry {
             mode,
@@ -520,7 +627,7 @@ pub fn launch_monitor(
             start: pool.start,
             end: pool.end,
         },
-        platform_ports: platform_ports(bi)?,
+        platform_ports: platform_ports(bi, ecam.iter().any(Option::is_some))?,
         report: report_outcome,
     };
     okernel::launch::validate(&config).map_err(Failure::Launch)?;

@@ -62,6 +62,22 @@ pub fn lock_smram(cfg: &mut dyn ConfigSpace) -> Smram {
     }
 }
 
+/// The configuration dwords of bus 0's host bridge that place PCI
+/// Express configuration space (ECAM), for the loader to lock when the
+/// platform has ECAM (`loader::acpi::mcfg`): PCIEXBAR at 0x60/0x64 of an
+/// Intel host bridge (Q35 and the client chipsets since the 945; Intel
+/// 3 Series Express Chipset Family datasheet §5.1.12). Moved, the window
+/// would reappear at an address the EPT maps, around every check of
+/// configuration writes. `None`: not an Intel host bridge (AMD places
+/// ECAM by an MSR, which the monitor's default-deny MSR table refuses).
+pub fn pciexbar(cfg: &mut dyn ConfigSpace) -> Option<[u32; 2]> {
+    const INTEL: u32 = 0x8086;
+    const HOST_BRIDGE: u32 = 0x06_0000;
+    let id = cfg.read(0x8000_0000);
+    let class = cfg.read(0x8000_0008) >> 8;
+    (id & 0xffff == INTEL && class == HOST_BRIDGE).then_some([0x8000_0060, 0x8000_0064])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +130,29 @@ mod tests {
             }
         }
         assert_eq!(lock_smram(&mut Other), Smram::Unknown(0x1234_1022));
+    }
+
+    #[test]
+    fn pciexbar_is_named_for_intel_host_bridges_only() {
+        /// Bus 0 function 0: this ID and class dword.
+        struct Bridge(u32, u32);
+        impl ConfigSpace for Bridge {
+            fn read(&mut self, address: u32) -> u32 {
+                match address {
+                    0x8000_0000 => self.0,
+                    0x8000_0008 => self.1,
+                    _ => 0,
+                }
+            }
+            fn write(&mut self, _: u32, _: u32) {}
+        }
+        // Q35 (class 06/00/00, revision 2).
+        assert_eq!(
+            pciexbar(&mut Bridge(0x29c0_8086, 0x0600_0002)),
+            Some([0x8000_0060, 0x8000_0064])
+        );
+        // An AMD root complex; an Intel function that is not a host bridge.
+        assert_eq!(pciexbar(&mut Bridge(0x1480_1022, 0x0600_0000)), None);
+        assert_eq!(pciexbar(&mut Bridge(0x2918_8086, 0x0601_0002)), None);
     }
 }

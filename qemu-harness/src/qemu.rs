@@ -32,6 +32,7 @@ pub struct Qemu {
     nested_vmx: bool,
     program: PathBuf,
     cpu: String,
+    machine: &'static str,
 }
 
 /// The QEMU program the backend runs unless told otherwise.
@@ -72,7 +73,16 @@ impl Qemu {
             nested_vmx,
             program: PathBuf::from(PROGRAM),
             cpu: cpu.to_string(),
+            machine: "pc",
         }
+    }
+
+    /// The same backend on another QEMU machine type (`-machine`; `pc`
+    /// unless told otherwise): `q35` has PCI Express configuration space
+    /// (an ACPI MCFG), which the ECAM row needs.
+    pub fn with_machine(mut self, machine: &'static str) -> Self {
+        self.machine = machine;
+        self
     }
 
     /// The same backend running another QEMU binary (tests use a fake).
@@ -168,7 +178,7 @@ impl Qemu {
         let mut cmd = Command::new(&self.program);
         let console = spec.run_dir.join("console.log");
         let ram = spec.guest.ram_mib().to_string();
-        cmd.args(["-machine", "pc", "-m", &ram, "-smp", "1"])
+        cmd.args(["-machine", self.machine, "-m", &ram, "-smp", "1"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))

@@ -43,8 +43,11 @@ commands:
                              Bochs, every line compared (part of `test`)
   platform                   the platform attack rows alone (part of `test`): the
                              demo guest starts another processor (2- and 4-CPU
-                             Bochs) and puts the machine to sleep, bare and
-                             under okernel (which must park, and refuse)
+                             Bochs), puts the machine to sleep, has a device DMA
+                             over a locked page, forges the monitor's console
+                             lines and runs its own SMM handler, bare and under
+                             okernel (which must park, refuse, deny, drop);
+                             and ECAM kept from the guest on QEMU's q35
   lint                       rustfmt --check, clippy -D warnings (host and
                              bare-metal target, the fuzz crate), rustdoc -D warnings
   ci                         `lint`, `test`, then the bounded fuzz campaigns
@@ -307,7 +310,9 @@ fn conformance() -> Result<bool, String> {
 /// invariant 1).
 fn platform() -> Result<bool, String> {
     let images = images::build()?;
-    let rows = e2e::platform::run(&images, &e2e::backends(), &e2e::platform::cases());
+    let backends = e2e::backends();
+    let mut rows = e2e::platform::run(&images, &backends, &e2e::platform::cases());
+    rows.extend(e2e::ecam::run(&images, &backends));
     rows_alone(&rows, "the platform rows")
 }
 

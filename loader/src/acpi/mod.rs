@@ -11,6 +11,7 @@
 
 use crate::bootinfo::PhysMem;
 
+pub mod mcfg;
 pub mod sleep;
 
 /// Why the MADT could not be read.
@@ -75,7 +76,7 @@ impl Processors {
     }
 }
 
-const SDT_HEADER: usize = 36;
+pub(crate) const SDT_HEADER: usize = 36;
 /// The MADT's fixed part: the header, the local APIC address, flags.
 const MADT_FIXED: usize = SDT_HEADER + 8;
 /// The longest table read (a sanity bound on a firmware length field).

@@ -63,8 +63,9 @@ pub enum PortRule {
 }
 
 /// The most rules a platform gives: PM1a, PM1b, SMI_CMD, reset, and
-/// three locked configuration dwords (two PM bases, SMRAM control).
-pub const MAX_RULES: usize = 8;
+/// five locked configuration dwords (two PM bases, SMRAM control, the two
+/// of PCIEXBAR).
+pub const MAX_RULES: usize = 10;
 
 /// The most I/O blocks a platform passes to the guest: the FADT's PM1a
 /// and PM1b event blocks, PM2 control, the PM timer, GPE0 and GPE1.
@@ -249,7 +250,7 @@ mod tests {
         .unwrap();
         assert!(!p.write_allowed(0x405, SLP_EN));
         assert!(p.write_allowed(0x405, 0));
-        assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 9]).is_none());
+        assert!(PlatformPorts::new(&[PortRule::RefuseByte { port: 1, value: 1 }; 11]).is_none());
         assert_eq!(PlatformPorts::default().ports().count(), 0);
     }
 

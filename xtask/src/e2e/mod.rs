@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod cases;
 pub mod conformance;
+pub mod ecam;
 pub mod linux;
 pub mod platform;
 
@@ -278,6 +279,7 @@ pub fn run_matrix(images: &Images, backends: &[Probed]) -> Result<Vec<Row>, Stri
         }
     }
     rows.extend(platform::run(images, backends, &platform::cases()));
+    rows.extend(ecam::run(images, backends));
     rows.extend(conformance::run(images, backends));
     Ok(rows)
 }
