@@ -7,6 +7,7 @@ mod arch;
 mod boot;
 mod boot_linux;
 mod phys;
+mod platform;
 mod smp;
 
 use okernel_abi::result::Outcome;

@@ -1,0 +1,234 @@
+//! The platform around the monitor, locked and described before it
+//! starts (`docs/boot-flow.md`, step 8): the host bridge's SMRAM control
+//! and PCIEXBAR, the ACPI sleep, SMI and reset ports, the PM base
+//! register and the FADT's I/O blocks — the monitor's port rules
+//! (`okernel::exit::platform_ports`) — and PCI Express configuration
+//! space kept from the guest (`loader::acpi::mcfg`).
+
+use crate::boot::Failure;
+use crate::phys::{self, Identity};
+use loader::bootinfo::{BootInfo, PhysMem};
+use loader::chipset::Smram;
+use loader::memmap::Range;
+use log::info;
+use okernel::exit::platform_ports::{PlatformPorts, PortBlock, PortRule};
+
+/// PCI configuration mechanism #1 through ports 0xCF8/0xCFC.
+struct Mechanism1;
+
+impl loader::chipset::ConfigSpace for Mechanism1 {
+    fn read(&mut self, address: u32) -> u32 {
+        // SAFETY: selecting and reading a dword changes nothing; the
+        // loader runs alone, before the guest exists.
+        unsafe {
+            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
+            x86_64::instructions::port::Port::<u32>::new(0xcfc).read()
+        }
+    }
+    fn write(&mut self, address: u32, value: u32) {
+        // SAFETY: as for `read`; the only writes are the SMRAM lock
+        // (`loader::chipset`), before the guest exists.
+        unsafe {
+            x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
+            x86_64::instructions::port::Port::<u32>::new(0xcfc).write(value);
+        }
+    }
+}
+
+/// The platform's port rules for the monitor
+/// (`okernel::exit::platform_ports`): the host bridge's SMRAM control
+/// locked (`loader::chipset`) and its dword refused; the ACPI PM1a/PM1b
+/// control refuse any sleep but `\_S5`'s soft off, SMI_CMD performs
+/// only the FADT's values for the OS (S4BIOS_REQ and vendor commands
+/// refused), an I/O reset register other than 0xCF9 (which `exit::io`
+/// mediates) refuses its reset value, and the PCI register placing the
+/// PM I/O block is refused; with ECAM (`ecam`), an Intel host bridge's
+/// PCIEXBAR is refused too. Says what it found, and what it cannot
+/// mediate; a malformed FADT stops the boot.
+pub(crate) fn platform_ports(bi: &BootInfo<'_>, ecam: bool) -> Result<PlatformPorts, Failure> {
+    let mut rules =
+        [PortRule::RefuseByte { port: 0, value: 0 }; okernel::exit::platform_ports::MAX_RULES];
+    let mut n = 0;
+    match loader::chipset::lock_smram(&mut Mechanism1) {
+        Smram::Locked(address) => {
+            info!("SMRAM control locked (D_LCK) at {address:#x}");
+            rules[n] = PortRule::PciConfigLocked { address };
+            n += 1;
+        }
+        Smram::NotLocked(address, v) => {
+            log::warn!(
+                "SMRAM control at {address:#x} reads {v:#x}: D_LCK did not hold; okernel refuses the guest's writes to it"
+            );
+            rules[n] = PortRule::PciConfigLocked { address };
+            n += 1;
+        }
+        Smram::Unknown(id) => log::warn!(
+            "host bridge {id:#x}: okernel does not know its SMRAM control; the firmware must have locked SMRAM (D_LCK)"
+        ),
+    }
+    // With ECAM (kept from the guest by `hide_ecam`, which found it
+    // before removing the MCFG), the register that places it: moved, the
+    // window would come back where the EPT maps.
+    if ecam {
+        match loader::chipset::pciexbar(&mut Mechanism1) {
+            Some(dwords) => {
+                info!("PCIEXBAR at {dwords:x?} locked (the guest's writes refused)");
+                for address in dwords {
+                    rules[n] = PortRule::PciConfigLocked { address };
+                    n += 1;
+                }
+            }
+            None => log::warn!(
+                "the host bridge is not Intel's: okernel does not know the register placing ECAM; the firmware must have locked it"
+            ),
+        }
+    }
+    let Some(rsdp) = bi.rsdp else {
+        log::warn!("no ACPI tables: no sleep control to mediate");
+        return Ok(PlatformPorts::new(&rules[..n]).unwrap_or_default());
+    };
+    let c = loader::acpi::sleep::sleep_controls(&Identity, rsdp).map_err(Failure::SleepControls)?;
+    if c.dsdt_unreadable {
+        log::warn!(
+            "the DSDT is unreadable: no sleep type is known, so every PM1 sleep request, power-off included, is refused"
+        );
+    }
+    for (port, off) in c.pm1_cnt.iter().zip([c.s5.map(|s| s.0), c.s5.map(|s| s.1)]) {
+        if let Some(port) = *port {
+            rules[n] = PortRule::SleepControl { port, off };
+            n += 1;
+        }
+    }
+    if let Some((port, _)) = c.smi_cmd {
+        rules[n] = PortRule::SmiCommand {
+            port,
+            allowed: c.smi_values,
+        };
+        n += 1;
+    }
+    if let Some((port, value)) = c.reset.filter(|&(port, _)| port != 0xcf9) {
+        rules[n] = PortRule::RefuseByte { port, value };
+        n += 1;
+    }
+    let mut read = |address: u32| loader::chipset::ConfigSpace::read(&mut Mechanism1, address);
+    let locked = c
+        .pm1a_evt
+        .map(|evt| loader::acpi::sleep::pm_base_registers(&mut read, evt))
+        .unwrap_or_default();
+    for address in locked.into_iter().flatten() {
+        rules[n] = PortRule::PciConfigLocked { address };
+        n += 1;
+    }
+    let verdict = match (c.pm1_cnt.iter().flatten().count(), c.s5) {
+        (0, _) => "no PM1 control to mediate",
+        (_, Some(_)) => "sleep refused, soft off allowed",
+        (_, None) => "sleep and power-off refused",
+    };
+    info!(
+        "ACPI sleep controls: PM1 control {:x?}, \\_S5 {:?}, \\_S3 {:?}, SMI_CMD {:x?} (values performed {:x?}), reset register {:x?}, PM base locked at {:x?}: {verdict}",
+        c.pm1_cnt, c.s5, c.s3, c.smi_cmd, c.smi_values, c.reset, locked
+    );
+    if c.pm1a_evt.is_some() && locked[0].is_none() {
+        log::warn!(
+            "the PCI register placing the ACPI PM I/O block was not found: a guest could move PM1 control where okernel does not look; disable S3/S4 in the firmware"
+        );
+    }
+    if c.pm1_in_memory || c.hardware_reduced {
+        log::warn!(
+            "the ACPI sleep control is in memory or hardware-reduced: okernel cannot refuse sleep there; disable S3/S4 in the firmware"
+        );
+    }
+    if c.s5.is_none() && n > 0 {
+        log::warn!("no \\_S5 in the DSDT: ACPI power-off is refused too");
+    }
+    let blocks = c
+        .io_blocks
+        .map(|b| b.map(|(first, len)| PortBlock { first, len }));
+    let mut passed = [PortBlock { first: 0, len: 0 }; 6];
+    let mut k = 0;
+    for b in blocks.into_iter().flatten() {
+        passed[k] = b;
+        k += 1;
+    }
+    info!(
+        "ACPI I/O blocks passed to the guest (PM1 event, PM2, PM timer, GPE0, GPE1): {:x?}; every other port not in okernel's table is denied",
+        c.io_blocks
+    );
+    Ok(PlatformPorts::new(&rules[..n])
+        .and_then(|p| p.passing(&passed[..k]))
+        .unwrap_or_default())
+}
+
+/// Keeps PCI Express configuration space (ECAM) from the guest
+/// (`loader::acpi::mcfg`): removes the MCFG from the RSDT and the XSDT
+/// the firmware left in memory, so that the guest's OS uses configuration
+/// mechanism #1 (mediated by the monitor), and returns the windows, which
+/// the caller keeps out of every EPT view. No MCFG: nothing to do.
+pub(crate) fn hide_ecam(
+    bi: &BootInfo<'_>,
+) -> Result<[Option<(u64, u64)>; loader::acpi::mcfg::MAX_WINDOWS], Failure> {
+    use loader::acpi::mcfg;
+    let Some(rsdp) = bi.rsdp else {
+        return Ok([None; mcfg::MAX_WINDOWS]);
+    };
+    let windows = mcfg::windows(&Identity, rsdp).map_err(Failure::Ecam)?;
+    if windows.iter().all(Option::is_none) {
+        return Ok(windows);
+    }
+    // The root tables (the RSDT; the XSDT from ACPI 2.0), each with its
+    // entry size.
+    let rsdt = (rsdp.len() >= 20).then(|| {
+        (
+            u64::from(u32::from_le_bytes([rsdp[16], rsdp[17], rsdp[18], rsdp[19]])),
+            4,
+        )
+    });
+    let xsdt = (rsdp.len() >= 32 && rsdp[15] >= 2).then(|| {
+        (
+            u64::from_le_bytes(rsdp[24..32].try_into().unwrap_or_default()),
+            8,
+        )
+    });
+    let mut removed = 0;
+    for (root, entry) in [rsdt, xsdt].into_iter().flatten().filter(|&(a, _)| a != 0) {
+        let Some(header) = Identity.bytes(root, 36) else {
+            continue;
+        };
+        let len = u64::from(u32::from_le_bytes([
+            header[4], header[5], header[6], header[7],
+        ]));
+        // The MCFG entries' addresses first, read-only: the root table is
+        // then the only memory written.
+        let mut targets = [0u64; mcfg::MAX_WINDOWS];
+        let mut n = 0;
+        if let Some(t) = Identity.bytes(root, len as usize) {
+            for e in t.get(36..).unwrap_or_default().chunks_exact(entry) {
+                let a = if entry == 8 {
+                    u64::from_le_bytes(e.try_into().unwrap_or_default())
+                } else {
+                    u64::from(u32::from_le_bytes(e.try_into().unwrap_or_default()))
+                };
+                if n < targets.len() && Identity.bytes(a, 4).is_some_and(|sig| sig == b"MCFG") {
+                    targets[n] = a;
+                    n += 1;
+                }
+            }
+        }
+        // SAFETY: the firmware's RSDT/XSDT, identity-mapped ACPI memory
+        // that nothing else uses while the loader runs; the guest finds it
+        // changed (its own copy of the tables is this one).
+        if let Some(bytes) = unsafe {
+            phys::bytes_mut(Range {
+                start: root,
+                end: root + len,
+            })
+        } {
+            removed += mcfg::remove_entries(bytes, entry, |a| targets[..n].contains(&a));
+        }
+    }
+    info!(
+        "PCI Express ECAM {:x?}: kept from the guest (MCFG removed from {removed} root table(s), the windows in no EPT view); its PCI configuration goes through ports 0xCF8/0xCFC",
+        windows
+    );
+    Ok(windows)
+}
