@@ -371,7 +371,7 @@ pub fn launch_monitor(
         n += 1;
     }
     let image = phys::image_range();
-    let mut monitor = [PhysRange::new(0, 0); 2 + loader::acpi::mcfg::MAX_WINDOWS];
+    let mut monitor = [PhysRange::new(0, 0); 2 + crate::platform::ECAM_WINDOWS];
     monitor[0] = PhysRange {
         start: image.start,
         end: image.end,

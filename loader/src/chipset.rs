@@ -62,20 +62,46 @@ pub fn lock_smram(cfg: &mut dyn ConfigSpace) -> Smram {
     }
 }
 
-/// The configuration dwords of bus 0's host bridge that place PCI
-/// Express configuration space (ECAM), for the loader to lock when the
-/// platform has ECAM (`loader::acpi::mcfg`): PCIEXBAR at 0x60/0x64 of an
-/// Intel host bridge (Q35 and the client chipsets since the 945; Intel
-/// 3 Series Express Chipset Family datasheet §5.1.12). Moved, the window
-/// would reappear at an address the EPT maps, around every check of
-/// configuration writes. `None`: not an Intel host bridge (AMD places
-/// ECAM by an MSR, which the monitor's default-deny MSR table refuses).
-pub fn pciexbar(cfg: &mut dyn ConfigSpace) -> Option<[u32; 2]> {
-    const INTEL: u32 = 0x8086;
-    const HOST_BRIDGE: u32 = 0x06_0000;
-    let id = cfg.read(0x8000_0000);
-    let class = cfg.read(0x8000_0008) >> 8;
-    (id & 0xffff == INTEL && class == HOST_BRIDGE).then_some([0x8000_0060, 0x8000_0064])
+/// The host bridge register that places PCI Express configuration space
+/// (ECAM): its configuration dwords, and the window it decodes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pciexbar {
+    /// CONFIG_ADDRESS of its two dwords (low: enable, length, base; high:
+    /// base bits above 31), which the loader locks: moved, the window
+    /// would appear where the EPT maps, around every check of
+    /// configuration writes.
+    pub dwords: [u32; 2],
+    /// The window it decodes, when enabled: [start, end).
+    pub window: Option<(u64, u64)>,
+}
+
+/// PCIEXBAR of bus 0's host bridge, if okernel knows the bridge: Q35's
+/// MCH (8086:29C0, register 0x60: bit 0 enable, bits 2:1 length — 256,
+/// 128 or 64 MiB — base bits 35:26; Intel 3 Series/ICH9 MCH datasheet
+/// §5.1.12). Read whether or not the firmware lists ECAM in an MCFG: an
+/// enabled window is kept from the guest, and the register locked, either
+/// way. `None`: another bridge (the loader warns when the platform has
+/// ECAM; AMD places it by an MSR, which the monitor's default-deny MSR
+/// table refuses).
+pub fn pciexbar(cfg: &mut dyn ConfigSpace) -> Option<Pciexbar> {
+    const Q35: u32 = 0x29c0_8086;
+    if cfg.read(0x8000_0000) != Q35 {
+        return None;
+    }
+    let (lo, hi) = (cfg.read(0x8000_0060), cfg.read(0x8000_0064));
+    let window = (lo & 1 != 0).then(|| {
+        let len: u64 = match (lo >> 1) & 0b11 {
+            1 => 128 << 20,
+            2 => 64 << 20,
+            _ => 256 << 20,
+        };
+        let base = ((u64::from(hi) << 32) | u64::from(lo)) & ((1 << 36) - 1) & !(len - 1);
+        (base, base + len)
+    });
+    Some(Pciexbar {
+        dwords: [0x8000_0060, 0x8000_0064],
+        window,
+    })
 }
 
 #[cfg(test)]
@@ -133,26 +159,35 @@ mod tests {
     }
 
     #[test]
-    fn pciexbar_is_named_for_intel_host_bridges_only() {
-        /// Bus 0 function 0: this ID and class dword.
-        struct Bridge(u32, u32);
+    fn pciexbar_is_read_on_q35_only() {
+        /// Bus 0 function 0: this ID and PCIEXBAR's two dwords.
+        struct Bridge(u32, u32, u32);
         impl ConfigSpace for Bridge {
             fn read(&mut self, address: u32) -> u32 {
                 match address {
                     0x8000_0000 => self.0,
-                    0x8000_0008 => self.1,
+                    0x8000_0060 => self.1,
+                    0x8000_0064 => self.2,
                     _ => 0,
                 }
             }
             fn write(&mut self, _: u32, _: u32) {}
         }
-        // Q35 (class 06/00/00, revision 2).
+        // SeaBIOS on q35: 256 MiB at 0xB000_0000, enabled.
+        let p = pciexbar(&mut Bridge(0x29c0_8086, 0xb000_0001, 0)).unwrap();
+        assert_eq!(p.dwords, [0x8000_0060, 0x8000_0064]);
+        assert_eq!(p.window, Some((0xb000_0000, 0xc000_0000)));
+        // 64 MiB above 4 GiB; disabled: no window, still locked.
+        let p = pciexbar(&mut Bridge(0x29c0_8086, 0x0c00_0005, 0x4)).unwrap();
+        assert_eq!(p.window, Some((0x4_0c00_0000, 0x4_1000_0000)));
         assert_eq!(
-            pciexbar(&mut Bridge(0x29c0_8086, 0x0600_0002)),
-            Some([0x8000_0060, 0x8000_0064])
+            pciexbar(&mut Bridge(0x29c0_8086, 0xb000_0000, 0))
+                .unwrap()
+                .window,
+            None
         );
-        // An AMD root complex; an Intel function that is not a host bridge.
-        assert_eq!(pciexbar(&mut Bridge(0x1480_1022, 0x0600_0000)), None);
-        assert_eq!(pciexbar(&mut Bridge(0x2918_8086, 0x0601_0002)), None);
+        // The 440FX (0x60 is a DRAM row boundary there), AMD: unknown.
+        assert_eq!(pciexbar(&mut Bridge(0x1237_8086, 0xb000_0001, 0)), None);
+        assert_eq!(pciexbar(&mut Bridge(0x1480_1022, 0xb000_0001, 0)), None);
     }
 }

@@ -13,6 +13,10 @@ use loader::memmap::Range;
 use log::info;
 use okernel::exit::platform_ports::{PlatformPorts, PortBlock, PortRule};
 
+/// The ECAM windows kept from the guest: the MCFG's, and the one the
+/// host bridge's PCIEXBAR decodes now.
+pub(crate) const ECAM_WINDOWS: usize = loader::acpi::mcfg::MAX_WINDOWS + 1;
+
 /// PCI configuration mechanism #1 through ports 0xCF8/0xCFC.
 struct Mechanism1;
 
@@ -66,22 +70,23 @@ pub(crate) fn platform_ports(bi: &BootInfo<'_>, ecam: bool) -> Result<PlatformPo
             "host bridge {id:#x}: okernel does not know its SMRAM control; the firmware must have locked SMRAM (D_LCK)"
         ),
     }
-    // With ECAM (kept from the guest by `hide_ecam`, which found it
-    // before removing the MCFG), the register that places it: moved, the
-    // window would come back where the EPT maps.
-    if ecam {
-        match loader::chipset::pciexbar(&mut Mechanism1) {
-            Some(dwords) => {
-                info!("PCIEXBAR at {dwords:x?} locked (the guest's writes refused)");
-                for address in dwords {
-                    rules[n] = PortRule::PciConfigLocked { address };
-                    n += 1;
-                }
+    // The register that places ECAM, whether or not the firmware lists
+    // it: moved or enabled, the window would appear where the EPT maps.
+    match loader::chipset::pciexbar(&mut Mechanism1) {
+        Some(p) => {
+            info!(
+                "PCIEXBAR at {:x?} locked (the guest's writes refused)",
+                p.dwords
+            );
+            for address in p.dwords {
+                rules[n] = PortRule::PciConfigLocked { address };
+                n += 1;
             }
-            None => log::warn!(
-                "the host bridge is not Intel's: okernel does not know the register placing ECAM; the firmware must have locked it"
-            ),
         }
+        None if ecam => log::warn!(
+            "okernel does not know the register placing ECAM on this host bridge: the firmware must have locked it"
+        ),
+        None => {}
     }
     let Some(rsdp) = bi.rsdp else {
         log::warn!("no ACPI tables: no sleep control to mediate");
@@ -164,59 +169,56 @@ pub(crate) fn platform_ports(bi: &BootInfo<'_>, ecam: bool) -> Result<PlatformPo
 /// the firmware left in memory, so that the guest's OS uses configuration
 /// mechanism #1 (mediated by the monitor), and returns the windows, which
 /// the caller keeps out of every EPT view. No MCFG: nothing to do.
-pub(crate) fn hide_ecam(
-    bi: &BootInfo<'_>,
-) -> Result<[Option<(u64, u64)>; loader::acpi::mcfg::MAX_WINDOWS], Failure> {
+pub(crate) fn hide_ecam(bi: &BootInfo<'_>) -> Result<[Option<(u64, u64)>; ECAM_WINDOWS], Failure> {
     use loader::acpi::mcfg;
     let Some(rsdp) = bi.rsdp else {
-        return Ok([None; mcfg::MAX_WINDOWS]);
+        let live = loader::chipset::pciexbar(&mut Mechanism1).and_then(|p| p.window);
+        let mut windows = [None; ECAM_WINDOWS];
+        windows[mcfg::MAX_WINDOWS] = live;
+        return Ok(windows);
     };
-    let windows = mcfg::windows(&Identity, rsdp).map_err(Failure::Ecam)?;
-    if windows.iter().all(Option::is_none) {
+    let mcfg_windows = mcfg::windows(&Identity, rsdp).map_err(Failure::Ecam)?;
+    // The window the host bridge decodes now, which the MCFG may not
+    // describe (or not list at all).
+    let live = loader::chipset::pciexbar(&mut Mechanism1).and_then(|p| p.window);
+    let mut windows = [None; ECAM_WINDOWS];
+    windows[..mcfg::MAX_WINDOWS].copy_from_slice(&mcfg_windows);
+    windows[mcfg::MAX_WINDOWS] = live;
+    if mcfg_windows.iter().all(Option::is_none) {
+        if live.is_some() {
+            info!(
+                "PCI Express ECAM {live:x?} (PCIEXBAR, no MCFG): kept from the guest (in no EPT view)"
+            );
+        }
         return Ok(windows);
     }
-    // The root tables (the RSDT; the XSDT from ACPI 2.0), each with its
-    // entry size.
-    let rsdt = (rsdp.len() >= 20).then(|| {
-        (
-            u64::from(u32::from_le_bytes([rsdp[16], rsdp[17], rsdp[18], rsdp[19]])),
-            4,
-        )
-    });
-    let xsdt = (rsdp.len() >= 32 && rsdp[15] >= 2).then(|| {
-        (
-            u64::from_le_bytes(rsdp[24..32].try_into().unwrap_or_default()),
-            8,
-        )
-    });
+    // The root tables, checked as the OS will check them (signature,
+    // bounded length, checksum): only those are edited.
     let mut removed = 0;
-    for (root, entry) in [rsdt, xsdt].into_iter().flatten().filter(|&(a, _)| a != 0) {
-        let Some(header) = Identity.bytes(root, 36) else {
+    for (root, entry) in mcfg::roots(&Identity, rsdp).into_iter().flatten() {
+        // The MCFG entries' addresses first, read-only: the root table is
+        // then the only memory written, and only its checked length.
+        let Ok(t) = loader::acpi::table(&Identity, root, "root table") else {
             continue;
         };
-        let len = u64::from(u32::from_le_bytes([
-            header[4], header[5], header[6], header[7],
-        ]));
-        // The MCFG entries' addresses first, read-only: the root table is
-        // then the only memory written.
-        let mut targets = [0u64; mcfg::MAX_WINDOWS];
+        let len = t.len() as u64;
+        let mut targets = [0u64; 8];
         let mut n = 0;
-        if let Some(t) = Identity.bytes(root, len as usize) {
-            for e in t.get(36..).unwrap_or_default().chunks_exact(entry) {
-                let a = if entry == 8 {
-                    u64::from_le_bytes(e.try_into().unwrap_or_default())
-                } else {
-                    u64::from(u32::from_le_bytes(e.try_into().unwrap_or_default()))
-                };
-                if n < targets.len() && Identity.bytes(a, 4).is_some_and(|sig| sig == b"MCFG") {
-                    targets[n] = a;
-                    n += 1;
-                }
+        for e in t[36..].chunks_exact(entry) {
+            let a = if entry == 8 {
+                u64::from_le_bytes(e.try_into().unwrap_or_default())
+            } else {
+                u64::from(u32::from_le_bytes(e.try_into().unwrap_or_default()))
+            };
+            if n < targets.len() && Identity.bytes(a, 4).is_some_and(|sig| sig == b"MCFG") {
+                targets[n] = a;
+                n += 1;
             }
         }
-        // SAFETY: the firmware's RSDT/XSDT, identity-mapped ACPI memory
-        // that nothing else uses while the loader runs; the guest finds it
-        // changed (its own copy of the tables is this one).
+        // SAFETY: the firmware's RSDT/XSDT (checked above: signature,
+        // length up to the ACPI module's bound, checksum), identity-mapped
+        // ACPI memory that nothing else uses while the loader runs; the
+        // guest finds it changed (these are the tables it reads).
         if let Some(bytes) = unsafe {
             phys::bytes_mut(Range {
                 start: root,

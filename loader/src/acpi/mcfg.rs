@@ -23,7 +23,7 @@ const ENTRY: usize = 16;
 /// The ECAM windows of the MCFG reached from `rsdp`, as physical
 /// [start, end) ranges (none without an MCFG). More than [`MAX_WINDOWS`],
 /// an entry whose end bus is below its start bus, or a window past
-/// 2^52: a malformed MCFG.
+/// 2^48: a malformed MCFG.
 pub fn windows(
     mem: &impl PhysMem,
     rsdp: &[u8],
@@ -41,13 +41,43 @@ pub fn windows(
     }
     for (slot, e) in out.iter_mut().zip(entries) {
         let (base, start, end) = (u64_at(e, 0), u64::from(e[10]), u64::from(e[11]));
-        let (from, to) = (base + (start << 20), base.checked_add((end + 1) << 20));
-        match to {
-            Some(to) if end >= start && to <= 1 << 52 => *slot = Some((from, to)),
+        // Bus `start`'s space and beyond; the guest-physical space ends
+        // at 2^48 (4-level EPT).
+        let from = base.checked_add(start << 20);
+        let to = base.checked_add((end + 1) << 20);
+        match (from, to) {
+            (Some(from), Some(to)) if end >= start && to <= 1 << 48 => *slot = Some((from, to)),
             _ => return Err(AcpiError::BadTable("MCFG")),
         }
     }
     Ok(out)
+}
+
+/// The root tables `rsdp` names, each checked as `find_table` checks
+/// them (signature, bounded length, checksum), with its entry size: the
+/// RSDT (4), and from ACPI 2.0 the XSDT (8) when the RSDP's extended
+/// part is valid. Only these may be edited.
+pub fn roots(mem: &impl PhysMem, rsdp: &[u8]) -> [Option<(u64, usize)>; 2] {
+    let checked = |addr: u64, sig: &[u8; 4], what| {
+        super::table(mem, addr, what)
+            .ok()
+            .filter(|t| &t[..4] == sig)
+            .map(|_| addr)
+    };
+    let mut out = [None; 2];
+    if rsdp.len() < 20 || &rsdp[..8] != b"RSD PTR " || !super::checksum_ok(&rsdp[..20]) {
+        return out;
+    }
+    let rsdt = u64::from(super::u32_at(rsdp, 16));
+    out[0] = checked(rsdt, b"RSDT", "RSDT").map(|a| (a, 4));
+    let xsdt = rsdp[15] >= 2 && rsdp.len() >= 36 && {
+        let len = super::u32_at(rsdp, 20) as usize;
+        (36..=rsdp.len()).contains(&len) && super::checksum_ok(&rsdp[..len])
+    };
+    if xsdt {
+        out[1] = checked(u64_at(rsdp, 24), b"XSDT", "XSDT").map(|a| (a, 8));
+    }
+    out
 }
 
 /// Removes from the root table `root` (the RSDT, `entry` 4, or the XSDT,
@@ -137,10 +167,25 @@ mod tests {
     }
 
     #[test]
+    fn only_checked_root_tables_are_named() {
+        let m = machine(mcfg(&[(0xb000_0000, 0, 255)]));
+        assert_eq!(roots(&m, &rsdp_v1(0x1000)), [Some((0x1000, 4)), None]);
+        // A root table with a bad checksum, or another signature: none.
+        let mut bad = sdt(b"RSDT", &0x3000u32.to_le_bytes());
+        bad[9] ^= 1;
+        let m = Mem(vec![(0x1000, bad)]);
+        assert_eq!(roots(&m, &rsdp_v1(0x1000)), [None, None]);
+        let m = Mem(vec![(0x1000, sdt(b"FACP", &[0; 8]))]);
+        assert_eq!(roots(&m, &rsdp_v1(0x1000)), [None, None]);
+    }
+
+    #[test]
     fn a_malformed_mcfg_is_refused() {
         for bad in [
             mcfg(&[(0xb000_0000, 9, 8)]),
             mcfg(&[(u64::MAX - 0xfff, 0, 0)]),
+            mcfg(&[(u64::MAX - 0xfff, 2, 3)]),
+            mcfg(&[(1 << 48, 0, 0)]),
             mcfg(&[(0, 0, 0); 5]),
             {
                 let mut t = mcfg(&[(0xb000_0000, 0, 1)]);

@@ -95,7 +95,7 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// The whole table at `addr` (its header's length), checked.
-pub(crate) fn table<'m>(
+pub fn table<'m>(
     mem: &'m impl PhysMem,
     addr: u64,
     what: &'static str,

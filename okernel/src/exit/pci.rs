@@ -9,11 +9,11 @@
 //! | write to 0xCFC–0xCFF | outcome |
 //! |---|---|
 //! | any part of a dword the platform locks (the ACPI PM I/O base: `super::platform_ports`) | dropped + audit `exit` |
-//! | CONFIG_ADDRESS disabled (bit 31 clear), or a register outside 0x10–0x24, or a header other than type 0 | performed |
+//! | CONFIG_ADDRESS disabled (bit 31 clear), or a register that places no range (type 0: outside 0x10–0x24 and 0x30; a bridge, type 1: outside 0x10–0x14 and 0x38), or another header type | performed |
 //! | a BAR register, as a dword: the sizing pattern (every address bit set), the BAR's own value, an unimplemented BAR (sizes to 0), a memory BAR whose new range touches no RAM and no monitor memory, or an I/O BAR whose new range holds only ports denied to the guest | performed |
 //! | a BAR register, as a dword: a memory BAR over RAM or monitor memory, an I/O BAR over any port the guest reaches or the monitor mediates ([`super::port_table`]), or a 64-bit BAR's upper half other than 0 or the sizing pattern | dropped + audit `exit` |
 //! | a BAR register as a byte or a word | dropped + audit `exit` |
-//! | the expansion ROM BAR (0x30) as a dword: the sizing pattern, its own value, or a range over no RAM | performed; a range over RAM: dropped + audit `exit` |
+//! | the expansion ROM BAR (0x30; a bridge's 0x38) as a dword: decode off, its own value, or decode on over no RAM | performed; decode on over RAM: dropped + audit `exit` |
 //!
 //! The BAR's size comes from the BAR itself (the monitor sizes it: all
 //! ones written, the mask read back, the old value restored, §6.2.5.1).
@@ -36,6 +36,8 @@ const BARS: core::ops::RangeInclusive<u32> = 0x10..=0x24;
 /// The expansion ROM BAR of a type-0 header: a memory range (bits 31:11)
 /// and its decode enable (bit 0).
 const ROM_BAR: u32 = 0x30;
+/// A bridge's (type-1 header's) expansion ROM BAR.
+const BRIDGE_ROM_BAR: u32 = 0x38;
 /// The ROM BAR's address bits.
 const ROM_ADDRESS: u32 = 0xffff_f800;
 
@@ -60,7 +62,8 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return false;
     }
     let register = address & 0xfc;
-    if address & ENABLE == 0 || !(BARS.contains(&register) || register == ROM_BAR) {
+    let candidate = BARS.contains(&register) || register == ROM_BAR || register == BRIDGE_ROM_BAR;
+    if address & ENABLE == 0 || !candidate {
         return true;
     }
     let select = |cpu: &mut C, reg: u32| cpu.port_out(PORT_PCI_ADDRESS, 4, (address & !0xff) | reg);
@@ -73,13 +76,20 @@ pub fn write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         0
     };
     select(&mut vcpu.cpu, register);
-    if header != 0 {
-        return true;
-    }
+    // Which registers decode an address range, by header type (PCI Local
+    // Bus Specification 3.0 §6.1; PCI-to-PCI Bridge Architecture
+    // Specification 1.2 §3.2: a bridge has two BARs and its ROM BAR at
+    // 0x38). A bridge's forwarding windows (0x1C–0x30) are not judged.
+    let rom = match (header, register) {
+        (0, r) if BARS.contains(&r) => false,
+        (1, 0x10 | 0x14) => false,
+        (0, ROM_BAR) | (1, BRIDGE_ROM_BAR) => true,
+        _ => return true,
+    };
     if port != PORT_PCI_DATA || size != 4 {
         return false;
     }
-    if register == ROM_BAR {
+    if rom {
         return rom_write_allowed(vcpu, value);
     }
     // The upper half of a 64-bit memory BAR (type bits 2:1 = 10b below).
@@ -138,8 +148,8 @@ fn io_range_is_denied<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 }
 
 /// Whether a dword write of `value` to the selected expansion ROM BAR may
-/// happen: the sizing pattern (address bits all ones, decode off) and
-/// the BAR's own value do; any other value only where the ROM, sized
+/// happen: with its decode off (the sizing pattern, an unassigned ROM's
+/// 0) and the BAR's own value, it does; with decode on only where the ROM, sized
 /// from the BAR itself, would decode over no RAM (PCI Local Bus
 /// Specification 3.0 §6.2.5.2) — enabled there, it takes the platform's
 /// accesses to that RAM as a memory BAR would.
@@ -148,7 +158,10 @@ fn rom_write_allowed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     value: u32,
 ) -> bool {
     let current = vcpu.cpu.port_in(PORT_PCI_DATA, 4);
-    if (value & ROM_ADDRESS == ROM_ADDRESS && value & 1 == 0) || value == current {
+    // Decode off (bit 0 clear: sizing, or Linux restoring an unassigned
+    // ROM's 0) decodes nothing; and the BAR's own value back. A byte or
+    // word cannot set the enable bit alone: those are refused above.
+    if value & 1 == 0 || value == current {
         return true;
     }
     vcpu.cpu.port_out(PORT_PCI_DATA, 4, ROM_ADDRESS);

@@ -471,9 +471,11 @@ fn an_expansion_rom_cannot_move_over_ram() {
     assert_advanced(&v, r, 1);
     assert_eq!(v.cpu.pci(dev(0x30)), 0xe100_0000);
     assert_eq!(v.audit.total(), 1);
-    // Sizing, enabling where it is, a move within the MMIO hole: performed.
+    // Sizing, Linux restoring an unassigned ROM's 0 (decode off),
+    // enabling where it is, a move within the MMIO hole: performed.
     for (value, now) in [
         (0xffff_f800, 0xffff_0000),
+        (0, 0),
         (0xe100_0001, 0xe100_0001),
         (0xd000_0001, 0xd000_0001),
     ] {
@@ -481,6 +483,36 @@ fn an_expansion_rom_cannot_move_over_ram() {
         assert_eq!(v.cpu.pci(dev(0x30)), now, "{value:#x}");
     }
     assert_eq!(v.audit.total(), 1);
+}
+
+#[test]
+fn a_bridges_bars_and_rom_are_judged_too() {
+    // A type-1 header (a PCI-to-PCI bridge): its ROM BAR at 0x38 enabled
+    // over the monitor's image, its BAR 0 moved over RAM: dropped.
+    let mut v = pvcpu();
+    v.cpu
+        .set_pci(dev(0x0c), 0x0001_0000, 0)
+        .set_pci(dev(0x10), 0xe000_0000, 0xff00_0000)
+        .set_pci(dev(0x38), 0xe100_0000, 0xffff_0001)
+        .set_pci(dev(0x1c), 0x0000_f0f0, 0xffff_ffff);
+    for (reg, value, kept) in [
+        (0x38, 0x0040_0001, 0xe100_0000),
+        (0x10, 0x0040_0000, 0xe000_0000),
+    ] {
+        assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(reg)), Ok(ExitAction::Resume));
+        let r = pci_out(&mut v, 0xcfc, 4, value);
+        assert_advanced(&v, r, 1);
+        assert_eq!(v.cpu.pci(dev(reg)), kept, "{reg:#x}");
+    }
+    assert_eq!(v.audit.total(), 2);
+    // Its I/O window (0x1C): not judged, performed.
+    assert_eq!(pci_out(&mut v, 0xcf8, 4, dev(0x1c)), Ok(ExitAction::Resume));
+    assert_eq!(
+        pci_out(&mut v, 0xcfc, 4, 0x0000_1010),
+        Ok(ExitAction::Resume)
+    );
+    assert_eq!(v.cpu.pci(dev(0x1c)), 0x1010);
+    assert_eq!(v.audit.total(), 2);
 }
 
 /// Refused and audited, the BAR kept.

@@ -3,9 +3,10 @@
 //! under TCG has no VMX, so the run ends `vmx-unavailable` — but only
 //! after the loader built the monitor's configuration, which is what the
 //! row checks, on real firmware tables: the loader must find the ECAM
-//! window, remove the MCFG from the root table (so the guest would use
-//! configuration ports the monitor mediates), keep the window out of
-//! every EPT view, and lock the host bridge's PCIEXBAR
+//! window (the MCFG's, and the one PCIEXBAR decodes), remove the MCFG
+//! from the root table (so the guest would use configuration ports the
+//! monitor mediates), keep the windows out of every EPT view, and lock
+//! the host bridge's PCIEXBAR
 //! (`loader::acpi::mcfg`, `loader::chipset::pciexbar`). What the guest
 //! would then do under VMX is not run here (no machine here has both
 //! ECAM and VMX).
@@ -20,7 +21,7 @@ use std::time::Duration;
 /// What the loader must say on the q35 machine.
 const LOADER_SAYS: &[Said] = &[
     Said::Monitor(
-        "PCI Express ECAM [Some((b0000000, c0000000)), None, None, None]: kept from the guest (MCFG removed from 1 root table(s)",
+        "PCI Express ECAM [Some((b0000000, c0000000)), None, None, None, Some((b0000000, c0000000))]: kept from the guest (MCFG removed from 1 root table(s)",
     ),
     Said::Monitor("PCIEXBAR at [80000060, 80000064] locked"),
 ];
