@@ -205,11 +205,7 @@ pub(crate) fn hide_ecam(bi: &BootInfo<'_>) -> Result<[Option<(u64, u64)>; ECAM_W
         let mut targets = [0u64; 8];
         let mut n = 0;
         for e in t[36..].chunks_exact(entry) {
-            let a = if entry == 8 {
-                u64::from_le_bytes(e.try_into().unwrap_or_default())
-            } else {
-                u64::from(u32::from_le_bytes(e.try_into().unwrap_or_default()))
-            };
+            let a = loader::acpi::entry_address(e);
             if n < targets.len() && Identity.bytes(a, 4).is_some_and(|sig| sig == b"MCFG") {
                 targets[n] = a;
                 n += 1;

@@ -89,17 +89,10 @@ pub fn remove_entries(root: &mut [u8], entry: usize, drop: impl Fn(u64) -> bool)
     if len < SDT_HEADER || !matches!(entry, 4 | 8) {
         return 0;
     }
-    let address = |e: &[u8]| {
-        if entry == 8 {
-            u64_at(e, 0)
-        } else {
-            u64::from(super::u32_at(e, 0))
-        }
-    };
     let mut kept = SDT_HEADER;
     let mut at = SDT_HEADER;
     while at + entry <= len {
-        if !drop(address(&root[at..at + entry])) {
+        if !drop(super::entry_address(&root[at..at + entry])) {
             root.copy_within(at..at + entry, kept);
             kept += entry;
         }

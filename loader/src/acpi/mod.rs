@@ -94,6 +94,16 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from(u32_at(b, at)) | u64::from(u32_at(b, at + 4)) << 32
 }
 
+/// The table address in a root-table entry: 4 bytes in the RSDT, 8 in
+/// the XSDT (`e` is one entry).
+pub fn entry_address(e: &[u8]) -> u64 {
+    if e.len() == 8 {
+        u64_at(e, 0)
+    } else {
+        u64::from(u32_at(e, 0))
+    }
+}
+
 /// The whole table at `addr` (its header's length), checked.
 pub fn table<'m>(
     mem: &'m impl PhysMem,
@@ -140,13 +150,7 @@ pub fn find_table<'m>(
     let root = table(mem, root, root_name)?;
     root[SDT_HEADER..]
         .chunks_exact(entry)
-        .map(|e| {
-            if entry == 8 {
-                u64_at(e, 0)
-            } else {
-                u64::from(u32_at(e, 0))
-            }
-        })
+        .map(entry_address)
         .find(|&addr| mem.bytes(addr, 4).is_some_and(|s| s == sig))
         .map(|addr| table(mem, addr, what))
         .transpose()

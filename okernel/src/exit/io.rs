@@ -20,7 +20,8 @@
 //! | 0xCF8 as a dword (PCI CONFIG_ADDRESS, covers 0xCF9) | performed | performed | selecting a configuration register changes nothing |
 //! | 0xCFC–0xCFF, PCI configuration data | performed | [`super::pci`]: a memory BAR moved over RAM or monitor memory, dropped + audit `exit`; any other: performed | a device decoding over RAM takes the monitor's accesses there too |
 //! | ACPI PM1a/PM1b control (from the FADT) | performed | SLP_EN with any SLP_TYP but `\_S5`'s: dropped + audit `exit`; any other: performed | the firmware resumes a sleeping machine at a vector the guest can write, outside VMX |
-//! | SMI_CMD, the ACPI reset register (from the FADT, when set) | performed | S4BIOS_REQ, the reset value: dropped + audit `exit`; any other: performed | firmware S4 resumes like S3; a reset as at 0xCF9 |
+//! | SMI_CMD (from the FADT) | performed | only the FADT's values for the OS (ACPI_ENABLE, ACPI_DISABLE, PSTATE_CNT, CST_CNT); S4BIOS_REQ, vendor commands, 0: dropped + audit `exit` | firmware S4 resumes like S3; a vendor SMI handler is code the guest should not choose to run |
+//! | the ACPI reset register (from the FADT, when set) | performed | the reset value: dropped + audit `exit`; any other: performed | a reset as at 0xCF9 |
 //! | a write that starts below 0xCFC and runs into it (a dword at 0xCF9–0xCFB, a word at 0xCFB) | performed | dropped + audit `exit` | it would write configuration bytes around [`super::pci`]'s checks |
 //! | any other port not passed ([`super::port_table`]) | all ones + audit `exit` | dropped + audit `exit` | default deny: DMA controllers, emulator control ports, unknown devices |
 //! | string (INS/OUTS) or REP touching an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |

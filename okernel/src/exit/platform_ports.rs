@@ -131,7 +131,7 @@ impl PlatformPorts {
     /// Whether the guest reaches `port` without an exit: in a passed
     /// block and named by no rule.
     pub fn passes(&self, port: u16) -> bool {
-        self.passed().any(|b| b.contains(port)) && !self.ports().any(|p| p == port)
+        self.passed().any(|b| b.contains(port)) && !self.mediates(port)
     }
 
     /// Whether a rule names `port` (it is intercepted and performed once
