@@ -337,7 +337,8 @@ pub enum Op {
         call: u8,
     },
     /// A self-IPI through the local APIC (fixed vector, or NMI), alone or
-    /// pending across a SwitchContext.
+    /// pending across a SwitchContext, or an NMI the gate sends itself
+    /// before its first IRET.
     Ipi {
         /// The IPI selector.
         what: u8,

@@ -550,11 +550,23 @@ fn lint() -> Result<bool, String> {
         "--target-dir",
         "fuzz/target/lint",
     ];
+    // Each planted defect alone (the VM proof builds them one at a time,
+    // and a defect's cfg can leave code unused in the others' builds).
+    let planted: Vec<String> = vmfuzz::DEFECTS
+        .iter()
+        .map(|d| format!("fake,fuzz,{d}"))
+        .collect();
+    let planted: Vec<[&str; 5]> = planted
+        .iter()
+        .map(|f| ["-p", "okernel", "--lib", "--features", f.as_str()])
+        .collect();
     let mut steps: Vec<Vec<&str>> = vec![vec!["fmt", "--all", "--check"]];
     steps.extend(
         clippy
             .iter()
-            .chain([&fuzz])
+            .copied()
+            .chain([fuzz])
+            .chain(planted.iter().map(|a| &a[..]))
             .map(|args| [&["clippy"][..], args, &["--", "-D", "warnings"]].concat()),
     );
     for step in &steps {

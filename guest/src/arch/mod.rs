@@ -3,6 +3,7 @@
 //! waits for, ring-3 entry and exit, and the privileged operations of the
 //! demo kernel (the guest's only assembly).
 
+pub mod apic;
 pub mod canonical;
 pub mod cpu;
 mod entry;

@@ -9,9 +9,13 @@
 //! The gate: a switch from the untrusted context to a less restricted one
 //! resumes at a registered gate, never after the VMCALL (invariant 9). The
 //! executor registers [`guest_fuzz_gate`]: it records the context the
-//! switch came from (RDI, the ABI) and unwinds the probe that issued the
-//! switch, which then returns to the executor as if the operation had
-//! returned 0.
+//! switch came from (RDI, the ABI), re-enables NMIs with an IRETQ to its
+//! next instruction (a gate starts with NMIs blocked until its first
+//! IRET, ABI 1.1) and unwinds the probe that issued the switch, which
+//! then returns to the executor as if the operation had returned 0. When
+//! [`arm_gate_nmi`] armed it, the gate first sends its processor an NMI:
+//! that NMI must arrive only after the IRET, at [`guest_fuzz_gate_open`]
+//! (the probe, still armed, catches it there).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::control::{Cr0, Cr4};
@@ -29,9 +33,27 @@ core::arch::global_asm!(
     .section .text.fuzz_gate, "ax"
     .global guest_fuzz_gate
 guest_fuzz_gate:
-    mov qword ptr [rip + guest_probe_armed], 0
     mov [rip + guest_fuzz_gate_from], rdi
     mov rsp, [rip + guest_probe_rsp]
+    cmp qword ptr [rip + guest_fuzz_gate_nmi], 0
+    je 2f
+    /* The NMI check: send this processor an NMI (ICR_HIGH holds its APIC
+       ID) while the gate entry state blocks NMIs; give it time to act. */
+    mov qword ptr [rip + guest_fuzz_gate_nmi], 0
+    movabs rax, {icr_low}
+    mov dword ptr [rax], {nmi}
+    mov ecx, 1000
+1:  pause
+    dec ecx
+    jnz 1b
+2:
+    /* End the NMI blocking the gate started with; a held NMI is
+       delivered right after the IRETQ, at guest_fuzz_gate_open, while
+       the probe is armed. */
+    call guest_iret_to_caller
+    .global guest_fuzz_gate_open
+guest_fuzz_gate_open:
+    mov qword ptr [rip + guest_probe_armed], 0
     jmp guest_probe_landing
 
     .global guest_fuzz_ret
@@ -44,15 +66,31 @@ guest_fuzz_ret:
     .global guest_fuzz_gate_from
 guest_fuzz_gate_from:
     .quad -1
-"#
+    .global guest_fuzz_gate_nmi
+guest_fuzz_gate_nmi:
+    .quad 0
+"#,
+    icr_low = const guest::layout::alias_va(super::apic::APIC_SLOT) + super::apic::reg::ICR_LOW,
+    nmi = const super::apic::ICR_NMI,
 );
 
 unsafe extern "C" {
     /// The executor's gate (see the module docs). Never called.
     pub fn guest_fuzz_gate();
+    /// Where the gate has re-enabled NMIs (after its IRET).
+    pub fn guest_fuzz_gate_open();
     /// A function of kernel text: returns [`RET_GADGET_RESULT`].
     pub fn guest_fuzz_ret() -> u64;
     static mut guest_fuzz_gate_from: u64;
+    static mut guest_fuzz_gate_nmi: u64;
+}
+
+/// Arms the gate's NMI check for the next gate entry (see the module
+/// docs), or disarms it.
+pub fn arm_gate_nmi(on: bool) {
+    // SAFETY: a quadword of .data read and cleared by the gate stub, on
+    // the one CPU.
+    unsafe { (&raw mut guest_fuzz_gate_nmi).write_volatile(u64::from(on)) };
 }
 
 /// What [`guest_fuzz_ret`] returns.

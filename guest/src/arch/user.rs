@@ -11,7 +11,8 @@
 //! trusted context, which resumes the guest at the registered gate
 //! (`guest_trusted_gate`), never after the `VMCALL` (invariant 9). The
 //! gate restores the kernel's page tables and the stack saved by
-//! [`guest_enter_user`], whose caller then sees the result.
+//! [`guest_enter_user`], re-enables NMIs (an IRETQ to itself: a gate
+//! starts with them blocked), and its caller then sees the result.
 //!
 //! SYSCALL/SYSRET: SDM Vol. 2B (SYSCALL, SYSRET), Vol. 3A §5.8.8.
 
@@ -114,8 +115,11 @@ guest_trusted_gate:
     mov qword ptr [rip + guest_probe_armed], 0
     mov rax, [rip + guest_kernel_cr3]
     mov cr3, rax
-    mov rax, rdx
     mov rsp, [rip + guest_sched_rsp]
+    /* Its page tables and stack are the kernel's now: end the NMI
+       blocking the gate started with. */
+    call guest_iret_to_caller
+    mov rax, rdx
     pop r15
     pop r14
     pop r13
@@ -123,6 +127,24 @@ guest_trusted_gate:
     pop rbp
     pop rbx
     ret
+
+    /* Returns to its caller through IRETQ (same CS, SS, RFLAGS, the
+       stack as `ret` would leave it), which ends blocking by NMI (SDM
+       Vol. 3A §6.7.1): how a gate re-enables NMIs once it trusts its
+       state (a gate starts with them blocked, ABI 1.1). Clobbers RAX,
+       RCX and R11. */
+    .global guest_iret_to_caller
+guest_iret_to_caller:
+    pop rcx
+    mov rax, rsp
+    mov r11d, ss
+    push r11
+    push rax
+    pushfq
+    mov r11d, cs
+    push r11
+    push rcx
+    iretq
 
     .global guest_switch_keep_running
 guest_switch_keep_running:

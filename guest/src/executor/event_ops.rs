@@ -14,14 +14,25 @@
 //!   §19.3.1.4), and an interrupt made pending before `STI; VMCALL` is
 //!   delivered right after it (blocking by STI ends with the VMCALL);
 //! - an NMI sent to itself is delivered at once as vector 2;
+//! - a gate starts with NMIs blocked until its first IRET: an NMI the
+//!   executor's gate sends itself before its IRET (armed by
+//!   [`ops::arm_gate_nmi`]) arrives right after the IRET, at
+//!   `guest_fuzz_gate_open`, not before;
 //! - none of these writes an audit record but the switch's own.
 //!
 //! Not generated: INIT to itself. okernel stops the context and resumes
 //! the trusted one at the *first* registered gate, the demo kernel's
 //! scheduler gate, which returns to a scheduler stack the executor never
-//! sets up; the stop paths are host-tested (`okernel/src/tests/exits_all.rs`).
+//! sets up. And Bochs 2.7 cannot run it: its INIT VM exit leaves the INIT
+//! pending (`handleAsyncEvent` exits before it clears the event; later
+//! Bochs clears it first), so every later VM entry exits again and the
+//! trusted context is stopped too — measured here with an INIT from
+//! `container-a` (audit `exit` action `gate`, then action `stop` at the
+//! gate's first instruction). The stop paths are host-tested
+//! (`okernel/src/tests/exits_all.rs`).
 
 use super::step::{Next, Seen, World};
+use crate::arch::apic::{self, reg};
 use crate::arch::ops::{self, NO_GATE};
 use crate::arch::traps::{Fault, probe};
 use crate::report::Buf;
@@ -109,72 +120,6 @@ const DR7_L0: u64 = 1;
 /// The fixed vector of the self-IPIs: a remapped PIC line's, whose
 /// handler (`arch/irq.rs`) only acknowledges and returns.
 const IPI_VECTOR: u32 = crate::arch::irq::PIC_BASE as u32 + 1;
-
-/// The alias-window slot the executor maps the local APIC's page at.
-pub const APIC_SLOT: usize = 31;
-
-/// xAPIC registers (SDM Vol. 3A Table 11-1).
-mod reg {
-    pub const ID: u64 = 0x20;
-    pub const EOI: u64 = 0xb0;
-    pub const SVR: u64 = 0xf0;
-    pub const ISR: u64 = 0x100;
-    pub const IRR: u64 = 0x200;
-    pub const ICR_LOW: u64 = 0x300;
-    pub const ICR_HIGH: u64 = 0x310;
-}
-
-fn apic() -> u64 {
-    guest::layout::alias_va(APIC_SLOT)
-}
-
-fn apic_read(r: u64) -> u32 {
-    // SAFETY: the APIC page, mapped at the executor's slot at boot
-    // (`map_apic`); register reads have no side effect.
-    unsafe { core::ptr::read_volatile((apic() + r) as *const u32) }
-}
-
-fn apic_write(r: u64, v: u32) {
-    // SAFETY: as for `apic_read`; the executor writes EOI, SVR's enable
-    // bit and the ICR (an IPI to this processor only).
-    unsafe { core::ptr::write_volatile((apic() + r) as *mut u32, v) }
-}
-
-/// Whether vector `v`'s bit is set in the 256-bit register at `base`.
-fn apic_bit(base: u64, v: u32) -> bool {
-    apic_read(base + u64::from(v / 32) * 0x10) & (1 << (v % 32)) != 0
-}
-
-/// Maps the local APIC's page (IA32_APIC_BASE) at [`APIC_SLOT`]
-/// (uncached, supervisor, writable) and software-enables the APIC, from
-/// the trusted context before the baseline: through UpdatePageTable when
-/// the page tables are locked, else directly.
-pub fn map_apic(locked: bool) -> Result<(), Status> {
-    let base = crate::arch::cpu::rdmsr(crate::arch::cpu::IA32_APIC_BASE)
-        & crate::arch::cpu::APIC_BASE_ADDRESS;
-    let entry = crate::kernel::layout().spaces.alias_entry(APIC_SLOT);
-    // Present, writable, PWT, PCD, accessed, dirty.
-    let value = base | 1 | 2 | 8 | 16 | 32 | 64;
-    if locked {
-        let r =
-            crate::arch::instr::hypercall_raw(Call::UpdatePageTable.raw(), [entry, value, 0, 0]);
-        if r.status != Ok(Status::Success) {
-            return Err(r.status.unwrap_or(Status::Refused));
-        }
-    } else {
-        // SAFETY: the alias window's own page table, identity-mapped and
-        // writable while nothing is locked; the slot is the executor's.
-        unsafe { core::ptr::write_volatile(entry as *mut u64, value) };
-    }
-    crate::arch::cpu::invlpg(apic());
-    apic_write(reg::SVR, apic_read(reg::SVR) | 1 << 8);
-    log::info!(
-        "fuzz: local APIC {base:#x} at {:#x}, id {}",
-        apic(),
-        apic_read(reg::ID) >> 24
-    );
-    Ok(())
-}
 
 fn read_dr7() -> u64 {
     let v: u64;
@@ -350,8 +295,8 @@ impl World {
     }
 
     /// A self-IPI: a fixed vector pending across `STI; VMCALL` (to a gate
-    /// or back to the caller), a fixed vector with interrupts off, or an
-    /// NMI.
+    /// or back to the caller), a fixed vector with interrupts off, an NMI,
+    /// or an NMI the gate sends itself before its first IRET.
     pub(super) fn ipi(&mut self, what: u8, call: u8, msg: &mut Buf) -> (Next, Seen) {
         let mut seen = Seen {
             fault: None,
@@ -359,12 +304,12 @@ impl World {
             records: 0,
         };
         let v = IPI_VECTOR;
-        let (ok, next) = match what % 3 {
+        let (ok, next) = match what % 4 {
             0 => {
                 // Fixed, shorthand self, interrupts off: pending in IRR.
-                apic_write(reg::ICR_LOW, v | 1 << 14 | 1 << 18);
+                apic::write(reg::ICR_LOW, v | 1 << 14 | 1 << 18);
                 seen.records = self.new_records();
-                let pending = apic_bit(reg::IRR, v);
+                let pending = apic::bit(reg::IRR, v);
                 let ok = pending && seen.records == 0;
                 if !ok {
                     msg.set(format_args!(
@@ -378,12 +323,12 @@ impl World {
                 // Fixed, pending across STI; VMCALL.
                 let (number, args, target) = self.event_call(call);
                 let gated = self.gates(target);
-                apic_write(reg::ICR_LOW, v | 1 << 14 | 1 << 18);
+                apic::write(reg::ICR_LOW, v | 1 << 14 | 1 << 18);
                 let (r, from) = self.traced_call(number, args, Mode::Sti);
                 let flags = rflags();
                 x86_64::instructions::interrupts::disable();
-                let pending = apic_bit(reg::IRR, v);
-                let served = apic_bit(reg::ISR, v);
+                let pending = apic::bit(reg::IRR, v);
+                let served = apic::bit(reg::ISR, v);
                 if gated {
                     let mut ok = self.judge_gate(target.unwrap_or(0), r, from, &mut seen, msg);
                     if ok && (!pending || served || flags & RFLAGS_IF != 0) {
@@ -408,40 +353,78 @@ impl World {
                     (ok, Next::Continue)
                 }
             }
-            _ => {
-                // NMI, physical destination: this APIC.
-                extern "C" fn nmi(id: u64) -> u64 {
-                    apic_write(reg::ICR_HIGH, (id as u32) << 24);
-                    apic_write(reg::ICR_LOW, 0b100 << 8 | 1 << 14);
-                    for _ in 0..10_000 {
-                        core::hint::spin_loop();
-                    }
-                    0
-                }
-                let id = u64::from(apic_read(reg::ID) >> 24);
-                seen.fault = probe(nmi, id).err();
-                let ok = self.finish(guest::fuzz::Expect::Faults(2), &mut seen, None, msg);
-                if !ok {
-                    msg.prefix(format_args!("NMI to itself"));
-                }
-                (ok, Next::Continue)
-            }
+            2 => (self.nmi_to_itself(&mut seen, msg), Next::Continue),
+            _ => self.nmi_at_gate(call, &mut seen, msg),
         };
         drain(v);
         (if ok { next } else { Next::Violation }, seen)
+    }
+
+    /// An NMI to this processor (physical destination: its own APIC ID):
+    /// delivered at once, as vector 2, with no record.
+    fn nmi_to_itself(&mut self, seen: &mut Seen, msg: &mut Buf) -> bool {
+        extern "C" fn nmi(_: u64) -> u64 {
+            apic::write(reg::ICR_HIGH, apic::id() << 24);
+            apic::write(reg::ICR_LOW, apic::ICR_NMI);
+            for _ in 0..10_000 {
+                core::hint::spin_loop();
+            }
+            0
+        }
+        seen.fault = probe(nmi, 0).err();
+        let ok = self.finish(guest::fuzz::Expect::Faults(2), seen, None, msg);
+        if !ok {
+            msg.prefix(format_args!("NMI to itself"));
+        }
+        ok
+    }
+
+    /// A switch to a gate whose first act is to send its processor an NMI
+    /// ([`ops::arm_gate_nmi`]): the gate starts with NMIs blocked, so the
+    /// NMI must arrive only after the gate's IRET, at
+    /// `guest_fuzz_gate_open`. A call that does not reach a gate runs the
+    /// plain NMI check instead.
+    fn nmi_at_gate(&mut self, call: u8, seen: &mut Seen, msg: &mut Buf) -> (bool, Next) {
+        let (number, args, target) = self.event_call(call);
+        if !self.gates(target) {
+            return (self.nmi_to_itself(seen, msg), Next::Continue);
+        }
+        apic::write(reg::ICR_HIGH, apic::id() << 24);
+        ops::arm_gate_nmi(true);
+        let (r, from) = self.traced_call(number, args, Mode::Plain);
+        ops::arm_gate_nmi(false);
+        seen.fault = r.err();
+        seen.records = self.new_records();
+        let open = ops::guest_fuzz_gate_open as *const () as u64;
+        let fault = seen.fault.map(|f| (f.vector, f.rip));
+        let ok = from == self.current
+            && fault == Some((2, open))
+            && seen.records == 1
+            && self.newest.kind == AuditKind::ContextSwitch as u32;
+        if !ok {
+            msg.set(format_args!(
+                "NMI sent at the gate: want vector 2 after its IRET at {open:#x}, got fault {fault:x?}; gate {}, {} record(s)",
+                if from == NO_GATE { "not taken" } else { "taken" },
+                seen.records
+            ));
+        }
+        if from != NO_GATE {
+            self.current = target.unwrap_or(0);
+        }
+        (ok, if ok { Next::Gated } else { Next::Violation })
     }
 }
 
 /// Takes a pending self-IPI (its handler only acknowledges the PIC) and
 /// ends its service at the APIC, so that the next case starts clean.
 fn drain(v: u32) {
-    if apic_bit(reg::IRR, v) {
+    if apic::bit(reg::IRR, v) {
         // SAFETY: interrupts open for one instruction; the only one that
         // can be pending is this IPI or COM2's line, whose handler only
         // acknowledges the PIC (`arch/irq.rs`).
         unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
     }
-    if apic_bit(reg::ISR, v) {
-        apic_write(reg::EOI, 0);
+    if apic::bit(reg::ISR, v) {
+        apic::write(reg::EOI, 0);
     }
 }

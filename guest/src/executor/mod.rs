@@ -108,7 +108,7 @@ pub fn run(
     }
     // Before the baseline: the APIC's alias slot is part of the page
     // tables the monitor's check compares with it.
-    if let Err(s) = event_ops::map_apic(mode == Mode::Protected) {
+    if let Err(s) = crate::arch::apic::map(mode == Mode::Protected) {
         end(
             Outcome::Fail,
             format_args!("fuzz: mapping the local APIC: {s:?}"),

@@ -113,10 +113,15 @@ impl CrConfig {
 ///   left pending, a data breakpoint) is delivered at the gate before its
 ///   first instruction (SDM Vol. 3C §25.4.2, §27.7.3).
 /// * Interruptibility: blocking by STI and by MOV SS clear, as completing
-///   the VMCALL would (§25.4.2). Blocking by NMI is left as it is: an NMI
-///   can still be delivered at the gate (on the gate's stack when it has
-///   one); a gate that must not take one has no way yet to ask for NMI
-///   blocking (issue 13).
+///   the VMCALL would (§25.4.2); blocking by NMI set. An NMI that arrives
+///   before the gate has loaded its state (its CR3, GS) is held pending
+///   until the gate's first IRET, which ends NMI blocking (SDM Vol. 3A
+///   §6.7.1 "Handling Multiple NMIs"; VM entry loads the blocking from the
+///   interruptibility-state field, Vol. 3C §27.3.1.5, §25.4.2 Table 25-3).
+///   A gate re-enables NMIs by executing an IRET once it trusts its state
+///   (an IRETQ to its own next instruction). With "virtual NMIs" off, as
+///   okernel runs, bit 3 is the processor's real NMI blocking, and VM
+///   entry allows it with no NMI being injected (§27.3.1.5).
 pub struct GateEntry;
 
 impl GateEntry {
@@ -136,6 +141,16 @@ impl GateEntry {
     pub const CLEARED: u64 = Self::TF | Self::IF | Self::DF | Self::RF | Self::AC;
     /// DR7's reset value.
     pub const DR7: u64 = 0x400;
+    /// Interruptibility: blocking by STI (bit 0) and by MOV SS (bit 1),
+    /// cleared at a gate.
+    pub const STI_MOV_SS: u32 = 0b11;
+    /// Interruptibility: blocking by NMI (bit 3), set at a gate.
+    pub const NMI_BLOCKING: u32 = 1 << 3;
+
+    /// The interruptibility state a gate starts with, from the caller's.
+    pub const fn interruptibility(caller: u32) -> u32 {
+        (caller & !Self::STI_MOV_SS) | Self::NMI_BLOCKING
+    }
 
     /// The RFLAGS a gate starts with, from the caller's.
     pub const fn rflags(caller: u64) -> u64 {
@@ -284,7 +299,12 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             .write(GuestNatural::Rflags, GateEntry::rflags(rflags))?;
         self.vmcs.write(GuestNatural::Dr7, GateEntry::DR7)?;
         self.vmcs.write(GuestNatural::PendingDebugExceptions, 0)?;
-        self.clear_sti_mov_ss_blocking()
+        let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
+        self.vmcs.write(
+            Guest32::InterruptibilityState,
+            GateEntry::interruptibility(interruptibility),
+        )?;
+        Ok(ExitAction::Resume)
     }
 
     /// Denies a write the policy refuses (a pinned CR bit, a locked MSR,

@@ -16,6 +16,7 @@
 //! | `planted-dma-ports-passed` | the 8237 ISA DMA controller's ports (0x00–0x1F, page registers 0x81–0x8F, 0xC0–0xDF) are performed, not denied: a default-deny table that passes a bus master | the write completes with no `exit` record |
 //! | `planted-gate-debug-state` | a switch that resumes at a gate keeps the caller's TF (and the single-step trap its VMCALL owes) and DR7 | a #DB at the gate before its first instruction, or DR7 ≠ 0x400 there |
 //! | `planted-gate-if` | a switch that resumes at a gate keeps the caller's IF | a self-IPI made pending before `STI; VMCALL` is delivered at the gate |
+//! | `planted-gate-nmi` | a switch that resumes at a gate keeps the caller's NMI blocking (none), as okernel did before NMI blocking at gates | an NMI the gate sends itself before its first IRET is delivered there, not after the IRET |
 
 use crate::exit::guest::Vcpu;
 use crate::exit::{ExitAction, ExitError, SlowExit};
@@ -38,10 +39,18 @@ pub fn around<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if let Some(r) = dma_ports_passed(vcpu, rest) {
         return r;
     }
-    #[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]
+    #[cfg(any(
+        feature = "planted-gate-debug-state",
+        feature = "planted-gate-if",
+        feature = "planted-gate-nmi"
+    ))]
     let caller = gate::Caller::read(vcpu, rest);
     let result = handle(vcpu);
-    #[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]
+    #[cfg(any(
+        feature = "planted-gate-debug-state",
+        feature = "planted-gate-if",
+        feature = "planted-gate-nmi"
+    ))]
     if let Some(caller) = caller {
         caller.leak(vcpu, &result)?;
     }
@@ -106,11 +115,15 @@ fn dma_ports_passed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     )
 }
 
-#[cfg(any(feature = "planted-gate-debug-state", feature = "planted-gate-if"))]
+#[cfg(any(
+    feature = "planted-gate-debug-state",
+    feature = "planted-gate-if",
+    feature = "planted-gate-nmi"
+))]
 mod gate {
     use super::*;
     use crate::exit::guest::GateEntry;
-    use crate::vmx::fields::{GuestNatural, ReadOnly32};
+    use crate::vmx::fields::{Guest32, GuestNatural, ReadOnly32};
 
     /// What the caller of a VMCALL had that a gate entry clears.
     #[derive(Debug, Clone, Copy)]
@@ -120,6 +133,8 @@ mod gate {
         rflags: u64,
         #[cfg_attr(not(feature = "planted-gate-debug-state"), allow(dead_code))]
         dr7: u64,
+        #[cfg_attr(not(feature = "planted-gate-nmi"), allow(dead_code))]
+        interruptibility: u32,
     }
 
     impl Caller {
@@ -138,6 +153,7 @@ mod gate {
                 next: rip.wrapping_add(u64::from(len)),
                 rflags: vcpu.vmcs.read(GuestNatural::Rflags).ok()?,
                 dr7: vcpu.vmcs.read(GuestNatural::Dr7).ok()?,
+                interruptibility: vcpu.vmcs.read(Guest32::InterruptibilityState).ok()?,
             })
         }
 
@@ -156,12 +172,26 @@ mod gate {
             if rip == self.rip || rip == self.next {
                 return Ok(());
             }
-            let mut rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
             // DELIBERATE DEFECT for fuzzing only: the gate starts with the
-            // caller's TF, the single-step trap its VMCALL owes, and DR7.
+            // caller's TF (planted-gate-debug-state) or IF (planted-gate-if).
+            let kept = if cfg!(feature = "planted-gate-debug-state") {
+                GateEntry::TF
+            } else {
+                0
+            } | if cfg!(feature = "planted-gate-if") {
+                GateEntry::IF
+            } else {
+                0
+            };
+            if kept != 0 {
+                let rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
+                vcpu.vmcs
+                    .write(GuestNatural::Rflags, rflags | (self.rflags & kept))?;
+            }
+            // DELIBERATE DEFECT for fuzzing only: the single-step trap the
+            // caller's VMCALL owes, and its DR7.
             #[cfg(feature = "planted-gate-debug-state")]
             {
-                rflags |= self.rflags & GateEntry::TF;
                 if self.rflags & GateEntry::TF != 0 {
                     vcpu.vmcs.write(
                         GuestNatural::PendingDebugExceptions,
@@ -171,12 +201,16 @@ mod gate {
                 vcpu.vmcs.write(GuestNatural::Dr7, self.dr7)?;
             }
             // DELIBERATE DEFECT for fuzzing only: the gate starts with the
-            // caller's IF.
-            #[cfg(feature = "planted-gate-if")]
+            // caller's NMI blocking (none after an ordinary VMCALL).
+            #[cfg(feature = "planted-gate-nmi")]
             {
-                rflags |= self.rflags & GateEntry::IF;
+                let now = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
+                let nmi = GateEntry::NMI_BLOCKING;
+                vcpu.vmcs.write(
+                    Guest32::InterruptibilityState,
+                    (now & !nmi) | (self.interruptibility & nmi),
+                )?;
             }
-            vcpu.vmcs.write(GuestNatural::Rflags, rflags)?;
             Ok(())
         }
     }

@@ -230,6 +230,11 @@ fn a_stopped_untrusted_context_returns_to_the_trusted_one_at_its_gate() {
         assert_eq!(rip(&v), GATE);
         assert_eq!(v.vmcs.get(GuestNatural::Rsp), STACK);
         assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2, "gate entry state");
+        assert_eq!(
+            v.vmcs.get(Guest32::InterruptibilityState),
+            0b1000,
+            "NMIs blocked until the gate's first IRET"
+        );
         assert_eq!(v.regs.get(Gpr::Rax), Status::Refused.raw());
         assert_eq!(v.regs.get(Gpr::Rdi), 1);
         assert_eq!(v.regs.get(Gpr::Rsi), reason as u64);

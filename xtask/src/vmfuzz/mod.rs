@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 /// issue 13's port-I/O, debug-state and self-IPI classes, which live in
 /// the fuzz build's one seam (`okernel/src/fuzz/planted.rs`) and need a
 /// VM to show.
-pub const DEFECTS: [&str; 8] = [
+pub const DEFECTS: [&str; 9] = [
     "planted-text-writable",
     "planted-pin-ignored",
     "planted-unlock",
@@ -35,6 +35,7 @@ pub const DEFECTS: [&str; 8] = [
     "planted-dma-ports-passed",
     "planted-gate-debug-state",
     "planted-gate-if",
+    "planted-gate-nmi",
 ];
 
 /// How long each planted defect may take to be found by the VM fuzzer,

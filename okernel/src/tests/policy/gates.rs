@@ -1,7 +1,8 @@
 //! The state a redirect to a gate starts the guest in (ABI 1.1,
 //! `exit::guest::GateEntry`): the gate's registered stack, RFLAGS IF, TF,
 //! RF, AC and DF clear, DR7 reset, no pending debug exception, no STI or
-//! MOV SS blocking — whatever the caller of SwitchContext left there.
+//! MOV SS blocking, NMIs blocked until the gate's first IRET — whatever
+//! the caller of SwitchContext left there.
 
 use okernel_abi::policy::RegionKind;
 
@@ -20,8 +21,9 @@ const CALLER_RFLAGS: u64 = 0x2 | 0x1 | 0x40 | (1 << 14) | GateEntry::CLEARED;
 const CALLER_DR7: u64 = 0x403;
 /// BS (single step) and B0 pending.
 const CALLER_PENDING: u64 = (1 << 14) | 1;
-/// Blocking by STI, by MOV SS and by NMI.
-const CALLER_BLOCKING: u64 = 0b1011;
+/// Blocking by STI and by MOV SS, not by NMI (an NMI could be delivered
+/// at the gate's first instruction, with the caller's CR3 and GS).
+const CALLER_BLOCKING: u64 = 0b0011;
 
 fn with_gate(stack: u64) -> (PVcpu, u64) {
     let mut v = pvcpu();
@@ -56,7 +58,7 @@ fn assert_sanitised(v: &PVcpu) {
     assert_eq!(
         v.vmcs.get(Guest32::InterruptibilityState),
         0b1000,
-        "STI and MOV SS blocking cleared, NMI blocking left"
+        "STI and MOV SS blocking cleared, NMI blocking set"
     );
 }
 
@@ -154,4 +156,14 @@ fn gate_rflags_keep_bit_1_and_clear_only_the_five_flags() {
     assert_eq!(GateEntry::rflags(0), 0x2);
     assert_eq!(GateEntry::rflags(u64::MAX), !GateEntry::CLEARED);
     assert_eq!(GateEntry::CLEARED, 0x5_0700);
+}
+
+#[test]
+fn gate_interruptibility_blocks_nmis_and_clears_only_sti_and_mov_ss() {
+    for caller in [0, 0b0011, 0b1011, 0b0100, 0b1111] {
+        let gate = GateEntry::interruptibility(caller);
+        assert_eq!(gate & GateEntry::NMI_BLOCKING, GateEntry::NMI_BLOCKING);
+        assert_eq!(gate & GateEntry::STI_MOV_SS, 0, "{caller:#b}");
+        assert_eq!(gate & 0b0100, caller & 0b0100, "blocking by SMI kept");
+    }
 }
