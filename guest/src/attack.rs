@@ -256,6 +256,16 @@ pub const ATTACKS: &[Attack] = &[
         audit: Some(Hypercall),
         status: Some(Status::PermissionDenied),
     },
+    // The x2APIC's ICR can send this processor an INIT (the run used to
+    // end; bare, it resets the processor: not run without the monitor),
+    // SIPI, SMI or NMI; okernel refuses every delivery mode but fixed.
+    Attack {
+        name: "x2apic-init-to-itself",
+        invariant: 11,
+        guard: Guard::MonitorOnly,
+        audit: Some(MsrLock),
+        status: None,
+    },
     reg("empty-slot-page-table-link", 7, PageTableUpdate),
     // Without contexts (protect=off) the kernel path is the trusted
     // kernel, which owns every page: nothing is foreign and the table is

@@ -201,6 +201,24 @@ pub fn run(s: &mut Suite<'_>) {
         )
     });
     s.attack("untrusted-exit", |_| untrusted_exit());
+    // Last of this file: it leaves the APIC in x2APIC mode.
+    s.attack("x2apic-init-to-itself", |_| {
+        let (r, _) = kernel::vuln(
+            CONTAINER_A,
+            vuln::CALL,
+            cpu::x2apic_init as *const () as u64,
+            0,
+        );
+        let sent = matches!(r, Some(Ok(1)));
+        let mut obs = Obs::new(
+            !sent,
+            Some(u64::from(cpu::X2APIC_ICR)),
+            format_args!("WRMSR x2APIC ICR (INIT to itself): {}", Shown(r)),
+        );
+        // x2APIC mode not offered: nothing tested.
+        obs.counts = !matches!(r, Some(Ok(0)));
+        obs
+    });
 }
 
 /// The reason the forged `Exit` gives.
