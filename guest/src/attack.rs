@@ -207,6 +207,13 @@ pub const ATTACKS: &[Attack] = &[
         status: None,
     },
     Attack {
+        name: "write-mtrr",
+        invariant: 5,
+        guard: Guard::Monitor,
+        audit: Some(MsrLock),
+        status: None,
+    },
+    Attack {
         name: "disable-a20",
         invariant: 11,
         guard: Guard::Monitor,

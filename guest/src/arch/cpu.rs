@@ -109,6 +109,10 @@ pub extern "C" fn read_msr_probe(msr: u64) -> u64 {
     1
 }
 
+/// IA32_MTRR_DEF_TYPE: the default memory type (bits 2:0) and the MTRR
+/// enables, shared with the monitor.
+pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
+
 /// IA32_APIC_BASE bit 10 (EXTD): x2APIC mode (with bit 11, EN).
 pub const APIC_BASE_EXTD: u64 = 1 << 10;
 /// The x2APIC's ID register (SDM Vol. 3A §11.12.1.2).
@@ -207,10 +211,12 @@ pub extern "C" fn write_msr(msr: u64) -> u64 {
     let msr = msr as u32;
     let before = rdmsr(msr);
     // SAFETY: the attack suite picks a canonical address of kernel text
-    // for LSTAR/SYSENTER_EIP, and for IA32_APIC_BASE the current flags
-    // with a page the kernel never touches (monitor memory); no system
-    // call, SYSENTER or access to either page runs before the original
-    // value is written back two instructions later.
+    // for LSTAR/SYSENTER_EIP, for IA32_APIC_BASE the current flags with a
+    // page the kernel never touches (monitor memory), for
+    // IA32_MTRR_DEF_TYPE its value with the default type uncacheable
+    // (slower, not wrong); no system call, SYSENTER or access
+    // to either page runs before the original value is written back two
+    // instructions later.
     unsafe { wrmsr(msr, MSR_VALUE.load(Ordering::SeqCst)) };
     let after = rdmsr(msr);
     // SAFETY: the value the MSR held before.

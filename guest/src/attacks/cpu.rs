@@ -125,6 +125,17 @@ pub fn run(s: &mut Suite<'_>) {
     // Port I/O (issue 13): A20 off makes the platform mask address bit
     // 20 of every physical access — under a monitor, its own and the EPT
     // walks too (in Bochs the monitor triple-faulted).
+    // An MSR the guest shares with the monitor (VMX does not switch it):
+    // the MTRRs set the memory types of the monitor's own accesses. (The
+    // TSC, refused too, has no row: QEMU/TCG's RDMSR of it reads 0, so a
+    // bare run could not show the write.)
+    let uc = cpu::rdmsr(cpu::IA32_MTRR_DEF_TYPE) & !0x7;
+    cpu::MSR_VALUE.store(uc, Ordering::SeqCst);
+    s.attack("write-mtrr", |_| {
+        gadget(cpu::write_msr, u64::from(cpu::IA32_MTRR_DEF_TYPE), |v| {
+            v == uc
+        })
+    });
     s.attack("disable-a20", |_| {
         gadget(cpu::a20_off, 0, |back| back & 2 == 0)
     });

@@ -250,6 +250,13 @@ const ATTACKS: &[&str] = &[
     "attack-empty-slot-page-table-link",
     "attack-protect-foreign-page",
     "attack-protected-page-exhaustion",
+    "attack-write-unlisted-msr",
+    "attack-read-hidden-msr",
+    "attack-write-mtrr",
+    "attack-disable-a20",
+    "attack-reset-via-cf9",
+    "attack-reset-via-keyboard-controller",
+    "attack-x2apic-init-to-itself",
     "legit-syscall-getuid",
     "legit-own-protected-page",
 ];
@@ -286,6 +293,7 @@ const ATTACKS_NO_MONITOR: &[&str] = &[
     "attack-clear-cr0-wp",
     "attack-write-lstar",
     "attack-relocate-apic-over-monitor",
+    "attack-write-mtrr",
     "legit-syscall-getuid",
 ];
 
