@@ -36,6 +36,9 @@ pub enum Scenario {
     /// Open SMRAM, put a handler there and raise an SMI, which okernel
     /// must prevent (`smm.rs`).
     Smm,
+    /// Move a PCI device's memory BAR over a page okernel locked, which
+    /// okernel must refuse (`bar.rs`).
+    Bar,
 }
 
 /// How `scenario=fuzz` exchanges cases and results with the host
@@ -50,7 +53,7 @@ pub enum Transport {
 
 impl Scenario {
     /// Every scenario with its name.
-    pub const ALL: [(&'static str, Scenario); 11] = [
+    pub const ALL: [(&'static str, Scenario); 12] = [
         ("boot", Scenario::Boot),
         ("panic", Scenario::Panic),
         ("hang", Scenario::Hang),
@@ -62,6 +65,7 @@ impl Scenario {
         ("dma", Scenario::Dma),
         ("forge", Scenario::Forge),
         ("smm", Scenario::Smm),
+        ("bar", Scenario::Bar),
     ];
 }
 

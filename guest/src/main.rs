@@ -4,6 +4,7 @@
 
 mod arch;
 mod attacks;
+mod bar;
 mod bench;
 mod dma;
 mod executor;
@@ -149,6 +150,11 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         Scenario::Dma => {
             let mut checks = report::Checks::default();
             dma::run(&mut checks, entry_mode, map);
+            checks.finish(entry_mode)
+        }
+        Scenario::Bar => {
+            let mut checks = report::Checks::default();
+            bar::run(&mut checks, entry_mode, map);
             checks.finish(entry_mode)
         }
         Scenario::Smp => {

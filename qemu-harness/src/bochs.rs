@@ -64,6 +64,10 @@ pub struct BochsConfig {
     /// A 1.44 MB floppy image in drive A (`floppya:`), for the DMA
     /// attack row; none: no floppy.
     pub floppy: Option<std::path::PathBuf>,
+    /// Bochs' PCI VGA adapter in slot 1 (`pci: slot1=pcivga`: a memory
+    /// BAR, its linear frame buffer), for the BAR attack row; false: the
+    /// ISA VGA, and no PCI device with a memory BAR.
+    pub pci_vga: bool,
 }
 
 impl Default for BochsConfig {
@@ -76,6 +80,7 @@ impl Default for BochsConfig {
             cpus: 1,
             ignore_bad_msrs: true,
             floppy: None,
+            pci_vga: false,
         }
     }
 }
@@ -91,6 +96,11 @@ impl Bochs {
             Some(path) => format!("floppya: 1_44={}, status=inserted\n", path.display()),
             None => String::new(),
         };
+        let pci = if options.pci_vga {
+            "pci: enabled=1, chipset=i440fx, slot1=pcivga\nvga: extension=vbe\n"
+        } else {
+            ""
+        };
         format!(
             "megs: {megs}\n\
              cpu: model={model}, count={cpus}, ips={ips}, ignore_bad_msrs={ignore}\n\
@@ -104,6 +114,7 @@ impl Bochs {
              com1: enabled=1, mode=file, dev={console}\n\
              {com2}\
              {floppy}\
+             {pci}\
              speaker: enabled=0\n\
              sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy\n\
              log: {log}\n\

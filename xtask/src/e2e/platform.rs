@@ -22,6 +22,11 @@
 //!   without a monitor the floppy controller's DMA writes the page; under
 //!   okernel (the page locked read-only) default deny drops the 8237's
 //!   and the controller's ports and the page keeps its bytes.
+//! - `scenario=bar` (attack `pci-bar-over-locked-page`, `guest/src/bar.rs`)
+//!   on Bochs with its PCI VGA adapter: without a monitor the adapter's
+//!   frame-buffer BAR moved over a page makes the page read the bytes the
+//!   guest put in the frame buffer; under okernel (the page locked
+//!   read-only) the BAR write is refused and audited.
 
 use super::{Row, RowState, print_outcome};
 use crate::images::Images;
@@ -51,6 +56,8 @@ pub struct PlatformCase {
     /// A floppy in drive A whose every sector repeats the DMA attack's
     /// pattern.
     pub floppy: bool,
+    /// Bochs' PCI VGA adapter (a device with a movable memory BAR).
+    pub pci_vga: bool,
     /// For the console-forgery rows: whether the guest's forged result
     /// line (`fail: FORGED by the guest`) must be the run's result (bare)
     /// or no line of the monitor's may say `FORGED` (under okernel).
@@ -78,6 +85,7 @@ pub fn cases() -> Vec<PlatformCase> {
         emulator_log: &[],
         expected,
         floppy: false,
+        pci_vga: false,
         forged: None,
     };
     let sleep = |name, direct, expected| PlatformCase {
@@ -100,6 +108,7 @@ pub fn cases() -> Vec<PlatformCase> {
         },
         expected,
         floppy: false,
+        pci_vga: false,
         forged: None,
     };
     let dma = |name, direct, expected| PlatformCase {
@@ -113,6 +122,7 @@ pub fn cases() -> Vec<PlatformCase> {
         emulator_log: &[],
         expected,
         floppy: true,
+        pci_vga: false,
         forged: None,
     };
     let forge = |name, direct, expected| PlatformCase {
@@ -125,6 +135,7 @@ pub fn cases() -> Vec<PlatformCase> {
         emulator_log: &[],
         expected,
         floppy: false,
+        pci_vga: false,
         forged: Some(direct),
     };
     let smm = |name, direct, expected| PlatformCase {
@@ -137,6 +148,20 @@ pub fn cases() -> Vec<PlatformCase> {
         emulator_log: &[],
         expected,
         floppy: false,
+        pci_vga: false,
+        forged: None,
+    };
+    let bar = |name, direct, expected| PlatformCase {
+        name,
+        scenario: "bar",
+        attack: "attack-pci-bar-over-locked-page",
+        cpus: 1,
+        direct,
+        console: (!direct).then(|| "okernel: audit log: ".to_string()),
+        emulator_log: &[],
+        expected,
+        floppy: false,
+        pci_vga: true,
         forged: None,
     };
     vec![
@@ -180,6 +205,16 @@ pub fn cases() -> Vec<PlatformCase> {
             "no monitor: SMRAM opened, the guest's SMI handler runs",
         ),
         smm("smm", false, "SMRAM locked, its control refused, blocked"),
+        bar(
+            "bar-no-monitor",
+            true,
+            "no monitor: a VGA BAR moved over the page, it reads the guest's bytes",
+        ),
+        bar(
+            "bar",
+            false,
+            "page locked; the BAR move refused and audited, blocked",
+        ),
     ]
 }
 
@@ -209,6 +244,7 @@ fn machine(images: &Images, case: &PlatformCase) -> Result<(RunSpec, BochsConfig
     let mut config = BochsConfig {
         model: DEFAULT_MODEL,
         cpus: case.cpus,
+        pci_vga: case.pci_vga,
         ..BochsConfig::default()
     };
     if case.floppy {
@@ -416,7 +452,9 @@ mod tests {
         let leaked = format!("{ended}\n[WARN  loader] okernel: audit #0 FORGED by the guest");
         assert!(!ok(&report(forge, "blocked", true, &leaked), "forge"));
         assert!(!ok(&report(forge, "blocked", true, forged), "forge"));
-        // Each DMA row has its floppy, no other row one.
+        // Each DMA row has its floppy, each BAR row the PCI VGA adapter,
+        // no other row either.
         assert!(cases().iter().all(|c| c.floppy == (c.scenario == "dma")));
+        assert!(cases().iter().all(|c| c.pci_vga == (c.scenario == "bar")));
     }
 }
