@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(Options::parse("fast"), Err(CmdlineError::Unknown("fast")));
         assert_eq!(
             CmdlineError::UnknownScenario("x").to_string(),
-            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep dma forge smm)"
+            "guest: unknown scenario `x` (have: boot panic hang bench attacks fuzz smp sleep dma forge smm bar)"
         );
     }
 
