@@ -13,18 +13,30 @@
 //!   and the invariant checks of VM fuzzing (`okernel_abi::fuzz`).
 //! - [`mod@launch`]: bring-up and the run loop; [`launch()`] is what the loader
 //!   calls.
+//! - [`seam`]: what a fuzz or planted-defect build puts in place of the
+//!   production memory and policy rules (the only production file that
+//!   names those features, besides the `fuzz` module's gate below).
 #![cfg_attr(not(test), no_std)]
 
 pub mod arch;
 pub mod check;
 pub mod exit;
 pub mod fmt;
-#[cfg(any(test, feature = "fake", feature = "fuzz"))]
+#[cfg(any(
+    test,
+    feature = "fake",
+    feature = "fuzz",
+    feature = "planted-text-writable",
+    feature = "planted-pin-ignored",
+    feature = "planted-unlock",
+    feature = "planted-gate-bypass"
+))]
 pub mod fuzz;
 pub mod hw;
 pub mod hypercall;
 pub mod launch;
 pub mod policy;
+pub mod seam;
 pub mod vmx;
 
 #[cfg(test)]

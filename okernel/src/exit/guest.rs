@@ -190,9 +190,10 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     /// The platform's port rules (ACPI sleep and reset), which
     /// [`super::io`] applies beside its fixed ports.
     pub platform: super::platform_ports::PlatformPorts,
-    /// Coverage and the oracles' baseline (fuzz builds only).
-    #[cfg(feature = "fuzz")]
-    pub fuzz: crate::fuzz::FuzzState,
+    /// What the memory's exit hooks keep ([`super::hooks::ExitHooks`]):
+    /// nothing (`()`) for the production memories; coverage and the
+    /// oracles' baseline in a fuzz build (`crate::fuzz::FuzzState`).
+    pub hooks: <M as super::hooks::ExitHooks>::State,
 }
 
 impl<V: Vmcs, C: Cpu, P: Policy> Vcpu<V, C, P> {
@@ -226,8 +227,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             memory,
             guest_reason: GuestReason::none(),
             platform: super::platform_ports::PlatformPorts::default(),
-            #[cfg(feature = "fuzz")]
-            fuzz: crate::fuzz::FuzzState::new(),
+            hooks: Default::default(),
         }
     }
 

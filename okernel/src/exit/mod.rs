@@ -7,10 +7,11 @@
 //! [`ExitError`]: a fatal condition the run loop reports with the guest
 //! state and ends with a failure — never a silent hang.
 //!
-//! A fuzz build (feature `fuzz`) records each exit's coverage key once the
-//! handler has decided: a constant key for the two fast exits in
-//! [`handle_fast`], `crate::fuzz::observe::slow` around [`handle_slow`].
-//! Without the feature neither hook exists.
+//! The guest memory's [`hooks::ExitHooks`] see each exit once the handler
+//! has decided: [`hooks::ExitHooks::fast_resumed`] after the two fast
+//! exits of [`handle_fast`], [`hooks::ExitHooks::slow`] around
+//! [`handle_slow`]. The production memories' hooks do nothing; a fuzz
+//! build's record the exit's coverage key (`crate::fuzz::observe`).
 
 pub mod apic;
 pub mod counters;
@@ -21,6 +22,7 @@ pub mod ept_violation;
 pub mod events;
 pub mod fatal;
 pub mod guest;
+pub mod hooks;
 pub mod io;
 pub mod msr;
 pub mod msr_shared;
@@ -193,12 +195,7 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     match result {
         Ok(ExitAction::Resume) => {
             // CPUID writes RBX; the Null call does not.
-            #[cfg(feature = "fuzz")]
-            vcpu.fuzz.coverage.record(if wrote_rbx {
-                crate::fuzz::observe::CPUID_KEY
-            } else {
-                crate::fuzz::observe::NULL_KEY
-            });
+            M::fast_resumed(vcpu, wrote_rbx);
             FastPath::Resumed { wrote_rbx }
         }
         // Neither Null nor CPUID ends the run.
@@ -220,10 +217,8 @@ pub fn handle_slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         SlowExit::Vmcall { cpl } => crate::hypercall::handle_vmcall_at(vcpu, cpl),
         SlowExit::Other(field) => handle_any(vcpu, field),
     };
-    // Fuzz builds record the exit's coverage key once the handler decided.
-    #[cfg(feature = "fuzz")]
-    let handle = |vcpu: &mut Vcpu<V, C, P, M>| crate::fuzz::observe::slow(vcpu, rest, handle);
-    handle(vcpu)
+    // The memory's hooks see the exit once the handler decided.
+    M::slow(vcpu, rest, handle)
 }
 
 /// Counts and dispatches an exit whose reason field has been read.

@@ -74,13 +74,10 @@ pub const PASSED: &[Passed] = &[
 ];
 
 /// The KVM harness's fuzz doorbell (`okernel_abi::fuzz::DOORBELL_PORT`),
-/// passed in fuzz builds only: inside the 0xF4–0xF7 window an
-/// `isa-debug-exit` device may decode, so a production monitor denies it.
-pub const FUZZ_DOORBELL: Option<u16> = if cfg!(feature = "fuzz") {
-    Some(okernel_abi::fuzz::DOORBELL_PORT)
-} else {
-    None
-};
+/// passed in fuzz builds only ([`crate::seam::FUZZ_DOORBELL`]): inside the
+/// 0xF4–0xF7 window an `isa-debug-exit` device may decode, so a
+/// production monitor denies it.
+pub const FUZZ_DOORBELL: Option<u16> = crate::seam::FUZZ_DOORBELL;
 
 /// Whether `port` is one of [`PASSED`] (or [`FUZZ_DOORBELL`]).
 pub fn passed(port: u16) -> bool {

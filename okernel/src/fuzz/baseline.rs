@@ -18,6 +18,7 @@ use okernel_abi::fuzz::PolicyPart;
 use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 
 use super::hash::{SetHash, WordHash, fold};
+use super::inspect::Inspect;
 use crate::hw::Vmcs;
 use crate::launch::config::PhysRange;
 use crate::policy::protection::{MAX_LOCKED_MSRS, MAX_REGIONS, Protection};
@@ -69,7 +70,11 @@ pub struct Baseline {
 
 impl Baseline {
     /// Records the baseline of `p`.
-    pub fn record(p: &mut Protection, views: &dyn Views, vmcs: &impl Vmcs) -> Result<Self, VmFail> {
+    pub fn record(
+        p: &mut Protection,
+        views: &dyn Inspect,
+        vmcs: &impl Vmcs,
+    ) -> Result<Self, VmFail> {
         let mut regions = [None; MAX_REGIONS];
         let mut bytes = 0u64;
         for (slot, r) in regions.iter_mut().zip(&p.regions) {
@@ -94,13 +99,13 @@ impl Baseline {
 }
 
 /// The [`WordHash`] of `range`'s bytes in guest RAM, read in place
-/// through [`Views::read_phys_with`] (whatever the views map). If the
+/// through [`Inspect::read_phys_with`] (whatever the views map). If the
 /// range cannot be read as a whole (never for a region registration
 /// accepted), it is read 4 KiB at a time and a page that cannot be read
 /// hashes as its address, so the checksum still changes if readability
 /// does. Both ways give the same hash for the same bytes (the hash does
 /// not depend on how the bytes are split at multiples of 32).
-pub fn checksum(views: &dyn Views, range: PhysRange) -> u64 {
+pub fn checksum(views: &dyn Inspect, range: PhysRange) -> u64 {
     let mut h = WordHash::new();
     let whole = views.read_phys_with(range.start, range.len(), &mut |b| h.update(b));
     if whole.is_err() {

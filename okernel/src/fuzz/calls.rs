@@ -1,7 +1,8 @@
 //! The two monitor calls of VM fuzzing, `CALL_BASELINE` (0x100) and
 //! `CALL_CHECK` (0x101), exactly as `okernel_abi::fuzz` documents them.
-//! `hypercall::dispatch` reaches them (fuzz builds only) for a number
-//! outside the ABI, at CPL 0 (any other CPL was refused before, with
+//! `hypercall::dispatch` reaches them through the exit hooks of
+//! [`super::tracked::Tracked`] (fuzz builds only) for a number outside
+//! the ABI, at CPL 0 (any other CPL was refused before, with
 //! nothing changed). Both need the protection policy and the views; a
 //! monitor without them answers `UnknownCall`, as one without the
 //! feature does.
@@ -15,11 +16,11 @@ use okernel_abi::hypercall::Status;
 use super::LastFull;
 use super::baseline::Baseline;
 use super::check::{Finding, Machine, Scope, check};
+use super::inspect::Inspect;
+use super::tracked::{Fuzzed, Tracking};
 use crate::exit::{ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
-use crate::policy::views::Views;
 
 /// At most this many checks in a row are incremental: every
 /// `FULL_CHECK_EVERY`-th check since the last full one is full whatever
@@ -30,7 +31,7 @@ use crate::policy::views::Views;
 pub const FULL_CHECK_EVERY: u32 = 64;
 
 /// A call's result: `Ok(RDI)` (`None`: RDI unchanged) or the refusal.
-pub type Reply = Result<Option<u64>, Status>;
+pub type Reply = crate::exit::hooks::CallReply;
 
 /// Whether `number` is one of the fuzz calls.
 pub const fn is_fuzz_call(number: u64) -> bool {
@@ -40,7 +41,7 @@ pub const fn is_fuzz_call(number: u64) -> bool {
 /// Runs fuzz call `number` with RDI = `arg` (reduced to the guest's
 /// operand size). `None`: this monitor has no policy state, the call is
 /// unknown to it.
-pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
     vcpu: &mut Vcpu<V, C, P, M>,
     number: u64,
     arg: u64,
@@ -50,13 +51,14 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         memory,
         vmcs,
         cpu,
-        fuzz,
+        hooks: fuzz,
         audit,
         ..
     } = vcpu;
-    let (Some(prot), Some(views)) = (policy.protection(), memory.views_ref()) else {
+    let Some(prot) = policy.protection() else {
         return Ok(None);
     };
+    let views: &dyn Tracking = &*memory;
     if prot.current != 0 {
         return Ok(Some(Err(Status::PermissionDenied)));
     }
@@ -71,9 +73,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         fuzz.watch.restart(views);
         fuzz.mirror = (arg != 0).then_some(arg);
         super::mirror::update(vcpu);
-        if let Some(v) = vcpu.memory.views() {
-            v.clear_write_log();
-        }
+        vcpu.memory.clear_write_log();
         return Ok(Some(Ok(Some(bytes))));
     }
     if !report_page(views, arg) {
@@ -108,11 +108,8 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let len = encode(&finding, fuzz, audit.total(), &mut report);
     // `report_page` accepted the page as guest RAM; the check changed
     // nothing. The log restarts with the report's own page.
-    let written = memory.views().map(|v| {
-        v.clear_write_log();
-        v.write_phys(arg, &report[..len])
-    });
-    if !matches!(written, Some(Ok(()))) {
+    memory.clear_write_log();
+    if memory.write_phys(arg, &report[..len]).is_err() {
         return Ok(Some(Err(Status::InvalidArgument)));
     }
     fuzz.coverage.clear();
@@ -125,7 +122,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 /// when the views watch missed a view change or saw a too-permissive view
 /// (`super::watch`), when the write log overflowed, and every
 /// [`FULL_CHECK_EVERY`] checks; else incremental.
-fn scope(fuzz: &super::FuzzState, views: &dyn Views) -> Scope {
+fn scope(fuzz: &super::FuzzState, views: &dyn Tracking) -> Scope {
     match fuzz.last_full {
         Some(l)
             if fuzz.watch.all_seen(views)
@@ -141,7 +138,7 @@ fn scope(fuzz: &super::FuzzState, views: &dyn Views) -> Scope {
 /// Whether `page` can take a report: 4 KiB-aligned guest RAM outside
 /// monitor memory and below the identity map, mapped readable and
 /// writable by the trusted view (whichever view the guest runs in).
-fn report_page(views: &dyn Views, page: u64) -> bool {
+fn report_page(views: &dyn Inspect, page: u64) -> bool {
     page.is_multiple_of(4096)
         && views.check_ram(page, 4096).is_ok()
         && views.rights_at(0, page).0.contains(Perms::RW)

@@ -11,6 +11,7 @@ use okernel_abi::fuzz::{MonitorVerdict, PolicyPart};
 use okernel_abi::policy::MAX_CONTEXTS;
 
 use super::baseline::{Baseline, PARTS, RegionSum, checksum, fingerprints};
+use super::tracked::Tracking;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::locks::{IA32_EFER, guest_msr};
 use crate::policy::protection::Protection;
@@ -77,7 +78,7 @@ pub enum Scope {
 
 impl Scope {
     /// Whether this scope re-hashes `region`.
-    fn rehashes(self, region: &RegionSum, views: &dyn Views) -> bool {
+    fn rehashes(self, region: &RegionSum, views: &dyn Tracking) -> bool {
         match self {
             Scope::Full => true,
             Scope::Incremental => views.dirty().written(region.range),
@@ -90,7 +91,7 @@ pub struct Machine<'a, V: Vmcs, C: Cpu> {
     /// The policy state.
     pub prot: &'a mut Protection,
     /// The views and guest RAM.
-    pub views: &'a dyn Views,
+    pub views: &'a dyn Tracking,
     /// The current VMCS (the guest's CRs, EFER, SYSENTER, EPTP).
     pub vmcs: &'a V,
     /// The processor (the MSRs VM entry does not switch).

@@ -1,20 +1,21 @@
 //! What lets `CALL_CHECK` be incremental: a **views generation** and a
-//! **monitor write log**, both kept by `ViewMemory` (the one owner of the
-//! EPT views and of the monitor's writes to guest RAM) in fuzz builds
-//! only.
+//! **monitor write log**, both kept by the fuzz build's decorator of the
+//! guest memory ([`super::tracked::Tracked`], around the `ViewMemory` that
+//! owns the EPT views and makes the monitor's writes to guest RAM), so
+//! the production memory has neither.
 //!
 //! - The generation counts every chance to change an EPT view or the set
-//!   of views: it is bumped whenever `ViewMemory` hands out a view to
-//!   change (`view_mut`, `slot_mut`: every `protect`, every policy apply)
-//!   or puts a view in or takes one out of a slot (`create`, `destroy`).
-//!   The views are a private field of `ViewMemory` reached only through
-//!   those methods, so a new mutating path cannot skip the bump. Switching
-//!   the current view does not bump it: the view scan covers every live
-//!   view whichever runs, and the check compares the running context
-//!   every time.
+//!   of views: it is bumped by every `Views::protect` (every policy
+//!   apply), every `Views::create` that made a view and every
+//!   `Views::destroy` of a slot that may hold one. The wrapped memory is a
+//!   private field of `Tracked` reached mutably only through those
+//!   methods, so a new mutating path cannot skip the bump. Switching the
+//!   current view does not bump it: the view scan covers every live view
+//!   whichever runs, and the check compares the running context every
+//!   time.
 //! - The write log records the 4 KiB pages of every monitor write to
 //!   guest RAM (`Views::write_phys` and `GuestMemory::write`, the only two
-//!   places `ViewMemory` writes its physical memory): UpdatePageTable,
+//!   ways `ViewMemory` writes its physical memory): UpdatePageTable,
 //!   AuditRead, the zeroing of freed protected pages, emulated descriptor
 //!   stores, the check's own report. [`WRITE_LOG_PAGES`] distinct pages
 //!   at most; beyond that it is *overflowed*, which the check reads as

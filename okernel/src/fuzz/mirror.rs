@@ -15,9 +15,9 @@
 
 use okernel_abi::fuzz::AuditMirror;
 
+use super::tracked::Fuzzed;
 use crate::exit::Vcpu;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::page_table::record_bytes;
 use crate::policy::Policy;
 use crate::policy::audit::AuditLog;
@@ -36,13 +36,12 @@ pub fn bytes(audit: &AuditLog) -> [u8; size_of::<AuditMirror>()] {
 /// longer be written (it always can: `CALL_BASELINE` checked it, and
 /// guest RAM does not move) ends the mirroring; the executor then sees a
 /// stale total and reports it.
-pub fn update<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(vcpu: &mut Vcpu<V, C, P, M>) {
-    let Some(page) = vcpu.fuzz.mirror else {
+pub fn update<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(vcpu: &mut Vcpu<V, C, P, M>) {
+    let Some(page) = vcpu.hooks.mirror else {
         return;
     };
     let bytes = bytes(&vcpu.audit);
-    let written = vcpu.memory.views().map(|v| v.write_phys(page, &bytes));
-    if !matches!(written, Some(Ok(()))) {
-        vcpu.fuzz.mirror = None;
+    if vcpu.memory.write_phys(page, &bytes).is_err() {
+        vcpu.hooks.mirror = None;
     }
 }

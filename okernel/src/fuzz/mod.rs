@@ -1,6 +1,37 @@
 //! VM fuzzing, the monitor's side (`okernel/fuzz` feature; never in a
 //! production image): the protocol is `okernel_abi::fuzz`.
 //!
+//! # The seam
+//!
+//! The production files carry no `cfg` for fuzzing. A fuzz build drives
+//! exactly the production [`crate::exit::Vcpu`], exit handlers and policy
+//! types; what it adds comes in through three doors, all here:
+//!
+//! - **The memory decorator** [`tracked::Tracked`]: the run's guest
+//!   memory (a `ViewMemory`) wrapped, chosen once where the run names its
+//!   types (`launch::run::MonitorMemory`). It keeps the views generation
+//!   and the monitor write log ([`dirty`]) by watching the `Views` and
+//!   `GuestMemory` calls that change a view or write guest RAM.
+//! - **The exit hooks** (`crate::exit::hooks::ExitHooks`): every guest
+//!   memory has them, the production ones doing nothing and keeping `()`
+//!   in `Vcpu::hooks`; [`tracked::Tracked`]'s record coverage, answer the
+//!   two fuzz calls and keep a [`FuzzState`] there.
+//! - **The inspection trait** [`inspect::Inspect`]: what the oracles read
+//!   of the views beyond the policy's `Views` (runs of equal rights, the
+//!   monitor's ranges, guest RAM in place), implemented for `ViewMemory`
+//!   here (built with `fake` too, for the host `policy` fuzz target).
+//!
+//! The planted defects are fuzz-only files too: [`planted`] (the VM
+//! fuzzer's, around every slow exit) and `planted_policy` (the policy
+//! defects both fuzzers must find, through the few
+//! `crate::policy::hooks::PolicyHooks` points whose production defaults
+//! are the rules as written). The only production files that name these
+//! features are `crate::seam` (the run's memory type, the policy rules
+//! and the fuzz doorbell port of the build) and the `mod` line in
+//! `lib.rs` that brings this module in.
+//!
+//! # Modules
+//!
 //! - [`coverage`]: the edge map the monitor fills, one edge per pair of
 //!   consecutive VM exits.
 //! - [`observe`]: the key of each exit (reason × handler outcome × policy
@@ -10,6 +41,9 @@
 //! - [`check`]: what `CALL_CHECK` compares, in the documented order.
 //! - [`dirty`]: the views generation and the monitor write log that let
 //!   most checks be incremental.
+//! - [`tracked`]: the memory decorator that keeps them, and whose exit
+//!   hooks are the fuzzer's.
+//! - [`inspect`]: what the oracles read of the views.
 //! - [`watch`]: the views scanned at the end of every exit that changed
 //!   them, which keeps checks after a view change incremental.
 //! - [`calls`]: the two calls themselves.
@@ -22,8 +56,8 @@
 //!   shared with the host `policy` fuzz target (also built with `fake`).
 //!
 //! A monitor without the feature has none of this: the two call numbers
-//! are unknown to it (`Status::UnknownCall`), and the exit path, the
-//! [`crate::exit::Vcpu`] and the run state are the same as before.
+//! are unknown to it (`Status::UnknownCall`), and its memory's hooks are
+//! the no-op defaults.
 
 #[cfg(feature = "fuzz")]
 pub mod baseline;
@@ -37,6 +71,7 @@ pub mod coverage;
 pub mod dirty;
 #[cfg(feature = "fuzz")]
 pub mod hash;
+pub mod inspect;
 #[cfg(feature = "fuzz")]
 pub mod mirror;
 #[cfg(feature = "fuzz")]
@@ -44,6 +79,15 @@ pub mod observe;
 pub mod oracle;
 #[cfg(feature = "fuzz")]
 pub mod planted;
+#[cfg(any(
+    feature = "planted-text-writable",
+    feature = "planted-pin-ignored",
+    feature = "planted-unlock",
+    feature = "planted-gate-bypass"
+))]
+pub mod planted_policy;
+#[cfg(feature = "fuzz")]
+pub mod tracked;
 #[cfg(feature = "fuzz")]
 pub mod watch;
 

@@ -30,13 +30,14 @@ use okernel_abi::hypercall::Status;
 use okernel_abi::policy::RegionKind;
 
 use super::hash::mix;
+use super::inspect::Inspect;
+use super::tracked::Fuzzed;
 use crate::exit::{ExitAction, ExitError, SlowExit, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::{GuestMemory, MemoryError};
 use crate::launch::config::PhysRange;
 use crate::policy::Policy;
 use crate::policy::protection::Protection;
-use crate::policy::views::Views;
 use crate::vmx::controls::{PrimaryProcBased, SecondaryProcBased};
 use crate::vmx::event::InterruptionInfo;
 use crate::vmx::exit_reason::ExitReason;
@@ -130,7 +131,7 @@ struct Before {
 /// Runs `handle` (the slow half of exit handling) and records the exit's
 /// key. The handler's result is returned as it is.
 #[inline(always)]
-pub fn slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+pub fn slow<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
     vcpu: &mut Vcpu<V, C, P, M>,
     rest: SlowExit,
     handle: impl FnOnce(&mut Vcpu<V, C, P, M>) -> Result<ExitAction, ExitError>,
@@ -139,7 +140,7 @@ pub fn slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         rip: vcpu.vmcs.read(GuestNatural::Rip).unwrap_or(0),
         rax: vcpu.regs.rax(),
         audit: vcpu.audit.total(),
-        checks: vcpu.fuzz.checks,
+        checks: vcpu.hooks.checks,
     };
     let result = super::planted::around(vcpu, rest, handle);
     after(vcpu, before, rest, &result);
@@ -149,7 +150,7 @@ pub fn slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 /// The second half of [`slow`], out of line: the key of the exit, once
 /// the handler has decided.
 #[inline(never)]
-fn after<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+fn after<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
     vcpu: &mut Vcpu<V, C, P, M>,
     before: Before,
     rest: SlowExit,
@@ -160,7 +161,7 @@ fn after<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         super::mirror::update(vcpu);
     }
     super::watch::after_exit(vcpu);
-    if vcpu.fuzz.checks != before.checks {
+    if vcpu.hooks.checks != before.checks {
         return;
     }
     let basic = match rest {
@@ -174,11 +175,11 @@ fn after<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     };
     let unexpected = result.is_ok() && unexpected(vcpu, basic);
     if unexpected {
-        let (n, first) = vcpu.fuzz.unexpected;
-        vcpu.fuzz.unexpected = (n.saturating_add(1), if n == 0 { basic } else { first });
+        let (n, first) = vcpu.hooks.unexpected;
+        vcpu.hooks.unexpected = (n.saturating_add(1), if n == 0 { basic } else { first });
     }
     let detail = detail(vcpu, basic, before.rax, outcome);
-    vcpu.fuzz
+    vcpu.hooks
         .coverage
         .record(key(basic, outcome, audited, unexpected, detail));
 }
@@ -249,7 +250,7 @@ pub fn unexpected<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 /// the [`msr_class`] of RDMSR/WRMSR, with bit 8 = locked; the instruction
 /// identity (instruction information bits 29:28, Tables 28-10/11) of a
 /// descriptor-table exit; 0 for the rest.
-pub fn detail<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+pub fn detail<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
     vcpu: &mut Vcpu<V, C, P, M>,
     basic: u16,
     rax: u64,
@@ -284,7 +285,7 @@ pub fn detail<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
                 .unwrap_or(0);
             let class = memory_class(
                 vcpu.policy.protection().map(|p| &*p),
-                vcpu.memory.views_ref(),
+                Some(&vcpu.memory),
                 gpa,
             );
             (access | u64::from(class) << 8) as u32
@@ -318,7 +319,7 @@ pub const NOT_RAM: u8 = 20;
 
 /// What kind of memory `gpa` is: a locked region's kind (1–7), an
 /// unlocked registered region's (9–15), or one of the constants above.
-pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Views>, gpa: u64) -> u8 {
+pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Inspect>, gpa: u64) -> u8 {
     let page = PhysRange::new(gpa & !0xfff, 0x1000);
     if let Some(views) = views {
         let monitor = views.monitor();

@@ -18,15 +18,15 @@
 //! not checked here: it would mean walking every page of RAM; the guest's
 //! executor tests it by executing.
 //!
-//! Each range is walked leaf by leaf ([`Views::rights_at`]): a 2 MiB or
+//! Each range is walked leaf by leaf ([`Inspect::rights_at`]): a 2 MiB or
 //! 1 GiB leaf, or an empty entry, is one step.
 
 use ept::Perms;
 use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 
+use super::inspect::Inspect;
 use crate::launch::config::PhysRange;
 use crate::policy::protection::Protection;
-use crate::policy::views::Views;
 
 /// Every right an EPT entry can give.
 pub const ANY: Perms = Perms::RWX.union(Perms::USER_EXECUTE);
@@ -83,7 +83,7 @@ pub struct Violation {
 /// The first page (by context, then locked regions in slot order,
 /// protected pages, monitor ranges) that some live view maps with a
 /// forbidden right; `None` when every view keeps the invariants.
-pub fn too_permissive(p: &Protection, views: &dyn Views) -> Option<Violation> {
+pub fn too_permissive(p: &Protection, views: &dyn Inspect) -> Option<Violation> {
     for ctx in 0..=MAX_CONTEXTS as u16 {
         if !views.is_live(ctx) {
             continue;
@@ -106,7 +106,7 @@ pub fn too_permissive(p: &Protection, views: &dyn Views) -> Option<Violation> {
 
 /// The first page of `range` whose rights in `ctx`'s view include one
 /// `what` forbids there.
-fn scan(views: &dyn Views, ctx: u16, range: PhysRange, what: Guarded) -> Option<Violation> {
+fn scan(views: &dyn Inspect, ctx: u16, range: PhysRange, what: Guarded) -> Option<Violation> {
     let forbidden = what.forbidden(ctx);
     if forbidden.is_empty() {
         return None;

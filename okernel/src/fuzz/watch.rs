@@ -21,11 +21,10 @@
 
 use super::check::Finding;
 use super::oracle::too_permissive;
+use super::tracked::{Fuzzed, Tracking};
 use crate::exit::Vcpu;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
-use crate::policy::views::Views;
 use okernel_abi::fuzz::MonitorVerdict;
 
 /// What the watch knows.
@@ -39,7 +38,7 @@ pub struct Watch {
 
 impl Watch {
     /// Starts watching from the views as they are now (the baseline).
-    pub fn restart(&mut self, views: &dyn Views) {
+    pub fn restart(&mut self, views: &dyn Tracking) {
         *self = Self {
             scanned: views.dirty().generation(),
             finding: None,
@@ -48,21 +47,22 @@ impl Watch {
 
     /// Whether every view the guest ran with since the last check was
     /// scanned and found within the rules.
-    pub fn all_seen(&self, views: &dyn Views) -> bool {
+    pub fn all_seen(&self, views: &dyn Tracking) -> bool {
         self.finding.is_none() && self.scanned == views.dirty().generation()
     }
 }
 
 /// Scans the views if the exit that just ended changed them (after a
 /// baseline only).
-pub fn after_exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(vcpu: &mut Vcpu<V, C, P, M>) {
-    if vcpu.fuzz.baseline.is_none() {
+pub fn after_exit<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(vcpu: &mut Vcpu<V, C, P, M>) {
+    if vcpu.hooks.baseline.is_none() {
         return;
     }
-    let (Some(prot), Some(views)) = (vcpu.policy.protection(), vcpu.memory.views_ref()) else {
+    let Some(prot) = vcpu.policy.protection() else {
         return;
     };
-    let watch = &mut vcpu.fuzz.watch;
+    let views = &vcpu.memory;
+    let watch = &mut vcpu.hooks.watch;
     let generation = views.dirty().generation();
     if generation == watch.scanned {
         return;

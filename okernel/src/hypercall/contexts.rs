@@ -21,6 +21,7 @@ use crate::hw::{Cpu, InveptKind, Vmcs};
 use crate::launch::config::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{AuditAction, AuditKind};
+use crate::policy::hooks::PolicyHooks;
 use crate::policy::protection::Gate;
 use crate::vmx::fields::Control64;
 
@@ -179,9 +180,9 @@ pub fn switch<V: Vmcs, C: Cpu>(
     if target == from {
         return Ok(Ok(Reply::Done(None)));
     }
-    // DELIBERATE DEFECT for fuzzing only: no gate, resume at the caller's RIP.
-    #[cfg(feature = "planted-gate-bypass")]
-    let from = 0;
+    // The current context (a planted-defect build may say otherwise:
+    // `crate::fuzz::planted_policy`).
+    let from = <crate::seam::PolicyDefects as PolicyHooks>::switching_from(from);
     let resume_at = if from == 0 {
         None
     } else {

@@ -50,8 +50,10 @@ pub enum MemoryError {
     Unreachable(u64),
 }
 
-/// Guest-physical memory, as a hypercall may read it.
-pub trait GuestMemory {
+/// Guest-physical memory, as a hypercall may read it, and the exit hooks
+/// that come with it (`crate::exit::hooks`: none for the memories of
+/// this module).
+pub trait GuestMemory: crate::exit::hooks::ExitHooks {
     /// Copies `[gpa, gpa + buf.len())` into `buf` if every byte is
     /// readable under the rules of this module; otherwise copies nothing
     /// and says why.
@@ -88,6 +90,10 @@ pub trait GuestMemory {
 /// CPUs that never read guest memory (most host tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NoGuestMemory;
+
+impl crate::exit::hooks::ExitHooks for NoGuestMemory {
+    type State = ();
+}
 
 impl GuestMemory for NoGuestMemory {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {

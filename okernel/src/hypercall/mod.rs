@@ -111,22 +111,21 @@ fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Ok(Call::Exit) => exit(vcpu, mode),
         Ok(Call::ExitCount) => exit_count(vcpu, mode),
         Ok(call) => policy_call(vcpu, call, mode),
-        #[cfg(feature = "fuzz")]
-        Err(_) if crate::fuzz::calls::is_fuzz_call(number) => fuzz_call(vcpu, number, mode),
+        Err(_) if M::is_call(number) => hook_call(vcpu, number, mode),
         Err(_) => outside_abi(vcpu, number, mode),
     }
 }
 
-/// A fuzz-build call (`okernel_abi::fuzz`): RDI is its argument; the
-/// reply sets RAX and maybe RDI.
-#[cfg(feature = "fuzz")]
-fn fuzz_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+/// A call of the memory's exit hooks (`crate::exit::hooks`; only a fuzz
+/// build has any: `okernel_abi::fuzz`): RDI is its argument; the reply
+/// sets RAX and maybe RDI.
+fn hook_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     number: u64,
     mut mode: Option<bool>,
 ) -> Result<ExitAction, ExitError> {
     let arg = operand(vcpu, vcpu.regs.rdi(), &mut mode)?;
-    match crate::fuzz::calls::handle(vcpu, number, arg)? {
+    match M::call(vcpu, number, arg)? {
         None => complete(vcpu, Status::UnknownCall, mode),
         Some(Err(status)) => complete(vcpu, status, mode),
         Some(Ok(value)) => {

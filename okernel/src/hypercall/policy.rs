@@ -23,6 +23,7 @@ use crate::hypercall::memory::{GuestMemory, MemoryError};
 use crate::launch::config::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
+use crate::policy::hooks::PolicyHooks;
 use crate::policy::protection::{Protection, Region};
 use crate::policy::views::Views;
 use crate::policy::{Policy, guest_paging};
@@ -262,12 +263,11 @@ fn lock_region<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, id: u64) -> Result<Call
         return Ok(Err(Status::NotFound));
     };
     if region.locked {
-        // DELIBERATE DEFECT for fuzzing only: locking a locked region unlocks it.
-        #[cfg(feature = "planted-unlock")]
-        (env.prot.regions[id as usize] = Some(Region {
-            locked: false,
-            ..region
-        }));
+        // Stays as it is (a planted-defect build may say otherwise:
+        // `crate::fuzz::planted_policy`).
+        if let Some(r) = <crate::seam::PolicyDefects as PolicyHooks>::relocked(region) {
+            env.prot.regions[id as usize] = Some(r);
+        }
         return Ok(Err(Status::Locked));
     }
     let wx_on = region.kind == RegionKind::Text

@@ -28,10 +28,6 @@ pub struct ViewMemory<A: FrameAllocator, R: PhysMemory> {
     ram: RangeList<MAX_RAM_RANGES>,
     monitor: RangeList<{ MAX_MONITOR_RANGES + 1 }>,
     phys: R,
-    /// The views generation and the monitor write log (fuzz builds only:
-    /// `crate::fuzz::dirty`).
-    #[cfg(feature = "fuzz")]
-    dirty: crate::fuzz::dirty::Dirty,
 }
 
 impl<A: FrameAllocator, R: PhysMemory + core::fmt::Debug> core::fmt::Debug for ViewMemory<A, R> {
@@ -89,8 +85,6 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
             ram,
             monitor: excluded,
             phys,
-            #[cfg(feature = "fuzz")]
-            dirty: crate::fuzz::dirty::Dirty::new(),
         })
     }
 
@@ -108,8 +102,6 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     /// reduces access the caller must invalidate cached translations
     /// (INVEPT) before the guest runs again.
     pub fn view_mut(&mut self) -> &mut View<A> {
-        #[cfg(feature = "fuzz")]
-        self.dirty.bump();
         match &mut self.views[self.current] {
             Some(v) => v,
             None => unreachable!("the current view is always live"),
@@ -123,8 +115,6 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
 
     /// The view of slot `slot`, if live, to change it.
     pub fn slot_mut(&mut self, slot: usize) -> Option<&mut View<A>> {
-        #[cfg(feature = "fuzz")]
-        self.dirty.bump();
         self.views.get_mut(slot).and_then(Option::as_mut)
     }
 
@@ -134,8 +124,6 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         match self.views.get_mut(slot) {
             Some(s @ None) if slot != 0 => {
                 *s = Some(view);
-                #[cfg(feature = "fuzz")]
-                self.dirty.bump();
                 Ok(())
             }
             _ => Err(view),
@@ -148,8 +136,6 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         if slot == 0 || slot == self.current {
             return None;
         }
-        #[cfg(feature = "fuzz")]
-        self.dirty.bump();
         self.views.get_mut(slot).and_then(Option::take)
     }
 
@@ -185,31 +171,18 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     }
 
     /// The physical memory reads go to. Writes to guest RAM go through
-    /// [`Self::write_hpa`] (or [`GuestMemory::write`]), which log them in
-    /// fuzz builds; writing through this handle bypasses the log.
+    /// `Views::write_phys` (which calls [`Self::write_hpa`]) or
+    /// [`GuestMemory::write`], the two paths a fuzz build's tracking
+    /// decorator logs (`crate::fuzz::tracked`); writing through this
+    /// handle bypasses the log.
     pub fn phys(&self) -> &R {
         &self.phys
     }
 
     /// Writes `bytes` to physical `[hpa, hpa + len)`, which the caller
-    /// checked is guest RAM outside monitor memory (logged in fuzz
-    /// builds).
+    /// checked is guest RAM outside monitor memory.
     pub fn write_hpa(&mut self, hpa: u64, bytes: &[u8]) {
-        #[cfg(feature = "fuzz")]
-        self.dirty.record(hpa, bytes.len() as u64);
         self.phys.write(hpa, bytes);
-    }
-
-    /// The views generation and the monitor write log.
-    #[cfg(feature = "fuzz")]
-    pub fn dirty(&self) -> &crate::fuzz::dirty::Dirty {
-        &self.dirty
-    }
-
-    /// Empties the monitor write log.
-    #[cfg(feature = "fuzz")]
-    pub fn clear_write_log(&mut self) {
-        self.dirty.clear_log();
     }
 
     /// Checks rules 1 and 2 (guest RAM, not monitor memory) for
@@ -287,6 +260,10 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     }
 }
 
+impl<A: FrameAllocator, R: PhysMemory> crate::exit::hooks::ExitHooks for ViewMemory<A, R> {
+    type State = ();
+}
+
 impl<A: crate::policy::views::SharedFrames, R: PhysMemory> GuestMemory for ViewMemory<A, R> {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let len = buf.len() as u64;
@@ -306,18 +283,9 @@ impl<A: crate::policy::views::SharedFrames, R: PhysMemory> GuestMemory for ViewM
         let len = bytes.len() as u64;
         // Every page writable before the first byte is written.
         self.check_writable(gpa, len)?;
-        #[cfg(feature = "fuzz")]
-        let mut log = core::mem::take(&mut self.dirty);
-        let done = self.for_each_page(gpa, gpa + len, Perms::RW, |offset, hpa, piece| {
-            #[cfg(feature = "fuzz")]
-            log.record(hpa, piece as u64);
+        self.for_each_page(gpa, gpa + len, Perms::RW, |offset, hpa, piece| {
             self.phys.write(hpa, &bytes[offset..offset + piece]);
-        });
-        #[cfg(feature = "fuzz")]
-        {
-            self.dirty = log;
-        }
-        done
+        })
     }
 
     fn views(&mut self) -> Option<&mut dyn crate::policy::views::Views> {

@@ -271,6 +271,11 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         phys,
     )
     .map_err(|_| LaunchError::BadGuest("too many RAM or monitor ranges"))?;
+    // The run's memory type: this memory in production, tracked in a fuzz
+    // build (`crate::fuzz::tracked`), where the conversion is not the
+    // identity.
+    #[allow(clippy::useless_conversion)]
+    let memory: run::MonitorMemory = memory.into();
     let policy_caps = PolicyCaps {
         mbec: ept_caps.supports(ept::EptFeatures::MODE_BASED_EXECUTE),
         descriptor_table_exiting: (cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS2) >> 32)

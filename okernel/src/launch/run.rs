@@ -24,8 +24,9 @@ use crate::vmx::error::VmFail;
 use crate::vmx::regs::GuestRegisters;
 
 /// Guest memory of the run: the base EPT view (whose tables the processor
-/// uses) over the loader's identity map.
-pub(super) type MonitorMemory = ViewMemory<PoolFrames, IdentityMap>;
+/// uses) over the loader's identity map (tracked in a fuzz build:
+/// [`crate::seam::RunMemory`]).
+pub(super) type MonitorMemory = crate::seam::RunMemory<ViewMemory<PoolFrames, IdentityMap>>;
 
 /// The virtual CPU of the run.
 pub(super) type MonitorVcpu = Vcpu<RealVmcs, RealCpu, Protection, MonitorMemory>;

@@ -161,15 +161,10 @@ pub fn invalidate(cpu: &mut impl Cpu, all: bool, views: &dyn Views) -> Result<()
     Ok(())
 }
 
-/// No rights, unless the `planted-text-writable` feature is on.
-/// Defined last in the file so the default build's panic locations stay
-/// where they were.
+/// No rights besides read and execute (a planted-defect build may say
+/// otherwise: `crate::fuzz::planted_policy`). Defined last in the file so
+/// the default build's panic locations stay where they were.
 #[inline(always)]
 fn planted_text_write(ctx: u16) -> Perms {
-    // DELIBERATE DEFECT for fuzzing only: text writable in untrusted views.
-    if cfg!(feature = "planted-text-writable") && ctx != 0 {
-        Perms::WRITE
-    } else {
-        Perms::NONE
-    }
+    <crate::seam::PolicyDefects as super::hooks::PolicyHooks>::extra_text_rights(ctx)
 }

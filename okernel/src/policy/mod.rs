@@ -18,6 +18,7 @@
 pub mod apply;
 pub mod audit;
 pub mod guest_paging;
+pub mod hooks;
 pub mod patch;
 pub mod protection;
 pub mod table_walk;

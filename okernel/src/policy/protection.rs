@@ -9,6 +9,7 @@ use core::ptr::NonNull;
 
 use okernel_abi::policy::{ExecuteRule, MAX_CONTEXTS, RegionKind};
 
+use super::hooks::PolicyHooks;
 use super::patch::PatchSites;
 use super::{Decision, Policy};
 use crate::launch::config::PhysRange;
@@ -286,9 +287,9 @@ impl Policy for Protection {
             4 => self.cr4_pinned,
             _ => 0,
         };
-        // DELIBERATE DEFECT for fuzzing only: pinned bits can be cleared.
-        #[cfg(feature = "planted-pin-ignored")]
-        let pinned = pinned & !(CR0_PINNABLE | CR4_PINNABLE);
+        // All of them (a planted-defect build may say otherwise:
+        // `crate::fuzz::planted_policy`).
+        let pinned = <crate::seam::PolicyDefects as PolicyHooks>::enforced_pins(pinned);
         if pinned & old & !new != 0 {
             Decision::Deny
         } else {

@@ -304,8 +304,8 @@ fn untrusted_callers_are_denied_and_nothing_is_cleared() {
     let mut v = fixture();
     baseline(&mut v);
     ok(&mut v, Call::Version, [0; 3]);
-    let exits = v.fuzz.coverage.exits();
-    let hits = v.fuzz.coverage.hits().len();
+    let exits = v.hooks.coverage.exits();
+    let hits = v.hooks.coverage.hits().len();
     assert!(hits > 0);
     // CPL 3 in the trusted context.
     let ss = v.vmcs.get(Guest32::SsAccessRights);
@@ -319,9 +319,9 @@ fn untrusted_callers_are_denied_and_nothing_is_cleared() {
     for number in [CALL_BASELINE, CALL_CHECK] {
         assert_eq!(raw_call(&mut v, number, REPORT), Status::PermissionDenied);
     }
-    assert_eq!(v.fuzz.coverage.exits(), exits + 5, "counted, not cleared");
-    assert!(v.fuzz.coverage.hits().len() > hits);
-    assert_eq!(v.fuzz.checks, 0);
+    assert_eq!(v.hooks.coverage.exits(), exits + 5, "counted, not cleared");
+    assert!(v.hooks.coverage.hits().len() > hits);
+    assert_eq!(v.hooks.checks, 0);
     let mut page = [0u8; 8];
     v.memory.phys().copy(REPORT, &mut page);
     assert_eq!(page, [0; 8], "no report written");
@@ -331,7 +331,7 @@ fn untrusted_callers_are_denied_and_nothing_is_cleared() {
 fn a_bad_report_page_is_an_invalid_argument_and_nothing_is_cleared() {
     let mut v = fixture();
     baseline(&mut v);
-    let exits = v.fuzz.coverage.exits();
+    let exits = v.hooks.coverage.exits();
     let pages = [
         REPORT + 8,  // unaligned
         0x40_0000,   // monitor image
@@ -348,8 +348,8 @@ fn a_bad_report_page_is_an_invalid_argument_and_nothing_is_cleared() {
             "{page:#x}"
         );
     }
-    assert_eq!(v.fuzz.coverage.exits(), exits + pages.len() as u64);
-    assert_eq!(v.fuzz.checks, 0);
+    assert_eq!(v.hooks.coverage.exits(), exits + pages.len() as u64);
+    assert_eq!(v.hooks.checks, 0);
     // A locked page-table page is writable in the trusted view.
     assert_eq!(raw_call(&mut v, CALL_CHECK, PT), Status::Success);
 }
@@ -358,7 +358,7 @@ fn a_bad_report_page_is_an_invalid_argument_and_nothing_is_cleared() {
 fn a_check_before_any_baseline_is_not_found() {
     let mut v = fixture();
     assert_eq!(raw_call(&mut v, CALL_CHECK, REPORT), Status::NotFound);
-    assert_eq!(v.fuzz.checks, 0);
+    assert_eq!(v.hooks.checks, 0);
     baseline(&mut v);
     assert_eq!(raw_call(&mut v, CALL_CHECK, REPORT), Status::Success);
 }

@@ -100,15 +100,15 @@ fn a_check_reports_the_exits_since_the_last_one_and_clears_the_map() {
     for _ in 0..3 {
         null(&mut v);
     }
-    assert_eq!(v.fuzz.coverage.exits(), 3);
-    let hits = v.fuzz.coverage.hits().to_vec();
+    assert_eq!(v.hooks.coverage.exits(), 3);
+    let hits = v.hooks.coverage.hits().to_vec();
     let r = check(&mut v);
     assert_eq!(r.exits, 3);
     assert_eq!(r.hit[..r.hits as usize], hits[..]);
     assert_eq!((r.hits, r.dropped), (2, 0), "0→Null and Null→Null");
-    assert_eq!(v.fuzz.coverage.exits(), 0);
-    assert!(v.fuzz.coverage.hits().is_empty());
-    assert!(hits.iter().all(|&h| !v.fuzz.coverage.is_hit(h.into())));
+    assert_eq!(v.hooks.coverage.exits(), 0);
+    assert!(v.hooks.coverage.hits().is_empty());
+    assert!(hits.iter().all(|&h| !v.hooks.coverage.is_hit(h.into())));
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn the_fast_and_slow_paths_key_a_null_call_alike() {
     );
     assert_eq!(key, NULL_KEY);
     let mut v = fixture();
-    let prev = v.fuzz.coverage.exits();
+    let prev = v.hooks.coverage.exits();
     // Version goes the slow way; its edge from Null is keyed by the call.
     null(&mut v);
     raw_call(&mut v, Call::Version.raw(), 0);
@@ -135,8 +135,8 @@ fn the_fast_and_slow_paths_key_a_null_call_alike() {
         false,
         observe::vmcall_detail(Call::Version.raw(), 0),
     );
-    assert!(v.fuzz.coverage.is_hit(Coverage::edge(NULL_KEY, version)));
-    assert_eq!(v.fuzz.coverage.exits(), prev + 2);
+    assert!(v.hooks.coverage.is_hit(Coverage::edge(NULL_KEY, version)));
+    assert_eq!(v.hooks.coverage.exits(), prev + 2);
 }
 
 #[test]

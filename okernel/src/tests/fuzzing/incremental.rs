@@ -25,12 +25,12 @@ fn generation(v: &PVcpu) -> u64 {
 fn settled() -> PVcpu {
     let mut v = fixture();
     baseline(&mut v);
-    assert_eq!(v.fuzz.last_full, None, "the first check is full");
+    assert_eq!(v.hooks.last_full, None, "the first check is full");
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
-    assert_eq!(v.fuzz.last_full, Some(LastFull { incremental: 0 }));
+    assert_eq!(v.hooks.last_full, Some(LastFull { incremental: 0 }));
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
     assert_eq!(
-        v.fuzz.last_full,
+        v.hooks.last_full,
         Some(LastFull { incremental: 1 }),
         "same views, log not overflowed: incremental"
     );
@@ -44,7 +44,7 @@ fn a_monitor_write_to_locked_text_is_seen_by_the_next_incremental_check() {
     assert!(v.memory.dirty().written(PhysRange::new(TEXT + 0x1000, 1)));
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::RegionChanged, TEXT_ID));
-    assert_eq!(v.fuzz.last_full, None, "after a finding the next is full");
+    assert_eq!(v.hooks.last_full, None, "after a finding the next is full");
     assert!(
         !v.memory.dirty().written(PhysRange::new(TEXT, 0x4000)),
         "the log is cleared at every check"
@@ -96,7 +96,7 @@ fn a_view_change_makes_the_next_check_full() {
     assert_ne!(generation(&v), g2);
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
     assert_eq!(
-        v.fuzz.last_full,
+        v.hooks.last_full,
         Some(LastFull { incremental: 0 }),
         "that check was full"
     );
@@ -152,19 +152,19 @@ fn baseline_forgets_the_last_full_check_and_clears_the_log() {
     let mut v = settled();
     Views::write_phys(&mut v.memory, TEXT + 0x10, b"patched").unwrap();
     baseline(&mut v);
-    assert_eq!(v.fuzz.last_full, None);
+    assert_eq!(v.hooks.last_full, None);
     assert!(!v.memory.dirty().written(PhysRange::new(TEXT, 0x4000)));
     // The patch is the new baseline: a full check, then incremental ones.
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
-    assert_eq!(v.fuzz.last_full.map(|l| l.incremental), Some(0));
+    assert_eq!(v.hooks.last_full.map(|l| l.incremental), Some(0));
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
-    assert_eq!(v.fuzz.last_full.map(|l| l.incremental), Some(1));
+    assert_eq!(v.hooks.last_full.map(|l| l.incremental), Some(1));
     // A view change before a new baseline: the baseline takes it, the
     // first check after it is full and intact.
     Views::protect(&mut v.memory, 1, DATA, 0x1000, Perms::R).unwrap();
     baseline(&mut v);
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
-    assert_eq!(v.fuzz.last_full, Some(LastFull { incremental: 0 }));
+    assert_eq!(v.hooks.last_full, Some(LastFull { incremental: 0 }));
 }
 
 #[test]
@@ -176,10 +176,10 @@ fn view_changes_made_by_exits_are_scanned_and_checks_stay_incremental() {
     ok(&mut v, Call::AllocProtectedPage, [1, DATA + 0x4000, 0]);
     ok(&mut v, Call::FreeProtectedPage, [1, DATA + 0x4000, 0]);
     assert_ne!(generation(&v), g, "the views changed");
-    assert_eq!(v.fuzz.watch.scanned, generation(&v), "and were scanned");
+    assert_eq!(v.hooks.watch.scanned, generation(&v), "and were scanned");
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
     assert_eq!(
-        v.fuzz.last_full,
+        v.hooks.last_full,
         Some(LastFull { incremental: 2 }),
         "that check was incremental"
     );
@@ -193,12 +193,12 @@ fn a_view_too_permissive_at_the_end_of_an_exit_is_reported_though_put_right_sinc
     let mut v = settled();
     Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RWX).unwrap();
     assert_eq!(raw_call(&mut v, Call::Version.raw(), 0), Status::Success);
-    assert!(v.fuzz.watch.finding.is_some(), "the exit's end scanned it");
+    assert!(v.hooks.watch.finding.is_some(), "the exit's end scanned it");
     Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RX).unwrap();
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::ViewTooPermissive, 1));
     assert_eq!((r.expected, r.actual), (TEXT + 0x2000, Perms::RWX.bits()));
-    assert_eq!(v.fuzz.last_full, None, "after a finding the next is full");
+    assert_eq!(v.hooks.last_full, None, "after a finding the next is full");
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
 }
 
@@ -207,5 +207,5 @@ fn before_a_baseline_nothing_is_scanned() {
     let mut v = fixture();
     Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RWX).unwrap();
     assert_eq!(raw_call(&mut v, Call::Version.raw(), 0), Status::Success);
-    assert_eq!(v.fuzz.watch, Default::default());
+    assert_eq!(v.hooks.watch, Default::default());
 }

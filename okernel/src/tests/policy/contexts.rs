@@ -53,7 +53,7 @@ fn destroy_context_checks_its_argument_and_returns_the_view_and_pages() {
     );
     assert!(Views::is_live(&v.memory, 2));
     v.policy.current = 0;
-    v.memory.set_current_slot(0);
+    Views::set_current(&mut v.memory, 0);
     ok(&mut v, Call::DestroyContext, [1, 0, 0]);
     assert!(!Views::is_live(&v.memory, 1) && !v.policy.contexts[1]);
     assert_eq!(
@@ -183,7 +183,7 @@ fn free_protected_page_zeroes_it_and_only_its_owner_or_the_trusted_context_may()
     );
     assert_eq!(perms(&v, 1, SECRET), Some(Perms::RW));
     v.policy.current = 0;
-    v.memory.set_current_slot(0);
+    Views::set_current(&mut v.memory, 0);
     ok(&mut v, Call::FreeProtectedPage, [1, SECRET, 0]);
     let mut b = [0xffu8; 3];
     v.memory.phys().copy(SECRET + 8, &mut b);

@@ -100,8 +100,9 @@ impl PhysMemory for SparsePhys {
     }
 }
 
-/// The guest memory of the policy tests.
-pub type Memory = ViewMemory<Heap, SparsePhys>;
+/// The guest memory of the policy tests: as the run's, tracked in a fuzz
+/// build ([`crate::seam::RunMemory`]).
+pub type Memory = crate::seam::RunMemory<ViewMemory<Heap, SparsePhys>>;
 /// The virtual CPU of the policy tests.
 pub type PVcpu = Vcpu<FakeVmcs, FakeCpu, Protection, Memory>;
 
@@ -112,7 +113,10 @@ pub fn pvcpu_with(caps: PolicyCaps) -> PVcpu {
     let v = vcpu();
     let heap = Heap::default();
     let view = build_base_view(heap, v.ept, &MAP, &MONITOR, POOL).unwrap();
-    let memory = Memory::new(view, &MAP, &MONITOR, POOL, SparsePhys::default()).unwrap();
+    #[allow(clippy::useless_conversion)] // the identity without `fuzz`
+    let memory: Memory = ViewMemory::new(view, &MAP, &MONITOR, POOL, SparsePhys::default())
+        .unwrap()
+        .into();
     let page: &'static mut [u8; 4096] = Box::leak(Box::new([0u8; 4096]));
     // SAFETY: a leaked page used only by this handle.
     let bitmap = unsafe { MsrBitmapPage::new(std::ptr::NonNull::from(page)) };

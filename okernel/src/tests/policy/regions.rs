@@ -226,7 +226,7 @@ fn rights_at_runs_agree_with_each_page_and_checksums_with_copies() {
     for ctx in [0, ctx1] {
         let mut at = 0;
         while at < 0x80_0000 {
-            let (p, end) = Views::rights_at(&v.memory, ctx, at);
+            let (p, end) = crate::fuzz::inspect::Inspect::rights_at(&v.memory, ctx, at);
             assert!(end > at, "ctx {ctx} {at:#x}");
             for page in (at..end.min(0x80_0000)).step_by(0x1000) {
                 let each = perms(&v, ctx, page).unwrap_or(Perms::NONE);

@@ -1,0 +1,82 @@
+//! [`ExitHooks`]: the one seam through which a fuzz build observes the
+//! exit path, without a `cfg` in the handlers.
+//!
+//! The hooks belong to the guest-memory type of a [`Vcpu`] (every
+//! [`GuestMemory`] is [`ExitHooks`]): the production memories
+//! (`ViewMemory`, [`NoGuestMemory`]) keep the defaults, which do nothing
+//! and keep no state (`State = ()`), so they compile to the handler
+//! alone. The fuzz build runs the same `Vcpu` over its tracking decorator
+//! of the views (`crate::fuzz::tracked::Tracked`), whose hooks record
+//! coverage, answer the fuzz calls and run the oracles' watch. Which
+//! memory a run uses is chosen once, where the run's types are named
+//! (`launch::run::MonitorMemory`).
+//!
+//! [`NoGuestMemory`]: crate::hypercall::memory::NoGuestMemory
+
+use okernel_abi::hypercall::Status;
+
+use super::guest::Vcpu;
+use super::{ExitAction, ExitError, SlowExit};
+use crate::hw::{Cpu, Vmcs};
+use crate::hypercall::memory::GuestMemory;
+use crate::policy::Policy;
+
+/// A hook call's result: `Ok(RDI)` (`None`: RDI unchanged) or the
+/// refusal, which the dispatcher completes as any call's status.
+pub type CallReply = Result<Option<u64>, Status>;
+
+/// What a guest-memory type may add around the exit path (see the module
+/// docs). Every method defaults to nothing added.
+pub trait ExitHooks: Sized {
+    /// What the hooks keep per virtual CPU (`Vcpu::hooks`): `()` for the
+    /// production memories.
+    type State: Default + core::fmt::Debug;
+
+    /// A fast exit (the Null hypercall or CPUID, `wrote_rbx` for CPUID)
+    /// resumed the guest.
+    #[inline(always)]
+    fn fast_resumed<V: Vmcs, C: Cpu, P: Policy>(vcpu: &mut Vcpu<V, C, P, Self>, wrote_rbx: bool)
+    where
+        Self: GuestMemory,
+    {
+        let _ = (vcpu, wrote_rbx);
+    }
+
+    /// Runs `handle`, the slow half of an exit (`rest`), returning its
+    /// result.
+    #[inline(always)]
+    fn slow<V: Vmcs, C: Cpu, P: Policy>(
+        vcpu: &mut Vcpu<V, C, P, Self>,
+        rest: SlowExit,
+        handle: impl FnOnce(&mut Vcpu<V, C, P, Self>) -> Result<ExitAction, ExitError>,
+    ) -> Result<ExitAction, ExitError>
+    where
+        Self: GuestMemory,
+    {
+        let _ = rest;
+        handle(vcpu)
+    }
+
+    /// Whether hypercall `number` (outside the ABI) is one of the hooks'
+    /// own calls, which [`ExitHooks::call`] answers.
+    #[inline(always)]
+    fn is_call(number: u64) -> bool {
+        let _ = number;
+        false
+    }
+
+    /// Runs the hooks' call `number` with RDI = `arg` (reduced to the
+    /// guest's operand size), at CPL 0. `None`: the call is unknown to
+    /// this monitor after all (`UnknownCall`).
+    fn call<V: Vmcs, C: Cpu, P: Policy>(
+        vcpu: &mut Vcpu<V, C, P, Self>,
+        number: u64,
+        arg: u64,
+    ) -> Result<Option<CallReply>, ExitError>
+    where
+        Self: GuestMemory,
+    {
+        let _ = (vcpu, number, arg);
+        Ok(None)
+    }
+}
