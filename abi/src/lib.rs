@@ -60,7 +60,7 @@ impl Version {
 ///
 /// 1.3: `ExitCount`, the monitor's exit counters for a running kernel
 /// (what its locks cost).
-pub const ABI_VERSION: Version = Version { major: 1, minor: 3 };
+pub const ABI_VERSION: Version = Version { major: 1, minor: 4 };
 
 #[cfg(test)]
 mod tests {

@@ -66,6 +66,11 @@ pub enum VmxUnavailable {
         /// The bits the CPU does not allow.
         missing: u32,
     },
+    /// the processor forces "NMI exiting" or "virtual NMIs" on
+    #[error(
+        "the processor forces NMI exiting or virtual NMIs on (pin-based controls {0:#x}): gates need the processor's own NMI blocking"
+    )]
+    NmiControlsForced(u32),
 }
 
 /// A feature okernel works without, at some cost: logged at launch.
@@ -197,6 +202,13 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         0,
         0,
     )?;
+    // A gate starts with blocking by NMI set and ends it with an IRET
+    // (`exit::guest::GateEntry`): that needs NMIs delivered to the guest
+    // (no NMI exiting) and bit 3 to be real NMI blocking (no virtual
+    // NMIs; SDM Vol. 3C §27.7.1).
+    if pin & (PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS).bits() != 0 {
+        return Err(VmxUnavailable::NmiControlsForced(pin));
+    }
 
     let primary_caps = cpu.read_msr(msr::IA32_VMX_TRUE_PROCBASED_CTLS);
     let primary_allowed = AllowedSettings::from_msr(primary_caps);

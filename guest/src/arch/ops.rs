@@ -42,7 +42,15 @@ guest_fuzz_gate:
     mov qword ptr [rip + guest_fuzz_gate_nmi], 0
     movabs rax, {icr_low}
     mov dword ptr [rax], {nmi}
-    mov ecx, 1000
+    /* Until the APIC has sent it (delivery status, bit 12), bounded;
+       then a while for it to be taken, were NMIs not blocked. */
+    mov ecx, 100000
+3:  test dword ptr [rax], 0x1000
+    jz 4f
+    pause
+    dec ecx
+    jnz 3b
+4:  mov ecx, 1000
 1:  pause
     dec ecx
     jnz 1b

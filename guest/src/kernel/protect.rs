@@ -209,13 +209,19 @@ pub fn register_and_lock(checks: &mut Checks, cr4_bits: u64) -> Registered {
         format_args!("LIDT/LGDT/LLDT/LTR"),
         hypercall(Call::LockDescriptorTables, [0; 4]),
     );
+    // The gate starts on its own stack and the kernel's page tables
+    // (locked above), whatever the caller left (ABI 1.4).
     let gate = user::guest_trusted_gate as *const () as u64;
+    let cr3 = layout().spaces.kernel_root;
     if let Some(id) = report(
         checks,
         "protect-register-gate",
         9,
-        format_args!("gate {gate:#x}, stack {:#x}", user::gate_stack_top()),
-        hypercall(Call::RegisterGate, [gate, user::gate_stack_top(), 0, 0]),
+        format_args!(
+            "gate {gate:#x}, stack {:#x}, CR3 {cr3:#x}",
+            user::gate_stack_top()
+        ),
+        hypercall(Call::RegisterGate, [gate, user::gate_stack_top(), cr3, 0]),
     ) {
         set_gate(id);
     }

@@ -9,9 +9,10 @@ use crate::hypercall::memory::{GuestMemory, NoGuestMemory};
 use crate::hypercall::reason::GuestReason;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
+use crate::policy::protection::Gate;
 use crate::vmx::capability::FixedBits;
 use crate::vmx::event::Exception;
-use crate::vmx::fields::{Guest32, Guest64, GuestNatural};
+use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural};
 use crate::vmx::regs::{Gpr, GuestRegisters};
 
 /// CR0.PE.
@@ -99,13 +100,18 @@ impl CrConfig {
 /// choose the stack it acts on.
 ///
 /// * RSP: the gate's registered stack (SDM Vol. 3C §25.4.1; loaded by VM
-///   entry, §27.3.2.1).
+///   entry, §27.3.2.1); CR3: the gate's registered page tables, if any
+///   (the caller's cached translations dropped); CS and SS: the
+///   registering kernel's (its CPL and mode), [`crate::hypercall::gates`].
 /// * RFLAGS: IF clear (no maskable interrupt, a pending self-IPI
 ///   included, is delivered until the gate sets it), TF clear (no
 ///   single-step trap after the gate's first instruction), RF clear (an
 ///   instruction breakpoint is not suppressed), AC clear (no alignment
-///   check), DF clear (string operations go up, as the SysV ABI expects);
-///   bit 1 stays set (SDM Vol. 1 §3.4.3, Vol. 3C §27.3.1.4).
+///   check), DF clear (string operations go up, as the SysV ABI expects),
+///   IOPL 0, NT clear (IRET works); bit 1 stays set (SDM Vol. 1 §3.4.3,
+///   Vol. 3C §27.3.1.4).
+/// * Activity state: active (a caller stopped in HLT does not leave the
+///   gate halted).
 /// * DR7 = 0x400, its reset value: every breakpoint disabled, DR0–DR3
 ///   inert (SDM Vol. 3B §18.2.4 "Debug Control Register"; VM entry loads DR7 with "load debug
 ///   controls", §27.3.2.1).
@@ -117,11 +123,14 @@ impl CrConfig {
 ///   before the gate has loaded its state (its CR3, GS) is held pending
 ///   until the gate's first IRET, which ends NMI blocking (SDM Vol. 3A
 ///   §6.7.1 "Handling Multiple NMIs"; VM entry loads the blocking from the
-///   interruptibility-state field, Vol. 3C §27.3.1.5, §25.4.2 Table 25-3).
-///   A gate re-enables NMIs by executing an IRET once it trusts its state
-///   (an IRETQ to its own next instruction). With "virtual NMIs" off, as
-///   okernel runs, bit 3 is the processor's real NMI blocking, and VM
-///   entry allows it with no NMI being injected (§27.3.1.5).
+///   interruptibility-state field, §27.7.1; the checks allow it with
+///   "virtual NMIs" off, §27.3.1.5). The blocking ends at the next IRET
+///   the processor executes — the gate's own (an IRETQ to its next
+///   instruction, once it trusts its state) or that of an exception
+///   handler that ran first, so a gate must not fault before. okernel
+///   runs with "NMI exiting" and "virtual NMIs" off (`check::probe`
+///   refuses a processor that forces them), so bit 3 is the processor's
+///   real NMI blocking.
 pub struct GateEntry;
 
 impl GateEntry {
@@ -135,10 +144,20 @@ impl GateEntry {
     pub const RF: u64 = 1 << 16;
     /// RFLAGS.AC.
     pub const AC: u64 = 1 << 18;
+    /// RFLAGS.IOPL (bits 13:12).
+    pub const IOPL: u64 = 0b11 << 12;
+    /// RFLAGS.NT: with it set, IRET in IA-32e mode raises #GP (SDM Vol.
+    /// 2A, IRET), so a caller could make the gate's IRET — how it takes
+    /// NMIs again — fault.
+    pub const NT: u64 = 1 << 14;
     /// RFLAGS bit 1, always 1.
     pub const FIXED1: u64 = 1 << 1;
     /// The RFLAGS bits a gate always starts with clear.
-    pub const CLEARED: u64 = Self::TF | Self::IF | Self::DF | Self::RF | Self::AC;
+    pub const CLEARED: u64 =
+        Self::TF | Self::IF | Self::DF | Self::RF | Self::AC | Self::IOPL | Self::NT;
+    /// Activity state "active" (SDM Vol. 3C Table 25-3): a gate runs, even
+    /// if the caller was stopped in HLT (an INIT taken there).
+    pub const ACTIVE: u32 = 0;
     /// DR7's reset value.
     pub const DR7: u64 = 0x400;
     /// Interruptibility: blocking by STI (bit 0) and by MOV SS (bit 1),
@@ -286,13 +305,42 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         })
     }
 
-    /// Resumes the guest at gate `rip` instead of after the exiting
-    /// instruction, in the state [`GateEntry`] defines, on stack `rsp`
-    /// (None: the caller's RSP, a gate registered without a stack).
-    pub fn enter_gate(&mut self, rip: u64, rsp: Option<u64>) -> Result<ExitAction, ExitError> {
-        self.vmcs.write(GuestNatural::Rip, rip)?;
-        if let Some(rsp) = rsp {
-            self.vmcs.write(GuestNatural::Rsp, rsp)?;
+    /// Resumes the guest at gate `g` instead of after the exiting
+    /// instruction, in the state [`GateEntry`] defines: on its registered
+    /// stack (or the caller's RSP for a gate registered without one), its
+    /// registered page tables (or the caller's CR3) and the registering
+    /// kernel's CS and SS.
+    pub fn enter_gate(&mut self, g: &Gate) -> Result<ExitAction, ExitError> {
+        self.vmcs.write(GuestNatural::Rip, g.linear)?;
+        if g.stack != 0 {
+            self.vmcs.write(GuestNatural::Rsp, g.stack)?;
+        }
+        if g.cr3 != 0 {
+            self.vmcs.write(GuestNatural::Cr3, g.cr3)?;
+            // No MOV to CR3 ran: drop what the caller's tables left in the
+            // TLB (with VPID it survives VM entry).
+            super::other::flush_guest_tlb(self)?;
+        }
+        for (seg, selector, base, limit, access) in [
+            (
+                &g.cs,
+                Guest16::CsSelector,
+                GuestNatural::CsBase,
+                Guest32::CsLimit,
+                Guest32::CsAccessRights,
+            ),
+            (
+                &g.ss,
+                Guest16::SsSelector,
+                GuestNatural::SsBase,
+                Guest32::SsLimit,
+                Guest32::SsAccessRights,
+            ),
+        ] {
+            self.vmcs.write(selector, seg.selector)?;
+            self.vmcs.write(base, seg.base)?;
+            self.vmcs.write(limit, seg.limit)?;
+            self.vmcs.write(access, seg.access)?;
         }
         let rflags = self.vmcs.read(GuestNatural::Rflags)?;
         self.vmcs
@@ -304,6 +352,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             Guest32::InterruptibilityState,
             GateEntry::interruptibility(interruptibility),
         )?;
+        self.vmcs.write(Guest32::ActivityState, GateEntry::ACTIVE)?;
         Ok(ExitAction::Resume)
     }
 

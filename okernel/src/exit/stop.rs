@@ -93,7 +93,7 @@ pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.regs.set(Gpr::Rax, Status::Refused.raw());
         vcpu.regs.set(Gpr::Rdi, from.into());
         vcpu.regs.set(Gpr::Rsi, reason as u64);
-        return vcpu.enter_gate(gate.linear, (gate.stack != 0).then_some(gate.stack));
+        return vcpu.enter_gate(&gate);
     }
     record.action = AuditAction::Stopped;
     vcpu.audit.push(record).log();
@@ -140,7 +140,7 @@ fn back_to_trusted<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     };
     let mut usable = None;
     for g in env.prot.gates.into_iter().flatten() {
-        if env.translate(g.linear)? == Some(g.gpa) {
+        if env.gate_usable(&g)? {
             usable = Some(g);
             break;
         }

@@ -1,5 +1,6 @@
-//! Contexts and gates (ABI calls 21, 22, 25, 26; invariants 6 and 9);
-//! the protected-page calls (23, 24) are in [`super::protected_pages`].
+//! Contexts and switches (ABI calls 21, 22, 26; invariants 6 and 9);
+//! gates (25) are in [`super::gates`], the protected-page calls (23, 24)
+//! in [`super::protected_pages`].
 //!
 //! A context is an EPT view: 0 is the trusted view (the base view),
 //! 1..=`MAX_CONTEXTS` are untrusted views, each created as a copy of the
@@ -13,7 +14,7 @@
 //! (its root frame may become another view's).
 
 use okernel_abi::hypercall::Status;
-use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
+use okernel_abi::policy::MAX_CONTEXTS;
 
 use super::policy::{CallResult, Env, Reply};
 use crate::exit::ExitError;
@@ -22,7 +23,6 @@ use crate::launch::config::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::hooks::PolicyHooks;
-use crate::policy::protection::Gate;
 use crate::vmx::fields::Control64;
 
 fn fatal(e: ept::Error) -> ExitError {
@@ -117,52 +117,14 @@ pub fn destroy<V: Vmcs, C: Cpu>(
     Ok(Ok(Reply::Done(None)))
 }
 
-/// RegisterGate(linear, stack): the address must translate, through the
-/// guest's current page tables, into locked text; the stack must be 0
-/// (keep the caller's RSP, ABI 1.0) or canonical and 16-byte aligned
-/// (`InvalidArgument`). The same address and stack again return the
-/// existing id.
-pub fn register_gate<V: Vmcs, C: Cpu>(
-    env: &mut Env<'_, V, C>,
-    linear: u64,
-    stack: u64,
-) -> Result<CallResult, ExitError> {
-    let canonical = ((stack as i64) << 16 >> 16) as u64 == stack;
-    if !canonical || !stack.is_multiple_of(16) {
-        return Ok(Err(Status::InvalidArgument));
-    }
-    let Some(gpa) = env.translate(linear)? else {
-        return Ok(Err(Status::InvalidArgument));
-    };
-    if env.prot.locked_region_at(gpa, RegionKind::Text).is_none() {
-        return Ok(Err(Status::NotFound));
-    }
-    if let Some(id) = env
-        .prot
-        .gates
-        .iter()
-        .position(|g| g.is_some_and(|g| g.linear == linear && g.stack == stack))
-    {
-        return Ok(Ok(Reply::Done(Some(id as u64))));
-    }
-    let Some(id) = env.prot.gates.iter().position(Option::is_none) else {
-        return Ok(Err(Status::Exhausted));
-    };
-    if let Err(s) = env.trusted() {
-        return Ok(Err(s));
-    }
-    env.prot.gates[id] = Some(Gate { linear, gpa, stack });
-    Ok(Ok(Reply::Done(Some(id as u64))))
-}
-
 /// SwitchContext(ctx, gate) (invariant 9). From the trusted context to an
 /// untrusted one (more restricted) the guest resumes after its VMCALL;
 /// every other switch (untrusted to trusted, or to another untrusted
 /// context, whose protected pages it would see) resumes at the gate,
 /// whose address must still translate to the page it was registered
-/// with, and starts in the state [`crate::exit::guest::GateEntry`]
-/// defines (its registered stack, IF/TF/RF/AC/DF clear, DR7 reset, no
-/// pending debug exception). Refusals and redirects are audited.
+/// with (through its registered CR3, if any), and starts in the state
+/// [`crate::exit::guest::GateEntry`] defines. Refusals and redirects are
+/// audited.
 pub fn switch<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: u64,
@@ -192,7 +154,7 @@ pub fn switch<V: Vmcs, C: Cpu>(
         else {
             return refuse(env, Status::NotFound);
         };
-        if env.translate(g.linear)? != Some(g.gpa) {
+        if !env.gate_usable(&g)? {
             return refuse(env, Status::Refused);
         }
         Some(g)
@@ -211,8 +173,7 @@ pub fn switch<V: Vmcs, C: Cpu>(
             env.audit(AuditKind::ContextSwitch, ctx, gate, AuditAction::Gate)?;
             env.prot.current = target;
             Ok(Ok(Reply::Gate {
-                rip: g.linear,
-                rsp: (g.stack != 0).then_some(g.stack),
+                gate: g,
                 rdi: from.into(),
             }))
         }

@@ -13,6 +13,7 @@
 //! [`Status::PermissionDenied`] (and nothing else happens).
 
 pub mod contexts;
+pub mod gates;
 pub mod locks;
 pub mod memory;
 pub mod page_table;
@@ -186,10 +187,10 @@ fn policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             }
             complete(vcpu, Status::Success, mode)
         }
-        Some(Ok(policy::Reply::Gate { rip, rsp, rdi })) => {
+        Some(Ok(policy::Reply::Gate { gate, rdi })) => {
             vcpu.regs.set(Gpr::Rax, Status::Success.raw());
             vcpu.regs.set(Gpr::Rdi, rdi);
-            vcpu.enter_gate(rip, rsp)
+            vcpu.enter_gate(&gate)
         }
     }
 }

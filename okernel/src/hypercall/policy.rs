@@ -24,7 +24,7 @@ use crate::launch::config::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
 use crate::policy::hooks::PolicyHooks;
-use crate::policy::protection::{Protection, Region};
+use crate::policy::protection::{Gate, Protection, Region};
 use crate::policy::views::Views;
 use crate::policy::{Policy, guest_paging};
 use crate::vmx::controls::SecondaryProcBased;
@@ -35,12 +35,11 @@ use crate::vmx::fields::{Control32, Guest64, GuestNatural};
 pub enum Reply {
     /// RAX = Success, RDI = the value if any; RIP after the VMCALL.
     Done(Option<u64>),
-    /// RAX = Success, RDI = `rdi`; the guest resumes at `rip` (a gate).
+    /// RAX = Success, RDI = `rdi`; the guest resumes at `gate` in its
+    /// entry state.
     Gate {
-        /// The gate's linear address.
-        rip: u64,
-        /// The gate's registered stack (None: the caller's RSP).
-        rsp: Option<u64>,
+        /// The gate.
+        gate: Gate,
         /// The context the guest switched from.
         rdi: u64,
     },
@@ -150,10 +149,25 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
             .map(|()| u64::from_le_bytes(b))
     }
 
+    /// Whether gate `g`'s address still translates to the page it was
+    /// registered with, through its registered CR3 (or the current one).
+    pub fn gate_usable(&self, g: &Gate) -> Result<bool, ExitError> {
+        Ok(self.translate_in(g.cr3, g.linear)? == Some(g.gpa))
+    }
+
     /// Translates a guest-linear address through the guest's page tables
     /// (entries read from guest RAM).
     pub fn translate(&self, linear: u64) -> Result<Option<u64>, ExitError> {
-        let state = self.paging()?;
+        self.translate_in(0, linear)
+    }
+
+    /// Translates a guest-linear address through the page tables at
+    /// `cr3` (0: the guest's current CR3), in the guest's paging mode.
+    pub fn translate_in(&self, cr3: u64, linear: u64) -> Result<Option<u64>, ExitError> {
+        let mut state = self.paging()?;
+        if cr3 != 0 {
+            state.cr3 = cr3;
+        }
         Ok(
             guest_paging::translate(state, linear, |gpa| self.read_u64(gpa))
                 .ok()
@@ -205,7 +219,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Call::AllocProtectedPage | Call::FreeProtectedPage => {
             protected_pages::call(&mut env, call == Call::AllocProtectedPage, a, b)?
         }
-        Call::RegisterGate => ctx::register_gate(&mut env, a, b)?,
+        Call::RegisterGate => super::gates::register(&mut env, a, b, c)?,
         Call::SwitchContext => ctx::switch(&mut env, a, b)?,
         Call::UpdatePageTable => pt::update(&mut env, a, b)?,
         Call::AuditCount => Ok(Reply::Done(Some(env.audit.total()))),

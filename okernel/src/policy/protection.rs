@@ -45,6 +45,20 @@ pub struct Region {
     pub locked: bool,
 }
 
+/// A segment register as the VMCS holds it (SDM Vol. 3C §25.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Segment {
+    /// The selector.
+    pub selector: u16,
+    /// The base address.
+    pub base: u64,
+    /// The limit.
+    pub limit: u32,
+    /// The access rights (VMCS format: type, S, DPL, P, L, D/B, G,
+    /// unusable).
+    pub access: u32,
+}
+
 /// A gate: where a switch to a less restricted view resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
@@ -55,6 +69,15 @@ pub struct Gate {
     pub gpa: u64,
     /// The RSP the gate starts with; 0: the caller's (ABI 1.0).
     pub stack: u64,
+    /// The CR3 the gate starts with and its address is translated
+    /// through; 0: the caller's (ABI 1.1).
+    pub cr3: u64,
+    /// CS and SS as the trusted kernel had them when it registered the
+    /// gate: the gate starts with them (its privilege level and mode are
+    /// the kernel's, whatever the caller ran in).
+    pub cs: Segment,
+    /// See `cs`.
+    pub ss: Segment,
 }
 
 /// A protected page and the context that owns it.

@@ -371,3 +371,22 @@ fn no_pat_switching_is_a_warning() {
     let caps = probe(&mut cpu).unwrap();
     assert!(caps.warnings.contains(VmxWarning::NoPatSwitching));
 }
+
+#[test]
+fn a_processor_that_forces_nmi_exiting_or_virtual_nmis_is_refused() {
+    for forced in [PinBased::NMI_EXITING, PinBased::VIRTUAL_NMIS] {
+        let mut cpu = FakeCpu::vmx_capable();
+        // Allowed-0 bits (31:0) set: the control must be 1 (SDM Vol. 3D
+        // Appendix A.3.1); allowed-1 (63:32) too, or the MSR contradicts
+        // itself.
+        let v = cpu.read_msr_for_tests(msr::IA32_VMX_TRUE_PINBASED_CTLS);
+        let bits = u64::from(forced.bits());
+        cpu.set_msr(msr::IA32_VMX_TRUE_PINBASED_CTLS, v | bits | bits << 32);
+        match refuse(&mut cpu) {
+            VmxUnavailable::NmiControlsForced(pin) => {
+                assert_ne!(pin & forced.bits(), 0, "{forced:?}");
+            }
+            e => panic!("{forced:?}: {e}"),
+        }
+    }
+}

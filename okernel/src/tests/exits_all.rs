@@ -10,7 +10,7 @@ use super::policy::{PVcpu, TEXT, call, enter, lock, ok, pvcpu};
 use super::*;
 use crate::exit::stop::{ActivityState, halt_state};
 use crate::policy::audit::{AuditAction, AuditKind};
-use crate::vmx::fields::{Control64, Guest32, ReadOnly32};
+use crate::vmx::fields::{Control64, Guest16, Guest32, ReadOnly32};
 use crate::vmx::regs::Gpr;
 
 /// IA32_VMX_MISC with every inactive activity state (bits 6–8), as Intel
@@ -210,6 +210,12 @@ fn untrusted_with_gate() -> (PVcpu, u64) {
     v.cpu
         .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, MISC_ALL_STATES);
     lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+    // The kernel's 64-bit code and data segments, DPL 0.
+    v.vmcs
+        .set(Guest16::CsSelector, 0x08)
+        .set(Guest32::CsAccessRights, 0xa09b)
+        .set(Guest16::SsSelector, 0x10)
+        .set(Guest32::SsAccessRights, 0xc093);
     let g = ok(&mut v, Call::RegisterGate, [GATE, STACK, 0]);
     ok(&mut v, Call::CreateContext, [0; 3]);
     enter(&mut v, 1);
@@ -221,7 +227,27 @@ fn a_stopped_untrusted_context_returns_to_the_trusted_one_at_its_gate() {
     for reason in [ExitReason::TripleFault, ExitReason::InitSignal] {
         let (mut v, _) = untrusted_with_gate();
         v.vmcs.set(GuestNatural::Rflags, 0x302); // IF, TF
+        // The context left 64-bit mode for CPL 3 compatibility mode (a
+        // 32-bit SYSRET) and sat in HLT when it was stopped: a 64-bit gate
+        // address with its CS would fail VM entry, and the gate would
+        // start halted.
+        v.vmcs
+            .set(Guest16::CsSelector, 0x23)
+            .set(Guest32::CsAccessRights, 0xc0fb)
+            .set(Guest16::SsSelector, 0x2b)
+            .set(Guest32::SsAccessRights, 0xc0f3)
+            .set(Guest32::ActivityState, ActivityState::Hlt as u64);
         assert_eq!(run(&mut v, reason, 0, 0), Ok(ExitAction::Resume));
+        assert_eq!(
+            (
+                v.vmcs.get(Guest16::CsSelector),
+                v.vmcs.get(Guest32::CsAccessRights),
+                v.vmcs.get(Guest16::SsSelector),
+                v.vmcs.get(Guest32::SsAccessRights),
+            ),
+            (0x08, 0xa09b, 0x10, 0xc093),
+            "the kernel's CS and SS, CPL 0"
+        );
         assert_eq!(v.policy.current, 0, "back in the trusted context");
         assert_eq!(
             v.vmcs.get(Control64::Eptp),

@@ -1,0 +1,116 @@
+//! RegisterGate (ABI call 25; invariant 9): where a switch to a less
+//! restricted view — and the stop of an untrusted context
+//! ([`crate::exit::stop`]) — resumes the guest, and the state it resumes
+//! in besides [`crate::exit::guest::GateEntry`]'s fixed part: the gate's
+//! stack, its page tables and the trusted kernel's CS and SS.
+//!
+//! RegisterGate(linear, stack, cr3), trusted context only:
+//! * `stack`: 0 (the caller's RSP, ABI 1.0) or canonical and 16-byte
+//!   aligned;
+//! * `cr3`: 0 (the caller's CR3, which the gate must replace before it
+//!   trusts memory) or page tables whose root lies in a locked page-table
+//!   region (so no context can change them), with no bits set but the
+//!   address and PWT/PCD; the monitor then loads it at every entry and
+//!   drops the guest's cached translations (INVVPID), and the gate's
+//!   address is translated through it;
+//! * `linear` must translate (through `cr3`, or the current CR3) into
+//!   locked text (`NotFound` otherwise; a malformed argument is
+//!   `InvalidArgument`);
+//! * CS and SS are taken from the registering kernel (CPL 0, its code
+//!   segment): a gate starts in the kernel's privilege level and mode,
+//!   whatever the caller ran in — a caller that left 64-bit mode (a
+//!   32-bit SYSRET, then a triple fault stopped it) would otherwise make
+//!   the VM entry to a 64-bit gate address fail (SDM Vol. 3C §27.3.1.4),
+//!   and one at CPL 3 would run the gate at CPL 3.
+//!
+//! The same address, stack and CR3 again return the existing id (to the
+//! trusted context only: an untrusted one learns no gate id).
+
+use okernel_abi::hypercall::Status;
+use okernel_abi::policy::RegionKind;
+
+use super::policy::{CallResult, Env, Reply};
+use crate::exit::ExitError;
+use crate::hw::{Cpu, Vmcs};
+use crate::policy::protection::{Gate, Segment};
+use crate::vmx::fields::{Guest16, Guest32, GuestNatural};
+
+/// CR3 bits a registered CR3 may have set besides the root's address:
+/// PWT (3) and PCD (4) (SDM Vol. 3A §4.5, Table 4-12; no PCID, no
+/// "no flush" bit 63).
+const CR3_FLAGS: u64 = (1 << 3) | (1 << 4);
+/// The root's address in CR3 (bits 51:12).
+const CR3_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+
+/// Whether `cr3` is acceptable as a gate's page tables: 0, or a root in
+/// a locked page-table region with no stray bits.
+fn cr3_ok<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, cr3: u64) -> bool {
+    cr3 == 0
+        || (cr3 & !(CR3_ADDRESS | CR3_FLAGS) == 0
+            && env
+                .prot
+                .locked_region_at(cr3 & CR3_ADDRESS, RegionKind::PageTable)
+                .is_some())
+}
+
+/// The registering kernel's CS and SS.
+fn segments<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>) -> Result<(Segment, Segment), ExitError> {
+    let v = &*env.vmcs;
+    Ok((
+        Segment {
+            selector: v.read(Guest16::CsSelector)?,
+            base: v.read(GuestNatural::CsBase)?,
+            limit: v.read(Guest32::CsLimit)?,
+            access: v.read(Guest32::CsAccessRights)?,
+        },
+        Segment {
+            selector: v.read(Guest16::SsSelector)?,
+            base: v.read(GuestNatural::SsBase)?,
+            limit: v.read(Guest32::SsLimit)?,
+            access: v.read(Guest32::SsAccessRights)?,
+        },
+    ))
+}
+
+/// RegisterGate(linear, stack, cr3) (see the module docs).
+pub fn register<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    linear: u64,
+    stack: u64,
+    cr3: u64,
+) -> Result<CallResult, ExitError> {
+    let canonical = ((stack as i64) << 16 >> 16) as u64 == stack;
+    if !canonical || !stack.is_multiple_of(16) || !cr3_ok(env, cr3) {
+        return Ok(Err(Status::InvalidArgument));
+    }
+    let Some(gpa) = env.translate_in(cr3, linear)? else {
+        return Ok(Err(Status::InvalidArgument));
+    };
+    if env.prot.locked_region_at(gpa, RegionKind::Text).is_none() {
+        return Ok(Err(Status::NotFound));
+    }
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
+    if let Some(id) = env
+        .prot
+        .gates
+        .iter()
+        .position(|g| g.is_some_and(|g| g.linear == linear && g.stack == stack && g.cr3 == cr3))
+    {
+        return Ok(Ok(Reply::Done(Some(id as u64))));
+    }
+    let Some(id) = env.prot.gates.iter().position(Option::is_none) else {
+        return Ok(Err(Status::Exhausted));
+    };
+    let (cs, ss) = segments(env)?;
+    env.prot.gates[id] = Some(Gate {
+        linear,
+        gpa,
+        stack,
+        cr3,
+        cs,
+        ss,
+    });
+    Ok(Ok(Reply::Done(Some(id as u64))))
+}
