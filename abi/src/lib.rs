@@ -60,6 +60,10 @@ impl Version {
 ///
 /// 1.3: `ExitCount`, the monitor's exit counters for a running kernel
 /// (what its locks cost).
+///
+/// 1.4: `RegisterGate` takes the gate's page tables (RDX); a gate starts
+/// with the registering kernel's CS/SS, its CR3, NMIs blocked until its
+/// first IRET, NT/IOPL/VM clear and the processor active.
 pub const ABI_VERSION: Version = Version { major: 1, minor: 4 };
 
 #[cfg(test)]

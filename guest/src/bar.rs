@@ -12,8 +12,9 @@
 //! The row's machine has Bochs' PCI VGA adapter (`slot1=pcivga`, vendor
 //! 0x1234, device 0x1111): BAR 0 is its 16 MiB linear frame buffer.
 //! Under okernel the BAR write at 0xCFC is refused (a memory BAR may not
-//! decode over RAM, `okernel::exit::pci`), dropped and audited, and the
-//! page keeps its bytes. With `mode=direct` (no monitor) the move takes:
+//! decode over RAM — any RAM: the rule would refuse it over an unlocked
+//! page too — `okernel::exit::pci`), dropped and audited, and the page
+//! keeps its bytes. With `mode=direct` (no monitor) the move takes:
 //! the negative control. PCI Local Bus Specification 3.0 §6.2.5.1 (BARs).
 
 use crate::arch::instr::hypercall;
@@ -132,9 +133,13 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
         })
     });
     let changed = seen != *RAM_PATTERN;
+    // The BAR reads back what the device decodes: moved bare, its own
+    // value under okernel (the write dropped).
     let ok = match entry {
-        EntryMode::NonRoot => locked == Some(true) && !changed && audited && restored,
-        EntryMode::Direct => changed && restored,
+        EntryMode::NonRoot => {
+            locked == Some(true) && !changed && audited && restored && moved == bar
+        }
+        EntryMode::Direct => changed && restored && u64::from(moved & !0xf) == WINDOW,
     };
     checks.attack(
         "pci-bar-over-locked-page",

@@ -150,11 +150,15 @@ impl GateEntry {
     /// 2A, IRET), so a caller could make the gate's IRET — how it takes
     /// NMIs again — fault.
     pub const NT: u64 = 1 << 14;
+    /// RFLAGS.VM: a virtual-8086 caller (outside IA-32e mode; a gate needs
+    /// it, `Env::gate_target`) must not make VM entry apply the
+    /// virtual-8086 segment checks to the gate's CS and SS.
+    pub const VM: u64 = 1 << 17;
     /// RFLAGS bit 1, always 1.
     pub const FIXED1: u64 = 1 << 1;
     /// The RFLAGS bits a gate always starts with clear.
     pub const CLEARED: u64 =
-        Self::TF | Self::IF | Self::DF | Self::RF | Self::AC | Self::IOPL | Self::NT;
+        Self::TF | Self::IF | Self::DF | Self::RF | Self::AC | Self::IOPL | Self::NT | Self::VM;
     /// Activity state "active" (SDM Vol. 3C Table 25-3): a gate runs, even
     /// if the caller was stopped in HLT (an INIT taken there).
     pub const ACTIVE: u32 = 0;

@@ -70,6 +70,8 @@ pub const fn halt_state(vmx_misc: u64) -> Option<ActivityState> {
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// Stops the context the guest runs in (see the module documentation)
 /// and writes `record` with the action taken.
@@ -115,8 +117,13 @@ fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         if vcpu.cpl()? != 0 {
             return Err(ExitError::Halted(reason.name()));
         }
+        // TF and the pending debug exceptions cleared too: with TF set
+        // (and BTF clear) a HLT activity state needs BS set in them, else
+        // VM entry fails (§27.3.1.5) — the run would end.
         let rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
-        vcpu.vmcs.write(GuestNatural::Rflags, rflags & !RFLAGS_IF)?;
+        vcpu.vmcs
+            .write(GuestNatural::Rflags, rflags & !(RFLAGS_IF | RFLAGS_TF))?;
+        vcpu.vmcs.write(GuestNatural::PendingDebugExceptions, 0)?;
     }
     vcpu.vmcs.write(Control32::EntryInterruptionInfo, 0)?;
     let s = vcpu.vmcs.read(Guest32::InterruptibilityState)?;

@@ -9,10 +9,12 @@
 //!   every exit ([`super::observe`]), the two fuzz calls
 //!   ([`super::calls`]), per-vCPU state in [`FuzzState`].
 //!
-//! The wrapped memory is private: the only ways to change a view or
-//! write guest RAM are the [`Views`] and [`GuestMemory`] methods below,
-//! so a new mutating path cannot skip the log. Reading it through
-//! [`Deref`] changes nothing.
+//! The wrapped memory is private: the ways exit handlers (generic over
+//! [`GuestMemory`]) change a view or write guest RAM are the [`Views`]
+//! and [`GuestMemory`] methods below, so such a path cannot skip the log.
+//! One exception: [`Deref`] reaches the wrapped memory, whose `phys()`
+//! writes physical memory through `&self` — code with the concrete type
+//! (tests, `launch`) can write there unlogged; no exit handler can.
 
 use core::ops::Deref;
 

@@ -9,13 +9,19 @@
 //!   aligned;
 //! * `cr3`: 0 (the caller's CR3, which the gate must replace before it
 //!   trusts memory) or page tables whose root lies in a locked page-table
-//!   region (so no context can change them), with no bits set but the
-//!   address and PWT/PCD; the monitor then loads it at every entry and
-//!   drops the guest's cached translations (INVVPID), and the gate's
-//!   address is translated through it;
-//! * `linear` must translate (through `cr3`, or the current CR3) into
-//!   locked text (`NotFound` otherwise; a malformed argument is
-//!   `InvalidArgument`);
+//!   region, with no bits set but the address and PWT/PCD (no PCID, no
+//!   5-level paging); the monitor then loads it at every entry and drops
+//!   the guest's cached translations (INVVPID), and the gate's address is
+//!   translated through it;
+//! * `linear` must translate (through `cr3`, or the current CR3), in
+//!   IA-32e mode, through tables that all lie in locked page-table
+//!   regions, to a supervisor, executable page of locked text
+//!   (`Env::gate_target`; `NotFound` for a page outside locked text, a
+//!   malformed argument or any other failure is `InvalidArgument`). A
+//!   switch checks the same again, so a gate whose mapping an untrusted
+//!   context changed (UpdatePageTable may change the flags of an entry
+//!   that maps text: its rule 2 keeps only the frame) is refused
+//!   (`Refused`), never entered with a fault at its first instruction;
 //! * CS and SS are taken from the registering kernel (CPL 0, its code
 //!   segment): a gate starts in the kernel's privilege level and mode,
 //!   whatever the caller ran in — a caller that left 64-bit mode (a
@@ -23,8 +29,9 @@
 //!   the VM entry to a 64-bit gate address fail (SDM Vol. 3C §27.3.1.4),
 //!   and one at CPL 3 would run the gate at CPL 3.
 //!
-//! The same address, stack and CR3 again return the existing id (to the
-//! trusted context only: an untrusted one learns no gate id).
+//! Any call from an untrusted context is `PermissionDenied` first (it
+//! learns neither a gate id nor whether an address is locked text). The
+//! same address, stack and CR3 again return the existing id.
 
 use okernel_abi::hypercall::Status;
 use okernel_abi::policy::RegionKind;
@@ -79,18 +86,18 @@ pub fn register<V: Vmcs, C: Cpu>(
     stack: u64,
     cr3: u64,
 ) -> Result<CallResult, ExitError> {
+    if let Err(s) = env.trusted() {
+        return Ok(Err(s));
+    }
     let canonical = ((stack as i64) << 16 >> 16) as u64 == stack;
     if !canonical || !stack.is_multiple_of(16) || !cr3_ok(env, cr3) {
         return Ok(Err(Status::InvalidArgument));
     }
-    let Some(gpa) = env.translate_in(cr3, linear)? else {
+    let Some(gpa) = env.gate_target(cr3, linear)? else {
         return Ok(Err(Status::InvalidArgument));
     };
     if env.prot.locked_region_at(gpa, RegionKind::Text).is_none() {
         return Ok(Err(Status::NotFound));
-    }
-    if let Err(s) = env.trusted() {
-        return Ok(Err(s));
     }
     if let Some(id) = env
         .prot

@@ -149,10 +149,40 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
             .map(|()| u64::from_le_bytes(b))
     }
 
-    /// Whether gate `g`'s address still translates to the page it was
-    /// registered with, through its registered CR3 (or the current one).
+    /// Whether gate `g` can be entered: its address still translates to
+    /// the page it was registered with, as [`Env::gate_target`] requires.
     pub fn gate_usable(&self, g: &Gate) -> Result<bool, ExitError> {
-        Ok(self.translate_in(g.cr3, g.linear)? == Some(g.gpa))
+        Ok(self.gate_target(g.cr3, g.linear)? == Some(g.gpa))
+    }
+
+    /// Where a gate at `linear` would run, through the page tables at
+    /// `cr3` (0: the current ones): the guest-physical address, if the
+    /// guest is in IA-32e mode with 4-level paging (a gate's CS is 64-bit
+    /// code), every table of the walk lies in a locked page-table region
+    /// (no context can change it but through UpdatePageTable), and the
+    /// page is supervisor and executable — so the processor fetches the
+    /// gate's first instruction without a fault, which would run a
+    /// handler in the trusted view with the caller's registers and end
+    /// the gate's NMI blocking with its IRET.
+    pub fn gate_target(&self, cr3: u64, linear: u64) -> Result<Option<u64>, ExitError> {
+        let mut state = self.paging()?;
+        if !state.long_mode() {
+            return Ok(None);
+        }
+        if cr3 != 0 {
+            state.cr3 = cr3;
+        }
+        let Ok(m) = guest_paging::translate(state, linear, |gpa| self.read_u64(gpa)) else {
+            return Ok(None);
+        };
+        let locked = m.tables.iter().all(|&t| {
+            t == 0
+                || self
+                    .prot
+                    .locked_region_at(t, okernel_abi::policy::RegionKind::PageTable)
+                    .is_some()
+        });
+        Ok((locked && !m.user && m.executable).then_some(m.gpa))
     }
 
     /// Translates a guest-linear address through the guest's page tables

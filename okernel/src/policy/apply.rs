@@ -66,7 +66,7 @@ pub fn perms(p: &Protection, class: Class, ctx: u16) -> Perms {
     match class {
         Class::Plain if p.wx => Perms::RW | user_x,
         Class::Plain => Perms::RWX,
-        Class::Region(RegionKind::Text) => Perms::RX | user_x | planted_text_write(ctx),
+        Class::Region(RegionKind::Text) => Perms::RX | user_x | extra_text_rights(ctx),
         Class::Region(RegionKind::PageTable | RegionKind::Credentials) if ctx == 0 => {
             Perms::RW | data_x
         }
@@ -161,10 +161,10 @@ pub fn invalidate(cpu: &mut impl Cpu, all: bool, views: &dyn Views) -> Result<()
     Ok(())
 }
 
-/// No rights besides read and execute (a planted-defect build may say
-/// otherwise: `crate::fuzz::planted_policy`). Defined last in the file so
-/// the default build's panic locations stay where they were.
+/// The rights locked text gets in `ctx`'s view besides read and execute:
+/// none (the policy hook's rule as written; a planted-defect build may
+/// say otherwise: `crate::fuzz::planted_policy`).
 #[inline(always)]
-fn planted_text_write(ctx: u16) -> Perms {
+fn extra_text_rights(ctx: u16) -> Perms {
     <crate::seam::PolicyDefects as super::hooks::PolicyHooks>::extra_text_rights(ctx)
 }

@@ -19,11 +19,14 @@ pub const USER: u64 = 1 << 2;
 pub const PAGE_SIZE: u64 = 1 << 7;
 /// Bits 51:12: the physical address of a 4 KiB frame or table.
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// Entry bit 63: execute disable (with EFER.NXE).
+pub const XD: u64 = 1 << 63;
 
 const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_LA57: u64 = 1 << 12;
 const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
 
 /// The paging state a walk needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,23 @@ pub struct Mapping {
     pub writable: bool,
     /// Every level allows user-mode access (U/S = 1 throughout).
     pub user: bool,
+    /// No level forbids instruction fetches (XD = 0 throughout, or
+    /// EFER.NXE clear).
+    pub executable: bool,
+    /// The page-table pages the walk read (PML4 first; 0 beyond the
+    /// leaf's level, and none with paging off).
+    pub tables: [u64; 4],
+}
+
+impl PagingState {
+    /// Whether the guest is in IA-32e mode with 4-level paging (the one
+    /// paging mode the walk supports).
+    pub const fn long_mode(&self) -> bool {
+        self.cr0 & CR0_PG != 0
+            && self.cr4 & CR4_PAE != 0
+            && self.efer & EFER_LMA != 0
+            && self.cr4 & CR4_LA57 == 0
+    }
 }
 
 /// Why a linear address does not translate.
@@ -71,6 +91,8 @@ pub fn translate(
             gpa: linear & 0xffff_ffff,
             writable: true,
             user: true,
+            executable: true,
+            tables: [0; 4],
         });
     }
     if state.cr4 & CR4_PAE == 0 || state.efer & EFER_LMA == 0 || state.cr4 & CR4_LA57 != 0 {
@@ -82,10 +104,14 @@ pub fn translate(
     let mut table = state.cr3 & ADDR_MASK;
     let mut writable = true;
     let mut user = true;
+    let mut executable = true;
+    let mut tables = [0u64; 4];
+    let nxe = state.efer & EFER_NXE != 0;
     // Levels 4 (PML4) to 1 (PT); bits 47:39, 38:30, 29:21, 20:12.
     for level in (1..=4u32).rev() {
         let shift = 12 + 9 * (level - 1);
         let index = (linear >> shift) & 0x1ff;
+        tables[(4 - level) as usize] = table;
         let entry_addr = table + index * 8;
         let entry = read(entry_addr).ok_or(WalkError::NotPresent(entry_addr))?;
         if entry & PRESENT == 0 {
@@ -93,6 +119,7 @@ pub fn translate(
         }
         writable &= entry & WRITABLE != 0;
         user &= entry & USER != 0;
+        executable &= !nxe || entry & XD == 0;
         let leaf = level == 1 || ((level == 2 || level == 3) && entry & PAGE_SIZE != 0);
         if leaf {
             let page_mask = (1u64 << shift) - 1;
@@ -101,6 +128,8 @@ pub fn translate(
                 gpa: base | (linear & page_mask),
                 writable,
                 user,
+                executable,
+                tables,
             });
         }
         table = entry & ADDR_MASK;
@@ -144,7 +173,9 @@ mod tests {
             Mapping {
                 gpa: 0x40_1234,
                 writable: true,
-                user: false
+                user: false,
+                executable: true,
+                tables: [0x1000, 0x2000, 0x3000, 0],
             }
         );
         let m = translate(LONG, 0x40_3010, read).unwrap();
@@ -153,12 +184,30 @@ mod tests {
             Mapping {
                 gpa: 0x9010,
                 writable: false,
-                user: true
+                user: true,
+                executable: true,
+                tables: [0x1000, 0x2000, 0x3000, 0x4000],
             }
         );
         let m = translate(LONG, 0x4123_4567, read).unwrap();
         assert_eq!(m.gpa, 0x4123_4567);
         assert!(!m.writable);
+        assert_eq!(m.tables, [0x1000, 0x2000, 0, 0], "a 1 GiB page");
+    }
+
+    #[test]
+    fn execute_disable_counts_only_with_efer_nxe() {
+        let mut t = tables();
+        t.insert(0x3008, 0x40_0000 | PRESENT | PAGE_SIZE | XD);
+        let read = |a| t.get(&a).copied().or(Some(0));
+        let nxe = PagingState {
+            efer: LONG.efer | EFER_NXE,
+            ..LONG
+        };
+        assert!(!translate(nxe, 0x20_0000, read).unwrap().executable);
+        assert!(translate(LONG, 0x20_0000, read).unwrap().executable);
+        assert!(LONG.long_mode());
+        assert!(!PagingState { cr0: 1, ..LONG }.long_mode());
     }
 
     #[test]

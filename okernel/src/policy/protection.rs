@@ -70,7 +70,7 @@ pub struct Gate {
     /// The RSP the gate starts with; 0: the caller's (ABI 1.0).
     pub stack: u64,
     /// The CR3 the gate starts with and its address is translated
-    /// through; 0: the caller's (ABI 1.1).
+    /// through; 0: the caller's (ABI 1.4).
     pub cr3: u64,
     /// CS and SS as the trusted kernel had them when it registered the
     /// gate: the gate starts with them (its privilege level and mode are

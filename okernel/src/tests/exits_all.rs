@@ -4,9 +4,8 @@
 //! machine can cause (VM-entry failures, EPT misconfiguration).
 
 use okernel_abi::hypercall::{Call, Status};
-use okernel_abi::policy::RegionKind;
 
-use super::policy::{PVcpu, TEXT, call, enter, lock, ok, pvcpu};
+use super::policy::{PVcpu, TEXT, call, enter, lock_for_gates, ok, pvcpu};
 use super::*;
 use crate::exit::stop::{ActivityState, halt_state};
 use crate::policy::audit::{AuditAction, AuditKind};
@@ -185,11 +184,14 @@ fn the_halt_state_is_the_best_the_processor_offers() {
         run(&mut v, ExitReason::TripleFault, 0, 0),
         Err(ExitError::Halted("triple-fault"))
     );
-    // HLT only, with the guest at CPL 0: halted with interrupts off.
+    // HLT only, with the guest at CPL 0: halted with interrupts off, and
+    // with TF and the pending debug exceptions cleared (TF with HLT needs
+    // BS pending, else VM entry fails, SDM Vol. 3C §27.3.1.5).
     let mut v = vcpu();
     v.cpu
         .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, 0x60);
-    v.vmcs.set(GuestNatural::Rflags, 0x202);
+    v.vmcs.set(GuestNatural::Rflags, 0x302);
+    v.vmcs.set(GuestNatural::PendingDebugExceptions, 1);
     assert_eq!(
         run(&mut v, ExitReason::InitSignal, 0, 0),
         Ok(ExitAction::Resume)
@@ -199,6 +201,7 @@ fn the_halt_state_is_the_best_the_processor_offers() {
         ActivityState::Hlt as u64
     );
     assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2);
+    assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
 }
 
 const GATE: u64 = TEXT + 0x40;
@@ -209,7 +212,7 @@ fn untrusted_with_gate() -> (PVcpu, u64) {
     let mut v = pvcpu();
     v.cpu
         .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, MISC_ALL_STATES);
-    lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+    lock_for_gates(&mut v);
     // The kernel's 64-bit code and data segments, DPL 0.
     v.vmcs
         .set(Guest16::CsSelector, 0x08)

@@ -24,9 +24,9 @@
 //!   and the controller's ports and the page keeps its bytes.
 //! - `scenario=bar` (attack `pci-bar-over-locked-page`, `guest/src/bar.rs`)
 //!   on Bochs with its PCI VGA adapter: without a monitor the adapter's
-//!   frame-buffer BAR moved over a page makes the page read the bytes the
-//!   guest put in the frame buffer; under okernel (the page locked
-//!   read-only) the BAR write is refused and audited.
+//!   frame-buffer BAR moved over a page makes the page read what the
+//!   device answers (0xFF); under okernel (the page locked read-only) the
+//!   BAR write is refused and audited.
 
 use super::{Row, RowState, print_outcome};
 use crate::images::Images;
@@ -208,7 +208,7 @@ pub fn cases() -> Vec<PlatformCase> {
         bar(
             "bar-no-monitor",
             true,
-            "no monitor: a VGA BAR moved over the page, it reads the guest's bytes",
+            "no monitor: a VGA BAR moved over the page, it reads the device's 0xFF",
         ),
         bar(
             "bar",

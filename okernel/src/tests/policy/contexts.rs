@@ -1,10 +1,9 @@
 //! Contexts, protected pages, gates and SwitchContext.
 
-use okernel_abi::policy::RegionKind;
-
 use super::*;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::fields::Control64;
+use okernel_abi::policy::RegionKind;
 
 #[test]
 fn contexts_are_created_up_to_the_limit_then_exhausted() {
@@ -197,7 +196,7 @@ const GATE: u64 = TEXT + 0x123;
 
 fn with_gate() -> (PVcpu, u64) {
     let mut v = pvcpu();
-    lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+    lock_for_gates(&mut v);
     let g = ok(&mut v, Call::RegisterGate, [GATE, 0, 0]);
     ok(&mut v, Call::CreateContext, [0; 3]);
     ok(&mut v, Call::CreateContext, [0; 3]);
@@ -209,8 +208,14 @@ fn register_gate_needs_an_address_in_locked_text() {
     let mut v = pvcpu();
     assert_eq!(
         call(&mut v, Call::RegisterGate, [GATE, 0, 0]),
+        Status::InvalidArgument,
+        "its page tables not locked"
+    );
+    lock(&mut v, PML4, 0x4000, RegionKind::PageTable);
+    assert_eq!(
+        call(&mut v, Call::RegisterGate, [GATE, 0, 0]),
         Status::NotFound,
-        "not locked"
+        "text not locked"
     );
     lock(&mut v, TEXT, 0x4000, RegionKind::Text);
     assert_eq!(

@@ -9,8 +9,12 @@ use okernel_abi::policy::RegionKind;
 
 use super::*;
 use crate::exit::guest::GateEntry;
+use crate::policy::guest_paging::{USER, XD};
 use crate::vmx::controls::SecondaryProcBased;
-use crate::vmx::fields::{Control32, Guest16, Guest32, GuestNatural};
+use crate::vmx::fields::{Control32, Guest16, Guest32, Guest64, GuestNatural};
+
+/// EFER.NXE.
+const EFER_NXE: u64 = 1 << 11;
 
 const GATE: u64 = TEXT + 0x40;
 const STACK: u64 = 0x0077_f000;
@@ -59,7 +63,7 @@ const CALLER_BLOCKING: u64 = 0b0011;
 
 fn with_gate(stack: u64) -> (PVcpu, u64) {
     let mut v = pvcpu();
-    lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+    lock_for_gates(&mut v);
     set_segments(&mut v, KERNEL_CS, KERNEL_SS);
     let g = ok(&mut v, Call::RegisterGate, [GATE, stack, 0]);
     ok(&mut v, Call::CreateContext, [0; 3]);
@@ -101,7 +105,7 @@ fn assert_sanitised(v: &PVcpu) {
 #[test]
 fn register_gate_takes_a_canonical_aligned_stack_or_none() {
     let mut v = pvcpu();
-    lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+    lock_for_gates(&mut v);
     for stack in [1 << 63, 0x0000_8000_0000_0000, STACK + 8, STACK + 1] {
         assert_eq!(
             call(&mut v, Call::RegisterGate, [GATE, stack, 0]),
@@ -188,11 +192,11 @@ fn refused_switches_and_switches_into_a_restricted_view_leave_the_state_alone() 
 }
 
 #[test]
-fn gate_rflags_keep_bit_1_and_clear_only_the_seven_flags() {
+fn gate_rflags_keep_bit_1_and_clear_only_the_eight_flags() {
     assert_eq!(GateEntry::rflags(0), 0x2);
     assert_eq!(GateEntry::rflags(u64::MAX), !GateEntry::CLEARED);
-    // TF, IF, DF, IOPL, NT, RF, AC.
-    assert_eq!(GateEntry::CLEARED, 0x5_7700);
+    // TF, IF, DF, IOPL, NT, RF, VM, AC.
+    assert_eq!(GateEntry::CLEARED, 0x7_7700);
 }
 
 #[test]
@@ -209,8 +213,7 @@ fn gate_interruptibility_blocks_nmis_and_clears_only_sti_and_mov_ss() {
 /// page-table region, so a gate may name them as its CR3.
 fn with_cr3_gate() -> (PVcpu, u64) {
     let mut v = pvcpu();
-    lock(&mut v, TEXT, 0x4000, RegionKind::Text);
-    lock(&mut v, PML4, 0x4000, RegionKind::PageTable);
+    lock_for_gates(&mut v);
     set_segments(&mut v, KERNEL_CS, KERNEL_SS);
     let g = ok(&mut v, Call::RegisterGate, [GATE, STACK, PML4]);
     ok(&mut v, Call::CreateContext, [0; 3]);
@@ -276,4 +279,32 @@ fn a_gate_whose_address_no_longer_translates_through_its_cr3_is_refused() {
         call(&mut v, Call::SwitchContext, [0, g, 0]),
         Status::Refused
     );
+}
+
+#[test]
+fn a_gate_whose_page_became_user_or_execute_disable_is_refused_not_entered() {
+    // An untrusted context may change the flags of an entry that maps
+    // text (UpdatePageTable's rule 2 keeps only the frame): a gate page
+    // made user (SMEP) or execute-disable would fault at the gate's first
+    // instruction, in the trusted view, with the caller's registers.
+    for flag in [USER, XD] {
+        let (mut v, g) = with_gate(STACK);
+        v.vmcs
+            .set(Guest64::Efer, v.vmcs.get(Guest64::Efer) | EFER_NXE);
+        // U must be set at every level to make a user page (links may
+        // change their flags too: rule 3); XD at any level.
+        for entry in [PML4, PDPT, PD + 8 * (TEXT >> 21)] {
+            let mut e = [0u8; 8];
+            v.memory.phys().copy(entry, &mut e);
+            let e = u64::from_le_bytes(e) | flag;
+            v.memory.phys().write(entry, &e.to_le_bytes());
+        }
+        arm(&mut v);
+        assert_eq!(
+            call(&mut v, Call::SwitchContext, [0, g, 0]),
+            Status::Refused,
+            "{flag:#x}"
+        );
+        assert_eq!(v.policy.current, 1, "still in the caller's context");
+    }
 }

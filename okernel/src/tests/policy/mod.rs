@@ -196,6 +196,14 @@ pub fn snapshot(v: &PVcpu) -> Vec<Option<Perms>> {
 }
 
 /// Runs `f` in untrusted context `ctx`: switches there from context 0.
+/// Locks what a gate needs (`Env::gate_target`): kernel text (4 pages at
+/// [`TEXT`]) and the guest's page tables (PML4, PDPT, PD, PT at [`PML4`]),
+/// so that a gate's walk runs through locked tables only.
+pub fn lock_for_gates(v: &mut PVcpu) {
+    lock(v, TEXT, 0x4000, okernel_abi::policy::RegionKind::Text);
+    lock(v, PML4, 0x4000, okernel_abi::policy::RegionKind::PageTable);
+}
+
 pub fn enter(v: &mut PVcpu, ctx: u64) {
     ok(v, Call::SwitchContext, [ctx, 0, 0]);
     assert_eq!(v.policy.current, ctx as u16);
