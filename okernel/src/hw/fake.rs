@@ -90,7 +90,7 @@ impl Vmcs for FakeVmcs {
 }
 
 const CPUID_SLOTS: usize = 32;
-const MSR_SLOTS: usize = 48;
+const MSR_SLOTS: usize = 96;
 const PORT_SLOTS: usize = 16;
 const OUT_SLOTS: usize = 64;
 
@@ -425,6 +425,12 @@ impl FakeCpu {
         .set_msr(IA32_SYSENTER_ESP, 0)
         .set_msr(IA32_SYSENTER_EIP, 0)
         .set_msr(IA32_DEBUGCTL, 0);
+        // CPUID.1:EDX.MTRR is set above: the MTRRs exist (IA32_MTRRCAP:
+        // 8 variable ranges, fixed ranges, WC; the default type WB, on).
+        c.set_msr(0xfe, 0x508).set_msr(0x2ff, 0xc06);
+        for msr in (0x200..=0x20f).chain([0x250, 0x258, 0x259]).chain(0x268..=0x26f) {
+            c.set_msr(msr, 0);
+        }
         c.cr4 = 0x20 | (1 << 18);
         c
     }
