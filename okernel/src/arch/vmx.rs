@@ -152,6 +152,21 @@ pub unsafe fn vmread(encoding: u32) -> Result<u64, VmFail> {
     Ok(value)
 }
 
+/// A field encoding as the operand of [`vmread_to`] and [`vmwrite`]: the
+/// same value, but one the compiler cannot rematerialise as a constant, so
+/// that a VMREAD and a VMWRITE of the same field in one function (the RIP
+/// advance) share one register load of it instead of one each. An empty
+/// `pure` block: no instruction.
+#[inline(always)]
+fn encoding_register(encoding: u32) -> u64 {
+    let mut e = u64::from(encoding);
+    // SAFETY: the block is empty; it only hides the value's origin.
+    unsafe {
+        asm!("/* {e} */", e = inout(reg) e, options(pure, nomem, nostack, preserves_flags));
+    }
+    e
+}
+
 /// VMREAD into memory: reads a field of the current VMCS into `*dst`.
 ///
 /// The fast path is the instruction and one `jbe` (CF = 1 or ZF = 1) to
@@ -171,7 +186,7 @@ pub unsafe fn vmread_to(encoding: u32, dst: *mut u64) -> Result<(), VmFail> {
     // the branch leaves the block only for its label.
     unsafe {
         asm!("vmread qword ptr [{d}], {e}", "jbe {fail}", d = in(reg) dst,
-             e = in(reg) u64::from(encoding), fail = label { return Err(last_failure()) },
+             e = in(reg) encoding_register(encoding), fail = label { return Err(last_failure()) },
              options(nostack));
     }
     Ok(())
@@ -192,7 +207,7 @@ pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmFail> {
     // the monitor sound; VMWRITE changes only the VMCS and the flags, and
     // the branch leaves the block only for its label.
     unsafe {
-        asm!("vmwrite {e}, {v}", "jbe {fail}", e = in(reg) u64::from(encoding), v = in(reg) value,
+        asm!("vmwrite {e}, {v}", "jbe {fail}", e = in(reg) encoding_register(encoding), v = in(reg) value,
              fail = label { return Err(last_failure()) }, options(nostack, nomem));
     }
     Ok(())

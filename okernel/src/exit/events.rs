@@ -16,6 +16,7 @@ use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, AuditRecord};
 use crate::vmx::delivery::{DuringDelivery, gp_during};
+use crate::vmx::error::VmFail;
 use crate::vmx::event::{
     Exception, InterruptionInfo, InterruptionType, hardware_exception, rflags_for,
 };
@@ -32,6 +33,16 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// (Table 6-1) and is dropped when the guest is in real mode (CR0.PE =
     /// 0), where VM entry forbids delivering one (§27.2.1.3).
     pub fn inject(&mut self, e: Exception, error_code: u32) -> Result<ExitAction, ExitError> {
+        self.inject_event(e, error_code)?;
+        Ok(ExitAction::Resume)
+    }
+
+    /// [`Self::inject`] with only the VMCS access's failure: what the
+    /// RIP advance's cold path calls, whose errors stay small
+    /// ([`super::rip`]). Inlined: the exit path's far RIP advance makes no
+    /// call.
+    #[inline(always)]
+    pub(super) fn inject_event(&mut self, e: Exception, error_code: u32) -> Result<(), VmFail> {
         let protected = self.vmcs.read(GuestNatural::Cr0)? & CR0_PE != 0;
         let info = hardware_exception(e, protected);
         self.vmcs.write(Control32::EntryInterruptionInfo, info)?;
@@ -44,7 +55,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         if with_rf != rflags {
             self.vmcs.write(GuestNatural::Rflags, with_rf)?;
         }
-        Ok(ExitAction::Resume)
+        Ok(())
     }
 
     /// The guest's answer to an access the policy denied (#GP(0) outside

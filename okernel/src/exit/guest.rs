@@ -11,6 +11,7 @@ use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
 use crate::policy::protection::Gate;
 use crate::vmx::capability::FixedBits;
+use crate::vmx::error::VmFail;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural};
 use crate::vmx::regs::{Gpr, GuestRegisters};
@@ -263,7 +264,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
 
     /// Whether the guest executes in 64-bit mode (IA32_EFER.LMA and CS.L).
     #[inline(always)]
-    pub fn in_64bit_mode(&self) -> Result<bool, ExitError> {
+    pub fn in_64bit_mode(&self) -> Result<bool, VmFail> {
         let lma = self.vmcs.read(Guest64::Efer)? & EFER_LMA != 0;
         let cs_l = self.vmcs.read(Guest32::CsAccessRights)? & (1 << 13) != 0;
         Ok(lma && cs_l)
@@ -272,7 +273,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// [`Self::in_64bit_mode`], read at most once per exit: `known` caches
     /// the answer for the rest of the exit.
     #[inline(always)]
-    pub fn mode_once(&self, known: &mut Option<bool>) -> Result<bool, ExitError> {
+    pub fn mode_once(&self, known: &mut Option<bool>) -> Result<bool, VmFail> {
         if let Some(wide) = *known {
             return Ok(wide);
         }

@@ -136,14 +136,15 @@ pub enum FastPath {
 /// read (so that no field is read twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowExit {
+    /// Any exit-reason field but VMCALL and CPUID (not counted yet). First:
+    /// its tag 0 costs the fast half no register set up in advance.
+    Other(ExitReasonField),
     /// A VMCALL (counted) by a caller at this CPL, other than the Null
     /// call at CPL 0.
     Vmcall {
         /// The caller's privilege level.
         cpl: u8,
     },
-    /// Any exit-reason field but VMCALL and CPUID (not counted yet).
-    Other(ExitReasonField),
 }
 
 /// The first half of [`handle_exit`], inlined into the run loop: reads the
@@ -171,30 +172,36 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         core::hint::cold_path();
         return FastPath::Slow(SlowExit::Other(ExitReasonField(field)));
     }
-    let (result, wrote_rbx) = match field {
-        VMCALL => {
-            vcpu.counters.count(ExitReason::Vmcall);
-            match crate::hypercall::handle_vmcall_fast(vcpu) {
-                // RAX only (Null).
-                crate::hypercall::Fast::Done(r) => (r, false),
-                crate::hypercall::Fast::Continue { cpl } => {
-                    return FastPath::Slow(SlowExit::Vmcall { cpl });
-                }
-            }
+    // VMCALL is tested first (one compare for the Null call, two for CPUID).
+    if field == VMCALL {
+        vcpu.counters.count(ExitReason::Vmcall);
+        match crate::hypercall::handle_vmcall_fast(vcpu) {
+            // RAX only (Null).
+            crate::hypercall::Fast::Done(r) => resumed(vcpu, r, false),
+            crate::hypercall::Fast::Continue { cpl } => FastPath::Slow(SlowExit::Vmcall { cpl }),
         }
-        CPUID => {
-            vcpu.counters.count(ExitReason::Cpuid);
-            // EAX and ECX in; EAX, EBX, ECX, EDX out.
-            (cpuid::handle(vcpu), true)
-        }
-        field => {
-            core::hint::cold_path();
-            return FastPath::Slow(SlowExit::Other(ExitReasonField(field)));
-        }
-    };
+    } else if field == CPUID {
+        vcpu.counters.count(ExitReason::Cpuid);
+        // EAX and ECX in; EAX, EBX, ECX, EDX out.
+        let r = cpuid::handle(vcpu);
+        resumed(vcpu, r, true)
+    } else {
+        core::hint::cold_path();
+        FastPath::Slow(SlowExit::Other(ExitReasonField(field)))
+    }
+}
+
+/// A fast exit's result as [`handle_fast`] returns it, matched in each
+/// arm (so that the common case resumes without merging the arms'
+/// results first). CPUID writes RBX (`wrote_rbx`); the Null call does not.
+#[inline(always)]
+fn resumed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    result: Result<ExitAction, ExitError>,
+    wrote_rbx: bool,
+) -> FastPath {
     match result {
         Ok(ExitAction::Resume) => {
-            // CPUID writes RBX; the Null call does not.
             M::fast_resumed(vcpu, wrote_rbx);
             FastPath::Resumed { wrote_rbx }
         }

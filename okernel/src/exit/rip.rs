@@ -9,8 +9,9 @@ use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vmx::error::VmFail;
 use crate::vmx::event::Exception;
-use crate::vmx::fields::{Guest32, Guest64, GuestNatural, ReadOnly32};
+use crate::vmx::fields::{Field, Guest32, Guest64, GuestNatural, ReadOnly32};
 
 /// RFLAGS.TF.
 const RFLAGS_TF: u64 = 1 << 8;
@@ -41,38 +42,77 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// read it ([`Self::mode_once`]). The mode is read only when it can
     /// change the result: below 2 GiB, RIP + length is the same in every
     /// mode (no 32-bit wrap, canonical, no 64-bit overflow).
+    ///
+    /// Everything is in line, with no call (a call would cost the exit
+    /// path a frame and saved registers): the common case (RIP below
+    /// 2 GiB) and, in a cold branch, `advance_far`. Both fail only
+    /// with an `AdvanceError`, which is small (in registers): the exit
+    /// path's common case then never assembles an [`ExitError`] in memory
+    /// (the failure branch converts it).
     #[inline(always)]
     pub fn advance_rip_in(&mut self, mode: &mut Option<bool>) -> Result<ExitAction, ExitError> {
+        match self.advance(mode) {
+            Ok(()) => Ok(ExitAction::Resume),
+            Err(e) => {
+                core::hint::cold_path();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// [`Self::advance_rip_in`] with its small error.
+    #[inline(always)]
+    fn advance(&mut self, mode: &mut Option<bool>) -> Result<(), AdvanceError> {
         /// RIPs below this advance identically in and outside 64-bit mode.
         const MODE_FREE: u64 = 0x8000_0000;
-        let len = self.vmcs.read(ReadOnly32::ExitInstructionLength)?;
+        // The 32-bit field as VMREAD stores it, zero-extended to 64 bits
+        // (SDM Vol. 3C §31.3 VMREAD): the RIP arithmetic needs no extension
+        // instruction.
+        let len = self
+            .vmcs
+            .read_raw(ReadOnly32::ExitInstructionLength.encoding())?;
         // 1..=15, as one unsigned comparison.
         if len.wrapping_sub(1) >= 15 {
-            return Err(ExitError::BadInstructionLength(len));
+            core::hint::cold_path();
+            return Err(AdvanceError::BadInstructionLength(len as u32));
         }
         let rip = self.vmcs.read(GuestNatural::Rip)?;
-        let next = if rip < MODE_FREE {
-            rip + u64::from(len)
-        } else {
+        if rip >= MODE_FREE {
             core::hint::cold_path();
-            let width = if self.mode_once(mode)? {
-                // Canonical width: 57 bits with 5-level paging (CR4.LA57).
-                if self.vmcs.read(GuestNatural::Cr4)? & CR4_LA57 != 0 {
-                    57
-                } else {
-                    48
-                }
-            } else {
-                32
-            };
-            match next_rip(rip, len, width) {
-                Some(n) => n,
-                None => return self.next_fetch_faults(),
-            }
-        };
-        self.vmcs.write(GuestNatural::Rip, next)?;
+            return self.advance_far(rip, len as u32, mode);
+        }
+        self.vmcs.write(GuestNatural::Rip, rip + len)?;
         self.complete_flags()?;
-        self.clear_sti_mov_ss_blocking()
+        Ok(self.clear_sti_mov_ss_blocking()?)
+    }
+
+    /// [`Self::advance`] for a RIP at or above 2 GiB, where the mode
+    /// decides the next RIP ([`next_rip`]).
+    #[inline(always)]
+    fn advance_far(
+        &mut self,
+        rip: u64,
+        len: u32,
+        mode: &mut Option<bool>,
+    ) -> Result<(), AdvanceError> {
+        let width = if self.mode_once(mode)? {
+            // Canonical width: 57 bits with 5-level paging (CR4.LA57).
+            if self.vmcs.read(GuestNatural::Cr4)? & CR4_LA57 != 0 {
+                57
+            } else {
+                48
+            }
+        } else {
+            32
+        };
+        match next_rip(rip, len, width) {
+            Some(next) => {
+                self.vmcs.write(GuestNatural::Rip, next)?;
+                self.complete_flags()?;
+                Ok(self.clear_sti_mov_ss_blocking()?)
+            }
+            None => Ok(self.next_fetch_faults()?),
+        }
     }
 
     /// What completing an instruction does to RFLAGS and debug state, which
@@ -95,7 +135,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     ///
     /// One VMREAD on the common path (neither flag set).
     #[inline(always)]
-    fn complete_flags(&mut self) -> Result<(), ExitError> {
+    fn complete_flags(&mut self) -> Result<(), VmFail> {
         let rflags = self.vmcs.read(GuestNatural::Rflags)?;
         if rflags & (RFLAGS_RF | RFLAGS_TF) == 0 {
             return Ok(());
@@ -116,13 +156,13 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// STI or MOV SS (SDM Vol. 3C §25.4.2): the exiting instruction
     /// completed.
     #[inline(always)]
-    pub(super) fn clear_sti_mov_ss_blocking(&mut self) -> Result<ExitAction, ExitError> {
+    pub(super) fn clear_sti_mov_ss_blocking(&mut self) -> Result<(), VmFail> {
         let interruptibility = self.vmcs.read(Guest32::InterruptibilityState)?;
         if interruptibility & 0b11 != 0 {
             self.vmcs
                 .write(Guest32::InterruptibilityState, interruptibility & !0b11)?;
         }
-        Ok(ExitAction::Resume)
+        Ok(())
     }
 
     /// The exiting instruction completed in 64-bit mode at the top of the
@@ -135,11 +175,36 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// completed — the one difference from hardware, whose saved RIP is the
     /// non-canonical one (`docs/vmx-core.md`, "What a guest can observe").
     /// Never a monitor stop: the guest's own #GP handler decides.
-    #[cold]
-    #[inline(never)]
-    fn next_fetch_faults(&mut self) -> Result<ExitAction, ExitError> {
+    #[inline(always)]
+    fn next_fetch_faults(&mut self) -> Result<(), VmFail> {
         self.clear_sti_mov_ss_blocking()?;
-        self.inject(Exception::GeneralProtection, 0)
+        self.inject_event(Exception::GeneralProtection, 0)
+    }
+}
+
+/// Why a RIP advance failed: the [`ExitError`] it becomes, in registers.
+#[derive(Debug, Clone, Copy)]
+enum AdvanceError {
+    /// A VMREAD or VMWRITE failed.
+    Vmcs(VmFail),
+    /// The VM-exit instruction length is outside 1..=15.
+    BadInstructionLength(u32),
+}
+
+impl From<VmFail> for AdvanceError {
+    #[inline(always)]
+    fn from(e: VmFail) -> Self {
+        Self::Vmcs(e)
+    }
+}
+
+impl From<AdvanceError> for ExitError {
+    #[inline(always)]
+    fn from(e: AdvanceError) -> Self {
+        match e {
+            AdvanceError::Vmcs(e) => Self::Vmcs(e),
+            AdvanceError::BadInstructionLength(len) => Self::BadInstructionLength(len),
+        }
     }
 }
 

@@ -428,7 +428,10 @@ impl FakeCpu {
         // CPUID.1:EDX.MTRR is set above: the MTRRs exist (IA32_MTRRCAP:
         // 8 variable ranges, fixed ranges, WC; the default type WB, on).
         c.set_msr(0xfe, 0x508).set_msr(0x2ff, 0xc06);
-        for msr in (0x200..=0x20f).chain([0x250, 0x258, 0x259]).chain(0x268..=0x26f) {
+        for msr in (0x200..=0x20f)
+            .chain([0x250, 0x258, 0x259])
+            .chain(0x268..=0x26f)
+        {
             c.set_msr(msr, 0);
         }
         c.cr4 = 0x20 | (1 << 18);

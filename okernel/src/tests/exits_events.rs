@@ -245,3 +245,33 @@ fn the_boundary_gp_wins_over_the_single_step() {
     assert_eq!(injected(&v), GP);
     assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
 }
+
+/// The two fast exits complete the instruction the same below 2 GiB and
+/// above (where the advance takes its own, mode-aware branch): RF
+/// cleared, BS pending under TF, blocking by MOV SS cleared (blocking by
+/// NMI kept), RAX answered, no event injected.
+#[test]
+fn fast_exits_complete_flags_and_blocking_near_and_far() {
+    use crate::exit::rip::PENDING_BS;
+    use crate::exit::{FastPath, handle_fast};
+    for at in [RIP, 0x8000_0000, TOP48 - 0x1000] {
+        for (reason, wrote_rbx) in [(ExitReason::Vmcall, false), (ExitReason::Cpuid, true)] {
+            let mut v = vcpu();
+            v.regs.set(Gpr::Rax, Call::Null.raw());
+            v.vmcs
+                .set(GuestNatural::Rip, at)
+                .set(GuestNatural::Rflags, 0x2 | TF | RFLAGS_RF)
+                .set(Guest32::InterruptibilityState, 0b1010);
+            synth(&mut v, reason as u32, 0, 3);
+            assert_eq!(handle_fast(&mut v), FastPath::Resumed { wrote_rbx });
+            assert_eq!(rip(&v), at + 3, "{reason:?} at {at:#x}");
+            assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2 | TF);
+            assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), PENDING_BS);
+            assert_eq!(v.vmcs.get(Guest32::InterruptibilityState), 0b1000);
+            assert_eq!(injected(&v), 0);
+            if !wrote_rbx {
+                assert_eq!(v.regs.get(Gpr::Rax), Status::Success.raw());
+            }
+        }
+    }
+}
