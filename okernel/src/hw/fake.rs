@@ -428,6 +428,13 @@ impl FakeCpu {
         // CPUID.1:EDX.MTRR is set above: the MTRRs exist (IA32_MTRRCAP:
         // 8 variable ranges, fixed ranges, WC; the default type WB, on).
         c.set_msr(0xfe, 0x508).set_msr(0x2ff, 0xc06);
+        // What the monitor's WRMSR handlers read back: the APIC base (the
+        // BSP's xAPIC, enabled), MISC_ENABLE (fast strings), TSC_ADJUST
+        // and XSS (the fuzz targets write any of them).
+        c.set_msr(0x1b, 0xfee0_0900)
+            .set_msr(0x1a0, 1)
+            .set_msr(0x3b, 0)
+            .set_msr(0xda0, 0);
         for msr in (0x200..=0x20f)
             .chain([0x250, 0x258, 0x259])
             .chain(0x268..=0x26f)
