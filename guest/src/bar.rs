@@ -17,11 +17,8 @@
 //! keeps its bytes. With `mode=direct` (no monitor) the move takes:
 //! the negative control. PCI Local Bus Specification 3.0 §6.2.5.1 (BARs).
 
-use crate::arch::instr::hypercall;
 use crate::report::Checks;
 use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
-use okernel_abi::hypercall::{Call, Status};
-use okernel_abi::policy::{AuditKind, RegionKind as Kind};
 use x86_64::instructions::port::Port;
 
 /// The 16 MiB-aligned window the BAR is moved to (its size) and the
@@ -103,11 +100,7 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     fill(WINDOW, RAM_PATTERN);
     let monitor = entry == EntryMode::NonRoot;
     // Under okernel: lock the page read-only first (VMCALL is #UD bare).
-    let locked = monitor.then(|| {
-        let r = hypercall(Call::RegisterRegion, [WINDOW, 4096, Kind::Rodata as u64, 0]);
-        r.status == Ok(Status::Success)
-            && hypercall(Call::LockRegion, [r.value0, 0, 0, 0]).status == Ok(Status::Success)
-    });
+    let locked = monitor.then(|| crate::attacks::audit::lock_page_read_only(WINDOW));
     let before = monitor
         .then(crate::attacks::audit::count)
         .and_then(Result::ok);
@@ -125,13 +118,9 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
         .then(crate::attacks::audit::count)
         .and_then(Result::ok);
     let restored = peek(WINDOW) == *RAM_PATTERN && config_read(dev, BAR0) == bar;
-    let audited = before.zip(after).is_some_and(|(b, a)| {
-        (b..a).any(|seq| {
-            crate::attacks::audit::read(seq).is_ok_and(|r| {
-                r.kind == AuditKind::Exit as u32 && r.qualification >> 16 == u64::from(CONFIG_DATA)
-            })
-        })
-    });
+    let audited = before
+        .zip(after)
+        .is_some_and(|(b, a)| crate::attacks::audit::has_port_exit(b, a, CONFIG_DATA));
     let changed = seen != *RAM_PATTERN;
     // The BAR reads back what the device decodes: moved bare, its own
     // value under okernel (the write dropped).

@@ -19,11 +19,8 @@
 //! (registers), Intel 82077AA data sheet (§5: the command, execution and
 //! result phases; READ DATA, SPECIFY, SENSE INTERRUPT STATUS).
 
-use crate::arch::instr::hypercall;
 use crate::report::Checks;
 use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
-use okernel_abi::hypercall::{Call, Status};
-use okernel_abi::policy::RegionKind as Kind;
 use x86_64::instructions::port::Port;
 
 /// The target page (usable RAM below 16 MiB: ISA DMA's 24-bit reach).
@@ -167,11 +164,7 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     unsafe { core::ptr::write_bytes(PAGE as *mut u8, 0, 4096) };
     let monitor = entry == EntryMode::NonRoot;
     // Under okernel: lock the page read-only first (VMCALL is #UD bare).
-    let locked = monitor.then(|| {
-        let r = hypercall(Call::RegisterRegion, [PAGE, 4096, Kind::Rodata as u64, 0]);
-        r.status == Ok(Status::Success)
-            && hypercall(Call::LockRegion, [r.value0, 0, 0, 0]).status == Ok(Status::Success)
-    });
+    let locked = monitor.then(|| crate::attacks::audit::lock_page_read_only(PAGE));
     let before = monitor
         .then(crate::attacks::audit::count)
         .and_then(Result::ok);
@@ -180,14 +173,9 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
         .then(crate::attacks::audit::count)
         .and_then(Result::ok);
     // The denied mode-register write, found among the new records.
-    let mode_audited = before.zip(after).is_some_and(|(b, a)| {
-        (b..a).any(|seq| {
-            crate::attacks::audit::read(seq).is_ok_and(|r| {
-                r.kind == okernel_abi::policy::AuditKind::Exit as u32
-                    && r.qualification >> 16 == u64::from(DMA_MODE)
-            })
-        })
-    });
+    let mode_audited = before
+        .zip(after)
+        .is_some_and(|(b, a)| crate::attacks::audit::has_port_exit(b, a, DMA_MODE));
     let wrote = landed();
     let ok = match entry {
         EntryMode::NonRoot => locked == Some(true) && !wrote && mode_audited,

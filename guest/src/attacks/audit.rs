@@ -91,3 +91,30 @@ pub fn find(
     }
     false
 }
+
+/// Under okernel: registers the page at `page` as read-only data and locks
+/// it (what the platform attacks aim at); whether both calls succeeded.
+pub fn lock_page_read_only(page: u64) -> bool {
+    let r = hypercall(
+        Call::RegisterRegion,
+        [
+            page,
+            4096,
+            okernel_abi::policy::RegionKind::Rodata as u64,
+            0,
+        ],
+    );
+    r.status == Ok(Status::Success)
+        && hypercall(Call::LockRegion, [r.value0, 0, 0, 0]).status == Ok(Status::Success)
+}
+
+/// Whether one of the records `from..to` is an `exit` record of an I/O
+/// exit at `port` (the qualification's bits 31:16, SDM Vol. 3C Table
+/// 28-5).
+pub fn has_port_exit(from: u64, to: u64, port: u16) -> bool {
+    (from..to).any(|seq| {
+        read(seq).is_ok_and(|r| {
+            r.kind == AuditKind::Exit as u32 && r.qualification >> 16 == u64::from(port)
+        })
+    })
+}
