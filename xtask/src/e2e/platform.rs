@@ -73,6 +73,31 @@ fn parked_line(cpus: u32) -> String {
     )
 }
 
+/// A row on one processor with no extra device and no emulator log:
+/// `(scenario, attack)`, and under okernel (`!direct`) the monitor's line
+/// `console`.
+fn one_cpu(
+    name: &'static str,
+    (scenario, attack): (&'static str, &'static str),
+    direct: bool,
+    console: &str,
+    expected: &'static str,
+) -> PlatformCase {
+    PlatformCase {
+        name,
+        scenario,
+        attack,
+        cpus: 1,
+        direct,
+        console: (!direct).then(|| console.to_string()),
+        emulator_log: &[],
+        expected,
+        floppy: false,
+        pci_vga: false,
+        forged: None,
+    }
+}
+
 /// The rows `cargo xtask test` runs (and `cargo xtask smp` alone).
 pub fn cases() -> Vec<PlatformCase> {
     let smp = |name, cpus, direct, expected| PlatformCase {
@@ -126,43 +151,33 @@ pub fn cases() -> Vec<PlatformCase> {
         forged: None,
     };
     let forge = |name, direct, expected| PlatformCase {
-        name,
-        scenario: "forge",
-        attack: "attack-forge-monitor-console-line",
-        cpus: 1,
-        direct,
-        console: (!direct).then(|| "okernel: audit log: ".to_string()),
-        emulator_log: &[],
-        expected,
-        floppy: false,
-        pci_vga: false,
         forged: Some(direct),
+        ..one_cpu(
+            name,
+            ("forge", "attack-forge-monitor-console-line"),
+            direct,
+            "okernel: audit log: ",
+            expected,
+        )
     };
-    let smm = |name, direct, expected| PlatformCase {
-        name,
-        scenario: "smm",
-        attack: "attack-smm-handler-from-the-guest",
-        cpus: 1,
-        direct,
-        console: (!direct).then(|| "SMRAM control locked (D_LCK)".to_string()),
-        emulator_log: &[],
-        expected,
-        floppy: false,
-        pci_vga: false,
-        forged: None,
+    let smm = |name, direct, expected| {
+        one_cpu(
+            name,
+            ("smm", "attack-smm-handler-from-the-guest"),
+            direct,
+            "SMRAM control locked (D_LCK)",
+            expected,
+        )
     };
     let bar = |name, direct, expected| PlatformCase {
-        name,
-        scenario: "bar",
-        attack: "attack-pci-bar-over-locked-page",
-        cpus: 1,
-        direct,
-        console: (!direct).then(|| "okernel: audit log: ".to_string()),
-        emulator_log: &[],
-        expected,
-        floppy: false,
         pci_vga: true,
-        forged: None,
+        ..one_cpu(
+            name,
+            ("bar", "attack-pci-bar-over-locked-page"),
+            direct,
+            "okernel: audit log: ",
+            expected,
+        )
     };
     vec![
         smp(
