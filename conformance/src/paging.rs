@@ -7,7 +7,7 @@
 //! | `LAB` | user data (U/S = 1) | SMAP |
 //! | `LAB + 4K` | user code, `ret` (U/S = 1) | SMEP |
 //! | `LAB + 8K` | supervisor code, `ret`, XD = 1 | NX |
-//! | `BOUNDARY` | the last page below the canonical boundary | RIP advance at 2^47 |
+//! | `BOUNDARY` | the last page below the canonical boundary (U/S = 1) | RIP advance at 2^47, from ring 0 and ring 3 |
 //!
 //! Nothing maps 4 GiB and above in the lower half (a page-fault target).
 
@@ -96,10 +96,12 @@ pub fn init() {
     set(&PT_LAB, 2, addr(&NX_CODE) | P | XD);
     code(&USER_CODE, 0, &[0xc3]);
     code(&NX_CODE, 0, &[0xc3]);
-    set(&PML4, 255, addr(&PDPT_HI) | P | W);
-    set(&PDPT_HI, 511, addr(&PD_HI) | P | W);
-    set(&PD_HI, 511, addr(&PT_HI) | P | W);
-    set(&PT_HI, 511, addr(&BOUNDARY_PAGE) | P | W);
+    // A user page (U/S = 1), so ring 3 runs it too; the kernel runs it
+    // with SMEP off.
+    set(&PML4, 255, addr(&PDPT_HI) | P | W | U);
+    set(&PDPT_HI, 511, addr(&PD_HI) | P | W | U);
+    set(&PD_HI, 511, addr(&PT_HI) | P | W | U);
+    set(&PT_HI, 511, addr(&BOUNDARY_PAGE) | P | W | U);
     // xor eax, eax; cpuid — ending at 0x7fff_ffff_ffff.
     code(&BOUNDARY_PAGE, 0xffc, &[0x31, 0xc0, 0x0f, 0xa2]);
     // SAFETY: the new tables map the first 4 GiB exactly as the loader's

@@ -172,6 +172,13 @@ pub struct Fault {
     pub cr2: u64,
     /// DR6 (for #DB), cleared after reading.
     pub dr6: u64,
+    /// The interrupted CS, SS and RSP the frame holds.
+    pub interrupted: [u64; 3],
+    /// The address just above the frame: where the processor started
+    /// pushing (the aligned RSP).
+    pub frame_top: u64,
+    /// The SS selector the handler ran with.
+    pub handler_ss: u16,
 }
 
 impl Fault {
@@ -241,8 +248,17 @@ extern "C" fn conf_trap(frame: &mut TrapFrame) {
         aligned: start.is_multiple_of(16),
         cr2: x86_64::registers::control::Cr2::read_raw(),
         dr6,
+        interrupted: [frame.cs, frame.ss, frame.rsp],
+        frame_top: start,
+        handler_ss: x86_64::instructions::segmentation::SS::get_reg().0,
     });
     frame.rip = conf_probe_landing as *const () as u64;
+    if frame.cs & 3 != 0 {
+        // From ring 3 (a probe's `conf_to_user`): back to the kernel's
+        // segments.
+        frame.cs = KERNEL_CS.into();
+        frame.ss = KERNEL_SS.into();
+    }
     frame.rflags &= !(RFLAGS_TF | RFLAGS_RF);
     // SAFETY: written by conf_probe before arming: the six saved
     // registers the landing pad pops.
@@ -271,6 +287,14 @@ struct Stack(UnsafeCell<[u8; STACK_SIZE]>);
 unsafe impl Sync for Stack {}
 
 static DF_STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
+/// TSS.RSP0: the stack an exception from ring 3 switches to.
+static RSP0_STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
+
+/// The top of the ring-0 stack an exception from ring 3 is delivered on
+/// (TSS.RSP0, 16-aligned).
+pub fn rsp0_top() -> u64 {
+    (&raw const RSP0_STACK) as u64 + STACK_SIZE as u64
+}
 
 struct Tables {
     idt: InterruptDescriptorTable,
@@ -300,6 +324,7 @@ pub fn init() {
         // borrowed exclusively, once, before anything loads them.
         let (idt, gdt, tss) = unsafe { (&mut (*t).idt, &mut (*t).gdt, &mut (*t).tss) };
         tss.interrupt_stack_table[0] = VirtAddr::from_ptr(&DF_STACK) + STACK_SIZE as u64;
+        tss.privilege_stack_table[0] = VirtAddr::new(rsp0_top());
         // SAFETY: the table holds the 32 stubs defined above, each pushing
         // a dummy error code exactly where the CPU pushes none and ending
         // in iretq; IST slot 0 holds DF_STACK.
@@ -315,6 +340,13 @@ pub fn init() {
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+        let user_ss = gdt.append(Descriptor::user_data_segment());
+        let user_cs = gdt.append(Descriptor::user_code_segment());
+        assert_eq!(
+            (code.0, data.0, tss_sel.0, user_ss.0, user_cs.0),
+            (KERNEL_CS, KERNEL_SS, TSS_SELECTOR, USER_SS, USER_CS),
+            "the GDT's layout"
+        );
         // SAFETY: built above, never mutated again; 'static.
         let gdt: &'static GlobalDescriptorTable = unsafe { &(*t).gdt };
         gdt.load();
@@ -353,3 +385,10 @@ pub fn table_addrs() -> (u64, u16, u64, u16) {
 
 /// The TSS's selector: the fourth GDT entry (null, code, data, TSS).
 const TSS_SELECTOR: u16 = 0x18;
+/// The kernel's code and stack segments.
+const KERNEL_CS: u16 = 0x08;
+const KERNEL_SS: u16 = 0x10;
+/// Ring 3's stack and code segments (after the TSS's two slots), RPL 3.
+pub const USER_SS: u16 = 0x2b;
+/// Ring 3's code segment.
+pub const USER_CS: u16 = 0x33;

@@ -59,21 +59,24 @@ const RFLAGS_RF: u64 = 1 << 16;
 
 /// CPUID (which exits) in the last two bytes below the canonical
 /// boundary: it completes (EBX holds leaf 0x4000_0000's signature), then
-/// the guest takes #GP(0) — at the CPUID, since VM entry cannot load the
-/// non-canonical RIP hardware would report (`docs/vmx-core.md`) — with RF
-/// set in the frame, as for any fault (issue 18). The monitor used to end
-/// the run here ("guest RIP ... is not canonical").
+/// the guest takes #GP(0) with the non-canonical RIP 2^47 in its frame, as
+/// hardware reports it — the monitor delivers that #GP itself, since VM
+/// entry cannot load the RIP (`okernel::exit::deliver`) — with RF set in
+/// the frame, as for any fault (issue 18). The monitor used to end the
+/// run here ("guest RIP ... is not canonical"), then to report the #GP at
+/// the CPUID.
 fn canonical_boundary(checks: &mut Checks) {
     // mov eax, 0x4000_0000; cpuid
     let at = crate::arch::canonical::map_top(&[0xb8, 0x00, 0x00, 0x00, 0x40, 0x0f, 0xa2]);
     let cpuid = at + 5;
+    let next = cpuid + 2;
     let r = probe(crate::arch::ops::call_at, at);
     checks.check(
         "canonical-boundary-gp",
         11,
         matches!(r, Err(f) if f.vector == 13 && f.error_code == 0
-            && f.rip == cpuid && f.rflags & RFLAGS_RF != 0),
-        format_args!("CPUID at {cpuid:#x}: {r:x?}"),
+            && f.rip == next && f.rflags & RFLAGS_RF != 0),
+        format_args!("CPUID at {cpuid:#x}, #GP expected at {next:#x}: {r:x?}"),
     );
 }
 

@@ -7,7 +7,33 @@ use crate::cpu;
 use crate::paging::{BOUNDARY_ENTRY, LAB};
 use crate::probes::*;
 use crate::report::Checks;
-use crate::trap::probe;
+use crate::trap::{USER_CS, USER_SS, probe, rsp0_top};
+
+/// The ring-3 stack pointer of the user probe: in the user data page.
+const USER_RSP: u64 = LAB + 0xff0;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.conf_user, "ax"
+    /* u64 conf_to_user(u64 rip): IRETQ to ring 3 at rip, IF clear, on
+       USER_RSP; it comes back only through an exception. */
+    .global conf_to_user
+conf_to_user:
+    push {ss}
+    push {rsp}
+    push 2
+    push {cs}
+    push rdi
+    iretq
+"#,
+    ss = const USER_SS,
+    cs = const USER_CS,
+    rsp = const USER_RSP,
+);
+
+unsafe extern "C" {
+    fn conf_to_user(rip: u64) -> u64;
+}
 
 const CR4_UMIP: u64 = 1 << 11;
 const CR4_SMEP: u64 = 1 << 20;
@@ -81,6 +107,48 @@ pub fn run_all(c: &mut Checks) {
             }
         ),
     );
+    // The same from ring 3: the #GP switches to TSS.RSP0 and a null SS
+    // (SDM Vol. 3A §7.14.4 "Stack Switching in IA-32e Mode"); the frame
+    // holds ring 3's CS, SS and RSP. Under okernel the monitor delivers
+    // it (its RIP is not canonical): every part of the frame is compared.
+    let r = probe(conf_to_user_probe, BOUNDARY_ENTRY);
+    let (gp, frame) = match &r {
+        Err(f) => (
+            f.vector == 13
+                && f.error_code == 0
+                && f.rip == cpuid_at + 2
+                && f.interrupted == [u64::from(USER_CS), u64::from(USER_SS), USER_RSP]
+                && f.frame_top == rsp0_top()
+                && f.handler_ss == 0,
+            Some(f),
+        ),
+        Ok(_) => (false, None),
+    };
+    c.line(
+        "canonical-boundary-cpuid-ring3",
+        gp,
+        format_args!(
+            "{} cs=0x{:x} ss=0x{:x} rsp-user={} on-rsp0={} handler-ss=0x{:x}",
+            super::Seen {
+                result: &r,
+                at: cpuid_at,
+                next: cpuid_at + 2
+            },
+            frame.map_or(0, |f| f.interrupted[0]),
+            frame.map_or(0, |f| f.interrupted[1]),
+            frame.is_some_and(|f| f.interrupted[2] == USER_RSP),
+            frame.is_some_and(|f| f.frame_top == rsp0_top()),
+            frame.map_or(0xffff, |f| f.handler_ss),
+        ),
+    );
+}
+
+/// [`conf_to_user`] as a probe's function.
+extern "C" fn conf_to_user_probe(rip: u64) -> u64 {
+    // SAFETY: `rip` is the boundary code, mapped for ring 3; the user
+    // segments are in the GDT; the exception it ends with is caught by
+    // the probe, whose landing restores the kernel's segments and stack.
+    unsafe { conf_to_user(rip) }
 }
 
 /// Runs `f` with `bits` set in CR4, then clears them again.

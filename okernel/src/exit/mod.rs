@@ -17,6 +17,7 @@ pub mod apic;
 pub mod counters;
 pub mod cpuid;
 pub mod cr;
+pub mod deliver;
 pub mod descriptor;
 pub mod ept_violation;
 pub mod events;

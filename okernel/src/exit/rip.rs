@@ -111,7 +111,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
                 self.complete_flags()?;
                 Ok(self.clear_sti_mov_ss_blocking()?)
             }
-            None => Ok(self.next_fetch_faults()?),
+            None => Ok(self.next_fetch_faults(rip.wrapping_add(u64::from(len)))?),
         }
     }
 
@@ -166,18 +166,24 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     }
 
     /// The exiting instruction completed in 64-bit mode at the top of the
-    /// lower canonical half, and the next RIP is not canonical: on
+    /// lower canonical half, and the next RIP, `next`, is not canonical: on
     /// hardware RIP advances and the fetch at the new RIP raises #GP(0)
-    /// (SDM Vol. 1 §3.3.7.1 "Canonical Addressing"; Vol. 3A §6.15,
-    /// "Interrupt 13"). VM entry cannot load a non-canonical RIP (SDM Vol.
-    /// 3C §27.3.1.4 "Checks on Guest RIP, RFLAGS, and SSP"), so the guest
-    /// gets that #GP(0) with the saved RIP at the instruction that
-    /// completed — the one difference from hardware, whose saved RIP is the
-    /// non-canonical one (`docs/vmx-core.md`, "What a guest can observe").
-    /// Never a monitor stop: the guest's own #GP handler decides.
+    /// with `next` as the saved RIP (SDM Vol. 1 §3.3.7.1 "Canonical
+    /// Addressing"; Vol. 3A §6.15, "Interrupt 13"). VM entry cannot load a
+    /// non-canonical RIP (SDM Vol. 3C §27.3.1.4 "Checks on Guest RIP,
+    /// RFLAGS, and SSP"), so the monitor delivers that #GP in software
+    /// ([`super::deliver`]); where the delivery is one the processor must
+    /// judge (a fault during it, an access the view refuses, a pending
+    /// single step...) the #GP(0) is injected at the instruction that
+    /// completed, the one difference from hardware (`docs/vmx-core.md`,
+    /// "What a guest can observe"). Never a monitor stop: the guest's own
+    /// #GP handler decides.
     #[inline(always)]
-    fn next_fetch_faults(&mut self) -> Result<(), VmFail> {
+    fn next_fetch_faults(&mut self, next: u64) -> Result<(), VmFail> {
         self.clear_sti_mov_ss_blocking()?;
+        if self.deliver_fetch_gp(next)? {
+            return Ok(());
+        }
         self.inject_event(Exception::GeneralProtection, 0)
     }
 }

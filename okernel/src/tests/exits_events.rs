@@ -50,6 +50,9 @@ fn an_instruction_ending_at_the_canonical_boundary_completes_then_gp() {
         v.vmcs.set(Guest32::InterruptibilityState, 0b01);
         assert_eq!(wbinvd_at(&mut v, at, len), ExitAction::Resume);
         assert_eq!(v.cpu.wbinvds, 1, "the instruction completed");
+        // No guest memory here (no IDT to read): the monitor leaves the
+        // #GP to the processor, at the instruction (tests/policy/fetch_gp.rs
+        // has the software delivery with the non-canonical RIP).
         assert_eq!(rip(&v), at, "VM entry cannot load the non-canonical RIP");
         assert_eq!(injected(&v), GP);
         assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0);

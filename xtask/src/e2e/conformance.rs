@@ -85,12 +85,6 @@ pub const KNOWN: &[Known] = &[
         kind: Kind::ByDesign,
         why: "descriptor-table loads are refused after LockDescriptorTables (invariant 4; the kernel locks them under okernel only)",
     },
-    Known {
-        check: "conf-canonical-boundary-cpuid",
-        okernel: GP_AT,
-        kind: Kind::Defect,
-        why: "the #GP(0) of the fetch at 2^47 is delivered with RIP at the CPUID, not at 2^47: VM entry cannot load a non-canonical RIP (SDM Vol. 3C §27.3.1.4)",
-    },
 ];
 
 /// What a comparison found: the lines compared and the listed

@@ -6,6 +6,7 @@
 
 mod contexts;
 mod exits;
+mod fetch_gp;
 mod gates;
 mod page_table;
 mod patch;
