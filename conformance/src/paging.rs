@@ -8,6 +8,8 @@
 //! | `LAB + 4K` | user code, `ret` (U/S = 1) | SMEP |
 //! | `LAB + 8K` | supervisor code, `ret`, XD = 1 | NX |
 //! | `BOUNDARY` | the last page below the canonical boundary (U/S = 1) | RIP advance at 2^47, from ring 0 and ring 3 |
+//! | `WRAP_ENTRY` (4 GiB − 4 KiB) | code ending at 4 GiB − 1, instead of the BIOS ROM's last page | EIP wrap in compatibility mode |
+//! | 0 | `ud2`, instead of physical page 0 | where the wrapped EIP lands |
 //!
 //! Nothing maps 4 GiB and above in the lower half (a page-fault target).
 
@@ -54,7 +56,11 @@ pages!(
     USER_DATA,
     USER_CODE,
     NX_CODE,
-    BOUNDARY_PAGE
+    BOUNDARY_PAGE,
+    PT_ZERO,
+    PT_TOP,
+    ZERO_PAGE,
+    TOP_PAGE
 );
 
 fn addr(p: &Page) -> u64 {
@@ -77,6 +83,11 @@ fn code(p: &Page, offset: usize, code: &[u8]) {
 /// The entry point of the boundary code: `xor eax, eax; cpuid` whose
 /// last byte is at 2^47 - 1.
 pub const BOUNDARY_ENTRY: u64 = BOUNDARY + 0xffc;
+
+/// The entry point of the wrap code: `xor eax, eax; cpuid` whose last
+/// byte is at 4 GiB − 1, run in compatibility mode: EIP wraps to 0 (SDM
+/// Vol. 1 §3.5), where linear page 0 holds `ud2`.
+pub const WRAP_ENTRY: u64 = 0xffff_fffc;
 
 /// Builds the tables and loads CR3.
 pub fn init() {
@@ -104,9 +115,30 @@ pub fn init() {
     set(&PT_HI, 511, addr(&BOUNDARY_PAGE) | P | W | U);
     // xor eax, eax; cpuid — ending at 0x7fff_ffff_ffff.
     code(&BOUNDARY_PAGE, 0xffc, &[0x31, 0xc0, 0x0f, 0xa2]);
+    // Linear page 0 → `ud2`; the rest of the first 2 MiB identity.
+    set(&PD0, 0, addr(&PT_ZERO) | P | W);
+    set(&PT_ZERO, 0, addr(&ZERO_PAGE) | P | W);
+    for i in 1..512 {
+        set(&PT_ZERO, i, ((i as u64) << 12) | P | W);
+    }
+    code(&ZERO_PAGE, 0, &[0x0f, 0x0b]);
+    // The last 4 KiB below 4 GiB → the wrap code; the rest of the last
+    // 2 MiB as before (uncached).
+    set(&PD3, 511, addr(&PT_TOP) | P | W);
+    for i in 0..511 {
+        set(
+            &PT_TOP,
+            i,
+            (0xffe0_0000 + ((i as u64) << 12)) | P | W | PCD | PWT,
+        );
+    }
+    set(&PT_TOP, 511, addr(&TOP_PAGE) | P | W);
+    // xor eax, eax; cpuid — ending at 0xffff_ffff.
+    code(&TOP_PAGE, 0xffc, &[0x31, 0xc0, 0x0f, 0xa2]);
     // SAFETY: the new tables map the first 4 GiB exactly as the loader's
-    // do (this code, its stack and data are below 4 GiB), so execution
-    // continues; PML4 is 4 KiB aligned.
+    // do but for linear page 0 and the BIOS ROM's last page, which this
+    // kernel never uses (its code, stack and data are elsewhere below
+    // 4 GiB), so execution continues; PML4 is 4 KiB aligned.
     unsafe {
         core::arch::asm!("mov cr3, {}", in(reg) addr(&PML4), options(nostack));
     }

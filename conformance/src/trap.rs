@@ -253,9 +253,9 @@ extern "C" fn conf_trap(frame: &mut TrapFrame) {
         handler_ss: x86_64::instructions::segmentation::SS::get_reg().0,
     });
     frame.rip = conf_probe_landing as *const () as u64;
-    if frame.cs & 3 != 0 {
-        // From ring 3 (a probe's `conf_to_user`): back to the kernel's
-        // segments.
+    if frame.cs != u64::from(KERNEL_CS) {
+        // From ring 3 or compatibility mode (a probe's `conf_to_user` or
+        // `conf_to_compat`): back to the kernel's segments.
         frame.cs = KERNEL_CS.into();
         frame.ss = KERNEL_SS.into();
     }
@@ -342,9 +342,17 @@ pub fn init() {
         let tss_sel = gdt.append(Descriptor::tss_segment(tss));
         let user_ss = gdt.append(Descriptor::user_data_segment());
         let user_cs = gdt.append(Descriptor::user_code_segment());
+        let compat_cs = gdt.append(Descriptor::UserSegment(CODE32));
         assert_eq!(
-            (code.0, data.0, tss_sel.0, user_ss.0, user_cs.0),
-            (KERNEL_CS, KERNEL_SS, TSS_SELECTOR, USER_SS, USER_CS),
+            (code.0, data.0, tss_sel.0, user_ss.0, user_cs.0, compat_cs.0),
+            (
+                KERNEL_CS,
+                KERNEL_SS,
+                TSS_SELECTOR,
+                USER_SS,
+                USER_CS,
+                COMPAT_CS
+            ),
             "the GDT's layout"
         );
         // SAFETY: built above, never mutated again; 'static.
@@ -392,3 +400,8 @@ const KERNEL_SS: u16 = 0x10;
 pub const USER_SS: u16 = 0x2b;
 /// Ring 3's code segment.
 pub const USER_CS: u16 = 0x33;
+/// A ring-0 32-bit code segment: compatibility mode.
+pub const COMPAT_CS: u16 = 0x38;
+/// Its descriptor: base 0, limit 4 GiB (G), D = 1, L = 0, present, DPL 0,
+/// execute/read, accessed (SDM Vol. 3A §3.4.5).
+const CODE32: u64 = 0x00cf_9b00_0000_ffff;

@@ -108,7 +108,7 @@ impl fmt::Display for Seen<'_> {
 
 /// Whether `result` is the exception `want` describes (at `at`/`next`),
 /// pushed from an aligned stack.
-fn matches(result: &Result<u64, Fault>, want: Option<Want>, at: u64, next: u64) -> bool {
+pub fn matches(result: &Result<u64, Fault>, want: Option<Want>, at: u64, next: u64) -> bool {
     match (result, want) {
         (Ok(_), None) => true,
         (Err(f), Some(w)) => {

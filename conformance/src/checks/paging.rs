@@ -2,12 +2,12 @@
 //! §5.7) where CPUID lists them, and the canonical boundary: code whose
 //! last byte is at 2^47 - 1 completes and the next fetch faults.
 
-use super::{at, report, run};
+use super::{Rip, Want, at, report, run};
 use crate::cpu;
-use crate::paging::{BOUNDARY_ENTRY, LAB};
+use crate::paging::{BOUNDARY_ENTRY, LAB, WRAP_ENTRY};
 use crate::probes::*;
 use crate::report::Checks;
-use crate::trap::{USER_CS, USER_SS, probe, rsp0_top};
+use crate::trap::{COMPAT_CS, Fault, USER_CS, USER_SS, probe, rsp0_top};
 
 /// The ring-3 stack pointer of the user probe: in the user data page.
 const USER_RSP: u64 = LAB + 0xff0;
@@ -25,14 +25,24 @@ conf_to_user:
     push {cs}
     push rdi
     iretq
+
+    /* u64 conf_to_compat(u64 eip): a far return to compatibility mode
+       (ring 0) at eip; it comes back only through an exception. */
+    .global conf_to_compat
+conf_to_compat:
+    push {compat}
+    push rdi
+    retfq
 "#,
     ss = const USER_SS,
     cs = const USER_CS,
     rsp = const USER_RSP,
+    compat = const COMPAT_CS,
 );
 
 unsafe extern "C" {
     fn conf_to_user(rip: u64) -> u64;
+    fn conf_to_compat(eip: u64) -> u64;
 }
 
 const CR4_UMIP: u64 = 1 << 11;
@@ -111,6 +121,7 @@ pub fn run_all(c: &mut Checks) {
     // (SDM Vol. 3A §7.14.4 "Stack Switching in IA-32e Mode"); the frame
     // holds ring 3's CS, SS and RSP. Under okernel the monitor delivers
     // it (its RIP is not canonical): every part of the frame is compared.
+    eip_wrap(c);
     let r = probe(conf_to_user_probe, BOUNDARY_ENTRY);
     let (gp, frame) = match &r {
         Err(f) => (
@@ -141,6 +152,51 @@ pub fn run_all(c: &mut Checks) {
             frame.map_or(0xffff, |f| f.handler_ss),
         ),
     );
+}
+
+/// The same at the top of the 32-bit address space, in compatibility
+/// mode: the CPUID completes at 4 GiB − 1 and EIP wraps to 0 (SDM Vol. 1
+/// §3.5), where `ud2` raises #UD with the saved RIP 0 and the 32-bit CS
+/// in the frame.
+fn eip_wrap(c: &mut Checks) {
+    let r = probe(conf_to_compat_probe, WRAP_ENTRY);
+    let cs = r.as_ref().err().map_or(0, |f| f.interrupted[0]);
+    let want = Want {
+        vector: 6,
+        error: 0,
+        rip: Rip::Next,
+    };
+    // Bochs saves 0x1_0000_0000 here (xtask's table: its reference is not
+    // the SDM's); the low 32 bits, EIP, are 0 either way.
+    let wrapped = r.as_ref().err().map(|f| {
+        Err(Fault {
+            rip: f.rip & 0xffff_ffff,
+            ..*f
+        })
+    });
+    let ok = cs == u64::from(COMPAT_CS)
+        && wrapped.is_some_and(|w| super::matches(&w, Some(want), WRAP_ENTRY + 2, 0));
+    c.line(
+        "eip-wraps-at-4gib-compat",
+        ok,
+        format_args!(
+            "{} cs=0x{cs:x}",
+            super::Seen {
+                result: &r,
+                at: WRAP_ENTRY + 2,
+                next: 0
+            }
+        ),
+    );
+}
+
+/// [`conf_to_compat`] as a probe's function.
+extern "C" fn conf_to_compat_probe(eip: u64) -> u64 {
+    // SAFETY: `eip` is the wrap code, mapped below 4 GiB with linear page
+    // 0 holding `ud2`; the 32-bit code segment is in the GDT; the #UD it
+    // ends with is caught by the probe, whose landing restores the
+    // kernel's 64-bit segments and stack.
+    unsafe { conf_to_compat(eip) }
 }
 
 /// [`conf_to_user`] as a probe's function.
