@@ -166,6 +166,10 @@ pub mod pte {
     pub const PRESENT: u64 = 1;
     /// Writable.
     pub const WRITABLE: u64 = 1 << 1;
+    /// Accessed.
+    pub const ACCESSED: u64 = 1 << 5;
+    /// Dirty.
+    pub const DIRTY: u64 = 1 << 6;
     /// Page size (PAT in a 4 KiB entry): the monitor assumes 1 GiB.
     pub const PAGE_SIZE: u64 = 1 << 7;
     /// The frame address.
@@ -199,22 +203,30 @@ pub trait Protected {
 /// rules of `docs/hypercall-abi.md`): never a writable mapping of
 /// protected data; an entry linking to a page table only to another one;
 /// an entry mapping protected memory only to the same frame and size.
-pub fn pte_update_allowed(p: &impl Protected, old: u64, new: u64) -> bool {
+/// From an `untrusted` context such an entry keeps every bit but A and D,
+/// which it may only set — and a link its frame (issue 13's flag gap).
+pub fn pte_update_allowed(p: &impl Protected, untrusted: bool, old: u64, new: u64) -> bool {
     let covers =
         |e: u64, f: &dyn Fn(u64, u64) -> bool| mapped_range(e).is_some_and(|(b, l)| f(b, l));
     let data = |b, l| p.protected_data(b, l);
     let table = |b, l| p.page_table(b, l);
+    // Only `free` bits differ, and A/D only from clear to set.
+    let keeps = |free: u64| {
+        let ad = pte::ACCESSED | pte::DIRTY;
+        !untrusted || ((old ^ new) & !(free | ad) == 0 && old & !new & ad == 0)
+    };
     if new & pte::WRITABLE != 0 && covers(new, &data) {
         return false;
     }
     let links = |e: u64| e & pte::PAGE_SIZE == 0 && covers(e, &table);
     if links(old) {
-        return links(new);
+        return links(new) && keeps(pte::ADDR);
     }
     if covers(old, &data) || covers(old, &table) {
         return new & pte::PRESENT != 0
             && new & pte::ADDR == old & pte::ADDR
-            && new & pte::PAGE_SIZE == old & pte::PAGE_SIZE;
+            && new & pte::PAGE_SIZE == old & pte::PAGE_SIZE
+            && keeps(0);
     }
     true
 }
@@ -537,30 +549,39 @@ mod tests {
         let data = 0x50_0000 | pte::PRESENT;
         let table = 0x2f_0000 | pte::PRESENT | pte::WRITABLE;
         let m = Map;
-        assert!(pte_update_allowed(&m, 0, text), "read-only map of text");
+        for untrusted in [false, true] {
+            let allowed = |old, new| pte_update_allowed(&m, untrusted, old, new);
+            assert!(allowed(0, text), "read-only map of text");
+            assert!(!allowed(0, text | pte::WRITABLE), "writable text");
+            assert!(allowed(0, data | pte::WRITABLE));
+            assert!(allowed(data, 0), "unmap plain data");
+            assert!(allowed(data, data | 1 << 63), "plain data's flags");
+            assert!(!allowed(text, 0), "unmap text");
+            assert!(!allowed(text, data), "remap text elsewhere");
+            assert!(allowed(text, text | pte::ACCESSED), "A set");
+            assert!(!allowed(table, data), "link to table replaced");
+            assert!(
+                allowed(table, 0x2f_1000 | pte::PRESENT | pte::WRITABLE),
+                "link to another table, same flags"
+            );
+            assert!(
+                !allowed(0, data | pte::WRITABLE | pte::PAGE_SIZE),
+                "a writable 1 GiB page covers text"
+            );
+        }
+        // The flags of a protected entry: the trusted context's to change.
+        for flags in [1 << 63, 1 << 2, 1 << 4, 1 << 8] {
+            assert!(pte_update_allowed(&m, false, text, text | flags));
+            assert!(!pte_update_allowed(&m, true, text, text | flags));
+            assert!(pte_update_allowed(&m, false, table, table | flags));
+            assert!(!pte_update_allowed(&m, true, table, table | flags));
+        }
+        let a = pte::ACCESSED;
+        assert!(pte_update_allowed(&m, false, text | a, text), "A cleared");
+        assert!(!pte_update_allowed(&m, true, text | a, text), "A cleared");
         assert!(
-            !pte_update_allowed(&m, 0, text | pte::WRITABLE),
-            "writable text"
-        );
-        assert!(pte_update_allowed(&m, 0, data | pte::WRITABLE));
-        assert!(pte_update_allowed(&m, data, 0), "unmap plain data");
-        assert!(!pte_update_allowed(&m, text, 0), "unmap text");
-        assert!(!pte_update_allowed(&m, text, data), "remap text elsewhere");
-        assert!(
-            pte_update_allowed(&m, text, text | 0x20),
-            "same frame, other flags"
-        );
-        assert!(
-            !pte_update_allowed(&m, table, data),
-            "link to table replaced"
-        );
-        assert!(
-            pte_update_allowed(&m, table, 0x2f_1000 | pte::PRESENT),
-            "link to another table"
-        );
-        assert!(
-            !pte_update_allowed(&m, 0, data | pte::WRITABLE | pte::PAGE_SIZE),
-            "a writable 1 GiB page covers text"
+            !pte_update_allowed(&m, true, table, 0x2f_1000 | pte::PRESENT),
+            "relinked read-only"
         );
     }
 }

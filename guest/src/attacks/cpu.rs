@@ -271,7 +271,21 @@ fn make_alias(
     bool,
 ) {
     let entry = kernel::layout().spaces.alias_entry(slot);
-    let value = frame | PRESENT | WRITABLE | ACCESSED | DIRTY;
+    set_entry_from_a(entry, frame | PRESENT | WRITABLE | ACCESSED | DIRTY)
+}
+
+/// Writes `value` to page-table entry `entry` from `container-a`: first
+/// through `UpdatePageTable`, then, if that did not take, with the
+/// vulnerability's write. Returns the steps' outcomes and whether the
+/// entry holds `value`.
+pub(super) fn set_entry_from_a(
+    entry: u64,
+    value: u64,
+) -> (
+    &'static str,
+    Option<Result<u64, crate::arch::traps::Fault>>,
+    bool,
+) {
     let update = status_name(hypercall_from_a(
         Call::UpdatePageTable,
         [entry, value, 0, 0],
@@ -285,7 +299,7 @@ fn make_alias(
 
 /// Clears alias slot `slot` from the trusted kernel (a plain store in the
 /// trusted view; `UpdatePageTable` if that is refused).
-fn clear_alias(slot: usize) {
+pub(super) fn clear_alias(slot: usize) {
     let entry = kernel::layout().spaces.alias_entry(slot);
     if peek(entry) != Some(0) {
         extern "C" fn zero(addr: u64) -> u64 {

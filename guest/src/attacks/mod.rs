@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod cpu;
+mod entry_flags;
 mod hostile;
 mod legit;
 mod memory;
@@ -158,6 +159,7 @@ pub fn run(
     memory::run(&mut s);
     cpu::run(&mut s);
     policy_gaps::run(&mut s);
+    entry_flags::run(&mut s);
     hostile::run(&mut s);
     legit::after_attacks(&mut s);
 }

@@ -117,7 +117,7 @@ impl World {
             value |= 1 << 2;
         }
         let old = probe(instr::read_u64, entry).unwrap_or(0);
-        let allowed = pte_update_allowed(&self.targets, old, value);
+        let allowed = pte_update_allowed(&self.targets, self.current != 0, old, value);
         let r = match Self::vmcall(Call::UpdatePageTable.raw(), [entry, value, 0, 0]) {
             Ok(r) => r,
             Err(f) => {

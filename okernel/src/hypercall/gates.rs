@@ -18,10 +18,11 @@
 //!   regions, to a supervisor, executable page of locked text
 //!   (`Env::gate_target`; `NotFound` for a page outside locked text, a
 //!   malformed argument or any other failure is `InvalidArgument`). A
-//!   switch checks the same again, so a gate whose mapping an untrusted
-//!   context changed (UpdatePageTable may change the flags of an entry
-//!   that maps text: its rule 2 keeps only the frame) is refused
-//!   (`Refused`), never entered with a fault at its first instruction;
+//!   switch checks the same again, so a gate whose mapping changed (the
+//!   trusted kernel may change the flags of its own text mappings;
+//!   UpdatePageTable refuses an untrusted context any flag change there,
+//!   `hypercall::page_table` rules 2 and 3) is refused (`Refused`), never
+//!   entered with a fault at its first instruction;
 //! * CS and SS are taken from the registering kernel (CPL 0, its code
 //!   segment): a gate starts in the kernel's privilege level and mode,
 //!   whatever the caller ran in — a caller that left 64-bit mode (a

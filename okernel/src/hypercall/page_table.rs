@@ -17,9 +17,39 @@
 //!    views whatever the guest maps);
 //! 2. changing an entry that maps a protected frame (any locked region,
 //!    or a protected page) to anything but the same frame and page size —
-//!    unmapping included, or the remap would take two calls;
+//!    unmapping included, or the remap would take two calls. From an
+//!    untrusted context, to anything but the same entry with A or D
+//!    (bits 5, 6) set;
 //! 3. changing an entry that links to a page-table frame (no bit 7) to
-//!    anything but another link to a page-table frame.
+//!    anything but another link to a page-table frame. From an untrusted
+//!    context the link keeps every other bit too: only its frame may
+//!    change, and A or D be set.
+//!
+//! Why the untrusted context is held to the same entry (issue 13, the
+//! flag gap): the kernel half of every address space is shared, so an
+//! entry mapping text or linking a table is, more often than not, one the
+//! trusted kernel walks too. Rules 2 and 3 once compared only the frame
+//! and bit 7, and an untrusted context could make the trusted kernel's
+//! own text user or execute-disable (its next fetch faults: the host
+//! kernel dies) or a registered gate unusable (`Env::gate_target`
+//! wants supervisor, executable text), so that a later stop of the
+//! context halted the virtual CPU. What may still differ, bit by bit
+//! (SDM Vol. 3A §4.5, Tables 4-15 to 4-20; A/D: §4.8):
+//! * A and D, set only. The processor sets them itself on the next
+//!   access, so setting them changes nothing an access could observe.
+//!   Clearing them is refused: the next walk would make the processor
+//!   write the entry, and locked tables are read-only in untrusted views
+//!   (`docs/policy.md`, guest requirements), so another context's walk
+//!   through a shared entry would become an EPT violation;
+//! * a link's frame (rule 3), to another locked table, as before.
+//!
+//! Everything else is refused: P, R/W, U/S, PWT, PCD, PAT/PS and G
+//! (permission, caching, size, presence, TLB lifetime), XD and the
+//! protection key (bits 59–62), and the bits the processor ignores
+//! (9–11, 52–58): the monitor cannot tell what the trusted kernel keeps
+//! there. The trusted context owns the tables and keeps rules 1–3 as
+//! they were: it may make its text read-only or execute-disable, or
+//! change a link's flags.
 //!
 //! Before those rules, whose table it is (issue 13, class 4): the entry's
 //! table must be reachable from the caller's address space (its CR3)
@@ -65,6 +95,29 @@ pub fn mapped_range(entry: u64) -> Option<PhysRange> {
     })
 }
 
+/// The accessed and dirty bits (5, 6), which the processor sets itself.
+const ACCESSED_DIRTY: u64 = 1 << 5 | 1 << 6;
+
+/// Who asks for an update: the rules hold an untrusted context to more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The trusted context (0), which owns the tables.
+    Trusted,
+    /// Any other context.
+    Untrusted,
+}
+
+impl Caller {
+    /// The caller that context `ctx` is.
+    pub const fn of(ctx: u16) -> Self {
+        if ctx == 0 {
+            Caller::Trusted
+        } else {
+            Caller::Untrusted
+        }
+    }
+}
+
 /// Whether `entry` links to a locked page-table frame (present, no bit 7).
 fn links_to_page_table(p: &Protection, entry: u64) -> bool {
     entry & PRESENT != 0
@@ -73,26 +126,37 @@ fn links_to_page_table(p: &Protection, entry: u64) -> bool {
             .is_some()
 }
 
-/// Whether writing `new` over `old` is allowed by the rules of this
+/// Whether `new` differs from `old` only in bits `free` and in A/D bits
+/// it sets (never clears).
+const fn keeps_all_but(old: u64, new: u64, free: u64) -> bool {
+    (old ^ new) & !(free | ACCESSED_DIRTY) == 0 && old & !new & ACCESSED_DIRTY == 0
+}
+
+/// Whether `caller` may write `new` over `old` by the rules of this
 /// module.
-pub fn allowed(p: &Protection, old: u64, new: u64) -> bool {
-    let new_range = mapped_range(new);
-    if let Some(r) = new_range
+pub fn allowed(p: &Protection, caller: Caller, old: u64, new: u64) -> bool {
+    let untrusted = caller == Caller::Untrusted;
+    // Rule 1: no writable mapping of a protected frame.
+    if let Some(r) = mapped_range(new)
         && new & WRITABLE != 0
         && p.protects(&r, true)
     {
         return false;
     }
+    // Rule 3: a link to a table stays a link to a table.
     if links_to_page_table(p, old) {
-        return links_to_page_table(p, new);
+        return links_to_page_table(p, new) && (!untrusted || keeps_all_but(old, new, ADDR_MASK));
     }
+    // Rule 2: a mapping of a protected frame keeps its frame and size.
     if let Some(r) = mapped_range(old)
         && p.protects(&r, false)
     {
-        let same = new & PRESENT != 0
+        if untrusted {
+            return keeps_all_but(old, new, 0);
+        }
+        return new & PRESENT != 0
             && new & ADDR_MASK == old & ADDR_MASK
             && new & PAGE_SIZE == old & PAGE_SIZE;
-        return same;
     }
     true
 }
@@ -126,7 +190,8 @@ pub fn update<V: Vmcs, C: Cpu>(
     let foreign = level.is_none() && env.prot.current != 0;
     let links_elsewhere =
         level.is_some_and(|l| is_link(l, value) && !links_to_page_table(env.prot, value));
-    if foreign || links_elsewhere || !allowed(env.prot, old, value) {
+    let caller = Caller::of(env.prot.current);
+    if foreign || links_elsewhere || !allowed(env.prot, caller, old, value) {
         env.audit(
             AuditKind::PageTableUpdate,
             entry,

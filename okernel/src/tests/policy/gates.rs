@@ -61,7 +61,9 @@ const CALLER_PENDING: u64 = (1 << 14) | 1;
 /// at the gate's first instruction, with the caller's CR3 and GS).
 const CALLER_BLOCKING: u64 = 0b0011;
 
-fn with_gate(stack: u64) -> (PVcpu, u64) {
+/// Text and page tables locked, a gate at [`GATE`] with `stack`, and
+/// the guest in untrusted context 1; returns the gate's id.
+pub(super) fn with_gate(stack: u64) -> (PVcpu, u64) {
     let mut v = pvcpu();
     lock_for_gates(&mut v);
     set_segments(&mut v, KERNEL_CS, KERNEL_SS);
@@ -283,16 +285,17 @@ fn a_gate_whose_address_no_longer_translates_through_its_cr3_is_refused() {
 
 #[test]
 fn a_gate_whose_page_became_user_or_execute_disable_is_refused_not_entered() {
-    // An untrusted context may change the flags of an entry that maps
-    // text (UpdatePageTable's rule 2 keeps only the frame): a gate page
-    // made user (SMEP) or execute-disable would fault at the gate's first
-    // instruction, in the trusted view, with the caller's registers.
+    // Defence in depth: UpdatePageTable refuses these flag changes from
+    // an untrusted context (`entry_flags.rs`), but the trusted kernel may
+    // make them: a gate page made user (SMEP) or execute-disable would
+    // fault at the gate's first instruction, in the trusted view, with
+    // the caller's registers.
     for flag in [USER, XD] {
         let (mut v, g) = with_gate(STACK);
         v.vmcs
             .set(Guest64::Efer, v.vmcs.get(Guest64::Efer) | EFER_NXE);
-        // U must be set at every level to make a user page (links may
-        // change their flags too: rule 3); XD at any level.
+        // U must be set at every level to make a user page; XD at any
+        // level.
         for entry in [PML4, PDPT, PD + 8 * (TEXT >> 21)] {
             let mut e = [0u8; 8];
             v.memory.phys().copy(entry, &mut e);

@@ -5,6 +5,7 @@
 //! descriptor-table exits, the remap defence, gates and the audit calls.
 
 mod contexts;
+mod entry_flags;
 mod exits;
 mod fetch_gp;
 mod gates;

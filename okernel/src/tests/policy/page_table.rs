@@ -3,7 +3,7 @@
 use okernel_abi::policy::RegionKind;
 
 use super::*;
-use crate::hypercall::page_table::{allowed, mapped_range};
+use crate::hypercall::page_table::{Caller, allowed, mapped_range};
 use crate::policy::audit::{AuditAction, AuditKind};
 
 const P: u64 = 1;
@@ -64,9 +64,10 @@ fn update_page_table_checks_the_entry_address() {
 fn legitimate_updates_are_written_from_any_context() {
     let mut v = locked();
     enter(&mut v, 1);
-    // Plain RAM, writable; then unmapped; then read-only text; then a
-    // permission change of that entry (same frame).
-    for value in [DATA | P | RW, 0, TEXT | P, TEXT | P | 4] {
+    // Plain RAM, writable; then unmapped; then read-only text; then that
+    // entry with A and D set (the only change an untrusted context may
+    // make to it: `entry_flags.rs`).
+    for value in [DATA | P | RW, 0, TEXT | P, TEXT | P | 0x60] {
         ok(&mut v, Call::UpdatePageTable, [SLOT, value, 0]);
         assert_eq!(entry(&v, SLOT), value);
     }
@@ -160,14 +161,14 @@ fn the_rules_judge_entries_by_what_they_could_map() {
         Some(PhysRange::new(0, 1 << 30))
     );
     let v = locked();
-    assert!(allowed(&v.policy, 0, DATA | P | RW));
-    assert!(!allowed(&v.policy, 0, SECRET | P | RW));
+    assert!(allowed(&v.policy, Caller::Untrusted, 0, DATA | P | RW));
+    assert!(!allowed(&v.policy, Caller::Untrusted, 0, SECRET | P | RW));
     assert!(
-        allowed(&v.policy, 0, SECRET | P),
+        allowed(&v.policy, Caller::Untrusted, 0, SECRET | P),
         "read-only: the EPT hides it anyway"
     );
     assert!(
-        allowed(&v.policy, 0, PT | P | RW),
+        allowed(&v.policy, Caller::Untrusted, 0, PT | P | RW),
         "page-table frames are exempt"
     );
 }

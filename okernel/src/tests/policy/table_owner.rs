@@ -15,7 +15,7 @@ const RW: u64 = 2;
 const PS: u64 = 0x80;
 
 /// `UpdatePageTable(at, value)` is refused, audited, and writes nothing.
-fn refused(v: &mut PVcpu, at: u64, value: u64) {
+pub(super) fn refused(v: &mut PVcpu, at: u64, value: u64) {
     let before = (entry(v, at), v.audit.total());
     assert_eq!(
         call(v, Call::UpdatePageTable, [at, value, 0]),
@@ -29,6 +29,7 @@ fn refused(v: &mut PVcpu, at: u64, value: u64) {
         (rec.kind, rec.gpa, rec.qualification, rec.action),
         (AuditKind::PageTableUpdate, at, value, AuditAction::Refused)
     );
+    assert_eq!(rec.context, v.policy.current, "the caller's context");
 }
 
 #[test]
