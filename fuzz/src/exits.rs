@@ -9,7 +9,8 @@
 //! defined outcome and kept its own state consistent.
 
 use arbitrary::Arbitrary;
-use okernel::exit::guest::{CR4_VMXE, SS_DPL};
+use okernel::bits::CR4_VMXE;
+use okernel::exit::guest::SS_DPL;
 use okernel::exit::{ExitAction, ExitError, handle_exit, rip};
 use okernel::vmx::capability::feature_control;
 use okernel::vmx::exit_reason::ExitReason;

@@ -19,6 +19,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod arch;
+pub mod bits;
 pub mod check;
 pub mod exit;
 pub mod fmt;

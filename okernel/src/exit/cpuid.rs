@@ -3,8 +3,9 @@
 
 use okernel_abi::cpuid as leaves;
 
-use super::guest::{CR4_OSXSAVE, Vcpu};
+use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
+use crate::bits::{CR4_OSXSAVE, CR4_PKE};
 use crate::hw::{Cpu, CpuidResult, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
@@ -21,7 +22,6 @@ pub const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// CPUID.7.0:ECX.OSPKE (bit 4): mirrors the guest's CR4.PKE.
 pub const LEAF7_ECX_OSPKE: u32 = 1 << 4;
-const CR4_PKE: u64 = 1 << 22;
 
 /// The first and last leaf of the hypervisor range.
 const HYPERVISOR_RANGE: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4000_00ff;

@@ -13,8 +13,12 @@
 //! and CR8-load/store exiting are 0); CR3 is handled anyway, CR8 (and any
 //! other register number) gets #UD.
 
-use super::guest::{CR0_PE, CR0_PG, CR4_PAE, CR4_SMXE, CR4_VMXE, EFER_LMA, EFER_LME, Vcpu};
+use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
+use crate::bits::{
+    CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_PKE, CR4_PSE,
+    CR4_SMAP, CR4_SMEP, CR4_SMXE, CR4_VMXE, EFER_LMA, EFER_LME,
+};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::audit::AuditKind;
@@ -24,15 +28,10 @@ use crate::vmx::event::Exception;
 use crate::vmx::fields::{Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural};
 use crate::vmx::qualification::{CrAccess, CrAccessType};
 
-const CR0_TS: u64 = 1 << 3;
-const CR0_WP: u64 = 1 << 16;
 /// CR4 bits whose change invalidates TLB entries (SDM Vol. 3A §4.10.4.1):
 /// PSE, PAE, PGE, PCIDE, SMEP, SMAP, PKE.
 const CR4_PAGING_BITS: u64 =
-    (1 << 4) | (1 << 5) | (1 << 7) | (1 << 17) | (1 << 20) | (1 << 21) | (1 << 22);
-
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
+    CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP | CR4_PKE;
 
 /// Handles a control-register access exit.
 pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(

@@ -40,6 +40,9 @@
 //! writes what the guest's own delivery could not.
 
 use super::guest::Vcpu;
+use crate::bits::{
+    CR0_WP, CR4_CET, CR4_SMAP, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
+};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
@@ -49,21 +52,8 @@ use crate::vmx::fields::{Control32, Guest16, Guest32, Guest64, GuestNatural};
 
 /// The #GP vector.
 const VECTOR_GP: u64 = 13;
-/// RFLAGS bits a delivery through any gate clears (§6.12.1.3, §6.14):
-/// TF (8), NT (14), RF (16), VM (17).
-const CLEARED_BY_DELIVERY: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17);
-/// RFLAGS.IF, which an interrupt gate clears too.
-const RFLAGS_IF: u64 = 1 << 9;
-/// RFLAGS.TF.
-const RFLAGS_TF: u64 = 1 << 8;
-/// RFLAGS.RF.
-const RFLAGS_RF: u64 = 1 << 16;
-/// CR0.WP.
-const CR0_WP: u64 = 1 << 16;
-/// CR4.SMAP.
-const CR4_SMAP: u64 = 1 << 21;
-/// CR4.CET.
-const CR4_CET: u64 = 1 << 23;
+/// RFLAGS bits a delivery through any gate clears (§6.12.1.3, §6.14).
+const CLEARED_BY_DELIVERY: u64 = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM;
 /// The access rights of an unusable segment (SDM Vol. 3C §25.4.1).
 const UNUSABLE: u32 = 1 << 16;
 /// Gate types (descriptor bits 43:40): 64-bit interrupt and trap gates.

@@ -29,6 +29,7 @@
 
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
+use crate::bits::{CR0_WP, CR4_UMIP};
 use crate::exit::cr::visible_cr4;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
@@ -40,14 +41,12 @@ use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use crate::vmx::regs::Gpr;
 
-const CR0_WP: u64 = 1 << 16;
 /// #PF error code: P (a protection violation, not a missing page).
 const PF_PRESENT: u32 = 1 << 0;
 /// #PF error code: W/R (a write).
 const PF_WRITE: u32 = 1 << 1;
 /// #PF error code: U/S (at CPL 3).
 const PF_USER: u32 = 1 << 2;
-const CR4_UMIP: u64 = 1 << 11;
 
 /// The instruction an exit of reason 46 or 47 is for (instruction
 /// information bits 29:28).

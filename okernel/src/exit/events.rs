@@ -9,8 +9,9 @@
 //! | [`Vcpu::fault_during_delivery`] | a denied access the processor made while delivering an event | the #GP, #DF or shutdown the double-fault rules give (SDM Vol. 3A Table 6-5, [`crate::vmx::delivery`]) |
 //! | [`Vcpu::reinject`] | an event a VM exit intercepted (exit reason 0) | the same event, with its error code, and the instruction length for software interrupts and exceptions (§27.6.1.1) |
 
-use super::guest::{CR0_PE, Vcpu};
+use super::guest::Vcpu;
 use super::{ExitAction, ExitError, stop};
+use crate::bits::CR0_PE;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;

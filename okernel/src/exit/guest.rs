@@ -3,6 +3,10 @@
 //! injection.
 
 use super::{ExitAction, ExitError};
+use crate::bits::{
+    CR0_PE, CR0_PG, CR4_SMXE, CR4_VMXE, EFER_LMA, RFLAGS_AC, RFLAGS_DF, RFLAGS_IF, RFLAGS_IOPL,
+    RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
+};
 use crate::exit::counters::ExitCounters;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::{GuestMemory, NoGuestMemory};
@@ -15,27 +19,6 @@ use crate::vmx::error::VmFail;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural};
 use crate::vmx::regs::{Gpr, GuestRegisters};
-
-/// CR0.PE.
-pub const CR0_PE: u64 = 1 << 0;
-/// CR0.NE.
-pub const CR0_NE: u64 = 1 << 5;
-/// CR0.PG.
-pub const CR0_PG: u64 = 1 << 31;
-/// CR4.PAE.
-pub const CR4_PAE: u64 = 1 << 5;
-/// CR4.LA57 (5-level paging).
-pub const CR4_LA57: u64 = 1 << 12;
-/// CR4.VMXE.
-pub const CR4_VMXE: u64 = 1 << 13;
-/// CR4.SMXE.
-pub const CR4_SMXE: u64 = 1 << 14;
-/// CR4.OSXSAVE.
-pub const CR4_OSXSAVE: u64 = 1 << 18;
-/// EFER.LME.
-pub const EFER_LME: u64 = 1 << 8;
-/// EFER.LMA.
-pub const EFER_LMA: u64 = 1 << 10;
 
 /// The DPL field (bits 6:5) of segment access rights (SDM Vol. 3C
 /// §25.4.1, Table 25-2).
@@ -135,31 +118,23 @@ impl CrConfig {
 pub struct GateEntry;
 
 impl GateEntry {
-    /// RFLAGS.TF.
-    pub const TF: u64 = 1 << 8;
-    /// RFLAGS.IF.
-    pub const IF: u64 = 1 << 9;
-    /// RFLAGS.DF.
-    pub const DF: u64 = 1 << 10;
-    /// RFLAGS.RF.
-    pub const RF: u64 = 1 << 16;
-    /// RFLAGS.AC.
-    pub const AC: u64 = 1 << 18;
-    /// RFLAGS.IOPL (bits 13:12).
-    pub const IOPL: u64 = 0b11 << 12;
-    /// RFLAGS.NT: with it set, IRET in IA-32e mode raises #GP (SDM Vol.
-    /// 2A, IRET), so a caller could make the gate's IRET — how it takes
-    /// NMIs again — fault.
-    pub const NT: u64 = 1 << 14;
-    /// RFLAGS.VM: a virtual-8086 caller (outside IA-32e mode; a gate needs
-    /// it, `Env::gate_target`) must not make VM entry apply the
-    /// virtual-8086 segment checks to the gate's CS and SS.
-    pub const VM: u64 = 1 << 17;
     /// RFLAGS bit 1, always 1.
     pub const FIXED1: u64 = 1 << 1;
-    /// The RFLAGS bits a gate always starts with clear.
-    pub const CLEARED: u64 =
-        Self::TF | Self::IF | Self::DF | Self::RF | Self::AC | Self::IOPL | Self::NT | Self::VM;
+    /// The RFLAGS bits a gate always starts with clear: TF, IF, DF, RF,
+    /// AC and IOPL; NT, since with it set IRET in IA-32e mode raises #GP
+    /// (SDM Vol. 2A, IRET), so a caller could make the gate's IRET — how
+    /// it takes NMIs again — fault; VM, since a virtual-8086 caller
+    /// (outside IA-32e mode; a gate needs it, `Env::gate_target`) must not
+    /// make VM entry apply the virtual-8086 segment checks to the gate's
+    /// CS and SS.
+    pub const CLEARED: u64 = RFLAGS_TF
+        | RFLAGS_IF
+        | RFLAGS_DF
+        | RFLAGS_RF
+        | RFLAGS_AC
+        | RFLAGS_IOPL
+        | RFLAGS_NT
+        | RFLAGS_VM;
     /// Activity state "active" (SDM Vol. 3C Table 25-3): a gate runs, even
     /// if the caller was stopped in HLT (an INIT taken there).
     pub const ACTIVE: u32 = 0;

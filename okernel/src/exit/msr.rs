@@ -24,6 +24,7 @@
 use super::guest::Vcpu;
 use super::msr_table::{self, Write};
 use super::{ExitAction, ExitError, apic, msr_shared};
+use crate::bits::EFER_LMA;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::audit::AuditKind;
@@ -125,7 +126,6 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 
 /// IA32_EFER.
 pub const IA32_EFER: u32 = 0xc000_0080;
-const EFER_LMA: u64 = 1 << 10;
 
 /// Where an allowed intercepted write goes.
 enum Target {

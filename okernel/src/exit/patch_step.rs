@@ -40,6 +40,7 @@
 
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
+use crate::bits::{RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::patch_sites;
@@ -53,10 +54,6 @@ use crate::vmx::event::{Exception, InterruptionInfo};
 use crate::vmx::fields::{Control32, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use okernel_abi::policy::RegionKind;
 
-/// RFLAGS.TF.
-const TF: u64 = 1 << 8;
-/// RFLAGS.IF.
-const IF: u64 = 1 << 9;
 /// Interruptibility: blocking by STI, by MOV SS (SDM Vol. 3C Table 25-3).
 const STI_OR_MOV_SS: u32 = 0b11;
 /// Interruptibility: blocking by NMI.
@@ -107,7 +104,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     };
     let cannot_trap = method == StepMethod::TrapFlag
         && !step.open()
-        && (rflags & TF != 0 || interruptibility & STI_OR_MOV_SS != 0);
+        && (rflags & RFLAGS_TF != 0 || interruptibility & STI_OR_MOV_SS != 0);
     if cannot_trap
         || !p.patch.any()
         || p.locked_region_at(gpa, RegionKind::Text).is_none()
@@ -183,7 +180,7 @@ fn arm<V: Vmcs, C: Cpu>(
             // page open until then: the step single-steps the instruction.
             let debugctl = env.prot.patch.step.writer.saved.debugctl;
             v.write(Guest64::Debugctl, debugctl & !BTF)?;
-            v.write(GuestNatural::Rflags, (rflags | TF) & !IF)?;
+            v.write(GuestNatural::Rflags, (rflags | RFLAGS_TF) & !RFLAGS_IF)?;
             v.write(Control32::ExceptionBitmap, u32::MAX)?;
             v.write(Control32::PageFaultErrorCodeMask, 0)?;
             v.write(Control32::PageFaultErrorCodeMatch, 0)?;
@@ -213,7 +210,7 @@ fn disarm<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, w: &Writer) -> Result<(), Ex
             let rflags = v.read(GuestNatural::Rflags)?;
             v.write(
                 GuestNatural::Rflags,
-                (rflags & !(TF | IF)) | (s.rflags & (TF | IF)),
+                (rflags & !(RFLAGS_TF | RFLAGS_IF)) | (s.rflags & (RFLAGS_TF | RFLAGS_IF)),
             )?;
             let debugctl = v.read(Guest64::Debugctl)?;
             v.write(Guest64::Debugctl, (debugctl & !BTF) | (s.debugctl & BTF))?;

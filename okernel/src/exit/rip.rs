@@ -4,8 +4,9 @@
 //! 64-bit mode (48 bits, 57 with CR4.LA57), where the guest takes the
 //! #GP(0) its next fetch would raise instead of the monitor stopping.
 
-use super::guest::{CR4_LA57, Vcpu};
+use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
+use crate::bits::{CR4_LA57, RFLAGS_RF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
@@ -13,10 +14,6 @@ use crate::vmx::error::VmFail;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Field, Guest32, Guest64, GuestNatural, ReadOnly32};
 
-/// RFLAGS.TF.
-const RFLAGS_TF: u64 = 1 << 8;
-/// RFLAGS.RF.
-const RFLAGS_RF: u64 = 1 << 16;
 /// IA32_DEBUGCTL.BTF: single-step on branches only.
 const DEBUGCTL_BTF: u64 = 1 << 1;
 /// Pending debug exceptions BS (bit 14): a single-step trap is pending

@@ -28,6 +28,7 @@ use okernel_abi::hypercall::Status;
 
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
+use crate::bits::{RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::policy::Env;
@@ -67,11 +68,6 @@ pub const fn halt_state(vmx_misc: u64) -> Option<ActivityState> {
         None
     }
 }
-
-/// RFLAGS.IF.
-const RFLAGS_IF: u64 = 1 << 9;
-/// RFLAGS.TF.
-const RFLAGS_TF: u64 = 1 << 8;
 
 /// Stops the context the guest runs in (see the module documentation)
 /// and writes `record` with the action taken.

@@ -5,8 +5,9 @@
 //! the monitor itself can never fault on it. The monitor is built without
 //! SSE/AVX and does not depend on XCR0.
 
-use super::guest::{CR4_OSXSAVE, Vcpu};
+use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
+use crate::bits::CR4_OSXSAVE;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;

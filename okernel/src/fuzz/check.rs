@@ -12,16 +12,13 @@ use okernel_abi::policy::MAX_CONTEXTS;
 
 use super::baseline::{Baseline, PARTS, RegionSum, checksum, fingerprints};
 use super::tracked::Tracking;
+use crate::bits::EFER_LMA;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::locks::{IA32_EFER, guest_msr};
 use crate::policy::protection::Protection;
 use crate::policy::views::Views;
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control64, GuestNatural};
-
-/// EFER.LMA: the processor maintains it, so a locked EFER is compared
-/// without it (as `exit::msr` does for WRMSR).
-const EFER_LMA: u64 = 1 << 10;
 
 /// What a check found: the first four fields of a `CheckReport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -122,7 +122,6 @@ fn dma_ports_passed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ))]
 mod gate {
     use super::*;
-    use crate::exit::guest::GateEntry;
     use crate::vmx::fields::{Guest32, GuestNatural, ReadOnly32};
 
     /// What the caller of a VMCALL had that a gate entry clears.
@@ -175,11 +174,11 @@ mod gate {
             // DELIBERATE DEFECT for fuzzing only: the gate starts with the
             // caller's TF (planted-gate-debug-state) or IF (planted-gate-if).
             let kept = if cfg!(feature = "planted-gate-debug-state") {
-                GateEntry::TF
+                crate::bits::RFLAGS_TF
             } else {
                 0
             } | if cfg!(feature = "planted-gate-if") {
-                GateEntry::IF
+                crate::bits::RFLAGS_IF
             } else {
                 0
             };
@@ -192,7 +191,7 @@ mod gate {
             // caller's VMCALL owes, and its DR7.
             #[cfg(feature = "planted-gate-debug-state")]
             {
-                if self.rflags & GateEntry::TF != 0 {
+                if self.rflags & crate::bits::RFLAGS_TF != 0 {
                     vcpu.vmcs.write(
                         GuestNatural::PendingDebugExceptions,
                         crate::exit::rip::PENDING_BS,
@@ -205,7 +204,7 @@ mod gate {
             #[cfg(feature = "planted-gate-nmi")]
             {
                 let now = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
-                let nmi = GateEntry::NMI_BLOCKING;
+                let nmi = crate::exit::guest::GateEntry::NMI_BLOCKING;
                 vcpu.vmcs.write(
                     Guest32::InterruptibilityState,
                     (now & !nmi) | (self.interruptibility & nmi),

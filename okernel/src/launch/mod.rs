@@ -34,9 +34,9 @@ pub use self::config::{
 use self::ept_view::PoolFrames;
 use self::frames::{FRAME, FramePool};
 use crate::arch;
+use crate::bits::{CR4_OSXSAVE, CR4_VMXE};
 use crate::check::{self, Capabilities};
 use crate::exit::CrConfig;
-use crate::exit::guest::{CR4_OSXSAVE, CR4_VMXE};
 use crate::fmt::FixedString;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::hw::{Cpu, InveptKind, Vmcs};

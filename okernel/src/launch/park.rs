@@ -24,8 +24,8 @@
 //! monitor.
 
 use crate::arch;
+use crate::bits::CR4_VMXE;
 use crate::check::{self, VmxUnavailable};
-use crate::exit::guest::CR4_VMXE;
 use crate::hw::Cpu;
 use crate::hw::real::RealCpu;
 use crate::vmx::error::VmFail;

@@ -3,9 +3,11 @@
 //! of their inputs over [`Vmcs`], tested against the fake VMCS.
 
 use super::config::{GuestEntry, GuestMode};
+use crate::bits::{
+    CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE,
+};
 use crate::check::Capabilities;
 use crate::exit::CrConfig;
-use crate::exit::guest::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use crate::hw::Vmcs;
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::error::VmFail;
@@ -189,18 +191,13 @@ mod ar {
 
 /// The guest CR0, CR4 and EFER at entry, as the guest sees them.
 pub const fn initial_visible(mode: GuestMode) -> (u64, u64, u64) {
-    const ET: u64 = 1 << 4;
-    const NE: u64 = 1 << 5;
-    const WP: u64 = 1 << 16;
-    const MP: u64 = 1 << 1;
-    const NXE: u64 = 1 << 11;
     match mode {
         GuestMode::Long64 { .. } => (
-            CR0_PG | WP | NE | ET | MP | CR0_PE,
+            CR0_PG | CR0_WP | CR0_NE | CR0_ET | CR0_MP | CR0_PE,
             CR4_PAE,
-            EFER_LME | EFER_LMA | NXE,
+            EFER_LME | EFER_LMA | EFER_NXE,
         ),
-        GuestMode::Protected32 => (ET | CR0_PE, 0, 0),
+        GuestMode::Protected32 => (CR0_ET | CR0_PE, 0, 0),
     }
 }
 

@@ -11,6 +11,7 @@
 
 /// Entry bit 0: present.
 pub const PRESENT: u64 = 1 << 0;
+use crate::bits::{CR0_PG, CR4_LA57, CR4_PAE, EFER_LMA, EFER_NXE};
 /// Entry bit 1: read/write.
 pub const WRITABLE: u64 = 1 << 1;
 /// Entry bit 2: user/supervisor.
@@ -21,12 +22,6 @@ pub const PAGE_SIZE: u64 = 1 << 7;
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// Entry bit 63: execute disable (with EFER.NXE).
 pub const XD: u64 = 1 << 63;
-
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_LA57: u64 = 1 << 12;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
 
 /// The paging state a walk needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,10 @@
 //! `policy::apply` turns it into EPT permissions, and `hypercall::policy`
 //! validates the calls that change it.
 
+use crate::bits::{
+    CR0_PE, CR0_PG, CR0_WP, CR4_FSGSBASE, CR4_OSXSAVE, CR4_PAE, CR4_PGE, CR4_SMAP, CR4_SMEP,
+    CR4_UMIP,
+};
 use core::ptr::NonNull;
 
 use okernel_abi::policy::{ExecuteRule, MAX_CONTEXTS, RegionKind};
@@ -29,10 +33,10 @@ pub const PAGES_PER_CONTEXT: usize = MAX_PROTECTED_PAGES / (MAX_CONTEXTS + 1);
 pub const MAX_LOCKED_MSRS: usize = 16;
 
 /// CR0 bits okernel pins: PE, WP, PG.
-pub const CR0_PINNABLE: u64 = (1 << 0) | (1 << 16) | (1 << 31);
+pub const CR0_PINNABLE: u64 = CR0_PE | CR0_WP | CR0_PG;
 /// CR4 bits okernel pins: PAE, PGE, UMIP, FSGSBASE, OSXSAVE, SMEP, SMAP.
 pub const CR4_PINNABLE: u64 =
-    (1 << 5) | (1 << 7) | (1 << 11) | (1 << 16) | (1 << 18) | (1 << 20) | (1 << 21);
+    CR4_PAE | CR4_PGE | CR4_UMIP | CR4_FSGSBASE | CR4_OSXSAVE | CR4_SMEP | CR4_SMAP;
 
 /// A registered region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 use okernel_abi::hypercall::{Call, Status};
 
 use super::*;
+use crate::bits::RFLAGS_RF;
 use crate::exit::rip::next_rip;
-use crate::vmx::event::RFLAGS_RF;
 use crate::vmx::fields::{Guest32, Guest64};
 use crate::vmx::regs::Gpr;
 

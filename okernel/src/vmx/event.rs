@@ -3,6 +3,8 @@
 //! Table 25-16; delivery: §27.6 "Event Injection" — numbered §24.8.3 and
 //! §26.5 in editions before the 2022 renumbering).
 
+use crate::bits::RFLAGS_RF;
+
 /// An exception vector (SDM Vol. 3A §6.3.1, Table 6-1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -164,9 +166,6 @@ pub enum InterruptionType {
 pub const DELIVER_ERROR_CODE: u32 = 1 << 11;
 /// Bit 31: valid.
 pub const VALID: u32 = 1 << 31;
-
-/// Bit 16 of RFLAGS: RF (resume flag).
-pub const RFLAGS_RF: u64 = 1 << 16;
 
 /// The guest RFLAGS to enter with when injecting hardware exception `e`
 /// into a guest in protected mode (`protected`: CR0.PE = 1).

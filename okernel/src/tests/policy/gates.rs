@@ -176,7 +176,7 @@ fn refused_switches_and_switches_into_a_restricted_view_leave_the_state_alone() 
     // instruction (SDM Vol. 3A §19.3.1.1; `exit::rip`), the rest is kept.
     assert_eq!(
         v.vmcs.get(GuestNatural::Rflags),
-        CALLER_RFLAGS & !GateEntry::RF
+        CALLER_RFLAGS & !crate::bits::RFLAGS_RF
     );
     assert_eq!(v.vmcs.get(GuestNatural::Dr7), CALLER_DR7);
     assert_eq!(

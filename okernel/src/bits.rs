@@ -1,0 +1,155 @@
+//! The architectural bits of CR0, CR4, IA32_EFER and RFLAGS the monitor
+//! tests and sets, each defined once, as the `x86_64` crate names them
+//! (SDM Vol. 3A §2.5 "Control Registers", §2.2.1 "Extended Feature
+//! Enable Register"; Vol. 1 §3.4.3 "EFLAGS Register"). Plain `u64`
+//! constants: the VMCS fields and the exit handlers work on raw values.
+
+use x86_64::registers::control::{Cr0Flags, Cr4Flags};
+use x86_64::registers::model_specific::EferFlags;
+use x86_64::registers::rflags::RFlags;
+
+/// CR0.PE: protected mode.
+pub const CR0_PE: u64 = Cr0Flags::PROTECTED_MODE_ENABLE.bits();
+/// CR0.MP: monitor coprocessor.
+pub const CR0_MP: u64 = Cr0Flags::MONITOR_COPROCESSOR.bits();
+/// CR0.TS: task switched.
+pub const CR0_TS: u64 = Cr0Flags::TASK_SWITCHED.bits();
+/// CR0.ET: extension type (always 1 on modern processors).
+pub const CR0_ET: u64 = Cr0Flags::EXTENSION_TYPE.bits();
+/// CR0.NE: native x87 error reporting.
+pub const CR0_NE: u64 = Cr0Flags::NUMERIC_ERROR.bits();
+/// CR0.WP: supervisor writes honour read-only pages.
+pub const CR0_WP: u64 = Cr0Flags::WRITE_PROTECT.bits();
+/// CR0.NW: not write-through.
+pub const CR0_NW: u64 = Cr0Flags::NOT_WRITE_THROUGH.bits();
+/// CR0.CD: cache disable.
+pub const CR0_CD: u64 = Cr0Flags::CACHE_DISABLE.bits();
+/// CR0.PG: paging.
+pub const CR0_PG: u64 = Cr0Flags::PAGING.bits();
+
+/// CR4.PSE: 4 MiB pages in 32-bit paging.
+pub const CR4_PSE: u64 = Cr4Flags::PAGE_SIZE_EXTENSION.bits();
+/// CR4.PAE: physical-address extension.
+pub const CR4_PAE: u64 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+/// CR4.PGE: global pages.
+pub const CR4_PGE: u64 = Cr4Flags::PAGE_GLOBAL.bits();
+/// CR4.UMIP: user-mode instruction prevention.
+pub const CR4_UMIP: u64 = Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION.bits();
+/// CR4.LA57: 5-level paging.
+pub const CR4_LA57: u64 = Cr4Flags::L5_PAGING.bits();
+/// CR4.VMXE: VMX enable.
+pub const CR4_VMXE: u64 = Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS.bits();
+/// CR4.SMXE: SMX enable.
+pub const CR4_SMXE: u64 = Cr4Flags::SAFER_MODE_EXTENSIONS.bits();
+/// CR4.FSGSBASE: RDFSBASE and friends.
+pub const CR4_FSGSBASE: u64 = Cr4Flags::FSGSBASE.bits();
+/// CR4.PCIDE: process-context identifiers.
+pub const CR4_PCIDE: u64 = Cr4Flags::PCID.bits();
+/// CR4.OSXSAVE: XSAVE and XSETBV enabled.
+pub const CR4_OSXSAVE: u64 = Cr4Flags::OSXSAVE.bits();
+/// CR4.SMEP: supervisor-mode execution prevention.
+pub const CR4_SMEP: u64 = Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits();
+/// CR4.SMAP: supervisor-mode access prevention.
+pub const CR4_SMAP: u64 = Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits();
+/// CR4.PKE: protection keys for user pages.
+pub const CR4_PKE: u64 = Cr4Flags::PROTECTION_KEY_USER.bits();
+/// CR4.CET: control-flow enforcement.
+pub const CR4_CET: u64 = Cr4Flags::CONTROL_FLOW_ENFORCEMENT.bits();
+
+/// IA32_EFER.LME: IA-32e mode enable.
+pub const EFER_LME: u64 = EferFlags::LONG_MODE_ENABLE.bits();
+/// IA32_EFER.LMA: IA-32e mode active (maintained by the processor).
+pub const EFER_LMA: u64 = EferFlags::LONG_MODE_ACTIVE.bits();
+/// IA32_EFER.NXE: execute-disable bit enable.
+pub const EFER_NXE: u64 = EferFlags::NO_EXECUTE_ENABLE.bits();
+
+/// RFLAGS.TF: single step.
+pub const RFLAGS_TF: u64 = RFlags::TRAP_FLAG.bits();
+/// RFLAGS.IF: maskable interrupts enabled.
+pub const RFLAGS_IF: u64 = RFlags::INTERRUPT_FLAG.bits();
+/// RFLAGS.DF: string direction.
+pub const RFLAGS_DF: u64 = RFlags::DIRECTION_FLAG.bits();
+/// RFLAGS.IOPL (two bits).
+pub const RFLAGS_IOPL: u64 = RFlags::IOPL_LOW.bits() | RFlags::IOPL_HIGH.bits();
+/// RFLAGS.NT: nested task.
+pub const RFLAGS_NT: u64 = RFlags::NESTED_TASK.bits();
+/// RFLAGS.RF: resume flag.
+pub const RFLAGS_RF: u64 = RFlags::RESUME_FLAG.bits();
+/// RFLAGS.VM: virtual-8086 mode.
+pub const RFLAGS_VM: u64 = RFlags::VIRTUAL_8086_MODE.bits();
+/// RFLAGS.AC: alignment check / SMAP override.
+pub const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bits_are_the_sdms() {
+        assert_eq!(
+            [
+                CR0_PE, CR0_MP, CR0_TS, CR0_ET, CR0_NE, CR0_WP, CR0_NW, CR0_CD, CR0_PG
+            ],
+            [
+                1,
+                1 << 1,
+                1 << 3,
+                1 << 4,
+                1 << 5,
+                1 << 16,
+                1 << 29,
+                1 << 30,
+                1 << 31
+            ]
+        );
+        assert_eq!(
+            [
+                CR4_PSE, CR4_PAE, CR4_PGE, CR4_UMIP, CR4_LA57, CR4_VMXE, CR4_SMXE
+            ],
+            [1 << 4, 1 << 5, 1 << 7, 1 << 11, 1 << 12, 1 << 13, 1 << 14]
+        );
+        assert_eq!(
+            [
+                CR4_FSGSBASE,
+                CR4_PCIDE,
+                CR4_OSXSAVE,
+                CR4_SMEP,
+                CR4_SMAP,
+                CR4_PKE,
+                CR4_CET
+            ],
+            [
+                1 << 16,
+                1 << 17,
+                1 << 18,
+                1 << 20,
+                1 << 21,
+                1 << 22,
+                1 << 23
+            ]
+        );
+        assert_eq!([EFER_LME, EFER_LMA, EFER_NXE], [1 << 8, 1 << 10, 1 << 11]);
+        assert_eq!(
+            [
+                RFLAGS_TF,
+                RFLAGS_IF,
+                RFLAGS_DF,
+                RFLAGS_IOPL,
+                RFLAGS_NT,
+                RFLAGS_RF,
+                RFLAGS_VM,
+                RFLAGS_AC
+            ],
+            [
+                1 << 8,
+                1 << 9,
+                1 << 10,
+                3 << 12,
+                1 << 14,
+                1 << 16,
+                1 << 17,
+                1 << 18
+            ]
+        );
+    }
+}
