@@ -304,7 +304,7 @@ fn check(v: &FuzzVcpu, e: &Exit, before: &Snapshot, result: &Result<ExitAction, 
     }
     // Invariant 12: IA32_FEATURE_CONTROL reads as VMX disabled.
     if field == ExitReason::Rdmsr as u32
-        && before.regs[1] as u32 == okernel::vmx::capability::msr::IA32_FEATURE_CONTROL
+        && before.regs[1] as u32 == okernel::msrs::IA32_FEATURE_CONTROL
         && rip != before.rip
     {
         let value = v.regs.rax() | (v.regs.rdx() << 32);

@@ -23,7 +23,7 @@ use okernel::launch::{GuestMode, PhysRange};
 use okernel::policy::Protection;
 use okernel::policy::protection::{MsrBitmapPage, PolicyCaps};
 use okernel::policy::views::Views;
-use okernel::vmx::capability::msr;
+use okernel::msrs;
 use okernel::vmx::exit_reason::ExitReason;
 use okernel::vmx::fields::{Control32, ControlNatural, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use okernel::vmx::regs::Gpr;
@@ -132,7 +132,7 @@ pub fn build(caps: PolicyCaps) -> PolicyVcpu {
     let cr = CrConfig::new(hw.cr0_fixed, hw.cr4_fixed);
     let ept = ept::EptCaps::from_msrs(
         hw.ept.0,
-        cpu.read_msr_for_tests(msr::IA32_VMX_PROCBASED_CTLS2),
+        cpu.read_msr_for_tests(msrs::IA32_VMX_PROCBASED_CTLS2),
         39,
     )
     .expect("the fake CPU's EPT capabilities decode");

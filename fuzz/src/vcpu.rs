@@ -13,7 +13,7 @@ use okernel::launch::ept_view::build_base_view;
 use okernel::launch::setup;
 use okernel::launch::{DescriptorTable, GuestEntry, GuestMode, MemoryKind, MemoryRange, PhysRange};
 use okernel::policy::BasePolicy;
-use okernel::vmx::capability::msr;
+use okernel::msrs;
 use okernel::vmx::regs::GuestRegisters;
 
 use crate::pool::Pool;
@@ -176,7 +176,7 @@ pub fn build(mode: GuestMode, window: &[u8]) -> FuzzVcpu {
     let cr = CrConfig::new(caps.cr0_fixed, caps.cr4_fixed);
     let ept = ept::EptCaps::from_msrs(
         caps.ept.0,
-        cpu.read_msr_for_tests(msr::IA32_VMX_PROCBASED_CTLS2),
+        cpu.read_msr_for_tests(msrs::IA32_VMX_PROCBASED_CTLS2),
         39,
     )
     .expect("the fake CPU's EPT capabilities decode");

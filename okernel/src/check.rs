@@ -11,9 +11,8 @@
 use thiserror::Error;
 
 use crate::hw::Cpu;
-use crate::vmx::capability::{
-    AllowedSettings, EptVpidCap, FixedBits, VmxBasic, feature_control, msr,
-};
+use crate::msrs;
+use crate::vmx::capability::{AllowedSettings, EptVpidCap, FixedBits, VmxBasic, feature_control};
 use crate::vmx::controls::{
     ControlGroup, EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased,
 };
@@ -163,7 +162,7 @@ fn adjust(
 /// the lock bit; if it is locked without that bit, refuses (SDM Vol. 3C
 /// §24.7).
 pub fn enable_feature_control<C: Cpu>(cpu: &mut C) -> Result<(), VmxUnavailable> {
-    let fc = cpu.read_msr(msr::IA32_FEATURE_CONTROL);
+    let fc = cpu.read_msr(msrs::IA32_FEATURE_CONTROL);
     if fc & feature_control::LOCK != 0 {
         if fc & feature_control::VMX_OUTSIDE_SMX == 0 {
             return Err(VmxUnavailable::FeatureControlLocked);
@@ -171,7 +170,7 @@ pub fn enable_feature_control<C: Cpu>(cpu: &mut C) -> Result<(), VmxUnavailable>
         return Ok(());
     }
     cpu.write_msr(
-        msr::IA32_FEATURE_CONTROL,
+        msrs::IA32_FEATURE_CONTROL,
         fc | feature_control::LOCK | feature_control::VMX_OUTSIDE_SMX,
     );
     Ok(())
@@ -185,7 +184,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
     }
     enable_feature_control(cpu)?;
 
-    let basic = VmxBasic(cpu.read_msr(msr::IA32_VMX_BASIC));
+    let basic = VmxBasic(cpu.read_msr(msrs::IA32_VMX_BASIC));
     if !basic.true_controls() {
         return Err(VmxUnavailable::NoTrueControls);
     }
@@ -198,7 +197,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
 
     let pin = adjust(
         ControlGroup::PinBased,
-        cpu.read_msr(msr::IA32_VMX_TRUE_PINBASED_CTLS),
+        cpu.read_msr(msrs::IA32_VMX_TRUE_PINBASED_CTLS),
         0,
         0,
     )?;
@@ -210,7 +209,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         return Err(VmxUnavailable::NmiControlsForced(pin));
     }
 
-    let primary_caps = cpu.read_msr(msr::IA32_VMX_TRUE_PROCBASED_CTLS);
+    let primary_caps = cpu.read_msr(msrs::IA32_VMX_TRUE_PROCBASED_CTLS);
     let primary_allowed = AllowedSettings::from_msr(primary_caps);
     if !primary_allowed.allows(PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS.bits()) {
         return Err(VmxUnavailable::NoSecondaryControls);
@@ -230,7 +229,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         0,
     )?;
 
-    let secondary_caps = cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS2);
+    let secondary_caps = cpu.read_msr(msrs::IA32_VMX_PROCBASED_CTLS2);
     let secondary_allowed = AllowedSettings::from_msr(secondary_caps);
     if !secondary_allowed.allows(SecondaryProcBased::ENABLE_EPT.bits()) {
         return Err(VmxUnavailable::NoEpt);
@@ -255,7 +254,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
 
     let exit = adjust(
         ControlGroup::Exit,
-        cpu.read_msr(msr::IA32_VMX_TRUE_EXIT_CTLS),
+        cpu.read_msr(msrs::IA32_VMX_TRUE_EXIT_CTLS),
         (ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::SAVE_EFER | ExitControls::LOAD_EFER)
             .bits(),
         (ExitControls::SAVE_PAT
@@ -266,7 +265,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
     )?;
     let entry = adjust(
         ControlGroup::Entry,
-        cpu.read_msr(msr::IA32_VMX_TRUE_ENTRY_CTLS),
+        cpu.read_msr(msrs::IA32_VMX_TRUE_ENTRY_CTLS),
         (EntryControls::LOAD_EFER | EntryControls::IA32E_MODE_GUEST).bits(),
         (EntryControls::LOAD_PAT
             | EntryControls::LOAD_DEBUG_CONTROLS
@@ -274,7 +273,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
             .bits(),
     )?;
 
-    let ept = EptVpidCap(cpu.read_msr(msr::IA32_VMX_EPT_VPID_CAP));
+    let ept = EptVpidCap(cpu.read_msr(msrs::IA32_VMX_EPT_VPID_CAP));
     if !ept.page_walk_4() {
         return Err(VmxUnavailable::NoEptPageWalk4);
     }
@@ -317,12 +316,12 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         exit,
         entry: entry - EntryControls::IA32E_MODE_GUEST,
         cr0_fixed: FixedBits {
-            fixed0: cpu.read_msr(msr::IA32_VMX_CR0_FIXED0),
-            fixed1: cpu.read_msr(msr::IA32_VMX_CR0_FIXED1),
+            fixed0: cpu.read_msr(msrs::IA32_VMX_CR0_FIXED0),
+            fixed1: cpu.read_msr(msrs::IA32_VMX_CR0_FIXED1),
         },
         cr4_fixed: FixedBits {
-            fixed0: cpu.read_msr(msr::IA32_VMX_CR4_FIXED0),
-            fixed1: cpu.read_msr(msr::IA32_VMX_CR4_FIXED1),
+            fixed0: cpu.read_msr(msrs::IA32_VMX_CR4_FIXED0),
+            fixed1: cpu.read_msr(msrs::IA32_VMX_CR4_FIXED1),
         },
         ept,
         warnings,

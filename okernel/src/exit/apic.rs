@@ -33,12 +33,11 @@ use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
+use crate::msrs::IA32_APIC_BASE;
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
 use crate::vmx::event::Exception;
 
-/// IA32_APIC_BASE.
-pub const IA32_APIC_BASE: u32 = 0x1b;
 /// The x2APIC MSR range (SDM Vol. 3A §11.12.1.2).
 pub const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8ff;
 /// IA32_APIC_BASE.EXTD: x2APIC mode.

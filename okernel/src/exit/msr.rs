@@ -27,23 +27,16 @@ use super::{ExitAction, ExitError, apic, msr_shared};
 use crate::bits::EFER_LMA;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
+use crate::msrs;
+use crate::msrs::{
+    IA32_APIC_BASE, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_KERNEL_GS_BASE, IA32_LSTAR, IA32_STAR,
+};
 use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
-use crate::vmx::capability::{feature_control, msr};
+use crate::vmx::capability::feature_control;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
-
-/// IA32_STAR.
-pub const IA32_STAR: u32 = 0xc000_0081;
-/// IA32_LSTAR.
-pub const IA32_LSTAR: u32 = 0xc000_0082;
-/// IA32_CSTAR.
-pub const IA32_CSTAR: u32 = 0xc000_0083;
-/// IA32_FMASK.
-pub const IA32_FMASK: u32 = 0xc000_0084;
-/// IA32_KERNEL_GS_BASE.
-pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 /// The value the guest reads from IA32_FEATURE_CONTROL: locked, with VMX
 /// (inside and outside SMX) and the SENTER enables clear — what firmware
@@ -66,7 +59,7 @@ pub fn handle_rdmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<ExitAction, ExitError> {
     let index = vcpu.regs.rcx() as u32;
     let value = match index {
-        msr::IA32_FEATURE_CONTROL => hidden_feature_control(vcpu.cpu.read_msr(index)),
+        msrs::IA32_FEATURE_CONTROL => hidden_feature_control(vcpu.cpu.read_msr(index)),
         _ => return vcpu.inject(Exception::GeneralProtection, 0),
     };
     vcpu.regs.set(Gpr::Rax, value & 0xffff_ffff);
@@ -91,16 +84,16 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value);
     }
     let target = match index {
-        apic::IA32_APIC_BASE | 0x800..=0x8ff => return apic::handle_write(vcpu, index, value),
+        IA32_APIC_BASE | 0x800..=0x8ff => return apic::handle_write(vcpu, index, value),
         i if msr_shared::judges(i) => return msr_shared::handle_write(vcpu, index, value),
         IA32_STAR => Target::Msr,
         IA32_FMASK if value >> 32 == 0 => Target::Msr,
         IA32_LSTAR | IA32_CSTAR | IA32_KERNEL_GS_BASE if is_canonical(value) => Target::Msr,
-        msr::IA32_SYSENTER_CS if value >> 32 == 0 => Target::Guest32(Guest32::SysenterCs),
-        msr::IA32_SYSENTER_ESP if is_canonical(value) => {
+        msrs::IA32_SYSENTER_CS if value >> 32 == 0 => Target::Guest32(Guest32::SysenterCs),
+        msrs::IA32_SYSENTER_ESP if is_canonical(value) => {
             Target::GuestNatural(GuestNatural::SysenterEsp)
         }
-        msr::IA32_SYSENTER_EIP if is_canonical(value) => {
+        msrs::IA32_SYSENTER_EIP if is_canonical(value) => {
             Target::GuestNatural(GuestNatural::SysenterEip)
         }
         // The rest follows the table: hidden or read-only MSRs fault as
@@ -123,9 +116,6 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     vcpu.advance_rip()
 }
-
-/// IA32_EFER.
-pub const IA32_EFER: u32 = 0xc000_0080;
 
 /// Where an allowed intercepted write goes.
 enum Target {

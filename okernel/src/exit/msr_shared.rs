@@ -24,24 +24,14 @@ use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
+use crate::msrs::{
+    IA32_MISC_ENABLE, IA32_MTRR_DEF_TYPE, IA32_MTRRCAP, IA32_SMM_MONITOR_CTL, IA32_TSC,
+    IA32_TSC_ADJUST, IA32_XSS,
+};
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
 use crate::vmx::event::Exception;
 
-/// IA32_TSC.
-pub const IA32_TSC: u32 = 0x10;
-/// IA32_TSC_ADJUST.
-pub const IA32_TSC_ADJUST: u32 = 0x3b;
-/// IA32_SMM_MONITOR_CTL.
-pub const IA32_SMM_MONITOR_CTL: u32 = 0x9b;
-/// IA32_MTRRCAP (read-only).
-pub const IA32_MTRRCAP: u32 = 0xfe;
-/// IA32_MISC_ENABLE.
-pub const IA32_MISC_ENABLE: u32 = 0x1a0;
-/// IA32_MTRR_DEF_TYPE.
-pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
-/// IA32_XSS.
-pub const IA32_XSS: u32 = 0xda0;
 /// The IA32_MISC_ENABLE bits a guest may clear: 22, limit CPUID maxval
 /// (clearing unmasks CPUID leaves, as Linux does at boot), and 34, XD bit
 /// disable (clearing makes NX available). Clearing either only gives the

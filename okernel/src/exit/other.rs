@@ -30,9 +30,9 @@ use super::guest::Vcpu;
 use super::{ExitAction, ExitError, stop};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
+use crate::msrs;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
-use crate::vmx::capability::msr;
 use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::event::{Exception, InterruptionInfo};
 use crate::vmx::exit_reason::ExitReason;
@@ -205,7 +205,7 @@ fn hlt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let action = vcpu.advance_rip()?;
-    if vcpu.cpu.read_msr(msr::IA32_VMX_MISC) & (1 << 6) != 0 && vcpu.cpl()? == 0 {
+    if vcpu.cpu.read_msr(msrs::IA32_VMX_MISC) & (1 << 6) != 0 && vcpu.cpl()? == 0 {
         vcpu.vmcs
             .write(Guest32::ActivityState, stop::ActivityState::Hlt as u32)?;
     }

@@ -32,10 +32,10 @@ use crate::bits::{RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::policy::Env;
+use crate::msrs;
 use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, AuditRecord};
 use crate::policy::protection::Gate;
-use crate::vmx::capability::msr;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Control32, Control64, Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
@@ -104,7 +104,7 @@ fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     reason: ExitReason,
 ) -> Result<ExitAction, ExitError> {
-    let Some(state) = halt_state(vcpu.cpu.read_msr(msr::IA32_VMX_MISC)) else {
+    let Some(state) = halt_state(vcpu.cpu.read_msr(msrs::IA32_VMX_MISC)) else {
         return Err(ExitError::Halted(reason.name()));
     };
     if state == ActivityState::Hlt {

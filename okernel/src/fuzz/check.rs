@@ -7,6 +7,7 @@
 //! views watch (`super::watch`) and the monitor write log
 //! (`super::dirty`).
 
+use crate::msrs::IA32_EFER;
 use okernel_abi::fuzz::{MonitorVerdict, PolicyPart};
 use okernel_abi::policy::MAX_CONTEXTS;
 
@@ -14,7 +15,7 @@ use super::baseline::{Baseline, PARTS, RegionSum, checksum, fingerprints};
 use super::tracked::Tracking;
 use crate::bits::EFER_LMA;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::locks::{IA32_EFER, guest_msr};
+use crate::hypercall::locks::guest_msr;
 use crate::policy::protection::Protection;
 use crate::policy::views::Views;
 use crate::vmx::error::VmFail;

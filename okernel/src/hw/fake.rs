@@ -363,7 +363,7 @@ impl FakeCpu {
     /// unrestricted guest, XSAVE, and IA32_FEATURE_CONTROL unlocked (as
     /// without firmware). Each capability test removes one feature.
     pub fn vmx_capable() -> Self {
-        use crate::vmx::capability::msr::*;
+        use crate::msrs::*;
         let mut c = Self::new();
         c.set_cpuid(
             0,

@@ -9,6 +9,7 @@ use okernel_abi::policy::ControlRegister;
 use super::policy::{CallResult, Env, Reply};
 use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
+use crate::msrs::{IA32_EFER, IA32_PAT, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP};
 use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE};
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::error::VmFail;
@@ -79,12 +80,8 @@ pub fn pin_cr<V: Vmcs, C: Cpu>(
     Ok(Ok(Reply::Done(None)))
 }
 
-/// IA32_EFER.
-pub const IA32_EFER: u32 = 0xc000_0080;
-/// IA32_PAT.
-pub const IA32_PAT: u32 = 0x277;
 /// IA32_SYSENTER_CS, _ESP, _EIP.
-pub const IA32_SYSENTER: [u32; 3] = [0x174, 0x175, 0x176];
+pub const IA32_SYSENTER: [u32; 3] = [IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP];
 /// IA32_S_CET, then IA32_PL0_SSP .. IA32_PL3_SSP, IA32_INTERRUPT_SSP_TABLE_ADDR.
 pub const CET_MSRS: [u32; 6] = [0x6a2, 0x6a4, 0x6a5, 0x6a6, 0x6a7, 0x6a8];
 

@@ -4,7 +4,7 @@
 use super::setup::{HostState, tss_base};
 use crate::arch;
 use crate::hw::Cpu;
-use crate::vmx::capability::msr;
+use crate::msrs;
 
 /// Reads the host state VM exits must restore. `rip` is the exit stub.
 ///
@@ -41,16 +41,16 @@ pub unsafe fn read_host_state(cpu: &impl Cpu) -> HostState {
         fs: sel.fs,
         gs: sel.gs,
         tr: sel.tr,
-        fs_base: cpu.read_msr(msr::IA32_FS_BASE),
-        gs_base: cpu.read_msr(msr::IA32_GS_BASE),
+        fs_base: cpu.read_msr(msrs::IA32_FS_BASE),
+        gs_base: cpu.read_msr(msrs::IA32_GS_BASE),
         tr_base,
         gdtr_base: gdt_base,
         idtr_base: idtr.base,
-        sysenter_cs: cpu.read_msr(msr::IA32_SYSENTER_CS) as u32,
-        sysenter_esp: cpu.read_msr(msr::IA32_SYSENTER_ESP),
-        sysenter_eip: cpu.read_msr(msr::IA32_SYSENTER_EIP),
-        efer: cpu.read_msr(msr::IA32_EFER),
-        pat: cpu.read_msr(msr::IA32_PAT),
+        sysenter_cs: cpu.read_msr(msrs::IA32_SYSENTER_CS) as u32,
+        sysenter_esp: cpu.read_msr(msrs::IA32_SYSENTER_ESP),
+        sysenter_eip: cpu.read_msr(msrs::IA32_SYSENTER_EIP),
+        efer: cpu.read_msr(msrs::IA32_EFER),
+        pat: cpu.read_msr(msrs::IA32_PAT),
         rip: arch::run::vm_exit_entry(),
     }
 }

@@ -41,9 +41,9 @@ use crate::fmt::FixedString;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::hw::{Cpu, InveptKind, Vmcs};
 use crate::hypercall::memory::{IdentityMap, MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
+use crate::msrs;
 use crate::policy::Protection;
 use crate::policy::protection::{MsrBitmapPage, PolicyCaps};
-use crate::vmx::capability::msr;
 use crate::vmx::controls::{PrimaryProcBased, SecondaryProcBased};
 use crate::vmx::fields::HostNatural;
 
@@ -150,7 +150,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     }
     let ept_caps = ept::EptCaps::from_msrs(
         caps.ept.0,
-        cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS2),
+        cpu.read_msr(msrs::IA32_VMX_PROCBASED_CTLS2),
         max_phys_addr_bits(&cpu),
     )
     .map_err(LaunchError::Ept)?;
@@ -278,7 +278,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let memory: run::MonitorMemory = memory.into();
     let policy_caps = PolicyCaps {
         mbec: ept_caps.supports(ept::EptFeatures::MODE_BASED_EXECUTE),
-        descriptor_table_exiting: (cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS2) >> 32)
+        descriptor_table_exiting: (cpu.read_msr(msrs::IA32_VMX_PROCBASED_CTLS2) >> 32)
             & u64::from(SecondaryProcBased::DESCRIPTOR_TABLE_EXITING.bits())
             != 0,
         invept_all: caps.ept.invept_all_context(),
@@ -287,7 +287,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             l7.ecx & (1 << 7) != 0 || l7.edx & (1 << 20) != 0
         },
         // Allowed-1 settings are the high half (SDM Vol. 3D §A.3.2).
-        mtf: (cpu.read_msr(msr::IA32_VMX_PROCBASED_CTLS) >> 32)
+        mtf: (cpu.read_msr(msrs::IA32_VMX_PROCBASED_CTLS) >> 32)
             & u64::from(PrimaryProcBased::MONITOR_TRAP_FLAG.bits())
             != 0,
     };

@@ -3,7 +3,8 @@
 use crate::check::{VmxUnavailable, VmxWarning, enable_feature_control, probe};
 use crate::hw::CpuidResult;
 use crate::hw::fake::FakeCpu;
-use crate::vmx::capability::{feature_control, msr};
+use crate::msrs;
+use crate::vmx::capability::feature_control;
 use crate::vmx::controls::{
     ControlGroup, EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased,
 };
@@ -76,10 +77,10 @@ fn bochs_like_cpu_passes_with_expected_controls() {
 #[test]
 fn unlocked_feature_control_is_locked_with_vmx_enabled() {
     let mut cpu = FakeCpu::vmx_capable();
-    cpu.set_msr(msr::IA32_FEATURE_CONTROL, 0);
+    cpu.set_msr(msrs::IA32_FEATURE_CONTROL, 0);
     probe(&mut cpu).unwrap();
     assert_eq!(
-        cpu.read_msr_for_tests(msr::IA32_FEATURE_CONTROL),
+        cpu.read_msr_for_tests(msrs::IA32_FEATURE_CONTROL),
         feature_control::LOCK | feature_control::VMX_OUTSIDE_SMX
     );
 }
@@ -87,7 +88,7 @@ fn unlocked_feature_control_is_locked_with_vmx_enabled() {
 #[test]
 fn locked_feature_control_with_vmx_enabled_is_left_alone() {
     let mut cpu = FakeCpu::vmx_capable();
-    cpu.set_msr(msr::IA32_FEATURE_CONTROL, 0x5);
+    cpu.set_msr(msrs::IA32_FEATURE_CONTROL, 0x5);
     enable_feature_control(&mut cpu).unwrap();
     assert_eq!(cpu.msr_writes, 0);
 }
@@ -103,7 +104,7 @@ fn no_vmx_in_cpuid() {
     for m in 0x480..=0x491 {
         cpu.remove_msr(m);
     }
-    cpu.remove_msr(msr::IA32_FEATURE_CONTROL);
+    cpu.remove_msr(msrs::IA32_FEATURE_CONTROL);
     let e = refuse(&mut cpu);
     assert_eq!(e, VmxUnavailable::NoVmx);
     assert_eq!(e.to_string(), "CPUID.1:ECX.VMX=0");
@@ -120,7 +121,7 @@ fn no_cpuid_leaf_1() {
 fn feature_control_locked_without_vmx() {
     let mut cpu = FakeCpu::vmx_capable();
     cpu.set_msr(
-        msr::IA32_FEATURE_CONTROL,
+        msrs::IA32_FEATURE_CONTROL,
         feature_control::LOCK | feature_control::VMX_INSIDE_SMX,
     );
     let e = refuse(&mut cpu);
@@ -135,8 +136,8 @@ fn feature_control_locked_without_vmx() {
 #[test]
 fn no_true_controls() {
     let mut cpu = FakeCpu::vmx_capable();
-    let basic = cpu.read_msr_for_tests(msr::IA32_VMX_BASIC);
-    cpu.set_msr(msr::IA32_VMX_BASIC, basic & !(1 << 55));
+    let basic = cpu.read_msr_for_tests(msrs::IA32_VMX_BASIC);
+    cpu.set_msr(msrs::IA32_VMX_BASIC, basic & !(1 << 55));
     for m in 0x48d..=0x490 {
         cpu.remove_msr(m);
     }
@@ -148,8 +149,8 @@ fn no_true_controls() {
 #[test]
 fn vmcs_memory_type_not_write_back() {
     let mut cpu = FakeCpu::vmx_capable();
-    let basic = cpu.read_msr_for_tests(msr::IA32_VMX_BASIC);
-    cpu.set_msr(msr::IA32_VMX_BASIC, basic & !(0xf << 50));
+    let basic = cpu.read_msr_for_tests(msrs::IA32_VMX_BASIC);
+    cpu.set_msr(msrs::IA32_VMX_BASIC, basic & !(0xf << 50));
     let e = refuse(&mut cpu);
     assert_eq!(e, VmxUnavailable::VmcsMemoryType(0));
     assert_eq!(e.to_string(), "VMCS memory type 0 is not write-back");
@@ -158,9 +159,9 @@ fn vmcs_memory_type_not_write_back() {
 #[test]
 fn vmcs_region_too_large() {
     let mut cpu = FakeCpu::vmx_capable();
-    let basic = cpu.read_msr_for_tests(msr::IA32_VMX_BASIC);
+    let basic = cpu.read_msr_for_tests(msrs::IA32_VMX_BASIC);
     cpu.set_msr(
-        msr::IA32_VMX_BASIC,
+        msrs::IA32_VMX_BASIC,
         (basic & !(0x1fff << 32)) | (0x1800 << 32),
     );
     assert_eq!(refuse(&mut cpu), VmxUnavailable::RegionTooLarge(0x1800));
@@ -171,12 +172,12 @@ fn no_secondary_controls() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+        msrs::IA32_VMX_TRUE_PROCBASED_CTLS,
         PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS.bits(),
     );
     // IA32_VMX_PROCBASED_CTLS2 does not exist then: must not be read.
-    cpu.remove_msr(msr::IA32_VMX_PROCBASED_CTLS2);
-    cpu.remove_msr(msr::IA32_VMX_EPT_VPID_CAP);
+    cpu.remove_msr(msrs::IA32_VMX_PROCBASED_CTLS2);
+    cpu.remove_msr(msrs::IA32_VMX_EPT_VPID_CAP);
     let e = refuse(&mut cpu);
     assert_eq!(e, VmxUnavailable::NoSecondaryControls);
     assert_eq!(
@@ -190,7 +191,7 @@ fn no_msr_bitmaps() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+        msrs::IA32_VMX_TRUE_PROCBASED_CTLS,
         PrimaryProcBased::USE_MSR_BITMAPS.bits(),
     );
     let e = refuse(&mut cpu);
@@ -203,10 +204,10 @@ fn no_ept() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_PROCBASED_CTLS2,
+        msrs::IA32_VMX_PROCBASED_CTLS2,
         SecondaryProcBased::ENABLE_EPT.bits(),
     );
-    cpu.remove_msr(msr::IA32_VMX_EPT_VPID_CAP);
+    cpu.remove_msr(msrs::IA32_VMX_EPT_VPID_CAP);
     let e = refuse(&mut cpu);
     assert_eq!(e, VmxUnavailable::NoEpt);
     assert_eq!(e.to_string(), "EPT not supported");
@@ -217,7 +218,7 @@ fn no_unrestricted_guest() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_PROCBASED_CTLS2,
+        msrs::IA32_VMX_PROCBASED_CTLS2,
         SecondaryProcBased::UNRESTRICTED_GUEST.bits(),
     );
     let e = refuse(&mut cpu);
@@ -228,8 +229,8 @@ fn no_unrestricted_guest() {
 #[test]
 fn no_ept_page_walk_4() {
     let mut cpu = FakeCpu::vmx_capable();
-    let cap = cpu.read_msr_for_tests(msr::IA32_VMX_EPT_VPID_CAP);
-    cpu.set_msr(msr::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 6));
+    let cap = cpu.read_msr_for_tests(msrs::IA32_VMX_EPT_VPID_CAP);
+    cpu.set_msr(msrs::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 6));
     let e = refuse(&mut cpu);
     assert_eq!(e, VmxUnavailable::NoEptPageWalk4);
     assert_eq!(e.to_string(), "EPT 4-level page walk not supported");
@@ -238,8 +239,8 @@ fn no_ept_page_walk_4() {
 #[test]
 fn no_ept_write_back() {
     let mut cpu = FakeCpu::vmx_capable();
-    let cap = cpu.read_msr_for_tests(msr::IA32_VMX_EPT_VPID_CAP);
-    cpu.set_msr(msr::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 14));
+    let cap = cpu.read_msr_for_tests(msrs::IA32_VMX_EPT_VPID_CAP);
+    cpu.set_msr(msrs::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 14));
     let e = refuse(&mut cpu);
     assert_eq!(e, VmxUnavailable::NoEptWriteBack);
     assert_eq!(
@@ -251,8 +252,8 @@ fn no_ept_write_back() {
 #[test]
 fn no_invept() {
     let mut cpu = FakeCpu::vmx_capable();
-    let cap = cpu.read_msr_for_tests(msr::IA32_VMX_EPT_VPID_CAP);
-    cpu.set_msr(msr::IA32_VMX_EPT_VPID_CAP, cap & !((1 << 25) | (1 << 26)));
+    let cap = cpu.read_msr_for_tests(msrs::IA32_VMX_EPT_VPID_CAP);
+    cpu.set_msr(msrs::IA32_VMX_EPT_VPID_CAP, cap & !((1 << 25) | (1 << 26)));
     let e = refuse(&mut cpu);
     assert_eq!(e, VmxUnavailable::NoInvept);
     assert_eq!(
@@ -266,7 +267,7 @@ fn missing_exit_control_is_named() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_TRUE_EXIT_CTLS,
+        msrs::IA32_VMX_TRUE_EXIT_CTLS,
         ExitControls::LOAD_EFER.bits(),
     );
     let e = refuse(&mut cpu);
@@ -288,7 +289,7 @@ fn missing_io_bitmaps_are_named() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+        msrs::IA32_VMX_TRUE_PROCBASED_CTLS,
         PrimaryProcBased::USE_IO_BITMAPS.bits(),
     );
     let e = refuse(&mut cpu);
@@ -306,7 +307,7 @@ fn missing_entry_control_is_named() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_TRUE_ENTRY_CTLS,
+        msrs::IA32_VMX_TRUE_ENTRY_CTLS,
         EntryControls::IA32E_MODE_GUEST.bits(),
     );
     assert_eq!(
@@ -321,8 +322,8 @@ fn missing_entry_control_is_named() {
 #[test]
 fn no_1g_pages_is_a_warning_not_a_refusal() {
     let mut cpu = FakeCpu::vmx_capable();
-    let cap = cpu.read_msr_for_tests(msr::IA32_VMX_EPT_VPID_CAP);
-    cpu.set_msr(msr::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 17));
+    let cap = cpu.read_msr_for_tests(msrs::IA32_VMX_EPT_VPID_CAP);
+    cpu.set_msr(msrs::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 17));
     let caps = probe(&mut cpu).unwrap();
     assert!(caps.warnings.contains(VmxWarning::NoEpt1GPages));
     assert_eq!(
@@ -334,8 +335,8 @@ fn no_1g_pages_is_a_warning_not_a_refusal() {
 #[test]
 fn no_2m_pages_is_a_warning() {
     let mut cpu = FakeCpu::vmx_capable();
-    let cap = cpu.read_msr_for_tests(msr::IA32_VMX_EPT_VPID_CAP);
-    cpu.set_msr(msr::IA32_VMX_EPT_VPID_CAP, cap & !((1 << 16) | (1 << 17)));
+    let cap = cpu.read_msr_for_tests(msrs::IA32_VMX_EPT_VPID_CAP);
+    cpu.set_msr(msrs::IA32_VMX_EPT_VPID_CAP, cap & !((1 << 16) | (1 << 17)));
     let caps = probe(&mut cpu).unwrap();
     assert!(caps.warnings.contains(VmxWarning::NoEpt2MPages));
     assert!(caps.warnings.contains(VmxWarning::NoEpt1GPages));
@@ -346,7 +347,7 @@ fn no_vpid_runs_untagged_with_a_warning() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_PROCBASED_CTLS2,
+        msrs::IA32_VMX_PROCBASED_CTLS2,
         SecondaryProcBased::ENABLE_VPID.bits(),
     );
     let caps = probe(&mut cpu).unwrap();
@@ -354,8 +355,8 @@ fn no_vpid_runs_untagged_with_a_warning() {
     assert!(caps.warnings.contains(VmxWarning::NoVpid));
     // VPID allowed but INVVPID missing: not used either.
     let mut cpu = FakeCpu::vmx_capable();
-    let cap = cpu.read_msr_for_tests(msr::IA32_VMX_EPT_VPID_CAP);
-    cpu.set_msr(msr::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 32));
+    let cap = cpu.read_msr_for_tests(msrs::IA32_VMX_EPT_VPID_CAP);
+    cpu.set_msr(msrs::IA32_VMX_EPT_VPID_CAP, cap & !(1 << 32));
     let caps = probe(&mut cpu).unwrap();
     assert!(!caps.vpid());
 }
@@ -365,7 +366,7 @@ fn no_pat_switching_is_a_warning() {
     let mut cpu = FakeCpu::vmx_capable();
     disallow(
         &mut cpu,
-        msr::IA32_VMX_TRUE_ENTRY_CTLS,
+        msrs::IA32_VMX_TRUE_ENTRY_CTLS,
         EntryControls::LOAD_PAT.bits(),
     );
     let caps = probe(&mut cpu).unwrap();
@@ -379,9 +380,9 @@ fn a_processor_that_forces_nmi_exiting_or_virtual_nmis_is_refused() {
         // Allowed-0 bits (31:0) set: the control must be 1 (SDM Vol. 3D
         // Appendix A.3.1); allowed-1 (63:32) too, or the MSR contradicts
         // itself.
-        let v = cpu.read_msr_for_tests(msr::IA32_VMX_TRUE_PINBASED_CTLS);
+        let v = cpu.read_msr_for_tests(msrs::IA32_VMX_TRUE_PINBASED_CTLS);
         let bits = u64::from(forced.bits());
-        cpu.set_msr(msr::IA32_VMX_TRUE_PINBASED_CTLS, v | bits | bits << 32);
+        cpu.set_msr(msrs::IA32_VMX_TRUE_PINBASED_CTLS, v | bits | bits << 32);
         match refuse(&mut cpu) {
             VmxUnavailable::NmiControlsForced(pin) => {
                 assert_ne!(pin & forced.bits(), 0, "{forced:?}");

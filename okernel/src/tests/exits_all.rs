@@ -19,8 +19,7 @@ const MISC_ALL_STATES: u64 = 0x0300_01e0;
 /// The default VCPU on a processor that offers every activity state.
 fn vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
     let mut v = super::vcpu();
-    v.cpu
-        .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, MISC_ALL_STATES);
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, MISC_ALL_STATES);
     v
 }
 
@@ -178,8 +177,7 @@ fn the_halt_state_is_the_best_the_processor_offers() {
     assert_eq!(halt_state(0x020), None);
     // No inactive state at all: the one case that still ends the run.
     let mut v = vcpu();
-    v.cpu
-        .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, 0x20);
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, 0x20);
     assert_eq!(
         run(&mut v, ExitReason::TripleFault, 0, 0),
         Err(ExitError::Halted("triple-fault"))
@@ -188,8 +186,7 @@ fn the_halt_state_is_the_best_the_processor_offers() {
     // with TF and the pending debug exceptions cleared (TF with HLT needs
     // BS pending, else VM entry fails, SDM Vol. 3C §27.3.1.5).
     let mut v = vcpu();
-    v.cpu
-        .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, 0x60);
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, 0x60);
     v.vmcs.set(GuestNatural::Rflags, 0x302);
     v.vmcs.set(GuestNatural::PendingDebugExceptions, 1);
     assert_eq!(
@@ -210,8 +207,7 @@ const STACK: u64 = 0x0077_f000;
 /// A protected VCPU running in untrusted context 1, with a gate.
 fn untrusted_with_gate() -> (PVcpu, u64) {
     let mut v = pvcpu();
-    v.cpu
-        .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, MISC_ALL_STATES);
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, MISC_ALL_STATES);
     lock_for_gates(&mut v);
     // The kernel's 64-bit code and data segments, DPL 0.
     v.vmcs

@@ -4,10 +4,9 @@
 
 use super::exits_cpuid_msr::wrmsr;
 use super::*;
-use crate::exit::apic::{
-    self, APIC_BASE_EN, APIC_BASE_EXTD, CPUID1_ECX_X2APIC, IA32_APIC_BASE, Verdict,
-};
+use crate::exit::apic::{self, APIC_BASE_EN, APIC_BASE_EXTD, CPUID1_ECX_X2APIC, Verdict};
 use crate::hw::CpuidResult;
+use crate::msrs::IA32_APIC_BASE;
 use crate::policy::audit::{AuditAction, AuditKind};
 
 /// The BSP's power-on value: enabled xAPIC at 0xFEE0_0000, BSP flag.

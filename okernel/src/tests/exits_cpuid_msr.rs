@@ -106,8 +106,8 @@ fn rdmsr(v: &mut Vcpu<FakeVmcs, FakeCpu, BasePolicy>, index: u32) -> Result<Exit
 #[test]
 fn feature_control_reads_locked_with_vmx_off() {
     let mut v = vcpu();
-    v.cpu.set_msr(msr::IA32_FEATURE_CONTROL, 0xff07);
-    let r = rdmsr(&mut v, msr::IA32_FEATURE_CONTROL);
+    v.cpu.set_msr(msrs::IA32_FEATURE_CONTROL, 0xff07);
+    let r = rdmsr(&mut v, msrs::IA32_FEATURE_CONTROL);
     assert_advanced(&v, r, 2);
     assert_eq!(v.regs.rax(), 1, "lock only: VMX and SENTER bits cleared");
     assert_eq!(v.regs.rdx(), 0);
@@ -144,8 +144,8 @@ pub(super) fn wrmsr<P: Policy>(
 #[test]
 fn writes_to_hidden_msrs_raise_gp_and_change_nothing() {
     for m in [
-        msr::IA32_FEATURE_CONTROL,
-        msr::IA32_VMX_BASIC,
+        msrs::IA32_FEATURE_CONTROL,
+        msrs::IA32_VMX_BASIC,
         0x48d,
         0x1_0000,
     ] {
@@ -174,7 +174,7 @@ fn intercepted_syscall_msrs_are_written_when_allowed_and_canonical() {
 #[test]
 fn sysenter_writes_go_to_the_vmcs_guest_fields() {
     let mut v = vcpu();
-    let r = wrmsr(&mut v, msr::IA32_SYSENTER_CS, 0x10);
+    let r = wrmsr(&mut v, msrs::IA32_SYSENTER_CS, 0x10);
     assert_advanced(&v, r, 2);
     assert_eq!(v.vmcs.get(Guest32::SysenterCs), 0x10);
     assert_eq!(v.cpu.msr_writes, 0);

@@ -109,8 +109,7 @@ fn violation_during_a_double_fault_stops_the_context_not_the_run() {
     // that ends the run (no real VMX processor lacks HLT).
     assert_eq!(r, Err(ExitError::Halted("triple-fault")));
     let mut v = vcpu();
-    v.cpu
-        .set_msr(crate::vmx::capability::msr::IA32_VMX_MISC, 0x0300_01e0);
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, 0x0300_01e0);
     synth(&mut v, ExitReason::EptViolation as u32, 0x182, 0);
     v.vmcs
         .set(ReadOnly64::GuestPhysicalAddress, MONITOR_GPA)

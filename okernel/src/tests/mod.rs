@@ -30,8 +30,8 @@ use crate::hw::fake::{FakeCpu, FakeVmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::launch::setup;
 use crate::launch::{DescriptorTable, GuestEntry, GuestMode};
+use crate::msrs;
 use crate::policy::{BasePolicy, Decision, Policy};
-use crate::vmx::capability::msr;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Control32, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use crate::vmx::regs::GuestRegisters;
@@ -78,7 +78,7 @@ pub fn vcpu_with<P: Policy>(policy: P, entry: GuestEntry) -> Vcpu<FakeVmcs, Fake
     let cr = CrConfig::new(caps.cr0_fixed, caps.cr4_fixed);
     let ept = ept::EptCaps::from_msrs(
         caps.ept.0,
-        cpu.read_msr_for_tests(msr::IA32_VMX_PROCBASED_CTLS2),
+        cpu.read_msr_for_tests(msrs::IA32_VMX_PROCBASED_CTLS2),
         39,
     )
     .unwrap();

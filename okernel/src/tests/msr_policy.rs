@@ -53,12 +53,12 @@ fn mediated_and_lockable_rows_match_their_handlers() {
         let (_, write) = msr_table::classify(m);
         assert_eq!(
             write == Write::Mediated(Mediator::Shared),
-            msr_shared::judges(m) && m != msr_shared::IA32_SMM_MONITOR_CTL,
+            msr_shared::judges(m) && m != crate::msrs::IA32_SMM_MONITOR_CTL,
             "{m:#x}"
         );
         assert_eq!(
             write == Write::Mediated(Mediator::Apic),
-            m == apic::IA32_APIC_BASE || apic::X2APIC_MSRS.contains(&m),
+            m == crate::msrs::IA32_APIC_BASE || apic::X2APIC_MSRS.contains(&m),
             "{m:#x}"
         );
         // Every MSR the policy can lock is passed through until then.
@@ -72,7 +72,7 @@ fn the_whole_msr_space_follows_the_table() {
     configure_base(&mut page);
     let bitmap = MsrBitmap::wrap(&mut page);
     let mut v = vcpu();
-    v.cpu.set_msr(msr::IA32_FEATURE_CONTROL, 0x5);
+    v.cpu.set_msr(msrs::IA32_FEATURE_CONTROL, 0x5);
     let (mut faults, mut denials, mut passes) = (0, 0, 0);
     for m in msr_space() {
         let (read, write) = msr_table::classify(m);
@@ -139,7 +139,7 @@ fn hidden_and_unlisted_msrs_differ_only_in_the_audit() {
     // A hidden MSR (VMX capability) and an unlisted one (microcode
     // update trigger) both fault; only the unlisted write is audited.
     let mut v = vcpu();
-    let r = wrmsr(&mut v, msr::IA32_VMX_BASIC, 1);
+    let r = wrmsr(&mut v, msrs::IA32_VMX_BASIC, 1);
     assert_injected(&v, r, GP);
     assert!(v.audit.is_empty());
     let r = wrmsr(&mut v, 0x79, 0x10_0000);

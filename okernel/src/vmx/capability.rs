@@ -1,73 +1,5 @@
 //! VMX capability MSRs and what they allow (SDM Vol. 3D Appendix A).
 
-/// MSR numbers used by the monitor (SDM Vol. 4, chapter 2).
-pub mod msr {
-    /// IA32_FEATURE_CONTROL.
-    pub const IA32_FEATURE_CONTROL: u32 = 0x3a;
-    /// IA32_SYSENTER_CS.
-    pub const IA32_SYSENTER_CS: u32 = 0x174;
-    /// IA32_SYSENTER_ESP.
-    pub const IA32_SYSENTER_ESP: u32 = 0x175;
-    /// IA32_SYSENTER_EIP.
-    pub const IA32_SYSENTER_EIP: u32 = 0x176;
-    /// IA32_DEBUGCTL.
-    pub const IA32_DEBUGCTL: u32 = 0x1d9;
-    /// IA32_PAT.
-    pub const IA32_PAT: u32 = 0x277;
-    /// IA32_VMX_BASIC: the first VMX capability MSR.
-    pub const IA32_VMX_BASIC: u32 = 0x480;
-    /// IA32_VMX_PINBASED_CTLS.
-    pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
-    /// IA32_VMX_PROCBASED_CTLS.
-    pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
-    /// IA32_VMX_EXIT_CTLS.
-    pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
-    /// IA32_VMX_ENTRY_CTLS.
-    pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
-    /// IA32_VMX_MISC.
-    pub const IA32_VMX_MISC: u32 = 0x485;
-    /// IA32_VMX_CR0_FIXED0.
-    pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
-    /// IA32_VMX_CR0_FIXED1.
-    pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
-    /// IA32_VMX_CR4_FIXED0.
-    pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
-    /// IA32_VMX_CR4_FIXED1.
-    pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
-    /// IA32_VMX_VMCS_ENUM.
-    pub const IA32_VMX_VMCS_ENUM: u32 = 0x48a;
-    /// IA32_VMX_PROCBASED_CTLS2.
-    pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
-    /// IA32_VMX_EPT_VPID_CAP.
-    pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48c;
-    /// IA32_VMX_TRUE_PINBASED_CTLS.
-    pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
-    /// IA32_VMX_TRUE_PROCBASED_CTLS.
-    pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
-    /// IA32_VMX_TRUE_EXIT_CTLS.
-    pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
-    /// IA32_VMX_TRUE_ENTRY_CTLS.
-    pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
-    /// IA32_VMX_VMFUNC.
-    pub const IA32_VMX_VMFUNC: u32 = 0x491;
-    /// IA32_VMX_PROCBASED_CTLS3.
-    pub const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
-    /// IA32_VMX_EXIT_CTLS2: the last VMX capability MSR.
-    pub const IA32_VMX_EXIT_CTLS2: u32 = 0x493;
-    /// IA32_EFER.
-    pub const IA32_EFER: u32 = 0xc000_0080;
-    /// IA32_FS_BASE.
-    pub const IA32_FS_BASE: u32 = 0xc000_0100;
-    /// IA32_GS_BASE.
-    pub const IA32_GS_BASE: u32 = 0xc000_0101;
-
-    /// Whether `msr` is one of the VMX capability MSRs (0x480..=0x493),
-    /// which the guest must not see (invariant 12).
-    pub const fn is_vmx_capability(msr: u32) -> bool {
-        msr >= IA32_VMX_BASIC && msr <= IA32_VMX_EXIT_CTLS2
-    }
-}
-
 /// IA32_FEATURE_CONTROL bits (SDM Vol. 3C §24.7 "Enabling and Entering VMX
 /// Operation").
 pub mod feature_control {
@@ -293,9 +225,9 @@ mod tests {
 
     #[test]
     fn vmx_capability_range() {
-        assert!(msr::is_vmx_capability(0x480));
-        assert!(msr::is_vmx_capability(0x491));
-        assert!(!msr::is_vmx_capability(0x3a));
-        assert!(!msr::is_vmx_capability(0x494));
+        assert!(crate::msrs::is_vmx_capability(0x480));
+        assert!(crate::msrs::is_vmx_capability(0x491));
+        assert!(!crate::msrs::is_vmx_capability(0x3a));
+        assert!(!crate::msrs::is_vmx_capability(0x494));
     }
 }
