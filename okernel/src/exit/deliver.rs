@@ -29,11 +29,19 @@
 //!    RSP at the frame, RIP at the handler, RFLAGS with TF, NT, RF and VM
 //!    cleared and IF too for an interrupt gate (§6.12.1.3).
 //!
+//! Every access is one the processor makes without writing anything but
+//! the frame: each entry of each walk has A = 1 and the stack's page D = 1
+//! (else the processor would write the entry, which the view may refuse),
+//! no entry has a reserved bit set, and no page the implicit supervisor
+//! accesses touch is a user page while CR4.SMAP or CR4.PKE is set.
+//!
 //! Anything else — a fault the delivery itself would raise (#GP, #NP,
-//! #SS, #PF, #DF), an access the EPT view refuses, an LDT or conforming
-//! target, a TSS or table the monitor cannot read, a pending single step
-//! (TF: its #DB comes first), CET shadow stacks, 5-level paging, a guest
-//! not in 64-bit mode — is left to the processor: the #GP is injected at
+//! #SS, #PF, #DF), an access the EPT view refuses, an LDT, conforming or
+//! ring-3 target (ring 3's pushes are user-mode accesses), a TSS or table
+//! the monitor cannot read, a pending single step (TF: its #DB comes
+//! first), a CR4 feature the model does not know (CET shadow stacks,
+//! supervisor protection keys, LASS, LAM, FRED, any bit from 23 up),
+//! 5-level paging, a guest not in 64-bit mode — is left to the processor: the #GP is injected at
 //! the instruction that completed, and VM entry delivers it with the
 //! hardware's own checks and faults, RIP being the one difference
 //! (`docs/vmx-core.md`, "What a guest can observe"). The monitor never
@@ -41,7 +49,7 @@
 
 use super::guest::Vcpu;
 use crate::bits::{
-    CR0_WP, CR4_CET, CR4_SMAP, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
+    CR0_WP, CR4_LA57, CR4_PKE, CR4_SMAP, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
 };
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
@@ -54,6 +62,11 @@ use crate::vmx::fields::{Control32, Guest16, Guest32, Guest64, GuestNatural};
 const VECTOR_GP: u64 = 13;
 /// RFLAGS bits a delivery through any gate clears (§6.12.1.3, §6.14).
 const CLEARED_BY_DELIVERY: u64 = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM;
+/// The CR4 bits whose effect on delivery the model knows (bits 0–22:
+/// VME .. SMXE, FSGSBASE, PCIDE, OSXSAVE, KL, SMEP, SMAP, PKE; bit 15 is
+/// reserved and VM entry refuses it). Any other bit (CET, PKS, UINTR,
+/// LASS, LAM_SUP, FRED...) leaves the #GP to the processor.
+const CR4_KNOWN: u64 = (1 << 23) - 1;
 /// The access rights of an unusable segment (SDM Vol. 3C §25.4.1).
 const UNUSABLE: u32 = 1 << 16;
 /// Gate types (descriptor bits 43:40): 64-bit interrupt and trap gates.
@@ -125,7 +138,9 @@ pub fn plan(
     read(s.idt.0.wrapping_add(offset), &mut gate)?;
     let low = u64::from_le_bytes(gate[..8].try_into().ok()?);
     let high = u64::from_le_bytes(gate[8..].try_into().ok()?);
-    let kind = (low >> 40) & 0xf;
+    // Type with S (bits 44:40): a system descriptor, 64-bit interrupt or
+    // trap gate.
+    let kind = (low >> 40) & 0x1f;
     if low & (1 << 47) == 0 || (kind != INTERRUPT_GATE && kind != TRAP_GATE) {
         return None;
     }
@@ -152,7 +167,9 @@ pub fn plan(
     let code = access & 0b1101 == 0b1001 && access & (1 << 4) != 0 && access & (1 << 7) != 0;
     let long = access & (1 << 13) != 0 && access & (1 << 14) == 0;
     let dpl = ((access >> 5) & 3) as u8;
-    if !code || !long || dpl > s.cpl {
+    // A ring-3 handler's pushes are user-mode accesses (§4.6.1): not
+    // modelled.
+    if !code || !long || dpl > s.cpl || dpl == 3 {
         return None;
     }
     let raw_limit = ((desc & 0xffff) | ((desc >> 32) & 0xf_0000)) as u32;
@@ -212,6 +229,14 @@ pub fn plan(
     })
 }
 
+/// Whether an implicit supervisor access through walk `m` is one the
+/// processor makes without a fault and without writing an entry: A = 1 at
+/// every level, no reserved bit, and not a user page while SMAP or PKE
+/// (whose rights depend on PKRU, §4.6.2) is on.
+fn walk_allows(paging: PagingState, m: &guest_paging::Mapping) -> bool {
+    m.accessed && !m.reserved && !(m.user && paging.cr4 & (CR4_SMAP | CR4_PKE) != 0)
+}
+
 /// Whether `a` is canonical for 48-bit linear addresses.
 const fn canonical(a: u64) -> bool {
     ((a as i64) << 16 >> 16) as u64 == a
@@ -228,7 +253,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         let cr4 = self.vmcs.read(GuestNatural::Cr4)?;
         let pending = self.vmcs.read(GuestNatural::PendingDebugExceptions)?;
         let injecting = self.vmcs.read(Control32::EntryInterruptionInfo)? & (1 << 31) != 0;
-        if cr4 & CR4_CET != 0 || pending != 0 || injecting {
+        if cr4 & !CR4_KNOWN != 0 || pending != 0 || injecting {
             return Ok(false);
         }
         let s = Interrupted {
@@ -286,15 +311,48 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         Ok(true)
     }
 
+    /// After a trap-like exit that ends an instruction the monitor let run
+    /// (the monitor-trap-flag or single-step exit of a patch step,
+    /// `exit::patch_step`), the saved RIP is the next instruction's, and
+    /// past the canonical boundary VM entry cannot load it. Then the
+    /// guest gets the fetch's #GP(0) as [`Self::deliver_fetch_gp`] gives
+    /// it, or, where that is left to the processor, at `completed_at`,
+    /// the instruction that completed (as `exit::rip` does). True when RIP
+    /// was not canonical (and the #GP is on its way).
+    pub(super) fn fault_past_canonical_boundary(
+        &mut self,
+        completed_at: u64,
+    ) -> Result<bool, VmFail> {
+        let rip = self.vmcs.read(GuestNatural::Rip)?;
+        if !self.in_64bit_mode()? {
+            return Ok(false);
+        }
+        let width = if self.vmcs.read(GuestNatural::Cr4)? & CR4_LA57 != 0 {
+            57
+        } else {
+            48
+        };
+        if super::rip::next_rip(rip, 0, width).is_some() {
+            return Ok(false);
+        }
+        if !self.deliver_fetch_gp(rip)? {
+            self.vmcs.write(GuestNatural::Rip, completed_at)?;
+            self.inject_event(crate::vmx::event::Exception::GeneralProtection, 0)?;
+        }
+        Ok(true)
+    }
+
     /// Reads guest-linear memory as an implicit supervisor read: through
-    /// the guest's page tables (present entries only) and the current EPT
-    /// view.
+    /// the guest's page tables ([`walk_allows`]) and the current EPT view.
     fn read_linear(&self, paging: PagingState, linear: u64, buf: &mut [u8]) -> Option<()> {
         let mut done = 0;
         while done < buf.len() {
             let at = linear.wrapping_add(done as u64);
             let n = (0x1000 - (at & 0xfff) as usize).min(buf.len() - done);
             let m = guest_paging::translate(paging, at, |gpa| self.read_entry(gpa)).ok()?;
+            if !walk_allows(paging, &m) {
+                return None;
+            }
             self.memory.read(m.gpa, &mut buf[done..done + n]).ok()?;
             done += n;
         }
@@ -324,9 +382,9 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
                 return false;
             };
             let writable = m.writable || paging.cr0 & CR0_WP == 0;
-            let smap_refuses = m.user && paging.cr4 & CR4_SMAP != 0;
             if !writable
-                || smap_refuses
+                || !m.dirty
+                || !walk_allows(paging, &m)
                 || n == pieces.len()
                 || self.memory.check_writable(m.gpa, len as u64).is_err()
             {

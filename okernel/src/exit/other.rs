@@ -204,8 +204,18 @@ fn task_switch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 fn hlt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
+    let rip = vcpu.vmcs.read(GuestNatural::Rip)?;
     let action = vcpu.advance_rip()?;
-    if vcpu.cpu.read_msr(msrs::IA32_VMX_MISC) & (1 << 6) != 0 && vcpu.cpl()? == 0 {
+    // A HLT at the canonical boundary completed into the fetch's #GP
+    // (`exit::rip`): an event is delivered or injected, and VM entry
+    // refuses an injection into the HLT state (SDM Vol. 3C §27.3.1.5).
+    let event = vcpu.vmcs.read(Control32::EntryInterruptionInfo)? & (1 << 31) != 0;
+    let delivered = vcpu.vmcs.read(GuestNatural::Rip)? != rip.wrapping_add(1);
+    if !event
+        && !delivered
+        && vcpu.cpu.read_msr(msrs::IA32_VMX_MISC) & (1 << 6) != 0
+        && vcpu.cpl()? == 0
+    {
         vcpu.vmcs
             .write(Guest32::ActivityState, stop::ActivityState::Hlt as u32)?;
     }

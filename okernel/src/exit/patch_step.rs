@@ -63,6 +63,13 @@ const BS: u64 = 1 << 14;
 /// IA32_DEBUGCTL.BTF: TF traps on branches only (SDM Vol. 3A §18.4.3).
 const BTF: u64 = 1 << 1;
 
+/// Whether `a` is canonical for 48-bit linear addresses (a 57-bit
+/// canonical one that is not is refused here too: the #GP goes to the
+/// writer either way).
+const fn canonical48(a: u64) -> bool {
+    ((a as i64) << 16 >> 16) as u64 == a
+}
+
 /// What a write to locked text became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Begun {
@@ -297,12 +304,20 @@ fn done<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<Option<ExitAction>, ExitError> {
     match close(vcpu)? {
         None => Ok(None),
-        Some((_, Ok(_))) => Ok(Some(ExitAction::Resume)),
+        Some((writer, Ok(_))) => {
+            // An instruction that ended at the canonical boundary: the
+            // next fetch's #GP, never a VM entry with that RIP.
+            vcpu.fault_past_canonical_boundary(writer.rip)?;
+            Ok(Some(ExitAction::Resume))
+        }
         Some((writer, Err(refusal))) => {
             audit(vcpu, &writer, refusal)?;
             // Fault semantics where nothing was delivered in between (RSP
-            // as it was): #GP at the writing instruction.
-            if vcpu.vmcs.read(GuestNatural::Rsp)? == writer.rsp {
+            // as it was): #GP at the writing instruction. So too where the
+            // instruction ended past the canonical boundary: VM entry
+            // cannot load that RIP.
+            let rip = vcpu.vmcs.read(GuestNatural::Rip)?;
+            if vcpu.vmcs.read(GuestNatural::Rsp)? == writer.rsp || !canonical48(rip) {
                 vcpu.vmcs.write(GuestNatural::Rip, writer.rip)?;
             }
             vcpu.inject(Exception::GeneralProtection, 0).map(Some)

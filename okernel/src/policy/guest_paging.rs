@@ -16,6 +16,10 @@ use crate::bits::{CR0_PG, CR4_LA57, CR4_PAE, EFER_LMA, EFER_NXE};
 pub const WRITABLE: u64 = 1 << 1;
 /// Entry bit 2: user/supervisor.
 pub const USER: u64 = 1 << 2;
+/// Entry bit 5: accessed.
+pub const ACCESSED: u64 = 1 << 5;
+/// Entry bit 6: dirty (in a page's entry).
+pub const DIRTY: u64 = 1 << 6;
 /// Entry bit 7: page size (PDPTE, PDE).
 pub const PAGE_SIZE: u64 = 1 << 7;
 /// Bits 51:12: the physical address of a 4 KiB frame or table.
@@ -51,6 +55,19 @@ pub struct Mapping {
     /// The page-table pages the walk read (PML4 first; 0 beyond the
     /// leaf's level, and none with paging off).
     pub tables: [u64; 4],
+    /// Every entry of the walk has A = 1, so an access through it makes
+    /// the processor write no entry for A (SDM Vol. 3A §4.8); true with
+    /// paging off.
+    pub accessed: bool,
+    /// The leaf entry has D = 1, so a write through it makes the
+    /// processor write no entry for D; true with paging off.
+    pub dirty: bool,
+    /// An entry of the walk has a bit set that the processor treats as
+    /// reserved (§4.5, Tables 4-14 to 4-19): XD with EFER.NXE clear, PS in
+    /// a PML4 entry, bits 20:13 of a 2 MiB or 29:13 of a 1 GiB page entry.
+    /// An access through it is a #PF with RSVD on the processor. Address
+    /// bits above MAXPHYADDR are not checked (they lead outside RAM).
+    pub reserved: bool,
 }
 
 impl PagingState {
@@ -88,6 +105,9 @@ pub fn translate(
             user: true,
             executable: true,
             tables: [0; 4],
+            accessed: true,
+            dirty: true,
+            reserved: false,
         });
     }
     if state.cr4 & CR4_PAE == 0 || state.efer & EFER_LMA == 0 || state.cr4 & CR4_LA57 != 0 {
@@ -100,6 +120,8 @@ pub fn translate(
     let mut writable = true;
     let mut user = true;
     let mut executable = true;
+    let mut accessed = true;
+    let mut reserved = false;
     let mut tables = [0u64; 4];
     let nxe = state.efer & EFER_NXE != 0;
     // Levels 4 (PML4) to 1 (PT); bits 47:39, 38:30, 29:21, 20:12.
@@ -115,9 +137,14 @@ pub fn translate(
         writable &= entry & WRITABLE != 0;
         user &= entry & USER != 0;
         executable &= !nxe || entry & XD == 0;
+        accessed &= entry & ACCESSED != 0;
+        reserved |= !nxe && entry & XD != 0 || level == 4 && entry & PAGE_SIZE != 0;
         let leaf = level == 1 || ((level == 2 || level == 3) && entry & PAGE_SIZE != 0);
         if leaf {
             let page_mask = (1u64 << shift) - 1;
+            // Bits 12 (PAT) .. the page's own offset bits are reserved in a
+            // large-page entry but bit 12 itself.
+            reserved |= level > 1 && entry & page_mask & !0x1fff != 0;
             let base = entry & ADDR_MASK & !page_mask;
             return Ok(Mapping {
                 gpa: base | (linear & page_mask),
@@ -125,6 +152,9 @@ pub fn translate(
                 user,
                 executable,
                 tables,
+                accessed,
+                dirty: entry & DIRTY != 0,
+                reserved,
             });
         }
         table = entry & ADDR_MASK;
@@ -171,6 +201,9 @@ mod tests {
                 user: false,
                 executable: true,
                 tables: [0x1000, 0x2000, 0x3000, 0],
+                accessed: false,
+                dirty: false,
+                reserved: false,
             }
         );
         let m = translate(LONG, 0x40_3010, read).unwrap();
@@ -182,6 +215,9 @@ mod tests {
                 user: true,
                 executable: true,
                 tables: [0x1000, 0x2000, 0x3000, 0x4000],
+                accessed: false,
+                dirty: false,
+                reserved: false,
             }
         );
         let m = translate(LONG, 0x4123_4567, read).unwrap();

@@ -131,6 +131,18 @@ fn hlt_completes_and_halts() {
 }
 
 #[test]
+fn hlt_at_the_canonical_boundary_takes_the_gp_and_does_not_halt() {
+    // The last byte below 2^47: the fetch after it faults; VM entry would
+    // refuse the #GP's injection into the HLT state.
+    let mut v = vcpu();
+    v.vmcs.set(GuestNatural::Rip, 0x7fff_ffff_ffff);
+    let r = run(&mut v, ExitReason::Hlt, 0, 1);
+    assert_eq!(r, Ok(ExitAction::Resume));
+    assert_eq!((injected(&v), rip(&v)), (GP, 0x7fff_ffff_ffff));
+    assert_eq!(v.vmcs.get(Guest32::ActivityState), 0, "active");
+}
+
+#[test]
 fn a_task_switch_is_refused_with_gp_and_audited() {
     // JMP to a TSS (qualification source 2).
     let mut v = vcpu();

@@ -655,3 +655,44 @@ fn the_execute_rule_decides_whether_other_ram_and_locked_data_keep_execute() {
         assert!(!perms(&v, 0, TEXT).unwrap().contains(Perms::WRITE));
     }
 }
+
+/// A writing instruction that ends at the top of the canonical half: the
+/// step's exit (MTF, or the single-step #DB) saves RIP 2^47, which VM
+/// entry cannot load (SDM Vol. 3C §27.3.1.4). Legal or refused, the guest
+/// gets the fetch's #GP — here, with no IDT the monitor could deliver
+/// through, at the writing instruction — and the monitor never resumes at
+/// the non-canonical RIP (found by the review of `exit::deliver`).
+#[test]
+fn a_step_ending_at_the_canonical_boundary_never_resumes_there() {
+    const TOP48: u64 = 0x0000_8000_0000_0000;
+    let writer = TOP48 - 4;
+    for caps in METHODS {
+        for (bytes, legal) in [(&[0xcc][..], true), (&[0x90][..], false)] {
+            let mut v = locked_with(caps);
+            v.vmcs.set(GuestNatural::Rip, writer);
+            v.vmcs.set(ReadOnly64::GuestPhysicalAddress, LONG);
+            v.vmcs.set(
+                ReadOnlyNatural::GuestLinearAddress,
+                0x7fff_0000 + (LONG & 0xfff),
+            );
+            assert_eq!(
+                run(&mut v, ExitReason::EptViolation, WRITE_QUAL, 0),
+                Ok(ExitAction::Resume)
+            );
+            assert!(armed(&v), "the step is armed");
+            w8(&v, LONG, bytes);
+            v.vmcs.set(GuestNatural::Rip, TOP48);
+            let r = if v.policy.caps.mtf {
+                run(&mut v, ExitReason::MonitorTrapFlag, 0, 0)
+            } else {
+                synth(&mut v, ExitReason::ExceptionOrNmi as u32, 1 << 14, 0);
+                v.vmcs.set(ReadOnly32::ExitInterruptionInfo, 0x8000_0301);
+                handle_exit(&mut v)
+            };
+            assert_eq!(r, Ok(ExitAction::Resume), "legal {legal}");
+            assert_eq!(rip(&v), writer, "legal {legal}: never 2^47");
+            assert_eq!(injected(&v), GP, "legal {legal}");
+            assert_eq!(v.policy.patch.validated, u64::from(legal), "legal {legal}");
+        }
+    }
+}
