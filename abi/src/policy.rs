@@ -190,6 +190,22 @@ pub enum AuditKind {
     Exit = 8,
 }
 
+impl AuditKind {
+    /// The name the monitor's log and the clients print.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AuditKind::EptViolation => "ept-violation",
+            AuditKind::CrPin => "cr-write",
+            AuditKind::MsrLock => "msr-write",
+            AuditKind::DescriptorTable => "descriptor-table",
+            AuditKind::PageTableUpdate => "page-table-update",
+            AuditKind::ContextSwitch => "context-switch",
+            AuditKind::Hypercall => "hypercall",
+            AuditKind::Exit => "exit",
+        }
+    }
+}
+
 /// What the monitor did about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -212,6 +228,21 @@ pub enum AuditAction {
     /// delivered a contributory exception or a page fault (SDM Vol. 3A
     /// Table 6-5; ABI 1.1, issue 18).
     InjectDf = 7,
+}
+
+impl AuditAction {
+    /// The name the monitor's log and the clients print.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AuditAction::Skip => "drop",
+            AuditAction::InjectGp => "inject-#GP",
+            AuditAction::InjectPf => "inject-#PF",
+            AuditAction::Refused => "refused",
+            AuditAction::Stop => "stop",
+            AuditAction::Gate => "gate",
+            AuditAction::InjectDf => "inject-#DF",
+        }
+    }
 }
 
 /// One audit record as the `AuditRead` call copies it into guest memory.

@@ -127,7 +127,7 @@ pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return gp(vcpu);
     }
     if vcpu.policy.cr_write(0, old, v) == Decision::Deny {
-        return vcpu.deny_write(AuditKind::CrWrite, 0, None, v);
+        return vcpu.deny_write(AuditKind::CrPin, 0, None, v);
     }
     let mut entry = None;
     if paging_on && efer & EFER_LME != 0 {
@@ -170,7 +170,7 @@ pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     let old = visible_cr4(vcpu)?;
     if vcpu.policy.cr_write(4, old, v) == Decision::Deny {
-        return vcpu.deny_write(AuditKind::CrWrite, 4, None, v);
+        return vcpu.deny_write(AuditKind::CrPin, 4, None, v);
     }
     vcpu.vmcs.write(GuestNatural::Cr4, vcpu.cr.real_cr4(v))?;
     vcpu.vmcs.write(ControlNatural::Cr4ReadShadow, v)?;

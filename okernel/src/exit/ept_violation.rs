@@ -80,11 +80,11 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     };
     let vectoring = InterruptionInfo(vcpu.vmcs.read(ReadOnly32::IdtVectoringInfo)?);
     let action = if decoded.is_err() {
-        AuditAction::Stopped
+        AuditAction::Stop
     } else if asynchronous {
-        AuditAction::Dropped
+        AuditAction::Skip
     } else {
-        AuditAction::InjectedGp
+        AuditAction::InjectGp
     };
     let record = AuditRecord {
         seq: 0,

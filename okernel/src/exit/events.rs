@@ -84,9 +84,9 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             }
         };
         record.action = if e == Exception::DoubleFault {
-            AuditAction::InjectedDf
+            AuditAction::InjectDf
         } else {
-            AuditAction::InjectedGp
+            AuditAction::InjectGp
         };
         self.audit.push(record).log();
         self.inject(e, code)

@@ -359,7 +359,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             qualification: value,
             rip: self.vmcs.read(GuestNatural::Rip)?,
             cr3: self.vmcs.read(GuestNatural::Cr3)?,
-            action: AuditAction::InjectedGp,
+            action: AuditAction::InjectGp,
         };
         self.audit.push(record).log();
         self.inject(Exception::GeneralProtection, 0)

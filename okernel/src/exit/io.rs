@@ -172,7 +172,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<ExitAction, ExitError> {
     let q = IoQualification(vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?);
     if q.string() || q.rep() {
-        let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::InjectedGp)?;
+        let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::InjectGp)?;
         vcpu.audit.push(record).log();
         return vcpu.inject(Exception::GeneralProtection, 0);
     }
@@ -227,7 +227,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     };
     if refused {
         // Dropped: the guest goes on, the port keeps its state.
-        let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Dropped)?;
+        let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Skip)?;
         vcpu.audit.push(record).log();
     } else if !emulated {
         vcpu.cpu.port_out(port, size, rax as u32);
@@ -264,7 +264,7 @@ fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     q: IoQualification,
 ) -> Result<ExitAction, ExitError> {
-    let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Dropped)?;
+    let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Skip)?;
     vcpu.audit.push(record).log();
     if q.is_in() {
         let rax = vcpu.regs.rax();

@@ -81,7 +81,7 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         if (value ^ locked) & !ignore == 0 {
             return vcpu.advance_rip();
         }
-        return vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value);
+        return vcpu.deny_write(AuditKind::MsrLock, index.into(), None, value);
     }
     let target = match index {
         IA32_APIC_BASE | 0x800..=0x8ff => return apic::handle_write(vcpu, index, value),
@@ -101,13 +101,13 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         // refused and audited (default deny).
         _ => {
             return match msr_table::classify(index).1 {
-                Write::Deny => vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value),
+                Write::Deny => vcpu.deny_write(AuditKind::MsrLock, index.into(), None, value),
                 _ => vcpu.inject(Exception::GeneralProtection, 0),
             };
         }
     };
     if vcpu.policy.msr_write(index, value) == Decision::Deny {
-        return vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value);
+        return vcpu.deny_write(AuditKind::MsrLock, index.into(), None, value);
     }
     match target {
         Target::Msr => vcpu.cpu.write_msr(index, value),

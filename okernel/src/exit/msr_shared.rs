@@ -176,6 +176,6 @@ pub fn handle_write<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
         Verdict::Skip => vcpu.advance_rip(),
         Verdict::Fault => vcpu.inject(Exception::GeneralProtection, 0),
-        Verdict::Deny => vcpu.deny_write(AuditKind::MsrWrite, index.into(), None, value),
+        Verdict::Deny => vcpu.deny_write(AuditKind::MsrLock, index.into(), None, value),
     }
 }

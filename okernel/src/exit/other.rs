@@ -164,7 +164,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             vcpu.reinject(event)
         }
         Some(Outcome::Stop) => {
-            let record = exit_record(vcpu, reason, AuditAction::Stopped)?;
+            let record = exit_record(vcpu, reason, AuditAction::Stop)?;
             stop::stop_context(vcpu, record, reason)
         }
         Some(Outcome::TaskSwitch) => task_switch(vcpu),
@@ -187,7 +187,7 @@ fn task_switch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     let vectoring = InterruptionInfo(vcpu.vmcs.read(ReadOnly32::IdtVectoringInfo)?);
-    let record = exit_record(vcpu, ExitReason::TaskSwitch, AuditAction::InjectedGp)?;
+    let record = exit_record(vcpu, ExitReason::TaskSwitch, AuditAction::InjectGp)?;
     if vectoring.valid() {
         // Through a task gate of the IDT: the event is not delivered.
         return vcpu.fault_during_delivery(vectoring, record);

@@ -396,7 +396,7 @@ fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         qualification: writer.qualification,
         rip: writer.rip,
         cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
-        action: AuditAction::InjectedGp,
+        action: AuditAction::InjectGp,
     };
     vcpu.audit.push(record).log();
     Ok(())

@@ -93,7 +93,7 @@ pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.regs.set(Gpr::Rsi, reason as u64);
         return vcpu.enter_gate(&gate);
     }
-    record.action = AuditAction::Stopped;
+    record.action = AuditAction::Stop;
     vcpu.audit.push(record).log();
     halt(vcpu, reason)
 }

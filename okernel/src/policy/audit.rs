@@ -42,110 +42,11 @@ impl Access {
     }
 }
 
-/// What was denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditKind {
-    /// A guest-physical access the EPT view does not allow.
-    EptViolation,
-    /// A CR0/CR4 write refused by policy (`gpa` holds the CR number,
-    /// `qualification` the refused value).
-    CrWrite,
-    /// A WRMSR refused by policy (`gpa` holds the MSR, `qualification` the
-    /// refused value).
-    MsrWrite,
-    /// LIDT/LGDT/LLDT/LTR after the descriptor tables were locked (`gpa`
-    /// holds the exit reason, `qualification` the instruction information).
-    DescriptorTable,
-    /// A page-table update the monitor refused (`gpa` holds the entry's
-    /// address, `qualification` the refused value).
-    PageTableUpdate,
-    /// A context switch the monitor refused or redirected to a gate (`gpa`
-    /// holds the target context, `qualification` the gate id).
-    ContextSwitch,
-    /// A hypercall refused for its caller's context: `Exit` from an
-    /// untrusted context (`gpa` holds the call number, `qualification`
-    /// RDI, the outcome code).
-    Hypercall,
-    /// A VM exit its context could not go on from (`gpa` holds the basic
-    /// exit reason, `qualification` the exit qualification): the context
-    /// was stopped (`docs/policy.md`, "Stopping a context").
-    Exit,
-}
-
-impl AuditKind {
-    /// A short name for logs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            AuditKind::EptViolation => "ept-violation",
-            AuditKind::CrWrite => "cr-write",
-            AuditKind::MsrWrite => "msr-write",
-            AuditKind::DescriptorTable => "descriptor-table",
-            AuditKind::PageTableUpdate => "page-table-update",
-            AuditKind::ContextSwitch => "context-switch",
-            AuditKind::Hypercall => "hypercall",
-            AuditKind::Exit => "exit",
-        }
-    }
-
-    /// The ABI value ([`okernel_abi::policy::AuditKind`]).
-    pub const fn abi(self) -> abi::AuditKind {
-        match self {
-            AuditKind::EptViolation => abi::AuditKind::EptViolation,
-            AuditKind::CrWrite => abi::AuditKind::CrPin,
-            AuditKind::MsrWrite => abi::AuditKind::MsrLock,
-            AuditKind::DescriptorTable => abi::AuditKind::DescriptorTable,
-            AuditKind::PageTableUpdate => abi::AuditKind::PageTableUpdate,
-            AuditKind::ContextSwitch => abi::AuditKind::ContextSwitch,
-            AuditKind::Hypercall => abi::AuditKind::Hypercall,
-            AuditKind::Exit => abi::AuditKind::Exit,
-        }
-    }
-}
-
-/// What the monitor did about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditAction {
-    /// #GP(0) injected at the faulting instruction.
-    InjectedGp,
-    /// #DF injected: the access was made while delivering a contributory
-    /// exception or a page fault (SDM Vol. 3A Table 6-5).
-    InjectedDf,
-    /// The context was stopped (`docs/policy.md`, "Stopping a context").
-    Stopped,
-    /// The access was not performed and the guest resumed without an
-    /// exception (asynchronous accesses, which no instruction made).
-    Dropped,
-    /// The hypercall failed with an error status.
-    Refused,
-    /// The guest resumed at a registered gate, not after its VMCALL.
-    Gate,
-}
-
-impl AuditAction {
-    /// A short name for logs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            AuditAction::InjectedGp => "inject-#GP",
-            AuditAction::InjectedDf => "inject-#DF",
-            AuditAction::Stopped => "stop",
-            AuditAction::Dropped => "drop",
-            AuditAction::Refused => "refused",
-            AuditAction::Gate => "gate",
-        }
-    }
-
-    /// The ABI value ([`okernel_abi::policy::AuditAction`]).
-    pub const fn abi(self) -> abi::AuditAction {
-        match self {
-            AuditAction::InjectedGp => abi::AuditAction::InjectGp,
-            AuditAction::InjectedDf => abi::AuditAction::InjectDf,
-            AuditAction::Stopped => abi::AuditAction::Stop,
-            AuditAction::Dropped => abi::AuditAction::Skip,
-            AuditAction::Refused => abi::AuditAction::Refused,
-            AuditAction::Gate => abi::AuditAction::Gate,
-        }
-    }
-}
+/// What was denied and what the monitor did about it: the ABI's types,
+/// so the record the monitor keeps and the one `AuditRead` copies out
+/// name the same things. What `gpa` and `qualification` hold for each
+/// kind: `docs/policy.md`, "Audit".
+pub use okernel_abi::policy::{AuditAction, AuditKind};
 
 /// One denied operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,8 +109,8 @@ impl AuditRecord {
     pub fn to_abi(&self) -> abi::AuditRecord {
         abi::AuditRecord {
             sequence: self.seq,
-            kind: self.kind.abi() as u32,
-            action: self.action.abi() as u32,
+            kind: self.kind as u32,
+            action: self.action as u32,
             context: self.context.into(),
             gpa: self.gpa,
             gva: self.gva.unwrap_or(0),
@@ -365,7 +266,7 @@ mod tests {
             qualification: 0x182,
             rip: 0x20_1000,
             cr3: 0x10_0000,
-            action: AuditAction::InjectedGp,
+            action: AuditAction::InjectGp,
         }
     }
 

@@ -151,7 +151,7 @@ fn a_task_switch_is_refused_with_gp_and_audited() {
     let rec = v.audit.last().unwrap();
     assert_eq!(
         (rec.kind, rec.gpa, rec.action),
-        (AuditKind::Exit, 9, AuditAction::InjectedGp)
+        (AuditKind::Exit, 9, AuditAction::InjectGp)
     );
     // Through an IDT task gate while delivering #GP: a double fault.
     let mut v = vcpu();
@@ -159,7 +159,7 @@ fn a_task_switch_is_refused_with_gp_and_audited() {
     v.vmcs.set(ReadOnly32::IdtVectoringInfo, 0x8000_0b0d);
     assert_eq!(handle_exit(&mut v), Ok(ExitAction::Resume));
     assert_eq!(injected(&v), DF);
-    assert_eq!(v.audit.last().unwrap().action, AuditAction::InjectedDf);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::InjectDf);
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn init_and_triple_fault_halt_the_trusted_context() {
         let rec = v.audit.last().unwrap();
         assert_eq!(
             (rec.kind, rec.gpa, rec.action, rec.context),
-            (AuditKind::Exit, reason as u64, AuditAction::Stopped, 0)
+            (AuditKind::Exit, reason as u64, AuditAction::Stop, 0)
         );
     }
 }
@@ -303,7 +303,7 @@ fn a_stopped_untrusted_context_without_a_usable_gate_halts() {
         v.vmcs.get(Guest32::ActivityState),
         ActivityState::WaitForSipi as u64
     );
-    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stopped);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stop);
 }
 
 #[cfg(feature = "fuzz")]

@@ -42,10 +42,10 @@ fn assert_denied_and_audited(
 ) {
     assert_injected(v, r, GP);
     let rec = v.audit.last().copied().expect("an audit record");
-    assert_eq!(rec.kind, AuditKind::MsrWrite);
+    assert_eq!(rec.kind, AuditKind::MsrLock);
     assert_eq!(rec.gpa, u64::from(index));
     assert_eq!(rec.qualification, value);
-    assert_eq!(rec.action, AuditAction::InjectedGp);
+    assert_eq!(rec.action, AuditAction::InjectGp);
     assert_eq!(rec.context, 7);
     assert_eq!(v.cpu.msr_writes, 0, "nothing written");
 }

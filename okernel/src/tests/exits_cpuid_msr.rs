@@ -187,10 +187,10 @@ fn policy_denied_msr_write_is_audited() {
     let r = wrmsr(&mut v, 0xc000_0082, 0xffff_8000_0000_0000);
     assert_injected(&v, r, GP);
     let rec = v.audit.last().copied().unwrap();
-    assert_eq!(rec.kind, AuditKind::MsrWrite);
+    assert_eq!(rec.kind, AuditKind::MsrLock);
     assert_eq!(rec.gpa, 0xc000_0082);
     assert_eq!(rec.qualification, 0xffff_8000_0000_0000);
     assert_eq!(rec.context, 7);
-    assert_eq!(rec.action, AuditAction::InjectedGp);
+    assert_eq!(rec.action, AuditAction::InjectGp);
     assert_eq!(v.cpu.msr_writes, 0);
 }

@@ -110,7 +110,7 @@ fn cr_pinning_hook_denies_and_audits() {
     assert_injected(&v, r, GP);
     assert_eq!(v.vmcs.get(GuestNatural::Cr4), before);
     let rec = v.audit.last().unwrap();
-    assert_eq!(rec.kind, AuditKind::CrWrite);
+    assert_eq!(rec.kind, AuditKind::CrPin);
     assert_eq!((rec.gpa, rec.qualification), (4, new));
 }
 

@@ -34,7 +34,7 @@ fn write_to_monitor_memory_is_denied_audited_and_faults() {
     assert_eq!(rec.qualification, 0x182);
     assert_eq!(rec.rip, RIP);
     assert_eq!(rec.cr3, 0x10_0000);
-    assert_eq!(rec.action, AuditAction::InjectedGp);
+    assert_eq!(rec.action, AuditAction::InjectGp);
     assert_eq!(v.counters.get(ExitReason::EptViolation), 1);
 }
 
@@ -82,7 +82,7 @@ fn violation_during_a_benign_event_is_a_gp_with_ext() {
     let (v, r) = during_delivery(0x8000_0306);
     assert_injected(&v, r, GP);
     assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 1);
-    assert_eq!(v.audit.last().unwrap().action, AuditAction::InjectedGp);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::InjectGp);
     // INT n: EXT clear.
     let (v, r) = during_delivery(0x8000_0480);
     assert_injected(&v, r, GP);
@@ -96,7 +96,7 @@ fn violation_during_a_contributory_exception_or_page_fault_is_a_double_fault() {
         assert_injected(&v, r, DF);
         assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0);
         let rec = v.audit.last().unwrap();
-        assert_eq!(rec.action, AuditAction::InjectedDf);
+        assert_eq!(rec.action, AuditAction::InjectDf);
         assert_eq!(rec.gpa, MONITOR_GPA);
         assert_eq!(rec.kind, AuditKind::EptViolation);
     }
@@ -117,7 +117,7 @@ fn violation_during_a_double_fault_stops_the_context_not_the_run() {
     let r = handle_exit(&mut v);
     assert_eq!(r, Ok(ExitAction::Resume), "never a monitor stop");
     assert_eq!(injected(&v), 0);
-    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stopped);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stop);
     // The fake processor offers wait-for-SIPI.
     assert_eq!(v.vmcs.get(Guest32::ActivityState), 3);
 }
@@ -137,7 +137,7 @@ fn asynchronous_violation_is_dropped_without_an_exception() {
     assert_eq!(r, Ok(ExitAction::Resume));
     assert_eq!(injected(&v), 0);
     assert_eq!(rip(&v), RIP);
-    assert_eq!(v.audit.last().unwrap().action, AuditAction::Dropped);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::Skip);
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn malformed_qualification_is_fatal_and_audited() {
         matches!(r, Err(ExitError::MalformedQualification(_))),
         "{r:?}"
     );
-    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stopped);
+    assert_eq!(v.audit.last().unwrap().action, AuditAction::Stop);
 }
 
 #[test]

@@ -205,7 +205,7 @@ fn a_denied_port_reads_all_ones_and_drops_writes_audited() {
     assert_eq!(v.audit.len(), 1);
     assert_eq!(
         v.audit.last().copied().unwrap().action,
-        AuditAction::InjectedGp
+        AuditAction::InjectGp
     );
 }
 
@@ -229,7 +229,7 @@ fn a20_off_and_fast_reset_are_dropped_and_audited() {
             (
                 AuditKind::Exit,
                 ExitReason::IoInstruction as u64,
-                AuditAction::Dropped
+                AuditAction::Skip
             ),
             "{value:#x}"
         );
@@ -250,7 +250,7 @@ fn string_and_rep_io_to_an_intercepted_port_fault() {
     assert_injected(&v, r, GP);
     assert_eq!(
         v.audit.last().map(|r| r.action),
-        Some(AuditAction::InjectedGp)
+        Some(AuditAction::InjectGp)
     );
 }
 
@@ -259,7 +259,7 @@ fn dropped(v: &Vcpu<FakeVmcs, FakeCpu, BasePolicy>, r: Result<ExitAction, ExitEr
     let rec = v.audit.last().copied().expect("audited");
     assert_eq!(
         (rec.kind, rec.action, rec.qualification >> 16),
-        (AuditKind::Exit, AuditAction::Dropped, u64::from(port))
+        (AuditKind::Exit, AuditAction::Skip, u64::from(port))
     );
     assert!(
         v.cpu.outs().is_empty(),

@@ -47,7 +47,7 @@ fn denied(v: &Vcpu<FakeVmcs, FakeCpu, BasePolicy>, r: Result<ExitAction, ExitErr
     let rec = v.audit.last().expect("audited");
     assert_eq!(
         (rec.kind, rec.gpa, rec.action),
-        (AuditKind::MsrWrite, u64::from(msr), AuditAction::InjectedGp)
+        (AuditKind::MsrLock, u64::from(msr), AuditAction::InjectGp)
     );
     assert_eq!(v.cpu.msr_writes, 0, "nothing written");
 }

@@ -120,10 +120,10 @@ fn the_whole_msr_space_follows_the_table() {
                 assert_injected(&v, r, GP);
                 let rec = v.audit.last().copied().unwrap();
                 assert_eq!(v.audit.total(), audits + 1, "WRMSR {m:#x}: audited");
-                assert_eq!(rec.kind, AuditKind::MsrWrite);
+                assert_eq!(rec.kind, AuditKind::MsrLock);
                 assert_eq!(rec.gpa, u64::from(m));
                 assert_eq!(rec.qualification, 0x5_0000_0001);
-                assert_eq!(rec.action, AuditAction::InjectedGp);
+                assert_eq!(rec.action, AuditAction::InjectGp);
                 denials += 1;
             }
         }

@@ -63,9 +63,9 @@ fn clearing_a_pinned_bit_is_denied_audited_and_faults() {
     let rec = *v.audit.last().unwrap();
     assert_eq!(
         (rec.kind, rec.gpa, rec.qualification),
-        (AuditKind::CrWrite, 0, cr0 & !CR0_WP)
+        (AuditKind::CrPin, 0, cr0 & !CR0_WP)
     );
-    assert_eq!(rec.action, AuditAction::InjectedGp);
+    assert_eq!(rec.action, AuditAction::InjectGp);
     assert_eq!(visible_cr0(&v).unwrap() & CR0_WP, CR0_WP, "WP still set");
     let r = mov_to_cr(&mut v, 4, cr4 & !CR4_SMEP);
     assert_injected(&v, r, GP);
@@ -138,7 +138,7 @@ fn writing_a_locked_msr_is_denied_and_its_own_value_is_a_no_op() {
     let rec = *v.audit.last().unwrap();
     assert_eq!(
         (rec.kind, rec.gpa, rec.qualification),
-        (AuditKind::MsrWrite, LSTAR, 0xffff_8000_dead_0000)
+        (AuditKind::MsrLock, LSTAR, 0xffff_8000_dead_0000)
     );
     assert_eq!(
         v.cpu.read_msr_for_tests(LSTAR as u32),

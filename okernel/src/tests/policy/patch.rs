@@ -242,7 +242,7 @@ fn assert_refused(v: &PVcpu, res: Result<ExitAction, ExitError>, gpa: u64, recor
         (rec.kind, rec.action, rec.gpa, rec.rip),
         (
             AuditKind::EptViolation,
-            AuditAction::InjectedGp,
+            AuditAction::InjectGp,
             gpa,
             WRITER
         )
