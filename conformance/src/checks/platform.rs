@@ -32,9 +32,9 @@ fn mmio_read(addr: u64) -> u32 {
 }
 
 fn mmio_write(addr: u64, v: u32) {
-    // SAFETY: `addr` is a local APIC or IOAPIC register (see
+    // SAFETY: `addr` is a local APIC, IOAPIC or HPET register (see
     // `mmio_read`); the writes are the programming sequences of SDM Vol.
-    // 3A §13 and the IOAPIC's index register.
+    // 3A §13, the IOAPIC's index register and the HPET's enable bit.
     unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
 }
 
@@ -98,6 +98,7 @@ pub fn run_all(c: &mut Checks) {
                 mmio_read(HPET + 4)
             ),
         );
+        tsc_rate(c);
     }
     if !apic {
         for name in ["apic-timer", "apic-self-ipi", "apic-spurious"] {
@@ -193,4 +194,54 @@ fn tsc(c: &mut Checks) {
             prev > first
         ),
     );
+}
+
+/// HPET registers (IA-PC HPET specification 1.0a, §2.3): general
+/// configuration (bit 0 ENABLE_CNF) and the main counter.
+const HPET_CONFIG: u64 = 0x10;
+const HPET_COUNTER: u64 = 0xf0;
+/// HPET ticks the rate is measured over (about 7 ms at 14.318 MHz).
+const RATE_TICKS: u64 = 100_000;
+
+/// The TSC's rate against the HPET's main counter, whose period the
+/// capabilities register gives in femtoseconds: TSC ticks per HPET
+/// interval, in kHz to two significant digits (a monitor that offset or
+/// scaled the TSC, or lost time across exits, would differ). The HPET is
+/// enabled for it.
+fn tsc_rate(c: &mut Checks) {
+    let period_fs = u64::from(mmio_read(HPET + 4));
+    let config = mmio_read(HPET + HPET_CONFIG);
+    mmio_write(HPET + HPET_CONFIG, config | 1);
+    let counter = || u64::from(mmio_read(HPET + HPET_COUNTER));
+    let (h0, t0) = (counter(), cpu::rdtsc());
+    let mut h1 = h0;
+    let mut spun = 0u64;
+    while h1.wrapping_sub(h0) & 0xffff_ffff < RATE_TICKS && spun < 100_000_000 {
+        h1 = counter();
+        spun += 1;
+    }
+    let t1 = cpu::rdtsc();
+    mmio_write(HPET + HPET_CONFIG, config);
+    let ticks = h1.wrapping_sub(h0) & 0xffff_ffff;
+    // kHz = TSC ticks / (HPET ticks * period_fs * 1e-15) / 1e3.
+    let elapsed_fs = u128::from(ticks) * u128::from(period_fs);
+    let khz = if elapsed_fs == 0 {
+        0
+    } else {
+        (u128::from(t1.wrapping_sub(t0)) * 1_000_000_000_000 / elapsed_fs) as u64
+    };
+    c.line(
+        "tsc-rate-vs-hpet",
+        ticks >= RATE_TICKS && khz > 0,
+        format_args!("{} kHz (2 significant digits)", two_digits(khz)),
+    );
+}
+
+/// `n` rounded to two significant digits.
+fn two_digits(n: u64) -> u64 {
+    let mut scale = 1;
+    while n / scale >= 100 {
+        scale *= 10;
+    }
+    (n + scale / 2) / scale * scale
 }
