@@ -14,7 +14,9 @@
 //!   qualification (§28.2.1; for RIP-relative operands the processor
 //!   reports the base invalid and the displacement already added to the
 //!   next RIP); the address is translated through the guest's page tables
-//!   (`policy::guest_paging`) and written through the current EPT view.
+//!   (`policy::guest_paging`) and written through the current EPT view;
+//!   in 64-bit mode after linear-address masking where the guest's CR3 or
+//!   CR4 enables it ([`lam_masked`]), as for any data access.
 //!   SGDT/SIDT store 10 bytes in 64-bit mode, 6 outside it; SLDT/STR
 //!   store 2 bytes to memory, or the zero-extended selector to a register.
 //!   At CPL > 0 with CR4.UMIP set the store is #GP(0), as on the CPU.
@@ -29,7 +31,7 @@
 
 use super::guest::Vcpu;
 use super::{ExitAction, ExitError};
-use crate::bits::{CR0_WP, CR4_UMIP};
+use crate::bits::{CR0_WP, CR4_LA57, CR4_UMIP};
 use crate::exit::cr::visible_cr4;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
@@ -175,7 +177,53 @@ pub fn operand_address<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         _ => vcpu.vmcs.read(GuestNatural::DsBase)?,
     };
     let linear = seg_base.wrapping_add(offset);
-    Ok(if wide { linear } else { linear & 0xffff_ffff })
+    if !wide {
+        return Ok(linear & 0xffff_ffff);
+    }
+    Ok(lam_masked(
+        linear,
+        vcpu.vmcs.read(GuestNatural::Cr3)?,
+        vcpu.vmcs.read(GuestNatural::Cr4)?,
+    ))
+}
+
+/// CR3.LAM_U57 (bit 61) and CR3.LAM_U48 (bit 62): linear-address masking
+/// for user pointers; CR4.LAM_SUP (bit 28): for supervisor pointers.
+const CR3_LAM_U57: u64 = 1 << 61;
+const CR3_LAM_U48: u64 = 1 << 62;
+const CR4_LAM_SUP: u64 = 1 << 28;
+
+/// The linear address a 64-bit-mode data access through pointer `ptr`
+/// uses under linear-address masking (SDM Vol. 3A §4.4, "Linear-Address
+/// Pre-Processing"; Intel ISE, "Linear Address Masking"): a user pointer
+/// (bit 63 clear) with CR3.LAM_U57 or LAM_U48, a supervisor pointer with
+/// CR4.LAM_SUP (LAM57 under 5-level paging, LAM48 otherwise) has its
+/// metadata bits 62:57 or 62:48 replaced by bit 56 or 47; bit 63 is kept,
+/// so the canonicality check that follows (the walk's) fails where bit 63
+/// differs — the processor's modified check. Without LAM the pointer is
+/// the address.
+pub const fn lam_masked(ptr: u64, cr3: u64, cr4: u64) -> u64 {
+    let width = if ptr >> 63 == 0 {
+        if cr3 & CR3_LAM_U57 != 0 {
+            57
+        } else if cr3 & CR3_LAM_U48 != 0 {
+            48
+        } else {
+            return ptr;
+        }
+    } else if cr4 & CR4_LAM_SUP != 0 {
+        if cr4 & CR4_LA57 != 0 { 57 } else { 48 }
+    } else {
+        return ptr;
+    };
+    let low = ptr & ((1 << width) - 1);
+    let metadata = ((1u64 << 63) - 1) & !((1 << width) - 1);
+    let extended = if low >> (width - 1) & 1 != 0 {
+        metadata
+    } else {
+        0
+    };
+    (ptr & (1 << 63)) | extended | low
 }
 
 /// Writes `bytes` at guest-linear `linear` as a store at `cpl` would.

@@ -306,3 +306,64 @@ fn a_store_into_read_only_memory_is_denied_like_an_ept_violation() {
     // The exit-qualification field the handler read is the displacement.
     assert_eq!(v.vmcs.get(ReadOnlyNatural::ExitQualification), 0);
 }
+
+#[test]
+fn lam_masks_the_metadata_bits_of_a_pointer() {
+    use crate::exit::descriptor::lam_masked;
+    const U48: u64 = 1 << 62;
+    const U57: u64 = 1 << 61;
+    const SUP: u64 = 1 << 28;
+    const LA57: u64 = 1 << 12;
+    let tagged = 0x7f00_0000_0000_1000;
+    assert_eq!(lam_masked(tagged, 0, 0), tagged, "no LAM: the pointer");
+    assert_eq!(
+        lam_masked(tagged, U48, 0),
+        0x1000,
+        "LAM48: bits 62:48 from bit 47"
+    );
+    assert_eq!(
+        lam_masked(tagged, U57, 0),
+        tagged,
+        "LAM57: bit 56 set, so are 62:57"
+    );
+    assert_eq!(
+        lam_masked(0x3e00_4000_0000_0000, U57, 0),
+        0x0000_4000_0000_0000
+    );
+    // Bit 47 set: the metadata bits become ones, bit 63 stays clear, so
+    // the address is not canonical (the processor's modified check).
+    assert_eq!(
+        lam_masked(0x0000_8000_0000_0000, U48, 0),
+        0x7fff_8000_0000_0000
+    );
+    // A supervisor pointer needs CR4.LAM_SUP; LA57 picks LAM57.
+    let kernel = 0xff12_ffff_8000_0000;
+    assert_eq!(lam_masked(kernel, U48 | U57, 0), kernel);
+    assert_eq!(lam_masked(kernel, 0, SUP), 0xffff_ffff_8000_0000);
+    assert_eq!(
+        lam_masked(0x8112_0000_0000_0000, 0, SUP | LA57),
+        0xff12_0000_0000_0000
+    );
+}
+
+#[test]
+fn an_emulated_store_through_a_lam_tagged_pointer_lands_where_lam_says() {
+    let mut v = pvcpu();
+    ok(&mut v, Call::LockDescriptorTables, [0; 3]);
+    v.vmcs
+        .set(GuestNatural::GdtrBase, 0xffff_8000_0001_2000)
+        .set(Guest32::GdtrLimit, 0x3f);
+    // A tagged pointer to DATA: without LAM it is not canonical (#GP).
+    v.regs.set(Gpr::Rbx, DATA | (0x5a << 48));
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0x10);
+    assert_injected(&v, r, GP);
+    // With CR3.LAM_U48 the store goes to DATA + 0x10.
+    let cr3 = v.vmcs.get(GuestNatural::Cr3);
+    v.vmcs.set(GuestNatural::Cr3, cr3 | (1 << 62));
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0x10);
+    assert_advanced(&v, r, 3);
+    let mut b = [0u8; 10];
+    v.memory.phys().copy(DATA + 0x10, &mut b);
+    assert_eq!(b[..2], [0x3f, 0]);
+}

@@ -240,12 +240,7 @@ fn assert_refused(v: &PVcpu, res: Result<ExitAction, ExitError>, gpa: u64, recor
     let rec = *v.audit.last().unwrap();
     assert_eq!(
         (rec.kind, rec.action, rec.gpa, rec.rip),
-        (
-            AuditKind::EptViolation,
-            AuditAction::InjectGp,
-            gpa,
-            WRITER
-        )
+        (AuditKind::EptViolation, AuditAction::InjectGp, gpa, WRITER)
     );
 }
 
