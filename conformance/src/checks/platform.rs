@@ -225,11 +225,9 @@ fn tsc_rate(c: &mut Checks) {
     let ticks = h1.wrapping_sub(h0) & 0xffff_ffff;
     // kHz = TSC ticks / (HPET ticks * period_fs * 1e-15) / 1e3.
     let elapsed_fs = u128::from(ticks) * u128::from(period_fs);
-    let khz = if elapsed_fs == 0 {
-        0
-    } else {
-        (u128::from(t1.wrapping_sub(t0)) * 1_000_000_000_000 / elapsed_fs) as u64
-    };
+    let khz = (u128::from(t1.wrapping_sub(t0)) * 1_000_000_000_000)
+        .checked_div(elapsed_fs)
+        .unwrap_or(0) as u64;
     c.line(
         "tsc-rate-vs-hpet",
         ticks >= RATE_TICKS && khz > 0,
