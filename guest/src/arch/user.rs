@@ -175,6 +175,59 @@ guest_switch_single_step:
     mov qword ptr [rip + guest_kept_running], 1
     ret
 
+    /* Sends this processor a fixed IPI (interrupts are off: it stays
+       requested), waits (bounded) for its IRR bit, then STI; VMCALL: the
+       VMCALL runs in STI's shadow with the interrupt still pending. */
+    .global guest_switch_pending_irq
+guest_switch_pending_irq:
+    mov rsi, rdi
+    movabs rcx, {icr_low}
+    mov dword ptr [rcx], {irq_ipi}
+    movabs rcx, {irr_word}
+    mov r8d, 100000
+.Lpending_irq_wait:
+    test dword ptr [rcx], {irr_bit}
+    jnz .Lpending_irq_requested
+    pause
+    dec r8d
+    jnz .Lpending_irq_wait
+.Lpending_irq_requested:
+    xor edi, edi
+    mov rdx, {gate_magic}
+    mov eax, {switch_context}
+    sti
+    vmcall
+    /* Still here: no gate. Blocking by STI ended with the VMCALL, so the
+       interrupt is taken here, on this stack. */
+    .global guest_switch_pending_irq_after
+guest_switch_pending_irq_after:
+    cli
+    mov qword ptr [rip + guest_kept_running], 1
+    ret
+
+    /* DR0 = the gate, DR1 = the instruction after the VMCALL, both
+       enabled execute breakpoints (DR7 L0, L1), then the switch. */
+    .global guest_switch_breakpoints
+guest_switch_breakpoints:
+    mov rsi, rdi
+    lea rax, [rip + guest_trusted_gate]
+    mov dr0, rax
+    lea rax, [rip + guest_switch_breakpoints_after]
+    mov dr1, rax
+    mov eax, {dr7_armed}
+    mov dr7, rax
+    xor edi, edi
+    mov rdx, {gate_magic}
+    mov eax, {switch_context}
+    vmcall
+    /* Still here: no gate. DR1's #DB hits before this instruction. */
+    .global guest_switch_breakpoints_after
+guest_switch_breakpoints_after:
+    mov ecx, {dr7_reset}
+    mov dr7, rcx
+    mov qword ptr [rip + guest_kept_running], 1
+    ret
+
     .section .data.guest_user, "aw"
     .balign 8
 guest_user_rsp: .quad 0
@@ -207,7 +260,27 @@ guest_gate_stack_top:
     switch_context = const Call::SwitchContext as u64,
     gate_magic = const GATE_MAGIC,
     tf = const RFLAGS_TF,
+    icr_low = const guest::layout::alias_va(super::apic::APIC_SLOT) + super::apic::reg::ICR_LOW,
+    irq_ipi = const PENDING_IRQ_ICR,
+    irr_word = const guest::layout::alias_va(super::apic::APIC_SLOT)
+        + super::apic::reg::IRR
+        + (super::irq::RECORD_VECTOR as u64 / 32) * 0x10,
+    irr_bit = const 1u32 << (super::irq::RECORD_VECTOR as u32 % 32),
+    dr7_armed = const DR7_RESET | DR7_L0 | DR7_L1,
+    dr7_reset = const DR7_RESET,
 );
+
+/// The ICR value of [`guest_switch_pending_irq`]'s IPI: vector
+/// [`super::irq::RECORD_VECTOR`], delivery mode fixed, level assert (bit
+/// 14), destination shorthand self (bits 19:18 = 01b).
+pub const PENDING_IRQ_ICR: u32 = super::irq::RECORD_VECTOR as u32 | 1 << 14 | 1 << 18;
+
+/// DR7's reset value (SDM Vol. 3B §18.2.4): every breakpoint disabled.
+pub const DR7_RESET: u64 = 0x400;
+/// DR7 L0: breakpoint 0 enabled (R/W0 = LEN0 = 0: instruction execution).
+pub const DR7_L0: u64 = 1;
+/// DR7 L1: breakpoint 1 enabled (R/W1 = LEN1 = 0: instruction execution).
+pub const DR7_L1: u64 = 1 << 2;
 
 /// RFLAGS.TF.
 pub const RFLAGS_TF: u64 = 1 << 8;
@@ -230,6 +303,20 @@ unsafe extern "C" {
     /// RDI) and, if it comes back, clears TF (a probe target of the
     /// attack suite).
     pub fn guest_switch_single_step(gate: u64) -> u64;
+    /// Makes a fixed self-IPI ([`PENDING_IRQ_ICR`]) pending with
+    /// interrupts off, then `STI; VMCALL` asks okernel to switch to the
+    /// trusted context (gate RDI); if it comes back, `CLI` (a probe
+    /// target of the attack suite).
+    pub fn guest_switch_pending_irq(gate: u64) -> u64;
+    /// The instruction after [`guest_switch_pending_irq`]'s VMCALL.
+    pub fn guest_switch_pending_irq_after();
+    /// Arms execute breakpoints on the gate (DR0) and on the instruction
+    /// after its VMCALL (DR1), then asks okernel to switch to the trusted
+    /// context (gate RDI); if it comes back, resets DR7 (a probe target
+    /// of the attack suite).
+    pub fn guest_switch_breakpoints(gate: u64) -> u64;
+    /// The instruction after [`guest_switch_breakpoints`]'s VMCALL.
+    pub fn guest_switch_breakpoints_after();
     static guest_gate_stack_top: u8;
     static mut guest_gate_entry_rsp: u64;
     static mut guest_gate_entry_rflags: u64;

@@ -8,6 +8,7 @@
 pub mod audit;
 mod cpu;
 mod entry_flags;
+mod gate_events;
 mod hostile;
 mod legit;
 mod memory;
@@ -157,6 +158,8 @@ pub fn run(
     };
     legit::run(&mut s);
     memory::run(&mut s);
+    // Before `cpu::run`, whose last row leaves the APIC in x2APIC mode.
+    gate_events::run(&mut s);
     cpu::run(&mut s);
     policy_gaps::run(&mut s);
     entry_flags::run(&mut s);

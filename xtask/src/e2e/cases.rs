@@ -245,6 +245,8 @@ const ATTACKS: &[&str] = &[
     "attack-hostile-cpl3-vmcall",
     "attack-switch-to-trusted-keep-running",
     "attack-gate-single-step",
+    "attack-gate-pending-interrupt",
+    "attack-gate-breakpoint",
     "attack-untrusted-exit",
     "attack-exception-on-read-only-stack",
     "attack-empty-slot-page-table-link",
