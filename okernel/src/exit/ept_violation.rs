@@ -100,7 +100,7 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         action,
     };
     if let Err(e) = decoded {
-        vcpu.audit.push(record).log();
+        vcpu.audit.record(record);
         return Err(ExitError::MalformedQualification(e));
     }
     // A write to locked text at a registered patch site is let through
@@ -120,7 +120,7 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         // double-fault rules decide (and write the record).
         return vcpu.fault_during_delivery(vectoring, record);
     }
-    vcpu.audit.push(record).log();
+    vcpu.audit.record(record);
     if asynchronous {
         // Not caused by an instruction (a trace or PEBS write): RIP does
         // not point at the access, so there is nothing to fault. The write

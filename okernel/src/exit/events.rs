@@ -88,7 +88,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         } else {
             AuditAction::InjectGp
         };
-        self.audit.push(record).log();
+        self.audit.record(record);
         self.inject(e, code)
     }
 

@@ -361,7 +361,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             cr3: self.vmcs.read(GuestNatural::Cr3)?,
             action: AuditAction::InjectGp,
         };
-        self.audit.push(record).log();
+        self.audit.record(record);
         self.inject(Exception::GeneralProtection, 0)
     }
 }

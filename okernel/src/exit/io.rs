@@ -173,7 +173,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let q = IoQualification(vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?);
     if q.string() || q.rep() {
         let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::InjectGp)?;
-        vcpu.audit.push(record).log();
+        vcpu.audit.record(record);
         return vcpu.inject(Exception::GeneralProtection, 0);
     }
     let (port, size) = (q.port(), q.size());
@@ -228,7 +228,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if refused {
         // Dropped: the guest goes on, the port keeps its state.
         let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Skip)?;
-        vcpu.audit.push(record).log();
+        vcpu.audit.record(record);
     } else if !emulated {
         vcpu.cpu.port_out(port, size, rax as u32);
     }
@@ -265,7 +265,7 @@ fn deny<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     q: IoQualification,
 ) -> Result<ExitAction, ExitError> {
     let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Skip)?;
-    vcpu.audit.push(record).log();
+    vcpu.audit.record(record);
     if q.is_in() {
         let rax = vcpu.regs.rax();
         let value = match q.size() {

@@ -193,7 +193,7 @@ fn task_switch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.fault_during_delivery(vectoring, record);
     }
     // CALL, JMP or IRET: RIP is that instruction's (§28.2.5 / §27.?).
-    vcpu.audit.push(record).log();
+    vcpu.audit.record(record);
     vcpu.inject(Exception::GeneralProtection, 0)
 }
 

@@ -380,11 +380,6 @@ fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Refusal::OutsideSites(_) => "a byte outside every patch site",
         Refusal::IllegalForm(_) => "a patch site left in an illegal form",
     };
-    log::warn!(
-        "okernel: patch: refused write at rip {:#x}: {why} at gpa {:#x}; old bytes restored",
-        writer.rip,
-        refusal.gpa()
-    );
     let record = AuditRecord {
         seq: 0,
         kind: AuditKind::EptViolation,
@@ -398,6 +393,12 @@ fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
         action: AuditAction::InjectGp,
     };
-    vcpu.audit.push(record).log();
+    if crate::policy::audit::printed(vcpu.audit.record(record).seq) {
+        log::warn!(
+            "okernel: patch: refused write at rip {:#x}: {why} at gpa {:#x}; old bytes restored",
+            writer.rip,
+            refusal.gpa()
+        );
+    }
     Ok(())
 }

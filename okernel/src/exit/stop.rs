@@ -34,7 +34,7 @@ use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::policy::Env;
 use crate::msrs;
 use crate::policy::Policy;
-use crate::policy::audit::{AuditAction, AuditRecord};
+use crate::policy::audit::{AuditAction, AuditRecord, printed};
 use crate::policy::protection::Gate;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Control32, Control64, Guest32, GuestNatural};
@@ -81,12 +81,13 @@ pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         && let Some(gate) = back_to_trusted(vcpu)?
     {
         record.action = AuditAction::Gate;
-        vcpu.audit.push(record).log();
-        log::warn!(
-            "okernel: context {from} stopped ({}): resumed the trusted context at gate {:#x}",
-            reason.name(),
-            gate.linear
-        );
+        if printed(vcpu.audit.record(record).seq) {
+            log::warn!(
+                "okernel: context {from} stopped ({}): resumed the trusted context at gate {:#x}",
+                reason.name(),
+                gate.linear
+            );
+        }
         vcpu.vmcs.write(Control32::EntryInterruptionInfo, 0)?;
         vcpu.regs.set(Gpr::Rax, Status::Refused.raw());
         vcpu.regs.set(Gpr::Rdi, from.into());
@@ -94,7 +95,7 @@ pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.enter_gate(&gate);
     }
     record.action = AuditAction::Stop;
-    vcpu.audit.push(record).log();
+    vcpu.audit.record(record);
     halt(vcpu, reason)
 }
 

@@ -253,7 +253,7 @@ fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
                 cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
                 action: AuditAction::Refused,
             };
-            vcpu.audit.push(record).log();
+            vcpu.audit.record(record);
             complete(vcpu, Status::PermissionDenied, mode)
         }
         Ok(reason) => {

@@ -120,7 +120,7 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
             cr3: self.vmcs.read(GuestNatural::Cr3)?,
             action,
         };
-        self.audit.push(record).log();
+        self.audit.record(record);
         Ok(())
     }
 

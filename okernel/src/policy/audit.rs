@@ -169,6 +169,15 @@ impl core::fmt::Display for Json<'_> {
     }
 }
 
+/// Records printed to the console in full before the console thins out
+/// ([`AuditRing::record`]): more than any run of the attack suite makes.
+pub const PRINT_ALL: u64 = 1024;
+
+/// Whether record `seq` goes to the console.
+pub const fn printed(seq: u64) -> bool {
+    seq < PRINT_ALL || seq.is_power_of_two()
+}
+
 /// The number of records the monitor keeps.
 pub const AUDIT_CAPACITY: usize = 64;
 
@@ -177,6 +186,8 @@ pub const AUDIT_CAPACITY: usize = 64;
 pub struct AuditRing<const N: usize> {
     records: [Option<AuditRecord>; N],
     next_seq: u64,
+    /// The last record [`AuditRing::record`] printed.
+    last_printed: u64,
 }
 
 /// The monitor's audit log.
@@ -194,7 +205,36 @@ impl<const N: usize> AuditRing<N> {
         Self {
             records: [None; N],
             next_seq: 0,
+            last_printed: 0,
         }
+    }
+
+    /// Appends a record ([`Self::push`]) and prints it to the console
+    /// ([`AuditRecord::log`]) where [`printed`] says so: every record up
+    /// to [`PRINT_ALL`], then only sequence numbers that are powers of
+    /// two, each after a line counting the records not printed since the
+    /// last. A guest that repeats a denied action in a loop (a port, an
+    /// MSR, a page) so cannot make the monitor spend its time on the
+    /// serial console (issue 13: a flood of audit lines slowed every
+    /// exit); the ring, `AuditRead` and the counts keep every record.
+    /// Returns the record as pushed: callers print their own words about
+    /// it only where [`printed`] its `seq`.
+    pub fn record(&mut self, record: AuditRecord) -> AuditRecord {
+        let r = self.push(record);
+        if !printed(r.seq) {
+            return r;
+        }
+        if r.seq >= PRINT_ALL {
+            log::warn!(
+                "okernel: audit: {} record(s) not printed since #{} (the console shows #0..#{} and then powers of two; AuditRead has the last {N})",
+                r.seq - self.last_printed - 1,
+                self.last_printed,
+                PRINT_ALL - 1,
+            );
+        }
+        r.log();
+        self.last_printed = r.seq;
+        r
     }
 
     /// Appends a record (its `seq` is assigned here) and returns it.
@@ -283,6 +323,20 @@ mod tests {
         let gpas: Vec<u64> = r.iter().map(|x| x.gpa).collect();
         assert_eq!(gpas, [2, 3, 4, 5]);
         assert_eq!(r.last().map(|x| x.seq), Some(5));
+    }
+
+    #[test]
+    fn a_flood_of_records_thins_out_on_the_console_but_not_in_the_ring() {
+        let shown = (0..100_000u64).filter(|&s| printed(s)).count() as u64;
+        // #0..#1023, then 1024, 2048, .., 65536.
+        assert_eq!(shown, PRINT_ALL + 7);
+        let mut r = AuditRing::<4>::new();
+        for i in 0..5000 {
+            r.record(rec(i));
+        }
+        assert_eq!(r.total(), 5000, "every record counted");
+        assert_eq!(r.last().map(|x| x.gpa), Some(4999), "and kept");
+        assert_eq!(r.last_printed, 4096);
     }
 
     #[test]
