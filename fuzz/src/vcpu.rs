@@ -8,7 +8,9 @@ use std::cell::RefCell;
 
 use okernel::exit::{CrConfig, Vcpu};
 use okernel::hw::fake::{FakeCpu, FakeVmcs};
-use okernel::hypercall::memory::{IDENTITY_MAP_END, PhysMemory, ViewMemory};
+use okernel::hypercall::memory::ViewMemory;
+use okernel::hw::phys::IDENTITY_MAP_END;
+use okernel::hw::phys::PhysMemory;
 use okernel::launch::ept_view::build_base_view;
 use okernel::launch::setup;
 use okernel::launch::{DescriptorTable, GuestEntry, GuestMode, MemoryKind, MemoryRange, PhysRange};

@@ -4,6 +4,10 @@
 //! Enable Register"; Vol. 1 §3.4.3 "EFLAGS Register"). Plain `u64`
 //! constants: the VMCS fields and the exit handlers work on raw values.
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 use x86_64::registers::control::{Cr0Flags, Cr4Flags};
 use x86_64::registers::model_specific::EferFlags;
 use x86_64::registers::rflags::RFlags;

@@ -8,6 +8,10 @@
 //! controls allow "activate secondary controls", IA32_VMX_EPT_VPID_CAP after
 //! the secondary controls allow EPT (SDM Vol. 3D Appendix A.3.3, A.10).
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 use thiserror::Error;
 
 use crate::hw::Cpu;

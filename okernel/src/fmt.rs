@@ -1,6 +1,10 @@
 //! Formatting into a fixed buffer, so messages with values can be handed to
 //! the loader's `report` callback as `&str` without an allocator.
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
 /// A fixed-capacity string; writes past the end are cut off at a character

@@ -2,6 +2,10 @@
 //! Chapter 2, "Model-Specific Registers (MSRs)"; the VMX capability MSRs:
 //! Vol. 3D Appendix A).
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 /// IA32_FEATURE_CONTROL.
 pub const IA32_FEATURE_CONTROL: u32 = 0x3a;
 /// IA32_SYSENTER_CS.

@@ -4,6 +4,10 @@
 //! Everything chosen here is implemented in `crate::fuzz`; every other
 //! production file names only the aliases.
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 /// The memory a run's [`crate::exit::Vcpu`] uses over the views `M`: `M`
 /// itself in production; in a fuzz build `M` tracked, with the fuzzer's
 /// exit hooks (`crate::fuzz::tracked::Tracked`).

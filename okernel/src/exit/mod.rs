@@ -13,6 +13,10 @@
 //! [`handle_slow`]. The production memories' hooks do nothing; a fuzz
 //! build's record the exit's coverage key (`crate::fuzz::observe`).
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 pub mod apic;
 pub mod counters;
 pub mod cpuid;

@@ -9,7 +9,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use ept::{FrameAllocator, Gpa, PAGE_SIZE, Perms, View};
 
-use crate::hypercall::memory::{MemoryError, PhysMemory, ViewMemory};
+use crate::hw::phys::PhysMemory;
+use crate::hypercall::memory::{MemoryError, ViewMemory};
 use crate::launch::config::PhysRange;
 use crate::policy::views::{SharedFrames, Views};
 

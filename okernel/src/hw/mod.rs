@@ -5,6 +5,8 @@
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod msr_bitmap_page;
+pub mod phys;
 pub mod real;
 
 pub use crate::arch::cpu::CpuidResult;

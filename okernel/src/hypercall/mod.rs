@@ -12,6 +12,10 @@
 //! [`Status::InvalidArgument`], a caller at CPL > 0
 //! [`Status::PermissionDenied`] (and nothing else happens).
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 pub mod contexts;
 pub mod gates;
 pub mod locks;

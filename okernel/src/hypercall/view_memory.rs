@@ -11,9 +11,9 @@ use ept::{FrameAllocator, Gpa, PAGE_SIZE, Perms, View};
 use thiserror::Error;
 
 use super::memory::{
-    GuestMemory, IDENTITY_MAP_END, MAX_MONITOR_RANGES, MAX_RAM_RANGES, MemoryError, PhysMemory,
-    RangeList, VIEW_SLOTS,
+    GuestMemory, MAX_MONITOR_RANGES, MAX_RAM_RANGES, MemoryError, RangeList, VIEW_SLOTS,
 };
+use crate::hw::phys::{IDENTITY_MAP_END, PhysMemory};
 use crate::launch::config::{MemoryKind, MemoryRange, PhysRange};
 
 /// Guest memory through an EPT view, with the memory map's RAM ranges and

@@ -38,12 +38,14 @@ use crate::bits::{CR4_OSXSAVE, CR4_VMXE};
 use crate::check::{self, Capabilities};
 use crate::exit::CrConfig;
 use crate::fmt::FixedString;
+use crate::hw::msr_bitmap_page::MsrBitmapPage;
+use crate::hw::phys::IdentityMap;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::hw::{Cpu, InveptKind, Vmcs};
-use crate::hypercall::memory::{IdentityMap, MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
+use crate::hypercall::memory::{MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
 use crate::msrs;
 use crate::policy::Protection;
-use crate::policy::protection::{MsrBitmapPage, PolicyCaps};
+use crate::policy::protection::PolicyCaps;
 use crate::vmx::controls::{PrimaryProcBased, SecondaryProcBased};
 use crate::vmx::fields::HostNatural;
 

@@ -15,6 +15,10 @@
 //!
 //! `docs/policy.md` describes the policy per invariant.
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod audit;
 pub mod guest_paging;

@@ -9,15 +9,14 @@ use crate::bits::{
     CR0_PE, CR0_PG, CR0_WP, CR4_FSGSBASE, CR4_OSXSAVE, CR4_PAE, CR4_PGE, CR4_SMAP, CR4_SMEP,
     CR4_UMIP,
 };
-use core::ptr::NonNull;
 
 use okernel_abi::policy::{ExecuteRule, MAX_CONTEXTS, RegionKind};
 
 use super::hooks::PolicyHooks;
 use super::patch::PatchSites;
 use super::{Decision, Policy};
+use crate::hw::msr_bitmap_page::MsrBitmapPage;
 use crate::launch::config::PhysRange;
-use crate::vmx::msr_bitmap::{MsrAccess, MsrBitmap};
 
 /// The most regions the guest can register.
 pub const MAX_REGIONS: usize = 32;
@@ -91,39 +90,6 @@ pub struct ProtectedPage {
     pub gpa: u64,
     /// The only context whose view maps it.
     pub owner: u16,
-}
-
-/// The MSR-bitmap page the VMCS points at (SDM Vol. 3C §25.6.9).
-#[derive(Debug)]
-pub struct MsrBitmapPage(NonNull<[u8; 4096]>);
-
-impl MsrBitmapPage {
-    /// The page at `page`.
-    ///
-    /// # Safety
-    /// `page` must be the MSR-bitmap page of the current VMCS (or a test's
-    /// page), valid and used by nothing else for as long as the handle
-    /// lives.
-    pub unsafe fn new(page: NonNull<[u8; 4096]>) -> Self {
-        Self(page)
-    }
-
-    /// Makes WRMSR of `msr` exit.
-    pub fn intercept_write(&mut self, msr: u32) {
-        // SAFETY: `new`'s contract: the page is valid and exclusively this
-        // handle's; the processor only reads it, and not while the monitor
-        // runs (the guest is stopped; one CPU).
-        let page = unsafe { self.0.as_mut() };
-        let mut b = MsrBitmap::wrap(page);
-        b.intercept(msr, MsrAccess::Write);
-    }
-
-    /// Whether WRMSR of `msr` exits.
-    pub fn write_exits(&mut self, msr: u32) -> bool {
-        // SAFETY: as in `intercept_write`.
-        let page = unsafe { self.0.as_mut() };
-        MsrBitmap::wrap(page).exits(msr, MsrAccess::Write)
-    }
 }
 
 /// What the processor offers the policy, fixed at launch.

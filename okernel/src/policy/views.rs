@@ -20,7 +20,8 @@
 use ept::{FrameAllocator, Gpa, Perms, Translation, View};
 use okernel_abi::policy::MAX_CONTEXTS;
 
-use crate::hypercall::memory::{MemoryError, PhysMemory, ViewMemory};
+use crate::hw::phys::PhysMemory;
+use crate::hypercall::memory::{MemoryError, ViewMemory};
 use crate::launch::config::PhysRange;
 
 /// The most new tables one `protect` of a contiguous range can need: at

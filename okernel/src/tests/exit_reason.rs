@@ -9,9 +9,8 @@ use okernel_abi::hypercall::{Call, EXIT_REASON_MAX, Status};
 use okernel_abi::result::Outcome;
 
 use super::*;
-use crate::hypercall::memory::{
-    GuestMemory, MemoryError, NoGuestMemory, PhysMemory, RangeList, ViewMemory,
-};
+use crate::hw::phys::PhysMemory;
+use crate::hypercall::memory::{GuestMemory, MemoryError, NoGuestMemory, RangeList, ViewMemory};
 use crate::hypercall::reason::{GuestReason, ReasonError};
 use crate::launch::config::{MemoryKind, MemoryRange, PhysRange};
 use crate::launch::ept_view::build_base_view;

@@ -3,6 +3,10 @@
 //! errors. No hardware access here (that is [`crate::arch`] and
 //! [`crate::hw`]).
 
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
 pub mod capability;
 pub mod controls;
 pub mod delivery;

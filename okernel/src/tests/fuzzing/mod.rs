@@ -17,7 +17,7 @@ use okernel_abi::hypercall::Status;
 
 use super::policy::*;
 use super::*;
-use crate::hypercall::memory::PhysMemory;
+use crate::hw::phys::PhysMemory;
 use crate::vmx::regs::Gpr;
 
 /// The guest page reports are written to (ordinary RAM).

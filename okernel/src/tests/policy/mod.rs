@@ -22,11 +22,13 @@ use ept::Perms;
 use okernel_abi::hypercall::{Call, Status};
 
 use super::*;
-use crate::hypercall::memory::{PhysMemory, ViewMemory};
+use crate::hw::msr_bitmap_page::MsrBitmapPage;
+use crate::hw::phys::PhysMemory;
+use crate::hypercall::memory::ViewMemory;
 use crate::launch::config::{MemoryKind, MemoryRange, PhysRange};
 use crate::launch::ept_view::build_base_view;
 use crate::policy::Protection;
-use crate::policy::protection::{MsrBitmapPage, PolicyCaps};
+use crate::policy::protection::PolicyCaps;
 use crate::policy::views::Views;
 use crate::vmx::regs::Gpr;
 
