@@ -46,6 +46,9 @@ fn main() -> ExitCode {
         if let Some(seconds) = cmd.strip_prefix("--workload=") {
             return workload::contained(seconds);
         }
+        if let Some(seconds) = cmd.strip_prefix("--steady=") {
+            return workload::steady(seconds);
+        }
         return vuln_child(cmd);
     }
     // First thing: how far the machine got by the time user space runs
