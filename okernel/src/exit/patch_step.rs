@@ -393,7 +393,7 @@ fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
         action: AuditAction::InjectGp,
     };
-    if crate::policy::audit::printed(vcpu.audit.record(record).seq) {
+    if vcpu.audit.record(record).printed {
         log::warn!(
             "okernel: patch: refused write at rip {:#x}: {why} at gpa {:#x}; old bytes restored",
             writer.rip,

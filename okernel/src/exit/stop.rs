@@ -34,7 +34,7 @@ use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::policy::Env;
 use crate::msrs;
 use crate::policy::Policy;
-use crate::policy::audit::{AuditAction, AuditRecord, printed};
+use crate::policy::audit::{AuditAction, AuditRecord};
 use crate::policy::protection::Gate;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Control32, Control64, Guest32, GuestNatural};
@@ -81,7 +81,7 @@ pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         && let Some(gate) = back_to_trusted(vcpu)?
     {
         record.action = AuditAction::Gate;
-        if printed(vcpu.audit.record(record).seq) {
+        if vcpu.audit.record(record).printed {
             log::warn!(
                 "okernel: context {from} stopped ({}): resumed the trusted context at gate {:#x}",
                 reason.name(),

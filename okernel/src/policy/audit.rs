@@ -128,10 +128,23 @@ impl AuditRecord {
         Json(self)
     }
 
-    /// Writes the record to the log: the text line, then the JSON line.
+    /// Writes the record to the log: one `OKERNEL-AUDIT: ` JSON line (the
+    /// text form, [`core::fmt::Display`], is for the monitor's other
+    /// messages and the tests).
     pub fn log(&self) {
-        log::warn!("okernel: {self}");
         log::warn!("OKERNEL-AUDIT: {}", self.json());
+    }
+
+    /// What makes two records the same on the console: everything but
+    /// the sequence number, the RIP, the linear address and CR3.
+    const fn signature(&self) -> Signature {
+        Signature {
+            kind: self.kind,
+            context: self.context,
+            gpa: self.gpa,
+            qualification: self.qualification,
+            action: self.action,
+        }
     }
 }
 
@@ -181,6 +194,38 @@ pub const fn printed(seq: u64) -> bool {
 /// The number of records the monitor keeps.
 pub const AUDIT_CAPACITY: usize = 64;
 
+/// The part of a record that says what was attempted
+/// ([`AuditRecord::signature`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signature {
+    kind: AuditKind,
+    context: u16,
+    gpa: u64,
+    qualification: u64,
+    action: AuditAction,
+}
+
+/// How many distinct records the console remembers to fold repeats into
+/// ([`AuditRing::record`]).
+const RECENT: usize = 16;
+
+/// A record the console printed, and how often it came again since.
+#[derive(Debug, Clone, Copy)]
+struct Printed {
+    signature: Signature,
+    seq: u64,
+    repeats: u64,
+}
+
+/// What [`AuditRing::record`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The record as kept (its `seq` assigned).
+    pub record: AuditRecord,
+    /// Whether its line went to the console.
+    pub printed: bool,
+}
+
 /// A ring of the last `N` records.
 #[derive(Debug, Clone)]
 pub struct AuditRing<const N: usize> {
@@ -188,6 +233,9 @@ pub struct AuditRing<const N: usize> {
     next_seq: u64,
     /// The last record [`AuditRing::record`] printed.
     last_printed: u64,
+    /// The last [`RECENT`] distinct records printed (round robin).
+    recent: [Option<Printed>; RECENT],
+    next_recent: usize,
 }
 
 /// The monitor's audit log.
@@ -206,23 +254,56 @@ impl<const N: usize> AuditRing<N> {
             records: [None; N],
             next_seq: 0,
             last_printed: 0,
+            recent: [None; RECENT],
+            next_recent: 0,
         }
     }
 
     /// Appends a record ([`Self::push`]) and prints it to the console
-    /// ([`AuditRecord::log`]) where [`printed`] says so: every record up
-    /// to [`PRINT_ALL`], then only sequence numbers that are powers of
-    /// two, each after a line counting the records not printed since the
-    /// last. A guest that repeats a denied action in a loop (a port, an
-    /// MSR, a page) so cannot make the monitor spend its time on the
-    /// serial console (issue 13: a flood of audit lines slowed every
-    /// exit); the ring, `AuditRead` and the counts keep every record.
-    /// Returns the record as pushed: callers print their own words about
-    /// it only where [`printed`] its `seq`.
-    pub fn record(&mut self, record: AuditRecord) -> AuditRecord {
+    /// ([`AuditRecord::log`]), with two limits, so that a guest repeating
+    /// a denied action (a port, an MSR, a page) cannot make the monitor
+    /// spend its exits on the serial console (issue 13), nor a kernel's
+    /// boot-time probes slow its boot (issue 15: Linux's 48 Super I/O
+    /// probes of denied ports cost 17 % of its boot in Bochs, at two lines
+    /// each):
+    ///
+    /// * a record the same as one of the last [`RECENT`] distinct records
+    ///   printed ([`AuditRecord::signature`]: all but its sequence number,
+    ///   RIP, linear address and CR3) is folded into it: a short line
+    ///   when it has repeated 1, 2, 4, 8... times;
+    /// * past [`PRINT_ALL`] records only sequence numbers that are powers
+    ///   of two are printed ([`printed`]), each after a line counting the
+    ///   records not printed since.
+    ///
+    /// The ring, `AuditRead` and the counts keep every record.
+    pub fn record(&mut self, record: AuditRecord) -> Recorded {
         let r = self.push(record);
+        let signature = r.signature();
+        if let Some(p) = self
+            .recent
+            .iter_mut()
+            .flatten()
+            .find(|p| p.signature == signature)
+        {
+            p.repeats += 1;
+            if p.repeats.is_power_of_two() {
+                log::warn!(
+                    "okernel: audit #{} repeats #{} ({} repeat(s) so far)",
+                    r.seq,
+                    p.seq,
+                    p.repeats
+                );
+            }
+            return Recorded {
+                record: r,
+                printed: false,
+            };
+        }
         if !printed(r.seq) {
-            return r;
+            return Recorded {
+                record: r,
+                printed: false,
+            };
         }
         if r.seq >= PRINT_ALL {
             log::warn!(
@@ -234,7 +315,16 @@ impl<const N: usize> AuditRing<N> {
         }
         r.log();
         self.last_printed = r.seq;
-        r
+        self.recent[self.next_recent] = Some(Printed {
+            signature,
+            seq: r.seq,
+            repeats: 0,
+        });
+        self.next_recent = (self.next_recent + 1) % RECENT;
+        Recorded {
+            record: r,
+            printed: true,
+        }
     }
 
     /// Appends a record (its `seq` is assigned here) and returns it.
@@ -330,13 +420,41 @@ mod tests {
         let shown = (0..100_000u64).filter(|&s| printed(s)).count() as u64;
         // #0..#1023, then 1024, 2048, .., 65536.
         assert_eq!(shown, PRINT_ALL + 7);
+        // Distinct records (a different page each).
         let mut r = AuditRing::<4>::new();
-        for i in 0..5000 {
-            r.record(rec(i));
-        }
+        let printed_lines = (0..5000).filter(|&i| r.record(rec(i)).printed).count() as u64;
+        assert_eq!(printed_lines, PRINT_ALL + 3, "#0..#1023, 1024, 2048, 4096");
         assert_eq!(r.total(), 5000, "every record counted");
         assert_eq!(r.last().map(|x| x.gpa), Some(4999), "and kept");
         assert_eq!(r.last_printed, 4096);
+    }
+
+    #[test]
+    fn repeats_of_a_record_are_folded_into_it() {
+        let mut r = AuditRing::<4>::new();
+        assert!(r.record(rec(0x1000)).printed);
+        // The same attempt again from elsewhere (RIP, CR3 differ): folded.
+        for _ in 0..100 {
+            let again = AuditRecord {
+                rip: 0x30_0000,
+                cr3: 0x20_0000,
+                ..rec(0x1000)
+            };
+            assert!(!r.record(again).printed);
+        }
+        // A different page, a different action: printed.
+        assert!(r.record(rec(0x2000)).printed);
+        let refused = AuditRecord {
+            action: AuditAction::Refused,
+            ..rec(0x1000)
+        };
+        assert!(r.record(refused).printed);
+        assert_eq!(r.total(), 103);
+        // Past RECENT distinct records the first is forgotten: printed again.
+        for i in 0..RECENT as u64 {
+            assert!(r.record(rec(0x10_0000 + i * 0x1000)).printed);
+        }
+        assert!(r.record(rec(0x1000)).printed);
     }
 
     #[test]
