@@ -267,8 +267,8 @@ impl<const N: usize> AuditRing<N> {
     /// probes of denied ports cost 17 % of its boot in Bochs, at two lines
     /// each):
     ///
-    /// * a record the same as one of the last [`RECENT`] distinct records
-    ///   printed ([`AuditRecord::signature`]: all but its sequence number,
+    /// * a record the same as one of the last 16 (`RECENT`) distinct records
+    ///   printed (`AuditRecord::signature`: all but its sequence number,
     ///   RIP, linear address and CR3) is folded into it: a short line
     ///   when it has repeated 1, 2, 4, 8... times;
     /// * past [`PRINT_ALL`] records only sequence numbers that are powers
