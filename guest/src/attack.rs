@@ -202,6 +202,13 @@ pub const ATTACKS: &[Attack] = &[
         status: None,
     },
     Attack {
+        name: "relocate-apic-over-protected-page",
+        invariant: 3,
+        guard: Guard::Monitor,
+        audit: Some(MsrLock),
+        status: None,
+    },
+    Attack {
         name: "write-unlisted-msr",
         invariant: 5,
         guard: Guard::Monitor,

@@ -93,12 +93,22 @@ pub fn run(s: &mut Suite<'_>) {
             gadget(cpu::write_msr, u64::from(msr), |v| v == evil)
         });
     }
-    if let Some(page) = s.monitor.map(|m| m & !0xfff) {
-        // The xAPIC page moved over monitor memory: the processor would
-        // send the monitor's own accesses there to the APIC.
+    // The xAPIC page moved over monitor memory (the processor would send
+    // the monitor's own accesses there to the APIC), or over container-b's
+    // protected page (its accesses there would reach the APIC, and the
+    // page's EPT rights no longer decide them).
+    let targets = [
+        ("relocate-apic-over-monitor", s.monitor.map(|m| m & !0xfff)),
+        (
+            "relocate-apic-over-protected-page",
+            Some(kernel::layout().frames[CONTAINER_B].secret & !0xfff),
+        ),
+    ];
+    for (name, page) in targets {
+        let Some(page) = page else { continue };
         let base = cpu::rdmsr(cpu::IA32_APIC_BASE);
         cpu::MSR_VALUE.store(page | (base & 0xfff), Ordering::SeqCst);
-        s.attack("relocate-apic-over-monitor", |_| {
+        s.attack(name, |_| {
             let at = |v: u64| v & cpu::APIC_BASE_ADDRESS == page;
             gadget(cpu::write_msr, u64::from(cpu::IA32_APIC_BASE), at)
         });

@@ -230,6 +230,7 @@ const ATTACKS: &[&str] = &[
     "attack-read-monitor-memory",
     "attack-write-monitor-memory",
     "attack-relocate-apic-over-monitor",
+    "attack-relocate-apic-over-protected-page",
     "attack-vmxon",
     "attack-hostile-unaligned",
     "attack-hostile-empty",
@@ -297,6 +298,7 @@ const ATTACKS_NO_MONITOR: &[&str] = &[
     "attack-clear-cr0-wp",
     "attack-write-lstar",
     "attack-relocate-apic-over-monitor",
+    "attack-relocate-apic-over-protected-page",
     "attack-write-mtrr",
     "legit-syscall-getuid",
 ];
