@@ -36,6 +36,7 @@ pub mod fuzz;
 pub mod hw;
 pub mod hypercall;
 pub mod launch;
+pub mod memmap;
 pub mod msrs;
 pub mod policy;
 pub mod seam;

@@ -1,6 +1,6 @@
 //! WRMSR of the local APIC's MSRs: IA32_APIC_BASE (0x1B) and the x2APIC
 //! register range (0x800..=0x8FF). The base MSR bitmap makes writes to both
-//! exit ([`crate::vmx::msr_bitmap::configure_base`]); reads pass through.
+//! exit ([`crate::exit::msr_table::configure_base`]); reads pass through.
 //!
 //! Why: the APIC page sits wherever IA32_APIC_BASE says, and the processor
 //! routes every physical access to that page — the monitor's own, in VMX

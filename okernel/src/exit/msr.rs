@@ -1,5 +1,5 @@
 //! RDMSR and WRMSR exits. The base MSR bitmap
-//! ([`crate::vmx::msr_bitmap::configure_base`]) is default deny: it is
+//! ([`crate::exit::msr_table::configure_base`]) is default deny: it is
 //! built from [`super::msr_table::TABLE`], which classifies every MSR, and
 //! every MSR the table does not pass through exits (so do MSRs outside
 //! the bitmap ranges, SDM Vol. 3C §26.1.3). This module applies the

@@ -1,7 +1,7 @@
 //! MSRs whose state the guest shares with the monitor (issue 13, class
 //! 5): VMX does not switch them between the guest and VMX root operation,
 //! so a guest write changes the monitor's processor too. The base MSR
-//! bitmap ([`crate::vmx::msr_bitmap::configure_base`], from
+//! bitmap ([`crate::exit::msr_table::configure_base`], from
 //! [`super::msr_table`]) makes their *writes* exit; their reads pass through, as on hardware (a Linux guest
 //! reads the MTRRs, MISC_ENABLE, the TSC and XSS at boot), except
 //! IA32_SMM_MONITOR_CTL, which is hidden.

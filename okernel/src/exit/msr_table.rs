@@ -1,5 +1,5 @@
 //! The MSR policy: every MSR index in one table (issue 13, "default-deny
-//! MSR policy"). The base MSR bitmap ([`crate::vmx::msr_bitmap::configure_base`])
+//! MSR policy"). The base MSR bitmap ([`configure_base`])
 //! is built from [`TABLE`] alone: it starts with every bit set (every
 //! RDMSR and WRMSR exits) and clears only the bits of the accesses a row
 //! passes through. MSRs outside 0..=0x1FFF and 0xC000_0000..=0xC000_1FFF
@@ -398,4 +398,84 @@ pub fn lookup(index: u32) -> Option<&'static Row> {
 /// [`Read::Fault`], write [`Write::Deny`].
 pub fn classify(index: u32) -> (Read, Write) {
     lookup(index).map_or((Read::Fault, Write::Deny), |r| (r.read, r.write))
+}
+
+/// The okernel base MSR bitmap (SDM Vol. 3C §25.6.9): default deny. Every bit is set (every
+/// RDMSR and WRMSR in the bitmap ranges exits) except those of the
+/// accesses [`TABLE`] passes through
+/// ([`Read::Pass`], [`Write::Pass`], and [`Write::Lockable`] until the policy locks the
+/// MSR). An MSR the table does not list always exits.
+pub fn configure_base(page: &mut [u8; 4096]) {
+    use crate::vmx::msr_bitmap::{MsrAccess, MsrBitmap};
+    page.fill(0xff);
+    let mut b = MsrBitmap::wrap(page);
+    for row in TABLE {
+        for m in row.first..=row.last {
+            if row.read == Read::Pass {
+                b.pass(m, MsrAccess::Read);
+            }
+            if matches!(row.write, Write::Pass | Write::Lockable) {
+                b.pass(m, MsrAccess::Write);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmx::msr_bitmap::{MsrAccess, MsrBitmap};
+
+    #[test]
+    fn base_bitmap_is_default_deny() {
+        let mut page = [0u8; 4096];
+        configure_base(&mut page);
+        let b = MsrBitmap::wrap(&mut page);
+        // Unlisted MSRs in both ranges exit both ways.
+        for m in [
+            0x0,
+            0x11,
+            0x33,
+            0x79,
+            0x140,
+            0x600,
+            0x7ff,
+            0x900,
+            0x1fff,
+            0xc000_0085,
+            0xc000_1fff,
+        ] {
+            assert!(b.exits(m, MsrAccess::Read), "{m:#x}");
+            assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
+        }
+        // Hidden.
+        for m in [0x3a, 0x480, 0x48c, 0x491, 0x493, 0x9b] {
+            assert!(b.exits(m, MsrAccess::Read), "{m:#x}");
+            assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
+        }
+        // Read passes, write mediated.
+        for m in [
+            0x10, 0x1b, 0x800, 0x830, 0x8ff, 0x1a0, 0xda0, 0x200, 0x2ff, 0x560, 0x587,
+        ] {
+            assert!(!b.exits(m, MsrAccess::Read), "{m:#x}");
+            assert!(b.exits(m, MsrAccess::Write), "{m:#x}");
+        }
+        // Hot and harmless, or lockable (passed until locked).
+        for m in [
+            0x48,
+            0x1d9,
+            0x277,
+            0x6e0,
+            0xc000_0080,
+            0xc000_0082,
+            0xc000_0100,
+            0xc000_0102,
+        ] {
+            assert!(!b.exits(m, MsrAccess::Read), "{m:#x}");
+            assert!(!b.exits(m, MsrAccess::Write), "{m:#x}");
+        }
+        // Outside the ranges: always exits.
+        assert!(b.exits(0x4000_0000, MsrAccess::Read));
+        assert!(b.exits(0x2000, MsrAccess::Write));
+    }
 }

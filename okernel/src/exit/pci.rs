@@ -184,7 +184,7 @@ fn range_is_free<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return false;
     };
     let end = base.saturating_add(len);
-    let overlaps = |r: &crate::launch::config::PhysRange| r.start < end && base < r.end;
+    let overlaps = |r: &crate::memmap::PhysRange| r.start < end && base < r.end;
     // The monitor's image and frame pool lie in RAM of the memory map.
     !views.ram().iter().any(overlaps)
 }

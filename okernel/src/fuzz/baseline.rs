@@ -20,7 +20,7 @@ use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 use super::hash::{SetHash, WordHash, fold};
 use super::inspect::Inspect;
 use crate::hw::Vmcs;
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::protection::{MAX_LOCKED_MSRS, MAX_REGIONS, Protection};
 use crate::policy::views::Views;
 use crate::vmx::controls::SecondaryProcBased;

@@ -25,7 +25,7 @@
 //! guest RAM changes only by guest writes through the EPT views or by the
 //! monitor's writes through these two paths.
 
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 
 /// The most distinct pages the write log keeps between two checks.
 pub const WRITE_LOG_PAGES: usize = 32;

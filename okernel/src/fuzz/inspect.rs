@@ -11,7 +11,7 @@ use ept::{FrameAllocator, Gpa, PAGE_SIZE, Perms, View};
 
 use crate::hw::phys::PhysMemory;
 use crate::hypercall::memory::{MemoryError, ViewMemory};
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::views::{SharedFrames, Views};
 
 /// What the fuzzing oracles read of the views (see the module docs).

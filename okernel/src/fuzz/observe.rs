@@ -35,7 +35,7 @@ use super::tracked::Fuzzed;
 use crate::exit::{ExitAction, ExitError, SlowExit, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::{GuestMemory, MemoryError};
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::Policy;
 use crate::policy::protection::Protection;
 use crate::vmx::controls::{PrimaryProcBased, SecondaryProcBased};

@@ -25,7 +25,7 @@ use ept::Perms;
 use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 
 use super::inspect::Inspect;
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::protection::Protection;
 
 /// Every right an EPT entry can give.

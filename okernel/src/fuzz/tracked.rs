@@ -27,7 +27,7 @@ use crate::exit::hooks::{CallReply, ExitHooks};
 use crate::exit::{ExitAction, ExitError, SlowExit, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::{GuestMemory, MemoryError};
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::Policy;
 use crate::policy::views::Views;
 

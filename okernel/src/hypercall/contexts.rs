@@ -19,7 +19,7 @@ use okernel_abi::policy::MAX_CONTEXTS;
 use super::policy::{CallResult, Env, Reply};
 use crate::exit::ExitError;
 use crate::hw::{Cpu, InveptKind, Vmcs};
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::hooks::PolicyHooks;

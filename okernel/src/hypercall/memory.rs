@@ -17,11 +17,11 @@
 //! Only then is it copied, from the host-physical addresses the view
 //! translates it to (the base view is an identity map).
 //!
-//! [`MemoryKind::Ram`]: crate::launch::config::MemoryKind::Ram
+//! [`MemoryKind::Ram`]: crate::memmap::MemoryKind::Ram
 
 use thiserror::Error;
 
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 
 /// Why a guest range cannot be read. The guest sees every one of them as
 /// `InvalidArgument`; the monitor logs the reason at debug level.

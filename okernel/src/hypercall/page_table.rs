@@ -73,7 +73,7 @@ use super::policy::{CallResult, Env, Reply, memory_status};
 use crate::exit::{ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::guest_paging::{ADDR_MASK, PAGE_SIZE, PRESENT, WRITABLE};

@@ -20,7 +20,7 @@ use okernel_abi::policy::{ExecuteRule, RegionKind};
 use crate::exit::{CrConfig, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::{GuestMemory, MemoryError};
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
 use crate::policy::hooks::PolicyHooks;

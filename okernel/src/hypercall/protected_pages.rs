@@ -22,7 +22,7 @@ use super::contexts::live_context;
 use super::policy::{CallResult, Env, Reply, memory_status};
 use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{AuditAction, AuditKind};
 #[cfg(doc)]

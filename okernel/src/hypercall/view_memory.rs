@@ -14,7 +14,7 @@ use super::memory::{
     GuestMemory, MAX_MONITOR_RANGES, MAX_RAM_RANGES, MemoryError, RangeList, VIEW_SLOTS,
 };
 use crate::hw::phys::{IDENTITY_MAP_END, PhysMemory};
-use crate::launch::config::{MemoryKind, MemoryRange, PhysRange};
+use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 
 /// Guest memory through an EPT view, with the memory map's RAM ranges and
 /// the monitor's ranges: the [`GuestMemory`] of the run.

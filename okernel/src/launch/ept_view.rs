@@ -8,8 +8,8 @@ use core::ptr::NonNull;
 
 use ept::{Attributes, EptCaps, FrameAllocator, Gpa, MemoryType, Perms, PhysFrame, View};
 
-use super::config::{MemoryKind, MemoryRange, PhysRange};
 use super::frames::FramePool;
+use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 
 /// A handle to the monitor's frame pool, as the `ept` crate's frame
 /// source: every view (the trusted one and each context's) holds one, and

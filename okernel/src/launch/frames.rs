@@ -4,7 +4,7 @@
 
 use core::ptr::NonNull;
 
-use super::config::PhysRange;
+use crate::memmap::PhysRange;
 
 /// The frame size.
 pub const FRAME: u64 = 4096;

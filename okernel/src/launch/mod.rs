@@ -29,7 +29,7 @@ use okernel_abi::result::Outcome;
 
 pub use self::config::{
     DescriptorTable, GuestEntry, GuestMode, HOST_STACK_BYTES, LaunchConfig, LaunchError,
-    MIN_POOL_BYTES, MemoryKind, MemoryRange, PhysRange, ReportFn,
+    MIN_POOL_BYTES, ReportFn,
 };
 use self::ept_view::PoolFrames;
 use self::frames::{FRAME, FramePool};
@@ -43,6 +43,8 @@ use crate::hw::phys::IdentityMap;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::hw::{Cpu, InveptKind, Vmcs};
 use crate::hypercall::memory::{MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
+/// The memory map the loader hands over ([`LaunchConfig`]).
+pub use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 use crate::msrs;
 use crate::policy::Protection;
 use crate::policy::protection::PolicyCaps;
@@ -186,7 +188,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         unsafe { (region as *mut u32).write(caps.basic.revision_id()) };
     }
     // SAFETY: a fresh pool frame, exclusively the MSR bitmap from now on.
-    crate::vmx::msr_bitmap::configure_base(unsafe { &mut *(msr_bitmap as *mut [u8; 4096]) });
+    crate::exit::msr_table::configure_base(unsafe { &mut *(msr_bitmap as *mut [u8; 4096]) });
     // The pool's own state moves into one of its frames, where every
     // view's handle finds it for the rest of the run.
     let home = pool

@@ -34,7 +34,7 @@ use super::protection::{Protection, Region};
 use super::views::{FRAMES_PER_PROTECT, Views};
 use crate::hw::{Cpu, InveptKind};
 use crate::hypercall::memory::MAX_RAM_RANGES;
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::vmx::error::VmFail;
 
 /// What a page is, for the views.

@@ -16,7 +16,7 @@ use super::hooks::PolicyHooks;
 use super::patch::PatchSites;
 use super::{Decision, Policy};
 use crate::hw::msr_bitmap_page::MsrBitmapPage;
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 
 /// The most regions the guest can register.
 pub const MAX_REGIONS: usize = 32;

@@ -22,7 +22,7 @@ use okernel_abi::policy::MAX_CONTEXTS;
 
 use crate::hw::phys::PhysMemory;
 use crate::hypercall::memory::{MemoryError, ViewMemory};
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 
 /// The most new tables one `protect` of a contiguous range can need: at
 /// each end of the range a 1 GiB leaf may split into a page directory and

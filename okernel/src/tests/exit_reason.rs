@@ -12,8 +12,8 @@ use super::*;
 use crate::hw::phys::PhysMemory;
 use crate::hypercall::memory::{GuestMemory, MemoryError, NoGuestMemory, RangeList, ViewMemory};
 use crate::hypercall::reason::{GuestReason, ReasonError};
-use crate::launch::config::{MemoryKind, MemoryRange, PhysRange};
 use crate::launch::ept_view::build_base_view;
+use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;
 

@@ -4,10 +4,11 @@
 use ept::{Gpa, MemoryType};
 
 use super::*;
-use crate::launch::config::{LaunchError, MemoryKind, MemoryRange, PhysRange};
+use crate::launch::config::LaunchError;
 use crate::launch::ept_view::build_base_view;
 use crate::launch::setup::{HostState, tss_base, write_host_state};
 use crate::launch::{LaunchConfig, MIN_POOL_BYTES, validate};
+use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 use crate::vmx::capability::FixedBits;
 use crate::vmx::controls::EntryControls;
 use crate::vmx::fields::{

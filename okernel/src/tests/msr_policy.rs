@@ -5,11 +5,12 @@
 
 use super::exits_cpuid_msr::wrmsr;
 use super::*;
+use crate::exit::msr_table::configure_base;
 use crate::exit::msr_table::{self, Mediator, Read, TABLE, Write};
 use crate::exit::{apic, msr_shared};
 use crate::hypercall::locks;
 use crate::policy::audit::{AuditAction, AuditKind};
-use crate::vmx::msr_bitmap::{MsrAccess, MsrBitmap, configure_base};
+use crate::vmx::msr_bitmap::{MsrAccess, MsrBitmap};
 use crate::vmx::regs::Gpr;
 
 /// Both bitmap ranges, and samples of the space outside them (which

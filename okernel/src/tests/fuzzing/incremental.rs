@@ -13,7 +13,7 @@ use super::*;
 use crate::fuzz::LastFull;
 use crate::fuzz::calls::FULL_CHECK_EVERY;
 use crate::fuzz::dirty::WRITE_LOG_PAGES;
-use crate::launch::config::PhysRange;
+use crate::memmap::PhysRange;
 use crate::policy::views::Views;
 
 /// The views generation now.
