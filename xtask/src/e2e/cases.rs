@@ -188,9 +188,13 @@ const BOOT_CHECKS: &[&str] = &[
 /// The audit records the monitor-memory attacks must leave, and the exit
 /// counters the monitor prints at the end.
 const BOOT_AUDIT: &[Said] = &[
-    Said::Monitor("ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=R-- allowed=---"),
-    Said::Monitor("ept-violation ctx=0 gpa=0x101000 gva=0x101000 access=-W- allowed=---"),
-    Said::Monitor("action=inject-#GP"),
+    Said::Monitor(
+        "\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x101000\",\"gva\":\"0x101000\",\"access\":\"R--\",\"allowed\":\"---\"",
+    ),
+    Said::Monitor(
+        "\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x101000\",\"gva\":\"0x101000\",\"access\":\"-W-\",\"allowed\":\"---\"",
+    ),
+    Said::Monitor("\"action\":\"inject-#GP\""),
     Said::Monitor("okernel: exits ept-violation                4"),
     Said::Monitor("okernel: exits vmxon                        1"),
 ];
