@@ -118,6 +118,40 @@ pub struct Delivery {
     pub ss: Option<(u16, u32)>,
 }
 
+impl Delivery {
+    /// Whether the state it loads passes the VM-entry checks on CS, SS and
+    /// RFLAGS (SDM Vol. 3C §27.3.1.2 "Checks on Guest Segment Registers",
+    /// §27.3.1.4 "Checks on Guest RIP, RFLAGS, and SSP") for an IA-32e
+    /// guest whose SS was `ss` (selector, access rights) before, and the
+    /// handler's RIP is canonical: the monitor's last guard against a VM
+    /// entry that fails — a guest-triggered stop of the run — should
+    /// [`plan`] ever accept what it must not. `plan`'s own tests and the
+    /// `deliver` host fuzz target check that it never does.
+    pub fn enters(&self, ss: (u16, u32)) -> bool {
+        let (cs_selector, limit, access) = self.cs;
+        let (ss_selector, ss_access) = self.ss.unwrap_or(ss);
+        let dpl = |a: u32| (a >> 5) & 3;
+        let kind = access & 0xf;
+        let granular = access & (1 << 15) != 0;
+        let code = (kind == 9 || kind == 11)
+            && access & (1 << 4) != 0
+            && access & (1 << 7) != 0
+            && access & 0xf00 == 0
+            && access & !0xffff == 0;
+        let long = access & (1 << 13) != 0 && access & (1 << 14) == 0;
+        let limit_ok = (limit & 0xfff == 0xfff || !granular) && (limit >> 20 == 0 || granular);
+        let privilege = dpl(access) == dpl(ss_access)
+            && u32::from(ss_selector & 3) == dpl(ss_access)
+            && cs_selector & 3 == ss_selector & 3;
+        // RFLAGS: bits 63:22, 15, 5 and 3 reserved (0), bit 1 set, VM clear
+        // in IA-32e mode.
+        let rflags = self.rflags & 0xffff_ffff_ffc0_8028 == 0
+            && self.rflags & 2 != 0
+            && self.rflags & RFLAGS_VM == 0;
+        code && long && limit_ok && privilege && rflags && canonical(self.rip)
+    }
+}
+
 /// Plans the delivery of #GP(0) from `s`, reading guest-linear memory with
 /// `read(linear, buf)` (implicit supervisor reads: `None` when it does not
 /// translate or cannot be read). `None`: a case left to the processor (the
@@ -288,6 +322,10 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         let Some(d) = plan(&s, |linear, buf| self.read_linear(s.paging, linear, buf)) else {
             return Ok(false);
         };
+        let ss = (s.ss, self.vmcs.read(Guest32::SsAccessRights)?);
+        if !d.enters(ss) {
+            return Ok(false);
+        }
         let mut bytes = [0u8; 48];
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(d.frame) {
             chunk.copy_from_slice(&word.to_le_bytes());

@@ -22,8 +22,8 @@
 //!    (bits 5, 6) set;
 //! 3. changing an entry that links to a page-table frame (no bit 7) to
 //!    anything but another link to a page-table frame. From an untrusted
-//!    context the link keeps every other bit too: only its frame may
-//!    change, and A or D be set.
+//!    context the link stays the same link: A or D may be set, nothing
+//!    else changes — not even its frame.
 //!
 //! Why the untrusted context is held to the same entry (issue 13, the
 //! flag gap): the kernel half of every address space is shared, so an
@@ -41,7 +41,18 @@
 //!   write the entry, and locked tables are read-only in untrusted views
 //!   (`docs/policy.md`, guest requirements), so another context's walk
 //!   through a shared entry would become an EPT violation;
-//! * a link's frame (rule 3), to another locked table, as before.
+//!
+//! A link does not move either (a review of this rule's first version):
+//! the monitor does not walk what the new table maps, and an untrusted
+//! context fills locked tables of its own (its address space's) with
+//! UpdatePageTable — leaf entries of unprotected frames, and read-only or
+//! execute-disable mappings of protected ones, which rules 1 and 2 allow
+//! in a slot that mapped nothing. Moving a link the trusted kernel walks
+//! (a page directory entry of the kernel's half) to such a table would
+//! make the trusted kernel's text execute-disable, or its read-only data
+//! RAM the attacker writes: the remap invariant 7 forbids. Linking an
+//! empty slot (rule 4) remains: the trusted kernel walks no address
+//! through an empty slot.
 //!
 //! Everything else is refused: P, R/W, U/S, PWT, PCD, PAT/PS and G
 //! (permission, caching, size, presence, TLB lifetime), XD and the
@@ -143,9 +154,10 @@ pub fn allowed(p: &Protection, caller: Caller, old: u64, new: u64) -> bool {
     {
         return false;
     }
-    // Rule 3: a link to a table stays a link to a table.
+    // Rule 3: a link to a table stays a link to a table (from an
+    // untrusted context, the same link).
     if links_to_page_table(p, old) {
-        return links_to_page_table(p, new) && (!untrusted || keeps_all_but(old, new, ADDR_MASK));
+        return links_to_page_table(p, new) && (!untrusted || keeps_all_but(old, new, 0));
     }
     // Rule 2: a mapping of a protected frame keeps its frame and size.
     if let Some(r) = mapped_range(old)

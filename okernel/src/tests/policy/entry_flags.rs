@@ -93,18 +93,18 @@ fn an_untrusted_context_may_not_change_the_flags_of_a_link_even_relinking() {
 }
 
 #[test]
-fn an_untrusted_context_may_set_accessed_and_dirty_and_relink() {
+fn an_untrusted_context_may_set_accessed_and_dirty() {
     let mut v = untrusted();
     for value in [TEXT_PTE, TEXT_PTE | D, TEXT_PTE | D | A] {
         ok(&mut v, Call::UpdatePageTable, [SLOT, value, 0]);
         assert_eq!(entry(&v, SLOT), value);
     }
     refused(&mut v, SLOT, TEXT_PTE);
-    for value in [LINK_PDE | A, PML4 | P | RW | A, PT | P | RW | A | D] {
+    for value in [LINK_PDE | A, LINK_PDE | A | D] {
         ok(&mut v, Call::UpdatePageTable, [LINK, value, 0]);
         assert_eq!(entry(&v, LINK), value);
     }
-    refused(&mut v, LINK, PT | P | RW);
+    refused(&mut v, LINK, LINK_PDE);
     assert_eq!(v.audit.total(), 2);
 }
 
@@ -169,4 +169,59 @@ fn an_untrusted_context_cannot_make_a_gate_unusable() {
         Status::Success
     );
     assert_eq!(v.policy.current, 0, "the gate was entered");
+}
+
+/// The review of the flag rule's first version: an untrusted context
+/// fills a locked table of its own (an empty slot may take a read-only or
+/// execute-disable mapping of text, and RAM it writes) and then moves a
+/// link the trusted kernel walks to it — the trusted kernel's text
+/// becomes execute-disable and its read-only data the attacker's RAM
+/// without a single refused entry. A link does not move from an untrusted
+/// context.
+#[test]
+fn an_untrusted_context_cannot_move_a_shared_link_to_a_table_it_filled() {
+    /// The untrusted process's own page table (locked, like every table).
+    const PT2: u64 = 0x10_5000;
+    let mut v = locked();
+    lock(
+        &mut v,
+        PT2,
+        0x1000,
+        okernel_abi::policy::RegionKind::PageTable,
+    );
+    let efer = v.vmcs.get(Guest64::Efer);
+    v.vmcs.set(Guest64::Efer, efer | EFER_NXE);
+    // The trusted kernel maps text and rodata through the shared PD[3].
+    ok(&mut v, Call::UpdatePageTable, [PT + 5 * 8, TEXT_PTE, 0]);
+    ok(
+        &mut v,
+        Call::UpdatePageTable,
+        [PT + 6 * 8, RODATA | P | A, 0],
+    );
+    enter(&mut v, 1);
+    // Untrusted: its own table, reachable through an empty slot, filled.
+    ok(
+        &mut v,
+        Call::UpdatePageTable,
+        [PD + 8 * 100, PT2 | P | RW, 0],
+    );
+    ok(
+        &mut v,
+        Call::UpdatePageTable,
+        [PT2 + 5 * 8, TEXT_PTE | XD, 0],
+    );
+    ok(
+        &mut v,
+        Call::UpdatePageTable,
+        [PT2 + 6 * 8, DATA | P | A, 0],
+    );
+    // The direct changes are refused, and so is the move.
+    refused(&mut v, PT + 5 * 8, TEXT_PTE | XD);
+    refused(&mut v, PT + 6 * 8, DATA | P | A);
+    refused(&mut v, LINK, PT2 | P | RW);
+    assert_eq!(
+        entry(&v, LINK),
+        LINK_PDE,
+        "the trusted kernel's walk is unchanged"
+    );
 }

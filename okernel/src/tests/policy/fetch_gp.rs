@@ -522,9 +522,64 @@ fn every_planned_delivery_passes_the_vm_entry_checks() {
                     assert_eq!(d.rflags & 0xffff_ffff_ffc0_8028, 0, "RFLAGS reserved");
                     assert_eq!(d.rflags & 2, 2, "RFLAGS bit 1");
                     assert_eq!(d.rip >> 47, 0x1_ffff, "canonical handler");
+                    assert!(
+                        d.enters((s.ss, 0xc093 | (u32::from(cpl) << 5))),
+                        "{desc:#x}: the guard agrees"
+                    );
                 }
             }
         }
     }
     assert!(checked > 100, "{checked}");
+}
+
+#[test]
+fn the_vm_entry_guard_refuses_what_vm_entry_would() {
+    let good = Delivery {
+        rsp: 0x70_5fd0,
+        frame: [0; 6],
+        rip: HANDLER,
+        rflags: 2,
+        cs: (0x08, 0xffff_ffff, 0xa09b),
+        ss: None,
+    };
+    let ss = (0x10, 0xc093);
+    assert!(good.enters(ss));
+    let bad = [
+        Delivery {
+            cs: (0x08, 0xffff_ffff, 0xa093),
+            ..good
+        }, // a data segment
+        Delivery {
+            cs: (0x08, 0xffff_ffff, 0xc09b),
+            ..good
+        }, // D, not L
+        Delivery {
+            cs: (0x08, 0xff00, 0xa09b),
+            ..good
+        }, // G with limit 11:0 not all ones
+        Delivery {
+            cs: (0x0b, 0xffff_ffff, 0xa09b),
+            ..good
+        }, // CS.RPL 3, SS.RPL 0
+        Delivery {
+            cs: (0x08, 0xffff_ffff, 0xa0fb),
+            ..good
+        }, // CS.DPL 3, SS.DPL 0
+        Delivery {
+            rflags: 2 | (1 << 17),
+            ..good
+        }, // VM
+        Delivery { rflags: 0, ..good },  // bit 1 clear
+        Delivery { rip: TOP48, ..good }, // non-canonical
+    ];
+    for d in bad {
+        assert!(!d.enters(ss), "{d:x?}");
+    }
+    // A change to ring 0 with the null SS it loads.
+    let to_ring0 = Delivery {
+        ss: Some((0, 1 << 16)),
+        ..good
+    };
+    assert!(to_ring0.enters((0x2b, 0xc0f3)));
 }
