@@ -182,13 +182,13 @@ impl core::fmt::Display for Json<'_> {
     }
 }
 
-/// Records printed to the console in full before the console thins out
+/// Distinct records printed to the console before the console thins out
 /// ([`AuditRing::record`]): more than any run of the attack suite makes.
 pub const PRINT_ALL: u64 = 1024;
 
-/// Whether record `seq` goes to the console.
-pub const fn printed(seq: u64) -> bool {
-    seq < PRINT_ALL || seq.is_power_of_two()
+/// Whether the distinct record numbered `n` (from 0) goes to the console.
+pub const fn printed(n: u64) -> bool {
+    n < PRINT_ALL || n.is_power_of_two()
 }
 
 /// The number of records the monitor keeps.
@@ -236,6 +236,10 @@ pub struct AuditRing<const N: usize> {
     /// The last [`RECENT`] distinct records printed (round robin).
     recent: [Option<Printed>; RECENT],
     next_recent: usize,
+    /// Records not folded into a recent one, so far.
+    distinct: u64,
+    /// Distinct records not printed since the last printed one.
+    suppressed: u64,
 }
 
 /// The monitor's audit log.
@@ -256,6 +260,8 @@ impl<const N: usize> AuditRing<N> {
             last_printed: 0,
             recent: [None; RECENT],
             next_recent: 0,
+            distinct: 0,
+            suppressed: 0,
         }
     }
 
@@ -271,11 +277,16 @@ impl<const N: usize> AuditRing<N> {
     ///   printed (`AuditRecord::signature`: all but its sequence number,
     ///   RIP, linear address and CR3) is folded into it: a short line
     ///   when it has repeated 1, 2, 4, 8... times;
-    /// * past [`PRINT_ALL`] records only sequence numbers that are powers
-    ///   of two are printed ([`printed`]), each after a line counting the
-    ///   records not printed since.
+    /// * past [`PRINT_ALL`] distinct (not folded) records, only the
+    ///   distinct records whose number is a power of two are printed
+    ///   ([`printed`]), each after a line counting the distinct records
+    ///   not printed since. Repeats do not use up the budget, so flooding
+    ///   one denied action cannot hide a different, later one; hiding one
+    ///   takes more than [`PRINT_ALL`] different violations first, and the
+    ///   count lines still say that records went unprinted.
     ///
-    /// The ring, `AuditRead` and the counts keep every record.
+    /// Every record is counted (`AuditCount`) and the last `N` are kept in
+    /// the ring (`AuditRead`).
     pub fn record(&mut self, record: AuditRecord) -> Recorded {
         let r = self.push(record);
         let signature = r.signature();
@@ -299,19 +310,23 @@ impl<const N: usize> AuditRing<N> {
                 printed: false,
             };
         }
-        if !printed(r.seq) {
+        let distinct = self.distinct;
+        self.distinct += 1;
+        if !printed(distinct) {
+            self.suppressed += 1;
             return Recorded {
                 record: r,
                 printed: false,
             };
         }
-        if r.seq >= PRINT_ALL {
+        if self.suppressed != 0 {
             log::warn!(
-                "okernel: audit: {} record(s) not printed since #{} (the console shows #0..#{} and then powers of two; AuditRead has the last {N})",
-                r.seq - self.last_printed - 1,
+                "okernel: audit: {} distinct record(s) not printed since #{} (the console shows the first {} distinct records, then every power of two; AuditCount counts them all)",
+                self.suppressed,
                 self.last_printed,
-                PRINT_ALL - 1,
+                PRINT_ALL,
             );
+            self.suppressed = 0;
         }
         r.log();
         self.last_printed = r.seq;
@@ -427,6 +442,23 @@ mod tests {
         assert_eq!(r.total(), 5000, "every record counted");
         assert_eq!(r.last().map(|x| x.gpa), Some(4999), "and kept");
         assert_eq!(r.last_printed, 4096);
+    }
+
+    #[test]
+    fn repeats_cannot_hide_a_different_record() {
+        // A review's attack: one denied action repeated past the budget,
+        // then the real violation, then more repeats.
+        let mut r = AuditRing::<64>::new();
+        for _ in 0..1500 {
+            r.record(rec(0x1000));
+        }
+        let real = r.record(rec(0xdead_0000));
+        assert_eq!(real.record.seq, 1500);
+        assert!(real.printed, "repeats do not use up the console's budget");
+        for _ in 0..3500 {
+            r.record(rec(0x1000));
+        }
+        assert_eq!(r.total(), 5001);
     }
 
     #[test]
