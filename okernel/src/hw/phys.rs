@@ -56,13 +56,13 @@ impl IdentityMap {
 impl PhysMemory for IdentityMap {
     fn copy(&self, hpa: u64, buf: &mut [u8]) {
         debug_assert!(hpa.saturating_add(buf.len() as u64) <= IDENTITY_MAP_END);
-        let src = core::ptr::with_exposed_provenance::<u8>(hpa as usize);
         // SAFETY: `IdentityMap::new`'s contract maps the range readable at
         // this address (callers stay below IDENTITY_MAP_END); it is guest
         // RAM, not monitor memory, so no Rust reference aliases it, and the
         // guest is stopped while the monitor runs (one CPU), so nothing
-        // writes it during the copy.
-        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        // writes it during the copy; `buf` is ours. Physical page 0 is
+        // passed as a number to the instruction, never as a Rust pointer.
+        unsafe { crate::arch::phys::copy(buf.as_mut_ptr() as usize, hpa as usize, buf.len()) };
     }
 
     /// In place, but for page 0, which is copied (address 0 is a null
@@ -93,11 +93,11 @@ impl PhysMemory for IdentityMap {
 
     fn write(&self, hpa: u64, bytes: &[u8]) {
         debug_assert!(hpa.saturating_add(bytes.len() as u64) <= IDENTITY_MAP_END);
-        let dst = core::ptr::with_exposed_provenance_mut::<u8>(hpa as usize);
         // SAFETY: as in `copy`: the identity map makes the range writable
         // at this address (the loader maps the first 4 GiB writable); it
         // is guest RAM, never monitor memory, so no Rust reference of the
-        // monitor aliases it, and the guest is stopped during the copy.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+        // monitor aliases it, and the guest is stopped during the copy;
+        // page 0 is a number to the instruction, not a pointer.
+        unsafe { crate::arch::phys::copy(hpa as usize, bytes.as_ptr() as usize, bytes.len()) };
     }
 }
