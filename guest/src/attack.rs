@@ -203,7 +203,7 @@ pub const ATTACKS: &[Attack] = &[
     },
     Attack {
         name: "relocate-apic-over-protected-page",
-        invariant: 3,
+        invariant: 6,
         guard: Guard::Monitor,
         audit: Some(MsrLock),
         status: None,
