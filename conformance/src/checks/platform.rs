@@ -67,6 +67,25 @@ pub fn run_all(c: &mut Checks) {
             if port_a & 0b10 != 0 { "on" } else { "OFF" }
         ),
     );
+    // A port nothing decodes in Bochs and okernel denies (default deny: a
+    // Super I/O index port, docs/policy.md "Port I/O"): bare, the bus
+    // floats and every width reads all ones; under okernel the monitor
+    // answers all ones (and audits). Read only: a write of the wrong byte
+    // to a real Super I/O chip would enter its configuration mode.
+    // SAFETY: reading port 0x2E has no side effect where nothing decodes
+    // it, and on a Super I/O chip it reads the index register.
+    let (b, w, d) = unsafe {
+        (
+            Port::<u8>::new(0x2e).read(),
+            Port::<u16>::new(0x2e).read(),
+            Port::<u32>::new(0x2e).read(),
+        )
+    };
+    c.line(
+        "in-denied-port",
+        b == 0xff && w == 0xffff && d == 0xffff_ffff,
+        format_args!("port 0x2e: 8-bit 0x{b:x}, 16-bit 0x{w:x}, 32-bit 0x{d:x}"),
+    );
     let apic = reachable(c, "apic-id-version", APIC + APIC_ID);
     if apic {
         let id = mmio_read(APIC + APIC_ID);

@@ -38,6 +38,7 @@ pub fn run_all(c: &mut Checks, mode: EntryMode) {
             );
         }
     }
+    locked_msr(c, mode);
     let (gdt, gdt_limit, idt, tss) = table_addrs();
     let mut buf = [0u8; 16];
     let at_buf = buf.as_mut_ptr() as u64;
@@ -176,4 +177,46 @@ impl core::fmt::Display for ValueOr<'_> {
             Err(_) => write!(f, "{}", self.1),
         }
     }
+}
+
+/// IA32_LSTAR.
+const IA32_LSTAR: u32 = 0xc000_0082;
+
+/// A WRMSR of a locked MSR's own value: under okernel (`LockMsr`, which
+/// the kernel calls under okernel only) the monitor skips it — nothing
+/// would change — as bare hardware completes it: no fault, the value
+/// unchanged (`docs/vmx-core.md`, WRMSR). A different value is refused by
+/// design and not compared.
+fn locked_msr(c: &mut Checks, mode: EntryMode) {
+    // SAFETY: LSTAR exists on every 64-bit processor and this kernel makes
+    // no SYSCALL.
+    unsafe { crate::cpu::wrmsr(IA32_LSTAR, 0) };
+    if mode == EntryMode::NonRoot {
+        let status: u64;
+        // SAFETY: VMCALL in non-root mode exits to okernel, which answers
+        // in RAX and locks LSTAR at its current value; nothing else here
+        // changes.
+        unsafe {
+            core::arch::asm!("vmcall", inout("rax") Call::LockMsr.raw() => status,
+                in("rdi") u64::from(IA32_LSTAR), in("rsi") 0, in("rdx") 0, in("rcx") 0,
+                options(nostack))
+        };
+        if status != 0 {
+            c.line("lock-msr", false, format_args!("refused: status {status}"));
+        }
+    }
+    let _ = run(
+        c,
+        "wrmsr-locked-msr-same-value",
+        &conf_wrmsr,
+        u64::from(IA32_LSTAR),
+        None,
+    );
+    // SAFETY: as above.
+    let now = unsafe { crate::cpu::rdmsr(IA32_LSTAR) };
+    c.line(
+        "wrmsr-locked-msr-read-back",
+        now == 0,
+        format_args!("0x{now:x}"),
+    );
 }
