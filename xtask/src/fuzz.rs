@@ -28,9 +28,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The targets of a host campaign, in the order they run.
-pub const TARGETS: [&str; 12] = [
+pub const TARGETS: [&str; 13] = [
     "hypercall",
     "exit",
+    "deliver",
     "policy",
     "qualification",
     "ept_ops",
@@ -84,7 +85,7 @@ usage: cargo xtask fuzz host [--target T] [--time SECONDS] [--seed N] [--runs N]
        cargo xtask fuzz vm-selftest
        (`cargo xtask fuzz vm --help` for the VM fuzzer's options)
 
-targets: hypercall exit policy qualification ept_ops elf_plan pvh linux_layout
+targets: hypercall exit deliver policy qualification ept_ops elf_plan pvh linux_layout
          multiboot2 cmdline handoff planted (the coverage-guidance proof)";
 
 /// Options of `cargo xtask fuzz`.
