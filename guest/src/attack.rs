@@ -290,6 +290,7 @@ pub const ATTACKS: &[Attack] = &[
     },
     reg("empty-slot-page-table-link", 7, PageTableUpdate),
     reg("untrusted-xd-on-kernel-text", 7, PageTableUpdate),
+    reg("untrusted-relink-shared-table", 7, PageTableUpdate),
     // Without contexts (protect=off) the kernel path is the trusted
     // kernel, which owns every page: nothing is foreign and the table is
     // its own, so these two are meaningless unprotected.
