@@ -253,6 +253,22 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
             if hpa_end.is_none_or(|e| e > IDENTITY_MAP_END) {
                 return Err(MemoryError::Unreachable(at));
             }
+            // The host-physical side too: every view maps guest RAM to the
+            // same address (rule 2 was checked on the guest-physical one),
+            // but `hw::phys` trusts what it is given, so a view that ever
+            // led into monitor memory stops here.
+            let hpa_range = PhysRange {
+                start: t.hpa.0,
+                end: t.hpa.0 + (piece_end - at),
+            };
+            if self
+                .monitor
+                .as_slice()
+                .iter()
+                .any(|m| m.overlaps(&hpa_range))
+            {
+                return Err(MemoryError::Monitor(t.hpa.0));
+            }
             f((at - gpa) as usize, t.hpa.0, (piece_end - at) as usize);
             at = piece_end;
         }

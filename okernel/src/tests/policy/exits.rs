@@ -367,3 +367,26 @@ fn an_emulated_store_through_a_lam_tagged_pointer_lands_where_lam_says() {
     v.memory.phys().copy(DATA + 0x10, &mut b);
     assert_eq!(b[..2], [0x3f, 0]);
 }
+
+#[test]
+fn a_view_that_led_into_monitor_memory_is_not_read_through() {
+    // Every view maps guest RAM to the same host-physical address; were
+    // one to lead a RAM page into the monitor's image, the host-physical
+    // check of `ViewMemory` refuses the access before `hw::phys` runs.
+    let mut v = pvcpu();
+    let monitor = MONITOR[0].start;
+    v.memory
+        .view_mut()
+        .map(
+            ept::Gpa(DATA),
+            ept::Hpa(monitor),
+            0x1000,
+            ept::Attributes::RAM,
+        )
+        .unwrap();
+    let mut b = [0u8; 8];
+    assert_eq!(
+        v.memory.read(DATA, &mut b),
+        Err(crate::hypercall::memory::MemoryError::Monitor(monitor))
+    );
+}
