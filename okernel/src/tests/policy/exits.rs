@@ -373,9 +373,12 @@ fn a_view_that_led_into_monitor_memory_is_not_read_through() {
     // Every view maps guest RAM to the same host-physical address; were
     // one to lead a RAM page into the monitor's image, the host-physical
     // check of `ViewMemory` refuses the access before `hw::phys` runs.
-    let mut v = pvcpu();
+    use crate::hypercall::memory::{GuestMemory, MemoryError};
+    let v = vcpu();
+    let view = build_base_view(Heap::default(), v.ept, &MAP, &MONITOR, POOL).unwrap();
+    let mut memory = ViewMemory::new(view, &MAP, &MONITOR, POOL, SparsePhys::default()).unwrap();
     let monitor = MONITOR[0].start;
-    v.memory
+    memory
         .view_mut()
         .map(
             ept::Gpa(DATA),
@@ -386,7 +389,8 @@ fn a_view_that_led_into_monitor_memory_is_not_read_through() {
         .unwrap();
     let mut b = [0u8; 8];
     assert_eq!(
-        v.memory.read(DATA, &mut b),
-        Err(crate::hypercall::memory::MemoryError::Monitor(monitor))
+        memory.read(DATA, &mut b),
+        Err(MemoryError::Monitor(monitor))
     );
+    assert_eq!(memory.read(DATA + 0x1000, &mut b), Ok(()), "the next page");
 }
