@@ -22,8 +22,8 @@
 //!    fault: §19.3.1.1), CS, the non-canonical RIP and the error code 0,
 //!    written as implicit supervisor-mode stores (§4.6.1: allowed to a
 //!    writable page, or any page with CR0.WP clear; to a user page only
-//!    with CR4.SMAP clear) through the guest's page tables and the current
-//!    EPT view;
+//!    with CR4.SMAP and CR4.PKE clear) through the guest's page tables and
+//!    the current EPT view;
 //! 5. the new state: CS from the descriptor (RPL = the new CPL), a null SS
 //!    with RPL = the new CPL when the privilege level changed (§6.14.4),
 //!    RSP at the frame, RIP at the handler, RFLAGS with TF, NT, RF and VM
@@ -41,11 +41,14 @@
 //! the monitor cannot read, a pending single step (TF: its #DB comes
 //! first), a CR4 feature the model does not know (CET shadow stacks,
 //! supervisor protection keys, LASS, LAM, FRED, any bit from 23 up),
-//! 5-level paging, a guest not in 64-bit mode — is left to the processor: the #GP is injected at
-//! the instruction that completed, and VM entry delivers it with the
-//! hardware's own checks and faults, RIP being the one difference
-//! (`docs/vmx-core.md`, "What a guest can observe"). The monitor never
-//! writes what the guest's own delivery could not.
+//! 5-level paging, a guest not in 64-bit mode — is left to the processor:
+//! the #GP is injected at the instruction that completed, and VM entry
+//! delivers it with the hardware's own checks and faults, RIP being the
+//! one difference (`docs/vmx-core.md`, "What a guest can observe"). The
+//! monitor never writes what the guest's own delivery could not, and
+//! before it writes anything it checks the new state against the VM-entry
+//! rules ([`Delivery::enters`]): a delivery that could make VM entry fail
+//! — a stop of the whole run — is left to the processor too.
 
 use super::guest::Vcpu;
 use crate::bits::{
