@@ -5,7 +5,7 @@
 //! | linear address | page | for |
 //! |---|---|---|
 //! | `LAB` | user data (U/S = 1) | SMAP |
-//! | `LAB + 4K` | user code, `ret` (U/S = 1) | SMEP |
+//! | `LAB + 4K` | user code, `ret` (U/S = 1); at +0x10 `sgdt [rsp - 16]; ud2` | SMEP, UMIP |
 //! | `LAB + 8K` | supervisor code, `ret`, XD = 1 | NX |
 //! | `BOUNDARY` | the last page below the canonical boundary (U/S = 1) | RIP advance at 2^47, from ring 0 and ring 3 |
 //! | `WRAP_ENTRY` (4 GiB − 4 KiB) | code ending at 4 GiB − 1, instead of the BIOS ROM's last page | EIP wrap in compatibility mode |
@@ -20,6 +20,9 @@ use core::cell::UnsafeCell;
 pub const LAB: u64 = 0x4000_0000;
 /// The last page of the lower canonical half.
 pub const BOUNDARY: u64 = 0x7fff_ffff_f000;
+/// Ring-3 code on the user code page: `sgdt [rsp - 16]; ud2` (the UMIP
+/// checks).
+pub const UMIP_SGDT_ENTRY: u64 = LAB + 0x1000 + 0x10;
 /// The first address nothing maps.
 pub const UNMAPPED: u64 = 0x1_0000_0000;
 
@@ -106,6 +109,12 @@ pub fn init() {
     set(&PT_LAB, 1, addr(&USER_CODE) | P | U);
     set(&PT_LAB, 2, addr(&NX_CODE) | P | XD);
     code(&USER_CODE, 0, &[0xc3]);
+    // sgdt [rsp - 16]; ud2 — ring 3's SGDT for the UMIP lines.
+    code(
+        &USER_CODE,
+        (UMIP_SGDT_ENTRY - LAB - 0x1000) as usize,
+        &[0x0f, 0x01, 0x44, 0x24, 0xf0, 0x0f, 0x0b],
+    );
     code(&NX_CODE, 0, &[0xc3]);
     // A user page (U/S = 1), so ring 3 runs it too; the kernel runs it
     // with SMEP off.

@@ -4,7 +4,7 @@
 
 use super::{Rip, Want, at, report, run};
 use crate::cpu;
-use crate::paging::{BOUNDARY_ENTRY, LAB, WRAP_ENTRY};
+use crate::paging::{BOUNDARY_ENTRY, LAB, UMIP_SGDT_ENTRY, WRAP_ENTRY};
 use crate::probes::*;
 use crate::report::Checks;
 use crate::trap::{COMPAT_CS, Fault, USER_CS, USER_SS, probe, rsp0_top};
@@ -99,6 +99,7 @@ pub fn run_all(c: &mut Checks) {
             u8::from(cpu::cr4() & CR4_UMIP != 0)
         ),
     );
+    umip_sgdt_ring3(c, "umip-sgdt-ring3");
     // `xor eax, eax; cpuid` ends at 2^47 - 1: the CPUID completes, the
     // fetch at 2^47 raises #GP(0) (SDM Vol. 1 §3.3.7.1). Which RIP the
     // frame holds is the line's content.
@@ -216,4 +217,30 @@ fn with_cr4(bits: u64, f: impl FnOnce()) {
     f();
     // SAFETY: restores the value read above.
     unsafe { cpu::set_cr4(old) };
+}
+
+/// SGDT at ring 3 with CR4.UMIP set raises #GP(0) at the SGDT (SDM Vol.
+/// 3A §2.5, CR4.UMIP; Vol. 2B SGDT): line `name`, where CPUID lists UMIP
+/// (else it says so). Run once before the descriptor tables are locked
+/// (the processor's own #GP) and once after (`checks::tables`: under
+/// okernel SGDT then exits and the monitor's emulation must raise the
+/// same #GP). Without UMIP the store completes and the `ud2` after it
+/// comes back.
+pub fn umip_sgdt_ring3(c: &mut Checks, name: &str) {
+    let [_, _, ecx, _] = cpu::cpuid(7, 0);
+    if ecx & (1 << 2) == 0 {
+        c.line(name, true, format_args!("no UMIP"));
+        return;
+    }
+    with_cr4(CR4_UMIP, || {
+        let r = probe(conf_to_user_probe, UMIP_SGDT_ENTRY);
+        report(
+            c,
+            name,
+            &r,
+            Some(at(13, 0)),
+            UMIP_SGDT_ENTRY,
+            UMIP_SGDT_ENTRY + 5,
+        );
+    });
 }

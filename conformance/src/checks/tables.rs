@@ -39,6 +39,7 @@ pub fn run_all(c: &mut Checks, mode: EntryMode) {
         }
     }
     locked_msr(c, mode);
+    super::paging::umip_sgdt_ring3(c, "umip-sgdt-ring3-after-lock");
     let (gdt, gdt_limit, idt, tss) = table_addrs();
     let mut buf = [0u8; 16];
     let at_buf = buf.as_mut_ptr() as u64;
