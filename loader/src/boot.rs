@@ -324,9 +324,14 @@ pub unsafe fn load_segments(plan: &elf_load::LoadPlan, image: &[u8]) -> Result<(
     Ok(())
 }
 
+/// How many ranges of device memory above 4 GiB (64-bit BARs, bridge
+/// windows: `crate::platform::high_mmio`) the base view maps at most.
+pub(crate) const HIGH_MMIO: usize = 16;
+
 /// Starts okernel with the guest entered at `rip` in `mode` with `regs`;
 /// the base EPT view maps the firmware memory map plus every hole of it
-/// below 4 GiB as MMIO, uncached: the firmware map does not list the MMIO
+/// below 4 GiB as MMIO, uncached, and the device memory the PCI scan finds
+/// above 4 GiB: the firmware map does not list the MMIO
 /// a guest touches (Linux's ACPI RSDP scan of 0xE0000-0xFFFFF, the I/O
 /// APIC, HPET and local APIC pages, PCI BARs), and a guest of any kind
 /// sees the machine's devices as it would bare (`docs/vmx-core.md`).
@@ -341,7 +346,7 @@ pub fn launch_monitor(
     let mut holes = [MemoryRange {
         range: PhysRange::new(0, 0),
         kind: MemoryKind::Mmio,
-    }; MAX_REGIONS + 1];
+    }; MAX_REGIONS + 1 + HIGH_MMIO];
     let mut n_holes = 0;
     loader::linux::mmio_holes(&bi.memory, 1 << 32, &mut |r| {
         holes[n_holes].range = PhysRange {
@@ -350,11 +355,12 @@ pub fn launch_monitor(
         };
         n_holes += 1;
     });
+    n_holes += crate::platform::high_mmio(&mut holes[n_holes..]);
     let extra = &holes[..n_holes];
     let mut memory = [MemoryRange {
         range: PhysRange::new(0, 0),
         kind: MemoryKind::Reserved,
-    }; 2 * MAX_REGIONS + 1];
+    }; 2 * MAX_REGIONS + 1 + HIGH_MMIO];
     let firmware = bi.memory.regions().iter().map(|r| MemoryRange {
         range: PhysRange {
             start: r.range.start,

@@ -14,3 +14,4 @@ pub mod handoff;
 pub mod linux;
 pub mod memmap;
 pub mod parking;
+pub mod pci_bars;

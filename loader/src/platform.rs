@@ -31,12 +31,52 @@ impl loader::chipset::ConfigSpace for Mechanism1 {
     }
     fn write(&mut self, address: u32, value: u32) {
         // SAFETY: as for `read`; the only writes are the SMRAM lock
-        // (`loader::chipset`), before the guest exists.
+        // (`loader::chipset`) and the sizing of 64-bit BARs with memory
+        // decoding off, each restored (`loader::pci_bars`), before the
+        // guest exists.
         unsafe {
             x86_64::instructions::port::Port::<u32>::new(0xcf8).write(address);
             x86_64::instructions::port::Port::<u32>::new(0xcfc).write(value);
         }
     }
+}
+
+/// The device memory above 4 GiB (`loader::pci_bars`), written as MMIO
+/// ranges into `out`; returns how many. A range beyond the processor's
+/// physical-address width (MAXPHYADDR, CPUID.80000008H:EAX[7:0]), which
+/// EPT cannot map, and those past `out`'s room are left out and named.
+pub(crate) fn high_mmio(out: &mut [okernel::launch::MemoryRange]) -> usize {
+    use core::arch::x86_64::__cpuid;
+    let width = if __cpuid(0x8000_0000).eax >= 0x8000_0008 {
+        __cpuid(0x8000_0008).eax & 0xff
+    } else {
+        36
+    };
+    let limit = 1u64 << width.clamp(36, 52);
+    let mut n = 0;
+    loader::pci_bars::high_mmio(&mut Mechanism1, &mut |r| {
+        if r.end > limit || n == out.len() {
+            log::warn!(
+                "PCI: device memory {r} above 4 GiB not mapped for the guest ({})",
+                if r.end > limit {
+                    "beyond MAXPHYADDR"
+                } else {
+                    "too many ranges"
+                }
+            );
+            return;
+        }
+        info!("PCI: device memory {r} above 4 GiB mapped for the guest (MMIO, uncached)");
+        out[n] = okernel::launch::MemoryRange {
+            range: okernel::launch::PhysRange {
+                start: r.start,
+                end: r.end,
+            },
+            kind: okernel::launch::MemoryKind::Mmio,
+        };
+        n += 1;
+    });
+    n
 }
 
 /// The platform's port rules for the monitor
