@@ -30,30 +30,51 @@ const fn address(bus: u32, dev: u32, func: u32, reg: u32) -> u32 {
 /// Calls `emit` for each memory range at or above 4 GiB that a function
 /// decodes: its 64-bit memory BARs (six for a type-0 header, two for a
 /// bridge) and a bridge's 64-bit prefetchable window.
+///
+/// The buses scanned are bus 0 and those behind its bridges (each
+/// bridge's secondary to subordinate bus), as an operating system
+/// enumerates them, so a machine with one bus costs 32 reads, not 8,192
+/// (each a port exit under a hypervisor). Root buses other than 0 (a
+/// multi-socket host's, which ACPI names) are not scanned.
 pub fn high_mmio(cfg: &mut impl ConfigSpace, emit: &mut dyn FnMut(Range)) {
-    for bus in 0..256 {
+    let mut scan = [false; 256];
+    scan[0] = true;
+    for bus in 0..256u32 {
+        if !scan[bus as usize] {
+            continue;
+        }
         for dev in 0..32 {
             if cfg.read(address(bus, dev, 0, 0)) & 0xffff == 0xffff {
                 continue;
             }
             let multi = (cfg.read(address(bus, dev, 0, 0xc)) >> 16) & 0x80 != 0;
             for func in 0..if multi { 8 } else { 1 } {
-                if cfg.read(address(bus, dev, func, 0)) & 0xffff == 0xffff {
+                let at = address(bus, dev, func, 0);
+                if cfg.read(at) & 0xffff == 0xffff {
                     continue;
                 }
-                function(cfg, address(bus, dev, func, 0), emit);
+                if let Some((secondary, subordinate)) = function(cfg, at, emit) {
+                    for b in secondary.max(bus + 1)..=subordinate.min(255) {
+                        scan[b as usize] = true;
+                    }
+                }
             }
         }
     }
 }
 
-/// [`high_mmio`] for the function whose register 0 is at `at`.
-fn function(cfg: &mut impl ConfigSpace, at: u32, emit: &mut dyn FnMut(Range)) {
+/// [`high_mmio`] for the function whose register 0 is at `at`; for a
+/// bridge, its secondary and subordinate bus numbers.
+fn function(
+    cfg: &mut impl ConfigSpace,
+    at: u32,
+    emit: &mut dyn FnMut(Range),
+) -> Option<(u32, u32)> {
     let header = (cfg.read(at | 0xc) >> 16) & 0x7f;
     let bars = match header {
         0 => 6,
         1 => 2,
-        _ => return,
+        _ => return None,
     };
     let mut i = 0;
     while i < bars {
@@ -91,7 +112,11 @@ fn function(cfg: &mut impl ConfigSpace, at: u32, emit: &mut dyn FnMut(Range)) {
                 });
             }
         }
+        // Bus numbers (0x18): secondary bits 15:8, subordinate 23:16.
+        let buses = cfg.read(at | 0x18);
+        return Some(((buses >> 8) & 0xff, (buses >> 16) & 0xff));
     }
+    None
 }
 
 /// The size of the 64-bit memory BAR at `reg` (now `low`/`high`), read
@@ -178,13 +203,21 @@ mod tests {
         f.regs.insert(bridge | 0x24, 0x3ff1_0001);
         f.regs.insert(bridge | 0x28, 0x10);
         f.regs.insert(bridge | 0x2c, 0x10);
+        // Behind it, bus 1: a device with a 64-bit BAR at 0x10_0000_0000.
+        f.regs.insert(bridge | 0x18, 0x0001_0100);
+        let nvme = address(1, 0, 0, 0);
+        device(&mut f, nvme, 0);
+        f.regs.insert(nvme | 0x10, 0x0000_0004);
+        f.regs.insert(nvme | 0x14, 0x10);
+        f.bars.push((nvme | 0x10, 16 << 10));
         let mut found = Vec::new();
         high_mmio(&mut f, &mut |r| found.push((r.start, r.end)));
         assert_eq!(
             found,
             [
                 (0x8_0000_0000, 0x8_0100_0000),
-                (0x10_0000_0000, 0x10_4000_0000)
+                (0x10_0000_0000, 0x10_4000_0000),
+                (0x10_0000_0000, 0x10_0000_4000)
             ]
         );
         assert!(!f.decoding_while_sizing, "memory decoding off while sizing");
@@ -193,12 +226,27 @@ mod tests {
         assert_eq!(f.regs[&(nic | 0x4)], 0x0006, "command restored");
     }
 
+    /// Counts the reads of a [`Fake`].
+    struct Counting(Fake, u32);
+
+    impl ConfigSpace for Counting {
+        fn read(&mut self, address: u32) -> u32 {
+            self.1 += 1;
+            self.0.read(address)
+        }
+        fn write(&mut self, address: u32, value: u32) {
+            self.0.write(address, value);
+        }
+    }
+
     #[test]
     fn an_empty_bus_and_low_bars_give_nothing() {
-        let mut f = Fake::default();
+        let mut c = Counting(Fake::default(), 0);
         let mut found = 0;
-        high_mmio(&mut f, &mut |_| found += 1);
+        high_mmio(&mut c, &mut |_| found += 1);
         assert_eq!(found, 0);
+        assert_eq!(c.1, 32, "bus 0 only: one read per device");
+        let mut f = c.0;
         let vga = address(0, 2, 0, 0);
         device(&mut f, vga, 0);
         f.regs.insert(vga | 0x10, 0xe000_0008); // 32-bit prefetchable
