@@ -275,7 +275,7 @@ fn walk_allows(paging: PagingState, m: &guest_paging::Mapping) -> bool {
 }
 
 /// Whether `a` is canonical for 48-bit linear addresses.
-const fn canonical(a: u64) -> bool {
+pub(super) const fn canonical(a: u64) -> bool {
     ((a as i64) << 16 >> 16) as u64 == a
 }
 

@@ -63,13 +63,6 @@ const BS: u64 = 1 << 14;
 /// IA32_DEBUGCTL.BTF: TF traps on branches only (SDM Vol. 3A §18.4.3).
 const BTF: u64 = 1 << 1;
 
-/// Whether `a` is canonical for 48-bit linear addresses (a 57-bit
-/// canonical one that is not is refused here too: the #GP goes to the
-/// writer either way).
-const fn canonical48(a: u64) -> bool {
-    ((a as i64) << 16 >> 16) as u64 == a
-}
-
 /// What a write to locked text became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Begun {
@@ -315,9 +308,10 @@ fn done<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             // Fault semantics where nothing was delivered in between (RSP
             // as it was): #GP at the writing instruction. So too where the
             // instruction ended past the canonical boundary: VM entry
-            // cannot load that RIP.
+            // cannot load that RIP (48-bit: a 57-bit canonical one that is
+            // not goes back to the writer too, with its #GP either way).
             let rip = vcpu.vmcs.read(GuestNatural::Rip)?;
-            if vcpu.vmcs.read(GuestNatural::Rsp)? == writer.rsp || !canonical48(rip) {
+            if vcpu.vmcs.read(GuestNatural::Rsp)? == writer.rsp || !super::deliver::canonical(rip) {
                 vcpu.vmcs.write(GuestNatural::Rip, writer.rip)?;
             }
             vcpu.inject(Exception::GeneralProtection, 0).map(Some)

@@ -8,6 +8,7 @@ use super::*;
 use crate::exit::deliver::{Delivery, Interrupted, plan};
 use crate::policy::guest_paging::PagingState;
 use crate::vmx::fields::{Guest16, Guest32, Guest64};
+use std::collections::HashMap;
 
 /// The first RIP past the lower canonical half.
 const TOP48: u64 = 0x0000_8000_0000_0000;
@@ -275,10 +276,41 @@ fn a_stack_on_a_page_a_view_protects_is_left_to_the_processor() {
     assert_left_to_the_processor(&v, 0x70_6000 - 48, "locked stack page");
 }
 
+/// Reads `buf` from the byte map `m` (`None` where a byte is missing),
+/// as `plan` reads guest-linear memory.
+fn from_map(m: &HashMap<u64, u8>, at: u64, buf: &mut [u8]) -> Option<()> {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = *m.get(&(at + i as u64))?;
+    }
+    Some(())
+}
+
+/// The interrupted state of the `plan` tests: 64-bit mode, paging off (the
+/// byte map is the linear space), IDT at 0, GDT at 0x1000, TSS at 0x2000.
+fn interrupted(cpl: u8, cs: u16, ss: u16, rsp: u64, rflags: u64) -> Interrupted {
+    Interrupted {
+        rip: TOP48,
+        rflags,
+        rsp,
+        cs,
+        ss,
+        cpl,
+        paging: PagingState {
+            cr0: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+        },
+        idt: (0, 0xfff),
+        gdt: (0x1000, 0xff),
+        tss: (0x2000, 0x67),
+    }
+}
+
 #[test]
 fn plan_follows_the_gate_descriptor_and_the_privilege_levels() {
-    let tables: std::collections::HashMap<u64, u8> = {
-        let mut m = std::collections::HashMap::new();
+    let tables: HashMap<u64, u8> = {
+        let mut m = HashMap::new();
         let mut put = |at: u64, v: u64| {
             for (i, b) in v.to_le_bytes().into_iter().enumerate() {
                 m.insert(at + i as u64, b);
@@ -299,29 +331,8 @@ fn plan_follows_the_gate_descriptor_and_the_privilege_levels() {
         put(0x2004, RSP0);
         m
     };
-    let read = |at: u64, buf: &mut [u8]| {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = *tables.get(&(at + i as u64))?;
-        }
-        Some(())
-    };
-    let s = Interrupted {
-        rip: TOP48,
-        rflags: IF,
-        rsp: 0x7fff_ffff_e008,
-        cs: 0x33,
-        ss: 0x2b,
-        cpl: 3,
-        paging: PagingState {
-            cr0: 0,
-            cr3: 0,
-            cr4: 0,
-            efer: 0,
-        },
-        idt: (0, 0xfff),
-        gdt: (0x1000, 0xff),
-        tss: (0x2000, 0x67),
-    };
+    let read = |at: u64, buf: &mut [u8]| from_map(&tables, at, buf);
+    let s = interrupted(3, 0x33, 0x2b, 0x7fff_ffff_e008, IF);
     assert_eq!(
         plan(&s, read),
         Some(Delivery {
@@ -337,12 +348,7 @@ fn plan_follows_the_gate_descriptor_and_the_privilege_levels() {
     // user-mode accesses, which the model leaves to the processor.
     let mut g = tables.clone();
     g.insert(13 * 16 + 2, 0x18);
-    let read3 = |at: u64, buf: &mut [u8]| {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = *g.get(&(at + i as u64))?;
-        }
-        Some(())
-    };
+    let read3 = |at: u64, buf: &mut [u8]| from_map(&g, at, buf);
     assert_eq!(plan(&s, read3), None);
     // A kernel code segment from CPL 0 whose TSS is too short for RSP0 is
     // not needed: same level. A DPL 0 target with a TSS limit below RSP0
@@ -442,12 +448,12 @@ fn set_cr4_bit(v: &mut PVcpu, bit: u32) {
 /// without IST (from the adversarial review).
 #[test]
 fn every_planned_delivery_passes_the_vm_entry_checks() {
-    fn put(mem: &mut std::collections::HashMap<u64, u8>, at: u64, v: u64) {
+    fn put(mem: &mut HashMap<u64, u8>, at: u64, v: u64) {
         for (i, b) in v.to_le_bytes().into_iter().enumerate() {
             mem.insert(at + i as u64, b);
         }
     }
-    let mut mem = std::collections::HashMap::<u64, u8>::new();
+    let mut mem = HashMap::<u64, u8>::new();
     for i in 0..8 {
         put(&mut mem, 0x2004 + 8 * i, 0x7000_0000_1238);
     }
@@ -469,30 +475,15 @@ fn every_planned_delivery_passes_the_vm_entry_checks() {
                     | (flags << 52);
                 put(&mut mem, 0x1008, desc);
                 for cpl in 0..=3u8 {
-                    let read = |at: u64, buf: &mut [u8]| {
-                        for (i, b) in buf.iter_mut().enumerate() {
-                            *b = *mem.get(&(at + i as u64))?;
-                        }
-                        Some(())
-                    };
-                    let s = Interrupted {
-                        rip: TOP48,
-                        // Every legal bit but VM and TF.
-                        rflags: 0x3f_7fd7 & !(1 << 17) & !(1 << 8),
-                        rsp: 0x7fff_0000_0008,
-                        cs: 0x08 | u16::from(cpl),
-                        ss: 0x10 | u16::from(cpl),
+                    let read = |at: u64, buf: &mut [u8]| from_map(&mem, at, buf);
+                    let s = interrupted(
                         cpl,
-                        paging: PagingState {
-                            cr0: 0,
-                            cr3: 0,
-                            cr4: 0,
-                            efer: 0,
-                        },
-                        idt: (0, 0xfff),
-                        gdt: (0x1000, 0xff),
-                        tss: (0x2000, 0x67),
-                    };
+                        0x08 | u16::from(cpl),
+                        0x10 | u16::from(cpl),
+                        0x7fff_0000_0008,
+                        // Every legal bit but VM and TF.
+                        0x3f_7fd7 & !(1 << 17) & !(1 << 8),
+                    );
                     let Some(d) = plan(&s, read) else { continue };
                     checked += 1;
                     let (sel, limit, ar) = d.cs;
