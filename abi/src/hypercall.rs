@@ -115,9 +115,10 @@ pub enum Call {
     /// address, RSI = its length in bytes (a non-zero multiple of the
     /// entry size), RDX = a [`crate::policy::PatchFormat`]. The table must
     /// lie, contiguously, in a *locked* rodata or ro-after-init region
-    /// (so neither it nor the sites it names can change later); every site
-    /// it names inside a registered text region must hold its NOP or its
-    /// jump now. Only before the first text region is locked
+    /// (so neither it nor the sites it names can change later) — a
+    /// trampoline table (ABI 1.5) instead lies in registered text that is
+    /// not locked yet; every site it names inside a registered text region
+    /// must hold one of its legal forms now. Only before the first text region is locked
     /// (`Locked` after) and only from the trusted context. RDI out = the
     /// number of sites inside registered text. Once text is locked, a
     /// write to it is allowed only where every byte it changes lies in

@@ -64,7 +64,11 @@ impl Version {
 /// 1.4: `RegisterGate` takes the gate's page tables (RDX); a gate starts
 /// with the registering kernel's CS/SS, its CR3, NMIs blocked until its
 /// first IRET, NT/IOPL/VM clear and the processor active.
-pub const ABI_VERSION: Version = Version { major: 1, minor: 4 };
+///
+/// 1.5: `RegisterPatchSites` takes Linux's static-call sites and
+/// trampolines (`PatchFormat::LinuxStaticCallSite`,
+/// `PatchFormat::LinuxStaticCallTrampoline`).
+pub const ABI_VERSION: Version = Version { major: 1, minor: 5 };
 
 #[cfg(test)]
 mod tests {

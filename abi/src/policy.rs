@@ -118,6 +118,24 @@ pub enum PatchFormat {
     /// and, while the kernel rewrites it, `cc` followed by bytes each of
     /// which is that position's byte of the NOP or of the jump.
     LinuxJumpEntry = 1,
+    /// Linux x86-64 inline static calls (`__static_call_sites`, ABI 1.5):
+    /// 8-byte entries `{ s32 addr; s32 key; }`, each relative to the
+    /// address of the field itself; bit 0 of the key's value marks a tail
+    /// call, bit 1 a site in init text. A site is 5 bytes. A call site's
+    /// legal forms are a `call rel32` into locked text, the 5-byte NOP
+    /// and the 5-byte `xor eax, eax` (`2e 2e 2e 31 c0` or
+    /// `66 66 48 31 c0`); a tail-call site's a `jmp rel32` into locked
+    /// text and `ret` padded with `int3` (`c3 cc cc cc cc`). While the
+    /// kernel rewrites a site its first byte is `cc` and its other four
+    /// are not judged (the kernel may write them one by one); the site is
+    /// judged whole when its first byte is written.
+    LinuxStaticCallSite = 2,
+    /// Linux x86-64 static-call trampolines (`.static_call.text`, from
+    /// `__static_call_text_start` to `__static_call_text_end`, ABI 1.5):
+    /// the table is the trampolines themselves, in registered text that
+    /// is not locked yet, 8 bytes each: a 5-byte site with a tail-call
+    /// site's legal forms, then the signature `0f b9 cc` (`ud1`).
+    LinuxStaticCallTrampoline = 3,
 }
 
 impl PatchFormat {
@@ -125,6 +143,8 @@ impl PatchFormat {
     pub const fn from_raw(raw: u64) -> Option<Self> {
         match raw {
             1 => Some(PatchFormat::LinuxJumpEntry),
+            2 => Some(PatchFormat::LinuxStaticCallSite),
+            3 => Some(PatchFormat::LinuxStaticCallTrampoline),
             _ => None,
         }
     }
@@ -133,6 +153,7 @@ impl PatchFormat {
     pub const fn entry_size(self) -> u64 {
         match self {
             PatchFormat::LinuxJumpEntry => 16,
+            PatchFormat::LinuxStaticCallSite | PatchFormat::LinuxStaticCallTrampoline => 8,
         }
     }
 }

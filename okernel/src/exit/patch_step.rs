@@ -257,8 +257,17 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         let views = &*env.views;
         let mut now = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
         let mut table = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
-        let patch = &env.prot.patch;
-        match judge_page(patch, page, &patch.step.before[i], &mut now, &mut table) {
+        let prot = &*env.prot;
+        let text = |gpa: u64| prot.in_text(gpa, false);
+        let patch = &prot.patch;
+        match judge_page(
+            patch,
+            page,
+            &patch.step.before[i],
+            &mut now,
+            &mut table,
+            &text,
+        ) {
             Ok(n) => verdict = verdict.map(|t| t + n),
             Err(r) => {
                 verdict = Err(r);

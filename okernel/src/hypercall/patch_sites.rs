@@ -1,6 +1,7 @@
 //! The calls of ABI 1.2 for a kernel that executes code outside its
 //! registered text and patches its own text (Linux): `SetExecuteRule`
-//! (30) and `RegisterPatchSites` (31). Both are part of the lock:
+//! (30) and `RegisterPatchSites` (31; jump labels since 1.2, static-call
+//! sites and trampolines since 1.5). Both are part of the lock:
 //! the rule only before any region is locked, the table only before the
 //! first text region is, and both only from the trusted context, so that a kernel write primitive used after the
 //! lock can neither widen execute rights nor name new patch sites.
@@ -11,7 +12,7 @@ use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
 use super::policy::{CallResult, Env, Reply};
 use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
-use crate::policy::patch::{MAX_PATCH_ENTRIES, PatchTable, Site, SiteSize};
+use crate::policy::patch::{MAX_PATCH_ENTRIES, PatchTable, Site, SiteSize, TRAMPOLINE_SIGNATURE};
 
 /// SetExecuteRule(rule).
 pub fn set_execute_rule<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, rule: u64) -> CallResult {
@@ -73,12 +74,19 @@ pub fn register<V: Vmcs, C: Cpu>(
             return Ok(Err(Status::InvalidArgument));
         }
     }
-    let in_locked_ro = env.prot.locked_regions().any(|r| {
-        matches!(r.kind, RegionKind::Rodata | RegionKind::RoAfterInit)
-            && r.range.contains(gpa)
-            && r.range.contains(gpa + len - 1)
-    });
-    if !in_locked_ro {
+    // Jump labels and static-call sites: a table in locked read-only data.
+    // Trampolines: the table is the trampolines, in registered text
+    // (not locked yet: no text is, see above), which the lock then fixes.
+    let in_place = if format == PatchFormat::LinuxStaticCallTrampoline {
+        env.prot.in_text(gpa, true) && env.prot.in_text(gpa + len - 1, true)
+    } else {
+        env.prot.locked_regions().any(|r| {
+            matches!(r.kind, RegionKind::Rodata | RegionKind::RoAfterInit)
+                && r.range.contains(gpa)
+                && r.range.contains(gpa + len - 1)
+        })
+    };
+    if !in_place {
         return Ok(Err(Status::InvalidArgument));
     }
     if let Err(s) = env.trusted() {
@@ -92,61 +100,29 @@ pub fn register<V: Vmcs, C: Cpu>(
         first,
     };
     // Every entry's site: guarded when it lies in registered text, then
-    // it must hold its NOP or its jump now. The sizes are written into
-    // the scratch part of the size map; the table claims them only once
-    // every entry passed.
+    // it must hold a whole legal form now (a static call's call or jump
+    // into registered text). The sizes are written into the scratch part
+    // of the size map; the table claims them only once every entry passed.
     let (mut guarded, mut bad) = (0u64, None);
     let mut raw = [0u8; 16];
+    let raw = &mut raw[..size as usize];
     for i in 0..entries as u32 {
-        if env
-            .views
-            .read_phys(gpa + u64::from(i) * 16, &mut raw)
-            .is_err()
-        {
+        if env.views.read_phys(gpa + u64::from(i) * size, raw).is_err() {
             bad = Some(Status::InvalidArgument);
             break;
         }
-        let (site, target) = table.decode(i, &raw);
-        let site_gpa = table.image_gpa(site);
-        // The text region holding the site's first byte: its size (and so
-        // whether its last byte lies in text too) comes from its bytes.
-        let text = env
-            .prot
-            .regions
-            .iter()
-            .flatten()
-            .find(|r| r.kind == RegionKind::Text && r.range.contains(site_gpa))
-            .map(|r| r.range);
-        let size = if let Some(text) = text {
-            let mut bytes = [0u8; 5];
-            if env.views.read_phys(site_gpa, &mut bytes).is_err() {
-                bad = Some(Status::InvalidArgument);
+        match entry_size(env, &table, i, raw) {
+            Ok(size) => {
+                if size != SiteSize::Unguarded {
+                    guarded += 1;
+                }
+                env.prot.patch.set_size(first + i, size);
+            }
+            Err(s) => {
+                bad = Some(s);
                 break;
             }
-            match Site::size_of(site, target, &bytes) {
-                Some(s) if text.contains(site_gpa + s.bytes() - 1) => s,
-                // Half in text: not guarded, so a write to it is denied.
-                Some(_) => {
-                    log::warn!(
-                        "okernel: patch sites: entry {i}: the site at {site:#x} (gpa {site_gpa:#x}) runs past the end of its text region: not guarded"
-                    );
-                    SiteSize::Unguarded
-                }
-                None => {
-                    log::warn!(
-                        "okernel: patch sites: entry {i}: the site at {site:#x} (gpa {site_gpa:#x}) holds {bytes:02x?}, neither its NOP nor its jump to {target:#x}"
-                    );
-                    bad = Some(Status::InvalidArgument);
-                    break;
-                }
-            }
-        } else {
-            SiteSize::Unguarded
-        };
-        if size != SiteSize::Unguarded {
-            guarded += 1;
         }
-        env.prot.patch.set_size(first + i, size);
     }
     if let Some(s) = bad {
         return Ok(Err(s));
@@ -158,6 +134,61 @@ pub fn register<V: Vmcs, C: Cpu>(
         "okernel: patch sites: {entries} entries at {va:#x} (gpa {gpa:#x}), {guarded} sites in registered text"
     );
     Ok(Ok(Reply::Done(Some(guarded))))
+}
+
+/// The size of the site entry `i` of `table` (its bytes `raw`) names:
+/// [`SiteSize::Unguarded`] outside registered text or half in it, else
+/// the size of the whole legal form it holds; `Err` when it holds none,
+/// or a trampoline entry lacks the trampolines' signature.
+fn entry_size<V: Vmcs, C: Cpu>(
+    env: &Env<'_, V, C>,
+    table: &PatchTable,
+    i: u32,
+    raw: &[u8],
+) -> Result<SiteSize, Status> {
+    let (site, form) = table.decode(i, raw).ok_or(Status::InvalidArgument)?;
+    if table.format == PatchFormat::LinuxStaticCallTrampoline
+        && raw.get(5..8) != Some(&TRAMPOLINE_SIGNATURE[..])
+    {
+        log::warn!(
+            "okernel: patch sites: entry {i}: {site:#x} holds {raw:02x?}, not a static-call trampoline (no {TRAMPOLINE_SIGNATURE:02x?} after its 5 bytes)"
+        );
+        return Err(Status::InvalidArgument);
+    }
+    let site_gpa = table.image_gpa(site);
+    // The text region holding the site's first byte: its size (and so
+    // whether its last byte lies in text too) comes from its bytes.
+    let Some(text) = env
+        .prot
+        .regions
+        .iter()
+        .flatten()
+        .find(|r| r.kind == RegionKind::Text && r.range.contains(site_gpa))
+        .map(|r| r.range)
+    else {
+        return Ok(SiteSize::Unguarded);
+    };
+    let mut bytes = [0u8; 5];
+    if env.views.read_phys(site_gpa, &mut bytes).is_err() {
+        return Err(Status::InvalidArgument);
+    }
+    let in_text = |gpa: u64| env.prot.in_text(gpa, true);
+    match Site::size_of(site, site_gpa, form, &bytes, &in_text) {
+        Some(s) if text.contains(site_gpa + s.bytes() - 1) => Ok(s),
+        // Half in text: not guarded, so a write to it is denied.
+        Some(_) => {
+            log::warn!(
+                "okernel: patch sites: entry {i}: the site at {site:#x} (gpa {site_gpa:#x}) runs past the end of its text region: not guarded"
+            );
+            Ok(SiteSize::Unguarded)
+        }
+        None => {
+            log::warn!(
+                "okernel: patch sites: entry {i}: the site at {site:#x} (gpa {site_gpa:#x}) holds {bytes:02x?}, none of its legal forms ({form:?})"
+            );
+            Err(Status::InvalidArgument)
+        }
+    }
 }
 
 /// Whether a guarded patch site has a byte on page `page` (for the

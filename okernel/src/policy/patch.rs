@@ -6,7 +6,10 @@
 //! Linux rewrites kernel text at run time through `text_poke`: static
 //! keys (jump labels) flip between a NOP and a jump to a fixed target when
 //! a feature is turned on (socket time-stamping, cgroup and BPF features,
-//! tracepoints, `sched_schedstats`). The monitor cannot let the kernel
+//! tracepoints, `sched_schedstats`), and static calls (ABI 1.5) move
+//! their trampolines' jumps and their inline call sites' calls to a new
+//! function (`/sys/kernel/debug/sched/preempt`, tracepoint probes). The
+//! monitor cannot let the kernel
 //! write its text freely (any kernel write primitive would then rewrite
 //! code), and refusing every write breaks the host. So the kernel names
 //! its sites once, in a table inside locked read-only data
@@ -25,10 +28,11 @@ use core::ops::ControlFlow;
 use okernel_abi::policy::PatchFormat;
 
 /// The most patch-site tables the monitor keeps.
-pub const MAX_PATCH_TABLES: usize = 2;
+pub const MAX_PATCH_TABLES: usize = 4;
 
 /// The most table entries (over all tables) the monitor keeps a size for.
-/// Debian's 6.1 kernel has about 18,600 jump-label entries.
+/// Debian's 6.1 kernel has about 18,600 jump-label entries, about 4,000
+/// static-call sites and 685 static-call trampolines.
 pub const MAX_PATCH_ENTRIES: usize = 32768;
 
 /// The most pages one patch step may open (a write that straddles a page
@@ -50,9 +54,10 @@ pub enum SiteSize {
     /// Not a site the monitor guards: outside registered text when the
     /// table was registered (freed init code, another image).
     Unguarded = 0,
-    /// A 2-byte site (`66 90` / `eb rel8`).
+    /// A 2-byte site (a jump label's `66 90` / `eb rel8`).
     Short = 1,
-    /// A 5-byte site (`0f 1f 44 00 00` / `e9 rel32`).
+    /// A 5-byte site (a jump label's `0f 1f 44 00 00` / `e9 rel32`,
+    /// every static-call site and trampoline).
     Long = 2,
 }
 
@@ -75,7 +80,26 @@ impl SiteSize {
     }
 }
 
-/// One patch site: where it is and where its jump goes.
+/// The kind of a patch site, which decides its legal forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// A jump label (`__jump_table`): its NOP or its jump to `target`
+    /// (a guest-linear address fixed by the table).
+    JumpLabel {
+        /// Where its jump goes.
+        target: u64,
+    },
+    /// An inline static call (`__static_call_sites`, not a tail call):
+    /// `call rel32` into locked text, the 5-byte NOP, or the 5-byte
+    /// `xor eax, eax` a call of `__static_call_return0` becomes.
+    StaticCall,
+    /// A static tail call or a static-call trampoline: `jmp rel32` into
+    /// locked text (with return thunks a "return" is a jump to the thunk)
+    /// or `ret` padded with `int3`.
+    StaticTail,
+}
+
+/// One patch site: where it is and what it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Site {
     /// The guest-linear address of its first byte (what the kernel's
@@ -83,11 +107,29 @@ pub struct Site {
     pub va: u64,
     /// The guest-physical address of its first byte.
     pub gpa: u64,
-    /// The guest-linear address its jump goes to.
-    pub target: u64,
+    /// Its kind.
+    pub form: Form,
     /// Its size.
     pub size: SiteSize,
 }
+
+/// `cs cs cs xor eax, eax` and `data16 data16 xor rax, rax`: the 5-byte
+/// "return 0" Linux writes at a static-call site whose function is
+/// `__static_call_return0` (the first since 5.19, the second before).
+pub const XOR5: [[u8; 5]; 2] = [
+    [0x2e, 0x2e, 0x2e, 0x31, 0xc0],
+    [0x66, 0x66, 0x48, 0x31, 0xc0],
+];
+/// `ret; int3; int3; int3; int3`: a static tail call or trampoline of a
+/// NULL function, without return thunks.
+pub const RET5: [u8; 5] = [0xc3, INT3, INT3, INT3, INT3];
+/// `call rel32`.
+const CALL: u8 = 0xe8;
+/// `jmp rel32`.
+const JMP: u8 = 0xe9;
+/// The signature after every static-call trampoline's 5-byte site
+/// (`ud1 %esp, %ecx`).
+pub const TRAMPOLINE_SIGNATURE: [u8; 3] = [0x0f, 0xb9, 0xcc];
 
 impl Site {
     /// The site's NOP, padded to 5 bytes.
@@ -98,55 +140,116 @@ impl Site {
         }
     }
 
-    /// The site's jump to its target, padded to 5 bytes; `None` for a
-    /// short site whose target a short jump cannot reach.
+    /// A jump label's jump to its target, padded to 5 bytes; `None` for
+    /// a short site whose target a short jump cannot reach, and for
+    /// static calls.
     fn jump(&self) -> Option<[u8; 5]> {
+        let Form::JumpLabel { target } = self.form else {
+            return None;
+        };
         match self.size {
             SiteSize::Short => {
-                let rel = self.target.wrapping_sub(self.va.wrapping_add(2)) as i64;
+                let rel = target.wrapping_sub(self.va.wrapping_add(2)) as i64;
                 let rel = i8::try_from(rel).ok()?;
                 Some([0xeb, rel as u8, 0, 0, 0])
             }
             _ => {
-                let rel = self.target.wrapping_sub(self.va.wrapping_add(5)) as i64;
+                let rel = target.wrapping_sub(self.va.wrapping_add(5)) as i64;
                 let rel = i32::try_from(rel).ok()?.to_le_bytes();
-                Some([0xe9, rel[0], rel[1], rel[2], rel[3]])
+                Some([JMP, rel[0], rel[1], rel[2], rel[3]])
             }
         }
     }
 
+    /// Whether the 5 bytes `b`, a `call`/`jmp rel32` at this site
+    /// (`opcode`), go into locked text: `text(gpa)` says whether a
+    /// guest-physical address lies in locked text, and the target's is
+    /// the site's by the image's linear mapping ([`PatchTable::image_gpa`]).
+    fn branch_into_text(&self, b: &[u8], opcode: u8, text: &dyn Fn(u64) -> bool) -> bool {
+        if b[0] != opcode {
+            return false;
+        }
+        let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        let offset = 5i64.wrapping_add(i64::from(rel)) as u64;
+        text(self.gpa.wrapping_add(offset))
+    }
+
     /// Whether `bytes` (the site's bytes, at least its length) are a
-    /// legal form of this site: its NOP, its jump, or the breakpoint
-    /// protocol's transitional form (`cc`, then at each other position
-    /// that position's byte of the NOP or of the jump).
-    pub fn legal(&self, bytes: &[u8]) -> bool {
+    /// whole legal form of this site (not a transitional one). For a jump
+    /// label: its NOP or its jump. For a static call: a call into locked
+    /// text, the NOP or a [`XOR5`]; for a tail call or trampoline: a jump
+    /// into locked text or [`RET5`]. `text` as for
+    /// [`Site::branch_into_text`].
+    pub fn whole(&self, bytes: &[u8], text: &dyn Fn(u64) -> bool) -> bool {
         let n = self.size.bytes() as usize;
         if n == 0 || bytes.len() < n {
             return false;
         }
         let b = &bytes[..n];
-        let nop = self.nop();
-        let jump = self.jump();
-        if b == &nop[..n] || jump.is_some_and(|j| b == &j[..n]) {
-            return true;
+        match self.form {
+            Form::JumpLabel { .. } => {
+                b == &self.nop()[..n] || self.jump().is_some_and(|j| b == &j[..n])
+            }
+            Form::StaticCall => {
+                b == NOP5 || XOR5.iter().any(|x| b == x) || self.branch_into_text(b, CALL, text)
+            }
+            Form::StaticTail => b == RET5 || self.branch_into_text(b, JMP, text),
         }
-        b[0] == INT3 && (1..n).all(|i| b[i] == nop[i] || jump.is_some_and(|j| b[i] == j[i]))
     }
 
-    /// The size of the site at `va` jumping to `target` whose bytes are
-    /// `bytes` (5 of them) when the table is registered: the size whose
-    /// NOP or jump they are; `None` when they are neither (the kernel's
-    /// text does not hold what its table says).
-    pub fn size_of(va: u64, target: u64, bytes: &[u8; 5]) -> Option<SiteSize> {
+    /// Whether `bytes` are a legal form of this site: a whole one
+    /// ([`Site::whole`]) or the breakpoint protocol's transitional form.
+    /// For a jump label that is `cc`, then at each other position that
+    /// position's byte of the NOP or of the jump (the kernel may write the
+    /// tail a byte at a time, and both forms are known). For a static call
+    /// it is `cc` and any four bytes: the new form's `rel32` is not known
+    /// until the first byte is written, and every mix of an old and a new
+    /// `rel32` occurs while the kernel writes the tail a byte at a time
+    /// (`rep movsb`), so the site is judged whole when its first byte
+    /// leaves `cc`.
+    pub fn legal(&self, bytes: &[u8], text: &dyn Fn(u64) -> bool) -> bool {
+        let n = self.size.bytes() as usize;
+        if n == 0 || bytes.len() < n {
+            return false;
+        }
+        if self.whole(bytes, text) {
+            return true;
+        }
+        let b = &bytes[..n];
+        if b[0] != INT3 {
+            return false;
+        }
+        match self.form {
+            Form::JumpLabel { .. } => {
+                let nop = self.nop();
+                let jump = self.jump();
+                (1..n).all(|i| b[i] == nop[i] || jump.is_some_and(|j| b[i] == j[i]))
+            }
+            Form::StaticCall | Form::StaticTail => true,
+        }
+    }
+
+    /// The size of the site at `va` (guest-physical `gpa`) of kind `form`
+    /// whose bytes are `bytes` (5 of them) when the table is registered:
+    /// the size of the whole legal form they hold (a jump label's NOP or
+    /// jump of either size; static calls are 5 bytes); `None` when they
+    /// hold none (the kernel's text does not hold what its table says).
+    pub fn size_of(
+        va: u64,
+        gpa: u64,
+        form: Form,
+        bytes: &[u8; 5],
+        text: &dyn Fn(u64) -> bool,
+    ) -> Option<SiteSize> {
         [SiteSize::Long, SiteSize::Short].into_iter().find(|&size| {
             let s = Site {
                 va,
-                gpa: 0,
-                target,
+                gpa,
+                form,
                 size,
             };
-            let n = size.bytes() as usize;
-            bytes[..n] == s.nop()[..n] || s.jump().is_some_and(|j| bytes[..n] == j[..n])
+            (size == SiteSize::Long || matches!(form, Form::JumpLabel { .. }))
+                && s.whole(bytes, text)
         })
     }
 }
@@ -176,15 +279,44 @@ impl PatchTable {
         va.wrapping_sub(self.va).wrapping_add(self.gpa)
     }
 
-    /// Decodes entry `i` (its 16 bytes `raw`): the site's linear address
-    /// and its jump target (`{ s32 code; s32 target; s64 key; }`, each
-    /// relative to its own field's address).
-    pub fn decode(&self, i: u32, raw: &[u8; 16]) -> (u64, u64) {
-        let at = self.va.wrapping_add(u64::from(i) * 16);
-        let field = |o: usize| i32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
-        let code = at.wrapping_add(field(0) as i64 as u64);
-        let target = at.wrapping_add(4).wrapping_add(field(4) as i64 as u64);
-        (code, target)
+    /// The guest-linear address of entry `i`.
+    pub fn entry_va(&self, i: u32) -> u64 {
+        self.va
+            .wrapping_add(u64::from(i) * self.format.entry_size())
+    }
+
+    /// Decodes entry `i` (its bytes `raw`, [`PatchFormat::entry_size`] of
+    /// them): the site's linear address and kind. A jump-label entry is
+    /// `{ s32 code; s32 target; s64 key; }`, a static-call site
+    /// `{ s32 addr; s32 key; }` with the tail-call flag in bit 0 of the
+    /// key's address (each field relative to its own address); a
+    /// trampoline entry is the trampoline itself. `None` for a format
+    /// this module does not know (it names no site).
+    pub fn decode(&self, i: u32, raw: &[u8]) -> Option<(u64, Form)> {
+        let at = self.entry_va(i);
+        let field = |o: usize| {
+            let b = raw.get(o..o + 4).unwrap_or(&[0; 4]);
+            i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])) as u64
+        };
+        Some(match self.format {
+            PatchFormat::LinuxJumpEntry => (
+                at.wrapping_add(field(0)),
+                Form::JumpLabel {
+                    target: at.wrapping_add(4).wrapping_add(field(4)),
+                },
+            ),
+            PatchFormat::LinuxStaticCallSite => {
+                let key = at.wrapping_add(4).wrapping_add(field(4));
+                let form = if key & 1 != 0 {
+                    Form::StaticTail
+                } else {
+                    Form::StaticCall
+                };
+                (at.wrapping_add(field(0)), form)
+            }
+            PatchFormat::LinuxStaticCallTrampoline => (at, Form::StaticTail),
+            _ => return None,
+        })
     }
 }
 
@@ -330,28 +462,31 @@ impl PatchSites {
         read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
         f: &mut dyn FnMut(Site) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        let mut chunk = [0u8; 16 * 64];
+        let mut chunk = [0u8; 1024];
         for t in self.tables.iter().flatten() {
+            let size = t.format.entry_size() as usize;
+            let per_chunk = (chunk.len() / size) as u32;
             let mut i = 0;
             while i < t.entries {
-                let n = (t.entries - i).min(64);
-                let buf = &mut chunk[..16 * n as usize];
-                if !read(t.gpa + u64::from(i) * 16, buf) {
+                let n = (t.entries - i).min(per_chunk);
+                let buf = &mut chunk[..size * n as usize];
+                if !read(t.gpa + u64::from(i) * size as u64, buf) {
                     break;
                 }
-                for (k, raw) in buf.chunks_exact(16).enumerate() {
+                for (k, raw) in buf.chunks_exact(size).enumerate() {
                     let e = i + k as u32;
-                    let size = self.size(t.first + e);
-                    if size == SiteSize::Unguarded {
+                    let site_size = self.size(t.first + e);
+                    if site_size == SiteSize::Unguarded {
                         continue;
                     }
-                    let raw: &[u8; 16] = raw.try_into().unwrap_or(&[0; 16]);
-                    let (va, target) = t.decode(e, raw);
+                    let Some((va, form)) = t.decode(e, raw) else {
+                        continue;
+                    };
                     f(Site {
                         va,
                         gpa: t.image_gpa(va),
-                        target,
-                        size,
+                        form,
+                        size: site_size,
                     })?;
                 }
                 i += n;
@@ -400,7 +535,9 @@ impl Refusal {
 
 /// Judges what one instruction did to page `page`: `before` is what it
 /// held, `now(gpa, buf)` reads guest memory as it is now (any page: a
-/// site may straddle). `Ok(n)`: the write is legal and touched `n` sites
+/// site may straddle), `table` reads the registered tables and `text(gpa)`
+/// says whether a guest-physical address lies in locked text (where a
+/// static call may go). `Ok(n)`: the write is legal and touched `n` sites
 /// (0: nothing changed).
 pub fn judge_page(
     sites: &PatchSites,
@@ -408,6 +545,7 @@ pub fn judge_page(
     before: &[u8; 4096],
     now: &mut dyn FnMut(u64, &mut [u8]) -> bool,
     table: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+    text: &dyn Fn(u64) -> bool,
 ) -> Result<u32, Refusal> {
     let mut after = [0u8; 4096];
     if !now(page, &mut after) {
@@ -450,7 +588,7 @@ pub fn judge_page(
         touched += 1;
         let mut bytes = [0u8; 5];
         let n = s.size.bytes() as usize;
-        if !now(s.gpa, &mut bytes[..n]) || !s.legal(&bytes[..n]) {
+        if !now(s.gpa, &mut bytes[..n]) || !s.legal(&bytes[..n], text) {
             illegal = Some(s.gpa);
             return ControlFlow::Break(());
         }

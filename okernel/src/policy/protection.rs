@@ -184,6 +184,14 @@ impl Protection {
         self.locked_regions().any(|r| r.kind == RegionKind::Text)
     }
 
+    /// Whether guest-physical address `gpa` lies in a text region that is
+    /// locked, or with `registered` in any registered one.
+    pub fn in_text(&self, gpa: u64, registered: bool) -> bool {
+        self.regions.iter().flatten().any(|r| {
+            r.kind == RegionKind::Text && (registered || r.locked) && r.range.contains(gpa)
+        })
+    }
+
     /// The locked regions.
     pub fn locked_regions(&self) -> impl Iterator<Item = &Region> + '_ {
         self.regions.iter().flatten().filter(|r| r.locked)

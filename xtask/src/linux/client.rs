@@ -85,6 +85,14 @@ pub fn abi_header() -> String {
         ),
         ("PATCH_LINUX_JUMP_ENTRY", PatchFormat::LinuxJumpEntry as u64),
         (
+            "PATCH_LINUX_STATIC_CALL_SITE",
+            PatchFormat::LinuxStaticCallSite as u64,
+        ),
+        (
+            "PATCH_LINUX_STATIC_CALL_TRAMPOLINE",
+            PatchFormat::LinuxStaticCallTrampoline as u64,
+        ),
+        (
             "EXIT_REASON_SLOTS",
             okernel_abi::hypercall::EXIT_REASON_SLOTS,
         ),

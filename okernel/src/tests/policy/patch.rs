@@ -15,11 +15,11 @@ use crate::vmx::fields::{Guest32, Guest64, ReadOnly32, ReadOnly64, ReadOnlyNatur
 /// Where the guest's page tables map the kernel image: linear
 /// `KBASE + x` is physical `x` (as Linux maps its image at
 /// `__START_KERNEL_map`), so sites are found by a non-identity offset.
-const KBASE: u64 = 0xffff_ffff_8000_0000;
+pub(super) const KBASE: u64 = 0xffff_ffff_8000_0000;
 /// A PDPT for the top 1 GiB (PML4 slot 511, PDPT slot 510 -> [`PD`]).
 const PDPT_HI: u64 = 0x10_4000;
 /// The jump table, in rodata.
-const TABLE: u64 = RODATA + 0x80;
+pub(super) const TABLE: u64 = RODATA + 0x80;
 /// A 5-byte site on text page 0.
 const LONG: u64 = TEXT + 0x100;
 /// A 2-byte site on text page 0.
@@ -27,9 +27,9 @@ const SHORT: u64 = TEXT + 0x300;
 /// A 5-byte site straddling text pages 0 and 1.
 const STRADDLE: u64 = TEXT + 0xffe;
 /// Each site's jump target.
-const TARGETS: [u64; 3] = [TEXT + 0x800, SHORT + 0x20, TEXT + 0x1800];
+pub(super) const TARGETS: [u64; 3] = [TEXT + 0x800, SHORT + 0x20, TEXT + 0x1800];
 /// A text page with no site.
-const PLAIN_TEXT: u64 = TEXT + 0x2000;
+pub(super) const PLAIN_TEXT: u64 = TEXT + 0x2000;
 
 const P: u64 = 1;
 const RW: u64 = 2;
@@ -39,11 +39,11 @@ const WRITE_QUAL: u64 = (1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 8);
 /// The writing instruction.
 const WRITER: u64 = RIP;
 
-fn w8(v: &PVcpu, at: u64, bytes: &[u8]) {
+pub(super) fn w8(v: &PVcpu, at: u64, bytes: &[u8]) {
     v.memory.phys().write(at, bytes);
 }
 
-fn r(v: &PVcpu, at: u64, n: usize) -> Vec<u8> {
+pub(super) fn r(v: &PVcpu, at: u64, n: usize) -> Vec<u8> {
     let mut b = vec![0; n];
     v.memory.phys().copy(at, &mut b);
     b
@@ -58,7 +58,7 @@ fn entry(site: u64, target: u64, i: u64) -> [u8; 16] {
     e
 }
 
-fn jump5(site: u64, target: u64) -> [u8; 5] {
+pub(super) fn jump5(site: u64, target: u64) -> [u8; 5] {
     let rel = ((target as i64) - (site as i64 + 5)) as i32;
     let b = rel.to_le_bytes();
     [0xe9, b[0], b[1], b[2], b[3]]
@@ -67,7 +67,7 @@ fn jump5(site: u64, target: u64) -> [u8; 5] {
 /// A Linux-like guest before its lock: the kernel image mapped high, three
 /// sites holding their NOPs, the table in rodata, text registered and
 /// rodata locked. Returns the text region's id.
-fn image(v: &mut PVcpu) -> u64 {
+pub(super) fn image(v: &mut PVcpu) -> u64 {
     let w = |v: &PVcpu, at: u64, x: u64| v.memory.phys().write(at, &x.to_le_bytes());
     w(v, PML4 + 8 * 511, PDPT_HI | P | RW);
     w(v, PDPT_HI + 8 * 510, PD | P | RW);
@@ -90,12 +90,12 @@ fn image(v: &mut PVcpu) -> u64 {
 const NO_MTF: PolicyCaps = PolicyCaps { mtf: false, ..ALL };
 
 /// Both ways a step can come back.
-const METHODS: [PolicyCaps; 2] = [ALL, NO_MTF];
+pub(super) const METHODS: [PolicyCaps; 2] = [ALL, NO_MTF];
 
 /// The guest's RFLAGS while the kernel writes: IF set, bit 1 fixed.
-const GUEST_RFLAGS: u64 = 0x202;
+pub(super) const GUEST_RFLAGS: u64 = 0x202;
 /// The exception bitmap the monitor runs with (none intercepted).
-const BITMAP: u64 = 0;
+pub(super) const BITMAP: u64 = 0;
 
 /// [`image`], the rule and the table registered, text locked.
 fn locked() -> PVcpu {
@@ -155,7 +155,7 @@ fn disarmed(v: &PVcpu) -> bool {
 }
 
 /// The guest's write at `gpa` faults on the EPT.
-fn violation(v: &mut PVcpu, gpa: u64) -> Result<ExitAction, ExitError> {
+pub(super) fn violation(v: &mut PVcpu, gpa: u64) -> Result<ExitAction, ExitError> {
     v.vmcs.set(GuestNatural::Rip, WRITER);
     v.vmcs.set(ReadOnly64::GuestPhysicalAddress, gpa);
     v.vmcs.set(
@@ -167,7 +167,7 @@ fn violation(v: &mut PVcpu, gpa: u64) -> Result<ExitAction, ExitError> {
 
 /// The instruction ran (moving RIP on by 4) and the step's exit
 /// follows: the MTF exit, or the single-step #DB.
-fn mtf(v: &mut PVcpu) -> Result<ExitAction, ExitError> {
+pub(super) fn mtf(v: &mut PVcpu) -> Result<ExitAction, ExitError> {
     v.vmcs.set(GuestNatural::Rip, WRITER + 4);
     if v.policy.caps.mtf {
         run(v, ExitReason::MonitorTrapFlag, 0, 0)
@@ -181,7 +181,7 @@ fn mtf(v: &mut PVcpu) -> Result<ExitAction, ExitError> {
 
 /// One instruction writing `bytes` at `gpa`, through the whole step;
 /// returns the MTF exit's result.
-fn write(v: &mut PVcpu, gpa: u64, bytes: &[u8]) -> Result<ExitAction, ExitError> {
+pub(super) fn write(v: &mut PVcpu, gpa: u64, bytes: &[u8]) -> Result<ExitAction, ExitError> {
     assert_eq!(violation(v, gpa), Ok(ExitAction::Resume), "the page opens");
     assert_eq!(rip(v), WRITER, "the instruction runs again");
     assert!(armed(v), "the step is armed");
@@ -233,7 +233,12 @@ fn a_short_site_takes_its_short_jump_and_its_nop() {
 
 /// Asserts the last step was refused: old bytes back, #GP at the writer,
 /// one record naming `gpa`.
-fn assert_refused(v: &PVcpu, res: Result<ExitAction, ExitError>, gpa: u64, records: u64) {
+pub(super) fn assert_refused(
+    v: &PVcpu,
+    res: Result<ExitAction, ExitError>,
+    gpa: u64,
+    records: u64,
+) {
     assert_injected(v, res, GP);
     assert_eq!(rip(v), WRITER, "#GP at the writing instruction");
     assert_eq!(v.audit.total(), records);
@@ -618,7 +623,9 @@ fn sites_that_share_bytes_are_each_judged() {
             buf.copy_from_slice(&mem[gpa as usize..][..buf.len()]);
             true
         };
-        judge_page(sites, page, &before, &mut { read }, &mut { read })
+        judge_page(sites, page, &before, &mut { read }, &mut { read }, &|_| {
+            false
+        })
     };
     assert_eq!(judge(&sites), Err(Refusal::IllegalForm(A + 3)));
     // The same bytes with the long site alone are legal.
