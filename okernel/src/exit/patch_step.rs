@@ -110,7 +110,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         || p.locked_region_at(gpa, RegionKind::Text).is_none()
         || step.count == MAX_STEP_PAGES
         || step.pages().contains(&page)
-        || !patch_sites::page_has_site(&env, page)
+        || !patch_sites::page_has_site(&mut env, page)
         || apply::check_frames(env.views, 1).is_err()
     {
         return Ok(Begun::NotAPatch);

@@ -193,7 +193,7 @@ fn entry_size<V: Vmcs, C: Cpu>(
 
 /// Whether a guarded patch site has a byte on page `page` (for the
 /// EPT-violation handler: only such a page may be opened for a write).
-pub fn page_has_site<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, page: u64) -> bool {
+pub fn page_has_site<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, page: u64) -> bool {
     let views = &*env.views;
     let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
     env.prot.patch.page_has_site(page, &mut read)

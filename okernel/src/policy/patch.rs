@@ -410,6 +410,49 @@ pub struct PatchSites {
     pub step: Step,
     /// Writes judged legal so far.
     pub validated: u64,
+    /// The sites of the page last looked up.
+    index: PageSites,
+}
+
+/// The most sites [`PageSites`] keeps for one page; a page with more is
+/// walked in full each time.
+pub const PAGE_SITES: usize = 32;
+
+/// The guarded sites on one page, found by one walk of the tables.
+/// Linux writes a site in three steps or more (`cc`, the tail — a byte at
+/// a time with `rep movsb` —, the head) and a static-call update moves
+/// hundreds of sites one after the other; each step asks twice which
+/// sites a page holds (to open it, to judge it), and a walk reads every
+/// entry of every table (some 23,000 for Debian's kernel). Tables and
+/// sizes never change once registered, so an index never goes stale;
+/// registering a table clears it all the same.
+#[derive(Debug, Clone, Copy)]
+struct PageSites {
+    /// The page (`None`: nothing indexed).
+    page: Option<u64>,
+    /// How many of `sites` hold its sites.
+    count: usize,
+    /// Its sites, when there are at most [`PAGE_SITES`].
+    sites: [Site; PAGE_SITES],
+    /// It has more than [`PAGE_SITES`] sites: walk the tables.
+    overflow: bool,
+}
+
+impl Default for PageSites {
+    fn default() -> Self {
+        const NONE: Site = Site {
+            va: 0,
+            gpa: 0,
+            form: Form::StaticCall,
+            size: SiteSize::Unguarded,
+        };
+        Self {
+            page: None,
+            count: 0,
+            sites: [NONE; PAGE_SITES],
+            overflow: false,
+        }
+    }
 }
 
 impl Default for PatchSites {
@@ -425,6 +468,7 @@ impl Default for PatchSites {
                 writer: Writer::default(),
             },
             validated: 0,
+            index: PageSites::default(),
         }
     }
 }
@@ -442,6 +486,7 @@ impl PatchSites {
     /// Records the size of entry `index`. Indices at or above
     /// [`Self::entries`] are scratch until a table claims them.
     pub fn set_size(&mut self, index: u32, size: SiteSize) {
+        self.index = PageSites::default();
         let i = index as usize;
         if let Some(w) = self.sizes.get_mut(i / 32) {
             let shift = 2 * (i % 32);
@@ -495,16 +540,59 @@ impl PatchSites {
         ControlFlow::Continue(())
     }
 
-    /// Whether a guarded site has a byte on page `page`.
-    pub fn page_has_site(&self, page: u64, read: &mut dyn FnMut(u64, &mut [u8]) -> bool) -> bool {
+    /// Whether a guarded site has a byte on page `page`; indexes the
+    /// page's sites for [`judge_page`].
+    pub fn page_has_site(
+        &mut self,
+        page: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+    ) -> bool {
+        if self.index.page != Some(page) {
+            let mut index = PageSites {
+                page: Some(page),
+                ..PageSites::default()
+            };
+            let _ = self.for_each_site(read, &mut |s| {
+                if touches_page(&s, page) {
+                    match index.sites.get_mut(index.count) {
+                        Some(slot) => {
+                            *slot = s;
+                            index.count += 1;
+                        }
+                        None => {
+                            index.overflow = true;
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+            self.index = index;
+        }
+        self.index.count != 0 || self.index.overflow
+    }
+
+    /// Calls `f` with every guarded site that has a byte on page `page`:
+    /// from the index when it holds the page, else by a walk.
+    fn for_each_site_on(
+        &self,
+        page: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+        f: &mut dyn FnMut(Site) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        if self.index.page == Some(page) && !self.index.overflow {
+            for s in &self.index.sites[..self.index.count] {
+                f(*s)?;
+            }
+            return ControlFlow::Continue(());
+        }
         self.for_each_site(read, &mut |s| {
             if touches_page(&s, page) {
-                ControlFlow::Break(())
+                f(s)
             } else {
                 ControlFlow::Continue(())
             }
         })
-        .is_break()
     }
 }
 
@@ -567,10 +655,7 @@ pub fn judge_page(
     let mut uncovered = diff;
     let mut touched = 0u32;
     let mut illegal = None;
-    let _ = sites.for_each_site(table, &mut |s| {
-        if !touches_page(&s, page) {
-            return ControlFlow::Continue(());
-        }
+    let _ = sites.for_each_site_on(page, table, &mut |s| {
         let mut changed = false;
         for k in 0..s.size.bytes() {
             let a = s.gpa + k;

@@ -12,7 +12,9 @@ use super::patch::{
     BITMAP, GUEST_RFLAGS, KBASE, METHODS, TABLE, assert_refused, image, jump5, r, w8, write,
 };
 use super::*;
-use crate::policy::patch::{Form, NOP5, RET5, Site, SiteSize, XOR5};
+use crate::policy::patch::{
+    Form, NOP5, PAGE_SITES, PatchSites, PatchTable, RET5, Refusal, Site, SiteSize, XOR5, judge_page,
+};
 
 /// An inline call site (not a tail call).
 const CALL_SITE: u64 = TEXT + 0x400;
@@ -295,7 +297,6 @@ fn the_legal_forms_of_each_kind_of_site() {
 
 #[test]
 fn a_static_call_entry_decodes_its_site_and_tail_flag() {
-    use crate::policy::patch::PatchTable;
     let t = PatchTable {
         format: PatchFormat::LinuxStaticCallSite,
         va: KBASE + SITES,
@@ -320,4 +321,56 @@ fn a_static_call_entry_decodes_its_site_and_tail_flag() {
         tramps.decode(1, &trampoline(RET5)),
         Some((KBASE + TRAMPS + 8, Form::StaticTail))
     );
+}
+
+#[test]
+fn a_page_is_judged_the_same_from_the_index_and_by_a_walk() {
+    for n in [4, PAGE_SITES as u64 + 8] {
+        judge_many_sites(n);
+    }
+}
+
+/// `n` call sites 8 bytes apart on one page, each calling into text, the
+/// table (8-byte entries) on another page; linear = physical. A page with
+/// more than [`PAGE_SITES`] sites is not indexed but walked.
+fn judge_many_sites(n: u64) {
+    let (page, table) = (0x1000u64, 0x3000u64);
+    let mut mem = vec![0u8; 0x4000];
+    for i in 0..n {
+        let site = page + 8 * i;
+        mem[site as usize..][..5].copy_from_slice(&call5(site, 0x2000));
+        let at = table + 8 * i;
+        let addr = (site.wrapping_sub(at) as i32).to_le_bytes();
+        let key = (0x3f00u64.wrapping_sub(at + 4) as i32).to_le_bytes();
+        mem[at as usize..][..4].copy_from_slice(&addr);
+        mem[at as usize + 4..][..4].copy_from_slice(&key);
+    }
+    let mut sites = PatchSites::default();
+    sites.tables[0] = Some(PatchTable {
+        format: PatchFormat::LinuxStaticCallSite,
+        va: table,
+        gpa: table,
+        entries: n as u32,
+        first: 0,
+    });
+    for i in 0..n as u32 {
+        sites.set_size(i, SiteSize::Long);
+    }
+    let text = |gpa: u64| (0x1000..0x3000).contains(&gpa);
+    let mut before = [0u8; 4096];
+    before.copy_from_slice(&mem[page as usize..][..4096]);
+    let last = page + 8 * (n - 1);
+    for (target, verdict) in [(0x2100, Ok(1)), (0x3f00, Err(Refusal::IllegalForm(last)))] {
+        let mut now = mem.clone();
+        now[last as usize..][..5].copy_from_slice(&call5(last, target));
+        let read = |gpa: u64, buf: &mut [u8]| {
+            buf.copy_from_slice(&now[gpa as usize..][..buf.len()]);
+            true
+        };
+        assert!(sites.page_has_site(page, &mut { read }));
+        assert!(!sites.page_has_site(0x2000, &mut { read }));
+        assert!(sites.page_has_site(page, &mut { read }));
+        let judged = judge_page(&sites, page, &before, &mut { read }, &mut { read }, &text);
+        assert_eq!(judged, verdict, "{n} sites, a call to {target:#x}");
+    }
 }
