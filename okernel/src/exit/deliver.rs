@@ -23,7 +23,8 @@
 //!    written as implicit supervisor-mode stores (§4.6.1: allowed to a
 //!    writable page, or any page with CR0.WP clear; to a user page only
 //!    with CR4.SMAP and CR4.PKE clear) through the guest's page tables and
-//!    the current EPT view;
+//!    the current EPT view (`exit::linear_store`, the emulated SGDT's
+//!    store too);
 //! 5. the new state: CS from the descriptor (RPL = the new CPL), a null SS
 //!    with RPL = the new CPL when the privilege level changed (§6.14.4),
 //!    RSP at the frame, RIP at the handler, RFLAGS with TF, NT, RF and VM
@@ -51,9 +52,8 @@
 //! — a stop of the whole run — is left to the processor too.
 
 use super::guest::Vcpu;
-use crate::bits::{
-    CR0_WP, CR4_LA57, CR4_PKE, CR4_SMAP, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
-};
+use super::linear_store::{Writer, implicit_access_allowed};
+use crate::bits::{RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
@@ -266,14 +266,6 @@ pub fn plan(
     })
 }
 
-/// Whether an implicit supervisor access through walk `m` is one the
-/// processor makes without a fault and without writing an entry: A = 1 at
-/// every level, no reserved bit, and not a user page while SMAP or PKE
-/// (whose rights depend on PKRU, §4.6.2) is on.
-fn walk_allows(paging: PagingState, m: &guest_paging::Mapping) -> bool {
-    m.accessed && !m.reserved && !(m.user && paging.cr4 & (CR4_SMAP | CR4_PKE) != 0)
-}
-
 /// Whether `a` is canonical for 48-bit linear addresses.
 pub(super) const fn canonical(a: u64) -> bool {
     ((a as i64) << 16 >> 16) as u64 == a
@@ -333,7 +325,10 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(d.frame) {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
-        if !self.store_frame(s.paging, d.rsp, &bytes) {
+        if self
+            .store_linear(s.paging, d.rsp, &bytes, Writer::Delivery)
+            .is_err()
+        {
             return Ok(false);
         }
         self.vmcs.write(GuestNatural::Rsp, d.rsp)?;
@@ -365,14 +360,8 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         completed_at: u64,
     ) -> Result<bool, VmFail> {
         let rip = self.vmcs.read(GuestNatural::Rip)?;
-        if !self.in_64bit_mode()? {
-            return Ok(false);
-        }
-        let width = if self.vmcs.read(GuestNatural::Cr4)? & CR4_LA57 != 0 {
-            57
-        } else {
-            48
-        };
+        // Outside 64-bit mode (width 32) there is no canonical boundary.
+        let width = self.linear_width(&mut None)?;
         if super::rip::next_rip(rip, 0, width).is_some() {
             return Ok(false);
         }
@@ -384,59 +373,20 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     }
 
     /// Reads guest-linear memory as an implicit supervisor read: through
-    /// the guest's page tables ([`walk_allows`]) and the current EPT view.
+    /// the guest's page tables ([`implicit_access_allowed`]) and the
+    /// current EPT view.
     fn read_linear(&self, paging: PagingState, linear: u64, buf: &mut [u8]) -> Option<()> {
         let mut done = 0;
         while done < buf.len() {
             let at = linear.wrapping_add(done as u64);
             let n = (0x1000 - (at & 0xfff) as usize).min(buf.len() - done);
             let m = guest_paging::translate(paging, at, |gpa| self.read_entry(gpa)).ok()?;
-            if !walk_allows(paging, &m) {
+            if !implicit_access_allowed(paging, &m) {
                 return None;
             }
             self.memory.read(m.gpa, &mut buf[done..done + n]).ok()?;
             done += n;
         }
         Some(())
-    }
-
-    /// One 8-byte page-table entry at `gpa`, through the current view.
-    fn read_entry(&self, gpa: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        self.memory.read(gpa, &mut b).ok()?;
-        Some(u64::from_le_bytes(b))
-    }
-
-    /// Writes the frame at guest-linear `linear` as implicit
-    /// supervisor-mode stores (§4.6.1), at most two pages, every piece
-    /// checked — the guest's paging rights and the EPT view — before the
-    /// first byte is written. False when any piece is refused: nothing
-    /// written.
-    fn store_frame(&mut self, paging: PagingState, linear: u64, bytes: &[u8]) -> bool {
-        let mut pieces = [(0u64, 0usize, 0usize); 2];
-        let mut n = 0;
-        let mut done = 0;
-        while done < bytes.len() {
-            let at = linear.wrapping_add(done as u64);
-            let len = (0x1000 - (at & 0xfff) as usize).min(bytes.len() - done);
-            let Ok(m) = guest_paging::translate(paging, at, |gpa| self.read_entry(gpa)) else {
-                return false;
-            };
-            let writable = m.writable || paging.cr0 & CR0_WP == 0;
-            if !writable
-                || !m.dirty
-                || !walk_allows(paging, &m)
-                || n == pieces.len()
-                || self.memory.check_writable(m.gpa, len as u64).is_err()
-            {
-                return false;
-            }
-            pieces[n] = (m.gpa, done, done + len);
-            n += 1;
-            done += len;
-        }
-        pieces[..n]
-            .iter()
-            .all(|&(gpa, start, end)| self.memory.write(gpa, &bytes[start..end]).is_ok())
     }
 }

@@ -14,41 +14,42 @@
 //!   qualification (§28.2.1; for RIP-relative operands the processor
 //!   reports the base invalid and the displacement already added to the
 //!   next RIP); the address is translated through the guest's page tables
-//!   (`policy::guest_paging`) and written through the current EPT view;
+//!   (`policy::guest_paging`) and written through the current EPT view
+//!   ([`super::linear_store`], the store of the deliver module's frame
+//!   too);
 //!   in 64-bit mode after linear-address masking where the guest's CR3 or
 //!   CR4 enables it ([`lam_masked`]), as for any data access.
 //!   SGDT/SIDT store 10 bytes in 64-bit mode, 6 outside it; SLDT/STR
 //!   store 2 bytes to memory, or the zero-extended selector to a register.
 //!   At CPL > 0 with CR4.UMIP set the store is #GP(0), as on the CPU.
-//!   A store the guest's page tables do not allow (not present, or not
-//!   writable for the access) gets the #PF the processor would raise
-//!   (§4.7: error code W, U for CPL 3, P when a present entry refused the
-//!   write; CR2 = the faulting linear address), a non-canonical address
-//!   #GP(0); one the EPT view does not allow is denied like an EPT
-//!   violation (audited, #GP). Not modelled: SMAP (a supervisor store to
-//!   a user page with CR4.SMAP and RFLAGS.AC clear) and reserved bits in
-//!   the guest's entries; such a store is performed.
+//!   A store the guest's page tables do not allow (not present, a
+//!   reserved bit set in an entry, or not writable for the access) gets
+//!   the #PF the processor would raise (Vol. 3A §4.7: error code W, U for
+//!   CPL 3, P when a present entry refused the write, RSVD with P for a
+//!   reserved bit; CR2 = the faulting linear address), a non-canonical
+//!   address #GP(0). The A flag of each entry of the walk and the D flag
+//!   of its leaf are set as the processor sets them (§4.8), through the
+//!   view like the bytes. A store the EPT view does not allow — to the
+//!   bytes' page, or to a paging entry whose flag it sets (a page table
+//!   locked read-only) — is denied like an EPT violation (audited, #GP),
+//!   the processor's own write's fate; nothing is written. Not modelled:
+//!   SMAP (a supervisor store to a user page with CR4.SMAP and RFLAGS.AC
+//!   clear) and protection keys; such a store is performed.
 
 use super::guest::Vcpu;
+use super::linear_store::{Refusal, Writer};
 use super::{ExitAction, ExitError};
-use crate::bits::{CR0_WP, CR4_LA57, CR4_UMIP};
+use crate::bits::{CR4_LA57, CR4_UMIP};
 use crate::exit::cr::visible_cr4;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
-use crate::policy::guest_paging::{self, PagingState, WalkError};
+use crate::policy::guest_paging::PagingState;
 use crate::vmx::event::Exception;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use crate::vmx::regs::Gpr;
-
-/// #PF error code: P (a protection violation, not a missing page).
-const PF_PRESENT: u32 = 1 << 0;
-/// #PF error code: W/R (a write).
-const PF_WRITE: u32 = 1 << 1;
-/// #PF error code: U/S (at CPL 3).
-const PF_USER: u32 = 1 << 2;
 
 /// The instruction an exit of reason 46 or 47 is for (instruction
 /// information bits 29:28).
@@ -226,71 +227,35 @@ pub const fn lam_masked(ptr: u64, cr3: u64, cr4: u64) -> u64 {
     (ptr & (1 << 63)) | extended | low
 }
 
-/// Writes `bytes` at guest-linear `linear` as a store at `cpl` would.
+/// Writes `bytes` at guest-linear `linear` as a store at `cpl` would
+/// ([`Vcpu::store_linear`], setting the A and D flags the processor
+/// would), then completes the instruction; a refused store is the
+/// processor's fault for it, or an EPT-violation denial.
 fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     linear: u64,
     bytes: &[u8],
     cpl: u8,
 ) -> Result<ExitAction, ExitError> {
-    let state = PagingState {
+    let paging = PagingState {
         cr0: vcpu.vmcs.read(GuestNatural::Cr0)?,
         cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
         cr4: vcpu.vmcs.read(GuestNatural::Cr4)?,
         efer: vcpu.vmcs.read(Guest64::Efer)?,
     };
-    // At most two pages: translate both before writing either.
-    let split = (0x1000 - (linear & 0xfff) as usize).min(bytes.len());
-    let mut pieces = [(0u64, 0usize, 0usize); 2];
-    let mut n = 0;
-    for (start, end) in [(0, split), (split, bytes.len())] {
-        if start == end {
-            continue;
+    match vcpu.store_linear(paging, linear, bytes, Writer::Instruction { cpl }) {
+        Ok(()) => vcpu.advance_rip(),
+        Err(Refusal::PageFault { linear, error_code }) => page_fault(vcpu, linear, error_code),
+        // Not canonical (or 5-level paging, which the walk does not
+        // model); a store of at most 10 bytes has at most two pieces.
+        Err(Refusal::Untranslatable | Refusal::Unmodelled) => {
+            vcpu.inject(Exception::GeneralProtection, 0)
         }
-        let at = linear.wrapping_add(start as u64);
-        let memory = &vcpu.memory;
-        let read = |gpa: u64| {
-            let mut b = [0u8; 8];
-            memory
-                .read(gpa, &mut b)
-                .ok()
-                .map(|()| u64::from_le_bytes(b))
-        };
-        // #PF error code (SDM Vol. 3A §4.7): W, and U at CPL 3; P below.
-        let pfec = PF_WRITE | if cpl == 3 { PF_USER } else { 0 };
-        let m = match guest_paging::translate(state, at, read) {
-            Ok(m) => m,
-            Err(WalkError::NotPresent(_)) => return page_fault(vcpu, at, pfec),
-            Err(WalkError::Unsupported) => {
-                return vcpu.inject(Exception::GeneralProtection, 0);
-            }
-        };
-        let allowed = if cpl == 3 {
-            m.user && m.writable
-        } else {
-            m.writable || state.cr0 & CR0_WP == 0
-        };
-        if !allowed {
-            return page_fault(vcpu, at, pfec | PF_PRESENT);
-        }
-        pieces[n] = (m.gpa, start, end);
-        n += 1;
+        // The bytes' page, or a paging entry whose A or D flag the
+        // processor would set: its own write would be an EPT violation.
+        Err(Refusal::View(gpa)) => vcpu.deny_write(AuditKind::EptViolation, gpa, Some(linear), 0),
+        Err(Refusal::Failed) => Err(ExitError::Unexpected("guest memory changed during a store")),
     }
-    for &(gpa, start, end) in &pieces[..n] {
-        if vcpu
-            .memory
-            .check_writable(gpa, (end - start) as u64)
-            .is_err()
-        {
-            return vcpu.deny_write(AuditKind::EptViolation, gpa, Some(linear), 0);
-        }
-    }
-    for &(gpa, start, end) in &pieces[..n] {
-        if vcpu.memory.write(gpa, &bytes[start..end]).is_err() {
-            return Err(ExitError::Unexpected("guest memory changed during a store"));
-        }
-    }
-    vcpu.advance_rip()
 }
 
 /// Raises the #PF a store to `linear` would: CR2 loaded first, as the

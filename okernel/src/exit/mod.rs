@@ -29,6 +29,7 @@ pub mod fatal;
 pub mod guest;
 pub mod hooks;
 pub mod io;
+pub mod linear_store;
 pub mod msr;
 pub mod msr_shared;
 pub mod msr_table;

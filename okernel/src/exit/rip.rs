@@ -92,17 +92,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         len: u32,
         mode: &mut Option<bool>,
     ) -> Result<(), AdvanceError> {
-        let width = if self.mode_once(mode)? {
-            // Canonical width: 57 bits with 5-level paging (CR4.LA57).
-            if self.vmcs.read(GuestNatural::Cr4)? & CR4_LA57 != 0 {
-                57
-            } else {
-                48
-            }
-        } else {
-            32
-        };
-        match next_rip(rip, len, width) {
+        match next_rip(rip, len, self.linear_width(mode)?) {
             Some(next) => {
                 self.vmcs.write(GuestNatural::Rip, next)?;
                 self.complete_flags()?;
@@ -110,6 +100,23 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             }
             None => Ok(self.next_fetch_faults(rip.wrapping_add(u64::from(len)))?),
         }
+    }
+
+    /// The guest's linear-address width, the `width` of [`next_rip`]: in
+    /// 64-bit mode the width addresses must be canonical for, 57 bits with
+    /// 5-level paging (CR4.LA57) and 48 without (SDM Vol. 1 §3.3.7.1
+    /// "Canonical Addressing"; Vol. 3A §4.5); outside it 32, the width of
+    /// EIP (Vol. 1 §3.5). `mode` as for [`Self::mode_once`].
+    #[inline(always)]
+    pub fn linear_width(&self, mode: &mut Option<bool>) -> Result<u32, VmFail> {
+        if !self.mode_once(mode)? {
+            return Ok(32);
+        }
+        Ok(if self.vmcs.read(GuestNatural::Cr4)? & CR4_LA57 != 0 {
+            57
+        } else {
+            48
+        })
     }
 
     /// What completing an instruction does to RFLAGS and debug state, which
@@ -213,7 +220,7 @@ impl From<AdvanceError> for ExitError {
 
 /// The RIP after an instruction of `len` bytes at `rip`, at or above 2 GiB
 /// where the mode matters. `width` is 48 or 57 in 64-bit mode (IA32_EFER.LMA
-/// and CS.L; 57 with CR4.LA57), 32 otherwise:
+/// and CS.L; 57 with CR4.LA57), 32 otherwise ([`Vcpu::linear_width`]):
 ///
 /// * 64-bit mode: RIP + length, wrapping at 2^64 like the 64-bit
 ///   instruction pointer (SDM Vol. 1 §3.5.1); None when the result is not

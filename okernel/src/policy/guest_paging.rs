@@ -55,6 +55,11 @@ pub struct Mapping {
     /// The page-table pages the walk read (PML4 first; 0 beyond the
     /// leaf's level, and none with paging off).
     pub tables: [u64; 4],
+    /// The guest-physical address of each entry the walk used, PML4 entry
+    /// first; `None` beyond the leaf's level and with paging off. The
+    /// processor sets A in each and, for a write, D in the last (SDM Vol.
+    /// 3A §4.8).
+    pub entries: [Option<u64>; 4],
     /// Every entry of the walk has A = 1, so an access through it makes
     /// the processor write no entry for A (SDM Vol. 3A §4.8); true with
     /// paging off.
@@ -105,6 +110,7 @@ pub fn translate(
             user: true,
             executable: true,
             tables: [0; 4],
+            entries: [None; 4],
             accessed: true,
             dirty: true,
             reserved: false,
@@ -123,6 +129,7 @@ pub fn translate(
     let mut accessed = true;
     let mut reserved = false;
     let mut tables = [0u64; 4];
+    let mut entries = [None; 4];
     let nxe = state.efer & EFER_NXE != 0;
     // Levels 4 (PML4) to 1 (PT); bits 47:39, 38:30, 29:21, 20:12.
     for level in (1..=4u32).rev() {
@@ -130,6 +137,7 @@ pub fn translate(
         let index = (linear >> shift) & 0x1ff;
         tables[(4 - level) as usize] = table;
         let entry_addr = table + index * 8;
+        entries[(4 - level) as usize] = Some(entry_addr);
         let entry = read(entry_addr).ok_or(WalkError::NotPresent(entry_addr))?;
         if entry & PRESENT == 0 {
             return Err(WalkError::NotPresent(entry_addr));
@@ -152,6 +160,7 @@ pub fn translate(
                 user,
                 executable,
                 tables,
+                entries,
                 accessed,
                 dirty: entry & DIRTY != 0,
                 reserved,
@@ -201,6 +210,7 @@ mod tests {
                 user: false,
                 executable: true,
                 tables: [0x1000, 0x2000, 0x3000, 0],
+                entries: [Some(0x1000), Some(0x2000), Some(0x3008), None],
                 accessed: false,
                 dirty: false,
                 reserved: false,
@@ -215,6 +225,7 @@ mod tests {
                 user: true,
                 executable: true,
                 tables: [0x1000, 0x2000, 0x3000, 0x4000],
+                entries: [Some(0x1000), Some(0x2000), Some(0x3010), Some(0x4018)],
                 accessed: false,
                 dirty: false,
                 reserved: false,
@@ -224,6 +235,7 @@ mod tests {
         assert_eq!(m.gpa, 0x4123_4567);
         assert!(!m.writable);
         assert_eq!(m.tables, [0x1000, 0x2000, 0, 0], "a 1 GiB page");
+        assert_eq!(m.entries, [Some(0x1000), Some(0x2008), None, None]);
     }
 
     #[test]

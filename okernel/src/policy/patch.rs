@@ -178,8 +178,8 @@ impl Site {
     /// whole legal form of this site (not a transitional one). For a jump
     /// label: its NOP or its jump. For a static call: a call into locked
     /// text, the NOP or a [`XOR5`]; for a tail call or trampoline: a jump
-    /// into locked text or [`RET5`]. `text` as for
-    /// [`Site::branch_into_text`].
+    /// into locked text or [`RET5`]. `text(gpa)` says whether a
+    /// guest-physical address lies in locked text.
     pub fn whole(&self, bytes: &[u8], text: &dyn Fn(u64) -> bool) -> bool {
         let n = self.size.bytes() as usize;
         if n == 0 || bytes.len() < n {
@@ -414,8 +414,8 @@ pub struct PatchSites {
     index: PageSites,
 }
 
-/// The most sites [`PageSites`] keeps for one page; a page with more is
-/// walked in full each time.
+/// The most sites the monitor indexes for one page (the page a patch
+/// step opens); a page with more is walked in full each time.
 pub const PAGE_SITES: usize = 32;
 
 /// The guarded sites on one page, found by one walk of the tables.

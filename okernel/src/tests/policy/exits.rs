@@ -307,6 +307,140 @@ fn a_store_into_read_only_memory_is_denied_like_an_ept_violation() {
     assert_eq!(v.vmcs.get(ReadOnlyNatural::ExitQualification), 0);
 }
 
+/// The 8-byte value at guest-physical `at`.
+fn entry_at(v: &PVcpu, at: u64) -> u64 {
+    let mut b = [0u8; 8];
+    v.memory.phys().copy(at, &mut b);
+    u64::from_le_bytes(b)
+}
+
+/// Sets `bits` in the 8-byte entry at `at`.
+fn set_bits(v: &PVcpu, at: u64, bits: u64) {
+    let e = entry_at(v, at) | bits;
+    v.memory.phys().write(at, &e.to_le_bytes());
+}
+
+/// Entry flags A and D.
+const A: u64 = 1 << 5;
+const D: u64 = 1 << 6;
+/// The last 6 bytes of the first page [`PT`] maps, and the first 4 of the
+/// second: an SGDT there (10 bytes) crosses the page boundary.
+const ACROSS: u64 = 0x60_0ffa;
+
+#[test]
+fn an_emulated_store_sets_the_accessed_and_dirty_flags_the_processor_would() {
+    // The fixture's entries have neither A nor D: the processor would set
+    // A in every entry of both walks and D in both leaves (SDM Vol. 3A
+    // §4.8) — and nothing else.
+    let mut v = pvcpu();
+    v.vmcs
+        .set(GuestNatural::GdtrBase, 0xffff_8000_0001_2000)
+        .set(Guest32::GdtrLimit, 0x3f);
+    let before =
+        |v: &PVcpu| [PML4, PDPT, PD, PD + 8 * 3, PT, PT + 8, PT + 16].map(|at| entry_at(v, at));
+    let old = before(&v);
+    v.regs.set(Gpr::Rbx, ACROSS);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_advanced(&v, r, 3);
+    let mut b = [0u8; 10];
+    v.memory.phys().copy(ACROSS, &mut b);
+    assert_eq!(b[..2], [0x3f, 0]);
+    assert_eq!(
+        u64::from_le_bytes(b[2..].try_into().unwrap()),
+        0xffff_8000_0001_2000
+    );
+    let new = before(&v);
+    assert_eq!(new[0], old[0] | A, "PML4 entry: A");
+    assert_eq!(new[1], old[1] | A, "PDPT entry: A");
+    assert_eq!(new[2], old[2], "PD entry of another walk untouched");
+    assert_eq!(new[3], old[3] | A, "PD entry linking the PT: A, no D");
+    assert_eq!(new[4], old[4] | A | D, "first page's PTE: A and D");
+    assert_eq!(new[5], old[5] | A | D, "second page's PTE: A and D");
+    assert_eq!(new[6], old[6], "the next PTE untouched");
+    // A 2 MiB page: D in the PD entry, its leaf.
+    v.regs.set(Gpr::Rbx, DATA);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_advanced(&v, r, 3);
+    assert_eq!(entry_at(&v, PD + 8 * (DATA >> 21)) & (A | D), A | D);
+    assert_eq!(v.audit.total(), 0);
+}
+
+#[test]
+fn a_flag_the_view_will_not_let_the_store_set_is_denied_like_an_ept_violation() {
+    // The page table is read-only in the view (locked): the processor's
+    // own write of the second PTE's D flag would be an EPT violation, so
+    // the emulated store is denied as one, at that entry, and nothing is
+    // written — not the first page's bytes either.
+    let mut v = pvcpu();
+    v.vmcs
+        .set(GuestNatural::GdtrBase, 0xffff_8000_0001_2000)
+        .set(Guest32::GdtrLimit, 0x3f);
+    for at in [PML4, PDPT, PD + 8 * 3] {
+        set_bits(&v, at, A);
+    }
+    set_bits(&v, PT, A | D);
+    set_bits(&v, PT + 8, A);
+    lock(&mut v, PT, 0x1000, okernel_abi::policy::RegionKind::Rodata);
+    v.regs.set(Gpr::Rbx, ACROSS);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, GP);
+    let rec = *v.audit.last().unwrap();
+    assert_eq!(
+        (rec.kind, rec.gpa, rec.gva),
+        (AuditKind::EptViolation, PT + 8, Some(ACROSS))
+    );
+    let mut b = [0u8; 10];
+    v.memory.phys().copy(ACROSS, &mut b);
+    assert_eq!(b, [0; 10], "nothing stored");
+    assert_eq!(entry_at(&v, PT + 8) & (A | D), A, "no flag written");
+    // With D already set there is nothing to write in the table: stored.
+    set_bits(&v, PT + 8, D);
+    v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_advanced(&v, r, 3);
+    v.memory.phys().copy(ACROSS, &mut b);
+    assert_eq!(b[..2], [0x3f, 0]);
+    assert_eq!(v.audit.total(), 1);
+}
+
+#[test]
+fn a_reserved_bit_in_the_walk_is_the_processors_page_fault() {
+    // XD with EFER.NXE clear and PS in a PML4 entry are reserved (SDM Vol.
+    // 3A §4.5): #PF with P, W and RSVD (and U at CPL 3), CR2 = the
+    // address, nothing stored, nothing audited (§4.7).
+    let mut v = pvcpu();
+    let efer = v.vmcs.get(Guest64::Efer);
+    v.vmcs.set(Guest64::Efer, efer & !(1 << 11));
+    set_bits(&v, PT, 1 << 63);
+    v.regs.set(Gpr::Rbx, 0x60_0000);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, PF);
+    assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0b1011);
+    assert_eq!(v.cpu.cr2, 0x60_0000);
+    // At CPL 3 (the page is a supervisor page, but the reserved bit comes
+    // first): U too.
+    let ss = v.vmcs.get(Guest32::SsAccessRights);
+    v.vmcs.set(Guest32::SsAccessRights, ss | (3 << 5));
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, PF);
+    assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0b1111);
+    v.vmcs.set(Guest32::SsAccessRights, ss);
+    // PS in the PML4 entry, NXE set again: every address.
+    v.vmcs.set(Guest64::Efer, efer);
+    set_bits(&v, PML4, 1 << 7);
+    v.regs.set(Gpr::Rbx, DATA);
+    let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
+    assert_injected(&v, r, PF);
+    assert_eq!(v.vmcs.get(Control32::EntryExceptionErrorCode), 0b1011);
+    assert_eq!(v.cpu.cr2, DATA);
+    let mut b = [0u8; 10];
+    for at in [0x60_0000, DATA] {
+        v.memory.phys().copy(at, &mut b);
+        assert_eq!(b, [0; 10], "nothing stored at {at:#x}");
+    }
+    assert_eq!(v.audit.total(), 0);
+}
+
 #[test]
 fn lam_masks_the_metadata_bits_of_a_pointer() {
     use crate::exit::descriptor::lam_masked;
