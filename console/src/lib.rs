@@ -4,7 +4,8 @@
 //! and [`report`], which ends a run with the run-result protocol of
 //! [`okernel_abi::result`].
 //!
-//! Port I/O goes through the `x86_64` crate; this crate has no inline asm.
+//! Port I/O goes through the `x86_64` crate, the 16550 driver is the
+//! crate's own (`uart.rs`); this crate has no inline asm.
 #![cfg_attr(not(test), no_std)]
 
 mod logger;
@@ -18,7 +19,6 @@ pub use report::{halt_forever, report};
 use core::fmt::{self, Write};
 use okernel_abi::result::LINE_MARK;
 use spin::Mutex;
-use uart_16550::SerialPort;
 use x86_64::instructions::port::Port;
 
 /// The I/O base of COM1.
@@ -28,7 +28,7 @@ pub const DEBUG_PORT: u16 = 0xe9;
 
 /// The console: COM1 and the debug port, written together.
 pub struct Console {
-    serial: SerialPort,
+    serial: uart::Uart,
     debug: Port<u8>,
     /// Whether bytes go to the debug port too ([`set_debug_port`]).
     mirror: bool,
@@ -47,10 +47,11 @@ impl Console {
     const fn new() -> Self {
         Self {
             // SAFETY: COM1 (0x3f8) is the standard PC serial port on every
-            // backend okernel runs on; when no UART is present the port
-            // reads 0xff, which the driver treats as "transmitter empty",
-            // so writing never blocks.
-            serial: unsafe { SerialPort::new(COM1) },
+            // backend okernel runs on, and the console is its one driver in
+            // each image; when no UART is present the ports read 0xff,
+            // which the driver treats as "transmitter empty", so writing
+            // never blocks.
+            serial: unsafe { uart::Uart::new(COM1) },
             debug: Port::new(DEBUG_PORT),
             mirror: true,
             mark: false,
@@ -67,7 +68,7 @@ impl Console {
         if !self.initialised {
             self.drain();
             self.serial.init();
-            self.divisor = uart::Settings::divisor_now(COM1);
+            self.divisor = self.serial.divisor();
             self.initialised = true;
         }
     }
@@ -76,16 +77,7 @@ impl Console {
     /// re-initialisation or the end of the run loses nothing. An absent
     /// UART reads 0xff: "empty" at once.
     pub fn drain(&mut self) {
-        const TRANSMITTER_EMPTY: u8 = 1 << 6;
-        let mut lsr = Port::<u8>::new(COM1 + 5);
-        for _ in 0..1_000_000 {
-            // SAFETY: reading the 16550 line-status register has no side
-            // effect on transmission.
-            if unsafe { lsr.read() } & TRANSMITTER_EMPTY != 0 {
-                return;
-            }
-            core::hint::spin_loop();
-        }
+        self.serial.drain();
     }
 
     fn put(&mut self, byte: u8) {
@@ -108,7 +100,7 @@ impl Write for Console {
                 // settings, whatever a guest left (`uart`).
                 self.init_once();
                 self.drain();
-                self.taken = Some(uart::Settings::take(COM1, self.divisor));
+                self.taken = Some(uart::Settings::take(&self.serial, self.divisor));
                 self.put(LINE_MARK);
             }
             if b == b'\n' {
@@ -120,7 +112,7 @@ impl Write for Console {
                 && let Some(saved) = self.taken.take()
             {
                 self.drain();
-                saved.give_back(COM1);
+                saved.give_back(&self.serial);
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ mod e2e;
 mod fuzz;
 mod images;
 mod linux;
+mod tcb;
 mod toolchain;
 mod vmfuzz;
 
@@ -74,6 +75,9 @@ commands:
                              fuzz: VM fuzzing cases per second per backend;
                              linux: Debian's kernel boot under okernel vs
                              mode=direct)
+  tcb                        the production image's trusted computing base:
+                             code lines per crate and okernel module, the
+                             dependency list, .text and .rodata sizes
   doctor                     what this machine has (toolchain, packages, KVM)
                              and which backends run here, with the evidence
   help                       this text
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         "platform" => platform(rest),
         "ci" => no_args(rest).and_then(|_| Ok(lint()? && test()? && ci_fuzz()?)),
         "bench" => bench(rest),
+        "tcb" => no_args(rest).and_then(|_| tcb::tcb()),
         "doctor" => no_args(rest).and_then(|_| doctor::doctor()),
         "linux-image" => no_args(rest).and_then(|_| linux::linux_image()),
         "linux" => linux::linux(rest),

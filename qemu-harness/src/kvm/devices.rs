@@ -171,7 +171,8 @@ mod tests {
     use super::*;
     use okernel_abi::result::Outcome;
 
-    /// What uart_16550's `init` and `send` do.
+    /// What the console's UART driver (`console/src/uart.rs`) writes at
+    /// `init` and `send`.
     fn init_and_send(d: &mut Devices, text: &[u8]) {
         for (reg, v) in [(1, 0x00), (3, 0x80), (0, 0x03), (1, 0x00), (3, 0x03)] {
             assert_eq!(d.io_out(COM1 + reg, &[v]), None);
