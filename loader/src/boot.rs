@@ -480,6 +480,11 @@ unsafe fn jump_to_guest(entry: u64, cr3: u64, boot_info: u64) -> ! {
 
 /// The monitor's way to end the run.
 fn report_outcome(outcome: Outcome, detail: &str) -> ! {
+    if !crate::arch::stack_guard_intact() {
+        log::error!(
+            "the loader's boot stack overflowed into its guard page: the identity map below it may be damaged"
+        );
+    }
     okernel_console::report(outcome, format_args!("{detail}"))
 }
 

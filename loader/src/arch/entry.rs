@@ -172,9 +172,35 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4096 * 4
+    /* Between the page tables and the stack: a stack that overflows
+       writes here first, not the identity map (a 64 KiB stack once
+       overflowed into boot_pd while okernel::launch built its run state,
+       and the monitor later faulted on memory the map no longer held).
+       Zeroed above and never written: `stack_guard_intact` checks it. */
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
 boot_stack:
-    .skip 65536
+    .skip 262144
     .global boot_stack_top
 boot_stack_top:
 "#
 );
+
+unsafe extern "C" {
+    /// The page between the boot page tables and the boot stack (above).
+    static boot_stack_guard: [u64; 512];
+}
+
+/// Whether the boot stack has never overflowed into its guard page (the
+/// page is zeroed at entry and nothing writes it but an overflow).
+pub fn stack_guard_intact() -> bool {
+    let guard = (&raw const boot_stack_guard).cast::<u64>();
+    (0..512).all(|i| {
+        // SAFETY: `i` < 512: inside the guard page, a 4 KiB array in .bss
+        // defined in the global_asm above and zeroed at entry; nothing
+        // races with the read (one processor runs on the boot stack), and
+        // a volatile read keeps it from being folded into "always zero".
+        unsafe { guard.add(i).read_volatile() == 0 }
+    })
+}

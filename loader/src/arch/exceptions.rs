@@ -84,7 +84,7 @@ extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
     okernel_console::report(
         Outcome::Panic,
         format_args!(
-            "CPU exception {} ({}) error {:#x} at RIP {:#x} CS {:#x} RFLAGS {:#x} RSP {:#x} SS {:#x} CR2 {:#x}",
+            "CPU exception {} ({}) error {:#x} at RIP {:#x} CS {:#x} RFLAGS {:#x} RSP {:#x} SS {:#x} CR2 {:#x}{}",
             frame.vector,
             exception_name(frame.vector),
             frame.error_code,
@@ -93,7 +93,12 @@ extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
             frame.rflags,
             frame.rsp,
             frame.ss,
-            cr2
+            cr2,
+            if super::entry::stack_guard_intact() {
+                ""
+            } else {
+                " (the loader's boot stack overflowed into its guard page: the identity map below it may be damaged)"
+            }
         ),
     )
 }

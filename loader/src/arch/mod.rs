@@ -8,6 +8,8 @@ mod exceptions;
 pub mod protected32;
 pub mod tables;
 
+pub use entry::stack_guard_intact;
+
 /// The time-stamp counter (in Bochs with `clock: sync=none`: emulated
 /// instructions), for the boot-cost lines on the console.
 pub fn tsc() -> u64 {
