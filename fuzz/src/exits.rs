@@ -10,8 +10,9 @@
 
 use arbitrary::Arbitrary;
 use okernel::bits::CR4_VMXE;
-use okernel::exit::guest::SS_DPL;
-use okernel::exit::{ExitAction, ExitError, handle_exit, rip};
+use okernel::exit::{handle_exit, rip};
+use okernel::vcpu::guest::SS_DPL;
+use okernel::vcpu::{ExitAction, ExitError};
 use okernel::vmx::capability::feature_control;
 use okernel::vmx::exit_reason::ExitReason;
 use okernel::vmx::fields::{

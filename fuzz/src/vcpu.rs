@@ -6,9 +6,8 @@
 
 use std::cell::RefCell;
 
-use okernel::exit::{CrConfig, Vcpu};
 use okernel::hw::fake::{FakeCpu, FakeVmcs};
-use okernel::hypercall::memory::ViewMemory;
+use okernel::mem::ViewMemory;
 use okernel::hw::phys::IDENTITY_MAP_END;
 use okernel::hw::phys::PhysMemory;
 use okernel::launch::ept_view::build_base_view;
@@ -16,6 +15,7 @@ use okernel::launch::setup;
 use okernel::launch::{DescriptorTable, GuestEntry, GuestMode, MemoryKind, MemoryRange, PhysRange};
 use okernel::policy::BasePolicy;
 use okernel::msrs;
+use okernel::vcpu::{CrConfig, Vcpu};
 use okernel::vmx::regs::GuestRegisters;
 
 use crate::pool::Pool;

@@ -206,7 +206,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         0,
     )?;
     // A gate starts with blocking by NMI set and ends it with an IRET
-    // (`exit::guest::GateEntry`): that needs NMIs delivered to the guest
+    // (`vcpu::guest::GateEntry`): that needs NMIs delivered to the guest
     // (no NMI exiting) and bit 3 to be real NMI blocking (no virtual
     // NMIs; SDM Vol. 3C §27.7.1).
     if pin & (PinBased::NMI_EXITING | PinBased::VIRTUAL_NMIS).bits() != 0 {

@@ -1,23 +1,17 @@
-//! The seam: the one production file that chooses, by cargo feature, what
-//! a fuzz build or a planted-defect proof build puts in place of the
-//! production types (besides the `mod` lines that bring `crate::fuzz` in).
-//! Everything chosen here is implemented in `crate::fuzz`; every other
-//! production file names only the aliases.
+//! The seam's lower half: what a fuzz build or a planted-defect proof build
+//! chooses, by cargo feature, for the layers that read it (the policy,
+//! `hypercall`, `exit`). It names no other module of the monitor, so it
+//! sits in the lowest layer: the build's choice is a marker type here, and
+//! the layer that owns the trait gives it its behaviour — the policy's
+//! [`AsWritten`] in `crate::policy::hooks`, the planted defects' `Planted`
+//! in the fuzz-only `crate::fuzz::planted_policy`. The upper half, the
+//! run's guest memory, is `crate::launch::seam`. Besides the `mod` lines
+//! that bring `crate::fuzz` in, these two are the only production files
+//! that name the fuzz and planted-defect features.
 
 // Safe code only above the hardware layers (`hw`, `arch`, `launch`):
 // issue 14, DESIGN.md §6.
 #![forbid(unsafe_code)]
-
-/// The memory a run's [`crate::exit::Vcpu`] uses over the views `M`: `M`
-/// itself in production; in a fuzz build `M` tracked, with the fuzzer's
-/// exit hooks (`crate::fuzz::tracked::Tracked`).
-#[cfg(not(feature = "fuzz"))]
-pub type RunMemory<M> = M;
-
-/// The memory a run's [`crate::exit::Vcpu`] uses over the views `M`: in a
-/// fuzz build `M` tracked, with the fuzzer's exit hooks.
-#[cfg(feature = "fuzz")]
-pub type RunMemory<M> = crate::fuzz::tracked::Tracked<M>;
 
 /// The port the KVM harness's fuzz doorbell uses
 /// (`okernel_abi::fuzz::DOORBELL_PORT`), passed in a fuzz build only.
@@ -27,22 +21,37 @@ pub const FUZZ_DOORBELL: Option<u16> = if cfg!(feature = "fuzz") {
     None
 };
 
-/// The policy rules of this build: as written
-/// ([`crate::policy::hooks::AsWritten`]).
-#[cfg(not(any(
-    feature = "planted-text-writable",
-    feature = "planted-pin-ignored",
-    feature = "planted-unlock",
-    feature = "planted-gate-bypass"
-)))]
-pub type PolicyDefects = crate::policy::hooks::AsWritten;
+/// Every policy rule as written: the production build's policy hooks
+/// (`crate::policy::hooks::PolicyHooks`, whose defaults it keeps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsWritten;
 
-/// The policy rules of a planted-defect proof build: with its deliberate
-/// defect (`crate::fuzz::planted_policy`).
+/// The policy rules with a planted-defect proof build's deliberate defect
+/// (its `PolicyHooks` are in `crate::fuzz::planted_policy`).
 #[cfg(any(
     feature = "planted-text-writable",
     feature = "planted-pin-ignored",
     feature = "planted-unlock",
     feature = "planted-gate-bypass"
 ))]
-pub type PolicyDefects = crate::fuzz::planted_policy::Planted;
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Planted;
+
+/// The policy rules of this build: as written ([`AsWritten`]).
+#[cfg(not(any(
+    feature = "planted-text-writable",
+    feature = "planted-pin-ignored",
+    feature = "planted-unlock",
+    feature = "planted-gate-bypass"
+)))]
+pub type PolicyDefects = AsWritten;
+
+/// The policy rules of a planted-defect proof build: with its deliberate
+/// defect (`Planted`).
+#[cfg(any(
+    feature = "planted-text-writable",
+    feature = "planted-pin-ignored",
+    feature = "planted-unlock",
+    feature = "planted-gate-bypass"
+))]
+pub type PolicyDefects = Planted;

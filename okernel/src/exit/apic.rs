@@ -29,13 +29,12 @@
 //! Address Space"; §10.x in editions before 2023), so the monitor's WRMSR
 //! can never fault.
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::msrs::IA32_APIC_BASE;
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 
 /// The x2APIC MSR range (SDM Vol. 3A §11.12.1.2).

@@ -3,12 +3,11 @@
 
 use okernel_abi::cpuid as leaves;
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::bits::{CR4_OSXSAVE, CR4_PKE};
 use crate::hw::{Cpu, CpuidResult, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::fields::GuestNatural;
 use crate::vmx::regs::Gpr;
 

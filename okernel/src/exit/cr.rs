@@ -13,16 +13,16 @@
 //! and CR8-load/store exiting are 0); CR3 is handled anyway, CR8 (and any
 //! other register number) gets #UD.
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::bits::{
     CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_PKE, CR4_PSE,
     CR4_SMAP, CR4_SMEP, CR4_SMXE, CR4_VMXE, EFER_LMA, EFER_LME,
 };
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
+use crate::vcpu::guest::flush_guest_tlb;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::controls::EntryControls;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural};
@@ -151,7 +151,7 @@ pub fn write_cr0<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.vmcs.write(GuestNatural::Cr0, real)?;
     vcpu.vmcs.write(ControlNatural::Cr0ReadShadow, v)?;
     if (old ^ v) & (CR0_PG | CR0_WP | CR0_PE) != 0 {
-        super::other::flush_guest_tlb(vcpu)?;
+        flush_guest_tlb(vcpu)?;
     }
     vcpu.advance_rip()
 }
@@ -175,7 +175,7 @@ pub fn write_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.vmcs.write(GuestNatural::Cr4, vcpu.cr.real_cr4(v))?;
     vcpu.vmcs.write(ControlNatural::Cr4ReadShadow, v)?;
     if (old ^ v) & CR4_PAGING_BITS != 0 {
-        super::other::flush_guest_tlb(vcpu)?;
+        flush_guest_tlb(vcpu)?;
     }
     vcpu.advance_rip()
 }

@@ -51,13 +51,13 @@
 //! rules ([`Delivery::enters`]): a delivery that could make VM entry fail
 //! — a stop of the whole run — is left to the processor too.
 
-use super::guest::Vcpu;
 use super::linear_store::{Writer, implicit_access_allowed};
 use crate::bits::{RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::guest_paging::{self, PagingState};
+use crate::vcpu::Vcpu;
+use crate::vcpu::memory::GuestMemory;
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control32, Guest16, Guest32, Guest64, GuestNatural};
 
@@ -291,7 +291,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             rsp: self.vmcs.read(GuestNatural::Rsp)?,
             cs: self.vmcs.read(Guest16::CsSelector)?,
             ss: self.vmcs.read(Guest16::SsSelector)?,
-            cpl: super::guest::cpl_of(self.vmcs.read(Guest32::SsAccessRights)?),
+            cpl: crate::vcpu::guest::cpl_of(self.vmcs.read(Guest32::SsAccessRights)?),
             paging: PagingState {
                 cr0: self.vmcs.read(GuestNatural::Cr0)?,
                 cr3: self.vmcs.read(GuestNatural::Cr3)?,

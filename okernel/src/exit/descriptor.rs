@@ -36,16 +36,15 @@
 //!   SMAP (a supervisor store to a user page with CR4.SMAP and RFLAGS.AC
 //!   clear) and protection keys; such a store is performed.
 
-use super::guest::Vcpu;
 use super::linear_store::{Refusal, Writer};
-use super::{ExitAction, ExitError};
 use crate::bits::{CR4_LA57, CR4_UMIP};
 use crate::exit::cr::visible_cr4;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
 use crate::policy::guest_paging::PagingState;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};

@@ -22,12 +22,11 @@
 //! trace or PEBS write, not an instruction) is dropped: audited, not
 //! performed, no exception.
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::{Exception, InterruptionInfo};
 use crate::vmx::fields::{Guest32, GuestNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural};
 

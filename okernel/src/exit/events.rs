@@ -8,14 +8,15 @@
 //! | [`Vcpu::inject`] | a hardware exception the monitor raises (#GP, #UD, #DF...) | the frame hardware pushes: RIP at the instruction for a fault (not advanced), RFLAGS.RF set for a fault, the error code where the vector has one (none in real mode) |
 //! | [`Vcpu::fault_during_delivery`] | a denied access the processor made while delivering an event | the #GP, #DF or shutdown the double-fault rules give (SDM Vol. 3A Table 6-5, [`crate::vmx::delivery`]) |
 //! | [`Vcpu::reinject`] | an event a VM exit intercepted (exit reason 0) | the same event, with its error code, and the instruction length for software interrupts and exceptions (§27.6.1.1) |
+//! | [`Vcpu::deny_write`] | the #GP(0) of a write the policy refuses, audited | #GP(0) at the instruction, as [`Vcpu::inject`] gives it |
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError, stop};
+use super::stop;
 use crate::bits::CR0_PE;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
-use crate::policy::audit::{AuditAction, AuditRecord};
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::delivery::{DuringDelivery, gp_during};
 use crate::vmx::error::VmFail;
 use crate::vmx::event::{
@@ -131,5 +132,34 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         self.vmcs
             .write(Control32::EntryInterruptionInfo, event.for_reinjection())?;
         Ok(ExitAction::Resume)
+    }
+
+    /// Denies a write the policy refuses (a pinned CR bit, a locked MSR,
+    /// a descriptor-table load or store): writes and logs an audit record
+    /// naming what was written (`target`: the CR number, MSR index, exit
+    /// reason or guest-physical address) and injects #GP(0) at the
+    /// instruction (invariant 10).
+    pub fn deny_write(
+        &mut self,
+        kind: AuditKind,
+        target: u64,
+        gva: Option<u64>,
+        value: u64,
+    ) -> Result<ExitAction, ExitError> {
+        let record = AuditRecord {
+            seq: 0,
+            kind,
+            context: self.policy.context(),
+            gpa: target,
+            gva,
+            access: Access::WRITE,
+            allowed: Access::empty(),
+            qualification: value,
+            rip: self.vmcs.read(GuestNatural::Rip)?,
+            cr3: self.vmcs.read(GuestNatural::Cr3)?,
+            action: AuditAction::InjectGp,
+        };
+        self.audit.record(record);
+        self.inject(Exception::GeneralProtection, 0)
     }
 }

@@ -2,11 +2,10 @@
 //! anything the controls should never cause end the run with a report of
 //! the guest state (`log::error!`) and a failure, never a silent hang.
 
-use super::ExitError;
-use super::guest::Vcpu;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitError, Vcpu};
 use crate::vmx::exit_reason::{ExitReason, ExitReasonField};
 use crate::vmx::fields::{
     Control32, Field, Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnly64,

@@ -7,7 +7,7 @@
 //! port neither passed nor mediated is denied: IN reads all ones, OUT is
 //! dropped, both audited. The mediated ports are those of the table
 //! below and the platform's ACPI sleep and reset ports
-//! ([`super::platform_ports`]). Port 0x92 is emulated; the others are
+//! ([`crate::vcpu::platform_ports`]). Port 0x92 is emulated; the others are
 //! performed by the monitor ([`crate::hw::Cpu::port_in`],
 //! [`crate::hw::Cpu::port_out`]) once the write is validated.
 //!
@@ -26,16 +26,15 @@
 //! | any other port not passed ([`super::port_table`]) | all ones + audit `exit` | dropped + audit `exit` | default deny: DMA controllers, emulator control ports, unknown devices |
 //! | string (INS/OUTS) or REP touching an intercepted port | #GP(0) + audit `exit` | #GP(0) + audit `exit` | not emulated |
 
-use super::guest::Vcpu;
 use super::other::exit_record;
 use super::pci;
-use super::platform_ports::PlatformPorts;
 use super::port_table;
-use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::audit::AuditAction;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::platform_ports::PlatformPorts;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::ReadOnlyNatural;

@@ -21,12 +21,12 @@
 //! flags as the processor would; an event delivery the processor can make
 //! instead is refused wherever it would write more than its bytes.
 
-use super::guest::Vcpu;
 use crate::bits::{CR0_WP, CR4_PKE, CR4_SMAP};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
 use crate::policy::guest_paging::{self, ACCESSED, DIRTY, Mapping, PagingState, WalkError};
+use crate::vcpu::Vcpu;
+use crate::vcpu::memory::GuestMemory;
 
 /// #PF error code: P (a protection or reserved-bit violation, not a
 /// missing page).

@@ -7,18 +7,25 @@
 //! [`ExitError`]: a fatal condition the run loop reports with the guest
 //! state and ends with a failure — never a silent hang.
 //!
-//! The guest memory's [`hooks::ExitHooks`] see each exit once the handler
-//! has decided: [`hooks::ExitHooks::fast_resumed`] after the two fast
-//! exits of [`handle_fast`], [`hooks::ExitHooks::slow`] around
-//! [`handle_slow`]. The production memories' hooks do nothing; a fuzz
+//! The guest memory's [`ExitHooks`] see each exit once the handler has
+//! decided: [`ExitHooks::fast_resumed`] after the two fast exits of
+//! [`handle_fast`], [`ExitHooks::slow`] around [`handle_slow`]. The production memories' hooks do nothing; a fuzz
 //! build's record the exit's coverage key (`crate::fuzz::observe`).
+//!
+//! The virtual CPU the handlers work on, with its guest-state helpers, and
+//! [`ExitAction`]/[`ExitError`] are the layer below (`crate::vcpu`), so
+//! that the hypercalls this layer dispatches to share them without
+//! importing it.
+//!
+//! [`ExitHooks`]: crate::vcpu::hooks::ExitHooks
+//! [`ExitHooks::fast_resumed`]: crate::vcpu::hooks::ExitHooks::fast_resumed
+//! [`ExitHooks::slow`]: crate::vcpu::hooks::ExitHooks::slow
 
 // Safe code only above the hardware layers (`hw`, `arch`, `launch`):
 // issue 14, DESIGN.md §6.
 #![forbid(unsafe_code)]
 
 pub mod apic;
-pub mod counters;
 pub mod cpuid;
 pub mod cr;
 pub mod deliver;
@@ -26,8 +33,6 @@ pub mod descriptor;
 pub mod ept_violation;
 pub mod events;
 pub mod fatal;
-pub mod guest;
-pub mod hooks;
 pub mod io;
 pub mod linear_store;
 pub mod msr;
@@ -36,78 +41,23 @@ pub mod msr_table;
 pub mod other;
 pub mod patch_step;
 pub mod pci;
-pub mod platform_ports;
 pub mod port_table;
 pub mod rip;
 pub mod simple;
 pub mod stop;
 pub mod xsetbv;
 
-use okernel_abi::result::Outcome;
-use thiserror::Error;
+// The platform's port rules live with the virtual CPU that holds them;
+// the loader names them by this path.
+pub use crate::vcpu::platform_ports;
 
-pub use self::counters::ExitCounters;
-pub use self::guest::{CrConfig, Vcpu};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
-use crate::vmx::error::VmFail;
+use crate::vcpu::hooks::SlowExit;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::exit_reason::{ExitReason, ExitReasonField};
 use crate::vmx::fields::ReadOnly32;
-
-/// What the run loop does after a handled exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitAction {
-    /// Re-enter the guest.
-    Resume,
-    /// End the run with this outcome (the guest's Exit hypercall).
-    Stop(Outcome),
-}
-
-/// A fatal exit: the run ends with [`Outcome::Fail`] and this message.
-///
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum ExitError {
-    /// a VMREAD or VMWRITE failed
-    #[error("VMCS access failed: {0}")]
-    Vmcs(#[from] VmFail),
-    /// the VM-exit instruction length is outside 1..=15
-    #[error("VM-exit instruction length {0} outside 1..=15")]
-    BadInstructionLength(u32),
-    /// an exit reason the SDM does not define
-    #[error("unknown exit reason {0:#x}")]
-    UnknownReason(u32),
-    /// an exit the chosen controls should never cause
-    #[error("unexpected VM exit: {0}")]
-    Unexpected(&'static str),
-    /// VM entry failed after loading guest state
-    #[error("VM-entry failure: {reason} (qualification {qualification:#x}: {meaning})")]
-    EntryFailure {
-        /// The exit reason's name.
-        reason: &'static str,
-        /// The exit qualification.
-        qualification: u64,
-        /// What the qualification means (SDM §27.8).
-        meaning: &'static str,
-    },
-    /// an EPT paging-structure entry is misconfigured (a monitor bug)
-    #[error("EPT misconfiguration at GPA {0:#x}")]
-    EptMisconfiguration(u64),
-    /// a context had to be stopped on a processor with no inactive
-    /// activity state the guest can enter (see [`stop`])
-    #[error("virtual CPU stopped ({0}) and no inactive activity state is available")]
-    Halted(&'static str),
-    /// the EPT-violation qualification could not be decoded
-    #[error("EPT violation with a malformed qualification: {0}")]
-    MalformedQualification(ept::Error),
-    /// an EPT change failed after the policy checked the frame pool
-    #[error("EPT change failed after the frame check (a monitor bug): {0}")]
-    PolicyEpt(ept::Error),
-    /// a refused write to locked text could not be undone (the page was
-    /// readable when the write was let through: a monitor bug)
-    #[error("could not restore locked text page {0:#x} after a refused patch")]
-    PatchRestore(u64),
-}
 
 /// Handles the exit that just happened: reads the exit reason, counts it,
 /// dispatches it.
@@ -136,21 +86,6 @@ pub enum FastPath {
     Failed(ExitError),
     /// [`handle_slow`] finishes the exit.
     Slow(SlowExit),
-}
-
-/// An exit [`handle_fast`] left to [`handle_slow`], with what it already
-/// read (so that no field is read twice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlowExit {
-    /// Any exit-reason field but VMCALL and CPUID (not counted yet). First:
-    /// its tag 0 costs the fast half no register set up in advance.
-    Other(ExitReasonField),
-    /// A VMCALL (counted) by a caller at this CPL, other than the Null
-    /// call at CPL 0.
-    Vmcall {
-        /// The caller's privilege level.
-        cpl: u8,
-    },
 }
 
 /// The first half of [`handle_exit`], inlined into the run loop: reads the

@@ -21,18 +21,18 @@
 //! handler has validated it, so a guest cannot make the monitor itself
 //! fault on an MSR the processor lacks.
 
-use super::guest::Vcpu;
 use super::msr_table::{self, Write};
-use super::{ExitAction, ExitError, apic, msr_shared};
+use super::{apic, msr_shared};
 use crate::bits::EFER_LMA;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::msrs;
 use crate::msrs::{
     IA32_APIC_BASE, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_KERNEL_GS_BASE, IA32_LSTAR, IA32_STAR,
 };
 use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::capability::feature_control;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Guest32, GuestNatural};

@@ -20,16 +20,15 @@
 //! same value back) with `wrmsr_safe`: the disable is refused and logged,
 //! the restore is a no-op, the memory types stay as they were.
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::msrs::{
     IA32_MISC_ENABLE, IA32_MTRR_DEF_TYPE, IA32_MTRRCAP, IA32_SMM_MONITOR_CTL, IA32_TSC,
     IA32_TSC_ADJUST, IA32_XSS,
 };
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 
 /// The IA32_MISC_ENABLE bits a guest may clear: 22, limit CPUID maxval

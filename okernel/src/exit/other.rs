@@ -26,19 +26,17 @@
 //! entry the monitor made; they arrive with bit 31 set) and EPT
 //! misconfiguration (49: an EPT entry the monitor wrote).
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError, stop};
+use super::stop;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::msrs;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
-use crate::vmx::controls::SecondaryProcBased;
+use crate::vcpu::guest::flush_guest_tlb;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::{Exception, InterruptionInfo};
 use crate::vmx::exit_reason::ExitReason;
-use crate::vmx::fields::{
-    Control16, Control32, Guest32, GuestNatural, ReadOnly32, ReadOnlyNatural,
-};
+use crate::vmx::fields::{Control32, Guest32, GuestNatural, ReadOnly32, ReadOnlyNatural};
 
 /// An audit record of kind `exit` for exit `reason` (its qualification
 /// read), with `action` (possibly replaced by [`stop::stop_context`]).
@@ -220,20 +218,4 @@ fn hlt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             .write(Guest32::ActivityState, stop::ActivityState::Hlt as u32)?;
     }
     Ok(action)
-}
-
-/// Drops the guest's translations the processor would have dropped
-/// (INVLPG, a MOV to CR0/CR4 the monitor performed, SDM Vol. 3A
-/// §4.10.4.1): with VPID they survive VM entry, so INVVPID single context
-/// (SDM Vol. 3C §29.4.3.3); without VPID every VM entry flushes them.
-pub fn flush_guest_tlb<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
-    vcpu: &mut Vcpu<V, C, P, M>,
-) -> Result<(), ExitError> {
-    let secondary = SecondaryProcBased::from_bits_retain(
-        vcpu.vmcs.read(Control32::SecondaryProcessorBasedControls)?,
-    );
-    if secondary.contains(SecondaryProcBased::ENABLE_VPID) {
-        vcpu.cpu.invvpid_single(vcpu.vmcs.read(Control16::Vpid)?)?;
-    }
-    Ok(())
 }

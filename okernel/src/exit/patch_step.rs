@@ -38,17 +38,16 @@
 //! instruction of one virtual CPU: okernel runs one (issue 17 makes this
 //! per-CPU; another CPU must not see the page writable).
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::bits::{RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::patch_sites;
 use crate::hypercall::policy::Env;
 use crate::policy::Policy;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::policy::patch::{MAX_STEP_PAGES, Refusal, Saved, StepMethod, Writer, judge_page};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::controls::PrimaryProcBased;
 use crate::vmx::event::{Exception, InterruptionInfo};
 use crate::vmx::fields::{Control32, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
@@ -145,6 +144,17 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     env.invalidate()?;
     if first {
         arm(&mut env, method, rflags, interruptibility)?;
+    } else if method == StepMethod::TrapFlag {
+        // A second page: the instruction faulted on it with TF set, and
+        // Bochs 2.7 saves the single-step trap of that unfinished
+        // instruction as pending (BS in the pending debug exceptions,
+        // SDM Vol. 3C §25.4.2): VM entry would deliver it before the
+        // instruction runs again, the step would end with nothing
+        // written, and the write would fault on the first page anew — for
+        // ever. The trap belongs after the instruction; TF brings it then.
+        let pending = env.vmcs.read(GuestNatural::PendingDebugExceptions)?;
+        env.vmcs
+            .write(GuestNatural::PendingDebugExceptions, pending & !BS)?;
     }
     Ok(Begun::Opened)
 }

@@ -8,7 +8,7 @@
 //!
 //! | write to 0xCFC–0xCFF | outcome |
 //! |---|---|
-//! | any part of a dword the platform locks (the ACPI PM I/O base: `super::platform_ports`) | dropped + audit `exit` |
+//! | any part of a dword the platform locks (the ACPI PM I/O base: `crate::vcpu::platform_ports`) | dropped + audit `exit` |
 //! | CONFIG_ADDRESS disabled (bit 31 clear), or a register that places no range (type 0: outside 0x10–0x24 and 0x30; a bridge, type 1: outside 0x10–0x14 and 0x38), or another header type | performed |
 //! | a BAR register, as a dword: the sizing pattern (every address bit set), the BAR's own value, an unimplemented BAR (sizes to 0), a memory BAR whose new range touches no RAM and no monitor memory, or an I/O BAR whose new range holds only ports denied to the guest | performed |
 //! | a BAR register, as a dword: a memory BAR over RAM or monitor memory, an I/O BAR over any port the guest reaches or the monitor mediates ([`super::port_table`]), or a 64-bit BAR's upper half other than 0 or the sizing pattern | dropped + audit `exit` |
@@ -19,11 +19,11 @@
 //! ones written, the mask read back, the old value restored, §6.2.5.1).
 //! Without the memory map (no EPT views) every move is refused.
 
-use super::guest::Vcpu;
 use super::io::{PORT_PCI_ADDRESS, PortClass};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vcpu::Vcpu;
+use crate::vcpu::memory::GuestMemory;
 
 /// The first configuration data port.
 pub const PORT_PCI_DATA: u16 = 0xcfc;

@@ -6,11 +6,11 @@
 //!   OUT reach the device without an exit: the fixed legacy devices of
 //!   [`PASSED`] (none of them can write memory) and the ACPI
 //!   fixed-hardware blocks the platform's FADT names
-//!   ([`super::platform_ports::PlatformPorts::passes`]: PM1 event, PM
+//!   ([`crate::vcpu::platform_ports::PlatformPorts::passes`]: PM1 event, PM
 //!   timer, GPE, PM2 control);
 //! * **mediated** — intercepted and performed by the monitor once the
 //!   write is validated: [`super::io::INTERCEPTED`] and the platform's
-//!   sleep and reset rules ([`super::platform_ports`]);
+//!   sleep and reset rules ([`crate::vcpu::platform_ports`]);
 //! * **denied** — everything else: intercepted, an IN reads all ones (a
 //!   floating bus, what an absent device gives), an OUT is dropped, and
 //!   both are audited (`exit` record, I/O instruction, action `skip`).

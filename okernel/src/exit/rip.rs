@@ -4,12 +4,11 @@
 //! 64-bit mode (48 bits, 57 with CR4.LA57), where the guest takes the
 //! #GP(0) its next fetch would raise instead of the monitor stopping.
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::bits::{CR4_LA57, RFLAGS_RF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::error::VmFail;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Field, Guest32, Guest64, GuestNatural, ReadOnly32};

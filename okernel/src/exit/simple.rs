@@ -1,11 +1,10 @@
 //! Exits whose handling is one line: cache flushes, and instructions the
 //! guest may not use (GETSEC, every VMX instruction: invariant 12).
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 
 /// INVD and WBINVD (INVD always exits, SDM Vol. 3C §26.1.2; WBINVD only

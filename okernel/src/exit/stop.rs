@@ -9,7 +9,7 @@
 //!   first registered gate (lowest id) whose linear address still
 //!   translates, through the guest's current page tables, to the page it
 //!   was registered with — the check `SwitchContext` makes — in the gate
-//!   entry state ([`super::guest::GateEntry`]), with RAX = `Refused`,
+//!   entry state ([`crate::vcpu::guest::GateEntry`]), with RAX = `Refused`,
 //!   RDI = the stopped context and RSI = the exit reason. The trusted
 //!   kernel decides what happens to the task (the demo kernel ends its
 //!   request); the host and the other contexts go on. Audited with action
@@ -26,16 +26,15 @@
 
 use okernel_abi::hypercall::Status;
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::bits::{RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::hypercall::policy::Env;
 use crate::msrs;
 use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, AuditRecord};
 use crate::policy::protection::Gate;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Control32, Control64, Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;

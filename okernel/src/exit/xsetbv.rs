@@ -5,12 +5,11 @@
 //! the monitor itself can never fault on it. The monitor is built without
 //! SSE/AVX and does not depend on XCR0.
 
-use super::guest::Vcpu;
-use super::{ExitAction, ExitError};
 use crate::bits::CR4_OSXSAVE;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 use crate::vmx::fields::GuestNatural;
 

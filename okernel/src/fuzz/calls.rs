@@ -18,9 +18,9 @@ use super::baseline::Baseline;
 use super::check::{Finding, Machine, Scope, check};
 use super::inspect::Inspect;
 use super::tracked::{Fuzzed, Tracking};
-use crate::exit::{ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
+use crate::vcpu::{ExitError, Vcpu};
 
 /// At most this many checks in a row are incremental: every
 /// `FULL_CHECK_EVERY`-th check since the last full one is full whatever
@@ -31,7 +31,7 @@ use crate::policy::Policy;
 pub const FULL_CHECK_EVERY: u32 = 64;
 
 /// A call's result: `Ok(RDI)` (`None`: RDI unchanged) or the refusal.
-pub type Reply = crate::exit::hooks::CallReply;
+pub type Reply = crate::vcpu::hooks::CallReply;
 
 /// Whether `number` is one of the fuzz calls.
 pub const fn is_fuzz_call(number: u64) -> bool {

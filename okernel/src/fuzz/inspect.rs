@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use ept::{FrameAllocator, Gpa, PAGE_SIZE, Perms, View};
 
 use crate::hw::phys::PhysMemory;
-use crate::hypercall::memory::{MemoryError, ViewMemory};
+use crate::mem::{MemoryError, ViewMemory};
 use crate::memmap::PhysRange;
 use crate::policy::views::{SharedFrames, Views};
 

@@ -16,11 +16,11 @@
 use okernel_abi::fuzz::AuditMirror;
 
 use super::tracked::Fuzzed;
-use crate::exit::Vcpu;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::page_table::record_bytes;
 use crate::policy::Policy;
 use crate::policy::audit::AuditLog;
+use crate::vcpu::Vcpu;
 
 /// The mirror's bytes for `audit`: `repr(C)`, little-endian.
 pub fn bytes(audit: &AuditLog) -> [u8; size_of::<AuditMirror>()] {

@@ -4,7 +4,7 @@
 //! # The seam
 //!
 //! The production files carry no `cfg` for fuzzing. A fuzz build drives
-//! exactly the production [`crate::exit::Vcpu`], exit handlers and policy
+//! exactly the production [`crate::vcpu::Vcpu`], exit handlers and policy
 //! types; what it adds comes in through three doors, all here:
 //!
 //! - **The memory decorator** [`tracked::Tracked`]: the run's guest
@@ -12,7 +12,7 @@
 //!   types (`launch::run::MonitorMemory`). It keeps the views generation
 //!   and the monitor write log ([`dirty`]) by watching the `Views` and
 //!   `GuestMemory` calls that change a view or write guest RAM.
-//! - **The exit hooks** (`crate::exit::hooks::ExitHooks`): every guest
+//! - **The exit hooks** (`crate::vcpu::hooks::ExitHooks`): every guest
 //!   memory has them, the production ones doing nothing and keeping `()`
 //!   in `Vcpu::hooks`; [`tracked::Tracked`]'s record coverage, answer the
 //!   two fuzz calls and keep a [`FuzzState`] there.
@@ -91,7 +91,7 @@ pub mod tracked;
 #[cfg(feature = "fuzz")]
 pub mod watch;
 
-/// The fuzzing state a [`crate::exit::Vcpu`] carries in a fuzz build.
+/// The fuzzing state a [`crate::vcpu::Vcpu`] carries in a fuzz build.
 #[cfg(feature = "fuzz")]
 #[derive(Debug, Clone)]
 pub struct FuzzState {

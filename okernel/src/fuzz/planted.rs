@@ -18,11 +18,12 @@
 //! | `planted-gate-if` | a switch that resumes at a gate keeps the caller's IF | a self-IPI made pending before `STI; VMCALL` is delivered at the gate |
 //! | `planted-gate-nmi` | a switch that resumes at a gate keeps the caller's NMI blocking (none), as okernel did before NMI blocking at gates | an NMI the gate sends itself before its first IRET is delivered there, not after the IRET |
 
-use crate::exit::guest::Vcpu;
-use crate::exit::{ExitAction, ExitError, SlowExit};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vcpu::guest::Vcpu;
+use crate::vcpu::hooks::SlowExit;
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError};
 
 /// Runs `handle`, with the planted defects of this build around it.
 #[inline(always)]
@@ -204,7 +205,7 @@ mod gate {
             #[cfg(feature = "planted-gate-nmi")]
             {
                 let now = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
-                let nmi = crate::exit::guest::GateEntry::NMI_BLOCKING;
+                let nmi = crate::vcpu::guest::GateEntry::NMI_BLOCKING;
                 vcpu.vmcs.write(
                     Guest32::InterruptibilityState,
                     (now & !nmi) | (self.interruptibility & nmi),

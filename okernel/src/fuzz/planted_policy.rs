@@ -4,8 +4,9 @@
 //! that is off everywhere but those proofs; each is marked DELIBERATE
 //! DEFECT.
 //!
-//! One seam: [`Planted`] is the build's `crate::policy::hooks::PolicyHooks`
-//! (`crate::seam::PolicyDefects`) when one of the features is on, and
+//! One seam: `crate::seam::Planted` is the build's
+//! `crate::policy::hooks::PolicyHooks` (`crate::seam::PolicyDefects`) when
+//! one of the features is on, and
 //! overrides only the hook of that defect; the production policy code
 //! calls the hooks, whose defaults are the rules as written, so it carries
 //! no trace of these defects.
@@ -25,12 +26,10 @@ use crate::policy::hooks::PolicyHooks;
 use crate::policy::protection::Region;
 #[cfg(feature = "planted-pin-ignored")]
 use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE};
+use crate::seam::Planted;
 
 /// The policy rules with this build's planted defect (see the module
-/// docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Planted;
-
+/// docs); the marker is the seam's, which the policy can name.
 impl PolicyHooks for Planted {
     /// DELIBERATE DEFECT for fuzzing only: pinned bits can be cleared.
     #[cfg(feature = "planted-pin-ignored")]

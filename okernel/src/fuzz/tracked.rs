@@ -23,13 +23,15 @@ use ept::{PAGE_SIZE, Perms, Translation};
 use super::FuzzState;
 use super::dirty::Dirty;
 use super::inspect::Inspect;
-use crate::exit::hooks::{CallReply, ExitHooks};
-use crate::exit::{ExitAction, ExitError, SlowExit, Vcpu};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::{GuestMemory, MemoryError};
+use crate::mem::MemoryError;
 use crate::memmap::PhysRange;
 use crate::policy::Policy;
 use crate::policy::views::Views;
+use crate::vcpu::hooks::SlowExit;
+use crate::vcpu::hooks::{CallReply, ExitHooks};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 
 /// The memory a fuzz build runs over: `M` with the write tracking and the
 /// fuzzer's exit hooks (see the module docs).

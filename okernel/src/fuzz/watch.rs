@@ -22,9 +22,9 @@
 use super::check::Finding;
 use super::oracle::too_permissive;
 use super::tracked::{Fuzzed, Tracking};
-use crate::exit::Vcpu;
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
+use crate::vcpu::Vcpu;
 use okernel_abi::fuzz::MonitorVerdict;
 
 /// What the watch knows.

@@ -17,12 +17,12 @@ use okernel_abi::hypercall::Status;
 use okernel_abi::policy::MAX_CONTEXTS;
 
 use super::policy::{CallResult, Env, Reply};
-use crate::exit::ExitError;
 use crate::hw::{Cpu, InveptKind, Vmcs};
 use crate::memmap::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::hooks::PolicyHooks;
+use crate::vcpu::ExitError;
 use crate::vmx::fields::Control64;
 
 fn fatal(e: ept::Error) -> ExitError {
@@ -123,7 +123,7 @@ pub fn destroy<V: Vmcs, C: Cpu>(
 /// context, whose protected pages it would see) resumes at the gate,
 /// whose address must still translate to the page it was registered
 /// with (through its registered CR3, if any), and starts in the state
-/// [`crate::exit::guest::GateEntry`] defines. Refusals and redirects are
+/// [`crate::vcpu::guest::GateEntry`] defines. Refusals and redirects are
 /// audited.
 pub fn switch<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,

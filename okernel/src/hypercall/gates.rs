@@ -1,7 +1,7 @@
 //! RegisterGate (ABI call 25; invariant 9): where a switch to a less
 //! restricted view — and the stop of an untrusted context
 //! ([`crate::exit::stop`]) — resumes the guest, and the state it resumes
-//! in besides [`crate::exit::guest::GateEntry`]'s fixed part: the gate's
+//! in besides [`crate::vcpu::guest::GateEntry`]'s fixed part: the gate's
 //! stack, its page tables and the trusted kernel's CS and SS.
 //!
 //! RegisterGate(linear, stack, cr3), trusted context only:
@@ -38,9 +38,9 @@ use okernel_abi::hypercall::Status;
 use okernel_abi::policy::RegionKind;
 
 use super::policy::{CallResult, Env, Reply};
-use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::protection::{Gate, Segment};
+use crate::vcpu::ExitError;
 use crate::vmx::fields::{Guest16, Guest32, GuestNatural};
 
 /// CR3 bits a registered CR3 may have set besides the root's address:

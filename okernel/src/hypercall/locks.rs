@@ -7,10 +7,10 @@ use okernel_abi::hypercall::Status;
 use okernel_abi::policy::ControlRegister;
 
 use super::policy::{CallResult, Env, Reply};
-use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
 use crate::msrs::{IA32_EFER, IA32_PAT, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP};
 use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE};
+use crate::vcpu::ExitError;
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control32, ControlNatural, Guest32, Guest64, GuestNatural};

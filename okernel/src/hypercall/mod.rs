@@ -5,7 +5,7 @@
 //! exit path runs the CPL check and the Null arm in line
 //! ([`handle_vmcall_fast`]) and the rest out of line
 //! ([`handle_vmcall_at`]). Exit's reason is read from guest memory through
-//! [`memory::GuestMemory`].
+//! [`GuestMemory`].
 //!
 //! Every malformed call gets a status code (invariant 11): a call number
 //! outside the ABI [`Status::UnknownCall`], a bad argument
@@ -19,25 +19,22 @@
 pub mod contexts;
 pub mod gates;
 pub mod locks;
-pub mod memory;
 pub mod page_table;
 pub mod patch_sites;
 pub mod policy;
 pub mod protected_pages;
-pub mod reason;
-pub mod view_memory;
 
 use okernel_abi::ABI_VERSION;
 use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::result::Outcome;
 
-use self::memory::GuestMemory;
-use self::reason::GuestReason;
-use crate::exit::guest::{SS_DPL, cpl_of};
-use crate::exit::{ExitAction, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::vcpu::guest::{SS_DPL, cpl_of};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::reason::GuestReason;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::fields::{Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
 
@@ -121,7 +118,7 @@ fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
 }
 
-/// A call of the memory's exit hooks (`crate::exit::hooks`; only a fuzz
+/// A call of the memory's exit hooks (`crate::vcpu::hooks`; only a fuzz
 /// build has any: `okernel_abi::fuzz`): RDI is its argument; the reply
 /// sets RAX and maybe RDI.
 fn hook_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(

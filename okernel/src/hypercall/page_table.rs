@@ -81,15 +81,15 @@ use okernel_abi::hypercall::Status;
 use okernel_abi::policy::RegionKind;
 
 use super::policy::{CallResult, Env, Reply, memory_status};
-use crate::exit::{ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::memmap::PhysRange;
 use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::guest_paging::{ADDR_MASK, PAGE_SIZE, PRESENT, WRITABLE};
 use crate::policy::protection::Protection;
 use crate::policy::table_walk::{self, Found, is_link};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{ExitError, Vcpu};
 
 const GIB: u64 = 1 << 30;
 

@@ -10,9 +10,9 @@ use okernel_abi::hypercall::Status;
 use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
 
 use super::policy::{CallResult, Env, Reply};
-use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::patch::{MAX_PATCH_ENTRIES, PatchTable, Site, SiteSize, TRAMPOLINE_SIGNATURE};
+use crate::vcpu::ExitError;
 
 /// SetExecuteRule(rule).
 pub fn set_execute_rule<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, rule: u64) -> CallResult {

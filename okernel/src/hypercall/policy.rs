@@ -17,9 +17,8 @@
 use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::policy::{ExecuteRule, RegionKind};
 
-use crate::exit::{CrConfig, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::{GuestMemory, MemoryError};
+use crate::mem::MemoryError;
 use crate::memmap::PhysRange;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
@@ -27,6 +26,8 @@ use crate::policy::hooks::PolicyHooks;
 use crate::policy::protection::{Gate, Protection, Region};
 use crate::policy::views::Views;
 use crate::policy::{Policy, guest_paging};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{CrConfig, ExitError, Vcpu};
 use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::fields::{Control32, Guest64, GuestNatural};
 

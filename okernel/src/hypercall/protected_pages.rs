@@ -20,7 +20,6 @@ use okernel_abi::hypercall::{Call, Status};
 
 use super::contexts::live_context;
 use super::policy::{CallResult, Env, Reply, memory_status};
-use crate::exit::ExitError;
 use crate::hw::{Cpu, Vmcs};
 use crate::memmap::PhysRange;
 use crate::policy::apply::{self, Class};
@@ -28,6 +27,7 @@ use crate::policy::audit::{AuditAction, AuditKind};
 #[cfg(doc)]
 use crate::policy::protection::MAX_PROTECTED_PAGES;
 use crate::policy::protection::{PAGES_PER_CONTEXT, ProtectedPage};
+use crate::vcpu::ExitError;
 
 fn fatal(e: ept::Error) -> ExitError {
     ExitError::PolicyEpt(e)

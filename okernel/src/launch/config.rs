@@ -1,6 +1,6 @@
 //! What the loader hands to [`crate::launch()`].
 
-use crate::exit::platform_ports::PlatformPorts;
+use crate::vcpu::platform_ports::PlatformPorts;
 use okernel_abi::result::Outcome;
 use thiserror::Error;
 
@@ -65,7 +65,7 @@ pub struct LaunchConfig<'a> {
     pub guest: GuestEntry,
     /// The physical memory map: every range the guest may see, with its
     /// kind. Gaps are not mapped. At most
-    /// [`MAX_RAM_RANGES`](crate::hypercall::memory::MAX_RAM_RANGES) RAM
+    /// [`MAX_RAM_RANGES`](crate::mem::MAX_RAM_RANGES) RAM
     /// entries. The monitor reads guest RAM (hypercall arguments) only
     /// below 4 GiB, through the loader's identity map, which must cover
     /// the first 4 GiB (virtual = physical) for the whole run.
@@ -74,7 +74,7 @@ pub struct LaunchConfig<'a> {
     /// the loader image (code, data, its stacks, GDT/IDT/TSS, page tables),
     /// anything else the loader keeps. The frame pool is excluded
     /// automatically and need not be listed. At most
-    /// [`MAX_MONITOR_RANGES`](crate::hypercall::memory::MAX_MONITOR_RANGES).
+    /// [`MAX_MONITOR_RANGES`](crate::mem::MAX_MONITOR_RANGES).
     pub monitor_ranges: &'a [PhysRange],
     /// 4 KiB-aligned physical memory, identity-mapped in the loader's page
     /// tables (virtual = physical), used for nothing else: the monitor

@@ -21,6 +21,7 @@ pub mod frames;
 pub mod host;
 pub mod park;
 mod run;
+pub mod seam;
 pub mod setup;
 
 use core::convert::Infallible;
@@ -36,18 +37,18 @@ use self::frames::{FRAME, FramePool};
 use crate::arch;
 use crate::bits::{CR4_OSXSAVE, CR4_VMXE};
 use crate::check::{self, Capabilities};
-use crate::exit::CrConfig;
 use crate::fmt::FixedString;
 use crate::hw::msr_bitmap_page::MsrBitmapPage;
 use crate::hw::phys::IdentityMap;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::hw::{Cpu, InveptKind, Vmcs};
-use crate::hypercall::memory::{MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
+use crate::mem::{MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
 /// The memory map the loader hands over ([`LaunchConfig`]).
 pub use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 use crate::msrs;
 use crate::policy::Protection;
 use crate::policy::protection::PolicyCaps;
+use crate::vcpu::CrConfig;
 use crate::vmx::controls::{PrimaryProcBased, SecondaryProcBased};
 use crate::vmx::fields::HostNatural;
 

@@ -15,19 +15,21 @@ use okernel_abi::result::Outcome;
 use super::ReportFn;
 use super::ept_view::PoolFrames;
 use crate::arch::run::{RESUME, RESUME_RBX, SLOW};
-use crate::exit::{self, ExitAction, ExitError, FastPath, SlowExit, Vcpu};
+use crate::exit::{self, FastPath};
 use crate::fmt::FixedString;
 use crate::hw::phys::IdentityMap;
 use crate::hw::real::{RealCpu, RealVmcs};
-use crate::hypercall::memory::ViewMemory;
+use crate::mem::ViewMemory;
 use crate::policy::Protection;
+use crate::vcpu::hooks::SlowExit;
+use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::error::VmFail;
 use crate::vmx::regs::GuestRegisters;
 
 /// Guest memory of the run: the base EPT view (whose tables the processor
 /// uses) over the loader's identity map (tracked in a fuzz build:
-/// [`crate::seam::RunMemory`]).
-pub(super) type MonitorMemory = crate::seam::RunMemory<ViewMemory<PoolFrames, IdentityMap>>;
+/// [`super::seam::RunMemory`]).
+pub(super) type MonitorMemory = super::seam::RunMemory<ViewMemory<PoolFrames, IdentityMap>>;
 
 /// The virtual CPU of the run.
 pub(super) type MonitorVcpu = Vcpu<RealVmcs, RealCpu, Protection, MonitorMemory>;

@@ -7,8 +7,8 @@ use crate::bits::{
     CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE,
 };
 use crate::check::Capabilities;
-use crate::exit::CrConfig;
 use crate::hw::Vmcs;
+use crate::vcpu::CrConfig;
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{

@@ -33,7 +33,7 @@ use okernel_abi::policy::{ExecuteRule, RegionKind};
 use super::protection::{Protection, Region};
 use super::views::{FRAMES_PER_PROTECT, Views};
 use crate::hw::{Cpu, InveptKind};
-use crate::hypercall::memory::MAX_RAM_RANGES;
+use crate::mem::MAX_RAM_RANGES;
 use crate::memmap::PhysRange;
 use crate::vmx::error::VmFail;
 

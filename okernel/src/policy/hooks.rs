@@ -8,6 +8,7 @@
 use ept::Perms;
 
 use super::protection::Region;
+use crate::seam::AsWritten;
 
 /// Where a build may change a policy rule (see the module docs). Every
 /// default is the rule as written.
@@ -45,8 +46,6 @@ pub trait PolicyHooks {
     }
 }
 
-/// Every policy rule as written: the production build's [`PolicyHooks`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AsWritten;
-
+/// Every policy rule as written: the production build's [`PolicyHooks`]
+/// (the marker is the seam's, which names no layer above it).
 impl PolicyHooks for AsWritten {}

@@ -21,7 +21,7 @@ use ept::{FrameAllocator, Gpa, Perms, Translation, View};
 use okernel_abi::policy::MAX_CONTEXTS;
 
 use crate::hw::phys::PhysMemory;
-use crate::hypercall::memory::{MemoryError, ViewMemory};
+use crate::mem::{MemoryError, ViewMemory};
 use crate::memmap::PhysRange;
 
 /// The most new tables one `protect` of a contiguous range can need: at

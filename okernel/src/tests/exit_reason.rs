@@ -10,10 +10,11 @@ use okernel_abi::result::Outcome;
 
 use super::*;
 use crate::hw::phys::PhysMemory;
-use crate::hypercall::memory::{GuestMemory, MemoryError, NoGuestMemory, RangeList, ViewMemory};
-use crate::hypercall::reason::{GuestReason, ReasonError};
 use crate::launch::ept_view::build_base_view;
+use crate::mem::{MemoryError, RangeList, ViewMemory};
 use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
+use crate::vcpu::memory::{GuestMemory, NoGuestMemory};
+use crate::vcpu::reason::{GuestReason, ReasonError};
 use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;
 

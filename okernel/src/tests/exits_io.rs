@@ -5,10 +5,10 @@
 use super::policy::{PVcpu, pvcpu};
 use super::*;
 use crate::exit::io::{self, IoQualification};
-use crate::exit::platform_ports::{PlatformPorts, PortBlock};
 use crate::exit::port_table;
 use crate::launch::setup;
 use crate::policy::audit::{AuditAction, AuditKind};
+use crate::vcpu::platform_ports::{PlatformPorts, PortBlock};
 use crate::vmx::controls::PrimaryProcBased;
 use crate::vmx::fields::Control64;
 use crate::vmx::regs::Gpr;
@@ -537,7 +537,7 @@ fn without_the_memory_map_no_bar_moves() {
 /// SLP_TYP 0, SMI_CMD 0xB2; a made-up S4BIOS_REQ 0xF2 and reset register
 /// 0x4F0 with reset value 6.
 fn acpi_vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
-    use crate::exit::platform_ports::PortRule;
+    use crate::vcpu::platform_ports::PortRule;
     let mut v = vcpu();
     v.platform = PlatformPorts::new(&[
         PortRule::SleepControl {

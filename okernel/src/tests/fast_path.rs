@@ -5,7 +5,8 @@
 use okernel_abi::hypercall::{Call, Status};
 
 use super::*;
-use crate::exit::{FastPath, SlowExit, handle_fast};
+use crate::exit::{FastPath, handle_fast};
+use crate::vcpu::hooks::SlowExit;
 use crate::vmx::exit_reason::ExitReasonField;
 use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;

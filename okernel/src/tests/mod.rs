@@ -17,6 +17,7 @@ mod fast_path;
 mod fuzzing;
 mod hypercall;
 mod launch;
+mod layers;
 mod msr_policy;
 mod policy;
 
@@ -25,13 +26,14 @@ use core::ptr::NonNull;
 use ept::{FrameAllocator, PhysFrame};
 
 use crate::check;
-use crate::exit::{CrConfig, ExitAction, ExitError, Vcpu, handle_exit};
+use crate::exit::handle_exit;
 use crate::hw::fake::{FakeCpu, FakeVmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::launch::setup;
 use crate::launch::{DescriptorTable, GuestEntry, GuestMode};
 use crate::msrs;
 use crate::policy::{BasePolicy, Decision, Policy};
+use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::{CrConfig, ExitAction, ExitError, Vcpu};
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Control32, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use crate::vmx::regs::GuestRegisters;

@@ -7,7 +7,7 @@
 /// 5 = RBP, 6 = RSI, 7 = RDI, 8..15 = R8..R15).
 ///
 /// Slot 4 (RSP) is unused: the guest's RSP lives in the VMCS guest-state
-/// area; use [`crate::exit::Vcpu::gpr`] to read any register by
+/// area; use [`crate::vcpu::Vcpu::gpr`] to read any register by
 /// number.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]

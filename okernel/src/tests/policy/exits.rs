@@ -507,7 +507,7 @@ fn a_view_that_led_into_monitor_memory_is_not_read_through() {
     // Every view maps guest RAM to the same host-physical address; were
     // one to lead a RAM page into the monitor's image, the host-physical
     // check of `ViewMemory` refuses the access before `hw::phys` runs.
-    use crate::hypercall::memory::{GuestMemory, MemoryError};
+    use crate::mem::MemoryError;
     let v = vcpu();
     let view = build_base_view(Heap::default(), v.ept, &MAP, &MONITOR, POOL).unwrap();
     let mut memory = ViewMemory::new(view, &MAP, &MONITOR, POOL, SparsePhys::default()).unwrap();

@@ -1,5 +1,5 @@
 //! The state a redirect to a gate starts the guest in (ABI 1.1,
-//! `exit::guest::GateEntry`, `hypercall::gates`): the gate's registered
+//! `vcpu::guest::GateEntry`, `hypercall::gates`): the gate's registered
 //! stack and CR3, the registering kernel's CS and SS, RFLAGS IF, TF, RF,
 //! AC, DF, IOPL and NT clear, DR7 reset, no pending debug exception, no
 //! STI or MOV SS blocking, NMIs blocked until the gate's first IRET, the
@@ -8,8 +8,8 @@
 use okernel_abi::policy::RegionKind;
 
 use super::*;
-use crate::exit::guest::GateEntry;
 use crate::policy::guest_paging::{USER, XD};
+use crate::vcpu::guest::GateEntry;
 use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::fields::{Control32, Guest16, Guest32, Guest64, GuestNatural};
 

@@ -25,8 +25,8 @@ use okernel_abi::hypercall::{Call, Status};
 use super::*;
 use crate::hw::msr_bitmap_page::MsrBitmapPage;
 use crate::hw::phys::PhysMemory;
-use crate::hypercall::memory::ViewMemory;
 use crate::launch::ept_view::build_base_view;
+use crate::mem::ViewMemory;
 use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 use crate::policy::Protection;
 use crate::policy::protection::PolicyCaps;
@@ -106,8 +106,8 @@ impl PhysMemory for SparsePhys {
 }
 
 /// The guest memory of the policy tests: as the run's, tracked in a fuzz
-/// build ([`crate::seam::RunMemory`]).
-pub type Memory = crate::seam::RunMemory<ViewMemory<Heap, SparsePhys>>;
+/// build ([`crate::launch::seam::RunMemory`]).
+pub type Memory = crate::launch::seam::RunMemory<ViewMemory<Heap, SparsePhys>>;
 /// The virtual CPU of the policy tests.
 pub type PVcpu = Vcpu<FakeVmcs, FakeCpu, Protection, Memory>;
 

@@ -1,23 +1,24 @@
 //! [`ViewMemory`]: guest memory through the EPT views (the trusted view
 //! and one per untrusted context, the current one selected), with the
 //! memory map's RAM ranges and the monitor's ranges — the
-//! [`GuestMemory`] of the run, and the policy's [`Views`]
-//! (`policy::views`). The rules a range must pass are in
-//! [`super::memory`].
+//! [`GuestMemory`] of the run (`crate::vcpu::memory`), and the policy's
+//! [`Views`] (`policy::views`). The rules a range must pass are in
+//! [`super`].
 //!
+//! [`GuestMemory`]: crate::vcpu::memory::GuestMemory
 //! [`Views`]: crate::policy::views::Views
 
 use ept::{FrameAllocator, Gpa, PAGE_SIZE, Perms, View};
 use thiserror::Error;
 
-use super::memory::{
-    GuestMemory, MAX_MONITOR_RANGES, MAX_RAM_RANGES, MemoryError, RangeList, VIEW_SLOTS,
-};
+use super::{MAX_MONITOR_RANGES, MAX_RAM_RANGES, MemoryError, RangeList, VIEW_SLOTS};
 use crate::hw::phys::{IDENTITY_MAP_END, PhysMemory};
 use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 
 /// Guest memory through an EPT view, with the memory map's RAM ranges and
 /// the monitor's ranges: the [`GuestMemory`] of the run.
+///
+/// [`GuestMemory`]: crate::vcpu::memory::GuestMemory
 pub struct ViewMemory<A: FrameAllocator, R: PhysMemory> {
     /// Slot 0: the trusted (base) view; slot `n`: untrusted context `n`.
     views: [Option<View<A>>; VIEW_SLOTS],
@@ -172,7 +173,7 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
 
     /// The physical memory reads go to. Writes to guest RAM go through
     /// `Views::write_phys` (which calls [`Self::write_hpa`]) or
-    /// [`GuestMemory::write`], the two paths a fuzz build's tracking
+    /// [`Self::write`] (`GuestMemory::write`), the two paths a fuzz build's tracking
     /// decorator logs (`crate::fuzz::tracked`); writing through this
     /// handle bypasses the log.
     pub fn phys(&self) -> &R {
@@ -274,14 +275,11 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         }
         Ok(())
     }
-}
 
-impl<A: FrameAllocator, R: PhysMemory> crate::exit::hooks::ExitHooks for ViewMemory<A, R> {
-    type State = ();
-}
-
-impl<A: crate::policy::views::SharedFrames, R: PhysMemory> GuestMemory for ViewMemory<A, R> {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    /// Copies `[gpa, gpa + buf.len())` into `buf` if every byte is
+    /// readable under the rules of [`super`]; otherwise copies nothing and
+    /// says why.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let len = buf.len() as u64;
         // Everything is checked before the first byte is copied.
         self.check(gpa, len)?;
@@ -290,25 +288,21 @@ impl<A: crate::policy::views::SharedFrames, R: PhysMemory> GuestMemory for ViewM
         })
     }
 
-    fn check_writable(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+    /// Whether [`Self::write`] of `len` bytes at `gpa` would succeed.
+    pub fn check_writable(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
         self.check(gpa, len)?;
         self.for_each_page(gpa, gpa + len, Perms::RW, |_, _, _| {})
     }
 
-    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    /// Copies `bytes` to `[gpa, gpa + bytes.len())` if every byte is guest
+    /// RAM outside monitor memory that the current view maps *writable*
+    /// (and reachable); otherwise writes nothing and says why.
+    pub fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         let len = bytes.len() as u64;
         // Every page writable before the first byte is written.
         self.check_writable(gpa, len)?;
         self.for_each_page(gpa, gpa + len, Perms::RW, |offset, hpa, piece| {
             self.phys.write(hpa, &bytes[offset..offset + piece]);
         })
-    }
-
-    fn views(&mut self) -> Option<&mut dyn crate::policy::views::Views> {
-        Some(self)
-    }
-
-    fn views_ref(&self) -> Option<&dyn crate::policy::views::Views> {
-        Some(self)
     }
 }

@@ -6,7 +6,8 @@ use core::fmt;
 
 use okernel_abi::hypercall::EXIT_REASON_MAX;
 
-use super::memory::{GuestMemory, MemoryError};
+use super::memory::GuestMemory;
+use crate::mem::MemoryError;
 
 /// The longest reason, in bytes.
 pub const MAX: usize = EXIT_REASON_MAX as usize;

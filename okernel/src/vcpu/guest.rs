@@ -1,23 +1,25 @@
-//! The virtual CPU an exit handler works on, and the guest-state helpers
-//! every handler shares: registers by number, CPL, mode, RIP advance, event
-//! injection.
+//! The virtual CPU an exit handler or hypercall works on, and the
+//! guest-state helpers they share: registers by number, CPL, mode, the
+//! entry at a gate, the guest TLB flush. (The RIP advance and event
+//! injection, a denied write's #GP included, are added by the exit layer:
+//! `crate::exit::rip`, `crate::exit::events`.)
 
+use super::counters::ExitCounters;
+use super::memory::{GuestMemory, NoGuestMemory};
+use super::reason::GuestReason;
 use super::{ExitAction, ExitError};
 use crate::bits::{
     CR0_PE, CR0_PG, CR4_SMXE, CR4_VMXE, EFER_LMA, RFLAGS_AC, RFLAGS_DF, RFLAGS_IF, RFLAGS_IOPL,
     RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
 };
-use crate::exit::counters::ExitCounters;
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::{GuestMemory, NoGuestMemory};
-use crate::hypercall::reason::GuestReason;
 use crate::policy::Policy;
-use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
+use crate::policy::audit::AuditLog;
 use crate::policy::protection::Gate;
 use crate::vmx::capability::FixedBits;
+use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::error::VmFail;
-use crate::vmx::event::Exception;
-use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural};
+use crate::vmx::fields::{Control16, Control32, Guest16, Guest32, Guest64, GuestNatural};
 use crate::vmx::regs::{Gpr, GuestRegisters};
 
 /// The DPL field (bits 6:5) of segment access rights (SDM Vol. 3C
@@ -187,7 +189,7 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     /// The reason the guest gave with its Exit hypercall (empty if none).
     pub guest_reason: GuestReason,
     /// The platform's port rules (ACPI sleep and reset), which
-    /// [`super::io`] applies beside its fixed ports.
+    /// [`crate::exit::io`] applies beside its fixed ports.
     pub platform: super::platform_ports::PlatformPorts,
     /// What the memory's exit hooks keep ([`super::hooks::ExitHooks`]):
     /// nothing (`()`) for the production memories; coverage and the
@@ -299,7 +301,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             self.vmcs.write(GuestNatural::Cr3, g.cr3)?;
             // No MOV to CR3 ran: drop what the caller's tables left in the
             // TLB (with VPID it survives VM entry).
-            super::other::flush_guest_tlb(self)?;
+            flush_guest_tlb(self)?;
         }
         for (seg, selector, base, limit, access) in [
             (
@@ -335,33 +337,20 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
         self.vmcs.write(Guest32::ActivityState, GateEntry::ACTIVE)?;
         Ok(ExitAction::Resume)
     }
+}
 
-    /// Denies a write the policy refuses (a pinned CR bit, a locked MSR,
-    /// a descriptor-table load or store): writes and logs an audit record
-    /// naming what was written (`target`: the CR number, MSR index, exit
-    /// reason or guest-physical address) and injects #GP(0) at the
-    /// instruction (invariant 10).
-    pub fn deny_write(
-        &mut self,
-        kind: AuditKind,
-        target: u64,
-        gva: Option<u64>,
-        value: u64,
-    ) -> Result<ExitAction, ExitError> {
-        let record = AuditRecord {
-            seq: 0,
-            kind,
-            context: self.policy.context(),
-            gpa: target,
-            gva,
-            access: Access::WRITE,
-            allowed: Access::empty(),
-            qualification: value,
-            rip: self.vmcs.read(GuestNatural::Rip)?,
-            cr3: self.vmcs.read(GuestNatural::Cr3)?,
-            action: AuditAction::InjectGp,
-        };
-        self.audit.record(record);
-        self.inject(Exception::GeneralProtection, 0)
+/// Drops the guest's translations the processor would have dropped
+/// (INVLPG, a MOV to CR0/CR4 the monitor performed, SDM Vol. 3A
+/// §4.10.4.1): with VPID they survive VM entry, so INVVPID single context
+/// (SDM Vol. 3C §29.4.3.3); without VPID every VM entry flushes them.
+pub fn flush_guest_tlb<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<(), ExitError> {
+    let secondary = SecondaryProcBased::from_bits_retain(
+        vcpu.vmcs.read(Control32::SecondaryProcessorBasedControls)?,
+    );
+    if secondary.contains(SecondaryProcBased::ENABLE_VPID) {
+        vcpu.cpu.invvpid_single(vcpu.vmcs.read(Control16::Vpid)?)?;
     }
+    Ok(())
 }

@@ -1,5 +1,5 @@
-//! Guest memory as a hypercall may read it: the only way the monitor
-//! dereferences a guest-supplied address.
+//! Guest-physical memory as the monitor may touch it on the guest's
+//! behalf: the only way it dereferences a guest-supplied address.
 //!
 //! A range is readable only if every byte of it
 //!
@@ -17,7 +17,17 @@
 //! Only then is it copied, from the host-physical addresses the view
 //! translates it to (the base view is an identity map).
 //!
+//! A layer of its own, above `hw` and below the policy (issue 14): the
+//! policy's `Views` are implemented over [`ViewMemory`], and the
+//! virtual CPU's `GuestMemory` (`crate::vcpu::memory`) reads through it.
+//!
 //! [`MemoryKind::Ram`]: crate::memmap::MemoryKind::Ram
+
+// Safe code only above the hardware layers (`hw`, `arch`, `launch`):
+// issue 14, DESIGN.md §6.
+#![forbid(unsafe_code)]
+
+pub mod view_memory;
 
 use thiserror::Error;
 
@@ -45,61 +55,6 @@ pub enum MemoryError {
     /// part of the range translates beyond the monitor's identity map
     #[error("{0:#x} is beyond the monitor's identity map")]
     Unreachable(u64),
-}
-
-/// Guest-physical memory, as a hypercall may read it, and the exit hooks
-/// that come with it (`crate::exit::hooks`: none for the memories of
-/// this module).
-pub trait GuestMemory: crate::exit::hooks::ExitHooks {
-    /// Copies `[gpa, gpa + buf.len())` into `buf` if every byte is
-    /// readable under the rules of this module; otherwise copies nothing
-    /// and says why.
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
-
-    /// Copies `bytes` to `[gpa, gpa + bytes.len())` if every byte is
-    /// guest RAM outside monitor memory that the current view maps
-    /// *writable* (and reachable); otherwise writes nothing and says why.
-    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
-        let _ = bytes;
-        Err(MemoryError::NotRam(gpa))
-    }
-
-    /// Whether [`GuestMemory::write`] of `len` bytes at `gpa` would
-    /// succeed.
-    fn check_writable(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
-        let _ = len;
-        Err(MemoryError::NotRam(gpa))
-    }
-
-    /// The EPT views and the memory map, for the protection policy; `None`
-    /// for a memory without views (no policy calls are possible).
-    fn views(&mut self) -> Option<&mut dyn crate::policy::views::Views> {
-        None
-    }
-
-    /// [`GuestMemory::views`], to look only.
-    fn views_ref(&self) -> Option<&dyn crate::policy::views::Views> {
-        None
-    }
-}
-
-/// No guest memory at all: every non-empty read is refused. For virtual
-/// CPUs that never read guest memory (most host tests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NoGuestMemory;
-
-impl crate::exit::hooks::ExitHooks for NoGuestMemory {
-    type State = ();
-}
-
-impl GuestMemory for NoGuestMemory {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        if buf.is_empty() {
-            Ok(())
-        } else {
-            Err(MemoryError::NotRam(gpa))
-        }
-    }
 }
 
 /// A fixed-capacity list of physical ranges.
@@ -151,4 +106,4 @@ pub const MAX_RAM_RANGES: usize = 64;
 /// How many monitor ranges (besides the frame pool) it keeps.
 pub const MAX_MONITOR_RANGES: usize = 8;
 
-pub use super::view_memory::{TooManyRanges, ViewMemory};
+pub use self::view_memory::{TooManyRanges, ViewMemory};

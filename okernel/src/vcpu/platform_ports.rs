@@ -1,5 +1,5 @@
 //! Ports the platform's firmware tables name, which the monitor mediates
-//! beside the fixed ones of [`super::io`]: ACPI sleep and reset.
+//! beside the fixed ones of [`crate::exit::io`]: ACPI sleep and reset.
 //!
 //! A guest that puts the machine to sleep (S2, S3, S4) is resumed by the
 //! firmware at the waking vector in the FACS — memory the guest can write
@@ -10,7 +10,8 @@
 //! possible, sleep does not; SMI_CMD's S4BIOS_REQ (firmware-driven S4,
 //! §5.2.9) and an I/O reset register's reset value (§4.8.3.6) are refused
 //! as the other reset paths are. Refused writes are dropped and audited
-//! by [`super::io::handle`].
+//! by [`crate::exit::io::handle`]. The rules are the virtual CPU's
+//! (`Vcpu::platform`), set by the loader.
 //!
 //! PM1 control is a 16-bit register (ACPI 6.5 §4.8.3.2.1, Table 4.13):
 //! SLP_TYP in bits 12:10 and SLP_EN in bit 13, both in its high byte, so
@@ -89,7 +90,7 @@ impl PortBlock {
 }
 
 /// A platform's port rules and the I/O blocks it passes to the guest
-/// (none: nothing beyond the fixed ports of `super::port_table`).
+/// (none: nothing beyond the fixed ports of `crate::exit::port_table`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlatformPorts {
     rules: [Option<PortRule>; MAX_RULES],
@@ -154,7 +155,7 @@ impl PlatformPorts {
                 PortRule::RefuseByte { port, .. } | PortRule::SmiCommand { port, .. } => {
                     [Some(port), None]
                 }
-                // 0xCFC-0xCFF are intercepted anyway (`super::io`).
+                // 0xCFC-0xCFF are intercepted anyway (`crate::exit::io`).
                 PortRule::PciConfigLocked { .. } => [None, None],
             })
             .flatten()

@@ -11,19 +11,36 @@
 //! memory a run uses is chosen once, where the run's types are named
 //! (`launch::run::MonitorMemory`).
 //!
-//! [`NoGuestMemory`]: crate::hypercall::memory::NoGuestMemory
+//! [`NoGuestMemory`]: super::memory::NoGuestMemory
 
 use okernel_abi::hypercall::Status;
 
 use super::guest::Vcpu;
-use super::{ExitAction, ExitError, SlowExit};
+use super::memory::GuestMemory;
+use super::{ExitAction, ExitError};
 use crate::hw::{Cpu, Vmcs};
-use crate::hypercall::memory::GuestMemory;
 use crate::policy::Policy;
+use crate::vmx::exit_reason::ExitReasonField;
 
 /// A hook call's result: `Ok(RDI)` (`None`: RDI unchanged) or the
 /// refusal, which the dispatcher completes as any call's status.
 pub type CallReply = Result<Option<u64>, Status>;
+
+/// An exit the exit path's fast half (`crate::exit::handle_fast`) left
+/// to its slow half (`crate::exit::handle_slow`), with what it already
+/// read (so that no field is read twice): what [`ExitHooks::slow`] sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowExit {
+    /// Any exit-reason field but VMCALL and CPUID (not counted yet). First:
+    /// its tag 0 costs the fast half no register set up in advance.
+    Other(ExitReasonField),
+    /// A VMCALL (counted) by a caller at this CPL, other than the Null
+    /// call at CPL 0.
+    Vmcall {
+        /// The caller's privilege level.
+        cpl: u8,
+    },
+}
 
 /// What a guest-memory type may add around the exit path (see the module
 /// docs). Every method defaults to nothing added.
