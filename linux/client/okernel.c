@@ -11,21 +11,26 @@
  * policy lives in the monitor: this module only names what to protect.
  *
  * The physical ranges come from the kernel itself, as /proc/iomem shows
- * them ("Kernel code", "Kernel rodata"), and the jump-label table's
- * linear range from /proc/kallsyms (__start___jump_table,
- * __stop___jump_table), passed by /init as parameters:
- *   insmod okernel.ko code=START-END rodata=START-END [jump_table=START-END]
+ * them ("Kernel code", "Kernel rodata"), and the linear ranges of its
+ * patch-site tables from /proc/kallsyms (__start___jump_table,
+ * __stop___jump_table; __start_static_call_sites,
+ * __stop_static_call_sites; __static_call_text_start,
+ * __static_call_text_end), passed by /init as parameters:
+ *   insmod okernel.ko code=START-END rodata=START-END
+ *     [jump_table=START-END] [static_call_sites=START-END]
+ *     [static_call_tramps=START-END]
  * (hex, END exclusive; the physical ones page-aligned). Without okernel
  * (no signature in CPUID leaf 0x40000000) it refuses to load with -ENODEV
  * and touches nothing.
  *
  * Linux executes code outside its text (modules, BPF JIT images) and
- * rewrites its text at run time (jump labels, through text_poke), so the
- * client asks for the execute rule that leaves execute rights outside
- * text to the kernel's page tables, and registers the kernel's own
- * jump-label table: the monitor then lets a write to locked text through
- * only where it leaves registered sites in legal forms
- * (docs/policy.md, "Validated self-patching").
+ * rewrites its text at run time (jump labels and static calls, through
+ * text_poke), so the client asks for the execute rule that leaves execute
+ * rights outside text to the kernel's page tables, and registers the
+ * kernel's own jump-label table, inline static-call sites and static-call
+ * trampolines: the monitor then lets a write to locked text through only
+ * where it leaves registered sites in legal forms (docs/policy.md,
+ * "Validated self-patching").
  *
  * The monitor's audit records are readable as JSON lines in
  * /proc/okernel-audit (the newest 256) and go to the kernel log as they
@@ -60,6 +65,14 @@ static char *jump_table;
 module_param(jump_table, charp, 0400);
 MODULE_PARM_DESC(jump_table,
 		 "the kernel's __jump_table, virtual START-END (hex, from /proc/kallsyms)");
+static char *static_call_sites;
+module_param(static_call_sites, charp, 0400);
+MODULE_PARM_DESC(static_call_sites,
+		 "the kernel's __static_call_sites, virtual START-END (hex, from /proc/kallsyms)");
+static char *static_call_tramps;
+module_param(static_call_tramps, charp, 0400);
+MODULE_PARM_DESC(static_call_tramps,
+		 "the kernel's .static_call.text trampolines, virtual START-END (hex, from /proc/kallsyms)");
 
 /* One hypercall: RAX = call, RDI/RSI/RDX = arguments; RAX out = status,
  * RDI out = value 0 (docs/hypercall-abi.md). */
@@ -131,26 +144,31 @@ static u64 idt_page(void)
 	return slow_virt_to_phys((void *)dt.address) & PAGE_MASK;
 }
 
-/* The jump table: registered after rodata (which holds it) is locked and
- * before text is, or not at all when /init passed none. */
-static int register_jump_table(void)
+/* A table of patch sites in the format `format`, from the parameter
+ * `param` (`range`, or none when /init passed none): the jump table and
+ * the static-call sites table after rodata (which holds them) is locked,
+ * the trampolines (which lie in text) before text is. */
+static int register_sites(const char *param, const char *range, u64 format,
+			  const char *what)
 {
 	u64 start, end, sites = 0;
+	char name[64];
 	int err;
 
-	if (!jump_table) {
-		pr_warn("okernel: no jump_table= given: every write to locked text, static-key flips included, will be denied\n");
+	if (!range) {
+		pr_warn("okernel: no %s= given: every write to locked text that changes %s will be denied\n",
+			param, what);
 		return 0;
 	}
-	if (sscanf(jump_table, "%llx-%llx", &start, &end) != 2 || start >= end) {
-		pr_err("okernel: jump_table=%s is not a START-END range\n",
-		       jump_table);
+	if (sscanf(range, "%llx-%llx", &start, &end) != 2 || start >= end) {
+		pr_err("okernel: %s=%s is not a START-END range\n", param, range);
 		return -EINVAL;
 	}
-	err = step("register jump-label sites", OKERNEL_CALL_REGISTER_PATCH_SITES,
-		   start, end - start, OKERNEL_PATCH_LINUX_JUMP_ENTRY, &sites);
+	snprintf(name, sizeof(name), "register %s", what);
+	err = step(name, OKERNEL_CALL_REGISTER_PATCH_SITES, start, end - start,
+		   format, &sites);
 	if (!err)
-		pr_info("okernel: %llu jump-label sites in locked text\n", sites);
+		pr_info("okernel: %llu %s in locked text\n", sites, what);
 	return err;
 }
 
@@ -291,8 +309,8 @@ static int __init okernel_client_init(void)
 	}
 	idt = idt_page();
 	/* Register everything first, then lock: a refusal leaves nothing
-	 * half-locked (rodata before the jump table it holds, the table
-	 * before text). */
+	 * half-locked (rodata before the patch-site tables it holds, the
+	 * tables and the trampolines before text). */
 	err = register_region("register text", code_start, code_end,
 			      OKERNEL_REGION_TEXT, &text_id) ?:
 	      register_region("register rodata", ro_start, ro_end,
@@ -303,7 +321,14 @@ static int __init okernel_client_init(void)
 		   OKERNEL_CALL_SET_EXECUTE_RULE, OKERNEL_EXECUTE_GUEST_PAGE_TABLES,
 		   0, 0, NULL) ?:
 	      step("lock rodata", OKERNEL_CALL_LOCK_REGION, ro_id, 0, 0, NULL) ?:
-	      register_jump_table() ?:
+	      register_sites("jump_table", jump_table,
+			     OKERNEL_PATCH_LINUX_JUMP_ENTRY, "jump-label sites") ?:
+	      register_sites("static_call_sites", static_call_sites,
+			     OKERNEL_PATCH_LINUX_STATIC_CALL_SITE,
+			     "inline static-call sites") ?:
+	      register_sites("static_call_tramps", static_call_tramps,
+			     OKERNEL_PATCH_LINUX_STATIC_CALL_TRAMPOLINE,
+			     "static-call trampolines") ?:
 	      step("lock text", OKERNEL_CALL_LOCK_REGION, text_id, 0, 0, NULL) ?:
 	      step("lock the IDT page", OKERNEL_CALL_LOCK_REGION, idt_id, 0, 0,
 		   NULL) ?:

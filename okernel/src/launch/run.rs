@@ -43,6 +43,29 @@ pub(super) struct RunState {
     pub(super) report: ReportFn,
     /// What the fast half of exit handling left to the slow half.
     pub(super) pending: Pending,
+    /// The frame right below the host stack, zeroed and never written
+    /// but by an overflow of the stack ([`stack_overflowed`]).
+    pub(super) stack_guard: u64,
+}
+
+/// The bytes at the top of the guard frame that each slow exit checks:
+/// the first an overflowing stack writes.
+const GUARD_CHECKED: usize = 64;
+
+/// Whether the host stack has overflowed into its guard frame: below it
+/// lie the I/O bitmaps, whose bits decide which ports the guest reaches,
+/// so an overflow must end the run before it can matter, not be found
+/// later.
+fn stack_overflowed(guard: u64) -> bool {
+    let top = (guard + 4096) as usize - GUARD_CHECKED;
+    (0..GUARD_CHECKED / 8).any(|i| {
+        let word = core::ptr::with_exposed_provenance::<u64>(top + 8 * i);
+        // SAFETY: `guard` is the pool frame `launch` allocated below the
+        // stack (identity-mapped, the monitor's alone, never mapped for the
+        // guest); the read is inside it and aligned. Volatile: nothing in
+        // the program writes it, so a plain read could be folded to 0.
+        unsafe { word.read_volatile() != 0 }
+    })
 }
 
 /// Work the fast half of exit handling leaves to the slow half.
@@ -120,6 +143,10 @@ unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
 unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
     // SAFETY: as in `okernel_exit_fast`.
     let state = unsafe { &mut *regs.cast::<RunState>() };
+    if stack_overflowed(state.stack_guard) {
+        log::error!("okernel: the host stack overflowed into its guard frame");
+        finish(state, Outcome::Fail, "the monitor's host stack overflowed")
+    }
     let result = match core::mem::replace(&mut state.pending, Pending::Nothing) {
         Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
         Pending::Failed(e) => Err(e),
