@@ -16,6 +16,7 @@ use okernel_abi::result::Outcome;
 /// magic and the physical address of the boot information.
 #[unsafe(no_mangle)]
 extern "C" fn loader_main(magic: u32, info: u32) -> ! {
+    arch::arm_stack_guard();
     okernel_console::set_line_mark(true);
     okernel_console::init_logger("loader", log::LevelFilter::Info);
     arch::tables::init();

@@ -176,7 +176,8 @@ boot_pd:
        writes here first, not the identity map (a 64 KiB stack once
        overflowed into boot_pd while okernel::launch built its run state,
        and the monitor later faulted on memory the map no longer held).
-       Zeroed above and never written: `stack_guard_intact` checks it. */
+       Armed with a pattern by `arm_stack_guard` and never written but
+       by an overflow: `stack_guard_intact` checks it. */
     .global boot_stack_guard
 boot_stack_guard:
     .skip 4096
@@ -189,18 +190,34 @@ boot_stack_top:
 
 unsafe extern "C" {
     /// The page between the boot page tables and the boot stack (above).
-    static boot_stack_guard: [u64; 512];
+    static mut boot_stack_guard: [u64; 512];
 }
 
-/// Whether the boot stack has never overflowed into its guard page (the
-/// page is zeroed at entry and nothing writes it but an overflow).
+/// What every word of the guard page holds once armed (not zero: stack
+/// probes and zeroed locals write zeros).
+const GUARD_PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+
+/// Fills the guard page with [`GUARD_PATTERN`]; the first thing
+/// `loader_main` does, before any deep call.
+pub fn arm_stack_guard() {
+    let guard = (&raw mut boot_stack_guard).cast::<u64>();
+    for i in 0..512 {
+        // SAFETY: `i` < 512: inside the guard page, a 4 KiB array in .bss
+        // defined in the global_asm above, used as nothing else; one
+        // processor runs on the boot stack.
+        unsafe { guard.add(i).write_volatile(GUARD_PATTERN) };
+    }
+}
+
+/// Whether the boot stack has never overflowed into its guard page
+/// (armed by [`arm_stack_guard`]; nothing writes it but an overflow).
+/// Every word is checked: a frame larger than a page touches the guard
+/// anywhere.
 pub fn stack_guard_intact() -> bool {
     let guard = (&raw const boot_stack_guard).cast::<u64>();
     (0..512).all(|i| {
-        // SAFETY: `i` < 512: inside the guard page, a 4 KiB array in .bss
-        // defined in the global_asm above and zeroed at entry; nothing
-        // races with the read (one processor runs on the boot stack), and
-        // a volatile read keeps it from being folded into "always zero".
-        unsafe { guard.add(i).read_volatile() == 0 }
+        // SAFETY: as in `arm_stack_guard`; a volatile read keeps the
+        // check from being folded away.
+        unsafe { guard.add(i).read_volatile() == GUARD_PATTERN }
     })
 }

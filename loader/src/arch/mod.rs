@@ -8,7 +8,7 @@ mod exceptions;
 pub mod protected32;
 pub mod tables;
 
-pub use entry::stack_guard_intact;
+pub use entry::{arm_stack_guard, stack_guard_intact};
 
 /// The time-stamp counter (in Bochs with `clock: sync=none`: emulated
 /// instructions), for the boot-cost lines on the console.

@@ -268,7 +268,12 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         let mut now = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
         let mut table = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
         let prot = &*env.prot;
-        let text = |gpa: u64| prot.in_text(gpa, false);
+        // Where a static call may go: locked text, but not inside a patch
+        // site (whose bytes a write primitive chooses: a review's bypass).
+        let text = |gpa: u64| {
+            let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
+            prot.in_text(gpa, false) && !prot.patch.inside_a_site(gpa, &mut read)
+        };
         let patch = &prot.patch;
         match judge_page(
             patch,

@@ -572,6 +572,22 @@ impl PatchSites {
         self.index.count != 0 || self.index.overflow
     }
 
+    /// Whether guest-physical `gpa` lies inside a guarded site, after its
+    /// first byte: where a write may put bytes of the writer's choosing
+    /// (a static call's `cc` and any tail, a `rel32`), so no static call
+    /// may branch there (`docs/policy.md`). From the index when it holds
+    /// the page, else by a walk.
+    pub fn inside_a_site(&self, gpa: u64, read: &mut dyn FnMut(u64, &mut [u8]) -> bool) -> bool {
+        self.for_each_site_on(gpa & !0xfff, read, &mut |s| {
+            if gpa > s.gpa && gpa < s.gpa.saturating_add(s.size.bytes()) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .is_break()
+    }
+
     /// Calls `f` with every guarded site that has a byte on page `page`:
     /// from the index when it holds the page, else by a walk.
     fn for_each_site_on(

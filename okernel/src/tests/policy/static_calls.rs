@@ -374,3 +374,39 @@ fn judge_many_sites(n: u64) {
         assert_eq!(judged, verdict, "{n} sites, a call to {target:#x}");
     }
 }
+
+/// A review's bypass: a static call into the bytes of another site, which
+/// a write primitive chooses — the tail of a site left at `cc`
+/// (`ff e7`: `jmp *%rdi`), or the `rel32` of a legal jump — would run
+/// them and branch out of text. Refused: no static call goes inside a
+/// site (after its first byte).
+#[test]
+fn a_static_call_into_another_sites_bytes_is_refused() {
+    for caps in METHODS {
+        let mut v = locked(caps);
+        // The tail site left in the transitional form with a gadget tail.
+        assert_eq!(write(&mut v, TAIL_SITE, &[0xcc]), Ok(ExitAction::Resume));
+        for (k, b) in [0xffu8, 0xe7, 0x90, 0x90].iter().enumerate() {
+            assert_eq!(
+                write(&mut v, TAIL_SITE + 1 + k as u64, &[*b]),
+                Ok(ExitAction::Resume)
+            );
+        }
+        let res = poke(&mut v, CALL_SITE, call5(CALL_SITE, TAIL_SITE + 1));
+        assert_refused(&v, res, CALL_SITE, 1);
+        v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+        // A trampoline's legal jump whose rel32 is the gadget.
+        let gadget = jump5(TRAMPS, TEXT + 0x1804);
+        assert_eq!(gadget[1..3], [0xff, 0xe7], "rel32 -6145: ff e7 ff ff");
+        assert_eq!(write(&mut v, TRAMPS, &gadget), Ok(ExitAction::Resume));
+        let res = write(&mut v, CALL_SITE, &call5(CALL_SITE, TRAMPS + 1));
+        assert_refused(&v, res, CALL_SITE, 2);
+        // Another site's first byte stays a legal target (a function may
+        // begin with a patch site); the sites' forms are legal there.
+        v.vmcs.set(Control32::EntryInterruptionInfo, 0);
+        assert_eq!(
+            write(&mut v, CALL_SITE, &call5(CALL_SITE, TRAMPS + 8)),
+            Ok(ExitAction::Resume)
+        );
+    }
+}
