@@ -272,7 +272,8 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         // site (whose bytes a write primitive chooses: a review's bypass).
         let text = |gpa: u64| {
             let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
-            prot.in_text(gpa, false) && !prot.patch.inside_a_site(gpa, &mut read)
+            prot.locked_region_at(gpa, RegionKind::Text).is_some()
+                && !prot.patch.inside_a_site(gpa, &mut read)
         };
         let patch = &prot.patch;
         match judge_page(

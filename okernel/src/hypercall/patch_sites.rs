@@ -78,7 +78,8 @@ pub fn register<V: Vmcs, C: Cpu>(
     // Trampolines: the table is the trampolines, in registered text
     // (not locked yet: no text is, see above), which the lock then fixes.
     let in_place = if format == PatchFormat::LinuxStaticCallTrampoline {
-        env.prot.in_text(gpa, true) && env.prot.in_text(gpa + len - 1, true)
+        let text = |a| env.prot.region_at(a, RegionKind::Text).is_some();
+        text(gpa) && text(gpa + len - 1)
     } else {
         env.prot.locked_regions().any(|r| {
             matches!(r.kind, RegionKind::Rodata | RegionKind::RoAfterInit)
@@ -160,10 +161,7 @@ fn entry_size<V: Vmcs, C: Cpu>(
     // whether its last byte lies in text too) comes from its bytes.
     let Some(text) = env
         .prot
-        .regions
-        .iter()
-        .flatten()
-        .find(|r| r.kind == RegionKind::Text && r.range.contains(site_gpa))
+        .region_at(site_gpa, RegionKind::Text)
         .map(|r| r.range)
     else {
         return Ok(SiteSize::Unguarded);
@@ -172,7 +170,7 @@ fn entry_size<V: Vmcs, C: Cpu>(
     if env.views.read_phys(site_gpa, &mut bytes).is_err() {
         return Err(Status::InvalidArgument);
     }
-    let in_text = |gpa: u64| env.prot.in_text(gpa, true);
+    let in_text = |gpa: u64| env.prot.region_at(gpa, RegionKind::Text).is_some();
     match Site::size_of(site, site_gpa, form, &bytes, &in_text) {
         Some(s) if text.contains(site_gpa + s.bytes() - 1) => Ok(s),
         // Half in text: not guarded, so a write to it is denied.

@@ -184,14 +184,6 @@ impl Protection {
         self.locked_regions().any(|r| r.kind == RegionKind::Text)
     }
 
-    /// Whether guest-physical address `gpa` lies in a text region that is
-    /// locked, or with `registered` in any registered one.
-    pub fn in_text(&self, gpa: u64, registered: bool) -> bool {
-        self.regions.iter().flatten().any(|r| {
-            r.kind == RegionKind::Text && (registered || r.locked) && r.range.contains(gpa)
-        })
-    }
-
     /// The locked regions.
     pub fn locked_regions(&self) -> impl Iterator<Item = &Region> + '_ {
         self.regions.iter().flatten().filter(|r| r.locked)
@@ -250,6 +242,15 @@ impl Protection {
     /// The locked region of kind `kind` containing `gpa`.
     pub fn locked_region_at(&self, gpa: u64, kind: RegionKind) -> Option<&Region> {
         self.locked_regions()
+            .find(|r| r.kind == kind && r.range.contains(gpa))
+    }
+
+    /// The registered region of `kind` (locked or not) holding
+    /// guest-physical address `gpa`.
+    pub fn region_at(&self, gpa: u64, kind: RegionKind) -> Option<&Region> {
+        self.regions
+            .iter()
+            .flatten()
             .find(|r| r.kind == kind && r.range.contains(gpa))
     }
 
