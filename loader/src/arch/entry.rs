@@ -193,31 +193,18 @@ unsafe extern "C" {
     static mut boot_stack_guard: [u64; 512];
 }
 
-/// What every word of the guard page holds once armed (not zero: stack
-/// probes and zeroed locals write zeros).
-const GUARD_PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
-
-/// Fills the guard page with [`GUARD_PATTERN`]; the first thing
+/// Arms the guard page ([`okernel::hw::guard`]); the first thing
 /// `loader_main` does, before any deep call.
 pub fn arm_stack_guard() {
-    let guard = (&raw mut boot_stack_guard).cast::<u64>();
-    for i in 0..512 {
-        // SAFETY: `i` < 512: inside the guard page, a 4 KiB array in .bss
-        // defined in the global_asm above, used as nothing else; one
-        // processor runs on the boot stack.
-        unsafe { guard.add(i).write_volatile(GUARD_PATTERN) };
-    }
+    // SAFETY: the guard page, a 4 KiB page-aligned array in .bss defined in
+    // the global_asm above and used as nothing else; one processor runs
+    // on the boot stack.
+    unsafe { okernel::hw::guard::arm((&raw mut boot_stack_guard).cast()) }
 }
 
 /// Whether the boot stack has never overflowed into its guard page
-/// (armed by [`arm_stack_guard`]; nothing writes it but an overflow).
-/// Every word is checked: a frame larger than a page touches the guard
-/// anywhere.
+/// (armed by [`arm_stack_guard`]).
 pub fn stack_guard_intact() -> bool {
-    let guard = (&raw const boot_stack_guard).cast::<u64>();
-    (0..512).all(|i| {
-        // SAFETY: as in `arm_stack_guard`; a volatile read keeps the
-        // check from being folded away.
-        unsafe { guard.add(i).read_volatile() == GUARD_PATTERN }
-    })
+    // SAFETY: as in `arm_stack_guard`, and armed there.
+    unsafe { okernel::hw::guard::intact((&raw const boot_stack_guard).cast()) }
 }

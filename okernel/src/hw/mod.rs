@@ -5,6 +5,7 @@
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod guard;
 pub mod msr_bitmap_page;
 pub mod phys;
 pub mod real;

@@ -186,9 +186,9 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         .allocate_contiguous(HOST_STACK_BYTES / FRAME + 1)
         .ok_or(LaunchError::OutOfFrames("host stack"))?;
     let stack = stack_guard + FRAME;
-    // SAFETY: the lowest frame of a fresh pool allocation, the monitor's
-    // alone, used as nothing but the guard.
-    unsafe { run::arm_guard(stack_guard) };
+    // SAFETY: the lowest frame of a fresh pool allocation (identity-mapped,
+    // aligned), the monitor's alone, used as nothing but the guard.
+    unsafe { crate::hw::guard::arm(core::ptr::with_exposed_provenance_mut(stack_guard as usize)) };
     for region in [vmxon_region, vmcs_region] {
         // SAFETY: a fresh, zeroed, identity-mapped pool frame; the first
         // dword is the revision identifier (SDM §25.2, §25.11.5).

@@ -43,43 +43,21 @@ pub(super) struct RunState {
     pub(super) report: ReportFn,
     /// What the fast half of exit handling left to the slow half.
     pub(super) pending: Pending,
-    /// The frame right below the host stack, filled with
-    /// [`GUARD_PATTERN`] and never written but by an overflow of the
-    /// stack ([`stack_overflowed`]).
+    /// The frame right below the host stack, an armed guard
+    /// ([`crate::hw::guard`]) checked by [`stack_overflowed`].
     pub(super) stack_guard: u64,
 }
 
-/// What every word of the guard frame holds until an overflow writes it
-/// (not zero: stack probes and zeroed locals write zeros).
-pub(super) const GUARD_PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
-
-/// Fills the guard frame with [`GUARD_PATTERN`].
-///
-/// # Safety
-/// `guard` is a pool frame of the monitor's alone (identity-mapped, never
-/// mapped for the guest), unused but as the guard.
-pub(super) unsafe fn arm_guard(guard: u64) {
-    for i in 0..512 {
-        let word = core::ptr::with_exposed_provenance_mut::<u64>(guard as usize + 8 * i);
-        // SAFETY: inside the caller's frame, aligned.
-        unsafe { word.write_volatile(GUARD_PATTERN) };
-    }
-}
-
-/// Whether the host stack has overflowed into its guard frame: below it
-/// lie the I/O bitmaps, whose bits decide which ports the guest reaches,
-/// so an overflow must end the run before it can matter, not be found
-/// later. Every word is checked: a frame larger than a page touches the
-/// guard anywhere, not only at its top.
+/// Whether the host stack has overflowed into its guard frame
+/// ([`crate::hw::guard`]): below it lie the I/O bitmaps, whose bits decide
+/// which ports the guest reaches, so an overflow must end the run before
+/// it can matter, not be found later.
 fn stack_overflowed(guard: u64) -> bool {
-    (0..512).any(|i| {
-        let word = core::ptr::with_exposed_provenance::<u64>(guard as usize + 8 * i);
-        // SAFETY: `guard` is the pool frame `launch` allocated below the
-        // stack and armed (identity-mapped, the monitor's alone, never
-        // mapped for the guest); the read is inside it and aligned.
-        // Volatile: nothing in the program writes it after arming.
-        unsafe { word.read_volatile() != GUARD_PATTERN }
-    })
+    let page = core::ptr::with_exposed_provenance::<u64>(guard as usize);
+    // SAFETY: `guard` is the pool frame `launch` allocated below the stack
+    // and armed (identity-mapped, the monitor's alone, never mapped for
+    // the guest).
+    !unsafe { crate::hw::guard::intact(page) }
 }
 
 /// Work the fast half of exit handling leaves to the slow half.
