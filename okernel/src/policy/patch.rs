@@ -486,7 +486,9 @@ impl PatchSites {
     /// Records the size of entry `index`. Indices at or above
     /// [`Self::entries`] are scratch until a table claims them.
     pub fn set_size(&mut self, index: u32, size: SiteSize) {
-        self.index = PageSites::default();
+        // Forget the indexed page (its other fields are read only while
+        // it matches): registering writes every entry's size.
+        self.index.page = None;
         let i = index as usize;
         if let Some(w) = self.sizes.get_mut(i / 32) {
             let shift = 2 * (i % 32);
