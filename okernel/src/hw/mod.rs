@@ -1,7 +1,8 @@
 //! The hardware-access traits: everything above [`crate::arch`] reaches the
-//! CPU and the current VMCS through [`Vmcs`] and [`Cpu`], so every exit
-//! handler and the capability checks run on the host against `fake`
-//! implementations, and on the machine against [`real`] ones.
+//! CPU and the current VMCS through [`Vmcs`] and [`Cpu`] (and VMX bring-up
+//! through [`VmxRoot`]), so every exit handler, the capability checks and
+//! the launch sequence run on the host against `fake` implementations, and
+//! on the machine against [`real`] ones.
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -9,6 +10,8 @@ pub mod guard;
 pub mod msr_bitmap_page;
 pub mod phys;
 pub mod real;
+#[cfg(any(test, feature = "fake"))]
+pub mod recorder;
 
 pub use crate::arch::cpu::CpuidResult;
 use crate::vmx::error::VmFail;
@@ -91,4 +94,49 @@ pub trait Cpu {
     /// OUT of the low `size` bytes (1, 2 or 4) of `value` to `port`, a
     /// guest write [`crate::exit::io`] validated.
     fn port_out(&mut self, port: u16, size: u8, value: u32);
+}
+
+/// A VMXON region or a VMCS region: the operand of VMXON, VMCLEAR and
+/// VMPTRLD (SDM Vol. 3C §25.2, §25.11.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmxRegion(u64);
+
+impl VmxRegion {
+    /// The region at physical address `phys`.
+    ///
+    /// # Safety
+    /// `phys` is a 4 KiB-aligned, zeroed frame (at least the region size of
+    /// IA32_VMX_BASIC) whose first dword holds the VMCS revision
+    /// identifier, which belongs to the monitor alone for the rest of the
+    /// run: never mapped for the guest, and not accessed by Rust code once
+    /// the processor may use it.
+    pub const unsafe fn new(phys: u64) -> Self {
+        Self(phys)
+    }
+
+    /// The physical address.
+    pub const fn addr(self) -> u64 {
+        self.0
+    }
+}
+
+/// Entering VMX root operation and making a VMCS current: the processor's
+/// part of VMX bring-up (SDM Vol. 3C §24.7 "Enabling and Entering VMX
+/// Operation", §25.11.3; the instructions in §31.3).
+///
+/// Methods are safe for the reason [`Cpu`]'s are: the operands are
+/// [`VmxRegion`]s, whose constructor's contract makes them the monitor's,
+/// and callers execute VMXON only with CR0/CR4 satisfying the VMX fixed
+/// bits and CR4.VMXE set, VMCLEAR and VMPTRLD only after it.
+pub trait VmxRoot: Cpu {
+    /// The handle to the VMCS [`VmxRoot::vmptrld`] makes current.
+    type Vmcs: Vmcs;
+    /// VMXON: enters VMX root operation with `region` as the VMXON region.
+    fn vmxon(&mut self, region: VmxRegion) -> Result<(), VmFail>;
+    /// VMCLEAR: makes the VMCS at `vmcs` clear and inactive.
+    fn vmclear(&mut self, vmcs: VmxRegion) -> Result<(), VmFail>;
+    /// VMPTRLD: makes the VMCS at `vmcs` current; returns the handle
+    /// through which it is read and written (so no VMREAD or VMWRITE can
+    /// come before it).
+    fn vmptrld(&mut self, vmcs: VmxRegion) -> Result<Self::Vmcs, VmFail>;
 }

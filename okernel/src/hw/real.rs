@@ -1,9 +1,9 @@
-//! The hardware implementations of [`Vmcs`] and [`Cpu`] over
+//! The hardware implementations of [`Vmcs`], [`Cpu`] and [`VmxRoot`] over
 //! [`crate::arch`].
 
 use core::cell::Cell;
 
-use super::{Cpu, CpuidResult, InveptKind, Vmcs};
+use super::{Cpu, CpuidResult, InveptKind, Vmcs, VmxRegion, VmxRoot};
 use crate::arch;
 use crate::vmx::error::VmFail;
 
@@ -61,9 +61,10 @@ impl RealCpu {
     ///
     /// # Safety
     /// The caller runs at CPL0 on the bare machine (the monitor), and uses
-    /// the handle only as [`Cpu`] documents: MSRs known to exist, values
-    /// validated, CR writes that only adjust VMX bits, INVEPT only after
-    /// VMXON.
+    /// the handle only as [`Cpu`] and [`VmxRoot`] document: MSRs known to
+    /// exist, values validated, CR writes that only adjust VMX bits, VMXON
+    /// only with CR0/CR4 satisfying the VMX fixed bits and CR4.VMXE set,
+    /// VMCLEAR, VMPTRLD and INVEPT only after VMXON.
     pub unsafe fn new() -> Self {
         Self { _private: () }
     }
@@ -154,5 +155,32 @@ impl Cpu for RealCpu {
         // SAFETY: `RealCpu::new`'s contract: CPL0; `exit::io` writes only
         // guest writes it validated (no reset, no A20 change).
         unsafe { arch::port::port_out(port, size, value) }
+    }
+}
+
+impl VmxRoot for RealCpu {
+    type Vmcs = RealVmcs;
+
+    fn vmxon(&mut self, region: VmxRegion) -> Result<(), VmFail> {
+        // SAFETY: `RealCpu::new`'s contract: CR0/CR4 satisfy the fixed bits
+        // with VMXE set; `VmxRegion::new`'s: a zeroed, aligned frame with
+        // the revision identifier, the monitor's alone.
+        unsafe { arch::vmx::vmxon(region.addr()) }
+    }
+
+    fn vmclear(&mut self, vmcs: VmxRegion) -> Result<(), VmFail> {
+        // SAFETY: `RealCpu::new`'s contract: after VMXON; `VmxRegion::new`'s:
+        // a monitor-owned region no Rust code accesses.
+        unsafe { arch::vmx::vmclear(vmcs.addr()) }
+    }
+
+    fn vmptrld(&mut self, vmcs: VmxRegion) -> Result<RealVmcs, VmFail> {
+        // SAFETY: as in `vmclear`; the region carries the revision
+        // identifier (`VmxRegion::new`).
+        unsafe { arch::vmx::vmptrld(vmcs.addr()) }?;
+        // SAFETY: VMPTRLD just succeeded: VMX root operation with this
+        // region as the current VMCS; only the monitor writes it, and it
+        // never makes another VMCS current.
+        Ok(unsafe { RealVmcs::current() })
     }
 }

@@ -123,9 +123,54 @@ pub enum LaunchError {
     /// a VMX instruction failed during bring-up
     #[error("{op} failed: {err}")]
     Vmx {
-        /// The instruction.
-        op: &'static str,
+        /// The step of bring-up.
+        op: VmxStep,
         /// How it failed.
         err: VmFail,
     },
+}
+
+/// The step of VMX bring-up whose instruction failed
+/// ([`LaunchError::Vmx`]); its name is the instruction (and, for VMWRITE,
+/// the part of the VMCS being written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmxStep {
+    /// VMXON.
+    Vmxon,
+    /// VMCLEAR of the VMCS.
+    Vmclear,
+    /// VMPTRLD of the VMCS.
+    Vmptrld,
+    /// INVEPT of the base view.
+    Invept,
+    /// VMWRITE of the host-state area.
+    HostState,
+    /// VMWRITE of the execution, exit and entry controls.
+    Controls,
+    /// VMWRITE of the guest-state area.
+    GuestState,
+    /// VMWRITE of HOST_RSP (the run state on the host stack).
+    HostRsp,
+}
+
+impl VmxStep {
+    /// The step's name, as the error message gives it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            VmxStep::Vmxon => "VMXON",
+            VmxStep::Vmclear => "VMCLEAR",
+            VmxStep::Vmptrld => "VMPTRLD",
+            VmxStep::Invept => "INVEPT",
+            VmxStep::HostState => "VMWRITE (host state)",
+            VmxStep::Controls => "VMWRITE (controls)",
+            VmxStep::GuestState => "VMWRITE (guest state)",
+            VmxStep::HostRsp => "VMWRITE (HOST_RSP)",
+        }
+    }
+}
+
+impl core::fmt::Display for VmxStep {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }

@@ -1,17 +1,49 @@
 //! Reading the host state from the CPU at launch (the loader's GDT, IDT,
 //! TSS, CR3, segment selectors), rather than assuming the loader's layout.
+//! Split in two: [`read_host_tables`] reads what [`Cpu`] does not reach
+//! (the selectors, the descriptor tables, the TSS descriptor in the GDT);
+//! [`host_state`] adds the control registers and MSRs through [`Cpu`], so
+//! bring-up reads them in its own order (after CR4.VMXE is set).
 
 use super::setup::{HostState, tss_base};
 use crate::arch;
 use crate::hw::Cpu;
 use crate::msrs;
 
-/// Reads the host state VM exits must restore. `rip` is the exit stub.
+/// The host state [`Cpu`] does not read: selectors, descriptor-table
+/// bases, the TSS base and the VM-exit entry stub.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTables {
+    /// CS selector.
+    pub cs: u16,
+    /// SS selector.
+    pub ss: u16,
+    /// DS selector.
+    pub ds: u16,
+    /// ES selector.
+    pub es: u16,
+    /// FS selector.
+    pub fs: u16,
+    /// GS selector.
+    pub gs: u16,
+    /// TR selector.
+    pub tr: u16,
+    /// TSS base (from the TR descriptor in the GDT; 0 without one).
+    pub tr_base: u64,
+    /// GDTR base.
+    pub gdtr_base: u64,
+    /// IDTR base.
+    pub idtr_base: u64,
+    /// HOST_RIP: the VM-exit entry stub.
+    pub rip: u64,
+}
+
+/// Reads the selectors, GDTR, IDTR and the TSS base of this processor.
 ///
 /// # Safety
 /// The GDT that GDTR points at must be mapped and readable (it is: the
 /// loader's own tables, identity-mapped in its page tables).
-pub unsafe fn read_host_state(cpu: &impl Cpu) -> HostState {
+pub unsafe fn read_host_tables() -> HostTables {
     let sel = arch::descriptors::selectors();
     let gdtr = arch::descriptors::sgdt();
     let idtr = arch::descriptors::sidt();
@@ -30,10 +62,7 @@ pub unsafe fn read_host_state(cpu: &impl Cpu) -> HostState {
         // instruction error 8), which is reported, not hidden.
         0
     };
-    HostState {
-        cr0: cpu.read_cr0(),
-        cr3: cpu.read_cr3(),
-        cr4: cpu.read_cr4(),
+    HostTables {
         cs: sel.cs,
         ss: sel.ss,
         ds: sel.ds,
@@ -41,16 +70,37 @@ pub unsafe fn read_host_state(cpu: &impl Cpu) -> HostState {
         fs: sel.fs,
         gs: sel.gs,
         tr: sel.tr,
-        fs_base: cpu.read_msr(msrs::IA32_FS_BASE),
-        gs_base: cpu.read_msr(msrs::IA32_GS_BASE),
         tr_base,
         gdtr_base: gdt_base,
         idtr_base: idtr.base,
+        rip: arch::run::vm_exit_entry(),
+    }
+}
+
+/// The host state VM exits must restore: `tables` with the control
+/// registers and MSRs as `cpu` reads them now.
+pub fn host_state(cpu: &impl Cpu, tables: &HostTables) -> HostState {
+    HostState {
+        cr0: cpu.read_cr0(),
+        cr3: cpu.read_cr3(),
+        cr4: cpu.read_cr4(),
+        cs: tables.cs,
+        ss: tables.ss,
+        ds: tables.ds,
+        es: tables.es,
+        fs: tables.fs,
+        gs: tables.gs,
+        tr: tables.tr,
+        fs_base: cpu.read_msr(msrs::IA32_FS_BASE),
+        gs_base: cpu.read_msr(msrs::IA32_GS_BASE),
+        tr_base: tables.tr_base,
+        gdtr_base: tables.gdtr_base,
+        idtr_base: tables.idtr_base,
         sysenter_cs: cpu.read_msr(msrs::IA32_SYSENTER_CS) as u32,
         sysenter_esp: cpu.read_msr(msrs::IA32_SYSENTER_ESP),
         sysenter_eip: cpu.read_msr(msrs::IA32_SYSENTER_EIP),
         efer: cpu.read_msr(msrs::IA32_EFER),
         pat: cpu.read_msr(msrs::IA32_PAT),
-        rip: arch::run::vm_exit_entry(),
+        rip: tables.rip,
     }
 }

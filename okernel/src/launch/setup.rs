@@ -41,7 +41,7 @@ pub fn io_bitmaps() -> (u64, u64) {
 pub const GUEST_VPID: u16 = 1;
 
 /// The host state VM exits load: read from the CPU at launch
-/// ([`super::host::read_host_state`]), not assumed.
+/// ([`super::host::host_state`]), not assumed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostState {
     /// CR0.

@@ -17,6 +17,7 @@ mod fast_path;
 mod fuzzing;
 mod hypercall;
 mod launch;
+mod launch_bringup;
 mod layers;
 mod msr_policy;
 mod policy;
