@@ -10,7 +10,6 @@
 use crate::arch::instr::{self, MARKER};
 use crate::arch::traps::probe;
 use core::hint::black_box;
-use okernel_abi::hypercall::Call;
 use okernel_abi::result::BENCH_PREFIX;
 use okernel_console::println;
 
@@ -55,7 +54,7 @@ pub fn run(monitor: u64) {
     );
 
     let t = time(ITERATIONS, &mut || {
-        black_box(instr::hypercall(Call::Null, [0; 4]));
+        black_box(instr::null_hypercall());
     });
     report(
         "null-hypercall",

@@ -81,10 +81,20 @@ unsafe extern "C" {
 #[unsafe(no_mangle)]
 extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
+    // What overflowed, if a stack did: the monitor's host stack faults in
+    // its not-present guard page (CR2 there); the loader's boot stack
+    // leaves its pattern guard written.
+    let remark = if let Some(words) = okernel::hw::guard::overflow_at(cr2) {
+        words
+    } else if super::entry::stack_guard_intact() {
+        ""
+    } else {
+        "the loader's boot stack overflowed into its guard page: the identity map below it may be damaged"
+    };
     okernel_console::report(
         Outcome::Panic,
         format_args!(
-            "CPU exception {} ({}) error {:#x} at RIP {:#x} CS {:#x} RFLAGS {:#x} RSP {:#x} SS {:#x} CR2 {:#x}{}",
+            "CPU exception {} ({}) error {:#x} at RIP {:#x} CS {:#x} RFLAGS {:#x} RSP {:#x} SS {:#x} CR2 {:#x}{}{}{}",
             frame.vector,
             exception_name(frame.vector),
             frame.error_code,
@@ -94,11 +104,9 @@ extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
             frame.rsp,
             frame.ss,
             cr2,
-            if super::entry::stack_guard_intact() {
-                ""
-            } else {
-                " (the loader's boot stack overflowed into its guard page: the identity map below it may be damaged)"
-            }
+            if remark.is_empty() { "" } else { " (" },
+            remark,
+            if remark.is_empty() { "" } else { ")" },
         ),
     )
 }

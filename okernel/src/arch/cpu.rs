@@ -183,3 +183,15 @@ pub fn halt_in_root() -> ! {
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+/// Invalidates the TLB entries and paging-structure caches for the page
+/// that holds `address` (INVLPG, SDM Vol. 2A; §4.10.4.1).
+///
+/// # Safety
+/// The caller must run at CPL0.
+pub unsafe fn invlpg(address: u64) {
+    // SAFETY: INVLPG is privileged (the caller's contract) and changes no
+    // memory, only cached translations, which the next access rebuilds
+    // from the page tables.
+    unsafe { asm!("invlpg [{}]", in(reg) address, options(nostack, preserves_flags)) };
+}

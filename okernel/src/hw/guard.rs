@@ -1,14 +1,31 @@
-//! Guard pages below stacks: a page filled with [`PATTERN`] that nothing
-//! writes but a stack overflowing into it. Used for the monitor's host
-//! stack (`launch::run`) and the loader's boot stack; each checks its
-//! guard where an overflow can still be named before it matters.
+//! Guard pages below stacks.
+//!
+//! - The monitor's host stack (`launch`): the frame below it is made not
+//!   present in the page tables the monitor runs on ([`unmap`]). An
+//!   overflow faults at its first access — the #PF cannot be delivered on
+//!   the overflowing stack, so it becomes a #DF, which the loader's IDT
+//!   takes on its own IST stack and reports with CR2 in the guard
+//!   ([`overflow_at`]) — before it reaches what lies below (the I/O
+//!   bitmaps, whose bits decide which ports the guest reaches), at no cost
+//!   per exit. Rust's stack probes touch every page of a frame larger
+//!   than a page in order, so no frame steps over the guard (SDM Vol. 3A
+//!   §4.7 "Page-Fault Exceptions"; §6.15, #DF).
+//! - The loader's boot stack: a page filled with [`PATTERN`] that nothing
+//!   writes but an overflow ([`arm`], [`intact`]), checked in the
+//!   loader's exception report and at the end of its run (the loader
+//!   builds the page tables this would split, so it keeps the check).
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// What every word of an armed guard page holds (not zero: stack probes
 /// and zeroed locals write zeros).
 pub const PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 
+/// Bytes in a page.
+const PAGE: u64 = 4096;
+
 /// Words in a guard page.
-const WORDS: usize = 4096 / 8;
+const WORDS: usize = (PAGE / 8) as usize;
 
 /// Fills the guard page at `page` with [`PATTERN`].
 ///
@@ -37,9 +54,167 @@ pub unsafe fn intact(page: *const u64) -> bool {
     })
 }
 
+/// The 8-byte entries of 4-level page tables, by physical address.
+pub trait TableMemory {
+    /// The entry at `hpa` (8-byte aligned).
+    fn entry(&self, hpa: u64) -> u64;
+    /// Writes the entry at `hpa` (8-byte aligned).
+    fn set_entry(&mut self, hpa: u64, value: u64);
+}
+
+/// Why a guard page could not be unmapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnmapError {
+    /// The page is not page-aligned.
+    #[error("guard page {0:#x} is not 4 KiB-aligned")]
+    Unaligned(u64),
+    /// No translation reaches the page at this level (4 = PML4 ... 1 = PT).
+    #[error("guard page {page:#x} is not mapped (no entry at level {level})")]
+    NotMapped {
+        /// The page.
+        page: u64,
+        /// The level of the missing entry.
+        level: u8,
+    },
+    /// A 1 GiB page maps it (two splits would be needed; the loader maps
+    /// with 2 MiB pages).
+    #[error("guard page {0:#x} lies in a 1 GiB page")]
+    GiantPage(u64),
+}
+
+/// Entry bits (SDM Vol. 3A §4.5, Tables 4-15 to 4-20).
+const P: u64 = 1 << 0;
+/// A 2 MiB page's PS bit (a leaf PDE); in a PTE, bit 7 is PAT.
+const PS: u64 = 1 << 7;
+/// A 2 MiB page's PAT bit.
+const PAT_LARGE: u64 = 1 << 12;
+/// A PTE's PAT bit.
+const PAT_4K: u64 = 1 << 7;
+/// Bits 51:12: the address of a frame or table.
+const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+/// Bits 51:21: the address of a 2 MiB page.
+const ADDRESS_2M: u64 = 0x000f_ffff_ffe0_0000;
+/// XD (bit 63).
+const XD: u64 = 1 << 63;
+/// XD and bits 62:52 (protection key, ignored), which a leaf keeps.
+const HIGH: u64 = 0xfff0_0000_0000_0000;
+/// The low attribute bits a 4 KiB entry takes from a 2 MiB one: P, R/W,
+/// U/S, PWT, PCD, A, D, G (bits 8:0 but PS) and the ignored bits 11:9.
+const LOW_4K: u64 = 0xfff & !PS;
+/// What a PDE that links a page table keeps of the 2 MiB entry it
+/// replaces: P, R/W, U/S, PWT, PCD, A.
+const LINK: u64 = 0x3f;
+
+/// Makes the 4 KiB page at `page` not present in the 4-level page tables
+/// rooted at `root` (CR3's address). Where a 2 MiB page maps it, that page
+/// is first split into the page table at `spare` (a zeroed frame the
+/// caller gives up) with the same translation and attributes for the
+/// other 511 pages (PAT moved from bit 12 to bit 7). Returns whether
+/// `spare` was used. The caller flushes the page's translation.
+pub fn unmap_in<M: TableMemory>(
+    mem: &mut M,
+    root: u64,
+    page: u64,
+    spare: u64,
+) -> Result<bool, UnmapError> {
+    if !page.is_multiple_of(PAGE) {
+        return Err(UnmapError::Unaligned(page));
+    }
+    let index = |level: u32| (page >> (12 + 9 * (level - 1))) & 0x1ff;
+    let mut table = root & ADDRESS;
+    for level in [4u8, 3] {
+        let e = mem.entry(table + 8 * index(u32::from(level)));
+        if e & P == 0 {
+            return Err(UnmapError::NotMapped { page, level });
+        }
+        if level == 3 && e & PS != 0 {
+            return Err(UnmapError::GiantPage(page));
+        }
+        table = e & ADDRESS;
+    }
+    let pde_at = table + 8 * index(2);
+    let pde = mem.entry(pde_at);
+    if pde & P == 0 {
+        return Err(UnmapError::NotMapped { page, level: 2 });
+    }
+    let split = pde & PS != 0;
+    if split {
+        let base = pde & ADDRESS_2M;
+        let pat = if pde & PAT_LARGE != 0 { PAT_4K } else { 0 };
+        let attributes = (pde & (LOW_4K | HIGH)) | pat;
+        for i in 0..512 {
+            mem.set_entry(spare + 8 * i, (base + i * PAGE) | attributes);
+        }
+        mem.set_entry(pde_at, (spare & ADDRESS) | (pde & (LINK | XD)));
+        table = spare;
+    } else {
+        table = pde & ADDRESS;
+    }
+    let pte_at = table + 8 * index(1);
+    let pte = mem.entry(pte_at);
+    if pte & P == 0 {
+        return Err(UnmapError::NotMapped { page, level: 1 });
+    }
+    mem.set_entry(pte_at, pte & !P);
+    Ok(split)
+}
+
+/// The monitor's host-stack guard page, once [`unmap`] made it not
+/// present (0 before).
+static HOST_STACK_GUARD: AtomicU64 = AtomicU64::new(0);
+
+/// What a fault at `cr2` says about the monitor's host stack: the words
+/// for an exception report, if `cr2` is in its guard page.
+pub fn overflow_at(cr2: u64) -> Option<&'static str> {
+    let guard = HOST_STACK_GUARD.load(Ordering::Relaxed);
+    (guard != 0 && cr2 >= guard && cr2 - guard < PAGE)
+        .then_some("the monitor's host stack overflowed into its not-present guard page")
+}
+
+/// The page tables the processor runs on, through the identity map.
+struct CurrentTables;
+
+impl TableMemory for CurrentTables {
+    fn entry(&self, hpa: u64) -> u64 {
+        // SAFETY: `unmap`'s contract: the tables are identity-mapped and
+        // the monitor's own; `hpa` is 8-byte aligned (a table plus 8 times
+        // an index).
+        unsafe { core::ptr::with_exposed_provenance::<u64>(hpa as usize).read_volatile() }
+    }
+
+    fn set_entry(&mut self, hpa: u64, value: u64) {
+        // SAFETY: as in `entry`; nothing else walks or writes these tables
+        // while the monitor changes them (interrupts are off, other
+        // processors never use the monitor's stack pages).
+        unsafe { core::ptr::with_exposed_provenance_mut::<u64>(hpa as usize).write_volatile(value) }
+    }
+}
+
+/// Makes the host stack's guard page `page` not present in the page
+/// tables this processor runs on ([`unmap_in`] from CR3), flushes its
+/// translation and remembers it for [`overflow_at`].
+///
+/// # Safety
+/// CPL0 on the loader's identity map, whose page tables belong to the
+/// monitor and are identity-mapped; `page` is a frame nothing will access
+/// (a guard) and `spare` a zeroed frame the monitor gives up for good.
+pub unsafe fn unmap(page: u64, spare: u64) -> Result<(), UnmapError> {
+    let root = crate::arch::cpu::read_cr3();
+    unmap_in(&mut CurrentTables, root, page, spare)?;
+    // SAFETY: CPL0 (the caller's contract); INVLPG drops the TLB entry
+    // that maps `page` (the 2 MiB one, if it was split) and the
+    // paging-structure caches, so the next access walks the new tables
+    // (SDM Vol. 3A §4.10.4.1). The other 511 pages keep their translation.
+    unsafe { crate::arch::cpu::invlpg(page) };
+    HOST_STACK_GUARD.store(page, Ordering::Relaxed);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn a_write_anywhere_in_the_guard_is_seen() {
@@ -55,5 +230,132 @@ mod tests {
                 assert!(!unsafe { intact(page.as_ptr()) }, "word {at} = {value:#x}");
             }
         }
+    }
+
+    #[derive(Default)]
+    struct Tables(BTreeMap<u64, u64>);
+
+    impl TableMemory for Tables {
+        fn entry(&self, hpa: u64) -> u64 {
+            assert_eq!(hpa % 8, 0);
+            self.0.get(&hpa).copied().unwrap_or(0)
+        }
+        fn set_entry(&mut self, hpa: u64, value: u64) {
+            self.0.insert(hpa, value);
+        }
+    }
+
+    const ROOT: u64 = 0x1000;
+    const PDPT: u64 = 0x2000;
+    const PD: u64 = 0x3000;
+    const SPARE: u64 = 0x9000;
+
+    /// The loader's layout: PML4[0] → PDPT, PDPT[0..4] → PDs of 2 MiB
+    /// pages (`attributes` on each), identity.
+    fn loader_tables(attributes: u64) -> Tables {
+        let mut t = Tables::default();
+        t.set_entry(ROOT, PDPT | 0x3);
+        t.set_entry(PDPT + 8 * 3, PD | 0x3);
+        for i in 0..512 {
+            t.set_entry(PD + 8 * i, ((3 << 30) + (i << 21)) | attributes);
+        }
+        t
+    }
+
+    /// Translates `va` the way the processor would: Some(physical) or
+    /// None (not present).
+    fn translate(t: &Tables, va: u64) -> Option<(u64, u64)> {
+        let mut table = ROOT;
+        for level in [4u32, 3, 2, 1] {
+            let e = t.entry(table + 8 * ((va >> (12 + 9 * (level - 1))) & 0x1ff));
+            if e & P == 0 {
+                return None;
+            }
+            if level == 2 && e & PS != 0 {
+                return Some(((e & ADDRESS_2M) + (va & 0x1f_ffff), e));
+            }
+            if level == 1 {
+                return Some(((e & ADDRESS) + (va & 0xfff), e));
+            }
+            table = e & ADDRESS;
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn a_2mib_page_is_split_and_only_the_guard_disappears() {
+        let attributes = 0x83 | PAT_LARGE | (1 << 63);
+        let mut t = loader_tables(attributes);
+        let guard = (3 << 30) + (7 << 21) + 5 * PAGE;
+        assert_eq!(unmap_in(&mut t, ROOT, guard, SPARE), Ok(true));
+        assert_eq!(translate(&t, guard), None);
+        assert_eq!(translate(&t, guard + 0xfff), None);
+        for va in [
+            guard - PAGE,
+            guard + PAGE,
+            guard - 5 * PAGE,
+            guard + 506 * PAGE + 0xff8,
+            guard + 507 * PAGE,
+            guard - (3 << 21),
+        ] {
+            let (pa, e) = translate(&t, va).unwrap_or_else(|| panic!("{va:#x} lost"));
+            assert_eq!(pa, va, "identity kept at {va:#x}");
+            assert_eq!(e & 0x3, 0x3, "present and writable at {va:#x}");
+            assert_ne!(e & (1 << 63), 0, "XD kept at {va:#x}");
+        }
+        // PAT moves from bit 12 to bit 7 in the new entries.
+        let (_, e) = translate(&t, guard + PAGE).unwrap();
+        assert_eq!(e & PAT_4K, PAT_4K);
+        assert_eq!(e & PAT_LARGE, 0, "bit 12 of a PTE is address");
+    }
+
+    #[test]
+    fn a_page_table_already_there_is_used_and_the_spare_is_not() {
+        let mut t = loader_tables(0x83);
+        let pt = 0x5000;
+        t.set_entry(PD + 8 * 9, pt | 0x3);
+        for i in 0..512 {
+            t.set_entry(pt + 8 * i, ((3 << 30) + (9 << 21) + i * PAGE) | 0x3);
+        }
+        let guard = (3 << 30) + (9 << 21) + 100 * PAGE;
+        assert_eq!(unmap_in(&mut t, ROOT, guard, SPARE), Ok(false));
+        assert_eq!(translate(&t, guard), None);
+        assert_eq!(translate(&t, guard + PAGE).map(|x| x.0), Some(guard + PAGE));
+        assert_eq!(t.entry(SPARE), 0, "spare untouched");
+    }
+
+    #[test]
+    fn what_cannot_be_unmapped_is_named() {
+        let mut t = loader_tables(0x83);
+        assert_eq!(
+            unmap_in(&mut t, ROOT, 0x1234, SPARE),
+            Err(UnmapError::Unaligned(0x1234))
+        );
+        assert_eq!(
+            unmap_in(&mut t, ROOT, 1 << 39, SPARE),
+            Err(UnmapError::NotMapped {
+                page: 1 << 39,
+                level: 4
+            })
+        );
+        assert_eq!(
+            unmap_in(&mut t, ROOT, 0, SPARE),
+            Err(UnmapError::NotMapped { page: 0, level: 3 })
+        );
+        t.set_entry(PDPT + 8, (1 << 30) | 0x83);
+        assert_eq!(
+            unmap_in(&mut t, ROOT, 1 << 30, SPARE),
+            Err(UnmapError::GiantPage(1 << 30))
+        );
+        assert_eq!(t.entry(SPARE), 0);
+    }
+
+    #[test]
+    fn only_the_guard_page_is_named_an_overflow() {
+        HOST_STACK_GUARD.store(0x40_0000, Ordering::Relaxed);
+        assert!(overflow_at(0x40_0000).is_some());
+        assert!(overflow_at(0x40_0ff8).is_some());
+        assert!(overflow_at(0x40_1000).is_none());
+        assert!(overflow_at(0x3f_fff8).is_none());
     }
 }

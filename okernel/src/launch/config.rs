@@ -120,6 +120,9 @@ pub enum LaunchError {
     /// building the base EPT view failed
     #[error("EPT view: {0}")]
     Ept(ept::Error),
+    /// the host stack's guard page could not be unmapped
+    #[error("host stack guard: {0}")]
+    Guard(crate::hw::guard::UnmapError),
     /// a VMX instruction failed during bring-up
     #[error("{op} failed: {err}")]
     Vmx {

@@ -158,7 +158,6 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let PoolMemory {
         view,
         msr_bitmap,
-        stack_guard,
         state_addr,
     } = ready.memory;
 
@@ -200,7 +199,6 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             vcpu,
             report: config.report,
             pending: run::Pending::Nothing,
-            stack_guard,
         });
     }
     log::info!(

@@ -25,7 +25,9 @@ impl<'c, 'a> PoolPlatform<'c, 'a> {
     /// `config` satisfies [`LaunchConfig`]'s documented contract (the
     /// frame pool in particular: aligned, checked by `validate`;
     /// identity-mapped, writable, exclusive), the loader's GDT is mapped,
-    /// and [`Platform::prepare`] is called at most once.
+    /// the processor runs at CPL0 on the loader's identity map, whose page
+    /// tables are monitor memory (`prepare` unmaps the host stack's guard
+    /// page in them), and [`Platform::prepare`] is called at most once.
     pub(super) unsafe fn new(config: &'c LaunchConfig<'a>) -> Self {
         Self { config }
     }
@@ -37,9 +39,6 @@ pub(super) struct PoolMemory {
     pub(super) view: ept::View<PoolFrames>,
     /// The MSR bitmap frame.
     pub(super) msr_bitmap: u64,
-    /// The guard frame right below the host stack
-    /// ([`RunState::stack_guard`]).
-    pub(super) stack_guard: u64,
     /// HOST_RSP: where the [`RunState`] goes.
     pub(super) state_addr: u64,
 }
@@ -74,18 +73,22 @@ impl Platform for PoolPlatform<'_, '_> {
             // view).
             unsafe { (*frame as *mut [u8; 4096]).write(page) };
         }
-        // The stack and, right below it, a guard frame the slow exit path
-        // checks (`run::RunState::stack_guard`).
+        // The stack and, right below it, a guard frame made not present in
+        // the monitor's page tables (`crate::hw::guard`): an overflow
+        // faults there before it reaches the I/O bitmaps below.
         let stack_guard = pool
             .allocate_contiguous(HOST_STACK_BYTES / FRAME + 1)
             .ok_or(LaunchError::OutOfFrames("host stack"))?;
         let stack = stack_guard + FRAME;
-        // SAFETY: the lowest frame of a fresh pool allocation
-        // (identity-mapped, aligned), the monitor's alone, used as nothing
-        // but the guard.
-        unsafe {
-            crate::hw::guard::arm(core::ptr::with_exposed_provenance_mut(stack_guard as usize))
-        };
+        let guard_table = pool
+            .allocate()
+            .ok_or(LaunchError::OutOfFrames("guard page table"))?;
+        // SAFETY: `PoolPlatform::new`'s contract: CPL0 on the loader's
+        // identity map, whose tables are monitor memory; `stack_guard` is the
+        // lowest frame of a fresh pool allocation, used as nothing but the
+        // guard, and `guard_table` a fresh zeroed pool frame given up for
+        // good.
+        unsafe { crate::hw::guard::unmap(stack_guard, guard_table) }.map_err(LaunchError::Guard)?;
         for region in [vmxon_region, vmcs_region] {
             // SAFETY: a fresh, zeroed, identity-mapped pool frame; the
             // first dword is the revision identifier (SDM §25.2, §25.11.5).
@@ -127,7 +130,7 @@ impl Platform for PoolPlatform<'_, '_> {
             view.frames()
                 .pool()
                 .allocated()
-                .saturating_sub(7 + HOST_STACK_BYTES / FRAME),
+                .saturating_sub(8 + HOST_STACK_BYTES / FRAME),
             view.frames().pool().available()
         );
         // The run state at the top of the host stack, 64-byte aligned
@@ -148,7 +151,6 @@ impl Platform for PoolPlatform<'_, '_> {
             memory: PoolMemory {
                 view,
                 msr_bitmap,
-                stack_guard,
                 state_addr,
             },
         })

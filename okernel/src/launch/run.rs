@@ -43,21 +43,6 @@ pub(super) struct RunState {
     pub(super) report: ReportFn,
     /// What the fast half of exit handling left to the slow half.
     pub(super) pending: Pending,
-    /// The frame right below the host stack, an armed guard
-    /// ([`crate::hw::guard`]) checked by [`stack_overflowed`].
-    pub(super) stack_guard: u64,
-}
-
-/// Whether the host stack has overflowed into its guard frame
-/// ([`crate::hw::guard`]): below it lie the I/O bitmaps, whose bits decide
-/// which ports the guest reaches, so an overflow must end the run before
-/// it can matter, not be found later.
-fn stack_overflowed(guard: u64) -> bool {
-    let page = core::ptr::with_exposed_provenance::<u64>(guard as usize);
-    // SAFETY: `guard` is the pool frame `launch` allocated below the stack
-    // and armed (identity-mapped, the monitor's alone, never mapped for
-    // the guest).
-    !unsafe { crate::hw::guard::intact(page) }
 }
 
 /// Work the fast half of exit handling leaves to the slow half.
@@ -135,10 +120,6 @@ unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
 unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
     // SAFETY: as in `okernel_exit_fast`.
     let state = unsafe { &mut *regs.cast::<RunState>() };
-    if stack_overflowed(state.stack_guard) {
-        log::error!("okernel: the host stack overflowed into its guard frame");
-        finish(state, Outcome::Fail, "the monitor's host stack overflowed")
-    }
     let result = match core::mem::replace(&mut state.pending, Pending::Nothing) {
         Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
         Pending::Failed(e) => Err(e),
