@@ -51,10 +51,18 @@ pub struct BootInfo {
     pub memory_map_len: u64,
 }
 
-/// What a [`MemoryRegion`] holds.
+/// What a [`MemoryRegion`] of the hand-off map holds: the guest's view of
+/// physical memory, with the monitor's, the loader's and its own image
+/// told apart.
+///
+/// Not the firmware's E820 types the loader reads (`FirmwareKind` in the
+/// loader's `memmap`, which keeps the ACPI kinds this map folds into
+/// [`GuestMemoryKind::Reserved`]), nor the monitor's EPT classes
+/// (`okernel::memmap::MemoryKind`), nor a locked region's kind in the
+/// protection policy ([`crate::policy::RegionKind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum RegionKind {
+pub enum GuestMemoryKind {
     /// Free RAM the guest may use.
     Usable = 1,
     /// Firmware, MMIO or anything else the guest must leave alone.
@@ -76,7 +84,7 @@ pub struct MemoryRegion {
     pub base: u64,
     /// Length in bytes.
     pub length: u64,
-    /// A [`RegionKind`] value.
+    /// A [`GuestMemoryKind`] value.
     pub kind: u32,
     /// Zero.
     pub reserved: u32,

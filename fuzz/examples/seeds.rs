@@ -142,9 +142,9 @@ fn elf32_multiboot2(addr: u32) -> Vec<u8> {
 /// Checks that the parser seeds are accepted (a seed that is refused at
 /// once explores little).
 fn check_seeds() {
-    use loader::memmap::{MemoryMap, RegionKind};
+    use loader::memmap::{FirmwareKind, MemoryMap};
     let mut ram = MemoryMap::new();
-    ram.add(0x10_0000, 0x7f0_0000, RegionKind::Usable)
+    ram.add(0x10_0000, 0x7f0_0000, FirmwareKind::Usable)
         .expect("room");
     for image in [
         elf64(0x20_0000, &[0xf4, 0xeb, 0xfd]),

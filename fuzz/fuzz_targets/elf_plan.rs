@@ -8,16 +8,16 @@
 
 use libfuzzer_sys::fuzz_target;
 use loader::elf_load::{MAX_SEGMENTS, Occupied, has_multiboot2_header, plan};
-use loader::memmap::{MemoryMap, Range, RegionKind};
+use loader::memmap::{FirmwareKind, MemoryMap, PhysRange};
 
 fn ram() -> MemoryMap {
     let mut m = MemoryMap::new();
-    m.add(0, 0x9_fc00, RegionKind::Usable).expect("room");
-    m.add(0xf_0000, 0x1_0000, RegionKind::Reserved)
+    m.add(0, 0x9_fc00, FirmwareKind::Usable).expect("room");
+    m.add(0xf_0000, 0x1_0000, FirmwareKind::Reserved)
         .expect("room");
-    m.add(0x10_0000, 0x7f0_0000, RegionKind::Usable)
+    m.add(0x10_0000, 0x7f0_0000, FirmwareKind::Usable)
         .expect("room");
-    m.add(0x1_0000_0000, 0x1000_0000, RegionKind::Usable)
+    m.add(0x1_0000_0000, 0x1000_0000, FirmwareKind::Usable)
         .expect("room");
     m
 }
@@ -25,14 +25,14 @@ fn ram() -> MemoryMap {
 const OCCUPIED: [Occupied; 2] = [
     Occupied {
         what: "the okernel image",
-        range: Range {
+        range: PhysRange {
             start: 0x10_0000,
             end: 0x20_0000,
         },
     },
     Occupied {
         what: "the guest module",
-        range: Range {
+        range: PhysRange {
             start: 0x400_0000,
             end: 0x480_0000,
         },
@@ -52,16 +52,16 @@ fuzz_target!(|image: &[u8]| {
                 assert!(OCCUPIED.iter().all(|o| !o.range.overlaps(&s.dest)));
                 assert!(s.file.start <= s.file.end && s.file.end <= image.len());
                 assert!((s.file.end - s.file.start) as u64 <= s.dest.len());
-                assert!(p.extent.contains(&s.dest));
+                assert!(p.extent.contains_range(&s.dest));
                 for t in &segs[i + 1..] {
                     assert!(!t.dest.overlaps(&s.dest), "segments overlap");
                 }
             }
-            let entry = Range {
+            let entry = PhysRange {
                 start: p.entry,
                 end: p.entry + 1,
             };
-            assert!(segs.iter().any(|s| s.dest.contains(&entry)));
+            assert!(segs.iter().any(|s| s.dest.contains_range(&entry)));
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }

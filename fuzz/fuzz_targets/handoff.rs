@@ -17,7 +17,7 @@ use loader::bootinfo::parse_multiboot2;
 use loader::handoff::{
     AREA_SIZE, Carve, MAX_CMDLINE, MAX_ENTRIES, build, build_multiboot2, guest_map,
 };
-use loader::memmap::{MemoryMap, Range, RegionKind};
+use loader::memmap::{FirmwareKind, MemoryMap, PhysRange};
 use okernel_abi::boot::{self, BOOT_MAGIC, EntryMode, MemoryRegion};
 use okernel_fuzz::aligned_copy;
 
@@ -32,12 +32,12 @@ struct Input {
     cmdline: String,
 }
 
-const KINDS: [boot::RegionKind; 5] = [
-    boot::RegionKind::Usable,
-    boot::RegionKind::Reserved,
-    boot::RegionKind::Monitor,
-    boot::RegionKind::GuestImage,
-    boot::RegionKind::BootData,
+const KINDS: [boot::GuestMemoryKind; 5] = [
+    boot::GuestMemoryKind::Usable,
+    boot::GuestMemoryKind::Reserved,
+    boot::GuestMemoryKind::Monitor,
+    boot::GuestMemoryKind::GuestImage,
+    boot::GuestMemoryKind::BootData,
 ];
 
 fn u64_at(area: &[u8], at: usize) -> u64 {
@@ -52,14 +52,14 @@ fn addr(v: u32) -> u64 {
 fuzz_target!(|input: Input| {
     let mut firmware = MemoryMap::new();
     for &(base, len, ty) in input.firmware.iter().take(80) {
-        let _ = firmware.add(addr(base), addr(len), RegionKind::from_e820(ty.into()));
+        let _ = firmware.add(addr(base), addr(len), FirmwareKind::from_e820(ty.into()));
     }
     let carves: Vec<Carve> = input
         .carves
         .iter()
         .take(16)
         .map(|&(s, e, k)| Carve {
-            range: Range {
+            range: PhysRange {
                 start: addr(s),
                 end: addr(e),
             },
@@ -144,14 +144,14 @@ fuzz_target!(|input: Input| {
                     assert_eq!(back.cmdline, cmdline, "command line does not round-trip");
                 }
                 let regions = back.memory.regions();
-                let usable = |r: &MemoryRegion| r.kind == boot::RegionKind::Usable as u32;
+                let usable = |r: &MemoryRegion| r.kind == boot::GuestMemoryKind::Usable as u32;
                 if regions.len() == want.iter().filter(|r| r.length > 0).count() {
                     let mut sorted: Vec<_> = want.iter().filter(|r| r.length > 0).collect();
                     sorted.sort_by_key(|r| r.base);
                     for (got, w) in regions.iter().zip(sorted) {
                         assert_eq!(got.range.start, w.base);
                         assert_eq!(got.range.len(), w.length);
-                        assert_eq!(got.kind == RegionKind::Usable, usable(w));
+                        assert_eq!(got.kind == FirmwareKind::Usable, usable(w));
                     }
                 }
             }

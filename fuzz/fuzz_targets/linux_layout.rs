@@ -13,20 +13,20 @@ use libfuzzer_sys::fuzz_target;
 use loader::elf_load::{ImageKind, Occupied};
 use loader::handoff::Carve;
 use loader::linux::{self, boot_params, layout, start_info};
-use loader::memmap::{MemoryMap, Range, RegionKind};
-use okernel_abi::boot::RegionKind as Kind;
+use loader::memmap::{FirmwareKind, MemoryMap, PhysRange};
+use okernel_abi::boot::GuestMemoryKind as Kind;
 
 /// The map Bochs' BIOS gives GRUB with 512 MiB (what the e2e Linux runs
 /// see).
 fn ram() -> MemoryMap {
     let mut m = MemoryMap::new();
     for (base, len, kind) in [
-        (0, 0x9_f000, RegionKind::Usable),
-        (0x9_f000, 0x1000, RegionKind::Reserved),
-        (0xe_8000, 0x1_8000, RegionKind::Reserved),
-        (0x10_0000, 0x1fef_0000, RegionKind::Usable),
-        (0x1fff_0000, 0x1_0000, RegionKind::AcpiReclaimable),
-        (0xfffc_0000, 0x4_0000, RegionKind::Reserved),
+        (0, 0x9_f000, FirmwareKind::Usable),
+        (0x9_f000, 0x1000, FirmwareKind::Reserved),
+        (0xe_8000, 0x1_8000, FirmwareKind::Reserved),
+        (0x10_0000, 0x1fef_0000, FirmwareKind::Usable),
+        (0x1fff_0000, 0x1_0000, FirmwareKind::AcpiReclaimable),
+        (0xfffc_0000, 0x4_0000, FirmwareKind::Reserved),
     ] {
         m.add(base, len, kind).expect("room");
     }
@@ -36,14 +36,14 @@ fn ram() -> MemoryMap {
 const FIXED: [Occupied; 2] = [
     Occupied {
         what: "the okernel image",
-        range: Range {
+        range: PhysRange {
             start: 0x10_0000,
             end: 0x20_0000,
         },
     },
     Occupied {
         what: "the boot information",
-        range: Range {
+        range: PhysRange {
             start: 0x20_0000,
             end: 0x20_1000,
         },
@@ -63,12 +63,12 @@ fuzz_target!(|input: &[u8]| {
     } else {
         0x500_0000
     };
-    let kernel = Range {
+    let kernel = PhysRange {
         start: base,
         end: base + image.len() as u64,
     };
     let start = kernel.end.next_multiple_of(0x1000);
-    let initrd = Range {
+    let initrd = PhysRange {
         start,
         end: start + 0x1000 + u64::from(place) * 0x1_0000,
     };
@@ -80,11 +80,11 @@ fuzz_target!(|input: &[u8]| {
             return;
         }
     };
-    let below_4g = |r: &Range| r.end <= 1 << 32;
+    let below_4g = |r: &PhysRange| r.end <= 1 << 32;
     let extent = l.plan.extent;
-    let usable = |r: &Range| ram.is_usable(r) && below_4g(r);
+    let usable = |r: &PhysRange| ram.is_usable(r) && below_4g(r);
     for seg in l.plan.segments() {
-        assert!(usable(&seg.dest) && extent.contains(&seg.dest), "segment");
+        assert!(usable(&seg.dest) && extent.contains_range(&seg.dest), "segment");
         assert!(FIXED.iter().all(|f| !f.range.overlaps(&seg.dest)));
     }
     if l.plan.kind == ImageKind::LinuxBzImage {
@@ -92,11 +92,11 @@ fuzz_target!(|input: &[u8]| {
         assert!(usable(&extent), "load range");
         assert!(FIXED.iter().all(|f| !f.range.overlaps(&extent)));
     }
-    let entry = Range {
+    let entry = PhysRange {
         start: l.plan.entry,
         end: l.plan.entry + 1,
     };
-    assert!(l.plan.segments().any(|seg| seg.dest.contains(&entry)));
+    assert!(l.plan.segments().any(|seg| seg.dest.contains_range(&entry)));
     let mut placed = vec![l.area, l.pool];
     placed.extend(l.initrd_move.map(|m| m.to));
     placed.extend(l.kernel_move.map(|m| m.to));

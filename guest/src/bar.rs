@@ -18,7 +18,7 @@
 //! the negative control. PCI Local Bus Specification 3.0 §6.2.5.1 (BARs).
 
 use crate::report::Checks;
-use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
+use okernel_abi::boot::{EntryMode, GuestMemoryKind, MemoryRegion};
 use x86_64::instructions::port::Port;
 
 /// The 16 MiB-aligned window the BAR is moved to (its size) and the
@@ -76,7 +76,7 @@ fn peek(at: u64) -> [u8; 16] {
 pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     let name = "attack-pci-bar-over-locked-page";
     let usable = map.iter().any(|r| {
-        r.kind == RegionKind::Usable as u32
+        r.kind == GuestMemoryKind::Usable as u32
             && r.base <= WINDOW
             && WINDOW + WINDOW_SIZE <= r.base + r.length
     });

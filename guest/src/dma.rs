@@ -20,7 +20,7 @@
 //! result phases; READ DATA, SPECIFY, SENSE INTERRUPT STATUS).
 
 use crate::report::Checks;
-use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
+use okernel_abi::boot::{EntryMode, GuestMemoryKind, MemoryRegion};
 use x86_64::instructions::port::Port;
 
 /// The target page (usable RAM below 16 MiB: ISA DMA's 24-bit reach).
@@ -149,7 +149,9 @@ fn landed() -> bool {
 pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     let name = "isa-dma-over-locked-page";
     let usable = map.iter().any(|r| {
-        r.kind == RegionKind::Usable as u32 && r.base <= PAGE && PAGE + 0x1000 <= r.base + r.length
+        r.kind == GuestMemoryKind::Usable as u32
+            && r.base <= PAGE
+            && PAGE + 0x1000 <= r.base + r.length
     });
     if !usable {
         return checks.check(

@@ -19,7 +19,7 @@ mod smp;
 use core::panic::PanicInfo;
 use guest::cmdline::{Options, Scenario};
 use log::{LevelFilter, info};
-use okernel_abi::boot::{BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion, RegionKind};
+use okernel_abi::boot::{BOOT_MAGIC, BootInfo, EntryMode, GuestMemoryKind, MemoryRegion};
 use okernel_abi::result::Outcome;
 use okernel_console::println;
 use report::end;
@@ -67,13 +67,15 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
     };
     let usable: u64 = map
         .iter()
-        .filter(|r| r.kind == RegionKind::Usable as u32)
+        .filter(|r| r.kind == GuestMemoryKind::Usable as u32)
         .map(|r| r.length)
         .sum();
     // Pages inside the monitor's memory, to attack: one in its image (the
     // first monitor region) and the first frame of its frame pool (the
     // last one: VMXON region, VMCS, EPT tables).
-    let mut monitor_regions = map.iter().filter(|r| r.kind == RegionKind::Monitor as u32);
+    let mut monitor_regions = map
+        .iter()
+        .filter(|r| r.kind == GuestMemoryKind::Monitor as u32);
     let monitor = monitor_regions
         .clone()
         .find(|r| r.length >= 0x2000)
@@ -97,9 +99,9 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         .iter()
         .filter(|r| {
             [
-                RegionKind::Usable,
-                RegionKind::GuestImage,
-                RegionKind::BootData,
+                GuestMemoryKind::Usable,
+                GuestMemoryKind::GuestImage,
+                GuestMemoryKind::BootData,
             ]
             .iter()
             .any(|&k| k as u32 == r.kind)

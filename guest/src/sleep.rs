@@ -24,7 +24,7 @@
 //! the moved block.
 
 use crate::report::Checks;
-use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
+use okernel_abi::boot::{EntryMode, GuestMemoryKind, MemoryRegion};
 
 /// Where the waking-vector code goes (usable RAM below 1 MiB).
 const PAGE: u64 = 0x9000;
@@ -101,7 +101,9 @@ pub(crate) fn table(rsdp: &[u8], sig: &[u8; 4]) -> Option<&'static [u8]> {
 /// Runs the attack and reports it.
 pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     let usable = map.iter().any(|r| {
-        r.kind == RegionKind::Usable as u32 && r.base <= PAGE && PAGE + 0x1000 <= r.base + r.length
+        r.kind == GuestMemoryKind::Usable as u32
+            && r.base <= PAGE
+            && PAGE + 0x1000 <= r.base + r.length
     });
     let found = rsdp()
         .and_then(|r| table(r, b"FACP"))

@@ -23,7 +23,7 @@
 
 use crate::report::Checks;
 use crate::sleep::{config_read, config_write, rsdp, table, u32_at};
-use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
+use okernel_abi::boot::{EntryMode, GuestMemoryKind, MemoryRegion};
 
 /// Where the handler writes its mark (usable RAM below 1 MiB).
 const MARK: u64 = 0x7800;
@@ -52,7 +52,9 @@ const fn handler(magic: u32) -> [u8; 11] {
 
 fn usable(map: &[MemoryRegion], addr: u64) -> bool {
     map.iter().any(|r| {
-        r.kind == RegionKind::Usable as u32 && r.base <= addr && addr + 0x1000 <= r.base + r.length
+        r.kind == GuestMemoryKind::Usable as u32
+            && r.base <= addr
+            && addr + 0x1000 <= r.base + r.length
     })
 }
 

@@ -18,7 +18,7 @@
 //! (that needs APIC-access virtualization: issue 17).
 
 use crate::report::Checks;
-use okernel_abi::boot::{EntryMode, MemoryRegion, RegionKind};
+use okernel_abi::boot::{EntryMode, GuestMemoryKind, MemoryRegion};
 
 /// The page the start-up code is copied to (vector 0x08).
 const PAGE: u64 = 0x8000;
@@ -91,7 +91,9 @@ fn send(apic: u64, low: u32) -> bool {
 /// Runs the attack and reports it.
 pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     let usable = map.iter().any(|r| {
-        r.kind == RegionKind::Usable as u32 && r.base <= PAGE && PAGE + 0x1000 <= r.base + r.length
+        r.kind == GuestMemoryKind::Usable as u32
+            && r.base <= PAGE
+            && PAGE + 0x1000 <= r.base + r.length
     });
     if !usable {
         checks.check(

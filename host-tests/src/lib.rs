@@ -130,34 +130,34 @@ pub fn elf32(entry: u32, addr: u32, bytes: &[u8], memsz: u32, machine: u16) -> V
 /// Fixtures of the Linux loader tests (`tests/linux_*.rs`).
 pub mod linux {
     use loader::elf_load::Occupied;
-    use loader::memmap::{MemoryMap, Range, RegionKind};
+    use loader::memmap::{FirmwareKind, MemoryMap, PhysRange};
 
     /// Where okernel's image lies in these tests.
     pub const OKERNEL: Occupied = Occupied {
         what: "the okernel image",
-        range: Range {
+        range: PhysRange {
             start: 0x10_0000,
             end: 0x15_0000,
         },
     };
 
     /// The range `[start, end)`.
-    pub fn r(start: u64, end: u64) -> Range {
-        Range { start, end }
+    pub fn r(start: u64, end: u64) -> PhysRange {
+        PhysRange { start, end }
     }
 
     /// A PC-like map of `mib` MiB: low RAM, the BIOS area reserved, RAM
     /// from 1 MiB, the last 64 KiB ACPI tables.
     pub fn ram(mib: u64) -> MemoryMap {
         let mut m = MemoryMap::new();
-        m.add(0, 0x9_f000, RegionKind::Usable).unwrap();
-        m.add(0xf_0000, 0x1_0000, RegionKind::Reserved).unwrap();
-        m.add(0x10_0000, (mib << 20) - 0x11_0000, RegionKind::Usable)
+        m.add(0, 0x9_f000, FirmwareKind::Usable).unwrap();
+        m.add(0xf_0000, 0x1_0000, FirmwareKind::Reserved).unwrap();
+        m.add(0x10_0000, (mib << 20) - 0x11_0000, FirmwareKind::Usable)
             .unwrap();
         m.add(
             (mib << 20) - 0x1_0000,
             0x1_0000,
-            RegionKind::AcpiReclaimable,
+            FirmwareKind::AcpiReclaimable,
         )
         .unwrap();
         m

@@ -3,19 +3,19 @@
 
 use host_tests::{ElfHeader, elf32, elf64, elf64_with, multiboot2_header, phdr_field};
 use loader::elf_load::{ElfError, ImageKind, Occupied, has_multiboot2_header, plan};
-use loader::memmap::{MemoryMap, Range, RegionKind};
+use loader::memmap::{FirmwareKind, MemoryMap, PhysRange};
 
 fn ram() -> MemoryMap {
     let mut m = MemoryMap::new();
-    m.add(0, 0x9_f000, RegionKind::Usable).unwrap();
-    m.add(0x10_0000, 0xff0_0000, RegionKind::Usable).unwrap();
+    m.add(0, 0x9_f000, FirmwareKind::Usable).unwrap();
+    m.add(0x10_0000, 0xff0_0000, FirmwareKind::Usable).unwrap();
     m
 }
 
 const GUEST: u64 = 0x100_0000;
 const MODULE: Occupied = Occupied {
     what: "the guest module",
-    range: Range {
+    range: PhysRange {
         start: 0x20_0000,
         end: 0x30_0000,
     },
@@ -38,7 +38,7 @@ fn plans_a_good_image() {
     assert_eq!(p.entry, GUEST);
     assert_eq!(
         p.extent,
-        Range {
+        PhysRange {
             start: GUEST,
             end: GUEST + 0x4000
         }
@@ -47,7 +47,7 @@ fn plans_a_good_image() {
     assert_eq!(segs.len(), 2);
     assert_eq!(
         segs[0].dest,
-        Range {
+        PhysRange {
             start: GUEST,
             end: GUEST + 0x1000
         }
@@ -196,7 +196,7 @@ fn accepts_a_multiboot2_elf32_image() {
     assert_eq!(p.entry, 0x180_0018);
     assert_eq!(
         p.extent,
-        Range {
+        PhysRange {
             start: 0x180_0000,
             end: 0x180_2000
         }

@@ -3,7 +3,7 @@
 //! reads them.
 
 use loader::handoff::{AREA_SIZE, Carve, HandoffError, MAX_CMDLINE, build, build_multiboot2};
-use loader::memmap::{MemoryMap, Range, RegionKind};
+use loader::memmap::{FirmwareKind, MemoryMap, PhysRange};
 use okernel_abi::boot::{self, BOOT_MAGIC, EntryMode};
 
 const BASE: u64 = 0x20_0000;
@@ -14,34 +14,34 @@ fn u64_at(area: &[u8], at: usize) -> u64 {
 
 fn firmware() -> MemoryMap {
     let mut m = MemoryMap::new();
-    m.add(0, 0x9_fc00, RegionKind::Usable).unwrap();
-    m.add(0xf_0000, 0x1_0000, RegionKind::Reserved).unwrap();
-    m.add(0x10_0000, 0xff0_0000, RegionKind::Usable).unwrap();
+    m.add(0, 0x9_fc00, FirmwareKind::Usable).unwrap();
+    m.add(0xf_0000, 0x1_0000, FirmwareKind::Reserved).unwrap();
+    m.add(0x10_0000, 0xff0_0000, FirmwareKind::Usable).unwrap();
     m
 }
 
 fn carves() -> [Carve; 3] {
     [
         Carve {
-            range: Range {
+            range: PhysRange {
                 start: 0x10_0000,
                 end: 0x18_0000,
             },
-            kind: boot::RegionKind::Monitor,
+            kind: boot::GuestMemoryKind::Monitor,
         },
         Carve {
-            range: Range {
+            range: PhysRange {
                 start: BASE,
                 end: BASE + AREA_SIZE as u64,
             },
-            kind: boot::RegionKind::BootData,
+            kind: boot::GuestMemoryKind::BootData,
         },
         Carve {
-            range: Range {
+            range: PhysRange {
                 start: 0x100_0000,
                 end: 0x110_0000,
             },
-            kind: boot::RegionKind::GuestImage,
+            kind: boot::GuestMemoryKind::GuestImage,
         },
     ]
 }
@@ -101,21 +101,29 @@ fn the_guest_reads_back_what_the_loader_wrote() {
     assert_eq!(cmdline, "scenario=boot");
 
     // Sorted, non-overlapping, and every carve appears with its kind.
-    let usable = boot::RegionKind::Usable as u32;
+    let usable = boot::GuestMemoryKind::Usable as u32;
     assert_eq!(
         map,
         vec![
             (0, 0x9_fc00, usable),
-            (0xf_0000, 0x1_0000, boot::RegionKind::Reserved as u32),
-            (0x10_0000, 0x8_0000, boot::RegionKind::Monitor as u32),
+            (0xf_0000, 0x1_0000, boot::GuestMemoryKind::Reserved as u32),
+            (0x10_0000, 0x8_0000, boot::GuestMemoryKind::Monitor as u32),
             (0x18_0000, 0x8_0000, usable),
-            (BASE, AREA_SIZE as u64, boot::RegionKind::BootData as u32),
+            (
+                BASE,
+                AREA_SIZE as u64,
+                boot::GuestMemoryKind::BootData as u32
+            ),
             (
                 BASE + AREA_SIZE as u64,
                 0x100_0000 - BASE - AREA_SIZE as u64,
                 usable
             ),
-            (0x100_0000, 0x10_0000, boot::RegionKind::GuestImage as u32),
+            (
+                0x100_0000,
+                0x10_0000,
+                boot::GuestMemoryKind::GuestImage as u32
+            ),
             (0x110_0000, 0x1000_0000 - 0x110_0000, usable),
         ]
     );
@@ -154,16 +162,16 @@ fn refuses_what_does_not_fit() {
     );
     let mut many = MemoryMap::new();
     for i in 0..64u64 {
-        many.add(i * 0x10_0000, 0x8_0000, RegionKind::Usable)
+        many.add(i * 0x10_0000, 0x8_0000, FirmwareKind::Usable)
             .unwrap();
     }
     let splitting: Vec<Carve> = (0..64u64)
         .map(|i| Carve {
-            range: Range {
+            range: PhysRange {
                 start: i * 0x10_0000 + 0x1000,
                 end: i * 0x10_0000 + 0x2000,
             },
-            kind: boot::RegionKind::Monitor,
+            kind: boot::GuestMemoryKind::Monitor,
         })
         .collect();
     assert_eq!(
@@ -186,22 +194,22 @@ fn multiboot2_information_parses_back_with_the_guest_view_of_memory() {
     // `backing`, which outlives the parse and is not written meanwhile.
     let info = unsafe { loader::bootinfo::parse_multiboot2(ptr.cast()) }.unwrap();
     assert_eq!(info.cmdline, "hello mb32");
-    let regions: Vec<(u64, u64, RegionKind)> = info
+    let regions: Vec<(u64, u64, FirmwareKind)> = info
         .memory
         .regions()
         .iter()
         .map(|r| (r.range.start, r.range.len(), r.kind))
         .collect();
-    assert_eq!(regions[0], (0, 0x9_fc00, RegionKind::Usable));
+    assert_eq!(regions[0], (0, 0x9_fc00, FirmwareKind::Usable));
     assert!(
-        regions.contains(&(0x10_0000, 0x8_0000, RegionKind::Reserved)),
+        regions.contains(&(0x10_0000, 0x8_0000, FirmwareKind::Reserved)),
         "monitor is reserved: {regions:?}"
     );
     assert!(
-        regions.contains(&(BASE, AREA_SIZE as u64, RegionKind::Reserved)),
+        regions.contains(&(BASE, AREA_SIZE as u64, FirmwareKind::Reserved)),
         "hand-off is reserved"
     );
-    assert!(regions.contains(&(0x110_0000, 0x1000_0000 - 0x110_0000, RegionKind::Usable)));
+    assert!(regions.contains(&(0x110_0000, 0x1000_0000 - 0x110_0000, FirmwareKind::Usable)));
     let _ = &backing;
 }
 

@@ -9,8 +9,8 @@ use loader::handoff::Carve;
 use loader::linux::boot_params::{self, AREA_SIZE, setup_header};
 use loader::linux::start_info::Contents;
 use loader::linux::{LinuxError, layout};
-use loader::memmap::{MemoryMap, RegionKind};
-use okernel_abi::boot::RegionKind as Kind;
+use loader::memmap::{FirmwareKind, MemoryMap};
+use okernel_abi::boot::GuestMemoryKind as Kind;
 
 const PREF: u64 = 0x100_0000;
 const INIT_SIZE: u64 = 0x40_0000;
@@ -91,7 +91,7 @@ fn plans_the_load_at_pref_address_for_init_size() {
     // Too little RAM for init_size: the load range is named.
     let mut small = MemoryMap::new();
     small
-        .add(0x10_0000, 0x110_0000, RegionKind::Usable)
+        .add(0x10_0000, 0x110_0000, FirmwareKind::Usable)
         .unwrap();
     let e = layout(
         &image,

@@ -9,8 +9,8 @@ use loader::elf_load::ImageKind;
 use loader::handoff::Carve;
 use loader::linux::start_info::{self, Contents, StartInfoError};
 use loader::linux::{is_bzimage, layout, pvh_entry};
-use loader::memmap::{MemoryMap, Range, RegionKind};
-use okernel_abi::boot::RegionKind as Kind;
+use loader::memmap::{FirmwareKind, MemoryMap, PhysRange};
+use okernel_abi::boot::GuestMemoryKind as Kind;
 
 const KERNEL_VIRT: u64 = 0xffff_ffff_8000_0000;
 const LOAD: u64 = 0x100_0000;
@@ -165,7 +165,7 @@ fn refuses_with_the_cause() {
     let image = kernel();
     let module = r(0x20_0000, 0x20_0000 + image.len() as u64);
     let initrd = r(0x30_0000, 0x30_1000);
-    let e = |image: &[u8], initrd: Range, mib: u64, pool: u64| {
+    let e = |image: &[u8], initrd: PhysRange, mib: u64, pool: u64| {
         layout(image, module, initrd, &ram(mib), &[OKERNEL], pool)
             .unwrap_err()
             .to_string()
@@ -260,9 +260,9 @@ fn start_info_reads_back_with_okernel_reserved() {
     assert!(map.is_usable(&r(0x80_0000, 0x3ff_0000)));
     assert!(map.is_usable(&r(0, 0x9_f000)));
     assert!(
-        map.regions()
-            .iter()
-            .any(|g| g.kind == RegionKind::AcpiReclaimable && g.range == r(0x3ff_0000, 0x400_0000))
+        map.regions().iter().any(
+            |g| g.kind == FirmwareKind::AcpiReclaimable && g.range == r(0x3ff_0000, 0x400_0000)
+        )
     );
     // Without an RSDP the field is 0 (Linux scans for it).
     let c = Contents { rsdp: None, ..c };
@@ -331,15 +331,16 @@ fn multiboot2_acpi_tags_give_the_rsdp() {
 #[test]
 fn mmio_holes_are_the_pages_no_firmware_entry_describes() {
     let mut map = MemoryMap::new();
-    map.add(0, 0x9_f000, RegionKind::Usable).unwrap();
-    map.add(0x9_f000, 0x1000, RegionKind::Reserved).unwrap();
-    map.add(0xe_8000, 0x1_8000, RegionKind::Reserved).unwrap();
-    map.add(0x10_0000, 0x1fef_0000, RegionKind::Usable).unwrap();
-    // Overlapping and unaligned entries.
-    map.add(0x1000_0000, 0x100, RegionKind::Reserved).unwrap();
-    map.add(0x1fff_0000, 0x1_0800, RegionKind::AcpiReclaimable)
+    map.add(0, 0x9_f000, FirmwareKind::Usable).unwrap();
+    map.add(0x9_f000, 0x1000, FirmwareKind::Reserved).unwrap();
+    map.add(0xe_8000, 0x1_8000, FirmwareKind::Reserved).unwrap();
+    map.add(0x10_0000, 0x1fef_0000, FirmwareKind::Usable)
         .unwrap();
-    map.add(0xfffc_0000, 0x4_0000, RegionKind::Reserved)
+    // Overlapping and unaligned entries.
+    map.add(0x1000_0000, 0x100, FirmwareKind::Reserved).unwrap();
+    map.add(0x1fff_0000, 0x1_0800, FirmwareKind::AcpiReclaimable)
+        .unwrap();
+    map.add(0xfffc_0000, 0x4_0000, FirmwareKind::Reserved)
         .unwrap();
     let mut holes = Vec::new();
     loader::linux::mmio_holes(&map, 1 << 32, &mut |h| holes.push(h));
@@ -350,7 +351,7 @@ fn mmio_holes_are_the_pages_no_firmware_entry_describes() {
     );
     // Nothing past the limit; a map that ends low leaves a tail hole.
     let mut small = MemoryMap::new();
-    small.add(0x1000, 0x1000, RegionKind::Usable).unwrap();
+    small.add(0x1000, 0x1000, FirmwareKind::Usable).unwrap();
     let mut holes = Vec::new();
     loader::linux::mmio_holes(&small, 0x10_0000, &mut |h| holes.push(h));
     assert_eq!(holes, [r(0, 0x1000), r(0x2000, 0x10_0000)]);
@@ -366,8 +367,8 @@ fn hostile_headers_and_maps_do_not_overflow() {
     // A firmware entry that ends at the top of the address space: no
     // tail hole (and no wrap-around to a hole from 0).
     let mut map = MemoryMap::new();
-    map.add(0, 0x9_f000, RegionKind::Usable).unwrap();
-    map.add(0x10_0000, u64::MAX - 0x10_0000, RegionKind::Reserved)
+    map.add(0, 0x9_f000, FirmwareKind::Usable).unwrap();
+    map.add(0x10_0000, u64::MAX - 0x10_0000, FirmwareKind::Reserved)
         .unwrap();
     let mut holes = Vec::new();
     loader::linux::mmio_holes(&map, 1 << 32, &mut |h| holes.push(h));

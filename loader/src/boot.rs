@@ -9,14 +9,13 @@ use loader::cmdline::{CmdlineError, Mode, Options};
 use loader::elf_load::{self, ElfError, ImageKind, Occupied};
 use loader::handoff::{self, Carve, HandoffError};
 use loader::linux::LinuxError;
-use loader::memmap::Range;
-use loader::memmap::{MAX_REGIONS, RegionKind as RegionKindFw};
+use loader::memmap::{FirmwareKind, MAX_REGIONS};
 use log::info;
 use okernel::launch::{
     DescriptorTable, GuestEntry, GuestMode, LaunchConfig, MemoryKind, MemoryRange, PhysRange,
 };
 use okernel::vmx::regs::{Gpr, GuestRegisters};
-use okernel_abi::boot::{EntryMode, RegionKind};
+use okernel_abi::boot::{EntryMode, GuestMemoryKind};
 use okernel_abi::result::Outcome;
 
 /// The monitor's frame pool: VMXON region, VMCS, MSR bitmap, host stack,
@@ -32,7 +31,7 @@ pub enum Failure {
     /// No guest module was passed.
     NoGuestModule,
     /// The guest module lies outside the identity map.
-    ModuleUnreadable(Range),
+    ModuleUnreadable(PhysRange),
     /// The guest image was refused.
     Elf(ElfError),
     /// No room for the hand-off area.
@@ -210,7 +209,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
 
     // Place the hand-off area and the monitor's frame pool before writing
     // anything, so a failure leaves memory as it was.
-    let mut avoid = [Range { start: 0, end: 0 }; 8];
+    let mut avoid = [PhysRange::new(0, 0); 8];
     for (a, o) in avoid.iter_mut().zip(occupied) {
         *a = o.range;
     }
@@ -233,25 +232,23 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     let carves = [
         Carve {
             range: phys::image_range(),
-            kind: RegionKind::Monitor,
+            kind: GuestMemoryKind::Monitor,
         },
         Carve {
             range: plan.extent,
-            kind: RegionKind::GuestImage,
+            kind: GuestMemoryKind::GuestImage,
         },
         Carve {
             range: area,
-            kind: RegionKind::BootData,
+            kind: GuestMemoryKind::BootData,
         },
         Carve {
             range: pool,
-            kind: RegionKind::Monitor,
+            kind: GuestMemoryKind::Monitor,
         },
         Carve {
-            range: smp
-                .as_ref()
-                .map_or(Range { start: 0, end: 0 }, |p| p.page()),
-            kind: RegionKind::Monitor,
+            range: smp.as_ref().map_or(PhysRange::new(0, 0), |p| p.page()),
+            kind: GuestMemoryKind::Monitor,
         },
     ];
     let carves = &carves[..if smp.is_some() { 5 } else { 4 }];
@@ -340,7 +337,7 @@ pub fn launch_monitor(
     mode: GuestMode,
     rip: u64,
     regs: GuestRegisters,
-    pool: Range,
+    pool: PhysRange,
     smp: Option<&crate::smp::Plan>,
 ) -> Result<core::convert::Infallible, Failure> {
     let mut holes = [MemoryRange {
@@ -349,10 +346,7 @@ pub fn launch_monitor(
     }; MAX_REGIONS + 1 + HIGH_MMIO];
     let mut n_holes = 0;
     loader::linux::mmio_holes(&bi.memory, 1 << 32, &mut |r| {
-        holes[n_holes].range = PhysRange {
-            start: r.start,
-            end: r.end,
-        };
+        holes[n_holes].range = r;
         n_holes += 1;
     });
     n_holes += crate::platform::high_mmio(&mut holes[n_holes..]);
@@ -362,12 +356,9 @@ pub fn launch_monitor(
         kind: MemoryKind::Reserved,
     }; 2 * MAX_REGIONS + 1 + HIGH_MMIO];
     let firmware = bi.memory.regions().iter().map(|r| MemoryRange {
-        range: PhysRange {
-            start: r.range.start,
-            end: r.range.end,
-        },
+        range: r.range,
         kind: match r.kind {
-            RegionKindFw::Usable => MemoryKind::Ram,
+            FirmwareKind::Usable => MemoryKind::Ram,
             _ => MemoryKind::Reserved,
         },
     });
@@ -376,18 +367,11 @@ pub fn launch_monitor(
         *m = r;
         n += 1;
     }
-    let image = phys::image_range();
     let mut monitor = [PhysRange::new(0, 0); 2 + crate::platform::ECAM_WINDOWS];
-    monitor[0] = PhysRange {
-        start: image.start,
-        end: image.end,
-    };
+    monitor[0] = phys::image_range();
     let mut n_monitor = 1;
     if let Some(page) = smp.map(|p| p.page()) {
-        monitor[n_monitor] = PhysRange {
-            start: page.start,
-            end: page.end,
-        };
+        monitor[n_monitor] = page;
         n_monitor += 1;
     }
     let ecam = crate::platform::hide_ecam(bi)?;
@@ -407,10 +391,7 @@ pub fn launch_monitor(
         },
         memory_map: &memory[..n],
         monitor_ranges: monitor,
-        frame_pool: PhysRange {
-            start: pool.start,
-            end: pool.end,
-        },
+        frame_pool: pool,
         platform_ports: crate::platform::platform_ports(bi, ecam.iter().any(Option::is_some))?,
         report: report_outcome,
     };
@@ -429,7 +410,7 @@ pub fn launch_monitor(
 fn enter_direct(
     plan: &elf_load::LoadPlan,
     area_bytes: &mut [u8; handoff::AREA_SIZE],
-    area: Range,
+    area: PhysRange,
     bi: &BootInfo<'_>,
     carves: &[Carve],
     cmdline: &str,

@@ -21,8 +21,9 @@ use loader::handoff::Carve;
 use loader::linux::{self, LinuxError, boot_params, start_info};
 use log::info;
 use okernel::launch::GuestMode;
+use okernel::memmap::PhysRange;
 use okernel::vmx::regs::{Gpr, GuestRegisters};
-use okernel_abi::boot::RegionKind;
+use okernel_abi::boot::GuestMemoryKind;
 
 /// Boots the Linux kernel `image` (the first module, `kernel`); returns
 /// only on failure.
@@ -106,19 +107,19 @@ pub fn run(
     let carves = [
         Carve {
             range: phys::image_range(),
-            kind: RegionKind::Monitor,
+            kind: GuestMemoryKind::Monitor,
         },
         Carve {
             range: layout.area,
-            kind: RegionKind::BootData,
+            kind: GuestMemoryKind::BootData,
         },
         Carve {
             range: layout.pool,
-            kind: RegionKind::Monitor,
+            kind: GuestMemoryKind::Monitor,
         },
         Carve {
-            range: smp.map_or(loader::memmap::Range { start: 0, end: 0 }, |p| p.page()),
-            kind: RegionKind::Monitor,
+            range: smp.map_or(PhysRange::new(0, 0), |p| p.page()),
+            kind: GuestMemoryKind::Monitor,
         },
     ];
     let carves = &carves[..if smp.is_some() { 4 } else { 3 }];

@@ -14,12 +14,13 @@
 //! segments' *physical* addresses ([`plan_physical`], used by
 //! [`crate::linux`]).
 
-use crate::memmap::{MemoryMap, Range};
+use crate::memmap::MemoryMap;
 use core::fmt;
 use elf::ElfBytes;
 use elf::abi::{EM_386, EM_X86_64, ET_EXEC, PT_LOAD};
 use elf::endian::LittleEndian;
 use elf::file::Class;
+use okernel::memmap::PhysRange;
 
 /// The most loadable segments a guest image may have.
 pub const MAX_SEGMENTS: usize = 16;
@@ -29,7 +30,7 @@ pub const MAX_SEGMENTS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     /// Where the segment goes (physical; the guest is identity-linked).
-    pub dest: Range,
+    pub dest: PhysRange,
     /// The bytes of the image to copy there.
     pub file: core::ops::Range<usize>,
 }
@@ -41,7 +42,7 @@ pub struct LoadPlan {
     /// The entry point.
     pub entry: u64,
     /// From the lowest to the highest byte any segment occupies.
-    pub extent: Range,
+    pub extent: PhysRange,
     /// How the image wants to be entered.
     pub kind: ImageKind,
 }
@@ -67,10 +68,10 @@ impl LoadPlan {
     /// entered at `entry`; `extent` is what the image occupies once
     /// running (at least `dest`: a bzImage decompresses in place).
     pub fn single(
-        dest: Range,
+        dest: PhysRange,
         file: core::ops::Range<usize>,
         entry: u64,
-        extent: Range,
+        extent: PhysRange,
         kind: ImageKind,
     ) -> Self {
         let mut segments: [Option<Segment>; MAX_SEGMENTS] = Default::default();
@@ -95,7 +96,7 @@ pub struct Occupied {
     /// What lives there ("the okernel image", "the guest module", ...).
     pub what: &'static str,
     /// Where.
-    pub range: Range,
+    pub range: PhysRange,
 }
 
 /// Why a guest image was refused.
@@ -131,13 +132,13 @@ pub enum ElfError {
     /// Two segments overlap.
     Overlap(usize, usize),
     /// A segment lies (partly) outside usable RAM.
-    OutsideRam(usize, Range),
+    OutsideRam(usize, PhysRange),
     /// A segment would overwrite something in use.
     Collides {
         /// The segment.
         index: usize,
         /// Its destination.
-        range: Range,
+        range: PhysRange,
         /// What it would overwrite.
         what: &'static str,
     },
@@ -258,7 +259,7 @@ fn plan_segments(
     let mut plan = LoadPlan {
         segments: Default::default(),
         entry,
-        extent: Range {
+        extent: PhysRange {
             start: u64::MAX,
             end: 0,
         },
@@ -279,7 +280,7 @@ fn plan_segments(
                 paddr: ph.p_paddr,
             });
         }
-        let dest = match Range::from_len(ph.p_paddr, ph.p_memsz) {
+        let dest = match PhysRange::from_len(ph.p_paddr, ph.p_memsz) {
             Some(r) if ph.p_filesz <= ph.p_memsz => r,
             _ => return Err(ElfError::BadSegmentSize(index)),
         };
@@ -315,8 +316,7 @@ fn plan_segments(
     if count == 0 {
         return Err(ElfError::NoLoadableSegments);
     }
-    let entry = Range::from_len(plan.entry, 1).ok_or(ElfError::EntryOutside(plan.entry))?;
-    if !plan.segments().any(|s| s.dest.contains(&entry)) {
+    if !plan.segments().any(|s| s.dest.contains(plan.entry)) {
         return Err(ElfError::EntryOutside(plan.entry));
     }
     Ok(plan)

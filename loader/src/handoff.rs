@@ -21,7 +21,8 @@
 //! information structure ([`build_multiboot2`]): command line, memory map,
 //! end tag (multiboot2 specification §3.6).
 
-use crate::memmap::{MemoryMap, Range, RegionKind};
+use crate::memmap::{FirmwareKind, MemoryMap};
+use okernel::memmap::PhysRange;
 use okernel_abi::boot::{self, BOOT_MAGIC, BootInfo, EntryMode, MemoryRegion};
 
 /// Size of the hand-off area.
@@ -46,9 +47,9 @@ const HUGE: u64 = 1 << 7;
 #[derive(Debug, Clone, Copy)]
 pub struct Carve {
     /// Where.
-    pub range: Range,
+    pub range: PhysRange,
     /// What the guest is told lives there.
-    pub kind: boot::RegionKind,
+    pub kind: boot::GuestMemoryKind,
 }
 
 /// Why the hand-off could not be built.
@@ -168,15 +169,15 @@ pub fn guest_map(
     carves: &[Carve],
     emit: &mut dyn FnMut(MemoryRegion) -> Result<(), HandoffError>,
 ) -> Result<(), HandoffError> {
-    let region = |range: Range, kind: boot::RegionKind| MemoryRegion {
+    let region = |range: PhysRange, kind: boot::GuestMemoryKind| MemoryRegion {
         base: range.start,
         length: range.len(),
         kind: kind as u32,
         reserved: 0,
     };
     for fw in firmware.regions() {
-        if fw.kind != RegionKind::Usable {
-            emit(region(fw.range, boot::RegionKind::Reserved))?;
+        if fw.kind != FirmwareKind::Usable {
+            emit(region(fw.range, boot::GuestMemoryKind::Reserved))?;
             continue;
         }
         split_usable(fw.range, carves, &mut |r, kind| emit(region(r, kind)))?;
@@ -185,12 +186,12 @@ pub fn guest_map(
 }
 
 /// Walks the usable range `usable` in address order, emitting its free
-/// pieces as [`boot::RegionKind::Usable`] and the parts of `carves` that
+/// pieces as [`boot::GuestMemoryKind::Usable`] and the parts of `carves` that
 /// fall inside it with their kinds.
 pub fn split_usable<E>(
-    usable: Range,
+    usable: PhysRange,
     carves: &[Carve],
-    emit: &mut dyn FnMut(Range, boot::RegionKind) -> Result<(), E>,
+    emit: &mut dyn FnMut(PhysRange, boot::GuestMemoryKind) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut at = usable.start;
     while at < usable.end {
@@ -200,10 +201,10 @@ pub fn split_usable<E>(
             .min_by_key(|c| c.range.start);
         let (end, kind) = match next {
             Some(c) if c.range.start <= at => (c.range.end.min(usable.end), c.kind),
-            Some(c) => (c.range.start, boot::RegionKind::Usable),
-            None => (usable.end, boot::RegionKind::Usable),
+            Some(c) => (c.range.start, boot::GuestMemoryKind::Usable),
+            None => (usable.end, boot::GuestMemoryKind::Usable),
         };
-        emit(Range { start: at, end }, kind)?;
+        emit(PhysRange { start: at, end }, kind)?;
         at = end;
     }
     Ok(())
@@ -258,7 +259,7 @@ pub fn build_multiboot2(
         }
         put(info, at, region.base);
         put(info, at + 8, region.length);
-        let ty = if region.kind == boot::RegionKind::Usable as u32 {
+        let ty = if region.kind == boot::GuestMemoryKind::Usable as u32 {
             MB2_AVAILABLE
         } else {
             MB2_RESERVED

@@ -3,54 +3,21 @@
 
 use core::fmt;
 
-/// A half-open physical address range `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Range {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-}
+/// The physical range type of the loader's API: okernel's own, re-exported
+/// for the loader's users.
+pub use okernel::memmap::PhysRange;
 
-impl Range {
-    /// The range `[start, start + len)`, or `None` if it overflows.
-    pub fn from_len(start: u64, len: u64) -> Option<Self> {
-        Some(Self {
-            start,
-            end: start.checked_add(len)?,
-        })
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.end.saturating_sub(self.start)
-    }
-
-    /// Whether the range holds no byte.
-    pub fn is_empty(&self) -> bool {
-        self.end <= self.start
-    }
-
-    /// Whether the two ranges share a byte.
-    pub fn overlaps(&self, other: &Range) -> bool {
-        self.start < other.end && other.start < self.end
-    }
-
-    /// Whether `other` lies wholly inside `self`.
-    pub fn contains(&self, other: &Range) -> bool {
-        self.start <= other.start && other.end <= self.end
-    }
-}
-
-impl fmt::Display for Range {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:#011x}, {:#011x})", self.start, self.end)
-    }
-}
-
-/// What a region of the firmware memory map holds.
+/// What a region of the firmware memory map holds: the E820 type, as
+/// multiboot2 and PVH report it.
+///
+/// The loader's input only. It becomes the guest's hand-off map
+/// ([`okernel_abi::boot::GuestMemoryKind`], which adds the monitor's and
+/// the loader's own regions and folds the ACPI kinds into reserved) and
+/// the monitor's EPT classes ([`okernel::memmap::MemoryKind`]); a locked
+/// policy region's kind ([`okernel_abi::policy::RegionKind`]) is another
+/// thing again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegionKind {
+pub enum FirmwareKind {
     /// RAM free for use.
     Usable,
     /// ACPI tables that may be reclaimed after they are read.
@@ -63,26 +30,26 @@ pub enum RegionKind {
     Reserved,
 }
 
-impl RegionKind {
+impl FirmwareKind {
     /// A short name for the console.
     pub fn name(self) -> &'static str {
         match self {
-            RegionKind::Usable => "usable",
-            RegionKind::AcpiReclaimable => "acpi-reclaimable",
-            RegionKind::AcpiNvs => "acpi-nvs",
-            RegionKind::Bad => "bad",
-            RegionKind::Reserved => "reserved",
+            FirmwareKind::Usable => "usable",
+            FirmwareKind::AcpiReclaimable => "acpi-reclaimable",
+            FirmwareKind::AcpiNvs => "acpi-nvs",
+            FirmwareKind::Bad => "bad",
+            FirmwareKind::Reserved => "reserved",
         }
     }
 
     /// The kind for an E820 type (shared by multiboot2 and PVH).
     pub fn from_e820(ty: u32) -> Self {
         match ty {
-            1 => RegionKind::Usable,
-            3 => RegionKind::AcpiReclaimable,
-            4 => RegionKind::AcpiNvs,
-            5 => RegionKind::Bad,
-            _ => RegionKind::Reserved,
+            1 => FirmwareKind::Usable,
+            3 => FirmwareKind::AcpiReclaimable,
+            4 => FirmwareKind::AcpiNvs,
+            5 => FirmwareKind::Bad,
+            _ => FirmwareKind::Reserved,
         }
     }
 }
@@ -91,9 +58,9 @@ impl RegionKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
     /// The addresses it covers.
-    pub range: Range,
+    pub range: PhysRange,
     /// What it holds.
-    pub kind: RegionKind,
+    pub kind: FirmwareKind,
 }
 
 /// The most regions a map holds; firmware maps are far smaller.
@@ -145,8 +112,8 @@ impl MemoryMap {
     /// An empty map.
     pub const fn new() -> Self {
         const EMPTY: Region = Region {
-            range: Range { start: 0, end: 0 },
-            kind: RegionKind::Reserved,
+            range: PhysRange::new(0, 0),
+            kind: FirmwareKind::Reserved,
         };
         Self {
             regions: [EMPTY; MAX_REGIONS],
@@ -156,8 +123,8 @@ impl MemoryMap {
 
     /// Adds a firmware entry; empty entries are ignored. Keeps the map
     /// sorted by start address.
-    pub fn add(&mut self, base: u64, length: u64, kind: RegionKind) -> Result<(), MapError> {
-        let range = Range::from_len(base, length).ok_or(MapError::Overflow { base, length })?;
+    pub fn add(&mut self, base: u64, length: u64, kind: FirmwareKind) -> Result<(), MapError> {
+        let range = PhysRange::from_len(base, length).ok_or(MapError::Overflow { base, length })?;
         if range.is_empty() {
             return Ok(());
         }
@@ -189,16 +156,16 @@ impl MemoryMap {
     }
 
     /// The usable ranges.
-    pub fn usable(&self) -> impl Iterator<Item = Range> + '_ {
+    pub fn usable(&self) -> impl Iterator<Item = PhysRange> + '_ {
         self.regions()
             .iter()
-            .filter(|r| r.kind == RegionKind::Usable)
+            .filter(|r| r.kind == FirmwareKind::Usable)
             .map(|r| r.range)
     }
 
     /// Whether `range` lies wholly inside usable RAM. Adjacent usable
     /// regions count as one.
-    pub fn is_usable(&self, range: &Range) -> bool {
+    pub fn is_usable(&self, range: &PhysRange) -> bool {
         let mut covered = range.start;
         for r in self.usable() {
             if r.start <= covered && covered < r.end {
@@ -214,12 +181,18 @@ impl MemoryMap {
     /// The lowest `align`-aligned range of `len` bytes in usable RAM, at or
     /// above `floor`, that overlaps none of `avoid`. `align` must be a power
     /// of two.
-    pub fn find_free(&self, len: u64, align: u64, floor: u64, avoid: &[Range]) -> Option<Range> {
+    pub fn find_free(
+        &self,
+        len: u64,
+        align: u64,
+        floor: u64,
+        avoid: &[PhysRange],
+    ) -> Option<PhysRange> {
         debug_assert!(align.is_power_of_two());
         for r in self.usable() {
             let mut start = align_up(r.start.max(floor), align)?;
             loop {
-                let cand = Range::from_len(start, len)?;
+                let cand = PhysRange::from_len(start, len)?;
                 if cand.end > r.end {
                     break;
                 }
@@ -254,16 +227,16 @@ mod tests {
 
     fn map() -> MemoryMap {
         let mut m = MemoryMap::new();
-        m.add(0x10_0000, 0x700_0000, RegionKind::Usable).unwrap();
-        m.add(0, 0x9_fc00, RegionKind::Usable).unwrap();
-        m.add(0xf_0000, 0x1_0000, RegionKind::Reserved).unwrap();
+        m.add(0x10_0000, 0x700_0000, FirmwareKind::Usable).unwrap();
+        m.add(0, 0x9_fc00, FirmwareKind::Usable).unwrap();
+        m.add(0xf_0000, 0x1_0000, FirmwareKind::Reserved).unwrap();
         m
     }
 
     #[test]
     fn keeps_regions_sorted_and_drops_empty_ones() {
         let mut m = map();
-        m.add(0x5000, 0, RegionKind::Usable).unwrap();
+        m.add(0x5000, 0, FirmwareKind::Usable).unwrap();
         let starts: Vec<u64> = m.regions().iter().map(|r| r.range.start).collect();
         assert_eq!(starts, vec![0, 0xf_0000, 0x10_0000]);
     }
@@ -272,17 +245,17 @@ mod tests {
     fn rejects_wrapping_entries_and_overflowing_maps() {
         let mut m = MemoryMap::new();
         assert_eq!(
-            m.add(u64::MAX, 2, RegionKind::Usable),
+            m.add(u64::MAX, 2, FirmwareKind::Usable),
             Err(MapError::Overflow {
                 base: u64::MAX,
                 length: 2
             })
         );
         for i in 0..MAX_REGIONS as u64 {
-            m.add(i * 0x1000, 0x1000, RegionKind::Usable).unwrap();
+            m.add(i * 0x1000, 0x1000, FirmwareKind::Usable).unwrap();
         }
         assert_eq!(
-            m.add(1 << 40, 1, RegionKind::Usable),
+            m.add(1 << 40, 1, FirmwareKind::Usable),
             Err(MapError::TooManyRegions)
         );
         assert_eq!(
@@ -294,16 +267,16 @@ mod tests {
     #[test]
     fn usable_checks_cover_adjacent_regions_only() {
         let mut m = map();
-        m.add(0x710_0000, 0x10_0000, RegionKind::Usable).unwrap();
-        assert!(m.is_usable(&Range {
+        m.add(0x710_0000, 0x10_0000, FirmwareKind::Usable).unwrap();
+        assert!(m.is_usable(&PhysRange {
             start: 0x700_0000,
             end: 0x720_0000
         }));
-        assert!(!m.is_usable(&Range {
+        assert!(!m.is_usable(&PhysRange {
             start: 0x9_f000,
             end: 0x10_1000
         }));
-        assert!(!m.is_usable(&Range {
+        assert!(!m.is_usable(&PhysRange {
             start: 0x800_0000,
             end: 0x800_1000
         }));
@@ -312,14 +285,14 @@ mod tests {
     #[test]
     fn find_free_skips_what_it_must_avoid() {
         let m = map();
-        let avoid = [Range {
+        let avoid = [PhysRange {
             start: 0x10_0000,
             end: 0x20_0800,
         }];
         let r = m.find_free(0x2000, 0x1000, 0x10_0000, &avoid).unwrap();
         assert_eq!(
             r,
-            Range {
+            PhysRange {
                 start: 0x20_1000,
                 end: 0x20_3000
             }

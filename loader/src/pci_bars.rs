@@ -15,7 +15,7 @@
 //! the guest exists.
 
 use crate::chipset::ConfigSpace;
-use crate::memmap::Range;
+use okernel::memmap::PhysRange;
 
 /// 4 GiB: below it the holes of the memory map are mapped already.
 const FOUR_GIB: u64 = 1 << 32;
@@ -36,7 +36,7 @@ const fn address(bus: u32, dev: u32, func: u32, reg: u32) -> u32 {
 /// enumerates them, so a machine with one bus costs 32 reads, not 8,192
 /// (each a port exit under a hypervisor). Root buses other than 0 (a
 /// multi-socket host's, which ACPI names) are not scanned.
-pub fn high_mmio(cfg: &mut impl ConfigSpace, emit: &mut dyn FnMut(Range)) {
+pub fn high_mmio(cfg: &mut impl ConfigSpace, emit: &mut dyn FnMut(PhysRange)) {
     let mut scan = [false; 256];
     scan[0] = true;
     for bus in 0..256u32 {
@@ -68,7 +68,7 @@ pub fn high_mmio(cfg: &mut impl ConfigSpace, emit: &mut dyn FnMut(Range)) {
 fn function(
     cfg: &mut impl ConfigSpace,
     at: u32,
-    emit: &mut dyn FnMut(Range),
+    emit: &mut dyn FnMut(PhysRange),
 ) -> Option<(u32, u32)> {
     let header = (cfg.read(at | 0xc) >> 16) & 0x7f;
     let bars = match header {
@@ -88,7 +88,7 @@ fn function(
                 && let Some(size) = size64(cfg, at, reg, low, high)
                 && let Some(end) = base.checked_add(size)
             {
-                emit(Range { start: base, end });
+                emit(PhysRange { start: base, end });
             }
             i += 2;
         } else {
@@ -106,7 +106,7 @@ fn function(
                 | (u64::from((base_limit >> 16) & 0xfff0) << 16)
                 | 0xf_ffff;
             if base >= FOUR_GIB && limit >= base {
-                emit(Range {
+                emit(PhysRange {
                     start: base,
                     end: limit.saturating_add(1),
                 });

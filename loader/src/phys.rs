@@ -2,7 +2,7 @@
 //! by the entry stub (virtual address == physical address).
 
 use loader::bootinfo::PhysMem;
-use loader::memmap::Range;
+use okernel::memmap::PhysRange;
 
 /// The end of the identity map the entry stub builds.
 pub const IDENTITY_END: u64 = 4 << 30;
@@ -28,7 +28,7 @@ impl PhysMem for Identity {
 /// # Safety
 ///
 /// `range` must be RAM that nothing else uses for the returned lifetime.
-pub unsafe fn bytes_mut(range: Range) -> Option<&'static mut [u8]> {
+pub unsafe fn bytes_mut(range: PhysRange) -> Option<&'static mut [u8]> {
     if range.start == 0 || range.end > IDENTITY_END {
         return None;
     }
@@ -38,12 +38,12 @@ pub unsafe fn bytes_mut(range: Range) -> Option<&'static mut [u8]> {
 }
 
 /// The physical range of this image, from the linker script.
-pub fn image_range() -> Range {
+pub fn image_range() -> PhysRange {
     unsafe extern "C" {
         static __image_start: u8;
         static __image_end: u8;
     }
-    Range {
+    PhysRange {
         start: (&raw const __image_start) as u64,
         end: (&raw const __image_end) as u64,
     }
@@ -55,8 +55,8 @@ pub fn image_range() -> Range {
 /// # Safety
 ///
 /// `to` must be RAM that nothing else uses, and `from` readable memory.
-pub unsafe fn copy(from: Range, to: Range) -> Option<()> {
-    let inside = |r: Range| r.start != 0 && r.end <= IDENTITY_END;
+pub unsafe fn copy(from: PhysRange, to: PhysRange) -> Option<()> {
+    let inside = |r: PhysRange| r.start != 0 && r.end <= IDENTITY_END;
     if from.len() != to.len() || !inside(from) || !inside(to) {
         return None;
     }

@@ -9,9 +9,9 @@ use crate::boot::Failure;
 use crate::phys::{self, Identity};
 use loader::bootinfo::{BootInfo, PhysMem};
 use loader::chipset::Smram;
-use loader::memmap::Range;
 use log::info;
 use okernel::exit::platform_ports::{PlatformPorts, PortBlock, PortRule};
+use okernel::memmap::PhysRange;
 
 /// The ECAM windows kept from the guest: the MCFG's, and the one the
 /// host bridge's PCIEXBAR decodes now.
@@ -68,10 +68,7 @@ pub(crate) fn high_mmio(out: &mut [okernel::launch::MemoryRange]) -> usize {
         }
         info!("PCI: device memory {r} above 4 GiB mapped for the guest (MMIO, uncached)");
         out[n] = okernel::launch::MemoryRange {
-            range: okernel::launch::PhysRange {
-                start: r.start,
-                end: r.end,
-            },
+            range: r,
             kind: okernel::launch::MemoryKind::Mmio,
         };
         n += 1;
@@ -256,7 +253,7 @@ pub(crate) fn hide_ecam(bi: &BootInfo<'_>) -> Result<[Option<(u64, u64)>; ECAM_W
         // ACPI memory that nothing else uses while the loader runs; the
         // guest finds it changed (these are the tables it reads).
         if let Some(bytes) = unsafe {
-            phys::bytes_mut(Range {
+            phys::bytes_mut(PhysRange {
                 start: root,
                 end: root + len,
             })

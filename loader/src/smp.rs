@@ -24,10 +24,12 @@ use core::fmt;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use loader::acpi::{self, AcpiError, Processors};
 use loader::bootinfo::BootInfo;
-use loader::memmap::Range;
 use loader::parking::{self, ARRIVED, NotParked, PARKED, Slot, TAKEN};
 use log::{info, warn};
+use okernel::exit::apic::{APIC_BASE_EXTD, X2APIC_ICR};
 use okernel::launch::park::{ParkFailure, park_this_processor};
+use okernel::memmap::PhysRange;
+use okernel::msrs::IA32_APIC_BASE;
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
@@ -69,10 +71,6 @@ unsafe extern "C" {
     fn ap_stop_stub();
 }
 
-/// IA32_APIC_BASE (SDM Vol. 3A §11.4.4): the xAPIC page and EXTD
-/// (x2APIC mode, bit 10).
-const IA32_APIC_BASE: u32 = 0x1b;
-const X2APIC_ICR: u32 = 0x830;
 const XAPIC_ICR_LOW: u64 = 0x300;
 const XAPIC_ICR_HIGH: u64 = 0x310;
 /// ICR: destination shorthand "all excluding self" (bits 19:18 = 11b),
@@ -157,13 +155,13 @@ impl fmt::Display for SmpError {
 /// What [`park`] needs: the listed processors and the start-up page.
 pub struct Plan {
     cpus: Processors,
-    page: Range,
+    page: PhysRange,
 }
 
 impl Plan {
     /// The page the start-up code occupies for the whole run (the
     /// monitor's: out of every view and of the guest's map).
-    pub fn page(&self) -> Range {
+    pub fn page(&self) -> PhysRange {
         self.page
     }
 }
@@ -171,7 +169,7 @@ impl Plan {
 /// Reads the MADT and, when it lists other processors, chooses the
 /// start-up page clear of `avoid`. `None`: nothing to park (one
 /// processor, or no ACPI RSDP to count them with, which is reported).
-pub fn plan(bi: &BootInfo<'_>, avoid: &[Range]) -> Result<Option<Plan>, SmpError> {
+pub fn plan(bi: &BootInfo<'_>, avoid: &[PhysRange]) -> Result<Option<Plan>, SmpError> {
     let Some(rsdp) = bi.rsdp else {
         warn!(
             "no ACPI RSDP from the boot loader: other processors, if any, are NOT parked (run okernel on one processor)"
@@ -329,7 +327,7 @@ fn send(icr_low: u32) {
     // SAFETY: IA32_APIC_BASE exists on every processor with an APIC
     // (all x86-64 ones); reading it has no side effect.
     let base = unsafe { Msr::new(IA32_APIC_BASE).read() };
-    if base & 1 << 10 != 0 {
+    if base & APIC_BASE_EXTD != 0 {
         // SAFETY: x2APIC mode (EXTD): the ICR is MSR 0x830, destination
         // in the high half (unused with a shorthand).
         unsafe { Msr::new(X2APIC_ICR).write(u64::from(icr_low)) };

@@ -5,8 +5,12 @@
 
 #![forbid(unsafe_code)]
 
-/// A physical address range `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use core::fmt;
+
+/// A physical address range `[start, end)`: the one range type of the
+/// monitor and the loader (firmware maps, images, hand-off areas, EPT
+/// views).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PhysRange {
     /// First byte.
     pub start: u64,
@@ -15,11 +19,20 @@ pub struct PhysRange {
 }
 
 impl PhysRange {
-    /// `[start, start + len)`.
+    /// `[start, start + len)`, its end clamped to `u64::MAX` (see
+    /// [`PhysRange::from_len`] for the checked form).
     pub const fn new(start: u64, len: u64) -> Self {
         Self {
             start,
             end: start.saturating_add(len),
+        }
+    }
+    /// `[start, start + len)`, or `None` if it wraps around the address
+    /// space.
+    pub const fn from_len(start: u64, len: u64) -> Option<Self> {
+        match start.checked_add(len) {
+            Some(end) => Some(Self { start, end }),
+            None => None,
         }
     }
     /// Length in bytes.
@@ -38,6 +51,11 @@ impl PhysRange {
     pub const fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end
     }
+    /// Whether `other` lies wholly inside the range (an empty `other`
+    /// counts when its bounds do).
+    pub const fn contains_range(&self, other: &PhysRange) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
     /// The range widened to 4 KiB page boundaries.
     pub const fn page_aligned_outward(&self) -> Self {
         Self {
@@ -47,7 +65,19 @@ impl PhysRange {
     }
 }
 
+impl fmt::Display for PhysRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:#011x}, {:#011x})", self.start, self.end)
+    }
+}
+
 /// What a physical range holds, and so how the base EPT view maps it.
+///
+/// The monitor's own classification, which the loader derives from the
+/// firmware map (`loader::memmap::FirmwareKind`, the E820 types) and the
+/// device ranges it finds. Not the kinds of the guest's hand-off map
+/// ([`okernel_abi::boot::GuestMemoryKind`]) nor of a locked policy region
+/// ([`okernel_abi::policy::RegionKind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryKind {
     /// RAM: identity-mapped read/write/execute, write-back.
@@ -67,4 +97,37 @@ pub struct MemoryRange {
     pub range: PhysRange,
     /// What it holds.
     pub kind: MemoryKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PhysRange;
+
+    #[test]
+    fn checked_and_saturating_constructors_differ_only_on_wrap() {
+        assert_eq!(
+            PhysRange::from_len(0x1000, 0x2000),
+            Some(PhysRange::new(0x1000, 0x2000))
+        );
+        assert_eq!(PhysRange::from_len(u64::MAX, 2), None);
+        assert_eq!(PhysRange::new(u64::MAX, 2).end, u64::MAX);
+    }
+
+    #[test]
+    fn contains_takes_an_address_contains_range_a_range() {
+        let r = PhysRange {
+            start: 0x1000,
+            end: 0x3000,
+        };
+        assert!(r.contains(0x1000) && !r.contains(0x3000));
+        assert!(r.contains_range(&PhysRange {
+            start: 0x2000,
+            end: 0x3000
+        }));
+        assert!(!r.contains_range(&PhysRange {
+            start: 0x2000,
+            end: 0x3001
+        }));
+        assert_eq!(r.to_string(), "[0x000001000, 0x000003000)");
+    }
 }

@@ -8,8 +8,9 @@ mod pvh;
 pub use multiboot2::{MULTIBOOT2_MAGIC, acpi_rsdp, parse_multiboot2};
 pub use pvh::{PVH_MAGIC, PhysMem, StartInfo, parse_pvh};
 
-use crate::memmap::{MapError, MemoryMap, Range};
+use crate::memmap::{MapError, MemoryMap};
 use core::fmt;
+use okernel::memmap::PhysRange;
 
 /// The boot protocol the image was entered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,7 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Module<'a> {
     /// Where its bytes lie.
-    pub range: Range,
+    pub range: PhysRange,
     /// Its command line (empty when none).
     pub cmdline: &'a str,
 }
@@ -53,7 +54,7 @@ pub struct BootInfo<'a> {
     pub cmdline: &'a str,
     /// Where the boot-information structures themselves lie (they must
     /// survive until the loader is done with them).
-    pub info_ranges: [Option<Range>; 2],
+    pub info_ranges: [Option<PhysRange>; 2],
     /// A copy of the ACPI RSDP the boot loader passed (multiboot2 ACPI
     /// tags), for a Linux guest's start info; `None` when there is none.
     pub rsdp: Option<&'a [u8]>,

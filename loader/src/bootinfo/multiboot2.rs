@@ -2,8 +2,9 @@
 //! the `multiboot2` crate.
 
 use super::{BootInfo, BootInfoError, Module, Protocol};
-use crate::memmap::{Range, RegionKind};
+use crate::memmap::FirmwareKind;
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+use okernel::memmap::PhysRange;
 
 /// The value a multiboot2 loader leaves in EAX.
 pub const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
@@ -30,16 +31,16 @@ pub unsafe fn parse_multiboot2<'a>(
     // an unexpected entry size; refuse those first.
     check_tag_layouts(bytes).map_err(BootInfoError::Multiboot2)?;
     let mut info = BootInfo::new(Protocol::Multiboot2);
-    info.info_ranges[0] = Range::from_len(mbi.start_address() as u64, mbi.total_size() as u64);
+    info.info_ranges[0] = PhysRange::from_len(mbi.start_address() as u64, mbi.total_size() as u64);
 
     let mmap = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
     for area in mmap.memory_areas() {
         let kind = match area.typ() {
-            MemoryAreaType::Available => RegionKind::Usable,
-            MemoryAreaType::AcpiAvailable => RegionKind::AcpiReclaimable,
-            MemoryAreaType::ReservedHibernate => RegionKind::AcpiNvs,
-            MemoryAreaType::Defective => RegionKind::Bad,
-            _ => RegionKind::Reserved,
+            MemoryAreaType::Available => FirmwareKind::Usable,
+            MemoryAreaType::AcpiAvailable => FirmwareKind::AcpiReclaimable,
+            MemoryAreaType::ReservedHibernate => FirmwareKind::AcpiNvs,
+            MemoryAreaType::Defective => FirmwareKind::Bad,
+            _ => FirmwareKind::Reserved,
         };
         info.memory.add(area.start_address(), area.size(), kind)?;
     }
@@ -65,7 +66,7 @@ pub unsafe fn parse_multiboot2<'a>(
             return Err(BootInfoError::EmptyModule { index });
         }
         info.push_module(Module {
-            range: Range { start, end },
+            range: PhysRange { start, end },
             cmdline,
         })?;
     }
@@ -217,7 +218,7 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(
             m[0].range,
-            Range {
+            PhysRange {
                 start: 0x20_0000,
                 end: 0x28_0000
             }

@@ -2,7 +2,8 @@
 //! information of QEMU's `-kernel` PVH boot and of the KVM harness.
 
 use super::{BootInfo, BootInfoError, Module, Protocol};
-use crate::memmap::{Range, RegionKind};
+use crate::memmap::FirmwareKind;
+use okernel::memmap::PhysRange;
 
 /// `hvm_start_info.magic` ("xEn3" with the top bit set).
 pub const PVH_MAGIC: u32 = 0x336e_c578;
@@ -123,7 +124,7 @@ pub fn parse_pvh<M: PhysMem + ?Sized>(mem: &M, addr: u64) -> Result<BootInfo<'_>
         return Err(BootInfoError::PvhNoMemoryMap(si.version));
     }
     let mut info = BootInfo::new(Protocol::Pvh);
-    info.info_ranges[0] = Range::from_len(addr, START_INFO_SIZE as u64);
+    info.info_ranges[0] = PhysRange::from_len(addr, START_INFO_SIZE as u64);
 
     let entries = si.memmap_entries as usize;
     if entries == 0 {
@@ -137,7 +138,7 @@ pub fn parse_pvh<M: PhysMem + ?Sized>(mem: &M, addr: u64) -> Result<BootInfo<'_>
     )?;
     for e in map.chunks_exact(MEMMAP_ENTRY_SIZE) {
         info.memory
-            .add(le64(e, 0), le64(e, 8), RegionKind::from_e820(le32(e, 16)))?;
+            .add(le64(e, 0), le64(e, 8), FirmwareKind::from_e820(le32(e, 16)))?;
     }
     info.memory.require_usable()?;
 
@@ -167,10 +168,10 @@ pub fn parse_pvh<M: PhysMem + ?Sized>(mem: &M, addr: u64) -> Result<BootInfo<'_>
         si.modlist_paddr,
         count * MODLIST_ENTRY_SIZE,
     )?;
-    info.info_ranges[1] = Range::from_len(si.modlist_paddr, list.len() as u64);
+    info.info_ranges[1] = PhysRange::from_len(si.modlist_paddr, list.len() as u64);
     for (index, e) in list.chunks_exact(MODLIST_ENTRY_SIZE).enumerate() {
         let (start, size) = (le64(e, 0), le64(e, 8));
-        let range = Range::from_len(start, size).ok_or(BootInfoError::EmptyModule { index })?;
+        let range = PhysRange::from_len(start, size).ok_or(BootInfoError::EmptyModule { index })?;
         let cmdline = c_string(mem, "a module command line", le64(e, 16))?;
         info.push_module(Module { range, cmdline })?;
     }
@@ -249,7 +250,7 @@ mod tests {
         assert_eq!(modules.len(), 1);
         assert_eq!(
             modules[0].range,
-            Range {
+            PhysRange {
                 start: 0x20_0000,
                 end: 0x21_0000
             }

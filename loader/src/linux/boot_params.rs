@@ -20,7 +20,8 @@ use super::start_info::e820_map;
 use super::{LinuxError, start_info};
 use crate::elf_load::{ImageKind, LoadPlan, Occupied};
 use crate::handoff;
-use crate::memmap::{MemoryMap, Range};
+use crate::memmap::MemoryMap;
+use okernel::memmap::PhysRange;
 
 /// Size of the area.
 pub const AREA_SIZE: usize = 0x8000;
@@ -134,10 +135,10 @@ pub fn plan(image: &[u8], ram: &MemoryMap, fixed: &[Occupied]) -> Result<LoadPla
     let file = h.kernel_offset..image.len();
     // The 64-bit entry lies 0x200 into the protected-mode kernel: a file
     // that ends before it is no kernel.
-    let dest = Range::from_len(load, file.len() as u64)
+    let dest = PhysRange::from_len(load, file.len() as u64)
         .filter(|d| d.len() > ENTRY_64)
         .ok_or(LinuxError::BzImageTruncated)?;
-    let extent = Range::from_len(load, h.init_size.max(dest.len()))
+    let extent = PhysRange::from_len(load, h.init_size.max(dest.len()))
         .filter(|r| r.end <= 1 << 32)
         .ok_or(LinuxError::LoadRangeUnusable(dest))?;
     if !ram.is_usable(&extent) {

@@ -21,8 +21,9 @@ pub mod boot_params;
 pub mod start_info;
 
 use crate::elf_load::{self, ElfError, ImageKind, LoadPlan, Occupied};
-use crate::memmap::{MemoryMap, Range};
+use crate::memmap::MemoryMap;
 use core::fmt;
+use okernel::memmap::PhysRange;
 
 /// The Xen ELF note that names the PVH 32-bit entry (`public/elfnote.h`).
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
@@ -97,11 +98,11 @@ pub fn is_bzimage(image: &[u8]) -> bool {
 /// MMIO (the legacy VGA/BIOS hole, PCI BARs, the I/O APIC at 0xFEC00000,
 /// the HPET at 0xFED00000, the local APIC at 0xFEE00000). A Linux guest
 /// touches them, so the base EPT view maps them uncached.
-pub fn mmio_holes(map: &MemoryMap, limit: u64, emit: &mut dyn FnMut(Range)) {
+pub fn mmio_holes(map: &MemoryMap, limit: u64, emit: &mut dyn FnMut(PhysRange)) {
     let mut at = 0;
     for r in map.regions().iter().map(|r| r.range) {
         if r.start > at && at < limit {
-            let hole = Range {
+            let hole = PhysRange {
                 start: at.next_multiple_of(0x1000),
                 end: r.start.min(limit) & !0xfff,
             };
@@ -112,7 +113,7 @@ pub fn mmio_holes(map: &MemoryMap, limit: u64, emit: &mut dyn FnMut(Range)) {
         at = at.max(r.end);
     }
     if at < limit {
-        let tail = Range {
+        let tail = PhysRange {
             start: at.next_multiple_of(0x1000),
             end: limit & !0xfff,
         };
@@ -134,9 +135,9 @@ pub enum LinuxError {
     /// The bzImage is not relocatable (it would load at 1 MiB, okernel's).
     NotRelocatable,
     /// The kernel's load range is not usable RAM below 4 GiB.
-    LoadRangeUnusable(Range),
+    LoadRangeUnusable(PhysRange),
     /// The kernel's load range overlaps the named thing.
-    LoadRangeCollides(Range, &'static str),
+    LoadRangeCollides(PhysRange, &'static str),
     /// The command line is longer than the kernel takes.
     CmdlineTooLong(usize, usize),
     /// The kernel's image was refused.
@@ -228,9 +229,9 @@ impl fmt::Display for LinuxError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Move {
     /// Where it lies now.
-    pub from: Range,
+    pub from: PhysRange,
     /// Where it goes (same length).
-    pub to: Range,
+    pub to: PhysRange,
 }
 
 /// Where everything of a Linux boot goes, validated as a whole.
@@ -243,18 +244,18 @@ pub struct Layout {
     /// The vmlinux moved clear of the kernel's load range, second.
     pub kernel_move: Option<Move>,
     /// Where the initramfs lies when Linux starts.
-    pub initrd: Range,
+    pub initrd: PhysRange,
     /// The hand-over area: the PVH start info ([`start_info::AREA_SIZE`]
     /// bytes) or the bzImage's page tables and zero page
     /// ([`boot_params::AREA_SIZE`]).
-    pub area: Range,
+    pub area: PhysRange,
     /// The monitor's frame pool.
-    pub pool: Range,
+    pub pool: PhysRange,
 }
 
 impl Layout {
     /// Where the vmlinux bytes are read from when the segments are copied.
-    pub fn kernel_source(&self, module: Range) -> Range {
+    pub fn kernel_source(&self, module: PhysRange) -> PhysRange {
         self.kernel_move.map_or(module, |m| m.to)
     }
 }
@@ -279,8 +280,8 @@ pub fn check_handover(
 /// the boot information); a `pool_bytes` frame pool is placed too.
 pub fn layout(
     image: &[u8],
-    kernel: Range,
-    initrd: Range,
+    kernel: PhysRange,
+    initrd: PhysRange,
     ram: &MemoryMap,
     fixed: &[Occupied],
     pool_bytes: u64,
@@ -306,7 +307,7 @@ pub fn layout(
     };
 
     const MAX_AVOID: usize = 16;
-    let mut avoid = [Range { start: 0, end: 0 }; MAX_AVOID];
+    let mut avoid = [PhysRange::new(0, 0); MAX_AVOID];
     let mut n = 0;
     for r in fixed
         .iter()
@@ -317,7 +318,7 @@ pub fn layout(
         avoid[n] = r;
         n += 1;
     }
-    let mut place = |what: &'static str, bytes: u64| -> Result<Range, LinuxError> {
+    let mut place = |what: &'static str, bytes: u64| -> Result<PhysRange, LinuxError> {
         let r = ram
             .find_free(bytes, 0x1000, 1 << 20, &avoid[..n])
             .filter(|r| r.end <= 1 << 32)

@@ -20,7 +20,8 @@
 //! the initrd in `setup_arch`).
 
 use crate::handoff::{Carve, split_usable};
-use crate::memmap::{MemoryMap, Range, RegionKind};
+use crate::memmap::{FirmwareKind, MemoryMap};
+use okernel::memmap::PhysRange;
 use okernel_abi::boot;
 
 /// `hvm_start_info.magic`.
@@ -84,45 +85,45 @@ pub struct Contents<'a> {
     pub firmware: &'a MemoryMap,
     /// Ranges of usable RAM Linux must not use (okernel's memory, this
     /// area): reserved in its map unless their kind is
-    /// [`boot::RegionKind::Usable`] or [`boot::RegionKind::GuestImage`].
+    /// [`boot::GuestMemoryKind::Usable`] or [`boot::GuestMemoryKind::GuestImage`].
     pub carves: &'a [Carve],
     /// The kernel command line.
     pub cmdline: &'a str,
     /// The initramfs.
-    pub initrd: Range,
+    pub initrd: PhysRange,
     /// The ACPI RSDP as the boot loader copied it (multiboot2 tags 14/15),
     /// or `None` (Linux then scans the BIOS areas for it).
     pub rsdp: Option<&'a [u8]>,
 }
 
 /// The E820 type Linux is told for a firmware region kind.
-fn e820(kind: RegionKind) -> u32 {
+fn e820(kind: FirmwareKind) -> u32 {
     match kind {
-        RegionKind::Usable => E820_RAM,
-        RegionKind::AcpiReclaimable => E820_ACPI,
-        RegionKind::AcpiNvs => E820_NVS,
-        RegionKind::Bad => E820_UNUSABLE,
-        RegionKind::Reserved => E820_RESERVED,
+        FirmwareKind::Usable => E820_RAM,
+        FirmwareKind::AcpiReclaimable => E820_ACPI,
+        FirmwareKind::AcpiNvs => E820_NVS,
+        FirmwareKind::Bad => E820_UNUSABLE,
+        FirmwareKind::Reserved => E820_RESERVED,
     }
 }
 
 /// The E820 map Linux gets: the firmware's regions with their types, and
 /// inside usable RAM the `carves` as reserved (type 2) unless their kind
-/// is [`boot::RegionKind::Usable`] or [`boot::RegionKind::GuestImage`];
+/// is [`boot::GuestMemoryKind::Usable`] or [`boot::GuestMemoryKind::GuestImage`];
 /// in address order, as (range, E820 type).
 pub fn e820_map<E>(
     firmware: &MemoryMap,
     carves: &[Carve],
-    emit: &mut dyn FnMut(Range, u32) -> Result<(), E>,
+    emit: &mut dyn FnMut(PhysRange, u32) -> Result<(), E>,
 ) -> Result<(), E> {
     for fw in firmware.regions() {
-        if fw.kind != RegionKind::Usable {
+        if fw.kind != FirmwareKind::Usable {
             emit(fw.range, e820(fw.kind))?;
             continue;
         }
         split_usable(fw.range, carves, &mut |r, kind| {
             let ty = match kind {
-                boot::RegionKind::Usable | boot::RegionKind::GuestImage => E820_RAM,
+                boot::GuestMemoryKind::Usable | boot::GuestMemoryKind::GuestImage => E820_RAM,
                 _ => E820_RESERVED,
             };
             emit(r, ty)
@@ -155,7 +156,7 @@ pub fn build(
     check(c.cmdline, c.rsdp)?;
     area.fill(0);
     let mut entries = 0;
-    let mut emit = |r: Range, ty: u32| -> Result<(), StartInfoError> {
+    let mut emit = |r: PhysRange, ty: u32| -> Result<(), StartInfoError> {
         if r.is_empty() {
             return Ok(());
         }
