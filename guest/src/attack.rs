@@ -230,6 +230,13 @@ pub const ATTACKS: &[Attack] = &[
         status: None,
     },
     Attack {
+        name: "write-tsc",
+        invariant: 5,
+        guard: Guard::Monitor,
+        audit: Some(MsrLock),
+        status: None,
+    },
+    Attack {
         name: "disable-a20",
         invariant: 11,
         guard: Guard::Monitor,

@@ -113,6 +113,32 @@ pub extern "C" fn read_msr_probe(msr: u64) -> u64 {
 /// enables, shared with the monitor.
 pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 
+/// IA32_TSC: the time-stamp counter as an MSR (SDM Vol. 3B §18.17),
+/// shared with the monitor (VMX does not switch it).
+pub const IA32_TSC: u32 = 0x10;
+
+/// How far [`write_tsc`] moves the time-stamp counter: about five minutes
+/// at 3.5 GHz, far beyond any two instructions' worth.
+pub const TSC_JUMP: u64 = 1 << 40;
+
+/// Gadget: moves the time-stamp counter [`TSC_JUMP`] ticks ahead through
+/// IA32_TSC, reads how far RDTSC moved, and moves it back by the jump
+/// (the counter keeps the few ticks in between). Returns the distance
+/// RDTSC moved across the write: at least [`TSC_JUMP`] when the write
+/// took effect.
+pub extern "C" fn write_tsc(_: u64) -> u64 {
+    // SAFETY: RDTSC has no side effect (CR4.TSD is clear for the kernel).
+    let before = unsafe { core::arch::x86_64::_rdtsc() };
+    // SAFETY: only the counter moves, and it is moved back two
+    // instructions later; nothing in between reads the time.
+    unsafe { wrmsr(IA32_TSC, before.wrapping_add(TSC_JUMP)) };
+    // SAFETY: as above.
+    let after = unsafe { core::arch::x86_64::_rdtsc() };
+    // SAFETY: the counter as it would be without the jump.
+    unsafe { wrmsr(IA32_TSC, after.wrapping_sub(TSC_JUMP)) };
+    after.wrapping_sub(before)
+}
+
 /// IA32_APIC_BASE bit 10 (EXTD): x2APIC mode (with bit 11, EN).
 pub const APIC_BASE_EXTD: u64 = 1 << 10;
 /// The x2APIC's ID register (SDM Vol. 3A §11.12.1.2).

@@ -262,6 +262,7 @@ const ATTACKS: &[&str] = &[
     "attack-write-unlisted-msr",
     "attack-read-hidden-msr",
     "attack-write-mtrr",
+    "attack-write-tsc",
     "attack-disable-a20",
     "attack-reset-via-cf9",
     "attack-reset-via-keyboard-controller",
