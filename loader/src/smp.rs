@@ -26,10 +26,10 @@ use loader::acpi::{self, AcpiError, Processors};
 use loader::bootinfo::BootInfo;
 use loader::parking::{self, ARRIVED, NotParked, PARKED, Slot, TAKEN};
 use log::{info, warn};
-use okernel::exit::apic::{APIC_BASE_EXTD, X2APIC_ICR};
+use okernel::bits::{APIC_BASE_ADDRESS, APIC_BASE_EXTD};
 use okernel::launch::park::{ParkFailure, park_this_processor};
 use okernel::memmap::PhysRange;
-use okernel::msrs::IA32_APIC_BASE;
+use okernel::msrs::{IA32_APIC_BASE, IA32_X2APIC_ICR};
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr3;
@@ -330,10 +330,10 @@ fn send(icr_low: u32) {
     if base & APIC_BASE_EXTD != 0 {
         // SAFETY: x2APIC mode (EXTD): the ICR is MSR 0x830, destination
         // in the high half (unused with a shorthand).
-        unsafe { Msr::new(X2APIC_ICR).write(u64::from(icr_low)) };
+        unsafe { Msr::new(IA32_X2APIC_ICR).write(u64::from(icr_low)) };
         return;
     }
-    let mmio = base & 0x000f_ffff_ffff_f000;
+    let mmio = base & APIC_BASE_ADDRESS;
     let reg = |r: u64| (mmio + r) as *mut u32;
     // SAFETY: the xAPIC page (below 4 GiB on every machine okernel boots:
     // the identity map) of this processor; ICR writes send the IPI, reads

@@ -1,5 +1,6 @@
-//! The architectural bits of CR0, CR4, IA32_EFER and RFLAGS the monitor
-//! tests and sets, each defined once, as the `x86_64` crate names them
+//! The architectural bits of CR0, CR3, CR4, IA32_EFER, RFLAGS,
+//! IA32_APIC_BASE and IA32_DEBUGCTL the monitor tests and sets, each
+//! defined once, as the `x86_64` crate names them where it has them
 //! (SDM Vol. 3A §2.5 "Control Registers", §2.2.1 "Extended Feature
 //! Enable Register"; Vol. 1 §3.4.3 "EFLAGS Register"). Plain `u64`
 //! constants: the VMCS fields and the exit handlers work on raw values.
@@ -9,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use x86_64::registers::control::{Cr0Flags, Cr4Flags};
-use x86_64::registers::model_specific::EferFlags;
+use x86_64::registers::model_specific::{ApicBaseFlags, EferFlags};
 use x86_64::registers::rflags::RFlags;
 
 /// CR0.PE: protected mode.
@@ -24,12 +25,22 @@ pub const CR0_ET: u64 = Cr0Flags::EXTENSION_TYPE.bits();
 pub const CR0_NE: u64 = Cr0Flags::NUMERIC_ERROR.bits();
 /// CR0.WP: supervisor writes honour read-only pages.
 pub const CR0_WP: u64 = Cr0Flags::WRITE_PROTECT.bits();
+/// CR0.AM: alignment checking at CPL 3 with RFLAGS.AC.
+pub const CR0_AM: u64 = Cr0Flags::ALIGNMENT_MASK.bits();
 /// CR0.NW: not write-through.
 pub const CR0_NW: u64 = Cr0Flags::NOT_WRITE_THROUGH.bits();
 /// CR0.CD: cache disable.
 pub const CR0_CD: u64 = Cr0Flags::CACHE_DISABLE.bits();
 /// CR0.PG: paging.
 pub const CR0_PG: u64 = Cr0Flags::PAGING.bits();
+
+/// CR3.LAM_U57 (bit 61): linear-address masking of user pointers, bits
+/// 62:57 (SDM Vol. 3A §4.4 "Linear-Address Pre-Processing", §2.5; Intel
+/// ISE "Linear Address Masking"; not in the `x86_64` crate).
+pub const CR3_LAM_U57: u64 = 1 << 61;
+/// CR3.LAM_U48 (bit 62): linear-address masking of user pointers, bits
+/// 62:48 (SDM Vol. 3A §4.4; not in the `x86_64` crate).
+pub const CR3_LAM_U48: u64 = 1 << 62;
 
 /// CR4.PSE: 4 MiB pages in 32-bit paging.
 pub const CR4_PSE: u64 = Cr4Flags::PAGE_SIZE_EXTENSION.bits();
@@ -59,7 +70,13 @@ pub const CR4_SMAP: u64 = Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits();
 pub const CR4_PKE: u64 = Cr4Flags::PROTECTION_KEY_USER.bits();
 /// CR4.CET: control-flow enforcement.
 pub const CR4_CET: u64 = Cr4Flags::CONTROL_FLOW_ENFORCEMENT.bits();
+/// CR4.LAM_SUP (bit 28): linear-address masking of supervisor pointers
+/// (SDM Vol. 3A §2.5, §4.4 "Linear-Address Pre-Processing"; not in the
+/// `x86_64` crate).
+pub const CR4_LAM_SUP: u64 = 1 << 28;
 
+/// IA32_EFER.SCE: SYSCALL/SYSRET enable.
+pub const EFER_SCE: u64 = EferFlags::SYSTEM_CALL_EXTENSIONS.bits();
 /// IA32_EFER.LME: IA-32e mode enable.
 pub const EFER_LME: u64 = EferFlags::LONG_MODE_ENABLE.bits();
 /// IA32_EFER.LMA: IA-32e mode active (maintained by the processor).
@@ -84,6 +101,24 @@ pub const RFLAGS_VM: u64 = RFlags::VIRTUAL_8086_MODE.bits();
 /// RFLAGS.AC: alignment check / SMAP override.
 pub const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
 
+/// IA32_APIC_BASE.BSP: this processor is the bootstrap processor (SDM
+/// Vol. 3A §11.4.4 "Local APIC Status and Location").
+pub const APIC_BASE_BSP: u64 = ApicBaseFlags::BSP.bits();
+/// IA32_APIC_BASE.EXTD: x2APIC mode (SDM Vol. 3A §11.12.1 "Detecting and
+/// Enabling x2APIC Mode").
+pub const APIC_BASE_EXTD: u64 = ApicBaseFlags::X2APIC_ENABLE.bits();
+/// IA32_APIC_BASE.EN: the APIC is globally enabled (SDM Vol. 3A §11.4.4).
+pub const APIC_BASE_EN: u64 = ApicBaseFlags::LAPIC_ENABLE.bits();
+/// IA32_APIC_BASE bits 51:12: the APIC page's physical address (SDM Vol.
+/// 3A §11.4.4; bits at and above MAXPHYADDR are reserved and compared
+/// like the others).
+pub const APIC_BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+
+/// IA32_DEBUGCTL.BTF: RFLAGS.TF traps on branches only (SDM Vol. 3B
+/// §18.4.1 "IA32_DEBUGCTL MSR", §18.4.3 "Single-Stepping on Branches";
+/// not in the `x86_64` crate).
+pub const DEBUGCTL_BTF: u64 = 1 << 1;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +127,7 @@ mod tests {
     fn the_bits_are_the_sdms() {
         assert_eq!(
             [
-                CR0_PE, CR0_MP, CR0_TS, CR0_ET, CR0_NE, CR0_WP, CR0_NW, CR0_CD, CR0_PG
+                CR0_PE, CR0_MP, CR0_TS, CR0_ET, CR0_NE, CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG
             ],
             [
                 1,
@@ -101,11 +136,13 @@ mod tests {
                 1 << 4,
                 1 << 5,
                 1 << 16,
+                1 << 18,
                 1 << 29,
                 1 << 30,
                 1 << 31
             ]
         );
+        assert_eq!([CR3_LAM_U57, CR3_LAM_U48], [1 << 61, 1 << 62]);
         assert_eq!(
             [
                 CR4_PSE, CR4_PAE, CR4_PGE, CR4_UMIP, CR4_LA57, CR4_VMXE, CR4_SMXE
@@ -120,7 +157,8 @@ mod tests {
                 CR4_SMEP,
                 CR4_SMAP,
                 CR4_PKE,
-                CR4_CET
+                CR4_CET,
+                CR4_LAM_SUP
             ],
             [
                 1 << 16,
@@ -129,10 +167,14 @@ mod tests {
                 1 << 20,
                 1 << 21,
                 1 << 22,
-                1 << 23
+                1 << 23,
+                1 << 28
             ]
         );
-        assert_eq!([EFER_LME, EFER_LMA, EFER_NXE], [1 << 8, 1 << 10, 1 << 11]);
+        assert_eq!(
+            [EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE],
+            [1, 1 << 8, 1 << 10, 1 << 11]
+        );
         assert_eq!(
             [
                 RFLAGS_TF,
@@ -155,5 +197,11 @@ mod tests {
                 1 << 18
             ]
         );
+        assert_eq!(
+            [APIC_BASE_BSP, APIC_BASE_EXTD, APIC_BASE_EN],
+            [1 << 8, 1 << 10, 1 << 11]
+        );
+        assert_eq!(APIC_BASE_ADDRESS, ((1 << 52) - 1) & !0xfff);
+        assert_eq!(DEBUGCTL_BTF, 1 << 1);
     }
 }

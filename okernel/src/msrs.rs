@@ -97,3 +97,146 @@ pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 pub const IA32_XSS: u32 = 0xda0;
 /// IA32_APIC_BASE.
 pub const IA32_APIC_BASE: u32 = 0x1b;
+/// IA32_ARCH_CAPABILITIES (read-only).
+pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
+/// IA32_TSC_DEADLINE.
+pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
+
+/// IA32_U_CET: user-mode CET configuration, the first CET MSR (SDM Vol. 1,
+/// "Control-Flow Enforcement Technology (CET)"; Vol. 4 Table 2-2).
+pub const IA32_U_CET: u32 = 0x6a0;
+/// IA32_S_CET: supervisor-mode CET configuration.
+pub const IA32_S_CET: u32 = 0x6a2;
+/// IA32_PL0_SSP: the ring-0 shadow-stack pointer.
+pub const IA32_PL0_SSP: u32 = 0x6a4;
+/// IA32_PL1_SSP.
+pub const IA32_PL1_SSP: u32 = 0x6a5;
+/// IA32_PL2_SSP.
+pub const IA32_PL2_SSP: u32 = 0x6a6;
+/// IA32_PL3_SSP.
+pub const IA32_PL3_SSP: u32 = 0x6a7;
+/// IA32_INTERRUPT_SSP_TABLE_ADDR: the last CET MSR.
+pub const IA32_INTERRUPT_SSP_TABLE_ADDR: u32 = 0x6a8;
+
+/// The first MSR of the x2APIC register range 0x800..=0x8FF (SDM Vol. 3A
+/// §11.12.1.2 "x2APIC Register Address Space").
+pub const X2APIC_FIRST: u32 = 0x800;
+/// The last MSR of the x2APIC register range.
+pub const X2APIC_LAST: u32 = 0x8ff;
+/// IA32_X2APIC_TPR: task priority (SDM Vol. 3A §11.12.1.2, "Local APIC
+/// Register Address Map Supported by x2APIC"; Vol. 4 Table 2-2).
+pub const IA32_X2APIC_TPR: u32 = 0x808;
+/// IA32_X2APIC_EOI: end of interrupt.
+pub const IA32_X2APIC_EOI: u32 = 0x80b;
+/// IA32_X2APIC_ICR: interrupt command.
+pub const IA32_X2APIC_ICR: u32 = 0x830;
+/// IA32_X2APIC_SELF_IPI.
+pub const IA32_X2APIC_SELF_IPI: u32 = 0x83f;
+
+/// Whether `msr` is in the x2APIC register range (0x800..=0x8FF).
+pub const fn is_x2apic(msr: u32) -> bool {
+    msr >= X2APIC_FIRST && msr <= X2APIC_LAST
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_numbers_are_the_sdms() {
+        assert_eq!(
+            [
+                IA32_TSC,
+                IA32_APIC_BASE,
+                IA32_FEATURE_CONTROL,
+                IA32_TSC_ADJUST,
+                IA32_SMM_MONITOR_CTL,
+                IA32_MTRRCAP,
+                IA32_ARCH_CAPABILITIES,
+                IA32_SYSENTER_CS,
+                IA32_SYSENTER_ESP,
+                IA32_SYSENTER_EIP,
+                IA32_MISC_ENABLE,
+                IA32_DEBUGCTL,
+                IA32_PAT,
+                IA32_MTRR_DEF_TYPE,
+                IA32_TSC_DEADLINE,
+                IA32_XSS,
+            ],
+            [
+                0x10, 0x1b, 0x3a, 0x3b, 0x9b, 0xfe, 0x10a, 0x174, 0x175, 0x176, 0x1a0, 0x1d9,
+                0x277, 0x2ff, 0x6e0, 0xda0
+            ]
+        );
+        let vmx = [
+            IA32_VMX_BASIC,
+            IA32_VMX_PINBASED_CTLS,
+            IA32_VMX_PROCBASED_CTLS,
+            IA32_VMX_EXIT_CTLS,
+            IA32_VMX_ENTRY_CTLS,
+            IA32_VMX_MISC,
+            IA32_VMX_CR0_FIXED0,
+            IA32_VMX_CR0_FIXED1,
+            IA32_VMX_CR4_FIXED0,
+            IA32_VMX_CR4_FIXED1,
+            IA32_VMX_VMCS_ENUM,
+            IA32_VMX_PROCBASED_CTLS2,
+            IA32_VMX_EPT_VPID_CAP,
+            IA32_VMX_TRUE_PINBASED_CTLS,
+            IA32_VMX_TRUE_PROCBASED_CTLS,
+            IA32_VMX_TRUE_EXIT_CTLS,
+            IA32_VMX_TRUE_ENTRY_CTLS,
+            IA32_VMX_VMFUNC,
+            IA32_VMX_PROCBASED_CTLS3,
+            IA32_VMX_EXIT_CTLS2,
+        ];
+        assert!(vmx.iter().copied().eq(0x480..=0x493));
+        assert_eq!(
+            [
+                IA32_U_CET,
+                IA32_S_CET,
+                IA32_PL0_SSP,
+                IA32_PL1_SSP,
+                IA32_PL2_SSP,
+                IA32_PL3_SSP,
+                IA32_INTERRUPT_SSP_TABLE_ADDR
+            ],
+            [0x6a0, 0x6a2, 0x6a4, 0x6a5, 0x6a6, 0x6a7, 0x6a8]
+        );
+        assert_eq!(
+            [
+                X2APIC_FIRST,
+                IA32_X2APIC_TPR,
+                IA32_X2APIC_EOI,
+                IA32_X2APIC_ICR,
+                IA32_X2APIC_SELF_IPI,
+                X2APIC_LAST
+            ],
+            [0x800, 0x808, 0x80b, 0x830, 0x83f, 0x8ff]
+        );
+        assert_eq!(
+            [
+                IA32_EFER,
+                IA32_STAR,
+                IA32_LSTAR,
+                IA32_CSTAR,
+                IA32_FMASK,
+                IA32_FS_BASE,
+                IA32_GS_BASE,
+                IA32_KERNEL_GS_BASE
+            ],
+            [
+                0xc000_0080,
+                0xc000_0081,
+                0xc000_0082,
+                0xc000_0083,
+                0xc000_0084,
+                0xc000_0100,
+                0xc000_0101,
+                0xc000_0102
+            ]
+        );
+        assert!(is_x2apic(0x800) && is_x2apic(0x8ff));
+        assert!(!is_x2apic(0x7ff) && !is_x2apic(0x900));
+    }
+}

@@ -150,7 +150,9 @@ pub fn run(s: &mut Suite<'_>) {
     // and is not run, with the evidence.
     let tsc_msr = cpu::rdmsr(cpu::IA32_TSC);
     if tsc_msr == 0 {
-        log::warn!("attacks: write-tsc skipped: RDMSR of IA32_TSC reads 0 (the platform does not implement it)");
+        log::warn!(
+            "attacks: write-tsc skipped: RDMSR of IA32_TSC reads 0 (the platform does not implement it)"
+        );
     } else {
         s.attack("write-tsc", |_| {
             gadget(cpu::write_tsc, 0, |moved| moved >= cpu::TSC_JUMP)

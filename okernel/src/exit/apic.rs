@@ -29,34 +29,20 @@
 //! Address Space"; §10.x in editions before 2023), so the monitor's WRMSR
 //! can never fault.
 
+use crate::bits::{APIC_BASE_ADDRESS, APIC_BASE_EN, APIC_BASE_EXTD};
 use crate::hw::{Cpu, Vmcs};
-use crate::msrs::IA32_APIC_BASE;
+use crate::msrs::{
+    IA32_APIC_BASE, IA32_X2APIC_EOI, IA32_X2APIC_ICR, IA32_X2APIC_SELF_IPI, IA32_X2APIC_TPR,
+};
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 
-/// The x2APIC MSR range (SDM Vol. 3A §11.12.1.2).
-pub const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8ff;
-/// IA32_APIC_BASE.EXTD: x2APIC mode.
-pub const APIC_BASE_EXTD: u64 = 1 << 10;
-/// IA32_APIC_BASE.EN: the APIC is globally enabled.
-pub const APIC_BASE_EN: u64 = 1 << 11;
-/// IA32_APIC_BASE bits 51:12: the APIC page's physical address (bits at
-/// and above MAXPHYADDR are reserved and compared like the others).
-pub const APIC_BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 /// CPUID.1:ECX.x2APIC.
 pub const CPUID1_ECX_X2APIC: u32 = 1 << 21;
 
-/// x2APIC task-priority register.
-pub const X2APIC_TPR: u32 = 0x808;
-/// x2APIC end-of-interrupt register.
-pub const X2APIC_EOI: u32 = 0x80b;
-/// x2APIC interrupt-command register.
-pub const X2APIC_ICR: u32 = 0x830;
-/// x2APIC self-IPI register.
-pub const X2APIC_SELF_IPI: u32 = 0x83f;
 /// The ICR bits software may set in x2APIC mode: vector 7:0, delivery mode
 /// 10:8, destination mode 11, level 14, trigger mode 15, destination
 /// shorthand 19:18, destination 63:32.
@@ -117,15 +103,15 @@ pub const fn x2apic_write(index: u32, value: u64, apic_base: u64) -> Verdict {
         return Verdict::Fault;
     }
     let reserved = match index {
-        X2APIC_TPR | X2APIC_SELF_IPI => value & !0xff,
-        X2APIC_EOI => value,
-        X2APIC_ICR => value & !ICR_WRITABLE,
+        IA32_X2APIC_TPR | IA32_X2APIC_SELF_IPI => value & !0xff,
+        IA32_X2APIC_EOI => value,
+        IA32_X2APIC_ICR => value & !ICR_WRITABLE,
         _ => return Verdict::Deny,
     };
     if reserved != 0 {
         return Verdict::Fault;
     }
-    if index == X2APIC_ICR && value & ICR_DELIVERY_MODE != 0 {
+    if index == IA32_X2APIC_ICR && value & ICR_DELIVERY_MODE != 0 {
         return Verdict::Deny;
     }
     Verdict::Write

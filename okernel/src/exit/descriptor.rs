@@ -37,7 +37,7 @@
 //!   clear) and protection keys; such a store is performed.
 
 use super::linear_store::{Refusal, Writer};
-use crate::bits::{CR4_LA57, CR4_UMIP};
+use crate::bits::{CR3_LAM_U48, CR3_LAM_U57, CR4_LA57, CR4_LAM_SUP, CR4_UMIP};
 use crate::exit::cr::visible_cr4;
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
@@ -186,12 +186,6 @@ pub fn operand_address<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.vmcs.read(GuestNatural::Cr4)?,
     ))
 }
-
-/// CR3.LAM_U57 (bit 61) and CR3.LAM_U48 (bit 62): linear-address masking
-/// for user pointers; CR4.LAM_SUP (bit 28): for supervisor pointers.
-const CR3_LAM_U57: u64 = 1 << 61;
-const CR3_LAM_U48: u64 = 1 << 62;
-const CR4_LAM_SUP: u64 = 1 << 28;
 
 /// The linear address a 64-bit-mode data access through pointer `ptr`
 /// uses under linear-address masking (SDM Vol. 3A §4.4, "Linear-Address

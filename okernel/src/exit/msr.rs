@@ -28,6 +28,7 @@ use crate::hw::{Cpu, Vmcs};
 use crate::msrs;
 use crate::msrs::{
     IA32_APIC_BASE, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_KERNEL_GS_BASE, IA32_LSTAR, IA32_STAR,
+    X2APIC_FIRST, X2APIC_LAST,
 };
 use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
@@ -84,7 +85,9 @@ pub fn handle_wrmsr<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return vcpu.deny_write(AuditKind::MsrLock, index.into(), None, value);
     }
     let target = match index {
-        IA32_APIC_BASE | 0x800..=0x8ff => return apic::handle_write(vcpu, index, value),
+        IA32_APIC_BASE | X2APIC_FIRST..=X2APIC_LAST => {
+            return apic::handle_write(vcpu, index, value);
+        }
         i if msr_shared::judges(i) => return msr_shared::handle_write(vcpu, index, value),
         IA32_STAR => Target::Msr,
         IA32_FMASK if value >> 32 == 0 => Target::Msr,

@@ -38,7 +38,7 @@
 //! instruction of one virtual CPU: okernel runs one (issue 17 makes this
 //! per-CPU; another CPU must not see the page writable).
 
-use crate::bits::{RFLAGS_IF, RFLAGS_TF};
+use crate::bits::{DEBUGCTL_BTF, RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::patch_sites;
 use crate::hypercall::policy::Env;
@@ -59,8 +59,6 @@ const STI_OR_MOV_SS: u32 = 0b11;
 const NMI_BLOCKED: u32 = 1 << 3;
 /// #DB exit qualification: BS, a single-step trap (SDM Vol. 3C Table 28-1).
 const BS: u64 = 1 << 14;
-/// IA32_DEBUGCTL.BTF: TF traps on branches only (SDM Vol. 3A §18.4.3).
-const BTF: u64 = 1 << 1;
 
 /// What a write to locked text became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +187,7 @@ fn arm<V: Vmcs, C: Cpu>(
             // With BTF set the trap would come at the next branch, the
             // page open until then: the step single-steps the instruction.
             let debugctl = env.prot.patch.step.writer.saved.debugctl;
-            v.write(Guest64::Debugctl, debugctl & !BTF)?;
+            v.write(Guest64::Debugctl, debugctl & !DEBUGCTL_BTF)?;
             v.write(GuestNatural::Rflags, (rflags | RFLAGS_TF) & !RFLAGS_IF)?;
             v.write(Control32::ExceptionBitmap, u32::MAX)?;
             v.write(Control32::PageFaultErrorCodeMask, 0)?;
@@ -223,7 +221,10 @@ fn disarm<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, w: &Writer) -> Result<(), Ex
                 (rflags & !(RFLAGS_TF | RFLAGS_IF)) | (s.rflags & (RFLAGS_TF | RFLAGS_IF)),
             )?;
             let debugctl = v.read(Guest64::Debugctl)?;
-            v.write(Guest64::Debugctl, (debugctl & !BTF) | (s.debugctl & BTF))?;
+            v.write(
+                Guest64::Debugctl,
+                (debugctl & !DEBUGCTL_BTF) | (s.debugctl & DEBUGCTL_BTF),
+            )?;
             v.write(Control32::ExceptionBitmap, s.exceptions)?;
             v.write(Control32::PageFaultErrorCodeMask, s.pfec.0)?;
             v.write(Control32::PageFaultErrorCodeMatch, s.pfec.1)?;

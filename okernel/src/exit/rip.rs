@@ -4,7 +4,7 @@
 //! 64-bit mode (48 bits, 57 with CR4.LA57), where the guest takes the
 //! #GP(0) its next fetch would raise instead of the monitor stopping.
 
-use crate::bits::{CR4_LA57, RFLAGS_RF, RFLAGS_TF};
+use crate::bits::{CR4_LA57, DEBUGCTL_BTF, RFLAGS_RF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::vcpu::memory::GuestMemory;
@@ -13,8 +13,6 @@ use crate::vmx::error::VmFail;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Field, Guest32, Guest64, GuestNatural, ReadOnly32};
 
-/// IA32_DEBUGCTL.BTF: single-step on branches only.
-const DEBUGCTL_BTF: u64 = 1 << 1;
 /// Pending debug exceptions BS (bit 14): a single-step trap is pending
 /// (SDM Vol. 3C §25.4.2, Table 25-4).
 pub const PENDING_BS: u64 = 1 << 14;

@@ -364,17 +364,22 @@ const fn region_code(kind: RegionKind) -> u8 {
 /// capability MSRs 12, the CET MSRs 13, IA32_APIC_BASE 14, the x2APIC
 /// MSRs 15, any other 0.
 pub const fn msr_class(msr: u32) -> u8 {
+    use crate::msrs::{
+        IA32_APIC_BASE, IA32_EFER, IA32_FEATURE_CONTROL, IA32_FMASK, IA32_INTERRUPT_SSP_TABLE_ADDR,
+        IA32_KERNEL_GS_BASE, IA32_PAT, IA32_STAR, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_U_CET,
+        IA32_VMX_BASIC, IA32_VMX_EXIT_CTLS2, X2APIC_FIRST, X2APIC_LAST,
+    };
     match msr {
-        0xc000_0080 => 1,
-        0xc000_0081..=0xc000_0084 => 2 + (msr - 0xc000_0081) as u8,
-        0xc000_0102 => 6,
-        0x174..=0x176 => 7 + (msr - 0x174) as u8,
-        0x277 => 10,
-        0x3a => 11,
-        0x480..=0x493 => 12,
-        0x6a0..=0x6a8 => 13,
-        0x1b => 14,
-        0x800..=0x8ff => 15,
+        IA32_EFER => 1,
+        IA32_STAR..=IA32_FMASK => 2 + (msr - IA32_STAR) as u8,
+        IA32_KERNEL_GS_BASE => 6,
+        IA32_SYSENTER_CS..=IA32_SYSENTER_EIP => 7 + (msr - IA32_SYSENTER_CS) as u8,
+        IA32_PAT => 10,
+        IA32_FEATURE_CONTROL => 11,
+        IA32_VMX_BASIC..=IA32_VMX_EXIT_CTLS2 => 12,
+        IA32_U_CET..=IA32_INTERRUPT_SSP_TABLE_ADDR => 13,
+        IA32_APIC_BASE => 14,
+        X2APIC_FIRST..=X2APIC_LAST => 15,
         _ => 0,
     }
 }

@@ -8,6 +8,10 @@
 //! so a test fails if the monitor touches an MSR before proving it exists.
 
 use super::{Cpu, CpuidResult, InveptKind, Vmcs};
+use crate::bits::{
+    CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR4_OSXSAVE, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE,
+    EFER_SCE,
+};
 use crate::vmx::error::{InstructionError, VmFail};
 use crate::vmx::fields::{self, Field, Kind};
 
@@ -152,10 +156,10 @@ impl FakeCpu {
             cpuid_len: 0,
             msrs: [(0, 0); MSR_SLOTS],
             msr_len: 0,
-            cr0: 0x8000_0033,
+            cr0: CR0_PG | CR0_NE | CR0_ET | CR0_MP | CR0_PE,
             cr2: 0,
             cr3: 0x1000,
-            cr4: 0x20,
+            cr4: CR4_PAE,
             xcr0: 1,
             wbinvds: 0,
             invepts: 0,
@@ -417,7 +421,7 @@ impl FakeCpu {
         .set_msr(IA32_VMX_TRUE_EXIT_CTLS, 0x01ff_ffff_0003_6dfb)
         .set_msr(IA32_VMX_TRUE_ENTRY_CTLS, 0x0003_ffff_0000_11fb)
         .set_msr(IA32_VMX_VMFUNC, 1)
-        .set_msr(IA32_EFER, 0xd01)
+        .set_msr(IA32_EFER, EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE)
         .set_msr(IA32_PAT, 0x0007_0406_0007_0406)
         .set_msr(IA32_FS_BASE, 0)
         .set_msr(IA32_GS_BASE, 0)
@@ -427,21 +431,22 @@ impl FakeCpu {
         .set_msr(IA32_DEBUGCTL, 0);
         // CPUID.1:EDX.MTRR is set above: the MTRRs exist (IA32_MTRRCAP:
         // 8 variable ranges, fixed ranges, WC; the default type WB, on).
-        c.set_msr(0xfe, 0x508).set_msr(0x2ff, 0xc06);
+        c.set_msr(IA32_MTRRCAP, 0x508)
+            .set_msr(IA32_MTRR_DEF_TYPE, 0xc06);
         // What the monitor's WRMSR handlers read back: the APIC base (the
         // BSP's xAPIC, enabled), MISC_ENABLE (fast strings), TSC_ADJUST
         // and XSS (the fuzz targets write any of them).
-        c.set_msr(0x1b, 0xfee0_0900)
-            .set_msr(0x1a0, 1)
-            .set_msr(0x3b, 0)
-            .set_msr(0xda0, 0);
+        c.set_msr(IA32_APIC_BASE, 0xfee0_0900)
+            .set_msr(IA32_MISC_ENABLE, 1)
+            .set_msr(IA32_TSC_ADJUST, 0)
+            .set_msr(IA32_XSS, 0);
         for msr in (0x200..=0x20f)
             .chain([0x250, 0x258, 0x259])
             .chain(0x268..=0x26f)
         {
             c.set_msr(msr, 0);
         }
-        c.cr4 = 0x20 | (1 << 18);
+        c.cr4 = CR4_PAE | CR4_OSXSAVE;
         c
     }
 }

@@ -212,7 +212,7 @@ pub fn write_guest_state(
 ) -> Result<(), VmFail> {
     let (cr0, cr4, mut efer) = initial_visible(entry.mode);
     if !nx {
-        efer &= !(1 << 11);
+        efer &= !crate::bits::EFER_NXE;
     }
     let (cr3, code_ar) = match entry.mode {
         GuestMode::Long64 { cr3 } => (cr3, ar::CODE64),

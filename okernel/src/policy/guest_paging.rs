@@ -174,13 +174,14 @@ pub fn translate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bits::{CR0_PE, EFER_LME};
     use std::collections::HashMap;
 
     const LONG: PagingState = PagingState {
-        cr0: CR0_PG | 1,
+        cr0: CR0_PG | CR0_PE,
         cr3: 0x1000,
         cr4: CR4_PAE,
-        efer: EFER_LMA | (1 << 8),
+        efer: EFER_LMA | EFER_LME,
     };
 
     fn tables() -> HashMap<u64, u64> {

@@ -101,7 +101,7 @@ fn no_vmx_in_cpuid() {
     cpu.set_cpuid(1, 0, leaf1);
     // Without VMX the capability MSRs do not exist: the probe must stop
     // before touching them (the fake panics on a missing MSR).
-    for m in 0x480..=0x491 {
+    for m in msrs::IA32_VMX_BASIC..=msrs::IA32_VMX_VMFUNC {
         cpu.remove_msr(m);
     }
     cpu.remove_msr(msrs::IA32_FEATURE_CONTROL);
@@ -138,7 +138,7 @@ fn no_true_controls() {
     let mut cpu = FakeCpu::vmx_capable();
     let basic = cpu.read_msr_for_tests(msrs::IA32_VMX_BASIC);
     cpu.set_msr(msrs::IA32_VMX_BASIC, basic & !(1 << 55));
-    for m in 0x48d..=0x490 {
+    for m in msrs::IA32_VMX_TRUE_PINBASED_CTLS..=msrs::IA32_VMX_TRUE_ENTRY_CTLS {
         cpu.remove_msr(m);
     }
     let e = refuse(&mut cpu);

@@ -7,6 +7,7 @@ use okernel_abi::hypercall::{Call, Status};
 
 use super::policy::{PVcpu, TEXT, call, enter, lock_for_gates, ok, pvcpu};
 use super::*;
+use crate::bits::{RFLAGS_IF, RFLAGS_TF};
 use crate::exit::stop::{ActivityState, halt_state};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::fields::{Control64, Guest16, Guest32, ReadOnly32};
@@ -199,7 +200,8 @@ fn the_halt_state_is_the_best_the_processor_offers() {
     // BS pending, else VM entry fails, SDM Vol. 3C §27.3.1.5).
     let mut v = vcpu();
     v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, 0x60);
-    v.vmcs.set(GuestNatural::Rflags, 0x302);
+    v.vmcs
+        .set(GuestNatural::Rflags, 0x2 | RFLAGS_IF | RFLAGS_TF);
     v.vmcs.set(GuestNatural::PendingDebugExceptions, 1);
     assert_eq!(
         run(&mut v, ExitReason::InitSignal, 0, 0),
@@ -237,7 +239,8 @@ fn untrusted_with_gate() -> (PVcpu, u64) {
 fn a_stopped_untrusted_context_returns_to_the_trusted_one_at_its_gate() {
     for reason in [ExitReason::TripleFault, ExitReason::InitSignal] {
         let (mut v, _) = untrusted_with_gate();
-        v.vmcs.set(GuestNatural::Rflags, 0x302); // IF, TF
+        v.vmcs
+            .set(GuestNatural::Rflags, 0x2 | RFLAGS_IF | RFLAGS_TF);
         // The context left 64-bit mode for CPL 3 compatibility mode (a
         // 32-bit SYSRET) and sat in HLT when it was stopped: a 64-bit gate
         // address with its CS would fail VM entry, and the gate would

@@ -4,21 +4,34 @@
 
 use super::exits_cpuid_msr::wrmsr;
 use super::*;
-use crate::exit::apic::{self, APIC_BASE_EN, APIC_BASE_EXTD, CPUID1_ECX_X2APIC, Verdict};
+use crate::bits::{APIC_BASE_BSP, APIC_BASE_EN, APIC_BASE_EXTD};
+use crate::exit::apic::{self, CPUID1_ECX_X2APIC, Verdict};
 use crate::hw::CpuidResult;
-use crate::msrs::IA32_APIC_BASE;
+use crate::msrs::{
+    IA32_APIC_BASE, IA32_X2APIC_EOI, IA32_X2APIC_ICR, IA32_X2APIC_SELF_IPI, IA32_X2APIC_TPR,
+    X2APIC_FIRST, X2APIC_LAST,
+};
 use crate::policy::audit::{AuditAction, AuditKind};
 
 /// The BSP's power-on value: enabled xAPIC at 0xFEE0_0000, BSP flag.
-const XAPIC: u64 = 0xfee0_0000 | APIC_BASE_EN | (1 << 8);
+const XAPIC: u64 = 0xfee0_0000 | APIC_BASE_EN | APIC_BASE_BSP;
 const X2APIC: u64 = XAPIC | APIC_BASE_EXTD;
 const DISABLED: u64 = XAPIC & !APIC_BASE_EN;
 
 fn apic_vcpu(base: u64, x2apic: bool) -> Vcpu<FakeVmcs, FakeCpu, DenyAll> {
     let mut v = vcpu_with(DenyAll, entry64());
     v.cpu.set_msr(IA32_APIC_BASE, base);
-    for m in apic::X2APIC_MSRS {
-        if matches!(m, 0x808 | 0x80b | 0x80f | 0x830 | 0x832 | 0x83f) {
+    for m in X2APIC_FIRST..=X2APIC_LAST {
+        // TPR, EOI, SVR, ICR, LVT timer, SELF IPI.
+        if matches!(
+            m,
+            IA32_X2APIC_TPR
+                | IA32_X2APIC_EOI
+                | 0x80f
+                | IA32_X2APIC_ICR
+                | 0x832
+                | IA32_X2APIC_SELF_IPI
+        ) {
             v.cpu.set_msr(m, 0);
         }
     }
@@ -55,14 +68,14 @@ fn relocating_the_apic_is_denied_and_audited() {
     // Over a monitor page, below 4 GiB, above: every other base is refused.
     for base in [0x0010_5000, 0x1000, 0xfee0_1000, 0x1_0000_0000] {
         let mut v = apic_vcpu(XAPIC, true);
-        let value = base | APIC_BASE_EN | (1 << 8);
+        let value = base | APIC_BASE_EN | APIC_BASE_BSP;
         let r = wrmsr(&mut v, IA32_APIC_BASE, value);
         assert_denied_and_audited(&v, r, IA32_APIC_BASE, value);
         assert_eq!(v.cpu.read_msr_for_tests(IA32_APIC_BASE), XAPIC);
     }
     // Relocation combined with an otherwise valid mode change: still denied.
     let mut v = apic_vcpu(XAPIC, true);
-    let value = 0x5000 | APIC_BASE_EN | APIC_BASE_EXTD | (1 << 8);
+    let value = 0x5000 | APIC_BASE_EN | APIC_BASE_EXTD | APIC_BASE_BSP;
     let r = wrmsr(&mut v, IA32_APIC_BASE, value);
     assert_denied_and_audited(&v, r, IA32_APIC_BASE, value);
 }
@@ -97,7 +110,7 @@ fn invalid_transitions_and_reserved_bits_raise_gp_without_audit() {
         (DISABLED, X2APIC, true),                 // disabled -> x2APIC: refused
         (XAPIC, X2APIC, false),                   // no x2APIC on this CPU
         (XAPIC, XAPIC | 1, true),                 // reserved bit 0
-        (XAPIC, XAPIC & !(1 << 8), true),         // BSP flag
+        (XAPIC, XAPIC & !APIC_BASE_BSP, true),    // BSP flag
         (XAPIC, XAPIC | (1 << 9), true),          // reserved bit 9
     ] {
         let mut v = apic_vcpu(from, x2);
@@ -134,7 +147,7 @@ fn every_mode_transition_is_judged_as_the_sdm_draws_it() {
 fn x2apic_msrs_fault_outside_x2apic_mode() {
     for base in [XAPIC, DISABLED] {
         let mut v = apic_vcpu(base, true);
-        let r = wrmsr(&mut v, 0x830, 0x4_0000 | 0x30);
+        let r = wrmsr(&mut v, IA32_X2APIC_ICR, 0x4_0000 | 0x30);
         assert_injected(&v, r, GP);
         assert!(v.audit.last().is_none());
         assert_eq!(v.cpu.msr_writes, 0);
@@ -145,23 +158,23 @@ fn x2apic_msrs_fault_outside_x2apic_mode() {
 fn icr_sends_fixed_ipis_only() {
     let mut v = apic_vcpu(X2APIC, true);
     // Fixed, vector 0x30, shorthand self.
-    let r = wrmsr(&mut v, 0x830, 0x4_0030);
+    let r = wrmsr(&mut v, IA32_X2APIC_ICR, 0x4_0030);
     assert_advanced(&v, r, 2);
-    assert_eq!(v.cpu.read_msr_for_tests(0x830), 0x4_0030);
+    assert_eq!(v.cpu.read_msr_for_tests(IA32_X2APIC_ICR), 0x4_0030);
     // Lowest priority, SMI, NMI, INIT, SIPI (and the reserved modes 3
     // and 7), to self and to others: refused and audited.
     for mode in 1..=7u64 {
         for shorthand in [0u64, 1, 2, 3] {
             let mut v = apic_vcpu(X2APIC, true);
             let value = (shorthand << 18) | (mode << 8) | 0x4000;
-            let r = wrmsr(&mut v, 0x830, value);
-            assert_denied_and_audited(&v, r, 0x830, value);
+            let r = wrmsr(&mut v, IA32_X2APIC_ICR, value);
+            assert_denied_and_audited(&v, r, IA32_X2APIC_ICR, value);
         }
     }
     // Reserved bits (delivery status 12, 13, 16, 20): #GP, nothing audited.
     for bit in [12, 13, 16, 17, 20, 31] {
         let mut v = apic_vcpu(X2APIC, true);
-        let r = wrmsr(&mut v, 0x830, (1 << bit) | 0x30);
+        let r = wrmsr(&mut v, IA32_X2APIC_ICR, (1 << bit) | 0x30);
         assert_injected(&v, r, GP);
         assert!(v.audit.last().is_none(), "bit {bit}");
     }
@@ -169,13 +182,21 @@ fn icr_sends_fixed_ipis_only() {
 
 #[test]
 fn tpr_eoi_and_self_ipi_are_written_other_registers_refused() {
-    for (index, value) in [(0x808, 0x20), (0x80b, 0), (0x83f, 0x31)] {
+    for (index, value) in [
+        (IA32_X2APIC_TPR, 0x20),
+        (IA32_X2APIC_EOI, 0),
+        (IA32_X2APIC_SELF_IPI, 0x31),
+    ] {
         let mut v = apic_vcpu(X2APIC, true);
         let r = wrmsr(&mut v, index, value);
         assert_advanced(&v, r, 2);
         assert_eq!(v.cpu.read_msr_for_tests(index), value);
     }
-    for (index, value) in [(0x808, 0x100), (0x80b, 1), (0x83f, 0x100)] {
+    for (index, value) in [
+        (IA32_X2APIC_TPR, 0x100),
+        (IA32_X2APIC_EOI, 1),
+        (IA32_X2APIC_SELF_IPI, 0x100),
+    ] {
         let mut v = apic_vcpu(X2APIC, true);
         let r = wrmsr(&mut v, index, value);
         assert_injected(&v, r, GP);

@@ -1,6 +1,7 @@
 //! CPUID, RDMSR and WRMSR exits.
 
 use super::*;
+use crate::bits::CR4_OSXSAVE;
 use crate::hw::CpuidResult;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::fields::Guest32;
@@ -50,7 +51,7 @@ fn cpuid_osxsave_follows_the_guest_cr4() {
     let (_, _, ecx, _) = cpuid(&mut v, 1, 0);
     assert_eq!(ecx & (1 << 27), 0, "guest CR4.OSXSAVE is clear");
     let cr4 = v.vmcs.get(GuestNatural::Cr4);
-    v.vmcs.set(GuestNatural::Cr4, cr4 | (1 << 18));
+    v.vmcs.set(GuestNatural::Cr4, cr4 | CR4_OSXSAVE);
     let (_, _, ecx, _) = cpuid(&mut v, 1, 0);
     assert_ne!(ecx & (1 << 27), 0);
 }
@@ -115,7 +116,13 @@ fn feature_control_reads_locked_with_vmx_off() {
 
 #[test]
 fn vmx_capability_msrs_raise_gp() {
-    for m in [0x480, 0x481, 0x48b, 0x48c, 0x491] {
+    for m in [
+        msrs::IA32_VMX_BASIC,
+        msrs::IA32_VMX_PINBASED_CTLS,
+        msrs::IA32_VMX_PROCBASED_CTLS2,
+        msrs::IA32_VMX_EPT_VPID_CAP,
+        msrs::IA32_VMX_VMFUNC,
+    ] {
         let mut v = vcpu();
         let r = rdmsr(&mut v, m);
         assert_injected(&v, r, GP);
@@ -146,7 +153,7 @@ fn writes_to_hidden_msrs_raise_gp_and_change_nothing() {
     for m in [
         msrs::IA32_FEATURE_CONTROL,
         msrs::IA32_VMX_BASIC,
-        0x48d,
+        msrs::IA32_VMX_TRUE_PINBASED_CTLS,
         0x1_0000,
     ] {
         let mut v = vcpu();
@@ -159,14 +166,17 @@ fn writes_to_hidden_msrs_raise_gp_and_change_nothing() {
 #[test]
 fn intercepted_syscall_msrs_are_written_when_allowed_and_canonical() {
     let mut v = vcpu();
-    v.cpu.set_msr(0xc000_0082, 0);
-    let r = wrmsr(&mut v, 0xc000_0082, 0xffff_8000_0010_0000);
+    v.cpu.set_msr(msrs::IA32_LSTAR, 0);
+    let r = wrmsr(&mut v, msrs::IA32_LSTAR, 0xffff_8000_0010_0000);
     assert_advanced(&v, r, 2);
-    assert_eq!(v.cpu.read_msr_for_tests(0xc000_0082), 0xffff_8000_0010_0000);
+    assert_eq!(
+        v.cpu.read_msr_for_tests(msrs::IA32_LSTAR),
+        0xffff_8000_0010_0000
+    );
     // Non-canonical: #GP, as WRMSR would raise.
     let mut v = vcpu();
-    v.cpu.set_msr(0xc000_0082, 0);
-    let r = wrmsr(&mut v, 0xc000_0082, 0x8000_0000_0000_0000);
+    v.cpu.set_msr(msrs::IA32_LSTAR, 0);
+    let r = wrmsr(&mut v, msrs::IA32_LSTAR, 0x8000_0000_0000_0000);
     assert_injected(&v, r, GP);
     assert_eq!(v.cpu.msr_writes, 0);
 }
@@ -183,12 +193,12 @@ fn sysenter_writes_go_to_the_vmcs_guest_fields() {
 #[test]
 fn policy_denied_msr_write_is_audited() {
     let mut v = vcpu_with(DenyAll, entry64());
-    v.cpu.set_msr(0xc000_0082, 0);
-    let r = wrmsr(&mut v, 0xc000_0082, 0xffff_8000_0000_0000);
+    v.cpu.set_msr(msrs::IA32_LSTAR, 0);
+    let r = wrmsr(&mut v, msrs::IA32_LSTAR, 0xffff_8000_0000_0000);
     assert_injected(&v, r, GP);
     let rec = v.audit.last().copied().unwrap();
     assert_eq!(rec.kind, AuditKind::MsrLock);
-    assert_eq!(rec.gpa, 0xc000_0082);
+    assert_eq!(rec.gpa, u64::from(msrs::IA32_LSTAR));
     assert_eq!(rec.qualification, 0xffff_8000_0000_0000);
     assert_eq!(rec.context, 7);
     assert_eq!(rec.action, AuditAction::InjectGp);

@@ -1,6 +1,10 @@
 //! Control-register access exits.
 
 use super::*;
+use crate::bits::{
+    CR0_NE, CR0_PE, CR0_PG, CR0_TS, CR4_PAE, CR4_PGE, CR4_SMEP, CR4_SMXE, CR4_VMXE, EFER_LMA,
+    EFER_LME,
+};
 use crate::exit::cr::{visible_cr0, visible_cr4};
 use crate::policy::audit::AuditKind;
 use crate::vmx::controls::EntryControls;
@@ -24,26 +28,26 @@ fn mov_to_cr<P: Policy>(
 #[test]
 fn masks_own_the_vmx_fixed_bits_and_vmxe() {
     let v = vcpu();
-    assert_ne!(v.cr.cr4_mask & (1 << 13), 0, "CR4.VMXE owned");
-    assert_ne!(v.cr.cr4_mask & (1 << 14), 0, "CR4.SMXE owned");
-    assert_ne!(v.cr.cr0_mask & (1 << 5), 0, "CR0.NE owned");
+    assert_ne!(v.cr.cr4_mask & CR4_VMXE, 0, "CR4.VMXE owned");
+    assert_ne!(v.cr.cr4_mask & CR4_SMXE, 0, "CR4.SMXE owned");
+    assert_ne!(v.cr.cr0_mask & CR0_NE, 0, "CR0.NE owned");
     assert_eq!(
-        v.cr.cr0_mask & 0x8000_0001,
+        v.cr.cr0_mask & (CR0_PG | CR0_PE),
         0,
         "PE/PG free (unrestricted guest)"
     );
     // The guest reads CR4.VMXE as 0 while the real bit is 1.
-    assert_ne!(v.vmcs.get(GuestNatural::Cr4) & (1 << 13), 0);
-    assert_eq!(visible_cr4(&v).unwrap() & (1 << 13), 0);
+    assert_ne!(v.vmcs.get(GuestNatural::Cr4) & CR4_VMXE, 0);
+    assert_eq!(visible_cr4(&v).unwrap() & CR4_VMXE, 0);
 }
 
 #[test]
 fn setting_cr4_vmxe_raises_gp() {
     let mut v = vcpu();
     let cr4 = visible_cr4(&v).unwrap();
-    let r = mov_to_cr(&mut v, 4, cr4 | (1 << 13));
+    let r = mov_to_cr(&mut v, 4, cr4 | CR4_VMXE);
     assert_injected(&v, r, GP);
-    assert_eq!(v.vmcs.get(ControlNatural::Cr4ReadShadow) & (1 << 13), 0);
+    assert_eq!(v.vmcs.get(ControlNatural::Cr4ReadShadow) & CR4_VMXE, 0);
 }
 
 #[test]
@@ -66,22 +70,22 @@ fn clearing_cr4_pae_in_long_mode_raises_gp() {
 #[test]
 fn legal_cr4_write_updates_shadow_and_real_register() {
     let mut v = vcpu();
-    let new = visible_cr4(&v).unwrap() | (1 << 7) | (1 << 20); // PGE, SMEP
+    let new = visible_cr4(&v).unwrap() | CR4_PGE | CR4_SMEP;
     let r = mov_to_cr(&mut v, 4, new);
     assert_advanced(&v, r, 3);
     assert_eq!(v.vmcs.get(ControlNatural::Cr4ReadShadow), new);
-    assert_eq!(v.vmcs.get(GuestNatural::Cr4), new | (1 << 13));
+    assert_eq!(v.vmcs.get(GuestNatural::Cr4), new | CR4_VMXE);
 }
 
 #[test]
 fn clearing_cr0_ne_is_virtualised() {
     let mut v = vcpu();
-    let new = visible_cr0(&v).unwrap() & !(1 << 5);
+    let new = visible_cr0(&v).unwrap() & !CR0_NE;
     let r = mov_to_cr(&mut v, 0, new);
     assert_advanced(&v, r, 3);
     assert_eq!(visible_cr0(&v).unwrap(), new, "the guest sees NE clear");
     assert_ne!(
-        v.vmcs.get(GuestNatural::Cr0) & (1 << 5),
+        v.vmcs.get(GuestNatural::Cr0) & CR0_NE,
         0,
         "the real NE stays set"
     );
@@ -104,7 +108,7 @@ fn illegal_cr0_values_raise_gp() {
 #[test]
 fn cr_pinning_hook_denies_and_audits() {
     let mut v = vcpu_with(DenyAll, entry64());
-    let new = visible_cr4(&v).unwrap() | (1 << 7);
+    let new = visible_cr4(&v).unwrap() | CR4_PGE;
     let before = v.vmcs.get(GuestNatural::Cr4);
     let r = mov_to_cr(&mut v, 4, new);
     assert_injected(&v, r, GP);
@@ -126,12 +130,12 @@ fn protected_mode_guest_enabling_long_mode_sets_lma_and_ia32e() {
     // The guest set CR4.PAE and EFER.LME (neither exits), then writes CR0
     // with PG and NE (NE differs from the shadow, so this one exits).
     v.vmcs
-        .set(GuestNatural::Cr4, v.vmcs.get(GuestNatural::Cr4) | (1 << 5));
-    v.vmcs.set(ControlNatural::Cr4ReadShadow, 1 << 5);
-    v.vmcs.set(Guest64::Efer, 1 << 8);
+        .set(GuestNatural::Cr4, v.vmcs.get(GuestNatural::Cr4) | CR4_PAE);
+    v.vmcs.set(ControlNatural::Cr4ReadShadow, CR4_PAE);
+    v.vmcs.set(Guest64::Efer, EFER_LME);
     let r = mov_to_cr(&mut v, 0, 0x8000_0031);
     assert_advanced(&v, r, 3);
-    assert_ne!(v.vmcs.get(Guest64::Efer) & (1 << 10), 0, "EFER.LMA");
+    assert_ne!(v.vmcs.get(Guest64::Efer) & EFER_LMA, 0, "EFER.LMA");
     assert_ne!(
         v.vmcs.get(Control32::EntryControls) & EntryControls::IA32E_MODE_GUEST.bits() as u64,
         0
@@ -143,7 +147,7 @@ fn enabling_long_mode_paging_without_pae_raises_gp() {
     let mut entry = entry64();
     entry.mode = GuestMode::Protected32;
     let mut v = vcpu_with(BasePolicy, entry);
-    v.vmcs.set(Guest64::Efer, 1 << 8);
+    v.vmcs.set(Guest64::Efer, EFER_LME);
     let r = mov_to_cr(&mut v, 0, 0x8000_0031);
     assert_injected(&v, r, GP);
 }
@@ -165,12 +169,12 @@ fn clts_and_lmsw_go_through_the_cr0_path() {
     let cr0 = visible_cr0(&v).unwrap();
     let r = run(&mut v, ExitReason::CrAccess, 2 << 4, 2);
     assert_advanced(&v, r, 2);
-    assert_eq!(visible_cr0(&v).unwrap(), cr0 & !(1 << 3));
+    assert_eq!(visible_cr0(&v).unwrap(), cr0 & !CR0_TS);
     // LMSW cannot clear PE.
     let mut v = vcpu();
     let r = run(&mut v, ExitReason::CrAccess, 3 << 4, 3);
     assert_advanced(&v, r, 3);
-    assert_ne!(visible_cr0(&v).unwrap() & 1, 0);
+    assert_ne!(visible_cr0(&v).unwrap() & CR0_PE, 0);
 }
 
 #[test]
@@ -188,13 +192,13 @@ fn cr3_accesses_are_handled_and_cr8_gets_ud() {
 #[test]
 fn emulated_paging_changes_flush_the_guest_vpid() {
     let mut v = vcpu();
-    let new = visible_cr4(&v).unwrap() | (1 << 7); // PGE
+    let new = visible_cr4(&v).unwrap() | CR4_PGE;
     let r = mov_to_cr(&mut v, 4, new);
     assert_advanced(&v, r, 3);
     assert_eq!(v.cpu.invvpids, 1);
     // NE alone does not change translations.
     let mut v = vcpu();
-    let new = visible_cr0(&v).unwrap() & !(1 << 5);
+    let new = visible_cr0(&v).unwrap() & !CR0_NE;
     let r = mov_to_cr(&mut v, 0, new);
     assert_advanced(&v, r, 3);
     assert_eq!(v.cpu.invvpids, 0);

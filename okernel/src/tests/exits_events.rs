@@ -5,8 +5,9 @@
 use okernel_abi::hypercall::{Call, Status};
 
 use super::*;
-use crate::bits::RFLAGS_RF;
+use crate::bits::{CR0_PE, CR4_LA57, DEBUGCTL_BTF, EFER_LMA, RFLAGS_RF, RFLAGS_TF};
 use crate::exit::rip::next_rip;
+use crate::msrs::IA32_VMX_BASIC;
 use crate::vmx::fields::{Guest32, Guest64};
 use crate::vmx::regs::Gpr;
 
@@ -14,8 +15,6 @@ use crate::vmx::regs::Gpr;
 const TOP48: u64 = 0x0000_8000_0000_0000;
 /// The same with 5-level paging (57-bit).
 const TOP57: u64 = 0x0100_0000_0000_0000;
-/// CR4.LA57.
-const LA57: u64 = 1 << 12;
 
 fn wbinvd_at(v: &mut Vcpu<FakeVmcs, FakeCpu, BasePolicy>, at: u64, len: u32) -> ExitAction {
     v.vmcs.set(GuestNatural::Rip, at);
@@ -84,7 +83,7 @@ fn a_hypercall_at_the_boundary_is_answered_then_gp() {
 fn la57_moves_the_boundary() {
     let mut v = vcpu();
     let cr4 = v.vmcs.get(GuestNatural::Cr4);
-    v.vmcs.set(GuestNatural::Cr4, cr4 | LA57);
+    v.vmcs.set(GuestNatural::Cr4, cr4 | CR4_LA57);
     wbinvd_at(&mut v, TOP48 - 3, 3);
     assert_eq!(rip(&v), TOP48, "canonical with 57 bits");
     assert_eq!(injected(&v), 0);
@@ -98,7 +97,7 @@ fn eip_wraps_at_4_gib_in_compatibility_mode() {
     let mut v = vcpu();
     let cs = v.vmcs.get(Guest32::CsAccessRights);
     v.vmcs.set(Guest32::CsAccessRights, cs & !(1 << 13)); // CS.L = 0
-    assert_ne!(v.vmcs.get(Guest64::Efer) & (1 << 10), 0, "IA-32e active");
+    assert_ne!(v.vmcs.get(Guest64::Efer) & EFER_LMA, 0, "IA-32e active");
     wbinvd_at(&mut v, 0xffff_fffe, 3);
     assert_eq!(rip(&v), 1);
     assert_eq!(injected(&v), 0);
@@ -108,7 +107,10 @@ fn eip_wraps_at_4_gib_in_compatibility_mode() {
 fn injected_faults_push_rf_set_and_traps_and_aborts_do_not() {
     use crate::vmx::event::{Exception, InterruptionInfo};
     // #GP from a hidden MSR, #UD from VMXON: faults.
-    for (reason, rcx, event) in [(ExitReason::Rdmsr, 0x480, GP), (ExitReason::Vmxon, 0, UD)] {
+    for (reason, rcx, event) in [
+        (ExitReason::Rdmsr, IA32_VMX_BASIC.into(), GP),
+        (ExitReason::Vmxon, 0, UD),
+    ] {
         let mut v = vcpu();
         v.vmcs.set(GuestNatural::Rflags, 0x202);
         v.regs.set(Gpr::Rcx, rcx);
@@ -138,9 +140,9 @@ fn real_mode_faults_have_no_error_code_and_no_rf() {
     entry.mode = GuestMode::Protected32;
     let mut v = vcpu_with(BasePolicy, entry);
     let cr0 = v.vmcs.get(GuestNatural::Cr0);
-    v.vmcs.set(GuestNatural::Cr0, cr0 & !1);
+    v.vmcs.set(GuestNatural::Cr0, cr0 & !CR0_PE);
     v.vmcs.set(GuestNatural::Rflags, 0x2);
-    v.regs.set(Gpr::Rcx, 0x480);
+    v.regs.set(Gpr::Rcx, IA32_VMX_BASIC.into());
     let r = run(&mut v, ExitReason::Rdmsr, 0, 2);
     assert_injected(&v, r, 0x8000_030d);
     assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2, "16-bit FLAGS: no RF");
@@ -176,10 +178,6 @@ fn intercepted_events_are_delivered_as_they_were() {
     assert_eq!(injected(&v), 0x8000_0202);
 }
 
-/// RFLAGS.TF.
-const TF: u64 = 1 << 8;
-/// IA32_DEBUGCTL.BTF.
-const BTF: u64 = 1 << 1;
 /// Pending debug exceptions: B0 (a data breakpoint the exit left).
 const PENDING_B0: u64 = 1;
 
@@ -205,7 +203,7 @@ fn the_rip_advance_under_tf_leaves_a_single_step_pending() {
     use crate::exit::rip::PENDING_BS;
     let mut v = vcpu();
     v.vmcs
-        .set(GuestNatural::Rflags, 0x202 | TF)
+        .set(GuestNatural::Rflags, 0x202 | RFLAGS_TF)
         .set(GuestNatural::PendingDebugExceptions, PENDING_B0);
     wbinvd_at(&mut v, RIP, 3);
     assert_eq!(rip(&v), RIP + 3);
@@ -213,20 +211,29 @@ fn the_rip_advance_under_tf_leaves_a_single_step_pending() {
         v.vmcs.get(GuestNatural::PendingDebugExceptions),
         PENDING_B0 | PENDING_BS
     );
-    assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x202 | TF, "TF stays");
+    assert_eq!(
+        v.vmcs.get(GuestNatural::Rflags),
+        0x202 | RFLAGS_TF,
+        "TF stays"
+    );
     // The same through the hypercall path (VMCALL, answered).
     let mut v = vcpu();
-    v.vmcs.set(GuestNatural::Rflags, 0x2 | TF | RFLAGS_RF);
+    v.vmcs
+        .set(GuestNatural::Rflags, 0x2 | RFLAGS_TF | RFLAGS_RF);
     v.regs.set(Gpr::Rax, Call::Version.raw());
     synth(&mut v, ExitReason::Vmcall as u32, 0, 3);
     assert_eq!(handle_exit(&mut v), Ok(ExitAction::Resume));
     assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), PENDING_BS);
-    assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2 | TF, "RF cleared");
+    assert_eq!(
+        v.vmcs.get(GuestNatural::Rflags),
+        0x2 | RFLAGS_TF,
+        "RF cleared"
+    );
     // BTF: single-step on branches only; WBINVD is none.
     let mut v = vcpu();
     v.vmcs
-        .set(GuestNatural::Rflags, 0x202 | TF)
-        .set(Guest64::Debugctl, BTF);
+        .set(GuestNatural::Rflags, 0x202 | RFLAGS_TF)
+        .set(Guest64::Debugctl, DEBUGCTL_BTF);
     wbinvd_at(&mut v, RIP, 2);
     assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
     // Neither flag: RFLAGS and the pending debug exceptions untouched.
@@ -243,7 +250,7 @@ fn the_rip_advance_under_tf_leaves_a_single_step_pending() {
 #[test]
 fn the_boundary_gp_wins_over_the_single_step() {
     let mut v = vcpu();
-    v.vmcs.set(GuestNatural::Rflags, 0x2 | TF);
+    v.vmcs.set(GuestNatural::Rflags, 0x2 | RFLAGS_TF);
     wbinvd_at(&mut v, TOP48 - 2, 2);
     assert_eq!(injected(&v), GP);
     assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), 0);
@@ -263,12 +270,12 @@ fn fast_exits_complete_flags_and_blocking_near_and_far() {
             v.regs.set(Gpr::Rax, Call::Null.raw());
             v.vmcs
                 .set(GuestNatural::Rip, at)
-                .set(GuestNatural::Rflags, 0x2 | TF | RFLAGS_RF)
+                .set(GuestNatural::Rflags, 0x2 | RFLAGS_TF | RFLAGS_RF)
                 .set(Guest32::InterruptibilityState, 0b1010);
             synth(&mut v, reason as u32, 0, 3);
             assert_eq!(handle_fast(&mut v), FastPath::Resumed { wrote_rbx });
             assert_eq!(rip(&v), at + 3, "{reason:?} at {at:#x}");
-            assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2 | TF);
+            assert_eq!(v.vmcs.get(GuestNatural::Rflags), 0x2 | RFLAGS_TF);
             assert_eq!(v.vmcs.get(GuestNatural::PendingDebugExceptions), PENDING_BS);
             assert_eq!(v.vmcs.get(Guest32::InterruptibilityState), 0b1000);
             assert_eq!(injected(&v), 0);

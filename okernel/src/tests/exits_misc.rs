@@ -2,6 +2,7 @@
 //! malformed exits, RIP advance, counters.
 
 use super::*;
+use crate::bits::{CR0_PE, CR4_OSXSAVE};
 use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;
 
@@ -11,7 +12,7 @@ fn xsetbv(
     value: u64,
 ) -> Result<ExitAction, ExitError> {
     let cr4 = v.vmcs.get(GuestNatural::Cr4);
-    v.vmcs.set(GuestNatural::Cr4, cr4 | (1 << 18));
+    v.vmcs.set(GuestNatural::Cr4, cr4 | CR4_OSXSAVE);
     v.regs.set(Gpr::Rcx, xcr.into());
     v.regs.set(Gpr::Rax, value & 0xffff_ffff);
     v.regs.set(Gpr::Rdx, value >> 32);
@@ -109,8 +110,8 @@ fn injection_in_real_mode_drops_the_error_code() {
     entry.mode = GuestMode::Protected32;
     let mut v = vcpu_with(BasePolicy, entry);
     let cr0 = v.vmcs.get(GuestNatural::Cr0);
-    v.vmcs.set(GuestNatural::Cr0, cr0 & !1);
-    v.regs.set(Gpr::Rcx, 0x480);
+    v.vmcs.set(GuestNatural::Cr0, cr0 & !CR0_PE);
+    v.regs.set(Gpr::Rcx, msrs::IA32_VMX_BASIC.into());
     let r = run(&mut v, ExitReason::Rdmsr, 0, 2);
     assert_injected(&v, r, 0x8000_030d);
 }

@@ -6,6 +6,10 @@
 use super::exits_cpuid_msr::wrmsr;
 use super::*;
 use crate::hw::CpuidResult;
+use crate::msrs::{
+    IA32_MISC_ENABLE, IA32_MTRR_DEF_TYPE, IA32_MTRRCAP, IA32_SMM_MONITOR_CTL, IA32_TSC,
+    IA32_TSC_ADJUST, IA32_XSS,
+};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::regs::Gpr;
 
@@ -33,12 +37,12 @@ fn vcpu_with_msrs() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
                 edx: 0,
             },
         )
-        .set_msr(0xfe, 0x508)
-        .set_msr(0x2ff, 0xc06)
+        .set_msr(IA32_MTRRCAP, 0x508)
+        .set_msr(IA32_MTRR_DEF_TYPE, 0xc06)
         .set_msr(0x200, 0x6)
         .set_msr(0x250, 0x0606_0606_0606_0606)
-        .set_msr(0xda0, 0)
-        .set_msr(0x1a0, MISC);
+        .set_msr(IA32_XSS, 0)
+        .set_msr(IA32_MISC_ENABLE, MISC);
     v
 }
 
@@ -60,10 +64,10 @@ const MISC: u64 = 1 | (1 << 22) | (1 << 34);
 fn tsc_and_misc_enable_changes_are_refused_and_audited() {
     // A TSC write; MISC_ENABLE: MONITOR/MWAIT set, fast strings cleared.
     for (msr, value) in [
-        (0x10, 0),
-        (0x10, 1 << 40),
-        (0x1a0, MISC | (1 << 18)),
-        (0x1a0, MISC & !1),
+        (IA32_TSC, 0),
+        (IA32_TSC, 1 << 40),
+        (IA32_MISC_ENABLE, MISC | (1 << 18)),
+        (IA32_MISC_ENABLE, MISC & !1),
     ] {
         let mut v = vcpu_with_msrs();
         let r = wrmsr(&mut v, msr, value);
@@ -78,13 +82,13 @@ fn misc_enable_may_unmask_cpuid_and_nx() {
     // Linux also turns automatic thermal control (TM1, bit 3) on.
     for value in [MISC & !(1 << 22), MISC & !(1 << 34), 1, MISC | 8, 9] {
         let mut v = vcpu_with_msrs();
-        let r = wrmsr(&mut v, 0x1a0, value);
+        let r = wrmsr(&mut v, IA32_MISC_ENABLE, value);
         assert_advanced(&v, r, 2);
-        assert_eq!(v.cpu.read_msr_for_tests(0x1a0), value);
+        assert_eq!(v.cpu.read_msr_for_tests(IA32_MISC_ENABLE), value);
         assert_eq!(v.audit.total(), 0);
     }
     let mut v = vcpu_with_msrs();
-    let r = wrmsr(&mut v, 0x1a0, MISC);
+    let r = wrmsr(&mut v, IA32_MISC_ENABLE, MISC);
     assert_advanced(&v, r, 2);
     assert_eq!(v.cpu.msr_writes, 0);
 }
@@ -92,10 +96,10 @@ fn misc_enable_may_unmask_cpuid_and_nx() {
 #[test]
 fn smm_monitor_ctl_is_hidden_like_vmx() {
     let mut v = vcpu_with_msrs();
-    v.regs.set(Gpr::Rcx, 0x9b);
+    v.regs.set(Gpr::Rcx, IA32_SMM_MONITOR_CTL.into());
     let r = run(&mut v, ExitReason::Rdmsr, 0, 2);
     assert_injected(&v, r, GP);
-    let r = wrmsr(&mut v, 0x9b, 1);
+    let r = wrmsr(&mut v, IA32_SMM_MONITOR_CTL, 1);
     assert_injected(&v, r, GP);
     assert_eq!(v.audit.total(), 0, "what the processor itself raises");
 }
@@ -104,7 +108,11 @@ fn smm_monitor_ctl_is_hidden_like_vmx() {
 fn mtrrs_keep_their_values() {
     // The value an MTRR holds: a no-op (Linux's restore after its
     // disable); any other: refused.
-    for (msr, same) in [(0x2ff, 0xc06), (0x200, 0x6), (0x250, 0x0606_0606_0606_0606)] {
+    for (msr, same) in [
+        (IA32_MTRR_DEF_TYPE, 0xc06),
+        (0x200, 0x6),
+        (0x250, 0x0606_0606_0606_0606),
+    ] {
         let mut v = vcpu_with_msrs();
         let r = wrmsr(&mut v, msr, same);
         assert_advanced(&v, r, 2);
@@ -124,21 +132,21 @@ fn mtrrs_keep_their_values() {
 #[test]
 fn xss_refuses_the_state_that_would_load_intercepted_msrs() {
     let mut v = vcpu_with_msrs();
-    let r = wrmsr(&mut v, 0xda0, 1 << 11);
+    let r = wrmsr(&mut v, IA32_XSS, 1 << 11);
     assert_advanced(&v, r, 2);
     assert_eq!(
-        v.cpu.read_msr_for_tests(0xda0),
+        v.cpu.read_msr_for_tests(IA32_XSS),
         1 << 11,
         "CET user state: written"
     );
     for bit in [8, 12] {
         let mut v = vcpu_with_msrs();
-        let r = wrmsr(&mut v, 0xda0, 1 << bit);
-        denied(&v, r, 0xda0);
+        let r = wrmsr(&mut v, IA32_XSS, 1 << bit);
+        denied(&v, r, IA32_XSS);
     }
     // Unsupported bits: #GP as the processor raises it, no audit.
     let mut v = vcpu_with_msrs();
-    let r = wrmsr(&mut v, 0xda0, 1 << 0);
+    let r = wrmsr(&mut v, IA32_XSS, 1 << 0);
     assert_injected(&v, r, GP);
     assert_eq!(v.audit.total(), 0);
 }
@@ -171,7 +179,7 @@ fn intel_pt_msrs_are_refused_or_absent() {
 fn tsc_adjust_keeps_its_value_and_is_absent_without_cpuid() {
     // No CPUID.7.0:EBX[1]: the processor has no TSC_ADJUST, #GP unaudited.
     let mut v = vcpu_with_msrs();
-    let r = wrmsr(&mut v, 0x3b, 5);
+    let r = wrmsr(&mut v, IA32_TSC_ADJUST, 5);
     assert_injected(&v, r, GP);
     assert!(v.audit.is_empty());
     let mut v = vcpu_with_msrs();
@@ -184,13 +192,13 @@ fn tsc_adjust_keeps_its_value_and_is_absent_without_cpuid() {
                 ..CpuidResult::default()
             },
         )
-        .set_msr(0x3b, 0);
+        .set_msr(IA32_TSC_ADJUST, 0);
     // Its own value (Linux's tsc_sync writes it back): a no-op.
-    let r = wrmsr(&mut v, 0x3b, 0);
+    let r = wrmsr(&mut v, IA32_TSC_ADJUST, 0);
     assert_advanced(&v, r, 2);
     assert_eq!(v.cpu.msr_writes, 0);
     // Anything else would move the monitor's TSC too.
     v.vmcs.set(GuestNatural::Rip, RIP);
-    let r = wrmsr(&mut v, 0x3b, 1 << 32);
-    denied(&v, r, 0x3b);
+    let r = wrmsr(&mut v, IA32_TSC_ADJUST, 1 << 32);
+    denied(&v, r, IA32_TSC_ADJUST);
 }

@@ -4,6 +4,7 @@
 use ept::{Gpa, MemoryType};
 
 use super::*;
+use crate::bits::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use crate::launch::config::LaunchError;
 use crate::launch::ept_view::build_base_view;
 use crate::launch::setup::{HostState, tss_base, write_host_state};
@@ -161,8 +162,8 @@ fn long_mode_guest_state_is_consistent() {
         .accepts(cr4)
     );
     assert_ne!(entry & u64::from(EntryControls::IA32E_MODE_GUEST.bits()), 0);
-    assert_eq!(efer & 0x500, 0x500, "LME and LMA");
-    assert_ne!(cr4 & (1 << 5), 0, "PAE");
+    assert_eq!(efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+    assert_ne!(cr4 & CR4_PAE, 0);
     assert_eq!(vm.get(GuestNatural::Cr3), 0x10_0000);
     // CS is 64-bit code (L=1, D=0), TR a busy TSS, LDTR unusable.
     assert_eq!(vm.get(Guest32::CsAccessRights), 0xa09b);
@@ -172,7 +173,7 @@ fn long_mode_guest_state_is_consistent() {
     assert_eq!(vm.get(GuestNatural::Rflags), 2);
     assert_eq!(vm.get(GuestNatural::Rip), RIP);
     // The guest sees its CR4 without VMXE.
-    assert_eq!(vm.get(ControlNatural::Cr4ReadShadow), 1 << 5);
+    assert_eq!(vm.get(ControlNatural::Cr4ReadShadow), CR4_PAE);
     assert_eq!(vm.get(Control64::MsrBitmaps), 0x5000);
     assert_eq!(vm.get(Control32::ExceptionBitmap), 0);
 }
@@ -185,7 +186,11 @@ fn protected_mode_guest_state_uses_unrestricted_guest() {
     e.regs.gpr[3] = 0x9000;
     let v = vcpu_with(BasePolicy, e);
     let vm = &v.vmcs;
-    assert_eq!(vm.get(GuestNatural::Cr0) & 0x8000_0001, 1, "PE on, PG off");
+    assert_eq!(
+        vm.get(GuestNatural::Cr0) & (CR0_PG | CR0_PE),
+        CR0_PE,
+        "PE on, PG off"
+    );
     assert_eq!(vm.get(Guest64::Efer), 0);
     assert_eq!(
         vm.get(Control32::EntryControls) & u64::from(EntryControls::IA32E_MODE_GUEST.bits()),

@@ -4,6 +4,7 @@
 //! written, and a failure injected at each step reported as that step
 //! with nothing after it.
 
+use crate::bits::CR4_VMXE;
 use crate::check::{VmxUnavailable, probe};
 use crate::hw::VmxRegion;
 use crate::hw::fake::FakeCpu;
@@ -28,7 +29,6 @@ const IO_B: u64 = 0x4000;
 const MSR_BITMAP: u64 = 0x5000;
 const EPTP: u64 = 0x601e;
 const HOST_RSP: u64 = 0x2_7fc0;
-const CR4_VMXE: u64 = 1 << 13;
 /// The failure the journal injects.
 const FAIL: VmFail = VmFail::Valid(InstructionError(7));
 

@@ -106,7 +106,7 @@ mod tests {
     fn bits_land_where_the_sdm_puts_them() {
         let mut page = [0u8; 4096];
         let mut b = MsrBitmap::new(&mut page);
-        assert!(b.intercept(0xc000_0082, MsrAccess::Write));
+        assert!(b.intercept(crate::msrs::IA32_LSTAR, MsrAccess::Write));
         assert!(!b.intercept(0x1_0000, MsrAccess::Read));
         // LSTAR write: high write bitmap at 3072, index 0x82 -> byte 16, bit 2.
         assert_eq!(page[3072 + 16], 1 << 2);

@@ -9,15 +9,14 @@ use okernel_abi::hypercall::Call;
 use okernel_abi::policy::RegionKind;
 
 use super::*;
+use crate::bits::{CR0_WP, EFER_LMA, EFER_NXE};
 use crate::fuzz::baseline::fingerprints;
+// [`fixture`] locks IA32_LSTAR (a processor MSR) and IA32_EFER (a VMCS
+// guest field).
+use crate::msrs::{IA32_EFER, IA32_LSTAR};
 use crate::policy::views::Views;
 use crate::vmx::fields::{Control64, ControlNatural, Guest32, Guest64};
 
-/// IA32_LSTAR (locked by [`fixture`], a processor MSR).
-pub const LSTAR: u32 = 0xc000_0082;
-/// IA32_EFER (locked by [`fixture`], a VMCS guest field).
-pub const EFER: u32 = 0xc000_0080;
-const CR0_WP: u64 = 1 << 16;
 /// A second protected page.
 const SECRET2: u64 = SECRET + 0x1000;
 
@@ -43,9 +42,9 @@ pub fn fixture() -> PVcpu {
     lock(&mut v, CRED, 0x1000, RegionKind::Credentials);
     lock(&mut v, PML4, 0x4000, RegionKind::PageTable);
     ok(&mut v, Call::PinCr, [0, CR0_WP, 0]);
-    v.cpu.set_msr(LSTAR, 0xffff_8000_0000_1000);
-    ok(&mut v, Call::LockMsr, [LSTAR.into(), 0, 0]);
-    ok(&mut v, Call::LockMsr, [EFER.into(), 0, 0]);
+    v.cpu.set_msr(IA32_LSTAR, 0xffff_8000_0000_1000);
+    ok(&mut v, Call::LockMsr, [IA32_LSTAR.into(), 0, 0]);
+    ok(&mut v, Call::LockMsr, [IA32_EFER.into(), 0, 0]);
     assert_eq!(ok(&mut v, Call::CreateContext, [0; 3]), 1);
     ok(&mut v, Call::AllocProtectedPage, [1, SECRET, 0]);
     v
@@ -147,9 +146,9 @@ fn a_cleared_pinned_bit_in_the_guest_cr0_is_cr_pin_lost() {
 fn a_changed_locked_msr_is_msr_changed() {
     let mut v = fixture();
     baseline(&mut v);
-    v.cpu.set_msr(LSTAR, 0xffff_8000_dead_0000);
+    v.cpu.set_msr(IA32_LSTAR, 0xffff_8000_dead_0000);
     let r = check(&mut v);
-    assert_eq!(verdict(&r), (MonitorVerdict::MsrChanged, LSTAR));
+    assert_eq!(verdict(&r), (MonitorVerdict::MsrChanged, IA32_LSTAR));
     assert_eq!(
         (r.expected, r.actual),
         (0xffff_8000_0000_1000, 0xffff_8000_dead_0000)
@@ -158,10 +157,13 @@ fn a_changed_locked_msr_is_msr_changed() {
     let mut v = fixture();
     baseline(&mut v);
     let efer = v.vmcs.get(Guest64::Efer);
-    v.vmcs.set(Guest64::Efer, efer ^ (1 << 10));
+    v.vmcs.set(Guest64::Efer, efer ^ EFER_LMA);
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
-    v.vmcs.set(Guest64::Efer, efer ^ (1 << 11));
-    assert_eq!(verdict(&check(&mut v)), (MonitorVerdict::MsrChanged, EFER));
+    v.vmcs.set(Guest64::Efer, efer ^ EFER_NXE);
+    assert_eq!(
+        verdict(&check(&mut v)),
+        (MonitorVerdict::MsrChanged, IA32_EFER)
+    );
 }
 
 #[test]

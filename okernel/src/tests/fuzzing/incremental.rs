@@ -10,6 +10,7 @@ use okernel_abi::hypercall::Call;
 
 use super::checks::{RODATA_ID, TEXT_ID, baseline, check, fixture, verdict};
 use super::*;
+use crate::bits::CR0_WP;
 use crate::fuzz::LastFull;
 use crate::fuzz::calls::FULL_CHECK_EVERY;
 use crate::fuzz::dirty::WRITE_LOG_PAGES;
@@ -66,7 +67,7 @@ fn an_update_page_table_is_seen_by_the_next_incremental_check() {
 #[test]
 fn the_cheap_parts_are_compared_by_an_incremental_check() {
     let mut v = settled();
-    let cr0 = v.vmcs.get(GuestNatural::Cr0) & !(1 << 16);
+    let cr0 = v.vmcs.get(GuestNatural::Cr0) & !CR0_WP;
     v.vmcs.set(GuestNatural::Cr0, cr0);
     assert_eq!(verdict(&check(&mut v)), (MonitorVerdict::CrPinLost, 0));
     let mut v = settled();

@@ -7,6 +7,7 @@ use super::gates::with_gate;
 use super::page_table::{entry, locked};
 use super::table_owner::refused;
 use super::*;
+use crate::bits::EFER_NXE;
 use crate::hypercall::page_table::{Caller, allowed};
 use crate::policy::guest_paging::{USER, XD};
 use crate::vmx::fields::Guest64;
@@ -23,8 +24,6 @@ const G: u64 = 1 << 8;
 const AVL: u64 = 1 << 9;
 /// Protection key 1 (bits 62:59).
 const PK1: u64 = 1 << 59;
-/// EFER.NXE.
-const EFER_NXE: u64 = 1 << 11;
 
 /// PT slot 5: the trusted kernel's read-only mapping of a text page.
 const SLOT: u64 = PT + 5 * 8;

@@ -2,14 +2,15 @@
 //! exits they make the guest take.
 
 use super::*;
+use crate::bits::{
+    CR0_AM, CR0_MP, CR0_PG, CR0_WP, CR3_LAM_U48, CR3_LAM_U57, CR4_LA57, CR4_LAM_SUP, CR4_SMEP,
+    CR4_VMXE, EFER_LMA, EFER_NXE,
+};
 use crate::exit::cr::visible_cr0;
+use crate::msrs::{IA32_EFER, IA32_FS_BASE, IA32_LSTAR, IA32_S_CET, IA32_SYSENTER_EIP, IA32_TSC};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::fields::{ControlNatural, Guest16, Guest32, Guest64, ReadOnly32, ReadOnlyNatural};
-
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_SMEP: u64 = 1 << 20;
 
 #[test]
 fn pin_cr_accepts_only_pinnable_bits_that_are_set_now() {
@@ -18,8 +19,8 @@ fn pin_cr_accepts_only_pinnable_bits_that_are_set_now() {
     for (args, status) in [
         ([3, CR0_WP, 0], Status::InvalidArgument),
         ([0, 0, 0], Status::InvalidArgument),
-        ([0, 1 << 1, 0], Status::Refused),
-        ([4, 1 << 13, 0], Status::Refused),
+        ([0, CR0_MP, 0], Status::Refused),
+        ([4, CR4_VMXE, 0], Status::Refused),
         ([4, CR4_SMEP, 0], Status::InvalidArgument),
     ] {
         assert_eq!(call(&mut v, Call::PinCr, args), status, "{args:x?}");
@@ -72,24 +73,22 @@ fn clearing_a_pinned_bit_is_denied_audited_and_faults() {
     assert_eq!(v.audit.total(), 2);
     // Writes that keep the pinned bits go through.
     v.vmcs.set(Control32::EntryInterruptionInfo, 0);
-    assert_injected_none(mov_to_cr(&mut v, 0, cr0 | (1 << 18)), &v);
+    assert_injected_none(mov_to_cr(&mut v, 0, cr0 | CR0_AM), &v);
 }
 
 fn assert_injected_none(r: Result<ExitAction, ExitError>, v: &PVcpu) {
     assert_advanced(v, r, 3);
 }
 
-const LSTAR: u64 = 0xc000_0082;
-
 #[test]
 fn lock_msr_validates_and_intercepts_writes() {
     let mut v = pvcpu();
-    v.cpu.set_msr(LSTAR as u32, 0xffff_8000_0000_1000);
+    v.cpu.set_msr(IA32_LSTAR, 0xffff_8000_0000_1000);
     for (msr, status) in [
-        (0x10u64, Status::Refused),
-        (0xc000_0100, Status::Refused),
-        (0x6a2, Status::Refused), // S_CET: no CET on this CPU
-        (1 << 32 | LSTAR, Status::InvalidArgument),
+        (u64::from(IA32_TSC), Status::Refused),
+        (IA32_FS_BASE.into(), Status::Refused),
+        (IA32_S_CET.into(), Status::Refused), // no CET on this CPU
+        (1 << 32 | u64::from(IA32_LSTAR), Status::InvalidArgument),
     ] {
         assert_eq!(call(&mut v, Call::LockMsr, [msr, 0, 0]), status, "{msr:#x}");
     }
@@ -98,25 +97,25 @@ fn lock_msr_validates_and_intercepts_writes() {
             .msr_bitmap
             .as_mut()
             .unwrap()
-            .write_exits(LSTAR as u32)
+            .write_exits(IA32_LSTAR)
     );
-    ok(&mut v, Call::LockMsr, [LSTAR, 0, 0]);
+    ok(&mut v, Call::LockMsr, [IA32_LSTAR.into(), 0, 0]);
     assert!(
         v.policy
             .msr_bitmap
             .as_mut()
             .unwrap()
-            .write_exits(LSTAR as u32)
+            .write_exits(IA32_LSTAR)
     );
+    assert_eq!(v.policy.locked_msr(IA32_LSTAR), Some(0xffff_8000_0000_1000));
     assert_eq!(
-        v.policy.locked_msr(LSTAR as u32),
-        Some(0xffff_8000_0000_1000)
+        call(&mut v, Call::LockMsr, [IA32_LSTAR.into(), 0, 0]),
+        Status::Locked
     );
-    assert_eq!(call(&mut v, Call::LockMsr, [LSTAR, 0, 0]), Status::Locked);
     // SYSENTER_EIP is locked at the VMCS guest field's value.
     v.vmcs.set(GuestNatural::SysenterEip, 0x1234);
-    ok(&mut v, Call::LockMsr, [0x176, 0, 0]);
-    assert_eq!(v.policy.locked_msr(0x176), Some(0x1234));
+    ok(&mut v, Call::LockMsr, [IA32_SYSENTER_EIP.into(), 0, 0]);
+    assert_eq!(v.policy.locked_msr(IA32_SYSENTER_EIP), Some(0x1234));
 }
 
 fn wrmsr(v: &mut PVcpu, msr: u64, value: u64) -> Result<ExitAction, ExitError> {
@@ -130,31 +129,32 @@ fn wrmsr(v: &mut PVcpu, msr: u64, value: u64) -> Result<ExitAction, ExitError> {
 #[test]
 fn writing_a_locked_msr_is_denied_and_its_own_value_is_a_no_op() {
     let mut v = pvcpu();
-    v.cpu.set_msr(LSTAR as u32, 0xffff_8000_0000_1000);
-    ok(&mut v, Call::LockMsr, [LSTAR, 0, 0]);
+    v.cpu.set_msr(IA32_LSTAR, 0xffff_8000_0000_1000);
+    ok(&mut v, Call::LockMsr, [IA32_LSTAR.into(), 0, 0]);
     let writes = v.cpu.msr_writes;
-    let r = wrmsr(&mut v, LSTAR, 0xffff_8000_dead_0000);
+    let r = wrmsr(&mut v, IA32_LSTAR.into(), 0xffff_8000_dead_0000);
     assert_injected(&v, r, GP);
     let rec = *v.audit.last().unwrap();
     assert_eq!(
         (rec.kind, rec.gpa, rec.qualification),
-        (AuditKind::MsrLock, LSTAR, 0xffff_8000_dead_0000)
+        (
+            AuditKind::MsrLock,
+            u64::from(IA32_LSTAR),
+            0xffff_8000_dead_0000
+        )
     );
-    assert_eq!(
-        v.cpu.read_msr_for_tests(LSTAR as u32),
-        0xffff_8000_0000_1000
-    );
+    assert_eq!(v.cpu.read_msr_for_tests(IA32_LSTAR), 0xffff_8000_0000_1000);
     v.vmcs.set(Control32::EntryInterruptionInfo, 0);
-    let r = wrmsr(&mut v, LSTAR, 0xffff_8000_0000_1000);
+    let r = wrmsr(&mut v, IA32_LSTAR.into(), 0xffff_8000_0000_1000);
     assert_advanced(&v, r, 2);
     assert_eq!(v.cpu.msr_writes, writes, "nothing written");
     assert_eq!(v.audit.total(), 1);
     // EFER: LMA is the processor's, not compared.
     let efer = v.vmcs.get(Guest64::Efer);
-    ok(&mut v, Call::LockMsr, [0xc000_0080, 0, 0]);
-    let r = wrmsr(&mut v, 0xc000_0080, efer & !(1 << 10));
+    ok(&mut v, Call::LockMsr, [IA32_EFER.into(), 0, 0]);
+    let r = wrmsr(&mut v, IA32_EFER.into(), efer & !EFER_LMA);
     assert_advanced(&v, r, 2);
-    let r = wrmsr(&mut v, 0xc000_0080, efer & !(1 << 11));
+    let r = wrmsr(&mut v, IA32_EFER.into(), efer & !EFER_NXE);
     assert_injected(&v, r, GP);
 }
 
@@ -410,7 +410,7 @@ fn a_reserved_bit_in_the_walk_is_the_processors_page_fault() {
     // address, nothing stored, nothing audited (§4.7).
     let mut v = pvcpu();
     let efer = v.vmcs.get(Guest64::Efer);
-    v.vmcs.set(Guest64::Efer, efer & !(1 << 11));
+    v.vmcs.set(Guest64::Efer, efer & !EFER_NXE);
     set_bits(&v, PT, 1 << 63);
     v.regs.set(Gpr::Rbx, 0x60_0000);
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
@@ -444,38 +444,34 @@ fn a_reserved_bit_in_the_walk_is_the_processors_page_fault() {
 #[test]
 fn lam_masks_the_metadata_bits_of_a_pointer() {
     use crate::exit::descriptor::lam_masked;
-    const U48: u64 = 1 << 62;
-    const U57: u64 = 1 << 61;
-    const SUP: u64 = 1 << 28;
-    const LA57: u64 = 1 << 12;
     let tagged = 0x7f00_0000_0000_1000;
     assert_eq!(lam_masked(tagged, 0, 0), tagged, "no LAM: the pointer");
     assert_eq!(
-        lam_masked(tagged, U48, 0),
+        lam_masked(tagged, CR3_LAM_U48, 0),
         0x1000,
         "LAM48: bits 62:48 from bit 47"
     );
     assert_eq!(
-        lam_masked(tagged, U57, 0),
+        lam_masked(tagged, CR3_LAM_U57, 0),
         tagged,
         "LAM57: bit 56 set, so are 62:57"
     );
     assert_eq!(
-        lam_masked(0x3e00_4000_0000_0000, U57, 0),
+        lam_masked(0x3e00_4000_0000_0000, CR3_LAM_U57, 0),
         0x0000_4000_0000_0000
     );
     // Bit 47 set: the metadata bits become ones, bit 63 stays clear, so
     // the address is not canonical (the processor's modified check).
     assert_eq!(
-        lam_masked(0x0000_8000_0000_0000, U48, 0),
+        lam_masked(0x0000_8000_0000_0000, CR3_LAM_U48, 0),
         0x7fff_8000_0000_0000
     );
     // A supervisor pointer needs CR4.LAM_SUP; LA57 picks LAM57.
     let kernel = 0xff12_ffff_8000_0000;
-    assert_eq!(lam_masked(kernel, U48 | U57, 0), kernel);
-    assert_eq!(lam_masked(kernel, 0, SUP), 0xffff_ffff_8000_0000);
+    assert_eq!(lam_masked(kernel, CR3_LAM_U48 | CR3_LAM_U57, 0), kernel);
+    assert_eq!(lam_masked(kernel, 0, CR4_LAM_SUP), 0xffff_ffff_8000_0000);
     assert_eq!(
-        lam_masked(0x8112_0000_0000_0000, 0, SUP | LA57),
+        lam_masked(0x8112_0000_0000_0000, 0, CR4_LAM_SUP | CR4_LA57),
         0xff12_0000_0000_0000
     );
 }
@@ -493,7 +489,7 @@ fn an_emulated_store_through_a_lam_tagged_pointer_lands_where_lam_says() {
     assert_injected(&v, r, GP);
     // With CR3.LAM_U48 the store goes to DATA + 0x10.
     let cr3 = v.vmcs.get(GuestNatural::Cr3);
-    v.vmcs.set(GuestNatural::Cr3, cr3 | (1 << 62));
+    v.vmcs.set(GuestNatural::Cr3, cr3 | CR3_LAM_U48);
     v.vmcs.set(Control32::EntryInterruptionInfo, 0);
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0x10);
     assert_advanced(&v, r, 3);

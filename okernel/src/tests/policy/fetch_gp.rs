@@ -5,6 +5,7 @@
 //! nothing written).
 
 use super::*;
+use crate::bits::{CR0_WP, CR4_SMAP, EFER_NXE, RFLAGS_IF, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM};
 use crate::exit::deliver::{Delivery, Interrupted, plan};
 use crate::policy::guest_paging::PagingState;
 use crate::vmx::fields::{Guest16, Guest32, Guest64};
@@ -30,7 +31,7 @@ const KDATA: u64 = 0x00cf_9300_0000_ffff;
 const UCODE: u64 = 0x00af_fb00_0000_ffff;
 const UDATA: u64 = 0x00cf_f300_0000_ffff;
 /// RFLAGS: IF and the reserved bit 1.
-const IF: u64 = 0x202;
+const IF: u64 = 0x2 | RFLAGS_IF;
 
 fn put(v: &PVcpu, at: u64, value: u64) {
     v.memory.phys().write(at, &value.to_le_bytes());
@@ -133,7 +134,7 @@ fn a_kernel_takes_the_gp_with_the_non_canonical_rip_in_its_frame() {
     assert_eq!(v.vmcs.get(GuestNatural::Rsp), rsp, "aligned down, 6 words");
     assert_eq!(
         frame(&v, rsp),
-        [0, TOP48, cs, IF | (1 << 16), KSTACK, ss],
+        [0, TOP48, cs, IF | RFLAGS_RF, KSTACK, ss],
         "error code, the non-canonical RIP, CS, RFLAGS with RF, RSP, SS"
     );
     assert_eq!(rip(&v), HANDLER);
@@ -163,7 +164,7 @@ fn a_user_task_switches_to_rsp0_and_a_null_ss() {
     let rsp = RSP0 - 48;
     assert_eq!(
         frame(&v, rsp),
-        [0, TOP48, 0x33, IF | (1 << 16), 0x70_c000, 0x2b]
+        [0, TOP48, 0x33, IF | RFLAGS_RF, 0x70_c000, 0x2b]
     );
     assert_eq!(v.vmcs.get(GuestNatural::Rsp), rsp);
     assert_eq!(v.vmcs.get(GuestNatural::Rflags), IF, "a trap gate keeps IF");
@@ -194,7 +195,7 @@ fn assert_left_to_the_processor(v: &PVcpu, frame_at: u64, why: &str) {
     assert_eq!(injected(v), GP, "{why}");
     assert_eq!(rip(v), TOP48 - 2, "{why}");
     assert_eq!(frame(v, frame_at), [0; 6], "{why}: nothing written");
-    assert_ne!(v.vmcs.get(GuestNatural::Rflags) & (1 << 16), 0, "{why}: RF");
+    assert_ne!(v.vmcs.get(GuestNatural::Rflags) & RFLAGS_RF, 0, "{why}: RF");
 }
 
 /// A change to [`kernel`]'s state.
@@ -216,7 +217,7 @@ fn what_the_processor_must_judge_is_injected_at_the_instruction() {
         ("a data segment", |v| gate(v, HANDLER, 0x10, 0, 0xe, true)),
         ("an LDT selector", |v| gate(v, HANDLER, 0x0c, 0, 0xe, true)),
         ("a single step pending", |v| {
-            v.vmcs.set(GuestNatural::Rflags, IF | (1 << 8));
+            v.vmcs.set(GuestNatural::Rflags, IF | RFLAGS_TF);
         }),
         ("a non-canonical stack", |v| {
             v.vmcs.set(GuestNatural::Rsp, 0x0000_8000_0000_0008);
@@ -259,7 +260,7 @@ fn a_stack_on_a_read_only_page_is_left_to_the_processor() {
     // tables (CR0.WP set): hardware raises #PF during delivery.
     let mut v = kernel();
     let cr0 = v.vmcs.get(GuestNatural::Cr0);
-    v.vmcs.set(GuestNatural::Cr0, cr0 | (1 << 16));
+    v.vmcs.set(GuestNatural::Cr0, cr0 | CR0_WP);
     let at = pte(0x70_5000);
     put(&v, at, get(&v, at) & !2);
     assert_eq!(at_boundary(&mut v), Ok(ExitAction::Resume));
@@ -337,7 +338,7 @@ fn plan_follows_the_gate_descriptor_and_the_privilege_levels() {
         plan(&s, read),
         Some(Delivery {
             rsp: RSP0 - 48,
-            frame: [0, TOP48, 0x33, IF | (1 << 16), 0x7fff_ffff_e008, 0x2b],
+            frame: [0, TOP48, 0x33, IF | RFLAGS_RF, 0x7fff_ffff_e008, 0x2b],
             rip: HANDLER,
             rflags: IF,
             cs: (0x08, 0xffff_ffff, 0xa09b),
@@ -402,12 +403,12 @@ fn what_the_review_found_is_left_to_the_processor() {
                 put(v, at, get(v, at) | 4);
             }
             let cr4 = v.vmcs.get(GuestNatural::Cr4);
-            v.vmcs.set(GuestNatural::Cr4, cr4 | (1 << 21));
+            v.vmcs.set(GuestNatural::Cr4, cr4 | CR4_SMAP);
         }),
         // XD in the stack's PTE with EFER.NXE clear: reserved, #PF.
         ("XD without NXE", |v| {
             let efer = v.vmcs.get(Guest64::Efer);
-            v.vmcs.set(Guest64::Efer, efer & !(1 << 11));
+            v.vmcs.set(Guest64::Efer, efer & !EFER_NXE);
             let at = pte(0x70_5000);
             put(v, at, get(v, at) | (1 << 63));
         }),
@@ -482,7 +483,7 @@ fn every_planned_delivery_passes_the_vm_entry_checks() {
                         0x10 | u16::from(cpl),
                         0x7fff_0000_0008,
                         // Every legal bit but VM and TF.
-                        0x3f_7fd7 & !(1 << 17) & !(1 << 8),
+                        0x3f_7fd7 & !RFLAGS_VM & !RFLAGS_TF,
                     );
                     let Some(d) = plan(&s, read) else { continue };
                     checked += 1;
@@ -558,7 +559,7 @@ fn the_vm_entry_guard_refuses_what_vm_entry_would() {
             ..good
         }, // CS.DPL 3, SS.DPL 0
         Delivery {
-            rflags: 2 | (1 << 17),
+            rflags: 2 | RFLAGS_VM,
             ..good
         }, // VM
         Delivery { rflags: 0, ..good },  // bit 1 clear

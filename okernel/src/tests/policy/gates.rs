@@ -8,13 +8,11 @@
 use okernel_abi::policy::RegionKind;
 
 use super::*;
+use crate::bits::EFER_NXE;
 use crate::policy::guest_paging::{USER, XD};
 use crate::vcpu::guest::GateEntry;
 use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::fields::{Control32, Guest16, Guest32, Guest64, GuestNatural};
-
-/// EFER.NXE.
-const EFER_NXE: u64 = 1 << 11;
 
 const GATE: u64 = TEXT + 0x40;
 const STACK: u64 = 0x0077_f000;

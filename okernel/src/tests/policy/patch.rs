@@ -7,6 +7,7 @@
 use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
 
 use super::*;
+use crate::bits::{DEBUGCTL_BTF, RFLAGS_IF, RFLAGS_TF};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::patch::{NOP2, NOP5, PatchSites, PatchTable, Refusal, SiteSize, judge_page};
 use crate::vmx::controls::PrimaryProcBased;
@@ -129,8 +130,6 @@ fn mtf_on(v: &PVcpu) -> bool {
         != 0
 }
 
-const TF: u64 = 1 << 8;
-const IF: u64 = 1 << 9;
 const NMI_BLOCKED: u64 = 1 << 3;
 
 /// Whether a step is armed, by the method the processor allows.
@@ -139,8 +138,8 @@ fn armed(v: &PVcpu) -> bool {
         mtf_on(v)
     } else {
         let rflags = v.vmcs.get(GuestNatural::Rflags);
-        rflags & TF != 0
-            && rflags & IF == 0
+        rflags & RFLAGS_TF != 0
+            && rflags & RFLAGS_IF == 0
             && v.vmcs.get(Control32::ExceptionBitmap) == 0xffff_ffff
             && v.vmcs.get(Guest32::InterruptibilityState) & NMI_BLOCKED != 0
     }
@@ -149,7 +148,8 @@ fn armed(v: &PVcpu) -> bool {
 /// Whether everything a step changed is back as the guest had it.
 fn disarmed(v: &PVcpu) -> bool {
     !mtf_on(v)
-        && v.vmcs.get(GuestNatural::Rflags) & (TF | IF) == GUEST_RFLAGS & (TF | IF)
+        && v.vmcs.get(GuestNatural::Rflags) & (RFLAGS_TF | RFLAGS_IF)
+            == GUEST_RFLAGS & (RFLAGS_TF | RFLAGS_IF)
         && v.vmcs.get(Control32::ExceptionBitmap) == BITMAP
         && v.vmcs.get(Guest32::InterruptibilityState) & NMI_BLOCKED == 0
 }
@@ -383,7 +383,11 @@ fn a_monitor_trap_flag_exit_without_a_step_just_resumes() {
 
 #[test]
 fn a_guest_already_single_stepping_or_in_an_interrupt_shadow_gets_no_trap_flag_step() {
-    for (rflags, shadow) in [(GUEST_RFLAGS | TF, 0), (GUEST_RFLAGS, 1), (GUEST_RFLAGS, 2)] {
+    for (rflags, shadow) in [
+        (GUEST_RFLAGS | RFLAGS_TF, 0),
+        (GUEST_RFLAGS, 1),
+        (GUEST_RFLAGS, 2),
+    ] {
         let mut v = locked_with(NO_MTF);
         v.vmcs.set(GuestNatural::Rflags, rflags);
         v.vmcs.set(Guest32::InterruptibilityState, shadow);
@@ -394,7 +398,7 @@ fn a_guest_already_single_stepping_or_in_an_interrupt_shadow_gets_no_trap_flag_s
     }
     // With the monitor trap flag neither matters.
     let mut v = locked();
-    v.vmcs.set(GuestNatural::Rflags, GUEST_RFLAGS | TF);
+    v.vmcs.set(GuestNatural::Rflags, GUEST_RFLAGS | RFLAGS_TF);
     assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
 }
 
@@ -572,17 +576,20 @@ fn a_site_half_in_text_is_not_guarded() {
 fn a_branch_trace_guest_is_single_stepped_by_instruction() {
     // IA32_DEBUGCTL.BTF would make TF trap at the next branch, the page
     // open until then: the step clears it and puts it back.
-    const BTF: u64 = 1 << 1;
     const LBR: u64 = 1;
     let mut v = locked_with(NO_MTF);
-    v.vmcs.set(Guest64::Debugctl, BTF | LBR);
+    v.vmcs.set(Guest64::Debugctl, DEBUGCTL_BTF | LBR);
     assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
     assert!(armed(&v));
     assert_eq!(v.vmcs.get(Guest64::Debugctl), LBR, "BTF off for the step");
     w8(&v, LONG, &[0xcc]);
     assert_eq!(mtf(&mut v), Ok(ExitAction::Resume));
     assert!(disarmed(&v));
-    assert_eq!(v.vmcs.get(Guest64::Debugctl), BTF | LBR, "BTF back");
+    assert_eq!(
+        v.vmcs.get(Guest64::Debugctl),
+        DEBUGCTL_BTF | LBR,
+        "BTF back"
+    );
 }
 
 #[test]
