@@ -137,6 +137,24 @@ pub fn set_line_mark(on: bool) {
     x86_64::instructions::interrupts::without_interrupts(|| CONSOLE.lock().mark = on);
 }
 
+/// Frees the console if the code an exception interrupted held it, so
+/// that the exception's report (the last thing this image prints) does
+/// not wait for it forever: a stack overflow inside a `log!` call, the
+/// likeliest place for one, faults with the lock held.
+///
+/// # Safety
+/// Called only on the path to [`report`] from an exception handler that
+/// never returns, on the one processor that prints (the others are parked
+/// or not started): whoever held the lock never runs again.
+pub unsafe fn break_lock() {
+    if CONSOLE.is_locked() {
+        // SAFETY: the caller's contract: the holder was interrupted for
+        // good, so nothing uses the console's state concurrently; a line
+        // it left half-written is ended by `report`'s first newline.
+        unsafe { CONSOLE.force_unlock() };
+    }
+}
+
 /// Writes formatted text to the console (used by the macros).
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     x86_64::instructions::interrupts::without_interrupts(|| {

@@ -81,10 +81,14 @@ unsafe extern "C" {
 #[unsafe(no_mangle)]
 extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
+    // SAFETY: this handler never returns (it reports and halts), and only
+    // this processor prints: the other processors are parked in VMX root
+    // operation or were never started.
+    unsafe { okernel_console::break_lock() };
     // What overflowed, if a stack did: the monitor's host stack faults in
     // its not-present guard page (CR2 there); the loader's boot stack
     // leaves its pattern guard written.
-    let remark = if let Some(words) = okernel::hw::guard::overflow_at(cr2) {
+    let remark = if let Some(words) = okernel::hw::guard::overflow_at(cr2, frame.rsp) {
         words
     } else if super::entry::stack_guard_intact() {
         ""

@@ -15,10 +15,15 @@ use x86_64::structures::tss::TaskStateSegment;
 const DF_STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
-struct Stack([u8; DF_STACK_SIZE]);
+struct Stack(core::cell::UnsafeCell<[u8; DF_STACK_SIZE]>);
 
-/// The `#DF` stack: only ever used by the CPU through the TSS.
-static DF_STACK: Stack = Stack([0; DF_STACK_SIZE]);
+// SAFETY: the program never reads or writes the stack; only the processor
+// does, through the TSS, on one processor at a time (a #DF ends the run).
+unsafe impl Sync for Stack {}
+
+/// The `#DF` stack: only ever used by the CPU through the TSS. Interior
+/// mutability puts it in writable memory (`.bss`), not `.rodata`.
+static DF_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; DF_STACK_SIZE]));
 
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<(GlobalDescriptorTable, [SegmentSelector; 3])> = Once::new();
@@ -28,7 +33,7 @@ static IDT: Once<InterruptDescriptorTable> = Once::new();
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        let top = VirtAddr::from_ptr(&DF_STACK) + DF_STACK_SIZE as u64;
+        let top = VirtAddr::from_ptr(DF_STACK.0.get()) + DF_STACK_SIZE as u64;
         tss.interrupt_stack_table[0] = top;
         tss
     });

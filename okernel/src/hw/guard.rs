@@ -1,13 +1,16 @@
 //! Guard pages below stacks.
 //!
-//! - The monitor's host stack (`launch`): the frame below it is made not
-//!   present in the page tables the monitor runs on ([`unmap`]). An
-//!   overflow faults at its first access — the #PF cannot be delivered on
-//!   the overflowing stack, so it becomes a #DF, which the loader's IDT
-//!   takes on its own IST stack and reports with CR2 in the guard
-//!   ([`overflow_at`]) — before it reaches what lies below (the I/O
-//!   bitmaps, whose bits decide which ports the guest reaches), at no cost
-//!   per exit. Rust's stack probes touch every page of a frame larger
+//! - The monitor's host stack (`launch`): the [`HOST_GUARD_PAGES`] frames
+//!   below it are made not present in the page tables the monitor runs on
+//!   ([`unmap`]). An overflow faults at its first access to them, before
+//!   it reaches what lies below (the I/O bitmaps, whose bits decide which
+//!   ports the guest reaches), at no cost per exit. The #PF cannot be
+//!   delivered on the overflowing stack: its frame goes below the 16-byte
+//!   aligned RSP (SDM Vol. 3A §6.14.2), which is still inside the guard
+//!   when RSP is in the guard's lowest 16 bytes only because the guard is
+//!   two pages deep; so it becomes a #DF, which the loader's IDT takes on
+//!   its own IST stack and reports ([`overflow_at`]). Rust's stack probes
+//!   (inline on x86_64-unknown-none) touch every page of a frame larger
 //!   than a page in order, so no frame steps over the guard (SDM Vol. 3A
 //!   §4.7 "Page-Fault Exceptions"; §6.15, #DF).
 //! - The loader's boot stack: a page filled with [`PATTERN`] that nothing
@@ -23,6 +26,11 @@ pub const PATTERN: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 
 /// Bytes in a page.
 const PAGE: u64 = 4096;
+
+/// Not-present pages below the monitor's host stack: two, so that the
+/// frame of the #PF an overflow raises (pushed below RSP rounded down to
+/// 16) cannot land on the present page below the guard.
+pub const HOST_GUARD_PAGES: u64 = 2;
 
 /// Words in a guard page.
 const WORDS: usize = (PAGE / 8) as usize;
@@ -80,6 +88,9 @@ pub enum UnmapError {
     /// with 2 MiB pages).
     #[error("guard page {0:#x} lies in a 1 GiB page")]
     GiantPage(u64),
+    /// A 2 MiB page maps it and no frame was left for its page table.
+    #[error("guard page {0:#x} needs a page table and no spare frame is left")]
+    NoSpare(u64),
 }
 
 /// Entry bits (SDM Vol. 3A §4.5, Tables 4-15 to 4-20).
@@ -108,14 +119,15 @@ const LINK: u64 = 0x3f;
 /// Makes the 4 KiB page at `page` not present in the 4-level page tables
 /// rooted at `root` (CR3's address). Where a 2 MiB page maps it, that page
 /// is first split into the page table at `spare` (a zeroed frame the
-/// caller gives up) with the same translation and attributes for the
-/// other 511 pages (PAT moved from bit 12 to bit 7). Returns whether
-/// `spare` was used. The caller flushes the page's translation.
+/// caller gives up; [`UnmapError::NoSpare`] without one) with the same
+/// translation and attributes for the other 511 pages (PAT moved from bit
+/// 12 to bit 7). Returns whether `spare` was used. The caller flushes the
+/// page's translation.
 pub fn unmap_in<M: TableMemory>(
     mem: &mut M,
     root: u64,
     page: u64,
-    spare: u64,
+    spare: Option<u64>,
 ) -> Result<bool, UnmapError> {
     if !page.is_multiple_of(PAGE) {
         return Err(UnmapError::Unaligned(page));
@@ -139,6 +151,7 @@ pub fn unmap_in<M: TableMemory>(
     }
     let split = pde & PS != 0;
     if split {
+        let spare = spare.ok_or(UnmapError::NoSpare(page))?;
         let base = pde & ADDRESS_2M;
         let pat = if pde & PAT_LARGE != 0 { PAT_4K } else { 0 };
         let attributes = (pde & (LOW_4K | HIGH)) | pat;
@@ -159,16 +172,21 @@ pub fn unmap_in<M: TableMemory>(
     Ok(split)
 }
 
-/// The monitor's host-stack guard page, once [`unmap`] made it not
-/// present (0 before).
+/// The lowest page of the monitor's host-stack guard, once [`unmap`]
+/// made the guard not present (0 before).
 static HOST_STACK_GUARD: AtomicU64 = AtomicU64::new(0);
 
-/// What a fault at `cr2` says about the monitor's host stack: the words
-/// for an exception report, if `cr2` is in its guard page.
-pub fn overflow_at(cr2: u64) -> Option<&'static str> {
+/// What an exception says about the monitor's host stack: the words for
+/// its report when both the faulting address `cr2` and the stack pointer
+/// `rsp` the exception frame saved lie in the guard (the 16 bytes above
+/// it included: RSP is rounded down before the push). CR2 alone would not
+/// do: a guest sets CR2 at will and VM exits do not switch it.
+pub fn overflow_at(cr2: u64, rsp: u64) -> Option<&'static str> {
     let guard = HOST_STACK_GUARD.load(Ordering::Relaxed);
-    (guard != 0 && cr2 >= guard && cr2 - guard < PAGE)
-        .then_some("the monitor's host stack overflowed into its not-present guard page")
+    let size = HOST_GUARD_PAGES * PAGE;
+    let inside = |a: u64| a.wrapping_sub(guard) < size + 16;
+    (guard != 0 && inside(cr2) && inside(rsp))
+        .then_some("the monitor's host stack overflowed into its not-present guard pages")
 }
 
 /// The page tables the processor runs on, through the identity map.
@@ -190,23 +208,35 @@ impl TableMemory for CurrentTables {
     }
 }
 
-/// Makes the host stack's guard page `page` not present in the page
-/// tables this processor runs on ([`unmap_in`] from CR3), flushes its
-/// translation and remembers it for [`overflow_at`].
+/// Makes the host stack's guard, the [`HOST_GUARD_PAGES`] pages from
+/// `lowest` up, not present in the page tables this processor runs on
+/// ([`unmap_in`] from CR3), flushes their translations and remembers the
+/// guard for [`overflow_at`]. `spares` are zeroed frames for the page
+/// tables a split needs (one per 2 MiB page the guard touches, so at most
+/// [`HOST_GUARD_PAGES`]); those not used stay zeroed.
 ///
 /// # Safety
 /// CPL0 on the loader's identity map, whose page tables belong to the
-/// monitor and are identity-mapped; `page` is a frame nothing will access
-/// (a guard) and `spare` a zeroed frame the monitor gives up for good.
-pub unsafe fn unmap(page: u64, spare: u64) -> Result<(), UnmapError> {
+/// monitor and are identity-mapped; the guard pages are frames nothing
+/// will access, and `spares` zeroed frames the monitor gives up for good.
+pub unsafe fn unmap(
+    lowest: u64,
+    spares: [u64; HOST_GUARD_PAGES as usize],
+) -> Result<(), UnmapError> {
     let root = crate::arch::cpu::read_cr3();
-    unmap_in(&mut CurrentTables, root, page, spare)?;
-    // SAFETY: CPL0 (the caller's contract); INVLPG drops the TLB entry
-    // that maps `page` (the 2 MiB one, if it was split) and the
-    // paging-structure caches, so the next access walks the new tables
-    // (SDM Vol. 3A §4.10.4.1). The other 511 pages keep their translation.
-    unsafe { crate::arch::cpu::invlpg(page) };
-    HOST_STACK_GUARD.store(page, Ordering::Relaxed);
+    let mut spares = spares.into_iter();
+    let mut spare = spares.next();
+    for page in (0..HOST_GUARD_PAGES).map(|i| lowest + i * PAGE) {
+        if unmap_in(&mut CurrentTables, root, page, spare)? {
+            spare = spares.next();
+        }
+        // SAFETY: CPL0 (the caller's contract); INVLPG drops the TLB entry
+        // that maps `page` (the 2 MiB one, if it was split) and the
+        // paging-structure caches, so the next access walks the new tables
+        // (SDM Vol. 3A §4.10.4.1). The other pages keep their translation.
+        unsafe { crate::arch::cpu::invlpg(page) };
+    }
+    HOST_STACK_GUARD.store(lowest, Ordering::Relaxed);
     Ok(())
 }
 
@@ -262,20 +292,36 @@ mod tests {
         t
     }
 
-    /// Translates `va` the way the processor would: Some(physical) or
-    /// None (not present).
+    /// What the processor makes of `va` (SDM Vol. 3A §4.6, §4.9.2): the
+    /// physical address and the effective rights — R/W and U/S only
+    /// where every level grants them, XD where any level sets it — and
+    /// of the leaf: the memory-type index (PAT, PCD, PWT), G, A, D and
+    /// the protection key; None where not present.
     fn translate(t: &Tables, va: u64) -> Option<(u64, u64)> {
+        const RW_US: u64 = 0b110;
         let mut table = ROOT;
+        let mut granted = RW_US;
+        let mut xd = 0;
         for level in [4u32, 3, 2, 1] {
             let e = t.entry(table + 8 * ((va >> (12 + 9 * (level - 1))) & 0x1ff));
             if e & P == 0 {
                 return None;
             }
+            granted &= e;
+            xd |= e & XD;
+            let leaf = |pa: u64, pat: bool| {
+                let index = u64::from(pat) << 2 | (e >> 3) & 0b11;
+                let kept = e & (0x160 | 0x7800_0000_0000_0000);
+                (pa, granted & RW_US | xd | index << 32 | kept)
+            };
             if level == 2 && e & PS != 0 {
-                return Some(((e & ADDRESS_2M) + (va & 0x1f_ffff), e));
+                return Some(leaf(
+                    (e & ADDRESS_2M) + (va & 0x1f_ffff),
+                    e & PAT_LARGE != 0,
+                ));
             }
             if level == 1 {
-                return Some(((e & ADDRESS) + (va & 0xfff), e));
+                return Some(leaf((e & ADDRESS) + (va & 0xfff), e & PAT_4K != 0));
             }
             table = e & ADDRESS;
         }
@@ -284,29 +330,45 @@ mod tests {
 
     #[test]
     fn a_2mib_page_is_split_and_only_the_guard_disappears() {
-        let attributes = 0x83 | PAT_LARGE | (1 << 63);
-        let mut t = loader_tables(attributes);
-        let guard = (3 << 30) + (7 << 21) + 5 * PAGE;
-        assert_eq!(unmap_in(&mut t, ROOT, guard, SPARE), Ok(true));
-        assert_eq!(translate(&t, guard), None);
-        assert_eq!(translate(&t, guard + 0xfff), None);
-        for va in [
-            guard - PAGE,
-            guard + PAGE,
-            guard - 5 * PAGE,
-            guard + 506 * PAGE + 0xff8,
-            guard + 507 * PAGE,
-            guard - (3 << 21),
+        let region = (3 << 30) + (7 << 21);
+        let guard = region + 5 * PAGE;
+        // Present, writable, user or not, every caching bit, A, D, G, a
+        // protection key, XD: each must mean the same on the other 511
+        // pages after the split.
+        for attributes in [
+            0x83,
+            0x87 | PAT_LARGE | XD,
+            0x83 | 0x18 | 0x60 | 0x100 | (0x5 << 59),
+            0x81 | PAT_LARGE | 0x08,
         ] {
-            let (pa, e) = translate(&t, va).unwrap_or_else(|| panic!("{va:#x} lost"));
-            assert_eq!(pa, va, "identity kept at {va:#x}");
-            assert_eq!(e & 0x3, 0x3, "present and writable at {va:#x}");
-            assert_ne!(e & (1 << 63), 0, "XD kept at {va:#x}");
+            let mut t = loader_tables(attributes);
+            let before: std::vec::Vec<_> = (0..512)
+                .map(|i| translate(&t, region + i * PAGE + 0x8))
+                .collect();
+            assert_eq!(unmap_in(&mut t, ROOT, guard, Some(SPARE)), Ok(true));
+            for (i, was) in before.iter().enumerate() {
+                let va = region + i as u64 * PAGE + 0x8;
+                let now = translate(&t, va);
+                if va & !0xfff == guard {
+                    assert_eq!(now, None, "the guard is not present");
+                } else {
+                    assert_eq!(now, *was, "page {i} of {attributes:#x} changed");
+                }
+            }
+            // The next 2 MiB page is untouched.
+            assert_eq!(t.entry(PD + 8 * 8), (region + (1 << 21)) | attributes);
         }
-        // PAT moves from bit 12 to bit 7 in the new entries.
-        let (_, e) = translate(&t, guard + PAGE).unwrap();
-        assert_eq!(e & PAT_4K, PAT_4K);
-        assert_eq!(e & PAT_LARGE, 0, "bit 12 of a PTE is address");
+    }
+
+    #[test]
+    fn a_split_without_a_spare_frame_is_refused_and_changes_nothing() {
+        let mut t = loader_tables(0x83);
+        let guard = (3 << 30) + (7 << 21);
+        assert_eq!(
+            unmap_in(&mut t, ROOT, guard, None),
+            Err(UnmapError::NoSpare(guard))
+        );
+        assert_eq!(translate(&t, guard).map(|x| x.0), Some(guard));
     }
 
     #[test]
@@ -318,7 +380,7 @@ mod tests {
             t.set_entry(pt + 8 * i, ((3 << 30) + (9 << 21) + i * PAGE) | 0x3);
         }
         let guard = (3 << 30) + (9 << 21) + 100 * PAGE;
-        assert_eq!(unmap_in(&mut t, ROOT, guard, SPARE), Ok(false));
+        assert_eq!(unmap_in(&mut t, ROOT, guard, Some(SPARE)), Ok(false));
         assert_eq!(translate(&t, guard), None);
         assert_eq!(translate(&t, guard + PAGE).map(|x| x.0), Some(guard + PAGE));
         assert_eq!(t.entry(SPARE), 0, "spare untouched");
@@ -328,34 +390,46 @@ mod tests {
     fn what_cannot_be_unmapped_is_named() {
         let mut t = loader_tables(0x83);
         assert_eq!(
-            unmap_in(&mut t, ROOT, 0x1234, SPARE),
+            unmap_in(&mut t, ROOT, 0x1234, Some(SPARE)),
             Err(UnmapError::Unaligned(0x1234))
         );
         assert_eq!(
-            unmap_in(&mut t, ROOT, 1 << 39, SPARE),
+            unmap_in(&mut t, ROOT, 1 << 39, Some(SPARE)),
             Err(UnmapError::NotMapped {
                 page: 1 << 39,
                 level: 4
             })
         );
         assert_eq!(
-            unmap_in(&mut t, ROOT, 0, SPARE),
+            unmap_in(&mut t, ROOT, 0, Some(SPARE)),
             Err(UnmapError::NotMapped { page: 0, level: 3 })
         );
         t.set_entry(PDPT + 8, (1 << 30) | 0x83);
         assert_eq!(
-            unmap_in(&mut t, ROOT, 1 << 30, SPARE),
+            unmap_in(&mut t, ROOT, 1 << 30, Some(SPARE)),
             Err(UnmapError::GiantPage(1 << 30))
         );
         assert_eq!(t.entry(SPARE), 0);
     }
 
     #[test]
-    fn only_the_guard_page_is_named_an_overflow() {
+    fn only_a_fault_with_its_address_and_stack_in_the_guard_is_named_an_overflow() {
         HOST_STACK_GUARD.store(0x40_0000, Ordering::Relaxed);
-        assert!(overflow_at(0x40_0000).is_some());
-        assert!(overflow_at(0x40_0ff8).is_some());
-        assert!(overflow_at(0x40_1000).is_none());
-        assert!(overflow_at(0x3f_fff8).is_none());
+        let top = 0x40_0000 + HOST_GUARD_PAGES * PAGE;
+        for (cr2, rsp) in [
+            (0x40_0000, 0x40_0008),
+            (top - 8, top - 8),
+            (top + 8, top + 8),
+        ] {
+            assert!(overflow_at(cr2, rsp).is_some(), "{cr2:#x} {rsp:#x}");
+        }
+        for (cr2, rsp) in [
+            // CR2 is the guest's: not enough alone.
+            (0x40_0000, 0x20_0000),
+            (0x3f_fff8, 0x3f_fff8),
+            (top + 16, top + 16),
+        ] {
+            assert!(overflow_at(cr2, rsp).is_none(), "{cr2:#x} {rsp:#x}");
+        }
     }
 }

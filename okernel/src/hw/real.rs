@@ -112,8 +112,9 @@ impl Cpu for RealCpu {
 
     fn write_cr2(&mut self, value: u64) {
         // SAFETY: CR2 only reports page-fault addresses; the monitor takes
-        // no page faults (its memory is mapped), so the value stays the
-        // guest's until the guest's next page fault.
+        // no page faults but the one that ends the run (its memory is
+        // mapped; the host stack's not-present guard, `hw::guard`), so the
+        // value stays the guest's until the guest's next page fault.
         unsafe { arch::cpu::write_cr2(value) }
     }
 
@@ -179,8 +180,10 @@ impl VmxRoot for RealCpu {
         // identifier (`VmxRegion::new`).
         unsafe { arch::vmx::vmptrld(vmcs.addr()) }?;
         // SAFETY: VMPTRLD just succeeded: VMX root operation with this
-        // region as the current VMCS; only the monitor writes it, and it
-        // never makes another VMCS current.
+        // region as the current VMCS; only the monitor writes it. A later
+        // VMCLEAR or VMPTRLD would make the handle refer to whatever VMCS
+        // is current then (VMREAD/VMWRITE fail without one): launch makes
+        // one VMCS current, once.
         Ok(unsafe { RealVmcs::current() })
     }
 }

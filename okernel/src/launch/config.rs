@@ -91,9 +91,11 @@ pub struct LaunchConfig<'a> {
 /// Host stack size (allocated from the frame pool).
 pub const HOST_STACK_BYTES: u64 = 128 * 1024;
 /// The smallest frame pool [`crate::launch()`] accepts: VMXON region, VMCS,
-/// MSR bitmap, the two I/O bitmaps, the host stack's guard frame, the host
+/// MSR bitmap, the two I/O bitmaps, the pool's own state, the host stack's
+/// guard frames and a page table for each (`crate::hw::guard`), the host
 /// stack and 48 EPT tables.
-pub const MIN_POOL_BYTES: u64 = 6 * 4096 + HOST_STACK_BYTES + 48 * 4096;
+pub const MIN_POOL_BYTES: u64 =
+    (6 + 2 * crate::hw::guard::HOST_GUARD_PAGES) * 4096 + HOST_STACK_BYTES + 48 * 4096;
 
 /// Why [`crate::launch()`] returned instead of running the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

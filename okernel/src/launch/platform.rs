@@ -12,6 +12,7 @@ use super::host::{self, HostTables};
 use super::run::RunState;
 use crate::check::Capabilities;
 use crate::hw::VmxRegion;
+use crate::hw::guard::HOST_GUARD_PAGES;
 
 /// The frame pool and the descriptor tables of [`LaunchConfig`].
 pub(super) struct PoolPlatform<'c, 'a> {
@@ -73,22 +74,26 @@ impl Platform for PoolPlatform<'_, '_> {
             // view).
             unsafe { (*frame as *mut [u8; 4096]).write(page) };
         }
-        // The stack and, right below it, a guard frame made not present in
+        // The stack and, right below it, guard frames made not present in
         // the monitor's page tables (`crate::hw::guard`): an overflow
         // faults there before it reaches the I/O bitmaps below.
         let stack_guard = pool
-            .allocate_contiguous(HOST_STACK_BYTES / FRAME + 1)
+            .allocate_contiguous(HOST_STACK_BYTES / FRAME + HOST_GUARD_PAGES)
             .ok_or(LaunchError::OutOfFrames("host stack"))?;
-        let stack = stack_guard + FRAME;
-        let guard_table = pool
-            .allocate()
-            .ok_or(LaunchError::OutOfFrames("guard page table"))?;
+        let stack = stack_guard + HOST_GUARD_PAGES * FRAME;
+        let mut guard_tables = [0; HOST_GUARD_PAGES as usize];
+        for table in &mut guard_tables {
+            *table = pool
+                .allocate()
+                .ok_or(LaunchError::OutOfFrames("guard page table"))?;
+        }
         // SAFETY: `PoolPlatform::new`'s contract: CPL0 on the loader's
-        // identity map, whose tables are monitor memory; `stack_guard` is the
-        // lowest frame of a fresh pool allocation, used as nothing but the
-        // guard, and `guard_table` a fresh zeroed pool frame given up for
+        // identity map, whose tables are monitor memory; the guard is the
+        // lowest frames of a fresh pool allocation, used as nothing but the
+        // guard, and `guard_tables` fresh zeroed pool frames given up for
         // good.
-        unsafe { crate::hw::guard::unmap(stack_guard, guard_table) }.map_err(LaunchError::Guard)?;
+        unsafe { crate::hw::guard::unmap(stack_guard, guard_tables) }
+            .map_err(LaunchError::Guard)?;
         for region in [vmxon_region, vmcs_region] {
             // SAFETY: a fresh, zeroed, identity-mapped pool frame; the
             // first dword is the revision identifier (SDM §25.2, §25.11.5).
@@ -130,7 +135,7 @@ impl Platform for PoolPlatform<'_, '_> {
             view.frames()
                 .pool()
                 .allocated()
-                .saturating_sub(8 + HOST_STACK_BYTES / FRAME),
+                .saturating_sub(6 + 2 * HOST_GUARD_PAGES + HOST_STACK_BYTES / FRAME),
             view.frames().pool().available()
         );
         // The run state at the top of the host stack, 64-byte aligned
