@@ -181,6 +181,46 @@ impl Call {
         self as u64
     }
 
+    /// How many of the argument registers RDI, RSI, RDX the call reads
+    /// (always the first ones): 0 to 3.
+    pub const fn arguments(self) -> usize {
+        match self {
+            Call::Version
+            | Call::Null
+            | Call::LockDescriptorTables
+            | Call::CreateContext
+            | Call::AuditCount => 0,
+            Call::LockRegion
+            | Call::LockMsr
+            | Call::DestroyContext
+            | Call::SetExecuteRule
+            | Call::ExitCount => 1,
+            Call::PinCr
+            | Call::AllocProtectedPage
+            | Call::FreeProtectedPage
+            | Call::SwitchContext
+            | Call::UpdatePageTable
+            | Call::AuditRead => 2,
+            Call::Exit | Call::RegisterRegion | Call::RegisterGate | Call::RegisterPatchSites => 3,
+        }
+    }
+
+    /// Whether the call belongs to the protection policy (16 to 31): a
+    /// monitor without the policy answers it `UnknownCall`, whatever its
+    /// arguments.
+    pub const fn is_policy(self) -> bool {
+        let n = self.raw();
+        n >= Call::RegisterRegion.raw() && n <= Call::RegisterPatchSites.raw()
+    }
+
+    /// Whether a caller outside the trusted context is refused
+    /// (`PermissionDenied`) before the arguments are looked at, so that
+    /// it learns nothing from them (ABI 1.4: `RegisterGate`). Every other
+    /// call answers a malformed request alike in every context.
+    pub const fn trusted_first(self) -> bool {
+        matches!(self, Call::RegisterGate)
+    }
+
     /// A short name for logs and audit records.
     pub const fn name(self) -> &'static str {
         match self {

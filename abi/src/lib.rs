@@ -5,6 +5,9 @@
 //! the monitor, the guest and the harness all share one definition.
 //!
 //! - [`hypercall`]: VMCALL call numbers, register convention, status codes.
+//! - [`request`]: a hypercall's registers decoded into a typed [`Request`]
+//!   (or the status of a malformed call), the check shared by the monitor,
+//!   the tests and the fuzz targets.
 //! - [`cpuid`]: the okernel signature leaves in the hypervisor CPUID range.
 //! - [`result`]: the run-result protocol every backend understands.
 //! - [`boot`]: the hand-off structure the loader gives the guest kernel.
@@ -22,7 +25,10 @@ pub mod cpuid;
 pub mod fuzz;
 pub mod hypercall;
 pub mod policy;
+pub mod request;
 pub mod result;
+
+pub use request::{Registers, Request};
 
 /// An ABI version: `major` changes break callers, `minor` adds calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -28,8 +28,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The targets of a host campaign, in the order they run.
-pub const TARGETS: [&str; 13] = [
+pub const TARGETS: [&str; 14] = [
     "hypercall",
+    "hypercall_decode",
     "exit",
     "deliver",
     "policy",

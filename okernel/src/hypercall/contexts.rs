@@ -15,6 +15,7 @@
 
 use okernel_abi::hypercall::Status;
 use okernel_abi::policy::MAX_CONTEXTS;
+use okernel_abi::request::Context;
 
 use super::policy::{CallResult, Env, Reply};
 use crate::hw::{Cpu, InveptKind, Vmcs};
@@ -65,14 +66,14 @@ pub fn create<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<CallResult, Ex
     Ok(Ok(Reply::Done(Some(ctx.into()))))
 }
 
-/// DestroyContext(ctx): not 0, not the current one. Its protected pages
+/// DestroyContext(ctx): not 0 (decoded), not the current one. Its protected pages
 /// are zeroed and returned to every view; its view's tables to the pool.
 pub fn destroy<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    ctx: u64,
+    ctx: Context,
 ) -> Result<CallResult, ExitError> {
-    let ctx = match live_context(env, ctx) {
-        Ok(0) => return Ok(Err(Status::BadContext)),
+    // Not 0: decoded.
+    let ctx = match live_context(env, ctx.raw()) {
         Ok(c) if c == env.prot.current => return Ok(Err(Status::BadContext)),
         Ok(c) => c,
         Err(s) => return Ok(Err(s)),
@@ -124,7 +125,8 @@ pub fn destroy<V: Vmcs, C: Cpu>(
 /// whose address must still translate to the page it was registered
 /// with (through its registered CR3, if any), and starts in the state
 /// [`crate::vcpu::guest::GateEntry`] defines. Refusals and redirects are
-/// audited.
+/// audited, with the arguments as the guest gave them (so they arrive
+/// undecoded).
 pub fn switch<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: u64,

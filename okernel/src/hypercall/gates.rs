@@ -36,6 +36,7 @@
 
 use okernel_abi::hypercall::Status;
 use okernel_abi::policy::RegionKind;
+use okernel_abi::request::{Canonical, GateCr3, GateStack};
 
 use super::policy::{CallResult, Env, Reply};
 use crate::hw::{Cpu, Vmcs};
@@ -43,22 +44,14 @@ use crate::policy::protection::{Gate, Segment};
 use crate::vcpu::ExitError;
 use crate::vmx::fields::{Guest16, Guest32, GuestNatural};
 
-/// CR3 bits a registered CR3 may have set besides the root's address:
-/// PWT (3) and PCD (4) (SDM Vol. 3A §4.5, Table 4-12; no PCID, no
-/// "no flush" bit 63).
-const CR3_FLAGS: u64 = (1 << 3) | (1 << 4);
-/// The root's address in CR3 (bits 51:12).
-const CR3_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
-
-/// Whether `cr3` is acceptable as a gate's page tables: 0, or a root in
-/// a locked page-table region with no stray bits.
-fn cr3_ok<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, cr3: u64) -> bool {
-    cr3 == 0
-        || (cr3 & !(CR3_ADDRESS | CR3_FLAGS) == 0
-            && env
-                .prot
-                .locked_region_at(cr3 & CR3_ADDRESS, RegionKind::PageTable)
-                .is_some())
+/// Whether `cr3` is acceptable as a gate's page tables: none, or a root
+/// in a locked page-table region (its stray bits were decoded).
+fn cr3_ok<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, cr3: Option<GateCr3>) -> bool {
+    cr3.is_none_or(|c| {
+        env.prot
+            .locked_region_at(c.root(), RegionKind::PageTable)
+            .is_some()
+    })
 }
 
 /// The registering kernel's CS and SS.
@@ -80,20 +73,27 @@ fn segments<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>) -> Result<(Segment, Segment), 
     ))
 }
 
-/// RegisterGate(linear, stack, cr3) (see the module docs).
+/// RegisterGate(linear, stack, cr3) (see the module docs): a canonical
+/// address, the stack and the CR3's bits decoded. The trusted context is
+/// checked first, as for a malformed request
+/// (`super::policy::before_arguments`).
 pub fn register<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    linear: u64,
-    stack: u64,
-    cr3: u64,
+    linear: Canonical,
+    stack: Option<GateStack>,
+    cr3: Option<GateCr3>,
 ) -> Result<CallResult, ExitError> {
     if let Err(s) = env.trusted() {
         return Ok(Err(s));
     }
-    let canonical = ((stack as i64) << 16 >> 16) as u64 == stack;
-    if !canonical || !stack.is_multiple_of(16) || !cr3_ok(env, cr3) {
+    if !cr3_ok(env, cr3) {
         return Ok(Err(Status::InvalidArgument));
     }
+    let (linear, stack, cr3) = (
+        linear.get(),
+        stack.map_or(0, GateStack::get),
+        cr3.map_or(0, GateCr3::get),
+    );
     let Some(gpa) = env.gate_target(cr3, linear)? else {
         return Ok(Err(Status::InvalidArgument));
     };

@@ -3,28 +3,32 @@
 //! everything first and changes nothing on an error; the exits they make
 //! the guest take are in `exit::cr`, `exit::msr` and `exit::descriptor`.
 
+use core::num::NonZeroU64;
+
 use okernel_abi::hypercall::Status;
 use okernel_abi::policy::ControlRegister;
 
 use super::policy::{CallResult, Env, Reply};
 use crate::hw::{Cpu, Vmcs};
-use crate::msrs::{IA32_EFER, IA32_PAT, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP};
+use crate::msrs::{
+    IA32_EFER, IA32_FMASK, IA32_INTERRUPT_SSP_TABLE_ADDR, IA32_PAT, IA32_PL0_SSP, IA32_PL1_SSP,
+    IA32_PL2_SSP, IA32_PL3_SSP, IA32_S_CET, IA32_STAR, IA32_SYSENTER_CS, IA32_SYSENTER_EIP,
+    IA32_SYSENTER_ESP,
+};
 use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE};
 use crate::vcpu::ExitError;
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control32, ControlNatural, Guest32, Guest64, GuestNatural};
 
-/// PinCr(cr, bits): only pinnable bits that are set now; all already
-/// pinned is `Locked`.
+/// PinCr(cr, bits) (the register and some bits decoded): only pinnable
+/// bits that are set now; all already pinned is `Locked`.
 pub fn pin_cr<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    cr: u64,
-    bits: u64,
+    which: ControlRegister,
+    bits: NonZeroU64,
 ) -> Result<CallResult, ExitError> {
-    let Some(which) = ControlRegister::from_raw(cr) else {
-        return Ok(Err(Status::InvalidArgument));
-    };
+    let bits = bits.get();
     let (pinnable, pinned, mask, real_f, shadow_f, mask_f) = match which {
         ControlRegister::Cr0 => (
             CR0_PINNABLE,
@@ -43,9 +47,6 @@ pub fn pin_cr<V: Vmcs, C: Cpu>(
             ControlNatural::Cr4GuestHostMask,
         ),
     };
-    if bits == 0 {
-        return Ok(Err(Status::InvalidArgument));
-    }
     if bits & !pinnable != 0 {
         return Ok(Err(Status::Refused));
     }
@@ -83,22 +84,28 @@ pub fn pin_cr<V: Vmcs, C: Cpu>(
 /// IA32_SYSENTER_CS, _ESP, _EIP.
 pub const IA32_SYSENTER: [u32; 3] = [IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP];
 /// IA32_S_CET, then IA32_PL0_SSP .. IA32_PL3_SSP, IA32_INTERRUPT_SSP_TABLE_ADDR.
-pub const CET_MSRS: [u32; 6] = [0x6a2, 0x6a4, 0x6a5, 0x6a6, 0x6a7, 0x6a8];
+pub const CET_MSRS: [u32; 6] = [
+    IA32_S_CET,
+    IA32_PL0_SSP,
+    IA32_PL1_SSP,
+    IA32_PL2_SSP,
+    IA32_PL3_SSP,
+    IA32_INTERRUPT_SSP_TABLE_ADDR,
+];
 
 /// Whether okernel locks MSR `msr` on this processor.
 pub fn lockable(msr: u32, cet: bool) -> bool {
-    matches!(msr, IA32_EFER | IA32_PAT | 0xc000_0081..=0xc000_0084 | 0x174..=0x176)
-        || (cet && CET_MSRS.contains(&msr))
+    matches!(
+        msr,
+        IA32_EFER | IA32_PAT | IA32_STAR..=IA32_FMASK | IA32_SYSENTER_CS..=IA32_SYSENTER_EIP
+    ) || (cet && CET_MSRS.contains(&msr))
 }
 
 /// LockMsr(index): locked at its current value; writes then exit.
 pub fn lock_msr<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    index: u64,
+    msr: u32,
 ) -> Result<CallResult, ExitError> {
-    let Ok(msr) = u32::try_from(index) else {
-        return Ok(Err(Status::InvalidArgument));
-    };
     if !lockable(msr, env.prot.caps.cet) || env.prot.msr_bitmap.is_none() {
         return Ok(Err(Status::Refused));
     }
@@ -135,9 +142,9 @@ pub fn guest_msr<V: Vmcs, C: Cpu>(vmcs: &V, cpu: &C, msr: u32) -> Result<u64, Vm
                 cpu.read_msr(msr)
             }
         }
-        0x174 => vmcs.read(Guest32::SysenterCs)?.into(),
-        0x175 => vmcs.read(GuestNatural::SysenterEsp)?,
-        0x176 => vmcs.read(GuestNatural::SysenterEip)?,
+        IA32_SYSENTER_CS => vmcs.read(Guest32::SysenterCs)?.into(),
+        IA32_SYSENTER_ESP => vmcs.read(GuestNatural::SysenterEsp)?,
+        IA32_SYSENTER_EIP => vmcs.read(GuestNatural::SysenterEip)?,
         _ => cpu.read_msr(msr),
     })
 }

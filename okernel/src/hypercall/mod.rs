@@ -1,16 +1,25 @@
 //! VMCALL: the hypercall ABI of [`okernel_abi::hypercall`] (register
-//! convention there). [`handle_vmcall`] checks the caller's privilege and
-//! dispatches on the call number, one arm per call; each arm sets RAX (and
-//! what the call returns) and advances RIP, or ends the run (Exit). The
-//! exit path runs the CPL check and the Null arm in line
-//! ([`handle_vmcall_fast`]) and the rest out of line
+//! convention there). [`handle_vmcall`] checks the caller's privilege,
+//! decodes the registers once into a typed [`Request`]
+//! ([`okernel_abi::request`]: everything the ABI asks of an argument that
+//! needs no monitor state) and dispatches on it, one arm per call; each
+//! handler checks what needs the monitor's state, then its answer sets
+//! RAX (and what the call returns) and advances RIP, or ends the run
+//! (Exit). The exit path runs the CPL check and the Null arm in line, with
+//! no decoding ([`handle_vmcall_fast`]), and the rest out of line
 //! ([`handle_vmcall_at`]). Exit's reason is read from guest memory through
 //! [`GuestMemory`].
 //!
 //! Every malformed call gets a status code (invariant 11): a call number
-//! outside the ABI [`Status::UnknownCall`], a bad argument
-//! [`Status::InvalidArgument`], a caller at CPL > 0
+//! outside the ABI [`Status::UnknownCall`], a bad argument the decoder's
+//! or the handler's status, a caller at CPL > 0
 //! [`Status::PermissionDenied`] (and nothing else happens).
+//!
+//! Two kinds of failure, two types: a guest's bad request is a [`Status`]
+//! the guest gets back (a handler's `Ok(Err(status))`,
+//! [`policy::CallResult`]); a broken monitor invariant (a VMCS access
+//! that failed, an EPT change that failed after its frames were checked)
+//! is an [`ExitError`] and ends the run.
 
 // Safe code only above the hardware layers (`hw`, `arch`, `launch`):
 // issue 14, DESIGN.md §6.
@@ -26,6 +35,7 @@ pub mod protected_pages;
 
 use okernel_abi::ABI_VERSION;
 use okernel_abi::hypercall::{Call, Status};
+use okernel_abi::request::{ExitReasonSlot, ReasonBytes, Registers, Request};
 use okernel_abi::result::Outcome;
 
 use crate::hw::{Cpu, Vmcs};
@@ -88,7 +98,8 @@ pub fn handle_vmcall_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     Fast::Done(complete(vcpu, Status::Success, None))
 }
 
-/// [`handle_vmcall`] once the caller's CPL is known.
+/// [`handle_vmcall`] once the caller's CPL is known: the request decoded
+/// once ([`Request::decode`]), then one arm per call.
 pub fn handle_vmcall_at<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     cpl: u8,
@@ -96,26 +107,91 @@ pub fn handle_vmcall_at<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if cpl != 0 {
         return complete(vcpu, Status::PermissionDenied, None);
     }
-    let number = vcpu.regs.rax();
-    dispatch(vcpu, number, None)
+    let r = vcpu.regs;
+    let regs = Registers {
+        rax: r.rax(),
+        rdi: r.rdi(),
+        rsi: r.rsi(),
+        rdx: r.rdx(),
+    };
+    // The mode (two VMREADs, kept for the RIP advance) only where it can
+    // change the answer; elsewhere every mode decodes alike.
+    let mut mode = None;
+    let long = !regs.needs_mode() || vcpu.mode_once(&mut mode)?;
+    match Request::decode(regs, long) {
+        Ok(request) => dispatch(vcpu, request, mode),
+        Err(status) => malformed(vcpu, regs.in_mode(long).rax, status, mode),
+    }
 }
 
-/// Calls the handler of call `number` (already reduced to the guest's
-/// operand size if `mode` is known). CPL is 0.
+/// Runs `request`'s handler and completes the call with its answer. CPL
+/// is 0.
 fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-    number: u64,
+    request: Request,
     mode: Option<bool>,
 ) -> Result<ExitAction, ExitError> {
-    match Call::from_raw(number) {
-        Ok(Call::Null) => complete(vcpu, Status::Success, mode),
-        Ok(Call::Version) => version(vcpu, mode),
-        Ok(Call::Exit) => exit(vcpu, mode),
-        Ok(Call::ExitCount) => exit_count(vcpu, mode),
-        Ok(call) => policy_call(vcpu, call, mode),
-        Err(_) if M::is_call(number) => hook_call(vcpu, number, mode),
-        Err(_) => outside_abi(vcpu, number, mode),
-    }
+    use self::policy::{lock_region, register_region, with_env};
+    use self::{contexts as ctx, gates, locks, page_table as pt, patch_sites, protected_pages};
+    let answer = match request {
+        Request::Null => return complete(vcpu, Status::Success, mode),
+        Request::Version => return version(vcpu, mode),
+        Request::Exit { outcome, reason } => return exit(vcpu, outcome, reason, mode),
+        Request::ExitCount { reason } => return exit_count(vcpu, reason, mode),
+        Request::AuditRead { sequence, buffer } => pt::audit_read(vcpu, sequence, buffer)?,
+        Request::RegisterRegion { pages, kind } => {
+            with_env(vcpu, |env| Ok(register_region(env, pages, kind)))?
+        }
+        Request::LockRegion { region } => with_env(vcpu, |env| lock_region(env, region))?,
+        Request::PinCr { cr, bits } => with_env(vcpu, |env| locks::pin_cr(env, cr, bits))?,
+        Request::LockMsr { msr } => with_env(vcpu, |env| locks::lock_msr(env, msr))?,
+        Request::LockDescriptorTables => with_env(vcpu, locks::lock_descriptor_tables)?,
+        Request::CreateContext => with_env(vcpu, ctx::create)?,
+        Request::DestroyContext { context } => with_env(vcpu, |env| ctx::destroy(env, context))?,
+        Request::AllocProtectedPage { context, page } => {
+            with_env(vcpu, |env| protected_pages::alloc(env, context, page))?
+        }
+        Request::FreeProtectedPage { context, page } => {
+            with_env(vcpu, |env| protected_pages::free(env, context, page))?
+        }
+        Request::RegisterGate { linear, stack, cr3 } => {
+            with_env(vcpu, |env| gates::register(env, linear, stack, cr3))?
+        }
+        Request::SwitchContext { context, gate } => {
+            with_env(vcpu, |env| ctx::switch(env, context, gate))?
+        }
+        Request::UpdatePageTable { entry, value } => {
+            with_env(vcpu, |env| pt::update(env, entry, value))?
+        }
+        Request::AuditCount => with_env(vcpu, |env| {
+            Ok(Ok(policy::Reply::Done(Some(env.audit.total()))))
+        })?,
+        Request::SetExecuteRule { rule } => {
+            with_env(vcpu, |env| Ok(patch_sites::set_execute_rule(env, rule)))?
+        }
+        Request::RegisterPatchSites { table } => {
+            with_env(vcpu, |env| patch_sites::register(env, table))?
+        }
+    };
+    answer_policy_call(vcpu, answer, mode)
+}
+
+/// A call [`Request::decode`] refused with `status` (`number` is RAX as
+/// the guest's operand): a number outside the ABI may be a call of the
+/// memory's exit hooks; a policy call may be answered before its
+/// arguments ([`policy::before_arguments`]); otherwise the status.
+fn malformed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    number: u64,
+    status: Status,
+    mode: Option<bool>,
+) -> Result<ExitAction, ExitError> {
+    let status = match Call::from_raw(number) {
+        Ok(call) => policy::before_arguments(vcpu, call).unwrap_or(status),
+        Err(_) if M::is_call(number) => return hook_call(vcpu, number, mode),
+        Err(_) => status,
+    };
+    complete(vcpu, status, mode)
 }
 
 /// A call of the memory's exit hooks (`crate::vcpu::hooks`; only a fuzz
@@ -127,10 +203,11 @@ fn hook_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     mut mode: Option<bool>,
 ) -> Result<ExitAction, ExitError> {
     let arg = operand(vcpu, vcpu.regs.rdi(), &mut mode)?;
-    match M::call(vcpu, number, arg)? {
-        None => complete(vcpu, Status::UnknownCall, mode),
-        Some(Err(status)) => complete(vcpu, status, mode),
-        Some(Ok(value)) => {
+    // `None`: unknown to this monitor after all.
+    let reply = M::call(vcpu, number, arg)?.unwrap_or(Err(Status::UnknownCall));
+    match reply {
+        Err(status) => complete(vcpu, status, mode),
+        Ok(value) => {
             if let Some(v) = value {
                 vcpu.regs.set(Gpr::Rdi, v);
             }
@@ -150,45 +227,22 @@ fn complete<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.advance_rip_in(&mut mode)
 }
 
-/// A number the ABI does not define as it stands: if its upper half is
-/// set and the guest is outside 64-bit mode, the low half is the number;
-/// otherwise it is an unknown call.
-fn outside_abi<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+/// Gives the guest a policy call's answer: the refusal's status, or
+/// Success with RDI (after the VMCALL, or at a gate).
+fn answer_policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-    number: u64,
-    mut mode: Option<bool>,
+    answer: policy::CallResult,
+    mode: Option<bool>,
 ) -> Result<ExitAction, ExitError> {
-    let low = operand(vcpu, number, &mut mode)?;
-    if low != number {
-        return dispatch(vcpu, low, mode);
-    }
-    complete(vcpu, Status::UnknownCall, mode)
-}
-
-/// A protection-policy call (16–29, [`policy`]): RDI, RSI, RDX are its
-/// arguments; the reply sets RAX, maybe RDI, and RIP (after the VMCALL,
-/// or a gate).
-fn policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
-    vcpu: &mut Vcpu<V, C, P, M>,
-    call: Call,
-    mut mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
-    let r = vcpu.regs;
-    let args = [
-        operand(vcpu, r.rdi(), &mut mode)?,
-        operand(vcpu, r.rsi(), &mut mode)?,
-        operand(vcpu, r.rdx(), &mut mode)?,
-    ];
-    match policy::handle(vcpu, call, args)? {
-        None => complete(vcpu, Status::UnknownCall, mode),
-        Some(Err(status)) => complete(vcpu, status, mode),
-        Some(Ok(policy::Reply::Done(value))) => {
+    match answer {
+        Err(status) => complete(vcpu, status, mode),
+        Ok(policy::Reply::Done(value)) => {
             if let Some(v) = value {
                 vcpu.regs.set(Gpr::Rdi, v);
             }
             complete(vcpu, Status::Success, mode)
         }
-        Some(Ok(policy::Reply::Gate { gate, rdi })) => {
+        Ok(policy::Reply::Gate { gate, rdi }) => {
             vcpu.regs.set(Gpr::Rax, Status::Success.raw());
             vcpu.regs.set(Gpr::Rdi, rdi);
             vcpu.enter_gate(&gate)
@@ -199,16 +253,10 @@ fn policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 /// ExitCount(reason): RDI = that reason's exits, RSI = all exits.
 fn exit_count<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-    mut mode: Option<bool>,
+    reason: ExitReasonSlot,
+    mode: Option<bool>,
 ) -> Result<ExitAction, ExitError> {
-    let reason = operand(vcpu, vcpu.regs.rdi(), &mut mode)?;
-    let Ok(basic) = u16::try_from(reason) else {
-        return complete(vcpu, Status::InvalidArgument, mode);
-    };
-    if u64::from(basic) >= okernel_abi::hypercall::EXIT_REASON_SLOTS {
-        return complete(vcpu, Status::InvalidArgument, mode);
-    }
-    vcpu.regs.set(Gpr::Rdi, vcpu.counters.raw(basic));
+    vcpu.regs.set(Gpr::Rdi, vcpu.counters.raw(reason.get()));
     vcpu.regs.set(Gpr::Rsi, vcpu.counters.total());
     complete(vcpu, Status::Success, mode)
 }
@@ -222,23 +270,20 @@ fn version<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     complete(vcpu, Status::Success, mode)
 }
 
-/// Exit: RDI = outcome code, RSI/RDX = the reason's guest-physical
-/// address and length (0 = none). Anything wrong: `InvalidArgument`, and
-/// the run goes on. Only the trusted context (0) ends the run: from an
-/// untrusted context a valid request is `PermissionDenied` and audited
-/// (kind `hypercall`, action `refused`), so a compromised kernel path
-/// can neither stop the monitor nor forge the run's verdict.
+/// Exit: the outcome and the reason's guest-physical bytes (decoded:
+/// the code, the length's bound). A reason that is not readable guest
+/// RAM or not UTF-8: `InvalidArgument`, and the run goes on. Only the
+/// trusted context (0) ends the run: from an untrusted context a valid
+/// request is `PermissionDenied` and audited (kind `hypercall`, action
+/// `refused`), so a compromised kernel path can neither stop the monitor
+/// nor forge the run's verdict.
 fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-    mut mode: Option<bool>,
+    outcome: Outcome,
+    reason: Option<ReasonBytes>,
+    mode: Option<bool>,
 ) -> Result<ExitAction, ExitError> {
-    let r = vcpu.regs;
-    let code = operand(vcpu, r.rdi(), &mut mode)?;
-    let Some(outcome) = u8::try_from(code).ok().and_then(Outcome::from_code) else {
-        return complete(vcpu, Status::InvalidArgument, mode);
-    };
-    let gpa = operand(vcpu, r.rsi(), &mut mode)?;
-    let len = operand(vcpu, r.rdx(), &mut mode)?;
+    let (gpa, len) = reason.map_or((0, 0), |r| (r.gpa(), r.len()));
     match GuestReason::read(&vcpu.memory, gpa, len) {
         Ok(_) if vcpu.policy.context() != 0 => {
             let record = AuditRecord {
@@ -249,7 +294,7 @@ fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
                 gva: None,
                 access: Access::empty(),
                 allowed: Access::empty(),
-                qualification: code,
+                qualification: outcome.code().into(),
                 rip: vcpu.vmcs.read(GuestNatural::Rip)?,
                 cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
                 action: AuditAction::Refused,

@@ -79,6 +79,7 @@
 
 use okernel_abi::hypercall::Status;
 use okernel_abi::policy::RegionKind;
+use okernel_abi::request::EntryAddr;
 
 use super::policy::{CallResult, Env, Reply, memory_status};
 use crate::hw::{Cpu, Vmcs};
@@ -173,15 +174,14 @@ pub fn allowed(p: &Protection, caller: Caller, old: u64, new: u64) -> bool {
     true
 }
 
-/// UpdatePageTable(entry address, value).
+/// UpdatePageTable(entry address, value): the address 8-aligned
+/// (decoded).
 pub fn update<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    entry: u64,
+    entry: EntryAddr,
     value: u64,
 ) -> Result<CallResult, ExitError> {
-    if !entry.is_multiple_of(8) {
-        return Ok(Err(Status::Unaligned));
-    }
+    let entry = entry.get();
     if env
         .prot
         .locked_region_at(entry, RegionKind::PageTable)

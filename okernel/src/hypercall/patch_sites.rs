@@ -8,6 +8,7 @@
 
 use okernel_abi::hypercall::Status;
 use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
+use okernel_abi::request::PatchTable as RequestTable;
 
 use super::policy::{CallResult, Env, Reply};
 use crate::hw::{Cpu, Vmcs};
@@ -15,8 +16,7 @@ use crate::policy::patch::{MAX_PATCH_ENTRIES, PatchTable, Site, SiteSize, TRAMPO
 use crate::vcpu::ExitError;
 
 /// SetExecuteRule(rule).
-pub fn set_execute_rule<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, rule: u64) -> CallResult {
-    let rule = ExecuteRule::from_raw(rule).ok_or(Status::InvalidArgument)?;
+pub fn set_execute_rule<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, rule: ExecuteRule) -> CallResult {
     // The rule decides the permissions a lock applies: once any region
     // is locked it could only change them for regions locked later.
     if env.prot.locked_regions().next().is_some() {
@@ -27,24 +27,15 @@ pub fn set_execute_rule<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, rule: u64) -> 
     Ok(Reply::Done(None))
 }
 
-/// RegisterPatchSites(linear address, length, format). `Err` only for a
-/// monitor failure (reading the guest's registers).
+/// RegisterPatchSites(linear address, length, format): the format, a
+/// length of whole entries and the address's alignment decoded. `Err`
+/// only for a monitor failure (reading the guest's registers).
 pub fn register<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    va: u64,
-    len: u64,
-    format: u64,
+    table: RequestTable,
 ) -> Result<CallResult, ExitError> {
-    let Some(format) = PatchFormat::from_raw(format) else {
-        return Ok(Err(Status::InvalidArgument));
-    };
-    if len == 0 {
-        return Ok(Err(Status::Empty));
-    }
+    let (va, len, format) = (table.va(), table.len(), table.format());
     let size = format.entry_size();
-    if !len.is_multiple_of(size) || !va.is_multiple_of(8) {
-        return Ok(Err(Status::Unaligned));
-    }
     if env.prot.text_locked() {
         return Ok(Err(Status::Locked));
     }

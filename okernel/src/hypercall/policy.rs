@@ -1,9 +1,13 @@
-//! The protection-policy hypercalls (ABI calls 16–29), the common part:
-//! decoding the arguments, the environment every call works in, and the
-//! region calls (16, 17). CR pins, MSR locks and the descriptor-table lock
-//! are in [`super::locks`]; contexts, protected pages and gates in
-//! [`super::contexts`]; the page-table update and the audit calls in
-//! [`super::page_table`].
+//! The protection-policy hypercalls (ABI calls 16–31), the common part:
+//! the environment every call works in, the answers that come before the
+//! arguments, and the region calls (16, 17). The arguments arrive decoded
+//! and checked as far as no state is needed
+//! ([`okernel_abi::request::Request`]). CR pins, MSR locks and the
+//! descriptor-table lock are in [`super::locks`]; contexts in
+//! [`super::contexts`], protected pages in [`super::protected_pages`],
+//! gates in [`super::gates`]; the page-table update and the audit calls
+//! in [`super::page_table`]; the calls of a self-patching kernel in
+//! [`super::patch_sites`].
 //!
 //! Every call validates all its arguments and the policy state first and
 //! changes nothing on an error (invariant 11). A call that would succeed
@@ -16,6 +20,7 @@
 
 use okernel_abi::hypercall::{Call, Status};
 use okernel_abi::policy::{ExecuteRule, RegionKind};
+use okernel_abi::request::Pages;
 
 use crate::hw::{Cpu, Vmcs};
 use crate::mem::MemoryError;
@@ -46,7 +51,10 @@ pub enum Reply {
     },
 }
 
-/// A call's result: a reply, or the status of the refusal.
+/// A call's answer to the guest: a reply, or the status of the refusal
+/// (the guest's request was bad, or the policy refuses it). A handler
+/// returns it inside `Result<CallResult, ExitError>`, whose `Err` is
+/// only a broken monitor invariant, which ends the run.
 pub type CallResult = Result<Reply, Status>;
 
 /// Everything a policy call works on (disjoint parts of the [`Vcpu`]).
@@ -223,60 +231,48 @@ fn fatal(e: ept::Error) -> ExitError {
     ExitError::PolicyEpt(e)
 }
 
-/// Runs policy call `call` with arguments RDI, RSI, RDX (`args`, already
-/// reduced to the guest's operand size). `None`: this monitor has no
-/// policy (the call is unknown to it).
-pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+/// Runs `f`, a policy call's handler, in `vcpu`'s [`Env`]; a monitor
+/// without the protection policy answers `UnknownCall`.
+pub fn with_env<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-    call: Call,
-    args: [u64; 3],
-) -> Result<Option<CallResult>, ExitError> {
-    if call == Call::AuditRead {
-        return super::page_table::audit_read(vcpu, args[0], args[1]).map(Some);
+    f: impl FnOnce(&mut Env<'_, V, C>) -> Result<CallResult, ExitError>,
+) -> Result<CallResult, ExitError> {
+    match Env::of(vcpu) {
+        Some(mut env) => f(&mut env),
+        None => Ok(Err(Status::UnknownCall)),
     }
-    let Some(mut env) = Env::of(vcpu) else {
-        return Ok(None);
-    };
-    let [a, b, c] = args;
-    use super::{contexts as ctx, locks, page_table as pt, patch_sites, protected_pages};
-    Ok(Some(match call {
-        Call::RegisterRegion => register_region(&mut env, a, b, c),
-        Call::LockRegion => lock_region(&mut env, a)?,
-        Call::PinCr => locks::pin_cr(&mut env, a, b)?,
-        Call::LockMsr => locks::lock_msr(&mut env, a)?,
-        Call::LockDescriptorTables => locks::lock_descriptor_tables(&mut env)?,
-        Call::CreateContext => ctx::create(&mut env)?,
-        Call::DestroyContext => ctx::destroy(&mut env, a)?,
-        Call::AllocProtectedPage | Call::FreeProtectedPage => {
-            protected_pages::call(&mut env, call == Call::AllocProtectedPage, a, b)?
-        }
-        Call::RegisterGate => super::gates::register(&mut env, a, b, c)?,
-        Call::SwitchContext => ctx::switch(&mut env, a, b)?,
-        Call::UpdatePageTable => pt::update(&mut env, a, b)?,
-        Call::AuditCount => Ok(Reply::Done(Some(env.audit.total()))),
-        Call::SetExecuteRule => patch_sites::set_execute_rule(&mut env, a),
-        Call::RegisterPatchSites => patch_sites::register(&mut env, a, b, c)?,
-        _ => return Ok(None),
-    }))
 }
 
-/// RegisterRegion(base, len, kind).
-fn register_region<V: Vmcs, C: Cpu>(
+/// The answer to `call` that comes before its arguments are looked at
+/// (`None`: the arguments decide): a policy call to a monitor without the
+/// protection policy is `UnknownCall`; a call the ABI refuses untrusted
+/// callers first ([`Call::trusted_first`]: RegisterGate) is
+/// `PermissionDenied` from an untrusted context. The handlers answer the
+/// same for a well-formed request.
+pub fn before_arguments<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    call: Call,
+) -> Option<Status> {
+    if !call.is_policy() {
+        return None;
+    }
+    let Some(env) = Env::of(vcpu) else {
+        return Some(Status::UnknownCall);
+    };
+    if call.trusted_first() {
+        env.trusted().err()
+    } else {
+        None
+    }
+}
+
+/// RegisterRegion(pages, kind): kind, alignment and length decoded.
+pub fn register_region<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    base: u64,
-    len: u64,
-    kind: u64,
+    pages: Pages,
+    kind: RegionKind,
 ) -> CallResult {
-    let kind = RegionKind::from_raw(kind).ok_or(Status::InvalidArgument)?;
-    if !base.is_multiple_of(4096) {
-        return Err(Status::Unaligned);
-    }
-    if len == 0 {
-        return Err(Status::Empty);
-    }
-    if !len.is_multiple_of(4096) {
-        return Err(Status::Unaligned);
-    }
+    let (base, len) = (pages.base(), pages.len());
     env.views.check_ram(base, len).map_err(memory_status)?;
     let range = PhysRange::new(base, len);
     if env.prot.overlaps(&range) {
@@ -300,7 +296,10 @@ fn register_region<V: Vmcs, C: Cpu>(
 /// LockRegion(id): its rights in every view; the first text region turns
 /// W^X on (and mode-based execute control where the CPU has it) unless
 /// the execute rule leaves execute rights to the guest's page tables.
-fn lock_region<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, id: u64) -> Result<CallResult, ExitError> {
+pub fn lock_region<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    id: u64,
+) -> Result<CallResult, ExitError> {
     let Some(region) = usize::try_from(id)
         .ok()
         .and_then(|i| env.prot.regions.get(i).copied().flatten())

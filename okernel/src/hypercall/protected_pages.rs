@@ -17,6 +17,7 @@
 //! for the others (`Exhausted`).
 
 use okernel_abi::hypercall::{Call, Status};
+use okernel_abi::request::Context;
 
 use super::contexts::live_context;
 use super::policy::{CallResult, Env, Reply, memory_status};
@@ -33,26 +34,38 @@ fn fatal(e: ept::Error) -> ExitError {
     ExitError::PolicyEpt(e)
 }
 
-/// AllocProtectedPage (`alloc`) or FreeProtectedPage of `page` for
-/// context `ctx`: the checks both start with, in their documented order (a
-/// live context, then a 4 KiB-aligned page), then the call.
-pub fn call<V: Vmcs, C: Cpu>(
+/// The checks both calls start with, in their documented order, after
+/// the decoder's (a context id in range): a live context, then a 4 KiB
+/// aligned page (after the context, so the page stays undecoded).
+fn live_page<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: Context, page: u64) -> Result<u16, Status> {
+    let ctx = live_context(env, ctx.raw())?;
+    if !page.is_multiple_of(4096) {
+        return Err(Status::Unaligned);
+    }
+    Ok(ctx)
+}
+
+/// AllocProtectedPage(ctx, page).
+pub fn alloc<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
-    alloc: bool,
-    ctx: u64,
+    ctx: Context,
     page: u64,
 ) -> Result<CallResult, ExitError> {
-    let ctx = match live_context(env, ctx) {
-        Ok(c) => c,
-        Err(s) => return Ok(Err(s)),
-    };
-    if !page.is_multiple_of(4096) {
-        return Ok(Err(Status::Unaligned));
+    match live_page(env, ctx, page) {
+        Ok(ctx) => alloc_page(env, ctx, page),
+        Err(s) => Ok(Err(s)),
     }
-    if alloc {
-        alloc_page(env, ctx, page)
-    } else {
-        free_page(env, ctx, page)
+}
+
+/// FreeProtectedPage(ctx, page).
+pub fn free<V: Vmcs, C: Cpu>(
+    env: &mut Env<'_, V, C>,
+    ctx: Context,
+    page: u64,
+) -> Result<CallResult, ExitError> {
+    match live_page(env, ctx, page) {
+        Ok(ctx) => free_page(env, ctx, page),
+        Err(s) => Ok(Err(s)),
     }
 }
 

@@ -174,3 +174,85 @@ fn dispatch_is_total() {
         }
     }
 }
+
+#[test]
+fn policy_calls_are_unknown_without_the_policy_whatever_their_arguments() {
+    // The decoder refuses each of these; a monitor without the policy
+    // does not know the calls at all.
+    let malformed = [
+        (Call::RegisterRegion, [0x1001, 0, 99]),
+        (Call::PinCr, [3, 0, 0]),
+        (Call::DestroyContext, [0, 0, 0]),
+        (Call::RegisterGate, [1 << 63, 8, 1]),
+        (Call::UpdatePageTable, [0x1001, 0, 0]),
+        (Call::RegisterPatchSites, [0, 0, 9]),
+        (Call::AuditRead, [0, 0, 0]),
+    ];
+    for (call, args) in malformed {
+        let mut v = vcpu();
+        v.regs.set(Gpr::Rax, call.raw());
+        v.regs.set(Gpr::Rdi, args[0]);
+        v.regs.set(Gpr::Rsi, args[1]);
+        v.regs.set(Gpr::Rdx, args[2]);
+        let r = run(&mut v, ExitReason::Vmcall, 0, 3);
+        assert_advanced(&v, r, 3);
+        assert_eq!(v.regs.rax(), Status::UnknownCall.raw(), "{call:?}");
+    }
+    // Calls outside the policy keep their own answer.
+    let mut v = vcpu();
+    let r = vmcall(&mut v, Call::ExitCount.raw(), 1 << 20);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), Status::InvalidArgument.raw());
+}
+
+#[test]
+fn register_gate_refuses_an_untrusted_caller_before_its_arguments() {
+    use super::policy::{call, enter, ok, pvcpu};
+    let mut v = pvcpu();
+    ok(&mut v, Call::CreateContext, [0; 3]);
+    let text = 0xffff_ffff_8100_0000;
+    let malformed = [[1 << 63, 0, 0], [text, 8, 0], [text, 0, 1 << 63]];
+    for args in malformed {
+        assert_eq!(
+            call(&mut v, Call::RegisterGate, args),
+            Status::InvalidArgument
+        );
+    }
+    enter(&mut v, 1);
+    for args in malformed {
+        assert_eq!(
+            call(&mut v, Call::RegisterGate, args),
+            Status::PermissionDenied,
+            "{args:x?}"
+        );
+    }
+    // Any other call answers a malformed request alike in every context.
+    assert_eq!(
+        call(&mut v, Call::SetExecuteRule, [7, 0, 0]),
+        Status::InvalidArgument
+    );
+    assert_eq!(
+        call(&mut v, Call::RegisterRegion, [0x1000, 0, 1]),
+        Status::Empty
+    );
+}
+
+#[test]
+fn a_32_bit_guest_passes_32_bit_arguments() {
+    let mut entry = entry64();
+    entry.mode = GuestMode::Protected32;
+    let mut v = vcpu_with(BasePolicy, entry);
+    run(&mut v, ExitReason::Cpuid, 0, 2).unwrap();
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    // ExitCount(2^32 + CPUID): the upper half is not the guest's.
+    let reason = 0xdead_beef_0000_0000 | ExitReason::Cpuid as u64;
+    let r = vmcall(&mut v, Call::ExitCount.raw(), reason);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), Status::Success.raw());
+    assert_eq!((v.regs.rdi(), v.regs.rsi()), (1, 2));
+    // The same in a 64-bit guest is out of range.
+    let mut v = vcpu();
+    let r = vmcall(&mut v, Call::ExitCount.raw(), reason);
+    assert_advanced(&v, r, 3);
+    assert_eq!(v.regs.rax(), Status::InvalidArgument.raw());
+}
