@@ -4,6 +4,8 @@
 //! (SDM Vol. 3A §2.5 "Control Registers", §2.2.1 "Extended Feature
 //! Enable Register"; Vol. 1 §3.4.3 "EFLAGS Register"). Plain `u64`
 //! constants: the VMCS fields and the exit handlers work on raw values.
+//! Then the CPUID feature bits the monitor tests, as `u32` (SDM Vol. 2A,
+//! CPUID).
 
 // Safe code only above the hardware layers (`hw`, `arch`, `launch`):
 // issue 14, DESIGN.md §6.
@@ -119,6 +121,60 @@ pub const APIC_BASE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 /// not in the `x86_64` crate).
 pub const DEBUGCTL_BTF: u64 = 1 << 1;
 
+/// Pending debug exceptions BS (bit 14): a single-step trap is pending
+/// (SDM Vol. 3C §25.4.2, Table 25-4); the exit qualification of a #DB
+/// exit has BS at the same bit (Vol. 3C Table 28-1).
+pub const PENDING_BS: u64 = 1 << 14;
+
+// CPUID feature bits (`u32`: the width of the register CPUID returns
+// them in), from SDM Vol. 2A, CPUID—CPU Identification: Table 3-8
+// "Information Returned by CPUID Instruction" (leaves 07H, 0DH and
+// 80000001H), Table 3-10 "Feature Information Returned in the ECX
+// Register" and Table 3-11 "More on Feature Information Returned in the
+// EDX Register" (leaf 01H). Named `CPUID<leaf>_<register>_<feature>`,
+// the leaf in hex as the SDM writes it, with the sub-leaf after it where
+// it is not 0 (`CPUID0D1_`: leaf 0DH, sub-leaf 1). Not in the `x86_64`
+// crate.
+
+/// CPUID.01H:ECX.VMX\[bit 5\]: virtual-machine extensions (Table 3-10).
+pub const CPUID1_ECX_VMX: u32 = 1 << 5;
+/// CPUID.01H:ECX.SMX\[bit 6\]: safer-mode extensions, GETSEC (Table 3-10).
+pub const CPUID1_ECX_SMX: u32 = 1 << 6;
+/// CPUID.01H:ECX.x2APIC\[bit 21\]: the local APIC has x2APIC mode
+/// (Table 3-10).
+pub const CPUID1_ECX_X2APIC: u32 = 1 << 21;
+/// CPUID.01H:ECX.XSAVE\[bit 26\]: XSAVE/XRSTOR, XSETBV/XGETBV and XCR0
+/// (Table 3-10).
+pub const CPUID1_ECX_XSAVE: u32 = 1 << 26;
+/// CPUID.01H:ECX.OSXSAVE\[bit 27\]: a copy of CR4.OSXSAVE (Table 3-10).
+pub const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
+/// CPUID.01H:ECX\[bit 31\]: "hypervisor present". The SDM reserves the bit
+/// ("Not Used. Always returns 0", Table 3-10); hypervisors set it by
+/// convention.
+pub const CPUID1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID.01H:EDX.MTRR\[bit 12\]: the MTRRs and IA32_MTRRCAP exist
+/// (Table 3-11).
+pub const CPUID1_EDX_MTRR: u32 = 1 << 12;
+/// CPUID.(EAX=07H,ECX=0):EBX.IA32_TSC_ADJUST\[bit 1\] (Table 3-8).
+pub const CPUID7_EBX_TSC_ADJUST: u32 = 1 << 1;
+/// CPUID.(EAX=07H,ECX=0):EBX.INTEL_PT\[bit 25\]: Intel Processor Trace
+/// (Table 3-8).
+pub const CPUID7_EBX_PT: u32 = 1 << 25;
+/// CPUID.(EAX=07H,ECX=0):ECX.OSPKE\[bit 4\]: a copy of CR4.PKE (Table 3-8).
+pub const CPUID7_ECX_OSPKE: u32 = 1 << 4;
+/// CPUID.(EAX=07H,ECX=0):ECX.CET_SS\[bit 7\]: CET shadow stacks
+/// (Table 3-8).
+pub const CPUID7_ECX_CET_SS: u32 = 1 << 7;
+/// CPUID.(EAX=07H,ECX=0):EDX.CET_IBT\[bit 20\]: CET indirect-branch
+/// tracking (Table 3-8).
+pub const CPUID7_EDX_CET_IBT: u32 = 1 << 20;
+/// CPUID.(EAX=0DH,ECX=1):EAX\[bit 3\]: XSAVES/XRSTORS and IA32_XSS
+/// (Table 3-8).
+pub const CPUID0D1_EAX_XSAVES: u32 = 1 << 3;
+/// CPUID.80000001H:EDX\[bit 20\]: the execute-disable bit, IA32_EFER.NXE
+/// (Table 3-8).
+pub const CPUID80000001_EDX_NX: u32 = 1 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +259,34 @@ mod tests {
         );
         assert_eq!(APIC_BASE_ADDRESS, ((1 << 52) - 1) & !0xfff);
         assert_eq!(DEBUGCTL_BTF, 1 << 1);
+        assert_eq!(PENDING_BS, 1 << 14);
+    }
+
+    #[test]
+    fn the_cpuid_bits_are_the_sdms() {
+        assert_eq!(
+            [
+                CPUID1_ECX_VMX,
+                CPUID1_ECX_SMX,
+                CPUID1_ECX_X2APIC,
+                CPUID1_ECX_XSAVE,
+                CPUID1_ECX_OSXSAVE,
+                CPUID1_ECX_HYPERVISOR
+            ],
+            [1 << 5, 1 << 6, 1 << 21, 1 << 26, 1 << 27, 1 << 31]
+        );
+        assert_eq!(CPUID1_EDX_MTRR, 1 << 12);
+        assert_eq!(
+            [
+                CPUID7_EBX_TSC_ADJUST,
+                CPUID7_EBX_PT,
+                CPUID7_ECX_OSPKE,
+                CPUID7_ECX_CET_SS,
+                CPUID7_EDX_CET_IBT
+            ],
+            [1 << 1, 1 << 25, 1 << 4, 1 << 7, 1 << 20]
+        );
+        assert_eq!(CPUID0D1_EAX_XSAVES, 1 << 3);
+        assert_eq!(CPUID80000001_EDX_NX, 1 << 20);
     }
 }

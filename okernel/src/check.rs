@@ -14,6 +14,7 @@
 
 use thiserror::Error;
 
+use crate::bits::CPUID1_ECX_VMX;
 use crate::hw::Cpu;
 use crate::msrs;
 use crate::vmx::capability::{AllowedSettings, EptVpidCap, FixedBits, VmxBasic, feature_control};
@@ -148,8 +149,6 @@ impl Capabilities {
     }
 }
 
-const CPUID_1_ECX_VMX: u32 = 1 << 5;
-
 fn adjust(
     group: ControlGroup,
     msr_value: u64,
@@ -183,7 +182,7 @@ pub fn enable_feature_control<C: Cpu>(cpu: &mut C) -> Result<(), VmxUnavailable>
 /// Checks everything okernel needs, enables VMX in IA32_FEATURE_CONTROL
 /// when it is unlocked, and chooses the controls.
 pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
-    if cpu.cpuid(0, 0).eax < 1 || cpu.cpuid(1, 0).ecx & CPUID_1_ECX_VMX == 0 {
+    if cpu.cpuid(0, 0).eax < 1 || cpu.cpuid(1, 0).ecx & CPUID1_ECX_VMX == 0 {
         return Err(VmxUnavailable::NoVmx);
     }
     enable_feature_control(cpu)?;

@@ -30,6 +30,8 @@
 //! can never fault.
 
 use crate::bits::{APIC_BASE_ADDRESS, APIC_BASE_EN, APIC_BASE_EXTD};
+// Re-exported: the tests of this module (`tests::exits_apic`) name it here.
+use crate::bits::CPUID1_ECX_X2APIC;
 use crate::hw::{Cpu, Vmcs};
 use crate::msrs::{
     IA32_APIC_BASE, IA32_X2APIC_EOI, IA32_X2APIC_ICR, IA32_X2APIC_SELF_IPI, IA32_X2APIC_TPR,
@@ -39,9 +41,6 @@ use crate::policy::audit::AuditKind;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
-
-/// CPUID.1:ECX.x2APIC.
-pub const CPUID1_ECX_X2APIC: u32 = 1 << 21;
 
 /// The ICR bits software may set in x2APIC mode: vector 7:0, delivery mode
 /// 10:8, destination mode 11, level 14, trigger mode 15, destination

@@ -3,24 +3,16 @@
 
 use okernel_abi::cpuid as leaves;
 
-use crate::bits::{CR4_OSXSAVE, CR4_PKE};
+use crate::bits::{
+    CPUID1_ECX_HYPERVISOR, CPUID1_ECX_OSXSAVE, CPUID1_ECX_SMX, CPUID1_ECX_VMX, CPUID7_ECX_OSPKE,
+    CR4_OSXSAVE, CR4_PKE,
+};
 use crate::hw::{Cpu, CpuidResult, Vmcs};
 use crate::policy::Policy;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::fields::GuestNatural;
 use crate::vmx::regs::Gpr;
-
-/// CPUID.1:ECX.VMX (bit 5).
-pub const LEAF1_ECX_VMX: u32 = 1 << 5;
-/// CPUID.1:ECX.SMX (bit 6): GETSEC is refused, so SMX is hidden too.
-pub const LEAF1_ECX_SMX: u32 = 1 << 6;
-/// CPUID.1:ECX.OSXSAVE (bit 27): mirrors the *guest's* CR4.OSXSAVE.
-pub const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
-/// CPUID.1:ECX bit 31: "hypervisor present" (software convention).
-pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
-/// CPUID.7.0:ECX.OSPKE (bit 4): mirrors the guest's CR4.PKE.
-pub const LEAF7_ECX_OSPKE: u32 = 1 << 4;
 
 /// The first and last leaf of the hypervisor range.
 const HYPERVISOR_RANGE: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4000_00ff;
@@ -67,17 +59,20 @@ pub fn guest_view_with<E>(
     match leaf {
         1 => {
             let guest_cr4 = guest_cr4()?;
-            r.ecx &= !(LEAF1_ECX_VMX | LEAF1_ECX_SMX | LEAF1_ECX_OSXSAVE);
-            r.ecx |= LEAF1_ECX_HYPERVISOR;
+            // VMX hidden; SMX too (GETSEC is refused); OSXSAVE mirrors
+            // the *guest's* CR4.OSXSAVE; "hypervisor present" set.
+            r.ecx &= !(CPUID1_ECX_VMX | CPUID1_ECX_SMX | CPUID1_ECX_OSXSAVE);
+            r.ecx |= CPUID1_ECX_HYPERVISOR;
             if guest_cr4 & CR4_OSXSAVE != 0 {
-                r.ecx |= LEAF1_ECX_OSXSAVE;
+                r.ecx |= CPUID1_ECX_OSXSAVE;
             }
         }
         7 if subleaf == 0 => {
             let guest_cr4 = guest_cr4()?;
-            r.ecx &= !LEAF7_ECX_OSPKE;
+            // OSPKE mirrors the guest's CR4.PKE.
+            r.ecx &= !CPUID7_ECX_OSPKE;
             if guest_cr4 & CR4_PKE != 0 {
-                r.ecx |= LEAF7_ECX_OSPKE;
+                r.ecx |= CPUID7_ECX_OSPKE;
             }
         }
         _ => {}

@@ -20,6 +20,7 @@
 //! same value back) with `wrmsr_safe`: the disable is refused and logged,
 //! the restore is a no-op, the memory types stay as they were.
 
+use crate::bits::{CPUID0D1_EAX_XSAVES, CPUID1_EDX_MTRR, CPUID7_EBX_PT, CPUID7_EBX_TSC_ADJUST};
 use crate::hw::{Cpu, Vmcs};
 use crate::msrs::{
     IA32_MISC_ENABLE, IA32_MTRR_DEF_TYPE, IA32_MTRRCAP, IA32_SMM_MONITOR_CTL, IA32_TSC,
@@ -95,7 +96,7 @@ pub enum Verdict {
 /// bit 12, then IA32_MTRRCAP's variable-range count (bits 7:0) and
 /// fixed-range support (bit 8).
 fn mtrr_exists<C: Cpu>(cpu: &C, index: u32) -> bool {
-    if cpu.cpuid(1, 0).edx & (1 << 12) == 0 {
+    if cpu.cpuid(1, 0).edx & CPUID1_EDX_MTRR == 0 {
         return false;
     }
     let cap = cpu.read_msr(IA32_MTRRCAP);
@@ -113,7 +114,7 @@ pub fn judge<C: Cpu>(cpu: &C, index: u32, value: u64) -> Verdict {
         IA32_TSC => Verdict::Deny,
         IA32_TSC_ADJUST => {
             // CPUID.(EAX=07H,ECX=0):EBX[1]: IA32_TSC_ADJUST exists.
-            if cpu.cpuid(7, 0).ebx & (1 << 1) == 0 {
+            if cpu.cpuid(7, 0).ebx & CPUID7_EBX_TSC_ADJUST == 0 {
                 Verdict::Fault
             } else if cpu.read_msr(IA32_TSC_ADJUST) == value {
                 Verdict::Skip
@@ -135,7 +136,7 @@ pub fn judge<C: Cpu>(cpu: &C, index: u32, value: u64) -> Verdict {
         }
         IA32_XSS => {
             let leaf = cpu.cpuid(0xd, 1);
-            if leaf.eax & (1 << 3) == 0 {
+            if leaf.eax & CPUID0D1_EAX_XSAVES == 0 {
                 // No XSAVES: no IA32_XSS.
                 return Verdict::Fault;
             }
@@ -150,7 +151,7 @@ pub fn judge<C: Cpu>(cpu: &C, index: u32, value: u64) -> Verdict {
         }
         i if RTIT.contains(&i) => {
             // CPUID.(EAX=07H,ECX=0):EBX[25]: Intel PT.
-            if cpu.cpuid(7, 0).ebx & (1 << 25) == 0 {
+            if cpu.cpuid(7, 0).ebx & CPUID7_EBX_PT == 0 {
                 Verdict::Fault
             } else {
                 Verdict::Deny

@@ -38,7 +38,7 @@
 //! instruction of one virtual CPU: okernel runs one (issue 17 makes this
 //! per-CPU; another CPU must not see the page writable).
 
-use crate::bits::{DEBUGCTL_BTF, RFLAGS_IF, RFLAGS_TF};
+use crate::bits::{DEBUGCTL_BTF, PENDING_BS, RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::patch_sites;
 use crate::hypercall::policy::Env;
@@ -57,8 +57,6 @@ use okernel_abi::policy::RegionKind;
 const STI_OR_MOV_SS: u32 = 0b11;
 /// Interruptibility: blocking by NMI.
 const NMI_BLOCKED: u32 = 1 << 3;
-/// #DB exit qualification: BS, a single-step trap (SDM Vol. 3C Table 28-1).
-const BS: u64 = 1 << 14;
 
 /// What a write to locked text became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +150,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         // ever. The trap belongs after the instruction; TF brings it then.
         let pending = env.vmcs.read(GuestNatural::PendingDebugExceptions)?;
         env.vmcs
-            .write(GuestNatural::PendingDebugExceptions, pending & !BS)?;
+            .write(GuestNatural::PendingDebugExceptions, pending & !PENDING_BS)?;
     }
     Ok(Begun::Opened)
 }
@@ -365,7 +363,10 @@ pub fn on_exception<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     let event = InterruptionInfo(vcpu.vmcs.read(ReadOnly32::ExitInterruptionInfo)?);
     let qualification = vcpu.vmcs.read(ReadOnlyNatural::ExitQualification)?;
-    if event.valid() && event.vector() == Exception::Debug as u8 && qualification & BS != 0 {
+    // The #DB exit qualification has BS at the pending debug exceptions'
+    // bit (SDM Vol. 3C Table 28-1).
+    let single_step = qualification & PENDING_BS != 0;
+    if event.valid() && event.vector() == Exception::Debug as u8 && single_step {
         return done(vcpu);
     }
     abandon(vcpu)?;

@@ -4,7 +4,7 @@
 //! 64-bit mode (48 bits, 57 with CR4.LA57), where the guest takes the
 //! #GP(0) its next fetch would raise instead of the monitor stopping.
 
-use crate::bits::{CR4_LA57, DEBUGCTL_BTF, RFLAGS_RF, RFLAGS_TF};
+use crate::bits::{CR4_LA57, DEBUGCTL_BTF, PENDING_BS, RFLAGS_RF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::vcpu::memory::GuestMemory;
@@ -12,10 +12,6 @@ use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::error::VmFail;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Field, Guest32, Guest64, GuestNatural, ReadOnly32};
-
-/// Pending debug exceptions BS (bit 14): a single-step trap is pending
-/// (SDM Vol. 3C §25.4.2, Table 25-4).
-pub const PENDING_BS: u64 = 1 << 14;
 
 impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// Moves RIP past the exiting instruction, using the VM-exit

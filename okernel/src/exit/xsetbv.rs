@@ -5,16 +5,13 @@
 //! the monitor itself can never fault on it. The monitor is built without
 //! SSE/AVX and does not depend on XCR0.
 
-use crate::bits::CR4_OSXSAVE;
+use crate::bits::{CPUID1_ECX_XSAVE, CR4_OSXSAVE};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 use crate::vmx::fields::GuestNatural;
-
-/// CPUID.1:ECX.XSAVE.
-const CPUID1_ECX_XSAVE: u32 = 1 << 26;
 
 /// Why an XCR0 value is refused, or `Ok` if XSETBV would accept it, given
 /// the XCR0 bits the processor supports (CPUID.(EAX=0DH,ECX=0):EDX:EAX).

@@ -20,6 +20,7 @@ use super::inspect::Inspect;
 use super::tracked::{Fuzzed, Tracking};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
+use crate::vcpu::hooks::CallReply;
 use crate::vcpu::{ExitError, Vcpu};
 
 /// At most this many checks in a row are incremental: every
@@ -30,22 +31,19 @@ use crate::vcpu::{ExitError, Vcpu};
 /// this many checks.
 pub const FULL_CHECK_EVERY: u32 = 64;
 
-/// A call's result: `Ok(RDI)` (`None`: RDI unchanged) or the refusal.
-pub type Reply = crate::vcpu::hooks::CallReply;
-
 /// Whether `number` is one of the fuzz calls.
 pub const fn is_fuzz_call(number: u64) -> bool {
     number == CALL_BASELINE || number == CALL_CHECK
 }
 
 /// Runs fuzz call `number` with RDI = `arg` (reduced to the guest's
-/// operand size). `None`: this monitor has no policy state, the call is
-/// unknown to it.
+/// operand size): the reply, or the refusal's status (`UnknownCall`:
+/// this monitor has no policy state, the call is unknown to it).
 pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
     vcpu: &mut Vcpu<V, C, P, M>,
     number: u64,
     arg: u64,
-) -> Result<Option<Reply>, ExitError> {
+) -> Result<Result<CallReply, Status>, ExitError> {
     let Vcpu {
         policy,
         memory,
@@ -56,15 +54,15 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
         ..
     } = vcpu;
     let Some(prot) = policy.protection() else {
-        return Ok(None);
+        return Ok(Err(Status::UnknownCall));
     };
     let views: &dyn Tracking = &*memory;
     if prot.current != 0 {
-        return Ok(Some(Err(Status::PermissionDenied)));
+        return Ok(Err(Status::PermissionDenied));
     }
     if number == CALL_BASELINE {
         if arg != 0 && !report_page(views, arg) {
-            return Ok(Some(Err(Status::InvalidArgument)));
+            return Ok(Err(Status::InvalidArgument));
         }
         let base = Baseline::record(prot, views, vmcs)?;
         let bytes = base.bytes;
@@ -74,13 +72,13 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
         fuzz.mirror = (arg != 0).then_some(arg);
         super::mirror::update(vcpu);
         vcpu.memory.clear_write_log();
-        return Ok(Some(Ok(Some(bytes))));
+        return Ok(Ok(CallReply::Rdi(bytes)));
     }
     if !report_page(views, arg) {
-        return Ok(Some(Err(Status::InvalidArgument)));
+        return Ok(Err(Status::InvalidArgument));
     }
     let Some(base) = fuzz.baseline.as_ref() else {
-        return Ok(Some(Err(Status::NotFound)));
+        return Ok(Err(Status::NotFound));
     };
     let mut machine = Machine {
         prot,
@@ -110,12 +108,12 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
     // nothing. The log restarts with the report's own page.
     memory.clear_write_log();
     if memory.write_phys(arg, &report[..len]).is_err() {
-        return Ok(Some(Err(Status::InvalidArgument)));
+        return Ok(Err(Status::InvalidArgument));
     }
     fuzz.coverage.clear();
     fuzz.unexpected = (0, 0);
     fuzz.checks = fuzz.checks.wrapping_add(1);
-    Ok(Some(Ok(None)))
+    Ok(Ok(CallReply::Done))
 }
 
 /// The scope of the next check: full after the baseline, after a finding,

@@ -195,7 +195,7 @@ mod gate {
                 if self.rflags & crate::bits::RFLAGS_TF != 0 {
                     vcpu.vmcs.write(
                         GuestNatural::PendingDebugExceptions,
-                        crate::exit::rip::PENDING_BS,
+                        crate::bits::PENDING_BS,
                     )?;
                 }
                 vcpu.vmcs.write(GuestNatural::Dr7, self.dr7)?;

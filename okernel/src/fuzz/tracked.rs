@@ -19,6 +19,7 @@
 use core::ops::Deref;
 
 use ept::{PAGE_SIZE, Perms, Translation};
+use okernel_abi::hypercall::Status;
 
 use super::FuzzState;
 use super::dirty::Dirty;
@@ -260,7 +261,7 @@ impl<M: Inspect + GuestMemory> ExitHooks for Tracked<M> {
         vcpu: &mut Vcpu<V, C, P, Self>,
         number: u64,
         arg: u64,
-    ) -> Result<Option<CallReply>, ExitError> {
+    ) -> Result<Result<CallReply, Status>, ExitError> {
         super::calls::handle(vcpu, number, arg)
     }
 }

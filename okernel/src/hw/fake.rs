@@ -9,8 +9,8 @@
 
 use super::{Cpu, CpuidResult, InveptKind, Vmcs};
 use crate::bits::{
-    CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR4_OSXSAVE, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE,
-    EFER_SCE,
+    CPUID1_ECX_VMX, CPUID1_ECX_XSAVE, CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR4_OSXSAVE, CR4_PAE,
+    EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE,
 };
 use crate::vmx::error::{InstructionError, VmFail};
 use crate::vmx::fields::{self, Field, Kind};
@@ -357,10 +357,6 @@ impl Cpu for FakeCpu {
     }
 }
 
-/// CPUID.1:ECX bits used by the presets.
-const ECX_VMX: u32 = 1 << 5;
-const ECX_XSAVE: u32 = 1 << 26;
-
 impl FakeCpu {
     /// A processor shaped like Bochs' `corei7_skylake_x` model: VMX with
     /// TRUE controls, EPT (4-level, WB, 2M and 1G pages, INVEPT), VPID,
@@ -385,7 +381,7 @@ impl FakeCpu {
             CpuidResult {
                 eax: 0x5_0654,
                 ebx: 0x0001_0800,
-                ecx: ECX_VMX | ECX_XSAVE | 1,
+                ecx: CPUID1_ECX_VMX | CPUID1_ECX_XSAVE | 1, // and SSE3
                 edx: 0x0f8b_fbff,
             },
         )

@@ -4,7 +4,10 @@
 //! ([`okernel_abi::request`]: everything the ABI asks of an argument that
 //! needs no monitor state) and dispatches on it, one arm per call; each
 //! handler checks what needs the monitor's state, then its answer sets
-//! RAX (and what the call returns) and advances RIP, or ends the run
+//! RAX (and what the call returns) and says what becomes of the VMCALL
+//! ([`Vmcall`]): it completed (the exit layer, `crate::exit`, moves RIP
+//! past it: the RIP advance is that layer's, this one never calls up into
+//! it), the guest resumes at a gate (SwitchContext), or the run ends
 //! (Exit). The exit path runs the CPL check and the Null arm in line, with
 //! no decoding ([`handle_vmcall_fast`]), and the rest out of line
 //! ([`handle_vmcall_at`]). Exit's reason is read from guest memory through
@@ -42,13 +45,36 @@ use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::vcpu::guest::{SS_DPL, cpl_of};
+use crate::vcpu::hooks::CallReply;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::reason::GuestReason;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::fields::{Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
 
-/// Handles a VMCALL exit.
+/// What becomes of the VMCALL once its handler has answered (RAX and
+/// what the call returns already set). The exit layer carries it out
+/// (`crate::exit`'s VMCALL arms): the RIP advance, with its boundaries,
+/// RFLAGS and blocking, is that layer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmcall {
+    /// The call completed: RIP moves past the VMCALL as after any
+    /// instruction the monitor completes.
+    Advance {
+        /// The guest's mode as far as this exit has read it
+        /// ([`Vcpu::mode_once`]), for the advance.
+        mode: Option<bool>,
+    },
+    /// The guest resumes where the call put it, at a gate in its entry
+    /// state (SwitchContext): RIP is set, nothing advances.
+    Redirected,
+    /// The run ends with this outcome (Exit from the trusted context);
+    /// RIP stays at the VMCALL.
+    Stop(Outcome),
+}
+
+/// Handles a VMCALL exit: [`handle_vmcall_fast`], then
+/// [`handle_vmcall_at`] for what it left.
 ///
 /// Outside 64-bit mode only the low 32 bits of a register count. Every
 /// call number of the ABI fits in 32 bits, so it means the same in every
@@ -56,9 +82,10 @@ use crate::vmx::regs::Gpr;
 /// upper half, or for an argument with one that the call reads.
 pub fn handle_vmcall<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     match handle_vmcall_fast(vcpu) {
-        Fast::Done(r) => r,
+        Fast::Advance => Ok(Vmcall::Advance { mode: None }),
+        Fast::Failed(e) => Err(e),
         Fast::Continue { cpl } => handle_vmcall_at(vcpu, cpl),
     }
 }
@@ -66,9 +93,11 @@ pub fn handle_vmcall<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 /// What [`handle_vmcall_fast`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fast {
-    /// It handled the call (it was Null at CPL 0), or reading the CPL
-    /// failed.
-    Done(Result<ExitAction, ExitError>),
+    /// It answered the call (Null at CPL 0: RAX = Success), which
+    /// completed: [`Vmcall::Advance`], the mode not read.
+    Advance,
+    /// Reading the CPL failed.
+    Failed(ExitError),
     /// [`handle_vmcall_at`] handles it.
     Continue {
         /// The caller's privilege level.
@@ -78,14 +107,15 @@ pub enum Fast {
 
 /// The part of [`handle_vmcall`] the exit path runs in line: the CPL, and
 /// the Null call at CPL 0 — exactly what [`handle_vmcall_at`] does for it
-/// (RAX = Success, RIP advanced; its number fits in 32 bits, so no mode).
+/// (RAX = Success, the call completed; its number fits in 32 bits, so no
+/// mode).
 #[inline(always)]
 pub fn handle_vmcall_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Fast {
     let ss = match vcpu.vmcs.read(Guest32::SsAccessRights) {
         Ok(ar) => ar,
-        Err(e) => return Fast::Done(Err(e.into())),
+        Err(e) => return Fast::Failed(e.into()),
     };
     if ss & SS_DPL != 0 {
         core::hint::cold_path();
@@ -95,7 +125,8 @@ pub fn handle_vmcall_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         core::hint::cold_path();
         return Fast::Continue { cpl: 0 };
     }
-    Fast::Done(complete(vcpu, Status::Success, None))
+    vcpu.regs.set(Gpr::Rax, Status::Success.raw());
+    Fast::Advance
 }
 
 /// [`handle_vmcall`] once the caller's CPL is known: the request decoded
@@ -103,7 +134,7 @@ pub fn handle_vmcall_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 pub fn handle_vmcall_at<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     cpl: u8,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     if cpl != 0 {
         return complete(vcpu, Status::PermissionDenied, None);
     }
@@ -124,13 +155,12 @@ pub fn handle_vmcall_at<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
 }
 
-/// Runs `request`'s handler and completes the call with its answer. CPL
-/// is 0.
+/// Runs `request`'s handler and gives the guest its answer. CPL is 0.
 fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     request: Request,
     mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     use self::policy::{lock_region, register_region, with_env};
     use self::{contexts as ctx, gates, locks, page_table as pt, patch_sites, protected_pages};
     let answer = match request {
@@ -185,7 +215,7 @@ fn malformed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     number: u64,
     status: Status,
     mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     let status = match Call::from_raw(number) {
         Ok(call) => policy::before_arguments(vcpu, call).unwrap_or(status),
         Err(_) if M::is_call(number) => return hook_call(vcpu, number, mode),
@@ -196,19 +226,18 @@ fn malformed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 
 /// A call of the memory's exit hooks (`crate::vcpu::hooks`; only a fuzz
 /// build has any: `okernel_abi::fuzz`): RDI is its argument; the reply
-/// sets RAX and maybe RDI.
+/// sets RAX and maybe RDI (a hook that does not know the call after all
+/// answers `UnknownCall`).
 fn hook_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     number: u64,
     mut mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     let arg = operand(vcpu, vcpu.regs.rdi(), &mut mode)?;
-    // `None`: unknown to this monitor after all.
-    let reply = M::call(vcpu, number, arg)?.unwrap_or(Err(Status::UnknownCall));
-    match reply {
+    match M::call(vcpu, number, arg)? {
         Err(status) => complete(vcpu, status, mode),
-        Ok(value) => {
-            if let Some(v) = value {
+        Ok(reply) => {
+            if let CallReply::Rdi(v) = reply {
                 vcpu.regs.set(Gpr::Rdi, v);
             }
             complete(vcpu, Status::Success, mode)
@@ -216,24 +245,26 @@ fn hook_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
 }
 
-/// Sets RAX = `status` and moves past the VMCALL.
+/// Sets RAX = `status`: the call completed, and the exit layer moves RIP
+/// past the VMCALL ([`Vmcall::Advance`]).
 #[inline(always)]
 fn complete<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     status: Status,
-    mut mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+    mode: Option<bool>,
+) -> Result<Vmcall, ExitError> {
     vcpu.regs.set(Gpr::Rax, status.raw());
-    vcpu.advance_rip_in(&mut mode)
+    Ok(Vmcall::Advance { mode })
 }
 
 /// Gives the guest a policy call's answer: the refusal's status, or
-/// Success with RDI (after the VMCALL, or at a gate).
+/// Success with RDI (after the VMCALL, or at a gate: RIP set there, no
+/// advance).
 fn answer_policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     answer: policy::CallResult,
     mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     match answer {
         Err(status) => complete(vcpu, status, mode),
         Ok(policy::Reply::Done(value)) => {
@@ -245,7 +276,10 @@ fn answer_policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Ok(policy::Reply::Gate { gate, rdi }) => {
             vcpu.regs.set(Gpr::Rax, Status::Success.raw());
             vcpu.regs.set(Gpr::Rdi, rdi);
-            vcpu.enter_gate(&gate)
+            Ok(match vcpu.enter_gate(&gate)? {
+                ExitAction::Resume => Vmcall::Redirected,
+                ExitAction::Stop(outcome) => Vmcall::Stop(outcome),
+            })
         }
     }
 }
@@ -255,7 +289,7 @@ fn exit_count<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     reason: ExitReasonSlot,
     mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     vcpu.regs.set(Gpr::Rdi, vcpu.counters.raw(reason.get()));
     vcpu.regs.set(Gpr::Rsi, vcpu.counters.total());
     complete(vcpu, Status::Success, mode)
@@ -265,7 +299,7 @@ fn exit_count<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 fn version<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     vcpu.regs.set(Gpr::Rdi, ABI_VERSION.packed().into());
     complete(vcpu, Status::Success, mode)
 }
@@ -282,7 +316,7 @@ fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     outcome: Outcome,
     reason: Option<ReasonBytes>,
     mode: Option<bool>,
-) -> Result<ExitAction, ExitError> {
+) -> Result<Vmcall, ExitError> {
     let (gpa, len) = reason.map_or((0, 0), |r| (r.gpa(), r.len()));
     match GuestReason::read(&vcpu.memory, gpa, len) {
         Ok(_) if vcpu.policy.context() != 0 => {
@@ -304,7 +338,7 @@ fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
         Ok(reason) => {
             vcpu.guest_reason = reason;
-            Ok(ExitAction::Stop(outcome))
+            Ok(Vmcall::Stop(outcome))
         }
         Err(e) => {
             log::debug!("okernel: Exit hypercall refused: {e}");

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+use crate::bits::{CPUID1_ECX_XSAVE, CPUID7_ECX_CET_SS, CPUID7_EDX_CET_IBT, CPUID80000001_EDX_NX};
 use ept::EptCaps;
 
 use super::config::{GuestEntry, LaunchError, VmxStep};
@@ -127,7 +128,7 @@ pub fn bring_up<C: VmxRoot, P: Platform>(
 
     let cr = CrConfig::new(caps.cr0_fixed, caps.cr4_fixed);
     let host = host::host_state(cpu, &platform.host_tables());
-    let nx = cpu.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0;
+    let nx = cpu.cpuid(0x8000_0001, 0).edx & CPUID80000001_EDX_NX != 0;
     setup::write_host_state(&mut vmcs, &host).map_err(failed(VmxStep::HostState))?;
     setup::write_controls(
         &mut vmcs,
@@ -189,7 +190,7 @@ fn enter_vmx_root<C: VmxRoot>(
 ) -> Result<C::Vmcs, LaunchError> {
     let cr0 = caps.cr0_fixed.apply(cpu.read_cr0());
     cpu.write_cr0(cr0);
-    let xsave = cpu.cpuid(1, 0).ecx & (1 << 26) != 0;
+    let xsave = cpu.cpuid(1, 0).ecx & CPUID1_ECX_XSAVE != 0;
     let cr4 = caps
         .cr4_fixed
         .apply(cpu.read_cr4() | CR4_VMXE | if xsave { CR4_OSXSAVE } else { 0 });
@@ -209,7 +210,7 @@ fn policy_caps(cpu: &impl Cpu, caps: &Capabilities, ept: EptCaps) -> PolicyCaps 
         invept_all: caps.ept.invept_all_context(),
         cet: cpu.cpuid(0, 0).eax >= 7 && {
             let l7 = cpu.cpuid(7, 0);
-            l7.ecx & (1 << 7) != 0 || l7.edx & (1 << 20) != 0
+            l7.ecx & CPUID7_ECX_CET_SS != 0 || l7.edx & CPUID7_EDX_CET_IBT != 0
         },
         // Allowed-1 settings are the high half (SDM Vol. 3D §A.3.2).
         mtf: (cpu.read_msr(msrs::IA32_VMX_PROCBASED_CTLS) >> 32)

@@ -26,8 +26,8 @@
 use crate::arch;
 use crate::bits::CR4_VMXE;
 use crate::check::{self, VmxUnavailable};
-use crate::hw::Cpu;
 use crate::hw::real::RealCpu;
+use crate::hw::{Cpu, VmxRegion, VmxRoot};
 use crate::vmx::error::VmFail;
 
 /// Why an application processor could not be parked. The loader then
@@ -84,8 +84,8 @@ impl ParkFailure {
 pub unsafe fn park_this_processor(vmxon_region: u64, parked: impl FnOnce()) -> ParkFailure {
     // SAFETY: forwarded from the caller (CPL0 on the bare machine); the
     // handle only reads capability MSRs, sets IA32_FEATURE_CONTROL when
-    // it is unlocked (as on the bootstrap processor) and adjusts the
-    // VMX bits of CR0/CR4.
+    // it is unlocked (as on the bootstrap processor), adjusts the VMX
+    // bits of CR0/CR4 and then executes VMXON (with them set).
     let mut cpu = unsafe { RealCpu::new() };
     let caps = match check::probe(&mut cpu) {
         Ok(caps) => caps,
@@ -94,14 +94,18 @@ pub unsafe fn park_this_processor(vmxon_region: u64, parked: impl FnOnce()) -> P
     // SAFETY: the caller's frame: zeroed, aligned, this processor's
     // alone; the first dword is the revision identifier (SDM §25.11.5).
     unsafe { (vmxon_region as *mut u32).write(caps.basic.revision_id()) };
+    // SAFETY: the caller's frame (zeroed, 4 KiB-aligned, never mapped for
+    // the guest, this processor's alone), its revision identifier just
+    // written; no Rust code touches it again: the processor halts in VMX
+    // root operation below, or returns the failure with the frame unused.
+    let region = unsafe { VmxRegion::new(vmxon_region) };
     let cr0 = caps.cr0_fixed.apply(cpu.read_cr0());
     cpu.write_cr0(cr0);
     let cr4 = caps.cr4_fixed.apply(cpu.read_cr4() | CR4_VMXE);
     cpu.write_cr4(cr4);
-    // SAFETY: CR0/CR4 satisfy the fixed bits with VMXE set (just
-    // written); the region is the caller's VMXON frame with the revision
-    // identifier.
-    if let Err(e) = unsafe { arch::vmx::vmxon(vmxon_region) } {
+    // CR0/CR4 satisfy the fixed bits with VMXE set (just written), as
+    // `RealCpu::new`'s contract asks of VMXON.
+    if let Err(e) = cpu.vmxon(region) {
         return ParkFailure::Vmxon(e);
     }
     parked();

@@ -4,8 +4,9 @@
 
 use super::exits_cpuid_msr::wrmsr;
 use super::*;
+use crate::bits::CPUID1_ECX_X2APIC;
 use crate::bits::{APIC_BASE_BSP, APIC_BASE_EN, APIC_BASE_EXTD};
-use crate::exit::apic::{self, CPUID1_ECX_X2APIC, Verdict};
+use crate::exit::apic::{self, Verdict};
 use crate::hw::CpuidResult;
 use crate::msrs::{
     IA32_APIC_BASE, IA32_X2APIC_EOI, IA32_X2APIC_ICR, IA32_X2APIC_SELF_IPI, IA32_X2APIC_TPR,

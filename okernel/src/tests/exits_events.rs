@@ -200,7 +200,7 @@ fn the_rip_advance_clears_rf() {
 /// §27.7.3); other pending bits are kept; with BTF a non-branch owes none.
 #[test]
 fn the_rip_advance_under_tf_leaves_a_single_step_pending() {
-    use crate::exit::rip::PENDING_BS;
+    use crate::bits::PENDING_BS;
     let mut v = vcpu();
     v.vmcs
         .set(GuestNatural::Rflags, 0x202 | RFLAGS_TF)
@@ -262,7 +262,7 @@ fn the_boundary_gp_wins_over_the_single_step() {
 /// NMI kept), RAX answered, no event injected.
 #[test]
 fn fast_exits_complete_flags_and_blocking_near_and_far() {
-    use crate::exit::rip::PENDING_BS;
+    use crate::bits::PENDING_BS;
     use crate::exit::{FastPath, handle_fast};
     for at in [RIP, 0x8000_0000, TOP48 - 0x1000] {
         for (reason, wrote_rbx) in [(ExitReason::Vmcall, false), (ExitReason::Cpuid, true)] {

@@ -256,3 +256,81 @@ fn a_32_bit_guest_passes_32_bit_arguments() {
     assert_advanced(&v, r, 3);
     assert_eq!(v.regs.rax(), Status::InvalidArgument.raw());
 }
+
+/// Runs only the hypercall layer on a VMCALL with RAX, RDI, RSI, RDX =
+/// `regs`, and checks that it left RIP alone: moving past the VMCALL is
+/// the exit layer's (issue 14 item 2).
+fn answer<P: Policy, M: GuestMemory>(
+    v: &mut Vcpu<FakeVmcs, FakeCpu, P, M>,
+    regs: [u64; 4],
+) -> Result<crate::hypercall::Vmcall, ExitError> {
+    let [rax, rdi, rsi, rdx] = regs;
+    v.vmcs.set(GuestNatural::Rip, RIP);
+    v.regs.set(Gpr::Rax, rax);
+    v.regs.set(Gpr::Rdi, rdi);
+    v.regs.set(Gpr::Rsi, rsi);
+    v.regs.set(Gpr::Rdx, rdx);
+    synth(v, ExitReason::Vmcall as u32, 0, 3);
+    let answer = crate::hypercall::handle_vmcall(v);
+    assert_eq!(rip(v), RIP, "the hypercall layer does not move RIP");
+    answer
+}
+
+#[test]
+fn a_hypercall_says_what_becomes_of_the_vmcall_and_the_exit_layer_moves_rip() {
+    use super::policy::{PVcpu, TEXT, enter, lock_for_gates, ok, pvcpu};
+    use crate::hypercall::Vmcall;
+    let advance = Ok(Vmcall::Advance { mode: None });
+    let mut v = vcpu();
+    assert_eq!(answer(&mut v, [Call::Null.raw(), 0, 0, 0]), advance);
+    assert_eq!(v.regs.rax(), Status::Success.raw());
+    assert_eq!(answer(&mut v, [Call::Version.raw(), 0, 0, 0]), advance);
+    assert_eq!(answer(&mut v, [99, 0, 0, 0]), advance);
+    assert_eq!(v.regs.rax(), Status::UnknownCall.raw());
+    let pass = u64::from(Outcome::Pass.code());
+    assert_eq!(
+        answer(&mut v, [Call::Exit.raw(), pass, 0, 0]),
+        Ok(Vmcall::Stop(Outcome::Pass)),
+        "the run ends at the VMCALL"
+    );
+    let ss = v.vmcs.get(Guest32::SsAccessRights);
+    v.vmcs.set(Guest32::SsAccessRights, ss | (3 << 5));
+    assert_eq!(answer(&mut v, [Call::Exit.raw(), pass, 0, 0]), advance);
+    assert_eq!(v.regs.rax(), Status::PermissionDenied.raw());
+
+    // The mode the call read (for an upper half) goes with the answer,
+    // so that the advance does not read it again.
+    let mut entry = entry64();
+    entry.mode = GuestMode::Protected32;
+    let mut v = vcpu_with(BasePolicy, entry);
+    assert_eq!(
+        answer(&mut v, [0xffff_ffff_0000_0001, 0, 0, 0]),
+        Ok(Vmcall::Advance { mode: Some(false) })
+    );
+
+    // A switch from context 1 back to the trusted one resumes at the
+    // gate: RIP is set there, and nothing advances it.
+    let mut v = pvcpu();
+    lock_for_gates(&mut v);
+    let gate = TEXT + 0x123;
+    let g = ok(&mut v, Call::RegisterGate, [gate, 0, 0]);
+    ok(&mut v, Call::CreateContext, [0; 3]);
+    let switch_back = |v: &mut PVcpu| {
+        enter(v, 1);
+        v.vmcs.set(GuestNatural::Rip, RIP);
+        v.regs.set(Gpr::Rax, Call::SwitchContext.raw());
+        v.regs.set(Gpr::Rdi, 0);
+        v.regs.set(Gpr::Rsi, g);
+        synth(v, ExitReason::Vmcall as u32, 0, 3);
+    };
+    switch_back(&mut v);
+    assert_eq!(
+        crate::hypercall::handle_vmcall(&mut v),
+        Ok(Vmcall::Redirected)
+    );
+    assert_eq!((rip(&v), v.regs.rax(), v.regs.rdi()), (gate, 0, 1));
+    // Through the exit layer, the same answer leaves RIP at the gate.
+    switch_back(&mut v);
+    assert_eq!(handle_exit(&mut v), Ok(ExitAction::Resume));
+    assert_eq!(rip(&v), gate, "not the gate + 3");
+}

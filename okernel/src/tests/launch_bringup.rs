@@ -1,15 +1,18 @@
 //! VMX bring-up (`launch::bringup::bring_up`, the part of `launch` before
 //! the switch to the monitor's stack) over the recording fakes of
 //! `hw::recorder`: the order of its steps, every field VM entry checks
-//! written, and a failure injected at each step reported as that step
-//! with nothing after it.
+//! written, a failure injected at each step reported as that step with
+//! nothing after it, and the CR0/CR4 bits it sets for VMXON on a
+//! processor that does not have them yet.
 
-use crate::bits::CR4_VMXE;
+use crate::bits::{
+    CPUID1_ECX_VMX, CPUID1_ECX_XSAVE, CR0_NE, CR4_OSXSAVE, CR4_PAE, CR4_UMIP, CR4_VMXE,
+};
 use crate::check::{VmxUnavailable, probe};
 use crate::hw::VmxRegion;
 use crate::hw::fake::FakeCpu;
 use crate::hw::recorder::{Journal, Op, RecordingCpu, RecordingVmcs};
-use crate::hw::{InveptKind, Vmcs};
+use crate::hw::{InveptKind, Vmcs, VmxRoot};
 use crate::launch::bringup::{Platform, Prepared, Ready, bring_up};
 use crate::launch::host::HostTables;
 use crate::launch::{LaunchError, VmxStep};
@@ -340,7 +343,7 @@ fn each_vmx_instruction_failure_names_its_step() {
 fn a_refused_probe_allocates_nothing_and_leaves_cr0_cr4_and_vmx_alone() {
     let mut no_vmx = FakeCpu::vmx_capable();
     let mut r1 = no_vmx.cpuid_for_tests(1);
-    r1.ecx &= !(1 << 5);
+    r1.ecx &= !CPUID1_ECX_VMX;
     no_vmx.set_cpuid(1, 0, r1);
     let mut no_true_controls = FakeCpu::vmx_capable();
     let basic = no_true_controls.read_msr_for_tests(msrs::IA32_VMX_BASIC);
@@ -376,4 +379,87 @@ fn without_all_context_invept_the_base_view_is_invalidated_by_its_eptp() {
             .ops()
             .contains(&Op::Invept(InveptKind::SingleContext(EPTP)))
     );
+}
+
+/// The Bochs-like CPU before its control registers are fit for VMXON:
+/// CR0.NE clear, which IA32_VMX_CR0_FIXED0 requires (0x8000_0021: PG, NE,
+/// PE); CR4.OSXSAVE clear though CPUID offers XSAVE; and CR4.UMIP set,
+/// which IA32_VMX_CR4_FIXED1 (0x0037_27ff) does not allow in VMX
+/// operation (SDM Vol. 3C §24.8, Vol. 3D §A.7-A.8).
+fn unfit_for_vmxon() -> FakeCpu {
+    let mut cpu = FakeCpu::vmx_capable();
+    cpu.cr0 &= !CR0_NE;
+    cpu.cr4 = CR4_PAE | CR4_UMIP;
+    assert_ne!(cpu.cpuid_for_tests(1).ecx & CPUID1_ECX_XSAVE, 0);
+    cpu
+}
+
+/// The values of bring-up's two CR writes, CR0's then CR4's.
+fn cr_writes(ops: &[Op]) -> Vec<(u8, u64)> {
+    ops.iter()
+        .filter_map(|op| match *op {
+            Op::WriteCr(cr, v) => Some((cr, v)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn bring_up_applies_the_fixed_bits_and_sets_osxsave_before_vmxon() {
+    let start = unfit_for_vmxon();
+    let journal = Journal::new();
+    // (The recording VMXON panics, "would raise #GP", if CR0 or CR4 is
+    // still outside the fixed bits.)
+    let (r, cpu) = bring_up_on(start.clone(), &journal);
+    let ready = r.expect("bring-up succeeds once CR0/CR4 are fixed up");
+    let ops = journal.ops().to_vec();
+    // CR0 gains NE (fixed 1), CR4 gains VMXE (fixed 1) and OSXSAVE (XSAVE
+    // offered) and loses UMIP (fixed 0); each written once, before VMXON.
+    let cr0 = start.cr0 | CR0_NE;
+    let cr4 = CR4_PAE | CR4_VMXE | CR4_OSXSAVE;
+    assert_eq!(cr_writes(&ops), [(0, cr0), (4, cr4)]);
+    let vmxon = position(&ops, |op| matches!(op, Op::Vmxon(_)));
+    assert!(position(&ops, |op| matches!(op, Op::WriteCr(4, _))) < vmxon);
+    assert!(cpu.in_vmx());
+    assert_eq!((cpu.cpu.cr0, cpu.cpu.cr4), (cr0, cr4));
+    // The host state is CR0/CR4 as VMXON found them.
+    let vmcs = &ready.vmcs.vmcs;
+    assert_eq!(vmcs.get(HostNatural::Cr0), cr0);
+    assert_eq!(vmcs.get(HostNatural::Cr4), cr4);
+}
+
+#[test]
+fn without_xsave_in_cpuid_bring_up_leaves_osxsave_clear() {
+    let mut start = unfit_for_vmxon();
+    let mut leaf1 = start.cpuid_for_tests(1);
+    leaf1.ecx &= !CPUID1_ECX_XSAVE;
+    start.set_cpuid(1, 0, leaf1);
+    let journal = Journal::new();
+    let (r, cpu) = bring_up_on(start.clone(), &journal);
+    r.expect("bring-up succeeds without XSAVE");
+    let ops = journal.ops().to_vec();
+    assert_eq!(
+        cr_writes(&ops),
+        [(0, start.cr0 | CR0_NE), (4, CR4_PAE | CR4_VMXE)]
+    );
+    assert_eq!(cpu.cpu.cr4 & CR4_OSXSAVE, 0);
+}
+
+#[test]
+#[should_panic(expected = "VMXON with CR0 or CR4 outside the VMX fixed bits")]
+fn the_recording_vmxon_faults_with_cr0_outside_the_fixed_bits() {
+    let journal = Journal::new();
+    let mut cpu = FakeCpu::vmx_capable();
+    cpu.cr0 &= !CR0_NE;
+    cpu.cr4 |= CR4_VMXE;
+    let _ = RecordingCpu::new(cpu, &journal).vmxon(region(VMXON));
+}
+
+#[test]
+#[should_panic(expected = "VMXON with CR0 or CR4 outside the VMX fixed bits")]
+fn the_recording_vmxon_faults_with_cr4_outside_the_fixed_bits() {
+    let journal = Journal::new();
+    let mut cpu = FakeCpu::vmx_capable();
+    cpu.cr4 |= CR4_VMXE | CR4_UMIP;
+    let _ = RecordingCpu::new(cpu, &journal).vmxon(region(VMXON));
 }

@@ -1,8 +1,9 @@
 //! The virtual CPU an exit handler or hypercall works on, and the
 //! guest-state helpers they share: registers by number, CPL, mode, the
 //! entry at a gate, the guest TLB flush. (The RIP advance and event
-//! injection, a denied write's #GP included, are added by the exit layer:
-//! `crate::exit::rip`, `crate::exit::events`.)
+//! injection, a denied write's #GP included, are added by the exit layer,
+//! `crate::exit::rip`, `crate::exit::events`, and called from there and
+//! above only.)
 
 use super::counters::ExitCounters;
 use super::memory::{GuestMemory, NoGuestMemory};
@@ -291,7 +292,8 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// instruction, in the state [`GateEntry`] defines: on its registered
     /// stack (or the caller's RSP for a gate registered without one), its
     /// registered page tables (or the caller's CR3) and the registering
-    /// kernel's CS and SS.
+    /// kernel's CS and SS. Nothing advances RIP after it (a hypercall
+    /// answers `crate::hypercall::Vmcall::Redirected`).
     pub fn enter_gate(&mut self, g: &Gate) -> Result<ExitAction, ExitError> {
         self.vmcs.write(GuestNatural::Rip, g.linear)?;
         if g.stack != 0 {

@@ -22,9 +22,15 @@ use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::vmx::exit_reason::ExitReasonField;
 
-/// A hook call's result: `Ok(RDI)` (`None`: RDI unchanged) or the
-/// refusal, which the dispatcher completes as any call's status.
-pub type CallReply = Result<Option<u64>, Status>;
+/// What a hook call that succeeded gives the guest besides RAX =
+/// Success ([`ExitHooks::call`]; a refusal is its `Status` instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallReply {
+    /// RDI unchanged.
+    Done,
+    /// RDI = this value.
+    Rdi(u64),
+}
 
 /// An exit the exit path's fast half (`crate::exit::handle_fast`) left
 /// to its slow half (`crate::exit::handle_slow`), with what it already
@@ -83,17 +89,19 @@ pub trait ExitHooks: Sized {
     }
 
     /// Runs the hooks' call `number` with RDI = `arg` (reduced to the
-    /// guest's operand size), at CPL 0. `None`: the call is unknown to
-    /// this monitor after all (`UnknownCall`).
+    /// guest's operand size), at CPL 0: the reply, or the status the
+    /// dispatcher completes the call with as any call's (`UnknownCall`:
+    /// the call is unknown to this monitor after all). `ExitError` only
+    /// for a broken monitor invariant.
     fn call<V: Vmcs, C: Cpu, P: Policy>(
         vcpu: &mut Vcpu<V, C, P, Self>,
         number: u64,
         arg: u64,
-    ) -> Result<Option<CallReply>, ExitError>
+    ) -> Result<Result<CallReply, Status>, ExitError>
     where
         Self: GuestMemory,
     {
         let _ = (vcpu, number, arg);
-        Ok(None)
+        Ok(Err(Status::UnknownCall))
     }
 }

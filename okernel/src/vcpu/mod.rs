@@ -18,7 +18,10 @@
 //! Above the policy (a `Vcpu` holds one, and its audit log) and below
 //! both `hypercall` and `exit`, which share it without importing each
 //! other's types; the RIP advance and event injection are `Vcpu` methods
-//! the `exit` layer adds (`crate::exit::rip`, `crate::exit::events`).
+//! the `exit` layer adds (`crate::exit::rip`, `crate::exit::events`),
+//! called from that layer and above only (a hypercall returns what
+//! becomes of its VMCALL, `crate::hypercall::Vmcall`, and `exit` advances
+//! RIP; `tests/layers` checks that no call climbs).
 
 // Safe code only above the hardware layers (`hw`, `arch`, `launch`):
 // issue 14, DESIGN.md §6.

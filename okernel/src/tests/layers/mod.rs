@@ -6,12 +6,21 @@
 //! outside comments and string literals is an import of top-level module
 //! `X`, which must sit in a lower layer than the importing file's own.
 //! `tests/` (this directory) is outside the layers.
+//!
+//! No call climbs either ([`methods`]): a method that a module adds to a
+//! lower layer's type (the RIP advance `crate::exit::rip` adds to
+//! `Vcpu`) is called only from the adding layer and above. The last such
+//! call, the hypercall layer's RIP advance after every VMCALL, went in
+//! issue 14: a hypercall handler returns what becomes of the VMCALL
+//! (`crate::hypercall::Vmcall`) and the exit layer advances RIP.
 
+mod methods;
 mod scan;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+pub use self::methods::Added;
 pub use self::scan::{Import, imports_of};
 
 /// The layers, lowest first. A module may import only modules of lower
@@ -62,15 +71,24 @@ fn sources(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source tree's top-level modules and every import between them
-/// (`lib.rs` and `tests/` left out).
-fn tree() -> (BTreeSet<String>, Vec<Import>) {
+/// One source file of a top-level module.
+struct Source {
+    /// Relative to `src/`.
+    rel: String,
+    /// Its top-level module.
+    top: String,
+    /// Its text.
+    text: String,
+}
+
+/// Every source file of the top-level modules (`lib.rs` and `tests/`
+/// left out).
+fn files() -> Vec<Source> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&root, &root, &mut files);
-    let mut modules = BTreeSet::new();
-    let mut all = Vec::new();
-    for f in files {
+    let mut paths = Vec::new();
+    sources(&root, &root, &mut paths);
+    let mut out = Vec::new();
+    for f in paths {
         let rel = f.to_string_lossy().replace('\\', "/");
         let top = rel.split('/').next().unwrap_or_default();
         let top = top.strip_suffix(".rs").unwrap_or(top).to_string();
@@ -78,10 +96,55 @@ fn tree() -> (BTreeSet<String>, Vec<Import>) {
             continue;
         }
         let text = std::fs::read_to_string(root.join(&f)).expect("readable source");
-        all.extend(imports_of(&rel, &top, &text));
-        modules.insert(top);
+        out.push(Source { rel, top, text });
+    }
+    out
+}
+
+/// The source tree's top-level modules and every import between them.
+fn tree() -> (BTreeSet<String>, Vec<Import>) {
+    let mut modules = BTreeSet::new();
+    let mut all = Vec::new();
+    for f in files() {
+        all.extend(imports_of(&f.rel, &f.top, &f.text));
+        modules.insert(f.top);
     }
     (modules, all)
+}
+
+/// The methods modules add to other modules' types, and every call that
+/// climbs to one: from a module of a lower layer than the adding one's,
+/// one line each.
+fn climbing_calls(sources: &[Source]) -> (Vec<Added>, Vec<String>) {
+    let mut defined: Vec<(String, String)> = Vec::new();
+    for f in sources {
+        for ty in methods::types_defined(&f.text) {
+            defined.push((f.top.clone(), ty));
+        }
+    }
+    let mut added = Vec::new();
+    for f in sources {
+        let own = |ty: &str| defined.iter().any(|(m, t)| *m == f.top && t == ty);
+        added.extend(methods::added_methods(&f.rel, &f.top, &f.text, own));
+    }
+    let names: Vec<&str> = added.iter().map(|a| a.name.as_str()).collect();
+    let mut bad = Vec::new();
+    for f in sources {
+        for call in methods::calls_of(&f.rel, &f.top, &f.text, &names) {
+            for a in added.iter().filter(|a| a.name == call.name) {
+                if let (Some(from), Some(to)) = (layer(&call.from), layer(&a.module))
+                    && to > from
+                {
+                    bad.push(format!(
+                        "okernel/src/{}:{}: `{}` (layer {from}) calls `{}::{}`, which \
+                         `{}` (layer {to}) adds in {}: a call up a layer",
+                        call.file, call.line, call.from, a.ty, a.name, a.module, a.file
+                    ));
+                }
+            }
+        }
+    }
+    (added, bad)
 }
 
 /// What is wrong with `imports` against [`LAYERS`], one line each.
@@ -184,6 +247,82 @@ fn an_import_cycle_is_named_with_its_file_and_line() {
         [
             "okernel/src/hypercall/mod.rs:3: `hypercall` (layer 7) imports `exit` (layer 8): \
           only lower layers may be imported"
+        ]
+    );
+}
+
+#[test]
+fn no_call_climbs_to_a_method_a_higher_layer_adds() {
+    let (added, bad) = climbing_calls(&files());
+    assert!(
+        added
+            .iter()
+            .any(|a| a.module == "exit" && a.ty == "Vcpu" && a.name == "advance_rip_in"),
+        "the scan did not find the RIP advance exit adds to Vcpu: {added:?}"
+    );
+    assert!(
+        bad.is_empty(),
+        "{} call(s) up the layer order:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn a_climbing_call_is_named_with_its_file_and_line() {
+    let exit = r#"
+impl<V: Vmcs, M: GuestMemory> Vcpu<V, M> {
+    /// Moves past the instruction.
+    pub fn advance_rip_in(&mut self, mode: &mut Option<bool>) -> R {
+        self.advance(mode)
+    }
+    fn advance(&mut self) {}
+    pub(super) fn blocking(&mut self) {}
+}
+impl<V: Vmcs> Display for Vcpu<V> {
+    fn fmt(&self) {}
+}
+fn slow(handle: impl FnOnce(&mut Vcpu<V>) -> R) -> R {
+    fn inner() {}
+}
+"#;
+    let hypercall = r#"
+// vcpu.advance_rip_in(&mut mode) in a comment does not count
+fn complete(vcpu: &mut Vcpu) -> R {
+    let s = "vcpu.advance_rip_in(x)";
+    vcpu.advance_rip_in(&mut None)
+}
+"#;
+    let sources = [
+        Source {
+            rel: "vcpu/guest.rs".into(),
+            top: "vcpu".into(),
+            text: "pub struct Vcpu<V> { v: V }\n".into(),
+        },
+        Source {
+            rel: "exit/rip.rs".into(),
+            top: "exit".into(),
+            text: exit.into(),
+        },
+        Source {
+            rel: "hypercall/mod.rs".into(),
+            top: "hypercall".into(),
+            text: hypercall.into(),
+        },
+        Source {
+            rel: "fuzz/planted.rs".into(),
+            top: "fuzz".into(),
+            text: "fn f(v: &mut Vcpu) { v.advance_rip_in(&mut None); }\n".into(),
+        },
+    ];
+    let (added, bad) = climbing_calls(&sources);
+    let names: Vec<&str> = added.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["advance_rip_in"]);
+    assert_eq!(
+        bad,
+        [
+            "okernel/src/hypercall/mod.rs:5: `hypercall` (layer 7) calls `Vcpu::advance_rip_in`, \
+             which `exit` (layer 8) adds in exit/rip.rs: a call up a layer"
         ]
     );
 }

@@ -18,7 +18,7 @@ pub struct Import {
 
 /// `text` with comments and the contents of string and character
 /// literals blanked (newlines kept, so line numbers stay right).
-fn code_only(text: &str) -> String {
+pub(super) fn code_only(text: &str) -> String {
     let c: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let blank = |ch: char| if ch == '\n' { '\n' } else { ' ' };
@@ -125,16 +125,18 @@ fn char_literal_len(c: &[char], i: usize) -> usize {
     }
 }
 
-/// A token of the cleaned source: an identifier, or one punctuation
-/// character; `::` is one token.
+/// A token of the cleaned source: an identifier (a macro's `$name` without
+/// its `$`), or one punctuation character (`::` and `->` one token each).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+pub enum Token {
+    /// An identifier or keyword.
     Ident(String),
-    Punct(&'static str),
+    /// Punctuation.
+    Punct(String),
 }
 
-/// The tokens of cleaned `code`, each with its line.
-fn tokens(code: &str) -> Vec<(Token, usize)> {
+/// The tokens of cleaned `code` ([`code_only`]), each with its line.
+pub fn tokens(code: &str) -> Vec<(Token, usize)> {
     let c: Vec<char> = code.chars().collect();
     let mut out = Vec::new();
     let mut line = 1;
@@ -152,23 +154,17 @@ fn tokens(code: &str) -> Vec<(Token, usize)> {
             }
             let word: String = c[start..i].iter().collect();
             out.push((Token::Ident(word.trim_start_matches('$').to_string()), line));
-        } else if ch == ':' && c.get(i + 1) == Some(&':') {
-            out.push((Token::Punct("::"), line));
-            i += 2;
-        } else {
-            let p = match ch {
-                '{' => Some("{"),
-                '}' => Some("}"),
-                ',' => Some(","),
-                ';' => Some(";"),
-                _ => None,
-            };
-            if let Some(p) = p {
-                out.push((Token::Punct(p), line));
-            } else if !ch.is_whitespace() {
-                out.push((Token::Punct("?"), line));
-            }
+        } else if ch.is_whitespace() {
             i += 1;
+        } else {
+            let two: String = c[i..(i + 2).min(c.len())].iter().collect();
+            let p = if two == "::" || two == "->" {
+                two
+            } else {
+                ch.to_string()
+            };
+            i += p.chars().count();
+            out.push((Token::Punct(p), line));
         }
     }
     out
@@ -191,7 +187,7 @@ pub fn imports_of(file: &str, from: &str, text: &str) -> Vec<Import> {
         _ => None,
     };
     let punct = |k: usize| match toks.get(k) {
-        Some((Token::Punct(p), _)) => Some(*p),
+        Some((Token::Punct(p), _)) => Some(p.as_str()),
         _ => None,
     };
     let mut found = Vec::new();
@@ -212,8 +208,8 @@ pub fn imports_of(file: &str, from: &str, text: &str) -> Vec<Import> {
     while k < toks.len() {
         let (tok, line) = &toks[k];
         match tok {
-            Token::Punct("{") => braces += 1,
-            Token::Punct("}") => {
+            Token::Punct(p) if p == "{" => braces += 1,
+            Token::Punct(p) if p == "}" => {
                 braces = braces.saturating_sub(1);
                 if inline_mods.last() == Some(&braces) {
                     inline_mods.pop();
@@ -268,17 +264,17 @@ fn group(toks: &[(Token, usize)], open: usize, add: &mut impl FnMut(&str, usize)
     let mut expect_first = true;
     for (tok, line) in &toks[open..] {
         match tok {
-            Token::Punct("{") => {
+            Token::Punct(p) if p == "{" => {
                 depth += 1;
                 expect_first = depth == 1;
             }
-            Token::Punct("}") => {
+            Token::Punct(p) if p == "}" => {
                 depth -= 1;
                 if depth == 0 {
                     return;
                 }
             }
-            Token::Punct(",") if depth == 1 => expect_first = true,
+            Token::Punct(p) if p == "," && depth == 1 => expect_first = true,
             Token::Ident(m) if depth == 1 && expect_first => {
                 add(m, *line);
                 expect_first = false;
