@@ -140,12 +140,14 @@ pub fn set_line_mark(on: bool) {
 /// Frees the console if the code an exception interrupted held it, so
 /// that the exception's report (the last thing this image prints) does
 /// not wait for it forever: a stack overflow inside a `log!` call, the
-/// likeliest place for one, faults with the lock held.
+/// likeliest place for one, faults with the lock held, and a panic inside
+/// one (a `Display` that panics) panics with it held.
 ///
 /// # Safety
-/// Called only on the path to [`report`] from an exception handler that
-/// never returns, on the one processor that prints (the others are parked
-/// or not started): whoever held the lock never runs again.
+/// Called only on the path to [`report`] from an exception or panic
+/// handler that never returns, on the one processor that prints (the
+/// others are parked or not started): whoever held the lock never runs
+/// again.
 pub unsafe fn break_lock() {
     if CONSOLE.is_locked() {
         // SAFETY: the caller's contract: the holder was interrupted for

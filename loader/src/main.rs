@@ -28,5 +28,10 @@ extern "C" fn loader_main(magic: u32, info: u32) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: a panic never returns (it reports and halts), and only this
+    // processor prints: the others are parked in VMX root operation or
+    // were never started. A panic inside a `log!` call (a `Display` that
+    // panics) would otherwise wait for the lock it holds, for ever.
+    unsafe { okernel_console::break_lock() };
     okernel_console::report(Outcome::Panic, format_args!("loader: {info}"))
 }
