@@ -28,7 +28,8 @@ pub struct Pages {
 impl Pages {
     /// Checks `base` and `len` in the ABI's order: `Unaligned` for a base
     /// off a page, `Empty` for no length, `Unaligned` for a length off a
-    /// page, `OutOfRam` for a range that wraps (no guest RAM does).
+    /// page, `OutOfRam` unless `base + len < 2^64` (a range that wraps or
+    /// ends at 2^64: no guest RAM does).
     pub const fn new(base: u64, len: u64) -> Result<Self, Status> {
         if !base.is_multiple_of(PAGE_SIZE) {
             return Err(Status::Unaligned);
@@ -92,7 +93,7 @@ impl Context {
 }
 
 /// The reason `Exit` gives: 1 to [`EXIT_REASON_MAX`] bytes at a
-/// guest-physical address, the range not wrapping. Whether they are
+/// guest-physical address, `gpa + len < 2^64`. Whether they are
 /// readable guest RAM and UTF-8 is for the monitor to find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReasonBytes {
@@ -102,7 +103,8 @@ pub struct ReasonBytes {
 
 impl ReasonBytes {
     /// The `len` bytes at `gpa`; `None` for 0, above the maximum, or a
-    /// range that wraps (`Exit` answers `InvalidArgument` for each).
+    /// range with `gpa + len` not below 2^64 (`Exit` answers
+    /// `InvalidArgument` for each).
     pub const fn new(gpa: u64, len: u64) -> Option<Self> {
         if len == 0 || len > EXIT_REASON_MAX || gpa.checked_add(len).is_none() {
             return None;

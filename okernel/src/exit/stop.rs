@@ -91,7 +91,8 @@ pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.regs.set(Gpr::Rax, Status::Refused.raw());
         vcpu.regs.set(Gpr::Rdi, from.into());
         vcpu.regs.set(Gpr::Rsi, reason as u64);
-        return vcpu.enter_gate(&gate);
+        vcpu.enter_gate(&gate)?;
+        return Ok(ExitAction::Resume);
     }
     record.action = AuditAction::Stop;
     vcpu.audit.record(record);

@@ -48,7 +48,7 @@ use crate::vcpu::guest::{SS_DPL, cpl_of};
 use crate::vcpu::hooks::CallReply;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::reason::GuestReason;
-use crate::vcpu::{ExitAction, ExitError, Vcpu};
+use crate::vcpu::{ExitError, Vcpu};
 use crate::vmx::fields::{Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
 
@@ -276,10 +276,10 @@ fn answer_policy_call<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Ok(policy::Reply::Gate { gate, rdi }) => {
             vcpu.regs.set(Gpr::Rax, Status::Success.raw());
             vcpu.regs.set(Gpr::Rdi, rdi);
-            Ok(match vcpu.enter_gate(&gate)? {
-                ExitAction::Resume => Vmcall::Redirected,
-                ExitAction::Stop(outcome) => Vmcall::Stop(outcome),
-            })
+            // A gate entry never ends the run: only the trusted kernel's
+            // Exit does.
+            vcpu.enter_gate(&gate)?;
+            Ok(Vmcall::Redirected)
         }
     }
 }

@@ -5,10 +5,10 @@
 //! `crate::exit::rip`, `crate::exit::events`, and called from there and
 //! above only.)
 
+use super::ExitError;
 use super::counters::ExitCounters;
 use super::memory::{GuestMemory, NoGuestMemory};
 use super::reason::GuestReason;
-use super::{ExitAction, ExitError};
 use crate::bits::{
     CR0_PE, CR0_PG, CR4_SMXE, CR4_VMXE, EFER_LMA, RFLAGS_AC, RFLAGS_DF, RFLAGS_IF, RFLAGS_IOPL,
     RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM,
@@ -294,7 +294,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// registered page tables (or the caller's CR3) and the registering
     /// kernel's CS and SS. Nothing advances RIP after it (a hypercall
     /// answers `crate::hypercall::Vmcall::Redirected`).
-    pub fn enter_gate(&mut self, g: &Gate) -> Result<ExitAction, ExitError> {
+    pub fn enter_gate(&mut self, g: &Gate) -> Result<(), ExitError> {
         self.vmcs.write(GuestNatural::Rip, g.linear)?;
         if g.stack != 0 {
             self.vmcs.write(GuestNatural::Rsp, g.stack)?;
@@ -337,7 +337,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             GateEntry::interruptibility(interruptibility),
         )?;
         self.vmcs.write(Guest32::ActivityState, GateEntry::ACTIVE)?;
-        Ok(ExitAction::Resume)
+        Ok(())
     }
 }
 
