@@ -90,7 +90,10 @@ fuzz_target!(|input: Input| {
     let Some(d2) = plan(&s, read) else {
         panic!("the SS selector changed the plan: {d:x?}");
     };
-    assert!(d2.enters(ss_before), "the guard would refuse {d2:x?} for {s:x?}");
+    assert!(
+        d2.enters(ss_before),
+        "the guard would refuse {d2:x?} for {s:x?}"
+    );
     assert_eq!(d2.rsp & 0xf, 0, "frame aligned: {d2:x?}");
     assert_eq!(
         d2.frame,
@@ -111,5 +114,9 @@ fuzz_target!(|input: Input| {
     }
     let new_cpl = u32::from(d2.cs.0 & 3);
     assert!(new_cpl <= u32::from(s.cpl), "privilege never drops");
-    assert_eq!(d2.ss.is_some(), new_cpl < u32::from(s.cpl), "a null SS on a change only");
+    assert_eq!(
+        d2.ss.is_some(),
+        new_cpl < u32::from(s.cpl),
+        "a null SS on a change only"
+    );
 });

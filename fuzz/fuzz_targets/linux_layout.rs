@@ -84,7 +84,10 @@ fuzz_target!(|input: &[u8]| {
     let extent = l.plan.extent;
     let usable = |r: &PhysRange| ram.is_usable(r) && below_4g(r);
     for seg in l.plan.segments() {
-        assert!(usable(&seg.dest) && extent.contains_range(&seg.dest), "segment");
+        assert!(
+            usable(&seg.dest) && extent.contains_range(&seg.dest),
+            "segment"
+        );
         assert!(FIXED.iter().all(|f| !f.range.overlaps(&seg.dest)));
     }
     if l.plan.kind == ImageKind::LinuxBzImage {

@@ -16,16 +16,16 @@ use arbitrary::Arbitrary;
 use ept::Perms;
 use okernel::exit::handle_exit;
 use okernel::hw::fake::{FakeCpu, FakeVmcs};
+use okernel::hw::msr_bitmap_page::MsrBitmapPage;
 use okernel::hw::phys::PhysMemory;
 use okernel::launch::ept_view::build_base_view;
 use okernel::launch::setup;
 use okernel::launch::{GuestMode, PhysRange};
 use okernel::mem::ViewMemory;
+use okernel::msrs;
 use okernel::policy::Protection;
 use okernel::policy::protection::PolicyCaps;
-use okernel::hw::msr_bitmap_page::MsrBitmapPage;
 use okernel::policy::views::Views;
-use okernel::msrs;
 use okernel::vcpu::{CrConfig, ExitAction, Vcpu};
 use okernel::vmx::exit_reason::ExitReason;
 use okernel::vmx::fields::{Control32, ControlNatural, GuestNatural, ReadOnly32, ReadOnlyNatural};
@@ -141,8 +141,16 @@ pub fn build(caps: PolicyCaps) -> PolicyVcpu {
     .expect("the fake CPU's EPT capabilities decode");
     let mode = GuestMode::Long64 { cr3: PML4 };
     let mut vmcs = FakeVmcs::new();
-    setup::write_controls(&mut vmcs, &hw, mode, 0x5000, setup::io_bitmaps(), 0x601e, &cr)
-        .expect("controls fit the fake VMCS");
+    setup::write_controls(
+        &mut vmcs,
+        &hw,
+        mode,
+        0x5000,
+        setup::io_bitmaps(),
+        0x601e,
+        &cr,
+    )
+    .expect("controls fit the fake VMCS");
     setup::write_guest_state(&mut vmcs, &entry(mode), &cr, true, 0x0007_0406_0007_0406)
         .expect("guest state fits the fake VMCS");
     let pool = FRAMES.with(Pool::clone);
@@ -192,6 +200,19 @@ pub enum Arg {
 /// `CR4_PINNABLE`).
 pub const PINNABLE: [u8; 10] = [0, 16, 31, 5, 7, 11, 16, 18, 20, 21];
 
+/// The `n`-th set bit of `bits` (round robin), or 0 when none is set.
+fn nth_bit(bits: u64, n: u8) -> u64 {
+    let count = bits.count_ones();
+    if count == 0 {
+        return 0;
+    }
+    let mut rest = bits;
+    for _ in 0..u32::from(n) % count {
+        rest &= rest - 1;
+    }
+    rest & rest.wrapping_neg()
+}
+
 /// The MSRs arguments and WRMSRs are drawn from.
 pub const MSRS: [u32; 10] = [
     0xc000_0080,
@@ -239,6 +260,11 @@ pub enum Op {
     /// MOV to CR0 (false) or CR4 (true): toggle one bit of the visible
     /// value, or write any value.
     Cr(bool, Arg),
+    /// MOV to CR0 (false) or CR4 (true) of the visible value with one of
+    /// its set, pinned bits cleared (the `n`-th, round robin): the write a
+    /// pin exists to refuse, so that finding a pin that does not hold
+    /// needs no lucky pairing of a `Pin` and a `Cr` of the same bit.
+    ClearPinned(bool, u8),
     /// WRMSR of an MSR of [`MSRS`].
     Wrmsr(u8, Arg),
     /// LIDT/LGDT/LLDT/LTR (identity 2 or 3 of either exit).
@@ -348,12 +374,22 @@ impl Shadow {
             Op::Create => {
                 let _ = hypercall(v, Call::CreateContext.raw(), [0; 3]);
             }
-            Op::Cr(cr4, value) => {
+            Op::Cr(..) | Op::ClearPinned(..) => {
+                let cr4 = matches!(op, Op::Cr(true, _) | Op::ClearPinned(true, _));
                 let old = visible_cr(v, cr4);
-                let new = match value {
-                    Arg::Bit(b) => old ^ (1 << (b % 32)),
-                    Arg::Pinnable(_) => old ^ value.get(),
-                    other => other.get(),
+                let new = match op {
+                    Op::Cr(_, Arg::Bit(b)) => old ^ (1 << (b % 32)),
+                    Op::Cr(_, value @ Arg::Pinnable(_)) => old ^ value.get(),
+                    Op::Cr(_, other) => other.get(),
+                    Op::ClearPinned(_, n) => {
+                        let pinned = if cr4 {
+                            self.cr4_pinned
+                        } else {
+                            self.cr0_pinned
+                        };
+                        old & !nth_bit(pinned & old, n)
+                    }
+                    _ => unreachable!("matched above"),
                 };
                 v.regs.set(Gpr::Rax, new);
                 let a = exit(v, ExitReason::CrAccess, if cr4 { 4 } else { 0 }, 3);
@@ -584,6 +620,30 @@ mod tests {
         s.step(&mut v, Op::Cr(true, pge));
         assert_ne!(visible_cr(&v, true) & (1 << 7), 0);
         assert_eq!(v.audit.total(), 1);
+    }
+
+    /// The operation that clears a pinned bit: refused and audited.
+    #[test]
+    fn clear_pinned_is_refused_while_the_pin_holds() {
+        let mut v = build(ALL);
+        let mut s = Shadow::default();
+        let wp = 1 << 16;
+        assert_ne!(visible_cr(&v, false) & wp, 0, "WP set");
+        assert_eq!(hypercall(&mut v, 18, [0, wp, 0]), Some(Status::Success));
+        s.check(&v);
+        s.step(&mut v, Op::ClearPinned(false, 7));
+        assert_ne!(visible_cr(&v, false) & wp, 0);
+        assert_eq!(v.audit.total(), 1);
+    }
+
+    #[test]
+    fn nth_bit_goes_round_the_set_bits() {
+        assert_eq!(nth_bit(0, 3), 0);
+        assert_eq!(nth_bit(0b1010_0100, 0), 0b100);
+        assert_eq!(nth_bit(0b1010_0100, 1), 0b10_0000);
+        assert_eq!(nth_bit(0b1010_0100, 2), 0b1000_0000);
+        assert_eq!(nth_bit(0b1010_0100, 3), 0b100);
+        assert_eq!(nth_bit(1 << 63, 200), 1 << 63);
     }
 
     /// Lock text, create a context, switch there and back through a gate.

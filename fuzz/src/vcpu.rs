@@ -7,14 +7,14 @@
 use std::cell::RefCell;
 
 use okernel::hw::fake::{FakeCpu, FakeVmcs};
-use okernel::mem::ViewMemory;
 use okernel::hw::phys::IDENTITY_MAP_END;
 use okernel::hw::phys::PhysMemory;
 use okernel::launch::ept_view::build_base_view;
 use okernel::launch::setup;
 use okernel::launch::{DescriptorTable, GuestEntry, GuestMode, MemoryKind, MemoryRange, PhysRange};
-use okernel::policy::BasePolicy;
+use okernel::mem::ViewMemory;
 use okernel::msrs;
+use okernel::policy::BasePolicy;
 use okernel::vcpu::{CrConfig, Vcpu};
 use okernel::vmx::regs::GuestRegisters;
 
@@ -183,8 +183,16 @@ pub fn build(mode: GuestMode, window: &[u8]) -> FuzzVcpu {
     )
     .expect("the fake CPU's EPT capabilities decode");
     let mut vmcs = FakeVmcs::new();
-    setup::write_controls(&mut vmcs, &caps, mode, 0x5000, setup::io_bitmaps(), 0x601e, &cr)
-        .expect("controls fit the fake VMCS");
+    setup::write_controls(
+        &mut vmcs,
+        &caps,
+        mode,
+        0x5000,
+        setup::io_bitmaps(),
+        0x601e,
+        &cr,
+    )
+    .expect("controls fit the fake VMCS");
     setup::write_guest_state(&mut vmcs, &entry(mode), &cr, true, 0x0007_0406_0007_0406)
         .expect("guest state fits the fake VMCS");
     let view = build_base_view(Pool::new(), ept, &MAP, &MONITOR, POOL)
