@@ -653,6 +653,8 @@ mod tests {
         let mut s = Shadow::default();
         s.step(&mut v, Op::RegisterLock(0, 1, 0));
         assert!(v.policy.wx);
+        // A gate is reached only through locked page tables (session 9).
+        s.step(&mut v, Op::RegisterLock(3, 0, 3));
         assert_eq!(
             hypercall(&mut v, 25, [TEXT + 0x40, 0, 0]),
             Some(Status::Success)
