@@ -7,6 +7,7 @@
 
 use super::setup::{HostState, tss_base};
 use crate::arch;
+use crate::arch::descriptors::Selectors;
 use crate::hw::Cpu;
 use crate::msrs;
 
@@ -14,20 +15,8 @@ use crate::msrs;
 /// bases, the TSS base and the VM-exit entry stub.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostTables {
-    /// CS selector.
-    pub cs: u16,
-    /// SS selector.
-    pub ss: u16,
-    /// DS selector.
-    pub ds: u16,
-    /// ES selector.
-    pub es: u16,
-    /// FS selector.
-    pub fs: u16,
-    /// GS selector.
-    pub gs: u16,
-    /// TR selector.
-    pub tr: u16,
+    /// The segment selectors and TR.
+    pub selectors: Selectors,
     /// TSS base (from the TR descriptor in the GDT; 0 without one).
     pub tr_base: u64,
     /// GDTR base.
@@ -63,13 +52,7 @@ pub unsafe fn read_host_tables() -> HostTables {
         0
     };
     HostTables {
-        cs: sel.cs,
-        ss: sel.ss,
-        ds: sel.ds,
-        es: sel.es,
-        fs: sel.fs,
-        gs: sel.gs,
-        tr: sel.tr,
+        selectors: sel,
         tr_base,
         gdtr_base: gdt_base,
         idtr_base: idtr.base,
@@ -80,17 +63,18 @@ pub unsafe fn read_host_tables() -> HostTables {
 /// The host state VM exits must restore: `tables` with the control
 /// registers and MSRs as `cpu` reads them now.
 pub fn host_state(cpu: &impl Cpu, tables: &HostTables) -> HostState {
+    let sel = tables.selectors;
     HostState {
         cr0: cpu.read_cr0(),
         cr3: cpu.read_cr3(),
         cr4: cpu.read_cr4(),
-        cs: tables.cs,
-        ss: tables.ss,
-        ds: tables.ds,
-        es: tables.es,
-        fs: tables.fs,
-        gs: tables.gs,
-        tr: tables.tr,
+        cs: sel.cs,
+        ss: sel.ss,
+        ds: sel.ds,
+        es: sel.es,
+        fs: sel.fs,
+        gs: sel.gs,
+        tr: sel.tr,
         fs_base: cpu.read_msr(msrs::IA32_FS_BASE),
         gs_base: cpu.read_msr(msrs::IA32_GS_BASE),
         tr_base: tables.tr_base,

@@ -5,6 +5,7 @@
 //! nothing after it, and the CR0/CR4 bits it sets for VMXON on a
 //! processor that does not have them yet.
 
+use crate::arch::descriptors::Selectors;
 use crate::bits::{
     CPUID1_ECX_VMX, CPUID1_ECX_XSAVE, CR0_NE, CR4_OSXSAVE, CR4_PAE, CR4_UMIP, CR4_VMXE,
 };
@@ -69,9 +70,12 @@ impl Platform for FakePlatform<'_> {
 
     fn host_tables(&mut self) -> HostTables {
         HostTables {
-            cs: 0x08,
-            ss: 0x10,
-            tr: 0x18,
+            selectors: Selectors {
+                cs: 0x08,
+                ss: 0x10,
+                tr: 0x18,
+                ..Default::default()
+            },
             tr_base: 0x7000,
             gdtr_base: 0x6000,
             rip: 0xdead,
