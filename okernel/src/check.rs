@@ -138,6 +138,11 @@ pub struct Capabilities {
     pub cr4_fixed: FixedBits,
     /// IA32_VMX_EPT_VPID_CAP.
     pub ept: EptVpidCap,
+    /// The VMX-preemption timer's rate (IA32_VMX_MISC\[4:0\]: it counts
+    /// once every 2^rate TSC cycles), when "activate VMX-preemption
+    /// timer" and "save VMX-preemption timer value" may both be set (the
+    /// console's timer, `crate::vcpu::timer`).
+    pub preemption_timer: Option<u8>,
     /// Degraded features.
     pub warnings: Warnings,
 }
@@ -198,12 +203,8 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         return Err(VmxUnavailable::RegionTooLarge(basic.region_size()));
     }
 
-    let pin = adjust(
-        ControlGroup::PinBased,
-        cpu.read_msr(msrs::IA32_VMX_TRUE_PINBASED_CTLS),
-        0,
-        0,
-    )?;
+    let pin_caps = cpu.read_msr(msrs::IA32_VMX_TRUE_PINBASED_CTLS);
+    let pin = adjust(ControlGroup::PinBased, pin_caps, 0, 0)?;
     // A gate starts with blocking by NMI set and ends it with an IRET
     // (`vcpu::guest::GateEntry`): that needs NMIs delivered to the guest
     // (no NMI exiting) and bit 3 to be real NMI blocking (no virtual
@@ -255,9 +256,10 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         optional2.bits(),
     )?;
 
+    let exit_caps = cpu.read_msr(msrs::IA32_VMX_TRUE_EXIT_CTLS);
     let exit = adjust(
         ControlGroup::Exit,
-        cpu.read_msr(msrs::IA32_VMX_TRUE_EXIT_CTLS),
+        exit_caps,
         (ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::SAVE_EFER | ExitControls::LOAD_EFER)
             .bits(),
         (ExitControls::SAVE_PAT
@@ -275,6 +277,13 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
             | EntryControls::CONCEAL_VMX_FROM_PT)
             .bits(),
     )?;
+
+    // The console's timer (`vcpu::timer`): off at launch, armed by the
+    // exit layer while console lines wait; both of its controls allowed.
+    let preemption_timer = (AllowedSettings::from_msr(pin_caps)
+        .allows(PinBased::ACTIVATE_PREEMPTION_TIMER.bits())
+        && AllowedSettings::from_msr(exit_caps).allows(ExitControls::SAVE_PREEMPTION_TIMER.bits()))
+    .then(|| (cpu.read_msr(msrs::IA32_VMX_MISC) & 0x1f) as u8);
 
     let ept = EptVpidCap(cpu.read_msr(msrs::IA32_VMX_EPT_VPID_CAP));
     if !ept.page_walk_4() {
@@ -327,6 +336,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
             fixed1: cpu.read_msr(msrs::IA32_VMX_CR4_FIXED1),
         },
         ept,
+        preemption_timer,
         warnings,
     })
 }

@@ -214,7 +214,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let straddles_data = port < pci::PORT_PCI_DATA && port + u16::from(size) > pci::PORT_PCI_DATA;
     let refused = if straddles_data {
         true
-    } else if port <= PORT_COM1_DATA && PORT_COM1_DATA < port + u16::from(size) {
+    } else if sends_console_byte(port, size) {
         !console_write_allowed(vcpu, size, (rax >> (8 * (PORT_COM1_DATA - port))) as u8)
     } else if (pci::PORT_PCI_DATA..=pci::PORT_PCI_DATA + 3).contains(&port) {
         !pci::write_allowed(vcpu, port, size, rax as u32)
@@ -229,9 +229,21 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Skip)?;
         vcpu.audit.record(record);
     } else if !emulated {
+        if sends_console_byte(port, size) {
+            // The console's waiting lines go first: they keep their place
+            // among the guest's (`policy::audit`).
+            vcpu.audit.print_pending();
+        }
         vcpu.cpu.port_out(port, size, rax as u32);
     }
     vcpu.advance_rip()
+}
+
+/// Whether an allowed write of `size` bytes at `port` sends a byte on the
+/// console's UART (COM1's data port; with LCR.DLAB set it is the divisor
+/// latch, and the lines go first all the same).
+const fn sends_console_byte(port: u16, size: u8) -> bool {
+    port <= PORT_COM1_DATA && PORT_COM1_DATA < port + size as u16
 }
 
 /// Whether a guest write of `size` bytes reaching COM1's data port, whose

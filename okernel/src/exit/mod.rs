@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apic;
+pub mod console_tick;
 pub mod cpuid;
 pub mod cr;
 pub mod deliver;
@@ -179,7 +180,10 @@ pub fn handle_slow<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         SlowExit::Other(field) => handle_any(vcpu, field),
     };
     // The memory's hooks see the exit once the handler decided.
-    M::slow(vcpu, rest, handle)
+    let action = M::slow(vcpu, rest, handle)?;
+    // Lines the exit queued for the console come out on the timer's ticks.
+    console_tick::after_slow_exit(vcpu)?;
+    Ok(action)
 }
 
 /// A VMCALL the fast half left, by a caller at `cpl`: its answer
@@ -244,9 +248,10 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<ExitAction, ExitError> {
     use ExitReason as R;
     // An open patch step ends before any exit that is not its own.
+    // (The console's tick is not the guest's: it leaves the step open.)
     if !matches!(
         reason,
-        R::EptViolation | R::ExceptionOrNmi | R::MonitorTrapFlag
+        R::EptViolation | R::ExceptionOrNmi | R::MonitorTrapFlag | R::PreemptionTimer
     ) {
         patch_step::abandon(vcpu)?;
     }
@@ -272,6 +277,7 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         | R::Invvpid
         | R::Vmfunc => simple::inject_ud(vcpu),
         R::Vmcall => vmcall(vcpu),
+        R::PreemptionTimer => console_tick::tick(vcpu),
         R::EptViolation => ept_violation::handle_violation(vcpu),
         R::MonitorTrapFlag => match patch_step::finish(vcpu)? {
             Some(action) => Ok(action),

@@ -8,7 +8,7 @@
 //! | exit reason | outcome |
 //! |-------------|---------|
 //! | exception or NMI (0) | the event delivered to the guest as it would have been ([`Vcpu::reinject`]) |
-//! | external interrupt (1), SIPI (4), SMIs (5, 6), interrupt and NMI windows (7, 8), monitor trap flag (37), TPR below threshold (43), virtualized EOI (45), preemption timer (52), APIC write (56), bus lock (74), instruction timeout (75) | resume: asynchronous or trap-like, nothing was left undone (an external interrupt was not acknowledged and stays pending; a SIPI is ignored, the virtual CPU stays where it is) |
+//! | external interrupt (1), SIPI (4), SMIs (5, 6), interrupt and NMI windows (7, 8), monitor trap flag (37), TPR below threshold (43), virtualized EOI (45), APIC write (56), bus lock (74), instruction timeout (75) | resume: asynchronous or trap-like, nothing was left undone (an external interrupt was not acknowledged and stays pending; a SIPI is ignored, the virtual CPU stays where it is) |
 //! | triple fault (2), INIT (3) | the context is stopped ([`super::stop`], audited `exit`) |
 //! | task switch (9) | okernel does not emulate task switches: through an IDT task gate (IDT-vectoring valid) the #GP the double-fault rules give for that delivery ([`Vcpu::fault_during_delivery`]); by CALL, JMP or IRET #GP(0) at the instruction; audited `exit` |
 //! | HLT (12) | completed: RIP advanced, the virtual CPU enters the HLT activity state where the processor offers it (IA32_VMX_MISC bit 6), else resumes as after a wake-up |
@@ -131,7 +131,6 @@ pub const fn outcome(reason: ExitReason) -> Option<Outcome> {
         | R::MonitorTrapFlag
         | R::TprBelowThreshold
         | R::VirtualizedEoi
-        | R::PreemptionTimer
         | R::ApicWrite
         | R::BusLock
         | R::InstructionTimeout => Outcome::Resume,

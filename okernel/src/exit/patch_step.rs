@@ -44,7 +44,7 @@ use crate::hypercall::patch_sites;
 use crate::hypercall::policy::Env;
 use crate::policy::Policy;
 use crate::policy::apply::{self, Class};
-use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
+use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord, Note};
 use crate::policy::patch::{MAX_STEP_PAGES, Refusal, Saved, StepMethod, Writer, judge_page};
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
@@ -304,6 +304,8 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         // A static key rewrites hundreds of sites: the log shows the
         // first write and then every power of two.
         if n.is_power_of_two() {
+            // After the audit lines still waiting: the console keeps order.
+            env.audit.print_pending();
             log::info!(
                 "okernel: patch: validated write #{n} at rip {:#x}: {sites} patch site(s) on page {:#x} in legal forms",
                 writer.rip,
@@ -415,11 +417,11 @@ fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         action: AuditAction::InjectGp,
     };
     if vcpu.audit.record(record).printed {
-        log::warn!(
-            "okernel: patch: refused write at rip {:#x}: {why} at gpa {:#x}; old bytes restored",
-            writer.rip,
-            refusal.gpa()
-        );
+        vcpu.audit.note(Note::PatchRefused {
+            rip: writer.rip,
+            why,
+            gpa: refusal.gpa(),
+        });
     }
     Ok(())
 }

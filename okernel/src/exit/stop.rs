@@ -31,7 +31,7 @@ use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::policy::Env;
 use crate::msrs;
 use crate::policy::Policy;
-use crate::policy::audit::{AuditAction, AuditRecord};
+use crate::policy::audit::{AuditAction, AuditRecord, Note};
 use crate::policy::protection::Gate;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
@@ -51,6 +51,18 @@ pub enum ActivityState {
     Shutdown = 2,
     /// Waiting for a start-up IPI.
     WaitForSipi = 3,
+}
+
+impl ActivityState {
+    /// The state's name, for the console.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ActivityState::Active => "Active",
+            ActivityState::Hlt => "Hlt",
+            ActivityState::Shutdown => "Shutdown",
+            ActivityState::WaitForSipi => "WaitForSipi",
+        }
+    }
 }
 
 /// The inactive state a halted virtual CPU enters: the first of
@@ -81,11 +93,11 @@ pub fn stop_context<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     {
         record.action = AuditAction::Gate;
         if vcpu.audit.record(record).printed {
-            log::warn!(
-                "okernel: context {from} stopped ({}): resumed the trusted context at gate {:#x}",
-                reason.name(),
-                gate.linear
-            );
+            vcpu.audit.note(Note::Gated {
+                from,
+                reason: reason.name(),
+                gate: gate.linear,
+            });
         }
         vcpu.vmcs.write(Control32::EntryInterruptionInfo, 0)?;
         vcpu.regs.set(Gpr::Rax, Status::Refused.raw());
@@ -126,11 +138,14 @@ fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let s = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
     vcpu.vmcs.write(Guest32::InterruptibilityState, s & !0b11)?;
     vcpu.vmcs.write(Guest32::ActivityState, state as u32)?;
-    log::warn!(
-        "okernel: context {} stopped ({}): the virtual CPU waits for a reset ({state:?})",
-        vcpu.policy.context(),
-        reason.name()
-    );
+    vcpu.audit.note(Note::Halted {
+        context: vcpu.policy.context(),
+        reason: reason.name(),
+        state: state.name(),
+    });
+    // Printed now: in wait-for-SIPI the console's timer does not count
+    // (SDM Vol. 3C §26.5.1), and nothing else may run before a reset.
+    vcpu.audit.print_pending();
     Ok(ExitAction::Resume)
 }
 

@@ -122,6 +122,8 @@ pub fn register<V: Vmcs, C: Cpu>(
     let p = &mut env.prot.patch;
     p.tables[slot] = Some(table);
     p.entries = first + entries as u32;
+    // After the audit lines still waiting: the console keeps order.
+    env.audit.print_pending();
     log::info!(
         "okernel: patch sites: {entries} entries at {va:#x} (gpa {gpa:#x}), {guarded} sites in registered text"
     );

@@ -30,6 +30,7 @@ use crate::hw::{Cpu, InveptKind, Vmcs, VmxRegion, VmxRoot};
 use crate::msrs;
 use crate::policy::protection::PolicyCaps;
 use crate::vcpu::CrConfig;
+use crate::vcpu::timer::ConsoleTimer;
 use crate::vmx::controls::{PrimaryProcBased, SecondaryProcBased};
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::HostNatural;
@@ -89,6 +90,8 @@ pub struct Ready<V, M> {
     pub policy: PolicyCaps,
     /// [`Prepared::memory`].
     pub memory: M,
+    /// The console's timer, as the processor offers it.
+    pub timer: ConsoleTimer,
 }
 
 /// A VMX instruction failure at `step`.
@@ -167,6 +170,7 @@ pub fn bring_up<C: VmxRoot, P: Platform>(
         ept: ept_caps,
         policy,
         memory: prepared.memory,
+        timer: ConsoleTimer::new(caps.preemption_timer),
     })
 }
 

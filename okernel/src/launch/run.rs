@@ -72,7 +72,7 @@ pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
     let failed = unsafe { crate::arch::run::vm_launch(&raw mut (*state).vcpu.regs) };
     // SAFETY: the entry failed, so no exit handler ran or runs: this is the
     // only user of the RunState.
-    entry_failed(unsafe { &*state }, "VMLAUNCH", failed)
+    entry_failed(unsafe { &mut *state }, "VMLAUNCH", failed)
 }
 
 /// The fast half of exit handling ([`exit::handle_fast`]); called by the
@@ -140,13 +140,14 @@ unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
 #[unsafe(no_mangle)]
 unsafe extern "C" fn okernel_vmresume_failed(regs: *mut GuestRegisters, rflags: u64) -> ! {
     // SAFETY: as in `okernel_exit_fast`.
-    let state = unsafe { &*regs.cast::<RunState>() };
+    let state = unsafe { &mut *regs.cast::<RunState>() };
     entry_failed(state, "VMRESUME", crate::arch::run::entry_failure(rflags))
 }
 
 /// A failed VMLAUNCH/VMRESUME: the guest state and the §31.4 error.
 #[cold]
-fn entry_failed(state: &RunState, op: &str, e: VmFail) -> ! {
+fn entry_failed(state: &mut RunState, op: &str, e: VmFail) -> ! {
+    state.vcpu.audit.print_pending();
     log::error!("okernel: {op} failed: {e}");
     exit::fatal::log_guest_state(&state.vcpu);
     let msg = FixedString::<160>::from_fmt(format_args!("{op} failed: {e}"));
@@ -157,7 +158,8 @@ fn entry_failed(state: &RunState, op: &str, e: VmFail) -> ! {
 /// (`guest: <reason>`) if it gave one.
 #[cold]
 #[inline(never)]
-fn guest_ended(state: &RunState, outcome: Outcome) -> ! {
+fn guest_ended(state: &mut RunState, outcome: Outcome) -> ! {
+    state.vcpu.audit.print_pending();
     let reason = &state.vcpu.guest_reason;
     // The guest's own words go only into the result line (after
     // `OKERNEL-RESULT: <outcome>: `), never at the start of another line
@@ -178,20 +180,23 @@ fn guest_ended(state: &RunState, outcome: Outcome) -> ! {
 /// A fatal exit: the guest state and the error.
 #[cold]
 #[inline(never)]
-fn fatal_exit(state: &RunState, e: ExitError) -> ! {
+fn fatal_exit(state: &mut RunState, e: ExitError) -> ! {
+    state.vcpu.audit.print_pending();
     log::error!("okernel: fatal VM exit: {e}");
     exit::fatal::log_guest_state(&state.vcpu);
     let msg = FixedString::<160>::from_fmt(format_args!("{e}"));
     finish(state, Outcome::Fail, msg.as_str())
 }
 
-/// Prints the exit counters and the audit summary, then ends the run.
+/// Prints the exit counters and the audit summary, then ends the run
+/// (the callers printed the audit lines still waiting).
 fn finish(state: &RunState, outcome: Outcome, msg: &str) -> ! {
     state.vcpu.counters.log();
     log::info!(
-        "okernel: audit log: {} records ({} dropped from the ring)",
+        "okernel: audit log: {} records ({} dropped from the ring; {} console lines printed in the exit that queued a line, the queue full)",
         state.vcpu.audit.total(),
-        state.vcpu.audit.dropped()
+        state.vcpu.audit.dropped(),
+        state.vcpu.audit.printed_in_exit()
     );
     (state.report)(outcome, msg)
 }

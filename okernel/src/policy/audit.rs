@@ -1,6 +1,21 @@
 //! The audit log: a fixed-size ring of structured records of every denied
 //! guest operation (invariant 10). No allocation; when full, the oldest
 //! record is overwritten and counted as dropped.
+//!
+//! The exit that denies an operation only stores its binary record
+//! ([`AuditRing::record`]) and, when the console is to show it, queues a
+//! binary [`Line`] (the record itself, by value). Nothing is formatted or
+//! written to the UART there: the lines are formatted and printed by
+//! [`AuditRing::print_pending`], which the exit layer calls where the
+//! console is used anyway — before a byte the guest sends to the shared
+//! UART (so the lines keep their place among the guest's), before the
+//! monitor's own lines, and at the end of the run — and on the tick of the
+//! VMX-preemption timer the exit layer arms while lines wait (so they come
+//! out, one a tick, when the guest prints nothing). A denied operation so
+//! costs the same whether or not a serial line is attached (issue 14: a
+//! 300-byte line is about 26 ms at 115200 baud), until the queue is full
+//! ([`QUEUE`]): then the exit prints the waiting lines first, so nothing
+//! is lost and a flood costs what it did before.
 
 use bitflags::bitflags;
 use okernel_abi::policy as abi;
@@ -128,13 +143,6 @@ impl AuditRecord {
         Json(self)
     }
 
-    /// Writes the record to the log: one `OKERNEL-AUDIT: ` JSON line (the
-    /// text form, [`core::fmt::Display`], is for the monitor's other
-    /// messages and the tests).
-    pub fn log(&self) {
-        log::warn!("OKERNEL-AUDIT: {}", self.json());
-    }
-
     /// What makes two records the same on the console: everything but
     /// the sequence number, the RIP, the linear address and CR3.
     const fn signature(&self) -> Signature {
@@ -209,6 +217,147 @@ struct Signature {
 /// ([`AuditRing::record`]).
 const RECENT: usize = 16;
 
+/// The console lines waiting to be printed, at most: more than the
+/// attack suite or a Linux boot queues between two bytes of guest output.
+/// A line that finds the queue full is not lost: the exit that queues it
+/// prints the waiting ones first (back-pressure: a flood of distinct
+/// denials costs what it did when every line was printed in its exit,
+/// and the console shows what it showed then), and counts them
+/// ([`AuditRing::printed_in_exit`]).
+pub const QUEUE: usize = 32;
+
+/// One line the console owes ([`AuditRing::print_pending`]): binary
+/// until printed. `Display` gives the line's text, without the logger's
+/// prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// A record: `OKERNEL-AUDIT: ` and its JSON ([`AuditRecord::json`]).
+    Record(AuditRecord),
+    /// Record `seq` repeats record `of`, `repeats` times so far.
+    Repeat {
+        /// The repeat's sequence number.
+        seq: u64,
+        /// The printed record it repeats.
+        of: u64,
+        /// Repeats of `of` so far.
+        repeats: u64,
+    },
+    /// `count` distinct records were not printed since record `since`.
+    Unprinted {
+        /// Distinct records not printed.
+        count: u64,
+        /// The last record printed before them.
+        since: u64,
+    },
+    /// What the monitor did about the record queued just before.
+    Note(Note),
+}
+
+/// The monitor's account of a record's consequence, printed after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// Context `from` stopped for `reason`; the trusted context resumed at
+    /// the gate at linear address `gate`.
+    Gated {
+        /// The stopped context.
+        from: u16,
+        /// The exit reason's name.
+        reason: &'static str,
+        /// The gate's linear address.
+        gate: u64,
+    },
+    /// Context `context` stopped for `reason`; the virtual CPU waits in
+    /// the activity state `state` for a reset.
+    Halted {
+        /// The stopped context.
+        context: u16,
+        /// The exit reason's name.
+        reason: &'static str,
+        /// The activity state's name.
+        state: &'static str,
+    },
+    /// A write to kernel text at `rip` refused: `why`, at `gpa`.
+    PatchRefused {
+        /// The writer's RIP.
+        rip: u64,
+        /// What was wrong with it.
+        why: &'static str,
+        /// The refused byte's guest-physical address.
+        gpa: u64,
+    },
+}
+
+impl core::fmt::Display for Line {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Line::Record(ref r) => write!(f, "OKERNEL-AUDIT: {}", r.json()),
+            Line::Repeat { seq, of, repeats } => write!(
+                f,
+                "okernel: audit #{seq} repeats #{of} ({repeats} repeat(s) so far)"
+            ),
+            Line::Unprinted { count, since } => write!(
+                f,
+                "okernel: audit: {count} distinct record(s) not printed since #{since} (the console shows the first {PRINT_ALL} distinct records, then every power of two; AuditCount counts them all)"
+            ),
+            Line::Note(Note::Gated { from, reason, gate }) => write!(
+                f,
+                "okernel: context {from} stopped ({reason}): resumed the trusted context at gate {gate:#x}"
+            ),
+            Line::Note(Note::Halted {
+                context,
+                reason,
+                state,
+            }) => write!(
+                f,
+                "okernel: context {context} stopped ({reason}): the virtual CPU waits for a reset ({state})"
+            ),
+            Line::Note(Note::PatchRefused { rip, why, gpa }) => write!(
+                f,
+                "okernel: patch: refused write at rip {rip:#x}: {why} at gpa {gpa:#x}; old bytes restored"
+            ),
+        }
+    }
+}
+
+/// A fixed queue of [`Line`]s, oldest first.
+#[derive(Debug, Clone)]
+struct LineQueue {
+    lines: [Option<Line>; QUEUE],
+    head: usize,
+    len: usize,
+}
+
+impl LineQueue {
+    const fn new() -> Self {
+        Self {
+            lines: [None; QUEUE],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    const fn full(&self) -> bool {
+        self.len == QUEUE
+    }
+
+    /// Appends `line` to a queue that is not full.
+    fn push(&mut self, line: Line) {
+        debug_assert!(!self.full());
+        self.lines[(self.head + self.len) % QUEUE] = Some(line);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Line> {
+        if self.len == 0 {
+            return None;
+        }
+        let line = self.lines[self.head].take();
+        self.head = (self.head + 1) % QUEUE;
+        self.len -= 1;
+        line
+    }
+}
+
 /// A record the console printed, and how often it came again since.
 #[derive(Debug, Clone, Copy)]
 struct Printed {
@@ -222,7 +371,7 @@ struct Printed {
 pub struct Recorded {
     /// The record as kept (its `seq` assigned).
     pub record: AuditRecord,
-    /// Whether its line went to the console.
+    /// Whether its line goes to the console (queued).
     pub printed: bool,
 }
 
@@ -240,6 +389,10 @@ pub struct AuditRing<const N: usize> {
     distinct: u64,
     /// Distinct records not printed since the last printed one.
     suppressed: u64,
+    /// The lines the console owes.
+    queue: LineQueue,
+    /// Lines printed by the exit that queued a line, the queue full.
+    printed_in_exit: u64,
 }
 
 /// The monitor's audit log.
@@ -262,11 +415,13 @@ impl<const N: usize> AuditRing<N> {
             next_recent: 0,
             distinct: 0,
             suppressed: 0,
+            queue: LineQueue::new(),
+            printed_in_exit: 0,
         }
     }
 
-    /// Appends a record ([`Self::push`]) and prints it to the console
-    /// ([`AuditRecord::log`]), with two limits, so that a guest repeating
+    /// Appends a record ([`Self::push`]) and queues its console line
+    /// ([`Line`], printed by [`Self::print_pending`]), with two limits, so that a guest repeating
     /// a denied action (a port, an MSR, a page) cannot make the monitor
     /// spend its exits on the serial console (issue 13), nor a kernel's
     /// boot-time probes slow its boot (issue 15: Linux's 48 Super I/O
@@ -298,12 +453,12 @@ impl<const N: usize> AuditRing<N> {
         {
             p.repeats += 1;
             if p.repeats.is_power_of_two() {
-                log::warn!(
-                    "okernel: audit #{} repeats #{} ({} repeat(s) so far)",
-                    r.seq,
-                    p.seq,
-                    p.repeats
-                );
+                let line = Line::Repeat {
+                    seq: r.seq,
+                    of: p.seq,
+                    repeats: p.repeats,
+                };
+                self.queue_line(line);
             }
             return Recorded {
                 record: r,
@@ -320,15 +475,13 @@ impl<const N: usize> AuditRing<N> {
             };
         }
         if self.suppressed != 0 {
-            log::warn!(
-                "okernel: audit: {} distinct record(s) not printed since #{} (the console shows the first {} distinct records, then every power of two; AuditCount counts them all)",
-                self.suppressed,
-                self.last_printed,
-                PRINT_ALL,
-            );
+            self.queue_line(Line::Unprinted {
+                count: self.suppressed,
+                since: self.last_printed,
+            });
             self.suppressed = 0;
         }
-        r.log();
+        self.queue_line(Line::Record(r));
         self.last_printed = r.seq;
         self.recent[self.next_recent] = Some(Printed {
             signature,
@@ -339,6 +492,54 @@ impl<const N: usize> AuditRing<N> {
         Recorded {
             record: r,
             printed: true,
+        }
+    }
+
+    /// Queues `note` after the record queued last.
+    pub fn note(&mut self, note: Note) {
+        self.queue_line(Line::Note(note));
+    }
+
+    /// Queues `line`, printing the waiting lines first when the queue is
+    /// full ([`QUEUE`]).
+    fn queue_line(&mut self, line: Line) {
+        if self.queue.full() {
+            self.printed_in_exit += QUEUE as u64;
+            self.print_pending();
+        }
+        self.queue.push(line);
+    }
+
+    /// Lines the exit that queued a line printed because the queue was
+    /// full, over the whole run (0 unless a guest floods the console with
+    /// distinct denials faster than it prints).
+    pub const fn printed_in_exit(&self) -> u64 {
+        self.printed_in_exit
+    }
+
+    /// Whether lines wait for the console.
+    pub const fn has_pending(&self) -> bool {
+        self.queue.len != 0
+    }
+
+    /// Hands the waiting lines to `emit`, oldest first, and forgets them.
+    pub fn take_pending(&mut self, mut emit: impl FnMut(&Line)) {
+        while let Some(line) = self.queue.pop() {
+            emit(&line);
+        }
+    }
+
+    /// Formats and prints the waiting lines (`log::warn!`), oldest first:
+    /// with [`Self::print_next`], the only places audit lines are written
+    /// to the console.
+    pub fn print_pending(&mut self) {
+        self.take_pending(|line| log::warn!("{line}"));
+    }
+
+    /// Formats and prints the oldest waiting line, if any.
+    pub fn print_next(&mut self) {
+        if let Some(line) = self.queue.pop() {
+            log::warn!("{line}");
         }
     }
 
@@ -487,6 +688,84 @@ mod tests {
             assert!(r.record(rec(0x10_0000 + i * 0x1000)).printed);
         }
         assert!(r.record(rec(0x1000)).printed);
+    }
+
+    fn pending(r: &mut AuditRing<64>) -> Vec<std::string::String> {
+        let mut lines = Vec::new();
+        r.take_pending(|l| lines.push(l.to_string()));
+        lines
+    }
+
+    #[test]
+    fn lines_wait_as_binary_until_the_console_prints_them() {
+        let mut r = AuditRing::<64>::new();
+        assert!(!r.has_pending());
+        assert!(r.record(rec(0x1000)).printed);
+        r.note(Note::PatchRefused {
+            rip: 0x20_1000,
+            why: "a byte outside every patch site",
+            gpa: 0x1000,
+        });
+        // Repeats 1 and 2 print a count; 3 does not.
+        for _ in 0..3 {
+            assert!(!r.record(rec(0x1000)).printed);
+        }
+        assert!(r.has_pending());
+        assert_eq!(
+            r.queue.pop(),
+            Some(Line::Record(AuditRecord {
+                seq: 0,
+                ..rec(0x1000)
+            })),
+            "the record itself, by value"
+        );
+        assert_eq!(
+            pending(&mut r),
+            [
+                "okernel: patch: refused write at rip 0x201000: a byte outside every patch site at gpa 0x1000; old bytes restored",
+                "okernel: audit #1 repeats #0 (1 repeat(s) so far)",
+                "okernel: audit #2 repeats #0 (2 repeat(s) so far)",
+            ]
+        );
+        assert!(!r.has_pending() && pending(&mut r).is_empty());
+        // The record's line: the JSON the runners parse.
+        r.record(rec(0x2000));
+        assert_eq!(
+            pending(&mut r),
+            [
+                "OKERNEL-AUDIT: {\"seq\":4,\"kind\":\"ept-violation\",\"ctx\":0,\"gpa\":\"0x2000\",\"gva\":\"0xffff800000001000\",\"access\":\"-W-\",\"allowed\":\"---\",\"rip\":\"0x201000\",\"cr3\":\"0x100000\",\"qual\":\"0x182\",\"action\":\"inject-#GP\"}"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_prints_in_the_exit_and_loses_nothing() {
+        let mut r = AuditRing::<64>::new();
+        // Distinct records, the console never printing between them: the
+        // 33rd finds the queue full and prints the 32 waiting lines.
+        for i in 0..40 {
+            assert!(r.record(rec(0x1000 * (i + 1))).printed);
+            assert!(r.queue.len <= QUEUE);
+        }
+        assert_eq!(r.printed_in_exit(), QUEUE as u64);
+        let lines = pending(&mut r);
+        assert_eq!(lines.len(), 40 - QUEUE);
+        assert!(
+            lines[0].contains(&std::format!("\"seq\":{QUEUE},")),
+            "{}",
+            lines[0]
+        );
+        // Notes and repeats too.
+        let mut r = AuditRing::<64>::new();
+        r.record(rec(0x1000));
+        for _ in 0..QUEUE {
+            r.note(Note::Gated {
+                from: 1,
+                reason: "triple-fault",
+                gate: 0x1000,
+            });
+        }
+        assert_eq!((r.printed_in_exit(), r.queue.len), (QUEUE as u64, 1));
     }
 
     #[test]

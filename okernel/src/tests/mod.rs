@@ -3,6 +3,7 @@
 //! hypercall surface, and the launch-time VMCS and EPT construction.
 
 mod capability;
+mod console_tick;
 mod exit_reason;
 mod exits_all;
 mod exits_apic;

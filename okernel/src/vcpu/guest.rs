@@ -192,6 +192,8 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     /// The platform's port rules (ACPI sleep and reset), which
     /// [`crate::exit::io`] applies beside its fixed ports.
     pub platform: super::platform_ports::PlatformPorts,
+    /// The console's timer (none until the launch finds one).
+    pub timer: super::timer::ConsoleTimer,
     /// What the memory's exit hooks keep ([`super::hooks::ExitHooks`]):
     /// nothing (`()`) for the production memories; coverage and the
     /// oracles' baseline in a fuzz build (`crate::fuzz::FuzzState`).
@@ -229,6 +231,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             memory,
             guest_reason: GuestReason::none(),
             platform: super::platform_ports::PlatformPorts::default(),
+            timer: super::timer::ConsoleTimer::new(None),
             hooks: Default::default(),
         }
     }

@@ -14,6 +14,7 @@
 //! - [`counters`]: exits by reason.
 //! - [`reason`]: the reason the guest gave with its Exit hypercall.
 //! - [`platform_ports`]: the platform's port rules (ACPI sleep, reset).
+//! - [`timer`]: the console's timer (the VMX-preemption timer's state).
 //!
 //! Above the policy (a `Vcpu` holds one, and its audit log) and below
 //! both `hypercall` and `exit`, which share it without importing each
@@ -33,6 +34,7 @@ pub mod hooks;
 pub mod memory;
 pub mod platform_ports;
 pub mod reason;
+pub mod timer;
 
 use okernel_abi::result::Outcome;
 use thiserror::Error;

@@ -1,0 +1,71 @@
+//! The console's tick: while the audit log owes the console lines
+//! (`crate::policy::audit`), the VMX-preemption timer
+//! ([`crate::vcpu::timer`]) brings the guest back every tick, and each
+//! tick prints one line, so a guest that neither prints nor ends still
+//! gets its lines out, at most one line's UART time per tick. The exit
+//! that queued the lines arms the timer ([`after_slow_exit`]); the tick
+//! disarms it once the queue is empty.
+//!
+//! | Exit | Outcome |
+//! |---|---|
+//! | VMX-preemption timer expired (52) | one waiting line printed; the timer re-armed while lines wait, else disarmed; the guest resumes where it was (trap-like: nothing left undone, SDM Vol. 3C §26.5.1) |
+
+use super::{ExitAction, ExitError, Vcpu};
+use crate::hw::{Cpu, Vmcs};
+use crate::policy::Policy;
+use crate::vcpu::memory::GuestMemory;
+use crate::vmx::controls::{ExitControls, PinBased};
+use crate::vmx::fields::{Control32, Guest32};
+
+/// Arms the timer when the exit just handled left lines waiting and the
+/// processor offers it.
+#[inline]
+pub fn after_slow_exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<(), ExitError> {
+    if vcpu.timer.armed || !vcpu.audit.has_pending() {
+        return Ok(());
+    }
+    set(vcpu, true)
+}
+
+/// The timer's exit: one line out, then the timer re-armed or disarmed.
+pub fn tick<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<ExitAction, ExitError> {
+    vcpu.audit.print_next();
+    // The saved count is 0 now: reloaded, or the controls cleared.
+    set(vcpu, vcpu.audit.has_pending())?;
+    Ok(ExitAction::Resume)
+}
+
+/// Sets (with a full tick's count) or clears "activate VMX-preemption
+/// timer" and "save VMX-preemption timer value" together (§27.2.1.2).
+fn set<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+    on: bool,
+) -> Result<(), ExitError> {
+    let Some(ticks) = vcpu.timer.ticks() else {
+        return Ok(());
+    };
+    let pin = PinBased::from_bits_retain(vcpu.vmcs.read(Control32::PinBasedControls)?);
+    let exit = ExitControls::from_bits_retain(vcpu.vmcs.read(Control32::ExitControls)?);
+    let (pin, exit) = if on {
+        (
+            pin | PinBased::ACTIVATE_PREEMPTION_TIMER,
+            exit | ExitControls::SAVE_PREEMPTION_TIMER,
+        )
+    } else {
+        (
+            pin - PinBased::ACTIVATE_PREEMPTION_TIMER,
+            exit - ExitControls::SAVE_PREEMPTION_TIMER,
+        )
+    };
+    if on {
+        vcpu.vmcs.write(Guest32::PreemptionTimerValue, ticks)?;
+    }
+    vcpu.vmcs.write(Control32::PinBasedControls, pin.bits())?;
+    vcpu.vmcs.write(Control32::ExitControls, exit.bits())?;
+    vcpu.timer.armed = on;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The console's lines out of the exit path (issue 14, item 5): a denied
+//! operation's exit queues its line and arms the VMX-preemption timer;
+//! the timer's tick prints one line a tick and disarms once none wait;
+//! a guest byte to the console prints the waiting lines first; without
+//! the timer's controls nothing is armed. Through the fake VMCS and CPU.
+
+use super::*;
+use crate::exit::io::IoQualification;
+use crate::vcpu::timer::ConsoleTimer;
+use crate::vmx::controls::{ExitControls, PinBased};
+use crate::vmx::fields::Guest32;
+use crate::vmx::regs::Gpr;
+
+/// Port 0x80 + 0x100: denied (default deny), so each write is audited.
+const DENIED: u16 = 0x180;
+
+fn out(v: &mut Vcpu<FakeVmcs, FakeCpu, BasePolicy>, port: u16, value: u64) -> ExitAction {
+    v.regs.set(Gpr::Rax, value);
+    run(
+        v,
+        ExitReason::IoInstruction,
+        IoQualification::new(port, 1, false).0,
+        1,
+    )
+    .unwrap()
+}
+
+fn tick(v: &mut Vcpu<FakeVmcs, FakeCpu, BasePolicy>) -> ExitAction {
+    v.vmcs.set(Guest32::PreemptionTimerValue, 0);
+    run(v, ExitReason::PreemptionTimer, 0, 0).unwrap()
+}
+
+/// (activate, save, the count loaded) as the VMCS holds them.
+fn timer(v: &Vcpu<FakeVmcs, FakeCpu, BasePolicy>) -> (bool, bool, u64) {
+    let pin = PinBased::from_bits_retain(v.vmcs.get(Control32::PinBasedControls) as u32);
+    let exit = ExitControls::from_bits_retain(v.vmcs.get(Control32::ExitControls) as u32);
+    (
+        pin.contains(PinBased::ACTIVATE_PREEMPTION_TIMER),
+        exit.contains(ExitControls::SAVE_PREEMPTION_TIMER),
+        v.vmcs.get(Guest32::PreemptionTimerValue),
+    )
+}
+
+fn with_timer() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
+    let mut v = vcpu();
+    let rate = check::probe(&mut FakeCpu::vmx_capable())
+        .unwrap()
+        .preemption_timer;
+    assert!(
+        rate.is_some(),
+        "the fake CPU offers the timer, as Bochs does"
+    );
+    v.timer = ConsoleTimer::new(rate);
+    v
+}
+
+#[test]
+fn a_denial_queues_its_line_and_arms_the_timer() {
+    let mut v = with_timer();
+    let ticks = u64::from(v.timer.ticks().unwrap());
+    assert_eq!(timer(&v), (false, false, 0), "off at launch");
+    assert_eq!(out(&mut v, DENIED, 1), ExitAction::Resume);
+    assert_eq!(v.audit.total(), 1);
+    assert!(v.audit.has_pending(), "queued, not printed in the exit");
+    assert_eq!(timer(&v), (true, true, ticks));
+    // A second denial while armed: queued, the count not restarted.
+    v.vmcs.set(Guest32::PreemptionTimerValue, 7);
+    out(&mut v, DENIED + 1, 1);
+    assert_eq!(timer(&v), (true, true, 7));
+    // Two ticks print the two lines; the second disarms.
+    assert_eq!(tick(&mut v), ExitAction::Resume);
+    assert!(v.audit.has_pending());
+    assert_eq!(timer(&v), (true, true, ticks), "re-armed: a line waits");
+    tick(&mut v);
+    assert!(!v.audit.has_pending());
+    assert!(!timer(&v).0, "disarmed");
+    assert!(!timer(&v).1, "save needs activate (27.2.1.2)");
+    // The ticks are not the guest's: RIP, events, audit untouched.
+    assert_eq!(rip(&v), RIP + 2);
+    assert_eq!(injected(&v), 0);
+    assert_eq!(v.audit.total(), 2);
+}
+
+#[test]
+fn a_tick_with_nothing_waiting_disarms() {
+    // The lines went out with a guest byte (below) before the tick came.
+    let mut v = with_timer();
+    out(&mut v, DENIED, 1);
+    v.cpu.set_port(0x3fb, 0x03);
+    out(&mut v, 0x3f8, u64::from(b'A'));
+    assert!(
+        !v.audit.has_pending(),
+        "the guest's byte printed them first"
+    );
+    assert_eq!(v.cpu.outs(), &[(0x3f8, 1, u32::from(b'A'))]);
+    tick(&mut v);
+    assert!(!timer(&v).0);
+}
+
+#[test]
+fn without_the_timer_nothing_is_armed() {
+    let mut v = vcpu();
+    assert_eq!(v.timer, ConsoleTimer::new(None));
+    out(&mut v, DENIED, 1);
+    assert!(
+        v.audit.has_pending(),
+        "the lines wait for a byte or the end"
+    );
+    assert_eq!(timer(&v), (false, false, 0));
+}
+
+#[test]
+fn the_probe_offers_the_timer_only_with_both_controls() {
+    use crate::msrs;
+    let without = |msr: u32, bit: u32| {
+        let mut cpu = FakeCpu::vmx_capable();
+        let allowed = cpu.read_msr_for_tests(msr);
+        cpu.set_msr(msr, allowed & !(u64::from(bit) << 32));
+        check::probe(&mut cpu).unwrap().preemption_timer
+    };
+    let activate = PinBased::ACTIVATE_PREEMPTION_TIMER.bits();
+    let save = ExitControls::SAVE_PREEMPTION_TIMER.bits();
+    assert_eq!(without(msrs::IA32_VMX_TRUE_PINBASED_CTLS, activate), None);
+    assert_eq!(without(msrs::IA32_VMX_TRUE_EXIT_CTLS, save), None);
+    let misc = FakeCpu::vmx_capable().read_msr_for_tests(msrs::IA32_VMX_MISC);
+    assert_eq!(
+        without(msrs::IA32_VMX_TRUE_EXIT_CTLS, 0),
+        Some((misc & 0x1f) as u8)
+    );
+}

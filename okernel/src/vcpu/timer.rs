@@ -1,0 +1,61 @@
+//! The console's timer: the VMX-preemption timer (SDM Vol. 3C §26.5.1),
+//! which the exit layer arms while the console owes lines
+//! (`crate::policy::audit`) so that they come out while the guest neither
+//! prints nor ends (`crate::exit::console_tick`). It is armed with "save
+//! VMX-preemption timer value" (§25.7.1, exit control bit 22), so the
+//! exits in between do not restart its count; that control needs
+//! "activate VMX-preemption timer" (§27.2.1.2), so the two are set and
+//! cleared together.
+
+/// TSC cycles between two ticks: about 0.35 ms at 3 GHz.
+pub const TICK_TSC: u64 = 1 << 20;
+
+/// Whether the processor offers the timer, its count per tick, and
+/// whether it is armed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsoleTimer {
+    /// The timer's count for one tick, when the processor offers it.
+    ticks: Option<u32>,
+    /// Whether the controls are set.
+    pub armed: bool,
+}
+
+impl ConsoleTimer {
+    /// The timer of a processor whose VMX-preemption timer counts down
+    /// once every 2^`rate` TSC cycles (IA32_VMX_MISC\[4:0\], §A.6), or
+    /// none: `None` when the processor lacks the two controls (lines then
+    /// wait for the guest's next console byte or the end of the run).
+    pub const fn new(rate: Option<u8>) -> Self {
+        let ticks = match rate {
+            // A rate past 31 is no processor's; it would make every tick
+            // zero, and the guest would not run between ticks.
+            Some(r) if r < 32 => Some(((TICK_TSC >> r) as u32) | 1),
+            _ => None,
+        };
+        Self {
+            ticks,
+            armed: false,
+        }
+    }
+
+    /// The count to load for one tick, when the processor offers the
+    /// timer.
+    pub const fn ticks(&self) -> Option<u32> {
+        self.ticks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_is_the_tsc_period_scaled_by_the_rate() {
+        assert_eq!(ConsoleTimer::new(None).ticks(), None);
+        assert_eq!(ConsoleTimer::new(Some(0)).ticks(), Some(1 << 20 | 1));
+        assert_eq!(ConsoleTimer::new(Some(5)).ticks(), Some(1 << 15 | 1));
+        // Never zero: a zero count would exit before every instruction.
+        assert_eq!(ConsoleTimer::new(Some(31)).ticks(), Some(1));
+        assert_eq!(ConsoleTimer::new(Some(32)).ticks(), None);
+    }
+}
