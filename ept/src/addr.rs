@@ -21,6 +21,70 @@ pub struct Gpa(pub u64);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hpa(pub u64);
 
+/// Arithmetic and page geometry shared by [`Gpa`] and [`Hpa`], after
+/// rust-osdev `x86_64`'s `PhysAddr`: adding a byte count gives an address
+/// of the same kind (overflow as for `u64`), and the distance between two
+/// addresses of one kind is a byte count.
+macro_rules! address_ops {
+    ($t:ident) => {
+        impl $t {
+            /// `self + bytes`, or `None` if that wraps around.
+            pub const fn checked_add(self, bytes: u64) -> Option<Self> {
+                match self.0.checked_add(bytes) {
+                    Some(a) => Some($t(a)),
+                    None => None,
+                }
+            }
+
+            /// The start of the 4 KiB page that holds the address.
+            pub const fn page_base(self) -> Self {
+                $t(self.0 & !(PAGE_SIZE - 1))
+            }
+
+            /// The start of the next 4 KiB page (the end of the page that
+            /// holds the address), or the top of the address space from
+            /// its last page.
+            pub const fn page_end(self) -> Self {
+                $t((self.0 / PAGE_SIZE + 1).saturating_mul(PAGE_SIZE))
+            }
+
+            /// The address's offset in its 4 KiB page.
+            pub const fn page_offset(self) -> u64 {
+                self.0 & (PAGE_SIZE - 1)
+            }
+        }
+
+        impl core::ops::Add<u64> for $t {
+            type Output = $t;
+            fn add(self, bytes: u64) -> $t {
+                $t(self.0 + bytes)
+            }
+        }
+
+        impl core::ops::AddAssign<u64> for $t {
+            fn add_assign(&mut self, bytes: u64) {
+                self.0 += bytes;
+            }
+        }
+
+        impl core::ops::Sub for $t {
+            type Output = u64;
+            fn sub(self, base: $t) -> u64 {
+                self.0 - base.0
+            }
+        }
+
+        impl fmt::LowerHex for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::LowerHex::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+address_ops!(Gpa);
+address_ops!(Hpa);
+
 impl fmt::Debug for Gpa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Gpa({:#x})", self.0)
@@ -139,6 +203,21 @@ mod tests {
             assert_eq!(PageSize::from_level(size.level()), Some(size));
         }
         assert_eq!(PageSize::from_level(4), None);
+    }
+
+    #[test]
+    fn address_arithmetic_keeps_the_kind() {
+        let a = Gpa(0x1ff8);
+        assert_eq!(a + 8, Gpa(0x2000));
+        assert_eq!(Gpa(0x2010) - a, 0x18);
+        assert_eq!(a.page_base(), Gpa(0x1000));
+        assert_eq!(a.page_offset(), 0xff8);
+        assert_eq!(a.page_end(), Gpa(0x2000));
+        assert_eq!(Gpa(0x2000).page_end(), Gpa(0x3000));
+        assert_eq!(Gpa(u64::MAX).page_end(), Gpa(u64::MAX));
+        assert_eq!(Hpa(u64::MAX).checked_add(1), None);
+        assert_eq!(Hpa(1).checked_add(1), Some(Hpa(2)));
+        assert_eq!(format!("{:#x}", Hpa(0x30)), "0x30");
     }
 
     #[test]

@@ -7,6 +7,16 @@
 
 use core::fmt;
 
+pub use ept::{Gpa, Hpa};
+
+/// The host-physical address of guest-physical `gpa` in guest RAM: every
+/// EPT view maps guest RAM to the same address (`launch::ept_view`'s
+/// identity map), so the monitor reaches guest RAM that the memory map
+/// and its monitor ranges allow at `gpa` itself, whatever a view maps.
+pub const fn identity(gpa: Gpa) -> Hpa {
+    Hpa(gpa.0)
+}
+
 /// A physical address range `[start, end)`: the one range type of the
 /// monitor and the loader (firmware maps, images, hand-off areas, EPT
 /// views).

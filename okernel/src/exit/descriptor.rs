@@ -246,7 +246,7 @@ fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
         // The bytes' page, or a paging entry whose A or D flag the
         // processor would set: its own write would be an EPT violation.
-        Err(Refusal::View(gpa)) => vcpu.deny_write(AuditKind::EptViolation, gpa, Some(linear), 0),
+        Err(Refusal::View(gpa)) => vcpu.deny_write(AuditKind::EptViolation, gpa.0, Some(linear), 0),
         Err(Refusal::Failed) => Err(ExitError::Unexpected("guest memory changed during a store")),
     }
 }

@@ -23,6 +23,7 @@
 
 use crate::bits::{CR0_WP, CR4_PKE, CR4_SMAP};
 use crate::hw::{Cpu, Vmcs};
+use crate::memmap::Gpa;
 use crate::policy::Policy;
 use crate::policy::guest_paging::{self, ACCESSED, DIRTY, Mapping, PagingState, WalkError};
 use crate::vcpu::Vcpu;
@@ -84,7 +85,7 @@ pub enum Refusal {
     Unmodelled,
     /// The current EPT view refuses a write at this guest-physical
     /// address: the bytes', or a paging entry's for its A or D flag.
-    View(u64),
+    View(Gpa),
     /// A write failed after every check had passed (guest memory changed
     /// under the store): the writes before it were made.
     Failed,
@@ -102,13 +103,13 @@ pub fn implicit_access_allowed(paging: PagingState, m: &Mapping) -> bool {
 #[derive(Debug, Clone, Copy, Default)]
 struct Piece {
     /// Where its bytes go.
-    gpa: u64,
+    gpa: Gpa,
     /// Its bytes: `bytes[start..end]`.
     start: usize,
     end: usize,
     /// Its walk's entries, and the flags the processor would set in each
     /// (0: none).
-    entries: [(u64, u64); 4],
+    entries: [(Gpa, u64); 4],
 }
 
 impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
@@ -137,7 +138,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
                 gpa: m.gpa,
                 start: done,
                 end: done + len,
-                entries: [(0, 0); 4],
+                entries: [(Gpa(0), 0); 4],
             };
             // The flags the processor would set (§4.8): A in every entry,
             // D in the leaf.
@@ -228,7 +229,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
 
     /// One 8-byte paging-structure entry at `gpa`, through the current
     /// view (`None`: it cannot be read).
-    pub(super) fn read_entry(&self, gpa: u64) -> Option<u64> {
+    pub(super) fn read_entry(&self, gpa: Gpa) -> Option<u64> {
         let mut b = [0u8; 8];
         self.memory.read(gpa, &mut b).ok()?;
         Some(u64::from_le_bytes(b))

@@ -42,6 +42,7 @@ use crate::bits::{DEBUGCTL_BTF, PENDING_BS, RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::patch_sites;
 use crate::hypercall::policy::Env;
+use crate::memmap::Gpa;
 use crate::policy::Policy;
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord, Note};
@@ -102,7 +103,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         && (rflags & RFLAGS_TF != 0 || interruptibility & STI_OR_MOV_SS != 0);
     if cannot_trap
         || !p.patch.any()
-        || p.locked_region_at(gpa, RegionKind::Text).is_none()
+        || p.locked_region_at(Gpa(gpa), RegionKind::Text).is_none()
         || step.count == MAX_STEP_PAGES
         || step.pages().contains(&page)
         || !patch_sites::page_has_site(&mut env, page)
@@ -114,7 +115,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let step = &mut env.prot.patch.step;
     if env
         .views
-        .read_phys(page, &mut step.before[step.count])
+        .read_phys(Gpa(page), &mut step.before[step.count])
         .is_err()
     {
         return Ok(Begun::NotAPatch);
@@ -135,7 +136,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     step.count += 1;
     let open = apply::perms(env.prot, Class::Region(RegionKind::Text), ctx) | ept::Perms::WRITE;
     env.views
-        .protect(ctx, page, 4096, open)
+        .protect(ctx, Gpa(page), 4096, open)
         .map_err(ExitError::PolicyEpt)?;
     env.invalidate()?;
     if first {
@@ -257,21 +258,21 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let locked = apply::perms(env.prot, Class::Region(RegionKind::Text), writer.ctx);
     for &page in &pages[..count] {
         env.views
-            .protect(writer.ctx, page, 4096, locked)
+            .protect(writer.ctx, Gpa(page), 4096, locked)
             .map_err(ExitError::PolicyEpt)?;
     }
     env.invalidate()?;
     let mut verdict = Ok(0u32);
     for (i, &page) in pages[..count].iter().enumerate() {
         let views = &*env.views;
-        let mut now = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
-        let mut table = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
+        let mut now = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
+        let mut table = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
         let prot = &*env.prot;
         // Where a static call may go: locked text, but not inside a patch
         // site (whose bytes a write primitive chooses: a review's bypass).
         let text = |gpa: u64| {
-            let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
-            prot.locked_region_at(gpa, RegionKind::Text).is_some()
+            let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
+            prot.locked_region_at(Gpa(gpa), RegionKind::Text).is_some()
                 && !prot.patch.inside_a_site(gpa, &mut read)
         };
         let patch = &prot.patch;
@@ -293,7 +294,7 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if verdict.is_err() {
         for (i, &page) in pages[..count].iter().enumerate() {
             env.views
-                .write_phys(page, &env.prot.patch.step.before[i])
+                .write_phys(Gpa(page), &env.prot.patch.step.before[i])
                 .map_err(|_| ExitError::PatchRestore(page))?;
         }
     }

@@ -20,7 +20,7 @@ use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 use super::hash::{SetHash, WordHash, fold};
 use super::inspect::Inspect;
 use crate::hw::Vmcs;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::policy::protection::{MAX_LOCKED_MSRS, MAX_REGIONS, Protection};
 use crate::policy::views::Views;
 use crate::vmx::controls::SecondaryProcBased;
@@ -107,13 +107,16 @@ impl Baseline {
 /// not depend on how the bytes are split at multiples of 32).
 pub fn checksum(views: &dyn Inspect, range: PhysRange) -> u64 {
     let mut h = WordHash::new();
-    let whole = views.read_phys_with(range.start, range.len(), &mut |b| h.update(b));
+    let whole = views.read_phys_with(Gpa(range.start), range.len(), &mut |b| h.update(b));
     if whole.is_err() {
         h = WordHash::new();
         let mut at = range.start;
         while at < range.end {
             let n = (range.end - at).min(4096);
-            if views.read_phys_with(at, n, &mut |b| h.update(b)).is_err() {
+            if views
+                .read_phys_with(Gpa(at), n, &mut |b| h.update(b))
+                .is_err()
+            {
                 h.update(&(!at).to_le_bytes());
             }
             at += n;
@@ -173,7 +176,7 @@ pub fn fingerprints(
     );
 
     let gates = p.gates.iter().enumerate().fold(3, |h, (id, g)| match g {
-        Some(g) => fold(fold(fold(fold(h, id as u64), g.linear), g.gpa), g.stack),
+        Some(g) => fold(fold(fold(fold(h, id as u64), g.linear), g.gpa.0), g.stack),
         None => fold(h, u64::MAX),
     });
 
@@ -185,7 +188,7 @@ pub fn fingerprints(
 
     let mut pages = SetHash::default();
     for pg in p.protected_pages() {
-        pages.add(&[pg.gpa, u64::from(pg.owner)]);
+        pages.add(&[pg.gpa.0, u64::from(pg.owner)]);
     }
 
     Ok([regions, pins, msrs.0, dt, gates, fold(5, contexts), pages.0])

@@ -19,6 +19,7 @@ use super::check::{Finding, Machine, Scope, check};
 use super::inspect::Inspect;
 use super::tracked::{Fuzzed, Tracking};
 use crate::hw::{Cpu, Vmcs};
+use crate::memmap::Gpa;
 use crate::policy::Policy;
 use crate::vcpu::hooks::CallReply;
 use crate::vcpu::{ExitError, Vcpu};
@@ -107,7 +108,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
     // `report_page` accepted the page as guest RAM; the check changed
     // nothing. The log restarts with the report's own page.
     memory.clear_write_log();
-    if memory.write_phys(arg, &report[..len]).is_err() {
+    if memory.write_phys(Gpa(arg), &report[..len]).is_err() {
         return Ok(Err(Status::InvalidArgument));
     }
     fuzz.coverage.clear();
@@ -138,8 +139,8 @@ fn scope(fuzz: &super::FuzzState, views: &dyn Tracking) -> Scope {
 /// writable by the trusted view (whichever view the guest runs in).
 fn report_page(views: &dyn Inspect, page: u64) -> bool {
     page.is_multiple_of(4096)
-        && views.check_ram(page, 4096).is_ok()
-        && views.rights_at(0, page).0.contains(Perms::RW)
+        && views.check_ram(Gpa(page), 4096).is_ok()
+        && views.rights_at(0, Gpa(page)).0.contains(Perms::RW)
 }
 
 /// Encodes the [`CheckReport`] for `finding`, the coverage of `fuzz` and

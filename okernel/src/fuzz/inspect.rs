@@ -7,11 +7,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use ept::{FrameAllocator, Gpa, PAGE_SIZE, Perms, View};
+use ept::{FrameAllocator, PAGE_SIZE, Perms, View};
 
 use crate::hw::phys::PhysMemory;
 use crate::mem::{MemoryError, ViewMemory};
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange, identity};
 use crate::policy::views::{SharedFrames, Views};
 
 /// What the fuzzing oracles read of the views (see the module docs).
@@ -21,7 +21,7 @@ pub trait Inspect: Views {
     /// and the end of the leaf or empty entry that decides them: every
     /// address up to it has the same rights (one walk per 4 KiB, 2 MiB or
     /// 1 GiB, SDM Vol. 3C §29.3.2).
-    fn rights_at(&self, ctx: u16, gpa: u64) -> (Perms, u64);
+    fn rights_at(&self, ctx: u16, gpa: Gpa) -> (Perms, u64);
     /// The monitor's memory, page-aligned outward: the loader's monitor
     /// ranges, then the frame pool (last).
     fn monitor(&self) -> &[PhysRange];
@@ -31,14 +31,14 @@ pub trait Inspect: Views {
     /// allows: no copy). For the oracles' checksums.
     fn read_phys_with(
         &self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), MemoryError>;
 }
 
 impl<A: SharedFrames, R: PhysMemory> Inspect for ViewMemory<A, R> {
-    fn rights_at(&self, ctx: u16, gpa: u64) -> (Perms, u64) {
+    fn rights_at(&self, ctx: u16, gpa: Gpa) -> (Perms, u64) {
         match self.slot(usize::from(ctx)) {
             Some(v) => rights_at(v, gpa),
             None => (Perms::NONE, u64::MAX),
@@ -51,12 +51,12 @@ impl<A: SharedFrames, R: PhysMemory> Inspect for ViewMemory<A, R> {
 
     fn read_phys_with(
         &self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, len)?;
-        self.phys().read_with(gpa, len, f);
+        self.phys().read_with(identity(gpa).0, len, f);
         Ok(())
     }
 }
@@ -68,14 +68,14 @@ impl<A: SharedFrames, R: PhysMemory> Inspect for ViewMemory<A, R> {
 /// same rights (a few instructions each, not a walk each: the oracle
 /// scans thousands of pages per check, most of them the monitor's,
 /// unmapped in 4 KiB entries).
-fn rights_at<A: FrameAllocator>(view: &View<A>, gpa: u64) -> (Perms, u64) {
-    let Ok(path) = view.walk(Gpa(gpa)) else {
+fn rights_at<A: FrameAllocator>(view: &View<A>, gpa: Gpa) -> (Perms, u64) {
+    let Ok(path) = view.walk(gpa) else {
         return (Perms::NONE, u64::MAX);
     };
     let (level, entry) = path.last();
     let perms = entry.perms();
     let span = 1u64 << (12 + 9 * (u32::from(level) - 1));
-    let end = (gpa | (span - 1)).saturating_add(1);
+    let end = (gpa.0 | (span - 1)).saturating_add(1);
     if level != 1 {
         return (perms, end);
     }
@@ -93,7 +93,7 @@ fn rights_at<A: FrameAllocator>(view: &View<A>, gpa: u64) -> (Perms, u64) {
     // stays allocated while `view` is borrowed; entries are read
     // atomically, as the `ept` crate reads them.
     let table = unsafe { core::slice::from_raw_parts(table.as_ptr().cast_const(), ept::ENTRIES) };
-    let first = ((gpa >> 12) & 0x1ff) as usize;
+    let first = ((gpa.0 >> 12) & 0x1ff) as usize;
     (
         perms,
         end + same_rights(&table[first + 1..], perms) * PAGE_SIZE,

@@ -18,6 +18,7 @@ use okernel_abi::fuzz::AuditMirror;
 use super::tracked::Fuzzed;
 use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::page_table::record_bytes;
+use crate::memmap::Gpa;
 use crate::policy::Policy;
 use crate::policy::audit::AuditLog;
 use crate::vcpu::Vcpu;
@@ -41,7 +42,7 @@ pub fn update<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(vcpu: &mut Vcpu<V, C, P, M>
         return;
     };
     let bytes = bytes(&vcpu.audit);
-    if vcpu.memory.write_phys(page, &bytes).is_err() {
+    if vcpu.memory.write_phys(Gpa(page), &bytes).is_err() {
         vcpu.hooks.mirror = None;
     }
 }

@@ -34,7 +34,7 @@ use super::inspect::Inspect;
 use super::tracked::Fuzzed;
 use crate::hw::{Cpu, Vmcs};
 use crate::mem::MemoryError;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::policy::Policy;
 use crate::policy::protection::Protection;
 use crate::vcpu::hooks::SlowExit;
@@ -333,7 +333,7 @@ pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Inspect>, gpa:
             };
         }
         if let Err(MemoryError::NotRam(_) | MemoryError::Unreachable(_)) =
-            views.check_ram(page.start, 0x1000)
+            views.check_ram(Gpa(page.start), 0x1000)
         {
             return NOT_RAM;
         }
@@ -341,7 +341,7 @@ pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Inspect>, gpa:
     let Some(p) = prot else {
         return PLAIN;
     };
-    if let Some(pg) = p.protected_pages().find(|pg| pg.gpa == page.start) {
+    if let Some(pg) = p.protected_pages().find(|pg| pg.gpa == Gpa(page.start)) {
         return if pg.owner == p.current {
             OWN_PROTECTED
         } else {

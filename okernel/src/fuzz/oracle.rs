@@ -25,7 +25,7 @@ use ept::Perms;
 use okernel_abi::policy::{MAX_CONTEXTS, RegionKind};
 
 use super::inspect::Inspect;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::policy::protection::Protection;
 
 /// Every right an EPT entry can give.
@@ -93,7 +93,7 @@ pub fn too_permissive(p: &Protection, views: &dyn Inspect) -> Option<Violation> 
             .map(|r| (r.range, Guarded::Region(r.kind)));
         let pages = p
             .protected_pages()
-            .map(|pg| (PhysRange::new(pg.gpa, 4096), Guarded::Protected(pg.owner)));
+            .map(|pg| (PhysRange::new(pg.gpa.0, 4096), Guarded::Protected(pg.owner)));
         let monitor = views.monitor().iter().map(|&m| (m, Guarded::Monitor));
         for (range, what) in regions.chain(pages).chain(monitor) {
             if let Some(v) = scan(views, ctx, range, what) {
@@ -113,7 +113,7 @@ fn scan(views: &dyn Inspect, ctx: u16, range: PhysRange, what: Guarded) -> Optio
     }
     let mut at = range.start & !0xfff;
     while at < range.end {
-        let (perms, end) = views.rights_at(ctx, at);
+        let (perms, end) = views.rights_at(ctx, Gpa(at));
         if perms.intersects(forbidden) {
             return Some(Violation {
                 ctx,

@@ -18,7 +18,7 @@
 
 use core::ops::Deref;
 
-use ept::{PAGE_SIZE, Perms, Translation};
+use ept::{Perms, Translation};
 use okernel_abi::hypercall::Status;
 
 use super::FuzzState;
@@ -26,7 +26,7 @@ use super::dirty::Dirty;
 use super::inspect::Inspect;
 use crate::hw::{Cpu, Vmcs};
 use crate::mem::MemoryError;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange, identity};
 use crate::policy::Policy;
 use crate::policy::views::Views;
 use crate::vcpu::hooks::SlowExit;
@@ -115,7 +115,7 @@ impl<M: Inspect + GuestMemory> Views for Tracked<M> {
         self.inner.set_current(ctx)
     }
 
-    fn protect(&mut self, ctx: u16, gpa: u64, len: u64, perms: Perms) -> Result<(), ept::Error> {
+    fn protect(&mut self, ctx: u16, gpa: Gpa, len: u64, perms: Perms) -> Result<(), ept::Error> {
         self.dirty.bump();
         self.inner.protect(ctx, gpa, len, perms)
     }
@@ -148,7 +148,7 @@ impl<M: Inspect + GuestMemory> Views for Tracked<M> {
         self.inner.frames_available()
     }
 
-    fn translate(&self, ctx: u16, gpa: u64) -> Option<Translation> {
+    fn translate(&self, ctx: u16, gpa: Gpa) -> Option<Translation> {
         self.inner.translate(ctx, gpa)
     }
 
@@ -160,24 +160,24 @@ impl<M: Inspect + GuestMemory> Views for Tracked<M> {
         self.inner.ram()
     }
 
-    fn check_ram(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+    fn check_ram(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
         self.inner.check_ram(gpa, len)
     }
 
-    fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         self.inner.read_phys(gpa, buf)
     }
 
     /// Logged: the write goes to physical `[gpa, gpa + len)`.
-    fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    fn write_phys(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError> {
         self.inner.write_phys(gpa, bytes)?;
-        self.dirty.record(gpa, bytes.len() as u64);
+        self.dirty.record(identity(gpa).0, bytes.len() as u64);
         Ok(())
     }
 }
 
 impl<M: Inspect + GuestMemory> Inspect for Tracked<M> {
-    fn rights_at(&self, ctx: u16, gpa: u64) -> (Perms, u64) {
+    fn rights_at(&self, ctx: u16, gpa: Gpa) -> (Perms, u64) {
         self.inner.rights_at(ctx, gpa)
     }
 
@@ -187,7 +187,7 @@ impl<M: Inspect + GuestMemory> Inspect for Tracked<M> {
 
     fn read_phys_with(
         &self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), MemoryError> {
@@ -196,18 +196,18 @@ impl<M: Inspect + GuestMemory> Inspect for Tracked<M> {
 }
 
 impl<M: Inspect + GuestMemory> GuestMemory for Tracked<M> {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         self.inner.read(gpa, buf)
     }
 
     /// Logged: the physical pages the current view translates the range
     /// to (the write went through that view, whole or not at all).
-    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    fn write(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError> {
         self.inner.write(gpa, bytes)?;
         let (ctx, end) = (self.inner.current(), gpa + bytes.len() as u64);
         let mut at = gpa;
         while at < end {
-            let piece_end = ((at / PAGE_SIZE) + 1).saturating_mul(PAGE_SIZE).min(end);
+            let piece_end = at.page_end().min(end);
             if let Some(t) = self.inner.translate(ctx, at) {
                 self.dirty.record(t.hpa.0, piece_end - at);
             }
@@ -216,7 +216,7 @@ impl<M: Inspect + GuestMemory> GuestMemory for Tracked<M> {
         Ok(())
     }
 
-    fn check_writable(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+    fn check_writable(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
         self.inner.check_writable(gpa, len)
     }
 

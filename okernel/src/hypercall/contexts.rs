@@ -105,7 +105,7 @@ pub fn destroy<V: Vmcs, C: Cpu>(
         apply::apply_range(
             env.prot,
             env.views,
-            PhysRange::new(p.gpa, 4096),
+            PhysRange::new(p.gpa.0, 4096),
             Class::Plain,
         )
         .map_err(fatal)?;

@@ -40,6 +40,7 @@ use okernel_abi::request::{Canonical, GateCr3, GateStack};
 
 use super::policy::{CallResult, Env, Reply};
 use crate::hw::{Cpu, Vmcs};
+use crate::memmap::Gpa;
 use crate::policy::protection::{Gate, Segment};
 use crate::vcpu::ExitError;
 use crate::vmx::fields::{Guest16, Guest32, GuestNatural};
@@ -49,7 +50,7 @@ use crate::vmx::fields::{Guest16, Guest32, GuestNatural};
 fn cr3_ok<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, cr3: Option<GateCr3>) -> bool {
     cr3.is_none_or(|c| {
         env.prot
-            .locked_region_at(c.root(), RegionKind::PageTable)
+            .locked_region_at(Gpa(c.root()), RegionKind::PageTable)
             .is_some()
     })
 }

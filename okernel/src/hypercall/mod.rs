@@ -42,6 +42,7 @@ use okernel_abi::request::{ExitReasonSlot, ReasonBytes, Registers, Request};
 use okernel_abi::result::Outcome;
 
 use crate::hw::{Cpu, Vmcs};
+use crate::memmap::Gpa;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::vcpu::guest::{SS_DPL, cpl_of};
@@ -168,7 +169,7 @@ fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Request::Version => return version(vcpu, mode),
         Request::Exit { outcome, reason } => return exit(vcpu, outcome, reason, mode),
         Request::ExitCount { reason } => return exit_count(vcpu, reason, mode),
-        Request::AuditRead { sequence, buffer } => pt::audit_read(vcpu, sequence, buffer)?,
+        Request::AuditRead { sequence, buffer } => pt::audit_read(vcpu, sequence, Gpa(buffer))?,
         Request::RegisterRegion { pages, kind } => {
             with_env(vcpu, |env| Ok(register_region(env, pages, kind)))?
         }
@@ -179,10 +180,10 @@ fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         Request::CreateContext => with_env(vcpu, ctx::create)?,
         Request::DestroyContext { context } => with_env(vcpu, |env| ctx::destroy(env, context))?,
         Request::AllocProtectedPage { context, page } => {
-            with_env(vcpu, |env| protected_pages::alloc(env, context, page))?
+            with_env(vcpu, |env| protected_pages::alloc(env, context, Gpa(page)))?
         }
         Request::FreeProtectedPage { context, page } => {
-            with_env(vcpu, |env| protected_pages::free(env, context, page))?
+            with_env(vcpu, |env| protected_pages::free(env, context, Gpa(page)))?
         }
         Request::RegisterGate { linear, stack, cr3 } => {
             with_env(vcpu, |env| gates::register(env, linear, stack, cr3))?
@@ -317,7 +318,7 @@ fn exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     reason: Option<ReasonBytes>,
     mode: Option<bool>,
 ) -> Result<Vmcall, ExitError> {
-    let (gpa, len) = reason.map_or((0, 0), |r| (r.gpa(), r.len()));
+    let (gpa, len) = reason.map_or((Gpa(0), 0), |r| (Gpa(r.gpa()), r.len()));
     match GuestReason::read(&vcpu.memory, gpa, len) {
         Ok(_) if vcpu.policy.context() != 0 => {
             let record = AuditRecord {

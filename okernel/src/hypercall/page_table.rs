@@ -83,7 +83,7 @@ use okernel_abi::request::EntryAddr;
 
 use super::policy::{CallResult, Env, Reply, memory_status};
 use crate::hw::{Cpu, Vmcs};
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::guest_paging::{ADDR_MASK, PAGE_SIZE, PRESENT, WRITABLE};
@@ -134,7 +134,7 @@ impl Caller {
 fn links_to_page_table(p: &Protection, entry: u64) -> bool {
     entry & PRESENT != 0
         && entry & PAGE_SIZE == 0
-        && p.locked_region_at(entry & ADDR_MASK, RegionKind::PageTable)
+        && p.locked_region_at(Gpa(entry & ADDR_MASK), RegionKind::PageTable)
             .is_some()
 }
 
@@ -181,7 +181,7 @@ pub fn update<V: Vmcs, C: Cpu>(
     entry: EntryAddr,
     value: u64,
 ) -> Result<CallResult, ExitError> {
-    let entry = entry.get();
+    let entry = Gpa(entry.get());
     if env
         .prot
         .locked_region_at(entry, RegionKind::PageTable)
@@ -206,7 +206,7 @@ pub fn update<V: Vmcs, C: Cpu>(
     if foreign || links_elsewhere || !allowed(env.prot, caller, old, value) {
         env.audit(
             AuditKind::PageTableUpdate,
-            entry,
+            entry.0,
             value,
             AuditAction::Refused,
         )?;
@@ -221,7 +221,7 @@ pub fn update<V: Vmcs, C: Cpu>(
 /// The level of the table holding `entry` in the address space the
 /// guest runs on (its CR3), through locked page-table pages
 /// ([`table_walk::find`]); `NotReachable` outside 4-level paging.
-fn table_level<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, entry: u64) -> Result<Found, ExitError> {
+fn table_level<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, entry: Gpa) -> Result<Found, ExitError> {
     let paging = env.paging()?;
     let four_level = paging.cr0 & (1 << 31) != 0
         && paging.cr4 & (1 << 5) != 0
@@ -230,15 +230,15 @@ fn table_level<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, entry: u64) -> Result<Found
     if !four_level {
         return Ok(Found::NotReachable);
     }
-    let is_table = |gpa: u64| {
+    let is_table = |gpa: Gpa| {
         env.prot
             .locked_region_at(gpa, RegionKind::PageTable)
             .is_some()
     };
-    let read = |gpa: u64| env.read_u64(gpa);
+    let read = |gpa: Gpa| env.read_u64(gpa);
     Ok(table_walk::find(
         paging.cr3,
-        entry & !0xfff,
+        entry.page_base(),
         &is_table,
         &read,
     ))
@@ -266,7 +266,7 @@ pub fn record_bytes(r: &okernel_abi::policy::AuditRecord) -> [u8; 64] {
 pub fn audit_read<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     seq: u64,
-    buffer: u64,
+    buffer: Gpa,
 ) -> Result<CallResult, ExitError> {
     if vcpu.memory.views_ref().is_none() || vcpu.policy.protection().is_none() {
         return Ok(Err(Status::UnknownCall));

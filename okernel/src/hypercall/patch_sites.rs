@@ -12,6 +12,7 @@ use okernel_abi::request::PatchTable as RequestTable;
 
 use super::policy::{CallResult, Env, Reply};
 use crate::hw::{Cpu, Vmcs};
+use crate::memmap::Gpa;
 use crate::policy::patch::{MAX_PATCH_ENTRIES, PatchTable, Site, SiteSize, TRAMPOLINE_SIGNATURE};
 use crate::vcpu::ExitError;
 
@@ -69,13 +70,13 @@ pub fn register<V: Vmcs, C: Cpu>(
     // Trampolines: the table is the trampolines, in registered text
     // (not locked yet: no text is, see above), which the lock then fixes.
     let in_place = if format == PatchFormat::LinuxStaticCallTrampoline {
-        let text = |a| env.prot.region_at(a, RegionKind::Text).is_some();
-        text(gpa) && text(gpa + len - 1)
+        let text = |a: Gpa| env.prot.region_at(a, RegionKind::Text).is_some();
+        text(gpa) && text(Gpa(gpa.0 + len - 1))
     } else {
         env.prot.locked_regions().any(|r| {
             matches!(r.kind, RegionKind::Rodata | RegionKind::RoAfterInit)
-                && r.range.contains(gpa)
-                && r.range.contains(gpa + len - 1)
+                && r.range.contains(gpa.0)
+                && r.range.contains(gpa.0 + len - 1)
         })
     };
     if !in_place {
@@ -87,7 +88,7 @@ pub fn register<V: Vmcs, C: Cpu>(
     let table = PatchTable {
         format,
         va,
-        gpa,
+        gpa: gpa.0,
         entries: entries as u32,
         first,
     };
@@ -154,16 +155,16 @@ fn entry_size<V: Vmcs, C: Cpu>(
     // whether its last byte lies in text too) comes from its bytes.
     let Some(text) = env
         .prot
-        .region_at(site_gpa, RegionKind::Text)
+        .region_at(Gpa(site_gpa), RegionKind::Text)
         .map(|r| r.range)
     else {
         return Ok(SiteSize::Unguarded);
     };
     let mut bytes = [0u8; 5];
-    if env.views.read_phys(site_gpa, &mut bytes).is_err() {
+    if env.views.read_phys(Gpa(site_gpa), &mut bytes).is_err() {
         return Err(Status::InvalidArgument);
     }
-    let in_text = |gpa: u64| env.prot.region_at(gpa, RegionKind::Text).is_some();
+    let in_text = |gpa: u64| env.prot.region_at(Gpa(gpa), RegionKind::Text).is_some();
     match Site::size_of(site, site_gpa, form, &bytes, &in_text) {
         Some(s) if text.contains(site_gpa + s.bytes() - 1) => Ok(s),
         // Half in text: not guarded, so a write to it is denied.
@@ -186,6 +187,6 @@ fn entry_size<V: Vmcs, C: Cpu>(
 /// EPT-violation handler: only such a page may be opened for a write).
 pub fn page_has_site<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, page: u64) -> bool {
     let views = &*env.views;
-    let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
+    let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
     env.prot.patch.page_has_site(page, &mut read)
 }

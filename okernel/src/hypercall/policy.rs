@@ -24,7 +24,7 @@ use okernel_abi::request::Pages;
 
 use crate::hw::{Cpu, Vmcs};
 use crate::mem::MemoryError;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord};
 use crate::policy::hooks::PolicyHooks;
@@ -150,7 +150,7 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
     }
 
     /// The quadword of guest RAM at `gpa` (None: not readable).
-    pub fn read_u64(&self, gpa: u64) -> Option<u64> {
+    pub fn read_u64(&self, gpa: Gpa) -> Option<u64> {
         let mut b = [0u8; 8];
         self.views
             .read_phys(gpa, &mut b)
@@ -173,7 +173,7 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
     /// gate's first instruction without a fault, which would run a
     /// handler in the trusted view with the caller's registers and end
     /// the gate's NMI blocking with its IRET.
-    pub fn gate_target(&self, cr3: u64, linear: u64) -> Result<Option<u64>, ExitError> {
+    pub fn gate_target(&self, cr3: u64, linear: u64) -> Result<Option<Gpa>, ExitError> {
         let mut state = self.paging()?;
         if !state.long_mode() {
             return Ok(None);
@@ -185,7 +185,7 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
             return Ok(None);
         };
         let locked = m.tables.iter().all(|&t| {
-            t == 0
+            t == Gpa(0)
                 || self
                     .prot
                     .locked_region_at(t, okernel_abi::policy::RegionKind::PageTable)
@@ -196,13 +196,13 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
 
     /// Translates a guest-linear address through the guest's page tables
     /// (entries read from guest RAM).
-    pub fn translate(&self, linear: u64) -> Result<Option<u64>, ExitError> {
+    pub fn translate(&self, linear: u64) -> Result<Option<Gpa>, ExitError> {
         self.translate_in(0, linear)
     }
 
     /// Translates a guest-linear address through the page tables at
     /// `cr3` (0: the guest's current CR3), in the guest's paging mode.
-    pub fn translate_in(&self, cr3: u64, linear: u64) -> Result<Option<u64>, ExitError> {
+    pub fn translate_in(&self, cr3: u64, linear: u64) -> Result<Option<Gpa>, ExitError> {
         let mut state = self.paging()?;
         if cr3 != 0 {
             state.cr3 = cr3;
@@ -273,7 +273,7 @@ pub fn register_region<V: Vmcs, C: Cpu>(
     kind: RegionKind,
 ) -> CallResult {
     let (base, len) = (pages.base(), pages.len());
-    env.views.check_ram(base, len).map_err(memory_status)?;
+    env.views.check_ram(Gpa(base), len).map_err(memory_status)?;
     let range = PhysRange::new(base, len);
     if env.prot.overlaps(&range) {
         return Err(Status::Overlap);

@@ -22,7 +22,7 @@ use okernel_abi::request::Context;
 use super::contexts::live_context;
 use super::policy::{CallResult, Env, Reply, memory_status};
 use crate::hw::{Cpu, Vmcs};
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::policy::apply::{self, Class};
 use crate::policy::audit::{AuditAction, AuditKind};
 #[cfg(doc)]
@@ -37,9 +37,9 @@ fn fatal(e: ept::Error) -> ExitError {
 /// The checks both calls start with, in their documented order, after
 /// the decoder's (a context id in range): a live context, then a 4 KiB
 /// aligned page (after the context, so the page stays undecoded).
-fn live_page<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: Context, page: u64) -> Result<u16, Status> {
+fn live_page<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: Context, page: Gpa) -> Result<u16, Status> {
     let ctx = live_context(env, ctx.raw())?;
-    if !page.is_multiple_of(4096) {
+    if page.page_offset() != 0 {
         return Err(Status::Unaligned);
     }
     Ok(ctx)
@@ -49,7 +49,7 @@ fn live_page<V: Vmcs, C: Cpu>(env: &Env<'_, V, C>, ctx: Context, page: u64) -> R
 pub fn alloc<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: Context,
-    page: u64,
+    page: Gpa,
 ) -> Result<CallResult, ExitError> {
     match live_page(env, ctx, page) {
         Ok(ctx) => alloc_page(env, ctx, page),
@@ -61,7 +61,7 @@ pub fn alloc<V: Vmcs, C: Cpu>(
 pub fn free<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: Context,
-    page: u64,
+    page: Gpa,
 ) -> Result<CallResult, ExitError> {
     match live_page(env, ctx, page) {
         Ok(ctx) => free_page(env, ctx, page),
@@ -73,12 +73,12 @@ pub fn free<V: Vmcs, C: Cpu>(
 fn alloc_page<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: u16,
-    page: u64,
+    page: Gpa,
 ) -> Result<CallResult, ExitError> {
     if let Err(e) = env.views.check_ram(page, 4096) {
         return Ok(Err(memory_status(e)));
     }
-    let range = PhysRange::new(page, 4096);
+    let range = PhysRange::new(page.0, 4096);
     if env.prot.overlaps(&range) {
         return Ok(Err(Status::Overlap));
     }
@@ -112,7 +112,7 @@ fn alloc_page<V: Vmcs, C: Cpu>(
         env.audit(
             AuditKind::Hypercall,
             Call::AllocProtectedPage.raw(),
-            page,
+            page.0,
             AuditAction::Refused,
         )?;
         return Ok(Err(Status::PermissionDenied));
@@ -136,7 +136,7 @@ fn alloc_page<V: Vmcs, C: Cpu>(
 fn free_page<V: Vmcs, C: Cpu>(
     env: &mut Env<'_, V, C>,
     ctx: u16,
-    page: u64,
+    page: Gpa,
 ) -> Result<CallResult, ExitError> {
     let mine = ProtectedPage {
         gpa: page,
@@ -163,7 +163,7 @@ fn free_page<V: Vmcs, C: Cpu>(
             }
         }
     }
-    let range = PhysRange::new(page, 4096);
+    let range = PhysRange::new(page.0, 4096);
     apply::apply_range(env.prot, env.views, range, Class::Plain).map_err(fatal)?;
     env.invalidate()?;
     Ok(Ok(Reply::Done(None)))

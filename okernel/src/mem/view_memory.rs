@@ -8,12 +8,12 @@
 //! [`GuestMemory`]: crate::vcpu::memory::GuestMemory
 //! [`Views`]: crate::policy::views::Views
 
-use ept::{FrameAllocator, Gpa, PAGE_SIZE, Perms, View};
+use ept::{FrameAllocator, Perms, View};
 use thiserror::Error;
 
 use super::{MAX_MONITOR_RANGES, MAX_RAM_RANGES, MemoryError, RangeList, VIEW_SLOTS};
 use crate::hw::phys::{IDENTITY_MAP_END, PhysMemory};
-use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
+use crate::memmap::{Gpa, Hpa, MemoryKind, MemoryRange, PhysRange};
 
 /// Guest memory through an EPT view, with the memory map's RAM ranges and
 /// the monitor's ranges: the [`GuestMemory`] of the run.
@@ -182,51 +182,57 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
 
     /// Writes `bytes` to physical `[hpa, hpa + len)`, which the caller
     /// checked is guest RAM outside monitor memory.
-    pub fn write_hpa(&mut self, hpa: u64, bytes: &[u8]) {
-        self.phys.write(hpa, bytes);
+    pub fn write_hpa(&mut self, hpa: Hpa, bytes: &[u8]) {
+        self.phys.write(hpa.0, bytes);
     }
 
     /// Checks rules 1 and 2 (guest RAM, not monitor memory) for
     /// `[gpa, gpa + len)`, monitor memory first: a range that touches it
     /// is `Monitor` even where the memory map does not call it RAM.
-    pub fn check_ram(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
-        let end = gpa.checked_add(len).ok_or(MemoryError::Wraps(gpa, len))?;
-        let range = PhysRange { start: gpa, end };
+    pub fn check_ram(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
+        let end = gpa.checked_add(len).ok_or(MemoryError::Wraps(gpa.0, len))?;
+        let range = PhysRange {
+            start: gpa.0,
+            end: end.0,
+        };
         if let Some(m) = self.monitor.as_slice().iter().find(|m| m.overlaps(&range)) {
-            return Err(MemoryError::Monitor(gpa.max(m.start)));
+            return Err(MemoryError::Monitor(gpa.0.max(m.start)));
         }
         self.covered_by_ram(gpa, end)?;
-        if end > IDENTITY_MAP_END {
-            return Err(MemoryError::Unreachable(IDENTITY_MAP_END.max(gpa)));
+        if end.0 > IDENTITY_MAP_END {
+            return Err(MemoryError::Unreachable(IDENTITY_MAP_END.max(gpa.0)));
         }
         Ok(())
     }
 
     /// Whether `[gpa, end)` is covered by RAM ranges (adjacent ones may
     /// share the range); the error names the first byte that is not RAM.
-    fn covered_by_ram(&self, gpa: u64, end: u64) -> Result<(), MemoryError> {
+    fn covered_by_ram(&self, gpa: Gpa, end: Gpa) -> Result<(), MemoryError> {
         let mut at = gpa;
         while at < end {
             let r = self
                 .ram
                 .as_slice()
                 .iter()
-                .find(|r| r.contains(at))
-                .ok_or(MemoryError::NotRam(at))?;
-            at = r.end;
+                .find(|r| r.contains(at.0))
+                .ok_or(MemoryError::NotRam(at.0))?;
+            at = Gpa(r.end);
         }
         Ok(())
     }
 
     /// Checks `[gpa, gpa + len)` against the rules of this module.
-    pub fn check(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
-        let end = gpa.checked_add(len).ok_or(MemoryError::Wraps(gpa, len))?;
+    pub fn check(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
+        let end = gpa.checked_add(len).ok_or(MemoryError::Wraps(gpa.0, len))?;
         // 1. RAM: covered by RAM ranges (adjacent ones may share the range).
         self.covered_by_ram(gpa, end)?;
         // 2. Not monitor memory.
-        let range = PhysRange { start: gpa, end };
+        let range = PhysRange {
+            start: gpa.0,
+            end: end.0,
+        };
         if let Some(m) = self.monitor.as_slice().iter().find(|m| m.overlaps(&range)) {
-            return Err(MemoryError::Monitor(gpa.max(m.start)));
+            return Err(MemoryError::Monitor(gpa.0.max(m.start)));
         }
         // 3 and 4, page by page.
         self.for_each_page(gpa, end, Perms::READ, |_, _, _| {})
@@ -237,22 +243,22 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     /// each piece (`offset` from `gpa`) as it goes.
     fn for_each_page(
         &self,
-        gpa: u64,
-        end: u64,
+        gpa: Gpa,
+        end: Gpa,
         need: Perms,
-        mut f: impl FnMut(usize, u64, usize),
+        mut f: impl FnMut(usize, Hpa, usize),
     ) -> Result<(), MemoryError> {
         let mut at = gpa;
         while at < end {
-            let piece_end = ((at / PAGE_SIZE) + 1).saturating_mul(PAGE_SIZE).min(end);
-            let t = match self.view().translate(Gpa(at)) {
+            let piece_end = at.page_end().min(end);
+            let t = match self.view().translate(at) {
                 Ok(Some(t)) if t.page.attrs.perms.contains(need) => t,
-                _ if need.contains(Perms::WRITE) => return Err(MemoryError::NotWritable(at)),
-                _ => return Err(MemoryError::NotReadable(at)),
+                _ if need.contains(Perms::WRITE) => return Err(MemoryError::NotWritable(at.0)),
+                _ => return Err(MemoryError::NotReadable(at.0)),
             };
-            let hpa_end = t.hpa.0.checked_add(piece_end - at);
-            if hpa_end.is_none_or(|e| e > IDENTITY_MAP_END) {
-                return Err(MemoryError::Unreachable(at));
+            let hpa_end = t.hpa.checked_add(piece_end - at);
+            if hpa_end.is_none_or(|e| e.0 > IDENTITY_MAP_END) {
+                return Err(MemoryError::Unreachable(at.0));
             }
             // The host-physical side too: every view maps guest RAM to the
             // same address (rule 2 was checked on the guest-physical one),
@@ -270,7 +276,7 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
             {
                 return Err(MemoryError::Monitor(t.hpa.0));
             }
-            f((at - gpa) as usize, t.hpa.0, (piece_end - at) as usize);
+            f((at - gpa) as usize, t.hpa, (piece_end - at) as usize);
             at = piece_end;
         }
         Ok(())
@@ -279,17 +285,17 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     /// Copies `[gpa, gpa + buf.len())` into `buf` if every byte is
     /// readable under the rules of [`super`]; otherwise copies nothing and
     /// says why.
-    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         let len = buf.len() as u64;
         // Everything is checked before the first byte is copied.
         self.check(gpa, len)?;
         self.for_each_page(gpa, gpa + len, Perms::READ, |offset, hpa, piece| {
-            self.phys.copy(hpa, &mut buf[offset..offset + piece]);
+            self.phys.copy(hpa.0, &mut buf[offset..offset + piece]);
         })
     }
 
     /// Whether [`Self::write`] of `len` bytes at `gpa` would succeed.
-    pub fn check_writable(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+    pub fn check_writable(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
         self.check(gpa, len)?;
         self.for_each_page(gpa, gpa + len, Perms::RW, |_, _, _| {})
     }
@@ -297,12 +303,12 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     /// Copies `bytes` to `[gpa, gpa + bytes.len())` if every byte is guest
     /// RAM outside monitor memory that the current view maps *writable*
     /// (and reachable); otherwise writes nothing and says why.
-    pub fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    pub fn write(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError> {
         let len = bytes.len() as u64;
         // Every page writable before the first byte is written.
         self.check_writable(gpa, len)?;
         self.for_each_page(gpa, gpa + len, Perms::RW, |offset, hpa, piece| {
-            self.phys.write(hpa, &bytes[offset..offset + piece]);
+            self.phys.write(hpa.0, &bytes[offset..offset + piece]);
         })
     }
 }

@@ -34,7 +34,7 @@ use super::protection::{Protection, Region};
 use super::views::{FRAMES_PER_PROTECT, Views};
 use crate::hw::{Cpu, InveptKind};
 use crate::mem::MAX_RAM_RANGES;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::vmx::error::VmFail;
 
 /// What a page is, for the views.
@@ -105,7 +105,7 @@ pub fn apply_range(
 ) -> Result<(), ept::Error> {
     for ctx in 0..=okernel_abi::policy::MAX_CONTEXTS as u16 {
         if views.is_live(ctx) {
-            views.protect(ctx, range.start, range.len(), perms(p, class, ctx))?;
+            views.protect(ctx, Gpa(range.start), range.len(), perms(p, class, ctx))?;
         }
     }
     Ok(())
@@ -122,19 +122,19 @@ pub fn apply_region(p: &Protection, views: &mut dyn Views, r: &Region) -> Result
 /// Makes [`Protection::protects_per_view`] protect calls.
 pub fn recompute_view(p: &Protection, views: &mut dyn Views, ctx: u16) -> Result<(), ept::Error> {
     if p.wx {
-        views.protect(ctx, 0, views.mapped_end(), Perms::RW)?;
+        views.protect(ctx, Gpa(0), views.mapped_end(), Perms::RW)?;
         let mut ram = [PhysRange { start: 0, end: 0 }; MAX_RAM_RANGES];
         let n = views.ram().len().min(MAX_RAM_RANGES);
         ram[..n].copy_from_slice(&views.ram()[..n]);
         for r in &ram[..n] {
             let r = r.page_aligned_outward();
-            views.protect(ctx, r.start, r.len(), perms(p, Class::Plain, ctx))?;
+            views.protect(ctx, Gpa(r.start), r.len(), perms(p, Class::Plain, ctx))?;
         }
     }
     for r in p.locked_regions() {
         views.protect(
             ctx,
-            r.range.start,
+            Gpa(r.range.start),
             r.range.len(),
             perms(p, Class::Region(r.kind), ctx),
         )?;

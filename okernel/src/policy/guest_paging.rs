@@ -12,6 +12,7 @@
 /// Entry bit 0: present.
 pub const PRESENT: u64 = 1 << 0;
 use crate::bits::{CR0_PG, CR4_LA57, CR4_PAE, EFER_LMA, EFER_NXE};
+use crate::memmap::Gpa;
 /// Entry bit 1: read/write.
 pub const WRITABLE: u64 = 1 << 1;
 /// Entry bit 2: user/supervisor.
@@ -44,7 +45,7 @@ pub struct PagingState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     /// The guest-physical address.
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// Every level allows writes (R/W = 1 throughout).
     pub writable: bool,
     /// Every level allows user-mode access (U/S = 1 throughout).
@@ -54,12 +55,12 @@ pub struct Mapping {
     pub executable: bool,
     /// The page-table pages the walk read (PML4 first; 0 beyond the
     /// leaf's level, and none with paging off).
-    pub tables: [u64; 4],
+    pub tables: [Gpa; 4],
     /// The guest-physical address of each entry the walk used, PML4 entry
     /// first; `None` beyond the leaf's level and with paging off. The
     /// processor sets A in each and, for a write, D in the last (SDM Vol.
     /// 3A §4.8).
-    pub entries: [Option<u64>; 4],
+    pub entries: [Option<Gpa>; 4],
     /// Every entry of the walk has A = 1, so an access through it makes
     /// the processor write no entry for A (SDM Vol. 3A §4.8); true with
     /// paging off.
@@ -93,7 +94,7 @@ pub enum WalkError {
     Unsupported,
     /// An entry on the way is not present (or unreadable): the address at
     /// which the walk stopped.
-    NotPresent(u64),
+    NotPresent(Gpa),
 }
 
 /// Translates `linear` under `state`, reading 8-byte entries with
@@ -101,15 +102,15 @@ pub enum WalkError {
 pub fn translate(
     state: PagingState,
     linear: u64,
-    mut read: impl FnMut(u64) -> Option<u64>,
+    mut read: impl FnMut(Gpa) -> Option<u64>,
 ) -> Result<Mapping, WalkError> {
     if state.cr0 & CR0_PG == 0 {
         return Ok(Mapping {
-            gpa: linear & 0xffff_ffff,
+            gpa: Gpa(linear & 0xffff_ffff),
             writable: true,
             user: true,
             executable: true,
-            tables: [0; 4],
+            tables: [Gpa(0); 4],
             entries: [None; 4],
             accessed: true,
             dirty: true,
@@ -122,13 +123,13 @@ pub fn translate(
     if ((linear as i64) << 16 >> 16) as u64 != linear {
         return Err(WalkError::Unsupported);
     }
-    let mut table = state.cr3 & ADDR_MASK;
+    let mut table = Gpa(state.cr3 & ADDR_MASK);
     let mut writable = true;
     let mut user = true;
     let mut executable = true;
     let mut accessed = true;
     let mut reserved = false;
-    let mut tables = [0u64; 4];
+    let mut tables = [Gpa(0); 4];
     let mut entries = [None; 4];
     let nxe = state.efer & EFER_NXE != 0;
     // Levels 4 (PML4) to 1 (PT); bits 47:39, 38:30, 29:21, 20:12.
@@ -155,7 +156,7 @@ pub fn translate(
             reserved |= level > 1 && entry & page_mask & !0x1fff != 0;
             let base = entry & ADDR_MASK & !page_mask;
             return Ok(Mapping {
-                gpa: base | (linear & page_mask),
+                gpa: Gpa(base | (linear & page_mask)),
                 writable,
                 user,
                 executable,
@@ -166,7 +167,7 @@ pub fn translate(
                 reserved,
             });
         }
-        table = entry & ADDR_MASK;
+        table = Gpa(entry & ADDR_MASK);
     }
     Err(WalkError::Unsupported)
 }
@@ -183,6 +184,10 @@ mod tests {
         cr4: CR4_PAE,
         efer: EFER_LMA | EFER_LME,
     };
+
+    fn gpas(entries: [Option<u64>; 4]) -> [Option<Gpa>; 4] {
+        entries.map(|e| e.map(Gpa))
+    }
 
     fn tables() -> HashMap<u64, u64> {
         let mut m = HashMap::new();
@@ -201,17 +206,17 @@ mod tests {
     #[test]
     fn walks_4k_2m_and_1g_pages_with_their_rights() {
         let t = tables();
-        let read = |a| t.get(&a).copied().or(Some(0));
+        let read = |a: Gpa| t.get(&a.0).copied().or(Some(0));
         let m = translate(LONG, 0x20_0000 + 0x1234, read).unwrap();
         assert_eq!(
             m,
             Mapping {
-                gpa: 0x40_1234,
+                gpa: Gpa(0x40_1234),
                 writable: true,
                 user: false,
                 executable: true,
-                tables: [0x1000, 0x2000, 0x3000, 0],
-                entries: [Some(0x1000), Some(0x2000), Some(0x3008), None],
+                tables: [Gpa(0x1000), Gpa(0x2000), Gpa(0x3000), Gpa(0)],
+                entries: gpas([Some(0x1000), Some(0x2000), Some(0x3008), None]),
                 accessed: false,
                 dirty: false,
                 reserved: false,
@@ -221,29 +226,33 @@ mod tests {
         assert_eq!(
             m,
             Mapping {
-                gpa: 0x9010,
+                gpa: Gpa(0x9010),
                 writable: false,
                 user: true,
                 executable: true,
-                tables: [0x1000, 0x2000, 0x3000, 0x4000],
-                entries: [Some(0x1000), Some(0x2000), Some(0x3010), Some(0x4018)],
+                tables: [Gpa(0x1000), Gpa(0x2000), Gpa(0x3000), Gpa(0x4000)],
+                entries: gpas([Some(0x1000), Some(0x2000), Some(0x3010), Some(0x4018)]),
                 accessed: false,
                 dirty: false,
                 reserved: false,
             }
         );
         let m = translate(LONG, 0x4123_4567, read).unwrap();
-        assert_eq!(m.gpa, 0x4123_4567);
+        assert_eq!(m.gpa, Gpa(0x4123_4567));
         assert!(!m.writable);
-        assert_eq!(m.tables, [0x1000, 0x2000, 0, 0], "a 1 GiB page");
-        assert_eq!(m.entries, [Some(0x1000), Some(0x2008), None, None]);
+        assert_eq!(
+            m.tables.map(|g| g.0),
+            [0x1000, 0x2000, 0, 0],
+            "a 1 GiB page"
+        );
+        assert_eq!(m.entries, gpas([Some(0x1000), Some(0x2008), None, None]));
     }
 
     #[test]
     fn execute_disable_counts_only_with_efer_nxe() {
         let mut t = tables();
         t.insert(0x3008, 0x40_0000 | PRESENT | PAGE_SIZE | XD);
-        let read = |a| t.get(&a).copied().or(Some(0));
+        let read = |a: Gpa| t.get(&a.0).copied().or(Some(0));
         let nxe = PagingState {
             efer: LONG.efer | EFER_NXE,
             ..LONG
@@ -257,10 +266,10 @@ mod tests {
     #[test]
     fn missing_entries_modes_and_non_canonical_addresses_do_not_translate() {
         let t = tables();
-        let read = |a| t.get(&a).copied().or(Some(0));
+        let read = |a: Gpa| t.get(&a.0).copied().or(Some(0));
         assert_eq!(
             translate(LONG, 0x40_4000, read),
-            Err(WalkError::NotPresent(0x4020))
+            Err(WalkError::NotPresent(Gpa(0x4020)))
         );
         assert_eq!(
             translate(LONG, 0x8000_0000_0000, read),
@@ -268,14 +277,14 @@ mod tests {
         );
         assert_eq!(
             translate(LONG, 0x1000, |_| None),
-            Err(WalkError::NotPresent(0x1000))
+            Err(WalkError::NotPresent(Gpa(0x1000)))
         );
         let pae32 = PagingState { efer: 0, ..LONG };
         assert_eq!(translate(pae32, 0x1000, read), Err(WalkError::Unsupported));
         let off = PagingState { cr0: 1, ..LONG };
         assert_eq!(
             translate(off, 0x1_2345_6789, read).unwrap().gpa,
-            0x2345_6789
+            Gpa(0x2345_6789)
         );
     }
 }

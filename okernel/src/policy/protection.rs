@@ -16,7 +16,7 @@ use super::hooks::PolicyHooks;
 use super::patch::PatchSites;
 use super::{Decision, Policy};
 use crate::hw::msr_bitmap_page::MsrBitmapPage;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 
 /// The most regions the guest can register.
 pub const MAX_REGIONS: usize = 32;
@@ -69,7 +69,7 @@ pub struct Gate {
     pub linear: u64,
     /// The guest-physical address it translated to at registration, in
     /// locked text.
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// The RSP the gate starts with; 0: the caller's (ABI 1.0).
     pub stack: u64,
     /// The CR3 the gate starts with and its address is translated
@@ -87,7 +87,7 @@ pub struct Gate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtectedPage {
     /// Guest-physical address, page-aligned.
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// The only context whose view maps it.
     pub owner: u16,
 }
@@ -195,7 +195,7 @@ impl Protection {
     }
 
     /// Whether the trusted kernel gave page `gpa` to context `ctx`.
-    pub fn granted(&self, ctx: u16, gpa: u64) -> bool {
+    pub fn granted(&self, ctx: u16, gpa: Gpa) -> bool {
         self.grants
             .contains(&Some(ProtectedPage { gpa, owner: ctx }))
     }
@@ -224,7 +224,7 @@ impl Protection {
             .any(|r| r.range.overlaps(range))
             || self
                 .protected_pages()
-                .any(|p| PhysRange::new(p.gpa, 4096).overlaps(range))
+                .any(|p| PhysRange::new(p.gpa.0, 4096).overlaps(range))
     }
 
     /// Whether any byte of `range` is protected: a locked region of any
@@ -236,22 +236,22 @@ impl Protection {
             .any(|r| r.range.overlaps(range))
             || self
                 .protected_pages()
-                .any(|p| PhysRange::new(p.gpa, 4096).overlaps(range))
+                .any(|p| PhysRange::new(p.gpa.0, 4096).overlaps(range))
     }
 
     /// The locked region of kind `kind` containing `gpa`.
-    pub fn locked_region_at(&self, gpa: u64, kind: RegionKind) -> Option<&Region> {
+    pub fn locked_region_at(&self, gpa: Gpa, kind: RegionKind) -> Option<&Region> {
         self.locked_regions()
-            .find(|r| r.kind == kind && r.range.contains(gpa))
+            .find(|r| r.kind == kind && r.range.contains(gpa.0))
     }
 
     /// The registered region of `kind` (locked or not) holding
     /// guest-physical address `gpa`.
-    pub fn region_at(&self, gpa: u64, kind: RegionKind) -> Option<&Region> {
+    pub fn region_at(&self, gpa: Gpa, kind: RegionKind) -> Option<&Region> {
         self.regions
             .iter()
             .flatten()
-            .find(|r| r.kind == kind && r.range.contains(gpa))
+            .find(|r| r.kind == kind && r.range.contains(gpa.0))
     }
 
     /// Whether `ctx` is a live context (0 always is).

@@ -17,6 +17,7 @@
 //! space is `TooLarge`.
 
 use super::guest_paging::{ADDR_MASK, PAGE_SIZE, PRESENT};
+use crate::memmap::Gpa;
 
 /// The most tables one search reads.
 pub const MAX_TABLES: usize = 64;
@@ -38,16 +39,23 @@ pub enum Found {
 /// entry (None: unreadable, taken as not present).
 pub fn find(
     root: u64,
-    table: u64,
-    is_table: &dyn Fn(u64) -> bool,
-    read: &dyn Fn(u64) -> Option<u64>,
+    table: Gpa,
+    is_table: &dyn Fn(Gpa) -> bool,
+    read: &dyn Fn(Gpa) -> Option<u64>,
 ) -> Found {
-    let root = root & ADDR_MASK;
+    let root = Gpa(root & ADDR_MASK);
     if !is_table(root) {
         return Found::NotReachable;
     }
     let mut budget = MAX_TABLES;
-    match search(root, 4, table & ADDR_MASK, is_table, read, &mut budget) {
+    match search(
+        root,
+        4,
+        Gpa(table.0 & ADDR_MASK),
+        is_table,
+        read,
+        &mut budget,
+    ) {
         Some(level) => Found::Level(level),
         None if budget == 0 => Found::TooLarge,
         None => Found::NotReachable,
@@ -55,11 +63,11 @@ pub fn find(
 }
 
 fn search(
-    at: u64,
+    at: Gpa,
     level: u8,
-    table: u64,
-    is_table: &dyn Fn(u64) -> bool,
-    read: &dyn Fn(u64) -> Option<u64>,
+    table: Gpa,
+    is_table: &dyn Fn(Gpa) -> bool,
+    read: &dyn Fn(Gpa) -> Option<u64>,
     budget: &mut usize,
 ) -> Option<u8> {
     if at == table {
@@ -71,7 +79,7 @@ fn search(
     *budget -= 1;
     for i in 0..512u64 {
         let Some(e) = read(at + 8 * i) else { continue };
-        let next = e & ADDR_MASK;
+        let next = Gpa(e & ADDR_MASK);
         if e & PRESENT == 0 || e & PAGE_SIZE != 0 || !is_table(next) {
             continue;
         }
@@ -113,9 +121,9 @@ mod tests {
     }
 
     fn run(root: u64, table: u64, mem: &HashMap<u64, u64>) -> Found {
-        let is_table = |a: u64| (0x1000..0x6000).contains(&a);
-        let read = |a: u64| Some(mem.get(&a).copied().unwrap_or(0));
-        find(root, table, &is_table, &read)
+        let is_table = |a: Gpa| (0x1000..0x6000).contains(&a.0);
+        let read = |a: Gpa| Some(mem.get(&a.0).copied().unwrap_or(0));
+        find(root, Gpa(table), &is_table, &read)
     }
 
     #[test]

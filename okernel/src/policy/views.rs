@@ -17,12 +17,12 @@
 //! the fuzz build's write tracking wraps a [`ViewMemory`] rather than
 //! living in it (`crate::fuzz::tracked`).
 
-use ept::{FrameAllocator, Gpa, Perms, Translation, View};
+use ept::{FrameAllocator, Perms, Translation, View};
 use okernel_abi::policy::MAX_CONTEXTS;
 
 use crate::hw::phys::PhysMemory;
 use crate::mem::{MemoryError, ViewMemory};
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange, identity};
 
 /// The most new tables one `protect` of a contiguous range can need: at
 /// each end of the range a 1 GiB leaf may split into a page directory and
@@ -50,7 +50,7 @@ pub trait Views {
     fn set_current(&mut self, ctx: u16) -> bool;
     /// Sets the rights of every mapped page of `[gpa, gpa + len)` in
     /// `ctx`'s view (holes stay holes). All-or-nothing.
-    fn protect(&mut self, ctx: u16, gpa: u64, len: u64, perms: Perms) -> Result<(), ept::Error>;
+    fn protect(&mut self, ctx: u16, gpa: Gpa, len: u64, perms: Perms) -> Result<(), ept::Error>;
     /// Creates `ctx`'s view as a copy of the trusted view. All-or-nothing.
     fn create(&mut self, ctx: u16) -> Result<(), ept::Error>;
     /// Drops `ctx`'s view (never 0 or the current one), returning its
@@ -63,7 +63,7 @@ pub trait Views {
     /// Frames the pool can still give.
     fn frames_available(&self) -> u64;
     /// What `ctx`'s view maps at `gpa`.
-    fn translate(&self, ctx: u16, gpa: u64) -> Option<Translation>;
+    fn translate(&self, ctx: u16, gpa: Gpa) -> Option<Translation>;
     /// The end of the highest memory-map entry (page-aligned).
     fn mapped_end(&self) -> u64;
     /// The RAM ranges of the memory map.
@@ -71,13 +71,13 @@ pub trait Views {
     /// Whether `[gpa, gpa + len)` is guest RAM, outside monitor memory,
     /// and below the monitor's identity map (monitor memory checked
     /// first).
-    fn check_ram(&self, gpa: u64, len: u64) -> Result<(), MemoryError>;
+    fn check_ram(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError>;
     /// Reads guest RAM that [`Views::check_ram`] accepted, whatever the
     /// views map (page-table entries the monitor validates).
-    fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+    fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError>;
     /// Writes guest RAM that [`Views::check_ram`] accepted, whatever the
     /// views map (validated page-table entries, zeroing freed pages).
-    fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError>;
+    fn write_phys(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError>;
 }
 
 fn slot(ctx: u16) -> usize {
@@ -98,9 +98,9 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
         self.set_current_slot(slot(ctx))
     }
 
-    fn protect(&mut self, ctx: u16, gpa: u64, len: u64, perms: Perms) -> Result<(), ept::Error> {
+    fn protect(&mut self, ctx: u16, gpa: Gpa, len: u64, perms: Perms) -> Result<(), ept::Error> {
         match self.slot_mut(slot(ctx)) {
-            Some(v) => v.protect(Gpa(gpa), len, perms),
+            Some(v) => v.protect(gpa, len, perms),
             None => Ok(()),
         }
     }
@@ -137,8 +137,8 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
         self.slot(0).map_or(0, |v| v.frames().available())
     }
 
-    fn translate(&self, ctx: u16, gpa: u64) -> Option<Translation> {
-        self.slot(slot(ctx))?.translate(Gpa(gpa)).ok().flatten()
+    fn translate(&self, ctx: u16, gpa: Gpa) -> Option<Translation> {
+        self.slot(slot(ctx))?.translate(gpa).ok().flatten()
     }
 
     fn mapped_end(&self) -> u64 {
@@ -149,19 +149,19 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
         ViewMemory::ram(self)
     }
 
-    fn check_ram(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+    fn check_ram(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, len)
     }
 
-    fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, buf.len() as u64)?;
-        self.phys().copy(gpa, buf);
+        self.phys().copy(identity(gpa).0, buf);
         Ok(())
     }
 
-    fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    fn write_phys(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, bytes.len() as u64)?;
-        self.write_hpa(gpa, bytes);
+        self.write_hpa(identity(gpa), bytes);
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use super::*;
 use crate::hw::phys::PhysMemory;
 use crate::launch::ept_view::build_base_view;
 use crate::mem::{MemoryError, RangeList, ViewMemory};
-use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
+use crate::memmap::{Gpa, MemoryKind, MemoryRange, PhysRange};
 use crate::vcpu::memory::{GuestMemory, NoGuestMemory};
 use crate::vcpu::reason::{GuestReason, ReasonError};
 use crate::vmx::fields::Guest32;
@@ -190,11 +190,11 @@ fn a_reason_outside_guest_ram_is_refused() {
         assert_refused(&v, r);
     }
     assert_eq!(
-        memory().check(0xfee0_0000, 8),
+        memory().check(Gpa(0xfee0_0000), 8),
         Err(MemoryError::NotRam(0xfee0_0000))
     );
     assert_eq!(
-        memory().check(0x800_0000 - 4, 8),
+        memory().check(Gpa(0x800_0000 - 4), 8),
         Err(MemoryError::NotRam(0x800_0000))
     );
 }
@@ -210,7 +210,7 @@ fn a_reason_in_monitor_memory_is_refused() {
         assert!(v.memory.phys().copies.borrow().is_empty(), "{gpa:#x} read");
     }
     assert_eq!(
-        memory().check(0x3f_fff8, 16),
+        memory().check(Gpa(0x3f_fff8), 16),
         Err(MemoryError::Monitor(0x40_0000))
     );
 }
@@ -221,7 +221,7 @@ fn a_reason_the_view_does_not_map_is_refused() {
     let r = exit(&mut v, FAIL, 0x30_0800, 8);
     assert_refused(&v, r);
     assert_eq!(
-        memory().check(0x2f_fffc, 8),
+        memory().check(Gpa(0x2f_fffc), 8),
         Err(MemoryError::NotReadable(0x30_0000))
     );
 }
@@ -232,7 +232,7 @@ fn a_reason_the_view_maps_without_read_is_refused() {
     m.view_mut()
         .protect(ept::Gpa(TEXT), 0x1000, ept::Perms::NONE)
         .unwrap();
-    assert_eq!(m.check(TEXT, 4), Err(MemoryError::NotReadable(TEXT)));
+    assert_eq!(m.check(Gpa(TEXT), 4), Err(MemoryError::NotReadable(TEXT)));
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn a_reason_beyond_the_identity_map_is_refused() {
     let r = exit(&mut v, FAIL, 0x1_0000_0000, 8);
     assert_refused(&v, r);
     assert_eq!(
-        memory().check(0x1_0000_0000, 8),
+        memory().check(Gpa(0x1_0000_0000), 8),
         Err(MemoryError::Unreachable(0x1_0000_0000))
     );
 }
@@ -263,7 +263,7 @@ fn a_reason_longer_than_the_maximum_is_refused() {
         assert!(v.memory.phys().copies.borrow().is_empty());
     }
     assert_eq!(
-        GuestReason::read(&NoGuestMemory, TEXT, 129),
+        GuestReason::read(&NoGuestMemory, Gpa(TEXT), 129),
         Err(ReasonError::TooLong(129))
     );
 }

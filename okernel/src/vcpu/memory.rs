@@ -7,6 +7,7 @@
 use super::hooks::ExitHooks;
 use crate::hw::phys::PhysMemory;
 use crate::mem::{MemoryError, ViewMemory};
+use crate::memmap::Gpa;
 use crate::policy::views::{SharedFrames, Views};
 
 /// Guest-physical memory, as a hypercall may read it, and the exit hooks
@@ -16,21 +17,21 @@ pub trait GuestMemory: ExitHooks {
     /// Copies `[gpa, gpa + buf.len())` into `buf` if every byte is
     /// readable under the rules of `crate::mem`; otherwise copies nothing
     /// and says why.
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+    fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError>;
 
     /// Copies `bytes` to `[gpa, gpa + bytes.len())` if every byte is
     /// guest RAM outside monitor memory that the current view maps
     /// *writable* (and reachable); otherwise writes nothing and says why.
-    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    fn write(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError> {
         let _ = bytes;
-        Err(MemoryError::NotRam(gpa))
+        Err(MemoryError::NotRam(gpa.0))
     }
 
     /// Whether [`GuestMemory::write`] of `len` bytes at `gpa` would
     /// succeed.
-    fn check_writable(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+    fn check_writable(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
         let _ = len;
-        Err(MemoryError::NotRam(gpa))
+        Err(MemoryError::NotRam(gpa.0))
     }
 
     /// The EPT views and the memory map, for the protection policy; `None`
@@ -55,11 +56,11 @@ impl ExitHooks for NoGuestMemory {
 }
 
 impl GuestMemory for NoGuestMemory {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             Ok(())
         } else {
-            Err(MemoryError::NotRam(gpa))
+            Err(MemoryError::NotRam(gpa.0))
         }
     }
 }
@@ -69,15 +70,15 @@ impl<A: ept::FrameAllocator, R: PhysMemory> ExitHooks for ViewMemory<A, R> {
 }
 
 impl<A: SharedFrames, R: PhysMemory> GuestMemory for ViewMemory<A, R> {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+    fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         ViewMemory::read(self, gpa, buf)
     }
 
-    fn check_writable(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+    fn check_writable(&self, gpa: Gpa, len: u64) -> Result<(), MemoryError> {
         ViewMemory::check_writable(self, gpa, len)
     }
 
-    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+    fn write(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError> {
         ViewMemory::write(self, gpa, bytes)
     }
 

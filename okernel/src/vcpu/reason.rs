@@ -8,6 +8,7 @@ use okernel_abi::hypercall::EXIT_REASON_MAX;
 
 use super::memory::GuestMemory;
 use crate::mem::MemoryError;
+use crate::memmap::Gpa;
 
 /// The longest reason, in bytes.
 pub const MAX: usize = EXIT_REASON_MAX as usize;
@@ -51,7 +52,7 @@ impl GuestReason {
 
     /// Reads and validates the `len` bytes at guest-physical `gpa`; a
     /// length of 0 is no reason (and `gpa` is not looked at).
-    pub fn read(memory: &impl GuestMemory, gpa: u64, len: u64) -> Result<Self, ReasonError> {
+    pub fn read(memory: &impl GuestMemory, gpa: Gpa, len: u64) -> Result<Self, ReasonError> {
         let mut reason = Self::none();
         if len == 0 {
             return Ok(reason);

@@ -13,6 +13,7 @@ use crate::bits::{CR0_WP, EFER_LMA, EFER_NXE};
 use crate::fuzz::baseline::fingerprints;
 // [`fixture`] locks IA32_LSTAR (a processor MSR) and IA32_EFER (a VMCS
 // guest field).
+use crate::memmap::Gpa;
 use crate::msrs::{IA32_EFER, IA32_LSTAR};
 use crate::policy::views::Views;
 use crate::vmx::fields::{Control64, ControlNatural, Guest32, Guest64};
@@ -100,7 +101,7 @@ fn baseline_then_check_is_intact_and_rebaselining_accepts_changes() {
     assert_eq!((r.expected, r.actual), (0, 0));
     // A legitimate change (through the monitor's write path, which the
     // incremental check follows), then a new baseline: intact again.
-    Views::write_phys(&mut v.memory, RODATA + 0x800, b"X").unwrap();
+    Views::write_phys(&mut v.memory, Gpa(RODATA + 0x800), b"X").unwrap();
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::RegionChanged);
     baseline(&mut v);
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
@@ -170,7 +171,7 @@ fn a_changed_locked_msr_is_msr_changed() {
 fn a_view_granting_more_than_the_policy_is_too_permissive() {
     let mut v = fixture();
     baseline(&mut v);
-    Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RWX).unwrap();
+    Views::protect(&mut v.memory, 1, Gpa(TEXT + 0x2000), 0x1000, Perms::RWX).unwrap();
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::ViewTooPermissive, 1));
     assert_eq!(r.expected, TEXT + 0x2000);
@@ -178,7 +179,7 @@ fn a_view_granting_more_than_the_policy_is_too_permissive() {
     // Context 1's protected page mapped in the trusted view.
     let mut v = fixture();
     baseline(&mut v);
-    Views::protect(&mut v.memory, 0, SECRET, 0x1000, Perms::R).unwrap();
+    Views::protect(&mut v.memory, 0, Gpa(SECRET), 0x1000, Perms::R).unwrap();
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::ViewTooPermissive, 0));
     assert_eq!(r.expected, SECRET);

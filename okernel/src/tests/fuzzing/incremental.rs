@@ -14,7 +14,7 @@ use crate::bits::CR0_WP;
 use crate::fuzz::LastFull;
 use crate::fuzz::calls::FULL_CHECK_EVERY;
 use crate::fuzz::dirty::WRITE_LOG_PAGES;
-use crate::memmap::PhysRange;
+use crate::memmap::{Gpa, PhysRange};
 use crate::policy::views::Views;
 
 /// The views generation now.
@@ -41,7 +41,7 @@ fn settled() -> PVcpu {
 #[test]
 fn a_monitor_write_to_locked_text_is_seen_by_the_next_incremental_check() {
     let mut v = settled();
-    Views::write_phys(&mut v.memory, TEXT + 0x1008, b"\xcc").unwrap();
+    Views::write_phys(&mut v.memory, Gpa(TEXT + 0x1008), b"\xcc").unwrap();
     assert!(v.memory.dirty().written(PhysRange::new(TEXT + 0x1000, 1)));
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::RegionChanged, TEXT_ID));
@@ -79,7 +79,7 @@ fn the_cheap_parts_are_compared_by_an_incremental_check() {
 fn a_view_change_makes_the_next_check_full() {
     let mut v = settled();
     let g = generation(&v);
-    Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RWX).unwrap();
+    Views::protect(&mut v.memory, 1, Gpa(TEXT + 0x2000), 0x1000, Perms::RWX).unwrap();
     assert_ne!(generation(&v), g, "protect moves the generation");
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::ViewTooPermissive, 1));
@@ -124,7 +124,7 @@ fn an_overflowed_write_log_makes_the_next_check_full() {
     let mut v = settled();
     v.memory.phys().write(RODATA + 0x10, b"!");
     for page in 0..=WRITE_LOG_PAGES as u64 {
-        Views::write_phys(&mut v.memory, DATA + 0x10_000 + page * 4096, b"x").unwrap();
+        Views::write_phys(&mut v.memory, Gpa(DATA + 0x10_000 + page * 4096), b"x").unwrap();
     }
     assert!(v.memory.dirty().overflowed());
     let r = check(&mut v);
@@ -151,7 +151,7 @@ fn a_trusted_write_to_credentials_is_seen_by_the_next_full_check() {
 #[test]
 fn baseline_forgets_the_last_full_check_and_clears_the_log() {
     let mut v = settled();
-    Views::write_phys(&mut v.memory, TEXT + 0x10, b"patched").unwrap();
+    Views::write_phys(&mut v.memory, Gpa(TEXT + 0x10), b"patched").unwrap();
     baseline(&mut v);
     assert_eq!(v.hooks.last_full, None);
     assert!(!v.memory.dirty().written(PhysRange::new(TEXT, 0x4000)));
@@ -162,7 +162,7 @@ fn baseline_forgets_the_last_full_check_and_clears_the_log() {
     assert_eq!(v.hooks.last_full.map(|l| l.incremental), Some(1));
     // A view change before a new baseline: the baseline takes it, the
     // first check after it is full and intact.
-    Views::protect(&mut v.memory, 1, DATA, 0x1000, Perms::R).unwrap();
+    Views::protect(&mut v.memory, 1, Gpa(DATA), 0x1000, Perms::R).unwrap();
     baseline(&mut v);
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
     assert_eq!(v.hooks.last_full, Some(LastFull { incremental: 0 }));
@@ -192,10 +192,10 @@ fn a_view_too_permissive_at_the_end_of_an_exit_is_reported_though_put_right_sinc
     // then any exit ends with it so, then the view is put right behind
     // the watch's back before the check.
     let mut v = settled();
-    Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RWX).unwrap();
+    Views::protect(&mut v.memory, 1, Gpa(TEXT + 0x2000), 0x1000, Perms::RWX).unwrap();
     assert_eq!(raw_call(&mut v, Call::Version.raw(), 0), Status::Success);
     assert!(v.hooks.watch.finding.is_some(), "the exit's end scanned it");
-    Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RX).unwrap();
+    Views::protect(&mut v.memory, 1, Gpa(TEXT + 0x2000), 0x1000, Perms::RX).unwrap();
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::ViewTooPermissive, 1));
     assert_eq!((r.expected, r.actual), (TEXT + 0x2000, Perms::RWX.bits()));
@@ -206,7 +206,7 @@ fn a_view_too_permissive_at_the_end_of_an_exit_is_reported_though_put_right_sinc
 #[test]
 fn before_a_baseline_nothing_is_scanned() {
     let mut v = fixture();
-    Views::protect(&mut v.memory, 1, TEXT + 0x2000, 0x1000, Perms::RWX).unwrap();
+    Views::protect(&mut v.memory, 1, Gpa(TEXT + 0x2000), 0x1000, Perms::RWX).unwrap();
     assert_eq!(raw_call(&mut v, Call::Version.raw(), 0), Status::Success);
     assert_eq!(v.hooks.watch, Default::default());
 }

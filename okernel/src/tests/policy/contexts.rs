@@ -1,6 +1,7 @@
 //! Contexts, protected pages, gates and SwitchContext.
 
 use super::*;
+use crate::memmap::Gpa;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::fields::Control64;
 use okernel_abi::policy::RegionKind;
@@ -140,7 +141,7 @@ fn the_protected_page_table_fills_up_with_exhausted() {
         Status::Exhausted
     );
     v.policy.pages[63] = Some(crate::policy::protection::ProtectedPage {
-        gpa: 0x71_0000,
+        gpa: Gpa(0x71_0000),
         owner: 0,
     });
     ok(&mut v, Call::FreeProtectedPage, [1, 0x60_7000, 0]);

@@ -7,6 +7,7 @@ use crate::bits::{
     CR4_VMXE, EFER_LMA, EFER_NXE,
 };
 use crate::exit::cr::visible_cr0;
+use crate::memmap::Gpa;
 use crate::msrs::{IA32_EFER, IA32_FS_BASE, IA32_LSTAR, IA32_S_CET, IA32_SYSENTER_EIP, IA32_TSC};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::controls::SecondaryProcBased;
@@ -519,8 +520,12 @@ fn a_view_that_led_into_monitor_memory_is_not_read_through() {
         .unwrap();
     let mut b = [0u8; 8];
     assert_eq!(
-        memory.read(DATA, &mut b),
+        memory.read(Gpa(DATA), &mut b),
         Err(MemoryError::Monitor(monitor))
     );
-    assert_eq!(memory.read(DATA + 0x1000, &mut b), Ok(()), "the next page");
+    assert_eq!(
+        memory.read(Gpa(DATA + 0x1000), &mut b),
+        Ok(()),
+        "the next page"
+    );
 }

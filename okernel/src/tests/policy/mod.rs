@@ -27,7 +27,7 @@ use crate::hw::msr_bitmap_page::MsrBitmapPage;
 use crate::hw::phys::PhysMemory;
 use crate::launch::ept_view::build_base_view;
 use crate::mem::ViewMemory;
-use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
+use crate::memmap::{Gpa, MemoryKind, MemoryRange, PhysRange};
 use crate::policy::Protection;
 use crate::policy::protection::PolicyCaps;
 use crate::policy::views::Views;
@@ -186,7 +186,7 @@ pub fn lock(v: &mut PVcpu, base: u64, len: u64, kind: okernel_abi::policy::Regio
 
 /// The rights context `ctx`'s view gives `gpa` (None: not mapped).
 pub fn perms(v: &PVcpu, ctx: u16, gpa: u64) -> Option<Perms> {
-    Views::translate(&v.memory, ctx, gpa).map(|t| t.page.attrs.perms)
+    Views::translate(&v.memory, ctx, Gpa(gpa)).map(|t| t.page.attrs.perms)
 }
 
 /// Every view's rights on a sample of pages, to prove nothing changed.

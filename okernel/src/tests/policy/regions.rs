@@ -4,6 +4,7 @@
 use okernel_abi::policy::RegionKind;
 
 use super::*;
+use crate::memmap::Gpa;
 use crate::vmx::controls::SecondaryProcBased;
 
 const TEXT_KIND: u64 = RegionKind::Text as u64;
@@ -226,7 +227,7 @@ fn rights_at_runs_agree_with_each_page_and_checksums_with_copies() {
     for ctx in [0, ctx1] {
         let mut at = 0;
         while at < 0x80_0000 {
-            let (p, end) = crate::fuzz::inspect::Inspect::rights_at(&v.memory, ctx, at);
+            let (p, end) = crate::fuzz::inspect::Inspect::rights_at(&v.memory, ctx, Gpa(at));
             assert!(end > at, "ctx {ctx} {at:#x}");
             for page in (at..end.min(0x80_0000)).step_by(0x1000) {
                 let each = perms(&v, ctx, page).unwrap_or(Perms::NONE);
@@ -238,7 +239,7 @@ fn rights_at_runs_agree_with_each_page_and_checksums_with_copies() {
     let r = v.policy.regions[id as usize].unwrap().range;
     v.memory.phys().write(TEXT + 0x1234, &[0xcc; 9]);
     let mut copy = vec![0u8; r.len() as usize];
-    Views::read_phys(&v.memory, r.start, &mut copy).unwrap();
+    Views::read_phys(&v.memory, Gpa(r.start), &mut copy).unwrap();
     let mut h = crate::fuzz::hash::WordHash::new();
     h.update(&copy);
     assert_eq!(crate::fuzz::baseline::checksum(&v.memory, r), h.finish());
