@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ptr::NonNull;
 
 use arbitrary::Arbitrary;
-use ept::Perms;
+use ept::{Gpa, Perms};
 use okernel::exit::handle_exit;
 use okernel::hw::fake::{FakeCpu, FakeVmcs};
 use okernel::hw::msr_bitmap_page::MsrBitmapPage;
@@ -451,7 +451,7 @@ impl Shadow {
             Op::Access(kind, at) => {
                 let gpa = at.get();
                 let ctx = v.policy.current;
-                let p = Views::translate(&v.memory, ctx, gpa).map(|t| t.page.attrs.perms);
+                let p = Views::translate(&v.memory, ctx, Gpa(gpa)).map(|t| t.page.attrs.perms);
                 let want = match kind % 3 {
                     0 => Perms::READ,
                     1 => Perms::WRITE,
@@ -498,7 +498,7 @@ impl Shadow {
         }
         for pg in v.policy.protected_pages() {
             assert!(
-                !(pg.owner != ctx && (pg.gpa..pg.gpa + 4096).contains(&gpa)),
+                !(pg.owner != ctx && (pg.gpa.0..pg.gpa.0 + 4096).contains(&gpa)),
                 "oracle: view: context {ctx} can access context {}'s protected page {gpa:#x}",
                 pg.owner
             );
