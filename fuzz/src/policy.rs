@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ptr::NonNull;
 
 use arbitrary::Arbitrary;
-use ept::{Gpa, Perms};
+use ept::{Gpa, Hpa, Perms};
 use okernel::exit::handle_exit;
 use okernel::hw::fake::{FakeCpu, FakeVmcs};
 use okernel::hw::msr_bitmap_page::MsrBitmapPage;
@@ -41,7 +41,8 @@ use crate::vcpu::{MAP, MONITOR, POOL, RIP, SYSCALL_MSRS, entry};
 pub struct SparsePhys(RefCell<HashMap<u64, Box<[u8; 4096]>>>);
 
 impl PhysMemory for SparsePhys {
-    fn copy(&self, hpa: u64, buf: &mut [u8]) {
+    fn copy(&self, hpa: Hpa, buf: &mut [u8]) {
+        let hpa = hpa.0;
         let m = self.0.borrow();
         for (i, b) in buf.iter_mut().enumerate() {
             let a = hpa.wrapping_add(i as u64);
@@ -49,7 +50,8 @@ impl PhysMemory for SparsePhys {
         }
     }
 
-    fn write(&self, hpa: u64, bytes: &[u8]) {
+    fn write(&self, hpa: Hpa, bytes: &[u8]) {
+        let hpa = hpa.0;
         let mut m = self.0.borrow_mut();
         for (i, b) in bytes.iter().enumerate() {
             let a = hpa.wrapping_add(i as u64);
@@ -107,7 +109,7 @@ thread_local! {
 
 fn tables() -> Vec<(u64, Box<[u8; 4096]>)> {
     let phys = SparsePhys::default();
-    let w = |at: u64, v: u64| phys.write(at, &v.to_le_bytes());
+    let w = |at: u64, v: u64| phys.write(Hpa(at), &v.to_le_bytes());
     const P: u64 = 1;
     const RW: u64 = 2;
     const PS: u64 = 0x80;

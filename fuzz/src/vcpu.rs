@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 
+use ept::Hpa;
 use okernel::hw::fake::{FakeCpu, FakeVmcs};
 use okernel::hw::phys::IDENTITY_MAP_END;
 use okernel::hw::phys::PhysMemory;
@@ -96,7 +97,8 @@ pub fn readable(start: u64, end: u64) -> bool {
 }
 
 impl PhysMemory for FakePhys {
-    fn copy(&self, hpa: u64, buf: &mut [u8]) {
+    fn copy(&self, hpa: Hpa, buf: &mut [u8]) {
+        let hpa = hpa.0;
         let end = hpa + buf.len() as u64;
         assert!(
             readable(hpa, end),
@@ -113,7 +115,8 @@ impl PhysMemory for FakePhys {
         self.copies.borrow_mut().push((hpa, buf.len()));
     }
 
-    fn write(&self, hpa: u64, bytes: &[u8]) {
+    fn write(&self, hpa: Hpa, bytes: &[u8]) {
+        let hpa = hpa.0;
         let end = hpa + bytes.len() as u64;
         assert!(
             readable(hpa, end),

@@ -56,7 +56,7 @@ impl<A: SharedFrames, R: PhysMemory> Inspect for ViewMemory<A, R> {
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, len)?;
-        self.phys().read_with(identity(gpa).0, len, f);
+        self.phys().read_with(identity(gpa), len, f);
         Ok(())
     }
 }

@@ -4,6 +4,8 @@
 //! map of the first 4 GiB ([`IdentityMap`]) — the only raw-pointer access
 //! to guest memory in the monitor.
 
+use crate::memmap::Hpa;
+
 /// The end of the monitor's identity map: the loader's page tables map
 /// the first 4 GiB virtual = physical, and the monitor runs on them.
 pub const IDENTITY_MAP_END: u64 = 1 << 32;
@@ -12,18 +14,18 @@ pub const IDENTITY_MAP_END: u64 = 1 << 32;
 pub trait PhysMemory {
     /// Copies `[hpa, hpa + buf.len())` into `buf`. Callers pass only
     /// ranges below [`IDENTITY_MAP_END`] that are guest RAM.
-    fn copy(&self, hpa: u64, buf: &mut [u8]);
+    fn copy(&self, hpa: Hpa, buf: &mut [u8]);
 
     /// Copies `bytes` to `[hpa, hpa + bytes.len())`. Callers pass only
     /// ranges below [`IDENTITY_MAP_END`] that are guest RAM outside
     /// monitor memory.
-    fn write(&self, hpa: u64, bytes: &[u8]);
+    fn write(&self, hpa: Hpa, bytes: &[u8]);
 
     /// Hands `f` the bytes of `[hpa, hpa + len)` in order, as one or more
     /// consecutive slices, without a copy where the memory can be read
     /// in place. Callers pass only ranges below [`IDENTITY_MAP_END`] that
     /// are guest RAM. By default, 4 KiB at a time through [`Self::copy`].
-    fn read_with(&self, hpa: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
+    fn read_with(&self, hpa: Hpa, len: u64, f: &mut dyn FnMut(&[u8])) {
         let mut buf = [0u8; 4096];
         let (mut at, end) = (hpa, hpa + len);
         while at < end {
@@ -54,7 +56,8 @@ impl IdentityMap {
 }
 
 impl PhysMemory for IdentityMap {
-    fn copy(&self, hpa: u64, buf: &mut [u8]) {
+    fn copy(&self, hpa: Hpa, buf: &mut [u8]) {
+        let hpa = hpa.0;
         debug_assert!(hpa.saturating_add(buf.len() as u64) <= IDENTITY_MAP_END);
         // SAFETY: `IdentityMap::new`'s contract maps the range readable at
         // this address (callers stay below IDENTITY_MAP_END); it is guest
@@ -67,13 +70,14 @@ impl PhysMemory for IdentityMap {
 
     /// In place, but for page 0, which is copied (address 0 is a null
     /// pointer to Rust, and no slice may start there).
-    fn read_with(&self, hpa: u64, len: u64, f: &mut dyn FnMut(&[u8])) {
+    fn read_with(&self, hpa: Hpa, len: u64, f: &mut dyn FnMut(&[u8])) {
+        let hpa = hpa.0;
         debug_assert!(hpa.saturating_add(len) <= IDENTITY_MAP_END);
         let (mut at, end) = (hpa, hpa + len);
         if at == 0 && end > 0 {
             let mut buf = [0u8; 4096];
             let n = end.min(4096) as usize;
-            self.copy(0, &mut buf[..n]);
+            self.copy(Hpa(0), &mut buf[..n]);
             f(&buf[..n]);
             at = n as u64;
         }
@@ -91,7 +95,8 @@ impl PhysMemory for IdentityMap {
         }
     }
 
-    fn write(&self, hpa: u64, bytes: &[u8]) {
+    fn write(&self, hpa: Hpa, bytes: &[u8]) {
+        let hpa = hpa.0;
         debug_assert!(hpa.saturating_add(bytes.len() as u64) <= IDENTITY_MAP_END);
         // SAFETY: as in `copy`: the identity map makes the range writable
         // at this address (the loader maps the first 4 GiB writable); it

@@ -183,7 +183,7 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
     /// Writes `bytes` to physical `[hpa, hpa + len)`, which the caller
     /// checked is guest RAM outside monitor memory.
     pub fn write_hpa(&mut self, hpa: Hpa, bytes: &[u8]) {
-        self.phys.write(hpa.0, bytes);
+        self.phys.write(hpa, bytes);
     }
 
     /// Checks rules 1 and 2 (guest RAM, not monitor memory) for
@@ -290,7 +290,7 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         // Everything is checked before the first byte is copied.
         self.check(gpa, len)?;
         self.for_each_page(gpa, gpa + len, Perms::READ, |offset, hpa, piece| {
-            self.phys.copy(hpa.0, &mut buf[offset..offset + piece]);
+            self.phys.copy(hpa, &mut buf[offset..offset + piece]);
         })
     }
 
@@ -308,7 +308,7 @@ impl<A: FrameAllocator, R: PhysMemory> ViewMemory<A, R> {
         // Every page writable before the first byte is written.
         self.check_writable(gpa, len)?;
         self.for_each_page(gpa, gpa + len, Perms::RW, |offset, hpa, piece| {
-            self.phys.write(hpa.0, &bytes[offset..offset + piece]);
+            self.phys.write(hpa, &bytes[offset..offset + piece]);
         })
     }
 }

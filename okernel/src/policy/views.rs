@@ -155,7 +155,7 @@ impl<A: SharedFrames, R: PhysMemory> Views for ViewMemory<A, R> {
 
     fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), MemoryError> {
         ViewMemory::check_ram(self, gpa, buf.len() as u64)?;
-        self.phys().copy(identity(gpa).0, buf);
+        self.phys().copy(identity(gpa), buf);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use super::*;
 use crate::hw::phys::PhysMemory;
 use crate::launch::ept_view::build_base_view;
 use crate::mem::{MemoryError, RangeList, ViewMemory};
-use crate::memmap::{Gpa, MemoryKind, MemoryRange, PhysRange};
+use crate::memmap::{Gpa, Hpa, MemoryKind, MemoryRange, PhysRange};
 use crate::vcpu::memory::{GuestMemory, NoGuestMemory};
 use crate::vcpu::reason::{GuestReason, ReasonError};
 use crate::vmx::fields::Guest32;
@@ -77,14 +77,16 @@ impl FakePhys {
 }
 
 impl PhysMemory for FakePhys {
-    fn copy(&self, hpa: u64, buf: &mut [u8]) {
+    fn copy(&self, hpa: Hpa, buf: &mut [u8]) {
+        let hpa = hpa.0;
         let at = usize::try_from(hpa - TEXT).unwrap();
         assert!(at + buf.len() <= TEXT_LEN, "copy outside the window");
         buf.copy_from_slice(&self.bytes.borrow()[at..at + buf.len()]);
         self.copies.borrow_mut().push((hpa, buf.len()));
     }
 
-    fn write(&self, hpa: u64, bytes: &[u8]) {
+    fn write(&self, hpa: Hpa, bytes: &[u8]) {
+        let hpa = hpa.0;
         let at = usize::try_from(hpa - TEXT).unwrap();
         assert!(at + bytes.len() <= TEXT_LEN, "write outside the window");
         self.bytes.borrow_mut()[at..at + bytes.len()].copy_from_slice(bytes);

@@ -13,7 +13,7 @@ use crate::bits::{CR0_WP, EFER_LMA, EFER_NXE};
 use crate::fuzz::baseline::fingerprints;
 // [`fixture`] locks IA32_LSTAR (a processor MSR) and IA32_EFER (a VMCS
 // guest field).
-use crate::memmap::Gpa;
+use crate::memmap::{Gpa, Hpa};
 use crate::msrs::{IA32_EFER, IA32_LSTAR};
 use crate::policy::views::Views;
 use crate::vmx::fields::{Control64, ControlNatural, Guest32, Guest64};
@@ -33,8 +33,10 @@ pub fn fixture() -> PVcpu {
     let mut v = pvcpu();
     let eptp = Views::eptp(&v.memory, 0).unwrap();
     v.vmcs.set(Control64::Eptp, eptp);
-    v.memory.phys().write(TEXT + 0x10, b"\x55\x48\x89\xe5 text");
-    v.memory.phys().write(RODATA + 0x800, b"read-only");
+    v.memory
+        .phys()
+        .write(Hpa(TEXT + 0x10), b"\x55\x48\x89\xe5 text");
+    v.memory.phys().write(Hpa(RODATA + 0x800), b"read-only");
     assert_eq!(lock(&mut v, TEXT, 0x4000, RegionKind::Text), TEXT_ID.into());
     assert_eq!(
         lock(&mut v, RODATA, 0x1000, RegionKind::Rodata),
@@ -66,7 +68,7 @@ pub fn check(v: &mut PVcpu) -> CheckReport {
 /// The report at [`REPORT`], decoded field by field from its bytes.
 pub fn report(v: &PVcpu) -> CheckReport {
     let mut b = [0u8; size_of::<CheckReport>()];
-    v.memory.phys().copy(REPORT, &mut b);
+    v.memory.phys().copy(Hpa(REPORT), &mut b);
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     let mut hit = [0u16; MAX_HITS];
@@ -111,14 +113,14 @@ fn baseline_then_check_is_intact_and_rebaselining_accepts_changes() {
 fn a_changed_locked_byte_is_region_changed_naming_the_region() {
     let mut v = fixture();
     baseline(&mut v);
-    v.memory.phys().write(RODATA + 0xfff, b"!");
+    v.memory.phys().write(Hpa(RODATA + 0xfff), b"!");
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::RegionChanged, RODATA_ID));
     assert_ne!(r.expected, r.actual);
     // Unlocked memory may change: DATA is in no region.
     let mut v = fixture();
     baseline(&mut v);
-    v.memory.phys().write(DATA, b"!");
+    v.memory.phys().write(Hpa(DATA), b"!");
     assert_eq!(verdict(&check(&mut v)).0, MonitorVerdict::Intact);
 }
 
@@ -126,7 +128,7 @@ fn a_changed_locked_byte_is_region_changed_naming_the_region() {
 fn a_cleared_lock_is_region_unlocked_before_any_byte_change() {
     let mut v = fixture();
     baseline(&mut v);
-    v.memory.phys().write(RODATA + 0x800, b"Y");
+    v.memory.phys().write(Hpa(RODATA + 0x800), b"Y");
     v.policy.regions[TEXT_ID as usize].as_mut().unwrap().locked = false;
     let r = check(&mut v);
     assert_eq!(verdict(&r), (MonitorVerdict::RegionUnlocked, TEXT_ID));
@@ -326,7 +328,7 @@ fn untrusted_callers_are_denied_and_nothing_is_cleared() {
     assert!(v.hooks.coverage.hits().len() > hits);
     assert_eq!(v.hooks.checks, 0);
     let mut page = [0u8; 8];
-    v.memory.phys().copy(REPORT, &mut page);
+    v.memory.phys().copy(Hpa(REPORT), &mut page);
     assert_eq!(page, [0; 8], "no report written");
 }
 

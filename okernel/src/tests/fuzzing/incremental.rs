@@ -14,7 +14,7 @@ use crate::bits::CR0_WP;
 use crate::fuzz::LastFull;
 use crate::fuzz::calls::FULL_CHECK_EVERY;
 use crate::fuzz::dirty::WRITE_LOG_PAGES;
-use crate::memmap::{Gpa, PhysRange};
+use crate::memmap::{Gpa, Hpa, PhysRange};
 use crate::policy::views::Views;
 
 /// The views generation now.
@@ -109,7 +109,7 @@ fn a_change_behind_the_monitors_back_is_seen_only_by_the_periodic_full_check() {
     // the guest through a view (no view may write it) nor by a logged
     // monitor write.
     let mut v = settled();
-    v.memory.phys().write(RODATA + 0x10, b"!");
+    v.memory.phys().write(Hpa(RODATA + 0x10), b"!");
     // `settled` ran one incremental check after the full one.
     for n in 2..FULL_CHECK_EVERY {
         let r = check(&mut v);
@@ -122,7 +122,7 @@ fn a_change_behind_the_monitors_back_is_seen_only_by_the_periodic_full_check() {
 #[test]
 fn an_overflowed_write_log_makes_the_next_check_full() {
     let mut v = settled();
-    v.memory.phys().write(RODATA + 0x10, b"!");
+    v.memory.phys().write(Hpa(RODATA + 0x10), b"!");
     for page in 0..=WRITE_LOG_PAGES as u64 {
         Views::write_phys(&mut v.memory, Gpa(DATA + 0x10_000 + page * 4096), b"x").unwrap();
     }
@@ -136,7 +136,7 @@ fn a_trusted_write_to_credentials_is_seen_by_the_next_full_check() {
     // The trusted view may write them: a guest store, no monitor write,
     // no view change. Incremental checks leave them to the full one.
     let mut v = settled();
-    v.memory.phys().write(CRED + 0x20, b"root");
+    v.memory.phys().write(Hpa(CRED + 0x20), b"root");
     // `settled` ran one incremental check after the full one.
     for n in 2..FULL_CHECK_EVERY {
         assert_eq!(

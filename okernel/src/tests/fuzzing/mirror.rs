@@ -11,6 +11,7 @@ use okernel_abi::policy::{AuditKind, AuditRecord};
 
 use super::checks::fixture;
 use super::*;
+use crate::memmap::Hpa;
 
 /// The executor's mirror page in these tests (ordinary RAM).
 const MIRROR: u64 = DATA + 0x3000;
@@ -18,7 +19,7 @@ const MIRROR: u64 = DATA + 0x3000;
 /// The mirror at `page`, decoded from its bytes.
 fn mirror(v: &PVcpu, page: u64) -> AuditMirror {
     let mut b = [0u8; size_of::<AuditMirror>()];
-    v.memory.phys().copy(page, &mut b);
+    v.memory.phys().copy(Hpa(page), &mut b);
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     AuditMirror {
@@ -70,7 +71,7 @@ fn the_mirror_holds_the_total_and_newest_record_after_every_audited_exit() {
 fn exits_that_audit_nothing_leave_the_page_alone() {
     let mut v = fixture();
     assert_eq!(raw_call(&mut v, CALL_BASELINE, MIRROR), Status::Success);
-    v.memory.phys().write(MIRROR, &[0xee; 8]);
+    v.memory.phys().write(Hpa(MIRROR), &[0xee; 8]);
     assert_eq!(raw_call(&mut v, Call::Null.raw(), 0), Status::Success);
     assert_eq!(raw_call(&mut v, Call::Version.raw(), 0), Status::Success);
     assert_eq!(mirror(&v, MIRROR).total, u64::from_le_bytes([0xee; 8]));

@@ -58,7 +58,7 @@ fn without_the_feature_the_fuzz_calls_are_unknown() {
         assert_eq!(v.regs.rdi(), REPORT, "nothing returned");
     }
     let mut page = [0u8; 16];
-    v.memory.phys().copy(REPORT, &mut page);
+    v.memory.phys().copy(crate::memmap::Hpa(REPORT), &mut page);
     assert_eq!(page, [0; 16], "no report written");
 }
 

@@ -1,7 +1,7 @@
 //! Contexts, protected pages, gates and SwitchContext.
 
 use super::*;
-use crate::memmap::Gpa;
+use crate::memmap::{Gpa, Hpa};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::fields::Control64;
 use okernel_abi::policy::RegionKind;
@@ -34,7 +34,7 @@ fn destroy_context_checks_its_argument_and_returns_the_view_and_pages() {
     ok(&mut v, Call::CreateContext, [0; 3]);
     ok(&mut v, Call::CreateContext, [0; 3]);
     ok(&mut v, Call::AllocProtectedPage, [1, SECRET, 0]);
-    v.memory.phys().write(SECRET, b"secret");
+    v.memory.phys().write(Hpa(SECRET), b"secret");
     for bad in [0, 3, 9, u64::MAX] {
         assert_eq!(
             call(&mut v, Call::DestroyContext, [bad, 0, 0]),
@@ -63,7 +63,7 @@ fn destroy_context_checks_its_argument_and_returns_the_view_and_pages() {
     );
     // Its page: zeroed, back in every view.
     let mut b = [0xffu8; 6];
-    v.memory.phys().copy(SECRET, &mut b);
+    v.memory.phys().copy(Hpa(SECRET), &mut b);
     assert_eq!(b, [0; 6]);
     assert_eq!(perms(&v, 0, SECRET), Some(Perms::RWX));
     assert_eq!(perms(&v, 2, SECRET), Some(Perms::RWX));
@@ -158,7 +158,7 @@ fn free_protected_page_zeroes_it_and_only_its_owner_or_the_trusted_context_may()
     ok(&mut v, Call::CreateContext, [0; 3]);
     ok(&mut v, Call::CreateContext, [0; 3]);
     ok(&mut v, Call::AllocProtectedPage, [1, SECRET, 0]);
-    v.memory.phys().write(SECRET + 8, b"key");
+    v.memory.phys().write(Hpa(SECRET + 8), b"key");
     assert_eq!(
         call(&mut v, Call::FreeProtectedPage, [2, SECRET, 0]),
         Status::NotFound
@@ -186,7 +186,7 @@ fn free_protected_page_zeroes_it_and_only_its_owner_or_the_trusted_context_may()
     Views::set_current(&mut v.memory, 0);
     ok(&mut v, Call::FreeProtectedPage, [1, SECRET, 0]);
     let mut b = [0xffu8; 3];
-    v.memory.phys().copy(SECRET + 8, &mut b);
+    v.memory.phys().copy(Hpa(SECRET + 8), &mut b);
     assert_eq!(b, [0; 3]);
     for ctx in 0..=2 {
         assert_eq!(perms(&v, ctx, SECRET), Some(Perms::RWX));
@@ -308,7 +308,7 @@ fn refused_switches_are_audited_and_change_nothing() {
     // with (the guest's page tables changed): refused.
     v.memory
         .phys()
-        .write(PD + 8, &((0x60_0000u64) | 0x83).to_le_bytes());
+        .write(Hpa(PD + 8), &((0x60_0000u64) | 0x83).to_le_bytes());
     assert_eq!(
         call(&mut v, Call::SwitchContext, [0, g, 0]),
         Status::Refused

@@ -7,7 +7,7 @@ use crate::bits::{
     CR4_VMXE, EFER_LMA, EFER_NXE,
 };
 use crate::exit::cr::visible_cr0;
-use crate::memmap::Gpa;
+use crate::memmap::{Gpa, Hpa};
 use crate::msrs::{IA32_EFER, IA32_FS_BASE, IA32_LSTAR, IA32_S_CET, IA32_SYSENTER_EIP, IA32_TSC};
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::vmx::controls::SecondaryProcBased;
@@ -234,7 +234,7 @@ fn stores_are_emulated_through_the_guest_page_tables() {
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0x10);
     assert_advanced(&v, r, 3);
     let mut b = [0u8; 10];
-    v.memory.phys().copy(DATA + 0x10, &mut b);
+    v.memory.phys().copy(Hpa(DATA + 0x10), &mut b);
     assert_eq!(b[..2], [0x3f, 0]);
     assert_eq!(
         u64::from_le_bytes(b[2..].try_into().unwrap()),
@@ -291,7 +291,7 @@ fn a_store_into_read_only_memory_is_denied_like_an_ept_violation() {
     let pte = PT;
     v.memory
         .phys()
-        .write(pte, &(0x60_0000u64 | 1).to_le_bytes());
+        .write(Hpa(pte), &(0x60_0000u64 | 1).to_le_bytes());
     v.regs.set(Gpr::Rbx, 0x60_0000);
     v.vmcs.set(Control32::EntryInterruptionInfo, 0);
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
@@ -311,14 +311,14 @@ fn a_store_into_read_only_memory_is_denied_like_an_ept_violation() {
 /// The 8-byte value at guest-physical `at`.
 fn entry_at(v: &PVcpu, at: u64) -> u64 {
     let mut b = [0u8; 8];
-    v.memory.phys().copy(at, &mut b);
+    v.memory.phys().copy(Hpa(at), &mut b);
     u64::from_le_bytes(b)
 }
 
 /// Sets `bits` in the 8-byte entry at `at`.
 fn set_bits(v: &PVcpu, at: u64, bits: u64) {
     let e = entry_at(v, at) | bits;
-    v.memory.phys().write(at, &e.to_le_bytes());
+    v.memory.phys().write(Hpa(at), &e.to_le_bytes());
 }
 
 /// Entry flags A and D.
@@ -344,7 +344,7 @@ fn an_emulated_store_sets_the_accessed_and_dirty_flags_the_processor_would() {
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
     assert_advanced(&v, r, 3);
     let mut b = [0u8; 10];
-    v.memory.phys().copy(ACROSS, &mut b);
+    v.memory.phys().copy(Hpa(ACROSS), &mut b);
     assert_eq!(b[..2], [0x3f, 0]);
     assert_eq!(
         u64::from_le_bytes(b[2..].try_into().unwrap()),
@@ -391,7 +391,7 @@ fn a_flag_the_view_will_not_let_the_store_set_is_denied_like_an_ept_violation() 
         (AuditKind::EptViolation, PT + 8, Some(ACROSS))
     );
     let mut b = [0u8; 10];
-    v.memory.phys().copy(ACROSS, &mut b);
+    v.memory.phys().copy(Hpa(ACROSS), &mut b);
     assert_eq!(b, [0; 10], "nothing stored");
     assert_eq!(entry_at(&v, PT + 8) & (A | D), A, "no flag written");
     // With D already set there is nothing to write in the table: stored.
@@ -399,7 +399,7 @@ fn a_flag_the_view_will_not_let_the_store_set_is_denied_like_an_ept_violation() 
     v.vmcs.set(Control32::EntryInterruptionInfo, 0);
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0);
     assert_advanced(&v, r, 3);
-    v.memory.phys().copy(ACROSS, &mut b);
+    v.memory.phys().copy(Hpa(ACROSS), &mut b);
     assert_eq!(b[..2], [0x3f, 0]);
     assert_eq!(v.audit.total(), 1);
 }
@@ -436,7 +436,7 @@ fn a_reserved_bit_in_the_walk_is_the_processors_page_fault() {
     assert_eq!(v.cpu.cr2, DATA);
     let mut b = [0u8; 10];
     for at in [0x60_0000, DATA] {
-        v.memory.phys().copy(at, &mut b);
+        v.memory.phys().copy(Hpa(at), &mut b);
         assert_eq!(b, [0; 10], "nothing stored at {at:#x}");
     }
     assert_eq!(v.audit.total(), 0);
@@ -495,7 +495,7 @@ fn an_emulated_store_through_a_lam_tagged_pointer_lands_where_lam_says() {
     let r = dt_exit(&mut v, ExitReason::GdtrIdtrAccess, MEM_RBX, 0x10);
     assert_advanced(&v, r, 3);
     let mut b = [0u8; 10];
-    v.memory.phys().copy(DATA + 0x10, &mut b);
+    v.memory.phys().copy(Hpa(DATA + 0x10), &mut b);
     assert_eq!(b[..2], [0x3f, 0]);
 }
 

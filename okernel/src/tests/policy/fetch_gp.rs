@@ -7,6 +7,7 @@
 use super::*;
 use crate::bits::{CR0_WP, CR4_SMAP, EFER_NXE, RFLAGS_IF, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM};
 use crate::exit::deliver::{Delivery, Interrupted, plan};
+use crate::memmap::Hpa;
 use crate::policy::guest_paging::PagingState;
 use crate::vmx::fields::{Guest16, Guest32, Guest64};
 use std::collections::HashMap;
@@ -34,12 +35,12 @@ const UDATA: u64 = 0x00cf_f300_0000_ffff;
 const IF: u64 = 0x2 | RFLAGS_IF;
 
 fn put(v: &PVcpu, at: u64, value: u64) {
-    v.memory.phys().write(at, &value.to_le_bytes());
+    v.memory.phys().write(Hpa(at), &value.to_le_bytes());
 }
 
 fn get(v: &PVcpu, at: u64) -> u64 {
     let mut b = [0u8; 8];
-    v.memory.phys().copy(at, &mut b);
+    v.memory.phys().copy(Hpa(at), &mut b);
     u64::from_le_bytes(b)
 }
 

@@ -9,6 +9,7 @@ use okernel_abi::policy::RegionKind;
 
 use super::*;
 use crate::bits::EFER_NXE;
+use crate::memmap::Hpa;
 use crate::policy::guest_paging::{USER, XD};
 use crate::vcpu::guest::GateEntry;
 use crate::vmx::controls::SecondaryProcBased;
@@ -274,7 +275,7 @@ fn a_gate_whose_address_no_longer_translates_through_its_cr3_is_refused() {
     // The trusted kernel unmaps the gate's 2 MiB page from those tables:
     // the switch is refused.
     let pde = PD + 8 * (TEXT >> 21);
-    v.memory.phys().write(pde, &0u64.to_le_bytes());
+    v.memory.phys().write(Hpa(pde), &0u64.to_le_bytes());
     assert_eq!(
         call(&mut v, Call::SwitchContext, [0, g, 0]),
         Status::Refused
@@ -296,9 +297,9 @@ fn a_gate_whose_page_became_user_or_execute_disable_is_refused_not_entered() {
         // level.
         for entry in [PML4, PDPT, PD + 8 * (TEXT >> 21)] {
             let mut e = [0u8; 8];
-            v.memory.phys().copy(entry, &mut e);
+            v.memory.phys().copy(Hpa(entry), &mut e);
             let e = u64::from_le_bytes(e) | flag;
-            v.memory.phys().write(entry, &e.to_le_bytes());
+            v.memory.phys().write(Hpa(entry), &e.to_le_bytes());
         }
         arm(&mut v);
         assert_eq!(

@@ -27,7 +27,7 @@ use crate::hw::msr_bitmap_page::MsrBitmapPage;
 use crate::hw::phys::PhysMemory;
 use crate::launch::ept_view::build_base_view;
 use crate::mem::ViewMemory;
-use crate::memmap::{Gpa, MemoryKind, MemoryRange, PhysRange};
+use crate::memmap::{Gpa, Hpa, MemoryKind, MemoryRange, PhysRange};
 use crate::policy::Protection;
 use crate::policy::protection::PolicyCaps;
 use crate::policy::views::Views;
@@ -90,14 +90,16 @@ impl SparsePhys {
 }
 
 impl PhysMemory for SparsePhys {
-    fn copy(&self, hpa: u64, buf: &mut [u8]) {
+    fn copy(&self, hpa: Hpa, buf: &mut [u8]) {
+        let hpa = hpa.0;
         for (i, b) in buf.iter_mut().enumerate() {
             let a = hpa + i as u64;
             *b = self.with_page(a & !0xfff, |p| p[(a & 0xfff) as usize]);
         }
     }
 
-    fn write(&self, hpa: u64, bytes: &[u8]) {
+    fn write(&self, hpa: Hpa, bytes: &[u8]) {
+        let hpa = hpa.0;
         for (i, b) in bytes.iter().enumerate() {
             let a = hpa + i as u64;
             self.with_page(a & !0xfff, |p| p[(a & 0xfff) as usize] = *b);
@@ -127,7 +129,7 @@ pub fn pvcpu_with(caps: PolicyCaps) -> PVcpu {
     let bitmap = unsafe { MsrBitmapPage::new(std::ptr::NonNull::from(page)) };
     let policy = Protection::new(caps, Some(bitmap));
     let mut p = Vcpu::with_memory(v.vmcs, v.cpu, policy, v.cr, v.ept, memory);
-    let w = |p: &PVcpu, at: u64, v: u64| p.memory.phys().write(at, &v.to_le_bytes());
+    let w = |p: &PVcpu, at: u64, v: u64| p.memory.phys().write(Hpa(at), &v.to_le_bytes());
     const P: u64 = 1;
     const RW: u64 = 2;
     const PS: u64 = 0x80;

@@ -4,6 +4,7 @@ use okernel_abi::policy::RegionKind;
 
 use super::*;
 use crate::hypercall::page_table::{Caller, allowed, mapped_range};
+use crate::memmap::Hpa;
 use crate::policy::audit::{AuditAction, AuditKind};
 
 const P: u64 = 1;
@@ -24,7 +25,7 @@ pub(super) fn locked() -> PVcpu {
 
 pub(super) fn entry(v: &PVcpu, at: u64) -> u64 {
     let mut b = [0u8; 8];
-    v.memory.phys().copy(at, &mut b);
+    v.memory.phys().copy(Hpa(at), &mut b);
     u64::from_le_bytes(b)
 }
 
@@ -190,7 +191,7 @@ fn audit_count_and_read_copy_records_into_writable_guest_ram() {
     let buf = DATA + 0x100;
     ok(&mut v, Call::AuditRead, [0, buf, 0]);
     let mut b = [0u8; 64];
-    v.memory.phys().copy(buf, &mut b);
+    v.memory.phys().copy(Hpa(buf), &mut b);
     let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
     assert_eq!(word(0), 0, "sequence");
     assert_eq!(
@@ -230,7 +231,7 @@ fn audit_count_and_read_copy_records_into_writable_guest_ram() {
     }
     for at in [RODATA, TEXT - 0x20] {
         let mut after = [0u8; 64];
-        v.memory.phys().copy(at, &mut after);
+        v.memory.phys().copy(Hpa(at), &mut after);
         assert_eq!(after, [0; 64], "nothing written at {at:#x}");
     }
 }

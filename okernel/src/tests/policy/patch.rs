@@ -8,6 +8,7 @@ use okernel_abi::policy::{ExecuteRule, PatchFormat, RegionKind};
 
 use super::*;
 use crate::bits::{DEBUGCTL_BTF, RFLAGS_IF, RFLAGS_TF};
+use crate::memmap::Hpa;
 use crate::policy::audit::{AuditAction, AuditKind};
 use crate::policy::patch::{NOP2, NOP5, PatchSites, PatchTable, Refusal, SiteSize, judge_page};
 use crate::vmx::controls::PrimaryProcBased;
@@ -41,12 +42,12 @@ const WRITE_QUAL: u64 = (1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 8);
 const WRITER: u64 = RIP;
 
 pub(super) fn w8(v: &PVcpu, at: u64, bytes: &[u8]) {
-    v.memory.phys().write(at, bytes);
+    v.memory.phys().write(Hpa(at), bytes);
 }
 
 pub(super) fn r(v: &PVcpu, at: u64, n: usize) -> Vec<u8> {
     let mut b = vec![0; n];
-    v.memory.phys().copy(at, &mut b);
+    v.memory.phys().copy(Hpa(at), &mut b);
     b
 }
 
@@ -69,7 +70,7 @@ pub(super) fn jump5(site: u64, target: u64) -> [u8; 5] {
 /// sites holding their NOPs, the table in rodata, text registered and
 /// rodata locked. Returns the text region's id.
 pub(super) fn image(v: &mut PVcpu) -> u64 {
-    let w = |v: &PVcpu, at: u64, x: u64| v.memory.phys().write(at, &x.to_le_bytes());
+    let w = |v: &PVcpu, at: u64, x: u64| v.memory.phys().write(Hpa(at), &x.to_le_bytes());
     w(v, PML4 + 8 * 511, PDPT_HI | P | RW);
     w(v, PDPT_HI + 8 * 510, PD | P | RW);
     w8(v, LONG, &NOP5);
@@ -528,7 +529,9 @@ fn a_table_in_the_last_page_of_the_address_space_registers_without_overflow() {
         (PD_TOP + 8 * 511, PT_TOP),
         (PT_TOP + 8 * 511, RODATA),
     ] {
-        v.memory.phys().write(at, &(entry | P | RW).to_le_bytes());
+        v.memory
+            .phys()
+            .write(Hpa(at), &(entry | P | RW).to_le_bytes());
     }
     // Past the end of the address space.
     assert_eq!(
@@ -559,7 +562,9 @@ fn a_site_half_in_text_is_not_guarded() {
         [TEXT, 0x4000, RegionKind::Text as u64],
     );
     for (at, entry) in [(PML4 + 8 * 511, PDPT_HI), (PDPT_HI + 8 * 510, PD)] {
-        v.memory.phys().write(at, &(entry | P | RW).to_le_bytes());
+        v.memory
+            .phys()
+            .write(Hpa(at), &(entry | P | RW).to_le_bytes());
     }
     lock(&mut v, RODATA, 0x1000, RegionKind::Rodata);
     assert_eq!(

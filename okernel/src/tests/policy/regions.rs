@@ -4,7 +4,6 @@
 use okernel_abi::policy::RegionKind;
 
 use super::*;
-use crate::memmap::Gpa;
 use crate::vmx::controls::SecondaryProcBased;
 
 const TEXT_KIND: u64 = RegionKind::Text as u64;
@@ -219,6 +218,7 @@ fn without_a_policy_the_calls_are_unknown() {
 #[cfg(feature = "fuzz")]
 #[test]
 fn rights_at_runs_agree_with_each_page_and_checksums_with_copies() {
+    use crate::memmap::{Gpa, Hpa};
     let mut v = pvcpu();
     let id = lock(&mut v, TEXT, 0x4000, RegionKind::Text);
     lock(&mut v, RODATA, 0x2000, RegionKind::Rodata);
@@ -237,7 +237,7 @@ fn rights_at_runs_agree_with_each_page_and_checksums_with_copies() {
         }
     }
     let r = v.policy.regions[id as usize].unwrap().range;
-    v.memory.phys().write(TEXT + 0x1234, &[0xcc; 9]);
+    v.memory.phys().write(Hpa(TEXT + 0x1234), &[0xcc; 9]);
     let mut copy = vec![0u8; r.len() as usize];
     Views::read_phys(&v.memory, Gpa(r.start), &mut copy).unwrap();
     let mut h = crate::fuzz::hash::WordHash::new();
