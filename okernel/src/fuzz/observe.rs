@@ -281,10 +281,10 @@ pub fn detail<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
         EPT => {
             let q = qualification();
             let access = (q & 7) | ((q >> 7) & 3) << 3;
-            let gpa = vcpu
+            let gpa = Gpa(vcpu
                 .vmcs
                 .read(ReadOnly64::GuestPhysicalAddress)
-                .unwrap_or(0);
+                .unwrap_or(0));
             let class = memory_class(
                 vcpu.policy.protection().map(|p| &*p),
                 Some(&vcpu.memory),
@@ -321,8 +321,8 @@ pub const NOT_RAM: u8 = 20;
 
 /// What kind of memory `gpa` is: a locked region's kind (1–7), an
 /// unlocked registered region's (9–15), or one of the constants above.
-pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Inspect>, gpa: u64) -> u8 {
-    let page = PhysRange::new(gpa & !0xfff, 0x1000);
+pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Inspect>, gpa: Gpa) -> u8 {
+    let page = PhysRange::new(gpa.page_base().0, 0x1000);
     if let Some(views) = views {
         let monitor = views.monitor();
         if let Some(i) = monitor.iter().position(|m| m.overlaps(&page)) {
@@ -341,14 +341,14 @@ pub fn memory_class(prot: Option<&Protection>, views: Option<&dyn Inspect>, gpa:
     let Some(p) = prot else {
         return PLAIN;
     };
-    if let Some(pg) = p.protected_pages().find(|pg| pg.gpa == Gpa(page.start)) {
+    if let Some(pg) = p.protected_pages().find(|pg| pg.gpa == gpa.page_base()) {
         return if pg.owner == p.current {
             OWN_PROTECTED
         } else {
             OTHER_PROTECTED
         };
     }
-    match p.regions.iter().flatten().find(|r| r.range.contains(gpa)) {
+    match p.regions.iter().flatten().find(|r| r.range.contains(gpa.0)) {
         Some(r) => region_code(r.kind) | if r.locked { 0 } else { 8 },
         None => PLAIN,
     }

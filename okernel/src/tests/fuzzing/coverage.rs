@@ -144,7 +144,7 @@ fn memory_classes_of_ept_violations() {
     let mut v = fixture();
     let mut class = |gpa| {
         let PVcpu { policy, memory, .. } = &mut v;
-        observe::memory_class(Some(&*policy), Some(&*memory), gpa)
+        observe::memory_class(Some(&*policy), Some(&*memory), crate::memmap::Gpa(gpa))
     };
     assert_eq!(class(TEXT + 0x1000), 1);
     assert_eq!(class(RODATA), 2);
