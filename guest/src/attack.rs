@@ -244,6 +244,13 @@ pub const ATTACKS: &[Attack] = &[
         status: None,
     },
     Attack {
+        name: "disable-a20-string-io",
+        invariant: 11,
+        guard: Guard::Monitor,
+        audit: Some(Exit),
+        status: None,
+    },
+    Attack {
         name: "reset-via-cf9",
         invariant: 11,
         guard: Guard::MonitorOnly,

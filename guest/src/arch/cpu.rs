@@ -175,37 +175,56 @@ pub extern "C" fn x2apic_init(_: u64) -> u64 {
 /// System Control Port A: bit 1 enables A20, bit 0 resets the machine.
 pub const PORT_A20: u16 = 0x92;
 
-/// Gadget: turns A20 off through port 0x92, reads the port back and
-/// turns A20 on again, with no memory access in between (every address
-/// this kernel uses between the two writes — its text and page tables —
-/// has bit 20 clear, so they survive the masking). Returns the value read
-/// back: bit 1 clear when A20 really went off.
+/// The A20 gadgets' body: reads port 0x92, writes it without A20 by
+/// `$write` (AL holds the value, DX the port), reads it back and turns
+/// A20 on again with a plain OUT, with no memory access between the write
+/// and the restore (every address this kernel uses between the two — its
+/// text and page tables — has bit 20 clear, so they survive the
+/// masking). Evaluates to the value read back: bit 1 clear when A20
+/// really went off.
+macro_rules! a20_gadget {
+    ($($write:literal),+) => {{
+        let back: u32;
+        // SAFETY: port accesses in registers; A20 is on again (the value
+        // read before, with bit 1 and without bit 0) before the next
+        // memory access; under okernel the port is emulated or the
+        // instruction refused, and nothing changes. RSI (OUTSB's source)
+        // is declared clobbered.
+        unsafe {
+            core::arch::asm!(
+                "in al, dx",
+                "mov cl, al",
+                "and al, 0xfc",
+                $($write,)+
+                "in al, dx",
+                "mov ah, al",
+                "mov al, cl",
+                "or al, 2",
+                "and al, 0xfe",
+                "out dx, al",
+                "mov al, ah",
+                in("dx") PORT_A20,
+                out("eax") back,
+                out("ecx") _,
+                out("rsi") _,
+            );
+        }
+        u64::from(back & 0xff)
+    }};
+}
+
+/// Gadget: turns A20 off through port 0x92 ([`a20_gadget`]) and returns
+/// the value read back.
 pub extern "C" fn a20_off(_: u64) -> u64 {
-    let back: u32;
-    // SAFETY: three port accesses in registers; A20 is on again (the
-    // value read before, with bit 1 and without bit 0) before the next
-    // memory access; under okernel the port is emulated and nothing
-    // changes.
-    unsafe {
-        core::arch::asm!(
-            "in al, dx",
-            "mov cl, al",
-            "and al, 0xfc",
-            "out dx, al",
-            "in al, dx",
-            "mov ah, al",
-            "mov al, cl",
-            "or al, 2",
-            "and al, 0xfe",
-            "out dx, al",
-            "mov al, ah",
-            in("dx") PORT_A20,
-            out("eax") back,
-            out("ecx") _,
-            options(nostack, nomem),
-        );
-    }
-    u64::from(back & 0xff)
+    a20_gadget!("out dx, al")
+}
+
+/// Gadget: [`a20_off`] with a string instruction: OUTSB writes the
+/// value from a byte on the stack (read before A20 goes off). Under
+/// okernel OUTSB faults (#GP: string I/O is refused to every port) and
+/// nothing changes.
+pub extern "C" fn a20_off_outsb(_: u64) -> u64 {
+    a20_gadget!("push rax", "mov rsi, rsp", "outsb", "pop rax")
 }
 
 /// Gadget: writes byte `arg >> 16` to port `arg & 0xffff` and returns

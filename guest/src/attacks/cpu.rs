@@ -161,6 +161,11 @@ pub fn run(s: &mut Suite<'_>) {
     s.attack("disable-a20", |_| {
         gadget(cpu::a20_off, 0, |back| back & 2 == 0)
     });
+    // The same with a string instruction (OUTSB), which the I/O exit
+    // handler refuses to every port (#GP) rather than emulating.
+    s.attack("disable-a20-string-io", |_| {
+        gadget(cpu::a20_off_outsb, 0, |back| back & 2 == 0)
+    });
     // The machine's reset commands: the reset control register (RST_CPU
     // with a hard reset) and the keyboard controller's pulse-reset. A
     // reset under okernel would end the run, so reaching the check at all

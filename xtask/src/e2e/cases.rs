@@ -264,6 +264,7 @@ const ATTACKS: &[&str] = &[
     "attack-write-mtrr",
     "attack-write-tsc",
     "attack-disable-a20",
+    "attack-disable-a20-string-io",
     "attack-reset-via-cf9",
     "attack-reset-via-keyboard-controller",
     "attack-x2apic-init-to-itself",
