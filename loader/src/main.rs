@@ -33,5 +33,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // were never started. A panic inside a `log!` call (a `Display` that
     // panics) would otherwise wait for the lock it holds, for ever.
     unsafe { okernel_console::break_lock() };
+    // SAFETY: as above: whatever the panic interrupted never runs again.
+    unsafe { okernel::launch::print_unprinted_audit_lines() };
     okernel_console::report(Outcome::Panic, format_args!("loader: {info}"))
 }

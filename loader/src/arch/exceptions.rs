@@ -85,6 +85,10 @@ extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
     // this processor prints: the other processors are parked in VMX root
     // operation or were never started.
     unsafe { okernel_console::break_lock() };
+    // SAFETY: as above: the code the exception interrupted never runs
+    // again, so the audit lines it queued can be printed before the
+    // report that ends the run.
+    unsafe { okernel::launch::print_unprinted_audit_lines() };
     // What overflowed, if a stack did: the monitor's host stack faults in
     // its not-present guard page (CR2 there); the loader's boot stack
     // leaves its pattern guard written.

@@ -17,13 +17,18 @@ use crate::vcpu::memory::GuestMemory;
 use crate::vmx::controls::{ExitControls, PinBased};
 use crate::vmx::fields::{Control32, Guest32};
 
-/// Arms the timer when the exit just handled left lines waiting and the
-/// processor offers it.
+/// Arms the timer when the exit just handled left lines waiting; without
+/// the timer, prints them now (as every exit did before the queue: a
+/// guest that then never prints, exits or ends must not keep them).
 #[inline]
 pub fn after_slow_exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<(), ExitError> {
     if vcpu.timer.armed || !vcpu.audit.has_pending() {
+        return Ok(());
+    }
+    if vcpu.timer.ticks().is_none() {
+        vcpu.audit.print_pending();
         return Ok(());
     }
     set(vcpu, true)

@@ -228,20 +228,20 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         // Dropped: the guest goes on, the port keeps its state.
         let record = exit_record(vcpu, ExitReason::IoInstruction, AuditAction::Skip)?;
         vcpu.audit.record(record);
-    } else if !emulated {
-        if sends_console_byte(port, size) {
-            // The console's waiting lines go first: they keep their place
-            // among the guest's (`policy::audit`).
-            vcpu.audit.print_pending();
+    } else {
+        // The console's waiting lines go before any write the monitor
+        // performs: before a console byte they keep their place among the
+        // guest's (`policy::audit`); a write to a reset, sleep or A20 port
+        // may end or stop the machine. Nothing waits: nothing printed.
+        vcpu.audit.print_pending();
+        if !emulated {
+            vcpu.cpu.port_out(port, size, rax as u32);
         }
-        vcpu.cpu.port_out(port, size, rax as u32);
     }
     vcpu.advance_rip()
 }
 
-/// Whether an allowed write of `size` bytes at `port` sends a byte on the
-/// console's UART (COM1's data port; with LCR.DLAB set it is the divisor
-/// latch, and the lines go first all the same).
+/// Whether a write of `size` bytes at `port` reaches COM1's data port.
 const fn sends_console_byte(port: u16, size: u8) -> bool {
     port <= PORT_COM1_DATA && PORT_COM1_DATA < port + size as u16
 }

@@ -216,8 +216,9 @@ fn resumed<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 
 /// Whether a survived exit is one that no control in force causes: MOV
 /// to or from CR3 without CR3-load or CR3-store exiting (SDM Vol. 3C
-/// §26.1.3; okernel leaves both off, `exit::cr` handles CR3 anyway), and
-/// WBINVD without WBINVD exiting, and every exit reason no control
+/// §26.1.3; okernel leaves both off, `exit::cr` handles CR3 anyway), a
+/// VMX-preemption timer exit where okernel has no console timer
+/// (`exit::console_tick`), WBINVD without WBINVD exiting, and every exit reason no control
 /// okernel sets causes at all ([`crate::exit::other::never_caused`]: they
 /// get a defined outcome and the run goes on). An undefined exit reason
 /// is fatal (`ExitError::UnknownReason`) and never reaches a check.
@@ -237,6 +238,10 @@ pub fn unexpected<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             _ => return false,
         };
         read(Control32::PrimaryProcessorBasedControls) & control.bits() == 0
+    } else if basic == ExitReason::PreemptionTimer as u16 {
+        // The console's timer: armed only where the processor offers it
+        // (the state after the tick cannot tell: the tick may disarm it).
+        vcpu.timer.ticks().is_none()
     } else if basic == ExitReason::Wbinvd as u16 {
         read(Control32::SecondaryProcessorBasedControls) & SecondaryProcBased::WBINVD_EXITING.bits()
             == 0

@@ -37,6 +37,9 @@ pub fn register<V: Vmcs, C: Cpu>(
 ) -> Result<CallResult, ExitError> {
     let (va, len, format) = (table.va(), table.len(), table.format());
     let size = format.entry_size();
+    // The call's own lines (an entry refused, the table taken) come after
+    // the audit lines still waiting: the console keeps order.
+    env.audit.print_pending();
     if env.prot.text_locked() {
         return Ok(Err(Status::Locked));
     }
@@ -123,8 +126,6 @@ pub fn register<V: Vmcs, C: Cpu>(
     let p = &mut env.prot.patch;
     p.tables[slot] = Some(table);
     p.entries = first + entries as u32;
-    // After the audit lines still waiting: the console keeps order.
-    env.audit.print_pending();
     log::info!(
         "okernel: patch sites: {entries} entries at {va:#x} (gpa {gpa:#x}), {guarded} sites in registered text"
     );

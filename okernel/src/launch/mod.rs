@@ -31,6 +31,8 @@ mod run;
 pub mod seam;
 pub mod setup;
 
+pub use self::run::print_unprinted_audit_lines;
+
 use core::convert::Infallible;
 
 use okernel_abi::result::Outcome;
@@ -202,6 +204,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             pending: run::Pending::Nothing,
         });
     }
+    run::publish_for_crash_report(state);
     log::info!(
         "okernel: entering the guest at {:#x} in VMX non-root mode",
         config.guest.rip

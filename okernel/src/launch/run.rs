@@ -10,6 +10,8 @@
 //! the handlers, which run below it and return to the stub to resume the
 //! guest.
 
+use core::sync::atomic::{AtomicPtr, Ordering};
+
 use okernel_abi::result::Outcome;
 
 use super::ReportFn;
@@ -54,6 +56,39 @@ pub(super) enum Pending {
     Slow(SlowExit),
     /// The exit failed: report it.
     Failed(ExitError),
+}
+
+/// The run state, for the crash paths ([`print_unprinted_audit_lines`]);
+/// null until the run state is written.
+static CRASH_VIEW: AtomicPtr<RunState> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Records where the run state lives, once it is written.
+pub(super) fn publish_for_crash_report(state: *mut RunState) {
+    CRASH_VIEW.store(state, Ordering::Release);
+}
+
+/// Prints the audit lines the console still owes (`policy::audit`'s
+/// queue), for the loader's panic and exception handlers: a monitor fault
+/// or panic would otherwise take with it up to a queue of lines that are
+/// likely what led to it. Nothing before the run state exists.
+///
+/// # Safety
+/// Called only on the path to the run's end from a panic or exception
+/// handler that never returns, on the one processor that runs the guest,
+/// after the console's lock was broken (`okernel_console::break_lock`):
+/// the code it interrupted, which may have held the run state, never runs
+/// again. A fault in the middle of queueing may leave one line printed
+/// twice or missing; nothing else is read.
+pub unsafe fn print_unprinted_audit_lines() {
+    let state = CRASH_VIEW.load(Ordering::Acquire);
+    if state.is_null() {
+        return;
+    }
+    // SAFETY: the caller's contract: whatever held the run state was
+    // interrupted for good, so this is its only user now; the pointer is
+    // the run state `launch` wrote, which is never freed.
+    let audit = unsafe { &mut (*state).vcpu.audit };
+    audit.print_pending();
 }
 
 const _: () = assert!(core::mem::offset_of!(RunState, vcpu) == 0);

@@ -11,11 +11,15 @@
 //! UART (so the lines keep their place among the guest's), before the
 //! monitor's own lines, and at the end of the run — and on the tick of the
 //! VMX-preemption timer the exit layer arms while lines wait (so they come
-//! out, one a tick, when the guest prints nothing). A denied operation so
-//! costs the same whether or not a serial line is attached (issue 14: a
-//! 300-byte line is about 26 ms at 115200 baud), until the queue is full
-//! ([`QUEUE`]): then the exit prints the waiting lines first, so nothing
-//! is lost and a flood costs what it did before.
+//! out, one a tick, when the guest prints nothing). The exit that denies
+//! an operation so costs the same whether or not a serial line is
+//! attached (issue 14: a 300-byte line is about 26 ms at 115200 baud);
+//! the UART's time is deferred to those points, not removed. When the
+//! queue is full ([`QUEUE`]) the exit prints the waiting lines first, so
+//! nothing is lost and a flood costs what it did before; without the
+//! timer, and before a write the monitor performs (a reset or sleep port
+//! may end the machine), the lines are printed at once; a monitor fault
+//! prints them before its report (`crate::launch::print_unprinted_audit_lines`).
 
 use bitflags::bitflags;
 use okernel_abi::policy as abi;
@@ -393,6 +397,13 @@ pub struct AuditRing<const N: usize> {
     queue: LineQueue,
     /// Lines printed by the exit that queued a line, the queue full.
     printed_in_exit: u64,
+    /// Where printed lines go: [`log_line`], or a test's capture.
+    printer: fn(&Line),
+}
+
+/// Prints `line` to the console (`log::warn!`): the production printer.
+pub fn log_line(line: &Line) {
+    log::warn!("{line}");
 }
 
 /// The monitor's audit log.
@@ -417,6 +428,7 @@ impl<const N: usize> AuditRing<N> {
             suppressed: 0,
             queue: LineQueue::new(),
             printed_in_exit: 0,
+            printer: log_line,
         }
     }
 
@@ -529,18 +541,25 @@ impl<const N: usize> AuditRing<N> {
         }
     }
 
-    /// Formats and prints the waiting lines (`log::warn!`), oldest first:
+    /// Formats and prints the waiting lines ([`log_line`]), oldest first:
     /// with [`Self::print_next`], the only places audit lines are written
     /// to the console.
     pub fn print_pending(&mut self) {
-        self.take_pending(|line| log::warn!("{line}"));
+        let printer = self.printer;
+        self.take_pending(printer);
     }
 
     /// Formats and prints the oldest waiting line, if any.
     pub fn print_next(&mut self) {
         if let Some(line) = self.queue.pop() {
-            log::warn!("{line}");
+            (self.printer)(&line);
         }
+    }
+
+    /// Sends printed lines to `printer` instead of the console (the
+    /// tests' capture).
+    pub fn set_printer(&mut self, printer: fn(&Line)) {
+        self.printer = printer;
     }
 
     /// Appends a record (its `seq` is assigned here) and returns it.
@@ -690,6 +709,15 @@ mod tests {
         assert!(r.record(rec(0x1000)).printed);
     }
 
+    std::thread_local! {
+        static PRINTED: core::cell::RefCell<Vec<std::string::String>> =
+            const { core::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn capture(line: &Line) {
+        PRINTED.with(|p| p.borrow_mut().push(line.to_string()));
+    }
+
     fn pending(r: &mut AuditRing<64>) -> Vec<std::string::String> {
         let mut lines = Vec::new();
         r.take_pending(|l| lines.push(l.to_string()));
@@ -741,6 +769,7 @@ mod tests {
     #[test]
     fn a_full_queue_prints_in_the_exit_and_loses_nothing() {
         let mut r = AuditRing::<64>::new();
+        r.set_printer(capture);
         // Distinct records, the console never printing between them: the
         // 33rd finds the queue full and prints the 32 waiting lines.
         for i in 0..40 {
@@ -748,6 +777,11 @@ mod tests {
             assert!(r.queue.len <= QUEUE);
         }
         assert_eq!(r.printed_in_exit(), QUEUE as u64);
+        let printed = PRINTED.with(|p| p.borrow().clone());
+        assert_eq!(printed.len(), QUEUE, "printed, not thrown away");
+        for (i, l) in printed.iter().enumerate() {
+            assert!(l.contains(&std::format!("\"seq\":{i},")), "{l}");
+        }
         let lines = pending(&mut r);
         assert_eq!(lines.len(), 40 - QUEUE);
         assert!(

@@ -43,6 +43,7 @@ fn timer(v: &Vcpu<FakeVmcs, FakeCpu, BasePolicy>) -> (bool, bool, u64) {
 
 fn with_timer() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
     let mut v = vcpu();
+    capture_lines(&mut v.audit);
     let rate = check::probe(&mut FakeCpu::vmx_capable())
         .unwrap()
         .preemption_timer;
@@ -67,11 +68,21 @@ fn a_denial_queues_its_line_and_arms_the_timer() {
     v.vmcs.set(Guest32::PreemptionTimerValue, 7);
     out(&mut v, DENIED + 1, 1);
     assert_eq!(timer(&v), (true, true, 7));
-    // Two ticks print the two lines; the second disarms.
+    assert!(printed_lines().is_empty(), "nothing printed in the exits");
+    // Two ticks print the two lines, one each; the second disarms.
     assert_eq!(tick(&mut v), ExitAction::Resume);
+    let line = printed_lines();
+    assert_eq!(line.len(), 1);
+    assert!(line[0].starts_with("OKERNEL-AUDIT: {\"seq\":0,\"kind\":\"exit\""));
+    assert!(line[0].contains("\"qual\":\"0x1800000\""), "{}", line[0]);
     assert!(v.audit.has_pending());
     assert_eq!(timer(&v), (true, true, ticks), "re-armed: a line waits");
     tick(&mut v);
+    let line = printed_lines();
+    assert!(
+        line.len() == 1 && line[0].contains("\"seq\":1,"),
+        "{line:?}"
+    );
     assert!(!v.audit.has_pending());
     assert!(!timer(&v).0, "disarmed");
     assert!(!timer(&v).1, "save needs activate (27.2.1.2)");
@@ -92,21 +103,35 @@ fn a_tick_with_nothing_waiting_disarms() {
         !v.audit.has_pending(),
         "the guest's byte printed them first"
     );
+    assert_eq!(printed_lines().len(), 1);
     assert_eq!(v.cpu.outs(), &[(0x3f8, 1, u32::from(b'A'))]);
     tick(&mut v);
     assert!(!timer(&v).0);
 }
 
 #[test]
-fn without_the_timer_nothing_is_armed() {
+fn without_the_timer_the_exit_prints_its_lines() {
+    // Nothing would bring them out if the guest then never printed,
+    // exited or ended: printed in the exit, as before the queue.
     let mut v = vcpu();
+    capture_lines(&mut v.audit);
     assert_eq!(v.timer, ConsoleTimer::new(None));
     out(&mut v, DENIED, 1);
-    assert!(
-        v.audit.has_pending(),
-        "the lines wait for a byte or the end"
-    );
-    assert_eq!(timer(&v), (false, false, 0));
+    assert!(!v.audit.has_pending());
+    assert_eq!(printed_lines().len(), 1);
+    assert_eq!(timer(&v), (false, false, 0), "nothing armed");
+}
+
+#[test]
+fn any_write_the_monitor_performs_prints_the_lines_first() {
+    // A reset, sleep or A20 write may end or stop the machine: the lines
+    // waiting go out first. Port 0x92 (emulated) with A20 on, nothing else.
+    let mut v = with_timer();
+    out(&mut v, DENIED, 1);
+    assert!(v.audit.has_pending());
+    out(&mut v, 0x92, 0x02);
+    assert!(!v.audit.has_pending());
+    assert_eq!(printed_lines().len(), 1);
 }
 
 #[test]

@@ -295,6 +295,7 @@ fn a_stopped_untrusted_context_returns_to_the_trusted_one_at_its_gate() {
 #[test]
 fn a_stopped_untrusted_context_without_a_usable_gate_halts() {
     let (mut v, _) = untrusted_with_gate();
+    capture_lines(&mut v.audit);
     // The attacker's page tables no longer map the gate's page.
     v.vmcs.set(GuestNatural::Cr3, 0x70_0000);
     assert_eq!(
@@ -307,6 +308,15 @@ fn a_stopped_untrusted_context_without_a_usable_gate_halts() {
         ActivityState::WaitForSipi as u64
     );
     assert_eq!(v.audit.last().unwrap().action, AuditAction::Stop);
+    // Printed now: in wait-for-SIPI the console's timer does not count.
+    assert!(!v.audit.has_pending());
+    let lines = printed_lines();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.ends_with("the virtual CPU waits for a reset (WaitForSipi)")),
+        "{lines:?}"
+    );
 }
 
 #[cfg(feature = "fuzz")]

@@ -106,6 +106,27 @@ pub fn vcpu() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
     vcpu_with(BasePolicy, entry64())
 }
 
+std::thread_local! {
+    /// The audit lines [`capture_lines`] caught on this test's thread.
+    static PRINTED: core::cell::RefCell<Vec<std::string::String>> =
+        const { core::cell::RefCell::new(Vec::new()) };
+}
+
+fn capture(line: &crate::policy::audit::Line) {
+    PRINTED.with(|p| p.borrow_mut().push(std::string::ToString::to_string(line)));
+}
+
+/// Sends the lines `audit` prints to this thread's capture instead of the
+/// console ([`printed_lines`]).
+pub fn capture_lines(audit: &mut crate::policy::audit::AuditLog) {
+    audit.set_printer(capture);
+}
+
+/// The lines printed to the capture since the last call, oldest first.
+pub fn printed_lines() -> Vec<std::string::String> {
+    PRINTED.with(|p| core::mem::take(&mut *p.borrow_mut()))
+}
+
 /// Makes the fake VMCS look like the processor just exited for `reason`.
 pub fn synth<P: Policy, M: GuestMemory>(
     v: &mut Vcpu<FakeVmcs, FakeCpu, P, M>,

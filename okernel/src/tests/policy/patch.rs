@@ -425,6 +425,25 @@ fn a_fault_in_the_writing_instruction_ends_the_step_before_its_handler_runs() {
 }
 
 #[test]
+fn the_consoles_tick_leaves_an_open_step_open() {
+    // The timer's exit is not the guest's: the writing instruction has
+    // not run yet (debug traps and pending MTF exits come before the
+    // timer's, SDM Vol. 3C §26.2), so the step stays as it was.
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+        let before = (perms(&v, 0, TEXT), injected(&v));
+        assert_eq!(
+            run(&mut v, ExitReason::PreemptionTimer, 0, 0),
+            Ok(ExitAction::Resume)
+        );
+        assert!(v.policy.patch.step.open(), "{caps:?}");
+        assert_eq!((perms(&v, 0, TEXT), injected(&v)), before);
+        assert_eq!(v.audit.total(), 0);
+    }
+}
+
+#[test]
 fn another_exit_while_a_step_is_open_ends_it_first() {
     for caps in METHODS {
         let mut v = locked_with(caps);
