@@ -544,12 +544,18 @@ impl<const N: usize> AuditRing<N> {
     /// Formats and prints the waiting lines ([`log_line`]), oldest first:
     /// with [`Self::print_next`], the only places audit lines are written
     /// to the console.
+    ///
+    /// Out of line, as is [`Self::print_next`]: in line, the call through
+    /// the printer made every denial's exit 18 instructions dearer
+    /// (`cargo xtask bench vmx`, ept-violation 582 against 564).
+    #[inline(never)]
     pub fn print_pending(&mut self) {
         let printer = self.printer;
         self.take_pending(printer);
     }
 
     /// Formats and prints the oldest waiting line, if any.
+    #[inline(never)]
     pub fn print_next(&mut self) {
         if let Some(line) = self.queue.pop() {
             (self.printer)(&line);
