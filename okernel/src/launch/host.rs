@@ -63,18 +63,11 @@ pub unsafe fn read_host_tables() -> HostTables {
 /// The host state VM exits must restore: `tables` with the control
 /// registers and MSRs as `cpu` reads them now.
 pub fn host_state(cpu: &impl Cpu, tables: &HostTables) -> HostState {
-    let sel = tables.selectors;
     HostState {
         cr0: cpu.read_cr0(),
         cr3: cpu.read_cr3(),
         cr4: cpu.read_cr4(),
-        cs: sel.cs,
-        ss: sel.ss,
-        ds: sel.ds,
-        es: sel.es,
-        fs: sel.fs,
-        gs: sel.gs,
-        tr: sel.tr,
+        selectors: tables.selectors,
         fs_base: cpu.read_msr(msrs::IA32_FS_BASE),
         gs_base: cpu.read_msr(msrs::IA32_GS_BASE),
         tr_base: tables.tr_base,

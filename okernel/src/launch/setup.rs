@@ -3,6 +3,7 @@
 //! of their inputs over [`Vmcs`], tested against the fake VMCS.
 
 use super::config::{GuestEntry, GuestMode};
+use crate::arch::descriptors::Selectors;
 use crate::bits::{
     CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE,
 };
@@ -50,20 +51,8 @@ pub struct HostState {
     pub cr3: u64,
     /// CR4 (VMXE set).
     pub cr4: u64,
-    /// CS selector.
-    pub cs: u16,
-    /// SS selector.
-    pub ss: u16,
-    /// DS selector.
-    pub ds: u16,
-    /// ES selector.
-    pub es: u16,
-    /// FS selector.
-    pub fs: u16,
-    /// GS selector.
-    pub gs: u16,
-    /// TR selector.
-    pub tr: u16,
+    /// The segment selectors and TR.
+    pub selectors: Selectors,
     /// IA32_FS_BASE.
     pub fs_base: u64,
     /// IA32_GS_BASE.
@@ -99,13 +88,14 @@ pub fn write_host_state(vmcs: &mut impl Vmcs, h: &HostState) -> Result<(), VmFai
     vmcs.write(HostNatural::Cr0, h.cr0)?;
     vmcs.write(HostNatural::Cr3, h.cr3)?;
     vmcs.write(HostNatural::Cr4, h.cr4)?;
-    vmcs.write(Host16::CsSelector, h.cs)?;
-    vmcs.write(Host16::SsSelector, h.ss)?;
-    vmcs.write(Host16::DsSelector, h.ds)?;
-    vmcs.write(Host16::EsSelector, h.es)?;
-    vmcs.write(Host16::FsSelector, h.fs)?;
-    vmcs.write(Host16::GsSelector, h.gs)?;
-    vmcs.write(Host16::TrSelector, h.tr)?;
+    let sel = &h.selectors;
+    vmcs.write(Host16::CsSelector, sel.cs)?;
+    vmcs.write(Host16::SsSelector, sel.ss)?;
+    vmcs.write(Host16::DsSelector, sel.ds)?;
+    vmcs.write(Host16::EsSelector, sel.es)?;
+    vmcs.write(Host16::FsSelector, sel.fs)?;
+    vmcs.write(Host16::GsSelector, sel.gs)?;
+    vmcs.write(Host16::TrSelector, sel.tr)?;
     vmcs.write(HostNatural::FsBase, h.fs_base)?;
     vmcs.write(HostNatural::GsBase, h.gs_base)?;
     vmcs.write(HostNatural::TrBase, h.tr_base)?;

@@ -4,6 +4,7 @@
 use ept::{Gpa, MemoryType};
 
 use super::*;
+use crate::arch::descriptors::Selectors;
 use crate::bits::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use crate::launch::config::LaunchError;
 use crate::launch::ept_view::build_base_view;
@@ -211,9 +212,12 @@ fn host_state_is_written_as_read() {
     let mut vm = FakeVmcs::new();
     let h = HostState {
         cr3: 0x1000,
-        cs: 0x08,
-        ss: 0x10,
-        tr: 0x18,
+        selectors: Selectors {
+            cs: 0x08,
+            ss: 0x10,
+            tr: 0x18,
+            ..Default::default()
+        },
         tr_base: 0x5000,
         rip: 0xdead,
         ..Default::default()
