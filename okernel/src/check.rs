@@ -143,6 +143,9 @@ pub struct Capabilities {
     /// timer" and "save VMX-preemption timer value" may both be set (the
     /// console's timer, `crate::vcpu::timer`).
     pub preemption_timer: Option<u8>,
+    /// Whether "MWAIT exiting" may be set (the console's timer sets it
+    /// while it is armed: MWAIT into a deep C-state stops the timer).
+    pub mwait_exiting: bool,
     /// Degraded features.
     pub warnings: Warnings,
 }
@@ -284,6 +287,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         .allows(PinBased::ACTIVATE_PREEMPTION_TIMER.bits())
         && AllowedSettings::from_msr(exit_caps).allows(ExitControls::SAVE_PREEMPTION_TIMER.bits()))
     .then(|| (cpu.read_msr(msrs::IA32_VMX_MISC) & 0x1f) as u8);
+    let mwait_exiting = primary_allowed.allows(PrimaryProcBased::MWAIT_EXITING.bits());
 
     let ept = EptVpidCap(cpu.read_msr(msrs::IA32_VMX_EPT_VPID_CAP));
     if !ept.page_walk_4() {
@@ -337,6 +341,7 @@ pub fn probe<C: Cpu>(cpu: &mut C) -> Result<Capabilities, VmxUnavailable> {
         },
         ept,
         preemption_timer,
+        mwait_exiting,
         warnings,
     })
 }

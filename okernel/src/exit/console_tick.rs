@@ -9,12 +9,13 @@
 //! | Exit | Outcome |
 //! |---|---|
 //! | VMX-preemption timer expired (52) | one waiting line printed; the timer re-armed while lines wait, else disarmed; the guest resumes where it was (trap-like: nothing left undone, SDM Vol. 3C §26.5.1) |
+//! | MWAIT (36), while the timer is armed | the waiting lines printed, the timer and MWAIT exiting cleared; the guest resumes at the MWAIT, which now runs (fault-like: the instruction did not execute, §26.1.3): a C-state deeper than C2 would stop the timer |
 
 use super::{ExitAction, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::vcpu::memory::GuestMemory;
-use crate::vmx::controls::{ExitControls, PinBased};
+use crate::vmx::controls::{ExitControls, PinBased, PrimaryProcBased};
 use crate::vmx::fields::{Control32, Guest32};
 
 /// Arms the timer when the exit just handled left lines waiting; without
@@ -44,8 +45,26 @@ pub fn tick<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     Ok(ExitAction::Resume)
 }
 
+/// An MWAIT exit (only while the timer is armed, [`ConsoleTimer::mwait`]):
+/// the lines out, the timer and MWAIT exiting off, and the guest resumes
+/// at the MWAIT, which then runs. Elsewhere MWAIT exits are none of this
+/// module's: `None`.
+///
+/// [`ConsoleTimer::mwait`]: crate::vcpu::timer::ConsoleTimer::mwait
+pub fn mwait<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<Option<ExitAction>, ExitError> {
+    if !(vcpu.timer.armed && vcpu.timer.mwait) {
+        return Ok(None);
+    }
+    vcpu.audit.print_pending();
+    set(vcpu, false)?;
+    Ok(Some(ExitAction::Resume))
+}
+
 /// Sets (with a full tick's count) or clears "activate VMX-preemption
-/// timer" and "save VMX-preemption timer value" together (§27.2.1.2).
+/// timer" and "save VMX-preemption timer value" together (§27.2.1.2),
+/// and "MWAIT exiting" with them where it is used.
 fn set<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     on: bool,
@@ -71,6 +90,18 @@ fn set<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     }
     vcpu.vmcs.write(Control32::PinBasedControls, pin.bits())?;
     vcpu.vmcs.write(Control32::ExitControls, exit.bits())?;
+    if vcpu.timer.mwait && on != vcpu.timer.armed {
+        let primary = PrimaryProcBased::from_bits_retain(
+            vcpu.vmcs.read(Control32::PrimaryProcessorBasedControls)?,
+        );
+        let primary = if on {
+            primary | PrimaryProcBased::MWAIT_EXITING
+        } else {
+            primary - PrimaryProcBased::MWAIT_EXITING
+        };
+        vcpu.vmcs
+            .write(Control32::PrimaryProcessorBasedControls, primary.bits())?;
+    }
     vcpu.timer.armed = on;
     Ok(())
 }

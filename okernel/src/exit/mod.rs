@@ -278,6 +278,10 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         | R::Vmfunc => simple::inject_ud(vcpu),
         R::Vmcall => vmcall(vcpu),
         R::PreemptionTimer => console_tick::tick(vcpu),
+        R::Mwait => match console_tick::mwait(vcpu)? {
+            Some(action) => Ok(action),
+            None => other::handle(vcpu, reason),
+        },
         R::EptViolation => ept_violation::handle_violation(vcpu),
         R::MonitorTrapFlag => match patch_step::finish(vcpu)? {
             Some(action) => Ok(action),

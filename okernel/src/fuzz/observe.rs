@@ -242,6 +242,9 @@ pub fn unexpected<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         // The console's timer: armed only where the processor offers it
         // (the state after the tick cannot tell: the tick may disarm it).
         vcpu.timer.ticks().is_none()
+    } else if basic == ExitReason::Mwait as u16 {
+        // MWAIT exiting goes with the console's timer where it is used.
+        !vcpu.timer.mwait
     } else if basic == ExitReason::Wbinvd as u16 {
         read(Control32::SecondaryProcessorBasedControls) & SecondaryProcBased::WBINVD_EXITING.bits()
             == 0

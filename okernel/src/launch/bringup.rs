@@ -170,7 +170,7 @@ pub fn bring_up<C: VmxRoot, P: Platform>(
         ept: ept_caps,
         policy,
         memory: prepared.memory,
-        timer: ConsoleTimer::new(caps.preemption_timer),
+        timer: ConsoleTimer::new(caps.preemption_timer, caps.mwait_exiting),
     })
 }
 

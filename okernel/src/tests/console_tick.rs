@@ -7,7 +7,7 @@
 use super::*;
 use crate::exit::io::IoQualification;
 use crate::vcpu::timer::ConsoleTimer;
-use crate::vmx::controls::{ExitControls, PinBased};
+use crate::vmx::controls::{ExitControls, PinBased, PrimaryProcBased};
 use crate::vmx::fields::Guest32;
 use crate::vmx::regs::Gpr;
 
@@ -51,7 +51,7 @@ fn with_timer() -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
         rate.is_some(),
         "the fake CPU offers the timer, as Bochs does"
     );
-    v.timer = ConsoleTimer::new(rate);
+    v.timer = ConsoleTimer::new(rate, true);
     v
 }
 
@@ -115,7 +115,7 @@ fn without_the_timer_the_exit_prints_its_lines() {
     // exited or ended: printed in the exit, as before the queue.
     let mut v = vcpu();
     capture_lines(&mut v.audit);
-    assert_eq!(v.timer, ConsoleTimer::new(None));
+    assert_eq!(v.timer, ConsoleTimer::new(None, false));
     out(&mut v, DENIED, 1);
     assert!(!v.audit.has_pending());
     assert_eq!(printed_lines().len(), 1);
@@ -132,6 +132,39 @@ fn any_write_the_monitor_performs_prints_the_lines_first() {
     out(&mut v, 0x92, 0x02);
     assert!(!v.audit.has_pending());
     assert_eq!(printed_lines().len(), 1);
+}
+
+/// Whether MWAIT exiting is set.
+fn mwait_exiting(v: &Vcpu<FakeVmcs, FakeCpu, BasePolicy>) -> bool {
+    let primary = v.vmcs.get(Control32::PrimaryProcessorBasedControls) as u32;
+    PrimaryProcBased::from_bits_retain(primary).contains(PrimaryProcBased::MWAIT_EXITING)
+}
+
+#[test]
+fn an_mwait_while_lines_wait_prints_them_and_then_runs() {
+    // MWAIT into a C-state deeper than C2 stops the timer (SDM Vol. 3C
+    // §26.5.1): while it is armed, MWAIT exits, the lines go out, and
+    // the guest's MWAIT runs again with nothing armed.
+    let mut v = with_timer();
+    assert!(!mwait_exiting(&v), "off at launch");
+    out(&mut v, DENIED, 1);
+    assert!(mwait_exiting(&v), "armed with the timer");
+    let at = rip(&v);
+    assert_eq!(run(&mut v, ExitReason::Mwait, 0, 3), Ok(ExitAction::Resume));
+    assert_eq!(printed_lines().len(), 1);
+    assert!(!v.audit.has_pending());
+    assert_eq!((timer(&v).0, timer(&v).1), (false, false), "disarmed");
+    assert!(!mwait_exiting(&v));
+    assert_eq!((rip(&v), injected(&v)), (at, 0), "the MWAIT runs again");
+    // With nothing armed an MWAIT exit (no control of okernel's causes
+    // one) keeps its old outcome: #UD.
+    run(&mut v, ExitReason::Mwait, 0, 3).unwrap();
+    assert_eq!(injected(&v), UD);
+    // A tick that empties the queue clears MWAIT exiting too.
+    let mut v = with_timer();
+    out(&mut v, DENIED, 1);
+    tick(&mut v);
+    assert!(!mwait_exiting(&v));
 }
 
 #[test]

@@ -231,7 +231,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             memory,
             guest_reason: GuestReason::none(),
             platform: super::platform_ports::PlatformPorts::default(),
-            timer: super::timer::ConsoleTimer::new(None),
+            timer: super::timer::ConsoleTimer::new(None, false),
             hooks: Default::default(),
         }
     }

@@ -16,6 +16,11 @@ pub const TICK_TSC: u64 = 1 << 20;
 pub struct ConsoleTimer {
     /// The timer's count for one tick, when the processor offers it.
     ticks: Option<u32>,
+    /// Whether "MWAIT exiting" is set with the timer: the timer does not
+    /// count in C-states deeper than C2 (§26.5.1), which MWAIT can enter,
+    /// so while it is armed an MWAIT exits and the lines go out first
+    /// (`crate::exit::console_tick::mwait`).
+    pub mwait: bool,
     /// Whether the controls are set.
     pub armed: bool,
 }
@@ -25,7 +30,7 @@ impl ConsoleTimer {
     /// once every 2^`rate` TSC cycles (IA32_VMX_MISC\[4:0\], §A.6), or
     /// none: `None` when the processor lacks the two controls (lines then
     /// wait for the guest's next console byte or the end of the run).
-    pub const fn new(rate: Option<u8>) -> Self {
+    pub const fn new(rate: Option<u8>, mwait: bool) -> Self {
         let ticks = match rate {
             // A rate past 31 is no processor's; it would make every tick
             // zero, and the guest would not run between ticks.
@@ -34,6 +39,7 @@ impl ConsoleTimer {
         };
         Self {
             ticks,
+            mwait: mwait && ticks.is_some(),
             armed: false,
         }
     }
@@ -51,11 +57,11 @@ mod tests {
 
     #[test]
     fn a_tick_is_the_tsc_period_scaled_by_the_rate() {
-        assert_eq!(ConsoleTimer::new(None).ticks(), None);
-        assert_eq!(ConsoleTimer::new(Some(0)).ticks(), Some(1 << 20 | 1));
-        assert_eq!(ConsoleTimer::new(Some(5)).ticks(), Some(1 << 15 | 1));
+        assert_eq!(ConsoleTimer::new(None, true).ticks(), None);
+        assert_eq!(ConsoleTimer::new(Some(0), true).ticks(), Some(1 << 20 | 1));
+        assert_eq!(ConsoleTimer::new(Some(5), true).ticks(), Some(1 << 15 | 1));
         // Never zero: a zero count would exit before every instruction.
-        assert_eq!(ConsoleTimer::new(Some(31)).ticks(), Some(1));
-        assert_eq!(ConsoleTimer::new(Some(32)).ticks(), None);
+        assert_eq!(ConsoleTimer::new(Some(31), true).ticks(), Some(1));
+        assert_eq!(ConsoleTimer::new(Some(32), true).ticks(), None);
     }
 }
