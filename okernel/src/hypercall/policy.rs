@@ -184,12 +184,12 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
         let Ok(m) = guest_paging::translate(state, linear, |gpa| self.read_u64(gpa)) else {
             return Ok(None);
         };
-        let locked = m.tables.iter().all(|&t| {
-            t == Gpa(0)
-                || self
-                    .prot
-                    .locked_region_at(t, okernel_abi::policy::RegionKind::PageTable)
-                    .is_some()
+        // Every table the walk read, at GPA 0 too (until session 13 a
+        // table there was taken for "no table" and not checked).
+        let locked = m.tables.iter().flatten().all(|&t| {
+            self.prot
+                .locked_region_at(t, okernel_abi::policy::RegionKind::PageTable)
+                .is_some()
         });
         Ok((locked && !m.user && m.executable).then_some(m.gpa))
     }

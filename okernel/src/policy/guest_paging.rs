@@ -53,9 +53,9 @@ pub struct Mapping {
     /// No level forbids instruction fetches (XD = 0 throughout, or
     /// EFER.NXE clear).
     pub executable: bool,
-    /// The page-table pages the walk read (PML4 first; 0 beyond the
-    /// leaf's level, and none with paging off).
-    pub tables: [Gpa; 4],
+    /// The page-table pages the walk read, PML4 first; `None` beyond the
+    /// leaf's level and with paging off (a table may sit at GPA 0).
+    pub tables: [Option<Gpa>; 4],
     /// The guest-physical address of each entry the walk used, PML4 entry
     /// first; `None` beyond the leaf's level and with paging off. The
     /// processor sets A in each and, for a write, D in the last (SDM Vol.
@@ -110,7 +110,7 @@ pub fn translate(
             writable: true,
             user: true,
             executable: true,
-            tables: [Gpa(0); 4],
+            tables: [None; 4],
             entries: [None; 4],
             accessed: true,
             dirty: true,
@@ -129,14 +129,14 @@ pub fn translate(
     let mut executable = true;
     let mut accessed = true;
     let mut reserved = false;
-    let mut tables = [Gpa(0); 4];
+    let mut tables = [None; 4];
     let mut entries = [None; 4];
     let nxe = state.efer & EFER_NXE != 0;
     // Levels 4 (PML4) to 1 (PT); bits 47:39, 38:30, 29:21, 20:12.
     for level in (1..=4u32).rev() {
         let shift = 12 + 9 * (level - 1);
         let index = (linear >> shift) & 0x1ff;
-        tables[(4 - level) as usize] = table;
+        tables[(4 - level) as usize] = Some(table);
         let entry_addr = table + index * 8;
         entries[(4 - level) as usize] = Some(entry_addr);
         let entry = read(entry_addr).ok_or(WalkError::NotPresent(entry_addr))?;
@@ -215,7 +215,7 @@ mod tests {
                 writable: true,
                 user: false,
                 executable: true,
-                tables: [Gpa(0x1000), Gpa(0x2000), Gpa(0x3000), Gpa(0)],
+                tables: gpas([Some(0x1000), Some(0x2000), Some(0x3000), None]),
                 entries: gpas([Some(0x1000), Some(0x2000), Some(0x3008), None]),
                 accessed: false,
                 dirty: false,
@@ -230,7 +230,7 @@ mod tests {
                 writable: false,
                 user: true,
                 executable: true,
-                tables: [Gpa(0x1000), Gpa(0x2000), Gpa(0x3000), Gpa(0x4000)],
+                tables: gpas([Some(0x1000), Some(0x2000), Some(0x3000), Some(0x4000)]),
                 entries: gpas([Some(0x1000), Some(0x2000), Some(0x3010), Some(0x4018)]),
                 accessed: false,
                 dirty: false,
@@ -241,8 +241,8 @@ mod tests {
         assert_eq!(m.gpa, Gpa(0x4123_4567));
         assert!(!m.writable);
         assert_eq!(
-            m.tables.map(|g| g.0),
-            [0x1000, 0x2000, 0, 0],
+            m.tables,
+            gpas([Some(0x1000), Some(0x2000), None, None]),
             "a 1 GiB page"
         );
         assert_eq!(m.entries, gpas([Some(0x1000), Some(0x2008), None, None]));

@@ -205,6 +205,27 @@ fn with_gate() -> (PVcpu, u64) {
 }
 
 #[test]
+fn a_gate_walked_through_an_unlocked_table_at_gpa_0_is_refused() {
+    // The PDPT moved to guest-physical page 0, outside the locked page
+    // tables: the walk to the gate goes through a table the kernel can
+    // still rewrite (until session 13 a table at GPA 0 was taken for "no
+    // table" and the gate was accepted).
+    let mut v = pvcpu();
+    let w = |v: &PVcpu, at: u64, e: u64| v.memory.phys().write(Hpa(at), &e.to_le_bytes());
+    w(&v, 0, PD | 3);
+    w(&v, PML4, 3);
+    lock(&mut v, PML4, 0x4000, RegionKind::PageTable);
+    lock(&mut v, TEXT, 0x4000, RegionKind::Text);
+    assert_eq!(
+        call(&mut v, Call::RegisterGate, [GATE, 0, 0]),
+        Status::InvalidArgument
+    );
+    // The same tables with the PDPT back in the locked region: accepted.
+    w(&v, PML4, PDPT | 3);
+    ok(&mut v, Call::RegisterGate, [GATE, 0, 0]);
+}
+
+#[test]
 fn register_gate_needs_an_address_in_locked_text() {
     let mut v = pvcpu();
     assert_eq!(
