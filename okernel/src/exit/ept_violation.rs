@@ -23,6 +23,7 @@
 //! performed, no exception.
 
 use crate::hw::{Cpu, Vmcs};
+use crate::memmap::Gpa;
 use crate::policy::Policy;
 use crate::policy::audit::{Access, AuditAction, AuditKind, AuditRecord};
 use crate::vcpu::memory::GuestMemory;
@@ -107,7 +108,7 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if !vectoring.valid()
         && !asynchronous
         && access.contains(Access::WRITE)
-        && super::patch_step::begin(vcpu, gpa, gva, q)? == super::patch_step::Begun::Opened
+        && super::patch_step::begin(vcpu, Gpa(gpa), gva, q)? == super::patch_step::Begun::Opened
     {
         return Ok(ExitAction::Resume);
     }

@@ -79,7 +79,7 @@ pub fn open<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(vcpu: &mut Vcpu<V, C, P,
 /// registered patch site; see the module documentation.
 pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
-    gpa: u64,
+    gpa: Gpa,
     gva: Option<u64>,
     qualification: u64,
 ) -> Result<Begun, ExitError> {
@@ -90,7 +90,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let Some(mut env) = Env::of(vcpu) else {
         return Ok(Begun::NotAPatch);
     };
-    let page = gpa & !0xfff;
+    let page = gpa.page_base();
     let p = &env.prot;
     let step = &p.patch.step;
     let method = if p.caps.mtf {
@@ -103,7 +103,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         && (rflags & RFLAGS_TF != 0 || interruptibility & STI_OR_MOV_SS != 0);
     if cannot_trap
         || !p.patch.any()
-        || p.locked_region_at(Gpa(gpa), RegionKind::Text).is_none()
+        || p.locked_region_at(gpa, RegionKind::Text).is_none()
         || step.count == MAX_STEP_PAGES
         || step.pages().contains(&page)
         || !patch_sites::page_has_site(&mut env, page)
@@ -115,7 +115,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let step = &mut env.prot.patch.step;
     if env
         .views
-        .read_phys(Gpa(page), &mut step.before[step.count])
+        .read_phys(page, &mut step.before[step.count])
         .is_err()
     {
         return Ok(Begun::NotAPatch);
@@ -136,7 +136,7 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     step.count += 1;
     let open = apply::perms(env.prot, Class::Region(RegionKind::Text), ctx) | ept::Perms::WRITE;
     env.views
-        .protect(ctx, Gpa(page), 4096, open)
+        .protect(ctx, page, 4096, open)
         .map_err(ExitError::PolicyEpt)?;
     env.invalidate()?;
     if first {
@@ -258,21 +258,21 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let locked = apply::perms(env.prot, Class::Region(RegionKind::Text), writer.ctx);
     for &page in &pages[..count] {
         env.views
-            .protect(writer.ctx, Gpa(page), 4096, locked)
+            .protect(writer.ctx, page, 4096, locked)
             .map_err(ExitError::PolicyEpt)?;
     }
     env.invalidate()?;
     let mut verdict = Ok(0u32);
     for (i, &page) in pages[..count].iter().enumerate() {
         let views = &*env.views;
-        let mut now = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
-        let mut table = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
+        let mut now = |gpa: Gpa, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
+        let mut table = |gpa: Gpa, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
         let prot = &*env.prot;
         // Where a static call may go: locked text, but not inside a patch
         // site (whose bytes a write primitive chooses: a review's bypass).
-        let text = |gpa: u64| {
-            let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
-            prot.locked_region_at(Gpa(gpa), RegionKind::Text).is_some()
+        let text = |gpa: Gpa| {
+            let mut read = |gpa: Gpa, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
+            prot.locked_region_at(gpa, RegionKind::Text).is_some()
                 && !prot.patch.inside_a_site(gpa, &mut read)
         };
         let patch = &prot.patch;
@@ -294,8 +294,8 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if verdict.is_err() {
         for (i, &page) in pages[..count].iter().enumerate() {
             env.views
-                .write_phys(Gpa(page), &env.prot.patch.step.before[i])
-                .map_err(|_| ExitError::PatchRestore(page))?;
+                .write_phys(page, &env.prot.patch.step.before[i])
+                .map_err(|_| ExitError::PatchRestore(page.0))?;
         }
     }
     env.prot.patch.step.count = 0;
@@ -310,7 +310,7 @@ fn close<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             log::info!(
                 "okernel: patch: validated write #{n} at rip {:#x}: {sites} patch site(s) on page {:#x} in legal forms",
                 writer.rip,
-                pages[0]
+                pages[0].0
             );
         }
     }
@@ -408,7 +408,7 @@ fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         seq: 0,
         kind: AuditKind::EptViolation,
         context: writer.ctx,
-        gpa: refusal.gpa(),
+        gpa: refusal.gpa().0,
         gva: writer.gva,
         access: Access::WRITE,
         allowed: Access::READ | Access::EXECUTE,
@@ -421,7 +421,7 @@ fn audit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.audit.note(Note::PatchRefused {
             rip: writer.rip,
             why,
-            gpa: refusal.gpa(),
+            gpa: refusal.gpa().0,
         });
     }
     Ok(())

@@ -25,7 +25,7 @@
 //! guest RAM changes only by guest writes through the EPT views or by the
 //! monitor's writes through these two paths.
 
-use crate::memmap::PhysRange;
+use crate::memmap::{Hpa, PhysRange};
 
 /// The most distinct pages the write log keeps between two checks.
 pub const WRITE_LOG_PAGES: usize = 32;
@@ -66,13 +66,13 @@ impl Dirty {
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// The monitor writes `[addr, addr + len)` of guest RAM (physical).
-    pub fn record(&mut self, addr: u64, len: u64) {
+    /// The monitor writes `[addr, addr + len)` of guest RAM (host-physical).
+    pub fn record(&mut self, addr: Hpa, len: u64) {
         if len == 0 {
             return;
         }
-        let last = addr.saturating_add(len - 1) >> 12;
-        for page in addr >> 12..=last {
+        let last = addr.0.saturating_add(len - 1) >> 12;
+        for page in addr.0 >> 12..=last {
             if self.overflowed {
                 return;
             }
@@ -117,15 +117,15 @@ mod tests {
     #[test]
     fn pages_are_logged_once_and_overflow_means_everything() {
         let mut d = Dirty::new();
-        d.record(0x1ff8, 16);
-        d.record(0x1000, 1);
+        d.record(Hpa(0x1ff8), 16);
+        d.record(Hpa(0x1000), 1);
         assert!(d.written(PhysRange::new(0x1000, 1)));
         assert!(d.written(PhysRange::new(0x2fff, 1)));
         assert!(!d.written(PhysRange::new(0x3000, 0x1000)));
         assert!(!d.written(PhysRange::new(0, 0x1000)));
-        d.record(0x10_0000, (WRITE_LOG_PAGES as u64 - 2) * 4096);
+        d.record(Hpa(0x10_0000), (WRITE_LOG_PAGES as u64 - 2) * 4096);
         assert!(!d.overflowed(), "exactly full");
-        d.record(0x9000, 1);
+        d.record(Hpa(0x9000), 1);
         assert!(d.overflowed() && d.written(PhysRange::new(0x5000, 1)));
         d.clear_log();
         assert!(!d.overflowed() && !d.written(PhysRange::new(0x1000, 1)));

@@ -171,7 +171,7 @@ impl<M: Inspect + GuestMemory> Views for Tracked<M> {
     /// Logged: the write goes to physical `[gpa, gpa + len)`.
     fn write_phys(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), MemoryError> {
         self.inner.write_phys(gpa, bytes)?;
-        self.dirty.record(identity(gpa).0, bytes.len() as u64);
+        self.dirty.record(identity(gpa), bytes.len() as u64);
         Ok(())
     }
 }
@@ -209,7 +209,7 @@ impl<M: Inspect + GuestMemory> GuestMemory for Tracked<M> {
         while at < end {
             let piece_end = at.page_end().min(end);
             if let Some(t) = self.inner.translate(ctx, at) {
-                self.dirty.record(t.hpa.0, piece_end - at);
+                self.dirty.record(t.hpa, piece_end - at);
             }
             at = piece_end;
         }

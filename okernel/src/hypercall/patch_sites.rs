@@ -91,7 +91,7 @@ pub fn register<V: Vmcs, C: Cpu>(
     let table = PatchTable {
         format,
         va,
-        gpa: gpa.0,
+        gpa,
         entries: entries as u32,
         first,
     };
@@ -156,18 +156,18 @@ fn entry_size<V: Vmcs, C: Cpu>(
     // whether its last byte lies in text too) comes from its bytes.
     let Some(text) = env
         .prot
-        .region_at(Gpa(site_gpa), RegionKind::Text)
+        .region_at(site_gpa, RegionKind::Text)
         .map(|r| r.range)
     else {
         return Ok(SiteSize::Unguarded);
     };
     let mut bytes = [0u8; 5];
-    if env.views.read_phys(Gpa(site_gpa), &mut bytes).is_err() {
+    if env.views.read_phys(site_gpa, &mut bytes).is_err() {
         return Err(Status::InvalidArgument);
     }
-    let in_text = |gpa: u64| env.prot.region_at(Gpa(gpa), RegionKind::Text).is_some();
+    let in_text = |gpa: Gpa| env.prot.region_at(gpa, RegionKind::Text).is_some();
     match Site::size_of(site, site_gpa, form, &bytes, &in_text) {
-        Some(s) if text.contains(site_gpa + s.bytes() - 1) => Ok(s),
+        Some(s) if text.contains(site_gpa.0 + s.bytes() - 1) => Ok(s),
         // Half in text: not guarded, so a write to it is denied.
         Some(_) => {
             log::warn!(
@@ -186,8 +186,8 @@ fn entry_size<V: Vmcs, C: Cpu>(
 
 /// Whether a guarded patch site has a byte on page `page` (for the
 /// EPT-violation handler: only such a page may be opened for a write).
-pub fn page_has_site<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, page: u64) -> bool {
+pub fn page_has_site<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, page: Gpa) -> bool {
     let views = &*env.views;
-    let mut read = |gpa: u64, buf: &mut [u8]| views.read_phys(Gpa(gpa), buf).is_ok();
+    let mut read = |gpa: Gpa, buf: &mut [u8]| views.read_phys(gpa, buf).is_ok();
     env.prot.patch.page_has_site(page, &mut read)
 }

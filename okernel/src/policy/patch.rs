@@ -27,6 +27,8 @@ use core::ops::ControlFlow;
 
 use okernel_abi::policy::PatchFormat;
 
+use crate::memmap::Gpa;
+
 /// The most patch-site tables the monitor keeps.
 pub const MAX_PATCH_TABLES: usize = 4;
 
@@ -106,7 +108,7 @@ pub struct Site {
     /// relative jump is relative to).
     pub va: u64,
     /// The guest-physical address of its first byte.
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// Its kind.
     pub form: Form,
     /// Its size.
@@ -165,13 +167,13 @@ impl Site {
     /// (`opcode`), go into locked text: `text(gpa)` says whether a
     /// guest-physical address lies in locked text, and the target's is
     /// the site's by the image's linear mapping ([`PatchTable::image_gpa`]).
-    fn branch_into_text(&self, b: &[u8], opcode: u8, text: &dyn Fn(u64) -> bool) -> bool {
+    fn branch_into_text(&self, b: &[u8], opcode: u8, text: &dyn Fn(Gpa) -> bool) -> bool {
         if b[0] != opcode {
             return false;
         }
         let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
         let offset = 5i64.wrapping_add(i64::from(rel)) as u64;
-        text(self.gpa.wrapping_add(offset))
+        text(Gpa(self.gpa.0.wrapping_add(offset)))
     }
 
     /// Whether `bytes` (the site's bytes, at least its length) are a
@@ -180,7 +182,7 @@ impl Site {
     /// text, the NOP or a [`XOR5`]; for a tail call or trampoline: a jump
     /// into locked text or [`RET5`]. `text(gpa)` says whether a
     /// guest-physical address lies in locked text.
-    pub fn whole(&self, bytes: &[u8], text: &dyn Fn(u64) -> bool) -> bool {
+    pub fn whole(&self, bytes: &[u8], text: &dyn Fn(Gpa) -> bool) -> bool {
         let n = self.size.bytes() as usize;
         if n == 0 || bytes.len() < n {
             return false;
@@ -207,7 +209,7 @@ impl Site {
     /// `rel32` occurs while the kernel writes the tail a byte at a time
     /// (`rep movsb`), so the site is judged whole when its first byte
     /// leaves `cc`.
-    pub fn legal(&self, bytes: &[u8], text: &dyn Fn(u64) -> bool) -> bool {
+    pub fn legal(&self, bytes: &[u8], text: &dyn Fn(Gpa) -> bool) -> bool {
         let n = self.size.bytes() as usize;
         if n == 0 || bytes.len() < n {
             return false;
@@ -236,10 +238,10 @@ impl Site {
     /// hold none (the kernel's text does not hold what its table says).
     pub fn size_of(
         va: u64,
-        gpa: u64,
+        gpa: Gpa,
         form: Form,
         bytes: &[u8; 5],
-        text: &dyn Fn(u64) -> bool,
+        text: &dyn Fn(Gpa) -> bool,
     ) -> Option<SiteSize> {
         [SiteSize::Long, SiteSize::Short].into_iter().find(|&size| {
             let s = Site {
@@ -263,7 +265,7 @@ pub struct PatchTable {
     pub va: u64,
     /// The guest-physical address of its first entry (the table is
     /// contiguous in both).
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// Its number of entries.
     pub entries: u32,
     /// The index of its first entry in [`PatchSites`]' size map.
@@ -275,8 +277,8 @@ impl PatchTable {
     /// image the table belongs to: the image is mapped linearly (x86-64
     /// Linux maps its image at `__START_KERNEL_map + phys_base`), so the
     /// table's own translation gives every site's.
-    pub const fn image_gpa(&self, va: u64) -> u64 {
-        va.wrapping_sub(self.va).wrapping_add(self.gpa)
+    pub const fn image_gpa(&self, va: u64) -> Gpa {
+        Gpa(va.wrapping_sub(self.va).wrapping_add(self.gpa.0))
     }
 
     /// The guest-linear address of entry `i`.
@@ -375,8 +377,8 @@ pub struct Writer {
 /// (the buffers live in the policy state, never on the monitor's stack).
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// The pages opened (guest-physical, page-aligned), `count` of them.
-    pub pages: [u64; MAX_STEP_PAGES],
+    /// The pages opened (page-aligned), `count` of them.
+    pub pages: [Gpa; MAX_STEP_PAGES],
     /// How many of `pages` are open.
     pub count: usize,
     /// Each open page's bytes before the write.
@@ -392,7 +394,7 @@ impl Step {
     }
 
     /// The open pages.
-    pub fn pages(&self) -> &[u64] {
+    pub fn pages(&self) -> &[Gpa] {
         &self.pages[..self.count]
     }
 }
@@ -429,7 +431,7 @@ pub const PAGE_SITES: usize = 32;
 #[derive(Debug, Clone, Copy)]
 struct PageSites {
     /// The page (`None`: nothing indexed).
-    page: Option<u64>,
+    page: Option<Gpa>,
     /// How many of `sites` hold its sites.
     count: usize,
     /// Its sites, when there are at most [`PAGE_SITES`].
@@ -442,7 +444,7 @@ impl Default for PageSites {
     fn default() -> Self {
         const NONE: Site = Site {
             va: 0,
-            gpa: 0,
+            gpa: Gpa(0),
             form: Form::StaticCall,
             size: SiteSize::Unguarded,
         };
@@ -462,7 +464,7 @@ impl Default for PatchSites {
             entries: 0,
             sizes: [0; MAX_PATCH_ENTRIES / 32],
             step: Step {
-                pages: [0; MAX_STEP_PAGES],
+                pages: [Gpa(0); MAX_STEP_PAGES],
                 count: 0,
                 before: [[0; 4096]; MAX_STEP_PAGES],
                 writer: Writer::default(),
@@ -506,7 +508,7 @@ impl PatchSites {
     /// `f` may stop the walk.
     pub fn for_each_site(
         &self,
-        read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+        read: &mut dyn FnMut(Gpa, &mut [u8]) -> bool,
         f: &mut dyn FnMut(Site) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         let mut chunk = [0u8; 1024];
@@ -546,8 +548,8 @@ impl PatchSites {
     /// page's sites for [`judge_page`].
     pub fn page_has_site(
         &mut self,
-        page: u64,
-        read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+        page: Gpa,
+        read: &mut dyn FnMut(Gpa, &mut [u8]) -> bool,
     ) -> bool {
         if self.index.page != Some(page) {
             let mut index = PageSites {
@@ -579,9 +581,9 @@ impl PatchSites {
     /// (a static call's `cc` and any tail, a `rel32`), so no static call
     /// may branch there (`docs/policy.md`). From the index when it holds
     /// the page, else by a walk.
-    pub fn inside_a_site(&self, gpa: u64, read: &mut dyn FnMut(u64, &mut [u8]) -> bool) -> bool {
-        self.for_each_site_on(gpa & !0xfff, read, &mut |s| {
-            if gpa > s.gpa && gpa < s.gpa.saturating_add(s.size.bytes()) {
+    pub fn inside_a_site(&self, gpa: Gpa, read: &mut dyn FnMut(Gpa, &mut [u8]) -> bool) -> bool {
+        self.for_each_site_on(gpa.page_base(), read, &mut |s| {
+            if gpa > s.gpa && gpa.0 < s.gpa.0.saturating_add(s.size.bytes()) {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
@@ -594,8 +596,8 @@ impl PatchSites {
     /// from the index when it holds the page, else by a walk.
     fn for_each_site_on(
         &self,
-        page: u64,
-        read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+        page: Gpa,
+        read: &mut dyn FnMut(Gpa, &mut [u8]) -> bool,
         f: &mut dyn FnMut(Site) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         if self.index.page == Some(page) && !self.index.overflow {
@@ -615,8 +617,8 @@ impl PatchSites {
 }
 
 /// Whether site `s` has a byte on page `page`.
-fn touches_page(s: &Site, page: u64) -> bool {
-    s.gpa < page.saturating_add(4096) && s.gpa.saturating_add(s.size.bytes()) > page
+fn touches_page(s: &Site, page: Gpa) -> bool {
+    s.gpa.0 < page.0.saturating_add(4096) && s.gpa.0.saturating_add(s.size.bytes()) > page.0
 }
 
 /// Why a write to a page of locked text was refused.
@@ -624,15 +626,15 @@ fn touches_page(s: &Site, page: u64) -> bool {
 pub enum Refusal {
     /// The byte at this guest-physical address changed and lies in no
     /// guarded site.
-    OutsideSites(u64),
+    OutsideSites(Gpa),
     /// The site at this guest-physical address was left in a form that
     /// is not one of its legal forms.
-    IllegalForm(u64),
+    IllegalForm(Gpa),
 }
 
 impl Refusal {
     /// The guest-physical address the refusal names.
-    pub const fn gpa(self) -> u64 {
+    pub const fn gpa(self) -> Gpa {
         match self {
             Refusal::OutsideSites(a) | Refusal::IllegalForm(a) => a,
         }
@@ -647,11 +649,11 @@ impl Refusal {
 /// (0: nothing changed).
 pub fn judge_page(
     sites: &PatchSites,
-    page: u64,
+    page: Gpa,
     before: &[u8; 4096],
-    now: &mut dyn FnMut(u64, &mut [u8]) -> bool,
-    table: &mut dyn FnMut(u64, &mut [u8]) -> bool,
-    text: &dyn Fn(u64) -> bool,
+    now: &mut dyn FnMut(Gpa, &mut [u8]) -> bool,
+    table: &mut dyn FnMut(Gpa, &mut [u8]) -> bool,
+    text: &dyn Fn(Gpa) -> bool,
 ) -> Result<u32, Refusal> {
     let mut after = [0u8; 4096];
     if !now(page, &mut after) {

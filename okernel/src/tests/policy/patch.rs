@@ -661,27 +661,27 @@ fn sites_that_share_bytes_are_each_judged() {
     sites.tables[0] = Some(PatchTable {
         format: PatchFormat::LinuxJumpEntry,
         va: TVA,
-        gpa: TGPA,
+        gpa: Gpa(TGPA),
         entries: 2,
         first: 0,
     });
     sites.set_size(0, SiteSize::Long);
     sites.set_size(1, SiteSize::Short);
-    let page = A & !0xfff;
+    let page = Gpa(A).page_base();
     let mut before = [0u8; 4096];
-    before.copy_from_slice(&mem[page as usize..][..4096]);
+    before.copy_from_slice(&mem[page.0 as usize..][..4096]);
     // The transitional long site's tail takes its NOP's bytes.
     mem[A as usize + 3..][..2].copy_from_slice(&[0x00, 0x00]);
     let judge = |sites: &PatchSites| {
-        let read = |gpa: u64, buf: &mut [u8]| {
-            buf.copy_from_slice(&mem[gpa as usize..][..buf.len()]);
+        let read = |gpa: Gpa, buf: &mut [u8]| {
+            buf.copy_from_slice(&mem[gpa.0 as usize..][..buf.len()]);
             true
         };
         judge_page(sites, page, &before, &mut { read }, &mut { read }, &|_| {
             false
         })
     };
-    assert_eq!(judge(&sites), Err(Refusal::IllegalForm(A + 3)));
+    assert_eq!(judge(&sites), Err(Refusal::IllegalForm(Gpa(A + 3))));
     // The same bytes with the long site alone are legal.
     sites.set_size(1, SiteSize::Unguarded);
     assert_eq!(judge(&sites), Ok(1));

@@ -248,10 +248,10 @@ fn registration_wants_each_table_in_its_place_and_every_site_in_a_legal_form() {
 
 #[test]
 fn the_legal_forms_of_each_kind_of_site() {
-    let text = |gpa: u64| (TEXT..TEXT + 0x4000).contains(&gpa);
+    let text = |gpa: Gpa| (TEXT..TEXT + 0x4000).contains(&gpa.0);
     let site = |form| Site {
         va: KBASE + CALL_SITE,
-        gpa: CALL_SITE,
+        gpa: Gpa(CALL_SITE),
         form,
         size: SiteSize::Long,
     };
@@ -279,14 +279,20 @@ fn the_legal_forms_of_each_kind_of_site() {
         assert!(!s.legal(&[0xcc, 1, 2, 3], &text), "too short");
     }
     assert_eq!(
-        Site::size_of(KBASE + CALL_SITE, CALL_SITE, Form::StaticCall, &NOP5, &text),
+        Site::size_of(
+            KBASE + CALL_SITE,
+            Gpa(CALL_SITE),
+            Form::StaticCall,
+            &NOP5,
+            &text
+        ),
         Some(SiteSize::Long)
     );
     // A 2-byte NOP never makes a static call short.
     assert_eq!(
         Site::size_of(
             KBASE + CALL_SITE,
-            CALL_SITE,
+            Gpa(CALL_SITE),
             Form::StaticCall,
             &[0x66, 0x90, 0, 0, 0],
             &text
@@ -300,7 +306,7 @@ fn a_static_call_entry_decodes_its_site_and_tail_flag() {
     let t = PatchTable {
         format: PatchFormat::LinuxStaticCallSite,
         va: KBASE + SITES,
-        gpa: SITES,
+        gpa: Gpa(SITES),
         entries: 2,
         first: 0,
     };
@@ -349,28 +355,38 @@ fn judge_many_sites(n: u64) {
     sites.tables[0] = Some(PatchTable {
         format: PatchFormat::LinuxStaticCallSite,
         va: table,
-        gpa: table,
+        gpa: Gpa(table),
         entries: n as u32,
         first: 0,
     });
     for i in 0..n as u32 {
         sites.set_size(i, SiteSize::Long);
     }
-    let text = |gpa: u64| (0x1000..0x3000).contains(&gpa);
+    let text = |gpa: Gpa| (0x1000..0x3000).contains(&gpa.0);
     let mut before = [0u8; 4096];
     before.copy_from_slice(&mem[page as usize..][..4096]);
     let last = page + 8 * (n - 1);
-    for (target, verdict) in [(0x2100, Ok(1)), (0x3f00, Err(Refusal::IllegalForm(last)))] {
+    for (target, verdict) in [
+        (0x2100, Ok(1)),
+        (0x3f00, Err(Refusal::IllegalForm(Gpa(last)))),
+    ] {
         let mut now = mem.clone();
         now[last as usize..][..5].copy_from_slice(&call5(last, target));
-        let read = |gpa: u64, buf: &mut [u8]| {
-            buf.copy_from_slice(&now[gpa as usize..][..buf.len()]);
+        let read = |gpa: Gpa, buf: &mut [u8]| {
+            buf.copy_from_slice(&now[gpa.0 as usize..][..buf.len()]);
             true
         };
-        assert!(sites.page_has_site(page, &mut { read }));
-        assert!(!sites.page_has_site(0x2000, &mut { read }));
-        assert!(sites.page_has_site(page, &mut { read }));
-        let judged = judge_page(&sites, page, &before, &mut { read }, &mut { read }, &text);
+        assert!(sites.page_has_site(Gpa(page), &mut { read }));
+        assert!(!sites.page_has_site(Gpa(0x2000), &mut { read }));
+        assert!(sites.page_has_site(Gpa(page), &mut { read }));
+        let judged = judge_page(
+            &sites,
+            Gpa(page),
+            &before,
+            &mut { read },
+            &mut { read },
+            &text,
+        );
         assert_eq!(judged, verdict, "{n} sites, a call to {target:#x}");
     }
 }
