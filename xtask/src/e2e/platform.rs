@@ -4,11 +4,15 @@
 //! must succeed) and under okernel (where it must be blocked and the
 //! console must show what blocked it).
 //!
-//! - `scenario=smp` (attack `ap-start-outside-vmx`, `guest/src/smp.rs`)
-//!   on Bochs with 2 processors: without a monitor the other processor
-//!   runs the guest's start-up code; under okernel the loader reports it
-//!   parked in VMX root; and on 4 processors (three parked, racing for
-//!   their slots).
+//! - `scenario=smp` (attacks `ap-start-outside-vmx` and
+//!   `ap-write-locked-page`, `guest/src/smp/`) on Bochs with 2
+//!   processors: without a monitor the other processor runs the guest's
+//!   start-up code with VMX visible and writes the page the guest did not
+//!   lock; under okernel the loader reports it parked in VMX root, the
+//!   monitor reports it started under the monitor by the guest's SIPI, it
+//!   runs the code with VMX hidden, and its write to the page the guest
+//!   locked on the first processor is denied (#GP, audited); and on 4
+//!   processors (three parked, racing for their slots, three started).
 //! - `scenario=sleep` (attack `acpi-sleep-resume-outside-vmx`,
 //!   `guest/src/sleep.rs`): without a monitor Bochs suspends to RAM and
 //!   its BIOS resumes the guest's code outside VMX; under okernel the
@@ -40,14 +44,15 @@ pub struct PlatformCase {
     pub name: &'static str,
     /// The guest's scenario.
     pub scenario: &'static str,
-    /// The attack's check line (`attack-...`).
-    pub attack: &'static str,
+    /// The attacks' check lines (`attack-...`), one each.
+    pub attacks: &'static [&'static str],
     /// Processors (Bochs `cpu: count=`).
     pub cpus: u32,
     /// `mode=direct`: no monitor, the attack must succeed.
     pub direct: bool,
-    /// What the loader or monitor must print (under okernel).
-    pub console: Option<String>,
+    /// What the loader or monitor must print (under okernel), and on how
+    /// many of its lines: `None` for at least one.
+    pub console: Vec<(String, Option<usize>)>,
     /// What Bochs' log must say (the emulator's own account of the
     /// attack's effect, for a negative control).
     pub emulator_log: &'static [&'static str],
@@ -73,12 +78,17 @@ fn parked_line(cpus: u32) -> String {
     )
 }
 
+/// What the monitor prints for each processor the guest's SIPI starts
+/// (`scenario=smp`: vector 0x08).
+const SIPI_LINE: &str =
+    "okernel: SIPI: processor starts at 0x8000 (vector 0x08) in real mode, under the monitor";
+
 /// A row on one processor with no extra device and no emulator log:
 /// `(scenario, attack)`, and under okernel (`!direct`) the monitor's line
 /// `console`.
 fn one_cpu(
     name: &'static str,
-    (scenario, attack): (&'static str, &'static str),
+    (scenario, attack): (&'static str, &'static [&'static str]),
     direct: bool,
     console: &str,
     expected: &'static str,
@@ -86,10 +96,14 @@ fn one_cpu(
     PlatformCase {
         name,
         scenario,
-        attack,
+        attacks: attack,
         cpus: 1,
         direct,
-        console: (!direct).then(|| console.to_string()),
+        console: if direct {
+            vec![]
+        } else {
+            vec![(console.to_string(), None)]
+        },
         emulator_log: &[],
         expected,
         floppy: false,
@@ -98,15 +112,24 @@ fn one_cpu(
     }
 }
 
-/// The rows `cargo xtask test` runs (and `cargo xtask smp` alone).
+/// The rows `cargo xtask test` runs (and `cargo xtask platform` alone).
 pub fn cases() -> Vec<PlatformCase> {
     let smp = |name, cpus, direct, expected| PlatformCase {
         name,
         scenario: "smp",
-        attack: "attack-ap-start-outside-vmx",
+        attacks: &["attack-ap-start-outside-vmx", "attack-ap-write-locked-page"],
         cpus,
         direct,
-        console: (!direct).then(|| parked_line(cpus)),
+        // Every other processor parked, then each started by the guest's
+        // SIPI under the monitor.
+        console: if direct {
+            vec![]
+        } else {
+            vec![
+                (parked_line(cpus), None),
+                (SIPI_LINE.to_string(), Some(cpus as usize - 1)),
+            ]
+        },
         emulator_log: &[],
         expected,
         floppy: false,
@@ -116,10 +139,14 @@ pub fn cases() -> Vec<PlatformCase> {
     let sleep = |name, direct, expected| PlatformCase {
         name,
         scenario: "sleep",
-        attack: "attack-acpi-sleep-resume-outside-vmx",
+        attacks: &["attack-acpi-sleep-resume-outside-vmx"],
         cpus: 1,
         direct,
-        console: (!direct).then(|| "sleep refused, soft off allowed".to_string()),
+        console: if direct {
+            vec![]
+        } else {
+            vec![("sleep refused, soft off allowed".to_string(), None)]
+        },
         // Bare, the guest's code must have run after Bochs moved the PM
         // block and suspended through it (not through the unmoved one).
         emulator_log: if direct {
@@ -139,10 +166,17 @@ pub fn cases() -> Vec<PlatformCase> {
     let dma = |name, direct, expected| PlatformCase {
         name,
         scenario: "dma",
-        attack: "attack-isa-dma-over-locked-page",
+        attacks: &["attack-isa-dma-over-locked-page"],
         cpus: 1,
         direct,
-        console: (!direct).then(|| "every other port not in okernel's table is denied".to_string()),
+        console: if direct {
+            vec![]
+        } else {
+            vec![(
+                "every other port not in okernel's table is denied".to_string(),
+                None,
+            )]
+        },
         // Bare, Bochs' own account of the transfer.
         emulator_log: &[],
         expected,
@@ -154,7 +188,7 @@ pub fn cases() -> Vec<PlatformCase> {
         forged: Some(direct),
         ..one_cpu(
             name,
-            ("forge", "attack-forge-monitor-console-line"),
+            ("forge", &["attack-forge-monitor-console-line"]),
             direct,
             "okernel: audit log: ",
             expected,
@@ -163,7 +197,7 @@ pub fn cases() -> Vec<PlatformCase> {
     let smm = |name, direct, expected| {
         one_cpu(
             name,
-            ("smm", "attack-smm-handler-from-the-guest"),
+            ("smm", &["attack-smm-handler-from-the-guest"]),
             direct,
             "SMRAM control locked (D_LCK)",
             expected,
@@ -173,7 +207,7 @@ pub fn cases() -> Vec<PlatformCase> {
         pci_vga: true,
         ..one_cpu(
             name,
-            ("bar", "attack-pci-bar-over-locked-page"),
+            ("bar", &["attack-pci-bar-over-locked-page"]),
             direct,
             "okernel: audit log: ",
             expected,
@@ -184,10 +218,20 @@ pub fn cases() -> Vec<PlatformCase> {
             "smp-no-monitor",
             2,
             true,
-            "2 CPUs, no monitor: the AP runs guest code",
+            "2 CPUs, no monitor: the AP runs guest code outside VMX, writes the page",
         ),
-        smp("smp", 2, false, "2 CPUs: AP parked in VMX root, blocked"),
-        smp("smp-4cpu", 4, false, "4 CPUs: 3 APs parked, blocked"),
+        smp(
+            "smp",
+            2,
+            false,
+            "2 CPUs: AP parked, started under the monitor, its write to the locked page denied",
+        ),
+        smp(
+            "smp-4cpu",
+            4,
+            false,
+            "4 CPUs: 3 APs parked, started under the monitor, writes denied",
+        ),
         sleep(
             "sleep-no-monitor",
             true,
@@ -280,32 +324,44 @@ fn machine(images: &Images, case: &PlatformCase) -> Result<(RunSpec, BochsConfig
 /// `dma::PATTERN`).
 const FLOPPY_PATTERN: &[u8; 16] = b"OKERNEL-DMA-TEST";
 
-/// The verdict on one run: passed, the attack line present and holding,
-/// its result the mode's (`succeeded` bare, `blocked` under okernel),
-/// under okernel the case's console line, and `emulator_log`'s lines, in
-/// order, in `log` (Bochs' log).
+/// The verdict on one run: passed, each attack line present once and
+/// holding, its result the mode's (`succeeded` bare, `blocked` under
+/// okernel), under okernel the case's console lines (on as many lines as
+/// it says), and `emulator_log`'s lines, in order, in `log` (Bochs'
+/// log).
 pub fn judge(report: &RunReport, case: &PlatformCase, log: &str) -> Verdict {
     let bad = |why: String| Verdict::Unexpected(format!("{}: {why}", report.summary()));
     let checks = match report.parsed_checks() {
         Ok(c) => c,
         Err(e) => return bad(e),
     };
-    let attack = case.attack;
-    let lines: Vec<_> = checks.iter().filter(|c| c.check == attack).collect();
-    let [line] = lines.as_slice() else {
-        return bad(format!("{} `{attack}` lines, not one", lines.len()));
-    };
     let want = if case.direct { "succeeded" } else { "blocked" };
-    if !line.ok || line.result.as_deref() != Some(want) {
-        return bad(format!(
-            "`{attack}` must be {want} and hold: {:?}, {}",
-            line.result, line.observed
-        ));
+    for &attack in case.attacks {
+        let lines: Vec<_> = checks.iter().filter(|c| c.check == attack).collect();
+        let [line] = lines.as_slice() else {
+            return bad(format!("{} `{attack}` lines, not one", lines.len()));
+        };
+        if !line.ok || line.result.as_deref() != Some(want) {
+            return bad(format!(
+                "`{attack}` must be {want} and hold: {:?}, {}",
+                line.result, line.observed
+            ));
+        }
     }
-    if let Some(text) = &case.console
-        && !report.monitor_lines().any(|l| l.contains(text.as_str()))
-    {
-        return bad(format!("no line of the monitor's says `{text}`"));
+    for (text, count) in &case.console {
+        let n = report
+            .monitor_lines()
+            .filter(|l| l.contains(text.as_str()))
+            .count();
+        match count {
+            None if n == 0 => return bad(format!("no line of the monitor's says `{text}`")),
+            Some(want) if n != *want => {
+                return bad(format!(
+                    "{n} lines of the monitor's say `{text}`, not {want}"
+                ));
+            }
+            _ => {}
+        }
     }
     let mut rest = log;
     for line in case.emulator_log {
@@ -388,31 +444,102 @@ mod tests {
     }
 
     /// A run whose monitor printed `console` (each line marked) and
-    /// whose guest printed the attack's line and a passing result.
-    fn report(attack: &str, result: &str, ok: bool, console: &str) -> RunReport {
-        let console: String = console.lines().map(|l| format!("\u{1}{l}\n")).collect();
-        let console = format!(
-            "{console}\nOKERNEL-CHECK: {{\"check\":\"{attack}\",\"invariant\":1,\"ok\":{ok},\"observed\":\"x\",\"attack\":\"a\",\"expected\":\"e\",\"result\":\"{result}\",\"audit\":\"none\"}}\nOKERNEL-RESULT: pass\n"
-        );
+    /// whose guest printed the attacks' lines `(check, result, ok)` and a
+    /// passing result.
+    fn report_of(lines: &[(&str, &str, bool)], console: &str) -> RunReport {
+        let mut console: String = console.lines().map(|l| format!("\u{1}{l}\n")).collect();
+        for (attack, result, ok) in lines {
+            console.push_str(&format!(
+                "OKERNEL-CHECK: {{\"check\":\"{attack}\",\"invariant\":1,\"ok\":{ok},\"observed\":\"x\",\"attack\":\"a\",\"expected\":\"e\",\"result\":\"{result}\",\"audit\":\"none\"}}\n"
+            ));
+        }
+        console.push_str("OKERNEL-RESULT: pass\n");
         RunReport::from_console("bochs", "t", console, std::path::PathBuf::from("/r"))
+    }
+
+    /// The same with one attack line.
+    fn report(attack: &str, result: &str, ok: bool, console: &str) -> RunReport {
+        report_of(&[(attack, result, ok)], console)
+    }
+
+    #[test]
+    fn smp_rows_need_both_attacks_the_parked_line_and_each_start() {
+        let start = "attack-ap-start-outside-vmx";
+        let write = "attack-ap-write-locked-page";
+        let ok = |r: &RunReport, c: &str| judge(r, &case(c), "") == Verdict::Ok;
+        let both = |result, ok_| [(start, result, ok_), (write, result, ok_)];
+        let parked = |cpus| format!("[INFO  loader] {}, 0 not enabled)", parked_line(cpus));
+        let sipi = format!("[INFO  loader] {SIPI_LINE}");
+        let console = |cpus: u32, starts: usize| {
+            let mut c = parked(cpus);
+            for _ in 0..starts {
+                c.push('\n');
+                c.push_str(&sipi);
+            }
+            c
+        };
+        // Bare: both succeeded, no console line needed.
+        assert!(ok(
+            &report_of(&both("succeeded", true), ""),
+            "smp-no-monitor"
+        ));
+        assert!(!ok(
+            &report_of(&both("blocked", true), ""),
+            "smp-no-monitor"
+        ));
+        assert!(!ok(&report(start, "succeeded", true, ""), "smp-no-monitor"));
+        // Under okernel: both blocked, parked, one start per AP.
+        assert!(ok(
+            &report_of(&both("blocked", true), &console(2, 1)),
+            "smp"
+        ));
+        assert!(ok(
+            &report_of(&both("blocked", true), &console(4, 3)),
+            "smp-4cpu"
+        ));
+        // One attack line missing, one not holding, the write through.
+        assert!(!ok(&report(start, "blocked", true, &console(2, 1)), "smp"));
+        assert!(!ok(&report(write, "blocked", true, &console(2, 1)), "smp"));
+        let mixed = [(start, "blocked", true), (write, "succeeded", true)];
+        assert!(!ok(&report_of(&mixed, &console(2, 1)), "smp"));
+        let failed = [(start, "blocked", false), (write, "blocked", true)];
+        assert!(!ok(&report_of(&failed, &console(2, 1)), "smp"));
+        // No start line (the AP never ran under the monitor), too few or
+        // too many for the processors, no parked line, another count's.
+        assert!(!ok(
+            &report_of(&both("blocked", true), &console(2, 0)),
+            "smp"
+        ));
+        assert!(!ok(
+            &report_of(&both("blocked", true), &console(4, 1)),
+            "smp-4cpu"
+        ));
+        assert!(!ok(
+            &report_of(&both("blocked", true), &console(2, 2)),
+            "smp"
+        ));
+        assert!(!ok(&report_of(&both("blocked", true), &sipi), "smp"));
+        assert!(!ok(
+            &report_of(&both("blocked", true), &console(2, 3)),
+            "smp-4cpu"
+        ));
+        // The guest printing the line does not count (unmarked).
+        let unmarked = RunReport::from_console(
+            "bochs",
+            "t",
+            format!(
+                "{sipi}\n{}",
+                report_of(&both("blocked", true), &parked(2)).console
+            ),
+            std::path::PathBuf::from("/r"),
+        );
+        assert!(!ok(&unmarked, "smp"));
     }
 
     #[test]
     fn each_run_needs_its_own_result_and_okernel_its_console_line() {
         let smp = "attack-ap-start-outside-vmx";
-        let parked = format!("[INFO  loader] {}, 0 not enabled)", parked_line(2));
         let ok = |r: &RunReport, c: &str| judge(r, &case(c), "") == Verdict::Ok;
-        assert!(ok(&report(smp, "succeeded", true, ""), "smp-no-monitor"));
-        assert!(ok(&report(smp, "blocked", true, &parked), "smp"));
-        // Another processor count's line is not this run's; blocked
-        // without the line (the processor may not exist); succeeded under
-        // okernel (the escape); a check that does not hold; the bare run
-        // blocked (the attack proves nothing).
-        assert!(!ok(&report(smp, "blocked", true, &parked), "smp-4cpu"));
-        assert!(!ok(&report(smp, "blocked", true, ""), "smp"));
-        assert!(!ok(&report(smp, "succeeded", true, &parked), "smp"));
-        assert!(!ok(&report(smp, "blocked", false, &parked), "smp"));
-        assert!(!ok(&report(smp, "blocked", true, ""), "smp-no-monitor"));
         // Sleep: the resumed code's line bare; under okernel the refusal.
         let sleep = "attack-acpi-sleep-resume-outside-vmx";
         let refused = "ACPI sleep controls: ...: sleep refused, soft off allowed";

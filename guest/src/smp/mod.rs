@@ -1,0 +1,334 @@
+//! `scenario=smp`, run on two or more processors: the attacks
+//! `ap-start-outside-vmx` and `ap-write-locked-page`. The guest starts
+//! the other processors the way an OS does — INIT, SIPI, SIPI to "all
+//! excluding self" (after an NMI, which a processor waiting for its SIPI
+//! must survive) through its local APIC, whose interrupt command register
+//! okernel does not intercept — at real-mode start-up code of its own
+//! below 1 MiB ([`start_up`]). That code records that it ran and what
+//! CPUID.1:ECX says there, loads an IVT of its own, and writes a page the
+//! BSP locked read-only before the SIPIs.
+//!
+//! `ap-start-outside-vmx` (invariant 1): no processor ran the guest's
+//! code outside VMX. Under okernel the loader parked every other
+//! processor in VMX root (`okernel::launch::park`), and the monitor
+//! enters each in VMX non-root, waiting for its SIPI, with the BSP's EPT
+//! and locks: the SIPI starts it at vector << 12 in real mode *under the
+//! monitor*, where CPUID hides VMX (invariant 12). Blocked = no
+//! processor ran the code with VMX visible; under okernel the check also
+//! needs the code to have run (with VMX hidden): not running at all
+//! within [`WAIT`] fails it, since the processors are meant to run. The
+//! same image with `mode=direct` (no monitor, no parking) is the
+//! negative control: the processor runs the code with VMX visible,
+//! outside any monitor. The start itself is not audited (ICR writes are
+//! not intercepted; the monitor logs each processor it starts).
+//!
+//! `ap-write-locked-page` (invariant 3: locks set on CPU 0 hold on CPU
+//! 1): before the SIPIs the BSP fills [`LOCKED`] with [`FILL`] and, under
+//! okernel, locks it read-only (`RegisterRegion` as `Rodata`,
+//! `LockRegion`: `attacks::audit::lock_page_read_only`, as the DMA and
+//! BAR rows do). The processor's write is an EPT violation: denied,
+//! audited, and #GP injected (real mode: no error code), which the
+//! code's own #GP handler records with the IP it faulted at. Blocked =
+//! the page keeps its bytes; under okernel the #GP at the write and the
+//! `ept-violation` record naming the page are required too. Without a
+//! monitor nothing locks the page and the pattern lands in it.
+
+mod start_up;
+
+use crate::report::{Buf, Checks};
+use okernel_abi::boot::{EntryMode, GuestMemoryKind, MemoryRegion};
+use okernel_abi::policy::{AuditKind, TRUSTED_CONTEXT};
+use start_up::Marks;
+
+/// The page the start-up code is copied to (vector 0x08).
+const PAGE: u64 = 0x8000;
+/// The page the BSP locks and the code writes (DS:0x1000 there).
+const LOCKED: u64 = PAGE + start_up::TARGET as u64;
+/// What [`LOCKED`] holds before the attack, repeated.
+const FILL: &[u8; 16] = b"OKERNEL-AP-LOCK!";
+
+/// xAPIC interrupt command register (SDM Vol. 3A §11.6.1): all
+/// excluding self, level assert, INIT or start-up.
+const ICR_LOW: u64 = 0x300;
+/// The version register: bits 7:0 the version, 0x1X for an integrated
+/// APIC (SDM Vol. 3A §11.4.8).
+const VERSION: u64 = 0x30;
+const ICR_HIGH: u64 = 0x310;
+const NMI: u32 = 0b11 << 18 | 1 << 14 | 0b100 << 8;
+const INIT: u32 = 0b11 << 18 | 1 << 14 | 0b101 << 8;
+const SIPI: u32 = 0b11 << 18 | 1 << 14 | 0b110 << 8;
+const PENDING: u32 = 1 << 12;
+
+/// How long the guest waits for the code to finish, in TSC ticks (Bochs:
+/// emulated instructions; one emulated second at the runs' rate).
+const WAIT: u64 = 20_000_000;
+/// How long it then waits for the other processors (the first one's
+/// marks are there; more than three run the short code in this).
+const SETTLE: u64 = 2_000_000;
+
+fn ticks() -> u64 {
+    // SAFETY: RDTSC has no side effect and does not exit.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn wait(n: u64) {
+    let t = ticks();
+    while ticks().wrapping_sub(t) < n {
+        core::hint::spin_loop();
+    }
+}
+
+/// Writes the ICR and waits (bounded) until the APIC has sent it;
+/// whether it did.
+fn send(apic: u64, low: u32) -> bool {
+    // SAFETY: the local APIC's page, identity-mapped by the hand-off page
+    // tables (4 GiB) and, under okernel, by the base view's MMIO map.
+    unsafe {
+        core::ptr::write_volatile((apic + ICR_HIGH) as *mut u32, 0);
+        core::ptr::write_volatile((apic + ICR_LOW) as *mut u32, low);
+        for _ in 0..1_000_000 {
+            if core::ptr::read_volatile((apic + ICR_LOW) as *const u32) & PENDING == 0 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// What the BSP's APIC did.
+struct Start {
+    version: u32,
+    /// A positive control: an APIC answers at its base (a write to plain
+    /// or unmapped memory would also read back "not pending", and
+    /// "blocked" would then prove nothing).
+    apic_there: bool,
+    sent: bool,
+    vector: u32,
+}
+
+/// NMI, INIT, SIPI, SIPI to all but self at [`PAGE`]'s vector.
+fn start_others() -> Start {
+    let apic = crate::arch::cpu::rdmsr(crate::arch::cpu::IA32_APIC_BASE)
+        & crate::arch::cpu::APIC_BASE_ADDRESS;
+    let vector = (PAGE >> 12) as u32;
+    // SAFETY: as in `send`; reading the version register has no effect.
+    let version = unsafe { core::ptr::read_volatile((apic + VERSION) as *const u32) };
+    // An NMI first: a processor waiting for its SIPI must take it (or
+    // have it held) and wait on, not stop the machine.
+    let sent = send(apic, NMI) && send(apic, INIT) && {
+        wait(200_000);
+        send(apic, SIPI | vector) && {
+            wait(20_000);
+            send(apic, SIPI | vector)
+        }
+    };
+    Start {
+        version,
+        apic_there: (0x10..=0x1f).contains(&(version & 0xff)),
+        sent,
+        vector,
+    }
+}
+
+/// Waits until a processor finished the code (or [`WAIT`] passed), then
+/// [`SETTLE`] for the others; what they left.
+fn marks() -> Marks {
+    let t = ticks();
+    while !Marks::read(PAGE).finished() && ticks().wrapping_sub(t) < WAIT {
+        core::hint::spin_loop();
+    }
+    if Marks::read(PAGE).finished() {
+        wait(SETTLE);
+    }
+    Marks::read(PAGE)
+}
+
+fn usable(map: &[MemoryRegion], page: u64) -> bool {
+    map.iter().any(|r| {
+        r.kind == GuestMemoryKind::Usable as u32
+            && r.base <= page
+            && page + 0x1000 <= r.base + r.length
+    })
+}
+
+fn fill_locked() {
+    for i in 0..4096u64 {
+        // SAFETY: LOCKED is usable RAM below 1 MiB (checked by `run`),
+        // identity-mapped, used by nothing else of this kernel; no other
+        // processor runs yet.
+        unsafe { core::ptr::write_volatile((LOCKED + i) as *mut u8, FILL[(i % 16) as usize]) };
+    }
+}
+
+/// Whether [`LOCKED`] still holds [`FILL`] only, and its first dword.
+fn locked_page() -> (bool, u32) {
+    let at = |i: u64| {
+        // SAFETY: as in `fill_locked`; reads only.
+        unsafe { core::ptr::read_volatile((LOCKED + i) as *const u8) }
+    };
+    let intact = (0..4096u64).all(|i| at(i) == FILL[(i % 16) as usize]);
+    (intact, u32::from_le_bytes([at(0), at(1), at(2), at(3)]))
+}
+
+/// Runs both attacks and reports them.
+pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
+    if !usable(map, PAGE) || !usable(map, LOCKED) {
+        for (name, invariant) in [
+            ("attack-ap-start-outside-vmx", 1),
+            ("attack-ap-write-locked-page", 3),
+        ] {
+            checks.check(
+                name,
+                invariant,
+                false,
+                format_args!("page {PAGE:#x} or {LOCKED:#x} is not usable RAM in the hand-off map"),
+            );
+        }
+        return;
+    }
+    start_up::install(PAGE);
+    fill_locked();
+    let monitor = entry == EntryMode::NonRoot;
+    // Under okernel: lock the page read-only first (VMCALL is #UD bare).
+    let locked = monitor.then(|| crate::attacks::audit::lock_page_read_only(LOCKED));
+    let before = if monitor {
+        crate::attacks::audit::count()
+    } else {
+        Err(Err(0))
+    };
+    let start = start_others();
+    let marks = marks();
+    log::info!("smp: the start-up code's marks: {marks:x?}");
+    report_start(checks, entry, &start, &marks);
+    report_write(checks, entry, locked, before, &marks);
+}
+
+fn modes(entry: EntryMode) -> (&'static str, &'static str) {
+    match entry {
+        EntryMode::NonRoot => ("protected", "blocked"),
+        EntryMode::Direct => ("no-monitor", "succeeded"),
+    }
+}
+
+/// `ap-start-outside-vmx`.
+fn report_start(checks: &mut Checks, entry: EntryMode, start: &Start, marks: &Marks) {
+    let (mode, expected) = modes(entry);
+    let outside = marks.ran && marks.vmx_visible();
+    let blocked = !outside;
+    let ok = start.apic_there
+        && start.sent
+        && marks.ran
+        && match entry {
+            EntryMode::NonRoot => !marks.vmx_visible(),
+            EntryMode::Direct => marks.vmx_visible(),
+        };
+    let mut what = Buf::new();
+    if marks.ran {
+        what.set(format_args!(
+            "{} ran the code: CPUID.1:ECX {:#x}, VMX {}",
+            marks.counts[0],
+            marks.ecx,
+            if outside {
+                "visible (outside VMX)"
+            } else {
+                "hidden (under the monitor)"
+            }
+        ));
+    } else {
+        what.set(format_args!("none ran the code within {WAIT} TSC ticks"));
+    }
+    checks.attack(
+        "ap-start-outside-vmx",
+        1,
+        ok,
+        format_args!(
+            "APIC version {:#x}{}; NMI, INIT, SIPI x2 to all but self, vector {:#x}: {}; {}",
+            start.version,
+            if start.apic_there { "" } else { " (no APIC)" },
+            start.vector,
+            if start.sent { "sent" } else { "NOT SENT" },
+            what.as_str()
+        ),
+        mode,
+        expected,
+        blocked,
+        format_args!(
+            "none (ICR writes are not intercepted{})",
+            if entry == EntryMode::NonRoot {
+                "; the monitor logs each start"
+            } else {
+                ""
+            }
+        ),
+    );
+}
+
+/// `ap-write-locked-page`.
+fn report_write(
+    checks: &mut Checks,
+    entry: EntryMode,
+    locked: Option<bool>,
+    before: Result<u64, Result<okernel_abi::hypercall::Status, u64>>,
+    marks: &Marks,
+) {
+    let (mode, expected) = modes(entry);
+    let (intact, first) = locked_page();
+    let blocked = intact;
+    let mut audit = Buf::new();
+    let audited = match entry {
+        EntryMode::NonRoot if blocked => crate::attacks::audit::find(
+            before,
+            AuditKind::EptViolation,
+            TRUSTED_CONTEXT,
+            Some(LOCKED),
+            &mut audit,
+        ),
+        EntryMode::NonRoot => {
+            audit.set(format_args!("not looked for: not blocked"));
+            false
+        }
+        EntryMode::Direct => {
+            audit.set(format_args!("none (no monitor)"));
+            false
+        }
+    };
+    let ok = match entry {
+        EntryMode::NonRoot => {
+            locked == Some(true) && blocked && marks.gp == Some(start_up::WRITE_IP) && audited
+        }
+        EntryMode::Direct => !blocked && first == start_up::PATTERN && marks.wrote,
+    };
+    let mut fault = Buf::new();
+    match (marks.gp, marks.other) {
+        (Some(ip), _) => fault.set(format_args!("#GP at IP {ip:#x} x{}", marks.counts[1])),
+        (None, Some(ip)) => fault.set(format_args!("another vector at IP {ip:#x}")),
+        (None, None) => fault.set(format_args!("no fault")),
+    }
+    checks.attack(
+        "ap-write-locked-page",
+        3,
+        ok,
+        format_args!(
+            "page {LOCKED:#x} locked read-only: {}; the AP's real-mode write (IP {:#x}): {}, wrote x{}; the page {}",
+            match locked {
+                Some(true) => "yes",
+                Some(false) => "REFUSED",
+                None => "no monitor",
+            },
+            start_up::WRITE_IP,
+            fault.as_str(),
+            marks.counts[2],
+            if intact {
+                "keeps its bytes"
+            } else if first == start_up::PATTERN {
+                "holds the pattern"
+            } else {
+                "changed"
+            }
+        ),
+        mode,
+        expected,
+        blocked,
+        format_args!("{}", audit.as_str()),
+    );
+}

@@ -1,0 +1,293 @@
+//! The other processors' real-mode start-up code (`scenario=smp`), its
+//! page and the marks it leaves there.
+//!
+//! A processor started by INIT, SIPI, SIPI runs in real mode at
+//! CS = vector << 8, IP = 0 (SDM Vol. 3A §9.4.4.1, "Typical AP
+//! Initialization Sequence"). The code page holds, at these offsets
+//! (CS = DS = SS = the page's segment, so an offset is an IP and a data
+//! address alike):
+//!
+//! | offset | what |
+//! |--------|------|
+//! | 0x000 | [`MAIN`], then [`ON_GP`], then [`ON_OTHER`] |
+//! | [`IDTR`] (0x3f8) | the LIDT operand: limit 0x3ff, base page + [`IVT`] |
+//! | [`IVT`] (0x400) | 256 real-mode vectors (offset, segment): 13 (#GP) to [`ON_GP`], every other to [`ON_OTHER`] (SDM Vol. 3A §21.1.4) |
+//! | 0x800.. | the marks ([`RAN_AT`] ...): written by the processors, read by the BSP |
+//! | ..0x1000 | the stack (SP starts at 0x1000); an exception pushes FLAGS, CS, IP |
+//!
+//! The page after it (offset 0x1000 from the same DS) is the one the BSP
+//! locks read-only under okernel: [`MAIN`] writes [`PATTERN`] there.
+//!
+//! With 4 processors three run this code at once: every mark is a
+//! constant (or the same IP) written whole, and the counts are `LOCK INC`,
+//! so any interleaving leaves the same marks. The processors share the
+//! stack; a handler only reads back the IP its own exception pushed, which
+//! is the same on each (the same instruction faults), and never returns.
+
+/// Where the BSP finds the marks, as offsets in the code page.
+pub const RAN_AT: u16 = 0x800;
+/// CPUID.1:ECX as the processor saw it.
+pub const ECX_AT: u16 = 0x804;
+/// [`GP`] when [`ON_GP`] ran.
+pub const GP_AT: u16 = 0x808;
+/// [`WROTE`] when the write to the locked page went through.
+pub const WROTE_AT: u16 = 0x80c;
+/// [`OTHER`] when any other vector ran [`ON_OTHER`].
+pub const OTHER_AT: u16 = 0x810;
+/// 16-bit counts: processors that ran, ...
+pub const RAN_COUNT_AT: u16 = 0x814;
+/// ... took the #GP, ...
+pub const GP_COUNT_AT: u16 = 0x816;
+/// ... wrote.
+pub const WROTE_COUNT_AT: u16 = 0x818;
+/// The IP the #GP pushed.
+pub const GP_IP_AT: u16 = 0x81a;
+/// The IP the other vector pushed.
+pub const OTHER_IP_AT: u16 = 0x81c;
+/// The LIDT operand.
+pub const IDTR: u16 = 0x3f8;
+/// The table.
+pub const IVT: u16 = 0x400;
+/// The initial stack pointer.
+const STACK_TOP: u16 = 0x1000;
+/// The locked page, as an offset from the code page's segment.
+pub const TARGET: u16 = 0x1000;
+
+/// The marks' values: "ARAP" (the one the first version wrote), ...
+pub const RAN: u32 = 0x5041_5241;
+/// ... "#GP!", ...
+pub const GP: u32 = u32::from_le_bytes(*b"#GP!");
+/// ... "WROT", ...
+pub const WROTE: u32 = u32::from_le_bytes(*b"WROT");
+/// ... "EXC?".
+pub const OTHER: u32 = u32::from_le_bytes(*b"EXC?");
+/// What the processor writes into the locked page (its first dword).
+pub const PATTERN: u32 = u32::from_le_bytes(*b"AP1W");
+
+/// The bytes of `parts`, one instruction each, in order (`N` their
+/// total length: a compile-time error otherwise).
+const fn flat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut at = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut j = 0;
+        while j < parts[i].len() {
+            out[at] = parts[i][j];
+            at += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(at == N);
+    out
+}
+
+/// Where in [`MAIN`] the write to the locked page is: the IP a denied
+/// write's #GP pushes (fault semantics: the instruction did not happen).
+pub const WRITE_IP: u16 = 0x29;
+
+/// The start-up code, at offset 0: set DS, SS, SP; CPUID.1, record ECX
+/// and [`RAN`], count; load the page's IVT; write [`PATTERN`] to the
+/// locked page; record [`WROTE`], count; halt with interrupts off.
+pub const MAIN: [u8; 0x44] = {
+    let sp = STACK_TOP.to_le_bytes();
+    let ecx = ECX_AT.to_le_bytes();
+    let ran = RAN_AT.to_le_bytes();
+    let r = RAN.to_le_bytes();
+    let n = RAN_COUNT_AT.to_le_bytes();
+    let idtr = IDTR.to_le_bytes();
+    let t = TARGET.to_le_bytes();
+    let p = PATTERN.to_le_bytes();
+    let wrote = WROTE_AT.to_le_bytes();
+    let w = WROTE.to_le_bytes();
+    let m = WROTE_COUNT_AT.to_le_bytes();
+    flat(&[
+        // 00: mov ax, cs
+        &[0x8c, 0xc8],
+        // 02: mov ds, ax
+        &[0x8e, 0xd8],
+        // 04: mov ss, ax
+        &[0x8e, 0xd0],
+        // 06: mov sp, 0x1000
+        &[0xbc, sp[0], sp[1]],
+        // 09: mov eax, 1
+        &[0x66, 0xb8, 0x01, 0x00, 0x00, 0x00],
+        // 0f: cpuid
+        &[0x0f, 0xa2],
+        // 11: mov [0x804], ecx
+        &[0x66, 0x89, 0x0e, ecx[0], ecx[1]],
+        // 16: mov dword [0x800], RAN
+        &[0x66, 0xc7, 0x06, ran[0], ran[1], r[0], r[1], r[2], r[3]],
+        // 1f: lock inc word [0x814]
+        &[0xf0, 0xff, 0x06, n[0], n[1]],
+        // 24: lidt [0x3f8]
+        &[0x0f, 0x01, 0x1e, idtr[0], idtr[1]],
+        // 29: mov dword [0x1000], PATTERN (the locked page: WRITE_IP)
+        &[0x66, 0xc7, 0x06, t[0], t[1], p[0], p[1], p[2], p[3]],
+        // 32: mov dword [0x80c], WROTE
+        &[0x66, 0xc7, 0x06, wrote[0], wrote[1], w[0], w[1], w[2], w[3]],
+        // 3b: lock inc word [0x818]
+        &[0xf0, 0xff, 0x06, m[0], m[1]],
+        // 40: cli
+        &[0xfa],
+        // 41: hlt
+        &[0xf4],
+        // 42: jmp 41
+        &[0xeb, 0xfd],
+    ])
+};
+
+/// The #GP handler, right after [`MAIN`] (no error code in real mode:
+/// the stack holds IP, CS, FLAGS): record the IP, then [`GP`], count;
+/// halt.
+pub const ON_GP: [u8; 25] = {
+    let ip = GP_IP_AT.to_le_bytes();
+    let gp = GP_AT.to_le_bytes();
+    let g = GP.to_le_bytes();
+    let n = GP_COUNT_AT.to_le_bytes();
+    flat(&[
+        // 44: pop ax (the faulting IP)
+        &[0x58],
+        // 45: mov cs:[0x81a], ax
+        &[0x2e, 0xa3, ip[0], ip[1]],
+        // 49: mov dword cs:[0x808], GP
+        &[0x2e, 0x66, 0xc7, 0x06, gp[0], gp[1], g[0], g[1], g[2], g[3]],
+        // 53: lock inc word cs:[0x816]
+        &[0xf0, 0x2e, 0xff, 0x06, n[0], n[1]],
+        // 59: cli
+        &[0xfa],
+        // 5a: hlt
+        &[0xf4],
+        // 5b: jmp 5a
+        &[0xeb, 0xfd],
+    ])
+};
+
+/// Every other vector's handler, after [`ON_GP`]: record the IP, then
+/// [`OTHER`]; halt.
+pub const ON_OTHER: [u8; 19] = {
+    let ip = OTHER_IP_AT.to_le_bytes();
+    let at = OTHER_AT.to_le_bytes();
+    let o = OTHER.to_le_bytes();
+    flat(&[
+        // 5d: pop ax (the IP the event pushed)
+        &[0x58],
+        // 5e: mov cs:[0x81c], ax
+        &[0x2e, 0xa3, ip[0], ip[1]],
+        // 62: mov dword cs:[0x810], OTHER
+        &[0x2e, 0x66, 0xc7, 0x06, at[0], at[1], o[0], o[1], o[2], o[3]],
+        // 6c: cli
+        &[0xfa],
+        // 6d: hlt
+        &[0xf4],
+        // 6e: jmp 6d
+        &[0xeb, 0xfd],
+    ])
+};
+
+/// Where the #GP handler starts (its IVT offset).
+pub const GP_HANDLER: u16 = MAIN.len() as u16;
+/// Where the other vectors' handler starts.
+pub const OTHER_HANDLER: u16 = GP_HANDLER + ON_GP.len() as u16;
+
+// The write at WRITE_IP is MAIN's `mov dword [TARGET], PATTERN`; the code
+// ends before the LIDT operand, the IVT before the marks, and the marks
+// well below the stack (every processor starts at SP 0x1000 and pushes
+// at most one frame of three words).
+const _: () = {
+    assert!(MAIN[WRITE_IP as usize] == 0x66 && MAIN[WRITE_IP as usize + 2] == 0x06);
+    assert!(MAIN[WRITE_IP as usize + 3] == TARGET as u8);
+    assert!(MAIN[WRITE_IP as usize + 4] == (TARGET >> 8) as u8);
+    assert!(OTHER_HANDLER as usize + ON_OTHER.len() <= IDTR as usize);
+    assert!(IVT as usize + 256 * 4 <= RAN_AT as usize);
+    assert!(OTHER_IP_AT + 2 <= STACK_TOP - 6);
+};
+
+fn put(at: u64, bytes: &[u8]) {
+    // SAFETY: `at` lies in the code page `install` was given: usable RAM
+    // below 1 MiB, identity-mapped, which nothing else of this kernel uses
+    // and no other processor runs yet.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len()) };
+}
+
+/// Clears the page at `page` (below 1 MiB, page-aligned) and puts the
+/// code, the LIDT operand and the IVT in it.
+pub fn install(page: u64) {
+    // SAFETY: as in `put`.
+    unsafe { core::ptr::write_bytes(page as *mut u8, 0, 0x1000) };
+    put(page, &MAIN);
+    put(page + u64::from(GP_HANDLER), &ON_GP);
+    put(page + u64::from(OTHER_HANDLER), &ON_OTHER);
+    let base = (page + u64::from(IVT)) as u32;
+    let mut idtr = [0u8; 6];
+    idtr[..2].copy_from_slice(&(256u16 * 4 - 1).to_le_bytes());
+    idtr[2..].copy_from_slice(&base.to_le_bytes());
+    put(page + u64::from(IDTR), &idtr);
+    let segment = (page >> 4) as u16;
+    for vector in 0..256u64 {
+        let handler = if vector == 13 {
+            GP_HANDLER
+        } else {
+            OTHER_HANDLER
+        };
+        let mut entry = [0u8; 4];
+        entry[..2].copy_from_slice(&handler.to_le_bytes());
+        entry[2..].copy_from_slice(&segment.to_le_bytes());
+        put(page + u64::from(IVT) + vector * 4, &entry);
+    }
+}
+
+/// What the processors left in the code page.
+#[derive(Debug, Clone, Copy)]
+pub struct Marks {
+    /// [`RAN`] written: one ran the code.
+    pub ran: bool,
+    /// CPUID.1:ECX there.
+    pub ecx: u32,
+    /// [`ON_GP`] ran, at the pushed IP.
+    pub gp: Option<u16>,
+    /// The write to the locked page went through.
+    pub wrote: bool,
+    /// [`ON_OTHER`] ran, at the pushed IP.
+    pub other: Option<u16>,
+    /// How many ran, took the #GP, wrote.
+    pub counts: [u16; 3],
+}
+
+impl Marks {
+    /// Reads the marks from the code page at `page`.
+    pub fn read(page: u64) -> Self {
+        let u32_at = |off: u16| {
+            // SAFETY: the code page (see `put`); other processors write it,
+            // hence the volatile read; aligned.
+            unsafe { core::ptr::read_volatile((page + u64::from(off)) as *const u32) }
+        };
+        let u16_at = |off: u16| {
+            // SAFETY: as above.
+            unsafe { core::ptr::read_volatile((page + u64::from(off)) as *const u16) }
+        };
+        Self {
+            ran: u32_at(RAN_AT) == RAN,
+            ecx: u32_at(ECX_AT),
+            gp: (u32_at(GP_AT) == GP).then(|| u16_at(GP_IP_AT)),
+            wrote: u32_at(WROTE_AT) == WROTE,
+            other: (u32_at(OTHER_AT) == OTHER).then(|| u16_at(OTHER_IP_AT)),
+            counts: [
+                u16_at(RAN_COUNT_AT),
+                u16_at(GP_COUNT_AT),
+                u16_at(WROTE_COUNT_AT),
+            ],
+        }
+    }
+
+    /// Whether a processor got to the end of the code (or to a handler).
+    pub fn finished(&self) -> bool {
+        self.wrote || self.gp.is_some() || self.other.is_some()
+    }
+
+    /// Whether CPUID.1:ECX.VMX (bit 5) was set where the code ran.
+    pub fn vmx_visible(&self) -> bool {
+        self.ecx & (1 << 5) != 0
+    }
+}
