@@ -36,7 +36,7 @@ use crate::policy::protection::Gate;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::exit_reason::ExitReason;
-use crate::vmx::fields::{Control32, Control64, Guest32, GuestNatural};
+use crate::vmx::fields::{Control32, Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
 
 /// Guest activity states (SDM Vol. 3C §25.4.2, Table 25-3).
@@ -154,7 +154,7 @@ fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 fn back_to_trusted<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<Option<Gate>, ExitError> {
-    let Some(env) = Env::of(vcpu) else {
+    let Some(mut env) = Env::of(vcpu) else {
         return Ok(None);
     };
     let mut usable = None;
@@ -164,11 +164,8 @@ fn back_to_trusted<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             break;
         }
     }
-    let (Some(gate), Some(eptp)) = (usable, env.views.eptp(0)) else {
+    let Some(gate) = usable else {
         return Ok(None);
     };
-    env.views.set_current(0);
-    env.prot.current = 0;
-    env.vmcs.write(Control64::Eptp, eptp)?;
-    Ok(Some(gate))
+    Ok(env.enter_trusted()?.then_some(gate))
 }

@@ -34,7 +34,7 @@ use crate::policy::{Policy, guest_paging};
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{CrConfig, ExitError, Vcpu};
 use crate::vmx::controls::SecondaryProcBased;
-use crate::vmx::fields::{Control32, Guest64, GuestNatural};
+use crate::vmx::fields::{Control32, Control64, Guest64, GuestNatural};
 
 /// What a successful policy call gives the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +106,21 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
         } else {
             Err(Status::PermissionDenied)
         }
+    }
+
+    /// Makes the trusted context (0) current, as a stop
+    /// (`crate::exit::stop`) and a SIPI (`crate::exit::sipi`) return the
+    /// processor to it: its view's EPTP in the VMCS, context 0 current for
+    /// the views and the policy. False, and nothing changed, when context
+    /// 0 has no view.
+    pub fn enter_trusted(&mut self) -> Result<bool, ExitError> {
+        let Some(eptp) = self.views.eptp(0) else {
+            return Ok(false);
+        };
+        self.vmcs.write(Control64::Eptp, eptp)?;
+        self.views.set_current(0);
+        self.prot.current = 0;
+        Ok(true)
     }
 
     /// Writes and logs an audit record of a refused or redirected call.
