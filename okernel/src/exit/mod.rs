@@ -50,6 +50,7 @@ pub mod pci;
 pub mod port_table;
 pub mod rip;
 pub mod simple;
+pub mod sipi;
 pub mod stop;
 pub mod xsetbv;
 
@@ -277,6 +278,7 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         | R::Invvpid
         | R::Vmfunc => simple::inject_ud(vcpu),
         R::Vmcall => vmcall(vcpu),
+        R::Sipi => sipi::handle(vcpu),
         R::PreemptionTimer => console_tick::tick(vcpu),
         R::Mwait => match console_tick::mwait(vcpu)? {
             Some(action) => Ok(action),

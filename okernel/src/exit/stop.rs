@@ -19,9 +19,11 @@
 //!   the processor offers (IA32_VMX_MISC bits 8, 7, 6: wait-for-SIPI,
 //!   shutdown, HLT with RFLAGS.IF clear; SDM Vol. 3C §25.4.2, §27.7.4,
 //!   Appendix A.6), as a processor does after a triple fault or an INIT:
-//!   nothing runs until a reset, and the monitor stays resident. Audited
-//!   with action `stop`. A processor with no inactive state the guest can
-//!   enter (none, or only HLT with the guest at CPL > 0) ends the run with
+//!   nothing runs until a reset — or, in wait-for-SIPI, a SIPI, which
+//!   starts it in real mode in the trusted context ([`super::sipi`]) —
+//!   and the monitor stays resident. Audited with action `stop`. A
+//!   processor with no inactive state the guest can enter (none, or only
+//!   HLT with the guest at CPL > 0) ends the run with
 //!   [`ExitError::Halted`].
 
 use okernel_abi::hypercall::Status;
@@ -39,31 +41,9 @@ use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Control32, Guest32, GuestNatural};
 use crate::vmx::regs::Gpr;
 
-/// Guest activity states (SDM Vol. 3C §25.4.2, Table 25-3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ActivityState {
-    /// Executing instructions.
-    Active = 0,
-    /// After HLT.
-    Hlt = 1,
-    /// After a triple fault.
-    Shutdown = 2,
-    /// Waiting for a start-up IPI.
-    WaitForSipi = 3,
-}
-
-impl ActivityState {
-    /// The state's name, for the console.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ActivityState::Active => "Active",
-            ActivityState::Hlt => "Hlt",
-            ActivityState::Shutdown => "Shutdown",
-            ActivityState::WaitForSipi => "WaitForSipi",
-        }
-    }
-}
+// The activity states live with the start-up state, in the layer below
+// (`launch` writes wait-for-SIPI too).
+pub use crate::vcpu::startup::ActivityState;
 
 /// The inactive state a halted virtual CPU enters: the first of
 /// wait-for-SIPI, shutdown and HLT that IA32_VMX_MISC bits 8:6 allow

@@ -4,6 +4,7 @@
 
 mod capability;
 mod console_tick;
+mod entry_checks;
 mod exit_reason;
 mod exits_all;
 mod exits_apic;
@@ -14,6 +15,7 @@ mod exits_events;
 mod exits_io;
 mod exits_misc;
 mod exits_msr_shared;
+mod exits_sipi;
 mod fast_path;
 mod fuzzing;
 mod hypercall;

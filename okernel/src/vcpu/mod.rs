@@ -14,6 +14,8 @@
 //! - [`counters`]: exits by reason.
 //! - [`reason`]: the reason the guest gave with its Exit hypercall.
 //! - [`platform_ports`]: the platform's port rules (ACPI sleep, reset).
+//! - [`startup`]: a processor's start-up state (after a SIPI) and the
+//!   wait-for-SIPI state, [`startup::ActivityState`].
 //! - [`timer`]: the console's timer (the VMX-preemption timer's state).
 //!
 //! Above the policy (a `Vcpu` holds one, and its audit log) and below
@@ -34,6 +36,7 @@ pub mod hooks;
 pub mod memory;
 pub mod platform_ports;
 pub mod reason;
+pub mod startup;
 pub mod timer;
 
 use okernel_abi::result::Outcome;
