@@ -22,6 +22,13 @@ use okernel_abi::result::Outcome;
 /// EPT tables.
 pub const POOL_BYTES: u64 = 4 << 20;
 
+/// The monitor's frame pool for a machine with `smp`'s processors:
+/// [`POOL_BYTES`] and each application processor's VMCS and host stack
+/// (`okernel::launch::ap::AP_POOL_BYTES`).
+pub fn pool_bytes(smp: Option<&crate::smp::Plan>) -> u64 {
+    POOL_BYTES + smp.map_or(0, |p| p.application_processors()) * okernel::launch::ap::AP_POOL_BYTES
+}
+
 /// Why the boot stopped; each names its cause.
 pub enum Failure {
     /// The boot information was refused.
@@ -221,7 +228,7 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
     avoid[n + 1] = area;
     let pool = bi
         .memory
-        .find_free(POOL_BYTES, 0x1000, 1 << 20, &avoid[..n + 2])
+        .find_free(pool_bytes(smp.as_ref()), 0x1000, 1 << 20, &avoid[..n + 2])
         .ok_or(Failure::NoRoomForPool)?;
 
     // SAFETY: the plan checked that every destination is usable RAM that
@@ -394,12 +401,15 @@ pub fn launch_monitor(
         frame_pool: pool,
         platform_ports: crate::platform::platform_ports(bi, ecam.iter().any(Option::is_some))?,
         report: report_outcome,
+        application_processors: 0,
     };
     okernel::launch::validate(&config).map_err(Failure::Launch)?;
     // Every other processor into VMX root first: once the guest runs, an
-    // INIT-SIPI-SIPI of its own would start one outside the monitor.
+    // INIT-SIPI-SIPI of its own would start one outside the monitor. The
+    // monitor then has each join the run (`okernel::launch::ap`).
+    let mut config = config;
     if let Some(plan) = smp {
-        crate::smp::park(plan).map_err(Failure::Smp)?;
+        config.application_processors = crate::smp::park(plan).map_err(Failure::Smp)?;
     }
     okernel::launch(&config).map_err(Failure::Launch)
 }

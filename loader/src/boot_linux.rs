@@ -12,7 +12,7 @@
 //!   64-bit guest or directly.
 
 use crate::arch;
-use crate::boot::{Failure, POOL_BYTES, launch_monitor, load_segments};
+use crate::boot::{Failure, launch_monitor, load_segments, pool_bytes};
 use crate::phys::{self, Identity};
 use loader::bootinfo::{BootInfo, Module, PhysMem};
 use loader::cmdline::{Mode, Options};
@@ -69,7 +69,7 @@ pub fn run(
         initrd.range,
         &bi.memory,
         &fixed[..n],
-        POOL_BYTES,
+        pool_bytes(smp),
     )
     .map_err(Failure::Linux)?;
     let plan = &layout.plan;

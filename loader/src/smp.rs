@@ -27,7 +27,8 @@ use loader::bootinfo::BootInfo;
 use loader::parking::{self, ARRIVED, NotParked, PARKED, Slot, TAKEN};
 use log::{info, warn};
 use okernel::bits::{APIC_BASE_ADDRESS, APIC_BASE_EXTD};
-use okernel::launch::park::{ParkFailure, park_this_processor};
+use okernel::launch::ap::join_this_processor;
+use okernel::launch::park::{self, ParkFailure, park_this_processor};
 use okernel::memmap::PhysRange;
 use okernel::msrs::{IA32_APIC_BASE, IA32_X2APIC_ICR};
 use spin::Once;
@@ -38,7 +39,7 @@ use x86_64::structures::gdt::SegmentSelector;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
 /// The most application processors parked (a 64-processor machine).
-pub const MAX_APS: usize = 63;
+pub const MAX_APS: usize = okernel::launch::ap::MAX_APS;
 /// Each parked processor's stack.
 pub const AP_STACK_BYTES: usize = 16 * 1024;
 
@@ -164,6 +165,11 @@ impl Plan {
     pub fn page(&self) -> PhysRange {
         self.page
     }
+
+    /// How many application processors the MADT lists (enabled).
+    pub fn application_processors(&self) -> u64 {
+        u64::from(self.cpus.enabled().saturating_sub(1))
+    }
 }
 
 /// Reads the MADT and, when it lists other processors, chooses the
@@ -206,8 +212,10 @@ fn apic_id() -> u32 {
     __cpuid(1).ebx >> 24
 }
 
-/// Parks every application processor (see the module docs).
-pub fn park(plan: &Plan) -> Result<(), SmpError> {
+/// Parks every application processor (see the module docs). Ok: how many
+/// are parked (slots 0 to that number less one, each about to join the
+/// run, `okernel::launch::ap`).
+pub fn park(plan: &Plan) -> Result<usize, SmpError> {
     AP_IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         let stop = VirtAddr::new(ap_stop_stub as *const () as u64);
@@ -296,12 +304,12 @@ pub fn park(plan: &Plan) -> Result<(), SmpError> {
     let answered = read(&mut slots);
     parking::verdict(listed, me, answered, &slots).map_err(SmpError::NotParked)?;
     info!(
-        "{answered} application processor(s) parked in VMX root (the MADT lists {} processors enabled, {} not enabled); the guest runs on this one (APIC ID {me}); start-up page {}",
+        "{answered} application processor(s) parked in VMX root (the MADT lists {} processors enabled, {} not enabled); each joins the run under the monitor; this one is APIC ID {me}; start-up page {}",
         plan.cpus.enabled(),
         plan.cpus.not_enabled,
         plan.page
     );
-    Ok(())
+    Ok((answered as usize).min(MAX_APS))
 }
 
 /// The trampoline's bytes, in this image.
@@ -365,8 +373,31 @@ extern "C" fn loader_ap_main(slot: u32) -> ! {
     // disabled (the trampoline's CLI), the IDT above (NMI returns);
     // `region` is this slot's zeroed, aligned frame in this image's BSS,
     // which the guest never sees.
-    let failure =
-        unsafe { park_this_processor(region, || STATE[slot].store(PARKED, Ordering::Release)) };
-    STATE[slot].store(failure.code(), Ordering::Release);
-    okernel_console::halt_forever()
+    if let Err(failure) = unsafe { park_this_processor(region) } {
+        STATE[slot].store(failure.code(), Ordering::Release);
+        okernel_console::halt_forever()
+    }
+    STATE[slot].store(PARKED, Ordering::Release);
+    let tss = (&raw const AP_TSS) as u64;
+    // SAFETY: parked just above (VMX root), CPL0 on the identity map with
+    // interrupts disabled, this processor's GDT (`ap_gdt`) and IDT
+    // loaded; `AP_TSS` is a static, mapped for the whole run.
+    let failure = unsafe { join_this_processor(slot, (AP_TSS_SELECTOR, tss)) };
+    log::error!(
+        "the application processor in slot {slot} could not join the run: {failure}; it stays halted in VMX root (INIT blocked)"
+    );
+    park::halt_here()
 }
+
+/// The host TR selector of the application processors' VMCS: the
+/// placeholder at 0x18 in `ap_gdt` (`arch/ap_entry.rs`). VM entry needs
+/// a non-null host TR selector (SDM Vol. 3C §27.2.3); a VM exit loads
+/// TR's base, limit and type from the VMCS and the selector without
+/// reading the descriptor (§28.5.2), and nothing on these processors
+/// loads TR or switches privilege level or stacks through the TSS.
+const AP_TSS_SELECTOR: u16 = 0x18;
+
+/// The TSS the application processors' host TR names (never read: no IST
+/// gate, no privilege change in VMX root; see [`AP_TSS_SELECTOR`]).
+static AP_TSS: x86_64::structures::tss::TaskStateSegment =
+    x86_64::structures::tss::TaskStateSegment::new();

@@ -123,6 +123,8 @@ pub const IA32_INTERRUPT_SSP_TABLE_ADDR: u32 = 0x6a8;
 pub const X2APIC_FIRST: u32 = 0x800;
 /// The last MSR of the x2APIC register range.
 pub const X2APIC_LAST: u32 = 0x8ff;
+/// IA32_X2APIC_APICID: this processor's x2APIC ID (read-only).
+pub const IA32_X2APIC_APICID: u32 = 0x802;
 /// IA32_X2APIC_TPR: task priority (SDM Vol. 3A §11.12.1.2, "Local APIC
 /// Register Address Map Supported by x2APIC"; Vol. 4 Table 2-2).
 pub const IA32_X2APIC_TPR: u32 = 0x808;

@@ -1,10 +1,13 @@
 //! `scenario=smp`, run on two or more processors: the attacks
 //! `ap-start-outside-vmx` and `ap-write-locked-page`. The guest starts
-//! the other processors the way an OS does — INIT, SIPI, SIPI to "all
-//! excluding self" (after an NMI, which a processor waiting for its SIPI
-//! must survive) through its local APIC, whose interrupt command register
-//! okernel does not intercept — at real-mode start-up code of its own
-//! below 1 MiB ([`start_up`]). That code records that it ran and what
+//! the other processors the way an OS does — INIT, SIPI, SIPI to each
+//! in turn through its local APIC, in x2APIC mode where the
+//! processor offers it (Bochs' does; else through the xAPIC page) — at
+//! real-mode start-up code of its own below 1 MiB ([`start_up`]). Under
+//! okernel the x2APIC ICR writes exit: the SIPIs to the other processors
+//! are sent, the INIT is completed without being sent (`exit::apic`:
+//! every other processor already waits for its SIPI under the monitor,
+//! and Bochs 2.7 would re-deliver an INIT at every VM entry). That code records that it ran and what
 //! CPUID.1:ECX says there, loads an IVT of its own, and writes a page the
 //! BSP locked read-only before the SIPIs.
 //!
@@ -47,16 +50,22 @@ const LOCKED: u64 = PAGE + start_up::TARGET as u64;
 /// What [`LOCKED`] holds before the attack, repeated.
 const FILL: &[u8; 16] = b"OKERNEL-AP-LOCK!";
 
-/// xAPIC interrupt command register (SDM Vol. 3A §11.6.1): all
-/// excluding self, level assert, INIT or start-up.
+/// xAPIC interrupt command register, low half (SDM Vol. 3A §11.6.1).
 const ICR_LOW: u64 = 0x300;
 /// The version register: bits 7:0 the version, 0x1X for an integrated
 /// APIC (SDM Vol. 3A §11.4.8).
 const VERSION: u64 = 0x30;
 const ICR_HIGH: u64 = 0x310;
-const NMI: u32 = 0b11 << 18 | 1 << 14 | 0b100 << 8;
-const INIT: u32 = 0b11 << 18 | 1 << 14 | 0b101 << 8;
-const SIPI: u32 = 0b11 << 18 | 1 << 14 | 0b110 << 8;
+/// The x2APIC ICR (SDM Vol. 3A §11.12.9).
+const X2APIC_ICR: u32 = 0x830;
+/// ICR: no shorthand, physical destination, level assert, INIT or
+/// start-up (SDM Vol. 3A §11.6.1).
+const INIT: u32 = 1 << 14 | 0b101 << 8;
+const SIPI: u32 = 1 << 14 | 0b110 << 8;
+/// The APIC IDs the guest starts, one after the other as Linux does
+/// (`do_boot_cpu`): Bochs numbers its processors 0, 1, 2...; an ID no
+/// processor has is ignored.
+const OTHER_IDS: core::ops::RangeInclusive<u32> = 1..=7;
 const PENDING: u32 = 1 << 12;
 
 /// How long the guest waits for the code to finish, in TSC ticks (Bochs:
@@ -78,13 +87,13 @@ fn wait(n: u64) {
     }
 }
 
-/// Writes the ICR and waits (bounded) until the APIC has sent it;
-/// whether it did.
-fn send(apic: u64, low: u32) -> bool {
+/// Writes the ICR for APIC ID `id` and waits (bounded) until the APIC
+/// has sent it; whether it did.
+fn send(apic: u64, id: u32, low: u32) -> bool {
     // SAFETY: the local APIC's page, identity-mapped by the hand-off page
     // tables (4 GiB) and, under okernel, by the base view's MMIO map.
     unsafe {
-        core::ptr::write_volatile((apic + ICR_HIGH) as *mut u32, 0);
+        core::ptr::write_volatile((apic + ICR_HIGH) as *mut u32, id << 24);
         core::ptr::write_volatile((apic + ICR_LOW) as *mut u32, low);
         for _ in 0..1_000_000 {
             if core::ptr::read_volatile((apic + ICR_LOW) as *const u32) & PENDING == 0 {
@@ -106,22 +115,45 @@ struct Start {
     vector: u32,
 }
 
-/// NMI, INIT, SIPI, SIPI to all but self at [`PAGE`]'s vector.
+/// INIT, SIPI, SIPI to each of [`OTHER_IDS`] at [`PAGE`]'s vector, in
+/// x2APIC mode where the processor offers it. One processor at a time
+/// (as Linux does), not a broadcast: Bochs 2.7 stops delivering a
+/// broadcast SIPI at the first processor whose SIPI exits.
 fn start_others() -> Start {
-    let apic = crate::arch::cpu::rdmsr(crate::arch::cpu::IA32_APIC_BASE)
-        & crate::arch::cpu::APIC_BASE_ADDRESS;
+    use crate::arch::cpu::{APIC_BASE_ADDRESS, APIC_BASE_EXTD, IA32_APIC_BASE, rdmsr, wrmsr};
+    let base = rdmsr(IA32_APIC_BASE);
+    let apic = base & APIC_BASE_ADDRESS;
     let vector = (PAGE >> 12) as u32;
-    // SAFETY: as in `send`; reading the version register has no effect.
+    // SAFETY: as in `send`; reading the version register has no effect
+    // (before x2APIC mode, whose registers are MSRs).
     let version = unsafe { core::ptr::read_volatile((apic + VERSION) as *const u32) };
-    // An NMI first: a processor waiting for its SIPI must take it (or
-    // have it held) and wait on, not stop the machine.
-    let sent = send(apic, NMI) && send(apic, INIT) && {
-        wait(200_000);
-        send(apic, SIPI | vector) && {
-            wait(20_000);
-            send(apic, SIPI | vector)
+    let x2apic = core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
+    let send: &dyn Fn(u32, u32) -> bool = if x2apic {
+        if base & APIC_BASE_EXTD == 0 {
+            // SAFETY: the same base and enable bit, EXTD added: the
+            // processor's own valid transition (SDM Vol. 3A §11.12.5);
+            // nothing in this scenario uses the xAPIC page after it.
+            unsafe { wrmsr(IA32_APIC_BASE, base | APIC_BASE_EXTD) };
         }
+        &|id, low| {
+            // SAFETY: the x2APIC ICR, destination in bits 63:32; x2APIC
+            // mode has no delivery-status bit to wait on.
+            unsafe { wrmsr(X2APIC_ICR, u64::from(id) << 32 | u64::from(low)) };
+            true
+        }
+    } else {
+        &|id, low| send(apic, id, low)
     };
+    let mut sent = true;
+    for id in OTHER_IDS {
+        sent &= send(id, INIT) && {
+            wait(200_000);
+            send(id, SIPI | vector) && {
+                wait(20_000);
+                send(id, SIPI | vector)
+            }
+        };
+    }
     Start {
         version,
         apic_there: (0x10..=0x1f).contains(&(version & 0xff)),
@@ -242,7 +274,7 @@ fn report_start(checks: &mut Checks, entry: EntryMode, start: &Start, marks: &Ma
         1,
         ok,
         format_args!(
-            "APIC version {:#x}{}; NMI, INIT, SIPI x2 to all but self, vector {:#x}: {}; {}",
+            "APIC version {:#x}{}; INIT, SIPI x2 to APIC IDs 1-7 in turn, vector {:#x}: {}; {}",
             start.version,
             if start.apic_there { "" } else { " (no APIC)" },
             start.vector,

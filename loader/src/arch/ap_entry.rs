@@ -149,6 +149,10 @@ ap_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF
     .quad 0x00CF92000000FFFF
+    /* 0x18: the host TR selector of the processors' VMCS, a placeholder
+       no instruction reads (`smp.rs`, AP_TSS_SELECTOR). */
+    .quad 0
+    .quad 0
 ap_gdt_end:
     .balign 8
 ap_gdt_pointer:

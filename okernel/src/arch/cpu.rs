@@ -174,6 +174,13 @@ pub unsafe fn wbinvd() {
     unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
 }
 
+/// The time-stamp counter (RDTSC, SDM Vol. 2B).
+pub fn tsc() -> u64 {
+    // SAFETY: RDTSC reads a counter; it touches no memory (CR4.TSD does not
+    // apply at CPL0, where the monitor runs).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// Halts this processor for good: interrupts disabled, HLT in a loop (an
 /// NMI or SMI wakes HLT, and the loop halts again).
 pub fn halt_in_root() -> ! {

@@ -20,8 +20,22 @@
 //! | an x2APIC MSR while the APIC is not in x2APIC mode | #GP (as the processor would raise) |
 //! | x2APIC TPR (0x808), EOI (0x80B, value 0), SELF IPI (0x83F) | written (reserved bits: #GP) |
 //! | x2APIC ICR (0x830), fixed delivery mode | written (reserved bits: #GP) |
-//! | x2APIC ICR, any other delivery mode (lowest priority, SMI, NMI, INIT, SIPI) | #GP + audit `msr-write` |
+//! | x2APIC ICR, SIPI to other processors only (shorthand "all excluding self", or a physical destination that is not this processor), from the trusted context | written: each waits for it under the monitor (issue 17, `super::sipi`) |
+//! | x2APIC ICR, INIT to other processors only, from the trusted context | completed, not sent (see below) |
+//! | x2APIC ICR, any other delivery mode (lowest priority, SMI, NMI), INIT or SIPI to this processor or from an untrusted context | #GP + audit `msr-write` |
 //! | any other x2APIC register (SVR, LVT, timer, ESR, read-only ones) | #GP + audit `msr-write`: not mediated yet |
+//!
+//! Why an INIT to another processor is not sent (docs/smp.md): every
+//! other processor runs under the monitor, waiting for its SIPI in VMX
+//! non-root or running the guest. Waiting, INIT is blocked there (SDM
+//! Vol. 3C §26.2) and only strikes once the SIPI has started it, as an
+//! INIT exit the monitor then passes over (`super::sipi::just_started`);
+//! Bochs 2.7 never clears such an INIT and exits for it at every entry,
+//! so a processor it reached could never run the guest. Running, an INIT
+//! would stop a processor the monitor runs the guest on. So an OS's
+//! INIT-SIPI-SIPI starts a waiting processor with its SIPI alone, and an
+//! INIT cannot stop another one (a processor taken offline and started
+//! again by INIT-SIPI is not supported).
 //!
 //! Every value the monitor writes is one the processor accepts (the checks
 //! above are those of SDM Vol. 3A §11.4.4 "Local APIC Status and Location",
@@ -34,7 +48,8 @@ use crate::bits::{APIC_BASE_ADDRESS, APIC_BASE_EN, APIC_BASE_EXTD};
 use crate::bits::CPUID1_ECX_X2APIC;
 use crate::hw::{Cpu, Vmcs};
 use crate::msrs::{
-    IA32_APIC_BASE, IA32_X2APIC_EOI, IA32_X2APIC_ICR, IA32_X2APIC_SELF_IPI, IA32_X2APIC_TPR,
+    IA32_APIC_BASE, IA32_X2APIC_APICID, IA32_X2APIC_EOI, IA32_X2APIC_ICR, IA32_X2APIC_SELF_IPI,
+    IA32_X2APIC_TPR,
 };
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
@@ -59,6 +74,53 @@ pub enum Verdict {
     Fault,
     /// The policy refuses it: #GP and an audit record.
     Deny,
+    /// The processor would accept it; the monitor completes the WRMSR
+    /// without performing it (an INIT to other processors).
+    Drop,
+}
+
+/// ICR destination shorthand (bits 19:18): none, self, all including
+/// self, all excluding self (SDM Vol. 3A §11.6.1).
+const ICR_SHORTHAND_SHIFT: u32 = 18;
+/// ICR destination mode (bit 11): logical.
+const ICR_LOGICAL: u64 = 1 << 11;
+/// The x2APIC broadcast destination.
+const BROADCAST: u32 = u32::MAX;
+/// ICR delivery modes (bits 10:8).
+const ICR_FIXED: u64 = 0b000;
+const ICR_INIT: u64 = 0b101;
+const ICR_SIPI: u64 = 0b110;
+
+/// Who writes an x2APIC ICR: whether the trusted context does, and this
+/// processor's x2APIC ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcrWriter {
+    /// The guest runs in the trusted context (0).
+    pub trusted: bool,
+    /// IA32_X2APIC_APICID of the processor that writes.
+    pub own_id: u32,
+}
+
+/// Judges the delivery of a valid x2APIC ICR `value` (reserved bits
+/// clear) from `writer`.
+const fn icr_write(value: u64, writer: IcrWriter) -> Verdict {
+    let mode = (value & ICR_DELIVERY_MODE) >> 8;
+    if mode == ICR_FIXED {
+        return Verdict::Write;
+    }
+    let destination = (value >> 32) as u32;
+    let others_only = match (value >> ICR_SHORTHAND_SHIFT) & 0b11 {
+        0b11 => true,
+        0b00 => {
+            value & ICR_LOGICAL == 0 && destination != writer.own_id && destination != BROADCAST
+        }
+        _ => false,
+    };
+    match mode {
+        ICR_INIT if writer.trusted && others_only => Verdict::Drop,
+        ICR_SIPI if writer.trusted && others_only => Verdict::Write,
+        _ => Verdict::Deny,
+    }
 }
 
 /// The APIC's mode for IA32_APIC_BASE `value`: (EN, EXTD).
@@ -95,8 +157,8 @@ pub const fn apic_base_write(current: u64, value: u64, x2apic: bool) -> Verdict 
 }
 
 /// Judges WRMSR(`index`, `value`) of an x2APIC MSR while IA32_APIC_BASE
-/// holds `apic_base`.
-pub const fn x2apic_write(index: u32, value: u64, apic_base: u64) -> Verdict {
+/// holds `apic_base`, written by `writer`.
+pub const fn x2apic_write(index: u32, value: u64, apic_base: u64, writer: IcrWriter) -> Verdict {
     if !matches!(mode(apic_base), (true, true)) {
         // SDM Vol. 3A §11.12.1.2: x2APIC MSRs outside x2APIC mode #GP.
         return Verdict::Fault;
@@ -110,8 +172,8 @@ pub const fn x2apic_write(index: u32, value: u64, apic_base: u64) -> Verdict {
     if reserved != 0 {
         return Verdict::Fault;
     }
-    if index == IA32_X2APIC_ICR && value & ICR_DELIVERY_MODE != 0 {
-        return Verdict::Deny;
+    if index == IA32_X2APIC_ICR {
+        return icr_write(value, writer);
     }
     Verdict::Write
 }
@@ -128,13 +190,26 @@ pub fn handle_write<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         let x2apic = vcpu.cpu.cpuid(1, 0).ecx & CPUID1_ECX_X2APIC != 0;
         apic_base_write(base, value, x2apic)
     } else {
-        x2apic_write(index, value, base)
+        // The ID only where an ICR write is judged: outside x2APIC mode
+        // reading it would fault the monitor (§11.12.1.2).
+        let x2apic_mode = matches!(mode(base), (true, true));
+        let own_id = if index == IA32_X2APIC_ICR && x2apic_mode {
+            vcpu.cpu.read_msr(IA32_X2APIC_APICID) as u32
+        } else {
+            0
+        };
+        let writer = IcrWriter {
+            trusted: vcpu.policy.context() == 0,
+            own_id,
+        };
+        x2apic_write(index, value, base, writer)
     };
     match verdict {
         Verdict::Write => {
             vcpu.cpu.write_msr(index, value);
             vcpu.advance_rip()
         }
+        Verdict::Drop => vcpu.advance_rip(),
         Verdict::Fault => vcpu.inject(Exception::GeneralProtection, 0),
         Verdict::Deny => vcpu.deny_write(AuditKind::MsrLock, index.into(), None, value),
     }

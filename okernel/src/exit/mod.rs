@@ -52,6 +52,7 @@ pub mod rip;
 pub mod simple;
 pub mod sipi;
 pub mod stop;
+pub mod vmcs_sync;
 pub mod xsetbv;
 
 // The platform's port rules live with the virtual CPU that holds them;
@@ -115,6 +116,18 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             return FastPath::Failed(e.into());
         }
     };
+    if vcpu.sipi_started
+        && let Err(e) = sipi::clear_saved_smi_blocking(vcpu)
+    {
+        return FastPath::Failed(e);
+    }
+    if vcpu.seen_generation != vcpu.policy.generation() {
+        // Another processor changed the policy since this one's last exit.
+        core::hint::cold_path();
+        if let Err(e) = vmcs_sync::catch_up(vcpu) {
+            return FastPath::Failed(e);
+        }
+    }
     if patch_step::open(vcpu) {
         // An open patch step ends before any exit that is not its own
         // (`dispatch`): no exit takes the fast path around it.

@@ -164,6 +164,11 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             vcpu.reinject(event)
         }
         Some(Outcome::Stop) => {
+            if reason == ExitReason::InitSignal && super::sipi::just_started(vcpu)? {
+                // The INIT of the guest's INIT-SIPI-SIPI, held while the
+                // processor waited for the SIPI (see `sipi::just_started`).
+                return super::sipi::resume_start(vcpu);
+            }
             let record = exit_record(vcpu, reason, AuditAction::Stop)?;
             stop::stop_context(vcpu, record, reason)
         }

@@ -115,8 +115,13 @@ fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.vmcs.write(GuestNatural::PendingDebugExceptions, 0)?;
     }
     vcpu.vmcs.write(Control32::EntryInterruptionInfo, 0)?;
+    // Blocking by STI and MOV SS cleared (an inactive state allows
+    // neither), and blocking by SMI, which VM entry outside SMM refuses
+    // (§27.3.1.5): Bochs 2.7 saves it for an INIT that struck right after
+    // a SIPI start.
     let s = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
-    vcpu.vmcs.write(Guest32::InterruptibilityState, s & !0b11)?;
+    vcpu.vmcs
+        .write(Guest32::InterruptibilityState, s & !0b111)?;
     vcpu.vmcs.write(Guest32::ActivityState, state as u32)?;
     vcpu.audit.note(Note::Halted {
         context: vcpu.policy.context(),
@@ -124,8 +129,14 @@ fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         state: state.name(),
     });
     // Printed now: in wait-for-SIPI the console's timer does not count
-    // (SDM Vol. 3C §26.5.1), and nothing else may run before a reset.
-    vcpu.audit.print_pending();
+    // (SDM Vol. 3C §26.5.1), and nothing else may run before a reset —
+    // unless other processors run the guest, whose exits print them: an
+    // application processor stopped by the INIT of an INIT-SIPI-SIPI must
+    // be waiting again before the second SIPI, microseconds later (a
+    // UART takes milliseconds per line).
+    if vcpu.processors <= 1 {
+        vcpu.audit.print_pending();
+    }
     Ok(ExitAction::Resume)
 }
 

@@ -61,6 +61,7 @@ pub fn create<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<CallResult, Ex
         return Ok(Err(Status::Exhausted));
     }
     env.prot.contexts[usize::from(ctx)] = true;
+    env.prot.untrusted_created = true;
     apply::recompute_view(env.prot, env.views, ctx).map_err(fatal)?;
     env.invalidate()?;
     Ok(Ok(Reply::Done(Some(ctx.into()))))

@@ -68,6 +68,7 @@ pub fn pin_cr<V: Vmcs, C: Cpu>(
     let mask = mask | bits;
     env.vmcs.write(shadow_f, visible)?;
     env.vmcs.write(mask_f, mask)?;
+    env.changed();
     match which {
         ControlRegister::Cr0 => {
             env.prot.cr0_pinned |= bits;
@@ -169,5 +170,6 @@ pub fn lock_descriptor_tables<V: Vmcs, C: Cpu>(
     env.vmcs
         .write(Control32::SecondaryProcessorBasedControls, s)?;
     env.prot.descriptor_tables_locked = true;
+    env.changed();
     Ok(Ok(Reply::Done(None)))
 }

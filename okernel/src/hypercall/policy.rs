@@ -71,6 +71,9 @@ pub struct Env<'a, V: Vmcs, C: Cpu> {
     pub audit: &'a mut AuditLog,
     /// CR0/CR4 virtualisation (the masks grow with pins).
     pub cr: &'a mut CrConfig,
+    /// The policy generation this processor reflects
+    /// ([`Vcpu::seen_generation`]).
+    pub seen_generation: &'a mut u64,
 }
 
 impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
@@ -84,6 +87,7 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
             cpu,
             audit,
             cr,
+            seen_generation,
             ..
         } = vcpu;
         let (Some(prot), Some(views)) = (policy.protection(), memory.views()) else {
@@ -96,7 +100,17 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
             cpu,
             audit,
             cr,
+            seen_generation,
         })
+    }
+
+    /// Records a change every other processor must pick up
+    /// ([`Protection::generation`], `crate::exit::vmcs_sync`); this
+    /// processor, which makes it, applies it itself (its INVEPT, its VMCS
+    /// writes).
+    pub fn changed(&mut self) {
+        self.prot.changed();
+        *self.seen_generation = self.prot.generation;
     }
 
     /// `PermissionDenied` unless the guest runs in the trusted context.
@@ -150,6 +164,7 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
 
     /// INVEPT for every view after a change.
     pub fn invalidate(&mut self) -> Result<(), ExitError> {
+        self.changed();
         apply::invalidate(self.cpu, self.prot.caps.invept_all, self.views)?;
         Ok(())
     }

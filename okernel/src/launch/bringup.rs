@@ -174,6 +174,74 @@ pub fn bring_up<C: VmxRoot, P: Platform>(
     })
 }
 
+/// What an application processor's VMCS shares with the bootstrap
+/// processor's ([`bring_up_ap`]): the bitmaps, the base view, the CR0/CR4
+/// configuration, and the guest entry whose state is written first (and
+/// then replaced by the start-up state).
+#[derive(Debug, Clone, Copy)]
+pub struct ApParams {
+    /// The guest's entry on the bootstrap processor.
+    pub guest: GuestEntry,
+    /// The MSR bitmap (shared: every processor's MSR locks are one page).
+    pub msr_bitmap: u64,
+    /// I/O bitmaps A and B (shared).
+    pub io_bitmaps: (u64, u64),
+    /// The base view's EPT pointer (the trusted context's).
+    pub eptp: u64,
+    /// The CR0/CR4 configuration at bring-up (the policy's pins reach
+    /// the VMCS at its first exit, `crate::exit::vmcs_sync`).
+    pub cr: CrConfig,
+}
+
+/// Brings an application processor's VMCS up, on that processor, already
+/// in VMX root operation (parked, `super::park`): CR4.OSXSAVE where XSAVE
+/// exists, VMCLEAR and VMPTRLD of `vmcs_region`, INVEPT, then the VMCS as
+/// [`bring_up`] writes it with `params`' shared frames and this
+/// processor's host state (`tables`), the guest in the wait-for-SIPI
+/// activity state ([`crate::vcpu::startup::write_wait_for_sipi`]), and
+/// HOST_RSP = `host_rsp`.
+pub fn bring_up_ap<C: VmxRoot>(
+    cpu: &mut C,
+    params: &ApParams,
+    vmcs_region: VmxRegion,
+    host_rsp: u64,
+    tables: &HostTables,
+) -> Result<C::Vmcs, LaunchError> {
+    let caps = check::probe(cpu)?;
+    if cpu.cpuid(1, 0).ecx & CPUID1_ECX_XSAVE != 0 {
+        let cr4 = cpu.read_cr4();
+        cpu.write_cr4(cr4 | CR4_OSXSAVE);
+    }
+    cpu.vmclear(vmcs_region).map_err(failed(VmxStep::Vmclear))?;
+    let mut vmcs = cpu.vmptrld(vmcs_region).map_err(failed(VmxStep::Vmptrld))?;
+    let invept = if caps.ept.invept_all_context() {
+        InveptKind::AllContext
+    } else {
+        InveptKind::SingleContext(params.eptp)
+    };
+    cpu.invept(invept).map_err(failed(VmxStep::Invept))?;
+    let host = host::host_state(cpu, tables);
+    let nx = cpu.cpuid(0x8000_0001, 0).edx & CPUID80000001_EDX_NX != 0;
+    setup::write_host_state(&mut vmcs, &host).map_err(failed(VmxStep::HostState))?;
+    setup::write_controls(
+        &mut vmcs,
+        &caps,
+        params.guest.mode,
+        params.msr_bitmap,
+        params.io_bitmaps,
+        params.eptp,
+        &params.cr,
+    )
+    .map_err(failed(VmxStep::Controls))?;
+    setup::write_guest_state(&mut vmcs, &params.guest, &params.cr, nx, host.pat)
+        .map_err(failed(VmxStep::GuestState))?;
+    crate::vcpu::startup::write_wait_for_sipi(&mut vmcs, &params.cr)
+        .map_err(failed(VmxStep::GuestState))?;
+    vmcs.write(HostNatural::Rsp, host_rsp)
+        .map_err(failed(VmxStep::HostRsp))?;
+    Ok(vmcs)
+}
+
 /// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\]; 36 when the leaf is missing).
 fn max_phys_addr_bits(cpu: &impl Cpu) -> u8 {
     if cpu.cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {

@@ -86,6 +86,11 @@ pub struct LaunchConfig<'a> {
     pub platform_ports: PlatformPorts,
     /// Ends the run (see [`ReportFn`]).
     pub report: ReportFn,
+    /// How many application processors the loader parked in VMX root
+    /// (`crate::launch::park`); each joins the run in the wait-for-SIPI
+    /// state (`crate::launch::ap`). At most
+    /// [`MAX_APS`](crate::launch::ap::MAX_APS).
+    pub application_processors: usize,
 }
 
 /// Host stack size (allocated from the frame pool).

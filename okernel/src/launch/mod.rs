@@ -20,6 +20,7 @@
 //!    and VMRESUME until the guest ends the run or a fatal exit happens,
 //!    either of which prints the exit counters and calls `report`.
 
+pub mod ap;
 pub mod bringup;
 pub mod config;
 pub mod ept_view;
@@ -89,6 +90,11 @@ pub fn validate(config: &LaunchConfig<'_>) -> Result<(), LaunchError> {
             "more than 64 RAM ranges in the memory map",
         ));
     }
+    if config.application_processors > ap::MAX_APS {
+        return Err(LaunchError::BadGuest(
+            "more than 63 application processors (ap::MAX_APS)",
+        ));
+    }
     if config.monitor_ranges.len() > MAX_MONITOR_RANGES {
         return Err(LaunchError::BadGuest("more than 8 monitor ranges"));
     }
@@ -119,13 +125,27 @@ pub fn validate(config: &LaunchConfig<'_>) -> Result<(), LaunchError> {
 // The messages of `validate` name these limits.
 const _: () = assert!(MAX_RAM_RANGES == 64 && MAX_MONITOR_RANGES == 8);
 
-/// The least stack the exit handler keeps below the [`run::RunState`].
+/// The least stack the exit handler keeps below the [`run::CpuFrame`].
 const MIN_HANDLER_STACK: u64 = 32 * 1024;
 
 const _: () = assert!(
-    core::mem::size_of::<run::RunState>() as u64 + 64 + MIN_HANDLER_STACK <= HOST_STACK_BYTES
+    core::mem::size_of::<run::SharedRun>() as u64
+        + core::mem::size_of::<run::CpuFrame>() as u64
+        + 128
+        + MIN_HANDLER_STACK
+        <= HOST_STACK_BYTES
 );
-const _: () = assert!(core::mem::align_of::<run::RunState>() <= 64);
+const _: () = assert!(
+    core::mem::size_of::<run::CpuFrame>() as u64 + 64 + MIN_HANDLER_STACK <= ap::AP_STACK_BYTES
+);
+const _: () = assert!(core::mem::align_of::<run::SharedRun>() <= 64);
+const _: () = assert!(core::mem::align_of::<run::CpuFrame>() <= 64);
+
+/// How long the bootstrap processor waits for the application processors
+/// to join, in TSC ticks (about 0.3 s at 3 GHz; in Bochs, where the TSC
+/// counts instructions, longer). One that has not joined by then stays
+/// parked.
+const AP_PATIENCE_TICKS: u64 = 1 << 30;
 
 /// Runs the guest in VMX non-root mode under the base EPT view. Never
 /// returns on success: the run ends through `config.report` (the guest's
@@ -160,7 +180,11 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let PoolMemory {
         view,
         msr_bitmap,
-        state_addr,
+        run_addr,
+        frame_addr,
+        io_bitmaps,
+        eptp,
+        aps,
     } = ready.memory;
 
     // SAFETY: the loader's page tables identity-map the first 4 GiB
@@ -196,26 +220,64 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     if log::max_level() >= log::LevelFilter::Warn {
         vcpu.timer = ready.timer;
     }
-    let state = core::ptr::with_exposed_provenance_mut::<run::RunState>(state_addr as usize);
-    // SAFETY: `state_addr` lies in the host stack (fresh, identity-mapped,
-    // exclusive pool memory), suitably aligned (`PoolPlatform::prepare`),
-    // with the room the assertion above `launch` guarantees; nothing else
-    // uses it.
+    let timer = vcpu.timer;
+    let run = core::ptr::with_exposed_provenance_mut::<run::SharedRun>(run_addr as usize);
+    let frame = core::ptr::with_exposed_provenance_mut::<run::CpuFrame>(frame_addr as usize);
+    // SAFETY: `run_addr` and `frame_addr` lie at the top of the host stack
+    // (fresh, identity-mapped, exclusive pool memory), suitably aligned
+    // (`PoolPlatform::prepare`), with the room the assertion above
+    // `launch` guarantees; nothing else uses them yet. `run` is not null:
+    // it was just written, and is never freed.
     unsafe {
-        state.write(run::RunState {
+        run.write(run::SharedRun::new(run::RunState {
             vcpu,
             report: config.report,
+        }));
+        frame.write(run::CpuFrame {
+            regs: config.guest.regs,
+            run: core::ptr::NonNull::new_unchecked(run),
             pending: run::Pending::Nothing,
+            own: run::PerCpu::new(timer),
         });
     }
-    run::publish_for_crash_report(state);
+    run::publish_for_crash_report(run);
+    if aps.count > 0 {
+        let expected = aps.count;
+        let join = ap::Join {
+            // SAFETY: just written, never freed.
+            run: unsafe { core::ptr::NonNull::new_unchecked(run) },
+            kits: aps,
+            params: bringup::ApParams {
+                guest: config.guest,
+                msr_bitmap,
+                io_bitmaps,
+                eptp,
+                cr: ready.cr,
+            },
+            timer,
+            joined: core::sync::atomic::AtomicUsize::new(0),
+        };
+        let joined = ap::publish_and_wait(join, AP_PATIENCE_TICKS);
+        // SAFETY: the run state was written above and is never freed; the
+        // APs that joined wait for their SIPI, which needs a guest that
+        // does not run yet, so the lock is free.
+        unsafe { (*run).lock().vcpu.processors = 1 + joined as u8 };
+        if joined == expected {
+            log::info!(
+                "okernel: {joined} application processor(s) joined: each waits for its SIPI in VMX non-root"
+            );
+        } else {
+            log::warn!(
+                "okernel: {joined} of {expected} application processor(s) joined; the others stay parked in VMX root (they run nothing)"
+            );
+        }
+    }
     log::info!(
         "okernel: entering the guest at {:#x} in VMX non-root mode",
         config.guest.rip
     );
-    // SAFETY: the stack below the run state is pool memory, 16-byte
-    // aligned, used by nothing else; `run::monitor_main` never returns;
-    // the run state stays valid for the rest of the run (it is never
-    // freed).
-    unsafe { arch::descriptors::call_on_stack(state.cast(), run::monitor_main, state_addr) }
+    // SAFETY: the stack below the frame is pool memory, 16-byte aligned,
+    // used by nothing else; `run::monitor_main` never returns; the frame
+    // and the run state stay valid for the rest of the run (never freed).
+    unsafe { arch::descriptors::call_on_stack(frame.cast(), run::monitor_main, frame_addr) }
 }

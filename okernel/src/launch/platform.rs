@@ -4,12 +4,13 @@
 //! tables as this processor has them loaded. The raw-memory half of
 //! bring-up; the order of the steps is [`super::bringup`]'s.
 
+use super::ap::{AP_STACK_BYTES, ApKit, ApKits};
 use super::bringup::{Platform, Prepared};
 use super::config::{HOST_STACK_BYTES, LaunchConfig, LaunchError};
 use super::ept_view::{self, PoolFrames};
 use super::frames::{FRAME, FramePool};
 use super::host::{self, HostTables};
-use super::run::RunState;
+use super::run::{CpuFrame, SharedRun};
 use crate::check::Capabilities;
 use crate::hw::VmxRegion;
 use crate::hw::guard::HOST_GUARD_PAGES;
@@ -40,8 +41,44 @@ pub(super) struct PoolMemory {
     pub(super) view: ept::View<PoolFrames>,
     /// The MSR bitmap frame.
     pub(super) msr_bitmap: u64,
-    /// HOST_RSP: where the [`RunState`] goes.
-    pub(super) state_addr: u64,
+    /// Where the run's shared state goes (the top of the host stack).
+    pub(super) run_addr: u64,
+    /// HOST_RSP: where this processor's [`CpuFrame`] goes.
+    pub(super) frame_addr: u64,
+    /// I/O bitmaps A and B (the application processors' VMCS use them too).
+    pub(super) io_bitmaps: (u64, u64),
+    /// The base view's EPT pointer.
+    pub(super) eptp: u64,
+    /// The application processors' VMCS regions and stacks.
+    pub(super) aps: ApKits,
+}
+
+/// A host stack of `bytes` from `pool` and, right below it, guard frames
+/// made not present in the monitor's page tables (`crate::hw::guard`): an
+/// overflow faults there before it reaches the frames below. Returns the
+/// stack's lowest address.
+fn guarded_stack(pool: &mut FramePool, bytes: u64, what: &'static str) -> Result<u64, LaunchError> {
+    let stack_guard = pool
+        .allocate_contiguous(bytes / FRAME + HOST_GUARD_PAGES)
+        .ok_or(LaunchError::OutOfFrames(what))?;
+    let mut guard_tables = [0; HOST_GUARD_PAGES as usize];
+    for table in &mut guard_tables {
+        *table = pool
+            .allocate()
+            .ok_or(LaunchError::OutOfFrames("guard page table"))?;
+    }
+    // SAFETY: `PoolPlatform::new`'s contract: CPL0 on the loader's
+    // identity map, whose tables are monitor memory (shared by every
+    // processor); the guard is the lowest frames of a fresh pool
+    // allocation, used as nothing but the guard, and `guard_tables` fresh
+    // zeroed pool frames given up for good.
+    unsafe { crate::hw::guard::unmap(stack_guard, guard_tables) }.map_err(LaunchError::Guard)?;
+    Ok(stack_guard + HOST_GUARD_PAGES * FRAME)
+}
+
+/// Where a [`CpuFrame`] goes right below `top`: 64-byte aligned.
+fn frame_below(top: u64) -> u64 {
+    (top - core::mem::size_of::<CpuFrame>() as u64) & !63
 }
 
 impl Platform for PoolPlatform<'_, '_> {
@@ -74,26 +111,25 @@ impl Platform for PoolPlatform<'_, '_> {
             // view).
             unsafe { (*frame as *mut [u8; 4096]).write(page) };
         }
-        // The stack and, right below it, guard frames made not present in
-        // the monitor's page tables (`crate::hw::guard`): an overflow
-        // faults there before it reaches the I/O bitmaps below.
-        let stack_guard = pool
-            .allocate_contiguous(HOST_STACK_BYTES / FRAME + HOST_GUARD_PAGES)
-            .ok_or(LaunchError::OutOfFrames("host stack"))?;
-        let stack = stack_guard + HOST_GUARD_PAGES * FRAME;
-        let mut guard_tables = [0; HOST_GUARD_PAGES as usize];
-        for table in &mut guard_tables {
-            *table = pool
+        let stack = guarded_stack(&mut pool, HOST_STACK_BYTES, "host stack")?;
+        // Each application processor's VMCS and host stack
+        // (`super::ap`), from the pool now, before the EPT takes the rest.
+        let mut aps = ApKits::default();
+        for kit in aps.kits.iter_mut().take(config.application_processors) {
+            let vmcs = pool
                 .allocate()
-                .ok_or(LaunchError::OutOfFrames("guard page table"))?;
+                .ok_or(LaunchError::OutOfFrames("application processor VMCS"))?;
+            // SAFETY: a fresh, zeroed, identity-mapped pool frame; the
+            // first dword is the revision identifier (SDM §25.2).
+            unsafe { (vmcs as *mut u32).write(caps.basic.revision_id()) };
+            let stack = guarded_stack(&mut pool, AP_STACK_BYTES, "application processor stack")?;
+            *kit = Some(ApKit {
+                // SAFETY: as for the VMCS region below.
+                vmcs: unsafe { VmxRegion::new(vmcs) },
+                frame_addr: frame_below(stack + AP_STACK_BYTES),
+            });
+            aps.count += 1;
         }
-        // SAFETY: `PoolPlatform::new`'s contract: CPL0 on the loader's
-        // identity map, whose tables are monitor memory; the guard is the
-        // lowest frames of a fresh pool allocation, used as nothing but the
-        // guard, and `guard_tables` fresh zeroed pool frames given up for
-        // good.
-        unsafe { crate::hw::guard::unmap(stack_guard, guard_tables) }
-            .map_err(LaunchError::Guard)?;
         for region in [vmxon_region, vmcs_region] {
             // SAFETY: a fresh, zeroed, identity-mapped pool frame; the
             // first dword is the revision identifier (SDM §25.2, §25.11.5).
@@ -101,6 +137,9 @@ impl Platform for PoolPlatform<'_, '_> {
         }
         // SAFETY: a fresh pool frame, exclusively the MSR bitmap from now on.
         crate::exit::msr_table::configure_base(unsafe { &mut *(msr_bitmap as *mut [u8; 4096]) });
+        // Every frame so far (and the pool's home below) is the monitor's
+        // own; the EPT tables come after.
+        let own_frames = pool.allocated() + 1;
         // The pool's own state moves into one of its frames, where every
         // view's handle finds it for the rest of the run.
         let home = pool
@@ -132,16 +171,15 @@ impl Platform for PoolPlatform<'_, '_> {
             .raw();
         log::info!(
             "okernel: base EPT view built: {} tables, {} frames of the pool left",
-            view.frames()
-                .pool()
-                .allocated()
-                .saturating_sub(6 + 2 * HOST_GUARD_PAGES + HOST_STACK_BYTES / FRAME),
+            view.frames().pool().allocated().saturating_sub(own_frames),
             view.frames().pool().available()
         );
-        // The run state at the top of the host stack, 64-byte aligned
-        // (HOST_RSP must be 16-byte aligned for the exit stub's call); the
-        // stack proper starts right below it.
-        let state_addr = (stack + HOST_STACK_BYTES - core::mem::size_of::<RunState>() as u64) & !63;
+        // The run state at the top of the host stack and this
+        // processor's frame right below it, each 64-byte aligned (HOST_RSP
+        // must be 16-byte aligned for the exit stub's call); the stack
+        // proper starts below the frame.
+        let run_addr = (stack + HOST_STACK_BYTES - core::mem::size_of::<SharedRun>() as u64) & !63;
+        let frame_addr = frame_below(run_addr);
         Ok(Prepared {
             // SAFETY: fresh, zeroed, aligned pool frames with the revision
             // identifier (written above); the pool is in no EPT view and
@@ -152,11 +190,15 @@ impl Platform for PoolPlatform<'_, '_> {
             msr_bitmap,
             io_bitmaps: (io_bitmaps[0], io_bitmaps[1]),
             eptp,
-            host_rsp: state_addr,
+            host_rsp: frame_addr,
             memory: PoolMemory {
                 view,
                 msr_bitmap,
-                state_addr,
+                run_addr,
+                frame_addr,
+                io_bitmaps: (io_bitmaps[0], io_bitmaps[1]),
+                eptp,
+                aps,
             },
         })
     }

@@ -1,18 +1,29 @@
-//! The run loop: VMLAUNCH once, then, per VM exit, a call of
-//! [`okernel_exit_fast`] (and, for all but the hot exits, of
+//! The run loop: VMLAUNCH once per processor, then, per VM exit, a call
+//! of [`okernel_exit_fast`] (and, for all but the hot exits, of
 //! [`okernel_exit_slow`]) made by the exit stub ([`crate::arch::run`]) on
-//! the monitor's stack, until the guest's Exit hypercall or a fatal exit
-//! ends the run.
+//! that processor's monitor stack, until the guest's Exit hypercall or a
+//! fatal exit ends the run.
 //!
-//! Everything the exits need lives in one [`RunState`] at the top of the
-//! host stack, whose address is HOST_RSP: the stub stores the guest's
-//! registers into it (they are its first field) and hands its address to
-//! the handlers, which run below it and return to the stub to resume the
-//! guest.
+//! Every processor that runs the guest (the bootstrap processor and each
+//! application processor that joined, [`super::ap`]) has a [`CpuFrame`]
+//! at the top of its own host stack, whose address is its HOST_RSP: the
+//! stub stores the guest's registers into it (they are its first field)
+//! and hands its address to the handlers. What the exits work on — the
+//! policy, the views, the audit log, the counters — is one [`RunState`],
+//! shared by every processor behind one lock ([`SharedRun`]): an exit
+//! takes the lock, moves this processor's own state ([`PerCpu`]: the
+//! guest's registers, its context, its console timer) into the shared
+//! virtual CPU, runs the handlers, moves it back and releases the lock
+//! before the stub resumes the guest. Exits are therefore serialized, and
+//! no lock is held across a VM entry (issue 17). The VMCS the handlers
+//! read and write is the processor's current one: `RealVmcs` is a handle
+//! to whatever VMCS is current on the processor that runs the exit.
 
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use okernel_abi::result::Outcome;
+use spin::mutex::SpinMutex;
 
 use super::ReportFn;
 use super::ept_view::PoolFrames;
@@ -23,7 +34,9 @@ use crate::hw::phys::IdentityMap;
 use crate::hw::real::{RealCpu, RealVmcs};
 use crate::mem::ViewMemory;
 use crate::policy::Protection;
+use crate::policy::views::Views;
 use crate::vcpu::hooks::SlowExit;
+use crate::vcpu::timer::ConsoleTimer;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::error::VmFail;
 use crate::vmx::regs::GuestRegisters;
@@ -36,15 +49,87 @@ pub(super) type MonitorMemory = super::seam::RunMemory<ViewMemory<PoolFrames, Id
 /// The virtual CPU of the run.
 pub(super) type MonitorVcpu = Vcpu<RealVmcs, RealCpu, Protection, MonitorMemory>;
 
-/// The monitor's state for the whole run, at HOST_RSP.
-#[repr(C)]
+/// The monitor's state for the whole run, shared by every processor.
 pub(super) struct RunState {
-    /// First, so that its registers (its own first field) sit at HOST_RSP.
+    /// The shared virtual CPU: while a processor's exit holds the lock,
+    /// its registers, context and timer are this processor's.
     pub(super) vcpu: MonitorVcpu,
     /// Ends the run.
     pub(super) report: ReportFn,
+}
+
+/// The run state behind the run's lock.
+pub(super) type SharedRun = SpinMutex<RunState>;
+
+/// What a processor keeps of its own between exits; moved into the
+/// shared virtual CPU for the length of an exit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PerCpu {
+    /// The context this processor runs in (its VMCS's EPTP is that
+    /// context's view).
+    pub(super) context: u16,
+    /// Its console timer (the preemption-timer controls of its VMCS).
+    pub(super) timer: ConsoleTimer,
+    /// The policy generation its VMCS and TLB reflect
+    /// (`crate::exit::vmcs_sync`).
+    pub(super) seen_generation: u64,
+    /// Whether a SIPI started it (`crate::exit::sipi`).
+    pub(super) sipi_started: bool,
+}
+
+impl PerCpu {
+    /// A processor's state before its first exit: the trusted context,
+    /// `timer` unarmed.
+    pub(super) fn new(mut timer: ConsoleTimer) -> Self {
+        timer.armed = false;
+        Self {
+            context: 0,
+            seen_generation: 0,
+            sipi_started: false,
+            timer,
+        }
+    }
+}
+
+/// One processor's place at HOST_RSP: the register block the exit stub
+/// fills, then where its exits find the run.
+#[repr(C)]
+pub(super) struct CpuFrame {
+    /// First: the stub stores the guest's registers at HOST_RSP.
+    pub(super) regs: GuestRegisters,
+    /// The run.
+    pub(super) run: NonNull<SharedRun>,
     /// What the fast half of exit handling left to the slow half.
     pub(super) pending: Pending,
+    /// This processor's own state.
+    pub(super) own: PerCpu,
+}
+
+impl CpuFrame {
+    /// Moves this processor's state into the shared virtual CPU (the
+    /// caller holds the lock).
+    #[inline(always)]
+    fn enter(&self, vcpu: &mut MonitorVcpu) {
+        vcpu.regs = self.regs;
+        vcpu.timer = self.own.timer;
+        vcpu.seen_generation = self.own.seen_generation;
+        vcpu.sipi_started = self.own.sipi_started;
+        if vcpu.policy.current != self.own.context {
+            vcpu.policy.current = self.own.context;
+            vcpu.memory.set_current(self.own.context);
+        }
+    }
+
+    /// Moves it back, with what the exit changed (the caller still holds
+    /// the lock).
+    #[inline(always)]
+    fn leave(&mut self, vcpu: &MonitorVcpu) {
+        self.regs = vcpu.regs;
+        self.own.timer = vcpu.timer;
+        self.own.seen_generation = vcpu.seen_generation;
+        self.own.sipi_started = vcpu.sipi_started;
+        self.own.context = vcpu.policy.current;
+    }
 }
 
 /// Work the fast half of exit handling leaves to the slow half.
@@ -58,13 +143,13 @@ pub(super) enum Pending {
     Failed(ExitError),
 }
 
-/// The run state, for the crash paths ([`print_unprinted_audit_lines`]);
-/// null until the run state is written.
-static CRASH_VIEW: AtomicPtr<RunState> = AtomicPtr::new(core::ptr::null_mut());
+/// The run, for the crash paths ([`print_unprinted_audit_lines`]); null
+/// until the run state is written.
+static CRASH_VIEW: AtomicPtr<SharedRun> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Records where the run state lives, once it is written.
-pub(super) fn publish_for_crash_report(state: *mut RunState) {
-    CRASH_VIEW.store(state, Ordering::Release);
+pub(super) fn publish_for_crash_report(run: *mut SharedRun) {
+    CRASH_VIEW.store(run, Ordering::Release);
 }
 
 /// Prints the audit lines the console still owes (`policy::audit`'s
@@ -74,94 +159,143 @@ pub(super) fn publish_for_crash_report(state: *mut RunState) {
 ///
 /// # Safety
 /// Called only on the path to the run's end from a panic or exception
-/// handler that never returns, on the one processor that runs the guest,
-/// after the console's lock was broken (`okernel_console::break_lock`):
-/// the code it interrupted, which may have held the run state, never runs
-/// again. A fault in the middle of queueing may leave one line printed
-/// twice or missing; nothing else is read.
+/// handler that never returns, after the console's lock was broken
+/// (`okernel_console::break_lock`): the code it interrupted, which may
+/// have held the run's lock, never runs again. The lock is not taken (the
+/// processor that panicked may hold it); another processor inside an exit
+/// at the same moment may print the same lines or see the queue change
+/// under it — the machine is stopping, and a line may come out twice or
+/// be missing; nothing else is read.
 pub unsafe fn print_unprinted_audit_lines() {
-    let state = CRASH_VIEW.load(Ordering::Acquire);
-    if state.is_null() {
+    let run = CRASH_VIEW.load(Ordering::Acquire);
+    if run.is_null() {
         return;
     }
     // SAFETY: the caller's contract: whatever held the run state was
-    // interrupted for good, so this is its only user now; the pointer is
-    // the run state `launch` wrote, which is never freed.
-    let audit = unsafe { &mut (*state).vcpu.audit };
+    // interrupted for good; the pointer is the run `launch` wrote, which
+    // is never freed.
+    let audit = unsafe { &mut (*(*run).as_mut_ptr()).vcpu.audit };
     audit.print_pending();
 }
 
-const _: () = assert!(core::mem::offset_of!(RunState, vcpu) == 0);
-const _: () = assert!(core::mem::offset_of!(MonitorVcpu, regs) == 0);
+const _: () = assert!(core::mem::offset_of!(CpuFrame, regs) == 0);
 
-/// The monitor's entry point on its own stack, below the [`RunState`] at
-/// `arg`: VMLAUNCH. Returns to nobody: a successful VM entry continues at
-/// the exit stub, a failed one ends the run.
+/// Takes the run's lock for an exit of the processor whose frame is at
+/// `regs` and moves its state into the shared virtual CPU.
+///
+/// # Safety
+/// `regs` is HOST_RSP as `launch` (or `ap::join`) set it: this
+/// processor's [`CpuFrame`], with the guest's registers just stored into
+/// it, and nothing else referring to it while the handler runs.
+#[inline(always)]
+unsafe fn lock<'a>(regs: *mut GuestRegisters) -> (&'a mut CpuFrame, &'a mut RunState) {
+    // SAFETY: the caller's contract: `regs` is this processor's CpuFrame
+    // (`repr(C)`, registers at offset 0). Nothing else holds a reference
+    // to it: the processor gave it up at VMLAUNCH, and exits do not nest
+    // (the guest is stopped while the handler runs, and the monitor runs
+    // with interrupts off: a VM exit clears RFLAGS.IF).
+    let frame = unsafe { &mut *regs.cast::<CpuFrame>() };
+    // SAFETY: `run` is the run's shared state, written once before any
+    // processor entered the guest and never freed.
+    let run = unsafe { frame.run.as_ref() };
+    // Held until [`unlock`], before the stub resumes the guest: the fast
+    // half hands it to the slow half of the same exit.
+    let state = spin::mutex::SpinMutexGuard::leak(run.lock());
+    frame.enter(&mut state.vcpu);
+    (frame, state)
+}
+
+/// Moves this processor's state back and releases the run's lock.
+///
+/// # Safety
+/// The caller took the lock with [`lock`] for this exit, and uses
+/// `state` no more.
+#[inline(always)]
+unsafe fn unlock(frame: &mut CpuFrame, state: &RunState) {
+    frame.leave(&state.vcpu);
+    // SAFETY: the caller's contract: this exit holds the lock (its guard
+    // was leaked by `lock`), and nothing of it is used after this.
+    unsafe { frame.run.as_ref().force_unlock() };
+}
+
+/// The monitor's entry point on its own stack, below this processor's
+/// [`CpuFrame`] at `arg`: VMLAUNCH. Returns to nobody: a successful VM
+/// entry continues at the exit stub, a failed one ends the run.
 pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
-    let state = arg.cast::<RunState>();
-    // SAFETY: `launch` placed the RunState at the top of this stack,
-    // 16-byte aligned, wrote HOST_RSP = its address and HOST_RIP = the exit
-    // stub, and completed the VMCS (host state from this CPU, controls,
-    // guest state) with an EPT view that excludes all monitor memory. This
-    // frame is never used again after a successful VMLAUNCH.
-    let failed = unsafe { crate::arch::run::vm_launch(&raw mut (*state).vcpu.regs) };
-    // SAFETY: the entry failed, so no exit handler ran or runs: this is the
-    // only user of the RunState.
-    entry_failed(unsafe { &mut *state }, "VMLAUNCH", failed)
+    let frame = arg.cast::<CpuFrame>();
+    // SAFETY: `launch` (or `ap::join`) placed the CpuFrame at the top of
+    // this stack, 16-byte aligned, wrote HOST_RSP = its address and
+    // HOST_RIP = the exit stub, and completed the VMCS (host state from
+    // this CPU, controls, guest state) with an EPT view that excludes all
+    // monitor memory. This frame is never used again after a successful
+    // VMLAUNCH.
+    let failed = unsafe { crate::arch::run::vm_launch(&raw mut (*frame).regs) };
+    // SAFETY: the entry failed, so no exit of this processor ran or runs:
+    // the frame is this code's alone; the run is shared, taken below.
+    let (_, state) = unsafe { lock(&raw mut (*frame).regs) };
+    entry_failed(state, "VMLAUNCH", failed)
 }
 
 /// The fast half of exit handling ([`exit::handle_fast`]); called by the
 /// exit stub only, with the caller-saved registers in the block. Returns
 /// [`RESUME`] or [`RESUME_RBX`] to resume the guest, or [`SLOW`] to have
 /// the stub store the other registers and call [`okernel_exit_slow`],
-/// which finds its work in [`RunState::pending`].
+/// which finds its work in [`CpuFrame::pending`] (the run's lock stays
+/// held in between).
 ///
 /// # Safety
-/// `regs` must be HOST_RSP as `launch` set it: the address of the
-/// [`RunState`] at the top of the host stack, with the guest's registers
-/// just stored into it, and nothing else referring to it while the handler
-/// runs.
+/// `regs` must be HOST_RSP as `launch` (or `ap::join`) set it: the
+/// address of this processor's [`CpuFrame`] at the top of its host stack,
+/// with the guest's registers just stored into it, and nothing else
+/// referring to it while the handler runs.
 #[unsafe(no_mangle)]
 unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
-    // SAFETY: the caller's contract: `regs` is the RunState (`repr(C)`, the
-    // registers are its first field at offset 0). Nothing else holds a
-    // reference to it: `monitor_main` gave it up at VMLAUNCH, and exits do
-    // not nest (the guest is stopped while the handler runs, and the
-    // monitor runs with interrupts off: a VM exit clears RFLAGS.IF).
-    let state = unsafe { &mut *regs.cast::<RunState>() };
-    // Nothing here calls out: the slow half is reached by returning, so
-    // this path needs no stack frame and no saved registers.
-    match exit::handle_fast(&mut state.vcpu) {
+    // SAFETY: the caller's contract.
+    let (frame, state) = unsafe { lock(regs) };
+    // Nothing here calls out: the slow half is reached by returning.
+    let code = match exit::handle_fast(&mut state.vcpu) {
         FastPath::Resumed { wrote_rbx: false } => RESUME,
         FastPath::Resumed { wrote_rbx: true } => RESUME_RBX,
         FastPath::Failed(e) => {
-            state.pending = Pending::Failed(e);
-            SLOW
+            frame.pending = Pending::Failed(e);
+            return SLOW;
         }
         FastPath::Slow(rest) => {
-            state.pending = Pending::Slow(rest);
-            SLOW
+            frame.pending = Pending::Slow(rest);
+            return SLOW;
         }
-    }
+    };
+    // SAFETY: this exit took the lock above and is done with the state.
+    unsafe { unlock(frame, state) };
+    code
 }
 
 /// The slow half of exit handling; called by the exit stub only, after
-/// [`okernel_exit_fast`] asked for it, with every register in the block.
-/// Returns to resume the guest; a run that ends does not return.
+/// [`okernel_exit_fast`] asked for it (still holding the run's lock),
+/// with every register in the block. Returns to resume the guest; a run
+/// that ends does not return.
 ///
 /// # Safety
-/// As for [`okernel_exit_fast`].
+/// As for [`okernel_exit_fast`], and the fast half of this exit returned
+/// [`SLOW`].
 #[unsafe(no_mangle)]
 unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
-    // SAFETY: as in `okernel_exit_fast`.
-    let state = unsafe { &mut *regs.cast::<RunState>() };
-    let result = match core::mem::replace(&mut state.pending, Pending::Nothing) {
+    // SAFETY: as in `okernel_exit_fast`; the lock is this exit's (taken
+    // by its fast half, which leaked the guard), so the state is this
+    // processor's to use until `unlock`.
+    let frame = unsafe { &mut *regs.cast::<CpuFrame>() };
+    // SAFETY: as above.
+    let state = unsafe { &mut *frame.run.as_ref().as_mut_ptr() };
+    // The callee-saved registers were stored after the fast half ran.
+    frame.enter(&mut state.vcpu);
+    let result = match core::mem::replace(&mut frame.pending, Pending::Nothing) {
         Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
         Pending::Failed(e) => Err(e),
         Pending::Nothing => unreachable!("slow exit path entered without work"),
     };
     match result {
-        Ok(ExitAction::Resume) => {}
+        // SAFETY: this exit holds the lock and is done with the state.
+        Ok(ExitAction::Resume) => unsafe { unlock(frame, state) },
         Ok(ExitAction::Stop(outcome)) => guest_ended(state, outcome),
         Err(e) => fatal_exit(state, e),
     }
@@ -174,8 +308,9 @@ unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
 /// VMRESUME.
 #[unsafe(no_mangle)]
 unsafe extern "C" fn okernel_vmresume_failed(regs: *mut GuestRegisters, rflags: u64) -> ! {
-    // SAFETY: as in `okernel_exit_fast`.
-    let state = unsafe { &mut *regs.cast::<RunState>() };
+    // SAFETY: as in `okernel_exit_fast` (the exit that led here released
+    // the lock before its VMRESUME).
+    let (_, state) = unsafe { lock(regs) };
     entry_failed(state, "VMRESUME", crate::arch::run::entry_failure(rflags))
 }
 

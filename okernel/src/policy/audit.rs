@@ -280,6 +280,11 @@ pub enum Note {
         /// The activity state's name.
         state: &'static str,
     },
+    /// A SIPI started a processor at vector `vector` (`crate::exit::sipi`).
+    Started {
+        /// The SIPI's vector.
+        vector: u8,
+    },
     /// A write to kernel text at `rip` refused: `why`, at `gpa`.
     PatchRefused {
         /// The writer's RIP.
@@ -314,6 +319,11 @@ impl core::fmt::Display for Line {
             }) => write!(
                 f,
                 "okernel: context {context} stopped ({reason}): the virtual CPU waits for a reset ({state})"
+            ),
+            Line::Note(Note::Started { vector }) => write!(
+                f,
+                "okernel: SIPI: processor starts at {:#x} (vector {vector:#04x}) in real mode, under the monitor",
+                u64::from(vector) << 12
             ),
             Line::Note(Note::PatchRefused { rip, why, gpa }) => write!(
                 f,

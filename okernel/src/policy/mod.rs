@@ -88,6 +88,14 @@ pub trait Policy {
     fn protection(&mut self) -> Option<&mut Protection> {
         None
     }
+
+    /// The policy's generation ([`Protection::generation`]): a processor
+    /// that last saw another one brings its VMCS and TLB in line before
+    /// its exit is handled (`crate::exit::vmcs_sync`). Never changes for a
+    /// policy that sets nothing.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// The policy before the guest registers anything: every architecturally

@@ -141,6 +141,12 @@ pub struct Protection {
     pub contexts: [bool; MAX_CONTEXTS + 1],
     /// The context the guest runs in.
     pub current: u16,
+    /// Whether an untrusted context was ever created: from then on a SIPI
+    /// starts no processor (`crate::exit::sipi`), since a kernel path of
+    /// an untrusted context can send INIT-SIPI through the xAPIC page and
+    /// a started processor runs in the trusted context, at the code the
+    /// SIPI's vector names.
+    pub untrusted_created: bool,
     /// Gates by id.
     pub gates: [Option<Gate>; MAX_GATES],
     /// Protected pages.
@@ -151,6 +157,13 @@ pub struct Protection {
     pub grants: [Option<ProtectedPage>; MAX_PROTECTED_PAGES],
     /// The MSR bitmap (None: no MSR can be locked).
     pub msr_bitmap: Option<MsrBitmapPage>,
+    /// Counts the changes every processor must pick up before it goes on
+    /// (issue 17): EPT entries changed (INVEPT on the processor that
+    /// changed them, [`Protection::changed`]) and the VMCS controls the
+    /// policy sets (CR pins, descriptor-table exiting, mode-based execute
+    /// control). Another processor compares it at its next exit
+    /// (`crate::exit::vmcs_sync`).
+    pub generation: u64,
 }
 
 impl Protection {
@@ -171,11 +184,19 @@ impl Protection {
             descriptor_tables_locked: false,
             contexts,
             current: 0,
+            untrusted_created: false,
             gates: [None; MAX_GATES],
             pages: [None; MAX_PROTECTED_PAGES],
             grants: [None; MAX_PROTECTED_PAGES],
             msr_bitmap,
+            generation: 0,
         }
+    }
+
+    /// Records a change other processors must pick up
+    /// ([`Protection::generation`]).
+    pub fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Whether a text region is locked: the execute rule and the patch
@@ -317,5 +338,9 @@ impl Policy for Protection {
 
     fn protection(&mut self) -> Option<&mut Protection> {
         Some(self)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
     }
 }

@@ -1,6 +1,7 @@
 //! WRMSR of IA32_APIC_BASE and the x2APIC MSRs (`exit::apic`): no
-//! relocation of the APIC page, no INIT/SIPI/SMI/NMI through the ICR, and
-//! never a value the monitor's own WRMSR would fault on.
+//! relocation of the APIC page, no SMI/NMI/lowest-priority IPI through
+//! the ICR, INIT and SIPI to other processors only (INIT completed, not
+//! sent), and never a value the monitor's own WRMSR would fault on.
 
 use super::exits_cpuid_msr::wrmsr;
 use super::*;
@@ -18,10 +19,24 @@ use crate::policy::audit::{AuditAction, AuditKind};
 const XAPIC: u64 = 0xfee0_0000 | APIC_BASE_EN | APIC_BASE_BSP;
 const X2APIC: u64 = XAPIC | APIC_BASE_EXTD;
 const DISABLED: u64 = XAPIC & !APIC_BASE_EN;
+/// This processor's x2APIC ID in the tests.
+const OWN_ID: u32 = 2;
 
+/// The APIC's vCPU in an untrusted context (`DenyAll` says 7).
 fn apic_vcpu(base: u64, x2apic: bool) -> Vcpu<FakeVmcs, FakeCpu, DenyAll> {
-    let mut v = vcpu_with(DenyAll, entry64());
+    apic_vcpu_for(DenyAll, base, x2apic)
+}
+
+/// The APIC's vCPU in the trusted context.
+fn trusted_apic_vcpu(base: u64) -> Vcpu<FakeVmcs, FakeCpu, BasePolicy> {
+    apic_vcpu_for(BasePolicy, base, true)
+}
+
+fn apic_vcpu_for<P: Policy>(policy: P, base: u64, x2apic: bool) -> Vcpu<FakeVmcs, FakeCpu, P> {
+    let mut v = vcpu_with(policy, entry64());
     v.cpu.set_msr(IA32_APIC_BASE, base);
+    v.cpu
+        .set_msr(crate::msrs::IA32_X2APIC_APICID, OWN_ID.into());
     for m in X2APIC_FIRST..=X2APIC_LAST {
         // TPR, EOI, SVR, ICR, LVT timer, SELF IPI.
         if matches!(
@@ -48,8 +63,8 @@ fn apic_vcpu(base: u64, x2apic: bool) -> Vcpu<FakeVmcs, FakeCpu, DenyAll> {
     v
 }
 
-fn assert_denied_and_audited(
-    v: &Vcpu<FakeVmcs, FakeCpu, DenyAll>,
+fn assert_denied_and_audited<P: Policy>(
+    v: &Vcpu<FakeVmcs, FakeCpu, P>,
     r: Result<ExitAction, ExitError>,
     index: u32,
     value: u64,
@@ -60,7 +75,7 @@ fn assert_denied_and_audited(
     assert_eq!(rec.gpa, u64::from(index));
     assert_eq!(rec.qualification, value);
     assert_eq!(rec.action, AuditAction::InjectGp);
-    assert_eq!(rec.context, 7);
+    assert_eq!(rec.context, v.policy.context());
     assert_eq!(v.cpu.msr_writes, 0, "nothing written");
 }
 
@@ -162,9 +177,9 @@ fn icr_sends_fixed_ipis_only() {
     let r = wrmsr(&mut v, IA32_X2APIC_ICR, 0x4_0030);
     assert_advanced(&v, r, 2);
     assert_eq!(v.cpu.read_msr_for_tests(IA32_X2APIC_ICR), 0x4_0030);
-    // Lowest priority, SMI, NMI, INIT, SIPI (and the reserved modes 3
-    // and 7), to self and to others: refused and audited.
-    for mode in 1..=7u64 {
+    // Lowest priority, SMI, NMI (and the reserved modes 3 and 7), to
+    // self and to others: refused and audited.
+    for mode in [1u64, 2, 3, 4, 7] {
         for shorthand in [0u64, 1, 2, 3] {
             let mut v = apic_vcpu(X2APIC, true);
             let value = (shorthand << 18) | (mode << 8) | 0x4000;
@@ -178,6 +193,82 @@ fn icr_sends_fixed_ipis_only() {
         let r = wrmsr(&mut v, IA32_X2APIC_ICR, (1 << bit) | 0x30);
         assert_injected(&v, r, GP);
         assert!(v.audit.last().is_none(), "bit {bit}");
+    }
+}
+
+const INIT: u64 = 0b101 << 8 | 0x4000;
+const SIPI: u64 = 0b110 << 8 | 0x08;
+const ALL_BUT_SELF: u64 = 0b11 << 18;
+
+#[test]
+fn sipi_to_other_processors_is_sent_init_to_them_completed_unsent() {
+    let others = [
+        ALL_BUT_SELF,
+        // A physical destination that is not this processor.
+        3 << 32,
+        0,
+    ];
+    for dest in others {
+        let mut v = trusted_apic_vcpu(X2APIC);
+        v.cpu.set_msr(IA32_X2APIC_ICR, 0x1234);
+        let r = wrmsr(&mut v, IA32_X2APIC_ICR, dest | INIT);
+        assert_advanced(&v, r, 2);
+        assert_eq!(
+            v.cpu.read_msr_for_tests(IA32_X2APIC_ICR),
+            0x1234,
+            "INIT not sent ({dest:#x})"
+        );
+        let mut v = trusted_apic_vcpu(X2APIC);
+        let r = wrmsr(&mut v, IA32_X2APIC_ICR, dest | SIPI);
+        assert_advanced(&v, r, 2);
+        assert_eq!(v.cpu.read_msr_for_tests(IA32_X2APIC_ICR), dest | SIPI);
+        assert!(v.audit.last().is_none());
+    }
+}
+
+#[test]
+fn init_and_sipi_that_reach_this_processor_are_refused_and_audited() {
+    for mode in [INIT, SIPI] {
+        for dest in [
+            // Self, all including self, this processor's ID, broadcast,
+            // a logical destination (may name this processor).
+            0b01 << 18,
+            0b10 << 18,
+            u64::from(OWN_ID) << 32,
+            u64::from(u32::MAX) << 32,
+            3 << 32 | 1 << 11,
+        ] {
+            let mut v = trusted_apic_vcpu(X2APIC);
+            let r = wrmsr(&mut v, IA32_X2APIC_ICR, dest | mode);
+            assert_denied_and_audited(&v, r, IA32_X2APIC_ICR, dest | mode);
+        }
+    }
+}
+
+#[test]
+fn an_untrusted_context_sends_no_init_or_sipi() {
+    for mode in [INIT, SIPI] {
+        let mut v = apic_vcpu(X2APIC, true);
+        let value = ALL_BUT_SELF | mode;
+        let r = wrmsr(&mut v, IA32_X2APIC_ICR, value);
+        assert_denied_and_audited(&v, r, IA32_X2APIC_ICR, value);
+        assert_eq!(
+            apic::x2apic_write(
+                IA32_X2APIC_ICR,
+                value,
+                X2APIC,
+                apic::IcrWriter {
+                    trusted: true,
+                    own_id: OWN_ID
+                }
+            ),
+            if mode == INIT {
+                Verdict::Drop
+            } else {
+                Verdict::Write
+            },
+            "the same write from the trusted context goes through"
+        );
     }
 }
 

@@ -63,6 +63,7 @@ fn config(guest: GuestEntry) -> LaunchConfig<'static> {
         frame_pool: POOL,
         platform_ports: Default::default(),
         report: never,
+        application_processors: 0,
     }
 }
 

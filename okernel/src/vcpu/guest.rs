@@ -194,6 +194,19 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     pub platform: super::platform_ports::PlatformPorts,
     /// The console's timer (none until the launch finds one).
     pub timer: super::timer::ConsoleTimer,
+    /// Whether a SIPI started this processor (`crate::exit::sipi`; per
+    /// processor, like the registers): its exits clear a saved blocking
+    /// by SMI (`crate::exit::sipi::clear_saved_smi_blocking`).
+    pub sipi_started: bool,
+    /// How many processors run the guest (the bootstrap processor and the
+    /// application processors that joined, `crate::launch::ap`): with
+    /// more than one, a processor that halts leaves the audit lines it
+    /// queued to the others (`crate::exit::stop`).
+    pub processors: u8,
+    /// The policy generation this processor's VMCS and TLB reflect
+    /// (`crate::policy::Policy::generation`; per processor, like the
+    /// registers).
+    pub seen_generation: u64,
     /// What the memory's exit hooks keep ([`super::hooks::ExitHooks`]):
     /// nothing (`()`) for the production memories; coverage and the
     /// oracles' baseline in a fuzz build (`crate::fuzz::FuzzState`).
@@ -232,6 +245,9 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             guest_reason: GuestReason::none(),
             platform: super::platform_ports::PlatformPorts::default(),
             timer: super::timer::ConsoleTimer::new(None, false),
+            seen_generation: 0,
+            processors: 1,
+            sipi_started: false,
             hooks: Default::default(),
         }
     }

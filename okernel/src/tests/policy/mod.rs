@@ -13,6 +13,7 @@ mod page_table;
 mod patch;
 mod protected_pages;
 mod regions;
+mod smp;
 mod static_calls;
 mod table_owner;
 
