@@ -285,9 +285,9 @@ fn report_start(checks: &mut Checks, entry: EntryMode, start: &Start, marks: &Ma
         expected,
         blocked,
         format_args!(
-            "none (ICR writes are not intercepted{})",
+            "none{}",
             if entry == EntryMode::NonRoot {
-                "; the monitor logs each start"
+                " (a start is no denial; the monitor logs each one)"
             } else {
                 ""
             }

@@ -64,6 +64,7 @@ use crate::hypercall::{Fast, Vmcall};
 use crate::policy::Policy;
 use crate::vcpu::hooks::SlowExit;
 use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::startup::Startup;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::exit_reason::{ExitReason, ExitReasonField};
 use crate::vmx::fields::ReadOnly32;
@@ -116,7 +117,7 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             return FastPath::Failed(e.into());
         }
     };
-    if vcpu.sipi_started
+    if vcpu.startup != Startup::Never
         && let Err(e) = sipi::clear_saved_smi_blocking(vcpu)
     {
         return FastPath::Failed(e);

@@ -44,7 +44,7 @@ use crate::policy::Policy;
 use crate::policy::audit::{AuditAction, Note};
 use crate::vcpu::guest::flush_guest_tlb;
 use crate::vcpu::memory::GuestMemory;
-use crate::vcpu::startup::{ActivityState, write_startup_state};
+use crate::vcpu::startup::{ActivityState, Startup, write_startup_state};
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::exit_reason::ExitReason;
 use crate::vmx::fields::{Guest16, Guest32, GuestNatural, ReadOnlyNatural};
@@ -59,10 +59,16 @@ use crate::vmx::regs::{Gpr, GuestRegisters};
 /// it waiting for the second SIPI, which the guest sends microseconds
 /// after the first and may have sent already; and nothing ran since the
 /// start, so an INIT would change nothing the guest could observe but
-/// which SIPI starts it. The INIT exit resumes the start instead.
+/// which SIPI starts it. The INIT exit resumes the start instead — once:
+/// a second INIT exit there is no INIT the SIPI followed (Bochs 2.7 never
+/// clears an INIT it exits for, and would exit again at every entry), and
+/// stops the processor as any INIT does.
 pub fn just_started<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &Vcpu<V, C, P, M>,
 ) -> Result<bool, ExitError> {
+    if vcpu.startup != Startup::Started {
+        return Ok(false);
+    }
     let v = &vcpu.vmcs;
     let cs = v.read(Guest16::CsSelector)?;
     let base = v.read(GuestNatural::CsBase)?;
@@ -84,6 +90,7 @@ pub fn resume_start<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
     vcpu.vmcs.write(Guest32::InterruptibilityState, 0)?;
+    vcpu.startup = Startup::InitPassedOver;
     Ok(ExitAction::Resume)
 }
 
@@ -144,6 +151,6 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     // Queued, not printed here: the guest's next SIPI may follow within
     // microseconds (`policy::audit`, "When the lines are printed").
     vcpu.audit.note(Note::Started { vector });
-    vcpu.sipi_started = true;
+    vcpu.startup = Startup::Started;
     Ok(ExitAction::Resume)
 }

@@ -73,8 +73,8 @@ pub(super) struct PerCpu {
     /// The policy generation its VMCS and TLB reflect
     /// (`crate::exit::vmcs_sync`).
     pub(super) seen_generation: u64,
-    /// Whether a SIPI started it (`crate::exit::sipi`).
-    pub(super) sipi_started: bool,
+    /// Its start by SIPI (`crate::exit::sipi`).
+    pub(super) startup: crate::vcpu::startup::Startup,
 }
 
 impl PerCpu {
@@ -85,7 +85,7 @@ impl PerCpu {
         Self {
             context: 0,
             seen_generation: 0,
-            sipi_started: false,
+            startup: crate::vcpu::startup::Startup::Never,
             timer,
         }
     }
@@ -113,7 +113,7 @@ impl CpuFrame {
         vcpu.regs = self.regs;
         vcpu.timer = self.own.timer;
         vcpu.seen_generation = self.own.seen_generation;
-        vcpu.sipi_started = self.own.sipi_started;
+        vcpu.startup = self.own.startup;
         if vcpu.policy.current != self.own.context {
             vcpu.policy.current = self.own.context;
             vcpu.memory.set_current(self.own.context);
@@ -127,7 +127,7 @@ impl CpuFrame {
         self.regs = vcpu.regs;
         self.own.timer = vcpu.timer;
         self.own.seen_generation = vcpu.seen_generation;
-        self.own.sipi_started = vcpu.sipi_started;
+        self.own.startup = vcpu.startup;
         self.own.context = vcpu.policy.current;
     }
 }

@@ -355,3 +355,47 @@ fn the_entry_check_model_accepts_launch_states_and_refuses_broken_ones() {
         assert!(found.contains(&check), "{check}: {found:?}");
     }
 }
+
+#[test]
+fn the_init_that_strikes_right_after_the_start_is_passed_over_once() {
+    let mut v = vcpu();
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, MISC_ALL_STATES);
+    init(&mut v);
+    run(&mut v, ExitReason::Sipi, 0x08, 0).unwrap();
+    assert_started(&v, 0x08);
+    // The INIT held while the processor waited: the start goes on.
+    let stops = v.audit.total();
+    v.vmcs.set(Guest32::InterruptibilityState, 0b1100);
+    assert_eq!(
+        run(&mut v, ExitReason::InitSignal, 0, 0),
+        Ok(ExitAction::Resume)
+    );
+    assert_eq!(
+        v.vmcs.get(Guest32::ActivityState),
+        ActivityState::Active as u64
+    );
+    assert_eq!(v.vmcs.get(Guest32::InterruptibilityState), 0);
+    assert_eq!(v.audit.total(), stops, "nothing stopped");
+    // Another one there (Bochs 2.7 re-delivers it at every entry): the
+    // processor stops, as for any INIT.
+    assert_eq!(
+        run(&mut v, ExitReason::InitSignal, 0, 0),
+        Ok(ExitAction::Resume)
+    );
+    assert_eq!(
+        v.vmcs.get(Guest32::ActivityState),
+        ActivityState::WaitForSipi as u64
+    );
+    assert_eq!(v.audit.total(), stops + 1);
+    // An INIT once the processor ran stops it at once.
+    let mut v = vcpu();
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, MISC_ALL_STATES);
+    init(&mut v);
+    run(&mut v, ExitReason::Sipi, 0x08, 0).unwrap();
+    v.vmcs.set(GuestNatural::Rip, 0x10);
+    run(&mut v, ExitReason::InitSignal, 0, 0).unwrap();
+    assert_eq!(
+        v.vmcs.get(Guest32::ActivityState),
+        ActivityState::WaitForSipi as u64
+    );
+}

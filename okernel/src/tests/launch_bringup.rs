@@ -467,3 +467,74 @@ fn the_recording_vmxon_faults_with_cr4_outside_the_fixed_bits() {
     cpu.cr4 |= CR4_VMXE | CR4_UMIP;
     let _ = RecordingCpu::new(cpu, &journal).vmxon(region(VMXON));
 }
+
+#[test]
+fn an_application_processor_gets_its_own_vmcs_over_the_shared_frames_waiting_for_sipi() {
+    use crate::hw::Cpu;
+    use crate::launch::bringup::{ApParams, bring_up_ap};
+    use crate::vcpu::startup::ActivityState;
+    let journal = Journal::new();
+    let (r, _) = bring_up_on(FakeCpu::vmx_capable(), &journal);
+    let params = ApParams {
+        guest: entry64(),
+        msr_bitmap: MSR_BITMAP,
+        io_bitmaps: (IO_A, IO_B),
+        eptp: EPTP,
+        cr: r.unwrap().cr,
+    };
+    // Parked first (`launch::park`): in VMX root already.
+    let journal = Journal::new();
+    let mut cpu = RecordingCpu::new(FakeCpu::vmx_capable(), &journal);
+    let caps = probe(&mut cpu).unwrap();
+    let cr0 = caps.cr0_fixed.apply(cpu.read_cr0());
+    cpu.write_cr0(cr0);
+    let cr4 = caps.cr4_fixed.apply(cpu.read_cr4() | CR4_VMXE);
+    cpu.write_cr4(cr4);
+    cpu.vmxon(region(VMXON)).unwrap();
+    let parked = journal.ops().len();
+    let tables = HostTables {
+        selectors: Selectors {
+            cs: 0x08,
+            ss: 0x10,
+            tr: 0x18,
+            ..Default::default()
+        },
+        tr_base: 0x9000,
+        gdtr_base: 0x6000,
+        rip: 0xdead,
+        ..Default::default()
+    };
+    let vmcs = bring_up_ap(&mut cpu, &params, region(0xa000), 0xb_ffc0, &tables).unwrap();
+    let ops = journal.ops()[parked..].to_vec();
+    assert!(
+        !ops.iter().any(|op| matches!(op, Op::Vmxon(_))),
+        "no second VMXON"
+    );
+    let clear = position(&ops, |op| *op == Op::Vmclear(0xa000));
+    let load = position(&ops, |op| *op == Op::Vmptrld(0xa000));
+    let invept = position(&ops, |op| matches!(op, Op::Invept(_)));
+    assert!(clear < load && load < invept);
+    for (field, value) in [
+        (Control64::Eptp.encoding(), EPTP),
+        (Control64::MsrBitmaps.encoding(), MSR_BITMAP),
+        (Control64::IoBitmapA.encoding(), IO_A),
+        (Control64::IoBitmapB.encoding(), IO_B),
+        (HostNatural::Rsp.encoding(), 0xb_ffc0),
+        (HostNatural::Rip.encoding(), 0xdead),
+        (Host16::TrSelector.encoding(), 0x18),
+        (HostNatural::TrBase.encoding(), 0x9000),
+        (
+            Guest32::ActivityState.encoding(),
+            ActivityState::WaitForSipi as u64,
+        ),
+        (Guest16::CsSelector.encoding(), 0),
+        (GuestNatural::Rip.encoding(), 0),
+    ] {
+        assert_eq!(vmcs.vmcs.read_raw(field), Ok(value), "{field:#x}");
+    }
+    let entry = vmcs
+        .vmcs
+        .read_raw(Control32::EntryControls.encoding())
+        .unwrap();
+    assert_eq!(entry & (1 << 9), 0, "not an IA-32e mode guest");
+}

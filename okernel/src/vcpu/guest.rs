@@ -197,7 +197,7 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     /// Whether a SIPI started this processor (`crate::exit::sipi`; per
     /// processor, like the registers): its exits clear a saved blocking
     /// by SMI (`crate::exit::sipi::clear_saved_smi_blocking`).
-    pub sipi_started: bool,
+    pub startup: super::startup::Startup,
     /// How many processors run the guest (the bootstrap processor and the
     /// application processors that joined, `crate::launch::ap`): with
     /// more than one, a processor that halts leaves the audit lines it
@@ -247,7 +247,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             timer: super::timer::ConsoleTimer::new(None, false),
             seen_generation: 0,
             processors: 1,
-            sipi_started: false,
+            startup: super::startup::Startup::Never,
             hooks: Default::default(),
         }
     }

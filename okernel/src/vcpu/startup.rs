@@ -26,6 +26,21 @@ use crate::vmx::fields::{Control32, ControlNatural, Guest16, Guest32, Guest64, G
 
 use super::CrConfig;
 
+/// Where a processor stands with its start by SIPI (`crate::exit::sipi`;
+/// per processor, like the registers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Startup {
+    /// No SIPI started it (the bootstrap processor, or an application
+    /// processor still waiting).
+    #[default]
+    Never,
+    /// A SIPI started it.
+    Started,
+    /// A SIPI started it and an INIT exit struck before its first
+    /// instruction, passed over (`crate::exit::sipi::just_started`).
+    InitPassedOver,
+}
+
 /// Guest activity states (SDM Vol. 3C §25.4.2, Table 25-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
