@@ -105,12 +105,33 @@ pub(super) struct CpuFrame {
     pub(super) own: PerCpu,
 }
 
+/// The registers the exit stub stores before the fast half (System V's
+/// caller-saved ones, by SDM number: RAX, RCX, RDX, RSI, RDI, R8–R11),
+/// and RBX, the one more the fast half may write (`crate::arch::run`).
+const FAST_IN: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
+const RBX: usize = 3;
+
+/// Which registers an exit moves: those the fast half reads and writes,
+/// or all of them (the slow half, and the failure paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Regs {
+    Fast,
+    All,
+}
+
 impl CpuFrame {
     /// Moves this processor's state into the shared virtual CPU (the
     /// caller holds the lock).
     #[inline(always)]
-    fn enter(&self, vcpu: &mut MonitorVcpu) {
-        vcpu.regs = self.regs;
+    fn enter(&self, vcpu: &mut MonitorVcpu, regs: Regs) {
+        match regs {
+            Regs::Fast => {
+                for i in FAST_IN {
+                    vcpu.regs.gpr[i] = self.regs.gpr[i];
+                }
+            }
+            Regs::All => vcpu.regs = self.regs,
+        }
         vcpu.timer = self.own.timer;
         vcpu.seen_generation = self.own.seen_generation;
         vcpu.startup = self.own.startup;
@@ -123,8 +144,16 @@ impl CpuFrame {
     /// Moves it back, with what the exit changed (the caller still holds
     /// the lock).
     #[inline(always)]
-    fn leave(&mut self, vcpu: &MonitorVcpu) {
-        self.regs = vcpu.regs;
+    fn leave(&mut self, vcpu: &MonitorVcpu, regs: Regs) {
+        match regs {
+            Regs::Fast => {
+                for i in FAST_IN {
+                    self.regs.gpr[i] = vcpu.regs.gpr[i];
+                }
+                self.regs.gpr[RBX] = vcpu.regs.gpr[RBX];
+            }
+            Regs::All => self.regs = vcpu.regs,
+        }
         self.own.timer = vcpu.timer;
         self.own.seen_generation = vcpu.seen_generation;
         self.own.startup = vcpu.startup;
@@ -188,7 +217,7 @@ const _: () = assert!(core::mem::offset_of!(CpuFrame, regs) == 0);
 /// processor's [`CpuFrame`], with the guest's registers just stored into
 /// it, and nothing else referring to it while the handler runs.
 #[inline(always)]
-unsafe fn lock<'a>(regs: *mut GuestRegisters) -> (&'a mut CpuFrame, &'a mut RunState) {
+unsafe fn lock<'a>(regs: *mut GuestRegisters, moved: Regs) -> (&'a mut CpuFrame, &'a mut RunState) {
     // SAFETY: the caller's contract: `regs` is this processor's CpuFrame
     // (`repr(C)`, registers at offset 0). Nothing else holds a reference
     // to it: the processor gave it up at VMLAUNCH, and exits do not nest
@@ -201,7 +230,7 @@ unsafe fn lock<'a>(regs: *mut GuestRegisters) -> (&'a mut CpuFrame, &'a mut RunS
     // Held until [`unlock`], before the stub resumes the guest: the fast
     // half hands it to the slow half of the same exit.
     let state = spin::mutex::SpinMutexGuard::leak(run.lock());
-    frame.enter(&mut state.vcpu);
+    frame.enter(&mut state.vcpu, moved);
     (frame, state)
 }
 
@@ -211,8 +240,8 @@ unsafe fn lock<'a>(regs: *mut GuestRegisters) -> (&'a mut CpuFrame, &'a mut RunS
 /// The caller took the lock with [`lock`] for this exit, and uses
 /// `state` no more.
 #[inline(always)]
-unsafe fn unlock(frame: &mut CpuFrame, state: &RunState) {
-    frame.leave(&state.vcpu);
+unsafe fn unlock(frame: &mut CpuFrame, state: &RunState, moved: Regs) {
+    frame.leave(&state.vcpu, moved);
     // SAFETY: the caller's contract: this exit holds the lock (its guard
     // was leaked by `lock`), and nothing of it is used after this.
     unsafe { frame.run.as_ref().force_unlock() };
@@ -232,7 +261,7 @@ pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
     let failed = unsafe { crate::arch::run::vm_launch(&raw mut (*frame).regs) };
     // SAFETY: the entry failed, so no exit of this processor ran or runs:
     // the frame is this code's alone; the run is shared, taken below.
-    let (_, state) = unsafe { lock(&raw mut (*frame).regs) };
+    let (_, state) = unsafe { lock(&raw mut (*frame).regs, Regs::All) };
     entry_failed(state, "VMLAUNCH", failed)
 }
 
@@ -251,23 +280,24 @@ pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
 #[unsafe(no_mangle)]
 unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
     // SAFETY: the caller's contract.
-    let (frame, state) = unsafe { lock(regs) };
+    let (frame, state) = unsafe { lock(regs, Regs::Fast) };
     // Nothing here calls out: the slow half is reached by returning.
-    let code = match exit::handle_fast(&mut state.vcpu) {
-        FastPath::Resumed { wrote_rbx: false } => RESUME,
-        FastPath::Resumed { wrote_rbx: true } => RESUME_RBX,
-        FastPath::Failed(e) => {
-            frame.pending = Pending::Failed(e);
-            return SLOW;
+    let pending = match exit::handle_fast(&mut state.vcpu) {
+        FastPath::Resumed { wrote_rbx } => {
+            // SAFETY: this exit took the lock above and is done with the
+            // state.
+            unsafe { unlock(frame, state, Regs::Fast) };
+            return if wrote_rbx { RESUME_RBX } else { RESUME };
         }
-        FastPath::Slow(rest) => {
-            frame.pending = Pending::Slow(rest);
-            return SLOW;
-        }
+        FastPath::Failed(e) => Pending::Failed(e),
+        FastPath::Slow(rest) => Pending::Slow(rest),
     };
-    // SAFETY: this exit took the lock above and is done with the state.
-    unsafe { unlock(frame, state) };
-    code
+    // The slow half: what the fast half changed goes back to the frame
+    // (the slow half takes the whole register file from there, once the
+    // stub has stored the rest); the lock stays held.
+    frame.leave(&state.vcpu, Regs::Fast);
+    frame.pending = pending;
+    SLOW
 }
 
 /// The slow half of exit handling; called by the exit stub only, after
@@ -287,7 +317,7 @@ unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
     // SAFETY: as above.
     let state = unsafe { &mut *frame.run.as_ref().as_mut_ptr() };
     // The callee-saved registers were stored after the fast half ran.
-    frame.enter(&mut state.vcpu);
+    frame.enter(&mut state.vcpu, Regs::All);
     let result = match core::mem::replace(&mut frame.pending, Pending::Nothing) {
         Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
         Pending::Failed(e) => Err(e),
@@ -295,7 +325,7 @@ unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
     };
     match result {
         // SAFETY: this exit holds the lock and is done with the state.
-        Ok(ExitAction::Resume) => unsafe { unlock(frame, state) },
+        Ok(ExitAction::Resume) => unsafe { unlock(frame, state, Regs::All) },
         Ok(ExitAction::Stop(outcome)) => guest_ended(state, outcome),
         Err(e) => fatal_exit(state, e),
     }
@@ -310,7 +340,7 @@ unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
 unsafe extern "C" fn okernel_vmresume_failed(regs: *mut GuestRegisters, rflags: u64) -> ! {
     // SAFETY: as in `okernel_exit_fast` (the exit that led here released
     // the lock before its VMRESUME).
-    let (_, state) = unsafe { lock(regs) };
+    let (_, state) = unsafe { lock(regs, Regs::All) };
     entry_failed(state, "VMRESUME", crate::arch::run::entry_failure(rflags))
 }
 
