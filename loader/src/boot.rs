@@ -409,7 +409,11 @@ pub fn launch_monitor(
     // monitor then has each join the run (`okernel::launch::ap`).
     let mut config = config;
     if let Some(plan) = smp {
-        config.application_processors = crate::smp::park(plan).map_err(Failure::Smp)?;
+        let parked = crate::smp::park(plan).map_err(Failure::Smp)?;
+        // The pool holds frames for the processors the MADT lists
+        // (`pool_bytes`); one it does not list that parked too stays
+        // parked (it gets no frames, `okernel::launch::ap`).
+        config.application_processors = parked.min(plan.application_processors() as usize);
     }
     okernel::launch(&config).map_err(Failure::Launch)
 }

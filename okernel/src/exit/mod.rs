@@ -117,7 +117,7 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             return FastPath::Failed(e.into());
         }
     };
-    if vcpu.startup != Startup::Never
+    if matches!(vcpu.startup, Startup::Started | Startup::InitPassedOver)
         && let Err(e) = sipi::clear_saved_smi_blocking(vcpu)
     {
         return FastPath::Failed(e);

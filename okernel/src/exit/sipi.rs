@@ -122,10 +122,14 @@ const BLOCKING_BY_SMI: u32 = 1 << 2;
 pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
-    let refused = vcpu
-        .policy
-        .protection()
-        .is_some_and(|p| p.untrusted_created);
+    // A processor starts once: a restart by INIT-SIPI would come up in
+    // real mode with the pinned CR0/CR4 bits and the locked MSRs at their
+    // reset values (the pins bind a bit only while it is set).
+    let refused = vcpu.startup != Startup::Never
+        || vcpu
+            .policy
+            .protection()
+            .is_some_and(|p| p.untrusted_created);
     if refused {
         // Stays waiting: audited, nothing started. The exit may have saved
         // another activity state and blocking by SMI (Bochs), which VM
@@ -152,5 +156,6 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     // microseconds (`policy::audit`, "When the lines are printed").
     vcpu.audit.note(Note::Started { vector });
     vcpu.startup = Startup::Started;
+    vcpu.started_aps = vcpu.started_aps.saturating_add(1);
     Ok(ExitAction::Resume)
 }

@@ -134,7 +134,7 @@ fn halt<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     // application processor stopped by the INIT of an INIT-SIPI-SIPI must
     // be waiting again before the second SIPI, microseconds later (a
     // UART takes milliseconds per line).
-    if vcpu.processors <= 1 {
+    if vcpu.started_aps == 0 {
         vcpu.audit.print_pending();
     }
     Ok(ExitAction::Resume)

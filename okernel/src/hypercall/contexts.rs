@@ -75,7 +75,11 @@ pub fn destroy<V: Vmcs, C: Cpu>(
 ) -> Result<CallResult, ExitError> {
     // Not 0: decoded.
     let ctx = match live_context(env, ctx.raw()) {
-        Ok(c) if c == env.prot.current => return Ok(Err(Status::BadContext)),
+        // Not the caller's, nor one another processor runs in (its view
+        // would be freed under it).
+        Ok(c) if c == env.prot.current || env.prot.running[usize::from(c)] > 0 => {
+            return Ok(Err(Status::BadContext));
+        }
         Ok(c) => c,
         Err(s) => return Ok(Err(s)),
     };

@@ -194,7 +194,7 @@ pub unsafe fn join_this_processor(slot: usize, tr: (u16, u64)) -> JoinFailure {
             regs: GuestRegisters::default(),
             run: join.run,
             pending: Pending::Nothing,
-            own: PerCpu::new(join.timer),
+            own: PerCpu::new(join.timer, crate::vcpu::startup::Startup::Never),
         });
     }
     join.joined.fetch_add(1, Ordering::AcqRel);

@@ -237,7 +237,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             regs: config.guest.regs,
             run: core::ptr::NonNull::new_unchecked(run),
             pending: run::Pending::Nothing,
-            own: run::PerCpu::new(timer),
+            own: run::PerCpu::new(timer, crate::vcpu::startup::Startup::Bootstrap),
         });
     }
     run::publish_for_crash_report(run);
@@ -261,7 +261,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         // SAFETY: the run state was written above and is never freed; the
         // APs that joined wait for their SIPI, which needs a guest that
         // does not run yet, so the lock is free.
-        unsafe { (*run).lock().vcpu.processors = 1 + joined as u8 };
+        unsafe { (*run).lock().vcpu.policy.running[0] = 1 + joined as u8 };
         if joined == expected {
             log::info!(
                 "okernel: {joined} application processor(s) joined: each waits for its SIPI in VMX non-root"

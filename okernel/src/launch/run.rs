@@ -80,12 +80,12 @@ pub(super) struct PerCpu {
 impl PerCpu {
     /// A processor's state before its first exit: the trusted context,
     /// `timer` unarmed.
-    pub(super) fn new(mut timer: ConsoleTimer) -> Self {
+    pub(super) fn new(mut timer: ConsoleTimer, startup: crate::vcpu::startup::Startup) -> Self {
         timer.armed = false;
         Self {
             context: 0,
             seen_generation: 0,
-            startup: crate::vcpu::startup::Startup::Never,
+            startup,
             timer,
         }
     }
@@ -144,7 +144,7 @@ impl CpuFrame {
     /// Moves it back, with what the exit changed (the caller still holds
     /// the lock).
     #[inline(always)]
-    fn leave(&mut self, vcpu: &MonitorVcpu, regs: Regs) {
+    fn leave(&mut self, vcpu: &mut MonitorVcpu, regs: Regs) {
         match regs {
             Regs::Fast => {
                 for i in FAST_IN {
@@ -157,7 +157,10 @@ impl CpuFrame {
         self.own.timer = vcpu.timer;
         self.own.seen_generation = vcpu.seen_generation;
         self.own.startup = vcpu.startup;
-        self.own.context = vcpu.policy.current;
+        if self.own.context != vcpu.policy.current {
+            vcpu.policy.moved(self.own.context, vcpu.policy.current);
+            self.own.context = vcpu.policy.current;
+        }
     }
 }
 
@@ -240,8 +243,8 @@ unsafe fn lock<'a>(regs: *mut GuestRegisters, moved: Regs) -> (&'a mut CpuFrame,
 /// The caller took the lock with [`lock`] for this exit, and uses
 /// `state` no more.
 #[inline(always)]
-unsafe fn unlock(frame: &mut CpuFrame, state: &RunState, moved: Regs) {
-    frame.leave(&state.vcpu, moved);
+unsafe fn unlock(frame: &mut CpuFrame, state: &mut RunState, moved: Regs) {
+    frame.leave(&mut state.vcpu, moved);
     // SAFETY: the caller's contract: this exit holds the lock (its guard
     // was leaked by `lock`), and nothing of it is used after this.
     unsafe { frame.run.as_ref().force_unlock() };
@@ -295,7 +298,7 @@ unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
     // The slow half: what the fast half changed goes back to the frame
     // (the slow half takes the whole register file from there, once the
     // stub has stored the rest); the lock stays held.
-    frame.leave(&state.vcpu, Regs::Fast);
+    frame.leave(&mut state.vcpu, Regs::Fast);
     frame.pending = pending;
     SLOW
 }

@@ -141,6 +141,12 @@ pub struct Protection {
     pub contexts: [bool; MAX_CONTEXTS + 1],
     /// The context the guest runs in.
     pub current: u16,
+    /// How many processors run in each context (index = context id):
+    /// each processor's own context, kept by the run loop as it changes
+    /// (`launch::run`, [`Protection::moved`]); the caller's is
+    /// [`Protection::current`]. `DestroyContext` refuses a context any
+    /// processor runs in.
+    pub running: [u8; MAX_CONTEXTS + 1],
     /// Whether an untrusted context was ever created: from then on a SIPI
     /// starts no processor (`crate::exit::sipi`), since a kernel path of
     /// an untrusted context can send INIT-SIPI through the xAPIC page and
@@ -184,12 +190,27 @@ impl Protection {
             descriptor_tables_locked: false,
             contexts,
             current: 0,
+            running: {
+                let mut r = [0; MAX_CONTEXTS + 1];
+                r[0] = 1;
+                r
+            },
             untrusted_created: false,
             gates: [None; MAX_GATES],
             pages: [None; MAX_PROTECTED_PAGES],
             grants: [None; MAX_PROTECTED_PAGES],
             msr_bitmap,
             generation: 0,
+        }
+    }
+
+    /// A processor left context `from` for `to` ([`Protection::running`]).
+    pub fn moved(&mut self, from: u16, to: u16) {
+        if let Some(n) = self.running.get_mut(usize::from(from)) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.running.get_mut(usize::from(to)) {
+            *n = n.saturating_add(1);
         }
     }
 

@@ -399,3 +399,36 @@ fn the_init_that_strikes_right_after_the_start_is_passed_over_once() {
         ActivityState::WaitForSipi as u64
     );
 }
+
+#[test]
+fn a_processor_starts_once_and_the_bootstrap_processor_never() {
+    use crate::vcpu::startup::Startup;
+    // Started, stopped by an INIT, SIPI again: refused (it would come up
+    // with the pinned bits and locked MSRs at their reset values).
+    let mut v = vcpu();
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, MISC_ALL_STATES);
+    init(&mut v);
+    run(&mut v, ExitReason::Sipi, 0x08, 0).unwrap();
+    assert_started(&v, 0x08);
+    v.vmcs.set(GuestNatural::Rip, 0x10);
+    init(&mut v);
+    let records = v.audit.total();
+    run(&mut v, ExitReason::Sipi, 0x09, 0).unwrap();
+    assert_eq!(
+        v.vmcs.get(Guest32::ActivityState),
+        ActivityState::WaitForSipi as u64
+    );
+    assert_eq!(v.audit.total(), records + 1, "audited");
+    assert_eq!(v.started_aps, 1);
+    // The bootstrap processor, halted by an INIT: no SIPI starts it.
+    let mut v = vcpu();
+    v.startup = Startup::Bootstrap;
+    v.cpu.set_msr(crate::msrs::IA32_VMX_MISC, MISC_ALL_STATES);
+    init(&mut v);
+    run(&mut v, ExitReason::Sipi, 0x08, 0).unwrap();
+    assert_eq!(
+        v.vmcs.get(Guest32::ActivityState),
+        ActivityState::WaitForSipi as u64
+    );
+    assert_eq!(v.started_aps, 0);
+}

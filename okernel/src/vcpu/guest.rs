@@ -198,11 +198,14 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     /// processor, like the registers): its exits clear a saved blocking
     /// by SMI (`crate::exit::sipi::clear_saved_smi_blocking`).
     pub startup: super::startup::Startup,
-    /// How many processors run the guest (the bootstrap processor and the
-    /// application processors that joined, `crate::launch::ap`): with
-    /// more than one, a processor that halts leaves the audit lines it
-    /// queued to the others (`crate::exit::stop`).
-    pub processors: u8,
+    /// How many application processors a SIPI started
+    /// (`crate::exit::sipi`; shared by every processor, unlike the
+    /// per-processor fields): with one or more, a processor that halts
+    /// leaves the audit lines it queued to the others (`crate::exit::stop`),
+    /// and no write to locked text is let through
+    /// (`crate::exit::patch_step`: its step would open the page in a view
+    /// the other processors use).
+    pub started_aps: u8,
     /// The policy generation this processor's VMCS and TLB reflect
     /// (`crate::policy::Policy::generation`; per processor, like the
     /// registers).
@@ -246,7 +249,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             platform: super::platform_ports::PlatformPorts::default(),
             timer: super::timer::ConsoleTimer::new(None, false),
             seen_generation: 0,
-            processors: 1,
+            started_aps: 0,
             startup: super::startup::Startup::Never,
             hooks: Default::default(),
         }

@@ -30,10 +30,11 @@ use super::CrConfig;
 /// per processor, like the registers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Startup {
-    /// No SIPI started it (the bootstrap processor, or an application
-    /// processor still waiting).
+    /// An application processor no SIPI started yet.
     #[default]
     Never,
+    /// The bootstrap processor (no SIPI starts it).
+    Bootstrap,
     /// A SIPI started it.
     Started,
     /// A SIPI started it and an INIT exit struck before its first

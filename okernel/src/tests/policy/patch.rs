@@ -752,3 +752,19 @@ fn a_step_ending_at_the_canonical_boundary_never_resumes_there() {
         }
     }
 }
+
+#[test]
+fn once_another_processor_runs_no_step_opens_and_the_write_is_denied() {
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        // A SIPI started an application processor: it runs in the same
+        // views, where an open page would be writable for it too.
+        v.started_aps = 1;
+        let res = violation(&mut v, LONG);
+        assert_injected(&v, res, GP);
+        assert!(!mtf_on(&v), "no step");
+        assert!(!v.policy.patch.step.open());
+        assert_eq!(perms(&v, 0, LONG & !0xfff), Some(Perms::RX));
+        assert_eq!(v.audit.total(), 1);
+    }
+}

@@ -106,3 +106,21 @@ fn the_descriptor_table_lock_reaches_the_other_processor() {
         0
     );
 }
+
+#[test]
+fn a_context_another_processor_runs_in_cannot_be_destroyed() {
+    let mut v = pvcpu();
+    assert_eq!(ok(&mut v, Call::CreateContext, [0; 3]), 1);
+    // Processor B entered context 1 (the run loop counts it as the
+    // processor's exit ends, `launch::run`); processor A, in the trusted
+    // context, destroys it.
+    v.policy.moved(0, 1);
+    assert_eq!(
+        call(&mut v, Call::DestroyContext, [1, 0, 0]),
+        Status::BadContext,
+        "its view would be freed under B"
+    );
+    // B back in the trusted context: now it can go.
+    v.policy.moved(1, 0);
+    ok(&mut v, Call::DestroyContext, [1, 0, 0]);
+}
