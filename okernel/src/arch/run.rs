@@ -55,7 +55,6 @@ pub const SLOW: u32 = 1 << 31;
 // (RAX=0, RCX=1, RDX=2, RBX=3, RSP=4 unused, RBP=5, RSI=6, RDI=7, R8..R15).
 global_asm!(
     ".global okernel_vm_launch",
-    ".global okernel_vm_exit",
     // rdi = *mut GuestRegisters (= HOST_RSP). Returns only if VMLAUNCH
     // fails, with RFLAGS in rax.
     "okernel_vm_launch:",
@@ -92,76 +91,107 @@ global_asm!(
     "pop rbx",
     "pop rbp",
     "ret",
-    // HOST_RIP: a VM exit lands here with RSP = HOST_RSP = the block.
-    "okernel_vm_exit:",
-    "mov [rsp + 0], rax",
-    "mov [rsp + 8], rcx",
-    "mov [rsp + 16], rdx",
-    "mov [rsp + 48], rsi",
-    "mov [rsp + 56], rdi",
-    "mov [rsp + 64], r8",
-    "mov [rsp + 72], r9",
-    "mov [rsp + 80], r10",
-    "mov [rsp + 88], r11",
-    // HOST_RSP is 16-byte aligned, as the call needs (System V).
-    "mov rdi, rsp",
-    "call okernel_exit_fast",
-    "test eax, eax",
-    "jz 2f",
-    "js 3f",
-    // RESUME_RBX
-    "mov rbx, [rsp + 24]",
-    // RESUME
-    "2:",
-    "mov rax, [rsp + 0]",
-    "mov rcx, [rsp + 8]",
-    "mov rdx, [rsp + 16]",
-    "mov rsi, [rsp + 48]",
-    "mov rdi, [rsp + 56]",
-    "mov r8,  [rsp + 64]",
-    "mov r9,  [rsp + 72]",
-    "mov r10, [rsp + 80]",
-    "mov r11, [rsp + 88]",
-    "vmresume",
-    // VM entry failed: report it with every register (never returns).
-    "mov [rsp + 24], rbx",
-    "mov [rsp + 40], rbp",
-    "mov [rsp + 96], r12",
-    "mov [rsp + 104], r13",
-    "mov [rsp + 112], r14",
-    "mov [rsp + 120], r15",
-    "pushfq",
-    "pop rsi",
-    "mov rdi, rsp",
-    "call okernel_vmresume_failed",
-    "ud2",
-    // SLOW: the whole register file.
-    "3:",
-    "mov [rsp + 24], rbx",
-    "mov [rsp + 40], rbp",
-    "mov [rsp + 96], r12",
-    "mov [rsp + 104], r13",
-    "mov [rsp + 112], r14",
-    "mov [rsp + 120], r15",
-    "mov rdi, rsp",
-    "call okernel_exit_slow",
-    "mov rbx, [rsp + 24]",
-    "mov rbp, [rsp + 40]",
-    "mov r12, [rsp + 96]",
-    "mov r13, [rsp + 104]",
-    "mov r14, [rsp + 112]",
-    "mov r15, [rsp + 120]",
-    "jmp 2b",
+);
+
+/// The VM-exit stub (HOST_RIP) that calls `$fast`, `$slow` and `$failed`
+/// (see the module documentation): one for a run on one processor, whose
+/// HOST_RSP is the run state itself, one for a run on several, whose
+/// HOST_RSP is each processor's frame (`crate::launch::run`).
+macro_rules! exit_stub {
+    ($entry:literal, $fast:literal, $slow:literal, $failed:literal) => {
+        global_asm!(
+            concat!(".global ", $entry),
+            // HOST_RIP: a VM exit lands here with RSP = HOST_RSP = the block.
+            concat!($entry, ":"),
+            "mov [rsp + 0], rax",
+            "mov [rsp + 8], rcx",
+            "mov [rsp + 16], rdx",
+            "mov [rsp + 48], rsi",
+            "mov [rsp + 56], rdi",
+            "mov [rsp + 64], r8",
+            "mov [rsp + 72], r9",
+            "mov [rsp + 80], r10",
+            "mov [rsp + 88], r11",
+            // HOST_RSP is 16-byte aligned, as the call needs (System V).
+            "mov rdi, rsp",
+            concat!("call ", $fast),
+            "test eax, eax",
+            "jz 2f",
+            "js 3f",
+            // RESUME_RBX
+            "mov rbx, [rsp + 24]",
+            // RESUME
+            "2:",
+            "mov rax, [rsp + 0]",
+            "mov rcx, [rsp + 8]",
+            "mov rdx, [rsp + 16]",
+            "mov rsi, [rsp + 48]",
+            "mov rdi, [rsp + 56]",
+            "mov r8,  [rsp + 64]",
+            "mov r9,  [rsp + 72]",
+            "mov r10, [rsp + 80]",
+            "mov r11, [rsp + 88]",
+            "vmresume",
+            // VM entry failed: report it with every register (never returns).
+            "mov [rsp + 24], rbx",
+            "mov [rsp + 40], rbp",
+            "mov [rsp + 96], r12",
+            "mov [rsp + 104], r13",
+            "mov [rsp + 112], r14",
+            "mov [rsp + 120], r15",
+            "pushfq",
+            "pop rsi",
+            "mov rdi, rsp",
+            concat!("call ", $failed),
+            "ud2",
+            // SLOW: the whole register file.
+            "3:",
+            "mov [rsp + 24], rbx",
+            "mov [rsp + 40], rbp",
+            "mov [rsp + 96], r12",
+            "mov [rsp + 104], r13",
+            "mov [rsp + 112], r14",
+            "mov [rsp + 120], r15",
+            "mov rdi, rsp",
+            concat!("call ", $slow),
+            "mov rbx, [rsp + 24]",
+            "mov rbp, [rsp + 40]",
+            "mov r12, [rsp + 96]",
+            "mov r13, [rsp + 104]",
+            "mov r14, [rsp + 112]",
+            "mov r15, [rsp + 120]",
+            "jmp 2b",
+        );
+    };
+}
+
+exit_stub!(
+    "okernel_vm_exit",
+    "okernel_exit_fast",
+    "okernel_exit_slow",
+    "okernel_vmresume_failed"
+);
+exit_stub!(
+    "okernel_vm_exit_shared",
+    "okernel_exit_fast_shared",
+    "okernel_exit_slow_shared",
+    "okernel_vmresume_failed_shared"
 );
 
 unsafe extern "C" {
     fn okernel_vm_launch(regs: *mut GuestRegisters) -> u64;
     fn okernel_vm_exit();
+    fn okernel_vm_exit_shared();
 }
 
-/// The address to program into HOST_RIP.
-pub fn vm_exit_entry() -> u64 {
-    okernel_vm_exit as *const () as u64
+/// The address to program into HOST_RIP: the stub of a run on one
+/// processor, or (`shared`) of a run on several.
+pub fn vm_exit_entry(shared: bool) -> u64 {
+    if shared {
+        okernel_vm_exit_shared as *const () as u64
+    } else {
+        okernel_vm_exit as *const () as u64
+    }
 }
 
 /// Decodes the RFLAGS of a failed VMLAUNCH or VMRESUME.

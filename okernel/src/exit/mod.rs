@@ -69,12 +69,13 @@ use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::exit_reason::{ExitReason, ExitReasonField};
 use crate::vmx::fields::ReadOnly32;
 
-/// Handles the exit that just happened: reads the exit reason, counts it,
-/// dispatches it.
+/// Handles the exit that just happened on a processor of a run on several
+/// (what one processor alone needs is the same without [`catch_up`], a
+/// no-op there): reads the exit reason, counts it, dispatches it.
 pub fn handle_exit<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
 ) -> Result<ExitAction, ExitError> {
-    match handle_fast(vcpu) {
+    match handle_fast_shared(vcpu) {
         FastPath::Resumed { .. } => Ok(ExitAction::Resume),
         FastPath::Failed(e) => Err(e),
         FastPath::Slow(rest) => handle_slow(vcpu, rest),
@@ -98,6 +99,39 @@ pub enum FastPath {
     Slow(SlowExit),
 }
 
+/// What an exit of a processor in a run on several does first (issue 17):
+/// clears the blocking by SMI Bochs 2.7 saves on a processor a SIPI
+/// started ([`sipi::clear_saved_smi_blocking`]), and brings the
+/// processor's VMCS and TLB up to the policy's generation when another
+/// processor changed it ([`vmcs_sync::catch_up`]). On one processor
+/// neither can be due: its own changes keep its generation, and no SIPI
+/// started it.
+#[inline(always)]
+pub fn catch_up<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<(), ExitError> {
+    if matches!(vcpu.startup, Startup::Started | Startup::InitPassedOver) {
+        sipi::clear_saved_smi_blocking(vcpu)?;
+    }
+    if vcpu.seen_generation != vcpu.policy.generation() {
+        core::hint::cold_path();
+        vmcs_sync::catch_up(vcpu)?;
+    }
+    Ok(())
+}
+
+/// [`catch_up`], then [`handle_fast`]: the fast half of an exit in a run
+/// on several processors.
+#[inline(always)]
+pub fn handle_fast_shared<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> FastPath {
+    match catch_up(vcpu) {
+        Ok(()) => handle_fast(vcpu),
+        Err(e) => FastPath::Failed(e),
+    }
+}
+
 /// The first half of [`handle_exit`], inlined into the run loop: reads the
 /// exit reason, and handles in line the exits a guest takes on its hot
 /// paths — the Null hypercall and CPUID, matched on the whole exit-reason
@@ -117,18 +151,6 @@ pub fn handle_fast<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             return FastPath::Failed(e.into());
         }
     };
-    if matches!(vcpu.startup, Startup::Started | Startup::InitPassedOver)
-        && let Err(e) = sipi::clear_saved_smi_blocking(vcpu)
-    {
-        return FastPath::Failed(e);
-    }
-    if vcpu.seen_generation != vcpu.policy.generation() {
-        // Another processor changed the policy since this one's last exit.
-        core::hint::cold_path();
-        if let Err(e) = vmcs_sync::catch_up(vcpu) {
-            return FastPath::Failed(e);
-        }
-    }
     if patch_step::open(vcpu) {
         // An open patch step ends before any exit that is not its own
         // (`dispatch`): no exit takes the fast path around it.

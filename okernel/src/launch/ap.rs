@@ -181,6 +181,7 @@ pub unsafe fn join_this_processor(slot: usize, tr: (u16, u64)) -> JoinFailure {
     let mut tables = unsafe { host::read_host_tables() };
     tables.selectors.tr = tr.0;
     tables.tr_base = tr.1;
+    tables.rip = crate::arch::run::vm_exit_entry(true);
     if let Err(e) = bringup::bring_up_ap(&mut cpu, &join.params, kit.vmcs, kit.frame_addr, &tables)
     {
         return JoinFailure::BringUp(e);

@@ -56,7 +56,8 @@ pub unsafe fn read_host_tables() -> HostTables {
         tr_base,
         gdtr_base: gdt_base,
         idtr_base: idtr.base,
-        rip: arch::run::vm_exit_entry(),
+        // The one-processor stub; `launch` and `ap` pick the final one.
+        rip: arch::run::vm_exit_entry(false),
     }
 }
 

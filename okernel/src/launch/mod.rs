@@ -46,6 +46,7 @@ use self::frames::FRAME;
 use self::platform::{PoolMemory, PoolPlatform};
 use crate::arch;
 use crate::fmt::FixedString;
+use crate::hw::Vmcs;
 use crate::hw::msr_bitmap_page::MsrBitmapPage;
 use crate::hw::phys::IdentityMap;
 use crate::hw::real::RealCpu;
@@ -53,6 +54,7 @@ use crate::mem::{MAX_MONITOR_RANGES, MAX_RAM_RANGES, ViewMemory};
 /// The memory map the loader hands over ([`LaunchConfig`]).
 pub use crate::memmap::{MemoryKind, MemoryRange, PhysRange};
 use crate::policy::Protection;
+use crate::vmx::fields::HostNatural;
 
 /// Checks the configuration before anything is touched.
 pub fn validate(config: &LaunchConfig<'_>) -> Result<(), LaunchError> {
@@ -232,6 +234,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         run.write(run::SharedRun::new(run::RunState {
             vcpu,
             report: config.report,
+            pending: run::Pending::Nothing,
         }));
         frame.write(run::CpuFrame {
             regs: config.guest.regs,
@@ -241,6 +244,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         });
     }
     run::publish_for_crash_report(run);
+    let mut joined = 0;
     if aps.count > 0 {
         let expected = aps.count;
         let join = ap::Join {
@@ -257,7 +261,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             timer,
             joined: core::sync::atomic::AtomicUsize::new(0),
         };
-        let joined = ap::publish_and_wait(join, AP_PATIENCE_TICKS);
+        joined = ap::publish_and_wait(join, AP_PATIENCE_TICKS);
         // SAFETY: the run state was written above and is never freed; the
         // APs that joined wait for their SIPI, which needs a guest that
         // does not run yet, so the lock is free.
@@ -276,8 +280,38 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         "okernel: entering the guest at {:#x} in VMX non-root mode",
         config.guest.rip
     );
-    // SAFETY: the stack below the frame is pool memory, 16-byte aligned,
-    // used by nothing else; `run::monitor_main` never returns; the frame
-    // and the run state stay valid for the rest of the run (never freed).
-    unsafe { arch::descriptors::call_on_stack(frame.cast(), run::monitor_main, frame_addr) }
+    // One processor: the run state's registers at HOST_RSP and the
+    // one-processor stub (`run`, no lock); several: this processor's
+    // frame and the shared stub.
+    // SAFETY: the run state was written above and is never freed; no
+    // other processor runs an exit before the guest starts it.
+    let solo_regs = unsafe { (&raw mut (*(*run).as_mut_ptr()).vcpu.regs) as u64 };
+    let (host_rsp, shared) = if joined > 0 {
+        (frame_addr, true)
+    } else {
+        (solo_regs, false)
+    };
+    // SAFETY: as above: nothing else uses the run state yet.
+    let vmcs = unsafe { &mut (*(*run).as_mut_ptr()).vcpu.vmcs };
+    let written = vmcs
+        .write(HostNatural::Rsp, host_rsp)
+        .and_then(|()| vmcs.write(HostNatural::Rip, arch::run::vm_exit_entry(shared)));
+    if let Err(err) = written {
+        return Err(LaunchError::Vmx {
+            op: VmxStep::HostRsp,
+            err,
+        });
+    }
+    // SAFETY: the stack below the frame (below the run state, on one
+    // processor) is pool memory, 16-byte aligned, used by nothing else;
+    // the entry points never return; the frame and the run state stay
+    // valid for the rest of the run (never freed).
+    unsafe {
+        if shared {
+            arch::descriptors::call_on_stack(frame.cast(), run::monitor_main, frame_addr)
+        } else {
+            let state = (*run).as_mut_ptr().cast::<u8>();
+            arch::descriptors::call_on_stack(state, run::monitor_main_solo, frame_addr)
+        }
+    }
 }

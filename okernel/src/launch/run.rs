@@ -1,8 +1,15 @@
 //! The run loop: VMLAUNCH once per processor, then, per VM exit, a call
-//! of [`okernel_exit_fast`] (and, for all but the hot exits, of
-//! [`okernel_exit_slow`]) made by the exit stub ([`crate::arch::run`]) on
-//! that processor's monitor stack, until the guest's Exit hypercall or a
-//! fatal exit ends the run.
+//! of the fast half of exit handling (and, for all but the hot exits, of
+//! the slow half) made by the exit stub ([`crate::arch::run`]) on that
+//! processor's monitor stack, until the guest's Exit hypercall or a fatal
+//! exit ends the run.
+//!
+//! On **one processor** (no application processor joined) the run state
+//! itself is at HOST_RSP, as before issue 17: the stub stores the guest's
+//! registers into its virtual CPU and [`okernel_exit_fast`] /
+//! [`okernel_exit_slow`] work on it directly — no lock, nothing moved.
+//! On **several**, the layout below, with the `_shared` handlers and
+//! their stub (`launch` picks one before VMLAUNCH).
 //!
 //! Every processor that runs the guest (the bootstrap processor and each
 //! application processor that joined, [`super::ap`]) has a [`CpuFrame`]
@@ -50,12 +57,18 @@ pub(super) type MonitorMemory = super::seam::RunMemory<ViewMemory<PoolFrames, Id
 pub(super) type MonitorVcpu = Vcpu<RealVmcs, RealCpu, Protection, MonitorMemory>;
 
 /// The monitor's state for the whole run, shared by every processor.
+/// `repr(C)` with the virtual CPU (and so its registers) first: on one
+/// processor HOST_RSP is this state's registers (`solo`).
+#[repr(C)]
 pub(super) struct RunState {
     /// The shared virtual CPU: while a processor's exit holds the lock,
     /// its registers, context and timer are this processor's.
     pub(super) vcpu: MonitorVcpu,
     /// Ends the run.
     pub(super) report: ReportFn,
+    /// On one processor, what the fast half of exit handling left to the
+    /// slow half (on several, each frame's [`CpuFrame::pending`]).
+    pub(super) pending: Pending,
 }
 
 /// The run state behind the run's lock.
@@ -268,10 +281,10 @@ pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
     entry_failed(state, "VMLAUNCH", failed)
 }
 
-/// The fast half of exit handling ([`exit::handle_fast`]); called by the
+/// The fast half of exit handling ([`exit::handle_fast_shared`]); called by the
 /// exit stub only, with the caller-saved registers in the block. Returns
 /// [`RESUME`] or [`RESUME_RBX`] to resume the guest, or [`SLOW`] to have
-/// the stub store the other registers and call [`okernel_exit_slow`],
+/// the stub store the other registers and call [`okernel_exit_slow_shared`],
 /// which finds its work in [`CpuFrame::pending`] (the run's lock stays
 /// held in between).
 ///
@@ -281,11 +294,11 @@ pub(super) extern "C" fn monitor_main(arg: *mut u8) -> ! {
 /// with the guest's registers just stored into it, and nothing else
 /// referring to it while the handler runs.
 #[unsafe(no_mangle)]
-unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
+unsafe extern "C" fn okernel_exit_fast_shared(regs: *mut GuestRegisters) -> u32 {
     // SAFETY: the caller's contract.
     let (frame, state) = unsafe { lock(regs, Regs::Fast) };
     // Nothing here calls out: the slow half is reached by returning.
-    let pending = match exit::handle_fast(&mut state.vcpu) {
+    let pending = match exit::handle_fast_shared(&mut state.vcpu) {
         FastPath::Resumed { wrote_rbx } => {
             // SAFETY: this exit took the lock above and is done with the
             // state.
@@ -304,16 +317,16 @@ unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
 }
 
 /// The slow half of exit handling; called by the exit stub only, after
-/// [`okernel_exit_fast`] asked for it (still holding the run's lock),
+/// [`okernel_exit_fast_shared`] asked for it (still holding the run's lock),
 /// with every register in the block. Returns to resume the guest; a run
 /// that ends does not return.
 ///
 /// # Safety
-/// As for [`okernel_exit_fast`], and the fast half of this exit returned
+/// As for [`okernel_exit_fast_shared`], and the fast half of this exit returned
 /// [`SLOW`].
 #[unsafe(no_mangle)]
-unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
-    // SAFETY: as in `okernel_exit_fast`; the lock is this exit's (taken
+unsafe extern "C" fn okernel_exit_slow_shared(regs: *mut GuestRegisters) {
+    // SAFETY: as in `okernel_exit_fast_shared`; the lock is this exit's (taken
     // by its fast half, which leaked the guard), so the state is this
     // processor's to use until `unlock`.
     let frame = unsafe { &mut *regs.cast::<CpuFrame>() };
@@ -337,15 +350,91 @@ unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
 /// Reports a VMRESUME that failed; called by the exit stub only.
 ///
 /// # Safety
-/// As for [`okernel_exit_fast`]; `rflags` is RFLAGS right after the
+/// As for [`okernel_exit_fast_shared`]; `rflags` is RFLAGS right after the
 /// VMRESUME.
 #[unsafe(no_mangle)]
-unsafe extern "C" fn okernel_vmresume_failed(regs: *mut GuestRegisters, rflags: u64) -> ! {
-    // SAFETY: as in `okernel_exit_fast` (the exit that led here released
+unsafe extern "C" fn okernel_vmresume_failed_shared(regs: *mut GuestRegisters, rflags: u64) -> ! {
+    // SAFETY: as in `okernel_exit_fast_shared` (the exit that led here released
     // the lock before its VMRESUME).
     let (_, state) = unsafe { lock(regs, Regs::All) };
     entry_failed(state, "VMRESUME", crate::arch::run::entry_failure(rflags))
 }
+
+// One processor: the run state itself at HOST_RSP, no lock, nothing
+// moved (the virtual CPU's registers, context and timer are the one
+// processor's). The exit stub `okernel_vm_exit` calls these.
+
+/// The monitor's entry point on one processor, on its own stack below the
+/// [`RunState`] at `arg`: VMLAUNCH with HOST_RSP = its registers.
+pub(super) extern "C" fn monitor_main_solo(arg: *mut u8) -> ! {
+    let state = arg.cast::<RunState>();
+    // SAFETY: `launch` wrote the run state and HOST_RSP = its registers
+    // (the first field of its first field), HOST_RIP = the one-processor
+    // stub, and completed the VMCS; no other processor runs the guest.
+    let failed = unsafe { crate::arch::run::vm_launch(&raw mut (*state).vcpu.regs) };
+    // SAFETY: the entry failed: no exit ran or runs.
+    entry_failed(unsafe { &mut *state }, "VMLAUNCH", failed)
+}
+
+/// [`okernel_exit_fast_shared`] on one processor.
+///
+/// # Safety
+/// `regs` is HOST_RSP as `launch` set it on one processor: the run
+/// state's registers, just stored, and nothing else refers to the run
+/// state while the handler runs (exits do not nest; no other processor).
+#[unsafe(no_mangle)]
+unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
+    // SAFETY: the caller's contract; the registers are at offset 0 of the
+    // virtual CPU, at offset 0 of the `repr(C)` run state.
+    let state = unsafe { &mut *regs.cast::<RunState>() };
+    match exit::handle_fast(&mut state.vcpu) {
+        FastPath::Resumed { wrote_rbx: false } => RESUME,
+        FastPath::Resumed { wrote_rbx: true } => RESUME_RBX,
+        FastPath::Failed(e) => {
+            state.pending = Pending::Failed(e);
+            SLOW
+        }
+        FastPath::Slow(rest) => {
+            state.pending = Pending::Slow(rest);
+            SLOW
+        }
+    }
+}
+
+/// [`okernel_exit_slow_shared`] on one processor.
+///
+/// # Safety
+/// As for [`okernel_exit_fast`].
+#[unsafe(no_mangle)]
+unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
+    // SAFETY: as in `okernel_exit_fast`.
+    let state = unsafe { &mut *regs.cast::<RunState>() };
+    let result = match core::mem::replace(&mut state.pending, Pending::Nothing) {
+        Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
+        Pending::Failed(e) => Err(e),
+        Pending::Nothing => unreachable!("slow exit path entered without work"),
+    };
+    match result {
+        Ok(ExitAction::Resume) => {}
+        Ok(ExitAction::Stop(outcome)) => guest_ended(state, outcome),
+        Err(e) => fatal_exit(state, e),
+    }
+}
+
+/// [`okernel_vmresume_failed_shared`] on one processor.
+///
+/// # Safety
+/// As for [`okernel_exit_fast`]; `rflags` is RFLAGS right after the
+/// VMRESUME.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn okernel_vmresume_failed(regs: *mut GuestRegisters, rflags: u64) -> ! {
+    // SAFETY: as in `okernel_exit_fast`.
+    let state = unsafe { &mut *regs.cast::<RunState>() };
+    entry_failed(state, "VMRESUME", crate::arch::run::entry_failure(rflags))
+}
+
+const _: () = assert!(core::mem::offset_of!(RunState, vcpu) == 0);
+const _: () = assert!(core::mem::offset_of!(MonitorVcpu, regs) == 0);
 
 /// A failed VMLAUNCH/VMRESUME: the guest state and the §31.4 error.
 #[cold]
