@@ -69,7 +69,6 @@ unsafe extern "C" {
     static ap_vmxon_regions: u8;
     fn ap_long_mode_entry();
     fn ap_nmi_stub();
-    fn ap_stop_stub();
 }
 
 const XAPIC_ICR_LOW: u64 = 0x300;
@@ -218,28 +217,24 @@ fn apic_id() -> u32 {
 pub fn park(plan: &Plan) -> Result<usize, SmpError> {
     AP_IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
-        let stop = VirtAddr::new(ap_stop_stub as *const () as u64);
+        // Every exception reports and ends the run, as on this processor
+        // (`arch::exceptions`): a fault of the monitor on an application
+        // processor must not halt it silently while it holds the run's
+        // lock (the others would then wait for ever).
+        crate::arch::exceptions::install(&mut idt, 0);
         let cs = SegmentSelector(AP_CODE_SELECTOR);
-        // SAFETY: `ap_nmi_stub` is `iretq` (an NMI pushes no error
-        // code); `ap_stop_stub` never returns, so any frame suits it;
-        // the selector is the parked processors' 64-bit code segment;
-        // no gate names an IST slot (they have no TSS).
+        // SAFETY: the double-fault stub is this image's and never returns
+        // (any stack suits it); set again to drop the IST slot `install`
+        // named: these processors' TR names no TSS with stacks, so a #DF
+        // runs on the stack it struck. `ap_nmi_stub` is `iretq` (an NMI
+        // pushes no error code): an NMI returns where it struck. The
+        // selector is the parked processors' 64-bit code segment.
         unsafe {
+            idt.double_fault
+                .set_handler_addr(VirtAddr::new(crate::arch::exceptions::stub(8)))
+                .set_code_selector(cs);
             idt.non_maskable_interrupt
                 .set_handler_addr(VirtAddr::new(ap_nmi_stub as *const () as u64))
-                .set_code_selector(cs);
-            idt.double_fault
-                .set_handler_addr(stop)
-                .set_code_selector(cs);
-            idt.machine_check
-                .set_handler_addr(stop)
-                .set_code_selector(cs);
-            idt.general_protection_fault
-                .set_handler_addr(stop)
-                .set_code_selector(cs);
-            idt.page_fault.set_handler_addr(stop).set_code_selector(cs);
-            idt.invalid_opcode
-                .set_handler_addr(stop)
                 .set_code_selector(cs);
         }
         idt

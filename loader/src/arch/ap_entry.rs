@@ -132,16 +132,11 @@ ap_long_mode_entry:
     hlt
     jmp 2b
 
-    /* The IDT of a parked processor (smp.rs): NMI returns, anything
-       else stops it where it is, in VMX root. */
+    /* The application processors' NMI gate (smp.rs): an NMI returns
+       where it struck; every exception reports and ends the run. */
     .global ap_nmi_stub
 ap_nmi_stub:
     iretq
-    .global ap_stop_stub
-ap_stop_stub:
-    cli
-    hlt
-    jmp ap_stop_stub
 
     .section .rodata.ap_gdt, "a"
     .balign 16

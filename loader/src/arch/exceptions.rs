@@ -81,9 +81,9 @@ unsafe extern "C" {
 #[unsafe(no_mangle)]
 extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
-    // SAFETY: this handler never returns (it reports and halts), and only
-    // this processor prints: the other processors are parked in VMX root
-    // operation or were never started.
+    // SAFETY: this handler never returns (it reports and halts, and the
+    // report powers the machine off where the platform can); another
+    // processor printing at the same moment may see its line cut.
     unsafe { okernel_console::break_lock() };
     // SAFETY: as above: the code the exception interrupted never runs
     // again, so the audit lines it queued can be printed before the
@@ -117,6 +117,12 @@ extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
             if remark.is_empty() { "" } else { ")" },
         ),
     )
+}
+
+/// The stub of exception `vector` (below 32).
+pub fn stub(vector: usize) -> u64 {
+    // SAFETY: as in `install`.
+    unsafe { loader_exc_table[vector] }
 }
 
 /// Fills `idt`'s exception gates with this image's stubs.

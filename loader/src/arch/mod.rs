@@ -4,7 +4,7 @@
 
 mod ap_entry;
 mod entry;
-mod exceptions;
+pub mod exceptions;
 pub mod protected32;
 pub mod tables;
 
