@@ -68,7 +68,7 @@ unsafe extern "C" {
     static ap_trampoline_entry: u8;
     static ap_vmxon_regions: u8;
     fn ap_long_mode_entry();
-    fn ap_nmi_stub();
+    fn nmi_return_stub();
 }
 
 const XAPIC_ICR_LOW: u64 = 0x300;
@@ -226,7 +226,7 @@ pub fn park(plan: &Plan) -> Result<usize, SmpError> {
         // SAFETY: the double-fault stub is this image's and never returns
         // (any stack suits it); set again to drop the IST slot `install`
         // named: these processors' TR names no TSS with stacks, so a #DF
-        // runs on the stack it struck. `ap_nmi_stub` is `iretq` (an NMI
+        // runs on the stack it struck. `nmi_return_stub` is `iretq` (an NMI
         // pushes no error code): an NMI returns where it struck. The
         // selector is the parked processors' 64-bit code segment.
         unsafe {
@@ -234,7 +234,7 @@ pub fn park(plan: &Plan) -> Result<usize, SmpError> {
                 .set_handler_addr(VirtAddr::new(crate::arch::exceptions::stub(8)))
                 .set_code_selector(cs);
             idt.non_maskable_interrupt
-                .set_handler_addr(VirtAddr::new(ap_nmi_stub as *const () as u64))
+                .set_handler_addr(VirtAddr::new(nmi_return_stub as *const () as u64))
                 .set_code_selector(cs);
         }
         idt

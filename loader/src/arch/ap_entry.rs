@@ -132,10 +132,10 @@ ap_long_mode_entry:
     hlt
     jmp 2b
 
-    /* The application processors' NMI gate (smp.rs): an NMI returns
-       where it struck; every exception reports and ends the run. */
-    .global ap_nmi_stub
-ap_nmi_stub:
+    /* Every processor's NMI gate (smp.rs, tables.rs): an NMI that
+       strikes in VMX root returns where it struck. */
+    .global nmi_return_stub
+nmi_return_stub:
     iretq
 
     .section .rodata.ap_gdt, "a"

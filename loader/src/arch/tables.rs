@@ -12,6 +12,11 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
 
+unsafe extern "C" {
+    /// `iretq` (`ap_entry.rs`).
+    fn nmi_return_stub();
+}
+
 const DF_STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
@@ -58,6 +63,19 @@ pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         super::exceptions::install(&mut idt, 0);
+        // An NMI returns where it struck: with other processors running
+        // the guest, one can send this processor an NMI (through the
+        // xAPIC page, which does not exit) while the monitor handles an
+        // exit here, in VMX root, where it reaches this IDT; reporting it
+        // as a fault would let the guest end the run. The NMI is lost for
+        // the guest (docs/smp.md).
+        // SAFETY: `nmi_return_stub` is `iretq` (an NMI pushes no error
+        // code), in this image's text; the selector is the one loaded
+        // above (the crate fills in CS).
+        unsafe {
+            idt.non_maskable_interrupt
+                .set_handler_addr(VirtAddr::new(nmi_return_stub as *const () as u64));
+        }
         idt
     });
     // The gates use the code selector loaded above (the crate fills in CS).
