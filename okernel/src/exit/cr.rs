@@ -22,7 +22,7 @@ use crate::policy::audit::AuditKind;
 use crate::policy::{Decision, Policy};
 use crate::vcpu::guest::flush_guest_tlb;
 use crate::vcpu::memory::GuestMemory;
-use crate::vcpu::{ExitAction, ExitError, Vcpu};
+use crate::vcpu::{CrConfig, ExitAction, ExitError, Vcpu};
 use crate::vmx::controls::EntryControls;
 use crate::vmx::event::Exception;
 use crate::vmx::fields::{Control32, ControlNatural, Guest64, GuestNatural, ReadOnlyNatural};
@@ -86,7 +86,7 @@ pub fn visible_cr0<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<u64, ExitError> {
     let real = vcpu.vmcs.read(GuestNatural::Cr0)?;
     let shadow = vcpu.vmcs.read(ControlNatural::Cr0ReadShadow)?;
-    Ok((real & !vcpu.cr.cr0_mask) | (shadow & vcpu.cr.cr0_mask))
+    Ok(CrConfig::visible(real, shadow, vcpu.cr.cr0_mask))
 }
 
 /// The CR4 the guest believes it has.
@@ -95,7 +95,7 @@ pub fn visible_cr4<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<u64, ExitError> {
     let real = vcpu.vmcs.read(GuestNatural::Cr4)?;
     let shadow = vcpu.vmcs.read(ControlNatural::Cr4ReadShadow)?;
-    Ok((real & !vcpu.cr.cr4_mask) | (shadow & vcpu.cr.cr4_mask))
+    Ok(CrConfig::visible(real, shadow, vcpu.cr.cr4_mask))
 }
 
 /// Emulates MOV to CR0 of `v` (SDM Vol. 2B, MOV—Move to/from Control

@@ -138,9 +138,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.audit.record(record);
         vcpu.vmcs
             .write(Guest32::ActivityState, ActivityState::WaitForSipi as u32)?;
-        let blocking = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
-        vcpu.vmcs
-            .write(Guest32::InterruptibilityState, blocking & !BLOCKING_BY_SMI)?;
+        clear_saved_smi_blocking(vcpu)?;
         return Ok(ExitAction::Resume);
     }
     // Bits 7:0; the rest are reserved (Table 28-1).

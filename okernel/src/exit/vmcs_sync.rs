@@ -27,7 +27,7 @@ use crate::hw::{Cpu, Vmcs};
 use crate::hypercall::policy::Env;
 use crate::policy::Policy;
 use crate::vcpu::memory::GuestMemory;
-use crate::vcpu::{ExitError, Vcpu};
+use crate::vcpu::{CrConfig, ExitError, Vcpu};
 use crate::vmx::controls::SecondaryProcBased;
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control32, ControlNatural, GuestNatural};
@@ -74,7 +74,7 @@ pub fn sync_controls<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<(), VmF
         }
         let real = env.vmcs.read(real_f)?;
         let shadow = env.vmcs.read(shadow_f)?;
-        let visible = (real & !old_mask) | (shadow & old_mask);
+        let visible = CrConfig::visible(real, shadow, old_mask);
         env.vmcs.write(shadow_f, visible)?;
         env.vmcs.write(mask_f, mask)?;
     }

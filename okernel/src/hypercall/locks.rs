@@ -16,7 +16,7 @@ use crate::msrs::{
     IA32_SYSENTER_ESP,
 };
 use crate::policy::protection::{CR0_PINNABLE, CR4_PINNABLE};
-use crate::vcpu::ExitError;
+use crate::vcpu::{CrConfig, ExitError};
 use crate::vmx::controls::{EntryControls, SecondaryProcBased};
 use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control32, ControlNatural, Guest32, Guest64, GuestNatural};
@@ -52,7 +52,7 @@ pub fn pin_cr<V: Vmcs, C: Cpu>(
     }
     let real = env.vmcs.read(real_f)?;
     let shadow = env.vmcs.read(shadow_f)?;
-    let visible = (real & !mask) | (shadow & mask);
+    let visible = CrConfig::visible(real, shadow, mask);
     if bits & !visible != 0 {
         return Ok(Err(Status::InvalidArgument));
     }

@@ -72,15 +72,20 @@ pub struct ApKit {
 #[derive(Debug)]
 pub struct ApKits {
     pub(super) kits: [Option<ApKit>; MAX_APS],
-    pub(super) count: usize,
 }
 
 impl Default for ApKits {
     fn default() -> Self {
         Self {
             kits: [None; MAX_APS],
-            count: 0,
         }
+    }
+}
+
+impl ApKits {
+    /// How many processors have frames.
+    pub(super) fn count(&self) -> usize {
+        self.kits.iter().flatten().count()
     }
 }
 
@@ -110,7 +115,7 @@ static JOIN: Once<Join> = Once::new();
 /// until each of them has joined or `patience` TSC ticks have passed.
 /// Returns how many joined.
 pub(super) fn publish_and_wait(join: Join, patience: u64) -> usize {
-    let expected = join.kits.count;
+    let expected = join.kits.count();
     let join = JOIN.call_once(|| join);
     let start = arch::cpu::tsc();
     loop {

@@ -245,8 +245,8 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     }
     run::publish_for_crash_report(run);
     let mut joined = 0;
-    if aps.count > 0 {
-        let expected = aps.count;
+    if aps.count() > 0 {
+        let expected = aps.count();
         let join = ap::Join {
             // SAFETY: just written, never freed.
             run: unsafe { core::ptr::NonNull::new_unchecked(run) },

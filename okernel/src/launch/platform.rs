@@ -128,7 +128,6 @@ impl Platform for PoolPlatform<'_, '_> {
                 vmcs: unsafe { VmxRegion::new(vmcs) },
                 frame_addr: frame_below(stack + AP_STACK_BYTES),
             });
-            aps.count += 1;
         }
         for region in [vmxon_region, vmcs_region] {
             // SAFETY: a fresh, zeroed, identity-mapped pool frame; the

@@ -18,9 +18,9 @@
 //! and hands its address to the handlers. What the exits work on — the
 //! policy, the views, the audit log, the counters — is one [`RunState`],
 //! shared by every processor behind one lock ([`SharedRun`]): an exit
-//! takes the lock, moves this processor's own state ([`PerCpu`]: the
-//! guest's registers, its context, its console timer) into the shared
-//! virtual CPU, runs the handlers, moves it back and releases the lock
+//! takes the lock, moves this processor's own state (the guest's
+//! registers and its [`PerCpu`]: context, console timer, policy
+//! generation, start by SIPI) into the shared virtual CPU, runs the handlers, moves it back and releases the lock
 //! before the stub resumes the guest. Exits are therefore serialized, and
 //! no lock is held across a VM entry (issue 17). The VMCS the handlers
 //! read and write is the processor's current one: `RealVmcs` is a handle
@@ -334,17 +334,10 @@ unsafe extern "C" fn okernel_exit_slow_shared(regs: *mut GuestRegisters) {
     let state = unsafe { &mut *frame.run.as_ref().as_mut_ptr() };
     // The callee-saved registers were stored after the fast half ran.
     frame.enter(&mut state.vcpu, Regs::All);
-    let result = match core::mem::replace(&mut frame.pending, Pending::Nothing) {
-        Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
-        Pending::Failed(e) => Err(e),
-        Pending::Nothing => unreachable!("slow exit path entered without work"),
-    };
-    match result {
-        // SAFETY: this exit holds the lock and is done with the state.
-        Ok(ExitAction::Resume) => unsafe { unlock(frame, state, Regs::All) },
-        Ok(ExitAction::Stop(outcome)) => guest_ended(state, outcome),
-        Err(e) => fatal_exit(state, e),
-    }
+    let pending = core::mem::replace(&mut frame.pending, Pending::Nothing);
+    slow_half(state, pending);
+    // SAFETY: this exit holds the lock and is done with the state.
+    unsafe { unlock(frame, state, Regs::All) }
 }
 
 /// Reports a VMRESUME that failed; called by the exit stub only.
@@ -409,16 +402,8 @@ unsafe extern "C" fn okernel_exit_fast(regs: *mut GuestRegisters) -> u32 {
 unsafe extern "C" fn okernel_exit_slow(regs: *mut GuestRegisters) {
     // SAFETY: as in `okernel_exit_fast`.
     let state = unsafe { &mut *regs.cast::<RunState>() };
-    let result = match core::mem::replace(&mut state.pending, Pending::Nothing) {
-        Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
-        Pending::Failed(e) => Err(e),
-        Pending::Nothing => unreachable!("slow exit path entered without work"),
-    };
-    match result {
-        Ok(ExitAction::Resume) => {}
-        Ok(ExitAction::Stop(outcome)) => guest_ended(state, outcome),
-        Err(e) => fatal_exit(state, e),
-    }
+    let pending = core::mem::replace(&mut state.pending, Pending::Nothing);
+    slow_half(state, pending);
 }
 
 /// [`okernel_vmresume_failed_shared`] on one processor.
@@ -435,6 +420,21 @@ unsafe extern "C" fn okernel_vmresume_failed(regs: *mut GuestRegisters, rflags: 
 
 const _: () = assert!(core::mem::offset_of!(RunState, vcpu) == 0);
 const _: () = assert!(core::mem::offset_of!(MonitorVcpu, regs) == 0);
+
+/// Finishes an exit the fast half left as `pending`. Returns only to
+/// resume the guest; a run that ends does not return.
+fn slow_half(state: &mut RunState, pending: Pending) {
+    let result = match pending {
+        Pending::Slow(rest) => exit::handle_slow(&mut state.vcpu, rest),
+        Pending::Failed(e) => Err(e),
+        Pending::Nothing => unreachable!("slow exit path entered without work"),
+    };
+    match result {
+        Ok(ExitAction::Resume) => {}
+        Ok(ExitAction::Stop(outcome)) => guest_ended(state, outcome),
+        Err(e) => fatal_exit(state, e),
+    }
+}
 
 /// A failed VMLAUNCH/VMRESUME: the guest state and the §31.4 error.
 #[cold]

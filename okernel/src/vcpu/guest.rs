@@ -70,6 +70,14 @@ impl CrConfig {
         }
     }
 
+    /// What the guest reads of a control register whose real value is
+    /// `real`, read shadow `shadow` and guest/host mask `mask`: the real
+    /// bits outside the mask, the shadow's inside it (SDM Vol. 3C
+    /// §25.6.6).
+    pub const fn visible(real: u64, shadow: u64, mask: u64) -> u64 {
+        (real & !mask) | (shadow & mask)
+    }
+
     /// The real CR0 for a guest-visible value.
     pub const fn real_cr0(&self, visible: u64) -> u64 {
         self.cr0_fixed.apply(visible)
