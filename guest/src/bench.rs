@@ -42,8 +42,15 @@ fn report(name: &str, what: &str, total: u64, baseline: u64) {
     );
 }
 
-/// Runs the benchmarks; `monitor` is an address the EPT denies.
-pub fn run(monitor: u64) {
+/// Runs the benchmarks; `monitor` is an address the EPT denies. On more
+/// than one processor the others are started first and kept busy
+/// (`smp::start_busy_processors`: a loop of writes), so every figure is
+/// the monitor's cost with them running: its exits take the run's lock,
+/// and a view change waits for each of them to leave the guest
+/// (`view-change`, the shootdown).
+pub fn run(monitor: u64, map: &[okernel_abi::boot::MemoryRegion]) {
+    let others = crate::smp::start_busy_processors(map);
+    println!("bench: {} other processor(s) running", others);
     let mut x = 0u64;
     let baseline = time(ITERATIONS, &mut || x = black_box(x + 1));
     report(
@@ -93,12 +100,59 @@ pub fn run(monitor: u64) {
     let _ = black_box(probe(instr::write_marker, scratch));
     debug_assert_eq!(x, MARKER);
 
+    view_changes(baseline);
+
     // 62 bursts of 16: under the 1,024 distinct records the console
     // prints in full (then it thins out).
     let (n, t) = distinct_denials(62);
     let per_op = t / n - baseline / ITERATIONS;
     println!(
         "{BENCH_PREFIX}{{\"bench\":\"denial-printed\",\"what\":\"denied port write whose audit line the console prints (each a new port), in bursts of 16 with a line of guest output between\",\"iterations\":{n},\"ticks_per_op\":{per_op},\"baseline_ticks_per_op\":{}}}",
+        baseline / ITERATIONS
+    );
+}
+
+/// How many protected-page allocations and frees `view-change` times:
+/// each waits for the other processors (up to a tick of their
+/// VMX-preemption timer, 2^20 TSC cycles), so far fewer than
+/// [`ITERATIONS`].
+const VIEW_CHANGES: u64 = 40;
+
+/// A page of the guest's own that `view-change` makes a protected page
+/// and frees again (guest RAM in no region).
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut VIEW_PAGE: Page = Page([0; 4096]);
+
+/// `view-change`: an untrusted context, then [`VIEW_CHANGES`] times
+/// `AllocProtectedPage` and `FreeProtectedPage` of one page: each changes
+/// the views (the page leaves every view but the context's, then comes
+/// back), so each INVEPTs and, with several processors, waits until
+/// every other one has left the guest. The figure is per hypercall.
+fn view_changes(baseline: u64) {
+    use okernel_abi::hypercall::{Call, Status};
+    let ctx = instr::hypercall(Call::CreateContext, [0; 4]);
+    if ctx.status != Ok(Status::Success) {
+        println!("bench: view-change: CreateContext failed: {:?}", ctx.status);
+        return;
+    }
+    let page = (&raw const VIEW_PAGE) as u64;
+    let start = ticks();
+    for _ in 0..VIEW_CHANGES {
+        let a = instr::hypercall(Call::AllocProtectedPage, [ctx.value0, page, 0, 0]);
+        let f = instr::hypercall(Call::FreeProtectedPage, [ctx.value0, page, 0, 0]);
+        if a.status != Ok(Status::Success) || f.status != Ok(Status::Success) {
+            println!(
+                "bench: view-change: AllocProtectedPage {:?}, FreeProtectedPage {:?}",
+                a.status, f.status
+            );
+            return;
+        }
+    }
+    let n = 2 * VIEW_CHANGES;
+    let per_op = (ticks() - start) / n - baseline / ITERATIONS;
+    println!(
+        "{BENCH_PREFIX}{{\"bench\":\"view-change\",\"what\":\"AllocProtectedPage or FreeProtectedPage: a view change, INVEPT, the wait for the other processors\",\"iterations\":{n},\"ticks_per_op\":{per_op},\"baseline_ticks_per_op\":{}}}",
         baseline / ITERATIONS
     );
 }

@@ -1,7 +1,10 @@
 //! The guest's command line (the module string): `scenario=NAME`,
 //! `protect=on|off` (whether the demo kernel registers and locks its
 //! regions with okernel; `off` is the negative-control boot) and
-//! `transport=com2|mailbox` (how `scenario=fuzz` gets its test cases).
+//! `transport=com2|mailbox` (how `scenario=fuzz` gets its test cases),
+//! `shootdown=on|off` (`scenario=smp`: whether the monitor waits for the
+//! other processors after a lock; `off` names the planted-defect build
+//! of the race row's negative control, `cargo xtask platform`).
 
 use core::fmt;
 
@@ -80,6 +83,10 @@ pub struct Options {
     pub protect: bool,
     /// The fuzz transport (`transport=`, default `com2`).
     pub transport: Transport,
+    /// Whether the monitor has its shootdown (`shootdown=on`, the
+    /// default) or is the `planted-no-shootdown` build (`off`), where the
+    /// SMP race row must see a write land after the lock returned.
+    pub shootdown: bool,
 }
 
 /// Why the guest refused its command line.
@@ -93,6 +100,8 @@ pub enum CmdlineError<'a> {
     BadProtect(&'a str),
     /// `transport=` with a value other than `com2` or `mailbox`.
     BadTransport(&'a str),
+    /// `shootdown=` with a value other than `on` or `off`.
+    BadShootdown(&'a str),
 }
 
 impl fmt::Display for CmdlineError<'_> {
@@ -112,6 +121,9 @@ impl fmt::Display for CmdlineError<'_> {
             CmdlineError::BadTransport(v) => {
                 write!(f, "guest: `transport={v}`: expected `com2` or `mailbox`")
             }
+            CmdlineError::BadShootdown(v) => {
+                write!(f, "guest: `shootdown={v}`: expected `on` or `off`")
+            }
         }
     }
 }
@@ -124,6 +136,7 @@ impl Options {
             scenario: Scenario::Boot,
             protect: true,
             transport: Transport::Com2,
+            shootdown: true,
         };
         for word in line.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -140,6 +153,9 @@ impl Options {
                 Some(("transport", "com2")) => opts.transport = Transport::Com2,
                 Some(("transport", "mailbox")) => opts.transport = Transport::Mailbox,
                 Some(("transport", v)) => return Err(CmdlineError::BadTransport(v)),
+                Some(("shootdown", "on")) => opts.shootdown = true,
+                Some(("shootdown", "off")) => opts.shootdown = false,
+                Some(("shootdown", v)) => return Err(CmdlineError::BadShootdown(v)),
                 _ => return Err(CmdlineError::Unknown(word)),
             }
         }
@@ -183,6 +199,20 @@ mod tests {
         assert_eq!(
             CmdlineError::BadProtect("1").to_string(),
             "guest: `protect=1`: expected `on` or `off`"
+        );
+    }
+
+    #[test]
+    fn parses_shootdown() {
+        assert!(Options::parse("scenario=smp").unwrap().shootdown);
+        assert!(
+            !Options::parse("scenario=smp shootdown=off")
+                .unwrap()
+                .shootdown
+        );
+        assert_eq!(
+            Options::parse("shootdown=no"),
+            Err(CmdlineError::BadShootdown("no"))
         );
     }
 

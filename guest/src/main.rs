@@ -161,7 +161,7 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         }
         Scenario::Smp => {
             let mut checks = report::Checks::default();
-            smp::run(&mut checks, entry_mode, map);
+            smp::run(&mut checks, entry_mode, map, opts.shootdown);
             checks.finish(entry_mode)
         }
         Scenario::Bench => {
@@ -171,7 +171,7 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
                     format_args!("guest: `bench` needs the monitor"),
                 )
             };
-            bench::run(target);
+            bench::run(target, map);
             report::Checks::default().finish(entry_mode)
         }
     }

@@ -21,6 +21,13 @@ pub const FUZZ_DOORBELL: Option<u16> = if cfg!(feature = "fuzz") {
     None
 };
 
+/// Whether a hypercall that changed the policy waits until every other
+/// processor has left the guest (`crate::launch::presence`, issue 17):
+/// always, but in the planted-defect build that proves the SMP race row
+/// catches its absence (`planted-no-shootdown`, `cargo xtask platform
+/// smp-race`).
+pub const SHOOTDOWN: bool = !cfg!(feature = "planted-no-shootdown");
+
 /// Every policy rule as written: the production build's policy hooks
 /// (`crate::policy::hooks::PolicyHooks`, whose defaults it keeps).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

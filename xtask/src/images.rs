@@ -96,30 +96,48 @@ fn built_dir() -> PathBuf {
 /// Each variant has a path of its own; cargo keeps each feature set's
 /// objects, so switching between variants only relinks.
 pub fn build_fuzz_image(planted: Option<&str>) -> Result<PathBuf, String> {
-    let root = root();
     let mut features = "loader/image,loader/fuzz".to_string();
     if let Some(d) = planted {
         features.push_str(",loader/");
         features.push_str(d);
     }
-    eprintln!("xtask: building the fuzz image ({features})");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "--release", "--target", TARGET, "-p", "loader"])
-        .args(["--features", &features])
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "building the fuzz image ({features}) failed (see the compiler output above)"
-        ));
-    }
-    let dir = root.join("target/okernel");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let name = match planted {
         Some(d) => format!("okernel-fuzz-{d}.elf"),
         None => "okernel-fuzz.elf".to_string(),
     };
+    build_loader("the fuzz image", &features, &name)
+}
+
+/// Builds the loader with one deliberate defect of a platform row's
+/// negative control (`planted-no-shootdown`, `e2e::platform`), installed
+/// as `target/okernel/okernel-<defect>.elf`.
+pub fn build_planted_image(defect: &str) -> Result<PathBuf, String> {
+    let features = format!("loader/image,loader/{defect}");
+    build_loader(
+        "the planted-defect image",
+        &features,
+        &format!("okernel-{defect}.elf"),
+    )
+}
+
+/// Builds the loader with `features` and installs it as
+/// `target/okernel/<name>`.
+fn build_loader(what: &str, features: &str, name: &str) -> Result<PathBuf, String> {
+    let root = root();
+    eprintln!("xtask: building {what} ({features})");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--release", "--target", TARGET, "-p", "loader"])
+        .args(["--features", features])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building {what} ({features}) failed (see the compiler output above)"
+        ));
+    }
+    let dir = root.join("target/okernel");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let to = dir.join(name);
     install(&built_dir().join("okernel-loader"), &to)?;
     Ok(to)

@@ -534,7 +534,7 @@ fn ci_fuzz() -> Result<bool, String> {
 
 fn lint() -> Result<bool, String> {
     // Every clippy run denies warnings (`-- -D warnings` is appended).
-    let clippy: [&[&str]; 4] = [
+    let clippy: [&[&str]; 5] = [
         &["--workspace", "--all-targets"],
         &[
             "--target",
@@ -562,6 +562,14 @@ fn lint() -> Result<bool, String> {
             "loader",
             "--features",
             "loader/image,loader/fuzz",
+        ],
+        // The SMP race row's negative control (`e2e::platform`).
+        &[
+            "-p",
+            "okernel",
+            "--lib",
+            "--features",
+            "planted-no-shootdown",
         ],
     ];
     // The host fuzz targets are a workspace of their own (fuzz/), linked

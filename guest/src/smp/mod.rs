@@ -47,6 +47,13 @@ use start_up::Marks;
 const PAGE: u64 = 0x8000;
 /// The page the BSP locks and the code writes (DS:0x1000 there).
 const LOCKED: u64 = PAGE + start_up::TARGET as u64;
+/// The race row's page (DS:0x2000 there).
+const RACE_PAGE: u64 = PAGE + start_up::RACE_TARGET as u64;
+/// How long the BSP watches the race page after its lock returned, in
+/// TSC ticks: four of the monitor's poll ticks (`okernel::vcpu::timer`,
+/// 2^20), so that without the shootdown a processor keeps writing
+/// through its old translation for a while within it.
+const RACE_WATCH: u64 = 4 << 20;
 /// What [`LOCKED`] holds before the attack, repeated.
 const FILL: &[u8; 16] = b"OKERNEL-AP-LOCK!";
 
@@ -202,18 +209,23 @@ fn locked_page() -> (bool, u32) {
     (intact, u32::from_le_bytes([at(0), at(1), at(2), at(3)]))
 }
 
-/// Runs both attacks and reports them.
-pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
-    if !usable(map, PAGE) || !usable(map, LOCKED) {
+/// Runs the three attacks and reports them; `shootdown`: whether the
+/// monitor has its shootdown (`shootdown=off` names the planted-defect
+/// build, where the race must succeed).
+pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion], shootdown: bool) {
+    if !usable(map, PAGE) || !usable(map, LOCKED) || !usable(map, RACE_PAGE) {
         for (name, invariant) in [
             ("attack-ap-start-outside-vmx", 1),
             ("attack-ap-write-locked-page", 3),
+            ("attack-race-write-vs-lock", 3),
         ] {
             checks.check(
                 name,
                 invariant,
                 false,
-                format_args!("page {PAGE:#x} or {LOCKED:#x} is not usable RAM in the hand-off map"),
+                format_args!(
+                    "page {PAGE:#x}, {LOCKED:#x} or {RACE_PAGE:#x} is not usable RAM in the hand-off map"
+                ),
             );
         }
         return;
@@ -233,6 +245,83 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion]) {
     log::info!("smp: the start-up code's marks: {marks:x?}");
     report_start(checks, entry, &start, &marks);
     report_write(checks, entry, locked, before, &marks);
+    let race = race(entry);
+    report_race(checks, entry, shootdown, &race);
+}
+
+/// Starts every other processor into the start-up code, where it ends
+/// in [`start_up::RACE`]'s loop, for `scenario=bench`: processors that
+/// run the guest while the bootstrap processor times its exits. Returns
+/// how many ran the code (0 on one processor).
+pub fn start_busy_processors(map: &[MemoryRegion]) -> u16 {
+    if !usable(map, PAGE) || !usable(map, LOCKED) || !usable(map, RACE_PAGE) {
+        return 0;
+    }
+    start_up::install(PAGE);
+    start_others();
+    let t = ticks();
+    while !Marks::read(PAGE).finished() && ticks().wrapping_sub(t) < WAIT {
+        core::hint::spin_loop();
+    }
+    if Marks::read(PAGE).finished() {
+        wait(SETTLE);
+    }
+    Marks::read(PAGE).counts[0]
+}
+
+/// What the race row saw.
+struct Race {
+    /// The loop's count rose while the BSP watched before its lock (the
+    /// processors were writing the page).
+    racing: bool,
+    /// Under okernel: the lock hypercalls succeeded.
+    locked: Option<bool>,
+    /// The audit count before the lock.
+    before: Result<u64, Result<okernel_abi::hypercall::Status, u64>>,
+    /// The page's first dword right after the lock returned, and after
+    /// [`RACE_WATCH`].
+    at_return: u32,
+    after: u32,
+    /// The loop's count at the return and after.
+    heart: (u32, u32),
+    /// The marks after.
+    marks: Marks,
+}
+
+/// `race-write-vs-lock`: with the other processors in [`start_up::RACE`]
+/// (each writing its loop count to [`RACE_PAGE`] as fast as it can), the
+/// BSP locks the page read-only, reads it the moment the lock returns,
+/// watches it for [`RACE_WATCH`] and reads it again.
+fn race(entry: EntryMode) -> Race {
+    let heart = || Marks::read(PAGE).heart;
+    let first = heart();
+    wait(SETTLE);
+    let racing = heart() != first;
+    // The page is in every processor's TLB, writable: it wrote it.
+    let monitor = entry == EntryMode::NonRoot;
+    let before = if monitor {
+        crate::attacks::audit::count()
+    } else {
+        Err(Err(0))
+    };
+    let locked = monitor.then(|| crate::attacks::audit::lock_page_read_only(RACE_PAGE));
+    let dword = || {
+        // SAFETY: RACE_PAGE is usable RAM below 1 MiB (checked by `run`),
+        // identity-mapped; the other processors write it, hence volatile.
+        unsafe { core::ptr::read_volatile(RACE_PAGE as *const u32) }
+    };
+    let at_return = dword();
+    let heart_at_return = heart();
+    wait(RACE_WATCH);
+    Race {
+        racing,
+        locked,
+        before,
+        at_return,
+        after: dword(),
+        heart: (heart_at_return, heart()),
+        marks: Marks::read(PAGE),
+    }
 }
 
 fn modes(entry: EntryMode) -> (&'static str, &'static str) {
@@ -295,6 +384,35 @@ fn report_start(checks: &mut Checks, entry: EntryMode, start: &Start, marks: &Ma
     );
 }
 
+/// Under okernel, when the write was blocked: whether an `ept-violation`
+/// record of the trusted context names `page` since `before` (what it
+/// found, or why it did not look, into `audit`).
+fn denied_write_audited(
+    entry: EntryMode,
+    blocked: bool,
+    before: Result<u64, Result<okernel_abi::hypercall::Status, u64>>,
+    page: u64,
+    audit: &mut Buf,
+) -> bool {
+    match entry {
+        EntryMode::NonRoot if blocked => crate::attacks::audit::find(
+            before,
+            AuditKind::EptViolation,
+            TRUSTED_CONTEXT,
+            Some(page),
+            audit,
+        ),
+        EntryMode::NonRoot => {
+            audit.set(format_args!("not looked for: not blocked"));
+            false
+        }
+        EntryMode::Direct => {
+            audit.set(format_args!("none (no monitor)"));
+            false
+        }
+    }
+}
+
 /// `ap-write-locked-page`.
 fn report_write(
     checks: &mut Checks,
@@ -307,23 +425,7 @@ fn report_write(
     let (intact, first) = locked_page();
     let blocked = intact;
     let mut audit = Buf::new();
-    let audited = match entry {
-        EntryMode::NonRoot if blocked => crate::attacks::audit::find(
-            before,
-            AuditKind::EptViolation,
-            TRUSTED_CONTEXT,
-            Some(LOCKED),
-            &mut audit,
-        ),
-        EntryMode::NonRoot => {
-            audit.set(format_args!("not looked for: not blocked"));
-            false
-        }
-        EntryMode::Direct => {
-            audit.set(format_args!("none (no monitor)"));
-            false
-        }
-    };
+    let audited = denied_write_audited(entry, blocked, before, LOCKED, &mut audit);
     let ok = match entry {
         EntryMode::NonRoot => {
             locked == Some(true) && blocked && marks.gp == Some(start_up::WRITE_IP) && audited
@@ -357,6 +459,56 @@ fn report_write(
             } else {
                 "changed"
             }
+        ),
+        mode,
+        expected,
+        blocked,
+        format_args!("{}", audit.as_str()),
+    );
+}
+
+/// `race-write-vs-lock`.
+fn report_race(checks: &mut Checks, entry: EntryMode, shootdown: bool, race: &Race) {
+    let (mode, expected) = match entry {
+        EntryMode::NonRoot if !shootdown => ("planted-no-shootdown", "succeeded"),
+        _ => modes(entry),
+    };
+    // Blocked: no write landed after the lock returned.
+    let blocked = race.after == race.at_return;
+    let (faults, fault_ip) = race.marks.race_faults;
+    let mut audit = Buf::new();
+    let audited = denied_write_audited(entry, blocked, race.before, RACE_PAGE, &mut audit);
+    let ok = race.racing
+        && match (entry, shootdown) {
+            (EntryMode::NonRoot, true) => {
+                race.locked == Some(true)
+                    && blocked
+                    && faults > 0
+                    && fault_ip == start_up::RACE_WRITE_IP
+                    && audited
+            }
+            (EntryMode::NonRoot, false) => race.locked == Some(true) && !blocked,
+            (EntryMode::Direct, _) => !blocked,
+        };
+    checks.attack(
+        "race-write-vs-lock",
+        3,
+        ok,
+        format_args!(
+            "page {RACE_PAGE:#x} written in a loop: {}; locked: {}; at return {:#x} (loop {}), +{RACE_WATCH}: {:#x} (loop {}): {}; race #GP x{} at {:#x}",
+            if race.racing { "yes" } else { "NO" },
+            match race.locked {
+                Some(true) => "yes",
+                Some(false) => "REFUSED",
+                None => "no monitor",
+            },
+            race.at_return,
+            race.heart.0,
+            race.after,
+            race.heart.1,
+            if blocked { "no write after" } else { "WROTE after" },
+            faults,
+            fault_ip,
         ),
         mode,
         expected,

@@ -9,20 +9,26 @@
 //!
 //! | offset | what |
 //! |--------|------|
-//! | 0x000 | [`MAIN`], then [`ON_GP`], then [`ON_OTHER`] |
+//! | 0x000 | [`MAIN`], which runs on into [`RACE`], then [`ON_GP`], then [`ON_OTHER`] |
 //! | [`IDTR`] (0x3f8) | the LIDT operand: limit 0x3ff, base page + [`IVT`] |
 //! | [`IVT`] (0x400) | 256 real-mode vectors (offset, segment): 13 (#GP) to [`ON_GP`], every other to [`ON_OTHER`] (SDM Vol. 3A §21.1.4) |
 //! | 0x800.. | the marks ([`RAN_AT`] ...): written by the processors, read by the BSP |
 //! | ..0x1000 | the stack (SP starts at 0x1000); an exception pushes FLAGS, CS, IP |
 //!
 //! The page after it (offset 0x1000 from the same DS) is the one the BSP
-//! locks read-only under okernel: [`MAIN`] writes [`PATTERN`] there.
+//! locks read-only under okernel: [`MAIN`] writes [`PATTERN`] there. The
+//! one after that ([`RACE_TARGET`], offset 0x2000) is the race row's:
+//! [`RACE`] writes its loop count there for ever, and the BSP locks it
+//! while the loop runs; the first write that faults ends the loop.
 //!
 //! With 4 processors three run this code at once: every mark is a
 //! constant (or the same IP) written whole, and the counts are `LOCK INC`,
 //! so any interleaving leaves the same marks. The processors share the
-//! stack; a handler only reads back the IP its own exception pushed, which
-//! is the same on each (the same instruction faults), and never returns.
+//! stack; a handler only reads back the IP its own exception pushed, and
+//! never returns. Two processors fault at once only at the same
+//! instruction (the same IP pushed): the BSP locks the race page only
+//! once every processor is past its first write and in the loop
+//! (`super::run`).
 
 /// Where the BSP finds the marks, as offsets in the code page.
 pub const RAN_AT: u16 = 0x800;
@@ -44,6 +50,12 @@ pub const WROTE_COUNT_AT: u16 = 0x818;
 pub const GP_IP_AT: u16 = 0x81a;
 /// The IP the other vector pushed.
 pub const OTHER_IP_AT: u16 = 0x81c;
+/// The race loop's count (32-bit, `LOCK INC` by every processor in it).
+pub const HEART_AT: u16 = 0x820;
+/// 16-bit count of race writes that faulted (#GP at [`RACE_WRITE_IP`]).
+pub const RACE_GP_COUNT_AT: u16 = 0x824;
+/// The IP that #GP pushed.
+pub const RACE_GP_IP_AT: u16 = 0x826;
 /// The LIDT operand.
 pub const IDTR: u16 = 0x3f8;
 /// The table.
@@ -52,6 +64,8 @@ pub const IVT: u16 = 0x400;
 const STACK_TOP: u16 = 0x1000;
 /// The locked page, as an offset from the code page's segment.
 pub const TARGET: u16 = 0x1000;
+/// The race row's page, as an offset from the code page's segment.
+pub const RACE_TARGET: u16 = 0x2000;
 
 /// The marks' values: "ARAP" (the one the first version wrote), ...
 pub const RAN: u32 = 0x5041_5241;
@@ -89,8 +103,8 @@ pub const WRITE_IP: u16 = 0x29;
 
 /// The start-up code, at offset 0: set DS, SS, SP; CPUID.1, record ECX
 /// and [`RAN`], count; load the page's IVT; write [`PATTERN`] to the
-/// locked page; record [`WROTE`], count; halt with interrupts off.
-pub const MAIN: [u8; 0x44] = {
+/// locked page; record [`WROTE`], count; then on into [`RACE`].
+pub const MAIN: [u8; 0x40] = {
     let sp = STACK_TOP.to_le_bytes();
     let ecx = ECX_AT.to_le_bytes();
     let ran = RAN_AT.to_le_bytes();
@@ -129,37 +143,79 @@ pub const MAIN: [u8; 0x44] = {
         &[0x66, 0xc7, 0x06, wrote[0], wrote[1], w[0], w[1], w[2], w[3]],
         // 3b: lock inc word [0x818]
         &[0xf0, 0xff, 0x06, m[0], m[1]],
-        // 40: cli
-        &[0xfa],
-        // 41: hlt
-        &[0xf4],
-        // 42: jmp 41
-        &[0xeb, 0xfd],
     ])
 };
 
-/// The #GP handler, right after [`MAIN`] (no error code in real mode:
-/// the stack holds IP, CS, FLAGS): record the IP, then [`GP`], count;
-/// halt.
-pub const ON_GP: [u8; 25] = {
+/// Where [`RACE`] starts: right after [`MAIN`], which runs on into it.
+pub const RACE_AT: u16 = MAIN.len() as u16;
+/// Where in [`RACE`] its write to [`RACE_TARGET`] is (the IP its #GP
+/// pushes).
+pub const RACE_WRITE_IP: u16 = RACE_AT + 13;
+
+/// The race loop (the race row, `super::report_race`): reset SP (a #GP
+/// handler jumps here), then for ever: count in [`HEART_AT`], write the
+/// count to [`RACE_TARGET`]. Once the page is locked and this processor
+/// no longer holds a writable translation of it, the write faults and
+/// [`ON_GP`] ends the loop.
+pub const RACE: [u8; 0x13] = {
+    let sp = STACK_TOP.to_le_bytes();
+    let h = HEART_AT.to_le_bytes();
+    let t = RACE_TARGET.to_le_bytes();
+    flat(&[
+        // 40: mov sp, 0x1000
+        &[0xbc, sp[0], sp[1]],
+        // 43: lock inc dword [0x820]
+        &[0xf0, 0x66, 0xff, 0x06, h[0], h[1]],
+        // 49: mov eax, [0x820]
+        &[0x66, 0xa1, h[0], h[1]],
+        // 4d: mov [0x2000], eax (RACE_WRITE_IP)
+        &[0x66, 0xa3, t[0], t[1]],
+        // 51: jmp 43
+        &[0xeb, 0xf0],
+    ])
+};
+
+/// Where the #GP handler starts (its IVT offset).
+pub const GP_HANDLER: u16 = RACE_AT + RACE.len() as u16;
+
+/// The #GP handler, after [`RACE`] (no error code in real mode: the
+/// stack holds IP, CS, FLAGS). At [`WRITE_IP`]: record the IP, then
+/// [`GP`], count, and go on into [`RACE`]. Anywhere else (the race's
+/// write): record the IP, count in [`RACE_GP_COUNT_AT`]; halt.
+pub const ON_GP: [u8; 43] = {
     let ip = GP_IP_AT.to_le_bytes();
     let gp = GP_AT.to_le_bytes();
     let g = GP.to_le_bytes();
     let n = GP_COUNT_AT.to_le_bytes();
+    let w = WRITE_IP.to_le_bytes();
+    let rip = RACE_GP_IP_AT.to_le_bytes();
+    let rn = RACE_GP_COUNT_AT.to_le_bytes();
+    // The near jump back to RACE, from the end of its 3 bytes at +26.
+    let back = (RACE_AT.wrapping_sub(GP_HANDLER + 29)).to_le_bytes();
     flat(&[
-        // 44: pop ax (the faulting IP)
+        // +0: pop ax (the faulting IP)
         &[0x58],
-        // 45: mov cs:[0x81a], ax
+        // +1: cmp ax, WRITE_IP
+        &[0x3d, w[0], w[1]],
+        // +4: jne +29 (the race's fault)
+        &[0x75, 29 - 6],
+        // +6: mov cs:[0x81a], ax
         &[0x2e, 0xa3, ip[0], ip[1]],
-        // 49: mov dword cs:[0x808], GP
+        // +10: mov dword cs:[0x808], GP
         &[0x2e, 0x66, 0xc7, 0x06, gp[0], gp[1], g[0], g[1], g[2], g[3]],
-        // 53: lock inc word cs:[0x816]
+        // +20: lock inc word cs:[0x816]
         &[0xf0, 0x2e, 0xff, 0x06, n[0], n[1]],
-        // 59: cli
+        // +26: jmp RACE
+        &[0xe9, back[0], back[1]],
+        // +29: mov cs:[0x826], ax
+        &[0x2e, 0xa3, rip[0], rip[1]],
+        // +33: lock inc word cs:[0x824]
+        &[0xf0, 0x2e, 0xff, 0x06, rn[0], rn[1]],
+        // +39: cli
         &[0xfa],
-        // 5a: hlt
+        // +40: hlt
         &[0xf4],
-        // 5b: jmp 5a
+        // +41: jmp +40
         &[0xeb, 0xfd],
     ])
 };
@@ -171,23 +227,21 @@ pub const ON_OTHER: [u8; 19] = {
     let at = OTHER_AT.to_le_bytes();
     let o = OTHER.to_le_bytes();
     flat(&[
-        // 5d: pop ax (the IP the event pushed)
+        // +0: pop ax (the IP the event pushed)
         &[0x58],
-        // 5e: mov cs:[0x81c], ax
+        // +1: mov cs:[0x81c], ax
         &[0x2e, 0xa3, ip[0], ip[1]],
-        // 62: mov dword cs:[0x810], OTHER
+        // +5: mov dword cs:[0x810], OTHER
         &[0x2e, 0x66, 0xc7, 0x06, at[0], at[1], o[0], o[1], o[2], o[3]],
-        // 6c: cli
+        // +15: cli
         &[0xfa],
-        // 6d: hlt
+        // +16: hlt
         &[0xf4],
-        // 6e: jmp 6d
+        // +17: jmp +16
         &[0xeb, 0xfd],
     ])
 };
 
-/// Where the #GP handler starts (its IVT offset).
-pub const GP_HANDLER: u16 = MAIN.len() as u16;
 /// Where the other vectors' handler starts.
 pub const OTHER_HANDLER: u16 = GP_HANDLER + ON_GP.len() as u16;
 
@@ -199,6 +253,9 @@ const _: () = {
     assert!(MAIN[WRITE_IP as usize] == 0x66 && MAIN[WRITE_IP as usize + 2] == 0x06);
     assert!(MAIN[WRITE_IP as usize + 3] == TARGET as u8);
     assert!(MAIN[WRITE_IP as usize + 4] == (TARGET >> 8) as u8);
+    let w = (RACE_WRITE_IP - RACE_AT) as usize;
+    assert!(RACE[w] == 0x66 && RACE[w + 1] == 0xa3 && RACE[w + 2] == RACE_TARGET as u8);
+    assert!(RACE_GP_IP_AT + 2 <= STACK_TOP - 6);
     assert!(OTHER_HANDLER as usize + ON_OTHER.len() <= IDTR as usize);
     assert!(IVT as usize + 256 * 4 <= RAN_AT as usize);
     assert!(OTHER_IP_AT + 2 <= STACK_TOP - 6);
@@ -217,6 +274,7 @@ pub fn install(page: u64) {
     // SAFETY: as in `put`.
     unsafe { core::ptr::write_bytes(page as *mut u8, 0, 0x1000) };
     put(page, &MAIN);
+    put(page + u64::from(RACE_AT), &RACE);
     put(page + u64::from(GP_HANDLER), &ON_GP);
     put(page + u64::from(OTHER_HANDLER), &ON_OTHER);
     let base = (page + u64::from(IVT)) as u32;
@@ -253,6 +311,10 @@ pub struct Marks {
     pub other: Option<u16>,
     /// How many ran, took the #GP, wrote.
     pub counts: [u16; 3],
+    /// The race loop's count.
+    pub heart: u32,
+    /// How many race writes faulted, and the IP the last pushed.
+    pub race_faults: (u16, u16),
 }
 
 impl Marks {
@@ -278,6 +340,8 @@ impl Marks {
                 u16_at(GP_COUNT_AT),
                 u16_at(WROTE_COUNT_AT),
             ],
+            heart: u32_at(HEART_AT),
+            race_faults: (u16_at(RACE_GP_COUNT_AT), u16_at(RACE_GP_IP_AT)),
         }
     }
 

@@ -10,12 +10,20 @@
 //! |---|---|
 //! | VMX-preemption timer expired (52) | one waiting line printed; the timer re-armed while lines wait, else disarmed; the guest resumes where it was (trap-like: nothing left undone, SDM Vol. 3C §26.5.1) |
 //! | MWAIT (36), while the timer is armed | the waiting lines printed, the timer and MWAIT exiting cleared; the guest resumes at the MWAIT, which now runs (fault-like: the instruction did not execute, §26.1.3): a C-state deeper than C2 would stop the timer |
+//! | MWAIT (36), while the timer polls (several processors) | the waiting lines printed; the MWAIT is passed over (RIP past it: an MWAIT may end at any time, SDM Vol. 2B "MWAIT", so the guest's idle loop polls again); the timer stays armed |
+//!
+//! With several processors the timer polls ([`ConsoleTimer::polling`]):
+//! armed for good, so the tick re-arms it whether or not lines wait.
+//!
+//! [`ConsoleTimer::polling`]: crate::vcpu::timer::ConsoleTimer::polling
 
 use super::{ExitAction, ExitError, Vcpu};
 use crate::hw::{Cpu, Vmcs};
 use crate::policy::Policy;
 use crate::vcpu::memory::GuestMemory;
+use crate::vcpu::timer::ConsoleTimer;
 use crate::vmx::controls::{ExitControls, PinBased, PrimaryProcBased};
+use crate::vmx::error::VmFail;
 use crate::vmx::fields::{Control32, Guest32};
 
 /// Arms the timer when the exit just handled left lines waiting; without
@@ -41,7 +49,7 @@ pub fn tick<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
 ) -> Result<ExitAction, ExitError> {
     vcpu.audit.print_next();
     // The saved count is 0 now: reloaded, or the controls cleared.
-    set(vcpu, vcpu.audit.has_pending())?;
+    set(vcpu, vcpu.audit.has_pending() || vcpu.timer.poll)?;
     Ok(ExitAction::Resume)
 }
 
@@ -58,22 +66,37 @@ pub fn mwait<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         return Ok(None);
     }
     vcpu.audit.print_pending();
+    if vcpu.timer.poll {
+        return vcpu.advance_rip().map(Some);
+    }
     set(vcpu, false)?;
     Ok(Some(ExitAction::Resume))
 }
 
-/// Sets (with a full tick's count) or clears "activate VMX-preemption
-/// timer" and "save VMX-preemption timer value" together (§27.2.1.2),
-/// and "MWAIT exiting" with them where it is used.
+/// Sets (with a full tick's count) or clears the timer's controls in
+/// `vcpu`'s VMCS ([`write_controls`]).
 fn set<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     on: bool,
 ) -> Result<(), ExitError> {
-    let Some(ticks) = vcpu.timer.ticks() else {
+    Ok(write_controls(&mut vcpu.vmcs, &mut vcpu.timer, on)?)
+}
+
+/// Sets (with a full tick's count) or clears "activate VMX-preemption
+/// timer" and "save VMX-preemption timer value" together (§27.2.1.2),
+/// and "MWAIT exiting" with them where it is used; nothing without the
+/// timer. The launch arms a polling timer with it before the first VM
+/// entry of each processor.
+pub fn write_controls<V: Vmcs>(
+    vmcs: &mut V,
+    timer: &mut ConsoleTimer,
+    on: bool,
+) -> Result<(), VmFail> {
+    let Some(ticks) = timer.ticks() else {
         return Ok(());
     };
-    let pin = PinBased::from_bits_retain(vcpu.vmcs.read(Control32::PinBasedControls)?);
-    let exit = ExitControls::from_bits_retain(vcpu.vmcs.read(Control32::ExitControls)?);
+    let pin = PinBased::from_bits_retain(vmcs.read(Control32::PinBasedControls)?);
+    let exit = ExitControls::from_bits_retain(vmcs.read(Control32::ExitControls)?);
     let (pin, exit) = if on {
         (
             pin | PinBased::ACTIVATE_PREEMPTION_TIMER,
@@ -86,22 +109,21 @@ fn set<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         )
     };
     if on {
-        vcpu.vmcs.write(Guest32::PreemptionTimerValue, ticks)?;
+        vmcs.write(Guest32::PreemptionTimerValue, ticks)?;
     }
-    vcpu.vmcs.write(Control32::PinBasedControls, pin.bits())?;
-    vcpu.vmcs.write(Control32::ExitControls, exit.bits())?;
-    if vcpu.timer.mwait && on != vcpu.timer.armed {
+    vmcs.write(Control32::PinBasedControls, pin.bits())?;
+    vmcs.write(Control32::ExitControls, exit.bits())?;
+    if timer.mwait && on != timer.armed {
         let primary = PrimaryProcBased::from_bits_retain(
-            vcpu.vmcs.read(Control32::PrimaryProcessorBasedControls)?,
+            vmcs.read(Control32::PrimaryProcessorBasedControls)?,
         );
         let primary = if on {
             primary | PrimaryProcBased::MWAIT_EXITING
         } else {
             primary - PrimaryProcBased::MWAIT_EXITING
         };
-        vcpu.vmcs
-            .write(Control32::PrimaryProcessorBasedControls, primary.bits())?;
+        vmcs.write(Control32::PrimaryProcessorBasedControls, primary.bits())?;
     }
-    vcpu.timer.armed = on;
+    timer.armed = on;
     Ok(())
 }

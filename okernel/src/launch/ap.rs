@@ -191,6 +191,17 @@ pub unsafe fn join_this_processor(slot: usize, tr: (u16, u64)) -> JoinFailure {
     {
         return JoinFailure::BringUp(e);
     }
+    // The shootdown's poll, armed before the first VM entry (`presence`).
+    let mut timer = join.timer;
+    // SAFETY: `bring_up_ap` left this slot's VMCS current on this
+    // processor, in VMX root; the handle writes only the timer's controls.
+    let mut vmcs = unsafe { crate::hw::real::RealVmcs::current() };
+    if let Err(e) = crate::exit::console_tick::write_controls(&mut vmcs, &mut timer, true) {
+        return JoinFailure::BringUp(LaunchError::Vmx {
+            op: super::config::VmxStep::Controls,
+            err: e,
+        });
+    }
     let frame = core::ptr::with_exposed_provenance_mut::<CpuFrame>(kit.frame_addr as usize);
     // SAFETY: the frame's place is the top of this slot's host stack
     // (fresh, identity-mapped, exclusive pool memory, 64-byte aligned by
@@ -200,7 +211,11 @@ pub unsafe fn join_this_processor(slot: usize, tr: (u16, u64)) -> JoinFailure {
             regs: GuestRegisters::default(),
             run: join.run,
             pending: Pending::Nothing,
-            own: PerCpu::new(join.timer, crate::vcpu::startup::Startup::Never),
+            own: PerCpu {
+                timer,
+                ..PerCpu::new(timer, crate::vcpu::startup::Startup::Never)
+            },
+            cpu: slot + 1,
         });
     }
     join.joined.fetch_add(1, Ordering::AcqRel);

@@ -28,6 +28,7 @@ pub mod frames;
 pub mod host;
 pub mod park;
 mod platform;
+pub mod presence;
 mod run;
 pub mod seam;
 pub mod setup;
@@ -241,11 +242,20 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             run: core::ptr::NonNull::new_unchecked(run),
             pending: run::Pending::Nothing,
             own: run::PerCpu::new(timer, crate::vcpu::startup::Startup::Bootstrap),
+            cpu: 0,
         });
     }
     run::publish_for_crash_report(run);
     let mut joined = 0;
-    if aps.count() > 0 {
+    // With several processors the VMX-preemption timer is the
+    // shootdown's poll (`presence`): without it no AP joins.
+    let poll = ready.timer.polling();
+    if aps.count() > 0 && poll.is_none() {
+        log::warn!(
+            "okernel: {} application processor(s) stay parked in VMX root (they run nothing): no VMX-preemption timer, which the shootdown needs",
+            aps.count()
+        );
+    } else if let Some(poll) = poll.filter(|_| aps.count() > 0) {
         let expected = aps.count();
         let join = ap::Join {
             // SAFETY: just written, never freed.
@@ -258,7 +268,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
                 eptp,
                 cr: ready.cr,
             },
-            timer,
+            timer: poll,
             joined: core::sync::atomic::AtomicUsize::new(0),
         };
         joined = ap::publish_and_wait(join, AP_PATIENCE_TICKS);
@@ -295,7 +305,18 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let vmcs = unsafe { &mut (*(*run).as_mut_ptr()).vcpu.vmcs };
     let written = vmcs
         .write(HostNatural::Rsp, host_rsp)
-        .and_then(|()| vmcs.write(HostNatural::Rip, arch::run::vm_exit_entry(shared)));
+        .and_then(|()| vmcs.write(HostNatural::Rip, arch::run::vm_exit_entry(shared)))
+        .and_then(|()| match poll.filter(|_| shared) {
+            Some(mut poll) => {
+                crate::exit::console_tick::write_controls(vmcs, &mut poll, true)?;
+                // SAFETY: the frame was written above; no exit of this
+                // processor runs before its VMLAUNCH below.
+                unsafe { (*frame).own.timer = poll };
+                presence::PRESENCE.entering(0, true);
+                Ok(())
+            }
+            None => Ok(()),
+        });
     if let Err(err) = written {
         return Err(LaunchError::Vmx {
             op: VmxStep::HostRsp,

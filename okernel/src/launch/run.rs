@@ -34,6 +34,7 @@ use spin::mutex::SpinMutex;
 
 use super::ReportFn;
 use super::ept_view::PoolFrames;
+use super::presence::PRESENCE;
 use crate::arch::run::{RESUME, RESUME_RBX, SLOW};
 use crate::exit::{self, FastPath};
 use crate::fmt::FixedString;
@@ -116,6 +117,9 @@ pub(super) struct CpuFrame {
     pub(super) pending: Pending,
     /// This processor's own state.
     pub(super) own: PerCpu,
+    /// Its number in the shootdown's [`PRESENCE`] (0 the
+    /// bootstrap processor, slot + 1 an application processor).
+    pub(super) cpu: usize,
 }
 
 /// The registers the exit stub stores before the fast half (System V's
@@ -240,6 +244,9 @@ unsafe fn lock<'a>(regs: *mut GuestRegisters, moved: Regs) -> (&'a mut CpuFrame,
     // (the guest is stopped while the handler runs, and the monitor runs
     // with interrupts off: a VM exit clears RFLAGS.IF).
     let frame = unsafe { &mut *regs.cast::<CpuFrame>() };
+    // Before the lock: a processor waiting for the others to leave the
+    // guest holds it (`super::presence`).
+    PRESENCE.left(frame.cpu);
     // SAFETY: `run` is the run's shared state, written once before any
     // processor entered the guest and never freed.
     let run = unsafe { frame.run.as_ref() };
@@ -258,6 +265,10 @@ unsafe fn lock<'a>(regs: *mut GuestRegisters, moved: Regs) -> (&'a mut CpuFrame,
 #[inline(always)]
 unsafe fn unlock(frame: &mut CpuFrame, state: &mut RunState, moved: Regs) {
     frame.leave(&mut state.vcpu, moved);
+    // Only a slow exit (SIPI, INIT) can leave the processor waiting for
+    // its SIPI, where it runs nothing and its timer does not exit.
+    let running = moved == Regs::Fast || !waits_for_sipi(&state.vcpu);
+    PRESENCE.entering(frame.cpu, running);
     // SAFETY: the caller's contract: this exit holds the lock (its guard
     // was leaked by `lock`), and nothing of it is used after this.
     unsafe { frame.run.as_ref().force_unlock() };
@@ -335,9 +346,36 @@ unsafe extern "C" fn okernel_exit_slow_shared(regs: *mut GuestRegisters) {
     // The callee-saved registers were stored after the fast half ran.
     frame.enter(&mut state.vcpu, Regs::All);
     let pending = core::mem::replace(&mut frame.pending, Pending::Nothing);
+    let generation = state.vcpu.policy.generation;
     slow_half(state, pending);
+    if crate::seam::SHOOTDOWN && state.vcpu.policy.generation != generation {
+        shootdown(state, frame.cpu);
+    }
     // SAFETY: this exit holds the lock and is done with the state.
     unsafe { unlock(frame, state, Regs::All) }
+}
+
+/// How long a processor that changed the policy waits for the others to
+/// leave the guest, in TSC ticks: 64 ticks of their VMX-preemption timer
+/// (`crate::vcpu::timer::TICK_TSC`), which exits each at least once a
+/// tick.
+const SHOOTDOWN_PATIENCE: u64 = 64 * crate::vcpu::timer::TICK_TSC;
+
+/// This exit changed the policy: waits, holding the run's lock, until
+/// every other processor has left the guest (`super::presence`), so that each
+/// catches up before it enters it again; ends the run if one does not.
+fn shootdown(state: &mut RunState, me: usize) {
+    if let Err(cpu) = PRESENCE.wait_out(me, SHOOTDOWN_PATIENCE, crate::arch::cpu::tsc) {
+        fatal_exit(state, ExitError::Shootdown(cpu));
+    }
+}
+
+/// Whether the current VMCS enters the guest in the wait-for-SIPI state.
+fn waits_for_sipi(vcpu: &MonitorVcpu) -> bool {
+    use crate::hw::Vmcs;
+    vcpu.vmcs
+        .read(crate::vmx::fields::Guest32::ActivityState)
+        .is_ok_and(|a| a == crate::vcpu::startup::ActivityState::WaitForSipi as u32)
 }
 
 /// Reports a VMRESUME that failed; called by the exit stub only.

@@ -168,6 +168,42 @@ fn an_mwait_while_lines_wait_prints_them_and_then_runs() {
 }
 
 #[test]
+fn a_polling_timer_stays_armed_and_passes_over_mwait() {
+    // Several processors: the timer is the shootdown's poll (`presence`),
+    // armed for good from launch, so a processor in the guest always
+    // exits within a tick; a tick with no line waiting re-arms it, and an
+    // MWAIT (whose deep C-states would stop it) is passed over.
+    let mut v = with_timer();
+    let ticks = u64::from(v.timer.ticks().unwrap());
+    let mut poll = v.timer.polling().unwrap();
+    crate::exit::console_tick::write_controls(&mut v.vmcs, &mut poll, true).unwrap();
+    v.timer = poll;
+    assert_eq!(timer(&v), (true, true, ticks), "armed at launch");
+    assert!(mwait_exiting(&v));
+    assert_eq!(tick(&mut v), ExitAction::Resume);
+    assert!(printed_lines().is_empty());
+    assert_eq!(
+        timer(&v),
+        (true, true, ticks),
+        "re-armed with nothing waiting"
+    );
+    // A line waits: out at the next tick, and the timer still armed.
+    out(&mut v, DENIED, 1);
+    tick(&mut v);
+    assert_eq!(printed_lines().len(), 1);
+    assert_eq!(timer(&v), (true, true, ticks));
+    // MWAIT: the waiting line out, the instruction passed over, nothing
+    // injected, the timer and MWAIT exiting still on.
+    out(&mut v, DENIED, 1);
+    let at = rip(&v);
+    assert_eq!(run(&mut v, ExitReason::Mwait, 0, 3), Ok(ExitAction::Resume));
+    assert_eq!(printed_lines().len(), 1);
+    assert_eq!((rip(&v), injected(&v)), (at + 3, 0), "MWAIT passed over");
+    assert_eq!((timer(&v).0, timer(&v).1), (true, true));
+    assert!(mwait_exiting(&v));
+}
+
+#[test]
 fn the_probe_offers_the_timer_only_with_both_controls() {
     use crate::msrs;
     let without = |msr: u32, bit: u32| {

@@ -21,6 +21,7 @@ mod fuzzing;
 mod hypercall;
 mod launch;
 mod launch_bringup;
+mod launch_presence;
 mod layers;
 mod msr_policy;
 mod policy;

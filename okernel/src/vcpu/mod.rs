@@ -98,4 +98,12 @@ pub enum ExitError {
     /// readable when the write was let through: a monitor bug)
     #[error("could not restore locked text page {0:#x} after a refused patch")]
     PatchRestore(u64),
+    /// after a policy change another processor did not leave the guest
+    /// within the shootdown's patience (`crate::launch::presence`): the
+    /// run ends rather than the hypercall return with its old
+    /// translations live
+    #[error(
+        "shootdown: processor {0} did not leave the guest within the patience after a policy change"
+    )]
+    Shootdown(usize),
 }

@@ -6,6 +6,14 @@
 //! exits in between do not restart its count; that control needs
 //! "activate VMX-preemption timer" (§27.2.1.2), so the two are set and
 //! cleared together.
+//!
+//! With more than one processor the timer is also the shootdown's poll
+//! (`docs/smp.md`): every processor keeps it armed for the whole run
+//! ([`ConsoleTimer::polling`]), so every processor in VMX non-root
+//! operation exits at least once per tick — also from HLT, where it
+//! counts (C1, §26.5.1) — and a hypercall that changed the policy waits
+//! (`crate::launch::presence`) until each has left the guest and so will
+//! catch up before it enters again (`crate::exit::vmcs_sync`).
 
 /// TSC cycles between two ticks: about 0.35 ms at 3 GHz.
 pub const TICK_TSC: u64 = 1 << 20;
@@ -23,6 +31,9 @@ pub struct ConsoleTimer {
     pub mwait: bool,
     /// Whether the controls are set.
     pub armed: bool,
+    /// Whether the timer stays armed for good: the shootdown's poll
+    /// (several processors).
+    pub poll: bool,
 }
 
 impl ConsoleTimer {
@@ -41,7 +52,20 @@ impl ConsoleTimer {
             ticks,
             mwait: mwait && ticks.is_some(),
             armed: false,
+            poll: false,
         }
+    }
+
+    /// This timer as the shootdown's poll: armed for good (once the
+    /// launch armed it, `crate::exit::console_tick::write_controls`); an
+    /// MWAIT then exits and is passed over
+    /// (`crate::exit::console_tick::mwait`). `None` without the timer:
+    /// there is then no poll, and no shootdown.
+    pub const fn polling(self) -> Option<Self> {
+        if self.ticks.is_none() {
+            return None;
+        }
+        Some(Self { poll: true, ..self })
     }
 
     /// The count to load for one tick, when the processor offers the
@@ -63,5 +87,13 @@ mod tests {
         // Never zero: a zero count would exit before every instruction.
         assert_eq!(ConsoleTimer::new(Some(31), true).ticks(), Some(1));
         assert_eq!(ConsoleTimer::new(Some(32), true).ticks(), None);
+    }
+
+    #[test]
+    fn only_a_timer_the_processor_offers_polls() {
+        assert_eq!(ConsoleTimer::new(None, true).polling(), None);
+        let poll = ConsoleTimer::new(Some(5), false).polling().unwrap();
+        assert!(poll.poll && !poll.armed);
+        assert_eq!(poll.ticks(), Some(1 << 15 | 1));
     }
 }

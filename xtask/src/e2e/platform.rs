@@ -67,6 +67,22 @@ pub struct PlatformCase {
     /// line (`fail: FORGED by the guest`) must be the run's result (bare)
     /// or no line of the monitor's may say `FORGED` (under okernel).
     pub forged: Option<bool>,
+    /// A negative control under a planted-defect build of the monitor.
+    pub planted: Option<Planted>,
+}
+
+/// A row under a monitor built with one deliberate defect: the attack
+/// that defect opens must succeed, every other attack of the row must
+/// still be blocked.
+#[derive(Debug, Clone, Copy)]
+pub struct Planted {
+    /// The loader's feature (`planted-no-shootdown`).
+    pub feature: &'static str,
+    /// What the guest's command line adds, so that it expects the attack
+    /// to succeed.
+    pub guest_arg: &'static str,
+    /// The attack's check line.
+    pub attack: &'static str,
 }
 
 /// What the loader prints once the other `cpus - 1` processors are in
@@ -109,6 +125,7 @@ fn one_cpu(
         floppy: false,
         pci_vga: false,
         forged: None,
+        planted: None,
     }
 }
 
@@ -117,7 +134,11 @@ pub fn cases() -> Vec<PlatformCase> {
     let smp = |name, cpus, direct, expected| PlatformCase {
         name,
         scenario: "smp",
-        attacks: &["attack-ap-start-outside-vmx", "attack-ap-write-locked-page"],
+        attacks: &[
+            "attack-ap-start-outside-vmx",
+            "attack-ap-write-locked-page",
+            "attack-race-write-vs-lock",
+        ],
         cpus,
         direct,
         // Every other processor parked, then each started by the guest's
@@ -135,6 +156,7 @@ pub fn cases() -> Vec<PlatformCase> {
         floppy: false,
         pci_vga: false,
         forged: None,
+        planted: None,
     };
     let sleep = |name, direct, expected| PlatformCase {
         name,
@@ -162,6 +184,7 @@ pub fn cases() -> Vec<PlatformCase> {
         floppy: false,
         pci_vga: false,
         forged: None,
+        planted: None,
     };
     let dma = |name, direct, expected| PlatformCase {
         name,
@@ -183,6 +206,7 @@ pub fn cases() -> Vec<PlatformCase> {
         floppy: true,
         pci_vga: false,
         forged: None,
+        planted: None,
     };
     let forge = |name, direct, expected| PlatformCase {
         forged: Some(direct),
@@ -224,14 +248,27 @@ pub fn cases() -> Vec<PlatformCase> {
             "smp",
             2,
             false,
-            "2 CPUs: AP parked, started under the monitor, its write to the locked page denied",
+            "2 CPUs: AP parked, started under the monitor, its write to the locked page denied, no write after a lock returned",
         ),
         smp(
             "smp-4cpu",
             4,
             false,
-            "4 CPUs: 3 APs parked, started under the monitor, writes denied",
+            "4 CPUs: 3 APs parked, started under the monitor, writes denied, the race lost",
         ),
+        PlatformCase {
+            planted: Some(Planted {
+                feature: "planted-no-shootdown",
+                guest_arg: "shootdown=off",
+                attack: "attack-race-write-vs-lock",
+            }),
+            ..smp(
+                "smp-race-no-shootdown",
+                2,
+                false,
+                "monitor without its shootdown: an AP's write lands after the lock returned",
+            )
+        },
         sleep(
             "sleep-no-monitor",
             true,
@@ -277,10 +314,17 @@ pub fn cases() -> Vec<PlatformCase> {
     ]
 }
 
-fn spec(images: &Images, case: &PlatformCase) -> RunSpec {
-    RunSpec {
+fn spec(images: &Images, case: &PlatformCase) -> Result<RunSpec, String> {
+    let (image, guest_arg) = match case.planted {
+        Some(p) => (
+            crate::images::build_planted_image(p.feature)?,
+            format!(" {}", p.guest_arg),
+        ),
+        None => (images.okernel.clone(), String::new()),
+    };
+    Ok(RunSpec {
         name: case.name.to_string(),
-        image: images.okernel.clone(),
+        image,
         guest: GuestModule::File(images.guest.clone()),
         cmdline: if case.direct {
             "log=info mode=direct"
@@ -288,18 +332,18 @@ fn spec(images: &Images, case: &PlatformCase) -> RunSpec {
             "log=info"
         }
         .to_string(),
-        guest_cmdline: format!("scenario={}", case.scenario),
+        guest_cmdline: format!("scenario={}{guest_arg}", case.scenario),
         timeout: Duration::from_secs(120),
         run_dir: crate::images::root().join("target/runs").join(case.name),
         gdb: false,
-    }
+    })
 }
 
 /// The run's spec and Bochs machine: the case's processors, and for the
 /// DMA rows a floppy image (in the run directory) whose every sector
 /// repeats the guest's pattern.
 fn machine(images: &Images, case: &PlatformCase) -> Result<(RunSpec, BochsConfig), String> {
-    let spec = spec(images, case);
+    let spec = spec(images, case)?;
     let mut config = BochsConfig {
         model: DEFAULT_MODEL,
         cpus: case.cpus,
@@ -335,8 +379,13 @@ pub fn judge(report: &RunReport, case: &PlatformCase, log: &str) -> Verdict {
         Ok(c) => c,
         Err(e) => return bad(e),
     };
-    let want = if case.direct { "succeeded" } else { "blocked" };
     for &attack in case.attacks {
+        let opened = case.planted.is_some_and(|p| p.attack == attack);
+        let want = if case.direct || opened {
+            "succeeded"
+        } else {
+            "blocked"
+        };
         let lines: Vec<_> = checks.iter().filter(|c| c.check == attack).collect();
         let [line] = lines.as_slice() else {
             return bad(format!("{} `{attack}` lines, not one", lines.len()));
@@ -463,11 +512,18 @@ mod tests {
     }
 
     #[test]
-    fn smp_rows_need_both_attacks_the_parked_line_and_each_start() {
+    fn smp_rows_need_every_attack_the_parked_line_and_each_start() {
         let start = "attack-ap-start-outside-vmx";
         let write = "attack-ap-write-locked-page";
+        let race = "attack-race-write-vs-lock";
         let ok = |r: &RunReport, c: &str| judge(r, &case(c), "") == Verdict::Ok;
-        let both = |result, ok_| [(start, result, ok_), (write, result, ok_)];
+        let both = |result, ok_| {
+            [
+                (start, result, ok_),
+                (write, result, ok_),
+                (race, result, ok_),
+            ]
+        };
         let parked = |cpus| format!("[INFO  loader] {}, 0 not enabled)", parked_line(cpus));
         let sipi = format!("[INFO  loader] {SIPI_LINE}");
         let console = |cpus: u32, starts: usize| {
@@ -500,10 +556,37 @@ mod tests {
         // One attack line missing, one not holding, the write through.
         assert!(!ok(&report(start, "blocked", true, &console(2, 1)), "smp"));
         assert!(!ok(&report(write, "blocked", true, &console(2, 1)), "smp"));
-        let mixed = [(start, "blocked", true), (write, "succeeded", true)];
+        let mixed = [
+            (start, "blocked", true),
+            (write, "succeeded", true),
+            (race, "blocked", true),
+        ];
         assert!(!ok(&report_of(&mixed, &console(2, 1)), "smp"));
-        let failed = [(start, "blocked", false), (write, "blocked", true)];
+        let failed = [
+            (start, "blocked", false),
+            (write, "blocked", true),
+            (race, "blocked", true),
+        ];
         assert!(!ok(&report_of(&failed, &console(2, 1)), "smp"));
+        let raced = [
+            (start, "blocked", true),
+            (write, "blocked", true),
+            (race, "succeeded", true),
+        ];
+        assert!(!ok(&report_of(&raced, &console(2, 1)), "smp"));
+        // The planted-defect row: the race succeeded, the rest blocked.
+        assert!(ok(
+            &report_of(&raced, &console(2, 1)),
+            "smp-race-no-shootdown"
+        ));
+        assert!(!ok(
+            &report_of(&both("blocked", true), &console(2, 1)),
+            "smp-race-no-shootdown"
+        ));
+        assert!(!ok(
+            &report_of(&mixed, &console(2, 1)),
+            "smp-race-no-shootdown"
+        ));
         // No start line (the AP never ran under the monitor), too few or
         // too many for the processors, no parked line, another count's.
         assert!(!ok(
