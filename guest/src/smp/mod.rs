@@ -50,9 +50,10 @@ const LOCKED: u64 = PAGE + start_up::TARGET as u64;
 /// The race row's page (DS:0x2000 there).
 const RACE_PAGE: u64 = PAGE + start_up::RACE_TARGET as u64;
 /// How long the BSP watches the race page after its lock returned, in
-/// TSC ticks: four of the monitor's poll ticks (`okernel::vcpu::timer`,
-/// 2^20), so that without the shootdown a processor keeps writing
-/// through its old translation for a while within it.
+/// TSC ticks: four of the monitor's console ticks and 32 of its poll
+/// ticks (`okernel::vcpu::timer`, 2^20 and 2^17), so that without the
+/// shootdown a processor that keeps writing through its old translation
+/// until its next exit does it within the watch.
 const RACE_WATCH: u64 = 4 << 20;
 /// What [`LOCKED`] holds before the attack, repeated.
 const FILL: &[u8; 16] = b"OKERNEL-AP-LOCK!";
@@ -286,6 +287,10 @@ struct Race {
     heart: (u32, u32),
     /// The marks after.
     marks: Marks,
+    /// Under okernel: a second lock (of the code page) made once the
+    /// others halted on their race #GP returned, and succeeded: their
+    /// VMX-preemption timer brings them out of HLT for the shootdown.
+    halted_lock: Option<bool>,
 }
 
 /// `race-write-vs-lock`: with the other processors in [`start_up::RACE`]
@@ -313,14 +318,23 @@ fn race(entry: EntryMode) -> Race {
     let at_return = dword();
     let heart_at_return = heart();
     wait(RACE_WATCH);
+    let after = dword();
+    let heart_after = heart();
+    let marks = Marks::read(PAGE);
+    // Every processor that took its race #GP halted (CLI, HLT): a lock
+    // now waits for each to leave HLT. (The code page: nothing writes it
+    // any more.)
+    let halted_lock = (monitor && marks.race_faults.0 == marks.counts[0])
+        .then(|| crate::attacks::audit::lock_page_read_only(PAGE));
     Race {
         racing,
         locked,
         before,
         at_return,
-        after: dword(),
-        heart: (heart_at_return, heart()),
-        marks: Marks::read(PAGE),
+        after,
+        heart: (heart_at_return, heart_after),
+        marks,
+        halted_lock,
     }
 }
 
@@ -486,6 +500,7 @@ fn report_race(checks: &mut Checks, entry: EntryMode, shootdown: bool, race: &Ra
                     && faults > 0
                     && fault_ip == start_up::RACE_WRITE_IP
                     && audited
+                    && race.halted_lock == Some(true)
             }
             (EntryMode::NonRoot, false) => race.locked == Some(true) && !blocked,
             (EntryMode::Direct, _) => !blocked,
@@ -495,7 +510,7 @@ fn report_race(checks: &mut Checks, entry: EntryMode, shootdown: bool, race: &Ra
         3,
         ok,
         format_args!(
-            "page {RACE_PAGE:#x} written in a loop: {}; locked: {}; at return {:#x} (loop {}), +{RACE_WATCH}: {:#x} (loop {}): {}; race #GP x{} at {:#x}",
+            "page {RACE_PAGE:#x} looped: {}; locked: {}; at return {:#x} (#{}), later {:#x} (#{}): {}; race #GP x{} at {:#x}; lock, all halted: {}",
             if race.racing { "yes" } else { "NO" },
             match race.locked {
                 Some(true) => "yes",
@@ -509,6 +524,11 @@ fn report_race(checks: &mut Checks, entry: EntryMode, shootdown: bool, race: &Ra
             if blocked { "no write after" } else { "WROTE after" },
             faults,
             fault_ip,
+            match race.halted_lock {
+                Some(true) => "yes",
+                Some(false) => "REFUSED",
+                None => "-",
+            },
         ),
         mode,
         expected,

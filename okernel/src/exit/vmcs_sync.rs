@@ -12,11 +12,10 @@
 //! is handled; an application processor does it when its SIPI starts it
 //! (`super::sipi`), so one started after a lock starts locked.
 //!
-//! What this does not give: a processor that takes no exit keeps its old
-//! VMCS controls and cached translations until it does (no IPI forces an
-//! exit yet: with external-interrupt and NMI exiting off, none would
-//! reach the monitor). The shootdown that makes a locking hypercall wait
-//! for every processor is issue 17's next step; docs/smp.md says so.
+//! A processor that takes no exit would keep its old VMCS controls and
+//! cached translations: the shootdown (`crate::launch::presence`) makes
+//! the hypercall that changed the policy wait until every other processor
+//! has left the guest, so each runs this before it enters it again.
 //!
 //! A pin on a processor that does not have the bit set (an application
 //! processor started in real mode, CR0.PG and CR0.WP clear) binds it from

@@ -356,10 +356,10 @@ unsafe extern "C" fn okernel_exit_slow_shared(regs: *mut GuestRegisters) {
 }
 
 /// How long a processor that changed the policy waits for the others to
-/// leave the guest, in TSC ticks: 64 ticks of their VMX-preemption timer
-/// (`crate::vcpu::timer::TICK_TSC`), which exits each at least once a
+/// leave the guest, in TSC ticks: 512 ticks of their VMX-preemption timer
+/// (`crate::vcpu::timer::POLL_TSC`), which exits each at least once a
 /// tick.
-const SHOOTDOWN_PATIENCE: u64 = 64 * crate::vcpu::timer::TICK_TSC;
+const SHOOTDOWN_PATIENCE: u64 = 512 * crate::vcpu::timer::POLL_TSC;
 
 /// This exit changed the policy: waits, holding the run's lock, until
 /// every other processor has left the guest (`super::presence`), so that each

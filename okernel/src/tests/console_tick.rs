@@ -174,8 +174,8 @@ fn a_polling_timer_stays_armed_and_passes_over_mwait() {
     // exits within a tick; a tick with no line waiting re-arms it, and an
     // MWAIT (whose deep C-states would stop it) is passed over.
     let mut v = with_timer();
-    let ticks = u64::from(v.timer.ticks().unwrap());
     let mut poll = v.timer.polling().unwrap();
+    let ticks = u64::from(poll.ticks().unwrap());
     crate::exit::console_tick::write_controls(&mut v.vmcs, &mut poll, true).unwrap();
     v.timer = poll;
     assert_eq!(timer(&v), (true, true, ticks), "armed at launch");

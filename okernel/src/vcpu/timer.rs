@@ -18,6 +18,14 @@
 /// TSC cycles between two ticks: about 0.35 ms at 3 GHz.
 pub const TICK_TSC: u64 = 1 << 20;
 
+/// TSC cycles between two ticks of the shootdown's poll
+/// ([`ConsoleTimer::polling`]): about 44 µs at 3 GHz. A view change with
+/// other processors running waits up to one of them (`cargo xtask bench
+/// vmx`, `view-change`); each processor exits once per tick (a few
+/// thousand cycles: about 2% of its time).
+pub const POLL_TSC: u64 = TICK_TSC >> POLL_SHIFT;
+const POLL_SHIFT: u32 = 3;
+
 /// Whether the processor offers the timer, its count per tick, and
 /// whether it is armed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,7 +64,8 @@ impl ConsoleTimer {
         }
     }
 
-    /// This timer as the shootdown's poll: armed for good (once the
+    /// This timer as the shootdown's poll, with the shorter tick
+    /// [`POLL_TSC`]: armed for good (once the
     /// launch armed it, `crate::exit::console_tick::write_controls`); an
     /// MWAIT then exits and is passed over
     /// (`crate::exit::console_tick::mwait`). `None` without the timer:
@@ -65,7 +74,14 @@ impl ConsoleTimer {
         if self.ticks.is_none() {
             return None;
         }
-        Some(Self { poll: true, ..self })
+        Some(Self {
+            poll: true,
+            ticks: match self.ticks {
+                Some(t) => Some((t >> POLL_SHIFT) | 1),
+                None => None,
+            },
+            ..self
+        })
     }
 
     /// The count to load for one tick, when the processor offers the
@@ -94,6 +110,8 @@ mod tests {
         assert_eq!(ConsoleTimer::new(None, true).polling(), None);
         let poll = ConsoleTimer::new(Some(5), false).polling().unwrap();
         assert!(poll.poll && !poll.armed);
-        assert_eq!(poll.ticks(), Some(1 << 15 | 1));
+        assert_eq!(poll.ticks(), Some(1 << 12 | 1), "POLL_TSC >> 5");
+        assert_eq!(POLL_TSC, 1 << 17);
+        assert_eq!(ConsoleTimer::new(Some(31), true).polling().unwrap().ticks(), Some(1));
     }
 }
