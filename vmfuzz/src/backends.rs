@@ -70,6 +70,8 @@ pub struct SessionConfig {
     pub case_timeout: Option<Duration>,
     /// Bochs' `cpu: ips=` (none: [`qemu_harness::fuzz::DEFAULT_FUZZ_IPS`]).
     pub bochs_ips: Option<u64>,
+    /// Bochs' processors (`cpu: count=`; none: one).
+    pub bochs_cpus: Option<u32>,
     /// Send every case empty ([`EmptyCases`]): the benchmark's baseline.
     pub empty_cases: bool,
 }
@@ -171,6 +173,9 @@ fn open_backend(
             }
             if let Some(ips) = cfg.bochs_ips {
                 options.ips = ips;
+            }
+            if let Some(cpus) = cfg.bochs_cpus {
+                options.cpus = cpus;
             }
             Box::new(BochsSession::open(spec, options)?)
         }

@@ -39,6 +39,8 @@ options:
   --bochs-ips N      Bochs' emulated instructions per second (default 2M;
                      with `clock: sync=none` it only sets how many
                      instructions a byte of the UART takes)
+  --cpus N           Bochs' processors (default 1; 2..=8: okernel runs
+                     with the others joined, every exit on its shared path)
   --empty-cases      send every case empty (no operations): the fixed cost
                      of a case, the baseline of `cargo xtask bench fuzz`
   --broker-port P    the TCP port of the multi-core broker (default: a free
@@ -80,6 +82,8 @@ pub struct Options {
     pub case_timeout: Option<u64>,
     /// `--bochs-ips`.
     pub bochs_ips: Option<u64>,
+    /// `--cpus`.
+    pub cpus: Option<u32>,
     /// `--empty-cases`.
     pub empty_cases: bool,
     /// `--replay`.
@@ -104,6 +108,7 @@ impl Default for Options {
             broker_port: 0,
             case_timeout: None,
             bochs_ips: None,
+            cpus: None,
             empty_cases: false,
             replay: None,
             help: false,
@@ -143,6 +148,13 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "--broker-port" => o.broker_port = number(name, value()?)?,
             "--case-timeout" => o.case_timeout = Some(number(name, value()?)?),
             "--bochs-ips" => o.bochs_ips = Some(number(name, value()?)?),
+            "--cpus" => {
+                let n: u32 = number(name, value()?)?;
+                if !(1..=8).contains(&n) {
+                    return Err(format!("{name}: {n} processors: expected 1 to 8"));
+                }
+                o.cpus = Some(n);
+            }
             "--replay" => o.replay = Some(value()?.into()),
             "--empty-cases" if inline.is_none() => o.empty_cases = true,
             "--stop-on-crash" if inline.is_none() => o.stop_on = StopOn::Objective,
@@ -200,6 +212,7 @@ fn run(o: &Options) -> Result<u8, String> {
         run_dir: o.out.join("runs"),
         case_timeout: o.case_timeout.map(Duration::from_secs),
         bochs_ips: o.bochs_ips,
+        bochs_cpus: o.cpus,
         empty_cases: o.empty_cases,
     };
     if let Some(file) = &o.replay {

@@ -112,6 +112,9 @@ mod tests {
         assert!(poll.poll && !poll.armed);
         assert_eq!(poll.ticks(), Some(1 << 12 | 1), "POLL_TSC >> 5");
         assert_eq!(POLL_TSC, 1 << 17);
-        assert_eq!(ConsoleTimer::new(Some(31), true).polling().unwrap().ticks(), Some(1));
+        assert_eq!(
+            ConsoleTimer::new(Some(31), true).polling().unwrap().ticks(),
+            Some(1)
+        );
     }
 }

@@ -46,6 +46,11 @@ pub struct BochsOptions {
     pub boot_timeout: Duration,
     /// From sending a case to its whole result.
     pub case_timeout: Duration,
+    /// Processors (`cpu: count=`): with more than one, okernel runs with
+    /// the others joined (waiting for their SIPI under the monitor), so
+    /// every exit takes the shared path (the run's lock, the per-processor
+    /// frame, the catch-up, the shootdown's marks).
+    pub cpus: u32,
 }
 
 impl Default for BochsOptions {
@@ -54,6 +59,7 @@ impl Default for BochsOptions {
             ips: DEFAULT_FUZZ_IPS,
             boot_timeout: Duration::from_secs(60),
             case_timeout: Duration::from_secs(2),
+            cpus: 1,
         }
     }
 }
@@ -131,6 +137,7 @@ impl BochsSession {
         let config = BochsConfig {
             ips: self.options.ips,
             com2_socket: Some(addr.to_string()),
+            cpus: self.options.cpus,
             ..BochsConfig::default()
         };
         let cmd = Bochs::command(&dir, &config)?;

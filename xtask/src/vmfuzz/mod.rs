@@ -88,6 +88,9 @@ pub fn vm(args: &[String]) -> Result<bool, String> {
     if let Some(file) = &o.replay {
         return replay(&built, image, &o, file);
     }
+    if let Some(cpus) = o.cpus.filter(|&n| n > 1) {
+        joins(&built, image, &o.backend, cpus)?;
+    }
     let run = drive(&built, image, &name, &args)?;
     let s = &run.summary;
     // What this run must show.
@@ -160,6 +163,52 @@ pub fn vm(args: &[String]) -> Result<bool, String> {
     }
 }
 
+/// With `--cpus N`, before the campaign: the same fuzz image on a Bochs
+/// of `cpus` processors, booted once with the monitor's log at `info`
+/// (the campaign's is `error`), must say that the other processors
+/// joined the run — else the campaign would fuzz one processor while
+/// claiming several.
+fn joins(built: &Built, image: &Path, backend: &str, cpus: u32) -> Result<(), String> {
+    if backend != "bochs" {
+        return Err(format!(
+            "fuzz vm: --cpus {cpus}: only the bochs backend runs several processors"
+        ));
+    }
+    let name = format!("fuzz-joins-{cpus}cpu");
+    let spec = qemu_harness::RunSpec {
+        name: name.clone(),
+        image: image.to_path_buf(),
+        guest: qemu_harness::GuestModule::File(built.guest.clone()),
+        cmdline: "log=info".into(),
+        guest_cmdline: "scenario=boot".into(),
+        timeout: std::time::Duration::from_secs(120),
+        run_dir: images::root().join("target/runs").join(&name),
+        gdb: false,
+    };
+    let config = qemu_harness::bochs::BochsConfig {
+        model: qemu_harness::bochs::DEFAULT_MODEL,
+        cpus,
+        ..Default::default()
+    };
+    let report =
+        qemu_harness::bochs::Bochs::run_config(&spec, config).map_err(|e| e.to_string())?;
+    let want = format!("okernel: {} application processor(s) joined", cpus - 1);
+    match report.monitor_lines().find(|l| l.contains(&want)) {
+        Some(line) => {
+            println!(
+                "fuzz vm: {cpus} processors: the fuzz image says `{}`",
+                line.trim()
+            );
+            Ok(())
+        }
+        None => Err(format!(
+            "fuzz vm: --cpus {cpus}: the fuzz image did not say `{want}` ({}; console in {})",
+            report.summary(),
+            spec.run_dir.display()
+        )),
+    }
+}
+
 fn replay(built: &Built, image: &Path, o: &VmOptions, file: &Path) -> Result<bool, String> {
     let mut cmd = Command::new(&built.driver);
     cmd.arg("--image")
@@ -179,6 +228,9 @@ fn replay(built: &Built, image: &Path, o: &VmOptions, file: &Path) -> Result<boo
     }
     if let Some(n) = o.bochs_ips {
         cmd.args(["--bochs-ips", &n.to_string()]);
+    }
+    if let Some(n) = o.cpus {
+        cmd.args(["--cpus", &n.to_string()]);
     }
     let status = cmd
         .status()

@@ -28,6 +28,8 @@ finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
   --stop-on-crash    end at the first finding of any kind
   --case-timeout S   the session's limit per case, in seconds
   --bochs-ips N      Bochs' emulated instructions per second (default 2M)
+  --cpus N           Bochs' processors (default 1; 2..=8: okernel runs with
+                     the others joined, every exit on its shared path)
   --replay FILE      run one saved case once and print its outcome
 
 fuzz vm-planted: the oracles bite in the VM: for each planted defect an
@@ -50,6 +52,7 @@ pub(super) struct VmOptions {
     pub(super) stop_on_crash: bool,
     pub(super) case_timeout: Option<u64>,
     pub(super) bochs_ips: Option<u64>,
+    pub(super) cpus: Option<u32>,
     pub(super) replay: Option<PathBuf>,
 }
 
@@ -65,6 +68,7 @@ impl Default for VmOptions {
             stop_on_crash: false,
             case_timeout: None,
             bochs_ips: None,
+            cpus: None,
             replay: None,
         }
     }
@@ -144,6 +148,13 @@ pub(super) fn parse(args: &[String], planted_proof: bool) -> Result<VmOptions, S
                 }
                 o.bochs_ips = Some(n);
             }
+            "--cpus" => {
+                let n = number(value("--cpus")?, "--cpus")?;
+                if !(1..=8).contains(&n) {
+                    return Err(format!("--cpus: {n} processors: expected 1 to 8"));
+                }
+                o.cpus = Some(n as u32);
+            }
             "--replay" => {
                 only_vm("--replay")?;
                 o.replay = Some(PathBuf::from(value("--replay")?));
@@ -180,6 +191,9 @@ pub(super) fn common_args(o: &VmOptions, time: u64) -> Vec<String> {
     }
     if let Some(n) = o.bochs_ips {
         a.extend(["--bochs-ips".to_string(), n.to_string()]);
+    }
+    if let Some(n) = o.cpus {
+        a.extend(["--cpus".to_string(), n.to_string()]);
     }
     a
 }
