@@ -143,18 +143,50 @@ pub fn set_line_mark(on: bool) {
 /// likeliest place for one, faults with the lock held, and a panic inside
 /// one (a `Display` that panics) panics with it held.
 ///
+/// With other processors running (issue 17) the holder may be another
+/// processor in the middle of a line: the lock is then first waited for,
+/// for at most [`BREAK_PATIENCE_TSC`] (a long line at 115200 baud takes
+/// about 20 ms), so that the report does not come out interleaved with
+/// that line character by character, which would garble its result mark.
+///
 /// # Safety
 /// Called only on the path to [`report`] from an exception or panic
-/// handler that never returns, on the one processor that prints (the
-/// others are parked or not started): whoever held the lock never runs
-/// again.
+/// handler that never returns: a holder that has not released the lock
+/// within the patience is taken to have been interrupted for good (this
+/// processor's own interrupted code, or a processor stuck in the middle of
+/// a line); the machine is stopping.
 pub unsafe fn break_lock() {
+    let start = tsc();
+    while CONSOLE.is_locked() && tsc().wrapping_sub(start) < BREAK_PATIENCE_TSC {
+        core::hint::spin_loop();
+    }
     if CONSOLE.is_locked() {
         // SAFETY: the caller's contract: the holder was interrupted for
         // good, so nothing uses the console's state concurrently; a line
         // it left half-written is ended by `report`'s first newline.
         unsafe { CONSOLE.force_unlock() };
     }
+}
+
+/// How long [`break_lock`] waits for another processor to finish its
+/// line, in TSC ticks (about 22 ms at 3 GHz).
+pub const BREAK_PATIENCE_TSC: u64 = 1 << 26;
+
+fn tsc() -> u64 {
+    // SAFETY: RDTSC reads a counter and touches no memory; the console
+    // runs at CPL0, where CR4.TSD does not apply.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Runs `f` holding the console's lock, interrupts off: a guest byte the
+/// monitor writes to the UART for the guest goes out between the
+/// monitor's lines, never inside one another processor is printing
+/// (whose line mark it would otherwise share).
+pub fn with_lock<R>(f: impl FnOnce() -> R) -> R {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let _console = CONSOLE.lock();
+        f()
+    })
 }
 
 /// Writes formatted text to the console (used by the macros).

@@ -67,6 +67,8 @@ unsafe extern "C" {
     static ap_trampoline_cr3: u8;
     static ap_trampoline_entry: u8;
     static ap_vmxon_regions: u8;
+    /// The processors' loader stacks, `AP_STACK_BYTES` each by slot.
+    static ap_stacks: u8;
     fn ap_long_mode_entry();
     fn nmi_return_stub();
 }
@@ -220,19 +222,16 @@ pub fn park(plan: &Plan) -> Result<usize, SmpError> {
         // Every exception reports and ends the run, as on this processor
         // (`arch::exceptions`): a fault of the monitor on an application
         // processor must not halt it silently while it holds the run's
-        // lock (the others would then wait for ever).
+        // lock (the others would then wait for ever). #DF on IST1: each
+        // processor's own TSS gives it a stack of its own
+        // (`arch::tables::init_ap`), loaded before this IDT.
         crate::arch::exceptions::install(&mut idt, 0);
         let cs = SegmentSelector(AP_CODE_SELECTOR);
-        // SAFETY: the double-fault stub is this image's and never returns
-        // (any stack suits it); set again to drop the IST slot `install`
-        // named: these processors' TR names no TSS with stacks, so a #DF
-        // runs on the stack it struck. `nmi_return_stub` is `iretq` (an NMI
-        // pushes no error code): an NMI returns where it struck. The
-        // selector is the parked processors' 64-bit code segment.
+        // SAFETY: `nmi_return_stub` is `iretq` (an NMI pushes no error
+        // code): an NMI returns where it struck. The selector is the
+        // processors' 64-bit code segment (0x08 in `ap_gdt` and in each
+        // processor's own GDT).
         unsafe {
-            idt.double_fault
-                .set_handler_addr(VirtAddr::new(crate::arch::exceptions::stub(8)))
-                .set_code_selector(cs);
             idt.non_maskable_interrupt
                 .set_handler_addr(VirtAddr::new(nmi_return_stub as *const () as u64))
                 .set_code_selector(cs);
@@ -360,6 +359,15 @@ extern "C" fn loader_ap_main(slot: u32) -> ! {
     let slot = slot as usize;
     APIC_ID[slot].store(apic_id(), Ordering::Relaxed);
     STATE[slot].store(ARRIVED, Ordering::Release);
+    // Its own GDT and TSS first: the IDT's #DF gate uses IST1.
+    // (No slot past MAX_APS reaches here: the entry refuses it.) The #DF
+    // stack: the top of this processor's loader stack, which it leaves
+    // for the monitor's when it joins (`join_this_processor` never
+    // returns; a #DF before that never returns either).
+    let df_top = (&raw const ap_stacks) as u64 + (slot as u64 + 1) * AP_STACK_BYTES as u64;
+    let Some(tr) = crate::arch::tables::init_ap(slot, df_top) else {
+        okernel_console::halt_forever()
+    };
     if let Some(idt) = AP_IDT.get() {
         idt.load();
     }
@@ -373,26 +381,13 @@ extern "C" fn loader_ap_main(slot: u32) -> ! {
         okernel_console::halt_forever()
     }
     STATE[slot].store(PARKED, Ordering::Release);
-    let tss = (&raw const AP_TSS) as u64;
     // SAFETY: parked just above (VMX root), CPL0 on the identity map with
-    // interrupts disabled, this processor's GDT (`ap_gdt`) and IDT
-    // loaded; `AP_TSS` is a static, mapped for the whole run.
-    let failure = unsafe { join_this_processor(slot, (AP_TSS_SELECTOR, tss)) };
+    // interrupts disabled, this processor's own GDT and TSS
+    // (`tables::init_ap`, statics mapped for the whole run) and the IDT
+    // loaded.
+    let failure = unsafe { join_this_processor(slot, tr) };
     log::error!(
         "the application processor in slot {slot} could not join the run: {failure}; it stays halted in VMX root (INIT blocked)"
     );
     park::halt_here()
 }
-
-/// The host TR selector of the application processors' VMCS: the
-/// placeholder at 0x18 in `ap_gdt` (`arch/ap_entry.rs`). VM entry needs
-/// a non-null host TR selector (SDM Vol. 3C §27.2.3); a VM exit loads
-/// TR's base, limit and type from the VMCS and the selector without
-/// reading the descriptor (§28.5.2), and nothing on these processors
-/// loads TR or switches privilege level or stacks through the TSS.
-const AP_TSS_SELECTOR: u16 = 0x18;
-
-/// The TSS the application processors' host TR names (never read: no IST
-/// gate, no privilege change in VMX root; see [`AP_TSS_SELECTOR`]).
-static AP_TSS: x86_64::structures::tss::TaskStateSegment =
-    x86_64::structures::tss::TaskStateSegment::new();

@@ -144,10 +144,8 @@ ap_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF
     .quad 0x00CF92000000FFFF
-    /* 0x18: the host TR selector of the processors' VMCS, a placeholder
-       no instruction reads (`smp.rs`, AP_TSS_SELECTOR). */
-    .quad 0
-    .quad 0
+    /* Each processor then loads a GDT of its own with its TSS
+       (`tables::init_ap`). */
 ap_gdt_end:
     .balign 8
 ap_gdt_pointer:
@@ -159,6 +157,7 @@ ap_gdt_pointer:
     .global ap_vmxon_regions
 ap_vmxon_regions:
     .skip 4096 * {max}
+    .global ap_stacks
 ap_stacks:
     .skip {stack} * {max}
 "#,

@@ -119,12 +119,6 @@ extern "C" fn loader_exception(frame: &TrapFrame) -> ! {
     )
 }
 
-/// The stub of exception `vector` (below 32).
-pub fn stub(vector: usize) -> u64 {
-    // SAFETY: as in `install`.
-    unsafe { loader_exc_table[vector] }
-}
-
 /// Fills `idt`'s exception gates with this image's stubs.
 pub fn install(idt: &mut InterruptDescriptorTable, df_ist: u16) {
     // SAFETY: the table is defined in the global_asm above: 32 initialised

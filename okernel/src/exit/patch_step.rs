@@ -36,10 +36,11 @@
 //!
 //! While a page is open it is writable (and executable) for one
 //! instruction of one virtual CPU, in a view every processor in that
-//! context uses: so once a SIPI has started another processor
-//! (`Vcpu::started_aps`) no step opens and writes to locked text are
-//! denied (docs/smp.md: a per-processor view for the step is the way
-//! back).
+//! context uses: so in a run other processors joined (`Vcpu::joined_aps`:
+//! started by SIPI or not yet, since a SIPI sent through the xAPIC page
+//! does not exit and can start one while a step is open) no step opens
+//! and writes to locked text are denied (docs/smp.md: a per-processor
+//! view for the step is the way back).
 
 use crate::bits::{DEBUGCTL_BTF, PENDING_BS, RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
@@ -90,10 +91,10 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let rsp = vcpu.vmcs.read(GuestNatural::Rsp)?;
     let rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
     let interruptibility = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
-    if vcpu.started_aps > 0 {
-        // Another processor runs the guest: the step would open the page
-        // in a view it uses too (docs/smp.md). Denied as any write to
-        // locked text.
+    if vcpu.joined_aps > 0 {
+        // Another processor runs the guest, or may at any moment: the
+        // step would open the page in a view it uses too (docs/smp.md).
+        // Denied as any write to locked text.
         return Ok(Begun::NotAPatch);
     }
     let Some(mut env) = Env::of(vcpu) else {

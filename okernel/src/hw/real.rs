@@ -155,9 +155,21 @@ impl Cpu for RealCpu {
     fn port_out(&mut self, port: u16, size: u8, value: u32) {
         // SAFETY: `RealCpu::new`'s contract: CPL0; `exit::io` writes only
         // guest writes it validated (no reset, no A20 change).
-        unsafe { arch::port::port_out(port, size, value) }
+        let write = || unsafe { arch::port::port_out(port, size, value) };
+        // The console's UART: under its lock, so that with several
+        // processors a guest byte never lands inside a line of the
+        // monitor's that another prints outside the run's lock (a
+        // report from an exception handler), after its line mark.
+        if (COM1..COM1 + 8).contains(&port) {
+            okernel_console::with_lock(write)
+        } else {
+            write()
+        }
     }
 }
+
+/// COM1's registers, the console's UART.
+const COM1: u16 = 0x3f8;
 
 impl VmxRoot for RealCpu {
     type Vmcs = RealVmcs;

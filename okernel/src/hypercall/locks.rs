@@ -124,6 +124,12 @@ pub fn lock_msr<V: Vmcs, C: Cpu>(
         b.intercept_write(msr);
     }
     env.prot.msrs[slot] = Some((msr, value));
+    // The bitmap is every processor's: with others in the guest, the
+    // lock returns only once each has left it since (the shootdown), so
+    // no WRMSR that read the old bitmap is still under way there
+    // (SDM Vol. 3C §25.6.9 leaves a bitmap changed under a processor in
+    // VMX non-root operation to the processor).
+    env.changed();
     Ok(Ok(Reply::Done(None)))
 }
 

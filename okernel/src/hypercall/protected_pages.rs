@@ -151,6 +151,13 @@ fn free_page<V: Vmcs, C: Cpu>(
     if env.prot.current != 0 && env.prot.current != ctx {
         return Ok(Err(Status::PermissionDenied));
     }
+    // Not while another processor runs in the context (issue 17): its
+    // view maps the page writable until the shootdown after this call, so
+    // a write of its after the zeroing would reach every view.
+    let mine_running = u8::from(env.prot.current == ctx);
+    if env.prot.running[usize::from(ctx)] > mine_running {
+        return Ok(Err(Status::BadContext));
+    }
     // Zeroed while still hidden from every other view.
     env.views
         .write_phys(page, &[0; 4096])

@@ -99,9 +99,14 @@ pub(super) struct Join {
     pub(super) params: ApParams,
     /// The console timer as the BSP found it (unarmed).
     pub(super) timer: ConsoleTimer,
-    /// How many have joined (about to VMLAUNCH).
+    /// How many have joined (about to VMLAUNCH), and [`CLOSED`] once the
+    /// BSP stopped waiting: no processor joins after that (the BSP may
+    /// then run alone, with no lock, no poll and no shootdown).
     pub(super) joined: AtomicUsize,
 }
+
+/// The bit of [`Join::joined`] the BSP sets when it stops waiting.
+const CLOSED: usize = 1 << (usize::BITS - 1);
 
 // SAFETY: the run pointer is used only through the run's lock (`run`),
 // the kits only by the processor whose slot they are, the rest is read.
@@ -121,10 +126,21 @@ pub(super) fn publish_and_wait(join: Join, patience: u64) -> usize {
     loop {
         let joined = join.joined.load(Ordering::Acquire);
         if joined >= expected || arch::cpu::tsc().wrapping_sub(start) > patience {
-            return joined;
+            // Closed, atomically with the count: one that comes later
+            // finds it closed and stays parked (`JoinFailure::Late`).
+            return join.joined.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED;
         }
         core::hint::spin_loop();
     }
+}
+
+/// Counts this processor in, unless the BSP has stopped waiting.
+fn count_in(joined: &AtomicUsize) -> bool {
+    joined
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n & CLOSED == 0).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 /// Why an application processor could not join. It stays parked in VMX
@@ -137,6 +153,9 @@ pub enum JoinFailure {
     /// Its VMCS could not be brought up.
     #[error("VMCS bring-up failed: {0}")]
     BringUp(LaunchError),
+    /// It was ready after the BSP stopped waiting for it.
+    #[error("ready after the bootstrap processor stopped waiting (the run goes on without it)")]
+    Late,
 }
 
 impl JoinFailure {
@@ -146,6 +165,7 @@ impl JoinFailure {
         match self {
             JoinFailure::NoKit(_) => 4,
             JoinFailure::BringUp(_) => 5,
+            JoinFailure::Late => 6,
         }
     }
 }
@@ -156,11 +176,10 @@ impl JoinFailure {
 /// otherwise.
 ///
 /// `tr` is the host TR this processor's VM exits load (selector, TSS
-/// base): the loader's application processors have no TR of their own,
-/// and VM entry requires a non-null host TR selector (SDM Vol. 3C
-/// §27.2.3). A VM exit loads the selector and base from the VMCS without
-/// reading the descriptor (§28.5.2); the monitor's code on this processor
-/// never changes privilege level or uses an IST, so the TSS is not used.
+/// base): the loader gives each application processor a GDT and TSS of
+/// its own, whose IST gives its #DF a stack of its own. A VM exit loads
+/// TR's selector and base from the VMCS without reading the descriptor
+/// (SDM Vol. 3C §28.5.2), so the base must be this processor's TSS.
 ///
 /// # Safety
 /// Called once per application processor, after
@@ -218,7 +237,9 @@ pub unsafe fn join_this_processor(slot: usize, tr: (u16, u64)) -> JoinFailure {
             cpu: slot + 1,
         });
     }
-    join.joined.fetch_add(1, Ordering::AcqRel);
+    if !count_in(&join.joined) {
+        return JoinFailure::Late;
+    }
     // SAFETY: the stack below the frame is this slot's, 16-byte aligned,
     // used by nothing else; `run::monitor_main` never returns; the frame
     // stays valid for the rest of the run.

@@ -252,7 +252,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
     let poll = ready.timer.polling();
     if aps.count() > 0 && poll.is_none() {
         log::warn!(
-            "okernel: {} application processor(s) stay parked in VMX root (they run nothing): no VMX-preemption timer, which the shootdown needs",
+            "okernel: {} application processor(s) stay parked in VMX root (they run nothing): no VMX-preemption timer or no MWAIT exiting, which the shootdown's poll needs",
             aps.count()
         );
     } else if let Some(poll) = poll.filter(|_| aps.count() > 0) {
@@ -275,7 +275,11 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
         // SAFETY: the run state was written above and is never freed; the
         // APs that joined wait for their SIPI, which needs a guest that
         // does not run yet, so the lock is free.
-        unsafe { (*run).lock().vcpu.policy.running[0] = 1 + joined as u8 };
+        unsafe {
+            let mut state = (*run).lock();
+            state.vcpu.policy.running[0] = 1 + joined as u8;
+            state.vcpu.joined_aps = joined as u8;
+        }
         if joined == expected {
             log::info!(
                 "okernel: {joined} application processor(s) joined: each waits for its SIPI in VMX non-root"

@@ -66,21 +66,20 @@ impl Presence {
 
     /// Processor `cpu` left the guest (a VM exit): called before it takes
     /// the run's lock.
+    /// A number past [`MAX_CPUS`] panics (the run ends): no processor
+    /// may go unaccounted for.
     #[inline(always)]
     pub fn left(&self, cpu: usize) {
-        if let Some(flag) = self.in_guest.get(cpu) {
-            flag.store(false, Ordering::SeqCst);
-        }
+        self.in_guest[cpu].store(false, Ordering::SeqCst);
     }
 
     /// Processor `cpu` is about to enter the guest, running (`true`) or
     /// in the wait-for-SIPI state (`false`): called with the run's lock
     /// held, after its exit caught up with the policy.
+    /// A number past [`MAX_CPUS`] panics, as for [`Self::left`].
     #[inline(always)]
     pub fn entering(&self, cpu: usize, running: bool) {
-        if let Some(flag) = self.in_guest.get(cpu) {
-            flag.store(running, Ordering::SeqCst);
-        }
+        self.in_guest[cpu].store(running, Ordering::SeqCst);
     }
 
     /// Whether processor `cpu` may be in the guest.

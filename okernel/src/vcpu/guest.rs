@@ -214,6 +214,13 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     /// (`crate::exit::patch_step`: its step would open the page in a view
     /// the other processors use).
     pub started_aps: u8,
+    /// How many application processors joined the run (set once, at
+    /// launch, before any guest instruction; shared): with one or more
+    /// the run is shared, and no patch step opens
+    /// (`crate::exit::patch_step`) — not only once a SIPI started one,
+    /// since a SIPI in flight (sent through the xAPIC page, which does
+    /// not exit) can start it while a step is open.
+    pub joined_aps: u8,
     /// The policy generation this processor's VMCS and TLB reflect
     /// (`crate::policy::Policy::generation`; per processor, like the
     /// registers).
@@ -258,6 +265,7 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             timer: super::timer::ConsoleTimer::new(None, false),
             seen_generation: 0,
             started_aps: 0,
+            joined_aps: 0,
             startup: super::startup::Startup::Never,
             hooks: Default::default(),
         }

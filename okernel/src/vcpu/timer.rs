@@ -68,10 +68,12 @@ impl ConsoleTimer {
     /// [`POLL_TSC`]: armed for good (once the
     /// launch armed it, `crate::exit::console_tick::write_controls`); an
     /// MWAIT then exits and is passed over
-    /// (`crate::exit::console_tick::mwait`). `None` without the timer:
-    /// there is then no poll, and no shootdown.
+    /// (`crate::exit::console_tick::mwait`). `None` without the timer, or
+    /// without MWAIT exiting (an MWAIT into a C-state deeper than C2
+    /// would stop the timer, §26.5.1, and the shootdown would wait in
+    /// vain): there is then no poll, and no shootdown.
     pub const fn polling(self) -> Option<Self> {
-        if self.ticks.is_none() {
+        if self.ticks.is_none() || !self.mwait {
             return None;
         }
         Some(Self {
@@ -108,7 +110,12 @@ mod tests {
     #[test]
     fn only_a_timer_the_processor_offers_polls() {
         assert_eq!(ConsoleTimer::new(None, true).polling(), None);
-        let poll = ConsoleTimer::new(Some(5), false).polling().unwrap();
+        assert_eq!(
+            ConsoleTimer::new(Some(5), false).polling(),
+            None,
+            "no MWAIT exiting"
+        );
+        let poll = ConsoleTimer::new(Some(5), true).polling().unwrap();
         assert!(poll.poll && !poll.armed);
         assert_eq!(poll.ticks(), Some(1 << 12 | 1), "POLL_TSC >> 5");
         assert_eq!(POLL_TSC, 1 << 17);

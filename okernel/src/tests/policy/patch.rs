@@ -754,12 +754,14 @@ fn a_step_ending_at_the_canonical_boundary_never_resumes_there() {
 }
 
 #[test]
-fn once_another_processor_runs_no_step_opens_and_the_write_is_denied() {
+fn once_another_processor_joined_no_step_opens_and_the_write_is_denied() {
     for caps in METHODS {
         let mut v = locked_with(caps);
-        // A SIPI started an application processor: it runs in the same
-        // views, where an open page would be writable for it too.
-        v.started_aps = 1;
+        // An application processor joined the run: it runs in the same
+        // views (or will, as soon as a SIPI the guest sent through the
+        // xAPIC page, which does not exit, reaches it), where an open
+        // page would be writable for it too.
+        v.joined_aps = 1;
         let res = violation(&mut v, LONG);
         assert_injected(&v, res, GP);
         assert!(!mtf_on(&v), "no step");

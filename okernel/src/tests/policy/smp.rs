@@ -108,6 +108,53 @@ fn the_descriptor_table_lock_reaches_the_other_processor() {
 }
 
 #[test]
+fn every_call_another_processor_must_see_bumps_the_generation() {
+    // The generation is what makes the caller wait for the others to
+    // leave the guest (`launch::presence`) and the others catch up: each
+    // call that changes their EPT translations, their VMCS controls or
+    // the shared bitmaps bumps it; a call that changes nothing does not.
+    let mut v = pvcpu();
+    let mut changed = |v: &mut PVcpu, call, args| {
+        let before = v.policy.generation;
+        ok(v, call, args);
+        v.policy.generation != before
+    };
+    assert!(!changed(&mut v, Call::Null, [0; 3]));
+    assert!(changed(&mut v, Call::PinCr, [0, CR0_WP, 0]));
+    v.cpu
+        .set_msr(crate::msrs::IA32_LSTAR, 0xffff_8000_0000_1000);
+    assert!(changed(
+        &mut v,
+        Call::LockMsr,
+        [crate::msrs::IA32_LSTAR.into(), 0, 0]
+    ));
+    assert!(changed(&mut v, Call::LockDescriptorTables, [0; 3]));
+    let before = v.policy.generation;
+    lock(&mut v, RODATA, 0x1000, RegionKind::Rodata);
+    assert_ne!(v.policy.generation, before, "LockRegion");
+    assert!(changed(&mut v, Call::CreateContext, [0; 3]));
+    assert!(changed(&mut v, Call::AllocProtectedPage, [1, SECRET, 0]));
+    assert!(changed(&mut v, Call::FreeProtectedPage, [1, SECRET, 0]));
+}
+
+#[test]
+fn a_protected_page_of_a_context_another_processor_runs_in_is_not_freed() {
+    let mut v = pvcpu();
+    assert_eq!(ok(&mut v, Call::CreateContext, [0; 3]), 1);
+    ok(&mut v, Call::AllocProtectedPage, [1, SECRET, 0]);
+    // Processor B runs in context 1, where the page is mapped writable
+    // until it leaves the guest: zeroed now, a write of B's would reach
+    // every view once the page is plain.
+    v.policy.moved(0, 1);
+    assert_eq!(
+        call(&mut v, Call::FreeProtectedPage, [1, SECRET, 0]),
+        Status::BadContext
+    );
+    v.policy.moved(1, 0);
+    ok(&mut v, Call::FreeProtectedPage, [1, SECRET, 0]);
+}
+
+#[test]
 fn a_context_another_processor_runs_in_cannot_be_destroyed() {
     let mut v = pvcpu();
     assert_eq!(ok(&mut v, Call::CreateContext, [0; 3]), 1);
