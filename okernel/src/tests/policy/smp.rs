@@ -114,7 +114,7 @@ fn every_call_another_processor_must_see_bumps_the_generation() {
     // call that changes their EPT translations, their VMCS controls or
     // the shared bitmaps bumps it; a call that changes nothing does not.
     let mut v = pvcpu();
-    let mut changed = |v: &mut PVcpu, call, args| {
+    let changed = |v: &mut PVcpu, call, args| {
         let before = v.policy.generation;
         ok(v, call, args);
         v.policy.generation != before
