@@ -145,8 +145,8 @@ pub fn set_line_mark(on: bool) {
 ///
 /// With other processors running (issue 17) the holder may be another
 /// processor in the middle of a line: the lock is then first waited for,
-/// for at most [`BREAK_PATIENCE_TSC`] (a long line at 115200 baud takes
-/// about 20 ms), so that the report does not come out interleaved with
+/// for at most [`BREAK_PATIENCE_TSC`] (a line of 300 characters at the
+/// console's 38400 baud takes about 80 ms), so that the report does not come out interleaved with
 /// that line character by character, which would garble its result mark.
 ///
 /// # Safety
@@ -169,8 +169,10 @@ pub unsafe fn break_lock() {
 }
 
 /// How long [`break_lock`] waits for another processor to finish its
-/// line, in TSC ticks (about 22 ms at 3 GHz).
-pub const BREAK_PATIENCE_TSC: u64 = 1 << 26;
+/// line, in TSC ticks (about 90 ms at 3 GHz; a fault with this
+/// processor's own line under way waits it out once, on the way to the
+/// end of the run).
+pub const BREAK_PATIENCE_TSC: u64 = 1 << 28;
 
 fn tsc() -> u64 {
     // SAFETY: RDTSC reads a counter and touches no memory; the console

@@ -28,10 +28,11 @@ extern "C" fn loader_main(magic: u32, info: u32) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    // SAFETY: a panic never returns (it reports and halts), and only this
-    // processor prints: the others are parked in VMX root operation or
-    // were never started. A panic inside a `log!` call (a `Display` that
-    // panics) would otherwise wait for the lock it holds, for ever.
+    // SAFETY: a panic never returns (it reports and ends the run). Another
+    // processor may be printing a line: `break_lock` waits for it, bounded,
+    // and breaks a lock still held after that (this processor's own, in a
+    // panic inside a `log!` call, a `Display` that panics, which would
+    // otherwise wait for it for ever).
     unsafe { okernel_console::break_lock() };
     // SAFETY: as above: whatever the panic interrupted never runs again.
     unsafe { okernel::launch::print_unprinted_audit_lines() };

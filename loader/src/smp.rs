@@ -359,18 +359,20 @@ extern "C" fn loader_ap_main(slot: u32) -> ! {
     let slot = slot as usize;
     APIC_ID[slot].store(apic_id(), Ordering::Relaxed);
     STATE[slot].store(ARRIVED, Ordering::Release);
-    // Its own GDT and TSS first: the IDT's #DF gate uses IST1.
-    // (No slot past MAX_APS reaches here: the entry refuses it.) The #DF
-    // stack: the top of this processor's loader stack, which it leaves
-    // for the monitor's when it joins (`join_this_processor` never
-    // returns; a #DF before that never returns either).
+    // The IDT first, so that a fault loading the tables below reports;
+    // only its #DF gate needs them (IST1).
+    if let Some(idt) = AP_IDT.get() {
+        idt.load();
+    }
+    // Its own GDT and TSS. (No slot past MAX_APS reaches here: the entry
+    // refuses it.) The #DF stack: the top of this processor's loader
+    // stack, which it leaves for the monitor's when it joins
+    // (`join_this_processor` never returns; a #DF before that never
+    // returns either).
     let df_top = (&raw const ap_stacks) as u64 + (slot as u64 + 1) * AP_STACK_BYTES as u64;
     let Some(tr) = crate::arch::tables::init_ap(slot, df_top) else {
         okernel_console::halt_forever()
     };
-    if let Some(idt) = AP_IDT.get() {
-        idt.load();
-    }
     let region = (&raw const ap_vmxon_regions) as u64 + slot as u64 * 4096;
     // SAFETY: CPL0, long mode on the loader's identity map, interrupts
     // disabled (the trampoline's CLI), the IDT above (NMI returns);

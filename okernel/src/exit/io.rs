@@ -15,6 +15,7 @@
 //! |------|----|-----|-----|
 //! | 0x92, System Control Port A | emulated: 0x02 (A20 on, no reset pending) | A20 kept on and fast reset (bit 0) clear: a no-op; A20 off or a reset: dropped + audit `exit` | A20 off makes the platform mask address bit 20 of every physical access, EPT walks and the monitor's own included (in Bochs the monitor then triple-faults); bit 0 resets the machine under the monitor |
 //! | 0x3F8, COM1 data (transmitter with LCR.DLAB clear) | performed | a byte: performed, but [`LINE_MARK`] (SOH), or any byte while the line is not 8 data bits without parity, is dropped + audit `exit`; a word or dword: dropped + audit `exit` | every line the monitor prints starts with SOH, so the guest, which shares the console, cannot print a line that passes for the monitor's (its result, its audit records) |
+//! | 0x3FB, COM1 line control | performed | performed | with other processors running the guest, a line-control change (DLAB, parity) made without an exit could land between the data port's check of it and the byte's write on another processor, and turn a dropped mark into a transmitted one; as an exit it is serialized with that check (the run's lock) and with the monitor's own lines (the console's lock) |
 //! | 0x64, keyboard controller command/status | performed | commands 0xD1 (write output port: A20 and reset lines), 0xDD (A20 off) and the pulse commands 0xF0–0xFE with bit 0 clear (pulse the reset line): dropped + audit `exit`; any other: performed | the controller's output port drives A20 and the reset line |
 //! | 0xCF9, reset control (PIIX/ICH) | performed | a byte with RST_CPU (bit 2): dropped + audit `exit`; any other: performed | bit 2 resets the machine |
 //! | 0xCF8 as a dword (PCI CONFIG_ADDRESS, covers 0xCF9) | performed | performed | selecting a configuration register changes nothing |
@@ -69,6 +70,7 @@ pub const INTERCEPTED: &[u16] = &[
     PORT_KBC_COMMAND,
     PORT_A20,
     PORT_COM1_DATA,
+    PORT_COM1_LCR,
     PORT_RESET_CONTROL,
     0xcfc,
     0xcfd,

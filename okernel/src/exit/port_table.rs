@@ -62,9 +62,10 @@ pub const PASSED: &[Passed] = &[
     pass(0x3e8, 0x3ef, "COM3 16550 UART"),
     pass(
         0x3f9,
-        0x3ff,
-        "COM1 16550 UART but its data port (the console; 0x3F8 is mediated)",
+        0x3fa,
+        "COM1 16550 UART: IER (divisor high with DLAB), IIR/FCR (the console's data port 0x3F8 and LCR 0x3FB are mediated)",
     ),
+    pass(0x3fc, 0x3ff, "COM1 16550 UART: MCR, LSR, MSR, scratch"),
     pass(0x4d0, 0x4d1, "8259A edge/level control"),
     pass(
         0xcf8,
@@ -128,5 +129,6 @@ mod tests {
         }
         assert!(passed(0x3fd) && passed(0x80) && passed(0x71));
         assert!(!passed(0x3f8), "COM1's transmitter is mediated");
+        assert!(!passed(0x3fb), "so is its line control register");
     }
 }

@@ -126,12 +126,17 @@ pub(super) fn publish_and_wait(join: Join, patience: u64) -> usize {
     loop {
         let joined = join.joined.load(Ordering::Acquire);
         if joined >= expected || arch::cpu::tsc().wrapping_sub(start) > patience {
-            // Closed, atomically with the count: one that comes later
-            // finds it closed and stays parked (`JoinFailure::Late`).
-            return join.joined.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED;
+            return close(&join.joined);
         }
         core::hint::spin_loop();
     }
+}
+
+/// Closes the join, atomically with its count: one that comes later
+/// finds it closed and stays parked (`JoinFailure::Late`). Returns how
+/// many got in.
+fn close(joined: &AtomicUsize) -> usize {
+    joined.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED
 }
 
 /// Counts this processor in, unless the BSP has stopped waiting.
@@ -244,4 +249,19 @@ pub unsafe fn join_this_processor(slot: usize, tr: (u16, u64)) -> JoinFailure {
     // used by nothing else; `run::monitor_main` never returns; the frame
     // stays valid for the rest of the run.
     unsafe { arch::descriptors::call_on_stack(frame.cast(), run::monitor_main, kit.frame_addr) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_processor_counts_in_once_the_join_is_closed() {
+        let joined = AtomicUsize::new(0);
+        assert!(count_in(&joined));
+        assert!(count_in(&joined));
+        assert_eq!(close(&joined), 2);
+        assert!(!count_in(&joined), "late: stays parked");
+        assert_eq!(close(&joined), 2, "the count the BSP runs with holds");
+    }
 }
