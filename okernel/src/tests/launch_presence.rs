@@ -49,6 +49,12 @@ fn a_processor_that_never_leaves_is_named_after_the_patience() {
 
 #[test]
 #[should_panic]
-fn a_processor_past_the_table_is_not_ignored() {
+fn a_processor_past_the_table_is_not_ignored_entering() {
     Presence::new().entering(MAX_CPUS, true);
+}
+
+#[test]
+#[should_panic]
+fn a_processor_past_the_table_is_not_ignored_leaving() {
+    Presence::new().left(MAX_CPUS);
 }
