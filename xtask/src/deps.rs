@@ -35,7 +35,7 @@ pub const BOCHS: Need = Need {
 
 /// The multiboot2 ELF32 test guest.
 pub const BINUTILS: Need = Need {
-    why: "as/ld assemble the 32-bit multiboot test guest",
+    why: "as/ld assemble the 32-bit multiboot test guest; objcopy strips the demo guest module",
     packages: &["binutils"],
 };
 

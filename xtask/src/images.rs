@@ -64,11 +64,11 @@ pub fn build() -> Result<Images, String> {
     };
     for (from, to) in [
         ("okernel-loader", &images.okernel),
-        ("okernel-guest", &images.guest),
         ("okernel-conformance", &images.conformance),
     ] {
         install(&built.join(from), to)?;
     }
+    install_guest_module(&built.join("okernel-guest"), &images.guest)?;
     build_guest32(&root, &images)?;
     eprintln!(
         "xtask: built {}, {} and {}",
@@ -179,6 +179,32 @@ fn build_guest32(root: &Path, images: &Images) -> Result<(), String> {
 
 /// Copies `from` to `to` atomically (a copy beside `to`, then a rename), so
 /// a run that reads `to` meanwhile never sees a half-written image.
+/// Installs the demo guest without its debug sections (`objcopy
+/// --strip-debug`; symbols kept): GRUB loads it whole as a module, below
+/// the guest's own load address (16 MiB), and with its 3.4 MiB of DWARF
+/// the module came within a few KiB of it — the fuzz image, a little
+/// larger, then failed every boot with `guest segment 0 ... would
+/// overwrite the guest module`. The build directory keeps the
+/// unstripped file for a debugger.
+fn install_guest_module(from: &Path, to: &Path) -> Result<(), String> {
+    crate::deps::ensure(&[&crate::deps::BINUTILS])?;
+    let tmp = to.with_extension("tmp");
+    let out = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(from)
+        .arg(&tmp)
+        .output()
+        .map_err(|e| format!("cannot run objcopy: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "objcopy --strip-debug {}: {}",
+            from.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    std::fs::rename(&tmp, to).map_err(|e| format!("installing {}: {e}", to.display()))
+}
+
 fn install(from: &Path, to: &Path) -> Result<(), String> {
     let tmp = to.with_extension("tmp");
     std::fs::copy(from, &tmp).map_err(|e| format!("copying {}: {e}", from.display()))?;
