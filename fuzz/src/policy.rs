@@ -105,6 +105,31 @@ thread_local! {
     static BITMAP: NonNull<[u8; 4096]> = NonNull::from(Box::leak(Box::new([0u8; 4096])));
     /// The guest page tables, written once.
     static TABLES: Vec<(u64, Box<[u8; 4096]>)> = tables();
+    /// The base view over [`MAP`], built once: each input starts from a
+    /// copy (copying its few tables is several times cheaper than building
+    /// them again, and the policy target's exec rate is what its
+    /// planted-defect proofs live on).
+    static BASE: ept::View<Pool> = base_view();
+}
+
+/// The fake CPU's EPT capabilities and the base view over [`MAP`] with
+/// them.
+fn base_view() -> ept::View<Pool> {
+    let pool = FRAMES.with(Pool::clone);
+    pool.set_budget(None);
+    build_base_view(pool, fake_ept_caps(), &MAP, &MONITOR, POOL).expect("the base view builds")
+}
+
+/// The EPT capabilities of [`FakeCpu::vmx_capable`].
+fn fake_ept_caps() -> ept::EptCaps {
+    let mut cpu = FakeCpu::vmx_capable();
+    let hw = okernel::check::probe(&mut cpu).expect("the fake CPU is VMX-capable");
+    ept::EptCaps::from_msrs(
+        hw.ept.0,
+        cpu.read_msr_for_tests(msrs::IA32_VMX_PROCBASED_CTLS2),
+        39,
+    )
+    .expect("the fake CPU's EPT capabilities decode")
 }
 
 fn tables() -> Vec<(u64, Box<[u8; 4096]>)> {
@@ -135,12 +160,7 @@ pub fn build(caps: PolicyCaps) -> PolicyVcpu {
     }
     let hw = okernel::check::probe(&mut cpu).expect("the fake CPU is VMX-capable");
     let cr = CrConfig::new(hw.cr0_fixed, hw.cr4_fixed);
-    let ept = ept::EptCaps::from_msrs(
-        hw.ept.0,
-        cpu.read_msr_for_tests(msrs::IA32_VMX_PROCBASED_CTLS2),
-        39,
-    )
-    .expect("the fake CPU's EPT capabilities decode");
+    let ept = fake_ept_caps();
     let mode = GuestMode::Long64 { cr3: PML4 };
     let mut vmcs = FakeVmcs::new();
     setup::write_controls(
@@ -155,9 +175,8 @@ pub fn build(caps: PolicyCaps) -> PolicyVcpu {
     .expect("controls fit the fake VMCS");
     setup::write_guest_state(&mut vmcs, &entry(mode), &cr, true, 0x0007_0406_0007_0406)
         .expect("guest state fits the fake VMCS");
-    let pool = FRAMES.with(Pool::clone);
-    pool.set_budget(None);
-    let view = build_base_view(pool, ept, &MAP, &MONITOR, POOL).expect("the base view builds");
+    FRAMES.with(|p| p.set_budget(None));
+    let view = BASE.with(|b| b.try_clone()).expect("the base view copies");
     let phys = SparsePhys::default();
     TABLES.with(|t| {
         let mut m = phys.0.borrow_mut();

@@ -160,16 +160,14 @@ impl Cpu for RealCpu {
         // processors a guest byte never lands inside a line of the
         // monitor's that another prints outside the run's lock (a
         // report from an exception handler), after its line mark.
-        if (COM1..COM1 + 8).contains(&port) {
+        let com1 = okernel_console::COM1;
+        if (com1..com1 + 8).contains(&port) {
             okernel_console::with_lock(write)
         } else {
             write()
         }
     }
 }
-
-/// COM1's registers, the console's UART.
-const COM1: u16 = 0x3f8;
 
 impl VmxRoot for RealCpu {
     type Vmcs = RealVmcs;

@@ -235,10 +235,7 @@ pub unsafe fn join_this_processor(slot: usize, tr: (u16, u64)) -> JoinFailure {
             regs: GuestRegisters::default(),
             run: join.run,
             pending: Pending::Nothing,
-            own: PerCpu {
-                timer,
-                ..PerCpu::new(timer, crate::vcpu::startup::Startup::Never)
-            },
+            own: PerCpu::new(timer, crate::vcpu::startup::Startup::Never),
             cpu: slot + 1,
         });
     }

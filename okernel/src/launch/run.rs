@@ -93,9 +93,8 @@ pub(super) struct PerCpu {
 
 impl PerCpu {
     /// A processor's state before its first exit: the trusted context,
-    /// `timer` unarmed.
-    pub(super) fn new(mut timer: ConsoleTimer, startup: crate::vcpu::startup::Startup) -> Self {
-        timer.armed = false;
+    /// `timer` as its VMCS has it (armed where the launch armed the poll).
+    pub(super) fn new(timer: ConsoleTimer, startup: crate::vcpu::startup::Startup) -> Self {
         Self {
             context: 0,
             seen_generation: 0,
