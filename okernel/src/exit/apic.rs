@@ -103,7 +103,7 @@ pub struct IcrWriter {
 
 /// Judges the delivery of a valid x2APIC ICR `value` (reserved bits
 /// clear) from `writer`.
-const fn icr_write(value: u64, writer: IcrWriter) -> Verdict {
+pub(super) const fn icr_write(value: u64, writer: IcrWriter) -> Verdict {
     let mode = (value & ICR_DELIVERY_MODE) >> 8;
     if mode == ICR_FIXED {
         return Verdict::Write;

@@ -375,7 +375,12 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// Reads guest-linear memory as an implicit supervisor read: through
     /// the guest's page tables ([`implicit_access_allowed`]) and the
     /// current EPT view.
-    fn read_linear(&self, paging: PagingState, linear: u64, buf: &mut [u8]) -> Option<()> {
+    pub(crate) fn read_linear(
+        &self,
+        paging: PagingState,
+        linear: u64,
+        buf: &mut [u8],
+    ) -> Option<()> {
         let mut done = 0;
         while done < buf.len() {
             let at = linear.wrapping_add(done as u64);

@@ -103,6 +103,15 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.audit.record(record);
         return Err(ExitError::MalformedQualification(e));
     }
+    // A write to the APIC page while it is write-trapped: decoded,
+    // judged, performed or refused there.
+    if !vectoring.valid()
+        && !asynchronous
+        && access.contains(Access::WRITE)
+        && let Some(done) = super::xapic::handle_write(vcpu, gpa, gva)?
+    {
+        return Ok(done);
+    }
     // A write to locked text at a registered patch site is let through
     // for one instruction and judged (validated self-patching).
     if !vectoring.valid()

@@ -41,6 +41,7 @@ pub mod events;
 pub mod fatal;
 pub mod io;
 pub mod linear_store;
+pub mod mmio_store;
 pub mod msr;
 pub mod msr_shared;
 pub mod msr_table;
@@ -53,6 +54,7 @@ pub mod simple;
 pub mod sipi;
 pub mod stop;
 pub mod vmcs_sync;
+pub mod xapic;
 pub mod xsetbv;
 
 // The platform's port rules live with the virtual CPU that holds them;

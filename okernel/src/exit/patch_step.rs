@@ -36,11 +36,14 @@
 //!
 //! While a page is open it is writable (and executable) for one
 //! instruction of one virtual CPU, in a view every processor in that
-//! context uses: so in a run other processors joined (`Vcpu::joined_aps`:
-//! started by SIPI or not yet, since a SIPI sent through the xAPIC page
-//! does not exit and can start one while a step is open) no step opens
-//! and writes to locked text are denied (docs/smp.md: a per-processor
-//! view for the step is the way back).
+//! context uses: so with several processors no other one runs the guest
+//! while a step is open (issue 17, `crate::launch::presence`,
+//! `Presence::set_stepping`): opening the page changes the policy, so the
+//! exit that opened it returns only once every other processor has left
+//! the guest (the shootdown), and every other processor's exit waits,
+//! without the run's lock, until the step closed before it is handled
+//! (so none enters the guest, or ends the step from its own VMCS,
+//! meanwhile). The step's own exit comes within one instruction.
 
 use crate::bits::{DEBUGCTL_BTF, PENDING_BS, RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
@@ -91,12 +94,6 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     let rsp = vcpu.vmcs.read(GuestNatural::Rsp)?;
     let rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
     let interruptibility = vcpu.vmcs.read(Guest32::InterruptibilityState)?;
-    if vcpu.joined_aps > 0 {
-        // Another processor runs the guest, or may at any moment: the
-        // step would open the page in a view it uses too (docs/smp.md).
-        // Denied as any write to locked text.
-        return Ok(Begun::NotAPatch);
-    }
     let Some(mut env) = Env::of(vcpu) else {
         return Ok(Begun::NotAPatch);
     };

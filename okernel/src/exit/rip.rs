@@ -53,14 +53,30 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
     /// [`Self::advance_rip_in`] with its small error.
     #[inline(always)]
     fn advance(&mut self, mode: &mut Option<bool>) -> Result<(), AdvanceError> {
-        /// RIPs below this advance identically in and outside 64-bit mode.
-        const MODE_FREE: u64 = 0x8000_0000;
         // The 32-bit field as VMREAD stores it, zero-extended to 64 bits
         // (SDM Vol. 3C §31.3 VMREAD): the RIP arithmetic needs no extension
         // instruction.
         let len = self
             .vmcs
             .read_raw(ReadOnly32::ExitInstructionLength.encoding())?;
+        self.advance_len(len, mode)
+    }
+
+    /// Completes an instruction of `len` bytes whose length the monitor
+    /// decoded itself (an exit that records none: an EPT violation, SDM
+    /// Vol. 3C §28.2.5), as [`Self::advance_rip`] does.
+    pub fn advance_rip_by(&mut self, len: u8) -> Result<ExitAction, ExitError> {
+        match self.advance_len(len.into(), &mut None) {
+            Ok(()) => Ok(ExitAction::Resume),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Self::advance`] for an instruction of `len` bytes.
+    #[inline(always)]
+    fn advance_len(&mut self, len: u64, mode: &mut Option<bool>) -> Result<(), AdvanceError> {
+        /// RIPs below this advance identically in and outside 64-bit mode.
+        const MODE_FREE: u64 = 0x8000_0000;
         // 1..=15, as one unsigned comparison.
         if len.wrapping_sub(1) >= 15 {
             core::hint::cold_path();

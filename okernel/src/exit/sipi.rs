@@ -22,8 +22,9 @@
 //!   VMCS up to the policy's generation, so a processor started after a
 //!   lock starts locked.
 //! * **Refused once an untrusted context has existed**
-//!   (`Protection::untrusted_created`): the xAPIC page's ICR does not
-//!   exit, so a kernel path of an untrusted context could INIT another
+//!   (`Protection::untrusted_created`): the xAPIC page's ICR no longer
+//!   exits then (its write trap, `super::xapic`, closes at the first
+//!   `CreateContext`), so a kernel path of an untrusted context could INIT another
 //!   processor (stopping it in wait-for-SIPI, `super::stop`) and SIPI it
 //!   into the trusted context at code of its choosing below 1 MiB. The
 //!   processor then stays waiting; the SIPI is audited (kind `exit`, the
@@ -155,5 +156,12 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu.audit.note(Note::Started { vector });
     vcpu.startup = Startup::Started;
     vcpu.started_aps = vcpu.started_aps.saturating_add(1);
+    // The last processor the guest can start: the APIC page's write trap
+    // has done its work (`super::xapic`).
+    if vcpu.started_aps >= vcpu.joined_aps
+        && let Some(mut env) = crate::hypercall::policy::Env::of(vcpu)
+    {
+        super::xapic::close(&mut env)?;
+    }
     Ok(ExitAction::Resume)
 }

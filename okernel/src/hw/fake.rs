@@ -132,7 +132,15 @@ pub struct FakeCpu {
     /// 0xCFC with CONFIG_ADDRESS (port 0xCF8) selecting them.
     pci: [(u32, u32, u32); PORT_SLOTS],
     pci_len: usize,
+    /// The xAPIC's registers (offset / 16), as the monitor last wrote
+    /// them (tests set the read-only ones directly).
+    pub xapic: [u32; XAPIC_REGISTERS],
+    /// How many xAPIC writes the monitor made.
+    pub xapic_writes: usize,
 }
+
+/// Registers of the xAPIC page the fake keeps (offsets 0 to 0x3f0).
+pub const XAPIC_REGISTERS: usize = 64;
 
 impl Default for FakeCpu {
     fn default() -> Self {
@@ -171,6 +179,8 @@ impl FakeCpu {
             out_len: 0,
             pci: [(0, 0, 0); PORT_SLOTS],
             pci_len: 0,
+            xapic: [0; XAPIC_REGISTERS],
+            xapic_writes: 0,
         }
     }
 
@@ -243,6 +253,19 @@ impl FakeCpu {
     }
 
     /// The selected PCI configuration dword, for a dword at 0xCFC.
+    /// The register an xAPIC access at `pa` reaches: the page
+    /// IA32_APIC_BASE names, at a register's start (what `exit::xapic`
+    /// promises; anything else is a monitor bug the tests must see).
+    fn xapic_register(&self, pa: u64) -> usize {
+        let base = self.read_msr(crate::msrs::IA32_APIC_BASE) & crate::bits::APIC_BASE_ADDRESS;
+        let offset = pa.wrapping_sub(base);
+        assert!(
+            offset < (XAPIC_REGISTERS as u64) * 16 && offset.is_multiple_of(16),
+            "xAPIC access at {pa:#x} outside the registers of the page at {base:#x}"
+        );
+        (offset / 16) as usize
+    }
+
     fn pci_slot(&self, port: u16, size: u8) -> Option<usize> {
         if port != 0xcfc || size != 4 {
             return None;
@@ -342,6 +365,16 @@ impl Cpu for FakeCpu {
             2 => v & 0xffff,
             _ => v,
         }
+    }
+
+    fn xapic_read(&self, pa: u64) -> u32 {
+        self.xapic[self.xapic_register(pa)]
+    }
+
+    fn xapic_write(&mut self, pa: u64, value: u32) {
+        let r = self.xapic_register(pa);
+        self.xapic[r] = value;
+        self.xapic_writes += 1;
     }
 
     fn port_out(&mut self, port: u16, size: u8, value: u32) {

@@ -94,6 +94,14 @@ pub trait Cpu {
     /// OUT of the low `size` bytes (1, 2 or 4) of `value` to `port`, a
     /// guest write [`crate::exit::io`] validated.
     fn port_out(&mut self, port: u16, size: u8, value: u32);
+    /// Reads the 32-bit xAPIC register at physical address `pa`: this
+    /// processor's APIC page (IA32_APIC_BASE, below 4 GiB) plus a
+    /// register offset [`crate::exit::xapic`] validated.
+    fn xapic_read(&self, pa: u64) -> u32;
+    /// Writes the 32-bit xAPIC register at `pa` (as for
+    /// [`Self::xapic_read`]) with a guest write [`crate::exit::xapic`]
+    /// validated.
+    fn xapic_write(&mut self, pa: u64, value: u32);
 }
 
 /// A VMXON region or a VMCS region: the operand of VMXON, VMCLEAR and

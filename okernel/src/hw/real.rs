@@ -167,6 +167,22 @@ impl Cpu for RealCpu {
             write()
         }
     }
+
+    fn xapic_read(&self, pa: u64) -> u32 {
+        // SAFETY: `exit::xapic` passes this processor's APIC page
+        // (IA32_APIC_BASE, which the monitor keeps where it was, below
+        // 4 GiB: the loader's identity map, which the monitor runs on)
+        // plus an aligned register offset; a register read has no side
+        // effect the guest's own read would not have.
+        unsafe { core::ptr::read_volatile(pa as *const u32) }
+    }
+
+    fn xapic_write(&mut self, pa: u64, value: u32) {
+        // SAFETY: as for `xapic_read`; the write is a guest write
+        // `exit::xapic` judged harmless to the monitor (no INIT to another
+        // processor, no SIPI or NMI from an untrusted context).
+        unsafe { core::ptr::write_volatile(pa as *mut u32, value) }
+    }
 }
 
 impl VmxRoot for RealCpu {

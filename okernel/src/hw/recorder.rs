@@ -243,6 +243,12 @@ impl Cpu for RecordingCpu<'_> {
         self.journal.note(Op::PortOut(port, size, value));
         self.cpu.port_out(port, size, value);
     }
+    fn xapic_read(&self, pa: u64) -> u32 {
+        self.cpu.xapic_read(pa)
+    }
+    fn xapic_write(&mut self, pa: u64, value: u32) {
+        self.cpu.xapic_write(pa, value);
+    }
 }
 
 impl<'j> VmxRoot for RecordingCpu<'j> {

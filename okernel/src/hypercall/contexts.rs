@@ -56,6 +56,11 @@ pub fn create<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<CallResult, Ex
     if let Err(s) = env.trusted() {
         return Ok(Err(s));
     }
+    // No SIPI starts anything from now on: the APIC page's write trap
+    // has no processor left to protect (`crate::exit::xapic`).
+    if crate::policy::xapic_trap::close(env.prot, env.views).map_err(fatal)? {
+        env.invalidate()?;
+    }
     if env.views.create(ctx).is_err() {
         // All-or-nothing copy: nothing was made.
         return Ok(Err(Status::Exhausted));

@@ -279,6 +279,9 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             let mut state = (*run).lock();
             state.vcpu.policy.running[0] = 1 + joined as u8;
             state.vcpu.joined_aps = joined as u8;
+            if joined > 0 {
+                trap_xapic_page(&mut state.vcpu);
+            }
         }
         if joined == expected {
             log::info!(
@@ -338,5 +341,29 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             let state = (*run).as_mut_ptr().cast::<u8>();
             arch::descriptors::call_on_stack(state, run::monitor_main_solo, frame_addr)
         }
+    }
+}
+
+/// Write-traps the APIC page while the guest can start the processors that
+/// joined (`crate::exit::xapic`), on a processor whose APIC is in xAPIC
+/// mode; says what it did.
+fn trap_xapic_page(vcpu: &mut run::MonitorVcpu) {
+    use crate::hw::Cpu;
+    let base = vcpu.cpu.read_msr(crate::msrs::IA32_APIC_BASE);
+    let Some(page) = crate::exit::xapic::xapic_page(base) else {
+        log::info!("okernel: the APIC is not in xAPIC mode: its page is not trapped");
+        return;
+    };
+    let Some(mut env) = crate::hypercall::policy::Env::of(vcpu) else {
+        return;
+    };
+    match crate::exit::xapic::open(&mut env, page) {
+        Ok(true) => log::info!(
+            "okernel: the xAPIC page at {page:#x} is write-trapped until every processor started or an untrusted context exists"
+        ),
+        Ok(false) => log::warn!(
+            "okernel: the guest's view does not map the xAPIC page at {page:#x} writable: not trapped"
+        ),
+        Err(e) => log::warn!("okernel: trapping the xAPIC page at {page:#x} failed: {e:?}"),
     }
 }

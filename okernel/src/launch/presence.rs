@@ -38,17 +38,24 @@
 // Safe code only: issue 14, DESIGN.md §6.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// How many processors the run can have: the bootstrap processor and
 /// [`super::ap::MAX_APS`] application processors.
 pub const MAX_CPUS: usize = super::ap::MAX_APS + 1;
 
-/// Per processor, whether it may be in VMX non-root operation.
+/// Per processor, whether it may be in VMX non-root operation; and which
+/// processor, if any, has a patch step open.
 #[derive(Debug)]
 pub struct Presence {
     in_guest: [AtomicBool; MAX_CPUS],
+    /// The processor whose patch step is open (`crate::exit::patch_step`),
+    /// or [`NOBODY`].
+    stepping: AtomicUsize,
 }
+
+/// No processor has a step open.
+const NOBODY: usize = usize::MAX;
 
 impl Default for Presence {
     fn default() -> Self {
@@ -61,7 +68,37 @@ impl Presence {
     pub const fn new() -> Self {
         Self {
             in_guest: [const { AtomicBool::new(false) }; MAX_CPUS],
+            stepping: AtomicUsize::new(NOBODY),
         }
+    }
+
+    /// Records, with the run's lock held at the end of an exit of `cpu`,
+    /// whether that processor now has a patch step open.
+    ///
+    /// A step makes one page of locked text writable for one instruction
+    /// in a view every processor in that context uses. So while it is
+    /// open no other processor runs the guest: the exit that opened it
+    /// changed the policy, and so waited until every other one had left
+    /// the guest ([`Self::wait_out`]); and every other processor that
+    /// takes the run's lock meanwhile gives it back at once and waits
+    /// for the step to close ([`Self::step_elsewhere`]) before it handles
+    /// its exit, so none enters the guest or ends the step from its own
+    /// VMCS. The step's own exit comes within one instruction.
+    #[inline(always)]
+    pub fn set_stepping(&self, cpu: usize, open: bool) {
+        let now = self.stepping.load(Ordering::SeqCst);
+        if open {
+            self.stepping.store(cpu, Ordering::SeqCst);
+        } else if now == cpu {
+            self.stepping.store(NOBODY, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a processor other than `me` has a patch step open.
+    #[inline(always)]
+    pub fn step_elsewhere(&self, me: usize) -> bool {
+        let s = self.stepping.load(Ordering::SeqCst);
+        s != NOBODY && s != me
     }
 
     /// Processor `cpu` left the guest (a VM exit): called before it takes

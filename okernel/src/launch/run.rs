@@ -250,8 +250,19 @@ unsafe fn lock<'a>(regs: *mut GuestRegisters, moved: Regs) -> (&'a mut CpuFrame,
     // processor entered the guest and never freed.
     let run = unsafe { frame.run.as_ref() };
     // Held until [`unlock`], before the stub resumes the guest: the fast
-    // half hands it to the slow half of the same exit.
-    let state = spin::mutex::SpinMutexGuard::leak(run.lock());
+    // half hands it to the slow half of the same exit. Not while another
+    // processor's patch step is open (`Presence::set_stepping`): given
+    // back, and taken again once the step closed.
+    let state = loop {
+        let guard = run.lock();
+        if !PRESENCE.step_elsewhere(frame.cpu) {
+            break spin::mutex::SpinMutexGuard::leak(guard);
+        }
+        drop(guard);
+        while PRESENCE.step_elsewhere(frame.cpu) {
+            core::hint::spin_loop();
+        }
+    };
     frame.enter(&mut state.vcpu, moved);
     (frame, state)
 }
@@ -347,6 +358,7 @@ unsafe extern "C" fn okernel_exit_slow_shared(regs: *mut GuestRegisters) {
     let pending = core::mem::replace(&mut frame.pending, Pending::Nothing);
     let generation = state.vcpu.policy.generation;
     slow_half(state, pending);
+    PRESENCE.set_stepping(frame.cpu, exit::patch_step::open(&mut state.vcpu));
     if crate::seam::SHOOTDOWN && state.vcpu.policy.generation != generation {
         shootdown(state, frame.cpu);
     }

@@ -142,6 +142,11 @@ pub fn recompute_view(p: &Protection, views: &mut dyn Views, ctx: u16) -> Result
     for pg in p.protected_pages() {
         views.protect(ctx, pg.gpa, 4096, perms(p, Class::Protected(pg.owner), ctx))?;
     }
+    // The APIC page's write trap (`crate::exit::xapic`), which the reset
+    // to RW above would open.
+    if let (Some(page), 0) = (p.xapic_trap, ctx) {
+        views.protect(0, Gpa(page), 4096, Perms::READ)?;
+    }
     Ok(())
 }
 

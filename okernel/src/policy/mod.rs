@@ -27,6 +27,7 @@ pub mod patch;
 pub mod protection;
 pub mod table_walk;
 pub mod views;
+pub mod xapic_trap;
 
 pub use self::protection::Protection;
 

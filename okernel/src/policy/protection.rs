@@ -153,6 +153,10 @@ pub struct Protection {
     /// a started processor runs in the trusted context, at the code the
     /// SIPI's vector names.
     pub untrusted_created: bool,
+    /// The local APIC's page while its writes are trapped (read-only in
+    /// the trusted context's view) because a processor can still be
+    /// started (`crate::exit::xapic`).
+    pub xapic_trap: Option<u64>,
     /// Gates by id.
     pub gates: [Option<Gate>; MAX_GATES],
     /// Protected pages.
@@ -196,6 +200,7 @@ impl Protection {
                 r
             },
             untrusted_created: false,
+            xapic_trap: None,
             gates: [None; MAX_GATES],
             pages: [None; MAX_PROTECTED_PAGES],
             grants: [None; MAX_PROTECTED_PAGES],

@@ -58,3 +58,18 @@ fn a_processor_past_the_table_is_not_ignored_entering() {
 fn a_processor_past_the_table_is_not_ignored_leaving() {
     Presence::new().left(MAX_CPUS);
 }
+
+#[test]
+fn a_step_keeps_every_other_processor_out_until_it_closes() {
+    let p = Presence::new();
+    assert!(!p.step_elsewhere(0) && !p.step_elsewhere(1));
+    p.set_stepping(1, true);
+    assert!(p.step_elsewhere(0) && p.step_elsewhere(2), "others wait");
+    assert!(!p.step_elsewhere(1), "the stepping processor goes on");
+    // Another processor's exit that found no step open does not close
+    // this one's.
+    p.set_stepping(0, false);
+    assert!(p.step_elsewhere(0));
+    p.set_stepping(1, false);
+    assert!(!p.step_elsewhere(0) && !p.step_elsewhere(2));
+}

@@ -328,6 +328,17 @@ const USAGE: &str =
             has the monitor trap flag: docs/linux.md)
   --cpus N  N processors in Bochs (1-8; under okernel all but one are parked)";
 
+/// The time a boot on `cpus` processors may take: with several, Bochs no
+/// longer skips idle time, and the client's suite on 2 processors took
+/// 7.5 minutes on the idle 2-core machine (session 16, `docs/RESULTS.md`).
+pub fn smp_timeout(one: Duration, cpus: u32) -> Duration {
+    if cpus > 1 {
+        one.max(Duration::from_secs(1200))
+    } else {
+        one
+    }
+}
+
 /// `cargo xtask linux ARGS`.
 pub fn linux(args: &[String]) -> Result<bool, String> {
     let mut mode = Mode::Monitor;
@@ -406,12 +417,16 @@ pub fn linux(args: &[String]) -> Result<bool, String> {
     // reports a TSC frequency (icelake, tigerlake) makes Linux trust that
     // instead and run every timer ~100x slow, and with several processors
     // Bochs no longer skips idle time: tell it the real rate.
-    let extra = if model == qemu_harness::bochs::DEFAULT_MODEL && cpus == 1 {
-        extra.to_string()
-    } else {
-        format!("{extra} tsc_early_khz={}", qemu_harness::bochs::IPS / 1000)
-    };
-    let spec = spec(&images, &linux, mode, bz, extra.trim(), &name)?;
+    let mut extra = extra.to_string();
+    if model != qemu_harness::bochs::DEFAULT_MODEL || cpus > 1 {
+        extra = format!("{extra} tsc_early_khz={}", qemu_harness::bochs::IPS / 1000);
+    }
+    // The probe checks every processor (`linux/probe/src/smp.rs`).
+    if cpus > 1 {
+        extra = format!("{extra} okernel.cpus={cpus}");
+    }
+    let mut spec = spec(&images, &linux, mode, bz, extra.trim(), &name)?;
+    spec.timeout = smp_timeout(spec.timeout, cpus);
     eprintln!(
         "xtask: booting {} ({}) on {}, timeout {}s, artifacts in {}",
         linux.version,

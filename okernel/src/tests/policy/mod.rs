@@ -16,6 +16,7 @@ mod regions;
 mod smp;
 mod static_calls;
 mod table_owner;
+mod xapic;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
