@@ -108,7 +108,7 @@ pub fn handle_violation<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if !vectoring.valid()
         && !asynchronous
         && access.contains(Access::WRITE)
-        && let Some(done) = super::xapic::handle_write(vcpu, gpa, gva)?
+        && let Some(done) = super::xapic::handle_write(vcpu, gpa, gva, q)?
     {
         return Ok(done);
     }

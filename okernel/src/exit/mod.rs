@@ -317,7 +317,10 @@ pub fn dispatch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         | R::Vmfunc => simple::inject_ud(vcpu),
         R::Vmcall => vmcall(vcpu),
         R::Sipi => sipi::handle(vcpu),
-        R::PreemptionTimer => console_tick::tick(vcpu),
+        R::PreemptionTimer => {
+            patch_step::at_tick(vcpu)?;
+            console_tick::tick(vcpu)
+        }
         R::Mwait => match console_tick::mwait(vcpu)? {
             Some(action) => Ok(action),
             None => other::handle(vcpu, reason),

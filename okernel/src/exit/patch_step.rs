@@ -38,12 +38,16 @@
 //! instruction of one virtual CPU, in a view every processor in that
 //! context uses: so with several processors no other one runs the guest
 //! while a step is open (issue 17, `crate::launch::presence`,
-//! `Presence::set_stepping`): opening the page changes the policy, so the
-//! exit that opened it returns only once every other processor has left
-//! the guest (the shootdown), and every other processor's exit waits,
-//! without the run's lock, until the step closed before it is handled
-//! (so none enters the guest, or ends the step from its own VMCS,
-//! meanwhile). The step's own exit comes within one instruction.
+//! `Presence::set_stepping`). Before the page opens, [`begin`] has every
+//! other processor leave the guest (`Vcpu::stop_others`, bounded: one
+//! that does not leave ends the run), and every other processor's exit
+//! then waits, without the run's lock, until the step closed before it
+//! is handled (so none enters the guest, or ends the step from its own
+//! VMCS, meanwhile; the wait is bounded too). The step's own exit comes
+//! after its one instruction, or at the next tick of the
+//! VMX-preemption timer, which ends a step whose processor halted
+//! ([`at_tick`]: with the trap flag IF is clear, and the HLT would never
+//! end).
 
 use crate::bits::{DEBUGCTL_BTF, PENDING_BS, RFLAGS_IF, RFLAGS_TF};
 use crate::hw::{Cpu, Vmcs};
@@ -65,6 +69,10 @@ use okernel_abi::policy::RegionKind;
 const STI_OR_MOV_SS: u32 = 0b11;
 /// Interruptibility: blocking by NMI.
 const NMI_BLOCKED: u32 = 1 << 3;
+/// EPT-violation qualification: the guest-linear address is valid (bit
+/// 7) and the access was to its translation (bit 8), not to a
+/// paging-structure entry.
+pub const TRANSLATED_ACCESS: u64 = (1 << 7) | (1 << 8);
 
 /// What a write to locked text became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +98,14 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     gva: Option<u64>,
     qualification: u64,
 ) -> Result<Begun, ExitError> {
+    // Only a write to the page a linear address translates to (bits 7
+    // and 8 of the qualification, SDM Vol. 3C Table 28-7), not the
+    // processor's own write of a paging-structure entry's accessed or
+    // dirty flag: that is no instruction's store to step.
+    if qualification & TRANSLATED_ACCESS != TRANSLATED_ACCESS {
+        return Ok(Begun::NotAPatch);
+    }
+    let (stop_others, me) = (vcpu.stop_others, vcpu.cpu_index);
     let rip = vcpu.vmcs.read(GuestNatural::Rip)?;
     let rsp = vcpu.vmcs.read(GuestNatural::Rsp)?;
     let rflags = vcpu.vmcs.read(GuestNatural::Rflags)?;
@@ -138,6 +154,14 @@ pub fn begin<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
             gva,
             qualification,
         };
+    }
+    // Every other processor out of the guest, and kept out until the step
+    // closed, before the page opens (`crate::launch::presence`): none may
+    // run on the writable page.
+    if let Some(stop) = stop_others
+        && let Err(cpu) = stop(me)
+    {
+        return Err(ExitError::Shootdown(cpu));
     }
     step.pages[step.count] = page;
     step.count += 1;
@@ -385,6 +409,22 @@ pub fn on_exception<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         vcpu.cpu.write_cr2(qualification);
     }
     vcpu.reinject(event).map(Some)
+}
+
+/// At a tick of the VMX-preemption timer: ends a step whose processor
+/// halted before its instruction completed (the activity state HLT: the
+/// step cleared IF, so only the timer brings it out, and it would keep
+/// the page open and, with several processors, the others waiting).
+pub fn at_tick<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
+    vcpu: &mut Vcpu<V, C, P, M>,
+) -> Result<(), ExitError> {
+    if open(vcpu)
+        && vcpu.vmcs.read(Guest32::ActivityState)?
+            == crate::vcpu::startup::ActivityState::Hlt as u32
+    {
+        abandon(vcpu)?;
+    }
+    Ok(())
 }
 
 /// Ends an open step because another exit came first (the instruction

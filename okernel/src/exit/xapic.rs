@@ -26,7 +26,7 @@
 //! | local APIC ID (0x20) | #GP + audit `ept-violation` (the monitor tells processors apart by it) |
 //! | an LVT entry (0x2F0, 0x320–0x370) with SMI or INIT delivery | #GP + audit `ept-violation` |
 //! | any other register (TPR, EOI, LDR, DFR, SVR, ESR, ICR high, LVT, timer) | written |
-//! | not at a register's start, or a store [`super::mmio_store`] does not decode, or outside 64-bit mode | #GP + audit `ept-violation` |
+//! | not at a register's start, or a store [`super::mmio_store`] does not decode, or outside 64-bit mode, or not an instruction's store (a paging-structure entry's A/D flags), or with the APIC no longer in xAPIC mode at the page | #GP + audit `ept-violation` (the record's qualification: the value, or 0 when none was decoded) |
 //!
 //! The trap is **closed** ([`close`]: the page writable again, every
 //! processor's cached translation dropped through the policy's
@@ -144,6 +144,7 @@ pub fn handle_write<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     vcpu: &mut Vcpu<V, C, P, M>,
     gpa: u64,
     gva: Option<u64>,
+    qualification: u64,
 ) -> Result<Option<ExitAction>, ExitError> {
     let page = gpa & !(PAGE - 1);
     let Some(env) = Env::of(vcpu) else {
@@ -164,11 +165,19 @@ pub fn handle_write<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
         }
     }
     let trusted = env.prot.current == 0;
+    // Still this processor's APIC, in xAPIC mode, at the trapped page:
+    // after a switch to x2APIC mode (or disabling the APIC) the page's
+    // accesses go to memory, and the monitor's would too.
+    let own_page = xapic_page(env.cpu.read_msr(IA32_APIC_BASE)) == Some(page);
     let deny = |vcpu: &mut Vcpu<V, C, P, M>, value: u64| {
         vcpu.deny_write(AuditKind::EptViolation, gpa, gva, value)
             .map(Some)
     };
-    if !vcpu.in_64bit_mode()? {
+    // A store of an instruction to the page (not the processor's own
+    // write of a paging-structure entry that lies there), in 64-bit mode.
+    let translated = qualification & super::patch_step::TRANSLATED_ACCESS
+        == super::patch_step::TRANSLATED_ACCESS;
+    if !own_page || !translated || !vcpu.in_64bit_mode()? {
         return deny(vcpu, 0);
     }
     let mut bytes = [0u8; MAX_LEN];

@@ -57,12 +57,20 @@ pub fn create<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<CallResult, Ex
         return Ok(Err(s));
     }
     // No SIPI starts anything from now on: the APIC page's write trap
-    // has no processor left to protect (`crate::exit::xapic`).
+    // has no processor left to protect (`crate::exit::xapic`). Closed
+    // before the copy, which would otherwise take the trusted view's
+    // read-only page along.
+    let trapped = env.prot.xapic_trap;
     if crate::policy::xapic_trap::close(env.prot, env.views).map_err(fatal)? {
         env.invalidate()?;
     }
     if env.views.create(ctx).is_err() {
-        // All-or-nothing copy: nothing was made.
+        // All-or-nothing copy: nothing was made, and processors can
+        // still be started: the trap again.
+        if let Some(page) = trapped {
+            crate::policy::xapic_trap::open(env.prot, env.views, page).map_err(fatal)?;
+            env.invalidate()?;
+        }
         return Ok(Err(Status::Exhausted));
     }
     env.prot.contexts[usize::from(ctx)] = true;

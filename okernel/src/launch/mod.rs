@@ -280,6 +280,7 @@ pub fn launch(config: &LaunchConfig<'_>) -> Result<Infallible, LaunchError> {
             state.vcpu.policy.running[0] = 1 + joined as u8;
             state.vcpu.joined_aps = joined as u8;
             if joined > 0 {
+                state.vcpu.stop_others = Some(run::stop_others);
                 trap_xapic_page(&mut state.vcpu);
             }
         }

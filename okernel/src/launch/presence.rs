@@ -101,6 +101,44 @@ impl Presence {
         s != NOBODY && s != me
     }
 
+    /// Waits (without the run's lock) until no processor but `me` has a
+    /// step open, reading the time from `clock`; `Err(cpu)` names the
+    /// processor whose step is still open once `patience` ticks have
+    /// passed (the caller ends the run: it may not enter the guest while
+    /// the step's page is open).
+    pub fn wait_step(
+        &self,
+        me: usize,
+        patience: u64,
+        clock: impl Fn() -> u64,
+    ) -> Result<(), usize> {
+        let start = clock();
+        loop {
+            let s = self.stepping.load(Ordering::SeqCst);
+            if s == NOBODY || s == me {
+                return Ok(());
+            }
+            if clock().wrapping_sub(start) > patience {
+                return Err(s);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Stops every processor but `me` for `me`'s patch step: marks the
+    /// step (so their exits wait, [`Self::wait_step`]), then waits until
+    /// none is in the guest ([`Self::wait_out`]). The caller holds the
+    /// run's lock.
+    pub fn stop_for_step(
+        &self,
+        me: usize,
+        patience: u64,
+        clock: impl Fn() -> u64,
+    ) -> Result<(), usize> {
+        self.stepping.store(me, Ordering::SeqCst);
+        self.wait_out(me, patience, clock)
+    }
+
     /// Processor `cpu` left the guest (a VM exit): called before it takes
     /// the run's lock.
     /// A number past [`MAX_CPUS`] panics (the run ends): no processor

@@ -149,6 +149,7 @@ impl CpuFrame {
             Regs::All => vcpu.regs = self.regs,
         }
         vcpu.timer = self.own.timer;
+        vcpu.cpu_index = self.cpu;
         vcpu.seen_generation = self.own.seen_generation;
         vcpu.startup = self.own.startup;
         if vcpu.policy.current != self.own.context {
@@ -259,8 +260,12 @@ unsafe fn lock<'a>(regs: *mut GuestRegisters, moved: Regs) -> (&'a mut CpuFrame,
             break spin::mutex::SpinMutexGuard::leak(guard);
         }
         drop(guard);
-        while PRESENCE.step_elsewhere(frame.cpu) {
-            core::hint::spin_loop();
+        if let Err(cpu) = PRESENCE.wait_step(frame.cpu, SHOOTDOWN_PATIENCE, crate::arch::cpu::tsc) {
+            // A step that never closes: this processor may not enter
+            // the guest while its page is open. Fail closed.
+            let state = spin::mutex::SpinMutexGuard::leak(run.lock());
+            frame.enter(&mut state.vcpu, moved);
+            fatal_exit(state, ExitError::Shootdown(cpu));
         }
     };
     frame.enter(&mut state.vcpu, moved);
@@ -371,6 +376,13 @@ unsafe extern "C" fn okernel_exit_slow_shared(regs: *mut GuestRegisters) {
 /// (`crate::vcpu::timer::POLL_TSC`), which exits each at least once a
 /// tick.
 const SHOOTDOWN_PATIENCE: u64 = 512 * crate::vcpu::timer::POLL_TSC;
+
+/// [`crate::vcpu::Vcpu::stop_others`] of a run on several processors:
+/// every other processor out of the guest, and kept out, before processor
+/// `me` opens a patch step's page (`super::presence`).
+pub(super) fn stop_others(me: usize) -> Result<(), usize> {
+    PRESENCE.stop_for_step(me, SHOOTDOWN_PATIENCE, crate::arch::cpu::tsc)
+}
 
 /// This exit changed the policy: waits, holding the run's lock, until
 /// every other processor has left the guest (`super::presence`), so that each

@@ -118,8 +118,10 @@ pub fn apply_region(p: &Protection, views: &mut dyn Views, r: &Region) -> Result
 
 /// Recomputes every page of context `ctx`'s view from the policy: with
 /// W^X, execute rights off everything, user-execute back on plain RAM
-/// where MBEC is on; then every locked region and every protected page.
-/// Makes [`Protection::protects_per_view`] protect calls.
+/// where MBEC is on; then every locked region and every protected page;
+/// then, in the trusted view while it is open, the APIC page's write trap
+/// (`super::xapic_trap`). Makes [`Protection::protects_per_view`] protect
+/// calls.
 pub fn recompute_view(p: &Protection, views: &mut dyn Views, ctx: u16) -> Result<(), ept::Error> {
     if p.wx {
         views.protect(ctx, Gpa(0), views.mapped_end(), Perms::RW)?;

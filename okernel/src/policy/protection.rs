@@ -324,7 +324,8 @@ impl Protection {
     pub fn protects_per_view(&self, ram_ranges: usize) -> u64 {
         let regions = self.locked_regions().count();
         let pages = self.protected_pages().count();
-        (1 + ram_ranges + regions + pages) as u64
+        let trap = usize::from(self.xapic_trap.is_some());
+        (1 + ram_ranges + regions + pages + trap) as u64
     }
 }
 

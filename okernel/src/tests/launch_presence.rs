@@ -73,3 +73,30 @@ fn a_step_keeps_every_other_processor_out_until_it_closes() {
     p.set_stepping(1, false);
     assert!(!p.step_elsewhere(0) && !p.step_elsewhere(2));
 }
+
+#[test]
+fn the_wait_for_a_step_is_bounded_and_names_its_processor() {
+    let t = std::cell::Cell::new(0u64);
+    let clock = || {
+        t.set(t.get() + 1);
+        t.get()
+    };
+    let p = Presence::new();
+    assert_eq!(p.wait_step(0, 0, clock), Ok(()), "no step");
+    p.entering(0, true);
+    assert_eq!(
+        p.stop_for_step(1, 10, clock),
+        Err(0),
+        "0 still in the guest"
+    );
+    assert!(
+        p.step_elsewhere(0),
+        "marked before the wait: 0's next exit waits"
+    );
+    p.left(0);
+    assert_eq!(p.stop_for_step(1, 10, clock), Ok(()));
+    assert_eq!(p.wait_step(1, 0, clock), Ok(()), "its own step");
+    assert_eq!(p.wait_step(0, 100, clock), Err(1), "1's step never closed");
+    p.set_stepping(1, false);
+    assert_eq!(p.wait_step(0, 100, clock), Ok(()));
+}

@@ -209,18 +209,23 @@ pub struct Vcpu<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory = NoGuestMemory> {
     /// How many application processors a SIPI started
     /// (`crate::exit::sipi`; shared by every processor, unlike the
     /// per-processor fields): with one or more, a processor that halts
-    /// leaves the audit lines it queued to the others (`crate::exit::stop`),
-    /// and no write to locked text is let through
-    /// (`crate::exit::patch_step`: its step would open the page in a view
-    /// the other processors use).
+    /// leaves the audit lines it queued to the others (`crate::exit::stop`);
+    /// the last start closes the APIC page's write trap
+    /// (`crate::exit::xapic`).
     pub started_aps: u8,
     /// How many application processors joined the run (set once, at
     /// launch, before any guest instruction; shared): with one or more
-    /// the run is shared, and no patch step opens
-    /// (`crate::exit::patch_step`) — not only once a SIPI started one,
-    /// since a SIPI in flight (sent through the xAPIC page, which does
-    /// not exit) can start it while a step is open.
+    /// the run is shared.
     pub joined_aps: u8,
+    /// This processor's number in the run (0 the bootstrap processor,
+    /// `crate::launch::presence`; per processor, like the registers).
+    pub cpu_index: usize,
+    /// With several processors: makes every other one leave the guest
+    /// and stay out until this processor's patch step closed, before the
+    /// step opens its page (`crate::exit::patch_step`); `Err` names one
+    /// that did not leave in time. Set once at launch (shared); `None` on
+    /// one processor.
+    pub stop_others: Option<fn(usize) -> Result<(), usize>>,
     /// The policy generation this processor's VMCS and TLB reflect
     /// (`crate::policy::Policy::generation`; per processor, like the
     /// registers).
@@ -266,6 +271,8 @@ impl<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory> Vcpu<V, C, P, M> {
             seen_generation: 0,
             started_aps: 0,
             joined_aps: 0,
+            cpu_index: 0,
+            stop_others: None,
             startup: super::startup::Startup::Never,
             hooks: Default::default(),
         }

@@ -753,22 +753,70 @@ fn a_step_ending_at_the_canonical_boundary_never_resumes_there() {
     }
 }
 
+thread_local! {
+    /// The processors a test's `stop_others` hook was asked to stop for.
+    static STOPPED_FOR: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn stops(me: usize) -> Result<(), usize> {
+    STOPPED_FOR.with(|s| s.borrow_mut().push(me));
+    Ok(())
+}
+
+fn never_stops(_: usize) -> Result<(), usize> {
+    Err(1)
+}
+
 #[test]
-fn with_another_processor_joined_a_step_opens_and_changes_the_policy() {
+fn with_other_processors_a_step_stops_them_before_its_page_opens() {
     for caps in METHODS {
+        STOPPED_FOR.with(|s| s.borrow_mut().clear());
         let mut v = locked_with(caps);
-        // An application processor joined the run: it runs in the same
-        // views. The step still opens; opening it changed the policy, so
-        // the run makes every other processor leave the guest before this
-        // one resumes, and keeps them out until the step closed
-        // (`launch::presence`, `Presence::set_stepping`; host-tested in
-        // `tests::launch_presence`).
         v.joined_aps = 1;
+        v.stop_others = Some(stops);
+        v.cpu_index = 2;
         let generation = v.policy.generation;
         let res = violation(&mut v, LONG);
         assert_eq!(res, Ok(ExitAction::Resume));
         assert!(v.policy.patch.step.open());
+        assert_eq!(STOPPED_FOR.with(|s| s.borrow().clone()), [2]);
         assert!(v.policy.generation > generation, "the shootdown runs");
         assert_eq!(v.audit.total(), 0);
+        // One that does not stop: the page stays closed, the run ends.
+        let mut v = locked_with(caps);
+        v.stop_others = Some(never_stops);
+        let res = violation(&mut v, LONG);
+        assert_eq!(res, Err(ExitError::Shootdown(1)));
+        assert!(!v.policy.patch.step.open());
+        assert_eq!(perms(&v, 0, LONG & !0xfff), Some(Perms::RX));
+    }
+}
+
+#[test]
+fn a_step_whose_processor_halted_ends_at_the_next_tick() {
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        assert_eq!(violation(&mut v, LONG), Ok(ExitAction::Resume));
+        assert!(v.policy.patch.step.open());
+        // A tick while the processor still runs keeps the step.
+        let _ = run(&mut v, ExitReason::PreemptionTimer, 0, 0);
+        assert!(v.policy.patch.step.open(), "open across a tick");
+        v.vmcs.set(Guest32::ActivityState, 1);
+        let _ = run(&mut v, ExitReason::PreemptionTimer, 0, 0);
+        assert!(!v.policy.patch.step.open(), "ended in HLT");
+        assert_eq!(perms(&v, 0, LONG & !0xfff), Some(Perms::RX));
+    }
+}
+
+#[test]
+fn a_paging_structure_write_opens_no_step() {
+    for caps in METHODS {
+        let mut v = locked_with(caps);
+        v.vmcs.set(GuestNatural::Rip, WRITER);
+        v.vmcs.set(ReadOnly64::GuestPhysicalAddress, LONG);
+        // Bit 8 clear: the processor's write of an entry's A/D flags.
+        let res = run(&mut v, ExitReason::EptViolation, WRITE_QUAL & !(1 << 8), 0);
+        assert_eq!((res, injected(&v)), (Ok(ExitAction::Resume), GP));
+        assert!(!v.policy.patch.step.open());
     }
 }

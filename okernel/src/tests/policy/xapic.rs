@@ -80,10 +80,15 @@ fn icr(v: &mut PVcpu, low: u64, destination: u32) -> Result<ExitAction, ExitErro
 fn the_trap_makes_the_page_read_only_in_the_trusted_view_only_while_open() {
     let mut v = pvcpu();
     assert_eq!(perms(&mut v, 0), Perms::RW);
-    let mut v = trapped();
+    let invepts = v.cpu.invepts;
+    let mut env = Env::of(&mut v).unwrap();
+    assert_eq!(xapic::open(&mut env, PAGE), Ok(true));
     assert_eq!(perms(&mut v, 0), Perms::READ);
     assert_eq!(v.policy.xapic_trap, Some(PAGE));
-    assert!(v.cpu.invepts > 0, "cached writable translations dropped");
+    assert!(
+        v.cpu.invepts > invepts,
+        "cached writable translations dropped"
+    );
     let mut env = Env::of(&mut v).unwrap();
     xapic::close(&mut env).unwrap();
     assert_eq!(perms(&mut v, 0), Perms::RW);
@@ -134,6 +139,7 @@ fn what_the_policy_refuses_is_audited_and_faults_unwritten() {
         assert_eq!((r, injected(&v)), (Ok(ExitAction::Resume), GP));
         assert_eq!(rip(&v), CODE, "{code:02x?} at {offset:#x}: not completed");
         assert_eq!(v.cpu.xapic_writes, 0);
+        assert_eq!(v.audit.total(), 1, "one record");
         let rec = *v.audit.last().unwrap();
         assert_eq!(
             (rec.kind, rec.gpa),
@@ -143,13 +149,28 @@ fn what_the_policy_refuses_is_audited_and_faults_unwritten() {
 }
 
 #[test]
-fn an_untrusted_context_cannot_init_another_processor() {
+fn a_write_that_is_no_stores_or_outside_xapic_mode_is_refused() {
+    // The processor's own A/D write of a paging-structure entry on the
+    // page (qualification bit 8 clear).
     let mut v = trapped();
-    v.policy.current = 1;
-    let r = icr(&mut v, INIT, 1);
+    v.regs.set(Gpr::Rsi, SIPI);
+    v.memory.phys().write(Hpa(CODE), &MOV_ESI_ICR);
+    v.vmcs.set(GuestNatural::Rip, CODE);
+    v.vmcs
+        .set(ReadOnly64::GuestPhysicalAddress, PAGE + xapic::ICR_LOW);
+    let r = run(&mut v, ExitReason::EptViolation, WRITE_QUAL & !(1 << 8), 0);
     assert_eq!(
-        (r, injected(&v), rip(&v)),
-        (Ok(ExitAction::Resume), GP, CODE)
+        (r, injected(&v), v.cpu.xapic_writes),
+        (Ok(ExitAction::Resume), GP, 0)
+    );
+    assert_eq!(v.audit.total(), 1);
+    // The APIC switched to x2APIC mode while the trap was open.
+    let mut v = trapped();
+    v.cpu.set_msr(crate::msrs::IA32_APIC_BASE, 0xfee0_0d00);
+    let r = icr(&mut v, SIPI, 1);
+    assert_eq!(
+        (r, injected(&v), v.cpu.xapic_writes),
+        (Ok(ExitAction::Resume), GP, 0)
     );
     assert_eq!(v.audit.total(), 1);
 }
