@@ -47,7 +47,7 @@ use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::event::Exception;
 use crate::vmx::exit_reason::ExitReason;
-use crate::vmx::fields::{Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnlyNatural};
+use crate::vmx::fields::{Guest16, Guest32, GuestNatural, ReadOnly32, ReadOnlyNatural};
 use crate::vmx::regs::Gpr;
 
 /// The instruction an exit of reason 46 or 47 is for (instruction
@@ -230,12 +230,7 @@ fn store<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     bytes: &[u8],
     cpl: u8,
 ) -> Result<ExitAction, ExitError> {
-    let paging = PagingState {
-        cr0: vcpu.vmcs.read(GuestNatural::Cr0)?,
-        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
-        cr4: vcpu.vmcs.read(GuestNatural::Cr4)?,
-        efer: vcpu.vmcs.read(Guest64::Efer)?,
-    };
+    let paging = PagingState::of(&vcpu.vmcs)?;
     match vcpu.store_linear(paging, linear, bytes, Writer::Instruction { cpl }) {
         Ok(()) => vcpu.advance_rip(),
         Err(Refusal::PageFault { linear, error_code }) => page_fault(vcpu, linear, error_code),

@@ -161,7 +161,7 @@ pub fn handle<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     if vcpu.started_aps >= vcpu.joined_aps
         && let Some(mut env) = crate::hypercall::policy::Env::of(vcpu)
     {
-        super::xapic::close(&mut env)?;
+        env.close_xapic_trap()?;
     }
     Ok(ExitAction::Resume)
 }

@@ -12,7 +12,7 @@
 //! ([`super::apic`]), the monitor completes such an INIT without sending
 //! it; the xAPIC page does not exit. So while a processor waits for its
 //! SIPI the page is **write-trapped**: read-only in the trusted context's
-//! view ([`open`]; reads reach the APIC as before), and each write is an
+//! view (`Env::open_xapic_trap`; reads reach the APIC as before), and each write is an
 //! EPT violation the monitor decodes ([`super::mmio_store`]), judges
 //! ([`register_write`]) and, if allowed, performs on this processor's
 //! APIC from VMX root, where it then advances RIP past the store:
@@ -28,7 +28,7 @@
 //! | any other register (TPR, EOI, LDR, DFR, SVR, ESR, ICR high, LVT, timer) | written |
 //! | not at a register's start, or a store [`super::mmio_store`] does not decode, or outside 64-bit mode, or not an instruction's store (a paging-structure entry's A/D flags), or with the APIC no longer in xAPIC mode at the page | #GP + audit `ept-violation` (the record's qualification: the value, or 0 when none was decoded) |
 //!
-//! The trap is **closed** ([`close`]: the page writable again, every
+//! The trap is **closed** (`Env::close_xapic_trap`: the page writable again, every
 //! processor's cached translation dropped through the policy's
 //! generation) once no processor can be started any more: every joined
 //! processor was started, or an untrusted context was created (from then
@@ -51,16 +51,14 @@ use crate::msrs::IA32_APIC_BASE;
 use crate::policy::Policy;
 use crate::policy::audit::AuditKind;
 use crate::policy::guest_paging::PagingState;
-use crate::policy::xapic_trap;
+use crate::policy::xapic_trap::PAGE;
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{ExitAction, ExitError, Vcpu};
 use crate::vmx::error::VmFail;
-use crate::vmx::fields::{Guest64, GuestNatural};
+use crate::vmx::fields::GuestNatural;
 use crate::vmx::regs::Gpr;
 use ept::Perms;
 
-/// The APIC's page.
-const PAGE: u64 = 0x1000;
 /// Local APIC ID (bits 31:24 in xAPIC mode; SDM Vol. 3A §11.4.6).
 pub const ID: u64 = 0x20;
 /// Interrupt command register, low half: writing it sends the IPI.
@@ -114,27 +112,6 @@ pub const fn xapic_page(base: u64) -> Option<u64> {
     } else {
         None
     }
-}
-
-/// Opens the trap on the page at `page`: read-only in the trusted
-/// context's view (the only one: no untrusted context exists while a
-/// processor can be started). `Ok(false)`: the view does not map the
-/// page writable (nothing to trap).
-pub fn open<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>, page: u64) -> Result<bool, ExitError> {
-    let opened = xapic_trap::open(env.prot, env.views, page).map_err(ExitError::PolicyEpt)?;
-    if opened {
-        env.invalidate()?;
-    }
-    Ok(opened)
-}
-
-/// Closes the trap if it is open: the page writable again in the trusted
-/// context's view, every processor's cached translation dropped.
-pub fn close<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<(), ExitError> {
-    if xapic_trap::close(env.prot, env.views).map_err(ExitError::PolicyEpt)? {
-        env.invalidate()?;
-    }
-    Ok(())
 }
 
 /// Handles a write EPT violation at `gpa` (guest-linear `gva` when
@@ -213,12 +190,7 @@ fn fetch<V: Vmcs, C: Cpu, P: Policy, M: GuestMemory>(
     buf: &mut [u8; MAX_LEN],
 ) -> Result<usize, VmFail> {
     let rip = vcpu.vmcs.read(GuestNatural::Rip)?;
-    let paging = PagingState {
-        cr0: vcpu.vmcs.read(GuestNatural::Cr0)?,
-        cr3: vcpu.vmcs.read(GuestNatural::Cr3)?,
-        cr4: vcpu.vmcs.read(GuestNatural::Cr4)?,
-        efer: vcpu.vmcs.read(Guest64::Efer)?,
-    };
+    let paging = PagingState::of(&vcpu.vmcs)?;
     let first = ((PAGE - (rip & (PAGE - 1))) as usize).min(MAX_LEN);
     if vcpu.read_linear(paging, rip, &mut buf[..first]).is_none() {
         return Ok(0);

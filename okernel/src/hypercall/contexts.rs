@@ -61,15 +61,12 @@ pub fn create<V: Vmcs, C: Cpu>(env: &mut Env<'_, V, C>) -> Result<CallResult, Ex
     // before the copy, which would otherwise take the trusted view's
     // read-only page along.
     let trapped = env.prot.xapic_trap;
-    if crate::policy::xapic_trap::close(env.prot, env.views).map_err(fatal)? {
-        env.invalidate()?;
-    }
+    env.close_xapic_trap()?;
     if env.views.create(ctx).is_err() {
         // All-or-nothing copy: nothing was made, and processors can
         // still be started: the trap again.
         if let Some(page) = trapped {
-            crate::policy::xapic_trap::open(env.prot, env.views, page).map_err(fatal)?;
-            env.invalidate()?;
+            env.open_xapic_trap(page)?;
         }
         return Ok(Err(Status::Exhausted));
     }

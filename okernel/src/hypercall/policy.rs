@@ -30,11 +30,11 @@ use crate::policy::audit::{Access, AuditAction, AuditKind, AuditLog, AuditRecord
 use crate::policy::hooks::PolicyHooks;
 use crate::policy::protection::{Gate, Protection, Region};
 use crate::policy::views::Views;
-use crate::policy::{Policy, guest_paging};
+use crate::policy::{Policy, guest_paging, xapic_trap};
 use crate::vcpu::memory::GuestMemory;
 use crate::vcpu::{CrConfig, ExitError, Vcpu};
 use crate::vmx::controls::SecondaryProcBased;
-use crate::vmx::fields::{Control32, Control64, Guest64, GuestNatural};
+use crate::vmx::fields::{Control32, Control64, GuestNatural};
 
 /// What a successful policy call gives the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,14 +169,31 @@ impl<'a, V: Vmcs, C: Cpu> Env<'a, V, C> {
         Ok(())
     }
 
+    /// Opens the APIC page's write trap on the page at `page`
+    /// (`crate::exit::xapic`, `crate::policy::xapic_trap::open`), every
+    /// view invalidated; `Ok(false)`: the trusted view does not map the
+    /// page writable (nothing to trap).
+    pub fn open_xapic_trap(&mut self, page: u64) -> Result<bool, ExitError> {
+        let opened = xapic_trap::open(self.prot, self.views, page).map_err(ExitError::PolicyEpt)?;
+        if opened {
+            self.invalidate()?;
+        }
+        Ok(opened)
+    }
+
+    /// Closes the APIC page's write trap if it is open, every view
+    /// invalidated: whether it was open.
+    pub fn close_xapic_trap(&mut self) -> Result<bool, ExitError> {
+        let closed = xapic_trap::close(self.prot, self.views).map_err(ExitError::PolicyEpt)?;
+        if closed {
+            self.invalidate()?;
+        }
+        Ok(closed)
+    }
+
     /// The guest's paging state (real CR0/CR4: what its walks use).
     pub fn paging(&self) -> Result<guest_paging::PagingState, ExitError> {
-        Ok(guest_paging::PagingState {
-            cr0: self.vmcs.read(GuestNatural::Cr0)?,
-            cr3: self.vmcs.read(GuestNatural::Cr3)?,
-            cr4: self.vmcs.read(GuestNatural::Cr4)?,
-            efer: self.vmcs.read(Guest64::Efer)?,
-        })
+        Ok(guest_paging::PagingState::of(&*self.vmcs)?)
     }
 
     /// The quadword of guest RAM at `gpa` (None: not readable).

@@ -358,7 +358,7 @@ fn trap_xapic_page(vcpu: &mut run::MonitorVcpu) {
     let Some(mut env) = crate::hypercall::policy::Env::of(vcpu) else {
         return;
     };
-    match crate::exit::xapic::open(&mut env, page) {
+    match env.open_xapic_trap(page) {
         Ok(true) => log::info!(
             "okernel: the xAPIC page at {page:#x} is write-trapped until every processor started or an untrusted context exists"
         ),

@@ -12,7 +12,10 @@
 /// Entry bit 0: present.
 pub const PRESENT: u64 = 1 << 0;
 use crate::bits::{CR0_PG, CR4_LA57, CR4_PAE, EFER_LMA, EFER_NXE};
+use crate::hw::Vmcs;
 use crate::memmap::Gpa;
+use crate::vmx::error::VmFail;
+use crate::vmx::fields::{Guest64, GuestNatural};
 /// Entry bit 1: read/write.
 pub const WRITABLE: u64 = 1 << 1;
 /// Entry bit 2: user/supervisor.
@@ -77,6 +80,17 @@ pub struct Mapping {
 }
 
 impl PagingState {
+    /// The guest's paging state as `vmcs` holds it (the real CR0 and CR4,
+    /// which its walks use, not the read shadows).
+    pub fn of(vmcs: &impl Vmcs) -> Result<Self, VmFail> {
+        Ok(Self {
+            cr0: vmcs.read(GuestNatural::Cr0)?,
+            cr3: vmcs.read(GuestNatural::Cr3)?,
+            cr4: vmcs.read(GuestNatural::Cr4)?,
+            efer: vmcs.read(Guest64::Efer)?,
+        })
+    }
+
     /// Whether the guest is in IA-32e mode with 4-level paging (the one
     /// paging mode the walk supports).
     pub const fn long_mode(&self) -> bool {

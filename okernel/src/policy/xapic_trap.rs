@@ -11,8 +11,8 @@ use super::Protection;
 use super::views::Views;
 use crate::memmap::Gpa;
 
-/// The APIC page.
-const PAGE: u64 = 0x1000;
+/// The size of the APIC's page.
+pub const PAGE: u64 = 0x1000;
 
 /// Opens the trap on the page at `page` (read-only in the trusted
 /// context's view: the only view while a processor can be started).

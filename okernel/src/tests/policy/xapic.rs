@@ -43,7 +43,7 @@ fn trapped() -> PVcpu {
     }
     v.joined_aps = 1;
     let mut env = Env::of(&mut v).unwrap();
-    assert_eq!(xapic::open(&mut env, PAGE), Ok(true));
+    assert_eq!(env.open_xapic_trap(PAGE), Ok(true));
     v
 }
 
@@ -82,7 +82,7 @@ fn the_trap_makes_the_page_read_only_in_the_trusted_view_only_while_open() {
     assert_eq!(perms(&mut v, 0), Perms::RW);
     let invepts = v.cpu.invepts;
     let mut env = Env::of(&mut v).unwrap();
-    assert_eq!(xapic::open(&mut env, PAGE), Ok(true));
+    assert_eq!(env.open_xapic_trap(PAGE), Ok(true));
     assert_eq!(perms(&mut v, 0), Perms::READ);
     assert_eq!(v.policy.xapic_trap, Some(PAGE));
     assert!(
@@ -90,7 +90,7 @@ fn the_trap_makes_the_page_read_only_in_the_trusted_view_only_while_open() {
         "cached writable translations dropped"
     );
     let mut env = Env::of(&mut v).unwrap();
-    xapic::close(&mut env).unwrap();
+    env.close_xapic_trap().unwrap();
     assert_eq!(perms(&mut v, 0), Perms::RW);
     assert_eq!(v.policy.xapic_trap, None);
 }
@@ -179,7 +179,7 @@ fn a_write_that_is_no_stores_or_outside_xapic_mode_is_refused() {
 fn a_write_after_the_trap_closed_runs_again() {
     let mut v = trapped();
     let mut env = Env::of(&mut v).unwrap();
-    xapic::close(&mut env).unwrap();
+    env.close_xapic_trap().unwrap();
     // This processor cached the read-only translation before the close.
     assert_eq!(icr(&mut v, INIT, 1), Ok(ExitAction::Resume));
     assert_eq!(rip(&v), CODE, "executed again, not completed");
