@@ -4,7 +4,9 @@
 //! `transport=com2|mailbox` (how `scenario=fuzz` gets its test cases),
 //! `shootdown=on|off` (`scenario=smp`: whether the monitor waits for the
 //! other processors after a lock; `off` names the planted-defect build
-//! of the race row's negative control, `cargo xtask platform`).
+//! of the race row's negative control, `cargo xtask platform`),
+//! `contexts=per-cpu|shared` (`scenario=smp`: `shared` names the
+//! planted-defect build of the view-switch row's negative control).
 
 use core::fmt;
 
@@ -87,6 +89,21 @@ pub struct Options {
     /// default) or is the `planted-no-shootdown` build (`off`), where the
     /// SMP race row must see a write land after the lock returned.
     pub shootdown: bool,
+    /// Whether the monitor keeps each processor's context its own
+    /// (`contexts=per-cpu`, the default) or is the
+    /// `planted-shared-context` build (`shared`), where the SMP
+    /// view-switch row must see a write land from a processor that stayed
+    /// in the context the BSP left.
+    pub per_cpu_context: bool,
+}
+
+/// A planted-defect build of the monitor the SMP scenario runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planted {
+    /// `planted-no-shootdown`: the race row must succeed.
+    NoShootdown,
+    /// `planted-shared-context`: the view-switch row must succeed.
+    SharedContext,
 }
 
 /// Why the guest refused its command line.
@@ -102,6 +119,8 @@ pub enum CmdlineError<'a> {
     BadTransport(&'a str),
     /// `shootdown=` with a value other than `on` or `off`.
     BadShootdown(&'a str),
+    /// `contexts=` with a value other than `per-cpu` or `shared`.
+    BadContexts(&'a str),
 }
 
 impl fmt::Display for CmdlineError<'_> {
@@ -124,11 +143,24 @@ impl fmt::Display for CmdlineError<'_> {
             CmdlineError::BadShootdown(v) => {
                 write!(f, "guest: `shootdown={v}`: expected `on` or `off`")
             }
+            CmdlineError::BadContexts(v) => {
+                write!(f, "guest: `contexts={v}`: expected `per-cpu` or `shared`")
+            }
         }
     }
 }
 
 impl Options {
+    /// The planted defect `shootdown=off` or `contexts=shared` names (the
+    /// SMP rows' negative controls), if any.
+    pub fn planted(&self) -> Option<Planted> {
+        match (self.shootdown, self.per_cpu_context) {
+            (false, _) => Some(Planted::NoShootdown),
+            (true, false) => Some(Planted::SharedContext),
+            (true, true) => None,
+        }
+    }
+
     /// Parses the guest command line; empty means `scenario=boot
     /// protect=on`.
     pub fn parse(line: &str) -> Result<Self, CmdlineError<'_>> {
@@ -137,6 +169,7 @@ impl Options {
             protect: true,
             transport: Transport::Com2,
             shootdown: true,
+            per_cpu_context: true,
         };
         for word in line.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -156,6 +189,9 @@ impl Options {
                 Some(("shootdown", "on")) => opts.shootdown = true,
                 Some(("shootdown", "off")) => opts.shootdown = false,
                 Some(("shootdown", v)) => return Err(CmdlineError::BadShootdown(v)),
+                Some(("contexts", "per-cpu")) => opts.per_cpu_context = true,
+                Some(("contexts", "shared")) => opts.per_cpu_context = false,
+                Some(("contexts", v)) => return Err(CmdlineError::BadContexts(v)),
                 _ => return Err(CmdlineError::Unknown(word)),
             }
         }
@@ -213,6 +249,20 @@ mod tests {
         assert_eq!(
             Options::parse("shootdown=no"),
             Err(CmdlineError::BadShootdown("no"))
+        );
+    }
+
+    #[test]
+    fn parses_contexts() {
+        assert!(Options::parse("scenario=smp").unwrap().per_cpu_context);
+        assert!(
+            !Options::parse("scenario=smp contexts=shared")
+                .unwrap()
+                .per_cpu_context
+        );
+        assert_eq!(
+            Options::parse("contexts=one"),
+            Err(CmdlineError::BadContexts("one"))
         );
     }
 

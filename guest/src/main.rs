@@ -161,7 +161,7 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         }
         Scenario::Smp => {
             let mut checks = report::Checks::default();
-            smp::run(&mut checks, entry_mode, map, opts.shootdown);
+            smp::run(&mut checks, entry_mode, map, opts.planted(), (ram_top, sel));
             checks.finish(entry_mode)
         }
         Scenario::Bench => {

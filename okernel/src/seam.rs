@@ -28,6 +28,15 @@ pub const FUZZ_DOORBELL: Option<u16> = if cfg!(feature = "fuzz") {
 /// smp-race`).
 pub const SHOOTDOWN: bool = !cfg!(feature = "planted-no-shootdown");
 
+/// Whether an exit moves the exiting processor's own context into the
+/// shared virtual CPU (`crate::launch::run`, issue 17): always, but in
+/// the planted-defect build that proves the SMP view-switch row catches
+/// its absence (`planted-shared-context`, `cargo xtask platform
+/// smp-shared-context`): there every exit runs in the context the last
+/// exit of any processor left, so one processor's switch out of a context
+/// takes the others with it.
+pub const PER_CPU_CONTEXT: bool = !cfg!(feature = "planted-shared-context");
+
 /// Every policy rule as written: the production build's policy hooks
 /// (`crate::policy::hooks::PolicyHooks`, whose defaults it keeps).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -534,7 +534,7 @@ fn ci_fuzz() -> Result<bool, String> {
 
 fn lint() -> Result<bool, String> {
     // Every clippy run denies warnings (`-- -D warnings` is appended).
-    let clippy: [&[&str]; 5] = [
+    let clippy: [&[&str]; 6] = [
         &["--workspace", "--all-targets"],
         &[
             "--target",
@@ -570,6 +570,14 @@ fn lint() -> Result<bool, String> {
             "--lib",
             "--features",
             "planted-no-shootdown",
+        ],
+        // The SMP view-switch row's negative control.
+        &[
+            "-p",
+            "okernel",
+            "--lib",
+            "--features",
+            "planted-shared-context",
         ],
     ];
     // The host fuzz targets are a workspace of their own (fuzz/), linked

@@ -157,6 +157,38 @@ guest_switch_keep_running:
     mov qword ptr [rip + guest_kept_running], 1
     ret
 
+    /* Runs `body` (RDX) in context RDI and comes back through the gate
+       RSI: SwitchContext(RDI) (a more restricted view: it resumes after
+       the VMCALL), body(status) on this stack, then SwitchContext(0,
+       RSI), which resumes at guest_trusted_gate: that restores the
+       stack saved here and returns body's result (RDX, which the switch
+       keeps). A switch back that falls through is recorded like
+       guest_leave_user's. */
+    .global guest_visit_context
+guest_visit_context:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rip + guest_sched_rsp], rsp
+    mov r12, rsi
+    mov r13, rdx
+    xor esi, esi
+    mov eax, {switch_context}
+    vmcall
+    mov rdi, rax
+    sub rsp, 8
+    call r13
+    mov rdx, rax
+    mov rsi, r12
+    xor edi, edi
+    mov eax, {switch_context}
+    vmcall
+    mov [rip + guest_gate_fallthrough], rax
+    jmp guest_trusted_gate
+
     .global guest_switch_single_step
 guest_switch_single_step:
     mov rsi, rdi
@@ -321,6 +353,7 @@ unsafe extern "C" {
     static mut guest_gate_entry_rsp: u64;
     static mut guest_gate_entry_rflags: u64;
     fn guest_enter_user(rip: u64, rsp: u64, cr3: u64, regs: *const [u64; 4]) -> u64;
+    fn guest_visit_context(ctx: u64, gate: u64, body: extern "C" fn(u64) -> u64) -> u64;
     fn guest_leave_user(result: u64, gate: u64, switch: u64) -> !;
     static mut guest_kstack_top: u64;
     static mut guest_kernel_cr3: u64;
@@ -378,6 +411,28 @@ pub unsafe fn enter_user(rip: u64, rsp: u64, cr3: u64, kstack_top: u64, regs: [u
     // callee-saved registers and the stack and the gate restores them, so
     // it returns like a function.
     unsafe { guest_enter_user(rip, rsp, cr3, &regs) }
+}
+
+/// Runs `body` in context `ctx` and comes back to the trusted context
+/// through gate `gate`: `body` gets the `SwitchContext(ctx)` status and
+/// runs in that context's view only if it is 0. Returns `body`'s result
+/// and, if the switch back returned after its `VMCALL` instead of at the
+/// gate, its status (else [`NO_FALLTHROUGH`]).
+///
+/// # Safety
+///
+/// The kernel's page tables must be set ([`set_kernel_cr3`]) and `gate`
+/// registered at `guest_trusted_gate` with its stack; `body` must not
+/// rely on anything the context's view withholds.
+pub unsafe fn visit_context(ctx: u64, gate: u64, body: extern "C" fn(u64) -> u64) -> (u64, u64) {
+    // SAFETY: a quadword of .data written only by the gate code on this
+    // CPU.
+    unsafe { (&raw mut guest_gate_fallthrough).write_volatile(NO_FALLTHROUGH) };
+    // SAFETY: forwarded from the caller; `guest_visit_context` saves the
+    // callee-saved registers and the stack and the gate restores them, so
+    // it returns like a function.
+    let result = unsafe { guest_visit_context(ctx, gate, body) };
+    (result, gate_fallthrough())
 }
 
 /// Ends the current request with `result`; `gate` is the registered gate

@@ -37,6 +37,7 @@
 //! monitor nothing locks the page and the pattern lands in it.
 
 mod start_up;
+mod view;
 
 use crate::report::{Buf, Checks};
 use okernel_abi::boot::{EntryMode, GuestMemoryKind, MemoryRegion};
@@ -49,6 +50,12 @@ const PAGE: u64 = 0x8000;
 const LOCKED: u64 = PAGE + start_up::TARGET as u64;
 /// The race row's page (DS:0x2000 there).
 const RACE_PAGE: u64 = PAGE + start_up::RACE_TARGET as u64;
+/// The view-switch row's page (DS:0x3000 there): under okernel a
+/// credentials region, writable in the trusted view and read-only in
+/// every context's (`docs/policy.md`).
+const VIEW_PAGE: u64 = PAGE + start_up::VIEW_TARGET as u64;
+/// What [`VIEW_PAGE`] holds before the row, repeated.
+const VIEW_FILL: &[u8; 16] = b"OKERNEL-VIEW-CR!";
 /// How long the BSP watches the race page after its lock returned, in
 /// TSC ticks: four of the monitor's console ticks and 32 of its poll
 /// ticks (`okernel::vcpu::timer`, 2^20 and 2^17), so that without the
@@ -213,19 +220,29 @@ fn locked_page() -> (bool, u32) {
 /// Runs the three attacks and reports them; `shootdown`: whether the
 /// monitor has its shootdown (`shootdown=off` names the planted-defect
 /// build, where the race must succeed).
-pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion], shootdown: bool) {
-    if !usable(map, PAGE) || !usable(map, LOCKED) || !usable(map, RACE_PAGE) {
+pub fn run(
+    checks: &mut Checks,
+    entry: EntryMode,
+    map: &[MemoryRegion],
+    planted: Option<guest::cmdline::Planted>,
+    kernel: (u64, crate::arch::tables::Selectors),
+) {
+    if ![PAGE, LOCKED, RACE_PAGE, VIEW_PAGE]
+        .iter()
+        .all(|&p| usable(map, p))
+    {
         for (name, invariant) in [
             ("attack-ap-start-outside-vmx", 1),
             ("attack-ap-write-locked-page", 3),
             ("attack-race-write-vs-lock", 3),
+            ("attack-race-view-switch", 3),
         ] {
             checks.check(
                 name,
                 invariant,
                 false,
                 format_args!(
-                    "page {PAGE:#x}, {LOCKED:#x} or {RACE_PAGE:#x} is not usable RAM in the hand-off map"
+                    "page {PAGE:#x}, {LOCKED:#x}, {RACE_PAGE:#x} or {VIEW_PAGE:#x} is not usable RAM in the hand-off map"
                 ),
             );
         }
@@ -234,7 +251,9 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion], shootdow
     start_up::install(PAGE);
     fill_locked();
     let monitor = entry == EntryMode::NonRoot;
-    // Under okernel: lock the page read-only first (VMCALL is #UD bare).
+    // Under okernel, before any lock (VMCALL is #UD bare).
+    let prepared = if monitor { view::prepare() } else { Ok(()) };
+    // Under okernel: lock the page read-only first.
     let locked = monitor.then(|| crate::attacks::audit::lock_page_read_only(LOCKED));
     let before = if monitor {
         crate::attacks::audit::count()
@@ -246,8 +265,17 @@ pub fn run(checks: &mut Checks, entry: EntryMode, map: &[MemoryRegion], shootdow
     log::info!("smp: the start-up code's marks: {marks:x?}");
     report_start(checks, entry, &start, &marks);
     report_write(checks, entry, locked, before, &marks);
-    let race = race(entry);
-    report_race(checks, entry, shootdown, &race);
+    let mut race = race(entry);
+    let view = view::run(entry, prepared, kernel, PAGE, VIEW_PAGE, marks.counts[0]);
+    // Every processor has halted (CLI, HLT) at the view row's end: a lock
+    // now waits for each to leave HLT. (The code page: nothing writes it
+    // any more.)
+    let marks = Marks::read(PAGE);
+    race.halted_lock =
+        (entry == EntryMode::NonRoot && marks.race_faults.0 == marks.counts[0] && view.halted)
+            .then(|| crate::attacks::audit::lock_page_read_only(PAGE));
+    report_race(checks, entry, planted, &race);
+    view::report(checks, entry, planted, &view);
 }
 
 /// Starts every other processor into the start-up code, where it ends
@@ -281,8 +309,9 @@ struct Race {
     /// The marks after.
     marks: Marks,
     /// Under okernel: a second lock (of the code page) made once the
-    /// others halted on their race #GP returned, and succeeded: their
-    /// VMX-preemption timer brings them out of HLT for the shootdown.
+    /// others, past their race #GP, halted at the view row's end returned,
+    /// and succeeded: their VMX-preemption timer brings them out of HLT
+    /// for the shootdown.
     halted_lock: Option<bool>,
 }
 
@@ -314,11 +343,6 @@ fn race(entry: EntryMode) -> Race {
     let after = dword();
     let heart_after = heart();
     let marks = Marks::read(PAGE);
-    // Every processor that took its race #GP halted (CLI, HLT): a lock
-    // now waits for each to leave HLT. (The code page: nothing writes it
-    // any more.)
-    let halted_lock = (monitor && marks.race_faults.0 == marks.counts[0])
-        .then(|| crate::attacks::audit::lock_page_read_only(PAGE));
     Race {
         racing,
         locked,
@@ -327,7 +351,7 @@ fn race(entry: EntryMode) -> Race {
         after,
         heart: (heart_at_return, heart_after),
         marks,
-        halted_lock,
+        halted_lock: None,
     }
 }
 
@@ -475,7 +499,13 @@ fn report_write(
 }
 
 /// `race-write-vs-lock`.
-fn report_race(checks: &mut Checks, entry: EntryMode, shootdown: bool, race: &Race) {
+fn report_race(
+    checks: &mut Checks,
+    entry: EntryMode,
+    planted: Option<guest::cmdline::Planted>,
+    race: &Race,
+) {
+    let shootdown = planted != Some(guest::cmdline::Planted::NoShootdown);
     let (mode, expected) = match entry {
         EntryMode::NonRoot if !shootdown => ("planted-no-shootdown", "succeeded"),
         _ => modes(entry),

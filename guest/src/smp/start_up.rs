@@ -9,7 +9,7 @@
 //!
 //! | offset | what |
 //! |--------|------|
-//! | 0x000 | [`MAIN`], which runs on into [`RACE`], then [`ON_GP`], then [`ON_OTHER`] |
+//! | 0x000 | [`MAIN`], which runs on into [`RACE`], then [`VIEW`], [`ON_GP`], [`ON_OTHER`] |
 //! | [`IDTR`] (0x3f8) | the LIDT operand: limit 0x3ff, base page + [`IVT`] |
 //! | [`IVT`] (0x400) | 256 real-mode vectors (offset, segment): 13 (#GP) to [`ON_GP`], every other to [`ON_OTHER`] (SDM Vol. 3A §21.1.4) |
 //! | 0x800.. | the marks ([`RAN_AT`] ...): written by the processors, read by the BSP |
@@ -19,7 +19,11 @@
 //! locks read-only under okernel: [`MAIN`] writes [`PATTERN`] there. The
 //! one after that ([`RACE_TARGET`], offset 0x2000) is the race row's:
 //! [`RACE`] writes its loop count there for ever, and the BSP locks it
-//! while the loop runs; the first write that faults ends the loop.
+//! while the loop runs; the first write that faults ends the loop (so
+//! does [`STOP_AT`], which the BSP sets when no lock stops it). The one
+//! after that again ([`VIEW_TARGET`], offset 0x3000) is the view-switch
+//! row's: [`VIEW`] enters the context the BSP names in [`CTX_AT`] and
+//! writes each round's number the BSP posts in [`ROUND_AT`] there.
 //!
 //! With 4 processors three run this code at once: every mark is a
 //! constant (or the same IP) written whole, and the counts are `LOCK INC`,
@@ -56,6 +60,28 @@ pub const HEART_AT: u16 = 0x820;
 pub const RACE_GP_COUNT_AT: u16 = 0x824;
 /// The IP that #GP pushed.
 pub const RACE_GP_IP_AT: u16 = 0x826;
+/// Set (byte, non-zero) by the BSP: the race loop ends and runs on into
+/// [`VIEW`].
+pub const STOP_AT: u16 = 0x828;
+/// The context [`VIEW`] switches to (32-bit; 0 = not yet, [`NO_SWITCH`]
+/// = write the rounds without a switch: no monitor).
+pub const CTX_AT: u16 = 0x82c;
+/// The OR of every processor's `SwitchContext` status (0: all succeeded).
+pub const SWITCH_AT: u16 = 0x830;
+/// 16-bit count of processors that reached [`VIEW`]'s rounds.
+pub const IN_AT: u16 = 0x834;
+/// The round the BSP posts (32-bit; [`END`] ends [`VIEW`]).
+pub const ROUND_AT: u16 = 0x838;
+/// 16-bit counts: rounds whose write landed, ...
+pub const VIEW_WROTE_AT: u16 = 0x83c;
+/// ... and whose write faulted (#GP at [`VIEW_WRITE_IP`]).
+pub const VIEW_GP_AT: u16 = 0x83e;
+/// The IP that #GP pushed.
+pub const VIEW_GP_IP_AT: u16 = 0x840;
+/// [`CTX_AT`]: no monitor, no switch.
+pub const NO_SWITCH: u32 = u32::MAX;
+/// [`ROUND_AT`]: the last round; [`VIEW`] halts.
+pub const END: u32 = u32::MAX;
 /// The LIDT operand.
 pub const IDTR: u16 = 0x3f8;
 /// The table.
@@ -66,6 +92,9 @@ const STACK_TOP: u16 = 0x1000;
 pub const TARGET: u16 = 0x1000;
 /// The race row's page, as an offset from the code page's segment.
 pub const RACE_TARGET: u16 = 0x2000;
+/// The view-switch row's page, as an offset from the code page's
+/// segment.
+pub const VIEW_TARGET: u16 = 0x3000;
 
 /// The marks' values: "ARAP" (the one the first version wrote), ...
 pub const RAN: u32 = 0x5041_5241;
@@ -153,14 +182,16 @@ pub const RACE_AT: u16 = MAIN.len() as u16;
 pub const RACE_WRITE_IP: u16 = RACE_AT + 13;
 
 /// The race loop (the race row, `super::report_race`): reset SP (a #GP
-/// handler jumps here), then for ever: count in [`HEART_AT`], write the
-/// count to [`RACE_TARGET`]. Once the page is locked and this processor
-/// no longer holds a writable translation of it, the write faults and
-/// [`ON_GP`] ends the loop.
-pub const RACE: [u8; 0x13] = {
+/// handler jumps here), then count in [`HEART_AT`], write the count to
+/// [`RACE_TARGET`], and again until [`STOP_AT`] is set, then on into
+/// [`VIEW`]. Once the page is locked and this processor no longer holds
+/// a writable translation of it, the write faults and [`ON_GP`] ends the
+/// loop (into [`VIEW`] too).
+pub const RACE: [u8; 0x18] = {
     let sp = STACK_TOP.to_le_bytes();
     let h = HEART_AT.to_le_bytes();
     let t = RACE_TARGET.to_le_bytes();
+    let stop = STOP_AT.to_le_bytes();
     flat(&[
         // 40: mov sp, 0x1000
         &[0xbc, sp[0], sp[1]],
@@ -170,19 +201,108 @@ pub const RACE: [u8; 0x13] = {
         &[0x66, 0xa1, h[0], h[1]],
         // 4d: mov [0x2000], eax (RACE_WRITE_IP)
         &[0x66, 0xa3, t[0], t[1]],
-        // 51: jmp 43
-        &[0xeb, 0xf0],
+        // 51: cmp byte [STOP_AT], 0
+        &[0x80, 0x3e, stop[0], stop[1], 0x00],
+        // 56: je 43
+        &[0x74, 0x43u8.wrapping_sub(0x58)],
+    ])
+};
+
+/// Where [`VIEW`] starts: right after [`RACE`], which runs on into it.
+pub const VIEW_AT: u16 = RACE_AT + RACE.len() as u16;
+/// Where [`VIEW`]'s rounds loop starts (a view #GP resumes there).
+pub const VIEW_LOOP: u16 = VIEW_AT + 49;
+/// Where in [`VIEW`] its write to [`VIEW_TARGET`] is (the IP its #GP
+/// pushes).
+pub const VIEW_WRITE_IP: u16 = VIEW_AT + 72;
+
+/// The view-switch row (`super::report_view`): wait for [`CTX_AT`];
+/// unless it is [`NO_SWITCH`], `SwitchContext(ctx, 0)` (VMCALL: RAX 26,
+/// RDI the context; outside 64-bit mode only the low halves count) and
+/// OR the status into [`SWITCH_AT`]; count in [`IN_AT`]; then for each
+/// new number in [`ROUND_AT`] (the last seen kept in ESI, which a #GP
+/// keeps) write it to [`VIEW_TARGET`] and count in [`VIEW_WROTE_AT`]
+/// (a fault counts in [`ON_GP`] and comes back to the loop), until
+/// [`END`]: halt.
+pub const VIEW: [u8; 87] = {
+    let sp = STACK_TOP.to_le_bytes();
+    let ctx = CTX_AT.to_le_bytes();
+    let sw = SWITCH_AT.to_le_bytes();
+    let inn = IN_AT.to_le_bytes();
+    let round = ROUND_AT.to_le_bytes();
+    let t = VIEW_TARGET.to_le_bytes();
+    let wrote = VIEW_WROTE_AT.to_le_bytes();
+    let call = (okernel_abi::hypercall::Call::SwitchContext as u32).to_le_bytes();
+    flat(&[
+        // +0: mov sp, 0x1000
+        &[0xbc, sp[0], sp[1]],
+        // +3: pause
+        &[0xf3, 0x90],
+        // +5: mov eax, [CTX_AT]
+        &[0x66, 0xa1, ctx[0], ctx[1]],
+        // +9: test eax, eax
+        &[0x66, 0x85, 0xc0],
+        // +12: jz +3
+        &[0x74, 3u8.wrapping_sub(14)],
+        // +14: cmp eax, NO_SWITCH (-1)
+        &[0x66, 0x83, 0xf8, 0xff],
+        // +18: je +41 (no switch)
+        &[0x74, 41 - 20],
+        // +20: mov edi, eax
+        &[0x66, 0x89, 0xc7],
+        // +23: xor esi, esi
+        &[0x66, 0x31, 0xf6],
+        // +26: mov eax, SwitchContext
+        &[0x66, 0xb8, call[0], call[1], call[2], call[3]],
+        // +32: vmcall
+        &[0x0f, 0x01, 0xc1],
+        // +35: lock or [SWITCH_AT], eax
+        &[0xf0, 0x66, 0x09, 0x06, sw[0], sw[1]],
+        // +41: lock inc word [IN_AT]
+        &[0xf0, 0xff, 0x06, inn[0], inn[1]],
+        // +46: xor esi, esi (no round seen)
+        &[0x66, 0x31, 0xf6],
+        // +49 (VIEW_LOOP): mov sp, 0x1000
+        &[0xbc, sp[0], sp[1]],
+        // +52: pause
+        &[0xf3, 0x90],
+        // +54: mov eax, [ROUND_AT]
+        &[0x66, 0xa1, round[0], round[1]],
+        // +58: cmp eax, esi
+        &[0x66, 0x39, 0xf0],
+        // +61: je +49
+        &[0x74, 49u8.wrapping_sub(63)],
+        // +63: mov esi, eax
+        &[0x66, 0x89, 0xc6],
+        // +66: cmp eax, END (-1)
+        &[0x66, 0x83, 0xf8, 0xff],
+        // +70: je +83
+        &[0x74, 83 - 72],
+        // +72: mov [0x3000], eax (VIEW_WRITE_IP)
+        &[0x66, 0xa3, t[0], t[1]],
+        // +76: lock inc word [VIEW_WROTE_AT]
+        &[0xf0, 0xff, 0x06, wrote[0], wrote[1]],
+        // +81: jmp +49
+        &[0xeb, 49u8.wrapping_sub(83)],
+        // +83: cli
+        &[0xfa],
+        // +84: hlt
+        &[0xf4],
+        // +85: jmp +84
+        &[0xeb, 0xfd],
     ])
 };
 
 /// Where the #GP handler starts (its IVT offset).
-pub const GP_HANDLER: u16 = RACE_AT + RACE.len() as u16;
+pub const GP_HANDLER: u16 = VIEW_AT + VIEW.len() as u16;
 
-/// The #GP handler, after [`RACE`] (no error code in real mode: the
+/// The #GP handler, after [`VIEW`] (no error code in real mode: the
 /// stack holds IP, CS, FLAGS). At [`WRITE_IP`]: record the IP, then
-/// [`GP`], count, and go on into [`RACE`]. Anywhere else (the race's
-/// write): record the IP, count in [`RACE_GP_COUNT_AT`]; halt.
-pub const ON_GP: [u8; 43] = {
+/// [`GP`], count, and go on into [`RACE`]. At [`VIEW_WRITE_IP`]: record
+/// the IP, count in [`VIEW_GP_AT`], and back to [`VIEW_LOOP`] (which
+/// resets SP). Anywhere else (the race's write): record the IP, count in
+/// [`RACE_GP_COUNT_AT`], and on into [`VIEW`].
+pub const ON_GP: [u8; 60] = {
     let ip = GP_IP_AT.to_le_bytes();
     let gp = GP_AT.to_le_bytes();
     let g = GP.to_le_bytes();
@@ -190,14 +310,19 @@ pub const ON_GP: [u8; 43] = {
     let w = WRITE_IP.to_le_bytes();
     let rip = RACE_GP_IP_AT.to_le_bytes();
     let rn = RACE_GP_COUNT_AT.to_le_bytes();
-    // The near jump back to RACE, from the end of its 3 bytes at +26.
-    let back = (RACE_AT.wrapping_sub(GP_HANDLER + 29)).to_le_bytes();
+    let vw = VIEW_WRITE_IP.to_le_bytes();
+    let vip = VIEW_GP_IP_AT.to_le_bytes();
+    let vn = VIEW_GP_AT.to_le_bytes();
+    // The near jumps, each from the end of its 3 bytes.
+    let to_race = (RACE_AT.wrapping_sub(GP_HANDLER + 29)).to_le_bytes();
+    let to_view = (VIEW_AT.wrapping_sub(GP_HANDLER + 47)).to_le_bytes();
+    let to_loop = (VIEW_LOOP.wrapping_sub(GP_HANDLER + 60)).to_le_bytes();
     flat(&[
         // +0: pop ax (the faulting IP)
         &[0x58],
         // +1: cmp ax, WRITE_IP
         &[0x3d, w[0], w[1]],
-        // +4: jne +29 (the race's fault)
+        // +4: jne +29
         &[0x75, 29 - 6],
         // +6: mov cs:[0x81a], ax
         &[0x2e, 0xa3, ip[0], ip[1]],
@@ -206,17 +331,23 @@ pub const ON_GP: [u8; 43] = {
         // +20: lock inc word cs:[0x816]
         &[0xf0, 0x2e, 0xff, 0x06, n[0], n[1]],
         // +26: jmp RACE
-        &[0xe9, back[0], back[1]],
-        // +29: mov cs:[0x826], ax
+        &[0xe9, to_race[0], to_race[1]],
+        // +29: cmp ax, VIEW_WRITE_IP
+        &[0x3d, vw[0], vw[1]],
+        // +32: je +47
+        &[0x74, 47 - 34],
+        // +34: mov cs:[0x826], ax
         &[0x2e, 0xa3, rip[0], rip[1]],
-        // +33: lock inc word cs:[0x824]
+        // +38: lock inc word cs:[0x824]
         &[0xf0, 0x2e, 0xff, 0x06, rn[0], rn[1]],
-        // +39: cli
-        &[0xfa],
-        // +40: hlt
-        &[0xf4],
-        // +41: jmp +40
-        &[0xeb, 0xfd],
+        // +44: jmp VIEW
+        &[0xe9, to_view[0], to_view[1]],
+        // +47: mov cs:[VIEW_GP_IP_AT], ax
+        &[0x2e, 0xa3, vip[0], vip[1]],
+        // +51: lock inc word cs:[VIEW_GP_AT]
+        &[0xf0, 0x2e, 0xff, 0x06, vn[0], vn[1]],
+        // +57: jmp VIEW_LOOP
+        &[0xe9, to_loop[0], to_loop[1]],
     ])
 };
 
@@ -255,6 +386,12 @@ const _: () = {
     assert!(MAIN[WRITE_IP as usize + 4] == (TARGET >> 8) as u8);
     let w = (RACE_WRITE_IP - RACE_AT) as usize;
     assert!(RACE[w] == 0x66 && RACE[w + 1] == 0xa3 && RACE[w + 2] == RACE_TARGET as u8);
+    let v = (VIEW_WRITE_IP - VIEW_AT) as usize;
+    assert!(VIEW[v] == 0x66 && VIEW[v + 1] == 0xa3 && VIEW[v + 2] == VIEW_TARGET as u8);
+    assert!(VIEW[v + 3] == (VIEW_TARGET >> 8) as u8);
+    let l = (VIEW_LOOP - VIEW_AT) as usize;
+    assert!(VIEW[l] == 0xbc && VIEW[v - 2] == 0x74 && VIEW[VIEW.len() - 4] == 0xfa);
+    assert!(VIEW_GP_IP_AT + 2 <= STACK_TOP - 6);
     assert!(RACE_GP_IP_AT + 2 <= STACK_TOP - 6);
     assert!(OTHER_HANDLER as usize + ON_OTHER.len() <= IDTR as usize);
     assert!(IVT as usize + 256 * 4 <= RAN_AT as usize);
@@ -275,6 +412,7 @@ pub fn install(page: u64) {
     unsafe { core::ptr::write_bytes(page as *mut u8, 0, 0x1000) };
     put(page, &MAIN);
     put(page + u64::from(RACE_AT), &RACE);
+    put(page + u64::from(VIEW_AT), &VIEW);
     put(page + u64::from(GP_HANDLER), &ON_GP);
     put(page + u64::from(OTHER_HANDLER), &ON_OTHER);
     let base = (page + u64::from(IVT)) as u32;
@@ -296,6 +434,15 @@ pub fn install(page: u64) {
     }
 }
 
+/// Posts `value` at `off` ([`STOP_AT`], [`CTX_AT`], [`ROUND_AT`]) in the
+/// code page at `page`, for the processors in [`RACE`] and [`VIEW`].
+pub fn post(page: u64, off: u16, value: u32) {
+    assert!(matches!(off, STOP_AT | CTX_AT | ROUND_AT));
+    // SAFETY: a mark in the code page `install` was given (see `put`),
+    // aligned; the other processors read it, hence volatile.
+    unsafe { core::ptr::write_volatile((page + u64::from(off)) as *mut u32, value) };
+}
+
 /// What the processors left in the code page.
 #[derive(Debug, Clone, Copy)]
 pub struct Marks {
@@ -315,6 +462,23 @@ pub struct Marks {
     pub heart: u32,
     /// How many race writes faulted, and the IP the last pushed.
     pub race_faults: (u16, u16),
+    /// [`VIEW`]: the OR of the switch statuses, how many reached the
+    /// rounds, how many rounds' writes landed and faulted, and the IP
+    /// the last fault pushed.
+    pub view: ViewMarks,
+}
+
+/// What [`VIEW`] left.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewMarks {
+    /// The OR of the `SwitchContext` statuses.
+    pub switch: u32,
+    /// Processors in the rounds.
+    pub in_rounds: u16,
+    /// Writes that landed.
+    pub wrote: u16,
+    /// Writes that faulted, and the IP the last one pushed.
+    pub faults: (u16, u16),
 }
 
 impl Marks {
@@ -342,6 +506,12 @@ impl Marks {
             ],
             heart: u32_at(HEART_AT),
             race_faults: (u16_at(RACE_GP_COUNT_AT), u16_at(RACE_GP_IP_AT)),
+            view: ViewMarks {
+                switch: u32_at(SWITCH_AT),
+                in_rounds: u16_at(IN_AT),
+                wrote: u16_at(VIEW_WROTE_AT),
+                faults: (u16_at(VIEW_GP_AT), u16_at(VIEW_GP_IP_AT)),
+            },
         }
     }
 

@@ -152,7 +152,7 @@ impl CpuFrame {
         vcpu.cpu_index = self.cpu;
         vcpu.seen_generation = self.own.seen_generation;
         vcpu.startup = self.own.startup;
-        if vcpu.policy.current != self.own.context {
+        if crate::seam::PER_CPU_CONTEXT && vcpu.policy.current != self.own.context {
             vcpu.policy.current = self.own.context;
             vcpu.memory.set_current(self.own.context);
         }

@@ -138,6 +138,7 @@ pub fn cases() -> Vec<PlatformCase> {
             "attack-ap-start-outside-vmx",
             "attack-ap-write-locked-page",
             "attack-race-write-vs-lock",
+            "attack-race-view-switch",
         ],
         cpus,
         direct,
@@ -267,6 +268,19 @@ pub fn cases() -> Vec<PlatformCase> {
                 2,
                 false,
                 "monitor without its shootdown: an AP's write lands after the lock returned",
+            )
+        },
+        PlatformCase {
+            planted: Some(Planted {
+                feature: "planted-shared-context",
+                guest_arg: "contexts=shared",
+                attack: "attack-race-view-switch",
+            }),
+            ..smp(
+                "smp-shared-context",
+                2,
+                false,
+                "monitor whose exits share one context: the BSP leaving takes the AP's context with it (destroyed under it, or its write lands)",
             )
         },
         sleep(
@@ -516,12 +530,14 @@ mod tests {
         let start = "attack-ap-start-outside-vmx";
         let write = "attack-ap-write-locked-page";
         let race = "attack-race-write-vs-lock";
+        let view = "attack-race-view-switch";
         let ok = |r: &RunReport, c: &str| judge(r, &case(c), "") == Verdict::Ok;
         let both = |result, ok_| {
             [
                 (start, result, ok_),
                 (write, result, ok_),
                 (race, result, ok_),
+                (view, result, ok_),
             ]
         };
         let parked = |cpus| format!("[INFO  loader] {}, 0 not enabled)", parked_line(cpus));
@@ -560,20 +576,51 @@ mod tests {
             (start, "blocked", true),
             (write, "succeeded", true),
             (race, "blocked", true),
+            (view, "blocked", true),
         ];
         assert!(!ok(&report_of(&mixed, &console(2, 1)), "smp"));
         let failed = [
             (start, "blocked", false),
             (write, "blocked", true),
             (race, "blocked", true),
+            (view, "blocked", true),
         ];
         assert!(!ok(&report_of(&failed, &console(2, 1)), "smp"));
         let raced = [
             (start, "blocked", true),
             (write, "blocked", true),
             (race, "succeeded", true),
+            (view, "blocked", true),
         ];
         assert!(!ok(&report_of(&raced, &console(2, 1)), "smp"));
+        // The view switch's row missing, or through.
+        let no_view = [
+            (start, "blocked", true),
+            (write, "blocked", true),
+            (race, "blocked", true),
+        ];
+        assert!(!ok(&report_of(&no_view, &console(2, 1)), "smp"));
+        let switched = [
+            (start, "blocked", true),
+            (write, "blocked", true),
+            (race, "blocked", true),
+            (view, "succeeded", true),
+        ];
+        assert!(!ok(&report_of(&switched, &console(2, 1)), "smp"));
+        // Its planted-defect row: the view switch succeeded, the rest
+        // blocked.
+        assert!(ok(
+            &report_of(&switched, &console(2, 1)),
+            "smp-shared-context"
+        ));
+        assert!(!ok(
+            &report_of(&both("blocked", true), &console(2, 1)),
+            "smp-shared-context"
+        ));
+        assert!(!ok(
+            &report_of(&raced, &console(2, 1)),
+            "smp-shared-context"
+        ));
         // The planted-defect row: the race succeeded, the rest blocked.
         assert!(ok(
             &report_of(&raced, &console(2, 1)),
