@@ -36,6 +36,8 @@
 //! `ept-violation` record naming the page are required too. Without a
 //! monitor nothing locks the page and the pattern lands in it.
 
+mod setup;
+mod stale;
 mod start_up;
 mod view;
 
@@ -227,14 +229,15 @@ pub fn run(
     planted: Option<guest::cmdline::Planted>,
     kernel: (u64, crate::arch::tables::Selectors),
 ) {
-    if ![PAGE, LOCKED, RACE_PAGE, VIEW_PAGE]
-        .iter()
-        .all(|&p| usable(map, p))
+    if !(PAGE..PAGE + 0x7000)
+        .step_by(0x1000)
+        .all(|p| usable(map, p))
     {
         for (name, invariant) in [
             ("attack-ap-start-outside-vmx", 1),
             ("attack-ap-write-locked-page", 3),
             ("attack-race-write-vs-lock", 3),
+            ("attack-race-stale-mapping", 3),
             ("attack-race-view-switch", 3),
         ] {
             checks.check(
@@ -242,7 +245,8 @@ pub fn run(
                 invariant,
                 false,
                 format_args!(
-                    "page {PAGE:#x}, {LOCKED:#x}, {RACE_PAGE:#x} or {VIEW_PAGE:#x} is not usable RAM in the hand-off map"
+                    "the pages {PAGE:#x}..{:#x} are not all usable RAM in the hand-off map",
+                    PAGE + 0x7000
                 ),
             );
         }
@@ -252,7 +256,7 @@ pub fn run(
     fill_locked();
     let monitor = entry == EntryMode::NonRoot;
     // Under okernel, before any lock (VMCALL is #UD bare).
-    let prepared = if monitor { view::prepare() } else { Ok(()) };
+    let prepared = setup::prepare(entry);
     // Under okernel: lock the page read-only first.
     let locked = monitor.then(|| crate::attacks::audit::lock_page_read_only(LOCKED));
     let before = if monitor {
@@ -266,7 +270,11 @@ pub fn run(
     report_start(checks, entry, &start, &marks);
     report_write(checks, entry, locked, before, &marks);
     let mut race = race(entry);
-    let view = view::run(entry, prepared, kernel, PAGE, VIEW_PAGE, marks.counts[0]);
+    // The race is over: end the loops no lock stopped (no monitor).
+    start_up::post(PAGE, start_up::STOP_AT, 1);
+    let kernel = setup::kernel(entry, prepared, kernel);
+    let stale = stale::run(entry, kernel, PAGE);
+    let view = view::run(entry, kernel, PAGE, VIEW_PAGE, marks.counts[0]);
     // Every processor has halted (CLI, HLT) at the view row's end: a lock
     // now waits for each to leave HLT. (The code page: nothing writes it
     // any more.)
@@ -275,6 +283,12 @@ pub fn run(
         (entry == EntryMode::NonRoot && marks.race_faults.0 == marks.counts[0] && view.halted)
             .then(|| crate::attacks::audit::lock_page_read_only(PAGE));
     report_race(checks, entry, planted, &race);
+    stale::report(
+        checks,
+        entry,
+        planted == Some(guest::cmdline::Planted::NoShootdown),
+        &stale,
+    );
     view::report(checks, entry, planted, &view);
 }
 

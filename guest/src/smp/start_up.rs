@@ -9,7 +9,7 @@
 //!
 //! | offset | what |
 //! |--------|------|
-//! | 0x000 | [`MAIN`], which runs on into [`RACE`], then [`VIEW`], [`ON_GP`], [`ON_OTHER`] |
+//! | 0x000 | [`MAIN`], which runs on into [`RACE`], then [`STALE`], [`VIEW`], [`ON_GP`], [`ON_OTHER`] |
 //! | [`IDTR`] (0x3f8) | the LIDT operand: limit 0x3ff, base page + [`IVT`] |
 //! | [`IVT`] (0x400) | 256 real-mode vectors (offset, segment): 13 (#GP) to [`ON_GP`], every other to [`ON_OTHER`] (SDM Vol. 3A §21.1.4) |
 //! | 0x800.. | the marks ([`RAN_AT`] ...): written by the processors, read by the BSP |
@@ -24,6 +24,11 @@
 //! after that again ([`VIEW_TARGET`], offset 0x3000) is the view-switch
 //! row's: [`VIEW`] enters the context the BSP names in [`CTX_AT`] and
 //! writes each round's number the BSP posts in [`ROUND_AT`] there.
+//! Before that, one processor runs [`STALE`], the stale-mapping row's
+//! page-table update and lock: it points the entry the BSP posts in
+//! [`PTE_AT`] (in the page table at [`PT_LOW`]) away from the page at
+//! [`STALE_TARGET`], then locks that page read-only, while the BSP writes
+//! it in a loop through the old mapping.
 //!
 //! With 4 processors three run this code at once: every mark is a
 //! constant (or the same IP) written whole, and the counts are `LOCK INC`,
@@ -78,6 +83,23 @@ pub const VIEW_WROTE_AT: u16 = 0x83c;
 pub const VIEW_GP_AT: u16 = 0x83e;
 /// The IP that #GP pushed.
 pub const VIEW_GP_IP_AT: u16 = 0x840;
+/// 16-bit: bit 0 set by the one processor that runs [`STALE`]'s calls.
+pub const TICKET_AT: u16 = 0x844;
+/// Posted by the BSP: 0 = not yet, 1 = go (under okernel: by hypercalls),
+/// [`NO_SWITCH`] = go without a monitor (a plain store).
+pub const GO_AT: u16 = 0x848;
+/// The guest-physical address of the page-table entry to update.
+pub const PTE_AT: u16 = 0x84c;
+/// The entry's new value (32 bits: its frame lies below 4 GiB).
+pub const NEW_PTE_AT: u16 = 0x850;
+/// The statuses of `UpdatePageTable`, `RegisterRegion` and `LockRegion`.
+pub const STALE_STATUS_AT: [u16; 3] = [0x854, 0x858, 0x85c];
+/// [`STALE_TARGET`]'s first dword right after the lock returned, and
+/// after the watch.
+pub const STALE_AT_RETURN_AT: u16 = 0x860;
+pub const STALE_AFTER_AT: u16 = 0x864;
+/// Set to 1 when [`STALE`] is done (the BSP's loop ends).
+pub const STALE_DONE_AT: u16 = 0x868;
 /// [`CTX_AT`]: no monitor, no switch.
 pub const NO_SWITCH: u32 = u32::MAX;
 /// [`ROUND_AT`]: the last round; [`VIEW`] halts.
@@ -95,6 +117,17 @@ pub const RACE_TARGET: u16 = 0x2000;
 /// The view-switch row's page, as an offset from the code page's
 /// segment.
 pub const VIEW_TARGET: u16 = 0x3000;
+/// The stale-mapping row's page (the BSP's old mapping's frame), ...
+pub const STALE_TARGET: u16 = 0x4000;
+/// ... the frame the entry points to after the update, ...
+pub const STALE_NEW: u16 = 0x5000;
+/// ... and the page table that holds the entry (entry 0), under okernel
+/// a locked page-table region.
+pub const PT_LOW: u16 = 0x6000;
+/// How many `PAUSE` iterations [`STALE`] watches the page after the lock
+/// returned (about 3 instructions each: in Bochs 3 TSC ticks each, a
+/// dozen of the monitor's poll ticks).
+const STALE_WATCH: u32 = 1 << 19;
 
 /// The marks' values: "ARAP" (the one the first version wrote), ...
 pub const RAN: u32 = 0x5041_5241;
@@ -184,9 +217,9 @@ pub const RACE_WRITE_IP: u16 = RACE_AT + 13;
 /// The race loop (the race row, `super::report_race`): reset SP (a #GP
 /// handler jumps here), then count in [`HEART_AT`], write the count to
 /// [`RACE_TARGET`], and again until [`STOP_AT`] is set, then on into
-/// [`VIEW`]. Once the page is locked and this processor no longer holds
+/// [`STALE`]. Once the page is locked and this processor no longer holds
 /// a writable translation of it, the write faults and [`ON_GP`] ends the
-/// loop (into [`VIEW`] too).
+/// loop (into [`STALE`] too).
 pub const RACE: [u8; 0x18] = {
     let sp = STACK_TOP.to_le_bytes();
     let h = HEART_AT.to_le_bytes();
@@ -208,8 +241,129 @@ pub const RACE: [u8; 0x18] = {
     ])
 };
 
-/// Where [`VIEW`] starts: right after [`RACE`], which runs on into it.
-pub const VIEW_AT: u16 = RACE_AT + RACE.len() as u16;
+/// Where [`STALE`] starts: right after [`RACE`], which runs on into it.
+pub const STALE_AT: u16 = RACE_AT + RACE.len() as u16;
+
+/// The stale-mapping row (`super::stale`): the first processor here
+/// (`LOCK BTS` on [`TICKET_AT`]) waits for [`GO_AT`], then updates the
+/// entry at [`PTE_AT`] to [`NEW_PTE_AT`] — under okernel with
+/// `UpdatePageTable`, then `RegisterRegion([STALE_TARGET], 4096,
+/// Rodata)` and `LockRegion`, each status recorded; without a monitor
+/// with a store into [`PT_LOW`] — reads the page's first dword the
+/// moment that returned and again after [`STALE_WATCH`], records both
+/// and [`STALE_DONE_AT`], and runs on into [`VIEW`]. The others go
+/// straight to [`VIEW`].
+pub const STALE: [u8; 153] = {
+    let sp = STACK_TOP.to_le_bytes();
+    let ticket = TICKET_AT.to_le_bytes();
+    let go = GO_AT.to_le_bytes();
+    let pte = PTE_AT.to_le_bytes();
+    let new = NEW_PTE_AT.to_le_bytes();
+    let entry = PT_LOW.to_le_bytes();
+    let [s0, s1, s2] = STALE_STATUS_AT;
+    let (s0, s1, s2) = (s0.to_le_bytes(), s1.to_le_bytes(), s2.to_le_bytes());
+    let update = (okernel_abi::hypercall::Call::UpdatePageTable as u32).to_le_bytes();
+    let register = (okernel_abi::hypercall::Call::RegisterRegion as u32).to_le_bytes();
+    let lock = (okernel_abi::hypercall::Call::LockRegion as u32).to_le_bytes();
+    // The page's guest-physical address: the code page is at
+    // `super::PAGE`, its segment's base.
+    let frame = ((super::PAGE as u32) + STALE_TARGET as u32).to_le_bytes();
+    let rodata = (okernel_abi::policy::RegionKind::Rodata as u32).to_le_bytes();
+    let target = STALE_TARGET.to_le_bytes();
+    let ret = STALE_AT_RETURN_AT.to_le_bytes();
+    let after = STALE_AFTER_AT.to_le_bytes();
+    let done = STALE_DONE_AT.to_le_bytes();
+    let watch = STALE_WATCH.to_le_bytes();
+    let to_view = (153u16).wrapping_sub(15).to_le_bytes();
+    flat(&[
+        // +0: mov sp, 0x1000
+        &[0xbc, sp[0], sp[1]],
+        // +3: lock bts word [TICKET_AT], 0
+        &[0xf0, 0x0f, 0xba, 0x2e, ticket[0], ticket[1], 0x00],
+        // +10: jnc +15 (this processor runs the row)
+        &[0x73, 3],
+        // +12: jmp VIEW (at +153)
+        &[0xe9, to_view[0], to_view[1]],
+        // +15: pause
+        &[0xf3, 0x90],
+        // +17: mov eax, [GO_AT]
+        &[0x66, 0xa1, go[0], go[1]],
+        // +21: test eax, eax
+        &[0x66, 0x85, 0xc0],
+        // +24: jz +15
+        &[0x74, 15u8.wrapping_sub(26)],
+        // +26: pause
+        &[0xf3, 0x90],
+        // +28: cmp dword [STALE_TARGET], 1 (the BSP's first write)
+        &[0x66, 0x83, 0x3e, target[0], target[1], 0x01],
+        // +34: jbe +26 (until its loop writes through the mapping)
+        &[0x76, 26u8.wrapping_sub(36)],
+        // +36: mov edi, [PTE_AT]
+        &[0x66, 0x8b, 0x3e, pte[0], pte[1]],
+        // +41: mov esi, [NEW_PTE_AT]
+        &[0x66, 0x8b, 0x36, new[0], new[1]],
+        // +46: cmp eax, NO_SWITCH (-1)
+        &[0x66, 0x83, 0xf8, 0xff],
+        // +50: jne +59 (under okernel)
+        &[0x75, 59 - 52],
+        // +52: mov [PT_LOW], esi (entry 0, no monitor)
+        &[0x66, 0x89, 0x36, entry[0], entry[1]],
+        // +57: jmp +116
+        &[0xeb, 116 - 59],
+        // +59: mov eax, UpdatePageTable
+        &[0x66, 0xb8, update[0], update[1], update[2], update[3]],
+        // +65: vmcall
+        &[0x0f, 0x01, 0xc1],
+        // +68: mov [STALE_STATUS_AT[0]], eax
+        &[0x66, 0xa3, s0[0], s0[1]],
+        // +72: mov edi, the page
+        &[0x66, 0xbf, frame[0], frame[1], frame[2], frame[3]],
+        // +78: mov esi, 4096
+        &[0x66, 0xbe, 0x00, 0x10, 0x00, 0x00],
+        // +84: mov edx, Rodata
+        &[0x66, 0xba, rodata[0], rodata[1], rodata[2], rodata[3]],
+        // +90: mov eax, RegisterRegion
+        &[
+            0x66,
+            0xb8,
+            register[0],
+            register[1],
+            register[2],
+            register[3],
+        ],
+        // +96: vmcall (RDI out: the region)
+        &[0x0f, 0x01, 0xc1],
+        // +99: mov [STALE_STATUS_AT[1]], eax
+        &[0x66, 0xa3, s1[0], s1[1]],
+        // +103: mov eax, LockRegion
+        &[0x66, 0xb8, lock[0], lock[1], lock[2], lock[3]],
+        // +109: vmcall
+        &[0x0f, 0x01, 0xc1],
+        // +112: mov [STALE_STATUS_AT[2]], eax
+        &[0x66, 0xa3, s2[0], s2[1]],
+        // +116: mov eax, [STALE_TARGET]
+        &[0x66, 0xa1, target[0], target[1]],
+        // +120: mov [STALE_AT_RETURN_AT], eax
+        &[0x66, 0xa3, ret[0], ret[1]],
+        // +124: mov ecx, STALE_WATCH
+        &[0x66, 0xb9, watch[0], watch[1], watch[2], watch[3]],
+        // +130: pause
+        &[0xf3, 0x90],
+        // +132: dec ecx
+        &[0x66, 0x49],
+        // +134: jnz +130
+        &[0x75, 130u8.wrapping_sub(136)],
+        // +136: mov eax, [STALE_TARGET]
+        &[0x66, 0xa1, target[0], target[1]],
+        // +140: mov [STALE_AFTER_AT], eax
+        &[0x66, 0xa3, after[0], after[1]],
+        // +144: mov dword [STALE_DONE_AT], 1 (then on into VIEW)
+        &[0x66, 0xc7, 0x06, done[0], done[1], 0x01, 0x00, 0x00, 0x00],
+    ])
+};
+
+/// Where [`VIEW`] starts: right after [`STALE`], which runs on into it.
+pub const VIEW_AT: u16 = STALE_AT + STALE.len() as u16;
 /// Where [`VIEW`]'s rounds loop starts (a view #GP resumes there).
 pub const VIEW_LOOP: u16 = VIEW_AT + 49;
 /// Where in [`VIEW`] its write to [`VIEW_TARGET`] is (the IP its #GP
@@ -301,7 +455,7 @@ pub const GP_HANDLER: u16 = VIEW_AT + VIEW.len() as u16;
 /// [`GP`], count, and go on into [`RACE`]. At [`VIEW_WRITE_IP`]: record
 /// the IP, count in [`VIEW_GP_AT`], and back to [`VIEW_LOOP`] (which
 /// resets SP). Anywhere else (the race's write): record the IP, count in
-/// [`RACE_GP_COUNT_AT`], and on into [`VIEW`].
+/// [`RACE_GP_COUNT_AT`], and on into [`STALE`].
 pub const ON_GP: [u8; 60] = {
     let ip = GP_IP_AT.to_le_bytes();
     let gp = GP_AT.to_le_bytes();
@@ -315,7 +469,7 @@ pub const ON_GP: [u8; 60] = {
     let vn = VIEW_GP_AT.to_le_bytes();
     // The near jumps, each from the end of its 3 bytes.
     let to_race = (RACE_AT.wrapping_sub(GP_HANDLER + 29)).to_le_bytes();
-    let to_view = (VIEW_AT.wrapping_sub(GP_HANDLER + 47)).to_le_bytes();
+    let to_stale = (STALE_AT.wrapping_sub(GP_HANDLER + 47)).to_le_bytes();
     let to_loop = (VIEW_LOOP.wrapping_sub(GP_HANDLER + 60)).to_le_bytes();
     flat(&[
         // +0: pop ax (the faulting IP)
@@ -340,8 +494,8 @@ pub const ON_GP: [u8; 60] = {
         &[0x2e, 0xa3, rip[0], rip[1]],
         // +38: lock inc word cs:[0x824]
         &[0xf0, 0x2e, 0xff, 0x06, rn[0], rn[1]],
-        // +44: jmp VIEW
-        &[0xe9, to_view[0], to_view[1]],
+        // +44: jmp STALE
+        &[0xe9, to_stale[0], to_stale[1]],
         // +47: mov cs:[VIEW_GP_IP_AT], ax
         &[0x2e, 0xa3, vip[0], vip[1]],
         // +51: lock inc word cs:[VIEW_GP_AT]
@@ -392,6 +546,12 @@ const _: () = {
     let l = (VIEW_LOOP - VIEW_AT) as usize;
     assert!(VIEW[l] == 0xbc && VIEW[v - 2] == 0x74 && VIEW[VIEW.len() - 4] == 0xfa);
     assert!(VIEW_GP_IP_AT + 2 <= STACK_TOP - 6);
+    assert!(STALE_DONE_AT + 4 <= STACK_TOP - 6);
+    // STALE's jumps: the one to VIEW from +15, the store without a
+    // monitor at +52, the read at +116, the watch's loop at +130.
+    assert!(STALE[12] == 0xe9 && STALE[52] == 0x66 && STALE[54] == 0x36);
+    assert!(STALE[116] == 0x66 && STALE[117] == 0xa1 && STALE[130] == 0xf3);
+    assert!(STALE[STALE.len() - 9] == 0x66 && STALE[STALE.len() - 7] == 0x06);
     assert!(RACE_GP_IP_AT + 2 <= STACK_TOP - 6);
     assert!(OTHER_HANDLER as usize + ON_OTHER.len() <= IDTR as usize);
     assert!(IVT as usize + 256 * 4 <= RAN_AT as usize);
@@ -412,6 +572,7 @@ pub fn install(page: u64) {
     unsafe { core::ptr::write_bytes(page as *mut u8, 0, 0x1000) };
     put(page, &MAIN);
     put(page + u64::from(RACE_AT), &RACE);
+    put(page + u64::from(STALE_AT), &STALE);
     put(page + u64::from(VIEW_AT), &VIEW);
     put(page + u64::from(GP_HANDLER), &ON_GP);
     put(page + u64::from(OTHER_HANDLER), &ON_OTHER);
@@ -434,10 +595,14 @@ pub fn install(page: u64) {
     }
 }
 
-/// Posts `value` at `off` ([`STOP_AT`], [`CTX_AT`], [`ROUND_AT`]) in the
+/// Posts `value` at `off` ([`STOP_AT`], [`CTX_AT`], [`ROUND_AT`],
+/// [`GO_AT`], [`PTE_AT`], [`NEW_PTE_AT`]) in the
 /// code page at `page`, for the processors in [`RACE`] and [`VIEW`].
 pub fn post(page: u64, off: u16, value: u32) {
-    assert!(matches!(off, STOP_AT | CTX_AT | ROUND_AT));
+    assert!(matches!(
+        off,
+        STOP_AT | CTX_AT | ROUND_AT | GO_AT | PTE_AT | NEW_PTE_AT
+    ));
     // SAFETY: a mark in the code page `install` was given (see `put`),
     // aligned; the other processors read it, hence volatile.
     unsafe { core::ptr::write_volatile((page + u64::from(off)) as *mut u32, value) };
@@ -466,6 +631,23 @@ pub struct Marks {
     /// rounds, how many rounds' writes landed and faulted, and the IP
     /// the last fault pushed.
     pub view: ViewMarks,
+    /// [`STALE`]: its calls' statuses, the page's first dword at the
+    /// lock's return and after the watch, and whether it is done.
+    pub stale: StaleMarks,
+}
+
+/// What [`STALE`] left.
+#[derive(Debug, Clone, Copy)]
+pub struct StaleMarks {
+    /// `UpdatePageTable`, `RegisterRegion`, `LockRegion` (0 without a
+    /// monitor: not made).
+    pub statuses: [u32; 3],
+    /// The page's first dword the moment the calls returned.
+    pub at_return: u32,
+    /// The same after the watch.
+    pub after: u32,
+    /// Done ([`STALE_DONE_AT`] is 1).
+    pub done: bool,
 }
 
 /// What [`VIEW`] left.
@@ -512,7 +694,21 @@ impl Marks {
                 wrote: u16_at(VIEW_WROTE_AT),
                 faults: (u16_at(VIEW_GP_AT), u16_at(VIEW_GP_IP_AT)),
             },
+            stale: StaleMarks {
+                statuses: STALE_STATUS_AT.map(u32_at),
+                at_return: u32_at(STALE_AT_RETURN_AT),
+                after: u32_at(STALE_AFTER_AT),
+                done: u32_at(STALE_DONE_AT) == 1,
+            },
         }
+    }
+
+    /// Whether [`STALE`] is done, read alone (the BSP's write loop
+    /// polls it).
+    pub fn stale_done(page: u64) -> bool {
+        // SAFETY: a mark in the code page (see `put`), aligned; another
+        // processor writes it, hence volatile.
+        unsafe { core::ptr::read_volatile((page + u64::from(STALE_DONE_AT)) as *const u32) == 1 }
     }
 
     /// Whether a processor got to the end of the code (or to a handler).

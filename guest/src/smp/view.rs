@@ -4,13 +4,10 @@
 //! its gate, a processor still in that context stays in that context's
 //! view, however the monitor shares its state between processors.
 //!
-//! Under okernel the BSP makes [`VIEW_PAGE`](super::VIEW_PAGE) a
+//! Under okernel, with the kernel's text, page tables and gate set up
+//! (`super::setup`), the BSP makes [`VIEW_PAGE`](super::VIEW_PAGE) a
 //! credentials region (writable in the trusted view, read-only in every
-//! context's), registers the kernel's text, its page tables and its gate
-//! (`SetExecuteRule(GuestPageTables)` first, before the scenario's first
-//! lock: [`prepare`], so the other processors' real-mode code outside
-//! text stays executable), creates a context and
-//! names it to the other processors, which switch into it
+//! context's), creates a context and names it to the other processors, which switch into it
 //! (`start_up::VIEW`, `SwitchContext` from real mode) and then write each
 //! round's number to the page. Round 1: the BSP is in the same context
 //! ([`user::visit_context`]); round 2: the BSP is back in the trusted
@@ -31,7 +28,8 @@
 //! of which processor runs where: the destroy succeeds on 2 processors,
 //! and on 4 the others' writes land as well (both seen in session 17).
 
-use super::start_up::{self, CTX_AT, END, Marks, NO_SWITCH, ROUND_AT, STOP_AT};
+use super::setup::{Failed, call};
+use super::start_up::{self, CTX_AT, END, Marks, NO_SWITCH, ROUND_AT};
 use super::{WAIT, modes, ticks, wait};
 use crate::arch::instr::hypercall;
 use crate::arch::user;
@@ -39,7 +37,7 @@ use crate::report::{Buf, Checks};
 use core::sync::atomic::{AtomicU64, Ordering};
 use okernel_abi::boot::EntryMode;
 use okernel_abi::hypercall::{Call, Status};
-use okernel_abi::policy::{AuditKind, ExecuteRule, RegionKind};
+use okernel_abi::policy::{AuditKind, RegionKind};
 
 /// The code page and the processors in the rows, for [`in_context`]
 /// (which runs as a bare function in the context's view).
@@ -90,84 +88,14 @@ fn intact(page: u64) -> bool {
     })
 }
 
-/// A setup step that failed: what it was and, for a hypercall, its
-/// status.
-#[derive(Debug, Clone, Copy)]
-pub struct Failed {
-    what: &'static str,
-    status: Option<Result<Status, u64>>,
-}
-
-impl core::fmt::Display for Failed {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.status {
-            Some(Ok(s)) => write!(f, "{}: {}", self.what, s.name()),
-            Some(Err(raw)) => write!(f, "{}: status {raw:#x}", self.what),
-            None => write!(f, "{}", self.what),
-        }
-    }
-}
-
-/// One call of the setup, named in the row if it fails.
-fn call(what: &'static str, c: Call, args: [u64; 4]) -> Result<u64, Failed> {
-    let r = hypercall(c, args);
-    if r.status == Ok(Status::Success) {
-        return Ok(r.value0);
-    }
-    Err(Failed {
-        what,
-        status: Some(r.status),
-    })
-}
-
-/// Under okernel, before the scenario locks anything (the rule is fixed
-/// at the first lock): execute rights outside locked text are left to
-/// the guest's page tables, so that the other processors' real-mode code
-/// stays executable once [`run`] locks the kernel's text.
-pub fn prepare() -> Result<(), Failed> {
-    call(
-        "SetExecuteRule",
-        Call::SetExecuteRule,
-        [ExecuteRule::GuestPageTables as u64, 0, 0, 0],
-    )
-    .map(|_| ())
-}
-
-/// Under okernel: the kernel's tables and gate, the page's lock, and a
-/// context; the context's id.
-fn set_up(ram_top: u64, sel: crate::arch::tables::Selectors, page: u64) -> Result<u64, Failed> {
-    crate::kernel::init(guest::attack::Mode::Protected, ram_top, sel)
-        .map_err(|what| Failed { what, status: None })?;
-    let regions = crate::kernel::protect::regions();
-    for name in ["text", "page-tables"] {
-        let r = regions
-            .iter()
-            .find(|r| r.name == name)
-            .expect("the kernel registers it");
-        let id = call(
-            name,
-            Call::RegisterRegion,
-            [r.base, r.len, r.kind as u64, 0],
-        )?;
-        call(name, Call::LockRegion, [id, 0, 0, 0])?;
-    }
+/// Under okernel: the page's lock and a context; the context's id.
+fn set_up(page: u64) -> Result<u64, Failed> {
     let id = call(
         "the page",
         Call::RegisterRegion,
         [page, 4096, RegionKind::Credentials as u64, 0],
     )?;
     call("the page", Call::LockRegion, [id, 0, 0, 0])?;
-    let gate = call(
-        "RegisterGate",
-        Call::RegisterGate,
-        [
-            user::guest_trusted_gate as *const () as u64,
-            user::gate_stack_top(),
-            crate::kernel::layout().spaces.kernel_root,
-            0,
-        ],
-    )?;
-    crate::kernel::set_gate(gate);
     call("CreateContext", Call::CreateContext, [0; 4])
 }
 
@@ -200,23 +128,20 @@ extern "C" fn in_context(status: u64) -> u64 {
 
 /// Runs the row: `page` is the code page, `target` the row's page,
 /// `processors` how many others ran the start-up code.
-/// `prepared`: what [`prepare`] returned.
+/// `kernel`: what `super::setup::kernel` returned.
 pub fn run(
     entry: EntryMode,
-    prepared: Result<(), Failed>,
-    (ram_top, sel): (u64, crate::arch::tables::Selectors),
+    kernel: Result<(), Failed>,
     page: u64,
     target: u64,
     processors: u16,
 ) -> View {
-    // The race is over: end the loops no lock stopped (no monitor).
-    start_up::post(page, STOP_AT, 1);
     fill(target);
     CODE_PAGE.store(page, Ordering::SeqCst);
     PROCESSORS.store(u64::from(processors), Ordering::SeqCst);
     let monitor = entry == EntryMode::NonRoot;
     let setup = if monitor {
-        prepared.and_then(|()| set_up(ram_top, sel, target))
+        kernel.and_then(|()| set_up(target))
     } else {
         Ok(0)
     };

@@ -78,11 +78,11 @@ pub struct PlatformCase {
 pub struct Planted {
     /// The loader's feature (`planted-no-shootdown`).
     pub feature: &'static str,
-    /// What the guest's command line adds, so that it expects the attack
-    /// to succeed.
+    /// What the guest's command line adds, so that it expects the
+    /// attacks to succeed.
     pub guest_arg: &'static str,
-    /// The attack's check line.
-    pub attack: &'static str,
+    /// The check lines of the attacks the defect opens.
+    pub attacks: &'static [&'static str],
 }
 
 /// What the loader prints once the other `cpus - 1` processors are in
@@ -138,6 +138,7 @@ pub fn cases() -> Vec<PlatformCase> {
             "attack-ap-start-outside-vmx",
             "attack-ap-write-locked-page",
             "attack-race-write-vs-lock",
+            "attack-race-stale-mapping",
             "attack-race-view-switch",
         ],
         cpus,
@@ -261,7 +262,7 @@ pub fn cases() -> Vec<PlatformCase> {
             planted: Some(Planted {
                 feature: "planted-no-shootdown",
                 guest_arg: "shootdown=off",
-                attack: "attack-race-write-vs-lock",
+                attacks: &["attack-race-write-vs-lock", "attack-race-stale-mapping"],
             }),
             ..smp(
                 "smp-race-no-shootdown",
@@ -274,7 +275,7 @@ pub fn cases() -> Vec<PlatformCase> {
             planted: Some(Planted {
                 feature: "planted-shared-context",
                 guest_arg: "contexts=shared",
-                attack: "attack-race-view-switch",
+                attacks: &["attack-race-view-switch"],
             }),
             ..smp(
                 "smp-shared-context",
@@ -394,7 +395,7 @@ pub fn judge(report: &RunReport, case: &PlatformCase, log: &str) -> Verdict {
         Err(e) => return bad(e),
     };
     for &attack in case.attacks {
-        let opened = case.planted.is_some_and(|p| p.attack == attack);
+        let opened = case.planted.is_some_and(|p| p.attacks.contains(&attack));
         let want = if case.direct || opened {
             "succeeded"
         } else {
@@ -530,6 +531,7 @@ mod tests {
         let start = "attack-ap-start-outside-vmx";
         let write = "attack-ap-write-locked-page";
         let race = "attack-race-write-vs-lock";
+        let stale = "attack-race-stale-mapping";
         let view = "attack-race-view-switch";
         let ok = |r: &RunReport, c: &str| judge(r, &case(c), "") == Verdict::Ok;
         let both = |result, ok_| {
@@ -537,6 +539,7 @@ mod tests {
                 (start, result, ok_),
                 (write, result, ok_),
                 (race, result, ok_),
+                (stale, result, ok_),
                 (view, result, ok_),
             ]
         };
@@ -576,6 +579,7 @@ mod tests {
             (start, "blocked", true),
             (write, "succeeded", true),
             (race, "blocked", true),
+            (stale, "blocked", true),
             (view, "blocked", true),
         ];
         assert!(!ok(&report_of(&mixed, &console(2, 1)), "smp"));
@@ -583,6 +587,7 @@ mod tests {
             (start, "blocked", false),
             (write, "blocked", true),
             (race, "blocked", true),
+            (stale, "blocked", true),
             (view, "blocked", true),
         ];
         assert!(!ok(&report_of(&failed, &console(2, 1)), "smp"));
@@ -590,20 +595,35 @@ mod tests {
             (start, "blocked", true),
             (write, "blocked", true),
             (race, "succeeded", true),
+            (stale, "succeeded", true),
             (view, "blocked", true),
         ];
         assert!(!ok(&report_of(&raced, &console(2, 1)), "smp"));
+        // Under the planted no-shootdown build both races must succeed.
+        let half_raced = [
+            (start, "blocked", true),
+            (write, "blocked", true),
+            (race, "succeeded", true),
+            (stale, "blocked", true),
+            (view, "blocked", true),
+        ];
+        assert!(!ok(
+            &report_of(&half_raced, &console(2, 1)),
+            "smp-race-no-shootdown"
+        ));
         // The view switch's row missing, or through.
         let no_view = [
             (start, "blocked", true),
             (write, "blocked", true),
             (race, "blocked", true),
+            (stale, "blocked", true),
         ];
         assert!(!ok(&report_of(&no_view, &console(2, 1)), "smp"));
         let switched = [
             (start, "blocked", true),
             (write, "blocked", true),
             (race, "blocked", true),
+            (stale, "blocked", true),
             (view, "succeeded", true),
         ];
         assert!(!ok(&report_of(&switched, &console(2, 1)), "smp"));
