@@ -6,7 +6,9 @@
 //! other processors after a lock; `off` names the planted-defect build
 //! of the race row's negative control, `cargo xtask platform`),
 //! `contexts=per-cpu|shared` (`scenario=smp`: `shared` names the
-//! planted-defect build of the view-switch row's negative control).
+//! planted-defect build of the view-switch row's negative control),
+//! `aps=parked|run` (`scenario=fuzz`: whether another processor runs the
+//! guest while the executor runs its cases).
 
 use core::fmt;
 
@@ -95,6 +97,10 @@ pub struct Options {
     /// view-switch row must see a write land from a processor that stayed
     /// in the context the BSP left.
     pub per_cpu_context: bool,
+    /// Whether `scenario=fuzz` starts another processor that runs the
+    /// guest beside the executor (`aps=run`; default `parked`: the other
+    /// processors wait for a SIPI that never comes).
+    pub run_aps: bool,
 }
 
 /// A planted-defect build of the monitor the SMP scenario runs under.
@@ -121,6 +127,8 @@ pub enum CmdlineError<'a> {
     BadShootdown(&'a str),
     /// `contexts=` with a value other than `per-cpu` or `shared`.
     BadContexts(&'a str),
+    /// `aps=` with a value other than `parked` or `run`.
+    BadAps(&'a str),
 }
 
 impl fmt::Display for CmdlineError<'_> {
@@ -146,6 +154,9 @@ impl fmt::Display for CmdlineError<'_> {
             CmdlineError::BadContexts(v) => {
                 write!(f, "guest: `contexts={v}`: expected `per-cpu` or `shared`")
             }
+            CmdlineError::BadAps(v) => {
+                write!(f, "guest: `aps={v}`: expected `parked` or `run`")
+            }
         }
     }
 }
@@ -170,6 +181,7 @@ impl Options {
             transport: Transport::Com2,
             shootdown: true,
             per_cpu_context: true,
+            run_aps: false,
         };
         for word in line.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -192,6 +204,9 @@ impl Options {
                 Some(("contexts", "per-cpu")) => opts.per_cpu_context = true,
                 Some(("contexts", "shared")) => opts.per_cpu_context = false,
                 Some(("contexts", v)) => return Err(CmdlineError::BadContexts(v)),
+                Some(("aps", "parked")) => opts.run_aps = false,
+                Some(("aps", "run")) => opts.run_aps = true,
+                Some(("aps", v)) => return Err(CmdlineError::BadAps(v)),
                 _ => return Err(CmdlineError::Unknown(word)),
             }
         }
@@ -264,6 +279,13 @@ mod tests {
             Options::parse("contexts=one"),
             Err(CmdlineError::BadContexts("one"))
         );
+    }
+
+    #[test]
+    fn parses_aps() {
+        assert!(!Options::parse("scenario=fuzz").unwrap().run_aps);
+        assert!(Options::parse("scenario=fuzz aps=run").unwrap().run_aps);
+        assert_eq!(Options::parse("aps=all"), Err(CmdlineError::BadAps("all")));
     }
 
     #[test]

@@ -132,7 +132,8 @@ extern "C" fn guest_main(boot_info: u64) -> ! {
         }
         Scenario::Fuzz => {
             let mode = guest::attack::Mode::new(non_root, opts.protect);
-            executor::run(mode, ram_top, monitor, pool, opts.transport, sel)
+            let aps = opts.run_aps.then_some(map);
+            executor::run(mode, ram_top, monitor, pool, opts.transport, sel, aps)
         }
         Scenario::Sleep => {
             let mut checks = report::Checks::default();

@@ -113,11 +113,18 @@ pub fn image_cmdline(loader_args: &str) -> String {
 }
 
 /// The guest's command line for a fuzz session on `backend`: the
-/// executor, and the transport the backend's session speaks.
-pub fn guest_cmdline(backend: Backend) -> &'static str {
-    match backend {
+/// executor, the transport the backend's session speaks, and with more
+/// than one processor (`cpus`) another one running beside the executor
+/// (`aps=run`).
+pub fn guest_cmdline(backend: Backend, cpus: Option<u32>) -> String {
+    let base = match backend {
         Backend::Kvm => "scenario=fuzz transport=mailbox",
         _ => "scenario=fuzz transport=com2",
+    };
+    if cpus.is_some_and(|n| n > 1) {
+        format!("{base} aps=run")
+    } else {
+        base.to_string()
     }
 }
 
@@ -160,7 +167,7 @@ fn open_backend(
         image: cfg.image.clone(),
         guest: qemu_harness::GuestModule::File(cfg.guest.clone()),
         cmdline: image_cmdline(&cfg.loader_args),
-        guest_cmdline: guest_cmdline(backend).into(),
+        guest_cmdline: guest_cmdline(backend, cfg.bochs_cpus),
         timeout: Duration::from_secs(120),
         run_dir: cfg.run_dir.join(format!("{}-{index}", backend.name())),
         gdb: false,

@@ -40,7 +40,10 @@ options:
                      with `clock: sync=none` it only sets how many
                      instructions a byte of the UART takes)
   --cpus N           Bochs' processors (default 1; 2..=8: okernel runs
-                     with the others joined, every exit on its shared path)
+                     with the others joined, every exit on its shared path,
+                     and one of them runs the guest beside the executor:
+                     a CPUID and a hypercall in a loop, which must still
+                     run at the end of every case)
   --empty-cases      send every case empty (no operations): the fixed cost
                      of a case, the baseline of `cargo xtask bench fuzz`
   --broker-port P    the TCP port of the multi-core broker (default: a free

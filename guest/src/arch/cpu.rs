@@ -74,6 +74,14 @@ pub unsafe fn cr4_set(bits: u64) {
     unsafe { Cr4::write_raw(Cr4::read_raw() | bits) }
 }
 
+/// The page tables' root (CR3 without its flag bits).
+pub fn cr3() -> u64 {
+    x86_64::registers::control::Cr3::read()
+        .0
+        .start_address()
+        .as_u64()
+}
+
 /// Loads CR3.
 ///
 /// # Safety

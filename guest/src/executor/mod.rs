@@ -36,6 +36,7 @@ mod event_ops;
 mod hypercalls;
 mod journal;
 mod memory_ops;
+mod other;
 mod port_ops;
 mod step;
 mod targets;
@@ -74,7 +75,9 @@ pub(super) fn audit_mirror() -> AuditMirror {
     unsafe { MIRROR.get().read_volatile() }
 }
 
-/// Runs the executor; never returns (the host ends the run).
+/// Runs the executor; never returns (the host ends the run). `aps`: the
+/// memory map, when another processor is to run beside it (`aps=run`,
+/// [`other`]).
 pub fn run(
     mode: Mode,
     ram_top: u64,
@@ -82,8 +85,17 @@ pub fn run(
     pool: Option<u64>,
     transport: Transport,
     sel: crate::arch::tables::Selectors,
+    aps: Option<&[okernel_abi::boot::MemoryRegion]>,
 ) -> ! {
     let mut checks = Checks::default();
+    // First, on the loader's page tables (which map the xAPIC page) and
+    // before any lock: once a context exists no SIPI starts anything.
+    if let Some(map) = aps {
+        match other::start(map, mode != Mode::NoMonitor) {
+            Ok(()) => log::info!("fuzz: another processor runs beside the executor"),
+            Err(e) => end(Outcome::Fail, format_args!("fuzz: aps=run: {e}")),
+        }
+    }
     let cr4_pins = match kernel::init(mode, ram_top, sel) {
         Ok(b) => b,
         Err(e) => end(Outcome::Fail, format_args!("fuzz: kernel init: {e}")),
@@ -144,6 +156,7 @@ pub fn run(
         audit_seen: 0,
         current: 0,
         newest: Default::default(),
+        other_heart: None,
     };
     log::info!(
         "fuzz: executor ready: mode {mode:?}, context {} (other {}), gate {gate}, transport {transport:?}",
@@ -155,6 +168,7 @@ pub fn run(
         Transport::Mailbox => Link::Mailbox,
     }
     .open();
+    world.other_heart = aps.map(|_| other::heartbeat());
     let mut case = [0u8; MAX_CASE];
     let mut out = [0u8; MAX_RESULT];
     let mut result_len = None;
@@ -251,6 +265,16 @@ fn run_case(w: &mut World, case: &[u8], out: &mut [u8]) -> usize {
                     "monitor check: {name} (subject {:#x}, expected {:#x}, found {:#x})",
                     r.subject, r.expected, r.actual
                 ));
+            }
+            if let Some(before) = w.other_heart {
+                let now = other::heartbeat();
+                if now == before && verdict == CaseVerdict::Pass {
+                    verdict = CaseVerdict::MonitorDead;
+                    msg.set(format_args!(
+                        "the other processor stopped running the guest (its count stays at {now})"
+                    ));
+                }
+                w.other_heart = Some(now);
             }
             let mirrored = audit_mirror().total;
             if r.audit_total != mirrored && verdict == CaseVerdict::Pass {

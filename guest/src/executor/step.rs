@@ -48,6 +48,9 @@ pub struct World {
     pub current: u64,
     /// The newest audit record [`World::new_records`] read.
     pub newest: AuditRecord,
+    /// With another processor running (`aps=run`): its count at the end
+    /// of the last case (`super::other`).
+    pub other_heart: Option<u64>,
 }
 
 /// How an operation ended for the case.

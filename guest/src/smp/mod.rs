@@ -36,6 +36,7 @@
 //! `ept-violation` record naming the page are required too. Without a
 //! monitor nothing locks the page and the pattern lands in it.
 
+mod long_mode;
 mod setup;
 mod stale;
 mod start_up;
@@ -133,10 +134,11 @@ struct Start {
 }
 
 /// INIT, SIPI, SIPI to each of [`OTHER_IDS`] at [`PAGE`]'s vector, in
-/// x2APIC mode where the processor offers it. One processor at a time
+/// x2APIC mode where the processor offers it and `x2apic` allows it
+/// (else through the xAPIC page, identity-mapped). One processor at a time
 /// (as Linux does), not a broadcast: Bochs 2.7 stops delivering a
 /// broadcast SIPI at the first processor whose SIPI exits.
-fn start_others() -> Start {
+fn start_others(x2apic: bool) -> Start {
     use crate::arch::cpu::{APIC_BASE_ADDRESS, APIC_BASE_EXTD, IA32_APIC_BASE, rdmsr, wrmsr};
     let base = rdmsr(IA32_APIC_BASE);
     let apic = base & APIC_BASE_ADDRESS;
@@ -144,7 +146,7 @@ fn start_others() -> Start {
     // SAFETY: as in `send`; reading the version register has no effect
     // (before x2APIC mode, whose registers are MSRs).
     let version = unsafe { core::ptr::read_volatile((apic + VERSION) as *const u32) };
-    let x2apic = core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
+    let x2apic = x2apic && core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
     let send: &dyn Fn(u32, u32) -> bool = if x2apic {
         if base & APIC_BASE_EXTD == 0 {
             // SAFETY: the same base and enable bit, EXTD added: the
@@ -264,7 +266,7 @@ pub fn run(
     } else {
         Err(Err(0))
     };
-    let start = start_others();
+    let start = start_others(true);
     let marks = marks();
     log::info!("smp: the start-up code's marks: {marks:x?}");
     report_start(checks, entry, &start, &marks);
@@ -301,8 +303,38 @@ pub fn start_busy_processors(map: &[MemoryRegion]) -> u16 {
         return 0;
     }
     start_up::install(PAGE);
-    start_others();
+    start_others(true);
     marks().counts[0]
+}
+
+/// Starts one other processor (the first to take the trampoline's
+/// ticket; any more halt) in 64-bit mode on the current page tables, where
+/// it calls `entry`, a function of the kernel's text, on the stack below
+/// `stack_top`; `scenario=fuzz aps=run`. Through the xAPIC page (the
+/// caller's APIC stays in xAPIC mode), which the current page tables must
+/// identity-map. Whether it reached its 64-bit code within [`WAIT`].
+pub fn start_one_in_long_mode(
+    map: &[MemoryRegion],
+    stack_top: u64,
+    entry: extern "C" fn() -> !,
+) -> Result<(), &'static str> {
+    if !usable(map, PAGE) {
+        return Err("page 0x8000 is not usable RAM");
+    }
+    long_mode::install(PAGE, crate::arch::cpu::cr3(), stack_top, entry);
+    let start = start_others(false);
+    if !start.apic_there || !start.sent {
+        return Err("the local APIC did not send INIT, SIPI, SIPI");
+    }
+    let t = ticks();
+    while !long_mode::running(PAGE) && ticks().wrapping_sub(t) < WAIT {
+        core::hint::spin_loop();
+    }
+    if long_mode::running(PAGE) {
+        Ok(())
+    } else {
+        Err("no other processor reached 64-bit mode")
+    }
 }
 
 /// What the race row saw.

@@ -29,7 +29,8 @@ finding, saved to target/vmfuzz/<run>/crashes/ with a .txt report.
   --case-timeout S   the session's limit per case, in seconds
   --bochs-ips N      Bochs' emulated instructions per second (default 2M)
   --cpus N           Bochs' processors (default 1; 2..=8: okernel runs with
-                     the others joined, every exit on its shared path)
+                     the others joined, every exit on its shared path, and
+                     one of them runs the guest beside the executor)
   --replay FILE      run one saved case once and print its outcome
 
 fuzz vm-planted: the oracles bite in the VM: for each planted defect an
