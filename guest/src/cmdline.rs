@@ -163,7 +163,8 @@ impl fmt::Display for CmdlineError<'_> {
 
 impl Options {
     /// The planted defect `shootdown=off` or `contexts=shared` names (the
-    /// SMP rows' negative controls), if any.
+    /// SMP rows' negative controls), if any; a build has one defect, so
+    /// `shootdown=off` wins if both are given.
     pub fn planted(&self) -> Option<Planted> {
         match (self.shootdown, self.per_cpu_context) {
             (false, _) => Some(Planted::NoShootdown),

@@ -130,10 +130,12 @@ pub fn run(magic: u32, info_addr: u32) -> Result<core::convert::Infallible, Fail
         feature = "planted-text-writable",
         feature = "planted-pin-ignored",
         feature = "planted-unlock",
-        feature = "planted-gate-bypass"
+        feature = "planted-gate-bypass",
+        feature = "planted-no-shootdown",
+        feature = "planted-shared-context"
     )) {
         log::error!(
-            "TEST BUILD with a DELIBERATE DEFECT (a `planted-*` feature): for the fuzzers' proof only"
+            "TEST BUILD with a DELIBERATE DEFECT (a `planted-*` feature): for the fuzzers' and the SMP rows' proofs only"
         );
     }
     print_memory_map(&bi);

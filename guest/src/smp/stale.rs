@@ -2,10 +2,11 @@
 //! processor while another uses the old mapping). The processor that
 //! updates an entry and then locks the frame it used to map cannot rely
 //! on the others dropping their cached translation of it: on bare metal
-//! that is the kernel's own TLB shootdown. Under okernel the lock's
-//! shootdown (`docs/smp.md`) must make every translation that reaches the
-//! frame (EPT's and the combined guest-linear ones alike, SDM Vol. 3C
-//! §29.4) go before the lock call returns.
+//! that is the kernel's own TLB shootdown. Under okernel the lock itself
+//! must not return while another processor can still write the frame
+//! through a translation it cached: its shootdown (`docs/smp.md`) takes
+//! every other processor out of the guest, and each drops its cached
+//! translations (INVEPT, SDM Vol. 3C §29.4.3.1) before it enters again.
 //!
 //! The BSP maps [`ALIAS_SLOT`]'s 2 MiB of the alias window through a page
 //! table of its own at `start_up::PT_LOW` (under okernel a locked
@@ -13,17 +14,27 @@
 //! the page at `start_up::STALE_TARGET` writable, writes it once through
 //! that address (its TLB now holds the translation) and then writes a
 //! count through it in a loop. One other processor (`start_up::STALE`,
-//! real mode), once it sees the loop's writes in the page, points entry 0 at `start_up::STALE_NEW`
-//! (`UpdatePageTable` under okernel, a store without a monitor), locks
-//! the old page read-only (`RegisterRegion` as `Rodata`, `LockRegion`),
-//! reads it the moment the lock returned and again after a watch.
-//! Blocked = the page did not change after the lock returned (under
-//! okernel the BSP's writes after it walked the tables again and reached
-//! the new page, which must hold them). Negative controls: without a
-//! monitor nothing locks the page and the BSP writes on through its old
-//! translation (nothing invalidates it); under the monitor built without
-//! its shootdown (`smp-race-no-shootdown`) the BSP writes on until its
-//! next exit.
+//! real mode), once it sees the loop's writes in the page, points entry 0
+//! at `start_up::STALE_NEW` (`UpdatePageTable` under okernel, a store
+//! without a monitor), locks the old page read-only (`RegisterRegion` as
+//! `Rodata`, `LockRegion`), reads it the moment the lock returned and
+//! again after a watch. Blocked = the page did not change after the lock
+//! returned. Under okernel the row also needs evidence that the race was
+//! run: the page changed after the update returned (the BSP wrote it
+//! through its old translation) and again while the lock was in flight
+//! (so the lock had to end that translation), and the BSP's writes after
+//! the lock reached the new page (it walked the updated entry).
+//! Negative controls: without a monitor nothing locks the page and the
+//! BSP writes on through its old translation (nothing invalidates it);
+//! under the monitor built without its shootdown
+//! (`smp-race-no-shootdown`) the BSP writes on until its next exit.
+//!
+//! What the row cannot show in Bochs: Bochs drops every cached
+//! translation at every VM exit and entry, so a catch-up that left out
+//! its INVEPT would pass here too. What it shows is the wait: a lock made
+//! by another processor (from real mode) does not return while the BSP
+//! still runs on a translation from before it. The INVEPT of the catch-up
+//! is host-tested (`okernel/src/tests/policy/smp.rs`).
 
 use super::setup::{Failed, call};
 use super::start_up::{
@@ -163,23 +174,41 @@ pub fn report(checks: &mut Checks, entry: EntryMode, no_shootdown: bool, stale: 
         _ => modes(entry),
     };
     let m = &stale.marks;
-    // The loop wrote through the old translation before the lock returned.
-    let racing = m.at_return > 1;
+    let [after_update, before_lock] = m.reads;
+    // Under okernel: the BSP wrote the page after the update returned
+    // (through its old translation: the entry maps the new page), and
+    // again while the lock was in flight, so that the lock had to end
+    // that translation before returning (its shootdown). A BSP that left
+    // the old translation before the lock (an exit of its own, which in
+    // Bochs drops every cached translation) would make "blocked" prove
+    // nothing: the row then fails as inconclusive.
+    let stale_after_update = before_lock > after_update;
+    let live_at_lock = m.at_return > before_lock;
     // Blocked: no write landed in the page after the lock returned.
     let blocked = m.after == m.at_return;
     let ok = stale.setup.is_ok()
         && m.done
-        && racing
+        && stale.writes.is_ok()
         && match entry {
-            EntryMode::NonRoot if no_shootdown => m.statuses == [0; 3] && !blocked,
-            EntryMode::NonRoot => m.statuses == [0; 3] && blocked && stale.new_page > m.at_return,
-            EntryMode::Direct => !blocked,
+            EntryMode::NonRoot if no_shootdown => {
+                m.statuses == [0; 3] && stale_after_update && !blocked
+            }
+            EntryMode::NonRoot => {
+                m.statuses == [0; 3]
+                    && stale_after_update
+                    && live_at_lock
+                    && blocked
+                    && stale.new_page > m.at_return
+            }
+            EntryMode::Direct => m.at_return > 1 && !blocked,
         };
+    // One line of at most 160 bytes (`Buf`).
     let mut setup = Buf::new();
     match &stale.setup {
-        Ok(()) if entry == EntryMode::NonRoot => {
-            setup.set(format_args!("update, register, lock: {:?}", m.statuses))
-        }
+        Ok(()) if entry == EntryMode::NonRoot => setup.set(format_args!(
+            "calls {}/{}/{}; after update {after_update:#x}, before lock {before_lock:#x}",
+            m.statuses[0], m.statuses[1], m.statuses[2]
+        )),
         Ok(()) => setup.set(format_args!("no monitor: the update a store")),
         Err(e) => setup.set(format_args!("SETUP FAILED: {e}")),
     }
@@ -193,7 +222,7 @@ pub fn report(checks: &mut Checks, entry: EntryMode, no_shootdown: bool, stale: 
         3,
         ok,
         format_args!(
-            "{}; old page at return {:#x}, later {:#x}: {}; new page {:#x}; BSP's loop {}",
+            "{}, at return {:#x}, later {:#x}: {}; new page {:#x}; loop {}",
             setup.as_str(),
             m.at_return,
             m.after,

@@ -66,7 +66,7 @@ pub const RACE_GP_COUNT_AT: u16 = 0x824;
 /// The IP that #GP pushed.
 pub const RACE_GP_IP_AT: u16 = 0x826;
 /// Set (byte, non-zero) by the BSP: the race loop ends and runs on into
-/// [`VIEW`].
+/// [`STALE`].
 pub const STOP_AT: u16 = 0x828;
 /// The context [`VIEW`] switches to (32-bit; 0 = not yet, [`NO_SWITCH`]
 /// = write the rounds without a switch: no monitor).
@@ -100,6 +100,11 @@ pub const STALE_AT_RETURN_AT: u16 = 0x860;
 pub const STALE_AFTER_AT: u16 = 0x864;
 /// Set to 1 when [`STALE`] is done (the BSP's loop ends).
 pub const STALE_DONE_AT: u16 = 0x868;
+/// [`STALE_TARGET`]'s first dword right after `UpdatePageTable` returned
+/// and right before `LockRegion`.
+pub const STALE_READS_AT: [u16; 2] = [0x86c, 0x870];
+/// 16-bit count of processors that halted at [`VIEW`]'s end.
+pub const HALTED_AT: u16 = 0x874;
 /// [`CTX_AT`]: no monitor, no switch.
 pub const NO_SWITCH: u32 = u32::MAX;
 /// [`ROUND_AT`]: the last round; [`VIEW`] halts.
@@ -245,15 +250,17 @@ pub const RACE: [u8; 0x18] = {
 pub const STALE_AT: u16 = RACE_AT + RACE.len() as u16;
 
 /// The stale-mapping row (`super::stale`): the first processor here
-/// (`LOCK BTS` on [`TICKET_AT`]) waits for [`GO_AT`], then updates the
-/// entry at [`PTE_AT`] to [`NEW_PTE_AT`] — under okernel with
-/// `UpdatePageTable`, then `RegisterRegion([STALE_TARGET], 4096,
-/// Rodata)` and `LockRegion`, each status recorded; without a monitor
-/// with a store into [`PT_LOW`] — reads the page's first dword the
-/// moment that returned and again after [`STALE_WATCH`], records both
-/// and [`STALE_DONE_AT`], and runs on into [`VIEW`]. The others go
-/// straight to [`VIEW`].
-pub const STALE: [u8; 153] = {
+/// (`LOCK BTS` on [`TICKET_AT`]) waits for [`GO_AT`], then until the
+/// BSP's loop writes the page through its mapping (its first dword above
+/// 1), then updates the entry at [`PTE_AT`] to [`NEW_PTE_AT`]. Under
+/// okernel: `UpdatePageTable`, a read of the page ([`STALE_READS_AT`]
+/// 0), `RegisterRegion([STALE_TARGET], 4096, Rodata)`, another read
+/// (1), `LockRegion` (each status recorded); without a monitor a store
+/// into [`PT_LOW`]. Then it reads the page's first dword the moment that
+/// returned and again after [`STALE_WATCH`], records both and
+/// [`STALE_DONE_AT`], and runs on into [`VIEW`]. The others go straight
+/// to [`VIEW`].
+pub const STALE: [u8; 169] = {
     let sp = STACK_TOP.to_le_bytes();
     let ticket = TICKET_AT.to_le_bytes();
     let go = GO_AT.to_le_bytes();
@@ -262,6 +269,8 @@ pub const STALE: [u8; 153] = {
     let entry = PT_LOW.to_le_bytes();
     let [s0, s1, s2] = STALE_STATUS_AT;
     let (s0, s1, s2) = (s0.to_le_bytes(), s1.to_le_bytes(), s2.to_le_bytes());
+    let [r0, r1] = STALE_READS_AT;
+    let (r0, r1) = (r0.to_le_bytes(), r1.to_le_bytes());
     let update = (okernel_abi::hypercall::Call::UpdatePageTable as u32).to_le_bytes();
     let register = (okernel_abi::hypercall::Call::RegisterRegion as u32).to_le_bytes();
     let lock = (okernel_abi::hypercall::Call::LockRegion as u32).to_le_bytes();
@@ -274,7 +283,7 @@ pub const STALE: [u8; 153] = {
     let after = STALE_AFTER_AT.to_le_bytes();
     let done = STALE_DONE_AT.to_le_bytes();
     let watch = STALE_WATCH.to_le_bytes();
-    let to_view = (153u16).wrapping_sub(15).to_le_bytes();
+    let to_view = (169u16).wrapping_sub(15).to_le_bytes();
     flat(&[
         // +0: mov sp, 0x1000
         &[0xbc, sp[0], sp[1]],
@@ -282,11 +291,11 @@ pub const STALE: [u8; 153] = {
         &[0xf0, 0x0f, 0xba, 0x2e, ticket[0], ticket[1], 0x00],
         // +10: jnc +15 (this processor runs the row)
         &[0x73, 3],
-        // +12: jmp VIEW (at +153)
+        // +12: jmp VIEW (at +169)
         &[0xe9, to_view[0], to_view[1]],
         // +15: pause
         &[0xf3, 0x90],
-        // +17: mov eax, [GO_AT]
+        // +17: mov eax, [GO_AT] (EAX keeps it for the test at +46)
         &[0x66, 0xa1, go[0], go[1]],
         // +21: test eax, eax
         &[0x66, 0x85, 0xc0],
@@ -308,21 +317,24 @@ pub const STALE: [u8; 153] = {
         &[0x75, 59 - 52],
         // +52: mov [PT_LOW], esi (entry 0, no monitor)
         &[0x66, 0x89, 0x36, entry[0], entry[1]],
-        // +57: jmp +116
-        &[0xeb, 116 - 59],
+        // +57: jmp +132
+        &[0xeb, 132 - 59],
         // +59: mov eax, UpdatePageTable
         &[0x66, 0xb8, update[0], update[1], update[2], update[3]],
         // +65: vmcall
         &[0x0f, 0x01, 0xc1],
         // +68: mov [STALE_STATUS_AT[0]], eax
         &[0x66, 0xa3, s0[0], s0[1]],
-        // +72: mov edi, the page
+        // +72: mov eax, [STALE_TARGET]; +76: mov [STALE_READS_AT[0]], eax
+        &[0x66, 0xa1, target[0], target[1]],
+        &[0x66, 0xa3, r0[0], r0[1]],
+        // +80: mov edi, the page
         &[0x66, 0xbf, frame[0], frame[1], frame[2], frame[3]],
-        // +78: mov esi, 4096
+        // +86: mov esi, 4096
         &[0x66, 0xbe, 0x00, 0x10, 0x00, 0x00],
-        // +84: mov edx, Rodata
+        // +92: mov edx, Rodata
         &[0x66, 0xba, rodata[0], rodata[1], rodata[2], rodata[3]],
-        // +90: mov eax, RegisterRegion
+        // +98: mov eax, RegisterRegion
         &[
             0x66,
             0xb8,
@@ -331,33 +343,36 @@ pub const STALE: [u8; 153] = {
             register[2],
             register[3],
         ],
-        // +96: vmcall (RDI out: the region)
+        // +104: vmcall (RDI out: the region)
         &[0x0f, 0x01, 0xc1],
-        // +99: mov [STALE_STATUS_AT[1]], eax
+        // +107: mov [STALE_STATUS_AT[1]], eax
         &[0x66, 0xa3, s1[0], s1[1]],
-        // +103: mov eax, LockRegion
+        // +111: mov eax, [STALE_TARGET]; +115: mov [STALE_READS_AT[1]], eax
+        &[0x66, 0xa1, target[0], target[1]],
+        &[0x66, 0xa3, r1[0], r1[1]],
+        // +119: mov eax, LockRegion
         &[0x66, 0xb8, lock[0], lock[1], lock[2], lock[3]],
-        // +109: vmcall
+        // +125: vmcall
         &[0x0f, 0x01, 0xc1],
-        // +112: mov [STALE_STATUS_AT[2]], eax
+        // +128: mov [STALE_STATUS_AT[2]], eax
         &[0x66, 0xa3, s2[0], s2[1]],
-        // +116: mov eax, [STALE_TARGET]
+        // +132: mov eax, [STALE_TARGET]
         &[0x66, 0xa1, target[0], target[1]],
-        // +120: mov [STALE_AT_RETURN_AT], eax
+        // +136: mov [STALE_AT_RETURN_AT], eax
         &[0x66, 0xa3, ret[0], ret[1]],
-        // +124: mov ecx, STALE_WATCH
+        // +140: mov ecx, STALE_WATCH
         &[0x66, 0xb9, watch[0], watch[1], watch[2], watch[3]],
-        // +130: pause
+        // +146: pause
         &[0xf3, 0x90],
-        // +132: dec ecx
+        // +148: dec ecx
         &[0x66, 0x49],
-        // +134: jnz +130
-        &[0x75, 130u8.wrapping_sub(136)],
-        // +136: mov eax, [STALE_TARGET]
+        // +150: jnz +146
+        &[0x75, 146u8.wrapping_sub(152)],
+        // +152: mov eax, [STALE_TARGET]
         &[0x66, 0xa1, target[0], target[1]],
-        // +140: mov [STALE_AFTER_AT], eax
+        // +156: mov [STALE_AFTER_AT], eax
         &[0x66, 0xa3, after[0], after[1]],
-        // +144: mov dword [STALE_DONE_AT], 1 (then on into VIEW)
+        // +160: mov dword [STALE_DONE_AT], 1 (then on into VIEW)
         &[0x66, 0xc7, 0x06, done[0], done[1], 0x01, 0x00, 0x00, 0x00],
     ])
 };
@@ -370,15 +385,15 @@ pub const VIEW_LOOP: u16 = VIEW_AT + 49;
 /// pushes).
 pub const VIEW_WRITE_IP: u16 = VIEW_AT + 72;
 
-/// The view-switch row (`super::report_view`): wait for [`CTX_AT`];
+/// The view-switch row (`super::view`): wait for [`CTX_AT`];
 /// unless it is [`NO_SWITCH`], `SwitchContext(ctx, 0)` (VMCALL: RAX 26,
 /// RDI the context; outside 64-bit mode only the low halves count) and
 /// OR the status into [`SWITCH_AT`]; count in [`IN_AT`]; then for each
 /// new number in [`ROUND_AT`] (the last seen kept in ESI, which a #GP
 /// keeps) write it to [`VIEW_TARGET`] and count in [`VIEW_WROTE_AT`]
 /// (a fault counts in [`ON_GP`] and comes back to the loop), until
-/// [`END`]: halt.
-pub const VIEW: [u8; 87] = {
+/// [`END`]: count in [`HALTED_AT`] and halt.
+pub const VIEW: [u8; 92] = {
     let sp = STACK_TOP.to_le_bytes();
     let ctx = CTX_AT.to_le_bytes();
     let sw = SWITCH_AT.to_le_bytes();
@@ -386,6 +401,7 @@ pub const VIEW: [u8; 87] = {
     let round = ROUND_AT.to_le_bytes();
     let t = VIEW_TARGET.to_le_bytes();
     let wrote = VIEW_WROTE_AT.to_le_bytes();
+    let halted = HALTED_AT.to_le_bytes();
     let call = (okernel_abi::hypercall::Call::SwitchContext as u32).to_le_bytes();
     flat(&[
         // +0: mov sp, 0x1000
@@ -438,11 +454,13 @@ pub const VIEW: [u8; 87] = {
         &[0xf0, 0xff, 0x06, wrote[0], wrote[1]],
         // +81: jmp +49
         &[0xeb, 49u8.wrapping_sub(83)],
-        // +83: cli
+        // +83: lock inc word [HALTED_AT]
+        &[0xf0, 0xff, 0x06, halted[0], halted[1]],
+        // +88: cli
         &[0xfa],
-        // +84: hlt
+        // +89: hlt
         &[0xf4],
-        // +85: jmp +84
+        // +90: jmp +89
         &[0xeb, 0xfd],
     ])
 };
@@ -454,14 +472,17 @@ pub const GP_HANDLER: u16 = VIEW_AT + VIEW.len() as u16;
 /// stack holds IP, CS, FLAGS). At [`WRITE_IP`]: record the IP, then
 /// [`GP`], count, and go on into [`RACE`]. At [`VIEW_WRITE_IP`]: record
 /// the IP, count in [`VIEW_GP_AT`], and back to [`VIEW_LOOP`] (which
-/// resets SP). Anywhere else (the race's write): record the IP, count in
-/// [`RACE_GP_COUNT_AT`], and on into [`STALE`].
-pub const ON_GP: [u8; 60] = {
+/// resets SP). At [`RACE_WRITE_IP`]: record the IP, count in
+/// [`RACE_GP_COUNT_AT`], and on into [`STALE`]. Anywhere else: the IP
+/// back on the stack, and on into [`ON_OTHER`] (recorded as another
+/// vector's, and halt).
+pub const ON_GP: [u8; 66] = {
     let ip = GP_IP_AT.to_le_bytes();
     let gp = GP_AT.to_le_bytes();
     let g = GP.to_le_bytes();
     let n = GP_COUNT_AT.to_le_bytes();
     let w = WRITE_IP.to_le_bytes();
+    let rw = RACE_WRITE_IP.to_le_bytes();
     let rip = RACE_GP_IP_AT.to_le_bytes();
     let rn = RACE_GP_COUNT_AT.to_le_bytes();
     let vw = VIEW_WRITE_IP.to_le_bytes();
@@ -469,8 +490,8 @@ pub const ON_GP: [u8; 60] = {
     let vn = VIEW_GP_AT.to_le_bytes();
     // The near jumps, each from the end of its 3 bytes.
     let to_race = (RACE_AT.wrapping_sub(GP_HANDLER + 29)).to_le_bytes();
-    let to_stale = (STALE_AT.wrapping_sub(GP_HANDLER + 47)).to_le_bytes();
-    let to_loop = (VIEW_LOOP.wrapping_sub(GP_HANDLER + 60)).to_le_bytes();
+    let to_stale = (STALE_AT.wrapping_sub(GP_HANDLER + 52)).to_le_bytes();
+    let to_loop = (VIEW_LOOP.wrapping_sub(GP_HANDLER + 65)).to_le_bytes();
     flat(&[
         // +0: pop ax (the faulting IP)
         &[0x58],
@@ -488,20 +509,26 @@ pub const ON_GP: [u8; 60] = {
         &[0xe9, to_race[0], to_race[1]],
         // +29: cmp ax, VIEW_WRITE_IP
         &[0x3d, vw[0], vw[1]],
-        // +32: je +47
-        &[0x74, 47 - 34],
-        // +34: mov cs:[0x826], ax
+        // +32: je +52
+        &[0x74, 52 - 34],
+        // +34: cmp ax, RACE_WRITE_IP
+        &[0x3d, rw[0], rw[1]],
+        // +37: jne +65
+        &[0x75, 65 - 39],
+        // +39: mov cs:[0x826], ax
         &[0x2e, 0xa3, rip[0], rip[1]],
-        // +38: lock inc word cs:[0x824]
+        // +43: lock inc word cs:[0x824]
         &[0xf0, 0x2e, 0xff, 0x06, rn[0], rn[1]],
-        // +44: jmp STALE
+        // +49: jmp STALE
         &[0xe9, to_stale[0], to_stale[1]],
-        // +47: mov cs:[VIEW_GP_IP_AT], ax
+        // +52: mov cs:[VIEW_GP_IP_AT], ax
         &[0x2e, 0xa3, vip[0], vip[1]],
-        // +51: lock inc word cs:[VIEW_GP_AT]
+        // +56: lock inc word cs:[VIEW_GP_AT]
         &[0xf0, 0x2e, 0xff, 0x06, vn[0], vn[1]],
-        // +57: jmp VIEW_LOOP
+        // +62: jmp VIEW_LOOP
         &[0xe9, to_loop[0], to_loop[1]],
+        // +65: push ax (then on into ON_OTHER, which pops it)
+        &[0x50],
     ])
 };
 
@@ -547,10 +574,12 @@ const _: () = {
     assert!(VIEW[l] == 0xbc && VIEW[v - 2] == 0x74 && VIEW[VIEW.len() - 4] == 0xfa);
     assert!(VIEW_GP_IP_AT + 2 <= STACK_TOP - 6);
     assert!(STALE_DONE_AT + 4 <= STACK_TOP - 6);
+    assert!(ON_GP[ON_GP.len() - 1] == 0x50 && OTHER_HANDLER == GP_HANDLER + ON_GP.len() as u16);
     // STALE's jumps: the one to VIEW from +15, the store without a
-    // monitor at +52, the read at +116, the watch's loop at +130.
+    // monitor at +52, the read at +132, the watch's loop at +146.
     assert!(STALE[12] == 0xe9 && STALE[52] == 0x66 && STALE[54] == 0x36);
-    assert!(STALE[116] == 0x66 && STALE[117] == 0xa1 && STALE[130] == 0xf3);
+    assert!(STALE[132] == 0x66 && STALE[133] == 0xa1 && STALE[146] == 0xf3);
+    assert!(HALTED_AT + 2 <= STACK_TOP - 6);
     assert!(STALE[STALE.len() - 9] == 0x66 && STALE[STALE.len() - 7] == 0x06);
     assert!(RACE_GP_IP_AT + 2 <= STACK_TOP - 6);
     assert!(OTHER_HANDLER as usize + ON_OTHER.len() <= IDTR as usize);
@@ -642,6 +671,9 @@ pub struct StaleMarks {
     /// `UpdatePageTable`, `RegisterRegion`, `LockRegion` (0 without a
     /// monitor: not made).
     pub statuses: [u32; 3],
+    /// The page's first dword right after `UpdatePageTable` returned and
+    /// right before `LockRegion` (0 without a monitor: not read).
+    pub reads: [u32; 2],
     /// The page's first dword the moment the calls returned.
     pub at_return: u32,
     /// The same after the watch.
@@ -661,6 +693,8 @@ pub struct ViewMarks {
     pub wrote: u16,
     /// Writes that faulted, and the IP the last one pushed.
     pub faults: (u16, u16),
+    /// Processors that halted at the end.
+    pub halted: u16,
 }
 
 impl Marks {
@@ -693,9 +727,11 @@ impl Marks {
                 in_rounds: u16_at(IN_AT),
                 wrote: u16_at(VIEW_WROTE_AT),
                 faults: (u16_at(VIEW_GP_AT), u16_at(VIEW_GP_IP_AT)),
+                halted: u16_at(HALTED_AT),
             },
             stale: StaleMarks {
                 statuses: STALE_STATUS_AT.map(u32_at),
+                reads: STALE_READS_AT.map(u32_at),
                 at_return: u32_at(STALE_AT_RETURN_AT),
                 after: u32_at(STALE_AFTER_AT),
                 done: u32_at(STALE_DONE_AT) == 1,

@@ -1,5 +1,6 @@
-//! `race-view-switch` (invariants 3 and 9: a view switch on one
-//! processor while another runs in the same context). Each processor is
+//! `race-view-switch` (invariant 3, reported; it is about invariant 9's
+//! views too: a view switch on one processor while another runs in the
+//! same context). Each processor is
 //! in the view of its own context: when the BSP leaves a context through
 //! its gate, a processor still in that context stays in that context's
 //! view, however the monitor shares its state between processors.
@@ -19,18 +20,21 @@
 //! record of the context naming the page), the BSP itself must still
 //! write the page (it is writable where the BSP runs: the processors'
 //! faults come from their view, not the page), and the destroy must be
-//! refused with `BadContext`.
+//! refused with `BadContext` while a second context the BSP entered and
+//! left, which no other processor runs in, is destroyed (so the refusal
+//! is the others' doing, not a BSP still counted in the first).
 //!
 //! Negative controls: without a monitor no view withholds the page, and
 //! both rounds' writes land; the monitor built to run every exit in the
 //! context the previous exit left (`planted-shared-context`,
 //! `crate::seam::PER_CPU_CONTEXT`, row `smp-shared-context`) loses track
-//! of which processor runs where: the destroy succeeds on 2 processors,
-//! and on 4 the others' writes land as well (both seen in session 17).
+//! of which processor runs where: the destroy succeeds on 2 processors
+//! (the row `smp-shared-context`), and on 4 the others' writes land as
+//! well (checked by hand in session 17; no 4-processor planted row).
 
 use super::setup::{Failed, call};
 use super::start_up::{self, CTX_AT, END, Marks, NO_SWITCH, ROUND_AT};
-use super::{WAIT, modes, ticks, wait};
+use super::{WAIT, modes, ticks};
 use crate::arch::instr::hypercall;
 use crate::arch::user;
 use crate::report::{Buf, Checks};
@@ -61,11 +65,16 @@ pub struct View {
     bsp_wrote: bool,
     /// Under okernel: `DestroyContext` of the context after round 2.
     destroy: Option<Result<Status, u64>>,
+    /// Under okernel: `DestroyContext` of a second context the BSP
+    /// entered and left, which no other processor runs in
+    /// ([`left_context_destroyed`]).
+    control: Option<Result<Status, u64>>,
     /// The marks at the end.
     marks: Marks,
     /// The audit count before the rounds.
     before: Result<u64, Result<Status, u64>>,
-    /// Every other processor is past the last round (halted).
+    /// Every other processor counted itself halted at the end
+    /// (`start_up::HALTED_AT`).
     pub halted: bool,
 }
 
@@ -126,6 +135,24 @@ extern "C" fn in_context(status: u64) -> u64 {
     (u64::from(landed) << 16 | u64::from(faulted)) << 1 | 1
 }
 
+/// The control for the refusal of `DestroyContext`: a second context the
+/// BSP enters and leaves through its gate, which no other processor runs
+/// in, must be destroyed (`Success`), so that the refusal for the first
+/// is the others' doing, not the BSP's own context after its gate. The
+/// destroy's status, or `Err` if the context or the visit failed.
+fn left_context_destroyed() -> Result<Status, u64> {
+    extern "C" fn stay(status: u64) -> u64 {
+        status
+    }
+    let ctx = call("CreateContext", Call::CreateContext, [0; 4]).map_err(|_| u64::MAX)?;
+    // SAFETY: as for round 1 in `run`; `stay` touches nothing.
+    let (status, fell) = unsafe { user::visit_context(ctx, crate::kernel::gate(), stay) };
+    if status != 0 || fell != user::NO_FALLTHROUGH {
+        return Err(status);
+    }
+    hypercall(Call::DestroyContext, [ctx, 0, 0, 0]).status
+}
+
 /// Runs the row: `page` is the code page, `target` the row's page,
 /// `processors` how many others ran the start-up code.
 /// `kernel`: what `super::setup::kernel` returned.
@@ -158,6 +185,7 @@ pub fn run(
         intact: false,
         bsp_wrote: false,
         destroy: None,
+        control: None,
         marks: Marks::read(page),
         before,
         halted: false,
@@ -202,12 +230,16 @@ pub fn run(
     view.rounds[1] = settle(page, 2 * n);
     view.intact = intact(target);
     if monitor {
+        view.control = Some(left_context_destroyed());
         view.destroy = Some(hypercall(Call::DestroyContext, [ctx, 0, 0, 0]).status);
     }
     start_up::post(page, ROUND_AT, END);
-    wait(super::SETTLE);
+    let t = ticks();
+    while Marks::read(page).view.halted < processors && ticks().wrapping_sub(t) < WAIT {
+        core::hint::spin_loop();
+    }
     view.marks = Marks::read(page);
-    view.halted = true;
+    view.halted = view.marks.view.halted == processors;
     // The page is writable where the BSP runs (the trusted context).
     // SAFETY: as in `fill`; the other processors have halted.
     view.bsp_wrote = unsafe {
@@ -219,6 +251,14 @@ pub fn run(
         back
     };
     view
+}
+
+fn status(s: Option<Result<Status, u64>>) -> &'static str {
+    match s {
+        Some(Ok(s)) => s.name(),
+        Some(Err(_)) => "?",
+        None => "-",
+    }
 }
 
 /// `race-view-switch`.
@@ -273,6 +313,7 @@ pub fn report(
                     && (w1, f1, w2, f2) == (0, n, 0, 2 * n)
                     && fault_ip == start_up::VIEW_WRITE_IP
                     && view.destroy == Some(Ok(Status::BadContext))
+                    && view.control == Some(Ok(Status::Success))
                     && audited
             }
             EntryMode::Direct => !blocked && (w1, w2) == (n, 2 * n),
@@ -280,10 +321,9 @@ pub fn report(
     // One line of at most 160 bytes (`Buf`).
     let mut setup = Buf::new();
     match &view.setup {
-        Ok(ctx) if entry == EntryMode::NonRoot => setup.set(format_args!(
-            "ctx {ctx}, switch {:#x}",
-            view.marks.view.switch
-        )),
+        Ok(ctx) if entry == EntryMode::NonRoot => {
+            setup.set(format_args!("ctx {ctx}, sw {:#x}", view.marks.view.switch))
+        }
         Ok(_) => setup.set(format_args!("no monitor")),
         Err(e) => setup.set(format_args!("SETUP FAILED: {e}")),
     }
@@ -292,7 +332,7 @@ pub fn report(
         3,
         ok,
         format_args!(
-            "{}, {}/{n} in; BSP in ctx{}: {w1} wrote {f1} #GP; BSP at gate: {w2} wrote {f2} #GP @{fault_ip:#x}; page {}; BSP writes: {}; destroy: {}",
+            "{}, {}/{n} in; BSP in{}: {w1} wrote {f1} #GP; out: {w2} wrote {f2} #GP @{fault_ip:#x}; page {}; BSP writes: {}; destroy: {}, left one: {}",
             setup.as_str(),
             view.marks.view.in_rounds,
             match view.visit {
@@ -302,11 +342,8 @@ pub fn report(
             },
             if view.intact { "kept" } else { "CHANGED" },
             if view.bsp_wrote { "yes" } else { "NO" },
-            match view.destroy {
-                Some(Ok(s)) => s.name(),
-                Some(Err(_)) => "?",
-                None => "-",
-            },
+            status(view.destroy),
+            status(view.control),
         ),
         mode,
         expected,

@@ -268,7 +268,7 @@ pub fn cases() -> Vec<PlatformCase> {
                 "smp-race-no-shootdown",
                 2,
                 false,
-                "monitor without its shootdown: an AP's write lands after the lock returned",
+                "monitor without its shootdown: a write lands after the lock returned, in both races",
             )
         },
         PlatformCase {
