@@ -274,7 +274,8 @@ pub enum Op {
     RegisterLock(u8, u8, u8),
     /// SwitchContext(ctx, gate).
     Switch(u8, u8),
-    /// PinCr of CR0 (false) or CR4 (true) with one pinnable bit.
+    /// PinCr of CR0 (false) or CR4 (true) with one of its pinnable bits
+    /// (the `n`-th, round robin).
     Pin(bool, u8),
     /// CreateContext.
     Create,
@@ -389,7 +390,15 @@ impl Shadow {
                 self.check_switch(v, from, s);
             }
             Op::Pin(cr4, i) => {
-                let bit = Arg::Pinnable(i).get();
+                // A bit pinnable in *this* register (the other's, and any
+                // other bit, are `Op::Call`'s to try): a pin that takes,
+                // so that a `ClearPinned` after it tests it.
+                let pinnable = if cr4 {
+                    okernel::policy::protection::CR4_PINNABLE
+                } else {
+                    okernel::policy::protection::CR0_PINNABLE
+                };
+                let bit = nth_bit(pinnable, i);
                 let _ = hypercall(v, Call::PinCr.raw(), [if cr4 { 4 } else { 0 }, bit, 0]);
             }
             Op::Create => {

@@ -488,7 +488,7 @@ fn test() -> Result<bool, String> {
 fn ci_fuzz() -> Result<bool, String> {
     let steps: [&[&str]; 7] = [
         &["host", "--time", "10", "--seed", "1"],
-        &["planted-defects", "--time", "60", "--seed", "1"],
+        &["planted-defects", "--time", "120", "--seed", "1"],
         &["vm-selftest"],
         &[
             "vm",

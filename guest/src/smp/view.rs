@@ -30,7 +30,7 @@
 //! `crate::seam::PER_CPU_CONTEXT`, row `smp-shared-context`) loses track
 //! of which processor runs where: the destroy succeeds on 2 processors
 //! (the row `smp-shared-context`), and on 4 the others' writes land as
-//! well (checked by hand in session 17; no 4-processor planted row).
+//! well (`smp-4cpu-shared-context`).
 
 use super::setup::{Failed, call};
 use super::start_up::{self, CTX_AT, END, Marks, NO_SWITCH, ROUND_AT};

@@ -160,6 +160,16 @@ pub fn cases() -> Vec<PlatformCase> {
         forged: None,
         planted: None,
     };
+    // The view switch's negative control: the monitor built to run every
+    // exit in the context the previous one left.
+    let shared_context = |name, cpus, expected| PlatformCase {
+        planted: Some(Planted {
+            feature: "planted-shared-context",
+            guest_arg: "contexts=shared",
+            attacks: &["attack-race-view-switch"],
+        }),
+        ..smp(name, cpus, false, expected)
+    };
     let sleep = |name, direct, expected| PlatformCase {
         name,
         scenario: "sleep",
@@ -271,19 +281,16 @@ pub fn cases() -> Vec<PlatformCase> {
                 "monitor without its shootdown: a write lands after the lock returned, in both races",
             )
         },
-        PlatformCase {
-            planted: Some(Planted {
-                feature: "planted-shared-context",
-                guest_arg: "contexts=shared",
-                attacks: &["attack-race-view-switch"],
-            }),
-            ..smp(
-                "smp-shared-context",
-                2,
-                false,
-                "monitor whose exits share one context: the BSP leaving takes the AP's context with it (destroyed under it, or its write lands)",
-            )
-        },
+        shared_context(
+            "smp-shared-context",
+            2,
+            "monitor whose exits share one context: the BSP leaving takes the AP's context with it (destroyed under it, or its write lands)",
+        ),
+        shared_context(
+            "smp-4cpu-shared-context",
+            4,
+            "4 CPUs, exits sharing one context: the BSP leaving takes the APs along, their writes land",
+        ),
         sleep(
             "sleep-no-monitor",
             true,
