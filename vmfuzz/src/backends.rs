@@ -121,7 +121,8 @@ pub fn guest_cmdline(backend: Backend, cpus: Option<u32>) -> String {
         Backend::Kvm => "scenario=fuzz transport=mailbox",
         _ => "scenario=fuzz transport=com2",
     };
-    if cpus.is_some_and(|n| n > 1) {
+    // Only Bochs runs several processors (xtask checks they joined).
+    if backend == Backend::Bochs && cpus.is_some_and(|n| n > 1) {
         format!("{base} aps=run")
     } else {
         base.to_string()

@@ -7,9 +7,10 @@
 //! the loader's page tables (`crate::smp::start_one_in_long_mode`), and
 //! runs [`other_processor`], in the kernel's text, for ever: a count, a
 //! CPUID (an exit under VMX) and, under okernel, a `Version` hypercall.
-//! The oracle: its count must have moved on at the end of every case
-//! (a processor the monitor stopped, or one stuck in an exit, is a
-//! violation; a deadlock shows as the case's timeout).
+//! The oracle: right after each case's check its count must move on
+//! within a few poll ticks ([`moves_on`]; a processor the monitor stopped,
+//! or one stuck in an exit, is that case's violation; a deadlock shows as
+//! the case's timeout).
 
 use crate::arch::instr::hypercall;
 use crate::kernel::Pages;
@@ -45,4 +46,29 @@ pub fn start(map: &[MemoryRegion], monitor: bool) -> Result<(), &'static str> {
 /// Its count now.
 pub fn heartbeat() -> u64 {
     HEART.load(Ordering::SeqCst)
+}
+
+/// How long [`moves_on`] waits, in TSC ticks: four of the monitor's poll
+/// ticks (`okernel::vcpu::timer::POLL_TSC`, 2^17), in which a running
+/// processor makes many rounds.
+const PATIENCE: u64 = 4 << 17;
+
+/// Whether its count moves on within [`PATIENCE`] from now: asked right
+/// after a case's check, so that a processor the case stopped is that
+/// case's finding (not the next one's, after the exchange with the host
+/// gave it time to run on).
+pub fn moves_on() -> bool {
+    let ticks = || {
+        // SAFETY: RDTSC has no side effect and does not exit.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    };
+    let before = heartbeat();
+    let start = ticks();
+    while ticks().wrapping_sub(start) < PATIENCE {
+        if heartbeat() != before {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    heartbeat() != before
 }

@@ -48,9 +48,9 @@ pub struct World {
     pub current: u64,
     /// The newest audit record [`World::new_records`] read.
     pub newest: AuditRecord,
-    /// With another processor running (`aps=run`): its count at the end
-    /// of the last case (`super::other`).
-    pub other_heart: Option<u64>,
+    /// Whether another processor runs beside the executor (`aps=run`,
+    /// `super::other`).
+    pub other_runs: bool,
 }
 
 /// How an operation ended for the case.

@@ -180,10 +180,15 @@ fn after<V: Vmcs, C: Cpu, P: Policy, M: Fuzzed>(
         let (n, first) = vcpu.hooks.unexpected;
         vcpu.hooks.unexpected = (n.saturating_add(1), if n == 0 { basic } else { first });
     }
-    let detail = detail(vcpu, basic, before.rax, outcome);
-    vcpu.hooks
-        .coverage
-        .record(key(basic, outcome, audited, unexpected, detail));
+    // The case's coverage is the bootstrap processor's, which runs the
+    // executor: another processor's exits (`aps=run`'s loop) would mix
+    // their keys into its edges and its exit count.
+    if vcpu.cpu_index == 0 {
+        let detail = detail(vcpu, basic, before.rax, outcome);
+        vcpu.hooks
+            .coverage
+            .record(key(basic, outcome, audited, unexpected, detail));
+    }
 }
 
 /// How a resumed guest resumes.

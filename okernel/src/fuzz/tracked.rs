@@ -235,6 +235,10 @@ impl<M: Inspect + GuestMemory> ExitHooks for Tracked<M> {
     /// Records the fast exit's constant key.
     #[inline(always)]
     fn fast_resumed<V: Vmcs, C: Cpu, P: Policy>(vcpu: &mut Vcpu<V, C, P, Self>, wrote_rbx: bool) {
+        // The bootstrap processor's only (`super::observe`).
+        if vcpu.cpu_index != 0 {
+            return;
+        }
         vcpu.hooks.coverage.record(if wrote_rbx {
             super::observe::CPUID_KEY
         } else {
