@@ -43,8 +43,7 @@ const CODE16: [u8; CODE64 as usize] = {
     let ticket = TICKET_AT.to_le_bytes();
     let gdtr = GDTR.to_le_bytes();
     let cr3 = CR3_AT.to_le_bytes();
-    let mut c = [0u8; CODE64 as usize];
-    let parts: [&[u8]; 20] = [
+    super::start_up::flat(&[
         // +0: cli
         &[0xfa],
         // +1: mov ax, cs; +3: mov ds, ax
@@ -77,20 +76,7 @@ const CODE16: [u8; CODE64 as usize] = {
         &[0x0f, 0x22, 0xc0],
         // +68: jmp far 0x08:CODE64 (offset patched: bytes +70..+74)
         &[0x66, 0xea, 0, 0, 0, 0, 0x08, 0x00],
-    ];
-    let mut at = 0;
-    let mut i = 0;
-    while i < parts.len() {
-        let mut j = 0;
-        while j < parts[i].len() {
-            c[at] = parts[i][j];
-            at += 1;
-            j += 1;
-        }
-        i += 1;
-    }
-    assert!(at == CODE64 as usize);
-    c
+    ])
 };
 
 /// The 64-bit code's length.

@@ -147,7 +147,7 @@ pub const PATTERN: u32 = u32::from_le_bytes(*b"AP1W");
 
 /// The bytes of `parts`, one instruction each, in order (`N` their
 /// total length: a compile-time error otherwise).
-const fn flat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
+pub(super) const fn flat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
     let mut out = [0u8; N];
     let mut at = 0;
     let mut i = 0;
